@@ -1,0 +1,5 @@
+"""``python -m pocketml`` runs the CLI."""
+
+from pocketml.cli import main
+
+main()

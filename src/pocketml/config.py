@@ -1,0 +1,93 @@
+"""Settings: one typed tree read from ``POCKETML_*`` environment variables.
+
+Only entry points (the CLI, ``pocketml server``, the ``Device`` constructor) build a
+``Settings``; library functions take explicit parameters. Nested groups use a double
+underscore, e.g. ``POCKETML_SERVER__PORT=8000``. Every field is documented in
+``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ServerSettings", "Settings", "default_home"]
+
+
+def default_home() -> Path:
+    """The default state directory, ``~/.pocketml``."""
+    return Path.home() / ".pocketml"
+
+
+class ServerSettings(BaseModel):
+    """Settings of ``pocketml server`` (env prefix ``POCKETML_SERVER__``)."""
+
+    host: str = Field("127.0.0.1", description="Interface uvicorn binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one).")
+    max_upload_mb: float = Field(
+        512.0, gt=0, description="Largest package upload accepted; larger ones get 413."
+    )
+    max_telemetry_events: int = Field(
+        5000, gt=0, description="Most events accepted in one telemetry batch (413 above)."
+    )
+    public_url: str | None = Field(
+        None, description="Base URL devices use to reach this server (package links)."
+    )
+
+
+class Settings(BaseSettings):
+    """All pocketml settings. Built once by an entry point, then passed down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="POCKETML_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    home: Path = Field(
+        default_factory=default_home,
+        description="State directory: SQLite database, artifacts, keys, caches.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the registry database; default SQLite under home.",
+    )
+    artifact_url: str | None = Field(
+        None,
+        description="Where packages live: a directory path or s3://bucket/prefix; "
+        "default <home>/artifacts.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="Endpoint of an S3-compatible store (MinIO, moto, R2...)."
+    )
+    master_key: SecretStr | None = Field(
+        None,
+        description="Base64 32-byte key that encrypts signing and content keys at rest; "
+        "default: a generated key file <home>/master.key (mode 0600).",
+    )
+    operator_token: SecretStr | None = Field(
+        None,
+        description="Token of the server operator (creates apps). Default: generated on "
+        "first start into <home>/operator.token (mode 0600).",
+    )
+    log_format: str = Field("text", description="'text' for people, 'json' for servers.")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @field_validator("log_format")
+    @classmethod
+    def _check_log_format(cls, value: str) -> str:
+        if value not in {"text", "json"}:
+            raise ValueError(f"log_format must be 'text' or 'json'; got {value!r}")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file under ``home``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'pocketml.db'}"
+
+    @property
+    def resolved_artifact_url(self) -> str:
+        """The artifact location, defaulting to ``<home>/artifacts``."""
+        return self.artifact_url or str(self.home / "artifacts")

@@ -1,0 +1,152 @@
+"""PyTorch -> Core ML ML Program (``.mlpackage``) with coremltools.
+
+Core ML executes only on Apple platforms. Here the converter checks the spec instead of the
+numbers: input and output names, shapes and types must match the schema. Every result
+says plainly that numerical parity was not run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pocketml.errors import ConversionError, MissingDependencyError, ParityError, UnsupportedError
+from pocketml.train.model import TrainedModel
+
+__all__ = ["MIN_DEPLOYMENT_TARGET", "SpecCheck", "check_coreml_spec", "to_coreml"]
+
+MIN_DEPLOYMENT_TARGET = "iOS16"
+MAX_BATCH = 64
+
+
+@dataclass(frozen=True)
+class SpecCheck:
+    """Outcome of checking a Core ML model's interface against the schema."""
+
+    target: str
+    input_name: str
+    input_shape: list[int]
+    output_name: str
+    spec_version: int
+    problems: list[str] = field(default_factory=list)
+    numerical_parity: str = "not run: Core ML executes only on Apple platforms"
+
+    @property
+    def passed(self) -> bool:
+        """True when the interface matches the schema."""
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, with ``passed``."""
+        return asdict(self) | {"passed": self.passed}
+
+    def summary(self) -> str:
+        """One line for tables."""
+        return "spec ok (numbers not run)" if self.passed else "spec FAIL"
+
+
+def _coremltools() -> Any:
+    try:
+        import coremltools as ct
+    except ImportError as exc:
+        raise MissingDependencyError("coremltools", "build", "to convert to Core ML") from exc
+    return ct
+
+
+def to_coreml(model: TrainedModel, path: Path | str, *, precision: str = "fp32") -> Path:
+    """Convert a PyTorch ``model`` to an ML Program ``.mlpackage`` directory at ``path``.
+
+    Args:
+        precision: "fp32" or "fp16" compute precision.
+
+    Raises:
+        UnsupportedError: scikit-learn models or an operator coremltools cannot convert.
+        ConversionError: any other conversion failure.
+    """
+    if model.framework != "pytorch":
+        raise UnsupportedError(
+            f"coreml: conversion supports PyTorch models; {model.architecture} is a "
+            f"{model.framework} model. Convert it to onnx or ort instead."
+        )
+    ct = _coremltools()
+    import torch
+
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sample = torch.zeros((1, *model.sample_shape), dtype=torch.float32)
+    shape = (ct.RangeDim(1, MAX_BATCH, default=1), *model.sample_shape)
+    compute = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            traced = torch.jit.trace(model.export_module(), sample)
+            mlmodel = ct.convert(
+                traced,
+                inputs=[ct.TensorType(name="input", shape=shape)],
+                outputs=[ct.TensorType(name="probabilities")],
+                convert_to="mlprogram",
+                compute_precision=compute,
+                minimum_deployment_target=getattr(ct.target, MIN_DEPLOYMENT_TARGET),
+            )
+        mlmodel.short_description = f"{model.schema.name} ({model.architecture}) by pocketml"
+        mlmodel.save(str(path))
+    except Exception as exc:  # coremltools raises RuntimeError/NotImplementedError/ValueError
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "not implemented" in message.lower() or "unsupported" in message.lower():
+            raise UnsupportedError(f"coreml: {model.architecture}: {message}") from exc
+        raise ConversionError(
+            f"coreml conversion of {model.architecture} failed: {message}"
+        ) from exc
+    return path
+
+
+def check_coreml_spec(
+    model: TrainedModel, path: Path | str, *, raise_on_failure: bool = True
+) -> SpecCheck:
+    """Check the saved ``.mlpackage`` interface against ``model``'s schema.
+
+    Raises:
+        ParityError: names, shapes or types differ (unless ``raise_on_failure`` is False).
+    """
+    ct = _coremltools()
+    spec = ct.utils.load_spec(str(path))
+    problems: list[str] = []
+    inputs, outputs = list(spec.description.input), list(spec.description.output)
+    if len(inputs) != 1 or len(outputs) != 1:
+        problems.append(f"expected 1 input and 1 output; got {len(inputs)} and {len(outputs)}")
+    first_in, first_out = inputs[0], outputs[0]
+    shape = [int(d) for d in first_in.type.multiArrayType.shape]
+    if first_in.name != "input":
+        problems.append(f"input is named {first_in.name!r}, expected 'input'")
+    if first_out.name != "probabilities":
+        problems.append(f"output is named {first_out.name!r}, expected 'probabilities'")
+    if tuple(shape[1:]) != model.sample_shape:
+        problems.append(f"input shape {shape} does not end in {model.sample_shape}")
+    ranges = first_in.type.multiArrayType.shapeRange.sizeRanges
+    if not ranges or int(ranges[0].upperBound) < 2:
+        problems.append("the batch axis is not flexible")
+    if first_in.type.WhichOneof("Type") != "multiArrayType":
+        problems.append("input is not a multi-array")
+    check = SpecCheck(
+        target="coreml",
+        input_name=first_in.name,
+        input_shape=shape,
+        output_name=first_out.name,
+        spec_version=int(spec.specificationVersion),
+        problems=problems,
+    )
+    if raise_on_failure and problems:
+        raise ParityError(f"coreml spec check failed: {'; '.join(problems)}")
+    return check
+
+
+def coreml_compatibility(path: Path | str) -> dict[str, Any]:
+    """What a device needs: spec version and minimum OS."""
+    ct = _coremltools()
+    spec = ct.utils.load_spec(str(path))
+    return {"spec_version": int(spec.specificationVersion), "min_os": MIN_DEPLOYMENT_TARGET}

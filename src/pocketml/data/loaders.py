@@ -1,0 +1,257 @@
+"""Loaders: the bundled digits set, CSV/Parquet tables, numpy arrays, image folders.
+
+Every loader returns a ``Dataset``. Tables are read with pyarrow; a column that is not
+numeric or has missing cells stops the load with a message naming the column and the
+first rows, and pointing at ``pocketml data validate`` for the full report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pocketml.data._dataset import Dataset
+from pocketml.errors import DataValidationError, InvalidInput, MissingDependencyError, NotFound
+
+__all__ = [
+    "RawTable",
+    "from_arrays",
+    "load_dataset",
+    "load_digits",
+    "load_image_folder",
+    "load_table",
+    "read_table",
+    "table_to_dataset",
+]
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+_TABLE_SUFFIXES = {".csv", ".parquet", ".pq"}
+
+
+def load_digits() -> Dataset:
+    """The bundled digits set: 1,797 grayscale 8×8 images of 0–9, pixel values 0–16."""
+    try:
+        from sklearn.datasets import load_digits as sk_load_digits
+    except ImportError as exc:
+        raise MissingDependencyError("scikit-learn", "build", "for the digits dataset") from exc
+    bunch = sk_load_digits()
+    images = np.asarray(bunch.images, dtype=np.float32)[:, np.newaxis, :, :]
+    return Dataset(
+        name="digits",
+        features=images,
+        labels=np.asarray(bunch.target, dtype=np.int64),
+        class_names=tuple(str(i) for i in range(10)),
+        layout="NCHW",
+        value_range=(0.0, 16.0),
+    )
+
+
+def from_arrays(
+    features: Any,
+    labels: Any,
+    *,
+    class_names: list[str] | tuple[str, ...] | None = None,
+    name: str = "arrays",
+    layout: str | None = None,
+) -> Dataset:
+    """A Dataset from numpy arrays: (N, F) tables or (N, C, H, W) images.
+
+    Labels may be class indices or any hashable values (mapped to sorted class names).
+    """
+    x = np.asarray(features)
+    if not np.issubdtype(x.dtype, np.number):
+        raise InvalidInput(f"features must be numeric; got dtype {x.dtype}")
+    y_raw = np.asarray(labels)
+    if class_names is None:
+        values = np.unique(y_raw)
+        class_names = tuple(str(v) for v in values)
+        y = np.searchsorted(values, y_raw)
+    else:
+        y = y_raw.astype(np.int64)
+    return Dataset(
+        name=name,
+        features=x,
+        labels=y,
+        class_names=tuple(class_names),
+        layout=layout or ("NC" if x.ndim == 2 else "NCHW"),
+    )
+
+
+@dataclass(frozen=True)
+class RawTable:
+    """A table as read from disk, before it is turned into numbers."""
+
+    name: str
+    columns: dict[str, list[Any]]
+
+    @property
+    def num_rows(self) -> int:
+        """Number of data rows."""
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+
+def read_table(path: Path | str) -> RawTable:
+    """Read a CSV or Parquet file into a RawTable (values as read, nulls as None).
+
+    Raises:
+        NotFound: the file does not exist.
+        InvalidInput: unknown suffix or unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"data file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix not in _TABLE_SUFFIXES:
+        raise InvalidInput(
+            f"cannot read {path.name}: expected a .csv or .parquet file, or 'digits'"
+        )
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise MissingDependencyError("pyarrow", "build", "to read CSV/Parquet") from exc
+    try:
+        table = pacsv.read_csv(path) if suffix == ".csv" else pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InvalidInput(f"cannot read {path.name}: {exc}") from exc
+    return RawTable(
+        name=path.stem, columns={n: table.column(n).to_pylist() for n in table.column_names}
+    )
+
+
+def _numeric_column(name: str, values: list[Any]) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Convert a column to float32; return it and the (row, problem) pairs found."""
+    out = np.empty(len(values), dtype=np.float32)
+    problems: list[tuple[int, str]] = []
+    for row, value in enumerate(values):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            problems.append((row, "missing value"))
+            out[row] = np.nan
+            continue
+        try:
+            out[row] = float(value)
+        except (TypeError, ValueError):
+            problems.append((row, f"non-numeric value {value!r}"))
+            out[row] = np.nan
+    return out, problems
+
+
+def table_to_dataset(raw: RawTable, target: str) -> Dataset:
+    """Turn a RawTable into a Dataset with ``target`` as the label column.
+
+    Raises:
+        InvalidInput: the target column is missing or there are no feature columns.
+        DataValidationError: a feature column is non-numeric or has missing values.
+    """
+    if target not in raw.columns:
+        raise InvalidInput(
+            f"target column {target!r} is not in {raw.name}; columns are "
+            f"{', '.join(raw.columns)}. Pass --target with one of them."
+        )
+    feature_names = [c for c in raw.columns if c != target]
+    if not feature_names:
+        raise InvalidInput(f"{raw.name} has no feature columns besides the target {target!r}")
+    matrix = np.empty((raw.num_rows, len(feature_names)), dtype=np.float32)
+    issues = []
+    for j, column in enumerate(feature_names):
+        matrix[:, j], problems = _numeric_column(column, raw.columns[column])
+        if problems:
+            rows = ", ".join(str(r + 1) for r, _ in problems[:5])
+            more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
+            issues.append(f"column {column!r}: {problems[0][1]} (data rows {rows}{more})")
+    if issues:
+        raise DataValidationError(
+            f"{raw.name} cannot be used as numeric features: {'; '.join(issues)}. "
+            "Run `pocketml data validate` for every violation."
+        )
+    target_values = raw.columns[target]
+    missing = [i + 1 for i, v in enumerate(target_values) if v is None]
+    if missing:
+        raise DataValidationError(
+            f"target column {target!r} has missing labels in data rows {missing[:5]}"
+        )
+    names = sorted({str(v) for v in target_values})
+    index = {n: i for i, n in enumerate(names)}
+    labels = np.array([index[str(v)] for v in target_values], dtype=np.int64)
+    return Dataset(
+        name=raw.name,
+        features=matrix,
+        labels=labels,
+        class_names=tuple(names),
+        layout="NC",
+        feature_names=tuple(feature_names),
+    )
+
+
+def load_table(path: Path | str, target: str) -> Dataset:
+    """Load a CSV or Parquet file with ``target`` as the label column."""
+    return table_to_dataset(read_table(path), target)
+
+
+def load_image_folder(
+    root: Path | str, *, size: tuple[int, int] = (32, 32), grayscale: bool = False
+) -> Dataset:
+    """Load ``root/<class>/<image>.png|jpg`` into an NCHW Dataset, resized to ``size``.
+
+    Pixel values stay in [0, 255]; the schema's normalization scales them for the model.
+
+    Raises:
+        NotFound: the folder does not exist.
+        InvalidInput: fewer than two class folders, no images, or an unreadable image.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise NotFound(f"image folder {str(root)!r} does not exist")
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as exc:
+        raise MissingDependencyError("Pillow", "build", "to read images") from exc
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise InvalidInput(
+            f"{root} needs one sub-folder per class (at least two); found {classes or 'none'}"
+        )
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    mode = "L" if grayscale else "RGB"
+    for label, cls in enumerate(classes):
+        for file in sorted((root / cls).iterdir()):
+            if file.suffix.lower() not in _IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(file) as img:
+                    pixels = np.asarray(img.convert(mode).resize(size[::-1]), dtype=np.float32)
+            except (UnidentifiedImageError, OSError) as exc:
+                raise InvalidInput(f"cannot read image {file}: {exc}") from exc
+            images.append(pixels[np.newaxis] if grayscale else pixels.transpose(2, 0, 1))
+            labels.append(label)
+    if not images:
+        raise InvalidInput(f"no .png/.jpg images found under {root}")
+    return Dataset(
+        name=root.name,
+        features=np.stack(images),
+        labels=np.array(labels, dtype=np.int64),
+        class_names=tuple(classes),
+        layout="NCHW",
+        value_range=(0.0, 255.0),
+    )
+
+
+def load_dataset(source: str | Path, *, target: str | None = None) -> Dataset:
+    """Load ``"digits"``, a CSV/Parquet file (needs ``target``), or an image folder."""
+    if str(source) == "digits":
+        return load_digits()
+    path = Path(source)
+    if path.is_dir():
+        return load_image_folder(path)
+    if path.suffix.lower() in _TABLE_SUFFIXES or not path.exists():
+        if target is None and path.exists():
+            raise InvalidInput(f"{path.name} is a table: pass --target with the label column")
+        return load_table(path, target or "")
+    raise InvalidInput(
+        f"cannot load {str(source)!r}: expected 'digits', a .csv/.parquet file or an image folder"
+    )

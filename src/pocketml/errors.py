@@ -1,0 +1,145 @@
+"""The pocketml exception tree: every failure a user can cause or see is one of these.
+
+    PocketMLError                  base; carries a stable ``code`` for the CLI and the API
+    ├── InvalidInput (ValueError)  bad argument, file, config, request body
+    │   ├── SchemaError            a malformed ModelSchema
+    │   └── DataValidationError    data that violates a schema (carries the report)
+    ├── NotFound                   an object or file that does not exist
+    ├── Conflict                   the object exists already / state forbids the change
+    ├── PayloadTooLarge            an upload or batch over the configured limit
+    ├── Unauthorized               no or wrong credentials
+    ├── Forbidden                  credentials valid, but not for this object or route
+    ├── ConversionError            a model could not be converted to a target format
+    │   ├── UnsupportedError       an operator, layer or model type the target lacks
+    │   └── ParityError            the converted file computes something else
+    ├── IntegrityError             bytes that fail a hash, signature or format check
+    ├── Unavailable                a dependency (server, network, store) cannot be reached
+    └── MissingDependencyError (ImportError)
+                                   an optional library is not installed; names the extra
+
+Foreign exceptions (onnx, torch, SQLAlchemy, httpx, ...) are translated at the seam with
+``raise ... from exc`` so users never see a library's internals.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Conflict",
+    "ConversionError",
+    "DataValidationError",
+    "Forbidden",
+    "IntegrityError",
+    "InvalidInput",
+    "MissingDependencyError",
+    "NotFound",
+    "ParityError",
+    "PayloadTooLarge",
+    "PocketMLError",
+    "SchemaError",
+    "Unauthorized",
+    "Unavailable",
+    "UnsupportedError",
+]
+
+
+class PocketMLError(Exception):
+    """Base of every pocketml error. ``code`` is stable and machine-readable."""
+
+    code = "pocketml_error"
+
+
+class InvalidInput(PocketMLError, ValueError):
+    """An argument, file, config or request that does not have the expected form."""
+
+    code = "invalid_input"
+
+
+class SchemaError(InvalidInput):
+    """A ModelSchema (or its JSON) is malformed; the message names the field."""
+
+    code = "invalid_schema"
+
+
+class DataValidationError(InvalidInput):
+    """Data violates a schema. ``report`` holds every violation with its row."""
+
+    code = "invalid_data"
+
+    def __init__(self, message: str, report: object | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class NotFound(PocketMLError):
+    """The object or file asked for does not exist."""
+
+    code = "not_found"
+
+
+class Conflict(PocketMLError):
+    """The object exists already, or its state does not allow the change."""
+
+    code = "conflict"
+
+
+class PayloadTooLarge(PocketMLError):
+    """An upload or batch is larger than the configured limit."""
+
+    code = "payload_too_large"
+
+
+class Unauthorized(PocketMLError):
+    """No credentials, or credentials that match nothing."""
+
+    code = "unauthorized"
+
+
+class Forbidden(PocketMLError):
+    """Valid credentials that do not grant this route or object."""
+
+    code = "forbidden"
+
+
+class ConversionError(PocketMLError):
+    """A model could not be converted to the requested target."""
+
+    code = "conversion_failed"
+
+
+class UnsupportedError(ConversionError):
+    """The target format has no support for an operator, layer or model type."""
+
+    code = "unsupported"
+
+
+class ParityError(ConversionError):
+    """A converted model's outputs differ from the source model's beyond tolerance."""
+
+    code = "parity_failed"
+
+
+class IntegrityError(PocketMLError):
+    """Bytes failed a hash, signature or format check."""
+
+    code = "integrity_failed"
+
+
+class Unavailable(PocketMLError):
+    """A server, network or store needed for the operation cannot be reached."""
+
+    code = "unavailable"
+
+
+class MissingDependencyError(PocketMLError, ImportError):
+    """An optional dependency is missing; the message gives the pip command to fix it."""
+
+    code = "missing_dependency"
+
+    def __init__(self, package: str, extra: str, purpose: str = "") -> None:
+        what = f" ({purpose})" if purpose else ""
+        super().__init__(
+            f"{package} is required{what} but is not installed. "
+            f"Install it with: pip install 'pocketml[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra

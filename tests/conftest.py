@@ -1,0 +1,75 @@
+"""Fixtures every test shares: isolated environment and home, databases to run against.
+
+- Every test gets its own ``POCKETML_HOME`` and no leaked ``POCKETML_*`` variables
+  (STYLE.md rule 21).
+- ``database_url`` is parametrised over SQLite and, when ``POCKETML_TEST_DATABASE_URL`` is
+  set, PostgreSQL. With the variable set and the server down, tests fail instead of
+  skipping. Each PostgreSQL test gets a fresh database created for it and dropped after,
+  so concurrent runs never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_ENV = "POCKETML_TEST_DATABASE_URL"
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Clear POCKETML_* variables and point POCKETML_HOME at a fresh directory."""
+    for name in list(os.environ):
+        if name.startswith("POCKETML_") and name != PG_ENV:
+            monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "pocketml-home"
+    home.mkdir()
+    monkeypatch.setenv("POCKETML_HOME", str(home))
+    return home
+
+
+def _postgres_admin_url() -> str | None:
+    return os.environ.get(PG_ENV) or None
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    base = _postgres_admin_url()
+    if base is None:
+        pytest.skip(f"{PG_ENV} is not set")
+    import sqlalchemy as sa
+
+    try:
+        admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            name = f"pocketml_t_{uuid.uuid4().hex[:12]}"
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:  # set but unreachable: fail, never skip
+        pytest.fail(f"{PG_ENV} is set but PostgreSQL does not answer: {exc}")
+    url = sa.engine.make_url(base).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store test runs once on a SQLite file and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'registry.db'}"
+    return str(request.getfixturevalue("postgres_url"))
