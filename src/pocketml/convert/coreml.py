@@ -7,13 +7,12 @@ says plainly that numerical parity was not run.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pocketml.convert._quiet import quiet_native
 from pocketml.errors import ConversionError, MissingDependencyError, ParityError, UnsupportedError
 from pocketml.train.model import TrainedModel
 
@@ -83,7 +82,7 @@ def to_coreml(model: TrainedModel, path: Path | str, *, precision: str = "fp32")
     shape = (ct.RangeDim(1, MAX_BATCH, default=1), *model.sample_shape)
     compute = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with quiet_native():
             traced = torch.jit.trace(model.export_module(), sample)
             mlmodel = ct.convert(
                 traced,

@@ -7,13 +7,12 @@ probability outputs (no ZipMap). Inputs are named "input", outputs "probabilitie
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pocketml.convert._quiet import quiet_native
 from pocketml.errors import ConversionError, InvalidInput, MissingDependencyError, UnsupportedError
 from pocketml.train.model import TrainedModel
 
@@ -22,8 +21,17 @@ __all__ = ["DEFAULT_OPSET", "OPSET_RANGE", "onnx_compatibility", "to_onnx"]
 DEFAULT_OPSET = 17
 OPSET_RANGE = (13, 21)
 # The first ONNX Runtime release that implements each opset (from ORT's compatibility table).
-_MIN_ORT_FOR_OPSET = {13: "1.7", 14: "1.10", 15: "1.11", 16: "1.12", 17: "1.13", 18: "1.14",
-                      19: "1.16", 20: "1.17", 21: "1.20"}  # fmt: skip
+_MIN_ORT_FOR_OPSET = {
+    13: "1.7",
+    14: "1.10",
+    15: "1.11",
+    16: "1.12",
+    17: "1.13",
+    18: "1.14",
+    19: "1.16",
+    20: "1.17",
+    21: "1.20",
+}
 
 
 def _check_opset(opset: int) -> None:
@@ -54,7 +62,7 @@ def to_onnx(model: TrainedModel, path: Path | str, *, opset: int = DEFAULT_OPSET
     module = model.export_module()
     sample = torch.zeros((1, *model.sample_shape), dtype=torch.float32)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with quiet_native():
             torch.onnx.export(
                 module,
                 (sample,),

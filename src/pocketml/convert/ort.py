@@ -8,13 +8,12 @@ reports the operators the file needs (what a reduced-size ORT mobile build must 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from pocketml.convert._quiet import quiet_native
 from pocketml.errors import ConversionError, InvalidInput, MissingDependencyError
 
 __all__ = ["ORT_PLATFORMS", "ort_compatibility", "to_ort"]
@@ -49,10 +48,7 @@ def to_ort(onnx_path: Path | str, path: Path | str, *, platform: str = "arm") ->
         (work / "in").mkdir()
         shutil.copyfile(onnx_path, work / "in" / "model.onnx")
         try:
-            with (
-                contextlib.redirect_stdout(io.StringIO()),
-                contextlib.redirect_stderr(io.StringIO()),
-            ):
+            with quiet_native():
                 convert_onnx_models_to_ort(
                     work / "in",
                     output_dir=work / "out",

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from pocketml.convert._quiet import quiet_native
 from pocketml.errors import InvalidInput, MissingDependencyError, UnsupportedError
 
 __all__ = ["RUNNABLE_FORMATS", "Runner", "open_runner"]
@@ -122,8 +123,9 @@ def _open_tflite(path: Path, threads: int) -> Runner:
     except ImportError as exc:
         raise MissingDependencyError("ai-edge-litert", "build", "to run TFLite models") from exc
     try:
-        interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        interpreter.allocate_tensors()
+        with quiet_native():  # LiteRT prints an INFO line per interpreter from C++
+            interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            interpreter.allocate_tensors()
     except Exception as exc:  # LiteRT raises RuntimeError/ValueError on a bad file
         raise InvalidInput(f"LiteRT cannot load {path.name}: {exc}") from exc
     detail = interpreter.get_input_details()[0]

@@ -6,12 +6,10 @@ batched parity checks. scikit-learn models have no TFLite path: convert them to 
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 from pathlib import Path
 from typing import Any
 
+from pocketml.convert._quiet import quiet_native
 from pocketml.errors import ConversionError, MissingDependencyError, UnsupportedError
 from pocketml.train.model import TrainedModel
 
@@ -38,11 +36,8 @@ def to_tflite(model: TrainedModel, path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sample = torch.zeros((1, *model.sample_shape), dtype=torch.float32)
-    quiet = logging.getLogger("litert_torch")
-    previous = quiet.level
-    quiet.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with quiet_native():
             edge_model = litert_torch.convert(model.export_module(), (sample,))
             edge_model.export(str(path))
     except Exception as exc:  # litert-torch raises torch.export and MLIR errors
@@ -54,8 +49,6 @@ def to_tflite(model: TrainedModel, path: Path | str) -> Path:
         raise ConversionError(
             f"tflite conversion of {model.architecture} failed: {message}"
         ) from exc
-    finally:
-        quiet.setLevel(previous)
     return path
 
 
@@ -63,6 +56,7 @@ def tflite_compatibility(path: Path | str) -> dict[str, Any]:
     """What a device needs to run this TFLite file: its builtin operators and runtime."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path))
+    with quiet_native():
+        interpreter = Interpreter(model_path=str(path))
     operators = sorted({str(op["op_name"]) for op in interpreter._get_ops_details()})
     return {"operators": operators, "min_runtime": "litert>=1.0 (tensorflow-lite>=2.14)"}

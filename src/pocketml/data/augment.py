@@ -63,7 +63,8 @@ def rotate(
 
     limit = MAX_ROTATION_DEGREES * strength
     out = np.empty_like(x)
-    for i, angle in enumerate(rng.uniform(-limit, limit, size=x.shape[0])):
+    angles = np.asarray(rng.uniform(-limit, limit, size=x.shape[0]), dtype=np.float64)
+    for i, angle in enumerate(angles):
         out[i] = nd_rotate(x[i], angle, axes=(1, 2), reshape=False, order=1, mode="nearest")
     return out.astype(np.float32)
 

@@ -219,9 +219,10 @@ def load_image_folder(
     labels: list[int] = []
     mode = "L" if grayscale else "RGB"
     for label, cls in enumerate(classes):
-        for file in sorted((root / cls).iterdir()):
-            if file.suffix.lower() not in _IMAGE_SUFFIXES:
-                continue
+        files = [f for f in sorted((root / cls).iterdir()) if f.suffix.lower() in _IMAGE_SUFFIXES]
+        if not files:
+            raise InvalidInput(f"class folder {cls!r} has no .png/.jpg images (under {root})")
+        for file in files:
             try:
                 with Image.open(file) as img:
                     pixels = np.asarray(img.convert(mode).resize(size[::-1]), dtype=np.float32)

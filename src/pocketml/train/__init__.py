@@ -10,7 +10,14 @@ from pocketml.train.architectures import SKLEARN_ARCHITECTURES, TORCH_ARCHITECTU
 from pocketml.train.metrics import classification_metrics
 from pocketml.train.model import TrainedModel, make_schema
 from pocketml.train.record import RunRecord
-from pocketml.train.trainer import TrainConfig, TrainResult, evaluate, fit_normalization, train
+from pocketml.train.trainer import (
+    TrainConfig,
+    TrainResult,
+    evaluate,
+    fit_normalization,
+    model_inputs,
+    train,
+)
 
 __all__ = [
     "SKLEARN_ARCHITECTURES",
@@ -23,5 +30,6 @@ __all__ = [
     "evaluate",
     "fit_normalization",
     "make_schema",
+    "model_inputs",
     "train",
 ]

@@ -91,7 +91,7 @@ def with_softmax(module: Any) -> Any:
     """Wrap a logits module so it outputs class probabilities (for export)."""
     nn = _torch().nn
 
-    class WithSoftmax(nn.Module):  # type: ignore[misc, name-defined]
+    class WithSoftmax(nn.Module):  # type: ignore[name-defined]
         def __init__(self, inner: Any) -> None:
             super().__init__()
             self.inner = inner

@@ -43,7 +43,7 @@ def make_schema(
             InputSpec(
                 name="input",
                 shape=[None, *sample_shape],
-                layout=layout,  # type: ignore[arg-type]
+                layout=layout,
                 value_range=value_range,
                 normalization=normalization,
             )

@@ -31,7 +31,7 @@ from pocketml.train.metrics import classification_metrics
 from pocketml.train.model import TrainedModel, make_schema
 from pocketml.train.record import RunRecord, git_state
 
-__all__ = ["TrainConfig", "TrainResult", "fit_normalization", "train"]
+__all__ = ["TrainConfig", "TrainResult", "evaluate", "fit_normalization", "model_inputs", "train"]
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 
@@ -291,10 +291,24 @@ def train(
     return TrainResult(trained, test_metrics, val_metrics, splits, record)
 
 
+def model_inputs(model: TrainedModel, dataset: Dataset) -> np.ndarray:
+    """``dataset``'s features as ``model`` takes them: reshaped and normalized (float32).
+
+    Raises:
+        InvalidInput: the samples do not fit the model's input shape.
+    """
+    if int(np.prod(dataset.sample_shape)) != int(np.prod(model.sample_shape)):
+        raise InvalidInput(
+            f"{dataset.name} has samples of shape {dataset.sample_shape}; the model takes "
+            f"{model.sample_shape}. Use the dataset the model was trained on."
+        )
+    x = dataset.features.reshape(len(dataset), *model.sample_shape)
+    return np.ascontiguousarray(model.schema.normalize(x), dtype=np.float32)
+
+
 def evaluate(model: TrainedModel, dataset: Dataset) -> dict[str, Any]:
     """Metrics of ``model`` on raw ``dataset`` (normalized as the schema says)."""
-    x = dataset.features.reshape(len(dataset), *model.sample_shape)
-    predictions = model.predict_raw(x).argmax(axis=1)
+    predictions = model.predict_proba(model_inputs(model, dataset)).argmax(axis=1)
     return classification_metrics(dataset.labels, predictions, dataset.class_names)
 
 

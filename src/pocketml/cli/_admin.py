@@ -1,0 +1,194 @@
+"""Admin commands against a running server: ``app create``, ``push``, ``models``, ``versions``.
+
+Each command is a thin call into ``pocketml.server.client.AdminClient``. The server URL and
+token come from ``--server``/``--token`` or ``POCKETML_SERVER_URL``/``POCKETML_TOKEN``.
+Failures are raised as pocketml errors; ``pocketml.cli.main`` prints them as one paragraph
+with exit code 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from pocketml.cli._common import console, existing_path, print_table
+from pocketml.errors import InvalidInput
+from pocketml.server.client import AdminClient
+from pocketml.server.schemas import VersionPublic
+
+__all__ = ["app_app", "models_app", "push", "versions_app"]
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+app_app = typer.Typer(help="Create apps (operator token).", no_args_is_help=True)
+models_app = typer.Typer(help="List and show the app's models.", no_args_is_help=True)
+versions_app = typer.Typer(help="List and promote a model's versions.", no_args_is_help=True)
+
+ServerOption = typer.Option(
+    DEFAULT_SERVER, "--server", envvar="POCKETML_SERVER_URL", help="Server base URL."
+)
+TokenOption = typer.Option(
+    None,
+    "--token",
+    envvar="POCKETML_TOKEN",
+    help="Admin token of the app (the operator token for `app create`).",
+    show_default=False,
+)
+
+
+def _client(server: str, token: str | None) -> AdminClient:
+    if not token:
+        raise InvalidInput(
+            "no token given; pass --token or set POCKETML_TOKEN (an app's admin token, or "
+            "the operator token from <home>/operator.token for `pocketml app create`)."
+        )
+    return AdminClient(server, token)
+
+
+@app_app.command("create")
+def create_app(
+    name: str = typer.Argument(..., help="App name, unique on the server."),
+    server: str = ServerOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Create an app; prints its admin token and device key ONCE."""
+    with _client(server, token) as client:
+        created = client.create_app(name)
+    print_table(
+        f"App {created.app.name} created — store these now, they are not shown again",
+        ["field", "value"],
+        [
+            ("app id", created.app.id),
+            ("admin token", created.admin_token),
+            ("device key", created.device_key),
+            ("signing key", created.app.signing_key_id),
+            ("public key", created.app.public_keys.get(created.app.signing_key_id, "")),
+        ],
+    )
+
+
+def push(
+    build_dir: Path = typer.Argument(..., help="Directory with build.json (pocketml convert)."),
+    model: str | None = typer.Option(None, "--model", help="Model name (default: build.json)."),
+    encrypt: bool = typer.Option(False, "--encrypt", help="Encrypt each model in its package."),
+    stage: str = typer.Option("candidate", "--stage", help="candidate, production or archived."),
+    server: str = ServerOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Push a BUILD_DIR as a new version of its model (created if new)."""
+    existing_path(build_dir / "build.json", "build manifest")
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with _client(server, token) as client, Progress(*columns, console=console) as progress:
+        task = progress.add_task("upload", total=None)
+
+        def report(sent: int, total: int) -> None:
+            progress.update(task, completed=sent, total=total)
+
+        version = client.push_build(
+            build_dir, model=model, encrypt=encrypt, stage=stage, progress=report
+        )
+    print_table(
+        f"{version.model} v{version.version} ({version.stage})",
+        ["variant", "format", "precision", "size", "package", "encrypted"],
+        [
+            (
+                v.name,
+                v.format,
+                v.precision,
+                v.size,
+                v.package_id[:16],
+                "yes" if v.content_key_id else "no",
+            )
+            for v in version.variants
+        ],
+    )
+
+
+@models_app.command("list")
+def list_models(
+    prefix: str | None = typer.Option(None, "--prefix", help="Only names starting so."),
+    limit: int = typer.Option(50, "--limit", min=1, max=500),
+    offset: int = typer.Option(0, "--offset", min=0),
+    server: str = ServerOption,
+    token: str | None = TokenOption,
+) -> None:
+    """List the app's models."""
+    with _client(server, token) as client:
+        page = client.list_models(limit=limit, offset=offset, prefix=prefix)
+    print_table(
+        f"Models ({page.total})",
+        ["name", "latest", "production", "description"],
+        [(m.name, m.latest_version, m.production_version, m.description) for m in page.items],
+    )
+
+
+@models_app.command("show")
+def show_model(
+    name: str = typer.Argument(..., help="Model name."),
+    server: str = ServerOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Show a model and its latest versions."""
+    with _client(server, token) as client:
+        model = client.show_model(name)
+        versions = client.list_versions(name, limit=10)
+    print_table(
+        f"Model {model.name}",
+        ["field", "value"],
+        [
+            ("description", model.description),
+            ("latest version", model.latest_version),
+            ("production version", model.production_version),
+            ("created", model.created_at.isoformat()),
+        ],
+    )
+    _print_versions(f"Latest versions of {name} ({versions.total})", versions.items)
+
+
+@versions_app.command("list")
+def list_versions(
+    model: str = typer.Argument(..., help="Model name."),
+    stage: str | None = typer.Option(None, "--stage", help="Only this stage."),
+    limit: int = typer.Option(50, "--limit", min=1, max=500),
+    offset: int = typer.Option(0, "--offset", min=0),
+    server: str = ServerOption,
+    token: str | None = TokenOption,
+) -> None:
+    """List a model's versions, newest first."""
+    with _client(server, token) as client:
+        page = client.list_versions(model, stage=stage, limit=limit, offset=offset)
+    _print_versions(f"Versions of {model} ({page.total})", page.items)
+
+
+@versions_app.command("promote")
+def promote(
+    model: str = typer.Argument(..., help="Model name."),
+    version: int = typer.Argument(..., min=1, help="Version number."),
+    stage: str = typer.Option("production", "--stage", help="candidate, production, archived."),
+    server: str = ServerOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Move a version to a stage (production archives the previous production version)."""
+    with _client(server, token) as client:
+        info = client.set_stage(model, version, stage)
+    console.print(f"{model} v{info.version} is now [bold]{info.stage}[/bold].")
+
+
+def _print_versions(title: str, versions: Sequence[VersionPublic]) -> None:
+    print_table(
+        title,
+        ["version", "stage", "variants", "metrics", "created"],
+        [
+            (
+                v.version,
+                v.stage,
+                ", ".join(variant.name for variant in v.variants),
+                ", ".join(f"{k}={val}" for k, val in v.metrics.items()),
+                v.created_at.strftime("%Y-%m-%d %H:%M"),
+            )
+            for v in versions
+        ],
+    )

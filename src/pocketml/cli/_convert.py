@@ -1,0 +1,97 @@
+"""``pocketml convert``: a trained model directory -> mobile formats, parity-checked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from pocketml.cli._common import console, existing_path, print_table, split_csv_option
+from pocketml.convert import DEFAULT_OPSET, ORT_PLATFORMS, TARGETS, convert_model
+from pocketml.convert.build import VariantGroup, write_build
+from pocketml.data import load_dataset
+from pocketml.errors import InvalidInput
+from pocketml.train import TrainedModel, model_inputs
+
+
+def convert(
+    model_dir: Path = typer.Argument(..., help="A directory written by `pocketml train`."),
+    to: str = typer.Option(
+        "onnx,ort,tflite,coreml", "--to", help=f"Comma list of {', '.join(TARGETS)}."
+    ),
+    out: Path = typer.Option(Path("build"), "--out", "-o", help="Build directory to write."),
+    data: str | None = typer.Option(
+        None, "--data", "-d", help="Held-out data (default: the training data)."
+    ),
+    target: str | None = typer.Option(None, "--target", "-t", help="Label column of a table."),
+    opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset, 13–21."),
+    platform: str = typer.Option(
+        "arm", "--platform", help=f"ORT platform: {', '.join(ORT_PLATFORMS)}."
+    ),
+    atol: float = typer.Option(1e-4, "--atol", min=0.0, help="Largest allowed |Δ probability|."),
+    role: str = typer.Option("device", "--role", help="'device' or 'cloud' (hybrid inference)."),
+) -> None:
+    """Convert a trained model and check every file against it on held-out samples."""
+    targets = split_csv_option(to, "--to", TARGETS)
+    existing_path(model_dir, "model directory")
+    model = TrainedModel.load(model_dir)
+    record_path = model_dir / "run.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else None
+    source = data or (record or {}).get("dataset", {}).get("name")
+    if source is None:
+        raise InvalidInput(f"{model_dir} has no run.json naming its data: pass --data")
+    dataset = load_dataset(source, target=target)
+    params = (record or {}).get("params", {})
+    splits = dataset.split(
+        validation=params.get("validation", 0.15),
+        test=params.get("test", 0.15),
+        seed=(record or {}).get("dataset", {}).get("split_seed", 0),
+    )
+    samples = model_inputs(model, splits.test)
+    group_dir = out / model.architecture
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("converting", total=None)
+        results = convert_model(
+            model,
+            targets,
+            group_dir,
+            samples=samples,
+            labels=splits.test.labels,
+            opset=opset,
+            ort_platform=platform,
+            atol=atol,
+            on_step=lambda t: progress.update(task, description=f"converting to {t}"),
+        )
+    group = VariantGroup(
+        model.architecture, role, model.framework, results, (record or {}).get("metrics", {})
+    )
+    write_build(
+        out,
+        schema=model.schema,
+        groups=[group],
+        run_record=record,
+        dataset_fingerprint=dataset.fingerprint,
+    )
+    print_table(
+        f"{model.architecture} → {', '.join(targets)}",
+        ["format", "file", "size", "parity (max |Δp| / top-1)", "accuracy"],
+        [
+            (
+                r.target,
+                r.path.name,
+                f"{r.size:,} B",
+                r.check.summary(),
+                f"{r.accuracy:.4f}" if r.accuracy is not None else "not run (Core ML)",
+            )
+            for r in results
+        ],
+    )
+    console.print(f"Wrote the build to [bold]{out}[/bold] (build.json, schema.json, card.md)")

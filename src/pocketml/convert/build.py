@@ -1,0 +1,177 @@
+"""The build directory: converted files plus ``build.json``, what ``pocketml push`` uploads.
+
+Layout::
+
+    build.json      model name, lineage, and one entry per variant (file, format,
+                    precision, role, sha256, size, compatibility, metrics, profiles)
+    schema.json     the ModelSchema
+    card.md         the model card (Markdown)
+    run.json        the run record of the model the device variants come from
+    <group>/model.onnx, <group>/model.tflite, ...
+
+One build directory is one model version; it may hold device variants (``role: device``)
+and the larger cloud model (``role: cloud``) that hybrid inference escalates to.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pocketml.convert.pipeline import ConversionResult
+from pocketml.errors import InvalidInput
+from pocketml.schema import ModelSchema
+
+__all__ = ["BUILD_FORMAT_VERSION", "VariantGroup", "render_model_card", "write_build"]
+
+BUILD_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class VariantGroup:
+    """The converted files of one trained model inside a build."""
+
+    name: str
+    role: str
+    framework: str
+    results: Sequence[ConversionResult]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    profiles: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.role not in ("device", "cloud"):
+            raise InvalidInput(f"variant role must be 'device' or 'cloud'; got {self.role!r}")
+
+
+def render_model_card(
+    schema: ModelSchema,
+    groups: Sequence[VariantGroup],
+    run_record: dict[str, Any] | None,
+    *,
+    intended_use: str = "",
+) -> str:
+    """A Markdown model card: intended use, data, metrics, variants, limitations."""
+    lines = [f"# {schema.name}", ""]
+    lines += [intended_use or f"Classifies inputs into {len(schema.labels)} classes.", ""]
+    if run_record:
+        dataset = run_record.get("dataset", {})
+        commit = (run_record.get("git") or {}).get("commit", "n/a")
+        lines += [
+            "## Training data",
+            "",
+            f"- dataset: `{dataset.get('name')}`, fingerprint `{dataset.get('fingerprint')}`",
+            f"- split sizes: {dataset.get('sizes')} (seed {dataset.get('split_seed')})",
+            f"- trained: {run_record.get('started_at')}, git commit {commit}",
+            "",
+        ]
+    lines += [
+        "## Evaluation (held-out test split)",
+        "",
+        "| model | role | accuracy | macro-F1 |",
+        "|---|---|---|---|",
+    ]
+    for group in groups:
+        acc, f1 = group.metrics.get("accuracy"), group.metrics.get("macro_f1")
+        acc_s = f"{acc:.4f}" if isinstance(acc, float) else "n/a"
+        f1_s = f"{f1:.4f}" if isinstance(f1, float) else "n/a"
+        lines.append(f"| {group.name} | {group.role} | {acc_s} | {f1_s} |")
+    lines += [
+        "",
+        "## Variants",
+        "",
+        "| variant | format | precision | size | check |",
+        "|---|---|---|---|---|",
+    ]
+    for group in groups:
+        for result in group.results:
+            lines.append(
+                f"| {group.name}-{result.target}-{result.precision} | {result.target} | "
+                f"{result.precision} | {result.size:,} B | {result.check.summary()} |"
+            )
+    lines += [
+        "",
+        "## Input",
+        "",
+        f"`{schema.input.name}`: shape {schema.input.shape}, layout {schema.input.layout}, "
+        f"raw range {schema.input.value_range}; normalization "
+        f"{schema.input.normalization.model_dump() if schema.input.normalization else 'none'}.",
+        "",
+        "## Limitations",
+        "",
+        "Accuracy was measured on held-out data from the training distribution. Phones see "
+        "darker, blurrier and noisier inputs; monitor accuracy from feedback after release. "
+        "Core ML variants were checked for their interface only (they cannot run on Linux).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_build(
+    out_dir: Path | str,
+    *,
+    schema: ModelSchema,
+    groups: Sequence[VariantGroup],
+    run_record: dict[str, Any] | None = None,
+    dataset_fingerprint: str | None = None,
+    card: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``build.json``, ``schema.json``, ``card.md`` and ``run.json`` into ``out_dir``.
+
+    Every variant's file must already sit under ``out_dir``. Returns the path of build.json.
+
+    Raises:
+        InvalidInput: a file outside ``out_dir`` or no variants.
+    """
+    out_dir = Path(out_dir).resolve()
+    variants = []
+    for group in groups:
+        for result in group.results:
+            path = Path(result.path).resolve()
+            if not path.is_relative_to(out_dir):
+                raise InvalidInput(
+                    f"variant file {path} is not inside the build directory {out_dir}"
+                )
+            name = f"{group.name}-{result.target}-{result.precision}"
+            variants.append(
+                {
+                    "name": name,
+                    "file": str(path.relative_to(out_dir)),
+                    "format": result.target,
+                    "precision": result.precision,
+                    "role": group.role,
+                    "sha256": result.sha256,
+                    "size": result.size,
+                    "compatibility": result.compatibility,
+                    "metrics": {"accuracy": result.accuracy} | {"check": result.check.to_dict()},
+                    "benchmarks": {},
+                    "profiles": group.profiles.get(name, []),
+                }
+            )
+    if not variants:
+        raise InvalidInput("a build needs at least one variant")
+    (out_dir / "schema.json").write_text(schema.to_json())
+    (out_dir / "card.md").write_text(card or render_model_card(schema, groups, run_record))
+    if run_record is not None:
+        (out_dir / "run.json").write_text(json.dumps(run_record, indent=2, default=str) + "\n")
+    device = next((g for g in groups if g.role == "device"), groups[0])
+    manifest = {
+        "format_version": BUILD_FORMAT_VERSION,
+        "model": schema.name,
+        "schema": "schema.json",
+        "card": "card.md",
+        "run_record": "run.json" if run_record is not None else None,
+        "dataset_fingerprint": dataset_fingerprint,
+        "source_framework": device.framework,
+        "params": params or (run_record or {}).get("params", {}),
+        "metrics": {
+            g.name: {k: g.metrics.get(k) for k in ("accuracy", "macro_f1")} for g in groups
+        },
+        "variants": variants,
+    }
+    path = out_dir / "build.json"
+    path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    return path

@@ -1,0 +1,29 @@
+"""``pocketml demo`` end to end (with fewer epochs, so the suite stays fast)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from pocketml.demo import DemoConfig, run_demo
+
+
+def test_demo_writes_models_schema_build_and_report(tmp_path: Path) -> None:
+    console = Console(record=True, width=140)
+    report = run_demo(tmp_path, console=console, config=DemoConfig(epochs_small=3, epochs_large=2))
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert written["dataset"]["fingerprint"] == report["dataset"]["fingerprint"]
+    rows = {(row["model"], row["target"]) for row in written["rows"]}
+    assert rows == {
+        (m, t) for m in ("cnn-small", "cnn-large") for t in ("onnx", "ort", "tflite", "coreml")
+    }
+    for row in written["rows"]:
+        assert Path(row["path"]).exists()
+        assert row["check"]["passed"] is True
+    assert {"cnn-small", "cnn-large"} == set(written["runs"])
+    build = json.loads((tmp_path / "build.json").read_text())
+    assert {v["role"] for v in build["variants"]} == {"device", "cloud"}
+    assert (tmp_path / "schema.json").is_file() and (tmp_path / "card.md").is_file()
+    assert "Converted models" in console.export_text()
