@@ -1,0 +1,58 @@
+"""The model registry: apps, models, versions, variants, their packages and keys.
+
+``Registry`` is the service the server calls; it keeps its rows in SQLite or PostgreSQL
+(SQLAlchemy 2.0, Alembic migrations run by ``Registry.open()``) and its files in an
+``ArtifactStore`` (a local directory or S3-compatible storage)::
+
+    from pocketml.protect import MasterKey
+    from pocketml.registry import Registry, ModelCreate, open_artifact_store
+
+    registry = Registry("sqlite:///registry.db", open_artifact_store("artifacts"),
+                        MasterKey.load_or_create(Path("master.key")))
+    registry.open()
+    created = registry.create_app("my-app")
+"""
+
+from pocketml.registry._db import migrate_database
+from pocketml.registry._types import (
+    AppCreated,
+    AppInfo,
+    ModelCreate,
+    ModelInfo,
+    PackageRef,
+    Page,
+    Principal,
+    VariantInfo,
+    VariantUpload,
+    VersionCreate,
+    VersionInfo,
+)
+from pocketml.registry.artifacts import (
+    ArtifactHashMismatch,
+    ArtifactRef,
+    ArtifactStore,
+    LocalArtifactStore,
+    open_artifact_store,
+)
+from pocketml.registry.service import Registry
+
+__all__ = [
+    "AppCreated",
+    "AppInfo",
+    "ArtifactHashMismatch",
+    "ArtifactRef",
+    "ArtifactStore",
+    "LocalArtifactStore",
+    "ModelCreate",
+    "ModelInfo",
+    "PackageRef",
+    "Page",
+    "Principal",
+    "Registry",
+    "VariantInfo",
+    "VariantUpload",
+    "VersionCreate",
+    "VersionInfo",
+    "migrate_database",
+    "open_artifact_store",
+]

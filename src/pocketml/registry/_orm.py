@@ -1,0 +1,167 @@
+"""SQLAlchemy 2.0 ORM tables of the registry. Rows never leave ``store.py``.
+
+The Alembic migrations in ``migrations/versions`` create exactly these tables; a test
+compares the two so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = ["App", "AppKey", "Base", "Model", "ModelVersion", "Variant", "utcnow"]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp stored as UTC and always read back timezone-aware (SQLite drops tz)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONDict = dict[str, Any]
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a naming convention so constraints have stable names."""
+
+    metadata = sa.MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class App(Base):
+    """A tenant: one mobile app with hashed admin token and device key."""
+
+    __tablename__ = "apps"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(100), unique=True)
+    admin_token_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    device_key_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AppKey(Base):
+    """A signing (Ed25519) or content (AES) key of an app; the secret is master-key wrapped."""
+
+    __tablename__ = "app_keys"
+    __table_args__ = (sa.Index("ix_app_keys_app_id_kind", "app_id", "kind"),)
+
+    key_id: Mapped[str] = mapped_column(sa.String(80), primary_key=True)
+    app_id: Mapped[str] = mapped_column(sa.ForeignKey("apps.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(sa.String(16))  # "signing" | "content"
+    wrapped_secret: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    public_key: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Model(Base):
+    """A named task inside an app, with its ModelSchema JSON."""
+
+    __tablename__ = "models"
+    __table_args__ = (sa.UniqueConstraint("app_id", "name"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(sa.ForeignKey("apps.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(sa.String(64))
+    description: Mapped[str] = mapped_column(sa.Text)
+    schema: Mapped[JSONDict] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ModelVersion(Base):
+    """An immutable version of a model: lineage, card and stage."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        sa.UniqueConstraint("model_id", "version"),
+        sa.Index("ix_model_versions_model_id_stage_version", "model_id", "stage", "version"),
+        # At most one production version per model, enforced by the database itself.
+        sa.Index(
+            "uq_model_versions_one_production",
+            "model_id",
+            unique=True,
+            sqlite_where=sa.text("stage = 'production'"),
+            postgresql_where=sa.text("stage = 'production'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    model_id: Mapped[str] = mapped_column(sa.ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(sa.Integer)
+    stage: Mapped[str] = mapped_column(sa.String(16))
+    dataset_fingerprint: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    parent_version: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    source_framework: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
+    params: Mapped[JSONDict] = mapped_column(sa.JSON)
+    metrics: Mapped[JSONDict] = mapped_column(sa.JSON)
+    run_record: Mapped[JSONDict] = mapped_column(sa.JSON)
+    card: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    variants: Mapped[list[Variant]] = relationship(
+        back_populates="model_version",
+        cascade="all, delete-orphan",
+        order_by="Variant.name",
+        lazy="raise",
+    )
+
+
+class Variant(Base):
+    """One built file of a version and its signed package (both content-addressed)."""
+
+    __tablename__ = "variants"
+    __table_args__ = (
+        sa.UniqueConstraint("version_id", "name"),
+        sa.Index("ix_variants_app_id_package_id", "app_id", "package_id"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    version_id: Mapped[str] = mapped_column(sa.ForeignKey("model_versions.id", ondelete="CASCADE"))
+    app_id: Mapped[str] = mapped_column(sa.ForeignKey("apps.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(sa.String(64))
+    format: Mapped[str] = mapped_column(sa.String(16))
+    precision: Mapped[str] = mapped_column(sa.String(16))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    model_key: Mapped[str] = mapped_column(sa.String(100))
+    package_id: Mapped[str] = mapped_column(sa.String(64))
+    package_key: Mapped[str] = mapped_column(sa.String(100))
+    package_size: Mapped[int] = mapped_column(sa.BigInteger)
+    signing_key_id: Mapped[str] = mapped_column(sa.String(80))
+    content_key_id: Mapped[str | None] = mapped_column(sa.String(80), nullable=True)
+    compatibility: Mapped[JSONDict] = mapped_column(sa.JSON)
+    metrics: Mapped[JSONDict] = mapped_column(sa.JSON)
+    benchmarks: Mapped[JSONDict] = mapped_column(sa.JSON)
+    profiles: Mapped[list[str]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    model_version: Mapped[ModelVersion] = relationship(back_populates="variants")

@@ -1,0 +1,151 @@
+"""The steps of a push that touch files: hash checks, model storage, package building.
+
+``Registry.push_version`` runs them in order and then writes the rows in one transaction;
+these functions never touch the database.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pocketml.errors import IntegrityError, InvalidInput
+from pocketml.registry._rows import NewVariant, NewVersion
+from pocketml.registry._types import ModelInfo, VersionCreate
+from pocketml.registry.artifacts import ArtifactHashMismatch, ArtifactRef, ArtifactStore
+from pocketml.registry.store import new_id
+
+if TYPE_CHECKING:
+    from pocketml.protect import ContentKey, SigningKey
+
+__all__ = ["build_packages", "check_files", "new_version", "store_model_files"]
+
+
+def store_model_files(
+    artifacts: ArtifactStore, meta: VersionCreate, files: Mapping[str, Path]
+) -> dict[str, ArtifactRef]:
+    """Store each variant's model file, checking its declared sha256.
+
+    Returns:
+        variant name -> ArtifactRef of its model file.
+
+    Raises:
+        IntegrityError: "sha256 mismatch for variant X: declared .., got ..".
+    """
+    refs: dict[str, ArtifactRef] = {}
+    for variant in meta.variants:
+        try:
+            refs[variant.name] = artifacts.put_file(
+                Path(files[variant.name]), expected_sha256=variant.sha256
+            )
+        except ArtifactHashMismatch as exc:
+            raise IntegrityError(
+                f"sha256 mismatch for variant {variant.name}: declared {exc.expected}, "
+                f"got {exc.actual}. The upload was corrupted or the build record is "
+                "stale; rebuild or re-upload the variant."
+            ) from exc
+    return refs
+
+
+def build_packages(
+    artifacts: ArtifactStore,
+    tmp_dir: Path | None,
+    app_id: str,
+    model: ModelInfo,
+    number: int,
+    meta: VersionCreate,
+    files: Mapping[str, Path],
+    signing: SigningKey,
+    content_keys: Mapping[str, ContentKey],
+) -> dict[str, ArtifactRef]:
+    """Build one signed (optionally encrypted) package per variant and store it.
+
+    Returns:
+        variant name -> ArtifactRef of its package (the sha256 is the package id).
+    """
+    from pocketml.protect import build_package
+
+    refs: dict[str, ArtifactRef] = {}
+    with tempfile.TemporaryDirectory(prefix="pocketml-push-", dir=tmp_dir) as tmp:
+        for variant in meta.variants:
+            out = Path(tmp) / f"{variant.name}.pmlpkg"
+            package = build_package(
+                Path(files[variant.name]),
+                out,
+                app_id=app_id,
+                model=model.name,
+                version=number,
+                variant=variant.name,
+                model_format=variant.format,
+                precision=variant.precision,
+                schema=model.schema,
+                card=meta.card,
+                signing_key=signing,
+                content_key=content_keys.get(variant.name),
+            )
+            refs[variant.name] = artifacts.put_file(package.path, expected_sha256=package.sha256)
+            out.unlink(missing_ok=True)
+    return refs
+
+
+def new_version(
+    meta: VersionCreate,
+    number: int,
+    model_refs: Mapping[str, ArtifactRef],
+    packages: Mapping[str, ArtifactRef],
+    signing_key_id: str,
+    content_keys: Mapping[str, ContentKey],
+) -> NewVersion:
+    """The records of the version and its variants that the store will insert."""
+    variants = tuple(
+        NewVariant(
+            id=new_id("var"),
+            name=v.name,
+            format=v.format,
+            precision=v.precision,
+            role=v.role,
+            size=model_refs[v.name].size,
+            sha256=model_refs[v.name].sha256,
+            model_key=model_refs[v.name].key,
+            package_id=packages[v.name].sha256,
+            package_key=packages[v.name].key,
+            package_size=packages[v.name].size,
+            signing_key_id=signing_key_id,
+            content_key_id=content_keys[v.name].key_id if v.name in content_keys else None,
+            compatibility=dict(v.compatibility),
+            metrics=dict(v.metrics),
+            benchmarks=dict(v.benchmarks),
+            profiles=list(v.profiles),
+        )
+        for v in meta.variants
+    )
+    return NewVersion(
+        id=new_id("ver"),
+        version=number,
+        dataset_fingerprint=meta.dataset_fingerprint,
+        parent_version=meta.parent_version,
+        source_framework=meta.source_framework,
+        params=dict(meta.params),
+        metrics=dict(meta.metrics),
+        run_record=dict(meta.run_record),
+        card=meta.card,
+        variants=variants,
+    )
+
+
+def check_files(meta: VersionCreate, files: Mapping[str, Path]) -> None:
+    """Raise InvalidInput unless every variant has exactly one file and vice versa."""
+    declared = {variant.name for variant in meta.variants}
+    given = set(files)
+    if declared - given:
+        raise InvalidInput(
+            f"every variant needs exactly one file; no file for {sorted(declared - given)}. "
+            "Upload one file part per variant, named after the variant."
+        )
+    if given - declared:
+        raise InvalidInput(
+            f"every file must belong to a declared variant; got files for undeclared "
+            f"variants {sorted(given - declared)}. Declare them in the metadata or drop them."
+        )

@@ -1,0 +1,430 @@
+"""Registry: the service behind the admin API — apps, credentials, keys, models, versions.
+
+It owns the business rules (token hashing, key wrapping, building signed packages, the
+single-production rule, version numbering) and delegates rows to ``RegistryStore`` and
+bytes to an ``ArtifactStore``. Every method takes the caller's ``app_id`` and looks
+objects up inside that app only, so one app can never see or change another's objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pocketml.errors import Conflict, IntegrityError, InvalidInput, Unauthorized, Unavailable
+from pocketml.registry._push import build_packages, check_files, new_version, store_model_files
+from pocketml.registry._rows import KeyRecord
+from pocketml.registry._types import (
+    STAGES,
+    AppCreated,
+    AppInfo,
+    ModelCreate,
+    ModelInfo,
+    PackageRef,
+    Page,
+    Principal,
+    VersionCreate,
+    VersionInfo,
+)
+from pocketml.registry.artifacts import ArtifactStore
+from pocketml.registry.store import RegistryStore, VersionTaken, new_id
+
+if TYPE_CHECKING:
+    from pocketml.protect import ContentKey, MasterKey, SigningKey
+
+__all__ = ["ADMIN_TOKEN_PREFIX", "DEVICE_KEY_PREFIX", "Registry"]
+
+logger = logging.getLogger(__name__)
+
+ADMIN_TOKEN_PREFIX = "pml_adm_"
+DEVICE_KEY_PREFIX = "pml_dev_"
+_MAX_NUMBERING_ATTEMPTS = 8
+_EXTENSIONS = {"onnx": "onnx", "ort": "ort", "tflite": "tflite", "coreml": "mlpackage.zip"}
+
+
+def hash_token(token: str) -> str:
+    """The sha256 hex of a token: what the database stores instead of the token."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _check_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Validate a ModelSchema dict; return its normalised JSON form (SchemaError if bad)."""
+    from pocketml.schema import ModelSchema
+
+    return ModelSchema.from_dict(schema).to_dict()
+
+
+class Registry:
+    """The registry service. Construct with configuration, then ``open()`` it.
+
+    Args:
+        database_url: SQLAlchemy URL (``sqlite:///...`` or ``postgresql+psycopg://...``).
+        artifacts: where model files and packages are stored.
+        master_key: wraps the apps' signing and content keys at rest.
+        tmp_dir: where packages are built before they are stored; default: system temp.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        artifacts: ArtifactStore,
+        master_key: MasterKey,
+        *,
+        tmp_dir: Path | None = None,
+    ) -> None:
+        self.database_url = database_url
+        self.artifacts = artifacts
+        self.master_key = master_key
+        self.tmp_dir = tmp_dir
+        self._store: RegistryStore | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect, migrate the database to the newest schema, and get ready to serve.
+
+        Raises:
+            Unavailable: the database cannot be reached or migrated.
+        """
+        if self._store is None:
+            store = RegistryStore(self.database_url)
+            store.open()
+            self._store = store
+
+    def close(self) -> None:
+        """Release the database connections. The registry can be opened again."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> Registry:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def store(self) -> RegistryStore:
+        """The open store. Raises Unavailable when ``open()`` was not called."""
+        if self._store is None:
+            raise Unavailable("the registry is not open; call Registry.open() first.")
+        return self._store
+
+    # -- apps and credentials ----------------------------------------------------------
+
+    def create_app(self, name: str) -> AppCreated:
+        """Create an app with fresh credentials and an Ed25519 signing key.
+
+        Args:
+            name: unique app name (1-100 characters).
+
+        Returns:
+            The app and its admin token and device key (shown once; stored hashed).
+
+        Raises:
+            InvalidInput: empty or too long name.
+            Conflict: an app with this name exists.
+        """
+        from pocketml.protect import SigningKey
+
+        clean = name.strip() if isinstance(name, str) else ""
+        if not 1 <= len(clean) <= 100:
+            raise InvalidInput(f"app name must be 1-100 characters; got {name!r}.")
+        admin_token = ADMIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        device_key = DEVICE_KEY_PREFIX + secrets.token_urlsafe(32)
+        app_id = new_id("app")
+        signing = SigningKey.generate()
+        record = self._signing_record(app_id, signing)
+        info = self.store.create_app(
+            app_id, clean, hash_token(admin_token), hash_token(device_key), record
+        )
+        logger.info("created app %s (%s)", info.id, info.name)
+        return AppCreated(app=info, admin_token=admin_token, device_key=device_key)
+
+    def list_apps(self) -> list[AppInfo]:
+        """Every app, oldest first (an operator-only view)."""
+        return self.store.list_apps()
+
+    def authenticate(self, token: str) -> Principal:
+        """Find who an admin token or device key belongs to.
+
+        Args:
+            token: a ``pml_adm_...`` admin token or ``pml_dev_...`` device key.
+
+        Returns:
+            The principal (app id and role ``admin`` or ``device``).
+
+        Raises:
+            Unauthorized: the token matches no app.
+        """
+        if not isinstance(token, str) or not token.startswith(
+            (ADMIN_TOKEN_PREFIX, DEVICE_KEY_PREFIX)
+        ):
+            raise Unauthorized(
+                "expected an admin token (pml_adm_...) or a device key (pml_dev_...); "
+                "got an unknown credential. Check the token you configured."
+            )
+        role: Literal["admin", "device"] = (
+            "admin" if token.startswith(ADMIN_TOKEN_PREFIX) else "device"
+        )
+        digest = hash_token(token)
+        found = self.store.find_credential(role, digest)
+        if found is None or not hmac.compare_digest(found[1], digest):
+            raise Unauthorized(
+                f"this {'admin token' if role == 'admin' else 'device key'} matches no app; "
+                "it may have been rotated. Ask the app's admin for the current one."
+            )
+        return Principal(app_id=found[0], role=role)
+
+    def get_app(self, app_id: str) -> AppInfo:
+        """The app with its active signing key id and all its public keys (NotFound)."""
+        return self.store.get_app(app_id)
+
+    def rotate_credential(self, app_id: str, which: Literal["admin", "device"]) -> str:
+        """Replace the app's admin token or device key; the old one stops working at once.
+
+        Returns:
+            The new token (shown once).
+
+        Raises:
+            InvalidInput: ``which`` is not "admin" or "device".
+            NotFound: no such app.
+        """
+        if which not in ("admin", "device"):
+            raise InvalidInput(f"credential to rotate must be 'admin' or 'device'; got {which!r}.")
+        prefix = ADMIN_TOKEN_PREFIX if which == "admin" else DEVICE_KEY_PREFIX
+        token = prefix + secrets.token_urlsafe(32)
+        self.store.set_credential(app_id, which, hash_token(token))
+        logger.info("rotated the %s credential of app %s", which, app_id)
+        return token
+
+    def rotate_signing_key(self, app_id: str) -> AppInfo:
+        """Make a new signing key active; the old one is retired but stays in public_keys.
+
+        Packages signed earlier keep verifying on devices that trust the old key.
+
+        Raises:
+            NotFound: no such app.
+        """
+        from pocketml.protect import SigningKey
+
+        record = self._signing_record(app_id, SigningKey.generate())
+        info = self.store.rotate_signing_key(app_id, record)
+        logger.info("rotated the signing key of app %s to %s", app_id, record.key_id)
+        return info
+
+    # -- models ------------------------------------------------------------------------
+
+    def create_model(self, app_id: str, model: ModelCreate) -> ModelInfo:
+        """Create a model in the app.
+
+        Raises:
+            SchemaError: the schema is not a valid ModelSchema (the message names the field).
+            Conflict: the app has a model with this name.
+            NotFound: no such app.
+        """
+        schema = _check_schema(model.schema)
+        return self.store.create_model(app_id, model.name, model.description, schema)
+
+    def list_models(
+        self, app_id: str, *, limit: int = 50, offset: int = 0, prefix: str | None = None
+    ) -> Page[ModelInfo]:
+        """The app's models sorted by name, optionally only names starting with ``prefix``.
+
+        Raises:
+            InvalidInput: limit outside 1..1000 or negative offset.
+        """
+        _check_window(limit, offset)
+        return self.store.list_models(app_id, limit=limit, offset=offset, prefix=prefix)
+
+    def get_model(self, app_id: str, name: str) -> ModelInfo:
+        """The app's model with this name. Raises NotFound."""
+        return self.store.get_model(app_id, name)
+
+    # -- versions ----------------------------------------------------------------------
+
+    def push_version(
+        self,
+        app_id: str,
+        model: str,
+        meta: VersionCreate,
+        files: Mapping[str, Path],
+    ) -> VersionInfo:
+        """Store a new version: its model files, one signed package per variant, its rows.
+
+        All or nothing: the rows are written in one transaction after every file and
+        package is stored, so a failure leaves no version behind (orphan content-addressed
+        blobs are harmless).
+
+        Args:
+            app_id: the caller's app.
+            model: the model's name.
+            meta: lineage, card and variants; ``meta.version`` None = latest + 1.
+            files: variant name -> local path of its model file.
+
+        Returns:
+            The stored version, stage "candidate".
+
+        Raises:
+            NotFound: no such model in the app.
+            InvalidInput: a variant without a file or a file without a variant.
+            IntegrityError: a file's sha256 differs from the declared one.
+            Conflict: ``meta.version`` exists already.
+        """
+        check_files(meta, files)
+        info = self.store.get_model(app_id, model)
+        if meta.version is not None:
+            self.store.check_version_free(app_id, model, meta.version)
+        signing = self._active_signing_key(app_id)
+        model_refs = store_model_files(self.artifacts, meta, files)
+        content_keys: dict[str, ContentKey] = {}
+        if any(variant.encrypt for variant in meta.variants):
+            from pocketml.protect import ContentKey
+
+            content_keys = {v.name: ContentKey.generate() for v in meta.variants if v.encrypt}
+        number = meta.version or self.store.next_version_number(app_id, model)
+        for _ in range(_MAX_NUMBERING_ATTEMPTS):
+            packages = build_packages(
+                self.artifacts,
+                self.tmp_dir,
+                app_id,
+                info,
+                number,
+                meta,
+                files,
+                signing,
+                content_keys,
+            )
+            new = new_version(meta, number, model_refs, packages, signing.key_id, content_keys)
+            keys = [self._content_record(app_id, key) for key in content_keys.values()]
+            try:
+                version = self.store.insert_version(app_id, model, new, keys)
+            except VersionTaken as exc:
+                if meta.version is not None:
+                    raise Conflict(str(exc)) from exc
+                logger.info("%s v%d was taken by a concurrent push; renumbering", model, number)
+                number = self.store.next_version_number(app_id, model)
+                continue
+            logger.info("pushed %s v%d of app %s", model, number, app_id)
+            return version
+        raise Conflict(
+            f"could not assign a version number to {model} after "
+            f"{_MAX_NUMBERING_ATTEMPTS} attempts (many concurrent pushes); push again."
+        )
+
+    def list_versions(
+        self,
+        app_id: str,
+        model: str,
+        *,
+        stage: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[VersionInfo]:
+        """The model's versions, newest first, optionally only those in ``stage``.
+
+        Raises:
+            NotFound: no such model. InvalidInput: unknown stage or bad window.
+        """
+        _check_window(limit, offset)
+        if stage is not None:
+            _check_stage(stage)
+        return self.store.list_versions(app_id, model, stage=stage, limit=limit, offset=offset)
+
+    def get_version(self, app_id: str, model: str, version: int) -> VersionInfo:
+        """One version with its variants. Raises NotFound."""
+        return self.store.get_version(app_id, model, version)
+
+    def set_stage(self, app_id: str, model: str, version: int, stage: str) -> VersionInfo:
+        """Move a version to candidate, production or archived.
+
+        At most one version per model is in production: promoting one archives the
+        previous production version in the same transaction.
+
+        Raises:
+            NotFound: no such version. InvalidInput: unknown stage.
+        """
+        _check_stage(stage)
+        return self.store.set_stage(app_id, model, version, stage)
+
+    def delete_version(self, app_id: str, model: str, version: int) -> None:
+        """Delete a version and its variants' rows (their blobs may be shared and stay).
+
+        Raises:
+            NotFound: no such version.
+            Conflict: the version is in production; archive it instead.
+        """
+        self.store.delete_version(app_id, model, version)
+
+    # -- packages and keys -------------------------------------------------------------
+
+    def get_package(self, app_id: str, package_id: str) -> PackageRef:
+        """Where the app's package with this id (its sha256) is stored.
+
+        Raises:
+            NotFound: no such package in this app (other apps' packages included).
+        """
+        return self.store.get_package(app_id, package_id)
+
+    def get_content_key(self, app_id: str, key_id: str) -> bytes:
+        """The raw 32-byte AES key of one of the app's encrypted packages.
+
+        Raises:
+            NotFound: no such content key in this app.
+            Unavailable: the stored key does not unwrap with this server's master key.
+        """
+        return self._unwrap(self.store.get_key(app_id, key_id, kind="content"))
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _signing_record(self, app_id: str, key: SigningKey) -> KeyRecord:
+        return KeyRecord(
+            key_id=key.key_id,
+            app_id=app_id,
+            kind="signing",
+            wrapped_secret=self.master_key.wrap(key.private_bytes(), key.key_id),
+            public_key=key.public_bytes(),
+        )
+
+    def _content_record(self, app_id: str, key: ContentKey) -> KeyRecord:
+        return KeyRecord(
+            key_id=key.key_id,
+            app_id=app_id,
+            kind="content",
+            wrapped_secret=self.master_key.wrap(key.secret, key.key_id),
+            public_key=None,
+        )
+
+    def _active_signing_key(self, app_id: str) -> SigningKey:
+        from pocketml.protect import SigningKey
+
+        return SigningKey.from_private_bytes(self._unwrap(self.store.active_signing_key(app_id)))
+
+    def _unwrap(self, record: KeyRecord) -> bytes:
+        try:
+            return self.master_key.unwrap(record.wrapped_secret, record.key_id)
+        except IntegrityError as exc:
+            # A server misconfiguration, not a client error: say which setting to fix.
+            raise Unavailable(
+                f"the master key cannot unwrap key {record.key_id}: this server runs with a "
+                "different master key than the one that stored it. Give every replica the "
+                "same POCKETML_MASTER_KEY (or <home>/master.key) and restart."
+            ) from exc
+
+
+def _check_window(limit: int, offset: int) -> None:
+    if not 1 <= limit <= 1000 or offset < 0:
+        raise InvalidInput(
+            f"limit must be in [1, 1000] and offset >= 0; got limit={limit}, offset={offset}."
+        )
+
+
+def _check_stage(stage: str) -> None:
+    if stage not in STAGES:
+        raise InvalidInput(f"stage must be one of {list(STAGES)}; got {stage!r}.")

@@ -1,0 +1,441 @@
+"""RegistryStore: the registry's rows in SQLite or PostgreSQL, behind typed methods.
+
+Each method runs one transaction and returns frozen dataclasses; ORM rows never leave
+this module. Every lookup is scoped by ``app_id``, so an object of another app is simply
+not found. Writes that depend on what they read (version numbers, the production stage)
+lock the model row first (``SELECT ... FOR UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` on
+SQLite), and unique constraints back every rule up.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, selectinload
+
+from pocketml.errors import Conflict, NotFound, Unavailable
+from pocketml.registry._db import WRITE, create_engine, run_migrations, translate_errors
+from pocketml.registry._orm import App, AppKey, Model, ModelVersion, Variant, utcnow
+from pocketml.registry._rows import (
+    KeyRecord,
+    NewVersion,
+    app_info,
+    key_record,
+    key_row,
+    model_info,
+    variant_row,
+    version_info,
+)
+from pocketml.registry._types import AppInfo, ModelInfo, PackageRef, Page, VersionInfo
+
+__all__ = ["RegistryStore", "VersionTaken", "new_id"]
+
+
+def new_id(prefix: str) -> str:
+    """A random object id such as ``app_3f9c...`` (prefix + 20 hex characters)."""
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+class VersionTaken(Conflict):
+    """The version number is in use (a concurrent push may have taken it)."""
+
+
+class RegistryStore:
+    """SQLAlchemy implementation of the registry's storage. ``open()`` migrates."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self._engine: sa.Engine | None = None
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The open engine. Raises Unavailable when ``open()`` was not called."""
+        if self._engine is None:
+            raise Unavailable("the registry store is not open; call open() first.")
+        return self._engine
+
+    def open(self) -> None:
+        """Create the engine and upgrade the database to the newest revision."""
+        engine = create_engine(self.database_url)
+        try:
+            run_migrations(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        self._engine = engine
+
+    def close(self) -> None:
+        """Dispose of the engine's connections."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    @contextmanager
+    def _session(self, action: str, *, write: bool = False) -> Iterator[Session]:
+        with (
+            translate_errors(action),
+            Session(self.engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
+            if write:
+                session.connection(execution_options=WRITE)
+            yield session
+
+    # -- apps --------------------------------------------------------------------------
+
+    def create_app(
+        self, app_id: str, name: str, admin_sha256: str, device_sha256: str, key: KeyRecord
+    ) -> AppInfo:
+        """Insert an app and its first signing key. Raises Conflict on a duplicate name."""
+        with self._session(f"create app {name!r}", write=True) as s:
+            if s.scalar(sa.select(App.id).where(App.name == name)) is not None:
+                raise Conflict(
+                    f"an app named {name!r} exists already; app names are unique. "
+                    "Pick another name."
+                )
+            now = utcnow()
+            app = App(
+                id=app_id,
+                name=name,
+                admin_token_sha256=admin_sha256,
+                device_key_sha256=device_sha256,
+                created_at=now,
+            )
+            s.add(app)
+            s.flush()
+            s.add(key_row(key, now))
+            s.flush()
+            return app_info(s, app)
+
+    def list_apps(self) -> list[AppInfo]:
+        """Every app, oldest first."""
+        with self._session("list apps") as s:
+            apps = s.scalars(sa.select(App).order_by(App.created_at, App.id)).all()
+            return [app_info(s, app) for app in apps]
+
+    def get_app(self, app_id: str) -> AppInfo:
+        """One app. Raises NotFound."""
+        with self._session("read app") as s:
+            return app_info(s, _app_row(s, app_id))
+
+    def find_credential(
+        self, role: Literal["admin", "device"], sha256: str
+    ) -> tuple[str, str] | None:
+        """(app id, stored hash) of the app whose admin/device credential has this hash."""
+        column = App.admin_token_sha256 if role == "admin" else App.device_key_sha256
+        with self._session("check credentials") as s:
+            row = s.execute(sa.select(App.id, column).where(column == sha256)).first()
+            return None if row is None else (row[0], row[1])
+
+    def set_credential(self, app_id: str, which: Literal["admin", "device"], sha256: str) -> None:
+        """Replace the stored hash of the app's admin token or device key."""
+        with self._session("rotate credential", write=True) as s:
+            app = _app_row(s, app_id, lock=True)
+            if which == "admin":
+                app.admin_token_sha256 = sha256
+            else:
+                app.device_key_sha256 = sha256
+
+    def rotate_signing_key(self, app_id: str, key: KeyRecord) -> AppInfo:
+        """Retire the app's active signing key and make ``key`` the active one."""
+        with self._session("rotate signing key", write=True) as s:
+            app = _app_row(s, app_id, lock=True)
+            now = utcnow()
+            s.execute(
+                sa.update(AppKey)
+                .where(
+                    AppKey.app_id == app_id,
+                    AppKey.kind == "signing",
+                    AppKey.retired_at.is_(None),
+                )
+                .values(retired_at=now)
+            )
+            s.add(key_row(key, now))
+            s.flush()
+            return app_info(s, app)
+
+    def active_signing_key(self, app_id: str) -> KeyRecord:
+        """The app's active signing key. Raises NotFound for an unknown app."""
+        with self._session("read signing key") as s:
+            _app_row(s, app_id)
+            row = s.scalars(
+                sa.select(AppKey)
+                .where(
+                    AppKey.app_id == app_id,
+                    AppKey.kind == "signing",
+                    AppKey.retired_at.is_(None),
+                )
+                .order_by(AppKey.created_at.desc())
+                .limit(1)
+            ).first()
+            if row is None:
+                raise NotFound(f"app {app_id} has no active signing key; rotate it to make one.")
+            return key_record(row)
+
+    def get_key(self, app_id: str, key_id: str, *, kind: str) -> KeyRecord:
+        """One of the app's keys of this kind. Raises NotFound (other apps' keys too)."""
+        with self._session("read key") as s:
+            row = s.scalars(
+                sa.select(AppKey).where(
+                    AppKey.app_id == app_id, AppKey.key_id == key_id, AppKey.kind == kind
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"no {kind} key {key_id!r} in this app.")
+            return key_record(row)
+
+    # -- models ------------------------------------------------------------------------
+
+    def create_model(
+        self, app_id: str, name: str, description: str, schema: dict[str, Any]
+    ) -> ModelInfo:
+        """Insert a model. Raises Conflict on a duplicate name, NotFound for no app."""
+        with self._session(f"create model {name!r}", write=True) as s:
+            _app_row(s, app_id)
+            if _find_model(s, app_id, name) is not None:
+                raise Conflict(
+                    f"a model named {name!r} exists already in this app; push a new version "
+                    "to it, or pick another name."
+                )
+            model = Model(
+                id=new_id("mdl"),
+                app_id=app_id,
+                name=name,
+                description=description,
+                schema=schema,
+                created_at=utcnow(),
+            )
+            s.add(model)
+            s.flush()
+            return model_info(model, None, None)
+
+    def list_models(
+        self, app_id: str, *, limit: int, offset: int, prefix: str | None
+    ) -> Page[ModelInfo]:
+        """A page of the app's models sorted by name."""
+        conditions = [Model.app_id == app_id]
+        if prefix:
+            conditions.append(Model.name.startswith(prefix, autoescape=True))
+        with self._session("list models") as s:
+            total = s.scalar(sa.select(sa.func.count()).select_from(Model).where(*conditions))
+            rows = s.execute(
+                sa.select(Model, _latest_version(), _production_version())
+                .where(*conditions)
+                .order_by(Model.name)
+                .limit(limit)
+                .offset(offset)
+            ).all()
+            items = tuple(model_info(row[0], row[1], row[2]) for row in rows)
+            return Page(items=items, total=int(total or 0), limit=limit, offset=offset)
+
+    def get_model(self, app_id: str, name: str) -> ModelInfo:
+        """One model with its latest and production version numbers. Raises NotFound."""
+        with self._session("read model") as s:
+            row = s.execute(
+                sa.select(Model, _latest_version(), _production_version()).where(
+                    Model.app_id == app_id, Model.name == name
+                )
+            ).first()
+            if row is None:
+                raise _model_not_found(name)
+            return model_info(row[0], row[1], row[2])
+
+    # -- versions ----------------------------------------------------------------------
+
+    def next_version_number(self, app_id: str, model: str) -> int:
+        """The latest version number of the model + 1 (1 for the first)."""
+        with self._session("read version numbers") as s:
+            row = _model_row(s, app_id, model)
+            latest = s.scalar(
+                sa.select(sa.func.max(ModelVersion.version)).where(ModelVersion.model_id == row.id)
+            )
+            return int(latest or 0) + 1
+
+    def check_version_free(self, app_id: str, model: str, version: int) -> None:
+        """Raise VersionTaken (a Conflict) when the model has this version already."""
+        with self._session("read versions") as s:
+            row = _model_row(s, app_id, model)
+            if _find_version(s, row.id, version) is not None:
+                raise _version_taken(model, version)
+
+    def insert_version(
+        self, app_id: str, model: str, new: NewVersion, keys: list[KeyRecord]
+    ) -> VersionInfo:
+        """Insert a version, its variants and content keys in one transaction.
+
+        Raises:
+            NotFound: no such model. VersionTaken: the number is in use.
+        """
+        with self._session(f"store {model} v{new.version}", write=True) as s:
+            row = _model_row(s, app_id, model, lock=True)
+            if _find_version(s, row.id, new.version) is not None:
+                raise _version_taken(model, new.version)
+            now = utcnow()
+            for key in keys:
+                s.add(key_row(key, now))
+            version = ModelVersion(
+                id=new.id,
+                model_id=row.id,
+                version=new.version,
+                stage="candidate",
+                dataset_fingerprint=new.dataset_fingerprint,
+                parent_version=new.parent_version,
+                source_framework=new.source_framework,
+                params=new.params,
+                metrics=new.metrics,
+                run_record=new.run_record,
+                card=new.card,
+                created_at=now,
+            )
+            s.add(version)
+            try:
+                s.flush()
+            except sa.exc.IntegrityError as exc:  # the unique constraint backs the check up
+                raise _version_taken(model, new.version) from exc
+            variants = [variant_row(app_id, version.id, v, now) for v in new.variants]
+            s.add_all(variants)
+            s.flush()
+            return version_info(version, model, variants)
+
+    def list_versions(
+        self, app_id: str, model: str, *, stage: str | None, limit: int, offset: int
+    ) -> Page[VersionInfo]:
+        """A page of the model's versions, newest first."""
+        with self._session("list versions") as s:
+            row = _model_row(s, app_id, model)
+            conditions = [ModelVersion.model_id == row.id]
+            if stage is not None:
+                conditions.append(ModelVersion.stage == stage)
+            total = s.scalar(
+                sa.select(sa.func.count()).select_from(ModelVersion).where(*conditions)
+            )
+            versions = s.scalars(
+                sa.select(ModelVersion)
+                .where(*conditions)
+                .options(selectinload(ModelVersion.variants))
+                .order_by(ModelVersion.version.desc())
+                .limit(limit)
+                .offset(offset)
+            ).all()
+            items = tuple(version_info(v, model, v.variants) for v in versions)
+            return Page(items=items, total=int(total or 0), limit=limit, offset=offset)
+
+    def get_version(self, app_id: str, model: str, version: int) -> VersionInfo:
+        """One version with its variants. Raises NotFound."""
+        with self._session("read version") as s:
+            row = _version_row(s, _model_row(s, app_id, model), version)
+            return version_info(row, model, row.variants)
+
+    def set_stage(self, app_id: str, model: str, version: int, stage: str) -> VersionInfo:
+        """Set a version's stage; promoting to production archives the previous one."""
+        with self._session(f"set the stage of {model} v{version}", write=True) as s:
+            model_row = _model_row(s, app_id, model, lock=True)
+            row = _version_row(s, model_row, version)
+            if stage == "production" and row.stage != "production":
+                s.execute(
+                    sa.update(ModelVersion)
+                    .where(
+                        ModelVersion.model_id == model_row.id,
+                        ModelVersion.stage == "production",
+                    )
+                    .values(stage="archived")
+                )
+            row.stage = stage
+            s.flush()
+            return version_info(row, model, row.variants)
+
+    def delete_version(self, app_id: str, model: str, version: int) -> None:
+        """Delete a version and its variant rows. Raises Conflict for a production one."""
+        with self._session(f"delete {model} v{version}", write=True) as s:
+            row = _version_row(s, _model_row(s, app_id, model, lock=True), version)
+            if row.stage == "production":
+                raise Conflict(
+                    f"{model} v{version} is in production and cannot be deleted; "
+                    "archive it instead (set its stage to archived), or promote another."
+                )
+            s.execute(sa.delete(Variant).where(Variant.version_id == row.id))
+            s.execute(sa.delete(ModelVersion).where(ModelVersion.id == row.id))
+
+    def get_package(self, app_id: str, package_id: str) -> PackageRef:
+        """Where one of the app's packages is stored. Raises NotFound."""
+        with self._session("read package") as s:
+            row = s.execute(
+                sa.select(Variant.package_key, Variant.package_size, Variant.package_id)
+                .where(Variant.app_id == app_id, Variant.package_id == package_id)
+                .limit(1)
+            ).first()
+            if row is None:
+                raise NotFound(f"no package {package_id!r} in this app.")
+            return PackageRef(key=row[0], size=int(row[1]), sha256=row[2])
+
+
+# -- row helpers (private: rows stay in this module) -------------------------------------
+
+
+def _app_row(s: Session, app_id: str, *, lock: bool = False) -> App:
+    query = sa.select(App).where(App.id == app_id)
+    app = s.scalars(query.with_for_update() if lock else query).first()
+    if app is None:
+        raise NotFound(f"no app with id {app_id!r}.")
+    return app
+
+
+def _find_model(s: Session, app_id: str, name: str, *, lock: bool = False) -> Model | None:
+    query = sa.select(Model).where(Model.app_id == app_id, Model.name == name)
+    return s.scalars(query.with_for_update() if lock else query).first()
+
+
+def _model_row(s: Session, app_id: str, name: str, *, lock: bool = False) -> Model:
+    model = _find_model(s, app_id, name, lock=lock)
+    if model is None:
+        raise _model_not_found(name)
+    return model
+
+
+def _model_not_found(name: str) -> NotFound:
+    return NotFound(f"no model named {name!r} in this app; create it first or check the name.")
+
+
+def _find_version(s: Session, model_id: str, version: int) -> ModelVersion | None:
+    return s.scalars(
+        sa.select(ModelVersion)
+        .where(ModelVersion.model_id == model_id, ModelVersion.version == version)
+        .options(selectinload(ModelVersion.variants))
+    ).first()
+
+
+def _version_row(s: Session, model: Model, version: int) -> ModelVersion:
+    row = _find_version(s, model.id, version)
+    if row is None:
+        raise NotFound(f"model {model.name!r} has no version {version}.")
+    return row
+
+
+def _version_taken(model: str, version: int) -> VersionTaken:
+    return VersionTaken(
+        f"{model} v{version} exists already and versions are immutable; push without a "
+        "version number to get the next one, or pick an unused number."
+    )
+
+
+def _latest_version() -> sa.ScalarSelect[Any]:
+    return (
+        sa.select(sa.func.max(ModelVersion.version))
+        .where(ModelVersion.model_id == Model.id)
+        .correlate(Model)
+        .scalar_subquery()
+    )
+
+
+def _production_version() -> sa.ScalarSelect[Any]:
+    return (
+        sa.select(ModelVersion.version)
+        .where(ModelVersion.model_id == Model.id, ModelVersion.stage == "production")
+        .correlate(Model)
+        .limit(1)
+        .scalar_subquery()
+    )

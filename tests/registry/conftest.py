@@ -1,0 +1,173 @@
+"""Fixtures of the registry tests: an open Registry per database, artifact stores, fake models.
+
+The S3 store runs against moto in server mode on 127.0.0.1 and a free port (a real HTTP
+S3 endpoint), one server per test session and one fresh bucket per test.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import random
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pocketml.protect import MasterKey
+from pocketml.registry import (
+    LocalArtifactStore,
+    ModelCreate,
+    Registry,
+    VariantUpload,
+    VersionCreate,
+    VersionInfo,
+)
+from pocketml.registry._s3 import S3ArtifactStore
+
+SCHEMA: dict[str, Any] = {
+    "name": "digits",
+    "inputs": [{"name": "pixels", "dtype": "float32", "shape": [None, 1, 8, 8]}],
+    "outputs": [
+        {"name": "probabilities", "kind": "probabilities", "labels": [str(i) for i in range(10)]}
+    ],
+}
+_MOTO_CREDENTIALS = {
+    "aws_access_key_id": "testing",
+    "aws_secret_access_key": "testing",
+    "region_name": "us-east-1",
+}
+
+
+@pytest.fixture
+def make_model(tmp_path: Path) -> Callable[..., Path]:
+    """A factory writing deterministic random bytes to ``<tmp>/uploads/<name>/model.onnx``."""
+
+    def make(name: str, *, size: int = 4096, seed: int = 0) -> Path:
+        path = tmp_path / "uploads" / name / "model.onnx"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(random.Random(seed).randbytes(size))
+        return path
+
+    return make
+
+
+@pytest.fixture
+def schema() -> dict[str, Any]:
+    """A valid ModelSchema dict (a copy: tests may change it)."""
+    return copy.deepcopy(SCHEMA)
+
+
+@pytest.fixture
+def master_key() -> MasterKey:
+    """A fixed master key (tests are deterministic)."""
+    return MasterKey.from_b64(base64.b64encode(bytes(range(32))).decode("ascii"))
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> LocalArtifactStore:
+    """A local artifact store in the test's temp directory."""
+    return LocalArtifactStore(tmp_path / "artifacts")
+
+
+@pytest.fixture
+def registry(
+    database_url: str, artifacts: LocalArtifactStore, master_key: MasterKey, tmp_path: Path
+) -> Iterator[Registry]:
+    """An open Registry on SQLite or PostgreSQL (see tests/conftest.py)."""
+    reg = Registry(database_url, artifacts, master_key, tmp_dir=tmp_path)
+    reg.open()
+    try:
+        yield reg
+    finally:
+        reg.close()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 and a free port, for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_client(moto_endpoint: str) -> Any:
+    """A boto3 S3 client pointed at moto with dummy credentials."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=moto_endpoint, **_MOTO_CREDENTIALS)
+
+
+@pytest.fixture
+def s3_store(s3_client: Any) -> S3ArtifactStore:
+    """An S3ArtifactStore on a fresh bucket of the moto server."""
+    bucket = f"pocketml-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=bucket)
+    return S3ArtifactStore(bucket, "artifacts", client=s3_client)
+
+
+Push = Callable[..., VersionInfo]
+
+
+@pytest.fixture
+def push(registry: Registry, make_model: Callable[..., Path]) -> Push:
+    """Push a version of "digits" made of small random files: ``push(app_id, ...)``.
+
+    Keyword arguments: ``model``, ``variants`` (names), ``encrypted`` (names),
+    ``version``, ``seed`` (which bytes the files hold), and any VersionCreate field.
+    """
+
+    def run(
+        app_id: str,
+        *,
+        model: str = "digits",
+        variants: tuple[str, ...] = ("onnx-fp32",),
+        encrypted: tuple[str, ...] = (),
+        version: int | None = None,
+        seed: int = 0,
+        **meta: Any,
+    ) -> VersionInfo:
+        files = {
+            name: make_model(f"{seed}-{name}", seed=seed * 100 + index)
+            for index, name in enumerate(variants)
+        }
+        uploads = [
+            VariantUpload(
+                name=name,
+                format="onnx",
+                precision="fp32",
+                sha256=hashlib.sha256(files[name].read_bytes()).hexdigest(),
+                encrypt=name in encrypted,
+            )
+            for name in variants
+        ]
+        meta_in = VersionCreate(version=version, variants=uploads, **meta)
+        return registry.push_version(app_id, model, meta_in, files)
+
+    return run
+
+
+@pytest.fixture
+def app_id(registry: Registry, schema: dict[str, Any]) -> str:
+    """An app "app-a" with a model "digits"."""
+    created = registry.create_app("app-a")
+    registry.create_model(created.app.id, ModelCreate(name="digits", schema=schema))
+    return created.app.id
+
+
+@pytest.fixture
+def other_app_id(registry: Registry, schema: dict[str, Any]) -> str:
+    """A second app "app-b", also with a model "digits"."""
+    created = registry.create_app("app-b")
+    registry.create_model(created.app.id, ModelCreate(name="digits", schema=schema))
+    return created.app.id
