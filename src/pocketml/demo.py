@@ -32,7 +32,7 @@ class DemoConfig:
 
     seed: int = 0
     epochs_small: int = 30
-    epochs_large: int = 20
+    epochs_large: int = 12
     targets: tuple[str, ...] = TARGETS
 
 
