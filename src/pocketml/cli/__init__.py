@@ -13,7 +13,7 @@ import sys
 import typer
 
 from pocketml._version import __version__
-from pocketml.cli import _convert, _data, _demo, _train
+from pocketml.cli import _admin, _convert, _data, _demo, _server, _train
 from pocketml.cli._common import err_console
 from pocketml.errors import PocketMLError
 
@@ -33,6 +33,11 @@ app.add_typer(_data.app, name="data")
 app.command("train")(_train.train)
 app.command("convert")(_convert.convert)
 app.command("demo")(_demo.demo)
+app.command("server")(_server.server)
+app.add_typer(_admin.app_app, name="app")
+app.command("push")(_admin.push)
+app.add_typer(_admin.models_app, name="models")
+app.add_typer(_admin.versions_app, name="versions")
 
 
 def _show_version(value: bool) -> None:

@@ -1,0 +1,156 @@
+"""The FastAPI application factory: ``create_app(settings)``.
+
+Building the app does no work: the lifespan opens the artifact store and the registry
+(database engine, migrations), loads the master key and the operator token, and closes the
+registry on shutdown. Routers are thin: they parse, call one registry method, and map the
+result (STYLE.md rule 3).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from pocketml._version import __version__
+from pocketml.config import Settings
+from pocketml.errors import InvalidInput
+from pocketml.server._state import ServerState
+from pocketml.server.errors import RequestIdMiddleware, install_error_handlers
+from pocketml.server.routes import admin, packages, system, ui
+
+__all__ = ["create_app", "create_app_from_env", "load_or_create_operator_token"]
+
+logger = logging.getLogger(__name__)
+
+_DESCRIPTION = """\
+The pocketml control plane: apps, models, versions and their signed packages.
+
+Authenticate with `Authorization: Bearer <token>`:
+
+* the **operator token** creates apps (`POST /v1/admin/apps`);
+* an app's **admin token** manages that app's models and versions;
+* an app's **device key** downloads that app's packages and can never call admin routes.
+
+Every error is JSON: `{"error": {"code", "message", "request_id"}}`.
+"""
+
+
+def load_or_create_operator_token(path: Path) -> str:
+    """Read the operator token from ``path``, generating it (mode 0600) on first start.
+
+    Args:
+        path: the token file, normally ``<home>/operator.token``.
+
+    Returns:
+        The token. Its value is never logged, only the path.
+
+    Raises:
+        InvalidInput: the file exists but is empty or readable by group/others.
+    """
+    if path.exists():
+        mode = path.stat().st_mode & 0o077
+        if mode:
+            raise InvalidInput(
+                f"operator token file {path} is readable by group/others (mode "
+                f"{oct(path.stat().st_mode & 0o777)}); expected 0600. Run: chmod 600 {path}"
+            )
+        token = path.read_text(encoding="utf-8").strip()
+        if not token:
+            raise InvalidInput(f"operator token file {path} is empty; delete it to regenerate.")
+        return token
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = "pml_op_" + secrets.token_urlsafe(32)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+    os.replace(tmp, path)
+    logger.warning("generated the operator token; read it from %s (mode 0600)", path)
+    return token
+
+
+def _open_state(settings: Settings) -> ServerState:
+    from pocketml.protect import MasterKey
+    from pocketml.registry import Registry, open_artifact_store
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    artifacts = open_artifact_store(
+        settings.resolved_artifact_url, s3_endpoint_url=settings.s3_endpoint_url
+    )
+    if settings.master_key is not None:
+        master_key = MasterKey.from_b64(settings.master_key.get_secret_value())
+    else:
+        master_key = MasterKey.load_or_create(settings.home / "master.key")
+    if settings.operator_token is not None:
+        operator_token = settings.operator_token.get_secret_value()
+    else:
+        operator_token = load_or_create_operator_token(settings.home / "operator.token")
+    registry = Registry(settings.resolved_database_url, artifacts, master_key)
+    registry.open()
+    tmp_dir = settings.home / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    for stale in tmp_dir.glob("upload-*.part"):  # left by a server killed mid-upload
+        stale.unlink(missing_ok=True)
+    return ServerState(
+        settings=settings,
+        registry=registry,
+        artifacts=artifacts,
+        operator_token=operator_token,
+        tmp_dir=tmp_dir,
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the pocketml server application.
+
+    Args:
+        settings: the server's settings (home, database, artifacts, keys, limits).
+
+    Returns:
+        A FastAPI app; the registry opens in its lifespan, not here.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = _open_state(settings)
+        app.state.pocketml = state
+        logger.info(
+            "pocketml server %s ready (home %s, database %s)",
+            __version__,
+            settings.home,
+            state.registry_label,
+        )
+        try:
+            yield
+        finally:
+            state.registry.close()
+
+    app = FastAPI(
+        title="pocketml",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        responses={},
+    )
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app)
+    app.include_router(system.router)
+    app.include_router(admin.router)
+    app.include_router(packages.router)
+    app.include_router(ui.router)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory``: settings from ``POCKETML_*`` variables.
+
+    Returns:
+        ``create_app(Settings())``.
+    """
+    return create_app(Settings())

@@ -1,0 +1,352 @@
+"""``AdminClient``: the HTTP client of the admin API, used by the CLI and scripts.
+
+It speaks JSON over httpx and gives back the server's ``XPublic`` pydantic models. Pushes
+are streamed as ``multipart/form-data`` built by hand (known Content-Length, 1 MiB reads,
+a progress callback), so a 200 MB model never sits in memory. Transport failures become
+``Unavailable`` ("is the server running at URL? start it with `pocketml server`") and error
+bodies ``{"error": {"code", "message"}}`` become the matching pocketml error class.
+This module imports httpx and pydantic only (no FastAPI), so the CLI stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from pocketml import errors as _errors
+from pocketml.errors import NotFound, PocketMLError, Unavailable
+from pocketml.server._build_dir import prepare_build
+from pocketml.server.schemas import (
+    AppCreatedPublic,
+    AppListPublic,
+    AppPublic,
+    HealthPublic,
+    ModelPage,
+    ModelPublic,
+    VersionPage,
+    VersionPublic,
+)
+
+__all__ = ["AdminClient", "ProgressCallback"]
+
+ProgressCallback = Callable[[int, int], None]
+"""Called as ``progress(bytes_sent, bytes_total)`` while a push uploads."""
+
+M = TypeVar("M", bound=BaseModel)
+CHUNK = 1 << 20
+
+_BY_CODE: dict[str, type[PocketMLError]] = {
+    cls.code: cls
+    for cls in (getattr(_errors, name) for name in _errors.__all__)
+    if isinstance(cls, type) and issubclass(cls, PocketMLError)
+}
+_BY_CODE.update(
+    {
+        "malformed_json": _errors.InvalidInput,
+        "bad_request": _errors.InvalidInput,
+        "method_not_allowed": _errors.InvalidInput,
+        "range_not_satisfiable": _errors.InvalidInput,
+        "unsupported_media_type": _errors.InvalidInput,
+    }
+)
+_BY_STATUS: dict[int, type[PocketMLError]] = {
+    400: _errors.InvalidInput,
+    401: _errors.Unauthorized,
+    403: _errors.Forbidden,
+    404: _errors.NotFound,
+    409: _errors.Conflict,
+    413: _errors.PayloadTooLarge,
+    422: _errors.InvalidInput,
+    503: _errors.Unavailable,
+}
+
+
+def error_from_response(response: httpx.Response) -> PocketMLError:
+    """Turn an error response into the pocketml error it stands for.
+
+    Args:
+        response: an HTTP response with status >= 400.
+
+    Returns:
+        The error (not raised), message suffixed with the status and request id.
+    """
+    code, message = None, response.text[:300] or response.reason_phrase
+    request_id = response.headers.get("x-request-id", "?")
+    try:
+        body = response.json()
+        code, message = body["error"]["code"], body["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        pass
+    cls = _BY_CODE.get(code or "") or _BY_STATUS.get(response.status_code, PocketMLError)
+    if cls is _errors.MissingDependencyError:
+        cls = Unavailable
+    return cls(f"{message} (HTTP {response.status_code}, request {request_id})")
+
+
+class AdminClient:
+    """Client of a pocketml server's admin API.
+
+    Args:
+        base_url: the server, e.g. ``http://127.0.0.1:8000``.
+        token: the operator token (for ``create_app``) or an app's admin token.
+        timeout: seconds to wait to connect and for each read.
+    """
+
+    def __init__(self, base_url: str, token: str | None, *, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self._http: httpx.Client | None = None
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    @property
+    def http(self) -> httpx.Client:
+        """The underlying httpx client (created on first use)."""
+        if self._http is None:
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            self._http = httpx.Client(
+                base_url=self.base_url,
+                headers=headers,
+                timeout=httpx.Timeout(self.timeout, write=None),
+            )
+        return self._http
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request; raise the pocketml error of any failure.
+
+        Args:
+            method: HTTP method.
+            path: path below the base URL.
+            **kwargs: passed to ``httpx.Client.request``.
+
+        Returns:
+            The successful response.
+
+        Raises:
+            Unavailable: the server cannot be reached or the connection broke.
+            PocketMLError: the server answered with an error (its class from the code).
+        """
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise Unavailable(
+                f"the pocketml server at {self.base_url} did not answer within "
+                f"{self.timeout:g} s ({type(exc).__name__}). Is the server running at "
+                f"{self.base_url}? Start it with `pocketml server`, or raise the timeout."
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise Unavailable(
+                f"cannot reach the pocketml server at {self.base_url} ({exc}). Is the "
+                f"server running at {self.base_url}? Start it with `pocketml server`."
+            ) from exc
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return response
+
+    def _get(self, path: str, model: type[M], **params: Any) -> M:
+        query = {k: v for k, v in params.items() if v is not None}
+        return model.model_validate(self.request("GET", path, params=query).json())
+
+    def _post(self, path: str, model: type[M], body: Mapping[str, Any]) -> M:
+        return model.model_validate(self.request("POST", path, json=dict(body)).json())
+
+    def health(self) -> HealthPublic:
+        """``GET /healthz``."""
+        return self._get("/healthz", HealthPublic)
+
+    def create_app(self, name: str) -> AppCreatedPublic:
+        """Create an app (operator token); its credentials are in the result, once."""
+        return self._post("/v1/admin/apps", AppCreatedPublic, {"name": name})
+
+    def list_apps(self) -> AppListPublic:
+        """Every app (operator token)."""
+        return self._get("/v1/admin/apps", AppListPublic)
+
+    def show_app(self) -> AppPublic:
+        """The admin token's app with its public signing keys."""
+        return self._get("/v1/admin/app", AppPublic)
+
+    def list_models(
+        self, *, limit: int = 50, offset: int = 0, prefix: str | None = None
+    ) -> ModelPage:
+        """One page of the app's models."""
+        return self._get("/v1/admin/models", ModelPage, limit=limit, offset=offset, prefix=prefix)
+
+    def show_model(self, name: str) -> ModelPublic:
+        """One model (NotFound when absent)."""
+        return self._get(f"/v1/admin/models/{name}", ModelPublic)
+
+    def create_model(
+        self, name: str, schema: Mapping[str, Any], *, description: str = ""
+    ) -> ModelPublic:
+        """Create a model with its ModelSchema JSON."""
+        body = {"name": name, "description": description, "schema": dict(schema)}
+        return self._post("/v1/admin/models", ModelPublic, body)
+
+    def list_versions(
+        self, model: str, *, stage: str | None = None, limit: int = 50, offset: int = 0
+    ) -> VersionPage:
+        """One page of a model's versions, newest first."""
+        path = f"/v1/admin/models/{model}/versions"
+        return self._get(path, VersionPage, stage=stage, limit=limit, offset=offset)
+
+    def show_version(self, model: str, version: int) -> VersionPublic:
+        """One version with its variants."""
+        return self._get(f"/v1/admin/models/{model}/versions/{version}", VersionPublic)
+
+    def set_stage(self, model: str, version: int, stage: str) -> VersionPublic:
+        """Move a version to candidate, production or archived."""
+        path = f"/v1/admin/models/{model}/versions/{version}/stage"
+        return self._post(path, VersionPublic, {"stage": stage})
+
+    def push_files(
+        self,
+        model: str,
+        metadata: Mapping[str, Any],
+        files: Mapping[str, Path],
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> VersionPublic:
+        """Stream a version push: metadata JSON plus one file per variant.
+
+        Args:
+            model: the model's name.
+            metadata: the VersionCreate JSON.
+            files: variant name -> model file.
+            progress: called with (bytes sent, bytes total) as the upload advances.
+
+        Returns:
+            The stored version.
+        """
+        body = _MultipartBody(json.dumps(dict(metadata)).encode(), files)
+        response = self.request(
+            "POST",
+            f"/v1/admin/models/{model}/versions",
+            content=body.iter(progress),
+            headers={"Content-Type": body.content_type, "Content-Length": str(body.length)},
+        )
+        return VersionPublic.model_validate(response.json())
+
+    def push_build(
+        self,
+        build_dir: Path,
+        *,
+        model: str | None = None,
+        encrypt: bool = False,
+        stage: str = "candidate",
+        progress: ProgressCallback | None = None,
+    ) -> VersionPublic:
+        """Push a BUILD_DIR as a new version (creating the model from its schema if new).
+
+        Args:
+            build_dir: directory with ``build.json`` (see ``_build_dir``).
+            model: model name; default build.json's ``model``.
+            encrypt: encrypt each variant inside its package.
+            stage: stage to put the new version in (candidate, production, archived).
+            progress: upload progress callback.
+
+        Returns:
+            The stored version (after the stage change, if any).
+
+        Raises:
+            NotFound / InvalidInput / IntegrityError: a bad BUILD_DIR (checked locally).
+            PocketMLError: the server refused the push.
+        """
+        build = prepare_build(build_dir, model=model, encrypt=encrypt)
+        try:
+            try:
+                self.show_model(build.model)
+            except NotFound:
+                self.create_model(build.model, build.schema)
+            files = {variant.name: variant.path for variant in build.variants}
+            version = self.push_files(build.model, build.metadata, files, progress=progress)
+        finally:
+            build.cleanup()
+        if stage != version.stage:
+            version = self.set_stage(build.model, version.version, stage)
+        return version
+
+    def download_package(self, package_id: str, out_path: Path) -> Path:
+        """Stream a package to ``out_path`` (admin token or device key).
+
+        Returns:
+            ``out_path``.
+        """
+        try:
+            with self.http.stream("GET", f"/v1/packages/{package_id}") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_from_response(response)
+                with out_path.open("wb") as handle:
+                    for chunk in response.iter_bytes(CHUNK):
+                        handle.write(chunk)
+        except httpx.HTTPError as exc:
+            raise Unavailable(
+                f"downloading package {package_id} from {self.base_url} failed ({exc}). Is "
+                f"the server running at {self.base_url}? Start it with `pocketml server`."
+            ) from exc
+        return out_path
+
+
+class _MultipartBody:
+    """A multipart/form-data body streamed from files, with its exact length."""
+
+    def __init__(self, metadata: bytes, files: Mapping[str, Path]) -> None:
+        self.boundary = secrets.token_hex(16)
+        self.metadata = metadata
+        self.files = dict(files)
+        self.content_type = f"multipart/form-data; boundary={self.boundary}"
+        self.length = len(self._head("metadata", None, "application/json")) + len(metadata) + 2
+        for name, path in self.files.items():
+            head = self._head(name, path.name, "application/octet-stream")
+            self.length += len(head) + path.stat().st_size + 2
+        self.length += len(self._tail())
+
+    def _head(self, name: str, filename: str | None, content_type: str) -> bytes:
+        quoted = name.replace('"', "%22")
+        disposition = f'form-data; name="{quoted}"'
+        if filename is not None:
+            disposition += f'; filename="{filename.replace(chr(34), "%22")}"'
+        return (
+            f"--{self.boundary}\r\nContent-Disposition: {disposition}\r\n"
+            f"Content-Type: {content_type}\r\n\r\n"
+        ).encode()
+
+    def _tail(self) -> bytes:
+        return f"--{self.boundary}--\r\n".encode()
+
+    def iter(self, progress: ProgressCallback | None) -> Iterator[bytes]:
+        sent = 0
+
+        def report(chunk: bytes) -> bytes:
+            nonlocal sent
+            sent += len(chunk)
+            if progress is not None:
+                progress(sent, self.length)
+            return chunk
+
+        yield report(self._head("metadata", None, "application/json") + self.metadata + b"\r\n")
+        for name, path in self.files.items():
+            yield report(self._head(name, path.name, "application/octet-stream"))
+            with path.open("rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    yield report(chunk)
+            yield report(b"\r\n")
+        yield report(self._tail())

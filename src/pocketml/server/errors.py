@@ -1,0 +1,283 @@
+"""HTTP mapping of errors: ONE table error class -> status, ONE JSON shape, request ids.
+
+Every error response of the server has the body
+``{"error": {"code": "...", "message": "...", "request_id": "..."}}`` and an
+``X-Request-ID`` header. ``install_error_handlers(app)`` wires:
+
+- ``PocketMLError`` subclasses -> the status in ``STATUS_BY_ERROR`` (looked up along the
+  exception's MRO, so a subclass inherits its parent's status);
+- request validation errors -> 422 naming each bad field and what was expected, except a
+  malformed JSON body -> 400;
+- Starlette HTTP errors (unknown route 404, wrong method 405, ...) -> the same shape;
+- anything else -> 500 with a generic message; the traceback is logged with the request id
+  by ``RequestIdMiddleware``, which also generates or echoes ``X-Request-ID``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pocketml.errors import (
+    Conflict,
+    ConversionError,
+    Forbidden,
+    IntegrityError,
+    InvalidInput,
+    MissingDependencyError,
+    NotFound,
+    PayloadTooLarge,
+    PocketMLError,
+    SchemaError,
+    Unauthorized,
+    Unavailable,
+)
+
+__all__ = [
+    "STATUS_BY_ERROR",
+    "RangeNotSatisfiable",
+    "RequestIdMiddleware",
+    "error_response",
+    "install_error_handlers",
+    "status_for",
+]
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RangeNotSatisfiable(InvalidInput):
+    """A ``Range`` header that selects no byte of the package (HTTP 416)."""
+
+    code = "range_not_satisfiable"
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+# The one table. Order does not matter: lookup walks the exception's MRO.
+STATUS_BY_ERROR: dict[type[PocketMLError], int] = {
+    PocketMLError: 500,
+    InvalidInput: 400,
+    SchemaError: 422,
+    RangeNotSatisfiable: 416,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    Unauthorized: 401,
+    Forbidden: 403,
+    IntegrityError: 422,
+    ConversionError: 422,
+    Unavailable: 503,
+    MissingDependencyError: 503,
+}
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    422: "invalid_input",
+}
+
+
+def status_for(exc: PocketMLError) -> int:
+    """The HTTP status of a pocketml error.
+
+    Args:
+        exc: any ``PocketMLError``.
+
+    Returns:
+        The status of the nearest class in ``STATUS_BY_ERROR`` along the MRO.
+    """
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 500
+
+
+def request_id_of(request: Request) -> str:
+    """The id ``RequestIdMiddleware`` gave this request (or a fresh one outside it)."""
+    rid = getattr(request.state, "request_id", None)
+    return rid if isinstance(rid, str) else uuid.uuid4().hex
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    request_id: str,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """Build the one JSON error shape.
+
+    Args:
+        status: HTTP status code.
+        code: stable machine-readable code.
+        message: a sentence for people (what was expected, given, what to do).
+        request_id: the request id, echoed in the body and the ``X-Request-ID`` header.
+        headers: extra response headers.
+
+    Returns:
+        A ``JSONResponse``.
+    """
+    body = {"error": {"code": code, "message": message, "request_id": request_id}}
+    all_headers = {REQUEST_ID_HEADER: request_id, **(headers or {})}
+    return JSONResponse(status_code=status, content=body, headers=all_headers)
+
+
+def _describe_location(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(part) for part in loc]
+    if parts and parts[0] in {"body", "query", "path", "header", "cookie"}:
+        where, rest = parts[0], parts[1:]
+        return f"{where} field '{'.'.join(rest)}'" if rest else f"the request {where}"
+    return f"field '{'.'.join(parts)}'"
+
+
+def describe_request_errors(errors: list[dict[str, Any]] | Any) -> str:
+    """One clause per bad field: where, what was expected, what was given.
+
+    Args:
+        errors: ``RequestValidationError.errors()`` (pydantic error dicts).
+
+    Returns:
+        A message such as "body field 'name': String should match pattern ... (got 'X')".
+    """
+    clauses = []
+    for error in list(errors)[:20]:
+        where = _describe_location(error.get("loc", ()))
+        msg = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+        clause = f"{where}: {msg}"
+        if "input" in error and error.get("type") != "missing":
+            given = repr(error["input"])
+            clause += f" (got {given[:80]}{'...' if len(given) > 80 else ''})"
+        clauses.append(clause)
+    return "; ".join(clauses) + ". Fix the request and send it again."
+
+
+async def _pocketml_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PocketMLError)
+    status = status_for(exc)
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="pocketml"'
+    if isinstance(exc, RangeNotSatisfiable):
+        headers["Content-Range"] = f"bytes */{exc.size}"
+    rid = request_id_of(request)
+    message = str(exc) or exc.code
+    if status >= 500 and not isinstance(exc, Unavailable | MissingDependencyError):
+        logger.error("request %s failed: %s", rid, exc, exc_info=exc)
+        message = f"internal error; quote request id {rid} when reporting it."
+    return error_response(status, exc.code, message, rid, headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    rid = request_id_of(request)
+    if any(error.get("type") == "json_invalid" for error in errors):
+        return error_response(
+            400,
+            "malformed_json",
+            "the request body is not valid JSON; send a JSON object with "
+            "Content-Type: application/json.",
+            rid,
+        )
+    return error_response(422, "invalid_input", describe_request_errors(errors), rid)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    rid = request_id_of(request)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    if exc.status_code == 404:
+        message = f"no route {request.url.path!r}; see /docs for the API."
+    elif exc.status_code == 405:
+        message = (
+            f"method {request.method} is not allowed on {request.url.path!r}; "
+            f"allowed: {(exc.headers or {}).get('allow', '?')}."
+        )
+    else:
+        message = str(exc.detail)
+    return error_response(exc.status_code, code, message, rid, dict(exc.headers or {}))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register every error handler of the table above on ``app``.
+
+    Args:
+        app: the FastAPI application.
+    """
+    app.add_exception_handler(PocketMLError, _pocketml_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+class RequestIdMiddleware:
+    """Give each request an id (echo a sane ``X-Request-ID``, else generate one).
+
+    The id is stored in ``request.state.request_id`` and sent back as a header. An
+    exception that no handler caught is logged with its traceback and answered with a
+    generic 500 in the error shape (unless the response had already started).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, b"x-request-id")
+        rid = given if given and _REQUEST_ID_OK.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
+                ]
+                headers.append((b"x-request-id", rid.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("request %s %s %s failed", rid, scope.get("method"), scope["path"])
+            if started:
+                raise
+            response = error_response(
+                500,
+                "internal_error",
+                f"internal error; quote request id {rid} when reporting it.",
+                rid,
+            )
+            await response(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None

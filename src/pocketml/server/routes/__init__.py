@@ -1,0 +1,1 @@
+"""The server's routers: ``system`` (health), ``admin`` (/v1/admin), ``packages``, ``ui``."""

@@ -1,0 +1,184 @@
+"""Version routes under ``/v1/admin/models/{name}/versions``: push, list, show, stage, delete.
+
+A push is ``multipart/form-data``: a ``metadata`` part (JSON of ``VersionCreate``) and one
+file part per variant, named after the variant. Parts are streamed to temp files under
+``<home>/tmp`` (see ``_upload.py``), handed to ``Registry.push_version`` (all or nothing),
+and always removed afterwards.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from pocketml.registry import Principal, VersionCreate
+from pocketml.server._state import ServerState, server_state
+from pocketml.server._upload import METADATA_FIELD, remove_files, spool_version_upload
+from pocketml.server.auth import require_admin
+from pocketml.server.routes._docs import ERRORS_AUTH, errors
+from pocketml.server.schemas import Stage, StageChange, VersionPage, VersionPublic
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/models/{name}/versions", tags=["versions"])
+
+MODEL_NAME = Path(description="The model's name inside the caller's app.", examples=["digits"])
+VERSION = Path(ge=1, le=2_147_483_647, description="The version number.", examples=[1])
+
+_PUSH_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": [METADATA_FIELD],
+                "properties": {
+                    METADATA_FIELD: {
+                        "type": "string",
+                        "description": "JSON of VersionCreate (lineage, card, variants).",
+                        "example": '{"variants": [{"name": "onnx-fp32", "format": "onnx", '
+                        '"precision": "fp32"}]}',
+                    }
+                },
+                "additionalProperties": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "One model file per variant; the field name is the variant.",
+                },
+            },
+            "encoding": {METADATA_FIELD: {"contentType": "application/json"}},
+        }
+    },
+}
+
+
+def _parse_metadata(raw: bytes) -> VersionCreate:
+    try:
+        return VersionCreate.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**err, "loc": ("body", METADATA_FIELD, *err["loc"])} for err in exc.errors()]
+        ) from exc
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=VersionPublic,
+    summary="Push a version",
+    description=(
+        "Uploads a new immutable version: a `metadata` part with the VersionCreate JSON "
+        "(lineage, model card, one entry per variant) and one file part per variant whose "
+        "field name is the variant name. The server checks each file's sha256, builds a "
+        "signed (optionally encrypted) package per variant and stores the version in one "
+        "transaction: on any failure nothing is stored. A duplicate version answers 409, a "
+        "sha256 mismatch 422, a body over the upload limit 413."
+    ),
+    openapi_extra={"requestBody": _PUSH_BODY},
+    responses=errors(400, *ERRORS_AUTH, 404, 409, 413, 422),
+)
+async def push_version(
+    request: Request,
+    name: str = MODEL_NAME,
+    principal: Principal = Depends(require_admin),
+    state: ServerState = Depends(server_state),
+) -> VersionPublic:
+    """Stream a multipart push to temp files and register it."""
+    await run_in_threadpool(state.registry.get_model, principal.app_id, name)
+    upload = await spool_version_upload(request, state.tmp_dir, state.max_upload_bytes)
+    try:
+        assert upload.metadata is not None
+        meta = _parse_metadata(upload.metadata)
+        info = await run_in_threadpool(
+            state.registry.push_version, principal.app_id, name, meta, dict(upload.files)
+        )
+    finally:
+        remove_files(upload.files)
+    return VersionPublic.model_validate(info)
+
+
+@router.get(
+    "",
+    response_model=VersionPage,
+    summary="List versions",
+    description="The model's versions, newest first, optionally only one stage.",
+    responses=errors(*ERRORS_AUTH, 404, 422),
+)
+def list_versions(
+    name: str = MODEL_NAME,
+    stage: Stage | None = Query(None, description="Only versions in this stage."),
+    limit: int = Query(50, ge=1, le=500, description="Page size."),
+    offset: int = Query(0, ge=0, le=10_000_000, description="Items to skip."),
+    principal: Principal = Depends(require_admin),
+    state: ServerState = Depends(server_state),
+) -> VersionPage:
+    """List a model's versions."""
+    page = state.registry.list_versions(
+        principal.app_id, name, stage=stage, limit=limit, offset=offset
+    )
+    return VersionPage(
+        items=[VersionPublic.model_validate(item) for item in page.items],
+        total=page.total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get(
+    "/{version}",
+    response_model=VersionPublic,
+    summary="Show a version",
+    description="One version with lineage, model card and every variant with its package.",
+    responses=errors(*ERRORS_AUTH, 404, 422),
+)
+def show_version(
+    name: str = MODEL_NAME,
+    version: int = VERSION,
+    principal: Principal = Depends(require_admin),
+    state: ServerState = Depends(server_state),
+) -> VersionPublic:
+    """Show one version."""
+    return VersionPublic.model_validate(state.registry.get_version(principal.app_id, name, version))
+
+
+@router.post(
+    "/{version}/stage",
+    response_model=VersionPublic,
+    summary="Change a version's stage",
+    description=(
+        "Moves the version to candidate, production or archived. A model has at most one "
+        "production version: promoting one archives the previous production version."
+    ),
+    responses=errors(*ERRORS_AUTH, 404, 409, 422),
+)
+def set_stage(
+    body: StageChange,
+    name: str = MODEL_NAME,
+    version: int = VERSION,
+    principal: Principal = Depends(require_admin),
+    state: ServerState = Depends(server_state),
+) -> VersionPublic:
+    """Promote, demote or archive a version."""
+    info = state.registry.set_stage(principal.app_id, name, version, body.stage)
+    return VersionPublic.model_validate(info)
+
+
+@router.delete(
+    "/{version}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a version",
+    description="Deletes a version that is not in production (archive it first: 409).",
+    responses=errors(*ERRORS_AUTH, 404, 409, 422),
+)
+def delete_version(
+    name: str = MODEL_NAME,
+    version: int = VERSION,
+    principal: Principal = Depends(require_admin),
+    state: ServerState = Depends(server_state),
+) -> Response:
+    """Delete a non-production version."""
+    state.registry.delete_version(principal.app_id, name, version)
+    return Response(status_code=204)
