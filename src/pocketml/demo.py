@@ -2,7 +2,9 @@
 
 Each lifecycle stage adds a chapter here. Today: data (fingerprint, validation) -> train
 ``cnn-small`` (for devices) and ``cnn-large`` (for the cloud) -> convert both to ONNX, ORT,
-TFLite and Core ML with parity checks -> a table and ``report.json``.
+TFLite and Core ML with parity checks -> ship: a server started in-process on a free port,
+an app, the build pushed as a signed version, promoted, and one package downloaded and
+verified the way a device will -> ``report.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pocketml.convert import TARGETS, ConversionResult, convert_model
 from pocketml.convert.build import VariantGroup, write_build
 from pocketml.data import load_digits, validate_dataset
 from pocketml.train import TrainConfig, TrainResult, model_inputs, train
+
+_DEMO_OPERATOR_TOKEN = "pml_op_demo-operator-token"
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -182,8 +186,10 @@ def run_demo(
         run_record=runs["cnn-small"].record.to_dict(),
         dataset_fingerprint=digits.fingerprint,
     )
+    shipped = _ship(console, out_dir)
     report = {
         "pocketml_version": __version__,
+        "shipped": shipped,
         "dataset": {"name": "digits", "fingerprint": digits.fingerprint, "splits": splits.sizes()},
         "rows": rows,
         "runs": {arch: run.record.to_dict() for arch, run in runs.items()},
@@ -195,3 +201,66 @@ def run_demo(
         f"in {report['duration_s']:.0f} s."
     )
     return report
+
+
+def _ship(console: Console, build_dir: Path) -> dict[str, Any]:
+    """Start a server in-process, create an app, push and promote the build, verify a package."""
+    import base64
+
+    from pydantic import SecretStr
+
+    from pocketml.config import Settings
+    from pocketml.protect import verify_package
+    from pocketml.server.background import serve_in_thread
+    from pocketml.server.client import AdminClient
+
+    console.print(
+        "\n[bold]4. Ship[/bold] (registry server in-process on 127.0.0.1, SQLite + local artifacts)"
+    )
+    settings = Settings(
+        home=build_dir / "server-home",
+        operator_token=SecretStr(_DEMO_OPERATOR_TOKEN),
+        database_url=None,
+        artifact_url=None,
+    )
+    with serve_in_thread(settings) as url:
+        created = AdminClient(url, _DEMO_OPERATOR_TOKEN).create_app(f"demo-{int(time.time())}")
+        admin = AdminClient(url, created.admin_token)
+        version = admin.push_build(build_dir, stage="production")
+        console.print(
+            f"   server {url}: app [bold]{created.app.name}[/bold], pushed digits "
+            f"v{version.version} with {len(version.variants)} signed packages, "
+            f"stage {version.stage}"
+        )
+        table = Table(title=f"digits v{version.version} in the registry", title_justify="left")
+        for column in ("variant", "format", "role", "model size", "package sha256"):
+            table.add_column(column)
+        for variant in version.variants:
+            table.add_row(
+                variant.name,
+                variant.format,
+                variant.role,
+                f"{variant.size / 1024:,.1f} KiB",
+                variant.package_id[:16] + "…",
+            )
+        console.print(table)
+        device_variant = next(v for v in version.variants if v.format == "tflite")
+        package = admin.download_package(device_variant.package_id, build_dir / "downloaded.pkg")
+        public_keys = {k: base64.b64decode(v) for k, v in created.app.public_keys.items()}
+        verified = verify_package(package, trusted_keys=public_keys, app_id=created.app.id)
+        console.print(
+            f"   downloaded {device_variant.name} ({package.stat().st_size:,} B) and verified it "
+            f"as a device would: Ed25519 signature by {verified.signing_key_id}, "
+            "every member's sha256 ✓"
+        )
+        console.print(
+            f"   browse it later: POCKETML_HOME={settings.home} POCKETML_OPERATOR_TOKEN="
+            f"{_DEMO_OPERATOR_TOKEN} pocketml server, then /ui with the app's admin token"
+        )
+    return {
+        "app_id": created.app.id,
+        "version": version.version,
+        "stage": version.stage,
+        "variants": [v.name for v in version.variants],
+        "verified_package": device_variant.package_id,
+    }

@@ -8,11 +8,8 @@ from the socket, and stops it with ``should_exit``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
-import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,11 +17,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 
 from pocketml.config import ServerSettings, Settings
-from pocketml.server.app import create_app
+from pocketml.server.background import serve_in_thread
 from pocketml.server.client import AdminClient
 from pocketml.server.schemas import AppCreatedPublic
 
@@ -40,20 +36,6 @@ SCHEMA = {
         {"name": "probabilities", "kind": "probabilities", "labels": [str(i) for i in range(10)]},
     ],
 }
-
-
-class _Server(uvicorn.Server):
-    """uvicorn.Server that signals an Event once startup finished (or failed)."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().startup(sockets)
-        finally:
-            self.ready.set()
 
 
 @dataclass(frozen=True)
@@ -76,20 +58,8 @@ class LiveServer:
 @contextmanager
 def serve(settings: Settings) -> Iterator[str]:
     """Serve ``create_app(settings)`` on 127.0.0.1:<free port> in a thread; yield its URL."""
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
-    )
-    server = _Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    try:
-        assert server.ready.wait(timeout=60), "uvicorn did not start within 60 s"
-        assert server.started, "uvicorn failed to start; see the log above"
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serve_in_thread(settings) as url:
+        yield url
 
 
 def make_settings(home: Path, database_url: str, *, max_upload_mb: float = 64.0) -> Settings:

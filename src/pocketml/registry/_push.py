@@ -6,7 +6,10 @@ these functions never touch the database.
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,7 +75,7 @@ def build_packages(
         for variant in meta.variants:
             out = Path(tmp) / f"{variant.name}.pmlpkg"
             package = build_package(
-                Path(files[variant.name]),
+                _named_model_file(Path(files[variant.name]), variant.format, Path(tmp)),
                 out,
                 app_id=app_id,
                 model=model.name,
@@ -88,6 +91,23 @@ def build_packages(
             refs[variant.name] = artifacts.put_file(package.path, expected_sha256=package.sha256)
             out.unlink(missing_ok=True)
     return refs
+
+
+def _named_model_file(path: Path, model_format: str, tmp: Path) -> Path:
+    """The upload under a name that says what it is (uploads are spooled as ``*.part``).
+
+    Only Core ML is ambiguous: a zipped ``.mlpackage`` or a single ``.mlmodel``; the zip
+    signature tells them apart. The file is hard-linked (copied across file systems).
+    """
+    if model_format != "coreml":
+        return path
+    name = "model.mlpackage.zip" if zipfile.is_zipfile(path) else "model.mlmodel"
+    named = tmp / f"{path.stem}-{name}"
+    try:
+        os.link(path, named)
+    except OSError:
+        shutil.copyfile(path, named)
+    return named
 
 
 def new_version(

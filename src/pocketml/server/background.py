@@ -1,0 +1,59 @@
+"""Run the server in a background thread on 127.0.0.1 and a free port.
+
+For the demo, notebooks and tests: ``with serve_in_thread(settings) as url: ...`` starts
+uvicorn with ``create_app(settings)``, waits for its startup event (no sleeps), yields the
+base URL, and shuts the server down on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+
+from pocketml.config import Settings
+from pocketml.errors import Unavailable
+from pocketml.server.app import create_app
+
+__all__ = ["serve_in_thread"]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn.Server that signals an Event once startup finished (or failed)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets)
+        finally:
+            self.ready.set()
+
+
+@contextmanager
+def serve_in_thread(settings: Settings, *, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve ``create_app(settings)`` on ``host`` and a free port; yield its base URL.
+
+    Raises:
+        Unavailable: the server did not start (its log says why).
+    """
+    config = uvicorn.Config(
+        create_app(settings), host=host, port=0, log_level="warning", lifespan="on"
+    )
+    server = _Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    try:
+        if not server.ready.wait(timeout=60) or not server.started:
+            raise Unavailable("the pocketml server did not start; see the log above")
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
