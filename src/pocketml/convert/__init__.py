@@ -19,8 +19,8 @@ from pocketml.convert.pipeline import (
     file_sha256,
     path_size,
 )
-from pocketml.convert.runtime import RUNNABLE_FORMATS, Runner, open_runner
 from pocketml.convert.tflite import to_tflite
+from pocketml.runtime import RUNNABLE_FORMATS, Runner, open_runner
 
 __all__ = [
     "DEFAULT_OPSET",

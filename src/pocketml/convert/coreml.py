@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pocketml.convert._quiet import quiet_native
+from pocketml._native import quiet_native
 from pocketml.errors import ConversionError, MissingDependencyError, ParityError, UnsupportedError
 from pocketml.train.model import TrainedModel
 

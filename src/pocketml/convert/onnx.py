@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketml.convert._quiet import quiet_native
+from pocketml._native import quiet_native
 from pocketml.errors import ConversionError, InvalidInput, MissingDependencyError, UnsupportedError
 from pocketml.train.model import TrainedModel
 

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pocketml.convert._quiet import quiet_native
+from pocketml._native import quiet_native
 from pocketml.errors import ConversionError, InvalidInput, MissingDependencyError
 
 __all__ = ["ORT_PLATFORMS", "ort_compatibility", "to_ort"]

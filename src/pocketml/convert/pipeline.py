@@ -20,9 +20,9 @@ from pocketml.convert.coreml import SpecCheck, check_coreml_spec, coreml_compati
 from pocketml.convert.onnx import DEFAULT_OPSET, onnx_compatibility, to_onnx
 from pocketml.convert.ort import ort_compatibility, to_ort
 from pocketml.convert.parity import DEFAULT_ATOL, DEFAULT_MIN_AGREEMENT, ParityReport, check_parity
-from pocketml.convert.runtime import open_runner
 from pocketml.convert.tflite import tflite_compatibility, to_tflite
 from pocketml.errors import InvalidInput
+from pocketml.runtime import open_runner
 from pocketml.train.model import TrainedModel
 
 __all__ = ["TARGETS", "ConversionResult", "convert_model", "file_sha256", "path_size"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pocketml.convert._quiet import quiet_native
+from pocketml._native import quiet_native
 from pocketml.errors import ConversionError, MissingDependencyError, UnsupportedError
 from pocketml.train.model import TrainedModel
 
