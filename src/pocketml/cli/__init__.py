@@ -13,7 +13,7 @@ import sys
 import typer
 
 from pocketml._version import __version__
-from pocketml.cli import _admin, _convert, _data, _demo, _server, _train
+from pocketml.cli import _admin, _build, _convert, _data, _demo, _server, _train
 from pocketml.cli._common import err_console
 from pocketml.errors import PocketMLError
 
@@ -32,6 +32,9 @@ app = typer.Typer(
 app.add_typer(_data.app, name="data")
 app.command("train")(_train.train)
 app.command("convert")(_convert.convert)
+app.command("build")(_build.build)
+app.command("optimize")(_build.optimize)
+app.command("bench")(_build.bench)
 app.command("demo")(_demo.demo)
 app.command("server")(_server.server)
 app.add_typer(_admin.app_app, name="app")

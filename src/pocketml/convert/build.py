@@ -25,7 +25,13 @@ from pocketml.convert.pipeline import ConversionResult
 from pocketml.errors import InvalidInput
 from pocketml.schema import ModelSchema
 
-__all__ = ["BUILD_FORMAT_VERSION", "VariantGroup", "render_model_card", "write_build"]
+__all__ = [
+    "BUILD_FORMAT_VERSION",
+    "BuildVariant",
+    "VariantGroup",
+    "render_model_card",
+    "write_build",
+]
 
 BUILD_FORMAT_VERSION = 1
 
@@ -46,11 +52,49 @@ class VariantGroup:
             raise InvalidInput(f"variant role must be 'device' or 'cloud'; got {self.role!r}")
 
 
+@dataclass(frozen=True)
+class BuildVariant:
+    """One file of a build as ``build.json`` lists it (converted or optimized)."""
+
+    name: str
+    path: Path
+    format: str
+    precision: str
+    role: str
+    sha256: str
+    size: int
+    method: str = "none"
+    check: str = ""
+    compatibility: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    benchmarks: dict[str, Any] = field(default_factory=dict)
+    profiles: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_conversion(cls, group: VariantGroup, result: ConversionResult) -> BuildVariant:
+        """The build entry of a plain conversion of ``group``'s model."""
+        name = f"{group.name}-{result.target}-{result.precision}"
+        return cls(
+            name=name,
+            path=Path(result.path),
+            format=result.target,
+            precision=result.precision,
+            role=group.role,
+            sha256=result.sha256,
+            size=result.size,
+            check=result.check.summary(),
+            compatibility=result.compatibility,
+            metrics={"accuracy": result.accuracy, "check": result.check.to_dict()},
+            profiles=group.profiles.get(name, []),
+        )
+
+
 def render_model_card(
     schema: ModelSchema,
     groups: Sequence[VariantGroup],
     run_record: dict[str, Any] | None,
     *,
+    variants: Sequence[BuildVariant] | None = None,
     intended_use: str = "",
 ) -> str:
     """A Markdown model card: intended use, data, metrics, variants, limitations."""
@@ -78,19 +122,14 @@ def render_model_card(
         acc_s = f"{acc:.4f}" if isinstance(acc, float) else "n/a"
         f1_s = f"{f1:.4f}" if isinstance(f1, float) else "n/a"
         lines.append(f"| {group.name} | {group.role} | {acc_s} | {f1_s} |")
-    lines += [
-        "",
-        "## Variants",
-        "",
-        "| variant | format | precision | size | check |",
-        "|---|---|---|---|---|",
-    ]
-    for group in groups:
-        for result in group.results:
-            lines.append(
-                f"| {group.name}-{result.target}-{result.precision} | {result.target} | "
-                f"{result.precision} | {result.size:,} B | {result.check.summary()} |"
-            )
+    entries = variants if variants is not None else _entries(groups)
+    lines += ["", "## Variants", "", "| variant | format | precision | role | size | check |"]
+    lines.append("|---|---|---|---|---|---|")
+    for entry in entries:
+        lines.append(
+            f"| {entry.name} | {entry.format} | {entry.precision} | {entry.role} | "
+            f"{entry.size:,} B | {entry.check or entry.method} |"
+        )
     lines += [
         "",
         "## Input",
@@ -109,55 +148,68 @@ def render_model_card(
     return "\n".join(lines)
 
 
+def _entries(groups: Sequence[VariantGroup]) -> list[BuildVariant]:
+    return [BuildVariant.from_conversion(g, r) for g in groups for r in g.results]
+
+
 def write_build(
     out_dir: Path | str,
     *,
     schema: ModelSchema,
     groups: Sequence[VariantGroup],
+    extra_variants: Sequence[BuildVariant] = (),
     run_record: dict[str, Any] | None = None,
     dataset_fingerprint: str | None = None,
     card: str | None = None,
     params: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``build.json``, ``schema.json``, ``card.md`` and ``run.json`` into ``out_dir``.
+
+    Args:
+        groups: the plain conversions of each trained model.
+        extra_variants: further files (quantized, pruned, ...) to list after them.
+        extra: more top-level keys for build.json (e.g. per-profile selections).
 
     Every variant's file must already sit under ``out_dir``. Returns the path of build.json.
 
     Raises:
-        InvalidInput: a file outside ``out_dir`` or no variants.
+        InvalidInput: a file outside ``out_dir``, duplicate names or no variants.
     """
     out_dir = Path(out_dir).resolve()
-    variants = []
-    for group in groups:
-        for result in group.results:
-            path = Path(result.path).resolve()
-            if not path.is_relative_to(out_dir):
-                raise InvalidInput(
-                    f"variant file {path} is not inside the build directory {out_dir}"
-                )
-            name = f"{group.name}-{result.target}-{result.precision}"
-            variants.append(
-                {
-                    "name": name,
-                    "file": str(path.relative_to(out_dir)),
-                    "format": result.target,
-                    "precision": result.precision,
-                    "role": group.role,
-                    "sha256": result.sha256,
-                    "size": result.size,
-                    "compatibility": result.compatibility,
-                    "metrics": {"accuracy": result.accuracy} | {"check": result.check.to_dict()},
-                    "benchmarks": {},
-                    "profiles": group.profiles.get(name, []),
-                }
-            )
-    if not variants:
+    entries = [*_entries(groups), *extra_variants]
+    if not entries:
         raise InvalidInput("a build needs at least one variant")
+    names = [e.name for e in entries]
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"variant names must be unique in a build; got {names}")
+    variants = []
+    for entry in entries:
+        path = entry.path.resolve()
+        if not path.is_relative_to(out_dir):
+            raise InvalidInput(f"variant file {path} is not inside the build directory {out_dir}")
+        variants.append(
+            {
+                "name": entry.name,
+                "file": str(path.relative_to(out_dir)),
+                "format": entry.format,
+                "precision": entry.precision,
+                "role": entry.role,
+                "method": entry.method,
+                "sha256": entry.sha256,
+                "size": entry.size,
+                "compatibility": entry.compatibility,
+                "metrics": entry.metrics,
+                "benchmarks": entry.benchmarks,
+                "profiles": entry.profiles,
+            }
+        )
     (out_dir / "schema.json").write_text(schema.to_json())
-    (out_dir / "card.md").write_text(card or render_model_card(schema, groups, run_record))
+    card_text = card or render_model_card(schema, groups, run_record, variants=entries)
+    (out_dir / "card.md").write_text(card_text)
     if run_record is not None:
         (out_dir / "run.json").write_text(json.dumps(run_record, indent=2, default=str) + "\n")
-    device = next((g for g in groups if g.role == "device"), groups[0])
+    framework = next((g.framework for g in groups if g.role == "device"), None)
     manifest = {
         "format_version": BUILD_FORMAT_VERSION,
         "model": schema.name,
@@ -165,12 +217,13 @@ def write_build(
         "card": "card.md",
         "run_record": "run.json" if run_record is not None else None,
         "dataset_fingerprint": dataset_fingerprint,
-        "source_framework": device.framework,
+        "source_framework": framework,
         "params": params or (run_record or {}).get("params", {}),
         "metrics": {
             g.name: {k: g.metrics.get(k) for k in ("accuracy", "macro_f1")} for g in groups
         },
         "variants": variants,
+        **(extra or {}),
     }
     path = out_dir / "build.json"
     path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")

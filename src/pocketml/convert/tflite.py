@@ -29,8 +29,10 @@ def to_tflite(model: TrainedModel, path: Path | str) -> Path:
             f"{model.framework} model. Convert it to onnx or ort instead."
         )
     try:
-        import litert_torch
         import torch
+
+        with quiet_native():  # its import logs torch deprecation notes
+            import litert_torch
     except ImportError as exc:
         raise MissingDependencyError("litert-torch", "build", "to convert to TFLite") from exc
     path = Path(path)

@@ -1,0 +1,310 @@
+"""``pocketml build``: data -> model -> convert -> quantize -> benchmark -> select, one command.
+
+``run_build(config, out_dir)`` writes into ``out_dir``:
+
+    build.json        every variant (fp32 conversions and optimized files) with its
+                      compatibility, metrics, benchmark and the profiles it was chosen for,
+                      plus the per-profile selections: what ``pocketml push`` uploads
+    benchmarks.json   the raw benchmark results
+    variants.png      accuracy vs. p95 latency, marker size = file size, colour = format
+    schema.json, card.md, run.json, <arch>/..., optimized/...
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pocketml._native import quiet_native
+from pocketml.bench import BUILTIN_PROFILES, Benchmark, BenchmarkResult, DeviceProfile, Variant
+from pocketml.bench import load_profiles as load_profile_file
+from pocketml.convert import convert_model, file_sha256, path_size, to_ort
+from pocketml.convert.build import BuildVariant, VariantGroup, write_build
+from pocketml.convert.coreml import coreml_compatibility
+from pocketml.convert.onnx import onnx_compatibility
+from pocketml.convert.ort import ort_compatibility
+from pocketml.convert.tflite import tflite_compatibility
+from pocketml.data import Splits, load_dataset, parse_augmentations
+from pocketml.errors import InvalidInput
+from pocketml.optimize.config import BuildConfig
+from pocketml.optimize.quantize import (
+    CoremlFp16Quantizer,
+    CoremlWeightQuantizer,
+    OnnxDynamicQuantizer,
+    OnnxFp16Quantizer,
+    OnnxStaticQuantizer,
+    Quantizer,
+    TfliteDynamicQuantizer,
+    TfliteFp16Quantizer,
+    TfliteStaticQuantizer,
+)
+from pocketml.optimize.select import Budget, Selection, VariantSelector, plot_variants
+from pocketml.train import TrainConfig, TrainedModel, model_inputs, train
+
+__all__ = ["BuildOutcome", "resolve_profiles", "run_build"]
+
+StepFn = Callable[[str], None]
+_SUFFIX = {"onnx": ".onnx", "ort": ".ort", "tflite": ".tflite", "coreml": ".mlpackage"}
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    """What ``run_build`` produced."""
+
+    out_dir: Path
+    model: TrainedModel
+    variants: tuple[BuildVariant, ...]
+    results: tuple[BenchmarkResult, ...]
+    selections: tuple[Selection, ...]
+    build_json: Path
+    plot: Path | None
+
+
+def resolve_profiles(config: BuildConfig) -> list[DeviceProfile]:
+    """The device profiles the config names: built-in ones or from ``profiles_file``.
+
+    Raises:
+        InvalidInput: a profile name that is neither built in nor in the file.
+    """
+    known = dict(BUILTIN_PROFILES)
+    if config.profiles_file is not None:
+        known.update(load_profile_file(config.profiles_file))
+    missing = [name for name in config.profiles if name not in known]
+    if missing:
+        raise InvalidInput(
+            f"unknown device profile(s) {', '.join(missing)}; known: {', '.join(sorted(known))}. "
+            "Define them in a file named by profiles_file."
+        )
+    return [known[name] for name in config.profiles]
+
+
+def _model(config: BuildConfig, splits: Splits) -> tuple[TrainedModel, dict[str, Any] | None]:
+    if config.model.path is not None:
+        model = TrainedModel.load(config.model.path)
+        record = config.model.path / "run.json"
+        return model, json.loads(record.read_text()) if record.is_file() else None
+    train_config = TrainConfig(
+        seed=config.train.seed,
+        epochs=config.train.epochs,
+        batch_size=config.train.batch_size,
+        learning_rate=config.train.learning_rate,
+        patience=config.train.patience,
+        augmentations=tuple(parse_augmentations(config.train.augment)),
+    )
+    result = train(
+        splits, config.model.architecture, config=train_config, model_name=config.model.name
+    )
+    return result.model, result.record.to_dict()
+
+
+def _quantizers(config: BuildConfig, calibration: np.ndarray) -> list[tuple[str, str, Quantizer]]:
+    """(format, option, quantizer) for every optimization the config asks for."""
+    opt = config.optimize
+    onnx: dict[str, Quantizer] = {
+        "static-int8": OnnxStaticQuantizer(calibration, calibration_method=opt.calibration_method),
+        "dynamic-int8": OnnxDynamicQuantizer(),
+        "fp16": OnnxFp16Quantizer(),
+    }
+    tflite: dict[str, Quantizer] = {
+        "dynamic-int8": TfliteDynamicQuantizer(),
+        "full-int8": TfliteStaticQuantizer(calibration),
+        "fp16": TfliteFp16Quantizer(),
+    }
+    coreml: dict[str, Quantizer] = {
+        "fp16": CoremlFp16Quantizer(),
+        "int8-weights": CoremlWeightQuantizer(),
+    }
+    chosen: list[tuple[str, str, Quantizer]] = []
+    chosen += [("onnx", o, onnx[o]) for o in opt.onnx]
+    chosen += [("tflite", o, tflite[o]) for o in opt.tflite]
+    chosen += [("coreml", o, coreml[o]) for o in opt.coreml]
+    return chosen
+
+
+def _compatibility(path: Path, model_format: str, platform: str) -> dict[str, Any]:
+    if model_format == "onnx":
+        return onnx_compatibility(path)
+    if model_format == "ort":
+        return ort_compatibility(path, platform)
+    if model_format == "tflite":
+        return tflite_compatibility(path)
+    return coreml_compatibility(path)
+
+
+def _optimized_variants(
+    config: BuildConfig,
+    fp32: dict[str, Path],
+    calibration: np.ndarray,
+    out: Path,
+    prefix: str,
+    on_step: StepFn,
+) -> list[BuildVariant]:
+    variants = []
+    out.mkdir(parents=True, exist_ok=True)
+    for model_format, option, quantizer in _quantizers(config, calibration):
+        on_step(f"{model_format} {option}")
+        name = f"{prefix}-{model_format}-{option}"
+        with quiet_native():  # the quantizers draw their own tqdm bars and log notes
+            done = quantizer.apply(fp32[model_format], out / f"{name}{_SUFFIX[model_format]}")
+        made = [(name, model_format, done.path)]
+        if model_format == "onnx" and "ort" in config.convert.targets and option != "fp16":
+            ort_path = to_ort(
+                done.path, out / f"{prefix}-ort-{option}.ort", platform=config.convert.ort_platform
+            )
+            made.append((f"{prefix}-ort-{option}", "ort", ort_path))
+        for variant_name, variant_format, path in made:
+            variants.append(
+                BuildVariant(
+                    name=variant_name,
+                    path=path,
+                    format=variant_format,
+                    precision=done.precision,
+                    role="device",
+                    sha256=file_sha256(path),
+                    size=path_size(path),
+                    method=done.method,
+                    compatibility=_compatibility(path, variant_format, config.convert.ort_platform),
+                )
+            )
+    return variants
+
+
+def run_build(
+    config: BuildConfig,
+    out_dir: Path | str,
+    *,
+    on_step: StepFn | None = None,
+    show_progress: bool = True,
+) -> BuildOutcome:
+    """Run the whole build described by ``config`` into ``out_dir``.
+
+    Args:
+        on_step: called with a short description before each step (progress display).
+        show_progress: let the benchmark draw its own progress bar.
+
+    Raises:
+        PocketMLError subclasses from each stage, with the stage named in the message.
+    """
+    step = on_step or (lambda _text: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    profiles = resolve_profiles(config)
+
+    step("loading data")
+    dataset = load_dataset(config.data.source, target=config.data.target)
+    splits = dataset.split(
+        validation=config.data.validation, test=config.data.test, seed=config.train.seed
+    )
+
+    step("training" if config.model.architecture else "loading the model")
+    model, record = _model(config, splits)
+    prefix = model.architecture
+    x_test = model_inputs(model, splits.test)
+    x_train = model_inputs(model, splits.train)
+    rng = np.random.default_rng(config.train.seed)
+    take = min(config.optimize.calibration_samples, len(x_train))
+    calibration = x_train[rng.choice(len(x_train), size=take, replace=False)]
+
+    step("converting")
+    conversions = convert_model(
+        model,
+        config.convert.targets,
+        out / prefix,
+        samples=x_test,
+        labels=splits.test.labels,
+        opset=config.convert.opset,
+        ort_platform=config.convert.ort_platform,
+        atol=config.convert.atol,
+        on_step=lambda target: step(f"converting to {target}"),
+    )
+    fp32 = {c.target: c.path for c in conversions}
+    metrics = (record or {}).get("metrics", {})
+    group = VariantGroup(prefix, "device", model.framework, conversions, metrics)
+    optimized = _optimized_variants(
+        config, fp32, calibration, out / "optimized", prefix, lambda t: step(f"optimizing: {t}")
+    )
+
+    step("benchmarking")
+    plain = [BuildVariant.from_conversion(group, c) for c in conversions]
+    all_variants = [*plain, *optimized]
+    bench = Benchmark(
+        warmup=config.bench.warmup, iterations=config.bench.iterations, threads=config.bench.threads
+    )
+    results = bench.run(
+        [Variant(v.name, v.path, v.format, v.precision, v.method) for v in all_variants],
+        x_test,
+        splits.test.labels,
+        reference=f"{prefix}-onnx-fp32" if "onnx" in fp32 else None,
+        show_progress=show_progress,
+    )
+
+    step("selecting")
+    budgets = {name: Budget(**b.model_dump()) for name, b in config.budgets.items()}
+    selections = VariantSelector(budgets=budgets).select(results, profiles)
+    chosen: dict[str, list[str]] = {}
+    for selection in selections:
+        if selection.variant is not None:
+            chosen.setdefault(selection.variant.name, []).append(selection.profile.name)
+    by_name = {r.name: r for r in results}
+    final = [
+        BuildVariant(
+            **{
+                **v.__dict__,
+                "profiles": chosen.get(v.name, []),
+                "metrics": {**v.metrics, **_metrics(by_name[v.name])},
+                "benchmarks": _benchmarks(by_name[v.name]),
+            }
+        )
+        for v in all_variants
+    ]
+    plot = (
+        plot_variants(results, out / "variants.png")
+        if any(r.is_executed for r in results)
+        else None
+    )
+    (out / "benchmarks.json").write_text(
+        json.dumps([r.to_dict() for r in results], indent=2) + "\n"
+    )
+    build_json = write_build(
+        out,
+        schema=model.schema,
+        groups=[],
+        extra_variants=final,
+        run_record=record,
+        dataset_fingerprint=dataset.fingerprint,
+        params={"config": config.model_dump(mode="json")},
+        extra={
+            "selections": [s.to_dict() for s in selections],
+            "source_framework": model.framework,
+            "metrics": {prefix: {k: metrics.get(k) for k in ("accuracy", "macro_f1")}},
+        },
+    )
+    return BuildOutcome(
+        out, model, tuple(final), tuple(results), tuple(selections), build_json, plot
+    )
+
+
+def _metrics(result: BenchmarkResult) -> dict[str, Any]:
+    return {"accuracy": result.accuracy, "macro_f1": result.macro_f1, "agreement": result.agreement}
+
+
+def _benchmarks(result: BenchmarkResult) -> dict[str, Any]:
+    keys = (
+        "load_ms",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "latency_p99_ms",
+        "throughput_per_s",
+        "peak_memory_mb",
+        "zip_size_bytes",
+        "threads",
+        "is_executed",
+        "note",
+    )
+    data = result.to_dict()
+    return {k: data[k] for k in keys}
