@@ -12,7 +12,8 @@ from pocketml.demo import DemoConfig, run_demo
 
 def test_demo_writes_models_schema_build_and_report(tmp_path: Path) -> None:
     console = Console(record=True, width=140)
-    report = run_demo(tmp_path, console=console, config=DemoConfig(epochs_small=3, epochs_large=2))
+    config = DemoConfig(epochs_small=3, epochs_large=2, bench_iterations=10)
+    report = run_demo(tmp_path, console=console, config=config)
     written = json.loads((tmp_path / "report.json").read_text())
     assert written["dataset"]["fingerprint"] == report["dataset"]["fingerprint"]
     rows = {(row["model"], row["target"]) for row in written["rows"]}
@@ -25,9 +26,18 @@ def test_demo_writes_models_schema_build_and_report(tmp_path: Path) -> None:
     assert {"cnn-small", "cnn-large"} == set(written["runs"])
     build = json.loads((tmp_path / "build.json").read_text())
     assert {v["role"] for v in build["variants"]} == {"device", "cloud"}
+    assert {"static", "dynamic", "fp16"} <= {v["method"] for v in build["variants"]}
+    profiles = {s["profile"]: s["variant"] for s in written["selections"]}
+    assert set(profiles) == {"android-low", "android-mid", "android-high", "iphone", "edge-linux"}
+    for profile, variant in profiles.items():
+        assert variant is not None
+        listed = next(v for v in build["variants"] if v["name"] == variant)
+        assert profile in listed["profiles"]
+    assert set(written["timings_s"]) == {"data", "train", "convert", "optimize", "ship"}
     assert (tmp_path / "schema.json").is_file() and (tmp_path / "card.md").is_file()
     printed = " ".join(console.export_text().split())
     assert "Converted models" in printed
+    assert "Chosen variant per device class" in printed
     shipped = written["shipped"]
     assert shipped["stage"] == "production"
     assert shipped["version"] == 1

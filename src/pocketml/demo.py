@@ -2,7 +2,8 @@
 
 Each lifecycle stage adds a chapter here. Today: data (fingerprint, validation) -> train
 ``cnn-small`` (for devices) and ``cnn-large`` (for the cloud) -> convert both to ONNX, ORT,
-TFLite and Core ML with parity checks -> ship: a server started in-process on a free port,
+TFLite and Core ML with parity checks -> optimize cnn-small (int8/fp16), benchmark every
+variant and choose one per device class -> ship: a server started in-process on a free port,
 an app, the build pushed as a signed version, promoted, and one package downloaded and
 verified the way a device will -> ``report.json``.
 """
@@ -23,6 +24,9 @@ from pocketml._version import __version__
 from pocketml.convert import TARGETS, ConversionResult, convert_model
 from pocketml.convert.build import VariantGroup, write_build
 from pocketml.data import load_digits, validate_dataset
+from pocketml.optimize import plot_variants
+from pocketml.optimize.config import BenchSection, BuildConfig, ModelSection, TrainSection
+from pocketml.optimize.pipeline import VariantMatrix, optimize_and_select, resolve_profiles
 from pocketml.train import TrainConfig, TrainResult, model_inputs, train
 
 _DEMO_OPERATOR_TOKEN = "pml_op_demo-operator-token"
@@ -38,6 +42,7 @@ class DemoConfig:
     epochs_small: int = 30
     epochs_large: int = 12
     targets: tuple[str, ...] = TARGETS
+    bench_iterations: int = 100
 
 
 def _train_with_progress(
@@ -108,6 +113,14 @@ def run_demo(
         f"[bold]pocketml {__version__} demo[/bold]: digits, from data to every mobile format"
     )
 
+    timings: dict[str, float] = {}
+    last = [started]
+
+    def lap(chapter: str) -> None:
+        now = time.perf_counter()
+        timings[chapter] = round(now - last[0], 1)
+        last[0] = now
+
     console.print("\n[bold]1. Data[/bold]")
     digits = load_digits()
     splits = digits.split(seed=config.seed)
@@ -116,6 +129,7 @@ def run_demo(
         f"split {splits.sizes()}\n   fingerprint {digits.fingerprint}"
     )
 
+    lap("data")
     console.print(f"\n[bold]2. Train[/bold] (seed {config.seed}, early stopping on validation)")
     runs: dict[str, TrainResult] = {}
     for architecture, epochs in (
@@ -143,6 +157,7 @@ def run_demo(
         )
     )
 
+    lap("train")
     console.print(
         "\n[bold]3. Convert[/bold] (parity checked on the held-out split in the real runtimes)"
     )
@@ -167,40 +182,119 @@ def run_demo(
             rows.append({"model": arch, **result.to_dict()})
     console.print(table)
 
-    groups = [
-        VariantGroup(
-            "cnn-small", "device", "pytorch", conversions["cnn-small"], runs["cnn-small"].metrics
-        ),
-        VariantGroup(
-            "cnn-large",
-            "cloud",
-            "pytorch",
-            [r for r in conversions["cnn-large"] if r.target == "onnx"],
-            runs["cnn-large"].metrics,
-        ),
-    ]
+    small = VariantGroup(
+        "cnn-small", "device", "pytorch", conversions["cnn-small"], runs["cnn-small"].metrics
+    )
+    cloud = VariantGroup(
+        "cnn-large",
+        "cloud",
+        "pytorch",
+        [r for r in conversions["cnn-large"] if r.target == "onnx"],
+        runs["cnn-large"].metrics,
+    )
+    lap("convert")
+    matrix = _optimize(console, runs["cnn-small"], small, out_dir, config)
+    lap("optimize")
     write_build(
         out_dir,
         schema=schema,
-        groups=groups,
+        groups=[cloud],
+        extra_variants=matrix.variants,
         run_record=runs["cnn-small"].record.to_dict(),
         dataset_fingerprint=digits.fingerprint,
+        extra={
+            "source_framework": "pytorch",
+            "selections": [s.to_dict() for s in matrix.selections],
+            "metrics": {
+                arch: {k: run.metrics.get(k) for k in ("accuracy", "macro_f1")}
+                for arch, run in runs.items()
+            },
+        },
     )
     shipped = _ship(console, out_dir)
+    lap("ship")
     report = {
         "pocketml_version": __version__,
         "shipped": shipped,
         "dataset": {"name": "digits", "fingerprint": digits.fingerprint, "splits": splits.sizes()},
         "rows": rows,
+        "selections": [sel.to_dict() for sel in matrix.selections],
         "runs": {arch: run.record.to_dict() for arch, run in runs.items()},
         "duration_s": round(time.perf_counter() - started, 1),
+        "timings_s": timings,
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     console.print(
         f"\nWrote models, schema.json, build.json and report.json to [bold]{out_dir}[/bold] "
-        f"in {report['duration_s']:.0f} s."
+        f"in {report['duration_s']:.0f} s ("
+        + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items())
+        + ")."
     )
     return report
+
+
+def _optimize(
+    console: Console, run: TrainResult, group: VariantGroup, out_dir: Path, config: DemoConfig
+) -> VariantMatrix:
+    """Quantize cnn-small for every format, benchmark each variant, pick one per profile."""
+    console.print(
+        "\n[bold]4. Optimize[/bold] (int8/fp16 per format, each variant benchmarked in its own "
+        "process, then the best variant per device class)"
+    )
+    build_config = BuildConfig(
+        model=ModelSection(architecture="cnn-small"),
+        train=TrainSection(seed=config.seed),
+        bench=BenchSection(warmup=10, iterations=config.bench_iterations),
+    )
+    profiles = resolve_profiles(build_config)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("optimizing", total=None)
+        matrix = optimize_and_select(
+            build_config,
+            run.model,
+            group,
+            run.splits,
+            out_dir,
+            profiles,
+            on_step=lambda text: progress.update(task, description=text),
+            show_progress=False,
+        )
+    fp32_size = {r.model_format: r.size_bytes for r in matrix.results if r.method == "none"}
+    table = Table(
+        title="Chosen variant per device class (latency estimated from this host)",
+        title_justify="left",
+    )
+    for column in ("profile", "variant", "size", "vs its fp32", "accuracy", "est. p95"):
+        table.add_column(column, justify="left" if column in ("profile", "variant") else "right")
+    for selection in matrix.selections:
+        chosen = selection.variant
+        if chosen is None:
+            table.add_row(selection.profile.name, "[red]none fits[/red]", "", "", "", "")
+            continue
+        table.add_row(
+            selection.profile.name,
+            chosen.name,
+            f"{chosen.size_bytes / 1024:,.1f} KiB",
+            f"{fp32_size[chosen.model_format] / chosen.size_bytes:.1f}× smaller",
+            f"{chosen.accuracy:.4f}" if chosen.accuracy is not None else "size only",
+            f"{selection.estimated_p95_ms:.3f} ms" if selection.estimated_p95_ms else "-",
+        )
+    console.print(table)
+    console.print(
+        f"   {len(matrix.variants)} variants measured; the full table is in benchmarks.json, "
+        "the plot in variants.png."
+    )
+    plot_variants(list(matrix.results), out_dir / "variants.png")
+    (out_dir / "benchmarks.json").write_text(
+        json.dumps([r.to_dict() for r in matrix.results], indent=2) + "\n"
+    )
+    return matrix
 
 
 def _ship(console: Console, build_dir: Path) -> dict[str, Any]:
@@ -215,7 +309,7 @@ def _ship(console: Console, build_dir: Path) -> dict[str, Any]:
     from pocketml.server.client import AdminClient
 
     console.print(
-        "\n[bold]4. Ship[/bold] (registry server in-process on 127.0.0.1, SQLite + local artifacts)"
+        "\n[bold]5. Ship[/bold] (registry server in-process on 127.0.0.1, SQLite + local artifacts)"
     )
     settings = Settings(
         home=build_dir / "server-home",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,13 @@ from pocketml.optimize.quantize import (
 from pocketml.optimize.select import Budget, Selection, VariantSelector, plot_variants
 from pocketml.train import TrainConfig, TrainedModel, model_inputs, train
 
-__all__ = ["BuildOutcome", "resolve_profiles", "run_build"]
+__all__ = [
+    "BuildOutcome",
+    "VariantMatrix",
+    "optimize_and_select",
+    "resolve_profiles",
+    "run_build",
+]
 
 StepFn = Callable[[str], None]
 _SUFFIX = {"onnx": ".onnx", "ort": ".ort", "tflite": ".tflite", "coreml": ".mlpackage"}
@@ -174,6 +180,81 @@ def _optimized_variants(
     return variants
 
 
+@dataclass(frozen=True)
+class VariantMatrix:
+    """Every variant of one model with its benchmark, and the choice per profile."""
+
+    variants: tuple[BuildVariant, ...]
+    results: tuple[BenchmarkResult, ...]
+    selections: tuple[Selection, ...]
+
+
+def optimize_and_select(
+    config: BuildConfig,
+    model: TrainedModel,
+    group: VariantGroup,
+    splits: Splits,
+    out: Path,
+    profiles: list[DeviceProfile],
+    *,
+    on_step: StepFn | None = None,
+    show_progress: bool = True,
+) -> VariantMatrix:
+    """Quantize ``group``'s fp32 files, benchmark everything, choose a variant per profile.
+
+    Args:
+        config: the optimize, bench, budgets and convert sections are used.
+        model: the trained model (for its input preparation).
+        group: its plain conversions (``convert_model`` results).
+        splits: its data; calibration samples come from train, measurements from test.
+        out: build directory; optimized files go to ``out/optimized``.
+    """
+    step = on_step or (lambda _text: None)
+    prefix = group.name
+    fp32 = {c.target: c.path for c in group.results}
+    x_test = model_inputs(model, splits.test)
+    x_train = model_inputs(model, splits.train)
+    rng = np.random.default_rng(config.train.seed)
+    take = min(config.optimize.calibration_samples, len(x_train))
+    calibration = x_train[rng.choice(len(x_train), size=take, replace=False)]
+    optimized = _optimized_variants(
+        config, fp32, calibration, out / "optimized", prefix, lambda t: step(f"optimizing: {t}")
+    )
+
+    step("benchmarking")
+    plain = [BuildVariant.from_conversion(group, c) for c in group.results]
+    all_variants = [*plain, *optimized]
+    bench = Benchmark(
+        warmup=config.bench.warmup, iterations=config.bench.iterations, threads=config.bench.threads
+    )
+    results = bench.run(
+        [Variant(v.name, v.path, v.format, v.precision, v.method) for v in all_variants],
+        x_test,
+        splits.test.labels,
+        reference=f"{prefix}-onnx-fp32" if "onnx" in fp32 else None,
+        show_progress=show_progress,
+    )
+
+    step("selecting")
+    budgets = {name: Budget(**b.model_dump()) for name, b in config.budgets.items()}
+    selections = VariantSelector(budgets=budgets).select(results, profiles)
+    chosen: dict[str, list[str]] = {}
+    for selection in selections:
+        if selection.variant is not None:
+            chosen.setdefault(selection.variant.name, []).append(selection.profile.name)
+    by_name = {r.name: r for r in results}
+    final = tuple(
+        replace(
+            v,
+            profiles=chosen.get(v.name, []),
+            metrics={**v.metrics, **_metrics(by_name[v.name])},
+            benchmarks=_benchmarks(by_name[v.name]),
+        )
+        for v in all_variants
+    )
+    return VariantMatrix(final, tuple(results), tuple(selections))
+
+
 def run_build(
     config: BuildConfig,
     out_dir: Path | str,
@@ -205,10 +286,6 @@ def run_build(
     model, record = _model(config, splits)
     prefix = model.architecture
     x_test = model_inputs(model, splits.test)
-    x_train = model_inputs(model, splits.train)
-    rng = np.random.default_rng(config.train.seed)
-    take = min(config.optimize.calibration_samples, len(x_train))
-    calibration = x_train[rng.choice(len(x_train), size=take, replace=False)]
 
     step("converting")
     conversions = convert_model(
@@ -222,46 +299,12 @@ def run_build(
         atol=config.convert.atol,
         on_step=lambda target: step(f"converting to {target}"),
     )
-    fp32 = {c.target: c.path for c in conversions}
     metrics = (record or {}).get("metrics", {})
     group = VariantGroup(prefix, "device", model.framework, conversions, metrics)
-    optimized = _optimized_variants(
-        config, fp32, calibration, out / "optimized", prefix, lambda t: step(f"optimizing: {t}")
+    matrix = optimize_and_select(
+        config, model, group, splits, out, profiles, on_step=step, show_progress=show_progress
     )
-
-    step("benchmarking")
-    plain = [BuildVariant.from_conversion(group, c) for c in conversions]
-    all_variants = [*plain, *optimized]
-    bench = Benchmark(
-        warmup=config.bench.warmup, iterations=config.bench.iterations, threads=config.bench.threads
-    )
-    results = bench.run(
-        [Variant(v.name, v.path, v.format, v.precision, v.method) for v in all_variants],
-        x_test,
-        splits.test.labels,
-        reference=f"{prefix}-onnx-fp32" if "onnx" in fp32 else None,
-        show_progress=show_progress,
-    )
-
-    step("selecting")
-    budgets = {name: Budget(**b.model_dump()) for name, b in config.budgets.items()}
-    selections = VariantSelector(budgets=budgets).select(results, profiles)
-    chosen: dict[str, list[str]] = {}
-    for selection in selections:
-        if selection.variant is not None:
-            chosen.setdefault(selection.variant.name, []).append(selection.profile.name)
-    by_name = {r.name: r for r in results}
-    final = [
-        BuildVariant(
-            **{
-                **v.__dict__,
-                "profiles": chosen.get(v.name, []),
-                "metrics": {**v.metrics, **_metrics(by_name[v.name])},
-                "benchmarks": _benchmarks(by_name[v.name]),
-            }
-        )
-        for v in all_variants
-    ]
+    final, results, selections = matrix.variants, matrix.results, matrix.selections
     plot = (
         plot_variants(results, out / "variants.png")
         if any(r.is_executed for r in results)
@@ -284,9 +327,7 @@ def run_build(
             "metrics": {prefix: {k: metrics.get(k) for k in ("accuracy", "macro_f1")}},
         },
     )
-    return BuildOutcome(
-        out, model, tuple(final), tuple(results), tuple(selections), build_json, plot
-    )
+    return BuildOutcome(out, model, final, results, selections, build_json, plot)
 
 
 def _metrics(result: BenchmarkResult) -> dict[str, Any]:
