@@ -32,6 +32,32 @@ class ServerSettings(BaseModel):
     max_telemetry_events: int = Field(
         5000, gt=0, description="Most events accepted in one telemetry batch (413 above)."
     )
+    checkin_interval_s: int = Field(
+        3600, ge=60, description="How often devices are told to check in (seconds)."
+    )
+    predict_batching: bool = Field(
+        True, description="Merge concurrent cloud predictions into one model run."
+    )
+    predict_max_batch_size: int = Field(
+        64, ge=1, le=4096, description="Most requests one micro-batch merges."
+    )
+    predict_max_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="How long the first request of a batch waits for company (0 = only "
+        "merge what is already queued; latency-neutral).",
+    )
+    predict_workers: int = Field(2, ge=1, le=64, description="Threads that run model sessions.")
+    session_cache_mb: float = Field(
+        1024.0, gt=0, description="Memory budget of loaded cloud models (LRU beyond it)."
+    )
+    checkin_cache_ttl_s: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds a server replica caches an app's delivery catalog for check-ins "
+        "(0 = always read the database). Promotions on this replica clear it at once.",
+    )
     public_url: str | None = Field(
         None, description="Base URL devices use to reach this server (package links)."
     )

@@ -129,6 +129,20 @@ def _alembic_config(connection: sa.Connection) -> Any:
     return config
 
 
+def head_revision() -> str:
+    """The newest migration revision shipped with this pocketml."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option(
+        "script_location", str(resources.files("pocketml.registry") / "migrations")
+    )
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
 def run_migrations(engine: sa.Engine, revision: str = "head") -> None:
     """Upgrade the database to ``revision`` (idempotent: a current database is unchanged).
 

@@ -1,4 +1,4 @@
-"""What the running server holds: settings, the open registry, the operator token.
+"""What the running server holds: settings, the open registry, the services, the tokens.
 
 Built by the lifespan in ``app.py`` and stored on ``app.state.pocketml``; routes reach it
 through the ``server_state`` dependency, never through module globals.
@@ -6,8 +6,11 @@ through the ``server_state`` dependency, never through module globals.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,9 +20,68 @@ from pocketml.config import Settings
 from pocketml.errors import Unavailable
 
 if TYPE_CHECKING:
-    from pocketml.registry import ArtifactStore, Registry
+    from pocketml.delivery import DeliveryService
+    from pocketml.registry import ArtifactStore, Principal, Registry
+    from pocketml.serving import ServingOptions, ServingService
+    from pocketml.telemetry import TelemetryService
 
-__all__ = ["ServerState", "server_state"]
+__all__ = ["DeviceOptions", "PrincipalCache", "ServerState", "server_state"]
+
+
+@dataclass(frozen=True)
+class DeviceOptions:
+    """Knobs of the device routes (check-in, cloud inference, credential caching).
+
+    Attributes:
+        checkin_interval_s: the interval every manifest tells devices to wait.
+        catalog_ttl_s: how long an app's catalog is reused by check-in (0: never).
+        auth_ttl_s: how long a verified device key / admin token is remembered by the
+            device routes (0: check the database on every request). A rotated key stops
+            working on device routes within this time.
+        serving: cloud inference options (batching, cache, executor); None = defaults.
+    """
+
+    checkin_interval_s: int = 3600
+    catalog_ttl_s: float = 1.0
+    auth_ttl_s: float = 5.0
+    serving: ServingOptions | None = None
+
+
+class PrincipalCache:
+    """A small TTL cache of verified bearer tokens (keyed by their sha256, not the token).
+
+    Args:
+        ttl_s: seconds an entry stays valid; 0 disables the cache.
+        max_entries: entries kept before the cache is cleared.
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(token: str) -> str:
+        return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+    def get(self, token: str) -> Principal | None:
+        """The cached principal of ``token`` while it is fresh, else None."""
+        if self.ttl_s <= 0:
+            return None
+        entry = self._entries.get(self._key(token))
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, token: str, principal: Principal) -> None:
+        """Remember that ``token`` authenticates as ``principal`` for ``ttl_s``."""
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[self._key(token)] = (principal, time.monotonic() + self.ttl_s)
 
 
 @dataclass(frozen=True)
@@ -31,6 +93,10 @@ class ServerState:
     artifacts: ArtifactStore
     operator_token: str
     tmp_dir: Path
+    delivery: DeliveryService
+    serving: ServingService
+    telemetry: TelemetryService
+    principals: PrincipalCache = field(default_factory=lambda: PrincipalCache(0))
 
     @property
     def registry_label(self) -> str:
@@ -41,6 +107,16 @@ class ServerState:
     def max_upload_bytes(self) -> int:
         """``settings.server.max_upload_mb`` in bytes."""
         return int(self.settings.server.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_telemetry_events(self) -> int:
+        """``settings.server.max_telemetry_events``."""
+        return self.settings.server.max_telemetry_events
+
+    @property
+    def max_telemetry_bytes(self) -> int:
+        """Largest telemetry body accepted: 1 KiB per allowed event plus 64 KiB."""
+        return self.max_telemetry_events * 1024 + 65_536
 
 
 def server_state(request: Request) -> ServerState:

@@ -20,22 +20,30 @@ from fastapi import FastAPI
 from pocketml._version import __version__
 from pocketml.config import Settings
 from pocketml.errors import InvalidInput
-from pocketml.server._state import ServerState
+from pocketml.server._state import DeviceOptions, PrincipalCache, ServerState
 from pocketml.server.errors import RequestIdMiddleware, install_error_handlers
-from pocketml.server.routes import admin, packages, system, ui
+from pocketml.server.routes import admin, device, metrics, packages, predict, system, telemetry, ui
 
-__all__ = ["create_app", "create_app_from_env", "load_or_create_operator_token"]
+__all__ = [
+    "create_app",
+    "create_app_from_env",
+    "device_options_from_settings",
+    "load_or_create_operator_token",
+]
 
 logger = logging.getLogger(__name__)
 
 _DESCRIPTION = """\
-The pocketml control plane: apps, models, versions and their signed packages.
+The pocketml control plane: apps, models, versions and their signed packages, and the
+device protocol: check-in (manifest + ETag), package downloads, content keys, cloud
+inference, telemetry and feedback (see docs/protocol.md).
 
 Authenticate with `Authorization: Bearer <token>`:
 
 * the **operator token** creates apps (`POST /v1/admin/apps`);
 * an app's **admin token** manages that app's models and versions;
-* an app's **device key** downloads that app's packages and can never call admin routes.
+* an app's **device key** calls the device routes (check-in, packages, keys, predict,
+  telemetry, feedback) of that app and can never call admin routes.
 
 Every error is JSON: `{"error": {"code", "message", "request_id"}}`.
 """
@@ -75,9 +83,42 @@ def load_or_create_operator_token(path: Path) -> str:
     return token
 
 
-def _open_state(settings: Settings) -> ServerState:
+def device_options_from_settings(settings: Settings) -> DeviceOptions:
+    """The device-route options of ``settings`` (defaults where a field is absent).
+
+    Reads ``settings.server.checkin_interval_s``, ``checkin_cache_ttl_s``,
+    ``predict_batching``, ``predict_max_batch_size``, ``predict_max_wait_ms``,
+    ``predict_workers`` and ``session_cache_mb`` when the settings tree defines them.
+
+    Returns:
+        A ``DeviceOptions``.
+    """
+    from pocketml.serving import ServingOptions
+
+    server = settings.server
+    defaults = ServingOptions()
+    serving = ServingOptions(
+        batching=bool(getattr(server, "predict_batching", defaults.batching)),
+        max_batch_size=int(getattr(server, "predict_max_batch_size", defaults.max_batch_size)),
+        max_wait_ms=float(getattr(server, "predict_max_wait_ms", defaults.max_wait_ms)),
+        workers=int(getattr(server, "predict_workers", defaults.workers)),
+        cache_bytes=int(
+            float(getattr(server, "session_cache_mb", defaults.cache_bytes / 2**20)) * 2**20
+        ),
+    )
+    return DeviceOptions(
+        checkin_interval_s=int(getattr(server, "checkin_interval_s", 3600)),
+        catalog_ttl_s=float(getattr(server, "checkin_cache_ttl_s", 1.0)),
+        serving=serving,
+    )
+
+
+def _open_state(settings: Settings, options: DeviceOptions) -> ServerState:
+    from pocketml.delivery import DeliveryService
     from pocketml.protect import MasterKey
     from pocketml.registry import Registry, open_artifact_store
+    from pocketml.serving import ServingOptions, ServingService
+    from pocketml.telemetry import TelemetryService
 
     settings.home.mkdir(parents=True, exist_ok=True)
     artifacts = open_artifact_store(
@@ -97,28 +138,46 @@ def _open_state(settings: Settings) -> ServerState:
     tmp_dir.mkdir(parents=True, exist_ok=True)
     for stale in tmp_dir.glob("upload-*.part"):  # left by a server killed mid-upload
         stale.unlink(missing_ok=True)
+    delivery = DeliveryService(
+        registry,
+        checkin_interval_s=options.checkin_interval_s,
+        cache_ttl_s=options.catalog_ttl_s,
+    )
+    delivery.open()
+    telemetry_service = TelemetryService(registry, settings.home / "telemetry")
+    telemetry_service.open()
+    serving = ServingService(
+        registry, settings.home / "models", options.serving or ServingOptions()
+    )
     return ServerState(
         settings=settings,
         registry=registry,
         artifacts=artifacts,
         operator_token=operator_token,
         tmp_dir=tmp_dir,
+        delivery=delivery,
+        serving=serving,
+        telemetry=telemetry_service,
+        principals=PrincipalCache(options.auth_ttl_s),
     )
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, device_options: DeviceOptions | None = None) -> FastAPI:
     """Build the pocketml server application.
 
     Args:
         settings: the server's settings (home, database, artifacts, keys, limits).
+        device_options: check-in, cloud inference and credential-cache knobs; default
+            ``device_options_from_settings(settings)``.
 
     Returns:
         A FastAPI app; the registry opens in its lifespan, not here.
     """
+    options = device_options or device_options_from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = _open_state(settings)
+        state = _open_state(settings, options)
         app.state.pocketml = state
         logger.info(
             "pocketml server %s ready (home %s, database %s)",
@@ -129,6 +188,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await state.serving.close()
             state.registry.close()
 
     app = FastAPI(
@@ -143,6 +203,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(system.router)
     app.include_router(admin.router)
     app.include_router(packages.router)
+    app.include_router(device.router)
+    app.include_router(predict.router)
+    app.include_router(telemetry.router)
+    app.include_router(metrics.router)
     app.include_router(ui.router)
     return app
 

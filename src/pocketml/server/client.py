@@ -283,6 +283,36 @@ class AdminClient:
             version = self.set_stage(build.model, version.version, stage)
         return version
 
+    def set_policy(
+        self,
+        model: str,
+        version: int,
+        *,
+        hybrid: Mapping[str, Any] | None = None,
+        download: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Override a version's hybrid and/or download policy; returns the effective policy.
+
+        Example: ``set_policy("digits", 3, hybrid={"mode": "cascade", "threshold": 0.82})``.
+        """
+        body = {
+            key: dict(value)
+            for key, value in (("hybrid", hybrid), ("download", download))
+            if value is not None
+        }
+        path = f"/v1/admin/models/{model}/versions/{version}/policy"
+        result: dict[str, Any] = self.request("PUT", path, json=body).json()
+        return result
+
+    def model_metrics(
+        self, model: str, *, since: float | None = None, until: float | None = None
+    ) -> dict[str, Any]:
+        """Telemetry aggregates per (version, device class) of a model."""
+        query = {k: v for k, v in (("since", since), ("until", until)) if v is not None}
+        path = f"/v1/admin/models/{model}/metrics"
+        result: dict[str, Any] = self.request("GET", path, params=query).json()
+        return result
+
     def download_package(self, package_id: str, out_path: Path) -> Path:
         """Stream a package to ``out_path`` (admin token or device key).
 

@@ -162,6 +162,7 @@ def set_stage(
 ) -> VersionPublic:
     """Promote, demote or archive a version."""
     info = state.registry.set_stage(principal.app_id, name, version, body.stage)
+    state.delivery.invalidate(principal.app_id)  # devices see the promotion at once
     return VersionPublic.model_validate(info)
 
 
@@ -181,4 +182,5 @@ def delete_version(
 ) -> Response:
     """Delete a non-production version."""
     state.registry.delete_version(principal.app_id, name, version)
+    state.delivery.invalidate(principal.app_id)
     return Response(status_code=204)

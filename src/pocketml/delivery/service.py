@@ -1,0 +1,220 @@
+"""DeliveryService: device check-in (manifest + ETag) and per-version policies.
+
+Check-in is the hottest admin-free route of a fleet, so the service caches each app's
+catalog (public keys, models, production versions, variants, policies) for
+``cache_ttl_s`` seconds and memoises the manifest per set of targeting facts (platform,
+class, formats, runtimes): 10,000 devices with a handful of distinct profiles cost a
+handful of manifest builds. A promotion or key rotation reaches devices within the TTL;
+a policy change made through this service is visible at once on this replica.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pocketml.delivery._store import PolicyStore
+from pocketml.delivery._types import (
+    DEFAULT_CHECKIN_INTERVAL_S,
+    DeviceFacts,
+    Manifest,
+    VersionPolicy,
+)
+from pocketml.delivery.decide import choose_variant
+from pocketml.delivery.manifest import CatalogEntry, Chooser, build_manifest, default_policy
+from pocketml.errors import NotFound, Unavailable
+from pocketml.registry import AppInfo, ModelInfo, Registry, VersionInfo
+
+__all__ = ["DeliveryService"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_MANIFESTS_PER_APP = 4096
+
+
+@dataclass
+class _Catalog:
+    app: AppInfo
+    entries: tuple[CatalogEntry, ...]
+    loaded_at: float
+    manifests: dict[tuple[Any, ...], Manifest] = field(default_factory=dict)
+
+
+class DeliveryService:
+    """Answers check-ins and stores policies. Construct with configuration, then ``open()``.
+
+    Args:
+        registry: the open registry (its engine also holds the policy table).
+        checkin_interval_s: the interval sent to devices in every manifest.
+        cache_ttl_s: how long an app's catalog is reused (0 disables the cache).
+        chooser: the variant choice function; ``choose_variant`` by default.
+        clock: monotonic clock in seconds (tests may inject one).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        checkin_interval_s: int = DEFAULT_CHECKIN_INTERVAL_S,
+        cache_ttl_s: float = 1.0,
+        chooser: Chooser = choose_variant,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = registry
+        self.checkin_interval_s = checkin_interval_s
+        self.cache_ttl_s = cache_ttl_s
+        self.chooser = chooser
+        self.clock = clock
+        self._policies: PolicyStore | None = None
+        self._catalogs: dict[str, _Catalog] = {}
+
+    def open(self) -> None:
+        """Attach to the registry's database (the registry must be open)."""
+        self._policies = PolicyStore(self.registry.store.engine)
+
+    @property
+    def policies(self) -> PolicyStore:
+        """The policy store. Raises Unavailable before ``open()``."""
+        if self._policies is None:
+            raise Unavailable("the delivery service is not open; call open() first.")
+        return self._policies
+
+    # -- check-in ----------------------------------------------------------------------
+
+    def checkin(self, app_id: str, device: DeviceFacts) -> Manifest:
+        """The manifest of ``device`` (canonical JSON bytes and ETag).
+
+        Args:
+            app_id: the device's app (from its device key).
+            device: the validated device facts.
+
+        Returns:
+            The manifest; identical facts within the cache TTL share one object.
+
+        Raises:
+            NotFound: the app does not exist. Unavailable: the database is unreachable.
+        """
+        catalog = self._catalog(app_id)
+        key = device.targeting_key()
+        manifest = catalog.manifests.get(key)
+        if manifest is None:
+            manifest = build_manifest(
+                catalog.app,
+                catalog.entries,
+                device,
+                chooser=self.chooser,
+                checkin_interval_s=self.checkin_interval_s,
+            )
+            if len(catalog.manifests) >= _MAX_MANIFESTS_PER_APP:
+                catalog.manifests.clear()
+            catalog.manifests[key] = manifest
+        return manifest
+
+    def cached_manifest(self, app_id: str, device: DeviceFacts) -> Manifest | None:
+        """The manifest when it can be answered from memory alone (no database), else None.
+
+        Lets the server answer most check-ins without a worker thread.
+        """
+        catalog = self._catalogs.get(app_id)
+        if catalog is None or self.clock() - catalog.loaded_at >= self.cache_ttl_s:
+            return None
+        return catalog.manifests.get(device.targeting_key())
+
+    def invalidate(self, app_id: str | None = None) -> None:
+        """Forget the cached catalog of one app (or of all apps)."""
+        if app_id is None:
+            self._catalogs.clear()
+        else:
+            self._catalogs.pop(app_id, None)
+
+    def _catalog(self, app_id: str) -> _Catalog:
+        now = self.clock()
+        catalog = self._catalogs.get(app_id)
+        if catalog is not None and now - catalog.loaded_at < self.cache_ttl_s:
+            return catalog
+        catalog = self._load_catalog(app_id, now)
+        if self.cache_ttl_s > 0:
+            self._catalogs[app_id] = catalog
+        return catalog
+
+    def _load_catalog(self, app_id: str, now: float) -> _Catalog:
+        app = self.registry.get_app(app_id)
+        models: list[ModelInfo] = []
+        offset = 0
+        while True:
+            page = self.registry.list_models(app_id, limit=1000, offset=offset)
+            models.extend(page.items)
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                break
+        versions: dict[str, VersionInfo | None] = {}
+        for model in models:
+            versions[model.name] = None
+            if model.production_version is not None:
+                try:
+                    versions[model.name] = self.registry.get_version(
+                        app_id, model.name, model.production_version
+                    )
+                except NotFound:  # demoted or deleted between the two reads
+                    versions[model.name] = None
+        overrides = self.policies.get_many([v.id for v in versions.values() if v is not None])
+        entries = []
+        for model in models:
+            version = versions[model.name]
+            policy = default_policy(model.name, version)
+            if version is not None and version.id in overrides:
+                policy = policy.with_overrides(*overrides[version.id])
+            entries.append(CatalogEntry(model=model, version=version, policy=policy))
+        return _Catalog(app=app, entries=tuple(entries), loaded_at=now)
+
+    # -- policies ----------------------------------------------------------------------
+
+    def get_policy(self, app_id: str, model: str, version: int) -> VersionPolicy:
+        """The effective policy of one version (defaults + stored overrides).
+
+        Raises:
+            NotFound: no such model or version in the app.
+        """
+        info = self.registry.get_version(app_id, model, version)
+        policy = default_policy(model, info)
+        stored = self.policies.get_many([info.id]).get(info.id)
+        return policy.with_overrides(*stored) if stored else policy
+
+    def set_policy(
+        self,
+        app_id: str,
+        model: str,
+        version: int,
+        *,
+        hybrid: dict[str, Any] | None = None,
+        download: dict[str, Any] | None = None,
+    ) -> VersionPolicy:
+        """Replace the stored hybrid and/or download overrides of one version.
+
+        A section that is given replaces that section's stored overrides; a section left
+        out keeps them. Values must already be validated (the HTTP edge does it).
+
+        Args:
+            app_id: the caller's app.
+            model: the model's name.
+            version: the version number.
+            hybrid: fields of ``HybridPolicy`` to override (mode, threshold, ...).
+            download: fields of ``DownloadPolicy`` to override.
+
+        Returns:
+            The new effective policy.
+
+        Raises:
+            NotFound: no such model or version in the app.
+        """
+        info = self.registry.get_version(app_id, model, version)
+        stored_hybrid, stored_download = self.policies.get_many([info.id]).get(info.id, ({}, {}))
+        new_hybrid = dict(hybrid) if hybrid is not None else stored_hybrid
+        new_download = dict(download) if download is not None else stored_download
+        self.policies.upsert(app_id, info.id, new_hybrid, new_download)
+        self.invalidate(app_id)
+        logger.info("set the policy of %s v%d in app %s", model, version, app_id)
+        return default_policy(model, info).with_overrides(new_hybrid, new_download)

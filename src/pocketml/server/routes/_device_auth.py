@@ -1,0 +1,62 @@
+"""Authentication of the device routes: an app's device key (or its admin token).
+
+Device routes are the fleet's hot path, so a verified credential is remembered for
+``DeviceOptions.auth_ttl_s`` seconds (keyed by its sha256) instead of hitting the
+database on every request. The operator token belongs to no app and is refused.
+"""
+
+from __future__ import annotations
+
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from pocketml.errors import Forbidden, Unauthorized
+from pocketml.registry import Principal
+from pocketml.server._state import ServerState, server_state
+from pocketml.server.auth import OPERATOR, authenticate_token
+
+__all__ = ["device_principal", "device_state"]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="DeviceKey",
+    description="The app's device key (pml_dev_...); the app's admin token works too.",
+)
+
+
+async def device_state(request: Request) -> ServerState:
+    """Async twin of ``server_state``: FastAPI runs sync dependencies in a worker thread,
+    a hop the hot device routes cannot afford.
+
+    Raises:
+        Unavailable: the app is serving without its lifespan having run.
+    """
+    return server_state(request)
+
+
+async def device_principal(
+    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+    state: ServerState = Depends(device_state),
+) -> Principal:
+    """FastAPI dependency: the app a device route acts for.
+
+    Raises:
+        Unauthorized: no bearer token, or one that matches no app.
+        Forbidden: the operator token (it belongs to no app).
+    """
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized(
+            "device routes need the app's device key; send 'Authorization: Bearer pml_dev_...'."
+        )
+    token = credentials.credentials
+    principal = state.principals.get(token)
+    if principal is None:
+        principal = await run_in_threadpool(authenticate_token, state, token)
+        if principal.role == OPERATOR:
+            raise Forbidden(
+                "the operator token belongs to no app; call device routes with the app's "
+                "device key (or its admin token)."
+            )
+        state.principals.put(token, principal)
+    return principal

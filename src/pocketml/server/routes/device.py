@@ -1,0 +1,128 @@
+"""Device routes: ``POST /v1/checkin`` (manifest + ETag/304) and ``GET /v1/keys/{key_id}``.
+
+Check-in turns the validated body into ``DeviceFacts`` and asks the delivery service for
+the device's manifest; the response is the manifest's canonical JSON with
+``ETag: "<sha256>"``, or 304 without a body when ``If-None-Match`` carries that ETag.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from pocketml.delivery import DeviceFacts
+from pocketml.registry import Principal
+from pocketml.server._state import ServerState
+from pocketml.server.errors import error_response, request_id_of
+from pocketml.server.routes._body import MalformedJson, describe_errors, read_body
+from pocketml.server.routes._device_auth import device_principal, device_state
+from pocketml.server.routes._docs import ERRORS_AUTH, errors
+from pocketml.server.schemas_device import CheckinRequest, ContentKeyPublic, ManifestPublic
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["devices"])
+
+_MAX_BODY = 256 * 1024
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    for candidate in if_none_match.split(","):
+        value = candidate.strip().removeprefix("W/").strip('"')
+        if value in (etag, "*"):
+            return True
+    return False
+
+
+def _facts(body: CheckinRequest) -> DeviceFacts:
+    return DeviceFacts(
+        device_id=body.device_id,
+        platform=body.platform,
+        formats=tuple(body.formats),
+        os_version=body.os_version,
+        app_version=body.app_version,
+        device_model=body.device_model,
+        device_class=body.device_class,
+        runtimes=tuple(sorted((k.lower(), v) for k, v in (body.runtimes or {}).items())),
+        country=body.country,
+    )
+
+
+@router.post(
+    "/v1/checkin",
+    summary="Device check-in",
+    description=(
+        "The device reports its facts (platform, runnable formats in preference order, "
+        "runtime versions, device class, what it holds) and gets its manifest: for each "
+        "model of the app the variant it should run (or null), the package to download, "
+        "the download and hybrid policies, and the app's public signing keys. The answer "
+        'carries `ETag: "<sha256 of the manifest JSON>"`; send it back in '
+        "`If-None-Match` to get 304 Not Modified without a body. Bad facts answer 422 "
+        "naming the field; an unknown device key 401."
+    ),
+    response_model=None,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": CheckinRequest.model_json_schema()}},
+        }
+    },
+    responses={
+        200: {"model": ManifestPublic, "description": "The manifest of this device."},
+        304: {"description": "The manifest equals the one named in If-None-Match."},
+        **errors(400, *ERRORS_AUTH, 422, 503),
+    },
+)
+async def checkin(
+    request: Request,
+    principal: Principal = Depends(device_principal),
+    state: ServerState = Depends(device_state),
+) -> Response:
+    """Answer a check-in with the device's manifest (or 304)."""
+    raw = await read_body(request, _MAX_BODY)
+    try:
+        body = CheckinRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        if any(error["type"] == "json_invalid" for error in exc.errors()):
+            raise MalformedJson(
+                "the request body is not valid JSON; send a JSON object with "
+                "Content-Type: application/json."
+            ) from exc
+        return error_response(422, "invalid_input", describe_errors(exc), request_id_of(request))
+    facts = _facts(body)
+    manifest = state.delivery.cached_manifest(principal.app_id, facts)
+    if manifest is None:
+        manifest = await run_in_threadpool(state.delivery.checkin, principal.app_id, facts)
+    headers = {"ETag": f'"{manifest.etag}"', "Cache-Control": "private, no-cache"}
+    if _matches(request.headers.get("if-none-match"), manifest.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(manifest.body, media_type="application/json", headers=headers)
+
+
+@router.get(
+    "/v1/keys/{key_id}",
+    response_model=ContentKeyPublic,
+    summary="Fetch a content key",
+    description=(
+        "The AES-256-GCM key of one of the app's encrypted packages (the manifest names it "
+        "in `package.content_key_id`). Keys of other apps answer 404. Never cache it: the "
+        "answer carries `Cache-Control: no-store`. Encryption on a device is obfuscation: "
+        "the key has to reach the device."
+    ),
+    responses=errors(*ERRORS_AUTH, 404),
+)
+async def get_key(
+    response: Response,
+    key_id: str = Path(max_length=80, examples=["aes:3f9c2d18e7b4f601"]),
+    principal: Principal = Depends(device_principal),
+    state: ServerState = Depends(device_state),
+) -> ContentKeyPublic:
+    """Return one of the app's content keys."""
+    secret = await run_in_threadpool(state.registry.get_content_key, principal.app_id, key_id)
+    response.headers["Cache-Control"] = "no-store"
+    return ContentKeyPublic(key_id=key_id, key=base64.b64encode(secret).decode("ascii"))

@@ -1,0 +1,386 @@
+"""Pydantic models of the device protocol (check-in, keys, predict, telemetry, feedback).
+
+Request bodies forbid unknown fields; responses document the JSON the routes send
+(the hot routes serialise with orjson and skip response validation). Telemetry events
+are TypedDicts discriminated on ``type`` so a validated batch is already a list of
+plain dicts ready for a bulk insert. See ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Any, Literal, NotRequired
+
+from packaging.version import InvalidVersion, Version
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing_extensions import TypedDict
+
+__all__ = [
+    "CheckinRequest",
+    "ContentKeyPublic",
+    "DownloadPolicyInput",
+    "FeedbackAccepted",
+    "FeedbackRequest",
+    "HybridPolicyInput",
+    "ManifestPublic",
+    "MetricsPublic",
+    "PolicyPublic",
+    "PolicyUpdate",
+    "PredictRequest",
+    "PredictResponse",
+    "TelemetryAccepted",
+    "TelemetryRequest",
+]
+
+ID_PATTERN = r"^[A-Za-z0-9_.:-]{8,128}$"
+SHA256 = r"^[0-9a-f]{64}$"
+Format = Literal["onnx", "ort", "tflite", "coreml"]
+DeviceClass = Literal["android-low", "android-mid", "android-high", "iphone", "edge-linux"]
+_SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+
+@lru_cache(maxsize=4096)
+def _is_version(text: str) -> bool:
+    try:
+        Version(text)
+    except InvalidVersion:
+        return False
+    return True
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- check-in
+
+
+class HeldModel(_Strict):
+    """What the device holds of one model."""
+
+    version: int | None = Field(None, ge=1)
+    variant: str | None = Field(None, max_length=64)
+    package_id: str | None = Field(None, pattern=SHA256)
+
+
+class CheckinRequest(_Strict):
+    """The facts a device reports at check-in."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "device_id": "a3f9c2d18e7b4f60",
+                    "platform": "android",
+                    "os_version": "14",
+                    "app_version": "2.3.1",
+                    "device_model": "Pixel 7",
+                    "device_class": "android-mid",
+                    "formats": ["tflite", "ort"],
+                    "runtimes": {"onnxruntime": "1.20.0", "litert": "1.2.0"},
+                    "country": "DE",
+                    "models": {
+                        "digits": {
+                            "version": 3,
+                            "variant": "cnn-small-tflite-fp32",
+                            "package_id": _SHA,
+                        }
+                    },
+                }
+            ]
+        },
+    )
+
+    device_id: str = Field(pattern=ID_PATTERN, description="Random per install, 8-128 chars.")
+    platform: Literal["android", "ios", "linux"]
+    os_version: str = Field(max_length=32)
+    app_version: str = Field(max_length=32)
+    device_model: str | None = Field(None, max_length=64)
+    device_class: DeviceClass | None = None
+    formats: list[Format] = Field(
+        min_length=1, max_length=4, description="Runnable formats, in preference order."
+    )
+    runtimes: dict[str, str] | None = Field(
+        None, max_length=8, description="Runtime name -> version, e.g. onnxruntime: 1.20.0."
+    )
+    country: str | None = Field(None, pattern=r"^[A-Z]{2}$")
+    models: dict[str, HeldModel] | None = Field(None, max_length=200)
+
+    @field_validator("formats")
+    @classmethod
+    def _unique_formats(cls, formats: list[str]) -> list[str]:
+        if len(set(formats)) != len(formats):
+            raise ValueError(f"formats must not repeat; got {formats}")
+        return formats
+
+    @field_validator("runtimes")
+    @classmethod
+    def _runtime_versions(cls, runtimes: dict[str, str] | None) -> dict[str, str] | None:
+        for name, version in (runtimes or {}).items():
+            if not 1 <= len(name) <= 32 or len(version) > 32:
+                raise ValueError(f"runtime names and versions are 1-32 chars; got {name!r}")
+            if not _is_version(version):
+                raise ValueError(f"runtime {name!r} needs a version like '1.20.0'; got {version!r}")
+        return runtimes
+
+
+class PackagePublic(BaseModel):
+    """Where and what the package of the chosen variant is."""
+
+    id: str
+    url: str
+    size: int
+    sha256: str
+    signing_key_id: str
+    content_key_id: str | None
+
+
+class DownloadPolicyPublic(BaseModel):
+    """When the device may download."""
+
+    wifi_only: bool
+    charging_only: bool
+    max_cellular_bytes: int
+
+
+class HybridPolicyPublic(BaseModel):
+    """How the app combines local and cloud inference."""
+
+    mode: Literal["local", "cloud", "cascade"]
+    threshold: float
+    cloud_route: str
+    cloud_variant: str | None
+    timeout_ms: int
+    max_retries: int
+
+
+class ManifestModel(BaseModel):
+    """One model of the manifest; ``variant``/``package`` null when nothing is loadable."""
+
+    name: str
+    version: int | None
+    variant: str | None
+    format: str | None
+    precision: str | None
+    package: PackagePublic | None
+    model_sha256: str | None
+    download_policy: DownloadPolicyPublic
+    hybrid: HybridPolicyPublic
+
+
+class ManifestPublic(BaseModel):
+    """The check-in answer."""
+
+    app_id: str
+    checkin_interval_s: int
+    public_keys: dict[str, str]
+    models: list[ManifestModel]
+
+
+class ContentKeyPublic(BaseModel):
+    """An app's AES content key (for encrypted packages)."""
+
+    key_id: str
+    algorithm: Literal["AES-256-GCM"] = "AES-256-GCM"
+    key: str = Field(description="Base64 of the raw 32-byte key.")
+
+
+# ---------------------------------------------------------------- policies
+
+
+class HybridPolicyInput(_Strict):
+    """Overrides of a version's hybrid policy (fields left out keep their default)."""
+
+    mode: Literal["local", "cloud", "cascade"] | None = None
+    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    timeout_ms: int | None = Field(None, ge=50, le=60_000)
+    max_retries: int | None = Field(None, ge=0, le=10)
+
+
+class DownloadPolicyInput(_Strict):
+    """Overrides of a version's download policy."""
+
+    wifi_only: bool | None = None
+    charging_only: bool | None = None
+    max_cellular_bytes: int | None = Field(None, ge=0)
+
+
+class PolicyUpdate(_Strict):
+    """``PUT .../policy``: a section given replaces that section's stored overrides."""
+
+    hybrid: HybridPolicyInput | None = None
+    download: DownloadPolicyInput | None = None
+
+
+class PolicyPublic(BaseModel):
+    """The effective policy of one version."""
+
+    model: str
+    version: int | None
+    hybrid: HybridPolicyPublic
+    download: DownloadPolicyPublic
+
+
+# ---------------------------------------------------------------- predict
+
+
+class PredictRequest(_Strict):
+    """Cloud inference input (documentation; the route parses the body itself)."""
+
+    inputs: list[Any] = Field(description="One sample or a batch, already normalized.")
+    device_id: str | None = Field(None, pattern=ID_PATTERN)
+    prediction_id: str | None = Field(None, max_length=128)
+
+
+class Prediction(BaseModel):
+    """One sample's answer."""
+
+    label: str
+    index: int
+    confidence: float
+    probabilities: list[float]
+
+
+class PredictResponse(BaseModel):
+    """Cloud inference output."""
+
+    model: str
+    version: int
+    variant: str
+    predictions: list[Prediction]
+    prediction_id: str | None
+    server_latency_ms: float
+
+
+# ---------------------------------------------------------------- telemetry
+
+_Name = Annotated[str, Field(min_length=1, max_length=64)]
+_Short = Annotated[str, Field(max_length=128)]
+_NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+_Ts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+_Version = Annotated[int, Field(ge=1)] | None
+_STRICT_DICT = ConfigDict(extra="forbid")
+
+
+class InferenceEvent(TypedDict):
+    """A model ran (on the device, in the cloud, or the local answer as a fallback)."""
+
+    __pydantic_config__ = _STRICT_DICT  # type: ignore[misc]
+    type: Literal["inference"]
+    ts: _Ts
+    model: _Name
+    version: NotRequired[_Version]
+    variant: Annotated[str, Field(max_length=64)] | None
+    source: Literal["local", "cloud", "fallback"]
+    latency_ms: _NonNeg
+    confidence: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+    label: _Short
+    prediction_id: _Short
+    memory_mb: NotRequired[_NonNeg | None]
+
+
+class ErrorEvent(TypedDict):
+    """Something failed on the device."""
+
+    __pydantic_config__ = _STRICT_DICT  # type: ignore[misc]
+    type: Literal["error"]
+    ts: _Ts
+    model: _Name
+    version: NotRequired[_Version]
+    stage: Literal["download", "verify", "load", "inference", "cloud"]
+    message: Annotated[str, Field(max_length=500)]
+
+
+class DownloadEvent(TypedDict):
+    """A package download finished, failed or resumed."""
+
+    __pydantic_config__ = _STRICT_DICT  # type: ignore[misc]
+    type: Literal["download"]
+    ts: _Ts
+    model: _Name
+    version: NotRequired[_Version]
+    variant: Annotated[str, Field(max_length=64)]
+    bytes: Annotated[int, Field(ge=0)]
+    duration_ms: _NonNeg
+    outcome: Literal["done", "failed", "resumed"]
+
+
+Event = Annotated[InferenceEvent | ErrorEvent | DownloadEvent, Field(discriminator="type")]
+
+
+class DeviceContext(_Strict):
+    """Optional context shared by every event of a batch."""
+
+    platform: Literal["android", "ios", "linux"] | None = None
+    device_class: DeviceClass | None = None
+    app_version: str | None = Field(None, max_length=32)
+
+
+class TelemetryRequest(_Strict):
+    """A batch of events; the count limit is the server's ``max_telemetry_events``."""
+
+    batch_id: str = Field(pattern=ID_PATTERN, description="Unique per batch; retries reuse it.")
+    device_id: str = Field(pattern=ID_PATTERN)
+    device: DeviceContext | None = None
+    events: list[Event] = Field(min_length=1)
+
+
+class TelemetryAccepted(BaseModel):
+    """What intake did with a batch."""
+
+    accepted: int
+    duplicate: bool
+
+
+class FeedbackRequest(_Strict):
+    """A label or a thumbs up/down for one prediction (exactly one of the two)."""
+
+    prediction_id: str = Field(min_length=1, max_length=128)
+    device_id: str = Field(pattern=ID_PATTERN)
+    model: str = Field(min_length=1, max_length=64)
+    version: int | None = Field(None, ge=1)
+    label: str | None = Field(None, max_length=128)
+    thumbs: Literal["up", "down"] | None = None
+    ts: float = Field(ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> FeedbackRequest:
+        if (self.label is None) == (self.thumbs is None):
+            raise ValueError("give exactly one of 'label' and 'thumbs'")
+        return self
+
+
+class FeedbackAccepted(BaseModel):
+    """Feedback was stored."""
+
+    accepted: bool = True
+
+
+# ---------------------------------------------------------------- metrics
+
+
+class MetricsGroup(BaseModel):
+    """Aggregates of one (version, device class)."""
+
+    version: int | None
+    device_class: str | None
+    count: int
+    errors: int
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    error_rate: float | None
+    cloud_share: float | None
+    fallback_share: float | None
+    mean_confidence: float | None
+    feedback_count: int
+    accuracy: float | None
+
+
+class MetricsPublic(BaseModel):
+    """``GET /v1/admin/models/{name}/metrics``."""
+
+    model: str
+    since: float | None
+    until: float | None
+    groups: list[MetricsGroup]

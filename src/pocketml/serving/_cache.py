@@ -1,0 +1,180 @@
+"""The session cache: loaded models keyed by model sha256, bounded by total model bytes.
+
+Entries are evicted least-recently-used first once the sum of their model file sizes
+exceeds ``capacity_bytes`` (a model larger than the whole budget is still served, alone).
+Model files are extracted once from their verified package into ``<home>/models/`` and
+named by their sha256, so a restart reuses them and two versions sharing a file share
+one session.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pocketml.errors import IntegrityError
+from pocketml.registry import Registry, VariantInfo
+from pocketml.runtime import Runner, open_runner
+from pocketml.schema import ModelSchema
+
+__all__ = ["LoadedModel", "SessionCache", "extract_variant"]
+
+logger = logging.getLogger(__name__)
+
+_EXTENSIONS = {"onnx": "onnx", "ort": "ort", "tflite": "tflite"}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to serve: its runner, schema and labels, and what it is."""
+
+    sha256: str
+    size: int
+    runner: Runner
+    schema: ModelSchema
+    labels: tuple[str, ...]
+    is_logits: bool
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, classes) for a validated float32 batch."""
+        out = np.asarray(self.runner.run(batch), dtype=np.float32)
+        out = out.reshape(len(batch), -1)
+        if self.is_logits:
+            out = np.exp(out - out.max(axis=1, keepdims=True))
+            out /= out.sum(axis=1, keepdims=True)
+        return out
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def extract_variant(
+    registry: Registry, app_id: str, variant: VariantInfo, models_dir: Path
+) -> Path:
+    """Extract the model file of ``variant`` from its verified package (once).
+
+    The package is copied from the artifact store, verified against the app's public
+    keys (signature and every hash), decrypted with the app's content key when needed,
+    and the model lands at ``models_dir/<sha256>.<ext>``. An existing file whose sha256
+    matches is reused.
+
+    Returns:
+        The path of the plaintext model file.
+
+    Raises:
+        IntegrityError: the package or the extracted file fails verification.
+        NotFound: the package is not in the app.
+    """
+    from pocketml.protect import extract_model, verify_package
+
+    models_dir.mkdir(parents=True, exist_ok=True)
+    target = models_dir / f"{variant.sha256}.{_EXTENSIONS.get(variant.format, 'bin')}"
+    if target.is_file() and _file_sha256(target) == variant.sha256:
+        return target
+    ref = registry.get_package(app_id, variant.package_id)
+    tmp_pkg = models_dir / f".pkg-{variant.package_id}-{secrets.token_hex(4)}.tmp"
+    try:
+        with registry.artifacts.open_read(ref.key) as src, tmp_pkg.open("wb") as dst:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                dst.write(chunk)
+        app = registry.get_app(app_id)
+        trusted = {k: base64.b64decode(v) for k, v in app.public_keys.items()}
+        verified = verify_package(tmp_pkg, trusted_keys=trusted, app_id=app_id)
+        key = None
+        if verified.content_key_id is not None:
+            key = registry.get_content_key(app_id, verified.content_key_id)
+        tmp_model = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        extract_model(verified, tmp_model, content_key=key)
+        if _file_sha256(tmp_model) != variant.sha256:
+            tmp_model.unlink(missing_ok=True)
+            raise IntegrityError(
+                f"the model in package {variant.package_id} does not have the sha256 the "
+                f"registry recorded for variant {variant.name}; re-push the version."
+            )
+        os.replace(tmp_model, target)
+    finally:
+        tmp_pkg.unlink(missing_ok=True)
+    logger.info("extracted %s (%s) into %s", variant.name, variant.sha256[:12], target)
+    return target
+
+
+class SessionCache:
+    """LRU cache of ``LoadedModel`` by model sha256, bounded by total model bytes.
+
+    Args:
+        capacity_bytes: the budget of summed model file sizes.
+    """
+
+    def __init__(self, capacity_bytes: int) -> None:
+        self.capacity_bytes = capacity_bytes
+        self._entries: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self.evictions = 0
+
+    @property
+    def total_bytes(self) -> int:
+        """Summed model sizes of the cached entries."""
+        return sum(entry.size for entry in self._entries.values())
+
+    def keys(self) -> list[str]:
+        """Cached sha256s, least recently used first."""
+        return list(self._entries)
+
+    def get(self, sha256: str) -> LoadedModel | None:
+        """The cached entry (marked most recently used), or None."""
+        with self._lock:
+            entry = self._entries.get(sha256)
+            if entry is not None:
+                self._entries.move_to_end(sha256)
+            return entry
+
+    def get_or_load(self, sha256: str, load: Callable[[], LoadedModel]) -> LoadedModel:
+        """The cached entry, or ``load()`` it, insert it and evict LRU entries over budget."""
+        entry = self.get(sha256)
+        if entry is not None:
+            return entry
+        entry = load()
+        with self._lock:
+            self._entries[sha256] = entry
+            self._entries.move_to_end(sha256)
+            while len(self._entries) > 1 and self.total_bytes > self.capacity_bytes:
+                evicted, _ = self._entries.popitem(last=False)
+                self.evictions += 1
+                logger.info("evicted model %s from the session cache", evicted[:12])
+        return entry
+
+
+def load_model(
+    path: Path, variant: VariantInfo, schema: dict[str, Any], threads: int
+) -> LoadedModel:
+    """Open ``path`` in its runtime and pair it with its schema.
+
+    Raises:
+        InvalidInput: the runtime cannot load the file. SchemaError: a bad schema.
+    """
+    parsed = ModelSchema.from_dict(schema)
+    runner = open_runner(path, variant.format, threads=threads)
+    return LoadedModel(
+        sha256=variant.sha256,
+        size=variant.size,
+        runner=runner,
+        schema=parsed,
+        labels=tuple(parsed.labels),
+        is_logits=parsed.outputs[0].kind == "logits",
+    )

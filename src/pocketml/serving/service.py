@@ -1,0 +1,249 @@
+"""ServingService: cloud inference for the production version of a model.
+
+The hot path of ``predict`` is: a cached (app, model) -> served model lookup, the
+schema's ``check_batch`` (shape, dtype, NaN), the model's micro-batcher (or a direct
+executor call when batching is off), and one ``orjson.dumps``. Registry reads, package
+verification and session creation happen only on a cache miss, in a worker thread.
+The served variant is the production version's ``role == "cloud"`` variant (onnx or
+ort) when it has one, else its first runnable device variant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from pocketml.errors import InvalidInput, NotFound, PayloadTooLarge
+from pocketml.registry import Registry, VariantInfo, VersionInfo
+from pocketml.runtime import RUNNABLE_FORMATS
+from pocketml.serving._batcher import BatcherStats, MicroBatcher
+from pocketml.serving._cache import LoadedModel, SessionCache, extract_variant, load_model
+
+__all__ = ["ServingOptions", "ServingService", "pick_served_variant"]
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """Knobs of cloud inference.
+
+    Attributes:
+        batching: merge concurrent requests per model (False: one runtime call each).
+        max_batch_size: most rows in one merged call.
+        max_wait_ms: how long a batch waits to fill; 0 (default) takes only what queued up
+            while the previous batch ran, so a lone request never waits.
+        workers: executor threads, i.e. runtime calls that may run at once.
+        session_threads: intra-op threads of each ONNX Runtime session.
+        cache_bytes: budget of loaded model bytes (LRU eviction above it).
+        resolve_ttl_s: how long "which version is in production" is reused.
+        max_rows: most samples one request may carry (413 above).
+    """
+
+    batching: bool = True
+    max_batch_size: int = 64
+    max_wait_ms: float = 0.0
+    workers: int = 2
+    session_threads: int = 1
+    cache_bytes: int = 1 << 30
+    resolve_ttl_s: float = 1.0
+    max_rows: int = 1024
+
+
+@dataclass(frozen=True)
+class _Served:
+    name: str
+    version: int
+    variant: str
+    model: LoadedModel
+    batcher: MicroBatcher | None
+    expires: float
+
+
+def pick_served_variant(version: VersionInfo) -> VariantInfo | None:
+    """The variant the cloud serves for ``version``.
+
+    Returns:
+        The first ``role == "cloud"`` onnx/ort variant, else the first runnable device
+        variant (onnx, ort, tflite; by name), else None.
+    """
+    by_name = sorted(version.variants, key=lambda v: v.name)
+    for variant in by_name:
+        if variant.role == "cloud" and variant.format in ("onnx", "ort"):
+            return variant
+    for variant in by_name:
+        if variant.role == "device" and variant.format in RUNNABLE_FORMATS:
+            return variant
+    return None
+
+
+class ServingService:
+    """Cloud inference with a session cache and per-model micro-batchers.
+
+    Args:
+        registry: the open registry.
+        models_dir: where model files are extracted (``<home>/models``).
+        options: batching, cache and executor settings.
+    """
+
+    def __init__(self, registry: Registry, models_dir: Path, options: ServingOptions) -> None:
+        self.registry = registry
+        self.models_dir = models_dir
+        self.options = options
+        self.cache = SessionCache(options.cache_bytes)
+        self.executor = ThreadPoolExecutor(
+            max_workers=max(1, options.workers), thread_name_prefix="pocketml-serve"
+        )
+        self._served: dict[tuple[str, str], _Served] = {}
+        self._batchers: dict[str, MicroBatcher] = {}
+        self._loading: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def close(self) -> None:
+        """Stop every batcher and the executor."""
+        for batcher in self._batchers.values():
+            await batcher.close()
+        self._batchers.clear()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def stats(self, app_id: str) -> dict[str, BatcherStats]:
+        """Batcher counters of the app's served models, by model name."""
+        result = {}
+        for (app, name), served in self._served.items():
+            if app == app_id and served.batcher is not None:
+                result[name] = served.batcher.stats()
+        return result
+
+    # -- resolution --------------------------------------------------------------------
+
+    async def _resolve(self, app_id: str, name: str) -> _Served:
+        key = (app_id, name)
+        served = self._served.get(key)
+        now = time.monotonic()
+        if served is not None and served.expires > now:
+            return served
+        lock = self._loading.setdefault(key, asyncio.Lock())
+        async with lock:
+            served = self._served.get(key)
+            if served is not None and served.expires > time.monotonic():
+                return served
+            loop = asyncio.get_running_loop()
+            version, variant, model = await loop.run_in_executor(
+                self.executor, self._load, app_id, name
+            )
+            batcher = None
+            if self.options.batching:
+                batcher = self._batchers.get(model.sha256)
+                if batcher is not None:
+                    batcher.run = model.run  # the session may have been evicted and reloaded
+                else:
+                    batcher = MicroBatcher(
+                        model.run,
+                        self.executor,
+                        max_batch_size=self.options.max_batch_size,
+                        max_wait_ms=self.options.max_wait_ms,
+                        concurrency=max(1, self.options.workers),
+                    )
+                    self._batchers[model.sha256] = batcher
+            served = _Served(
+                name=name,
+                version=version.version,
+                variant=variant.name,
+                model=model,
+                batcher=batcher,
+                expires=time.monotonic() + self.options.resolve_ttl_s,
+            )
+            self._served[key] = served
+            return served
+
+    def _load(self, app_id: str, name: str) -> tuple[VersionInfo, VariantInfo, LoadedModel]:
+        info = self.registry.get_model(app_id, name)
+        if info.production_version is None:
+            raise NotFound(
+                f"model {name!r} has no production version to serve; promote a version "
+                "(POST /v1/admin/models/{name}/versions/{n}/stage) first."
+            )
+        version = self.registry.get_version(app_id, name, info.production_version)
+        variant = pick_served_variant(version)
+        if variant is None:
+            raise NotFound(
+                f"{name} v{version.version} has no variant the server can run (onnx, ort or "
+                "tflite); push a role='cloud' ONNX variant."
+            )
+
+        def load() -> LoadedModel:
+            path = extract_variant(self.registry, app_id, variant, self.models_dir)
+            return load_model(path, variant, info.schema, self.options.session_threads)
+
+        return version, variant, self.cache.get_or_load(variant.sha256, load)
+
+    # -- predict -----------------------------------------------------------------------
+
+    async def predict(
+        self, app_id: str, name: str, inputs: Any, prediction_id: str | None
+    ) -> bytes:
+        """Run the production model of ``name`` on ``inputs``; return the response JSON.
+
+        Args:
+            app_id: the caller's app.
+            name: the model's name.
+            inputs: one sample shaped like the schema's sample shape, or a batch of them
+                (nested lists), already normalized like the on-device model's input.
+            prediction_id: echoed back.
+
+        Returns:
+            The JSON bytes of ``{"model", "version", "variant", "predictions",
+            "prediction_id", "server_latency_ms"}``.
+
+        Raises:
+            NotFound: no such model, no production version, or nothing runnable.
+            InvalidInput: inputs of the wrong shape, non-numeric, NaN or infinite.
+            PayloadTooLarge: more than ``options.max_rows`` samples.
+        """
+        started = time.perf_counter()
+        served = await self._resolve(app_id, name)
+        batch = served.model.schema.check_batch(inputs)
+        if len(batch) == 0:
+            raise InvalidInput("inputs must hold at least one sample; got an empty batch.")
+        if len(batch) > self.options.max_rows:
+            raise PayloadTooLarge(
+                f"one request may carry at most {self.options.max_rows} samples; got "
+                f"{len(batch)}. Split the batch."
+            )
+        if served.batcher is not None:
+            probabilities = await served.batcher.submit(batch)
+        else:
+            loop = asyncio.get_running_loop()
+            probabilities = await loop.run_in_executor(self.executor, served.model.run, batch)
+        return self._response(served, probabilities, prediction_id, started)
+
+    @staticmethod
+    def _response(
+        served: _Served, probabilities: np.ndarray, prediction_id: str | None, started: float
+    ) -> bytes:
+        labels = served.model.labels
+        indices = probabilities.argmax(axis=1).tolist()
+        rounded = np.round(probabilities.astype(np.float64), 6).tolist()
+        predictions = [
+            {
+                "label": labels[i] if i < len(labels) else str(i),
+                "index": i,
+                "confidence": row[i],
+                "probabilities": row,
+            }
+            for i, row in zip(indices, rounded, strict=True)
+        ]
+        return orjson.dumps(
+            {
+                "model": served.name,
+                "version": served.version,
+                "variant": served.variant,
+                "predictions": predictions,
+                "prediction_id": prediction_id,
+                "server_latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+        )

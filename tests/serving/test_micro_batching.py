@@ -1,0 +1,125 @@
+"""Dynamic micro-batching: merged calls, each caller gets its own rows, errors, off switch."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from device_kit import DigitsBuild, batching_options, onnx_variant, serve_device_app
+from test_predict_route import direct_probabilities
+
+from pocketml.serving import MicroBatcher
+
+
+async def _post_all(url: str, key: str, inputs: np.ndarray) -> list[dict]:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(
+        base_url=url, limits=limits, timeout=60, headers={"Authorization": f"Bearer {key}"}
+    ) as client:
+        responses = await asyncio.gather(
+            *[
+                client.post(
+                    "/v1/models/digits/predict",
+                    json={"inputs": [row.tolist()], "prediction_id": f"p-{i}"},
+                )
+                for i, row in enumerate(inputs)
+            ]
+        )
+    assert all(r.status_code == 200 for r in responses)
+    return [r.json() for r in responses]
+
+
+def test_64_concurrent_requests_are_merged_and_each_gets_its_own_answer(
+    tmp_path: Path, database_url: str, digits: DigitsBuild
+) -> None:
+    # One consumer that waits up to 0.5 s to fill a batch of 64: the batch closes as soon as
+    # the 64th request arrives, so merging is certain, not a matter of timing.
+    options = batching_options(workers=1, max_batch_size=64, max_wait_ms=500)
+    with serve_device_app(tmp_path / "home", database_url, options) as server:
+        app = server.create_app("batching")
+        server.push(app, "digits", [onnx_variant(digits, "lr")], schema=digits.schema)
+        inputs = digits.inputs[:64]
+        answers = asyncio.run(_post_all(server.url, app.device_key, inputs))
+        with server.http(app.admin_token) as http:
+            stats = http.get("/v1/admin/serving/stats").json()["digits"]
+    expected = direct_probabilities(digits, inputs)
+    for i, answer in enumerate(answers):
+        assert answer["prediction_id"] == f"p-{i}"
+        np.testing.assert_allclose(
+            answer["predictions"][0]["probabilities"], expected[i], atol=1e-5
+        )
+    assert stats["requests"] == 64
+    assert stats["merged_batches"] >= 1 and stats["batches"] < 64
+    assert stats["max_batch_requests"] > 1
+
+
+def test_with_batching_off_every_request_runs_alone_and_is_still_right(
+    tmp_path: Path, database_url: str, digits: DigitsBuild
+) -> None:
+    with serve_device_app(tmp_path / "h", database_url, batching_options(batching=False)) as server:
+        app = server.create_app("unbatched")
+        server.push(app, "digits", [onnx_variant(digits, "lr")], schema=digits.schema)
+        answers = asyncio.run(_post_all(server.url, app.device_key, digits.inputs[:16]))
+        with server.http(app.admin_token) as http:
+            stats = http.get("/v1/admin/serving/stats").json()
+    expected = direct_probabilities(digits, digits.inputs[:16]).argmax(axis=1)
+    assert [a["predictions"][0]["index"] for a in answers] == expected.tolist()
+    assert stats == {}
+
+
+def _doubled(x: np.ndarray) -> np.ndarray:
+    return x * 2
+
+
+async def _submit_concurrently(batcher: MicroBatcher, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    return list(await asyncio.gather(*[batcher.submit(a) for a in arrays]))
+
+
+def test_the_batcher_splits_results_back_by_caller_and_caps_the_batch_size() -> None:
+    async def scenario() -> tuple[list[np.ndarray], object]:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(_doubled, pool, max_batch_size=8, max_wait_ms=2000)
+            arrays = [np.full((n, 2), i, dtype=np.float32) for i, n in enumerate([3, 5, 2, 6])]
+            outputs = await _submit_concurrently(batcher, arrays)
+            await batcher.close()
+            return outputs, batcher.stats()
+
+    outputs, stats = asyncio.run(scenario())
+    for i, (n, out) in enumerate(zip([3, 5, 2, 6], outputs, strict=True)):
+        assert out.shape == (n, 2) and np.all(out == 2 * i)
+    assert stats.requests == 4 and stats.batches == 2  # 3+5 | 2+6: never more than 8 rows
+    assert stats.max_batch_rows == 8
+
+
+def test_a_failing_batch_fails_every_caller_in_it() -> None:
+    def broken(x: np.ndarray) -> np.ndarray:
+        raise RuntimeError("runtime exploded")
+
+    async def scenario() -> list[object]:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(broken, pool, max_batch_size=4, max_wait_ms=2000)
+            arrays = [np.zeros((1, 2), np.float32)] * 4
+            results = await asyncio.gather(
+                *[batcher.submit(a) for a in arrays], return_exceptions=True
+            )
+            await batcher.close()
+            return list(results)
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, RuntimeError) for r in results)
+
+
+@pytest.mark.parametrize("max_wait_ms", [0.0, 1.0])
+def test_a_lone_request_is_answered_without_waiting_for_company(max_wait_ms: float) -> None:
+    async def scenario() -> np.ndarray:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(_doubled, pool, max_batch_size=64, max_wait_ms=max_wait_ms)
+            out = await asyncio.wait_for(batcher.submit(np.ones((1, 2), np.float32)), 5)
+            await batcher.close()
+            return out
+
+    assert np.all(asyncio.run(scenario()) == 2)

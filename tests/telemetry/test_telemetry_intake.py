@@ -1,0 +1,229 @@
+"""POST /v1/telemetry and /v1/feedback, and the metrics route, on a live server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from device_kit import AppKeys, DeviceServer
+
+T0 = 1_795_240_000.0
+
+
+def inference(i: int, **kw: Any) -> dict[str, Any]:
+    event = {
+        "type": "inference",
+        "ts": T0 + i,
+        "model": "digits",
+        "version": 1,
+        "variant": "small-tflite",
+        "source": "local",
+        "latency_ms": float(i),
+        "confidence": 0.9,
+        "label": "7",
+        "prediction_id": f"pred-{i}",
+    }
+    event.update(kw)
+    return event
+
+
+def batch(batch_id: str, events: list[dict[str, Any]], device_class: str = "android-mid") -> dict:
+    return {
+        "batch_id": batch_id,
+        "device_id": "device-0001",
+        "device": {"platform": "android", "device_class": device_class, "app_version": "2.3.1"},
+        "events": events,
+    }
+
+
+def parquet_files(server: DeviceServer, app: AppKeys) -> list[Path]:
+    return sorted((server.settings.home / "telemetry" / f"app={app.app_id}").rglob("*.parquet"))
+
+
+def metrics(server: DeviceServer, app: AppKeys, **params: float) -> list[dict[str, Any]]:
+    with server.http(app.admin_token) as http:
+        response = http.get("/v1/admin/models/digits/metrics", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()["groups"]
+
+
+def test_a_batch_is_stored_once_in_the_database_and_in_parquet(
+    server: DeviceServer, app_keys: AppKeys
+) -> None:
+    events = [inference(i) for i in range(10)] + [
+        {
+            "type": "error",
+            "ts": T0,
+            "model": "digits",
+            "version": 1,
+            "stage": "load",
+            "message": "out of memory",
+        },
+        {
+            "type": "download",
+            "ts": T0,
+            "model": "digits",
+            "version": 1,
+            "variant": "v",
+            "bytes": 1000,
+            "duration_ms": 12.5,
+            "outcome": "done",
+        },
+    ]
+    with server.http(app_keys.device_key) as http:
+        first = http.post("/v1/telemetry", json=batch("batch-0001", events))
+        second = http.post("/v1/telemetry", json=batch("batch-0001", events))
+    assert first.status_code == 202 and first.json() == {"accepted": 12, "duplicate": False}
+    assert second.status_code == 200 and second.json() == {"accepted": 0, "duplicate": True}
+    (group,) = metrics(server, app_keys)
+    assert group["count"] == 10 and group["errors"] == 1
+    (path,) = parquet_files(server, app_keys)
+    assert path.name == "part-batch-0001.parquet" and path.parent.name.startswith("date=")
+    table = pq.read_table(path)
+    assert table.num_rows == 12
+    assert sorted(set(table.column("type").to_pylist())) == ["download", "error", "inference"]
+    assert set(table.column("device_class").to_pylist()) == {"android-mid"}
+
+
+def test_the_same_batch_id_in_another_app_is_not_a_duplicate(
+    server: DeviceServer, app_keys: AppKeys
+) -> None:
+    other = server.create_app("other")
+    with server.http(app_keys.device_key) as a, server.http(other.device_key) as b:
+        first = a.post("/v1/telemetry", json=batch("batch-shared", [inference(1)]))
+        second = b.post("/v1/telemetry", json=batch("batch-shared", [inference(1)]))
+    assert first.status_code == 202 and second.status_code == 202
+
+
+def test_bad_events_are_named_by_index_and_field_and_nothing_is_stored(
+    server: DeviceServer, app_keys: AppKeys
+) -> None:
+    events = [
+        inference(0),
+        inference(1, latency_ms=-1.0),
+        inference(2, confidence=1.5),
+        {"type": "teleport", "ts": T0, "model": "digits"},
+        {"type": "error", "ts": T0, "model": "digits", "stage": "load", "message": "x" * 501},
+    ]
+    with server.http(app_keys.device_key) as http:
+        response = http.post("/v1/telemetry", json=batch("batch-bad-1", events))
+    message = response.json()["error"]["message"]
+    assert response.status_code == 422
+    for fragment in (
+        "events[1].latency_ms",
+        "events[2].confidence",
+        "events[3]",
+        "events[4].message",
+    ):
+        assert fragment in message
+    assert "events[0]" not in message
+    assert metrics(server, app_keys) == [] and parquet_files(server, app_keys) == []
+
+
+def test_nan_values_are_named_too(server: DeviceServer, app_keys: AppKeys) -> None:
+    body = (
+        b'{"batch_id": "batch-nan-1", "device_id": "device-0001", "events": [{"type": '
+        b'"inference", "ts": 1.0, "model": "digits", "variant": null, "source": "local", '
+        b'"latency_ms": NaN, "confidence": 0.5, "label": "1", "prediction_id": "p"}]}'
+    )
+    with server.http(app_keys.device_key) as http:
+        response = http.post(
+            "/v1/telemetry", content=body, headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 422
+    assert "events[0].latency_ms" in response.json()["error"]["message"]
+
+
+def test_batches_over_the_limit_are_413(server: DeviceServer, app_keys: AppKeys) -> None:
+    too_many = batch("batch-big-01", [inference(i) for i in range(51)])
+    too_big = batch("batch-big-02", [inference(0, label="x" * 200_000)])
+    with server.http(app_keys.device_key) as http:
+        count = http.post("/v1/telemetry", json=too_many)
+        size = http.post("/v1/telemetry", json=too_big)
+        empty = http.post("/v1/telemetry", json=batch("batch-empty", []))
+    assert count.status_code == 413 and "50" in count.json()["error"]["message"]
+    assert size.status_code == 413
+    assert empty.status_code == 422
+    assert metrics(server, app_keys) == []
+
+
+def test_feedback_gives_accuracy_and_the_newest_feedback_wins(
+    server: DeviceServer, app_keys: AppKeys
+) -> None:
+    events = [inference(i, label="7") for i in range(4)]
+    with server.http(app_keys.device_key) as http:
+        http.post("/v1/telemetry", json=batch("batch-fb-01", events))
+
+        def send(pred: str, ts: float, **kw: Any) -> int:
+            body = {
+                "prediction_id": pred,
+                "device_id": "device-0001",
+                "model": "digits",
+                "version": 1,
+                "ts": ts,
+                **kw,
+            }
+            return http.post("/v1/feedback", json=body).status_code
+
+        codes = [
+            send("pred-0", T0 + 10, label="7"),
+            send("pred-1", T0 + 10, label="7"),
+            send("pred-1", T0 + 20, label="1"),  # newer: replaces the first label
+            send("pred-2", T0 + 30, label="7"),
+            send("pred-2", T0 + 5, label="3"),  # older: ignored
+            send("pred-3", T0 + 10, thumbs="up"),  # not a label: not in accuracy
+        ]
+        both = send("pred-3", T0, label="7", thumbs="up")
+        neither = send("pred-3", T0)
+    assert codes == [202] * 6 and both == 422 and neither == 422
+    (group,) = metrics(server, app_keys)
+    assert group["feedback_count"] == 3 and group["accuracy"] == 2 / 3
+
+
+def test_metrics_group_by_version_and_device_class_within_the_window(
+    server: DeviceServer, app_keys: AppKeys
+) -> None:
+    with server.http(app_keys.device_key) as http:
+        http.post(
+            "/v1/telemetry",
+            json=batch(
+                "batch-m-0001",
+                [
+                    inference(0, latency_ms=10.0, source="cloud"),
+                    inference(1, latency_ms=30.0),
+                    inference(100, latency_ms=99.0),  # outside the window below
+                ],
+                device_class="android-low",
+            ),
+        )
+        http.post(
+            "/v1/telemetry",
+            json=batch(
+                "batch-m-0002",
+                [
+                    inference(2, version=2, latency_ms=4.0, source="fallback"),
+                ],
+                device_class="iphone",
+            ),
+        )
+    groups = metrics(server, app_keys, since=T0, until=T0 + 50)
+    by_key = {(g["version"], g["device_class"]): g for g in groups}
+    low, iphone = by_key[(1, "android-low")], by_key[(2, "iphone")]
+    assert low["count"] == 2 and low["latency_p50_ms"] == 20.0 and low["cloud_share"] == 0.5
+    assert iphone["count"] == 1 and iphone["fallback_share"] == 1.0
+    assert [g["version"] for g in groups] == [2, 1]
+
+
+def test_telemetry_and_metrics_stay_inside_their_app(
+    server: DeviceServer, app_keys: AppKeys
+) -> None:
+    other = server.create_app("other-app")
+    with server.http(app_keys.device_key) as http:
+        http.post("/v1/telemetry", json=batch("batch-iso-01", [inference(0)]))
+    with server.http(other.admin_token) as http:
+        foreign = http.get("/v1/admin/models/digits/metrics")
+    with server.http(app_keys.device_key) as http:
+        as_device = http.get("/v1/admin/models/digits/metrics")
+    assert foreign.status_code == 404
+    assert as_device.status_code == 403
