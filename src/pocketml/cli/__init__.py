@@ -13,7 +13,7 @@ import sys
 import typer
 
 from pocketml._version import __version__
-from pocketml.cli import _admin, _build, _convert, _data, _demo, _server, _train
+from pocketml.cli import _admin, _build, _convert, _data, _demo, _server, _simulate, _train
 from pocketml.cli._common import err_console
 from pocketml.errors import PocketMLError
 
@@ -35,6 +35,7 @@ app.command("convert")(_convert.convert)
 app.command("build")(_build.build)
 app.command("optimize")(_build.optimize)
 app.command("bench")(_build.bench)
+app.command("simulate")(_simulate.simulate)
 app.command("demo")(_demo.demo)
 app.command("server")(_server.server)
 app.add_typer(_admin.app_app, name="app")

@@ -1,0 +1,67 @@
+"""pocketml.device: the device SDK, the reference client of the pocketml device protocol.
+
+It checks in with the server, downloads, verifies (Ed25519 + every sha256), decrypts and
+caches model packages (resuming cut downloads), runs them locally with ONNX Runtime or
+LiteRT, escalates to the cloud model as the hybrid policy says (with timeouts, retries and
+a circuit breaker), and reports telemetry through a restart-proof queue.
+
+It installs with ``pip install 'pocketml[device]'`` (numpy, onnxruntime, httpx,
+cryptography) and never imports torch, FastAPI or SQLAlchemy. Typical use::
+
+    device = Device("https://ml.example.com", DEVICE_KEY,
+                    DeviceFacts(platform="android", os_version="14", app_version="2.3.1",
+                                formats=("tflite", "onnx"), device_class="android-mid"),
+                    cache_dir=app_files / "pocketml")
+    device.sync()
+    prediction = device.model("digits").predict(pixels)
+    device.feedback(prediction.prediction_id, label="7")
+    device.flush()
+
+``docs/device-sdk.md`` is the guide.
+"""
+
+from pocketml.device._cloud import CircuitOpen, CloudAnswer
+from pocketml.device._device import Device, FlushReport
+from pocketml.device._model import LocalModel
+from pocketml.device._net import Backoff, CircuitBreaker, ServerError
+from pocketml.device._queue import TelemetryQueue
+from pocketml.device._types import (
+    DEVICE_CLASSES,
+    FORMATS,
+    DeviceFacts,
+    DeviceState,
+    DownloadEvent,
+    DownloadPolicy,
+    HybridPolicy,
+    ModelEntry,
+    ModelSync,
+    PackageRef,
+    Prediction,
+    ProtocolError,
+    SyncReport,
+)
+
+__all__ = [
+    "DEVICE_CLASSES",
+    "FORMATS",
+    "Backoff",
+    "CircuitBreaker",
+    "CircuitOpen",
+    "CloudAnswer",
+    "Device",
+    "DeviceFacts",
+    "DeviceState",
+    "DownloadEvent",
+    "DownloadPolicy",
+    "FlushReport",
+    "HybridPolicy",
+    "LocalModel",
+    "ModelEntry",
+    "ModelSync",
+    "PackageRef",
+    "Prediction",
+    "ProtocolError",
+    "ServerError",
+    "SyncReport",
+    "TelemetryQueue",
+]

@@ -1,0 +1,381 @@
+"""``LocalModel``: predictions from the active local model, the cloud, or both (cascade).
+
+The local hot path is kept lean (the overhead over a bare ``InferenceSession.run`` is
+measured by ``benchmarks/device_predict_overhead.py``): the loaded model, its input name,
+the normalization constants and the labels are resolved once per activated package into a
+``_Loaded`` snapshot; a call does one shape check, one normalization (one allocation), the
+session run, an argmax, and appends a tuple to the telemetry buffer. Everything else
+(JSON, SQLite) happens at flush time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pocketml.device._cloud import CloudAnswer
+from pocketml.device._types import HybridPolicy, Prediction
+from pocketml.errors import InvalidInput, PocketMLError, Unavailable
+from pocketml.runtime import Runner
+from pocketml.schema import ModelSchema
+
+if TYPE_CHECKING:
+    from pocketml.device._device import Device
+
+__all__ = ["BUFFER_LIMIT", "LocalModel"]
+
+BUFFER_LIMIT = 512  # inference events kept in memory before they are written to SQLite
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A loaded package, ready for the hot path."""
+
+    runner: Runner
+    session: Any  # the ORT InferenceSession, or None for TFLite (runner.run then)
+    input_name: str
+    output_names: list[str]
+    fast_run: Any  # session._sess.run (checks done once at load) or session.run; None: TFLite
+    batch_shape: tuple[int, ...]
+    version: int | None
+    variant: str | None
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """Everything a call needs, rebuilt when the device activates another package."""
+
+    generation: int
+    policy: HybridPolicy
+    local: _Loaded | None
+    sample_shape: tuple[int, ...] | None
+    batch_shape: tuple[int, ...] | None
+    scale: Any  # y = x * scale + shift (the schema's normalization folded), or None
+    shift: Any  # None when the shift is all zeros
+    wall_offset: float  # time.time() - clock(): event timestamps without a time.time() call
+    labels: tuple[str, ...]
+    is_logits: bool
+    pid_prefix: str
+
+
+def _normalization(schema: ModelSchema | None) -> tuple[Any, Any]:
+    """``(x * s - mean) / std`` folded into ``x * a + b`` (two operations per call)."""
+    if schema is None or schema.input.normalization is None:
+        return None, None
+    spec, norm = schema.input, schema.input.normalization
+    mean = np.asarray(norm.mean, dtype=np.float32)
+    std = np.asarray(norm.std, dtype=np.float32)
+    if spec.layout == "NCHW" and mean.size > 1:
+        mean, std = mean.reshape(1, -1, 1, 1), std.reshape(1, -1, 1, 1)
+    scale = (np.float32(norm.scale) / std).astype(np.float32)
+    shift = (-mean / std).astype(np.float32)
+    return scale, (shift if np.any(shift) else None)
+
+
+class LocalModel:
+    """A model name on this device; get one with ``Device.model(name)``.
+
+    Args:
+        device: the owning Device.
+        name: the model's name.
+    """
+
+    def __init__(self, device: Device, name: str) -> None:
+        self._device = device
+        self.name = name
+        self._snap: _Snapshot | None = None
+        self._counter = itertools.count(1)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _snapshot(self) -> _Snapshot:
+        snap = self._snap
+        if snap is None or snap.generation != self._device._generation:
+            snap = self._build_snapshot()
+            self._snap = snap
+        return snap
+
+    def _build_snapshot(self) -> _Snapshot:
+        device = self._device
+        generation = device._generation
+        policy, schema, loaded = device._resolve(self.name)
+        scale, shift = _normalization(schema)
+        sample_shape = schema.input.sample_shape if schema is not None else None
+        labels = tuple(schema.labels) if schema is not None else ()
+        version = loaded.version if loaded is not None else None
+        prefix = f"{secrets.token_hex(5)}-"
+        device._register_prefix(prefix, self.name, version)
+        return _Snapshot(
+            generation=generation,
+            policy=policy,
+            local=loaded,
+            sample_shape=sample_shape,
+            batch_shape=None if sample_shape is None else (1, *sample_shape),
+            scale=scale,
+            shift=shift,
+            labels=labels,
+            is_logits=schema is not None and schema.outputs[0].kind == "logits",
+            pid_prefix=prefix,
+            wall_offset=time.time() - device._clock(),
+        )
+
+    @property
+    def version(self) -> int | None:
+        """The version of the active local model (None when there is none)."""
+        local = self._snapshot().local
+        return None if local is None else local.version
+
+    @property
+    def policy(self) -> HybridPolicy:
+        """The hybrid policy from the last manifest."""
+        return self._snapshot().policy
+
+    # -- input ------------------------------------------------------------------------------
+
+    def _prepare(self, x: Any, snap: _Snapshot) -> np.ndarray:
+        arr = np.asarray(x, dtype=np.float32)
+        if arr.shape != snap.batch_shape:
+            arr = self._reshape(arr, snap)
+        if snap.scale is None:
+            return arr
+        out: np.ndarray = arr * snap.scale
+        if snap.shift is not None:
+            out += snap.shift
+        return out
+
+    def _reshape(self, arr: np.ndarray, snap: _Snapshot) -> np.ndarray:
+        if snap.sample_shape is None:  # no schema known: send what was given
+            return arr[np.newaxis] if arr.ndim < 2 else arr
+        if arr.shape != snap.sample_shape:
+            expected = ", ".join(map(str, snap.sample_shape))
+            raise InvalidInput(
+                f"{self.name}: input must be one sample of shape ({expected}) or a "
+                f"batch of one (1, {expected}); got {arr.shape}"
+            )
+        return arr.reshape(snap.batch_shape)
+
+    # -- predict ----------------------------------------------------------------------------
+
+    def predict(self, x: Any) -> Prediction:
+        """Predict one raw sample (or a batch of one) as the hybrid policy says.
+
+        Args:
+            x: raw input values (the schema's normalization is applied here).
+
+        Returns:
+            The Prediction (``source`` says where it was computed).
+
+        Raises:
+            InvalidInput: wrong input shape.
+            Unavailable: no usable local model and the cloud failed too.
+        """
+        device = self._device
+        clock = device._clock
+        started = clock()
+        snap = self._snap
+        if snap is None or snap.generation != device._generation:
+            snap = self._snapshot()
+        arr = self._prepare(x, snap)
+        local = snap.local
+        policy = snap.policy
+        if local is None or policy.mode == "cloud":
+            return self._cloud_only(arr, snap, started, local is None)
+        if local.fast_run is not None:
+            probs = local.fast_run(local.output_names, {local.input_name: arr}, None)[0][0]
+        else:
+            probs = _run_local(local, arr)
+        if snap.is_logits:
+            probs = _softmax(probs)
+        index = int(probs.argmax())
+        confidence = probs.item(index)
+        pid = snap.pid_prefix + str(next(self._counter))
+        if policy.mode == "cascade" and confidence < policy.threshold:
+            return self._escalate(arr, snap, started, pid, probs, index, confidence)
+        label = snap.labels[index] if index < len(snap.labels) else str(index)
+        ended = clock()
+        latency_ms = (ended - started) * 1000.0
+        buffer = device._buffer
+        buffer.append(
+            (
+                snap.wall_offset + ended,
+                self.name,
+                local.version,
+                local.variant,
+                "local",
+                latency_ms,
+                confidence,
+                label,
+                pid,
+            )
+        )
+        if len(buffer) >= BUFFER_LIMIT:
+            device._wake_writer()
+        return Prediction(label, probs, confidence, "local", local.version, latency_ms, pid, index)
+
+    async def apredict(self, x: Any) -> Prediction:
+        """Async twin of :meth:`predict` (the cloud call does not block the event loop)."""
+        clock = self._device._clock
+        started = clock()
+        snap = self._snapshot()
+        arr = self._prepare(x, snap)
+        local = snap.local
+        pid = snap.pid_prefix + str(next(self._counter))
+        cloud = self._device._cloud
+        if local is None or snap.policy.mode == "cloud":
+            try:
+                answer = await cloud.apredict(self.name, snap.policy, arr, self._body(pid))
+            except Unavailable as exc:
+                raise self._unavailable(exc, local is None) from exc
+            return self._from_cloud(answer, snap, started, pid)
+        probs = _run_local(local, arr)
+        if snap.is_logits:
+            probs = _softmax(probs)
+        index = int(probs.argmax())
+        confidence = float(probs[index])
+        if snap.policy.mode == "cascade" and confidence < snap.policy.threshold:
+            try:
+                answer = await cloud.apredict(self.name, snap.policy, arr, self._body(pid))
+            except PocketMLError as exc:
+                self._device._emit_error(self.name, local.version, "cloud", str(exc))
+                return self._finish(
+                    snap,
+                    "fallback",
+                    local.version,
+                    local.variant,
+                    probs,
+                    index,
+                    confidence,
+                    started,
+                    pid,
+                )
+            return self._from_cloud(answer, snap, started, pid)
+        return self._finish(
+            snap, "local", local.version, local.variant, probs, index, confidence, started, pid
+        )
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _body(self, pid: str) -> dict[str, Any]:
+        return {"device_id": self._device.device_id, "prediction_id": pid}
+
+    def _escalate(
+        self,
+        arr: np.ndarray,
+        snap: _Snapshot,
+        started: float,
+        pid: str,
+        probs: np.ndarray,
+        index: int,
+        confidence: float,
+    ) -> Prediction:
+        local = snap.local
+        assert local is not None
+        try:
+            answer = self._device._cloud.predict(self.name, snap.policy, arr, self._body(pid))
+        except PocketMLError as exc:
+            self._device._emit_error(self.name, local.version, "cloud", str(exc))
+            return self._finish(
+                snap,
+                "fallback",
+                local.version,
+                local.variant,
+                probs,
+                index,
+                confidence,
+                started,
+                pid,
+            )
+        return self._from_cloud(answer, snap, started, pid)
+
+    def _cloud_only(
+        self, arr: np.ndarray, snap: _Snapshot, started: float, no_local: bool
+    ) -> Prediction:
+        pid = snap.pid_prefix + str(next(self._counter))
+        try:
+            answer = self._device._cloud.predict(self.name, snap.policy, arr, self._body(pid))
+        except Unavailable as exc:
+            raise self._unavailable(exc, no_local) from exc
+        return self._from_cloud(answer, snap, started, pid)
+
+    def _unavailable(self, exc: Unavailable, no_local: bool) -> Unavailable:
+        self._device._emit_error(self.name, None, "cloud", str(exc))
+        why = (
+            "no local model is available (not downloaded yet, or it failed to load: call "
+            "Device.sync() on a network that the download policy allows)"
+            if no_local
+            else "its policy sends every prediction to the cloud"
+        )
+        return Unavailable(f"cannot predict with {self.name!r}: {why}, and the cloud failed: {exc}")
+
+    def _from_cloud(
+        self, answer: CloudAnswer, snap: _Snapshot, started: float, pid: str
+    ) -> Prediction:
+        label = answer.label
+        return self._finish(
+            snap,
+            "cloud",
+            answer.version,
+            answer.variant,
+            answer.probabilities,
+            answer.index,
+            answer.confidence,
+            started,
+            pid,
+            label=label,
+        )
+
+    def _finish(
+        self,
+        snap: _Snapshot,
+        source: Any,
+        version: int | None,
+        variant: str | None,
+        probs: np.ndarray,
+        index: int,
+        confidence: float,
+        started: float,
+        pid: str,
+        label: str | None = None,
+    ) -> Prediction:
+        if label is None:
+            label = snap.labels[index] if index < len(snap.labels) else str(index)
+        ended = self._device._clock()
+        latency_ms = (ended - started) * 1000.0
+        buffer = self._device._buffer
+        buffer.append(
+            (
+                snap.wall_offset + ended,
+                self.name,
+                version,
+                variant,
+                source,
+                latency_ms,
+                confidence,
+                label,
+                pid,
+            )
+        )
+        if len(buffer) >= BUFFER_LIMIT:
+            self._device._wake_writer()
+        return Prediction(label, probs, confidence, source, version, latency_ms, pid, index)
+
+
+def _run_local(local: _Loaded, arr: np.ndarray) -> np.ndarray:
+    if local.fast_run is not None:
+        out: np.ndarray = local.fast_run(local.output_names, {local.input_name: arr}, None)[0][0]
+        return out
+    return local.runner.run(arr)[0]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max())
+    out: np.ndarray = shifted / shifted.sum()
+    return out

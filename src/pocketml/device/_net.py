@@ -1,0 +1,247 @@
+"""HTTP plumbing of the device SDK: the clients, error mapping, backoff and circuit breaker.
+
+Every httpx failure is translated here (``Unavailable`` for the network, the matching
+pocketml error for a JSON error body), so the rest of the SDK never sees httpx exceptions.
+Backoff is exponential with "equal jitter" (half fixed, half random) from a seeded RNG;
+the breaker and the backoff read an injectable clock and sleep, so tests never sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from pocketml import errors as _errors
+from pocketml.errors import PocketMLError, Unavailable
+
+__all__ = [
+    "Backoff",
+    "CircuitBreaker",
+    "DeviceHttp",
+    "error_from_response",
+    "is_retryable",
+]
+
+_BY_STATUS: dict[int, type[PocketMLError]] = {
+    400: _errors.InvalidInput,
+    401: _errors.Unauthorized,
+    403: _errors.Forbidden,
+    404: _errors.NotFound,
+    409: _errors.Conflict,
+    413: _errors.PayloadTooLarge,
+    416: _errors.InvalidInput,
+    422: _errors.InvalidInput,
+}
+
+
+class ServerError(Unavailable):
+    """The server answered 5xx: it is up but failing (retryable)."""
+
+    code = "server_error"
+
+
+def error_from_response(response: httpx.Response) -> PocketMLError:
+    """Turn an HTTP error response into the pocketml error it stands for (not raised).
+
+    Args:
+        response: a response with status >= 400 whose body has been read.
+
+    Returns:
+        ``ServerError`` (an ``Unavailable``) for 5xx, else the class of the status.
+    """
+    message = response.text[:300] or response.reason_phrase
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        message = response.json()["error"]["message"]
+    status = response.status_code
+    cls = ServerError if status >= 500 else _BY_STATUS.get(status, PocketMLError)
+    return cls(f"{message} (HTTP {status} from {response.request.url.path})")
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True for failures worth retrying: network errors, timeouts and 5xx answers."""
+    return isinstance(exc, Unavailable)
+
+
+def translate(exc: httpx.HTTPError, url: str) -> Unavailable:
+    """Translate an httpx transport error into ``Unavailable`` (message says what to do)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return Unavailable(
+            f"the pocketml server at {url} did not answer in time ({type(exc).__name__}); "
+            "the SDK retries later. Check the network or raise the timeout."
+        )
+    return Unavailable(
+        f"cannot reach the pocketml server at {url} ({type(exc).__name__}: {exc}); "
+        "check the network and the server URL."
+    )
+
+
+class DeviceHttp:
+    """Lazily created sync and async httpx clients with the device key.
+
+    Args:
+        base_url: the server URL.
+        device_key: the app's device key (bearer token).
+        transport: an httpx transport for the sync client (the simulator injects one).
+        async_transport: an httpx async transport for ``apredict``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        device_key: str,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {device_key}"}
+        self._transport = transport
+        self._async_transport = async_transport
+        self._client: httpx.Client | None = None
+        self._aclient: httpx.AsyncClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> httpx.Client:
+        """The sync client (created on first use)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = httpx.Client(
+                        base_url=self.base_url,
+                        headers=self._headers,
+                        transport=self._transport,
+                        timeout=httpx.Timeout(30.0),
+                    )
+        return self._client
+
+    @property
+    def aclient(self) -> httpx.AsyncClient:
+        """The async client (created on first use)."""
+        if self._aclient is None:
+            self._aclient = httpx.AsyncClient(
+                base_url=self.base_url,
+                headers=self._headers,
+                transport=self._async_transport,
+                timeout=httpx.Timeout(30.0),
+            )
+        return self._aclient
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send one request; return a 2xx/3xx response or raise a pocketml error.
+
+        Raises:
+            Unavailable: network failure, timeout, or 5xx (``ServerError``).
+            PocketMLError: any other error status (class from the status).
+        """
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise translate(exc, self.base_url) from exc
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return response
+
+    async def arequest(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Async twin of :meth:`request`."""
+        try:
+            response = await self.aclient.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise translate(exc, self.base_url) from exc
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return response
+
+    def close(self) -> None:
+        """Close the sync client (the async one is closed by :meth:`aclose`)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        """Close the async client."""
+        if self._aclient is not None:
+            await self._aclient.aclose()
+            self._aclient = None
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with equal jitter: delay_i = d/2 + U(0, d/2), d = min(cap, base*2^i).
+
+    Attributes:
+        base_s: the first delay before jitter.
+        cap_s: the largest delay.
+    """
+
+    base_s: float = 0.2
+    cap_s: float = 30.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """The wait before retry number ``attempt`` (0-based)."""
+        full = min(self.cap_s, self.base_s * (2**attempt))
+        return full / 2 + rng.random() * full / 2
+
+
+class CircuitBreaker:
+    """Stops calling a failing cloud: open after N consecutive failures, probe after a pause.
+
+    States: "closed" (calls go through), "open" (calls are refused until ``cooldown_s``
+    passed since it opened), "half-open" (one probe call is let through; its success
+    closes the breaker, its failure opens it again for another cool-down).
+
+    Args:
+        failure_threshold: consecutive failures that open the breaker.
+        cooldown_s: seconds an open breaker waits before letting one probe through.
+        clock: monotonic seconds (injectable for tests).
+    """
+
+    def __init__(
+        self, failure_threshold: int, cooldown_s: float, clock: Callable[[], float]
+    ) -> None:
+        self.failure_threshold = failure_threshold
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probing = False
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> str:
+        """ "closed", "open" or "half-open"."""
+        if self._opened_at is None:
+            return "closed"
+        if self._probing or self._clock() - self._opened_at >= self.cooldown_s:
+            return "half-open"
+        return "open"
+
+    def allow(self) -> bool:
+        """Ask before a call: True when it may go out (claims the probe when half-open)."""
+        with self._lock:
+            if self._opened_at is None:
+                return True
+            if self._probing or self._clock() - self._opened_at < self.cooldown_s:
+                return False
+            self._probing = True
+            return True
+
+    def record_success(self) -> None:
+        """A call succeeded: close the breaker."""
+        with self._lock:
+            self._failures = 0
+            self._opened_at = None
+            self._probing = False
+
+    def record_failure(self) -> None:
+        """A call failed: count it; open (or re-open) the breaker at the threshold."""
+        with self._lock:
+            self._failures += 1
+            if self._probing or self._failures >= self.failure_threshold:
+                self._opened_at = self._clock()
+            self._probing = False

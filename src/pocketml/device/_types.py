@@ -1,0 +1,359 @@
+"""The device SDK's values: device facts and state, the parsed manifest, results and events.
+
+Everything here is a frozen dataclass (no pydantic: the SDK installs with numpy,
+onnxruntime, httpx and cryptography only). The manifest parser checks every field it uses
+and raises :class:`ProtocolError` naming the field, so a server speaking another protocol
+version fails loudly at check-in instead of deep inside a download.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+from pocketml.errors import InvalidInput
+
+__all__ = [
+    "DEVICE_CLASSES",
+    "FORMATS",
+    "DeviceFacts",
+    "DeviceState",
+    "DownloadEvent",
+    "DownloadPolicy",
+    "HybridPolicy",
+    "ModelEntry",
+    "ModelSync",
+    "PackageRef",
+    "Prediction",
+    "ProtocolError",
+    "SyncReport",
+    "parse_manifest_models",
+]
+
+FORMATS = ("onnx", "ort", "tflite", "coreml")
+DEVICE_CLASSES = ("android-low", "android-mid", "android-high", "iphone", "edge-linux")
+NetworkType = Literal["wifi", "cellular", "offline"]
+Source = Literal["local", "cloud", "fallback"]
+
+
+class ProtocolError(InvalidInput):
+    """The server answered with JSON this SDK cannot read (another protocol version?)."""
+
+    code = "protocol_error"
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What a device tells the server at check-in (``POST /v1/checkin``).
+
+    Attributes:
+        platform: "android", "ios" or "linux".
+        os_version: free text, at most 32 characters.
+        app_version: free text, at most 32 characters.
+        formats: runnable model formats in preference order (subset of ``FORMATS``).
+        device_model: e.g. "Pixel 7" (optional).
+        device_class: a device profile name (one of ``DEVICE_CLASSES``), optional.
+        runtimes: runtime -> version, e.g. ``{"onnxruntime": "1.20.0"}``.
+        country: ISO 3166-1 alpha-2 code, optional.
+        device_id: a fixed device id; default a random id generated once per cache dir.
+    """
+
+    platform: Literal["android", "ios", "linux"]
+    os_version: str
+    app_version: str
+    formats: tuple[str, ...] = ("onnx",)
+    device_model: str | None = None
+    device_class: str | None = None
+    runtimes: Mapping[str, str] = field(default_factory=dict)
+    country: str | None = None
+    device_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.platform not in ("android", "ios", "linux"):
+            raise InvalidInput(
+                f"platform must be 'android', 'ios' or 'linux'; got {self.platform!r}"
+            )
+        bad = [f for f in self.formats if f not in FORMATS]
+        if not self.formats or bad:
+            raise InvalidInput(
+                f"formats must be a non-empty subset of {', '.join(FORMATS)}; got "
+                f"{list(self.formats)}. Pass e.g. formats=('tflite', 'onnx')."
+            )
+        if self.device_class is not None and self.device_class not in DEVICE_CLASSES:
+            raise InvalidInput(
+                f"device_class must be one of {', '.join(DEVICE_CLASSES)} or None; "
+                f"got {self.device_class!r}"
+            )
+
+    def checkin_body(self, device_id: str, models: Mapping[str, Any]) -> dict[str, Any]:
+        """The JSON body of ``POST /v1/checkin`` (optional fields left out when unset)."""
+        body: dict[str, Any] = {
+            "device_id": device_id,
+            "platform": self.platform,
+            "os_version": self.os_version,
+            "app_version": self.app_version,
+            "formats": list(self.formats),
+            "models": dict(models),
+        }
+        optional = {
+            "device_model": self.device_model,
+            "device_class": self.device_class,
+            "country": self.country,
+            "runtimes": dict(self.runtimes) or None,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return body
+
+
+def _default_network() -> NetworkType:
+    return "wifi"
+
+
+def _default_charging() -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """Callbacks the SDK asks before downloading (an app wires them to the OS APIs).
+
+    Attributes:
+        network_type: returns "wifi", "cellular" or "offline" (default: always "wifi").
+        is_charging: returns True when plugged in (default: always True).
+        free_disk_bytes: free bytes where the cache lives (default: ``shutil.disk_usage``
+            of the cache directory, computed by the Device).
+    """
+
+    network_type: Callable[[], NetworkType] = _default_network
+    is_charging: Callable[[], bool] = _default_charging
+    free_disk_bytes: Callable[[], int] | None = None
+
+
+def disk_free(path: Path) -> int:
+    """Free bytes on the file system holding ``path`` (its nearest existing parent)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return int(shutil.disk_usage(probe).free)
+
+
+@dataclass(frozen=True)
+class PackageRef:
+    """Where and what a model's package is (manifest ``models[].package``)."""
+
+    id: str
+    url: str
+    size: int
+    sha256: str
+    signing_key_id: str
+    content_key_id: str | None
+
+
+@dataclass(frozen=True)
+class DownloadPolicy:
+    """When a package may be downloaded."""
+
+    wifi_only: bool = False
+    charging_only: bool = False
+    max_cellular_bytes: int = 52_428_800
+
+
+@dataclass(frozen=True)
+class HybridPolicy:
+    """How predictions are split between the device and the cloud."""
+
+    mode: Literal["local", "cloud", "cascade"] = "local"
+    threshold: float = 0.8
+    cloud_route: str | None = None
+    cloud_variant: str | None = None
+    timeout_ms: int = 1500
+    max_retries: int = 2
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of a check-in manifest (``package`` is None for cloud-only models)."""
+
+    name: str
+    version: int | None
+    variant: str | None
+    format: str | None
+    precision: str | None
+    package: PackageRef | None
+    model_sha256: str | None
+    download: DownloadPolicy
+    hybrid: HybridPolicy
+    schema: Mapping[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as JSON (what the SDK persists between runs)."""
+        package = self.package
+        return {
+            "name": self.name,
+            "version": self.version,
+            "variant": self.variant,
+            "format": self.format,
+            "precision": self.precision,
+            "package": None if package is None else package.__dict__.copy(),
+            "model_sha256": self.model_sha256,
+            "download_policy": self.download.__dict__.copy(),
+            "hybrid": self.hybrid.__dict__.copy(),
+            "schema": None if self.schema is None else dict(self.schema),
+        }
+
+
+def _get(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(data, Mapping) or key not in data:
+        raise ProtocolError(f"the server's manifest lacks '{where}{key}'; expected {kind}")
+    value = data[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+        raise ProtocolError(
+            f"the server's manifest field '{where}{key}' must be {kind}; got {value!r}. "
+            "Is the server a compatible pocketml version?"
+        )
+    return value
+
+
+def _parse_entry(raw: Any, index: int) -> ModelEntry:
+    where = f"models[{index}]."
+    name = _get(raw, "name", str, where)
+    package_raw = raw.get("package") if isinstance(raw, Mapping) else None
+    package = None
+    if package_raw is not None:
+        pw = f"{where}package."
+        package = PackageRef(
+            id=_get(package_raw, "id", str, pw),
+            url=_get(package_raw, "url", str, pw),
+            size=_get(package_raw, "size", int, pw),
+            sha256=_get(package_raw, "sha256", str, pw),
+            signing_key_id=_get(package_raw, "signing_key_id", str, pw),
+            content_key_id=package_raw.get("content_key_id"),
+        )
+    dp = raw.get("download_policy") or {}
+    hy = raw.get("hybrid") or {}
+    try:
+        download = DownloadPolicy(
+            wifi_only=bool(dp.get("wifi_only", False)),
+            charging_only=bool(dp.get("charging_only", False)),
+            max_cellular_bytes=int(dp.get("max_cellular_bytes", 52_428_800)),
+        )
+        hybrid = HybridPolicy(
+            mode=hy.get("mode", "local"),
+            threshold=float(hy.get("threshold", 0.8)),
+            cloud_route=hy.get("cloud_route") or f"/v1/models/{name}/predict",
+            cloud_variant=hy.get("cloud_variant"),
+            timeout_ms=int(hy.get("timeout_ms", 1500)),
+            max_retries=int(hy.get("max_retries", 2)),
+        )
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ProtocolError(f"the server's manifest has a bad policy in {where}: {exc}") from exc
+    if hybrid.mode not in ("local", "cloud", "cascade"):
+        raise ProtocolError(f"unknown hybrid mode {hybrid.mode!r} in {where}hybrid.mode")
+    version = raw.get("version")
+    return ModelEntry(
+        name=name,
+        version=version if isinstance(version, int) else None,
+        variant=raw.get("variant"),
+        format=raw.get("format"),
+        precision=raw.get("precision"),
+        package=package,
+        model_sha256=raw.get("model_sha256"),
+        download=download,
+        hybrid=hybrid,
+        schema=raw.get("schema") if isinstance(raw.get("schema"), Mapping) else None,
+    )
+
+
+def parse_manifest_models(manifest: Any) -> list[ModelEntry]:
+    """Parse the ``models`` list of a check-in manifest.
+
+    Args:
+        manifest: the decoded JSON body of ``POST /v1/checkin``.
+
+    Returns:
+        One ModelEntry per model.
+
+    Raises:
+        ProtocolError: a field is missing or has the wrong type.
+    """
+    models = _get(manifest, "models", list, "")
+    return [_parse_entry(raw, i) for i, raw in enumerate(models)]
+
+
+@dataclass(frozen=True)
+class ModelSync:
+    """What ``sync`` did for one model.
+
+    ``status`` is one of "unchanged" (304), "current" (already active), "updated" (new
+    package active), "blocked" (download policy), "failed" (``reason`` says the stage:
+    disk, download, verify, key, load) or "cloud-only" (no package for this device).
+    """
+
+    model: str
+    status: Literal["unchanged", "current", "updated", "blocked", "failed", "cloud-only"]
+    version: int | None = None
+    variant: str | None = None
+    reason: str | None = None
+    bytes_downloaded: int = 0
+    resumed: bool = False
+    from_cache: bool = False
+
+    @property
+    def summary(self) -> str:
+        """``"failed: disk"``-style text for logs and tables."""
+        return f"{self.status}: {self.reason}" if self.reason else self.status
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """The result of ``Device.sync()``."""
+
+    not_modified: bool
+    models: Mapping[str, ModelSync]
+
+    @property
+    def is_ok(self) -> bool:
+        """True when no model failed."""
+        return all(m.status != "failed" for m in self.models.values())
+
+
+@dataclass(frozen=True)
+class DownloadEvent:
+    """A progress callback's argument: ``kind`` is started, progress, done or failed."""
+
+    kind: Literal["started", "progress", "done", "failed"]
+    model: str
+    version: int | None
+    bytes: int
+    total: int
+    resumed: bool = False
+    error: str | None = None
+
+
+class Prediction(NamedTuple):
+    """One prediction (an immutable named tuple: cheap to build on the hot path).
+
+    Attributes:
+        label: the predicted class label.
+        probabilities: class probabilities.
+        confidence: the top probability.
+        source: "local", "cloud", or "fallback" (local answer after a failed cloud call).
+        version: the model version that answered.
+        latency_ms: wall time of the whole call.
+        prediction_id: id to send feedback for.
+        class_index: the index of ``label`` in the schema's labels.
+    """
+
+    label: str
+    probabilities: np.ndarray
+    confidence: float
+    source: Source
+    version: int | None
+    latency_ms: float
+    prediction_id: str
+    class_index: int
