@@ -11,9 +11,11 @@ from pocketml.train.metrics import classification_metrics
 from pocketml.train.model import TrainedModel, make_schema
 from pocketml.train.record import RunRecord
 from pocketml.train.trainer import (
+    LossFn,
     TrainConfig,
     TrainResult,
     evaluate,
+    fine_tune,
     fit_normalization,
     model_inputs,
     train,
@@ -22,12 +24,14 @@ from pocketml.train.trainer import (
 __all__ = [
     "SKLEARN_ARCHITECTURES",
     "TORCH_ARCHITECTURES",
+    "LossFn",
     "RunRecord",
     "TrainConfig",
     "TrainResult",
     "TrainedModel",
     "classification_metrics",
     "evaluate",
+    "fine_tune",
     "fit_normalization",
     "make_schema",
     "model_inputs",

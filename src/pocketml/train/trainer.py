@@ -31,9 +31,21 @@ from pocketml.train.metrics import classification_metrics
 from pocketml.train.model import TrainedModel, make_schema
 from pocketml.train.record import RunRecord, git_state
 
-__all__ = ["TrainConfig", "TrainResult", "evaluate", "fit_normalization", "model_inputs", "train"]
+__all__ = [
+    "LossFn",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "fine_tune",
+    "fit_normalization",
+    "model_inputs",
+    "train",
+]
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
+# (logits, targets, x_batch) -> scalar loss tensor; x_batch is the (augmented, normalized)
+# input the logits came from, so a loss can ask another model (a teacher) about it.
+LossFn = Callable[[Any, Any, Any], Any]
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,7 @@ def _fit_torch(
     config: TrainConfig,
     augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None,
     progress: ProgressFn | None,
+    train_loss: LossFn | None = None,
 ) -> dict[str, Any]:
     import torch
 
@@ -140,7 +153,9 @@ def _fit_torch(
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
             optimizer.zero_grad()
-            loss = loss_fn(module(torch.from_numpy(x_epoch[idx])), torch.from_numpy(y_train[idx]))
+            x_batch, y_batch = torch.from_numpy(x_epoch[idx]), torch.from_numpy(y_train[idx])
+            logits = module(x_batch)
+            loss = train_loss(logits, y_batch, x_batch) if train_loss else loss_fn(logits, y_batch)
             loss.backward()
             optimizer.step()
         module.eval()
@@ -167,6 +182,27 @@ def _fit_torch(
     return {"epochs_run": epoch, "best_epoch": best_epoch, "best_val_loss": best_loss}
 
 
+def _augmenter(
+    splits: Splits, schema: Any, config: TrainConfig
+) -> Callable[[np.ndarray, np.random.Generator], np.ndarray] | None:
+    """The per-epoch augmentation of the training inputs, or None without augmentations."""
+    if not config.augmentations:
+        return None
+
+    def augment_fn(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        chosen = rng.random(len(x)) < 0.5  # augment half of each epoch's samples
+        raw = splits.train.features[chosen]
+        seed = int(rng.integers(2**31))
+        aug = augment_dataset(
+            splits.train.subset(np.flatnonzero(chosen)), config.augmentations, seed=seed
+        )
+        out = x.copy()
+        out[chosen] = schema.normalize(aug.features) if raw.size else out[chosen]
+        return out
+
+    return augment_fn
+
+
 def train(
     data: Dataset | Splits,
     architecture: str | None = None,
@@ -176,6 +212,7 @@ def train(
     model_name: str | None = None,
     out_dir: Path | str | None = None,
     progress: ProgressFn | None = None,
+    loss_fn: LossFn | None = None,
 ) -> TrainResult:
     """Train ``architecture`` (or the user's own ``model``) on ``data``.
 
@@ -188,9 +225,13 @@ def train(
         model_name: the name in the schema (default: the dataset's name).
         out_dir: when given, the model and ``run.json`` are saved there.
         progress: called after each epoch with (epoch, max_epochs, validation stats).
+        loss_fn: PyTorch models only: the training loss ``loss_fn(logits, targets, x_batch)``
+            instead of cross-entropy (e.g. distillation). Early stopping still watches the
+            validation cross-entropy.
 
     Raises:
-        InvalidInput: unknown architecture, both or neither of architecture/model.
+        InvalidInput: unknown architecture, both or neither of architecture/model, or a
+            ``loss_fn`` for a scikit-learn model.
     """
     config = config or TrainConfig()
     if (architecture is None) == (model is None):
@@ -206,6 +247,11 @@ def train(
     started, t0 = RunRecord.now(), time.perf_counter()
     full = splits.train
     framework = _framework_of(architecture, model)
+    if loss_fn is not None and framework != "pytorch":
+        raise InvalidInput(
+            f"loss_fn applies to PyTorch models only; {architecture or 'the model'} is "
+            f"{framework}. Drop loss_fn or train a PyTorch architecture."
+        )
     normalization = fit_normalization(full)
     flatten = framework == "sklearn" and full.layout != "NC"
     sample_shape = (int(np.prod(full.sample_shape)),) if flatten else full.sample_shape
@@ -237,17 +283,6 @@ def train(
             torch.manual_seed(config.seed)
             estimator = build_torch_model(str(architecture), sample_shape, full.num_classes)
 
-        def augment_fn(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-            chosen = rng.random(len(x)) < 0.5  # augment half of each epoch's samples
-            raw = splits.train.features[chosen]
-            seed = int(rng.integers(2**31))
-            aug = augment_dataset(
-                splits.train.subset(np.flatnonzero(chosen)), config.augmentations, seed=seed
-            )
-            out = x.copy()
-            out[chosen] = schema.normalize(aug.features) if raw.size else out[chosen]
-            return out
-
         fit_info = _fit_torch(
             estimator,
             x_train,
@@ -255,8 +290,9 @@ def train(
             x_val,
             splits.validation.labels,
             config,
-            augment_fn if config.augmentations else None,
+            _augmenter(splits, schema, config),
             progress,
+            loss_fn,
         )
     trained = TrainedModel(
         framework=framework,
@@ -289,6 +325,78 @@ def train(
         trained.save(out_dir)
         record.save(Path(out_dir) / "run.json")
     return TrainResult(trained, test_metrics, val_metrics, splits, record)
+
+
+def fine_tune(
+    model: TrainedModel,
+    splits: Splits,
+    config: TrainConfig | None = None,
+    *,
+    loss_fn: LossFn | None = None,
+    progress: ProgressFn | None = None,
+) -> TrainResult:
+    """Continue training a PyTorch ``model`` in place with the loop ``train`` uses.
+
+    The model keeps its schema (the normalization is not refitted), so a pruned or
+    fake-quantized module goes on seeing exactly the inputs it was trained on. Early
+    stopping on the validation loss restores the best epoch's weights.
+
+    Args:
+        model: a PyTorch TrainedModel; its ``estimator`` is updated in place.
+        splits: the data; the same splits the model was trained on keeps the test honest.
+        config: hyper-parameters (epochs, learning rate, augmentations, seed).
+        loss_fn: the training loss ``loss_fn(logits, targets, x_batch)``; default
+            cross-entropy.
+        progress: called after each epoch with (epoch, max_epochs, validation stats).
+
+    Returns:
+        A TrainResult for ``model`` with test and validation metrics after fine-tuning.
+
+    Raises:
+        InvalidInput: ``model`` is not a PyTorch model, or the splits do not fit it.
+    """
+    config = config or TrainConfig()
+    if model.framework != "pytorch":
+        raise InvalidInput(
+            f"fine_tune needs a PyTorch model; got a {model.framework} {model.architecture}. "
+            "Retrain scikit-learn models with train()."
+        )
+    started, t0 = RunRecord.now(), time.perf_counter()
+    x_train = model_inputs(model, splits.train)
+    x_val = model_inputs(model, splits.validation)
+    fit_info = _fit_torch(
+        model.estimator,
+        x_train,
+        splits.train.labels,
+        x_val,
+        splits.validation.labels,
+        config,
+        _augmenter(splits, model.schema, config),
+        progress,
+        loss_fn,
+    )
+    test_metrics = evaluate(model, splits.test)
+    val_metrics = evaluate(model, splits.validation)
+    params = {**model.params, "fine_tune": {**config.to_dict(), **fit_info}}
+    record = RunRecord(
+        run_id=uuid.uuid4().hex[:12],
+        model=model.schema.name,
+        architecture=model.architecture,
+        framework=model.framework,
+        params=params | {"num_parameters": model.num_parameters()},
+        metrics=test_metrics,
+        validation_metrics=val_metrics,
+        dataset={
+            "name": splits.train.name.split(":")[0],
+            "fingerprint": _source_fingerprint(splits),
+            "split_seed": splits.seed,
+            "sizes": splits.sizes(),
+        },
+        started_at=started,
+        duration_s=round(time.perf_counter() - t0, 3),
+        git=git_state(),
+    )
+    return TrainResult(model, test_metrics, val_metrics, splits, record)
 
 
 def model_inputs(model: TrainedModel, dataset: Dataset) -> np.ndarray:
