@@ -91,6 +91,8 @@ def test_models_without_production_or_loadable_variant_are_listed_with_nulls(
     by_name = {m["name"]: m for m in manifest["models"]}
     assert by_name["digits"]["variant"] is None and by_name["digits"]["package"] is None
     assert by_name["digits"]["hybrid"]["cloud_variant"] == "large-onnx-fp32"
+    # without a package the schema still tells the device how to prepare cloud inputs
+    assert by_name["digits"]["schema"]["inputs"][0]["name"]
     assert by_name["draft"]["version"] is None and by_name["draft"]["package"] is None
     assert by_name["draft"]["hybrid"]["mode"] == "local"
 

@@ -82,3 +82,20 @@ def test_bad_inputs_are_refused() -> None:
 def test_plot_is_written(tmp_path: Path) -> None:
     result = calibrate_threshold(LOCAL, CLOUD, LABELS, target_accuracy=1.0)
     assert plot_calibration(result, tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_bootstrap_gives_a_threshold_at_least_as_cautious() -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 10, size=300)
+    local = rng.dirichlet(np.ones(10) * 0.5, size=300)
+    local[np.arange(300), labels] += rng.uniform(0, 1.5, size=300)
+    local /= local.sum(axis=1, keepdims=True)
+    cloud = np.eye(10)[labels] * 0.9 + 0.01
+    plain = calibrate_threshold(local, cloud, labels, relative_to_cloud=0.99)
+    robust = calibrate_threshold(local, cloud, labels, relative_to_cloud=0.99, bootstrap=50)
+    assert robust.threshold >= plain.threshold
+    assert robust.cloud_share >= plain.cloud_share
+    assert robust.accuracy >= plain.accuracy
+    assert "bootstrap" in robust.target
+    again = calibrate_threshold(local, cloud, labels, relative_to_cloud=0.99, bootstrap=50)
+    assert again.threshold == robust.threshold  # seeded

@@ -76,6 +76,8 @@ def manifest_model(entry: CatalogEntry, device: DeviceFacts, chooser: Chooser) -
         "model_sha256": None,
         "download_policy": entry.policy.download.to_dict(),
         "hybrid": entry.policy.hybrid.to_dict(name),
+        # Clients normalize inputs for the cloud with it before any package is on the device.
+        "schema": entry.model.schema,
     }
     if variant is not None:
         item.update(

@@ -167,6 +167,12 @@ class ManifestModel(BaseModel):
     model_sha256: str | None
     download_policy: DownloadPolicyPublic
     hybrid: HybridPolicyPublic
+    schema_: dict[str, Any] = Field(
+        alias="schema",
+        serialization_alias="schema",
+        description="The model's ModelSchema (inputs, normalization, labels): what a client "
+        "applies to raw inputs, for its own model and for cloud calls alike.",
+    )
 
 
 class ManifestPublic(BaseModel):
