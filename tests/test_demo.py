@@ -12,7 +12,7 @@ from pocketml.demo import DemoConfig, run_demo
 
 def test_demo_writes_models_schema_build_and_report(tmp_path: Path) -> None:
     console = Console(record=True, width=140)
-    config = DemoConfig(epochs_small=3, epochs_large=2, bench_iterations=10)
+    config = DemoConfig(epochs_small=3, epochs_large=2, bench_iterations=10, devices=6)
     report = run_demo(tmp_path, console=console, config=config)
     written = json.loads((tmp_path / "report.json").read_text())
     assert written["dataset"]["fingerprint"] == report["dataset"]["fingerprint"]
@@ -33,11 +33,21 @@ def test_demo_writes_models_schema_build_and_report(tmp_path: Path) -> None:
         assert variant is not None
         listed = next(v for v in build["variants"] if v["name"] == variant)
         assert profile in listed["profiles"]
-    assert set(written["timings_s"]) == {"data", "train", "convert", "optimize", "ship"}
+    assert set(written["timings_s"]) == {"data", "train", "convert", "optimize", "ship", "devices"}
+    fleet = written["devices"]["fleet"]
+    assert set(fleet) == {"local", "cloud", "cascade"}
+    assert fleet["cloud"]["cloud_share"] == 1.0
+    for totals in fleet.values():
+        assert totals["devices"] == 6
+        assert 0.0 <= totals["accuracy"] <= 1.0
+        assert sum(totals["predictions"].values()) == 134  # the odd half of the 269 test images
+    assert 0.0 <= written["devices"]["calibration"]["threshold"] <= 1.0
+    assert (tmp_path / "calibration.png").is_file()
     assert (tmp_path / "schema.json").is_file() and (tmp_path / "card.md").is_file()
     printed = " ".join(console.export_text().split())
     assert "Converted models" in printed
     assert "Chosen variant per device class" in printed
+    assert "simulated phones" in printed
     shipped = written["shipped"]
     assert shipped["stage"] == "production"
     assert shipped["version"] == 1

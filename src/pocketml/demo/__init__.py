@@ -5,7 +5,8 @@ Each lifecycle stage adds a chapter here. Today: data (fingerprint, validation) 
 TFLite and Core ML with parity checks -> optimize cnn-small (int8/fp16), benchmark every
 variant and choose one per device class -> ship: a server started in-process on a free port,
 an app, the build pushed as a signed version, promoted, and one package downloaded and
-verified the way a device will -> ``report.json``.
+verified the way a device will -> 50 simulated phones run hybrid inference on low-light
+digits -> ``report.json``.
 """
 
 from __future__ import annotations
@@ -16,17 +17,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pocketml._version import __version__
+from pocketml.config import Settings
 from pocketml.convert import TARGETS, ConversionResult, convert_model
 from pocketml.convert.build import VariantGroup, write_build
-from pocketml.data import load_digits, validate_dataset
+from pocketml.data import load_digits, parse_augmentations, validate_dataset
+from pocketml.demo._devices import run_devices
+from pocketml.demo._ship import ship
 from pocketml.optimize import plot_variants
 from pocketml.optimize.config import BenchSection, BuildConfig, ModelSection, TrainSection
 from pocketml.optimize.pipeline import VariantMatrix, optimize_and_select, resolve_profiles
+from pocketml.server.background import serve_in_thread
+from pocketml.server.client import AdminClient
 from pocketml.train import TrainConfig, TrainResult, model_inputs, train
 
 _DEMO_OPERATOR_TOKEN = "pml_op_demo-operator-token"
@@ -43,6 +50,9 @@ class DemoConfig:
     epochs_large: int = 12
     targets: tuple[str, ...] = TARGETS
     bench_iterations: int = 100
+    train_augment: str = "dim=0.6,noise=0.2"
+    low_light: str = "dim=0.4,noise=0.15"
+    devices: int = 50
 
 
 def _train_with_progress(
@@ -136,7 +146,11 @@ def run_demo(
         ("cnn-small", config.epochs_small),
         ("cnn-large", config.epochs_large),
     ):
-        train_config = TrainConfig(seed=config.seed, epochs=epochs)
+        train_config = TrainConfig(
+            seed=config.seed,
+            epochs=epochs,
+            augmentations=tuple(parse_augmentations(config.train_augment)),
+        )
         runs[architecture] = _train_with_progress(
             console, splits, architecture, train_config, out_dir / "runs" / architecture
         )
@@ -211,11 +225,45 @@ def run_demo(
             },
         },
     )
-    shipped = _ship(console, out_dir)
-    lap("ship")
+    console.print(
+        "\n[bold]5. Ship[/bold] (registry server in-process on 127.0.0.1, SQLite + local artifacts)"
+    )
+    settings = Settings(
+        home=out_dir / "server-home",
+        operator_token=SecretStr(_DEMO_OPERATOR_TOKEN),
+        database_url=None,
+        artifact_url=None,
+    )
+    with serve_in_thread(settings) as url:
+        created, version, shipped = ship(console, url, _DEMO_OPERATOR_TOKEN, out_dir)
+        lap("ship")
+        console.print(
+            f"\n[bold]6. Run on devices[/bold] ({config.devices} simulated phones sync, verify "
+            "and run hybrid inference on low-light digits)"
+        )
+        devices = run_devices(
+            console,
+            url=url,
+            admin=AdminClient(url, created.admin_token),
+            device_key=created.device_key,
+            version=version.version,
+            small=runs["cnn-small"],
+            large=runs["cnn-large"],
+            splits=splits,
+            low_light=config.low_light,
+            devices=config.devices,
+            out_dir=out_dir,
+            seed=config.seed,
+        )
+        lap("devices")
+    console.print(
+        f"   browse it later: POCKETML_HOME={settings.home} POCKETML_OPERATOR_TOKEN="
+        f"{_DEMO_OPERATOR_TOKEN} pocketml server, then /ui with the app's admin token"
+    )
     report = {
         "pocketml_version": __version__,
         "shipped": shipped,
+        "devices": devices,
         "dataset": {"name": "digits", "fingerprint": digits.fingerprint, "splits": splits.sizes()},
         "rows": rows,
         "selections": [sel.to_dict() for sel in matrix.selections],
@@ -295,66 +343,3 @@ def _optimize(
         json.dumps([r.to_dict() for r in matrix.results], indent=2) + "\n"
     )
     return matrix
-
-
-def _ship(console: Console, build_dir: Path) -> dict[str, Any]:
-    """Start a server in-process, create an app, push and promote the build, verify a package."""
-    import base64
-
-    from pydantic import SecretStr
-
-    from pocketml.config import Settings
-    from pocketml.protect import verify_package
-    from pocketml.server.background import serve_in_thread
-    from pocketml.server.client import AdminClient
-
-    console.print(
-        "\n[bold]5. Ship[/bold] (registry server in-process on 127.0.0.1, SQLite + local artifacts)"
-    )
-    settings = Settings(
-        home=build_dir / "server-home",
-        operator_token=SecretStr(_DEMO_OPERATOR_TOKEN),
-        database_url=None,
-        artifact_url=None,
-    )
-    with serve_in_thread(settings) as url:
-        created = AdminClient(url, _DEMO_OPERATOR_TOKEN).create_app(f"demo-{int(time.time())}")
-        admin = AdminClient(url, created.admin_token)
-        version = admin.push_build(build_dir, stage="production")
-        console.print(
-            f"   server {url}: app [bold]{created.app.name}[/bold], pushed digits "
-            f"v{version.version} with {len(version.variants)} signed packages, "
-            f"stage {version.stage}"
-        )
-        table = Table(title=f"digits v{version.version} in the registry", title_justify="left")
-        for column in ("variant", "format", "role", "model size", "package sha256"):
-            table.add_column(column)
-        for variant in version.variants:
-            table.add_row(
-                variant.name,
-                variant.format,
-                variant.role,
-                f"{variant.size / 1024:,.1f} KiB",
-                variant.package_id[:16] + "…",
-            )
-        console.print(table)
-        device_variant = next(v for v in version.variants if v.format == "tflite")
-        package = admin.download_package(device_variant.package_id, build_dir / "downloaded.pkg")
-        public_keys = {k: base64.b64decode(v) for k, v in created.app.public_keys.items()}
-        verified = verify_package(package, trusted_keys=public_keys, app_id=created.app.id)
-        console.print(
-            f"   downloaded {device_variant.name} ({package.stat().st_size:,} B) and verified it "
-            f"as a device would: Ed25519 signature by {verified.signing_key_id}, "
-            "every member's sha256 ✓"
-        )
-        console.print(
-            f"   browse it later: POCKETML_HOME={settings.home} POCKETML_OPERATOR_TOKEN="
-            f"{_DEMO_OPERATOR_TOKEN} pocketml server, then /ui with the app's admin token"
-        )
-    return {
-        "app_id": created.app.id,
-        "version": version.version,
-        "stage": version.stage,
-        "variants": [v.name for v in version.variants],
-        "verified_package": device_variant.package_id,
-    }
