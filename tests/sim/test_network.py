@@ -162,3 +162,20 @@ def test_every_network_profile_still_yields_an_answer(
     if name == "wifi":
         assert sources == {"local", "cloud"}
     assert all(np.isfinite(a.latency_ms) for a in answers)
+
+
+def test_simulated_inputs_take_the_shape_of_the_model_schema() -> None:
+    from pocketml.schema import InputSpec, ModelSchema, OutputSpec
+    from pocketml.sim._demo import inputs_for_schema
+
+    def schema(shape: list[int | None], layout: str) -> ModelSchema:
+        return ModelSchema(
+            name="m",
+            inputs=[InputSpec(name="input", shape=shape, layout=layout, value_range=(0, 5))],  # type: ignore[arg-type]
+            outputs=[OutputSpec(name="p", labels=["a", "b"])],
+        )
+
+    digits = inputs_for_schema(schema([None, 1, 8, 8], "NCHW"), 3)
+    assert digits.shape == (3, 1, 8, 8) and digits.max() <= 16
+    other = inputs_for_schema(schema([None, 5], "NC"), 4, seed=1)
+    assert other.shape == (4, 5) and other.min() >= 0 and other.max() <= 5

@@ -63,6 +63,7 @@ def simulate(
 ) -> None:
     """Simulate a fleet of devices on bad networks and print what it saw."""
     from pocketml.sim import PROFILES, demo_inputs, make_fleet, run_fleet
+    from pocketml.sim._demo import fetch_schema, inputs_for_schema
 
     networks = split_csv_option(network, "--network", PROFILES)
     if (server is None) != (device_key is None):
@@ -72,6 +73,9 @@ def simulate(
     with tempfile.TemporaryDirectory(prefix="pocketml-simulate-") as tmp:
         work = Path(tmp)
         if server is not None and device_key is not None:
+            inputs = inputs_for_schema(
+                fetch_schema(server, device_key, model), predictions, seed=seed
+            )
             report = run_fleet(
                 server, device_key, fleet, inputs, work / "devices", model=model, workers=workers
             )

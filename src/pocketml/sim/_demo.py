@@ -16,9 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from pocketml.errors import InvalidInput
+from pocketml.errors import InvalidInput, NotFound, Unavailable
+from pocketml.schema import ModelSchema
 
-__all__ = ["DEMO_MODEL", "centroids", "demo_inputs", "write_demo_build"]
+__all__ = [
+    "DEMO_MODEL",
+    "centroids",
+    "demo_inputs",
+    "fetch_schema",
+    "inputs_for_schema",
+    "write_demo_build",
+]
 
 DEMO_MODEL = "digits"
 _SCALE = 1.0 / 16.0  # raw digits pixels are 0..16
@@ -47,6 +55,57 @@ def demo_inputs(count: int, *, seed: int = 0) -> np.ndarray:
     x = np.asarray(digits.features, dtype=np.float32).reshape(len(digits), -1)
     rows = np.random.default_rng(seed).choice(len(x), size=count, replace=count > len(x))
     return x[rows]
+
+
+def inputs_for_schema(schema: ModelSchema, count: int, *, seed: int = 0) -> np.ndarray:
+    """``count`` raw inputs shaped for ``schema``'s first input.
+
+    Digits images when the model takes 64 values (8×8 digits in any layout), otherwise
+    uniform values in the input's ``value_range`` (default [0, 1]): enough to exercise
+    sync, inference and telemetry against any model.
+    """
+    shape = schema.input.sample_shape
+    if int(np.prod(shape)) == 64:
+        return demo_inputs(count, seed=seed).reshape(count, *shape)
+    low, high = schema.input.value_range or (0.0, 1.0)
+    rng = np.random.default_rng(seed)
+    return rng.uniform(low, high, size=(count, *shape)).astype(np.float32)
+
+
+def fetch_schema(server_url: str, device_key: str, model: str) -> ModelSchema:
+    """Check in once as a throwaway device and read ``model``'s schema from the manifest.
+
+    Raises:
+        Unavailable: the server cannot be reached.
+        NotFound: the app has no such model.
+    """
+    import httpx
+
+    facts = {
+        "device_id": "pocketml-simulate-probe",
+        "platform": "linux",
+        "os_version": "sim",
+        "app_version": "sim",
+        "formats": ["onnx"],
+    }
+    headers = {"Authorization": f"Bearer {device_key}"}
+    try:
+        response = httpx.post(
+            f"{server_url.rstrip('/')}/v1/checkin", json=facts, headers=headers, timeout=30
+        )
+    except httpx.HTTPError as exc:
+        raise Unavailable(
+            f"cannot reach {server_url}: {exc}. Is `pocketml server` running?"
+        ) from exc
+    if response.status_code >= 400:
+        detail = response.text[:200]
+        raise Unavailable(
+            f"check-in at {server_url} failed with HTTP {response.status_code}: {detail}"
+        )
+    for entry in response.json().get("models", []):
+        if entry.get("name") == model and entry.get("schema"):
+            return ModelSchema.from_dict(entry["schema"])
+    raise NotFound(f"the app has no model {model!r} with a schema; push one with `pocketml push`")
 
 
 def _linear_model(sharpness: float) -> object:
