@@ -8,27 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from pocketml.data import load_digits
 from pocketml.errors import InvalidInput
 from pocketml.optimize.distill import Distiller, DistillResult, student_cnn
 from pocketml.schema import Normalization
 from pocketml.train import TrainConfig, TrainedModel, make_schema, model_inputs, train
 
 CONFIG = TrainConfig(seed=3, epochs=2)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    # small models on a shared 2-core machine: one thread avoids oversubscription
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def splits():  # type: ignore[no-untyped-def]
-    return load_digits().split(seed=0)
 
 
 @pytest.fixture(scope="module")

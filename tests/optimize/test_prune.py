@@ -8,25 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from pocketml.data import load_digits
 from pocketml.errors import InvalidInput, UnsupportedError
 from pocketml.optimize.prune import ChannelPruner, MagnitudePruner, export_size, weight_sparsity
 from pocketml.runtime import open_runner
 from pocketml.train import TrainConfig, TrainedModel, model_inputs, train
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    # small models on a shared 2-core machine: one thread avoids oversubscription
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def splits():  # type: ignore[no-untyped-def]
-    return load_digits().split(seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from pocketml.data import load_digits
 from pocketml.errors import InvalidInput, UnsupportedError
 from pocketml.optimize.qat import QATrainer, QATResult, qdq_operators
 from pocketml.runtime import open_runner
@@ -16,20 +15,6 @@ from pocketml.train import TrainConfig, TrainedModel, model_inputs, train
 
 # The stated bound: QAT int8 loses at most 3 accuracy points against the float model.
 MAX_ACCURACY_DROP = 0.03
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    # small models on a shared 2-core machine: one thread avoids oversubscription
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def splits():  # type: ignore[no-untyped-def]
-    return load_digits().split(seed=0)
 
 
 @pytest.fixture(scope="module")
