@@ -115,7 +115,14 @@ def main() -> None:
     }
     app = factories[kind](*args)
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="on"
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        http="httptools",
+        loop="uvloop",
     )
     asyncio.run(_Server(config).serve())
 

@@ -1,4 +1,4 @@
-"""Revision 0002 creates exactly the ORM tables of delivery and telemetry."""
+"""The migrations create exactly the ORM tables of delivery and telemetry."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import sqlalchemy as sa
 
 import pocketml.delivery._orm
 import pocketml.telemetry._orm  # noqa: F401  (registers the tables on Base.metadata)
-from pocketml.registry._db import VERSION_TABLE, create_engine, current_revision, run_migrations
+from pocketml.registry._db import (
+    VERSION_TABLE,
+    create_engine,
+    current_revision,
+    head_revision,
+    run_migrations,
+)
 from pocketml.registry._orm import Base
 
 NEW_TABLES = {"version_policies", "telemetry_batches", "telemetry_events", "feedback"}
@@ -19,7 +25,7 @@ def test_the_migrations_create_exactly_the_orm_schema_with_device_tables(databas
     engine = create_engine(database_url)
     try:
         run_migrations(engine)
-        assert current_revision(engine) == "0002"
+        assert current_revision(engine) == head_revision()
         assert set(sa.inspect(engine).get_table_names()) >= NEW_TABLES
         with engine.connect() as conn:
             context = MigrationContext.configure(

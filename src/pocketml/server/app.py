@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from pocketml._version import __version__
 from pocketml.config import Settings
 from pocketml.errors import InvalidInput
+from pocketml.server._fast import DeviceFastPath
 from pocketml.server._state import DeviceOptions, PrincipalCache, ServerState
 from pocketml.server.errors import RequestIdMiddleware, install_error_handlers
 from pocketml.server.routes import admin, device, metrics, packages, predict, system, telemetry, ui
@@ -199,6 +200,7 @@ def create_app(settings: Settings, *, device_options: DeviceOptions | None = Non
         responses={},
     )
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(DeviceFastPath)  # outermost: predict and telemetry skip the stack
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(admin.router)

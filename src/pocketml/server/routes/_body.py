@@ -12,7 +12,7 @@ from starlette.requests import ClientDisconnect
 
 from pocketml.errors import InvalidInput, PayloadTooLarge
 
-__all__ = ["MalformedJson", "describe_errors", "read_body", "read_json"]
+__all__ = ["MalformedJson", "describe_errors", "parse_json", "read_body", "read_json"]
 
 
 class MalformedJson(InvalidInput):
@@ -56,7 +56,15 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         PayloadTooLarge: the body (or its Content-Length) is over ``max_bytes``.
         MalformedJson: the body is not valid JSON.
     """
-    body = await read_body(request, max_bytes)
+    return parse_json(await read_body(request, max_bytes))
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse a request body as JSON (orjson; NaN / Infinity tokens via the json module).
+
+    Raises:
+        MalformedJson: the body is not valid JSON.
+    """
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -16,7 +16,7 @@ from pocketml.registry import Principal
 from pocketml.server._state import ServerState, server_state
 from pocketml.server.auth import OPERATOR, authenticate_token
 
-__all__ = ["device_principal", "device_state"]
+__all__ = ["authenticate_device", "bearer_token", "device_principal", "device_state"]
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -45,11 +45,43 @@ async def device_principal(
         Unauthorized: no bearer token, or one that matches no app.
         Forbidden: the operator token (it belongs to no app).
     """
-    if credentials is None or not credentials.credentials:
+    token = credentials.credentials if credentials is not None else None
+    return await authenticate_device(state, token)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value, else None.
+
+    Same parsing as FastAPI's ``HTTPBearer``: the scheme is case-insensitive, the token
+    is stripped, anything else (no header, another scheme, no token) gives None.
+    """
+    if not authorization:
+        return None
+    scheme, _, param = authorization.partition(" ")
+    token = param.strip()
+    if not scheme or not token or scheme.lower() != "bearer":
+        return None
+    return token
+
+
+async def authenticate_device(state: ServerState, token: str | None) -> Principal:
+    """The app a device request acts for, from its bearer token (cached verification).
+
+    Args:
+        state: the server state (principal cache, registry).
+        token: the bearer token, or None when the request had none.
+
+    Returns:
+        The principal of the device key (or admin token).
+
+    Raises:
+        Unauthorized: no bearer token, or one that matches no app.
+        Forbidden: the operator token (it belongs to no app).
+    """
+    if not token:
         raise Unauthorized(
             "device routes need the app's device key; send 'Authorization: Bearer pml_dev_...'."
         )
-    token = credentials.credentials
     principal = state.principals.get(token)
     if principal is None:
         principal = await run_in_threadpool(authenticate_token, state, token)

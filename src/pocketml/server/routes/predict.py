@@ -20,7 +20,7 @@ from pocketml.server.routes._device_auth import device_principal, device_state
 from pocketml.server.routes._docs import ERRORS_AUTH, errors
 from pocketml.server.schemas_device import PredictRequest, PredictResponse
 
-__all__ = ["router"]
+__all__ = ["parse_predict_body", "router"]
 
 router = APIRouter(tags=["inference"])
 
@@ -28,7 +28,13 @@ _MAX_BODY = 16 * 1024 * 1024
 _ALLOWED = frozenset({"inputs", "device_id", "prediction_id"})
 
 
-def _parse(payload: Any) -> tuple[Any, str | None]:
+def parse_predict_body(payload: Any) -> tuple[Any, str | None]:
+    """The inputs and prediction id of a parsed predict body.
+
+    Raises:
+        InvalidInput: not an object, unknown fields, no list ``inputs``, or a bad
+            ``prediction_id`` / ``device_id``.
+    """
     if not isinstance(payload, dict):
         raise InvalidInput(
             f"the body must be a JSON object with 'inputs'; got {type(payload).__name__}."
@@ -87,7 +93,7 @@ async def predict(
 ) -> Response:
     """Run the model and answer with orjson bytes."""
     try:
-        inputs, prediction_id = _parse(await read_json(request, _MAX_BODY))
+        inputs, prediction_id = parse_predict_body(await read_json(request, _MAX_BODY))
         body = await state.serving.predict(principal.app_id, name, inputs, prediction_id)
     except MalformedJson:
         raise

@@ -15,13 +15,14 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
-from pocketml.errors import PayloadTooLarge
+from pocketml.errors import InvalidInput, PayloadTooLarge
 from pocketml.registry import Principal
 from pocketml.server._state import ServerState
 from pocketml.server.errors import error_response, request_id_of
 from pocketml.server.routes._body import describe_errors, read_json
 from pocketml.server.routes._device_auth import device_principal, device_state
 from pocketml.server.routes._docs import ERRORS_AUTH, errors
+from pocketml.server.routes._telemetry_check import fast_check_batch
 from pocketml.server.schemas_device import (
     FeedbackAccepted,
     FeedbackRequest,
@@ -30,11 +31,56 @@ from pocketml.server.schemas_device import (
 )
 from pocketml.telemetry import Feedback, TelemetryBatch
 
-__all__ = ["router"]
+__all__ = ["BatchRejected", "router", "validate_batch"]
 
 router = APIRouter(tags=["telemetry"])
 
 _EVENT_TAGS = frozenset({"inference", "error", "download"})
+
+
+class BatchRejected(InvalidInput):
+    """A telemetry batch with bad fields (HTTP 422 naming each ``events[i].field``)."""
+
+
+def validate_batch(payload: Any, max_events: int) -> TelemetryBatch:
+    """Check a parsed telemetry body against ``TelemetryRequest``; return its batch.
+
+    Certainly-valid batches take the plain-code check (``fast_check_batch``); anything
+    else is validated by pydantic, which writes the error message.
+
+    Args:
+        payload: the parsed JSON body (its events may be normalized in place).
+        max_events: the server's ``max_telemetry_events``.
+
+    Returns:
+        The validated ``TelemetryBatch``.
+
+    Raises:
+        PayloadTooLarge: more than ``max_events`` events.
+        BatchRejected: any bad field; the message names each one.
+    """
+    events = payload.get("events") if isinstance(payload, dict) else None
+    if isinstance(events, list) and len(events) > max_events:
+        raise PayloadTooLarge(
+            f"a batch may hold at most {max_events} events; got "
+            f"{len(events)}. Split it into smaller batches (each with its own batch_id)."
+        )
+    batch = fast_check_batch(payload)
+    if batch is not None:
+        return batch
+    try:
+        body = TelemetryRequest.model_validate(payload)
+    except ValidationError as exc:
+        raise BatchRejected(describe_errors(exc, _EVENT_TAGS)) from exc
+    context = body.device
+    return TelemetryBatch(
+        batch_id=body.batch_id,
+        device_id=body.device_id,
+        events=body.events,
+        platform=context.platform if context else None,
+        device_class=context.device_class if context else None,
+        app_version=context.app_version if context else None,
+    )
 
 
 @router.post(
@@ -68,27 +114,10 @@ async def ingest_telemetry(
 ) -> Response:
     """Validate and store one batch."""
     payload: Any = await read_json(request, state.max_telemetry_bytes)
-    events = payload.get("events") if isinstance(payload, dict) else None
-    if isinstance(events, list) and len(events) > state.max_telemetry_events:
-        raise PayloadTooLarge(
-            f"a batch may hold at most {state.max_telemetry_events} events; got "
-            f"{len(events)}. Split it into smaller batches (each with its own batch_id)."
-        )
     try:
-        body = TelemetryRequest.model_validate(payload)
-    except ValidationError as exc:
-        return error_response(
-            422, "invalid_input", describe_errors(exc, _EVENT_TAGS), request_id_of(request)
-        )
-    context = body.device
-    batch = TelemetryBatch(
-        batch_id=body.batch_id,
-        device_id=body.device_id,
-        events=body.events,
-        platform=context.platform if context else None,
-        device_class=context.device_class if context else None,
-        app_version=context.app_version if context else None,
-    )
+        batch = validate_batch(payload, state.max_telemetry_events)
+    except BatchRejected as exc:
+        return error_response(422, exc.code, str(exc), request_id_of(request))
     result = await run_in_threadpool(state.telemetry.ingest, principal.app_id, batch)
     return Response(
         orjson.dumps({"accepted": result.accepted, "duplicate": result.duplicate}),

@@ -1,0 +1,198 @@
+"""A raw ASGI fast path for the two hottest device routes, in front of the FastAPI app.
+
+``POST /v1/models/{name}/predict`` and ``POST /v1/telemetry`` carry the fleet's load;
+going through Starlette's middleware stack, FastAPI's dependency solver and pydantic
+costs more than the work itself. ``DeviceFastPath`` answers them directly with the same
+semantics as the FastAPI routes (which stay defined for the OpenAPI document and answer
+everything the fast path does not take): bearer auth with the cached verification,
+the error shape ``{"error": {"code", "message", "request_id"}}`` with the same statuses,
+the ``X-Request-ID`` echo, orjson in and out. Anything else falls through untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import orjson
+from anyio import to_thread
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pocketml.errors import (
+    InvalidInput,
+    MissingDependencyError,
+    PayloadTooLarge,
+    PocketMLError,
+    Unavailable,
+)
+from pocketml.server._state import ServerState
+from pocketml.server.errors import _REQUEST_ID_OK, status_for
+from pocketml.server.routes._body import MalformedJson, parse_json
+from pocketml.server.routes._device_auth import authenticate_device, bearer_token
+from pocketml.server.routes.predict import parse_predict_body
+from pocketml.server.routes.telemetry import BatchRejected, validate_batch
+
+__all__ = ["DeviceFastPath"]
+
+logger = logging.getLogger(__name__)
+
+_PREDICT_PREFIX = "/v1/models/"
+_PREDICT_SUFFIX = "/predict"
+_MAX_PREDICT_BODY = 16 * 1024 * 1024
+_JSON = b"application/json"
+
+
+class _Reply(Exception):
+    """An early answer (status, code, message) raised inside a fast handler."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class DeviceFastPath:
+    """ASGI middleware: serve predict and telemetry directly, pass the rest to ``app``.
+
+    Args:
+        app: the wrapped ASGI app (the FastAPI stack); it also provides the server state
+            (``app.state.pocketml``) once its lifespan has run.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        name = None
+        if path.startswith(_PREDICT_PREFIX) and path.endswith(_PREDICT_SUFFIX):
+            name = path[len(_PREDICT_PREFIX) : -len(_PREDICT_SUFFIX)]
+            if not name or "/" in name or len(name) > 64:
+                name = None  # FastAPI answers these (404 / 422) in its own words
+        if name is None and path != "/v1/telemetry":
+            await self.app(scope, receive, send)
+            return
+        app_state = getattr(scope.get("app"), "state", None)
+        state = getattr(app_state, "pocketml", None)
+        if not isinstance(state, ServerState):  # lifespan not run: FastAPI answers 503
+            await self.app(scope, receive, send)
+            return
+        await self._serve(scope, receive, send, state, name)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, state: ServerState, name: str | None
+    ) -> None:
+        authorization = None
+        given_rid = None
+        length = None
+        for key, value in scope["headers"]:
+            lowered = key.lower()
+            if lowered == b"authorization":
+                authorization = value.decode("latin-1")
+            elif lowered == b"x-request-id":
+                given_rid = value.decode("latin-1")
+            elif lowered == b"content-length":
+                length = value
+        rid = given_rid if given_rid and _REQUEST_ID_OK.match(given_rid) else uuid.uuid4().hex
+        try:
+            principal = await authenticate_device(state, bearer_token(authorization))
+            if name is not None:
+                body = await _read_body(receive, length, _MAX_PREDICT_BODY)
+                status, answer = 200, await _predict(state, principal.app_id, name, body)
+            else:
+                body = await _read_body(receive, length, state.max_telemetry_bytes)
+                status, answer = await _telemetry(state, principal.app_id, body)
+        except _Reply as reply:
+            await _send_error(send, reply.status, reply.code, reply.message, rid)
+        except PocketMLError as exc:
+            status = status_for(exc)
+            message = str(exc) or exc.code
+            if status >= 500 and not isinstance(exc, Unavailable | MissingDependencyError):
+                logger.error("request %s failed: %s", rid, exc, exc_info=exc)
+                message = f"internal error; quote request id {rid} when reporting it."
+            await _send_error(send, status, exc.code, message, rid)
+        except Exception:
+            logger.exception("request %s %s %s failed", rid, scope.get("method"), scope["path"])
+            await _send_error(
+                send,
+                500,
+                "internal_error",
+                f"internal error; quote request id {rid} when reporting it.",
+                rid,
+            )
+        else:
+            await _send(send, status, answer, rid)
+
+
+async def _predict(state: ServerState, app_id: str, name: str, body: bytes) -> bytes:
+    try:
+        inputs, prediction_id = parse_predict_body(parse_json(body))
+        return await state.serving.predict(app_id, name, inputs, prediction_id)
+    except MalformedJson:
+        raise
+    except InvalidInput as exc:  # the schema check: 422, like the FastAPI route
+        raise _Reply(422, exc.code, str(exc)) from exc
+
+
+async def _telemetry(state: ServerState, app_id: str, body: bytes) -> tuple[int, bytes]:
+    try:
+        batch = validate_batch(parse_json(body), state.max_telemetry_events)
+    except BatchRejected as exc:
+        raise _Reply(422, exc.code, str(exc)) from exc
+    result = await to_thread.run_sync(state.telemetry.ingest, app_id, batch)
+    answer = orjson.dumps({"accepted": result.accepted, "duplicate": result.duplicate})
+    return (200 if result.duplicate else 202), answer
+
+
+async def _read_body(receive: Receive, declared: bytes | None, max_bytes: int) -> bytes:
+    """The whole body, at most ``max_bytes`` (same checks and messages as ``read_body``)."""
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(max_bytes, f"Content-Length says {declared.decode()}")
+    message: Message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        body: bytes = message.get("body", b"")
+        if len(body) > max_bytes:
+            raise _too_large(max_bytes, "got more")
+        return body
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        if message["type"] == "http.disconnect":
+            raise InvalidInput("the client disconnected before sending the whole body.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(max_bytes, "got more")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+        message = await receive()
+
+
+def _too_large(max_bytes: int, given: str) -> PocketMLError:
+    return PayloadTooLarge(
+        f"the body may be at most {max_bytes} bytes; {given}. Send smaller batches."
+    )
+
+
+async def _send(send: Send, status: int, body: bytes, rid: str, extra: Any = ()) -> None:
+    headers = [
+        (b"content-type", _JSON),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", rid.encode()),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(send: Send, status: int, code: str, message: str, rid: str) -> None:
+    body = orjson.dumps({"error": {"code": code, "message": message, "request_id": rid}})
+    extra = [(b"www-authenticate", b'Bearer realm="pocketml"')] if status == 401 else []
+    await _send(send, status, body, rid, extra)
