@@ -58,6 +58,12 @@ class ServerSettings(BaseModel):
         description="Seconds a server replica caches an app's delivery catalog for check-ins "
         "(0 = always read the database). Promotions on this replica clear it at once.",
     )
+    rollout_eval_interval_s: float = Field(
+        30.0,
+        description="How often the in-server evaluator checks running rollouts' guardrails "
+        "(seconds; 0 or less turns it off). Safe with several replicas: a database lease "
+        "picks one evaluator at a time.",
+    )
     public_url: str | None = Field(
         None, description="Base URL devices use to reach this server (package links)."
     )

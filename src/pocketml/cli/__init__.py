@@ -13,7 +13,17 @@ import sys
 import typer
 
 from pocketml._version import __version__
-from pocketml.cli import _admin, _build, _convert, _data, _demo, _server, _simulate, _train
+from pocketml.cli import (
+    _admin,
+    _build,
+    _convert,
+    _data,
+    _demo,
+    _rollout,
+    _server,
+    _simulate,
+    _train,
+)
 from pocketml.cli._common import err_console
 from pocketml.errors import PocketMLError
 
@@ -35,6 +45,8 @@ app.command("convert")(_convert.convert)
 app.command("build")(_build.build)
 app.command("optimize")(_build.optimize)
 app.command("bench")(_build.bench)
+app.add_typer(_rollout.rollout_app, name="rollout")
+app.add_typer(_rollout.experiment_app, name="experiment")
 app.command("simulate")(_simulate.simulate)
 app.command("demo")(_demo.demo)
 app.command("server")(_server.server)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pocketml.delivery._store import PolicyStore
@@ -24,7 +24,9 @@ from pocketml.delivery._types import (
     VersionPolicy,
 )
 from pocketml.delivery.decide import choose_variant
+from pocketml.delivery.experiments import ExperimentService
 from pocketml.delivery.manifest import CatalogEntry, Chooser, build_manifest, default_policy
+from pocketml.delivery.rollouts import CheckinPlan, RolloutService
 from pocketml.errors import NotFound, Unavailable
 from pocketml.registry import AppInfo, ModelInfo, Registry, VersionInfo
 
@@ -41,6 +43,31 @@ class _Catalog:
     entries: tuple[CatalogEntry, ...]
     loaded_at: float
     manifests: dict[tuple[Any, ...], Manifest] = field(default_factory=dict)
+    plan: CheckinPlan = field(default_factory=lambda: CheckinPlan({}))
+    offers: dict[tuple[str, str], CatalogEntry] = field(default_factory=dict)
+
+    def key(self, device: DeviceFacts) -> tuple[Any, ...]:
+        """The manifest cache key: variant facts plus the per-model rollout choice."""
+        if not self.plan.models:
+            return device.targeting_key()
+        return (*device.targeting_key(), self.plan.select(device))
+
+    def entries_for(self, choice: tuple[Any, ...]) -> tuple[CatalogEntry, ...]:
+        """The catalog as one device sees it: no version, control or candidate per model."""
+        if not self.plan.models:
+            return self.entries
+        chosen = dict(choice[-1])
+        out = []
+        for entry in self.entries:
+            pick = chosen.get(entry.model.name, "c")
+            offer = self.offers.get((entry.model.name, pick))
+            if offer is not None:
+                out.append(offer)
+            elif pick == "-":
+                out.append(replace(entry, version=None))
+            else:
+                out.append(entry)
+        return tuple(out)
 
 
 class DeliveryService:
@@ -69,11 +96,22 @@ class DeliveryService:
         self.chooser = chooser
         self.clock = clock
         self._policies: PolicyStore | None = None
+        self._rollouts: RolloutService | None = None
+        self._experiments: ExperimentService | None = None
         self._catalogs: dict[str, _Catalog] = {}
 
     def open(self) -> None:
         """Attach to the registry's database (the registry must be open)."""
         self._policies = PolicyStore(self.registry.store.engine)
+        self._rollouts = RolloutService(self.registry, on_change=self.invalidate)
+        self._experiments = ExperimentService(self._rollouts)
+
+    @property
+    def rollouts(self) -> RolloutService:
+        """Targeting and staged rollouts. Raises Unavailable before ``open()``."""
+        if self._rollouts is None:
+            raise Unavailable("the delivery service is not open; call open() first.")
+        return self._rollouts
 
     @property
     def policies(self) -> PolicyStore:
@@ -81,6 +119,13 @@ class DeliveryService:
         if self._policies is None:
             raise Unavailable("the delivery service is not open; call open() first.")
         return self._policies
+
+    @property
+    def experiments(self) -> ExperimentService:
+        """A/B experiments. Raises Unavailable before ``open()``."""
+        if self._experiments is None:
+            raise Unavailable("the delivery service is not open; call open() first.")
+        return self._experiments
 
     # -- check-in ----------------------------------------------------------------------
 
@@ -98,12 +143,12 @@ class DeliveryService:
             NotFound: the app does not exist. Unavailable: the database is unreachable.
         """
         catalog = self._catalog(app_id)
-        key = device.targeting_key()
+        key = catalog.key(device)
         manifest = catalog.manifests.get(key)
         if manifest is None:
             manifest = build_manifest(
                 catalog.app,
-                catalog.entries,
+                catalog.entries_for(key),
                 device,
                 chooser=self.chooser,
                 checkin_interval_s=self.checkin_interval_s,
@@ -121,7 +166,7 @@ class DeliveryService:
         catalog = self._catalogs.get(app_id)
         if catalog is None or self.clock() - catalog.loaded_at >= self.cache_ttl_s:
             return None
-        return catalog.manifests.get(device.targeting_key())
+        return catalog.manifests.get(catalog.key(device))
 
     def invalidate(self, app_id: str | None = None) -> None:
         """Forget the cached catalog of one app (or of all apps)."""
@@ -160,15 +205,31 @@ class DeliveryService:
                     )
                 except NotFound:  # demoted or deleted between the two reads
                     versions[model.name] = None
-        overrides = self.policies.get_many([v.id for v in versions.values() if v is not None])
-        entries = []
-        for model in models:
-            version = versions[model.name]
+        plan = self.rollouts.plan(app_id)
+        offered = [v for v in versions.values() if v is not None]
+        offered += [v for p in plan.models.values() for v in p.offers().values()]
+        overrides = self.policies.get_many([v.id for v in offered])
+
+        def entry(model: ModelInfo, version: VersionInfo | None) -> CatalogEntry:
             policy = default_policy(model.name, version)
             if version is not None and version.id in overrides:
                 policy = policy.with_overrides(*overrides[version.id])
-            entries.append(CatalogEntry(model=model, version=version, policy=policy))
-        return _Catalog(app=app, entries=tuple(entries), loaded_at=now)
+            return CatalogEntry(model=model, version=version, policy=policy)
+
+        entries = [entry(model, versions[model.name]) for model in models]
+        offers = {
+            (model.name, code): entry(model, version)
+            for model in models
+            if model.name in plan.models
+            for code, version in plan.models[model.name].offers().items()
+        }
+        return _Catalog(
+            app=app,
+            entries=tuple(entries),
+            loaded_at=now,
+            plan=plan,
+            offers=offers,
+        )
 
     # -- policies ----------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ result (STYLE.md rule 3).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -23,7 +24,17 @@ from pocketml.errors import InvalidInput
 from pocketml.server._fast import DeviceFastPath
 from pocketml.server._state import DeviceOptions, PrincipalCache, ServerState
 from pocketml.server.errors import RequestIdMiddleware, install_error_handlers
-from pocketml.server.routes import admin, device, metrics, packages, predict, system, telemetry, ui
+from pocketml.server.routes import (
+    admin,
+    device,
+    metrics,
+    packages,
+    predict,
+    rollouts,
+    system,
+    telemetry,
+    ui,
+)
 
 __all__ = [
     "create_app",
@@ -163,6 +174,29 @@ def _open_state(settings: Settings, options: DeviceOptions) -> ServerState:
     )
 
 
+def _start_rollout_evaluator(
+    settings: Settings, state: ServerState
+) -> tuple[asyncio.Task[None], asyncio.Event] | None:
+    """Start the rollout evaluator loop (``server.rollout_eval_interval_s``; <= 0: off)."""
+    from pocketml.delivery import RolloutEvaluator
+
+    interval = settings.server.rollout_eval_interval_s
+    if interval <= 0:
+        return None
+    stop = asyncio.Event()
+    evaluator = RolloutEvaluator(state.delivery.rollouts, interval_s=interval)
+    return asyncio.create_task(evaluator.run_forever(stop)), stop
+
+
+async def _stop_rollout_evaluator(
+    running: tuple[asyncio.Task[None], asyncio.Event] | None,
+) -> None:
+    if running is not None:
+        task, stop = running
+        stop.set()
+        await task
+
+
 def create_app(settings: Settings, *, device_options: DeviceOptions | None = None) -> FastAPI:
     """Build the pocketml server application.
 
@@ -186,9 +220,11 @@ def create_app(settings: Settings, *, device_options: DeviceOptions | None = Non
             settings.home,
             state.registry_label,
         )
+        evaluator = _start_rollout_evaluator(settings, state)
         try:
             yield
         finally:
+            await _stop_rollout_evaluator(evaluator)
             await state.serving.close()
             state.registry.close()
 
@@ -209,6 +245,7 @@ def create_app(settings: Settings, *, device_options: DeviceOptions | None = Non
     app.include_router(predict.router)
     app.include_router(telemetry.router)
     app.include_router(metrics.router)
+    app.include_router(rollouts.router)
     app.include_router(ui.router)
     return app
 

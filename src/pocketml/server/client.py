@@ -32,6 +32,14 @@ from pocketml.server.schemas import (
     VersionPage,
     VersionPublic,
 )
+from pocketml.server.schemas_rollouts import (
+    AuditPage,
+    ExperimentList,
+    ExperimentPublic,
+    RolloutList,
+    RolloutPublic,
+    TargetingPublic,
+)
 
 __all__ = ["AdminClient", "ProgressCallback"]
 
@@ -333,6 +341,60 @@ class AdminClient:
                 f"the server running at {self.base_url}? Start it with `pocketml server`."
             ) from exc
         return out_path
+
+    # -- rollouts (docs/rollouts.md) ---------------------------------------------------
+
+    def create_rollout(self, model: str, version: int, **options: Any) -> RolloutPublic:
+        """``POST /v1/admin/rollouts``: start a staged rollout (options: schedule,
+        min_dwell_s, min_samples, on_breach, guardrails, targeting)."""
+        return self._post(
+            "/v1/admin/rollouts", RolloutPublic, {"model": model, "version": version, **options}
+        )
+
+    def list_rollouts(self, *, active: bool = False) -> RolloutList:
+        """``GET /v1/admin/rollouts``: the app's rollouts, newest first."""
+        return self._get("/v1/admin/rollouts", RolloutList, active=active or None)
+
+    def show_rollout(self, rollout_id: str) -> RolloutPublic:
+        """``GET /v1/admin/rollouts/{id}`` with the latest guardrail numbers."""
+        return self._get(f"/v1/admin/rollouts/{rollout_id}", RolloutPublic)
+
+    def move_rollout(self, rollout_id: str, action: str, reason: str = "") -> RolloutPublic:
+        """``POST /v1/admin/rollouts/{id}/{action}`` (advance, pause, resume, rollback,
+        complete)."""
+        path = f"/v1/admin/rollouts/{rollout_id}/{action}"
+        return self._post(path, RolloutPublic, {"reason": reason})
+
+    def set_targeting(self, model: str, rules: list[dict[str, Any]]) -> TargetingPublic:
+        """``PUT /v1/admin/models/{name}/targeting``."""
+        response = self.request("PUT", f"/v1/admin/models/{model}/targeting", json={"rules": rules})
+        return TargetingPublic.model_validate(response.json())
+
+    def audit(self, *, subject: str | None = None, limit: int = 100) -> AuditPage:
+        """``GET /v1/admin/audit``: newest rollout transitions first."""
+        return self._get("/v1/admin/audit", AuditPage, subject=subject, limit=limit)
+
+    def start_experiment(
+        self, model: str, arms: list[dict[str, Any]], *, metric: str = "accuracy"
+    ) -> ExperimentPublic:
+        """``POST /v1/admin/experiments``: arms are ``{name, version, weight}``, control first."""
+        body = {"model": model, "arms": arms, "metric": metric}
+        return self._post("/v1/admin/experiments", ExperimentPublic, body)
+
+    def list_experiments(self) -> ExperimentList:
+        """``GET /v1/admin/experiments`` with results."""
+        return self._get("/v1/admin/experiments", ExperimentList)
+
+    def show_experiment(self, experiment_id: str) -> ExperimentPublic:
+        """``GET /v1/admin/experiments/{id}``: per-arm results with 95 % CIs."""
+        return self._get(f"/v1/admin/experiments/{experiment_id}", ExperimentPublic)
+
+    def stop_experiment(
+        self, experiment_id: str, *, promote: int | str | None = None, reason: str = ""
+    ) -> ExperimentPublic:
+        """``POST /v1/admin/experiments/{id}/stop`` (``promote``: "winner" or a version)."""
+        path = f"/v1/admin/experiments/{experiment_id}/stop"
+        return self._post(path, ExperimentPublic, {"promote": promote, "reason": reason})
 
 
 class _MultipartBody:

@@ -1,0 +1,111 @@
+"""Helpers of the rollout tests: an open Registry (SQLite and PostgreSQL) with one app.
+
+The ``world`` fixture (conftest.py) holds app "app-a" with model "digits": version 1 in
+production and version 2 (the candidate), each with a device variant made for class "mid";
+``add_events`` writes telemetry rows straight into the real events table.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from pocketml.delivery import DeliveryService, RolloutService
+from pocketml.protect import MasterKey
+from pocketml.registry import LocalArtifactStore, Registry, VersionCreate
+from pocketml.telemetry._orm import TelemetryEventRow
+
+SCHEMA: dict[str, Any] = {
+    "name": "digits",
+    "inputs": [{"name": "pixels", "dtype": "float32", "shape": [None, 64], "layout": "NC"}],
+    "outputs": [{"name": "probabilities", "kind": "probabilities", "labels": ["0", "1"]}],
+}
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class World:
+    """An open registry, its delivery service, and the app of the test."""
+
+    registry: Registry
+    delivery: DeliveryService
+    app_id: str
+    tmp: Path
+
+    @property
+    def rollouts(self) -> RolloutService:
+        """The delivery service's rollout service."""
+        return self.delivery.rollouts
+
+    def push(self, *, profiles: Sequence[str] = ("mid",), seed: int = 0) -> int:
+        """Push a new candidate version of "digits" with one onnx device variant."""
+        path = self.tmp / f"model-{seed}.onnx"
+        path.write_bytes(random.Random(seed).randbytes(512))
+        meta = VersionCreate.model_validate(
+            {
+                "variants": [
+                    {
+                        "name": "onnx-fp32",
+                        "format": "onnx",
+                        "precision": "fp32",
+                        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                        "profiles": list(profiles),
+                    }
+                ]
+            }
+        )
+        return self.registry.push_version(self.app_id, "digits", meta, {"onnx-fp32": path}).version
+
+
+def open_world(database_url: str, tmp: Path, app_id: str | None = None) -> World:
+    """Open a registry and delivery service on ``database_url`` (create the app if new)."""
+    master = MasterKey.from_b64(base64.b64encode(bytes(range(32))).decode("ascii"))
+    registry = Registry(database_url, LocalArtifactStore(tmp / "artifacts"), master, tmp_dir=tmp)
+    registry.open()
+    delivery = DeliveryService(registry, cache_ttl_s=0)
+    delivery.open()
+    if app_id is None:
+        app_id = registry.create_app("app-a").app.id
+    return World(registry, delivery, app_id, tmp)
+
+
+def add_events(
+    world: World,
+    version: int,
+    *,
+    ts: float,
+    latencies: Sequence[float] = (),
+    confidences: Sequence[float] | None = None,
+    errors: int = 0,
+    device: str = "dev",
+) -> None:
+    """Insert inference events (one per latency) and ``errors`` error events."""
+    rows: list[dict[str, Any]] = []
+    confs = list(confidences) if confidences is not None else [0.9] * len(latencies)
+    for i, latency in enumerate(latencies):
+        rows.append({"type": "inference", "latency_ms": latency, "confidence": confs[i]})
+    rows += [{"type": "error", "latency_ms": None, "confidence": None}] * errors
+    table: sa.Table = TelemetryEventRow.__table__  # type: ignore[assignment]
+    values = [
+        {
+            "app_id": world.app_id,
+            "batch_id": f"b-{version}",
+            "device_id": device,
+            "ts": ts,
+            "model": "digits",
+            "version": version,
+            "source": "device",
+            **row,
+        }
+        for row in rows
+    ]
+    with world.registry.store.engine.begin() as conn:
+        conn.execute(sa.insert(table), values)
