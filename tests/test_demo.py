@@ -12,7 +12,15 @@ from pocketml.demo import DemoConfig, run_demo
 
 def test_demo_writes_models_schema_build_and_report(tmp_path: Path) -> None:
     console = Console(record=True, width=140)
-    config = DemoConfig(epochs_small=3, epochs_large=2, bench_iterations=10, devices=6)
+    config = DemoConfig(
+        epochs_small=3,
+        epochs_large=2,
+        bench_iterations=10,
+        devices=6,
+        rollout_schedule=(50.0, 100.0),
+        rollout_min_samples=10,
+        samples_per_device=12,
+    )
     report = run_demo(tmp_path, console=console, config=config)
     written = json.loads((tmp_path / "report.json").read_text())
     assert written["dataset"]["fingerprint"] == report["dataset"]["fingerprint"]
@@ -33,7 +41,20 @@ def test_demo_writes_models_schema_build_and_report(tmp_path: Path) -> None:
         assert variant is not None
         listed = next(v for v in build["variants"] if v["name"] == variant)
         assert profile in listed["profiles"]
-    assert set(written["timings_s"]) == {"data", "train", "convert", "optimize", "ship", "devices"}
+    assert set(written["timings_s"]) == {
+        "data",
+        "train",
+        "convert",
+        "optimize",
+        "ship",
+        "devices",
+        "ship safely",
+    }
+    safely = written["ship_safely"]
+    assert safely["good_rollout"]["state"] in {"completed", "rolled_back"}
+    assert safely["bad_rollout"]["state"] == "rolled_back"
+    assert {g["metric"] for g in safely["bad_rollout"]["guardrails"]} >= {"accuracy"}
+    assert len(safely["experiment"]["arms"]) == 2
     fleet = written["devices"]["fleet"]
     assert set(fleet) == {"local", "cloud", "cascade"}
     assert fleet["cloud"]["cloud_share"] == 1.0
@@ -48,6 +69,7 @@ def test_demo_writes_models_schema_build_and_report(tmp_path: Path) -> None:
     assert "Converted models" in printed
     assert "Chosen variant per device class" in printed
     assert "simulated phones" in printed
+    assert "Ship safely" in printed
     shipped = written["shipped"]
     assert shipped["stage"] == "production"
     assert shipped["version"] == 1

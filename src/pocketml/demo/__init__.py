@@ -6,7 +6,8 @@ TFLite and Core ML with parity checks -> optimize cnn-small (int8/fp16), benchma
 variant and choose one per device class -> ship: a server started in-process on a free port,
 an app, the build pushed as a signed version, promoted, and one package downloaded and
 verified the way a device will -> 50 simulated phones run hybrid inference on low-light
-digits -> ``report.json``.
+digits -> a good version rolls out 10 % -> 100 %, a worse one is rolled back by its
+guardrails, an A/B test between two good versions -> ``report.json``.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from pocketml._version import __version__
-from pocketml.config import Settings
+from pocketml.config import ServerSettings, Settings
 from pocketml.convert import TARGETS, ConversionResult, convert_model
 from pocketml.convert.build import VariantGroup, write_build
 from pocketml.data import load_digits, parse_augmentations, validate_dataset
-from pocketml.demo._devices import run_devices
+from pocketml.demo._devices import run_devices, split_holdout
+from pocketml.demo._safe import ship_safely
 from pocketml.demo._ship import ship
 from pocketml.optimize import plot_variants
 from pocketml.optimize.config import BenchSection, BuildConfig, ModelSection, TrainSection
@@ -53,6 +55,9 @@ class DemoConfig:
     train_augment: str = "dim=0.6,noise=0.2"
     low_light: str = "dim=0.4,noise=0.15"
     devices: int = 50
+    rollout_schedule: tuple[float, ...] = (10.0, 100.0)
+    rollout_min_samples: int = 100
+    samples_per_device: int = 30
 
 
 def _train_with_progress(
@@ -233,6 +238,8 @@ def run_demo(
         operator_token=SecretStr(_DEMO_OPERATOR_TOKEN),
         database_url=None,
         artifact_url=None,
+        # the guardrail evaluator looks often, so the demo does not wait long
+        server=ServerSettings(rollout_eval_interval_s=0.5),
     )
     with serve_in_thread(settings) as url:
         created, version, shipped = ship(console, url, _DEMO_OPERATOR_TOKEN, out_dir)
@@ -256,6 +263,28 @@ def run_demo(
             seed=config.seed,
         )
         lap("devices")
+        console.print(
+            "\n[bold]7. Ship safely[/bold] (staged rollouts watched by guardrails, automatic "
+            "rollback, an A/B test)"
+        )
+        safely = ship_safely(
+            console,
+            url=url,
+            admin=AdminClient(url, created.admin_token),
+            device_key=created.device_key,
+            splits=splits,
+            evaluation=split_holdout(splits)[1],
+            train_augment=config.train_augment,
+            low_light=config.low_light,
+            epochs=config.epochs_small,
+            devices=config.devices,
+            samples_per_device=config.samples_per_device,
+            schedule=config.rollout_schedule,
+            min_samples=config.rollout_min_samples,
+            out_dir=out_dir / "safe",
+            seed=config.seed,
+        )
+        lap("ship safely")
     console.print(
         f"   browse it later: POCKETML_HOME={settings.home} POCKETML_OPERATOR_TOKEN="
         f"{_DEMO_OPERATOR_TOKEN} pocketml server, then /ui with the app's admin token"
@@ -264,6 +293,7 @@ def run_demo(
         "pocketml_version": __version__,
         "shipped": shipped,
         "devices": devices,
+        "ship_safely": safely,
         "dataset": {"name": "digits", "fingerprint": digits.fingerprint, "splits": splits.sizes()},
         "rows": rows,
         "selections": [sel.to_dict() for sel in matrix.selections],

@@ -135,6 +135,7 @@ def _run_one(
     labels: np.ndarray | None,
     model: str,
     sync_attempts: int,
+    class_names: Sequence[str] | None = None,
 ) -> DeviceResult:
     clock = SimClock()
     transport = SimulatedTransport(spec.network, clock, seed=spec.seed)
@@ -182,6 +183,14 @@ def _run_one(
             result.sources[prediction.source] += 1
             if labels is not None and prediction.class_index == int(labels[i]):
                 result.correct[prediction.source] += 1
+            if labels is not None and class_names is not None:
+                # the user tells the app the right answer: accuracy from feedback per version
+                device.feedback(
+                    prediction.prediction_id,
+                    label=class_names[int(labels[i])],
+                    model=model,
+                    version=prediction.version,
+                )
             result.latencies_ms.append(prediction.latency_ms)
         for _ in range(sync_attempts):
             flushed = device.flush()
@@ -205,6 +214,7 @@ def run_fleet(
     workers: int = 4,
     labels: np.ndarray | None = None,
     shard: bool = False,
+    feedback_labels: Sequence[str] | None = None,
 ) -> FleetReport:
     """Let every device sync, predict each input, and flush its telemetry.
 
@@ -220,6 +230,9 @@ def run_fleet(
         labels: true classes of ``inputs``; with them the report has accuracy per source.
         shard: give device i the inputs ``i::len(devices)`` instead of all of them (one
             pass over a test set spread across the fleet).
+        feedback_labels: class names; with ``labels``, every prediction is followed by the
+            user's feedback with the true class, so the server measures each version's
+            accuracy and a worse model shows worse numbers.
 
     Returns:
         The FleetReport (devices in the given order).
@@ -247,6 +260,7 @@ def run_fleet(
                 part(labels, i),
                 model,
                 sync_attempts,
+                feedback_labels,
             )
             for i, spec in enumerate(devices)
         ]

@@ -1,0 +1,213 @@
+"""Demo chapter "Ship safely": a staged rollout, an automatic rollback, an A/B test.
+
+1. v2, a reproducible rebuild of the production recipe (same data, seed and augmentation,
+   hence the same model), rolls out 10 % -> 100 % to the simulated fleet while the
+   in-server evaluator watches guardrails; it completes and becomes production. (A retrain
+   with another seed can be a few points worse on low-light digits — the guardrail then
+   rightly stops it, which is not the scene this step is meant to show.)
+2. A deliberately worse model (v3: trained without the low-light augmentation) starts the
+   same way; the phones in its 10 % report telemetry and their users' corrections, the
+   guardrail sees accuracy collapse and rolls it back by itself, with the numbers.
+3. A short A/B test between two good versions reports the difference with a 95 % CI.
+
+The fleet runs the device models only (policy ``local``) so the comparison is between
+models, and every prediction is followed by the user's feedback with the true label.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from pocketml.convert import convert_model
+from pocketml.convert.build import VariantGroup, write_build
+from pocketml.data import Dataset, Splits, augment_dataset, parse_augmentations
+from pocketml.server.client import AdminClient
+from pocketml.sim import make_fleet, run_fleet
+from pocketml.train import TrainConfig, TrainResult, model_inputs, train
+
+__all__ = ["ship_safely"]
+
+NETWORKS = ("wifi", "4g", "3g", "lossy")
+_SETTLED = {"completed", "rolled_back", "paused"}
+
+
+def _push_model(
+    admin: AdminClient, run: TrainResult, out_dir: Path, *, stage: str = "candidate"
+) -> int:
+    """Convert ``run``'s model (ONNX, ORT, TFLite), push it, return the version number."""
+    results = convert_model(
+        run.model,
+        ["onnx", "ort", "tflite"],
+        out_dir / "cnn-small",
+        samples=model_inputs(run.model, run.splits.test),
+        labels=run.splits.test.labels,
+    )
+    group = VariantGroup("cnn-small", "device", "pytorch", results, run.metrics)
+    write_build(out_dir, schema=run.model.schema, groups=[group], run_record=run.record.to_dict())
+    version = admin.push_build(out_dir, stage=stage)
+    admin.set_policy("digits", version.version, hybrid={"mode": "local"})
+    return version.version
+
+
+def _wait_for(admin: AdminClient, rollout_id: str, states: set[str], timeout_s: float) -> Any:
+    """Poll the rollout until the in-server evaluator moved it into ``states``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rollout = admin.show_rollout(rollout_id)
+        if rollout.state in states or time.monotonic() > deadline:
+            return rollout
+        time.sleep(0.2)
+
+
+def _settle(admin: AdminClient, rollout: Any, action: str) -> Any:
+    """End a rollout the evaluator has not decided yet (a fleet too small to judge)."""
+    if rollout.state in _SETTLED:
+        return rollout
+    return admin.move_rollout(
+        rollout.id, action, reason="demo: the fleet ended before the guardrails had enough data"
+    )
+
+
+def _path(admin: AdminClient, rollout_id: str) -> str:
+    """The rollout's transitions from the audit log: 'start 10 % → advance 100 % → complete'."""
+    entries = sorted(admin.audit(subject=rollout_id, limit=50).items, key=lambda e: e.id)
+    return " → ".join(f"{e.action} ({e.actor})" for e in entries)
+
+
+def _fleet(url: str, key: str, test: Dataset, work: Path, devices: int, seed: int) -> None:
+    fleet = make_fleet(devices, NETWORKS, seed=seed)
+    run_fleet(
+        url, key, fleet, test.features, work, labels=test.labels, feedback_labels=test.class_names
+    )
+
+
+def ship_safely(
+    console: Console,
+    *,
+    url: str,
+    admin: AdminClient,
+    device_key: str,
+    splits: Splits,
+    evaluation: Dataset,
+    train_augment: str,
+    low_light: str,
+    epochs: int,
+    devices: int,
+    samples_per_device: int,
+    schedule: tuple[float, ...],
+    min_samples: int,
+    out_dir: Path,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Run the three scenes; print what happened; return the numbers."""
+    admin.set_policy("digits", 1, hybrid={"mode": "local"})
+    test = augment_dataset(evaluation, parse_augmentations(low_light), seed=seed + 7)
+    test = test.subset(np.arange(min(samples_per_device, len(test))))
+    augment = tuple(parse_augmentations(train_augment))
+    good = train(
+        splits, "cnn-small", config=TrainConfig(seed=seed, epochs=epochs, augmentations=augment)
+    )
+    worse = train(splits, "cnn-small", config=TrainConfig(seed=seed, epochs=epochs))
+    report: dict[str, Any] = {}
+
+    # 1. a good version rolls out step by step
+    v2 = _push_model(admin, good, out_dir / "v2")
+    rollout = admin.create_rollout(
+        "digits",
+        v2,
+        schedule=list(schedule),
+        min_dwell_s=0,
+        min_samples=min_samples,
+        on_breach="rollback",
+    )
+    for round_ in range(len(schedule) + 1):
+        _fleet(
+            url, device_key, test, out_dir / "fleet-rollout" / str(round_), devices, seed + round_
+        )
+        rollout = _wait_for(admin, rollout.id, _SETTLED, timeout_s=20)
+        if rollout.state in _SETTLED:
+            break
+    rollout = _settle(admin, rollout, "complete")
+    console.print(f"   v2 (the production recipe rebuilt): {_path(admin, rollout.id)}")
+    report["good_rollout"] = {"version": v2, "state": rollout.state}
+
+    # 2. a worse version is caught by its guardrails and rolled back by the evaluator
+    v3 = _push_model(admin, worse, out_dir / "v3")
+    bad = admin.create_rollout(
+        "digits",
+        v3,
+        schedule=list(schedule),
+        min_dwell_s=0,
+        min_samples=min_samples,
+        on_breach="rollback",
+    )
+    _fleet(url, device_key, test, out_dir / "fleet-bad", devices, seed + 11)
+    bad = _settle(admin, _wait_for(admin, bad.id, _SETTLED, timeout_s=20), "rollback")
+    table = Table(
+        title=f"v3 (trained without low-light augmentation): {bad.state}", title_justify="left"
+    )
+    for column in ("guardrail", "status", "candidate v3", "control", "n (v3/control)", "test", "p"):
+        table.add_column(
+            column, justify="left" if column in ("guardrail", "status", "test") else "right"
+        )
+    for g in bad.metrics:
+        table.add_row(
+            g.metric,
+            "[red]breach[/red]" if g.status == "breach" else g.status,
+            _num(g.candidate),
+            _num(g.control),
+            f"{g.n_candidate}/{g.n_control}",
+            g.test,
+            "-" if g.p_value is None else f"{g.p_value:.2g}",
+        )
+    console.print(table)
+    last = admin.audit(subject=bad.id, limit=1).items
+    if last:
+        console.print(f"   audit: {last[0].actor} → {last[0].action}: {last[0].reason}")
+    report["bad_rollout"] = {
+        "version": v3,
+        "state": bad.state,
+        "guardrails": [g.model_dump() for g in bad.metrics],
+    }
+
+    # 3. an A/B test between two good versions
+    production = v2 if rollout.state == "completed" else 1
+    other = 1 if production == v2 else v2
+    experiment = admin.start_experiment(
+        "digits",
+        [
+            {"name": "control", "version": production, "weight": 50},
+            {"name": "challenger", "version": other, "weight": 50},
+        ],
+        metric="accuracy",
+    )
+    _fleet(url, device_key, test, out_dir / "fleet-ab", devices, seed + 21)
+    experiment = admin.show_experiment(experiment.id)
+    admin.stop_experiment(experiment.id, promote=None, reason="demo: a short test")
+    arms = [a.model_dump() for a in experiment.arms]
+    console.print(f"   A/B test v{production} (control) vs v{other} on accuracy from feedback:")
+    for index, arm in enumerate(arms):
+        console.print("     " + _arm_sentence(arm, is_control=index == 0))
+    report["experiment"] = {"control": production, "challenger": other, "arms": arms}
+    return report
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _arm_sentence(arm: dict[str, Any], *, is_control: bool) -> str:
+    value = "-" if arm["value"] is None else f"{arm['value']:.4f}"
+    text = f"{arm['name']} v{arm['version']}: {value} (n={arm['n']})"
+    if not is_control and arm["difference"] is not None and arm["ci_low"] is not None:
+        text += (
+            f", difference {arm['difference']:+.4f}, "
+            f"95 % CI [{arm['ci_low']:+.4f}, {arm['ci_high']:+.4f}]"
+        )
+    return text
