@@ -498,6 +498,34 @@ def _save_mlmodel(model: Any, dst: Path) -> None:
     model.save(str(dst))
 
 
+def _transform_mlmodel(src: Path, dst: Path, label: str, transform: Callable[[Any], Any]) -> None:
+    """Load the ``.mlpackage`` at ``src``, apply ``transform`` to it, save it at ``dst``."""
+    model = _load_mlmodel(src)
+    _run_library(src, label, lambda: _save_mlmodel(transform(model), dst))
+
+
+def _fp16_compute(model: Any) -> Any:
+    from coremltools.converters.mil.mil.passes.defs.quantization import FP16ComputePrecision
+    from coremltools.models.utils import _apply_graph_pass
+
+    return _apply_graph_pass(
+        model, FP16ComputePrecision(op_selector=lambda op: True), skip_model_load=True
+    )
+
+
+def _int8_weights(model: Any) -> Any:
+    from coremltools.optimize.coreml import (
+        OpLinearQuantizerConfig,
+        OptimizationConfig,
+        linear_quantize_weights,
+    )
+
+    config = OpLinearQuantizerConfig(
+        mode="linear_symmetric", dtype="int8", granularity="per_channel"
+    )
+    return linear_quantize_weights(model, OptimizationConfig(global_config=config))
+
+
 @dataclass(frozen=True)
 class CoremlFp16Quantizer:
     """fp16 weights and compute for an ML Program (``.mlpackage``); size-only on Linux."""
@@ -514,20 +542,7 @@ class CoremlFp16Quantizer:
             ConversionError: coremltools failed; the message names the model.
         """
         src, dst = _check_source(src, "coreml"), Path(dst)
-        model = _load_mlmodel(src)
-
-        def step() -> None:
-            from coremltools.converters.mil.mil.passes.defs.quantization import (
-                FP16ComputePrecision,
-            )
-            from coremltools.models.utils import _apply_graph_pass
-
-            half = _apply_graph_pass(
-                model, FP16ComputePrecision(op_selector=lambda op: True), skip_model_load=True
-            )
-            _save_mlmodel(half, dst)
-
-        _run_library(src, "fp16", step)
+        _transform_mlmodel(src, dst, "fp16", _fp16_compute)
         return _done(dst, self.method, self.precision, self.model_format)
 
 
@@ -547,20 +562,5 @@ class CoremlWeightQuantizer:
             ConversionError: coremltools failed; the message names the model.
         """
         src, dst = _check_source(src, "coreml"), Path(dst)
-        model = _load_mlmodel(src)
-
-        def step() -> None:
-            from coremltools.optimize.coreml import (
-                OpLinearQuantizerConfig,
-                OptimizationConfig,
-                linear_quantize_weights,
-            )
-
-            config = OpLinearQuantizerConfig(
-                mode="linear_symmetric", dtype="int8", granularity="per_channel"
-            )
-            quantized = linear_quantize_weights(model, OptimizationConfig(global_config=config))
-            _save_mlmodel(quantized, dst)
-
-        _run_library(src, "int8 weight", step)
+        _transform_mlmodel(src, dst, "int8 weight", _int8_weights)
         return _done(dst, self.method, self.precision, self.model_format)
