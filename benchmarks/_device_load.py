@@ -16,10 +16,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -222,6 +224,34 @@ def run_load(
     if shutil.which("wrk"):
         return _run_wrk(url, path, headers, bodies, concurrency, duration_s, threads)
     return _run_python(url, path, headers, bodies, concurrency, requests)
+
+
+def load_table(
+    title: str,
+    first_column: str,
+    results: Mapping[str, LoadResult],
+    base_rps: float,
+    ratio_column: str,
+    *,
+    decimals: int = 2,
+) -> Table:
+    """A Rich table of load results, one row per label, throughput relative to ``base_rps``."""
+    table = Table(title=title)
+    columns = (first_column, "tool", "requests", "errors", "req/s", "p50 ms", "p99 ms")
+    for column in (*columns, ratio_column):
+        table.add_column(column, justify="left" if column in (first_column, "tool") else "right")
+    for label, r in results.items():
+        table.add_row(
+            label,
+            r.tool,
+            f"{r.requests:,}",
+            str(r.errors),
+            f"{r.rps:,.0f}",
+            f"{r.p50_ms:.{decimals}f}",
+            f"{r.p99_ms:.{decimals}f}",
+            f"{r.rps / base_rps:.2f}",
+        )
+    return table
 
 
 def write_result(name: str, data: dict[str, object]) -> Path:

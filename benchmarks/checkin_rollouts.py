@@ -18,11 +18,10 @@ from pathlib import Path
 
 import httpx
 from rich.console import Console
-from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _device_load import provision, run_load, server, write_result
+from _device_load import load_table, provision, run_load, server, write_result
 from checkin import CONCURRENCY, DEVICES, DURATION_S, SCHEMA, bodies, variants
 
 GOAL = 0.8
@@ -90,20 +89,13 @@ def main() -> None:
                 duration_s=DURATION_S,
             )
     base = results["no targeting, no rollout"].rps
-    table = Table(title=f"check-in, {DEVICES:,} devices, concurrency {CONCURRENCY}")
-    for column in ("catalog", "tool", "requests", "errors", "req/s", "p50 ms", "p99 ms", "x plain"):
-        table.add_column(column, justify="left" if column in ("catalog", "tool") else "right")
-    for label, r in results.items():
-        table.add_row(
-            label,
-            r.tool,
-            f"{r.requests:,}",
-            str(r.errors),
-            f"{r.rps:,.0f}",
-            f"{r.p50_ms:.2f}",
-            f"{r.p99_ms:.2f}",
-            f"{r.rps / base:.2f}",
-        )
+    table = load_table(
+        f"check-in, {DEVICES:,} devices, concurrency {CONCURRENCY}",
+        "catalog",
+        results,
+        base,
+        "x plain",
+    )
     console.print(table)
     ratio = results["20 rules + rollout at 50%"].rps / base
     console.print(f"rollout {rollout.id}: {ratio:.2f}x the plain throughput (goal >= {GOAL}x)")

@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 import orjson
 from rich.console import Console
-from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _device_load import provision, run_load, server, variant_entry, write_result
+from _device_load import load_table, provision, run_load, server, variant_entry, write_result
 
 CONCURRENCY = 64
 DURATION_S = 10
@@ -105,20 +104,14 @@ def main() -> None:
                 ).json()
                 results[label + " stats"] = stats
     off, on = results["batching off"], results["micro-batching"]
-    table = Table(title=f"predict, {params / 1e6:.2f} M-parameter CNN, concurrency {CONCURRENCY}")
-    for column in ("setting", "tool", "requests", "errors", "req/s", "p50 ms", "p99 ms", "x off"):
-        table.add_column(column, justify="left" if column in ("setting", "tool") else "right")
-    for label, r in (("batching off", off), ("micro-batching", on)):
-        table.add_row(
-            label,
-            r.tool,
-            f"{r.requests:,}",
-            str(r.errors),
-            f"{r.rps:,.0f}",
-            f"{r.p50_ms:.1f}",
-            f"{r.p99_ms:.1f}",
-            f"{r.rps / off.rps:.2f}",
-        )
+    table = load_table(
+        f"predict, {params / 1e6:.2f} M-parameter CNN, concurrency {CONCURRENCY}",
+        "setting",
+        {"batching off": off, "micro-batching": on},
+        off.rps,
+        "x off",
+        decimals=1,
+    )
     console.print(table)
     stats = results["micro-batching stats"].get("cnn", {})
     if stats:

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import orjson
 from rich.console import Console
-from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _device_load import provision, run_load, server, variant_entry, write_result
+from _device_load import load_table, provision, run_load, server, variant_entry, write_result
 
 CONCURRENCY = 64
 DURATION_S = 8
@@ -82,29 +81,13 @@ def main() -> None:
                     duration_s=DURATION_S,
                 )
     base = results["baseline (FastAPI + pydantic + ORT)"].rps
-    table = Table(title=f"predict, digits logistic regression, concurrency {CONCURRENCY}")
-    for column in (
+    table = load_table(
+        f"predict, digits logistic regression, concurrency {CONCURRENCY}",
         "server",
-        "tool",
-        "requests",
-        "errors",
-        "req/s",
-        "p50 ms",
-        "p99 ms",
+        results,
+        base,
         "x baseline",
-    ):
-        table.add_column(column, justify="left" if column in ("server", "tool") else "right")
-    for label, r in results.items():
-        table.add_row(
-            label,
-            r.tool,
-            f"{r.requests:,}",
-            str(r.errors),
-            f"{r.rps:,.0f}",
-            f"{r.p50_ms:.2f}",
-            f"{r.p99_ms:.2f}",
-            f"{r.rps / base:.2f}",
-        )
+    )
     console.print(table)
     path = write_result(
         "serving_predict",
