@@ -10,11 +10,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import random
-import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,12 +20,11 @@ from typing import Any
 
 import httpx
 import numpy as np
-import uvicorn
 from pydantic import SecretStr
 
 from pocketml.config import ServerSettings, Settings
 from pocketml.server._state import DeviceOptions
-from pocketml.server.app import create_app
+from pocketml.server.background import serve_in_thread
 from pocketml.server.client import AdminClient
 from pocketml.serving import ServingOptions
 
@@ -42,18 +38,6 @@ TINY_SCHEMA: dict[str, Any] = {
         {"name": "probabilities", "kind": "probabilities", "labels": [str(i) for i in range(10)]}
     ],
 }
-
-
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().startup(sockets)
-        finally:
-            self.ready.set()
 
 
 @dataclass(frozen=True)
@@ -122,18 +106,8 @@ def serve_device_app(
         operator_token=SecretStr(OPERATOR_TOKEN),
         server=ServerSettings(**server),
     )
-    app = create_app(settings, device_options=options or DeviceOptions(catalog_ttl_s=0))
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    srv = _Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(srv.serve()), daemon=True)
-    thread.start()
-    try:
-        assert srv.ready.wait(timeout=60) and srv.started, "the server did not start"
-        port = srv.servers[0].sockets[0].getsockname()[1]
-        yield DeviceServer(f"http://127.0.0.1:{port}", settings)
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=30)
+    with serve_in_thread(settings, device_options=options or DeviceOptions(catalog_ttl_s=0)) as url:
+        yield DeviceServer(url, settings)
 
 
 def fake_variant(

@@ -17,6 +17,7 @@ import uvicorn
 
 from pocketml.config import Settings
 from pocketml.errors import Unavailable
+from pocketml.server._state import DeviceOptions
 from pocketml.server.app import create_app
 
 __all__ = ["serve_in_thread"]
@@ -37,15 +38,22 @@ class _Server(uvicorn.Server):
 
 
 @contextmanager
-def serve_in_thread(settings: Settings, *, host: str = "127.0.0.1") -> Iterator[str]:
+def serve_in_thread(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    device_options: DeviceOptions | None = None,
+) -> Iterator[str]:
     """Serve ``create_app(settings)`` on ``host`` and a free port; yield its base URL.
+
+    Args:
+        device_options: overrides of the device-route options (see ``create_app``).
 
     Raises:
         Unavailable: the server did not start (its log says why).
     """
-    config = uvicorn.Config(
-        create_app(settings), host=host, port=0, log_level="warning", lifespan="on"
-    )
+    app = create_app(settings, device_options=device_options)
+    config = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on")
     server = _Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
