@@ -359,7 +359,9 @@ def _optimize(
             selection.profile.name,
             chosen.name,
             f"{chosen.size_bytes / 1024:,.1f} KiB",
-            f"{fp32_size[chosen.model_format] / chosen.size_bytes:.1f}× smaller",
+            "fp32 itself"
+            if chosen.method == "none"
+            else f"{fp32_size[chosen.model_format] / chosen.size_bytes:.1f}× smaller",
             f"{chosen.accuracy:.4f}" if chosen.accuracy is not None else "size only",
             f"{selection.estimated_p95_ms:.3f} ms" if selection.estimated_p95_ms else "-",
         )

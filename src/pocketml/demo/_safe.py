@@ -210,4 +210,8 @@ def _arm_sentence(arm: dict[str, Any], *, is_control: bool) -> str:
             f", difference {arm['difference']:+.4f}, "
             f"95 % CI [{arm['ci_low']:+.4f}, {arm['ci_high']:+.4f}]"
         )
+        significant = arm["ci_low"] > 0 or arm["ci_high"] < 0
+        text += (
+            " — significant" if significant else " — the CI includes 0: no significant difference"
+        )
     return text
