@@ -64,6 +64,19 @@ class ServerSettings(BaseModel):
         "(seconds; 0 or less turns it off). Safe with several replicas: a database lease "
         "picks one evaluator at a time.",
     )
+    telemetry_export_interval_s: float = Field(
+        10.0,
+        description="How often the in-server exporter writes new telemetry from the database "
+        "to day-partitioned Parquet files under <home>/telemetry (seconds; 0 or less turns "
+        "it off, `pocketml telemetry export` then exports on demand). It also flushes on "
+        "shutdown. Safe with several replicas: a database lease picks one exporter at a time.",
+    )
+    telemetry_export_pending_events: int = Field(
+        500_000,
+        gt=0,
+        description="Events stored on this replica since the last export that start an "
+        "export before the interval is up.",
+    )
     public_url: str | None = Field(
         None, description="Base URL devices use to reach this server (package links)."
     )

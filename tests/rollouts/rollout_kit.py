@@ -2,7 +2,7 @@
 
 The ``world`` fixture (conftest.py) holds app "app-a" with model "digits": version 1 in
 production and version 2 (the candidate), each with a device variant made for class "mid";
-``add_events`` writes telemetry rows straight into the real events table.
+``add_events`` stores telemetry through the real ``TelemetryStore`` (as intake does).
 """
 
 from __future__ import annotations
@@ -10,18 +10,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import random
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 from pocketml.delivery import DeliveryService, RolloutService
 from pocketml.protect import MasterKey
 from pocketml.registry import LocalArtifactStore, Registry, VersionCreate
-from pocketml.telemetry._orm import TelemetryEventRow
+from pocketml.telemetry import TelemetryStore
 
 SCHEMA: dict[str, Any] = {
     "name": "digits",
@@ -87,25 +86,22 @@ def add_events(
     errors: int = 0,
     device: str = "dev",
 ) -> None:
-    """Insert inference events (one per latency) and ``errors`` error events."""
+    """Store one batch: inference events (one per latency) and ``errors`` error events."""
     rows: list[dict[str, Any]] = []
     confs = list(confidences) if confidences is not None else [0.9] * len(latencies)
     for i, latency in enumerate(latencies):
         rows.append({"type": "inference", "latency_ms": latency, "confidence": confs[i]})
     rows += [{"type": "error", "latency_ms": None, "confidence": None}] * errors
-    table: sa.Table = TelemetryEventRow.__table__  # type: ignore[assignment]
-    values = [
-        {
-            "app_id": world.app_id,
-            "batch_id": f"b-{version}",
-            "device_id": device,
-            "ts": ts,
-            "model": "digits",
-            "version": version,
-            "source": "device",
-            **row,
-        }
-        for row in rows
+    events = [
+        {"ts": ts, "model": "digits", "version": version, "source": "device", **row} for row in rows
     ]
-    with world.registry.store.engine.begin() as conn:
-        conn.execute(sa.insert(table), values)
+    if not events:
+        return
+    TelemetryStore(world.registry.store.engine).insert_batch(
+        world.app_id,
+        f"b-{version}-{uuid.uuid4().hex[:12]}",
+        device,
+        {},
+        events,
+        datetime.now(UTC),
+    )

@@ -15,8 +15,13 @@ from device_kit import TINY_SCHEMA, AppKeys, DeviceServer, serve_device_app
 
 @pytest.fixture
 def server(tmp_path: Path, database_url: str) -> Iterator[DeviceServer]:
-    """A live server that accepts at most 50 events per batch."""
-    with serve_device_app(tmp_path / "home", database_url, max_telemetry_events=50) as live:
+    """A live server that accepts at most 50 events per batch; Parquet export on demand."""
+    with serve_device_app(
+        tmp_path / "home",
+        database_url,
+        max_telemetry_events=50,
+        telemetry_export_interval_s=0,
+    ) as live:
         yield live
 
 

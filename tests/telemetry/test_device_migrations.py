@@ -15,7 +15,13 @@ from pocketml.registry._db import (
 )
 from pocketml.registry._orm import Base
 
-NEW_TABLES = {"version_policies", "telemetry_batches", "telemetry_events", "feedback"}
+NEW_TABLES = {
+    "version_policies",
+    "telemetry_batches",
+    "telemetry_chunks",
+    "telemetry_exports",
+    "feedback",
+}
 
 
 def test_the_migrations_create_exactly_the_orm_schema_with_device_tables(database_url: str) -> None:

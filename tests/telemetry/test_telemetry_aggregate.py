@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pyarrow as pa
 import pytest
 
-from pocketml.telemetry import aggregate
+from pocketml.telemetry import EventRows, aggregate, aggregate_events
 
 # (version, device_class, type, source, latency_ms, confidence, label, feedback_label)
 ROWS = [
@@ -39,3 +42,35 @@ def test_accuracy_is_none_without_feedback_and_rates_none_without_events() -> No
 
 def test_no_rows_give_no_groups() -> None:
     assert aggregate([]) == []
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> EventRows:
+    names = ("version", "device_class", "type", "source", "latency_ms", "confidence", "label")
+    kinds = (pa.int64(), pa.string(), pa.string(), pa.string(), pa.float64(), pa.float64())
+    columns = {
+        name: pa.array([row[i] for row in rows], kind)
+        for i, (name, kind) in enumerate(zip(names, (*kinds, pa.string()), strict=True))
+    }
+    return EventRows(**columns, feedback_label=pa.array([row[7] for row in rows], pa.string()))
+
+
+MIXED = [
+    *ROWS,
+    (None, None, "inference", "local", 7.0, None, "1", "1"),
+    (None, None, "inference", None, None, 0.2, None, "1"),
+    (2, "iphone", "error", None, None, None, None, None),
+    (3, "android-low", "inference", "cloud", 1.0, 0.9, "5", "6"),
+]
+
+
+def test_the_columnar_aggregate_equals_the_row_aggregate() -> None:
+    assert aggregate_events(_columns(MIXED)) == aggregate(MIXED)
+    assert aggregate_events(_columns([])) == []
+
+
+def test_arm_samples_from_columns_equal_arm_samples_from_rows() -> None:
+    from pocketml.delivery.guardrails import ArmSample
+
+    rows = [row[2:] for row in MIXED]
+
+    assert ArmSample.from_events(_columns(MIXED)) == ArmSample.from_rows(rows)

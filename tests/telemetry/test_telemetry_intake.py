@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from device_kit import AppKeys, DeviceServer
+from device_kit import AppKeys, DeviceServer, serve_device_app
+
+from pocketml.registry._db import create_engine
+from pocketml.telemetry import TelemetryExporter
 
 T0 = 1_795_240_000.0
 
@@ -39,6 +42,16 @@ def batch(batch_id: str, events: list[dict[str, Any]], device_class: str = "andr
 
 def parquet_files(server: DeviceServer, app: AppKeys) -> list[Path]:
     return sorted((server.settings.home / "telemetry" / f"app={app.app_id}").rglob("*.parquet"))
+
+
+def export_parquet(server: DeviceServer) -> int:
+    """Run the Parquet exporter on the server's database now (its own loop is off)."""
+    engine = create_engine(server.settings.resolved_database_url)
+    try:
+        root = server.settings.home / "telemetry"
+        return TelemetryExporter(engine, root).flush()
+    finally:
+        engine.dispose()
 
 
 def metrics(server: DeviceServer, app: AppKeys, **params: float) -> list[dict[str, Any]]:
@@ -78,10 +91,11 @@ def test_a_batch_is_stored_once_in_the_database_and_in_parquet(
     assert second.status_code == 200 and second.json() == {"accepted": 0, "duplicate": True}
     (group,) = metrics(server, app_keys)
     assert group["count"] == 10 and group["errors"] == 1
+    assert export_parquet(server) == 12
     (path,) = parquet_files(server, app_keys)
-    assert path.name == "part-batch-0001.parquet" and path.parent.name.startswith("date=")
+    assert path.name.startswith("part-") and path.parent.name.startswith("date=")
     table = pq.read_table(path)
-    assert table.num_rows == 12
+    assert table.num_rows == 12 and set(table.column("batch_id").to_pylist()) == {"batch-0001"}
     assert sorted(set(table.column("type").to_pylist())) == ["download", "error", "inference"]
     assert set(table.column("device_class").to_pylist()) == {"android-mid"}
 
@@ -118,6 +132,7 @@ def test_bad_events_are_named_by_index_and_field_and_nothing_is_stored(
     ):
         assert fragment in message
     assert "events[0]" not in message
+    assert export_parquet(server) == 0
     assert metrics(server, app_keys) == [] and parquet_files(server, app_keys) == []
 
 
@@ -227,3 +242,21 @@ def test_telemetry_and_metrics_stay_inside_their_app(
         as_device = http.get("/v1/admin/models/digits/metrics")
     assert foreign.status_code == 404
     assert as_device.status_code == 403
+
+
+def test_the_server_exports_to_parquet_in_the_background_and_flushes_on_shutdown(
+    tmp_path: Path, database_url: str
+) -> None:
+    home = tmp_path / "home"
+    with serve_device_app(home, database_url, telemetry_export_interval_s=3600) as live:
+        app = live.create_app("flushing")
+        with live.http(app.device_key) as http:
+            for b in range(3):
+                events = [inference(b * 10 + i) for i in range(10)]
+                assert http.post(
+                    "/v1/telemetry", json=batch(f"batch-sd-{b:03d}", events)
+                ).is_success
+
+    files = list((home / "telemetry" / f"app={app.app_id}").rglob("*.parquet"))
+    rows = sum(pq.read_metadata(path).num_rows for path in files)
+    assert rows == 30 and len(files) >= 1

@@ -22,6 +22,7 @@ from pocketml.cli import (
     _rollout,
     _server,
     _simulate,
+    _telemetry,
     _train,
 )
 from pocketml.cli._common import err_console
@@ -50,6 +51,7 @@ app.add_typer(_rollout.experiment_app, name="experiment")
 app.command("simulate")(_simulate.simulate)
 app.command("demo")(_demo.demo)
 app.command("server")(_server.server)
+app.add_typer(_telemetry.app, name="telemetry")
 app.add_typer(_admin.app_app, name="app")
 app.command("push")(_admin.push)
 app.add_typer(_admin.models_app, name="models")

@@ -26,15 +26,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-import sqlalchemy as sa
+import pyarrow.compute as pc
 
 from pocketml.delivery._rollout_store import Rollout
 from pocketml.delivery.guardrails import ArmSample, evaluate_guardrails, parse_guardrails
 from pocketml.delivery.rollouts import RolloutService
 from pocketml.errors import Conflict, PocketMLError
-from pocketml.registry._db import translate_errors
 from pocketml.registry._orm import utcnow
-from pocketml.telemetry._orm import FeedbackRow, TelemetryEventRow
+from pocketml.telemetry import TelemetryStore
 
 __all__ = [
     "EvaluationOutcome",
@@ -47,8 +46,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LEASE_NAME = "rollout-evaluator"
-_EVENTS: sa.Table = TelemetryEventRow.__table__  # type: ignore[assignment]
-_FEEDBACK: sa.Table = FeedbackRow.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -62,7 +59,7 @@ class EvaluationOutcome:
 
 
 def arm_samples(
-    engine: sa.Engine, rollout: Rollout, since: float, until: float
+    telemetry: TelemetryStore, rollout: Rollout, since: float, until: float
 ) -> tuple[ArmSample, ArmSample]:
     """The candidate's and the control's telemetry of ``rollout`` in [since, until).
 
@@ -72,54 +69,38 @@ def arm_samples(
     versions = [rollout.candidate_version]
     if rollout.control_version is not None:
         versions.append(rollout.control_version)
-    samples = arm_samples_by_version(engine, rollout.app_id, rollout.model, versions, since, until)
+    samples = arm_samples_by_version(
+        telemetry, rollout.app_id, rollout.model, versions, since, until
+    )
     control = samples.get(rollout.control_version or -1, ArmSample())
     return samples[rollout.candidate_version], control
 
 
 def arm_samples_by_version(
-    engine: sa.Engine, app_id: str, model: str, versions: list[int], since: float, until: float
+    telemetry: TelemetryStore,
+    app_id: str,
+    model: str,
+    versions: list[int],
+    since: float,
+    until: float,
 ) -> dict[int, ArmSample]:
     """Telemetry per version of ``model`` in [since, until) (every listed version present).
+
+    Reads ``TelemetryStore.events``, the same path as the model metrics.
 
     Raises:
         Unavailable: the database cannot be reached.
     """
-    join = _EVENTS.outerjoin(
-        _FEEDBACK,
-        sa.and_(
-            _FEEDBACK.c.app_id == _EVENTS.c.app_id,
-            _FEEDBACK.c.prediction_id == _EVENTS.c.prediction_id,
-        ),
-    )
-    query = (
-        sa.select(
-            _EVENTS.c.version,
-            _EVENTS.c.type,
-            _EVENTS.c.source,
-            _EVENTS.c.latency_ms,
-            _EVENTS.c.confidence,
-            _EVENTS.c.label,
-            _FEEDBACK.c.label,
-        )
-        .select_from(join)
-        .where(
-            _EVENTS.c.app_id == app_id,
-            _EVENTS.c.model == model,
-            _EVENTS.c.type.in_(("inference", "error")),
-            _EVENTS.c.ts >= since,
-            _EVENTS.c.ts < until,
-            _EVENTS.c.version.in_(versions),
-        )
-    )
-    with translate_errors("read rollout telemetry"), engine.connect() as conn:
-        rows = conn.execute(query).all()
-    return {v: ArmSample.from_rows(r[1:] for r in rows if r[0] == v) for v in versions}
+    events = telemetry.events(app_id, model, since, until, versions)
+    return {
+        v: ArmSample.from_events(events.filter(pc.fill_null(pc.equal(events.version, v), False)))
+        for v in versions
+    }
 
 
 def _evaluate_one(service: RolloutService, rollout: Rollout, now: datetime) -> EvaluationOutcome:
     since = rollout.step_started_at.timestamp()
-    candidate, control = arm_samples(service.store.engine, rollout, since, now.timestamp())
+    candidate, control = arm_samples(service.telemetry, rollout, since, now.timestamp())
     spec = parse_guardrails(rollout.guardrails, rollout.min_samples)
     results = evaluate_guardrails(candidate, control, spec)
     evaluation = {

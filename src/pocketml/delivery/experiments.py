@@ -226,7 +226,7 @@ class ExperimentService:
         experiment = self.store.get(app_id, experiment_id)
         until = experiment.updated_at if experiment.state == "stopped" else (now or utcnow())
         samples = arm_samples_by_version(
-            self.store.engine,
+            self.rollouts.telemetry,
             app_id,
             experiment.model,
             [a.version for a in experiment.arms],

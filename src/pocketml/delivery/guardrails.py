@@ -23,8 +23,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 
 from pocketml.errors import InvalidInput, MissingDependencyError
+from pocketml.telemetry import EventRows
 
 __all__ = [
     "DEFAULT_GUARDRAILS",
@@ -119,6 +121,26 @@ class ArmSample:
                 counts["labelled"] += 1
                 counts["correct"] += truth == label
         return cls(**counts, latencies=tuple(latencies), confidences=tuple(confidences))
+
+    @classmethod
+    def from_events(cls, events: EventRows) -> ArmSample:
+        """``from_rows`` of the events' (type, source, latency, confidence, label,
+        feedback label), computed column-wise."""
+        inference = pc.fill_null(pc.equal(events.type, "inference"), False)
+        kept = events.filter(inference)
+        latencies = kept.latency_ms.drop_null().to_pylist()
+        confidences = kept.confidence.drop_null().to_pylist()
+        labelled = pc.and_(kept.feedback_label.is_valid(), kept.label.is_valid())
+        correct = pc.fill_null(pc.equal(kept.label, kept.feedback_label), False)
+        return cls(
+            inferences=len(kept),
+            errors=len(events) - len(kept),
+            cloud=int(pc.sum(pc.fill_null(pc.equal(kept.source, "cloud"), False)).as_py() or 0),
+            labelled=int(pc.sum(labelled).as_py() or 0),
+            correct=int(pc.sum(correct).as_py() or 0),
+            latencies=tuple(float(x) for x in latencies),
+            confidences=tuple(float(x) for x in confidences),
+        )
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from pocketml.delivery.targeting import Targeting, parse_targeting
 from pocketml.errors import Conflict, InvalidInput
 from pocketml.registry import Registry, VersionInfo
 from pocketml.registry._orm import utcnow
+from pocketml.telemetry import TelemetryStore
 
 __all__ = [
     "ACTIVE_STATES",
@@ -85,12 +86,22 @@ class RolloutService:
     Args:
         registry: the open registry (versions, promotion, the database engine).
         on_change: called with the app id after any change devices must see.
+        telemetry: where guardrails and experiments read events; a new
+            ``TelemetryStore`` on the registry's engine by default (pass the server's
+            to share its cache of decoded chunks).
     """
 
-    def __init__(self, registry: Registry, on_change: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        on_change: Callable[[str], None] | None = None,
+        *,
+        telemetry: TelemetryStore | None = None,
+    ) -> None:
         self.registry = registry
         self.on_change = on_change
         self.store = RolloutStore(registry.store.engine)
+        self.telemetry = telemetry or TelemetryStore(registry.store.engine)
 
     # -- targeting -----------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from pocketml.delivery.manifest import CatalogEntry, Chooser, build_manifest, de
 from pocketml.delivery.rollouts import CheckinPlan, RolloutService
 from pocketml.errors import NotFound, Unavailable
 from pocketml.registry import AppInfo, ModelInfo, Registry, VersionInfo
+from pocketml.telemetry import TelemetryStore
 
 __all__ = ["DeliveryService"]
 
@@ -79,6 +80,8 @@ class DeliveryService:
         cache_ttl_s: how long an app's catalog is reused (0 disables the cache).
         chooser: the variant choice function; ``choose_variant`` by default.
         clock: monotonic clock in seconds (tests may inject one).
+        telemetry: the telemetry store guardrails and experiments read (shares its
+            decoded-chunk cache); a new one on the registry's engine by default.
     """
 
     def __init__(
@@ -89,8 +92,10 @@ class DeliveryService:
         cache_ttl_s: float = 1.0,
         chooser: Chooser = choose_variant,
         clock: Callable[[], float] = time.monotonic,
+        telemetry: TelemetryStore | None = None,
     ) -> None:
         self.registry = registry
+        self.telemetry = telemetry
         self.checkin_interval_s = checkin_interval_s
         self.cache_ttl_s = cache_ttl_s
         self.chooser = chooser
@@ -103,7 +108,9 @@ class DeliveryService:
     def open(self) -> None:
         """Attach to the registry's database (the registry must be open)."""
         self._policies = PolicyStore(self.registry.store.engine)
-        self._rollouts = RolloutService(self.registry, on_change=self.invalidate)
+        self._rollouts = RolloutService(
+            self.registry, on_change=self.invalidate, telemetry=self.telemetry
+        )
         self._experiments = ExperimentService(self._rollouts)
 
     @property

@@ -31,7 +31,7 @@ from pocketml.server.errors import _REQUEST_ID_OK, status_for
 from pocketml.server.routes._body import MalformedJson, parse_json
 from pocketml.server.routes._device_auth import authenticate_device, bearer_token
 from pocketml.server.routes.predict import parse_predict_body
-from pocketml.server.routes.telemetry import BatchRejected, validate_batch
+from pocketml.server.routes.telemetry import BatchRejected, validate_body
 
 __all__ = ["DeviceFastPath"]
 
@@ -142,7 +142,7 @@ async def _predict(state: ServerState, app_id: str, name: str, body: bytes) -> b
 
 async def _telemetry(state: ServerState, app_id: str, body: bytes) -> tuple[int, bytes]:
     try:
-        batch = validate_batch(parse_json(body), state.max_telemetry_events)
+        batch = validate_body(body, state.max_telemetry_events)
     except BatchRejected as exc:
         raise _Reply(422, exc.code, str(exc)) from exc
     result = await to_thread.run_sync(state.telemetry.ingest, app_id, batch)

@@ -150,14 +150,20 @@ def _open_state(settings: Settings, options: DeviceOptions) -> ServerState:
     tmp_dir.mkdir(parents=True, exist_ok=True)
     for stale in tmp_dir.glob("upload-*.part"):  # left by a server killed mid-upload
         stale.unlink(missing_ok=True)
+    telemetry_service = TelemetryService(
+        registry,
+        settings.home / "telemetry",
+        export_interval_s=settings.server.telemetry_export_interval_s,
+        export_pending_events=settings.server.telemetry_export_pending_events,
+    )
+    telemetry_service.open()
     delivery = DeliveryService(
         registry,
         checkin_interval_s=options.checkin_interval_s,
         cache_ttl_s=options.catalog_ttl_s,
+        telemetry=telemetry_service.store,
     )
     delivery.open()
-    telemetry_service = TelemetryService(registry, settings.home / "telemetry")
-    telemetry_service.open()
     serving = ServingService(
         registry, settings.home / "models", options.serving or ServingOptions()
     )
@@ -188,7 +194,18 @@ def _start_rollout_evaluator(
     return asyncio.create_task(evaluator.run_forever(stop)), stop
 
 
-async def _stop_rollout_evaluator(
+def _start_telemetry_exporter(
+    settings: Settings, state: ServerState
+) -> tuple[asyncio.Task[None], asyncio.Event] | None:
+    """Start the Parquet exporter loop (``server.telemetry_export_interval_s``; <= 0: off)."""
+    exporter = state.telemetry.exporter
+    if settings.server.telemetry_export_interval_s <= 0 or exporter is None:
+        return None
+    stop = asyncio.Event()
+    return asyncio.create_task(exporter.run_forever(stop)), stop
+
+
+async def _stop_background(
     running: tuple[asyncio.Task[None], asyncio.Event] | None,
 ) -> None:
     if running is not None:
@@ -221,10 +238,12 @@ def create_app(settings: Settings, *, device_options: DeviceOptions | None = Non
             state.registry_label,
         )
         evaluator = _start_rollout_evaluator(settings, state)
+        exporter = _start_telemetry_exporter(settings, state)
         try:
             yield
         finally:
-            await _stop_rollout_evaluator(evaluator)
+            await _stop_background(evaluator)
+            await _stop_background(exporter)  # its last pass flushes to Parquet
             await state.serving.close()
             state.registry.close()
 

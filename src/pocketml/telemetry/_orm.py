@@ -1,9 +1,10 @@
-"""SQLAlchemy tables of telemetry: batches (idempotency), events, feedback.
+"""SQLAlchemy tables of telemetry: batches (idempotency), chunks, feedback, export state.
 
-They share the registry's ``Base`` and Alembic history (revision ``0002``). Events are
-one wide table (one column per field of any kind, null where it does not apply): bulk
-inserts stay one ``executemany`` and aggregates are single-table scans. Rows never leave
-``telemetry/_store.py``.
+They share the registry's ``Base`` and Alembic history (revisions ``0002`` and
+``0004``). Events are stored as chunks: one row per (batch, model) holding the events
+columnar in a compressed Arrow IPC blob (see ``_chunks.py``), so a 1,000-event batch is
+two small inserts instead of 1,000 indexed rows. Rows never leave ``telemetry/_store.py``
+and ``telemetry/_export.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from pocketml.registry._orm import Base, UTCDateTime
 
-__all__ = ["BIGINT_PK", "FeedbackRow", "TelemetryBatchRow", "TelemetryEventRow"]
+__all__ = [
+    "BIGINT_PK",
+    "FeedbackRow",
+    "TelemetryBatchRow",
+    "TelemetryChunkRow",
+    "TelemetryExportRow",
+]
 
 # A 64-bit autoincrement key on PostgreSQL; SQLite only autoincrements INTEGER rowids.
 BIGINT_PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -35,39 +42,45 @@ class TelemetryBatchRow(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class TelemetryEventRow(Base):
-    """One device event (inference, error or download)."""
+class TelemetryChunkRow(Base):
+    """The events of one model of one batch, columnar in an Arrow IPC ``payload``.
 
-    __tablename__ = "telemetry_events"
+    ``sqlite_autoincrement``: ids are never reused, so a decoded chunk cached by id can
+    never be stale and the Parquet exporter's watermark only moves forward.
+    """
+
+    __tablename__ = "telemetry_chunks"
     __table_args__ = (
-        # The one index: aggregates scan (app, model, ts); the feedback join probes the
-        # feedback table's unique (app_id, prediction_id). Fewer indexes, faster intake.
-        sa.Index("ix_telemetry_events_app_id_model_ts", "app_id", "model", "ts"),
+        # Aggregates select (app, model) chunks overlapping a time window by max_ts.
+        sa.Index("ix_telemetry_chunks_app_id_model_max_ts", "app_id", "model", "max_ts"),
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     app_id: Mapped[str] = mapped_column(sa.ForeignKey("apps.id", ondelete="CASCADE"))
     batch_id: Mapped[str] = mapped_column(sa.String(128))
-    device_id: Mapped[str] = mapped_column(sa.String(128))
-    type: Mapped[str] = mapped_column(sa.String(16))
-    ts: Mapped[float] = mapped_column(sa.Double)
     model: Mapped[str] = mapped_column(sa.String(64))
-    version: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
-    variant: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-    source: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
-    latency_ms: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
-    confidence: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
-    label: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
-    prediction_id: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
-    memory_mb: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
-    stage: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
-    message: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
-    bytes: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
-    duration_ms: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
-    outcome: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    device_id: Mapped[str] = mapped_column(sa.String(128))
     platform: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
     device_class: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
     app_version: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    event_count: Mapped[int] = mapped_column(sa.Integer)
+    min_ts: Mapped[float] = mapped_column(sa.Double)
+    max_ts: Mapped[float] = mapped_column(sa.Double)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    payload: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+
+class TelemetryExportRow(Base):
+    """The Parquet exporter's state: watermark, the range in flight, and its lease."""
+
+    __tablename__ = "telemetry_exports"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    watermark: Mapped[int] = mapped_column(sa.BigInteger)
+    pending_until: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    owner: Mapped[str] = mapped_column(sa.String(128))
+    expires_at: Mapped[float] = mapped_column(sa.Double)
 
 
 class FeedbackRow(Base):

@@ -1,114 +1,102 @@
-"""Day-partitioned Parquet files of telemetry, one file per batch, written atomically.
+"""Day-partitioned Parquet files of telemetry, written from chunks, atomically.
 
-Layout: ``<root>/app=<app_id>/date=<YYYY-MM-DD>/part-<batch_id>.parquet`` (Hive-style
-partitions that DuckDB, Spark or Trino read directly). The date is the UTC day the batch
-was received; each event keeps its own ``ts``. A file is written under a temporary name
-and renamed into place only once the database has accepted the batch.
+Layout: ``<root>/app=<app_id>/date=<YYYY-MM-DD>/part-<first>-<last>.parquet`` (Hive-style
+partitions that DuckDB, Spark or Trino read directly), where ``first`` and ``last`` are
+the smallest and largest chunk id in the file. The date is the UTC day the batch was
+received; each event keeps its own ``ts``. A file is written under a temporary name and
+renamed into place, so readers never see half a file and a re-export of the same chunk
+range replaces the file instead of adding a second copy.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any
 
-from pocketml.errors import MissingDependencyError
-from pocketml.telemetry._types import EVENT_COLUMNS
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-__all__ = ["ParquetSink", "partition_path"]
-
-_STRING_COLUMNS = {
-    "type",
-    "model",
-    "variant",
-    "source",
-    "label",
-    "prediction_id",
-    "stage",
-    "message",
-    "outcome",
-}
-_INT_COLUMNS = {"version", "bytes"}
+__all__ = ["ExportChunk", "partition_path", "write_partition"]
 
 
-def partition_path(root: Path, app_id: str, received: datetime, batch_id: str) -> Path:
-    """Where the Parquet file of one batch lives.
+@dataclass(frozen=True)
+class ExportChunk:
+    """One decoded chunk with the columns its events share."""
+
+    id: int
+    app_id: str
+    batch_id: str
+    model: str
+    device_id: str
+    platform: str | None
+    device_class: str | None
+    app_version: str | None
+    received_at: datetime
+    events: pa.Table
+
+
+def partition_path(root: Path, app_id: str, day: date, first_chunk: int, last_chunk: int) -> Path:
+    """Where the Parquet file of a range of one app's chunks of one day lives.
 
     Args:
         root: the telemetry directory, normally ``<home>/telemetry``.
         app_id: the app.
-        received: when the batch arrived (UTC; gives the date partition).
-        batch_id: the batch id (restricted to ``[A-Za-z0-9_.:-]``, so a safe file name).
+        day: the UTC day the chunks' batches were received.
+        first_chunk: the smallest chunk id in the file.
+        last_chunk: the largest chunk id in the file.
 
     Returns:
-        ``root/app=<id>/date=<YYYY-MM-DD>/part-<batch_id>.parquet``.
+        ``root/app=<id>/date=<YYYY-MM-DD>/part-<first>-<last>.parquet``.
     """
-    return root / f"app={app_id}" / f"date={received:%Y-%m-%d}" / f"part-{batch_id}.parquet"
+    name = f"part-{first_chunk}-{last_chunk}.parquet"
+    return root / f"app={app_id}" / f"date={day:%Y-%m-%d}" / name
 
 
-class ParquetSink:
-    """Writes one Parquet file per batch under ``root``."""
+def _constant(value: object, n: int, kind: pa.DataType) -> pa.Array:
+    return pa.nulls(n, kind) if value is None else pa.repeat(pa.scalar(value, kind), n)
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
 
-    def write_pending(
-        self,
-        app_id: str,
-        received: datetime,
-        batch_id: str,
-        context: Mapping[str, Any],
-        events: Sequence[Mapping[str, Any]],
-    ) -> tuple[Path, Path]:
-        """Write the batch to a temporary file next to its final path.
+def _with_context(chunk: ExportChunk) -> pa.Table:
+    events = chunk.events
+    n = events.num_rows
+    table = events.add_column(2, "model", _constant(chunk.model, n, pa.string()))
+    for name, value in (
+        ("device_id", chunk.device_id),
+        ("platform", chunk.platform),
+        ("device_class", chunk.device_class),
+        ("app_version", chunk.app_version),
+        ("batch_id", chunk.batch_id),
+    ):
+        table = table.append_column(name, _constant(value, n, pa.string()))
+    table = table.append_column("chunk_id", _constant(chunk.id, n, pa.int64()))
+    received = _constant(chunk.received_at, n, pa.timestamp("ms", tz="UTC"))
+    return table.append_column("received_at", received)
 
-        Args:
-            app_id: the app.
-            received: receive time (UTC).
-            batch_id: the batch id.
-            context: columns shared by every event (device_id, platform, ...).
-            events: the validated events.
 
-        Returns:
-            (temporary path, final path); call ``commit`` or ``discard`` afterwards.
+def write_partition(root: Path, chunks: Sequence[ExportChunk]) -> Path:
+    """Write the chunks (one app, one day) to their partition file, atomically.
 
-        Raises:
-            MissingDependencyError: pyarrow is not installed.
-        """
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise MissingDependencyError("pyarrow", "server", "to write telemetry") from exc
-        final = partition_path(self.root, app_id, received, batch_id)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        columns: dict[str, Any] = {}
-        n = len(events)
-        for name in EVENT_COLUMNS:
-            values = [event.get(name) for event in events]
-            if name in _STRING_COLUMNS:
-                kind = pa.string()
-            elif name in _INT_COLUMNS:
-                kind = pa.int64()
-            else:
-                kind = pa.float64()
-            columns[name] = pa.array(values, type=kind)
-        for name, value in context.items():
-            columns[name] = pa.array([value] * n, type=pa.string())
-        columns["received_at"] = pa.array([received] * n, type=pa.timestamp("ms", tz="UTC"))
-        tmp = final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-        pq.write_table(pa.table(columns), tmp)
-        return tmp, final
+    Args:
+        root: the telemetry directory.
+        chunks: decoded chunks of one app and one receive day, in id order.
 
-    @staticmethod
-    def commit(tmp: Path, final: Path) -> None:
-        """Move a pending file into place (atomic rename)."""
+    Returns:
+        The final path (an existing file of the same name is replaced).
+    """
+    first = chunks[0]
+    final = partition_path(
+        root, first.app_id, first.received_at.date(), chunks[0].id, chunks[-1].id
+    )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.concat_tables([_with_context(chunk) for chunk in chunks])
+    tmp = final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        pq.write_table(table, tmp)
         os.replace(tmp, final)
-
-    @staticmethod
-    def discard(tmp: Path) -> None:
-        """Delete a pending file (the batch was a duplicate or failed)."""
+    finally:
         tmp.unlink(missing_ok=True)
+    return final

@@ -1,31 +1,45 @@
-"""TelemetryStore: batches, events and feedback on the registry's database engine.
+"""TelemetryStore: batches, chunks and feedback on the registry's database engine.
 
 Intake is one transaction: insert the batch row with ``ON CONFLICT DO NOTHING`` (the
-unique (app, batch_id) constraint decides duplicates, also between replicas), then all
-events in one ``executemany``. Feedback is an upsert on (app, prediction_id) where the
-newest ``ts`` wins.
+unique (app, batch_id) constraint decides duplicates, also between replicas), then one
+chunk row per model of the batch (events columnar in a blob, see ``_chunks.py``).
+Feedback is an upsert on (app, prediction_id) where the newest ``ts`` wins.
+
+``events()`` is the one read path of metrics, guardrails and experiments: the chunks of
+(app, model) overlapping [since, until), decoded through an LRU of immutable chunks,
+filtered to the window (and versions), with each event's label feedback joined at query
+time (so new feedback always shows).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from pocketml.registry._db import WRITE, translate_errors
-from pocketml.telemetry._orm import FeedbackRow, TelemetryBatchRow, TelemetryEventRow
-from pocketml.telemetry._types import EVENT_COLUMNS, Feedback
+from pocketml.telemetry._chunks import ChunkCache, decode_payload, draft_chunks
+from pocketml.telemetry._orm import FeedbackRow, TelemetryBatchRow, TelemetryChunkRow
+from pocketml.telemetry._types import EventRows, Feedback
 
-__all__ = ["TelemetryStore"]
+__all__ = ["CHUNK_ID_LOCK", "TelemetryStore"]
 
 _BATCHES: sa.Table = TelemetryBatchRow.__table__  # type: ignore[assignment]
-_EVENTS: sa.Table = TelemetryEventRow.__table__  # type: ignore[assignment]
+_CHUNKS: sa.Table = TelemetryChunkRow.__table__  # type: ignore[assignment]
 _FEEDBACK: sa.Table = FeedbackRow.__table__  # type: ignore[assignment]
-_CONTEXT_COLUMNS = ("platform", "device_class", "app_version")
+_MEASURED = pa.array(["inference", "error"])
+_IN_LIMIT = 500  # ids per IN (...) list
+_FEEDBACK_PROBE_MAX = 20_000  # more prediction ids than this: read the app's feedback
+# PostgreSQL advisory lock: intake holds it shared, the exporter takes it exclusively to
+# choose a range, so every chunk id below the range's end is committed (see export.py).
+CHUNK_ID_LOCK = 0x706D6C74  # "pmlt"
 
 
 def _insert(dialect: str, table: sa.Table) -> Any:
@@ -39,21 +53,29 @@ def _insert(dialect: str, table: sa.Table) -> Any:
     return sqlite.insert(table)
 
 
+def _parts(values: Sequence[Any], size: int = _IN_LIMIT) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
 class TelemetryStore:
     """SQL storage of telemetry. Returns plain tuples/dataclasses, never rows.
 
     Args:
         engine: the registry's open engine.
+        cache_events: how many decoded events the chunk LRU keeps.
     """
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, *, cache_events: int = 2_000_000) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        mark = "?" if self.dialect == "sqlite" else "%s"
-        columns = ("app_id", "batch_id", "device_id", *EVENT_COLUMNS, *_CONTEXT_COLUMNS)
-        quoted = ", ".join(f'"{column}"' for column in columns)
-        marks = ", ".join([mark] * len(columns))
-        self._insert_events_sql = f"INSERT INTO {_EVENTS.name} ({quoted}) VALUES ({marks})"
+        self.cache = ChunkCache(cache_events)
+        self._insert_batch = (
+            _insert(self.dialect, _BATCHES)
+            .on_conflict_do_nothing(index_elements=["app_id", "batch_id"])
+            .returning(_BATCHES.c.id)
+        )
+        self._insert_chunk = sa.insert(_CHUNKS)
         # SQLite has one writer: concurrent intake threads would otherwise spin in its
         # busy handler (which sleeps); taking turns in-process is much faster.
         self._write_turn: AbstractContextManager[Any] = (
@@ -74,11 +96,15 @@ class TelemetryStore:
         app_id: str,
         batch_id: str,
         device_id: str,
-        context: Mapping[str, str | None],
-        events: Sequence[Mapping[str, Any]],
+        context: dict[str, str | None],
+        events: Sequence[Any],
         received: datetime,
     ) -> bool:
-        """Store a batch and its events unless (app_id, batch_id) exists already.
+        """Store a batch and its chunks unless (app_id, batch_id) exists already.
+
+        Args:
+            events: validated events: mappings, or objects with the event fields as
+                attributes (see ``draft_chunks``).
 
         Returns:
             True when stored, False for a duplicate (nothing written).
@@ -86,27 +112,40 @@ class TelemetryStore:
         Raises:
             Unavailable: the database cannot be reached.
         """
-        shared = (app_id, batch_id, device_id)
-        tail = tuple(context.get(name) for name in _CONTEXT_COLUMNS)
-        rows = [(*shared, *(e.get(c) for c in EVENT_COLUMNS), *tail) for e in events]
+        drafts = draft_chunks(events)  # encode outside the write turn
+        shared = {
+            "app_id": app_id,
+            "batch_id": batch_id,
+            "device_id": device_id,
+            "platform": context.get("platform"),
+            "device_class": context.get("device_class"),
+            "app_version": context.get("app_version"),
+            "received_at": received,
+        }
+        chunks = [
+            {
+                **shared,
+                "model": d.model,
+                "event_count": d.event_count,
+                "min_ts": d.min_ts,
+                "max_ts": d.max_ts,
+                "payload": d.payload,
+            }
+            for d in drafts
+        ]
+        batch = {
+            "app_id": app_id,
+            "batch_id": batch_id,
+            "device_id": device_id,
+            "event_count": len(events),
+            "received_at": received,
+        }
         with self._write_turn, self._write("store a telemetry batch") as conn:
-            inserted = conn.execute(
-                _insert(self.dialect, _BATCHES)
-                .values(
-                    app_id=app_id,
-                    batch_id=batch_id,
-                    device_id=device_id,
-                    event_count=len(rows),
-                    received_at=received,
-                )
-                .on_conflict_do_nothing(index_elements=["app_id", "batch_id"])
-                .returning(_BATCHES.c.id)
-            ).first()
-            if inserted is None:  # the batch was stored before
-                return False
-            # One DBAPI executemany with positional tuples: SQLAlchemy's per-row dict
-            # processing would cost more than the database work itself.
-            conn.exec_driver_sql(self._insert_events_sql, rows)
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({CHUNK_ID_LOCK})")
+            if conn.execute(self._insert_batch, batch).first() is None:
+                return False  # the batch was stored before
+            conn.execute(self._insert_chunk, chunks)
         return True
 
     def upsert_feedback(self, app_id: str, feedback: Feedback, received: datetime) -> None:
@@ -141,54 +180,120 @@ class TelemetryStore:
         with translate_errors("count telemetry events"), self.engine.connect() as conn:
             return int(
                 conn.scalar(
-                    sa.select(sa.func.count())
-                    .select_from(_EVENTS)
-                    .where(_EVENTS.c.app_id == app_id)
+                    sa.select(sa.func.coalesce(sa.func.sum(_CHUNKS.c.event_count), 0)).where(
+                        _CHUNKS.c.app_id == app_id
+                    )
                 )
                 or 0
             )
 
-    def metric_rows(
-        self, app_id: str, model: str, since: float | None, until: float | None
-    ) -> list[tuple[Any, ...]]:
-        """The events of one model in [since, until) joined with their label feedback.
+    def events(
+        self,
+        app_id: str,
+        model: str,
+        since: float | None = None,
+        until: float | None = None,
+        versions: Sequence[int] | None = None,
+    ) -> EventRows:
+        """The inference and error events of one model in [since, until), with feedback.
+
+        Args:
+            app_id: the app.
+            model: the model name.
+            since: unix seconds, inclusive; None = from the start.
+            until: unix seconds, exclusive; None = no end.
+            versions: keep only events of these versions; None = every version.
 
         Returns:
-            Tuples (version, device_class, type, source, latency_ms, confidence, label,
-            feedback_label) of inference and error events.
+            ``EventRows``: per event its version, device class, type, source, latency,
+            confidence, label, and the label of its newest feedback (None without one).
 
         Raises:
             Unavailable: the database cannot be reached.
         """
-        conditions = [
-            _EVENTS.c.app_id == app_id,
-            _EVENTS.c.model == model,
-            _EVENTS.c.type.in_(("inference", "error")),
-        ]
+        conditions = [_CHUNKS.c.app_id == app_id, _CHUNKS.c.model == model]
         if since is not None:
-            conditions.append(_EVENTS.c.ts >= since)
+            conditions.append(_CHUNKS.c.max_ts >= since)
         if until is not None:
-            conditions.append(_EVENTS.c.ts < until)
-        join = _EVENTS.outerjoin(
-            _FEEDBACK,
-            sa.and_(
-                _FEEDBACK.c.app_id == _EVENTS.c.app_id,
-                _FEEDBACK.c.prediction_id == _EVENTS.c.prediction_id,
-            ),
-        )
-        query = (
-            sa.select(
-                _EVENTS.c.version,
-                _EVENTS.c.device_class,
-                _EVENTS.c.type,
-                _EVENTS.c.source,
-                _EVENTS.c.latency_ms,
-                _EVENTS.c.confidence,
-                _EVENTS.c.label,
-                _FEEDBACK.c.label,
-            )
-            .select_from(join)
-            .where(*conditions)
-        )
+            conditions.append(_CHUNKS.c.min_ts < until)
+        listing = sa.select(_CHUNKS.c.id, _CHUNKS.c.device_class).where(*conditions)
         with translate_errors("read telemetry"), self.engine.connect() as conn:
-            return [tuple(row) for row in conn.execute(query)]
+            chunks = conn.execute(listing.order_by(_CHUNKS.c.id)).all()
+            if not chunks:
+                return EventRows.empty()
+            tables = self._decoded(conn, [chunk_id for chunk_id, _ in chunks])
+            frame = self._window(chunks, tables, since, until, versions)
+            predictions = frame.column("prediction_id").combine_chunks()
+            feedback_ids, feedback_labels = self._feedback_labels(conn, app_id, predictions)
+        classes = pa.array([device_class for _, device_class in chunks], pa.string())
+        found = pc.index_in(predictions, value_set=feedback_ids)
+        return EventRows(
+            version=frame.column("version").combine_chunks(),
+            device_class=classes.take(frame.column("chunk").combine_chunks()),
+            type=frame.column("type").combine_chunks(),
+            source=frame.column("source").combine_chunks(),
+            latency_ms=frame.column("latency_ms").combine_chunks(),
+            confidence=frame.column("confidence").combine_chunks(),
+            label=frame.column("label").combine_chunks(),
+            feedback_label=feedback_labels.take(found),
+        )
+
+    def _decoded(self, conn: sa.Connection, ids: list[int]) -> dict[int, pa.Table]:
+        tables = self.cache.get_many(ids)
+        missing = [chunk_id for chunk_id in ids if chunk_id not in tables]
+        for part in _parts(missing):
+            query = sa.select(_CHUNKS.c.id, _CHUNKS.c.payload).where(_CHUNKS.c.id.in_(part))
+            for chunk_id, payload in conn.execute(query):
+                table = decode_payload(payload)
+                self.cache.put(chunk_id, table)
+                tables[chunk_id] = table
+        return tables
+
+    @staticmethod
+    def _window(
+        chunks: Sequence[Any],
+        tables: dict[int, pa.Table],
+        since: float | None,
+        until: float | None,
+        versions: Sequence[int] | None,
+    ) -> pa.Table:
+        """All chunks as one table (plus a ``chunk`` index column), filtered."""
+        parts = [tables[chunk_id] for chunk_id, _ in chunks]
+        counts = [part.num_rows for part in parts]
+        frame = pa.concat_tables(parts).append_column(
+            "chunk", pa.array(np.repeat(np.arange(len(parts), dtype=np.int32), counts))
+        )
+        mask = pc.is_in(frame.column("type"), value_set=_MEASURED)
+        if since is not None:
+            mask = pc.and_(mask, pc.greater_equal(frame.column("ts"), since))
+        if until is not None:
+            mask = pc.and_(mask, pc.less(frame.column("ts"), until))
+        if versions is not None:
+            wanted = pa.array(list(versions), pa.int64())
+            mask = pc.and_(mask, pc.is_in(frame.column("version"), value_set=wanted))
+        if pc.all(mask).as_py():  # the usual case; filtering copies every column
+            return frame
+        return frame.filter(mask)
+
+    @staticmethod
+    def _feedback_labels(
+        conn: sa.Connection, app_id: str, predictions: pa.Array
+    ) -> tuple[pa.Array, pa.Array]:
+        """(prediction ids, their labels) of the label feedback of ``predictions``."""
+        base = sa.select(_FEEDBACK.c.prediction_id, _FEEDBACK.c.label).where(
+            _FEEDBACK.c.app_id == app_id, _FEEDBACK.c.label.is_not(None)
+        )
+        present = predictions.drop_null()
+        if len(present) > _FEEDBACK_PROBE_MAX:  # one scan of the app's feedback beats
+            queries = [base]  # thousands of probes (and hashing the ids)
+        else:
+            wanted = sorted(pc.unique(present).to_pylist())
+            queries = [base.where(_FEEDBACK.c.prediction_id.in_(p)) for p in _parts(wanted)]
+        ids: list[str] = []
+        labels: list[str] = []
+        if len(present):
+            for query in queries:
+                for prediction_id, label in conn.execute(query):
+                    ids.append(prediction_id)
+                    labels.append(label)
+        return pa.array(ids, pa.string()), pa.array(labels, pa.string())

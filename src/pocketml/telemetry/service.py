@@ -1,10 +1,10 @@
 """TelemetryService: idempotent intake of event batches, feedback, and aggregates.
 
-A batch goes to the database (one transaction, duplicates decided by the unique
-(app, batch_id) constraint) AND to a day-partitioned Parquet file under
-``<home>/telemetry``: the Parquet file is written first under a temporary name and
-renamed into place only after the database accepted the batch, so a retried or
-duplicate batch never leaves a second file.
+A batch goes to the database in one transaction (duplicates decided by the unique
+(app, batch_id) constraint): its batch row and one chunk per model. The database is the
+source of truth; the ``TelemetryExporter`` writes the chunks to day-partitioned Parquet
+files under ``<home>/telemetry`` afterwards (a background task in the server,
+``export_parquet()`` on demand), so intake never writes a file.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 
 from pocketml.errors import Unavailable
 from pocketml.registry import Registry
-from pocketml.telemetry._parquet import ParquetSink
 from pocketml.telemetry._store import TelemetryStore
 from pocketml.telemetry._types import Feedback, IngestResult, MetricsRow, TelemetryBatch
-from pocketml.telemetry.aggregate import aggregate
+from pocketml.telemetry.aggregate import aggregate_events
+from pocketml.telemetry.export import TelemetryExporter
 
 __all__ = ["TelemetryService"]
 
@@ -31,17 +31,54 @@ class TelemetryService:
     Args:
         registry: the open registry (its engine holds the telemetry tables).
         parquet_root: the Parquet directory (``<home>/telemetry``); None = database only.
+        export_interval_s: seconds between background Parquet exports (``run_exporter``).
+        export_pending_events: events ingested on this replica that trigger an export
+            before the interval is up.
     """
 
-    def __init__(self, registry: Registry, parquet_root: Path | None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        parquet_root: Path | None,
+        *,
+        export_interval_s: float = 10.0,
+        export_pending_events: int = 500_000,
+    ) -> None:
         self.registry = registry
         self.parquet_root = parquet_root
+        self.export_interval_s = export_interval_s
+        self.export_pending_events = export_pending_events
         self._store: TelemetryStore | None = None
-        self._sink = ParquetSink(parquet_root) if parquet_root is not None else None
+        self._exporter: TelemetryExporter | None = None
 
     def open(self) -> None:
         """Attach to the registry's database (the registry must be open)."""
-        self._store = TelemetryStore(self.registry.store.engine)
+        engine = self.registry.store.engine
+        self._store = TelemetryStore(engine)
+        if self.parquet_root is not None:
+            self._exporter = TelemetryExporter(
+                engine,
+                self.parquet_root,
+                interval_s=self.export_interval_s,
+                max_pending_events=self.export_pending_events,
+            )
+
+    @property
+    def exporter(self) -> TelemetryExporter | None:
+        """The Parquet exporter (None without a Parquet directory or before ``open()``)."""
+        return self._exporter
+
+    def export_parquet(self) -> int:
+        """Export every stored chunk not yet in Parquet, now (tests, benchmarks, CLI).
+
+        Returns:
+            The number of events written (0 without a Parquet directory, or when
+            another replica holds the export lease).
+
+        Raises:
+            Unavailable: the database cannot be reached.
+        """
+        return self._exporter.flush() if self._exporter is not None else 0
 
     @property
     def store(self) -> TelemetryStore:
@@ -66,32 +103,18 @@ class TelemetryService:
         """
         received = datetime.now(UTC)
         context = {
-            "device_id": batch.device_id,
             "platform": batch.platform,
             "device_class": batch.device_class,
             "app_version": batch.app_version,
         }
-        pending = None
-        if self._sink is not None:
-            pending = self._sink.write_pending(
-                app_id, received, batch.batch_id, context, batch.events
-            )
-        try:
-            stored = self.store.insert_batch(
-                app_id, batch.batch_id, batch.device_id, context, batch.events, received
-            )
-        except BaseException:
-            if pending is not None:
-                ParquetSink.discard(pending[0])
-            raise
-        if pending is not None:
-            if stored:
-                ParquetSink.commit(*pending)
-            else:
-                ParquetSink.discard(pending[0])
+        stored = self.store.insert_batch(
+            app_id, batch.batch_id, batch.device_id, context, batch.events, received
+        )
         if not stored:
             logger.info("telemetry batch %s of app %s is a duplicate", batch.batch_id, app_id)
             return IngestResult(accepted=0, duplicate=True)
+        if self._exporter is not None:
+            self._exporter.note_ingested(len(batch.events))
         return IngestResult(accepted=len(batch.events), duplicate=False)
 
     def record_feedback(self, app_id: str, feedback: Feedback) -> None:
@@ -120,4 +143,4 @@ class TelemetryService:
         Raises:
             Unavailable: the database cannot be reached.
         """
-        return aggregate(self.store.metric_rows(app_id, model, since, until))
+        return aggregate_events(self.store.events(app_id, model, since, until))

@@ -19,10 +19,10 @@ from pocketml.errors import InvalidInput, PayloadTooLarge
 from pocketml.registry import Principal
 from pocketml.server._state import ServerState
 from pocketml.server.errors import error_response, request_id_of
-from pocketml.server.routes._body import describe_errors, read_json
+from pocketml.server.routes._body import describe_errors, parse_json, read_body
 from pocketml.server.routes._device_auth import device_principal, device_state
 from pocketml.server.routes._docs import ERRORS_AUTH, errors
-from pocketml.server.routes._telemetry_check import fast_check_batch
+from pocketml.server.routes._telemetry_check import decode_batch, fast_check_batch
 from pocketml.server.schemas_device import (
     FeedbackAccepted,
     FeedbackRequest,
@@ -31,7 +31,7 @@ from pocketml.server.schemas_device import (
 )
 from pocketml.telemetry import Feedback, TelemetryBatch
 
-__all__ = ["BatchRejected", "router", "validate_batch"]
+__all__ = ["BatchRejected", "router", "validate_batch", "validate_body"]
 
 router = APIRouter(tags=["telemetry"])
 
@@ -83,6 +83,36 @@ def validate_batch(payload: Any, max_events: int) -> TelemetryBatch:
     )
 
 
+def validate_body(body: bytes, max_events: int) -> TelemetryBatch:
+    """Parse and check a raw telemetry body; return its batch.
+
+    Certainly-valid bodies are decoded and checked in one pass (``decode_batch``);
+    anything else is parsed and goes through ``validate_batch``, whose pydantic
+    fallback writes the error messages.
+
+    Args:
+        body: the request body.
+        max_events: the server's ``max_telemetry_events``.
+
+    Returns:
+        The validated ``TelemetryBatch``.
+
+    Raises:
+        MalformedJson: the body is not JSON.
+        PayloadTooLarge: more than ``max_events`` events.
+        BatchRejected: any bad field; the message names each one.
+    """
+    batch = decode_batch(body)
+    if batch is None:
+        return validate_batch(parse_json(body), max_events)
+    if len(batch.events) > max_events:
+        raise PayloadTooLarge(
+            f"a batch may hold at most {max_events} events; got "
+            f"{len(batch.events)}. Split it into smaller batches (each with its own batch_id)."
+        )
+    return batch
+
+
 @router.post(
     "/v1/telemetry",
     status_code=202,
@@ -113,9 +143,9 @@ async def ingest_telemetry(
     state: ServerState = Depends(device_state),
 ) -> Response:
     """Validate and store one batch."""
-    payload: Any = await read_json(request, state.max_telemetry_bytes)
+    body = await read_body(request, state.max_telemetry_bytes)
     try:
-        batch = validate_batch(payload, state.max_telemetry_events)
+        batch = validate_body(body, state.max_telemetry_events)
     except BatchRejected as exc:
         return error_response(422, exc.code, str(exc), request_id_of(request))
     result = await run_in_threadpool(state.telemetry.ingest, principal.app_id, batch)

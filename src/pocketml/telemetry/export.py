@@ -1,0 +1,351 @@
+"""The Parquet exporter: chunks in the database -> day-partitioned Parquet files.
+
+The database is the source of truth; Parquet files are derived from it, so that every
+event lands in exactly one file:
+
+1. take the lease ``parquet`` (one row of ``telemetry_exports``): only one replica
+   exports at a time;
+2. if no range is in flight, choose one — the chunks after the watermark, at most
+   ``max_chunks`` — and record its end as ``pending_until`` (committed);
+3. write the range's chunks per (app, receive day) to
+   ``part-<first chunk id>-<last chunk id>.parquet`` (temporary name, then rename);
+4. advance the watermark to ``pending_until`` and clear it.
+
+A crash after step 2 or 3 leaves ``pending_until`` set, and the next pass (on any
+replica) re-exports exactly the same range: the same file names, overwritten with the
+same rows, never a second copy.
+
+The watermark needs chunk ids to become visible in order. On SQLite they do (one writer,
+AUTOINCREMENT). On PostgreSQL a sequence hands out ids before commit, so a transaction
+holding a smaller id could commit after a larger one was exported; there intake holds
+the advisory lock ``CHUNK_ID_LOCK`` shared and step 2 takes it exclusively: it waits
+for the intake transactions in flight (milliseconds) and then sees every smaller id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+
+from pocketml.errors import PocketMLError
+from pocketml.registry._db import WRITE, create_engine, run_migrations, translate_errors
+from pocketml.telemetry._chunks import decode_payload
+from pocketml.telemetry._orm import TelemetryChunkRow, TelemetryExportRow
+from pocketml.telemetry._parquet import ExportChunk, write_partition
+from pocketml.telemetry._store import CHUNK_ID_LOCK
+
+__all__ = ["ExportResult", "TelemetryExporter", "export_database"]
+
+logger = logging.getLogger(__name__)
+
+LEASE_NAME = "parquet"
+_CHUNKS: sa.Table = TelemetryChunkRow.__table__  # type: ignore[assignment]
+_EXPORTS: sa.Table = TelemetryExportRow.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What one export pass wrote: chunks, events, files, and the new watermark."""
+
+    chunks: int
+    events: int
+    files: tuple[Path, ...]
+    watermark: int
+
+
+class TelemetryExporter:
+    """Exports committed chunks to Parquet under ``root`` while holding the lease.
+
+    Args:
+        engine: the registry's open engine.
+        root: the telemetry directory (``<home>/telemetry``).
+        interval_s: seconds between background passes (``run_forever``).
+        max_pending_events: events ingested on this replica that wake the background
+            loop before ``interval_s`` is up.
+        max_chunks: most chunks one pass exports (bounds its memory).
+        owner: this replica's lease owner id (host, pid and a random suffix by default).
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        root: Path,
+        *,
+        interval_s: float = 10.0,
+        max_pending_events: int = 500_000,
+        max_chunks: int = 1_000,
+        owner: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.root = root
+        self.interval_s = interval_s
+        self.max_pending_events = max_pending_events
+        self.max_chunks = max_chunks
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- one pass --------------------------------------------------------------------------
+
+    def export_once(self, now: float | None = None) -> ExportResult | None:
+        """Export one range of chunks if this replica holds (or takes) the lease.
+
+        Args:
+            now: the clock (unix seconds); ``time.time()`` by default.
+
+        Returns:
+            What was exported (``chunks == 0`` when nothing was pending), or None when
+            another replica holds the lease.
+
+        Raises:
+            Unavailable: the database cannot be reached.
+        """
+        moment = time.time() if now is None else now
+        if not self._acquire(moment):
+            return None
+        watermark, upper = self._plan()
+        if upper is None:
+            return ExportResult(0, 0, (), watermark)
+        chunks, events, files = self._write_range(watermark, upper)
+        self._advance(upper)
+        logger.info(
+            "exported %d telemetry chunks (%d events) to %d Parquet files",
+            chunks,
+            events,
+            len(files),
+        )
+        return ExportResult(chunks, events, tuple(files), upper)
+
+    def flush(self, now: float | None = None) -> int:
+        """Export until nothing is pending (or another replica holds the lease).
+
+        Returns:
+            The number of events exported.
+        """
+        total = 0
+        while True:
+            result = self.export_once(now)
+            if result is None or result.chunks == 0:
+                return total
+            total += result.events
+
+    def watermark(self) -> int:
+        """The id of the last exported chunk (0 before the first export)."""
+        query = sa.select(_EXPORTS.c.watermark).where(_EXPORTS.c.name == LEASE_NAME)
+        with translate_errors("read the telemetry export watermark"), self.engine.connect() as c:
+            return int(c.scalar(query) or 0)
+
+    def _write(self) -> sa.Connection:
+        return self.engine.connect().execution_options(**WRITE)
+
+    def _acquire(self, now: float) -> bool:
+        ttl = max(3 * self.interval_s, 30.0)
+        update = (
+            sa.update(_EXPORTS)
+            .where(
+                _EXPORTS.c.name == LEASE_NAME,
+                sa.or_(_EXPORTS.c.expires_at < now, _EXPORTS.c.owner == self.owner),
+            )
+            .values(owner=self.owner, expires_at=now + ttl)
+        )
+        with translate_errors("take the telemetry export lease"):
+            with self._write() as conn, conn.begin():
+                if conn.execute(update).rowcount == 1:
+                    return True
+            try:
+                with self._write() as conn, conn.begin():
+                    conn.execute(
+                        sa.insert(_EXPORTS).values(
+                            name=LEASE_NAME,
+                            watermark=0,
+                            pending_until=None,
+                            owner=self.owner,
+                            expires_at=now + ttl,
+                        )
+                    )
+                return True
+            except exc.IntegrityError:  # the row exists and another owner holds it
+                return False
+
+    def _plan(self) -> tuple[int, int | None]:
+        """(watermark, end of the range to export) — the range in flight, or a new one."""
+        state = sa.select(_EXPORTS.c.watermark, _EXPORTS.c.pending_until).where(
+            _EXPORTS.c.name == LEASE_NAME
+        )
+        with translate_errors("plan a telemetry export"), self._write() as conn, conn.begin():
+            watermark, pending = conn.execute(state).one()
+            if pending is not None:
+                return int(watermark), int(pending)
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({CHUNK_ID_LOCK})")
+            ids = sa.select(_CHUNKS.c.id).where(_CHUNKS.c.id > watermark)
+            window = ids.order_by(_CHUNKS.c.id).limit(self.max_chunks).subquery()
+            upper = conn.scalar(sa.select(sa.func.max(window.c.id)))
+            if upper is None:
+                return int(watermark), None
+            conn.execute(
+                sa.update(_EXPORTS)
+                .where(_EXPORTS.c.name == LEASE_NAME, _EXPORTS.c.owner == self.owner)
+                .values(pending_until=upper)
+            )
+            return int(watermark), int(upper)
+
+    def _write_range(self, watermark: int, upper: int) -> tuple[int, int, list[Path]]:
+        query = (
+            sa.select(
+                _CHUNKS.c.id,
+                _CHUNKS.c.app_id,
+                _CHUNKS.c.batch_id,
+                _CHUNKS.c.model,
+                _CHUNKS.c.device_id,
+                _CHUNKS.c.platform,
+                _CHUNKS.c.device_class,
+                _CHUNKS.c.app_version,
+                _CHUNKS.c.received_at,
+                _CHUNKS.c.payload,
+            )
+            .where(_CHUNKS.c.id > watermark, _CHUNKS.c.id <= upper)
+            .order_by(_CHUNKS.c.id)
+        )
+        with translate_errors("read telemetry chunks to export"), self.engine.connect() as conn:
+            chunks = [
+                ExportChunk(
+                    id=row.id,
+                    app_id=row.app_id,
+                    batch_id=row.batch_id,
+                    model=row.model,
+                    device_id=row.device_id,
+                    platform=row.platform,
+                    device_class=row.device_class,
+                    app_version=row.app_version,
+                    received_at=row.received_at,
+                    events=decode_payload(row.payload),
+                )
+                for row in conn.execute(query)
+            ]
+        files = []
+        ordered = sorted(chunks, key=lambda c: (c.app_id, c.received_at.date(), c.id))
+        for _, group in groupby(ordered, key=lambda c: (c.app_id, c.received_at.date())):
+            files.append(write_partition(self.root, list(group)))
+        return len(chunks), sum(c.events.num_rows for c in chunks), files
+
+    def _advance(self, upper: int) -> None:
+        """Move the watermark past the exported range (after the files are in place)."""
+        query = (
+            sa.update(_EXPORTS)
+            .where(_EXPORTS.c.name == LEASE_NAME, _EXPORTS.c.pending_until == upper)
+            .values(watermark=upper, pending_until=None)
+        )
+        with (
+            translate_errors("advance the telemetry export watermark"),
+            self._write() as conn,
+            conn.begin(),
+        ):
+            conn.execute(query)
+
+    def release(self) -> None:
+        """Give the lease up early (only when this replica holds it)."""
+        query = (
+            sa.update(_EXPORTS)
+            .where(_EXPORTS.c.name == LEASE_NAME, _EXPORTS.c.owner == self.owner)
+            .values(expires_at=0.0)
+        )
+        with (
+            translate_errors("release the telemetry export lease"),
+            self._write() as conn,
+            conn.begin(),
+        ):
+            conn.execute(query)
+
+    # -- in the server ---------------------------------------------------------------------
+
+    def note_ingested(self, events: int) -> None:
+        """Count events stored on this replica; wake the loop past ``max_pending_events``.
+
+        Thread-safe (intake runs in worker threads).
+        """
+        with self._pending_lock:
+            self._pending += events
+            due = self._pending >= self.max_pending_events
+        if due and self._loop is not None and self._wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Export every ``interval_s`` (or when woken) until ``stop``; then flush.
+
+        Args:
+            stop: set it to end the loop; a last flush runs and the lease is released.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        waiter = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                with self._pending_lock:
+                    self._pending = 0
+                self._wake.clear()
+                await self._pass()
+                woken = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait(
+                    {waiter, woken}, timeout=self.interval_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                woken.cancel()
+            await self._pass()
+        finally:
+            waiter.cancel()
+            self._loop = None
+            try:
+                await asyncio.to_thread(self.release)
+            except PocketMLError as error:  # the lease then simply expires
+                logger.warning("could not release the telemetry export lease: %s", error)
+
+    async def _pass(self) -> None:
+        try:
+            await asyncio.to_thread(self.flush)
+        except PocketMLError as error:  # a database blip must not kill the loop
+            logger.warning("telemetry export pass failed: %s", error)
+        except OSError as error:  # a full disk: retried next pass (the watermark stayed)
+            logger.error("telemetry export could not write Parquet: %s", error)
+        except Exception:  # never kill the loop; the range stays pending and is retried
+            logger.exception("telemetry export pass failed")
+
+
+def export_database(database_url: str, root: Path) -> int:
+    """Export every chunk of a database not yet in Parquet (``pocketml telemetry export``).
+
+    Args:
+        database_url: the registry database (migrated to the newest revision first).
+        root: the telemetry directory (``<home>/telemetry``).
+
+    Returns:
+        The number of events written (0 when a running server holds the export lease).
+
+    Raises:
+        InvalidInput: a malformed database URL.
+        Unavailable: the database cannot be reached.
+    """
+    engine = create_engine(database_url)
+    try:
+        run_migrations(engine)
+        exporter = TelemetryExporter(engine, root)
+        try:
+            return exporter.flush()
+        finally:
+            exporter.release()  # a running server's exporter need not wait for expiry
+    finally:
+        engine.dispose()
