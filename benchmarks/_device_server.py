@@ -9,7 +9,6 @@ Options travel on the command line, not through private environment variables.
 """
 
 # No "from __future__ import annotations": FastAPI must see the baseline's local models.
-import asyncio
 import json
 import socket
 import sys
@@ -124,7 +123,7 @@ def main() -> None:
         http="httptools",
         loop="uvloop",
     )
-    asyncio.run(_Server(config).serve())
+    _Server(config).run()  # run(): uvicorn's loop factory, i.e. uvloop as configured
 
 
 if __name__ == "__main__":
