@@ -43,6 +43,9 @@ class ServingOptions:
         cache_bytes: budget of loaded model bytes (LRU eviction above it).
         resolve_ttl_s: how long "which version is in production" is reused.
         max_rows: most samples one request may carry (413 above).
+        inline_max_ms: a model whose ``max_batch_size``-row batch runs faster than this
+            (timed once when it is loaded) runs on the event loop thread instead of the
+            executor: the thread hop would cost more than the model. 0 disables it.
     """
 
     batching: bool = True
@@ -53,6 +56,7 @@ class ServingOptions:
     cache_bytes: int = 1 << 30
     resolve_ttl_s: float = 1.0
     max_rows: int = 1024
+    inline_max_ms: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class _Served:
     variant: str
     model: LoadedModel
     batcher: MicroBatcher | None
+    inline: bool
     expires: float
 
 
@@ -135,6 +140,7 @@ class ServingService:
             version, variant, model = await loop.run_in_executor(
                 self.executor, self._load, app_id, name
             )
+            inline = model.batch_ms <= self.options.inline_max_ms
             batcher = None
             if self.options.batching:
                 batcher = self._batchers.get(model.sha256)
@@ -143,7 +149,7 @@ class ServingService:
                 else:
                     batcher = MicroBatcher(
                         model.run,
-                        self.executor,
+                        None if inline else self.executor,
                         max_batch_size=self.options.max_batch_size,
                         max_wait_ms=self.options.max_wait_ms,
                         concurrency=max(1, self.options.workers),
@@ -155,6 +161,7 @@ class ServingService:
                 variant=variant.name,
                 model=model,
                 batcher=batcher,
+                inline=inline,
                 expires=time.monotonic() + self.options.resolve_ttl_s,
             )
             self._served[key] = served
@@ -177,7 +184,8 @@ class ServingService:
 
         def load() -> LoadedModel:
             path = extract_variant(self.registry, app_id, variant, self.models_dir)
-            return load_model(path, variant, info.schema, self.options.session_threads)
+            probe_rows = self.options.max_batch_size if self.options.inline_max_ms > 0 else 0
+            return load_model(path, variant, info.schema, self.options.session_threads, probe_rows)
 
         return version, variant, self.cache.get_or_load(variant.sha256, load)
 
@@ -216,6 +224,8 @@ class ServingService:
             )
         if served.batcher is not None:
             probabilities = await served.batcher.submit(batch)
+        elif served.inline:
+            probabilities = served.model.run(batch)
         else:
             loop = asyncio.get_running_loop()
             probabilities = await loop.run_in_executor(self.executor, served.model.run, batch)
@@ -227,7 +237,8 @@ class ServingService:
     ) -> bytes:
         labels = served.model.labels
         indices = probabilities.argmax(axis=1).tolist()
-        rounded = np.round(probabilities.astype(np.float64), 6).tolist()
+        # float32 rows go to orjson as numpy arrays: it writes each value's shortest
+        # float32 form (what the model computed, no false digits) without Python floats.
         predictions = [
             {
                 "label": labels[i] if i < len(labels) else str(i),
@@ -235,7 +246,7 @@ class ServingService:
                 "confidence": row[i],
                 "probabilities": row,
             }
-            for i, row in zip(indices, rounded, strict=True)
+            for i, row in zip(indices, probabilities, strict=True)
         ]
         return orjson.dumps(
             {
@@ -245,5 +256,6 @@ class ServingService:
                 "predictions": predictions,
                 "prediction_id": prediction_id,
                 "server_latency_ms": round((time.perf_counter() - started) * 1000, 3),
-            }
+            },
+            option=orjson.OPT_SERIALIZE_NUMPY,
         )
