@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from pocketml._version import __version__
 from pocketml.config import Settings
 from pocketml.errors import InvalidInput
-from pocketml.server._fast import DeviceFastPath
+from pocketml.server._fast import PocketMLApp
 from pocketml.server._state import DeviceOptions, PrincipalCache, ServerState
 from pocketml.server.errors import RequestIdMiddleware, install_error_handlers
 from pocketml.server.routes import (
@@ -237,7 +237,7 @@ def create_app(settings: Settings, *, device_options: DeviceOptions | None = Non
             await state.serving.close()
             state.registry.close()
 
-    app = FastAPI(
+    app = PocketMLApp(  # a FastAPI that answers predict and telemetry before its stack
         title="pocketml",
         version=__version__,
         description=_DESCRIPTION,
@@ -245,7 +245,6 @@ def create_app(settings: Settings, *, device_options: DeviceOptions | None = Non
         responses={},
     )
     app.add_middleware(RequestIdMiddleware)
-    app.add_middleware(DeviceFastPath)  # outermost: predict and telemetry skip the stack
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(admin.router)
