@@ -84,16 +84,12 @@ local f = io.open("%(bodies)s", "r")
 for line in f:lines() do bodies[#bodies + 1] = line end
 f:close()
 local i = 0
-local codes = {}
 wrk.method = "%(method)s"
 wrk.headers["Content-Type"] = "application/json"
 %(headers)s
 request = function()
   i = i + 1
   return wrk.format(nil, "%(path)s", nil, bodies[(i %% #bodies) + 1])
-end
-response = function(status, headers, body)
-  codes[status] = (codes[status] or 0) + 1
 end
 done = function(summary, latency, requests)
   io.write("P50 " .. latency:percentile(50) .. "\\n")
