@@ -118,7 +118,8 @@ def main() -> None:
         host="127.0.0.1",
         port=0,
         log_level="warning",
-        access_log=False,
+        access_log=False,  # as `pocketml server --no-access-log`
+        server_header=False,  # as `pocketml server`
         lifespan="on",
         http="httptools",
         loop="uvloop",
