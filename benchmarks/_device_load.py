@@ -4,6 +4,10 @@ The load comes from a separate process: ``wrk`` (with a Lua script that rotates 
 the request bodies) when it is installed, else asyncio + httpx with keep-alive in a
 child Python process. Request counts are bounded (``--duration`` for wrk, ``requests``
 for the Python generator).
+
+As in the issue's reference setup, the server runs on one core and the load generator on
+another (``taskset``, when the machine has it and at least two cores): otherwise the two
+compete for the same core and the scheduler, not the server, sets the tail latency.
 """
 
 from __future__ import annotations
@@ -25,6 +29,15 @@ from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+
+
+def pinned(command: list[str], cpu: str) -> list[str]:
+    """``command`` run on ``cpu`` only (unchanged without taskset or with one core)."""
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", cpu, *command]
+    return command
 
 
 @dataclass(frozen=True)
@@ -47,7 +60,7 @@ class LoadResult:
 def server(kind: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """Start ``_device_server.py kind args``; yield the process and its URL."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("POCKETML_")}
-    command = [sys.executable, str(HERE / "_device_server.py"), kind, *args]
+    command = pinned([sys.executable, str(HERE / "_device_server.py"), kind, *args], SERVER_CPU)
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
@@ -71,16 +84,12 @@ local f = io.open("%(bodies)s", "r")
 for line in f:lines() do bodies[#bodies + 1] = line end
 f:close()
 local i = 0
-local codes = {}
 wrk.method = "%(method)s"
 wrk.headers["Content-Type"] = "application/json"
 %(headers)s
 request = function()
   i = i + 1
   return wrk.format(nil, "%(path)s", nil, bodies[(i %% #bodies) + 1])
-end
-response = function(status, headers, body)
-  codes[status] = (codes[status] or 0) + 1
 end
 done = function(summary, latency, requests)
   io.write("P50 " .. latency:percentile(50) .. "\\n")
@@ -111,20 +120,23 @@ def _run_wrk(
             _LUA % {"bodies": body_file, "method": "POST", "headers": header_lines, "path": path}
         )
         out = subprocess.run(
-            [
-                "wrk",
-                "-t",
-                str(threads),
-                "-c",
-                str(concurrency),
-                "-d",
-                f"{duration_s}s",
-                "--timeout",
-                "10s",
-                "-s",
-                str(script),
-                url,
-            ],
+            pinned(
+                [
+                    "wrk",
+                    "-t",
+                    str(threads),
+                    "-c",
+                    str(concurrency),
+                    "-d",
+                    f"{duration_s}s",
+                    "--timeout",
+                    "10s",
+                    "-s",
+                    str(script),
+                    url,
+                ],
+                LOAD_CPU,
+            ),
             capture_output=True,
             text=True,
             check=True,
@@ -195,7 +207,7 @@ def _run_python(
         "bodies": [b.decode() for b in bodies],
     }
     out = subprocess.run(
-        [sys.executable, "-c", _PY_LOAD],
+        pinned([sys.executable, "-c", _PY_LOAD], LOAD_CPU),
         input=json.dumps(config),
         capture_output=True,
         text=True,

@@ -9,7 +9,6 @@ Options travel on the command line, not through private environment variables.
 """
 
 # No "from __future__ import annotations": FastAPI must see the baseline's local models.
-import asyncio
 import json
 import socket
 import sys
@@ -119,12 +118,13 @@ def main() -> None:
         host="127.0.0.1",
         port=0,
         log_level="warning",
-        access_log=False,
+        access_log=False,  # as `pocketml server --no-access-log`
+        server_header=False,  # as `pocketml server`
         lifespan="on",
         http="httptools",
         loop="uvloop",
     )
-    asyncio.run(_Server(config).serve())
+    _Server(config).run()  # run(): uvicorn's loop factory, i.e. uvloop as configured
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import Iterator
@@ -30,6 +31,13 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("POCKETML_HOME", str(home))
     return home
+
+
+@pytest.fixture(autouse=True)
+def unfreeze_gc() -> Iterator[None]:
+    """Undo the ``gc.freeze()`` of servers started in-process, so their garbage is freed."""
+    yield
+    gc.unfreeze()
 
 
 def _postgres_admin_url() -> str | None:

@@ -11,6 +11,7 @@ The JSON carries ``format_version``; loading rejects a malformed schema with a
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Literal
 
@@ -119,9 +120,9 @@ class InputSpec(_Strict):
         assert value is not None
         return value
 
-    @property
+    @functools.cached_property
     def sample_shape(self) -> tuple[int, ...]:
-        """The shape of one sample (the shape without its batch axis)."""
+        """The shape of one sample (the shape without its batch axis; computed once)."""
         return tuple(int(d) for d in self.shape[1:] if d is not None)
 
 

@@ -101,6 +101,29 @@ def test_cloud_mode_sends_even_confident_inputs_to_the_cloud(
     assert (prediction.source, prediction.label, prediction.version) == ("cloud", "9", 1)
 
 
+@pytest.mark.parametrize("twin", ["predict", "apredict"])
+def test_cloud_mode_falls_back_to_the_local_model_when_the_cloud_fails(
+    make_device: DeviceFactory, shipped: Shipped, digit_centroids: np.ndarray, twin: str
+) -> None:
+    shipped.set_policy(shipped.version, hybrid={"mode": "cloud"})
+    refuse = FaultTransport(
+        fail=lambda r: httpx.ConnectError("down", request=r) if is_predict(r) else None
+    )
+    async_refuse = httpx.MockTransport(
+        lambda r: (_ for _ in ()).throw(httpx.ConnectError("down", request=r))
+    )
+    device = make_device(transport=refuse, async_transport=async_refuse)
+    device.sync()
+    model = device.model("digits")
+
+    if twin == "predict":
+        prediction = model.predict(digit_centroids[7])
+    else:
+        prediction = asyncio.run(model.apredict(digit_centroids[7]))
+
+    assert (prediction.source, prediction.label, prediction.version) == ("fallback", "7", 1)
+
+
 def test_without_a_local_model_predictions_go_to_the_cloud(
     make_device: DeviceFactory, demo_build: Path, digit_centroids: np.ndarray
 ) -> None:

@@ -79,10 +79,16 @@ async def _submit_concurrently(batcher: MicroBatcher, arrays: list[np.ndarray]) 
     return list(await asyncio.gather(*[batcher.submit(a) for a in arrays]))
 
 
-def test_the_batcher_splits_results_back_by_caller_and_caps_the_batch_size() -> None:
+# Both modes: the executor (consumer tasks) and inline (flush scheduled on the event loop).
+MODES = pytest.mark.parametrize("inline", [False, True], ids=["executor", "inline"])
+
+
+@MODES
+def test_the_batcher_splits_results_back_by_caller_and_caps_the_batch_size(inline: bool) -> None:
     async def scenario() -> tuple[list[np.ndarray], object]:
         with ThreadPoolExecutor(1) as pool:
-            batcher = MicroBatcher(_doubled, pool, max_batch_size=8, max_wait_ms=2000)
+            executor = None if inline else pool
+            batcher = MicroBatcher(_doubled, executor, max_batch_size=8, max_wait_ms=2000)
             arrays = [np.full((n, 2), i, dtype=np.float32) for i, n in enumerate([3, 5, 2, 6])]
             outputs = await _submit_concurrently(batcher, arrays)
             await batcher.close()
@@ -95,13 +101,15 @@ def test_the_batcher_splits_results_back_by_caller_and_caps_the_batch_size() -> 
     assert stats.max_batch_rows == 8
 
 
-def test_a_failing_batch_fails_every_caller_in_it() -> None:
+@MODES
+def test_a_failing_batch_fails_every_caller_in_it(inline: bool) -> None:
     def broken(x: np.ndarray) -> np.ndarray:
         raise RuntimeError("runtime exploded")
 
     async def scenario() -> list[object]:
         with ThreadPoolExecutor(1) as pool:
-            batcher = MicroBatcher(broken, pool, max_batch_size=4, max_wait_ms=2000)
+            executor = None if inline else pool
+            batcher = MicroBatcher(broken, executor, max_batch_size=4, max_wait_ms=2000)
             arrays = [np.zeros((1, 2), np.float32)] * 4
             results = await asyncio.gather(
                 *[batcher.submit(a) for a in arrays], return_exceptions=True
@@ -113,13 +121,84 @@ def test_a_failing_batch_fails_every_caller_in_it() -> None:
     assert all(isinstance(r, RuntimeError) for r in results)
 
 
+@MODES
 @pytest.mark.parametrize("max_wait_ms", [0.0, 1.0])
-def test_a_lone_request_is_answered_without_waiting_for_company(max_wait_ms: float) -> None:
+def test_a_lone_request_is_answered_without_waiting_for_company(
+    max_wait_ms: float, inline: bool
+) -> None:
     async def scenario() -> np.ndarray:
         with ThreadPoolExecutor(1) as pool:
-            batcher = MicroBatcher(_doubled, pool, max_batch_size=64, max_wait_ms=max_wait_ms)
+            executor = None if inline else pool
+            batcher = MicroBatcher(_doubled, executor, max_batch_size=64, max_wait_ms=max_wait_ms)
             out = await asyncio.wait_for(batcher.submit(np.ones((1, 2), np.float32)), 5)
             await batcher.close()
             return out
 
     assert np.all(asyncio.run(scenario()) == 2)
+
+
+def test_inline_batching_merges_what_arrives_in_one_event_loop_turn() -> None:
+    """With max_wait 0, requests submitted in the same turn share one call; later ones don't."""
+    calls: list[int] = []
+
+    def counted(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        return x + 1
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = MicroBatcher(counted, None, max_batch_size=64, max_wait_ms=0)
+        together = [np.full((1, 3), i, np.float32) for i in range(5)]
+        first = await asyncio.gather(*[batcher.submit(a) for a in together])
+        alone = await batcher.submit(np.zeros((2, 3), np.float32))
+        await batcher.close()
+        return [*first, alone]
+
+    outputs = asyncio.run(scenario())
+    assert calls == [5, 2]
+    for i, out in enumerate(outputs[:5]):
+        assert out.shape == (1, 3) and np.all(out == i + 1)
+    assert outputs[5].shape == (2, 3) and np.all(outputs[5] == 1)
+
+
+def test_inline_batching_flushes_a_full_batch_without_waiting_and_skips_cancelled_callers() -> None:
+    calls: list[int] = []
+
+    def counted(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        return x
+
+    async def scenario() -> list[object]:
+        # A 10 s wait would time the test out: only the size cap can close these batches.
+        batcher = MicroBatcher(counted, None, max_batch_size=4, max_wait_ms=10_000)
+        tasks = [
+            asyncio.ensure_future(batcher.submit(np.zeros((1, 1), np.float32))) for _ in range(9)
+        ]
+        await asyncio.sleep(0)  # every task submits; the 4th and 8th fill a batch
+        tasks[8].cancel()  # the 9th is pending alone; cancelling it must not run it
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await batcher.close()
+        return list(results)
+
+    results = asyncio.run(scenario())
+    assert calls == [4, 4]
+    assert all(isinstance(r, np.ndarray) for r in results[:8])
+    assert isinstance(results[8], asyncio.CancelledError)
+
+
+@pytest.mark.parametrize("inline_max_ms", [0.0, 1000.0])
+def test_the_server_runs_a_tiny_model_inline_only_when_its_probe_is_under_the_limit(
+    tmp_path: Path, database_url: str, digits: DigitsBuild, inline_max_ms: float
+) -> None:
+    # The logistic regression's 64-row batch takes well under a second: 1000 ms inlines
+    # it, 0 turns inlining off. Both must give the same answers.
+    options = batching_options(inline_max_ms=inline_max_ms)
+    with serve_device_app(tmp_path / "home", database_url, options) as server:
+        app = server.create_app("inline")
+        server.push(app, "digits", [onnx_variant(digits, "lr")], schema=digits.schema)
+        answers = asyncio.run(_post_all(server.url, app.device_key, digits.inputs[:8]))
+        with server.http(app.admin_token) as http:
+            stats = http.get("/v1/admin/serving/stats").json()["digits"]
+    expected = direct_probabilities(digits, digits.inputs[:8]).argmax(axis=1)
+    assert [a["predictions"][0]["index"] for a in answers] == expected.tolist()
+    assert stats["inline"] is (inline_max_ms > 0)
+    assert stats["requests"] == 8

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from device_kit import AppKeys, DeviceServer, DigitsBuild, fake_variant
+from device_kit import (
+    AppKeys,
+    DeviceServer,
+    DigitsBuild,
+    batching_options,
+    fake_variant,
+    onnx_variant,
+    serve_device_app,
+)
 
 
 def direct_probabilities(digits: DigitsBuild, x: np.ndarray) -> np.ndarray:
@@ -100,3 +108,27 @@ def test_predict_needs_the_apps_device_key(server: DeviceServer, digits_app: App
         unknown = http.post("/v1/models/digits/predict", json={"inputs": [[0.0] * 64]})
     assert foreign.status_code == 404
     assert unknown.status_code == 401
+
+
+def test_a_promotion_is_served_after_one_background_refresh_and_a_demotion_stops_serving(
+    tmp_path: Path, database_url: str, digits: DigitsBuild
+) -> None:
+    # resolve_ttl_s=0: every request finds its entry expired and starts (at most one)
+    # background refresh while it is answered by the current version.
+    options = batching_options(resolve_ttl_s=0.0)
+    route = "/v1/models/digits/predict"
+    body = {"inputs": digits.inputs[:1].tolist()}
+    with serve_device_app(tmp_path / "home", database_url, options) as server:
+        app = server.create_app("refresh")
+        server.push(app, "digits", [onnx_variant(digits, "lr")], schema=digits.schema)
+        with server.http(app.device_key) as http:
+            assert http.post(route, json=body).json()["version"] == 1
+            server.push(app, "digits", [onnx_variant(digits, "lr")])  # v2, production
+            versions = [http.post(route, json=body).json()["version"] for _ in range(50)]
+            with server.admin(app.admin_token) as admin:
+                admin.set_stage("digits", 2, "archived")
+            statuses = [http.post(route, json=body).status_code for _ in range(50)]
+    assert versions[-1] == 2 and 2 in versions
+    assert versions == sorted(versions)  # once v2 is served, never v1 again
+    assert statuses[-1] == 404
+    assert statuses == sorted(statuses)  # once refused, never served again

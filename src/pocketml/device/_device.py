@@ -94,8 +94,8 @@ class Device:
         breaker_cooldown_s: seconds before an open breaker lets one probe through.
         max_queued_events: bound of the telemetry queue (oldest dropped beyond it).
         threads: inference threads of the local runtime.
-        schemas: model name -> ModelSchema, used to normalize inputs for the cloud while no
-            package of that model is on the device (the manifest carries no schema).
+        schemas: model name -> ModelSchema, used to normalize inputs for the cloud only
+            when neither a package on the device nor the manifest gives the schema.
     """
 
     def __init__(

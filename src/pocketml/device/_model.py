@@ -187,7 +187,7 @@ class LocalModel:
         local = snap.local
         policy = snap.policy
         if local is None or policy.mode == "cloud":
-            return self._cloud_only(arr, snap, started, local is None)
+            return self._cloud_only(arr, snap, started)
         if local.fast_run is not None:
             probs = local.fast_run(local.output_names, {local.input_name: arr}, None)[0][0]
         else:
@@ -232,8 +232,12 @@ class LocalModel:
         if local is None or snap.policy.mode == "cloud":
             try:
                 answer = await cloud.apredict(self.name, snap.policy, arr, self._body(pid))
-            except Unavailable as exc:
-                raise self._unavailable(exc, local is None) from exc
+            except PocketMLError as exc:
+                if local is None:
+                    if isinstance(exc, Unavailable):
+                        raise self._unavailable(exc) from exc
+                    raise
+                return self._local_fallback(arr, snap, started, pid, exc)
             return self._from_cloud(answer, snap, started, pid)
         probs = _run_local(local, arr)
         if snap.is_logits:
@@ -295,25 +299,47 @@ class LocalModel:
             )
         return self._from_cloud(answer, snap, started, pid)
 
-    def _cloud_only(
-        self, arr: np.ndarray, snap: _Snapshot, started: float, no_local: bool
-    ) -> Prediction:
+    def _cloud_only(self, arr: np.ndarray, snap: _Snapshot, started: float) -> Prediction:
+        """Policy ``cloud``, or no usable local model: ask the cloud.
+
+        When the cloud fails and a local model is loaded, its answer is returned with
+        ``source="fallback"`` (the app always gets an answer); without one the failure
+        is raised as ``Unavailable`` with the reason.
+        """
         pid = snap.pid_prefix + str(next(self._counter))
         try:
             answer = self._device._cloud.predict(self.name, snap.policy, arr, self._body(pid))
-        except Unavailable as exc:
-            raise self._unavailable(exc, no_local) from exc
+        except PocketMLError as exc:
+            if snap.local is None:
+                if isinstance(exc, Unavailable):
+                    raise self._unavailable(exc) from exc
+                raise
+            return self._local_fallback(arr, snap, started, pid, exc)
         return self._from_cloud(answer, snap, started, pid)
 
-    def _unavailable(self, exc: Unavailable, no_local: bool) -> Unavailable:
-        self._device._emit_error(self.name, None, "cloud", str(exc))
-        why = (
-            "no local model is available (not downloaded yet, or it failed to load: call "
-            "Device.sync() on a network that the download policy allows)"
-            if no_local
-            else "its policy sends every prediction to the cloud"
+    def _local_fallback(
+        self, arr: np.ndarray, snap: _Snapshot, started: float, pid: str, exc: PocketMLError
+    ) -> Prediction:
+        """The local model's answer, marked ``fallback``, after the cloud failed."""
+        local = snap.local
+        assert local is not None
+        self._device._emit_error(self.name, local.version, "cloud", str(exc))
+        probs = _run_local(local, arr)
+        if snap.is_logits:
+            probs = _softmax(probs)
+        index = int(probs.argmax())
+        confidence = float(probs[index])
+        return self._finish(
+            snap, "fallback", local.version, local.variant, probs, index, confidence, started, pid
         )
-        return Unavailable(f"cannot predict with {self.name!r}: {why}, and the cloud failed: {exc}")
+
+    def _unavailable(self, exc: Unavailable) -> Unavailable:
+        self._device._emit_error(self.name, None, "cloud", str(exc))
+        return Unavailable(
+            f"cannot predict with {self.name!r}: no local model is available (not downloaded "
+            "yet, or it failed to load: call Device.sync() on a network that the download "
+            f"policy allows), and the cloud failed: {exc}"
+        )
 
     def _from_cloud(
         self, answer: CloudAnswer, snap: _Snapshot, started: float, pid: str

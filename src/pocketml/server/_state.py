@@ -6,10 +6,12 @@ through the ``server_state`` dependency, never through module globals.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,6 +62,25 @@ class PrincipalCache:
         self.max_entries = max_entries
         self._entries: dict[str, tuple[Principal, float]] = {}
         self._lock = threading.Lock()
+        self._inflight: dict[str, asyncio.Future[Principal]] = {}
+
+    async def verify_once(
+        self, token: str, verify: Callable[[], Awaitable[Principal]]
+    ) -> Principal:
+        """``await verify()``, shared by every concurrent caller with the same token.
+
+        When an entry expires under load, every in-flight request of that device key
+        misses at once; without this they would all run the database lookup (dozens of
+        worker threads contending for the GIL), a stall that showed in the p99. The
+        verification runs once and every waiter gets its result or its exception.
+        """
+        key = self._key(token)
+        pending = self._inflight.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(verify())
+            self._inflight[key] = pending
+            pending.add_done_callback(lambda _: self._inflight.pop(key, None))
+        return await asyncio.shield(pending)
 
     @staticmethod
     def _key(token: str) -> str:

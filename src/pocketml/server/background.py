@@ -7,7 +7,6 @@ base URL, and shuts the server down on exit.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 from collections.abc import Iterator
@@ -55,7 +54,8 @@ def serve_in_thread(
     app = create_app(settings, device_options=device_options)
     config = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on")
     server = _Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    # run(): uvicorn's own loop factory (uvloop when installed), as `pocketml server` uses.
+    thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
         if not server.ready.wait(timeout=60) or not server.started:

@@ -15,9 +15,10 @@ Every error response of the server has the body
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
-import uuid
+import secrets
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -54,6 +55,15 @@ logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# 64 random bits per process, then a counter: unique across replicas and restarts, and
+# ~10x cheaper than uuid4 on the hot path (which showed in profiles of predict).
+_RID_PREFIX = secrets.token_hex(8)
+_RID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """A fresh request id: 16 hex digits of this process, then a hex counter."""
+    return f"{_RID_PREFIX}{next(_RID_COUNTER):08x}"
 
 
 class RangeNotSatisfiable(InvalidInput):
@@ -115,7 +125,7 @@ def status_for(exc: PocketMLError) -> int:
 def request_id_of(request: Request) -> str:
     """The id ``RequestIdMiddleware`` gave this request (or a fresh one outside it)."""
     rid = getattr(request.state, "request_id", None)
-    return rid if isinstance(rid, str) else uuid.uuid4().hex
+    return rid if isinstance(rid, str) else new_request_id()
 
 
 def error_response(
@@ -246,7 +256,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = _header(scope, b"x-request-id")
-        rid = given if given and _REQUEST_ID_OK.match(given) else uuid.uuid4().hex
+        rid = given if given and _REQUEST_ID_OK.match(given) else new_request_id()
         scope.setdefault("state", {})["request_id"] = rid
         started = False
 

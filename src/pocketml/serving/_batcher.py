@@ -3,10 +3,19 @@
 A ``MicroBatcher`` owns an asyncio queue and ``concurrency`` consumer tasks. A consumer
 takes the first waiting request, then everything else already queued (after one yield to
 the event loop, so handlers that are about to submit get in), and waits up to
-``max_wait_ms`` for more while the batch has fewer than ``max_batch_size`` rows. The
-batch runs in a thread executor (the event loop stays free) and each caller gets exactly
-its own rows back. While a batch runs, new requests queue up: under load batches form
-by themselves, at low load a request waits at most ``max_wait_ms``.
+``max_wait_ms`` for more while the batch has fewer than ``max_batch_size`` rows. Each
+caller gets exactly its own rows back. While a batch runs, new requests queue up: under
+load batches form by themselves, at low load a request waits at most ``max_wait_ms``.
+
+A batch runs either in a thread executor (the event loop stays free while a heavy model
+computes) or inline on the event loop when no executor is given: for a model whose
+whole batch takes well under a millisecond, the hop to a thread and back (a GIL
+hand-over each way, up to the interpreter's switch interval when threads contend) costs
+more than the model, and shows up as tail latency. Inline batching needs no consumer
+task either: the first ``submit`` of an event-loop turn schedules one flush with
+``call_soon`` (``call_later(max_wait_ms)`` when waiting is allowed), so every request
+whose handler runs in the same turn, i.e. everything that arrived together, joins it;
+a batch that reaches ``max_batch_size`` rows flushes at once.
 """
 
 from __future__ import annotations
@@ -29,13 +38,15 @@ _Item = tuple[np.ndarray, "asyncio.Future[np.ndarray]"]
 
 @dataclass(frozen=True)
 class BatcherStats:
-    """Counters of one batcher: how many runtime calls served how many requests."""
+    """Counters of one batcher: how many runtime calls served how many requests, and
+    whether its model runs inline on the event loop (else in the executor)."""
 
     requests: int
     batches: int
     merged_batches: int
     max_batch_requests: int
     max_batch_rows: int
+    inline: bool = False
 
     @property
     def mean_requests_per_batch(self) -> float:
@@ -50,7 +61,8 @@ class MicroBatcher:
 
     Args:
         run: the blocking model call, (N, ...) float32 -> (N, ...) array.
-        executor: where ``run`` executes.
+        executor: where ``run`` executes; None runs it inline on the event loop (only for
+            models that take a fraction of a millisecond).
         max_batch_size: most rows in one call (a larger single request runs alone).
         max_wait_ms: how long a consumer waits to fill a batch (0: only what is queued).
         concurrency: consumer tasks, i.e. batches that may run at the same time.
@@ -59,7 +71,7 @@ class MicroBatcher:
     def __init__(
         self,
         run: Callable[[np.ndarray], np.ndarray],
-        executor: Executor,
+        executor: Executor | None,
         *,
         max_batch_size: int = 64,
         max_wait_ms: float = 1.0,
@@ -71,12 +83,16 @@ class MicroBatcher:
         self.max_wait_s = max(0.0, max_wait_ms) / 1000.0
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._carry: list[_Item] = []
+        self._pending: list[_Item] = []  # inline mode: this turn's requests
+        self._pending_rows = 0
+        self._flush_handle: asyncio.Handle | None = None
         self._requests = 0
         self._batches = 0
         self._merged = 0
         self._max_requests = 0
         self._max_rows = 0
-        self._tasks = [asyncio.create_task(self._consume()) for _ in range(max(1, concurrency))]
+        consumers = max(1, concurrency) if executor is not None else 0  # inline: no tasks
+        self._tasks = [asyncio.create_task(self._consume()) for _ in range(consumers)]
 
     def stats(self) -> BatcherStats:
         """The counters so far."""
@@ -86,6 +102,7 @@ class MicroBatcher:
             merged_batches=self._merged,
             max_batch_requests=self._max_requests,
             max_batch_rows=self._max_rows,
+            inline=self.executor is None,
         )
 
     async def submit(self, batch: np.ndarray) -> np.ndarray:
@@ -94,9 +111,53 @@ class MicroBatcher:
         Raises:
             Whatever ``run`` raised for the merged batch.
         """
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((batch, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        if self.executor is not None:
+            self._queue.put_nowait((batch, future))
+            return await future
+        self._pending.append((batch, future))
+        self._pending_rows += len(batch)
+        if self._pending_rows >= self.max_batch_size:
+            self._flush()
+        elif self._flush_handle is None:
+            self._flush_handle = (
+                loop.call_later(self.max_wait_s, self._flush)
+                if self.max_wait_s > 0
+                else loop.call_soon(self._flush)
+            )
         return await future
+
+    def _flush(self) -> None:
+        """Inline mode: run everything pending, in batches of at most ``max_batch_size``."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        group: list[_Item] = []
+        rows = 0
+        for item in pending:
+            if group and rows + len(item[0]) > self.max_batch_size:
+                self._run_inline(group)
+                group, rows = [], 0
+            group.append(item)
+            rows += len(item[0])
+        if group:
+            self._run_inline(group)
+
+    def _run_inline(self, items: list[_Item]) -> None:
+        live = [(x, f) for x, f in items if not f.done()]  # drop cancelled callers
+        if not live:
+            return
+        merged = live[0][0] if len(live) == 1 else np.concatenate([x for x, _ in live])
+        self._count(len(live), len(merged))
+        try:
+            outputs = self.run(merged)
+        except Exception as exc:  # every caller of the batch gets the error
+            for _, future in live:
+                future.set_exception(exc)
+            return
+        self._deliver(live, outputs)
 
     async def close(self) -> None:
         """Stop the consumers; waiting callers get ``CancelledError``."""
@@ -107,6 +168,12 @@ class MicroBatcher:
                 await task
         while not self._queue.empty():
             self._queue.get_nowait()[1].cancel()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        for _, future in self._pending:
+            future.cancel()
+        self._pending, self._pending_rows = [], 0
 
     async def _next(self, timeout: float | None) -> _Item | None:
         if self._carry:
@@ -163,12 +230,16 @@ class MicroBatcher:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            start = 0
-            for x, future in live:
-                end = start + len(x)
-                if not future.done():
-                    future.set_result(outputs[start:end])
-                start = end
+            self._deliver(live, outputs)
+
+    @staticmethod
+    def _deliver(live: list[_Item], outputs: np.ndarray) -> None:
+        start = 0
+        for x, future in live:
+            end = start + len(x)
+            if not future.done():
+                future.set_result(outputs[start:end])
+            start = end
 
     def _count(self, requests: int, rows: int) -> None:
         self._requests += requests

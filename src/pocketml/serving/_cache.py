@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class LoadedModel:
     schema: ModelSchema
     labels: tuple[str, ...]
     is_logits: bool
+    batch_ms: float = float("inf")
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities (N, classes) for a validated float32 batch."""
@@ -160,10 +162,40 @@ class SessionCache:
         return entry
 
 
+def _probe_ms(runner: Runner, schema: ModelSchema, rows: int) -> float:
+    """Median milliseconds of one ``rows``-row run on zeros (after one warm-up run).
+
+    The first run also warms the session (memory arenas, kernels), so the first real
+    request does not pay for it. A model that cannot run zeros gets ``inf``.
+    """
+    batch = np.zeros((rows, *schema.inputs[0].sample_shape), dtype=np.float32)
+    timings = []
+    try:
+        for _ in range(4):
+            started = time.perf_counter()
+            runner.run(batch)
+            timings.append((time.perf_counter() - started) * 1000)
+    except Exception as exc:
+        logger.warning("probe run of the model failed (%s); it runs in the executor", exc)
+        return float("inf")
+    return sorted(timings[1:])[1]
+
+
 def load_model(
-    path: Path, variant: VariantInfo, schema: dict[str, Any], threads: int
+    path: Path,
+    variant: VariantInfo,
+    schema: dict[str, Any],
+    threads: int,
+    probe_rows: int = 0,
 ) -> LoadedModel:
     """Open ``path`` in its runtime and pair it with its schema.
+
+    Args:
+        path: the model file.
+        variant: its registry record (format, sha256, size).
+        schema: the model's schema dict.
+        threads: intra-op threads of the runtime.
+        probe_rows: when > 0, time a batch of this many rows (``LoadedModel.batch_ms``).
 
     Raises:
         InvalidInput: the runtime cannot load the file. SchemaError: a bad schema.
@@ -177,4 +209,5 @@ def load_model(
         schema=parsed,
         labels=tuple(parsed.labels),
         is_logits=parsed.outputs[0].kind == "logits",
+        batch_ms=_probe_ms(runner, parsed, probe_rows) if probe_rows > 0 else float("inf"),
     )

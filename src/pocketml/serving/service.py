@@ -11,9 +11,10 @@ ort) when it has one, else its first runnable device variant.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,11 @@ from pocketml.serving._cache import LoadedModel, SessionCache, extract_variant, 
 
 __all__ = ["ServingOptions", "ServingService", "pick_served_variant"]
 
+logger = logging.getLogger(__name__)
+
+# How long past its TTL a served entry may still answer while its refresh runs.
+_STALE_GRACE_S = 5.0
+
 
 @dataclass(frozen=True)
 class ServingOptions:
@@ -41,8 +47,12 @@ class ServingOptions:
         workers: executor threads, i.e. runtime calls that may run at once.
         session_threads: intra-op threads of each ONNX Runtime session.
         cache_bytes: budget of loaded model bytes (LRU eviction above it).
-        resolve_ttl_s: how long "which version is in production" is reused.
+        resolve_ttl_s: how long "which version is in production" is reused before a
+            background re-read (requests meanwhile keep the current version).
         max_rows: most samples one request may carry (413 above).
+        inline_max_ms: a model whose ``max_batch_size``-row batch runs faster than this
+            (timed once when it is loaded) runs on the event loop thread instead of the
+            executor: the thread hop would cost more than the model. 0 disables it.
     """
 
     batching: bool = True
@@ -53,6 +63,7 @@ class ServingOptions:
     cache_bytes: int = 1 << 30
     resolve_ttl_s: float = 1.0
     max_rows: int = 1024
+    inline_max_ms: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,7 @@ class _Served:
     variant: str
     model: LoadedModel
     batcher: MicroBatcher | None
+    inline: bool
     expires: float
 
 
@@ -102,9 +114,12 @@ class ServingService:
         self._served: dict[tuple[str, str], _Served] = {}
         self._batchers: dict[str, MicroBatcher] = {}
         self._loading: dict[tuple[str, str], asyncio.Lock] = {}
+        self._refreshing: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     async def close(self) -> None:
-        """Stop every batcher and the executor."""
+        """Stop every batcher, background refresh and the executor."""
+        for task in list(self._refreshing.values()):
+            task.cancel()
         for batcher in self._batchers.values():
             await batcher.close()
         self._batchers.clear()
@@ -121,44 +136,81 @@ class ServingService:
     # -- resolution --------------------------------------------------------------------
 
     async def _resolve(self, app_id: str, name: str) -> _Served:
+        """The served model of (app, name), loading it on first use.
+
+        An entry past its ``resolve_ttl_s`` is still returned while one background task
+        re-reads the registry (stale-while-revalidate), for at most ``_STALE_GRACE_S``
+        after it expired; older entries wait for the refresh. Waiting every second would
+        stall every in-flight request of the model on a database round trip.
+        """
         key = (app_id, name)
         served = self._served.get(key)
-        now = time.monotonic()
-        if served is not None and served.expires > now:
-            return served
+        if served is not None:
+            now = time.monotonic()
+            if served.expires > now:
+                return served
+            if key not in self._refreshing:
+                task = asyncio.ensure_future(self._refresh(key))
+                self._refreshing[key] = task
+                task.add_done_callback(lambda _: self._refreshing.pop(key, None))
+            if now - served.expires < _STALE_GRACE_S:
+                return served
+            await asyncio.shield(self._refreshing[key])  # too stale: wait for the refresh
         lock = self._loading.setdefault(key, asyncio.Lock())
         async with lock:
             served = self._served.get(key)
             if served is not None and served.expires > time.monotonic():
                 return served
-            loop = asyncio.get_running_loop()
-            version, variant, model = await loop.run_in_executor(
-                self.executor, self._load, app_id, name
-            )
-            batcher = None
-            if self.options.batching:
-                batcher = self._batchers.get(model.sha256)
-                if batcher is not None:
-                    batcher.run = model.run  # the session may have been evicted and reloaded
-                else:
-                    batcher = MicroBatcher(
-                        model.run,
-                        self.executor,
-                        max_batch_size=self.options.max_batch_size,
-                        max_wait_ms=self.options.max_wait_ms,
-                        concurrency=max(1, self.options.workers),
-                    )
-                    self._batchers[model.sha256] = batcher
-            served = _Served(
-                name=name,
-                version=version.version,
-                variant=variant.name,
-                model=model,
-                batcher=batcher,
-                expires=time.monotonic() + self.options.resolve_ttl_s,
-            )
+            served = await self._build(app_id, name)
             self._served[key] = served
             return served
+
+    async def _refresh(self, key: tuple[str, str]) -> None:
+        """Re-resolve ``key`` in the background; never raises."""
+        lock = self._loading.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                self._served[key] = await self._build(*key)
+        except NotFound:
+            self._served.pop(key, None)  # demoted or deleted: the next request says so
+        except Exception as exc:  # e.g. the database is down: keep serving what we have
+            logger.warning("could not refresh served model %s/%s: %s", *key, exc)
+            current = self._served.get(key)
+            if current is not None:
+                self._served[key] = replace(
+                    current, expires=time.monotonic() + self.options.resolve_ttl_s
+                )
+
+    async def _build(self, app_id: str, name: str) -> _Served:
+        """Load the production version of (app, name) and its batcher."""
+        loop = asyncio.get_running_loop()
+        version, variant, model = await loop.run_in_executor(
+            self.executor, self._load, app_id, name
+        )
+        inline = model.batch_ms <= self.options.inline_max_ms
+        batcher = None
+        if self.options.batching:
+            batcher = self._batchers.get(model.sha256)
+            if batcher is not None:
+                batcher.run = model.run  # the session may have been evicted and reloaded
+            else:
+                batcher = MicroBatcher(
+                    model.run,
+                    None if inline else self.executor,
+                    max_batch_size=self.options.max_batch_size,
+                    max_wait_ms=self.options.max_wait_ms,
+                    concurrency=max(1, self.options.workers),
+                )
+                self._batchers[model.sha256] = batcher
+        return _Served(
+            name=name,
+            version=version.version,
+            variant=variant.name,
+            model=model,
+            batcher=batcher,
+            inline=inline,
+            expires=time.monotonic() + self.options.resolve_ttl_s,
+        )
 
     def _load(self, app_id: str, name: str) -> tuple[VersionInfo, VariantInfo, LoadedModel]:
         info = self.registry.get_model(app_id, name)
@@ -177,7 +229,8 @@ class ServingService:
 
         def load() -> LoadedModel:
             path = extract_variant(self.registry, app_id, variant, self.models_dir)
-            return load_model(path, variant, info.schema, self.options.session_threads)
+            probe_rows = self.options.max_batch_size if self.options.inline_max_ms > 0 else 0
+            return load_model(path, variant, info.schema, self.options.session_threads, probe_rows)
 
         return version, variant, self.cache.get_or_load(variant.sha256, load)
 
@@ -216,6 +269,8 @@ class ServingService:
             )
         if served.batcher is not None:
             probabilities = await served.batcher.submit(batch)
+        elif served.inline:
+            probabilities = served.model.run(batch)
         else:
             loop = asyncio.get_running_loop()
             probabilities = await loop.run_in_executor(self.executor, served.model.run, batch)
@@ -227,7 +282,8 @@ class ServingService:
     ) -> bytes:
         labels = served.model.labels
         indices = probabilities.argmax(axis=1).tolist()
-        rounded = np.round(probabilities.astype(np.float64), 6).tolist()
+        # float32 rows go to orjson as numpy arrays: it writes each value's shortest
+        # float32 form (what the model computed, no false digits) without Python floats.
         predictions = [
             {
                 "label": labels[i] if i < len(labels) else str(i),
@@ -235,7 +291,7 @@ class ServingService:
                 "confidence": row[i],
                 "probabilities": row,
             }
-            for i, row in zip(indices, rounded, strict=True)
+            for i, row in zip(indices, probabilities, strict=True)
         ]
         return orjson.dumps(
             {
@@ -245,5 +301,6 @@ class ServingService:
                 "predictions": predictions,
                 "prediction_id": prediction_id,
                 "server_latency_ms": round((time.perf_counter() - started) * 1000, 3),
-            }
+            },
+            option=orjson.OPT_SERIALIZE_NUMPY,
         )

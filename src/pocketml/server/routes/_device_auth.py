@@ -84,7 +84,9 @@ async def authenticate_device(state: ServerState, token: str | None) -> Principa
         )
     principal = state.principals.get(token)
     if principal is None:
-        principal = await run_in_threadpool(authenticate_token, state, token)
+        principal = await state.principals.verify_once(
+            token, lambda: run_in_threadpool(authenticate_token, state, token)
+        )
         if principal.role == OPERATOR:
             raise Forbidden(
                 "the operator token belongs to no app; call device routes with the app's "

@@ -126,7 +126,9 @@ async def model_metrics(
     summary="Micro-batching counters",
     description=(
         "Per served model of the caller's app: requests, runtime calls (batches), batches "
-        "that merged more than one request, and the largest batch seen, since start."
+        "that merged more than one request, and the largest batch seen, since start; "
+        "`inline` says whether the model runs on the event loop (a model whose full batch "
+        "takes under `predict_inline_max_ms`) or in the worker threads."
     ),
     responses=errors(*ERRORS_AUTH),
 )
