@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from device_kit import AppKeys, DeviceServer, serve_device_app
+from device_kit import TINY_SCHEMA, AppKeys, DeviceServer, serve_device_app
 
 from pocketml.registry._db import create_engine
 from pocketml.telemetry import TelemetryExporter
@@ -260,3 +260,37 @@ def test_the_server_exports_to_parquet_in_the_background_and_flushes_on_shutdown
     files = list((home / "telemetry" / f"app={app.app_id}").rglob("*.parquet"))
     rows = sum(pq.read_metadata(path).num_rows for path in files)
     assert rows == 30 and len(files) >= 1
+
+
+def test_the_cli_prints_the_metrics_table_and_refuses_a_bad_window(
+    server: DeviceServer, app_keys: AppKeys
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    with server.http(app_keys.device_key) as http:
+        http.post(
+            "/v1/telemetry",
+            json=batch("batch-cli-01", [inference(0, latency_ms=12.0), inference(1)]),
+        )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POCKETML_")}
+    env |= {"POCKETML_SERVER_URL": server.url, "POCKETML_TOKEN": app_keys.admin_token}
+    env["COLUMNS"] = "200"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "pocketml", "telemetry", "metrics", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+    with server.admin(app_keys.admin_token) as client:
+        client.create_model("quiet", schema={**TINY_SCHEMA, "name": "quiet"})
+    shown, empty = cli("digits"), cli("quiet")
+    unknown, bad = cli("nothing-here"), cli("digits", "--hours", "0")
+
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if "android-mid" in line)
+    cells = [cell.strip() for cell in row.split("│") if cell.strip()]
+    assert cells[:4] == ["v1", "android-mid", "2", "0"]
+    assert empty.returncode == 0 and "no telemetry for quiet" in empty.stdout
+    assert unknown.returncode == 2 and "no model named 'nothing-here'" in unknown.stderr
+    assert bad.returncode == 2 and "--hours must be positive" in bad.stderr
