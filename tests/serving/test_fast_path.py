@@ -57,3 +57,41 @@ def test_the_openapi_document_still_describes_both_routes(server: DeviceServer) 
         paths = http.get("/openapi.json").json()["paths"]
     assert "post" in paths["/v1/models/{name}/predict"]
     assert "post" in paths["/v1/telemetry"]
+
+
+CHECKIN = {
+    "device_id": "device-0001",
+    "platform": "android",
+    "os_version": "14",
+    "app_version": "1.0.0",
+    "formats": ["onnx"],
+}
+
+
+def test_checkin_answers_a_manifest_with_an_etag_then_a_bare_304(
+    server: DeviceServer, digits_app: AppKeys
+) -> None:
+    with server.http(digits_app.device_key) as http:
+        first = http.post("/v1/checkin", json=CHECKIN, headers={"X-Request-ID": "c-1"})
+        again = http.post(
+            "/v1/checkin", json=CHECKIN, headers={"If-None-Match": first.headers["etag"]}
+        )
+    assert first.status_code == 200 and first.headers["x-request-id"] == "c-1"
+    assert first.headers["content-type"] == "application/json"
+    assert first.headers["cache-control"] == "private, no-cache"
+    assert [m["name"] for m in first.json()["models"]] == ["digits"]
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["etag"] == first.headers["etag"]
+    assert "content-type" not in again.headers
+
+
+def test_checkin_with_bad_facts_or_bad_json_answers_in_the_error_shape(
+    server: DeviceServer, digits_app: AppKeys
+) -> None:
+    with server.http(digits_app.device_key) as http:
+        facts = http.post("/v1/checkin", json={**CHECKIN, "platform": "symbian"})
+        broken = http.post(
+            "/v1/checkin", content=b"{", headers={"Content-Type": "application/json"}
+        )
+    assert facts.status_code == 422 and "platform" in facts.json()["error"]["message"]
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == "malformed_json"

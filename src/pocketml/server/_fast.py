@@ -1,8 +1,8 @@
-"""A raw ASGI fast path for the two hottest device routes, in front of the FastAPI app.
+"""A raw ASGI fast path for the hottest device routes, in front of the FastAPI app.
 
-``POST /v1/models/{name}/predict`` and ``POST /v1/telemetry`` carry the fleet's load;
-going through Starlette's middleware stack, FastAPI's dependency solver and pydantic
-costs more than the work itself. ``PocketMLApp`` answers them directly with the same
+``POST /v1/checkin``, ``POST /v1/models/{name}/predict`` and ``POST /v1/telemetry``
+carry the fleet's load; going through Starlette's middleware stack and FastAPI's
+dependency solver costs more than the work itself. ``PocketMLApp`` answers them directly with the same
 semantics as the FastAPI routes (which stay defined for the OpenAPI document and answer
 everything the fast path does not take): bearer auth with the cached verification,
 the error shape ``{"error": {"code", "message", "request_id"}}`` with the same statuses,
@@ -30,6 +30,7 @@ from pocketml.server._state import ServerState
 from pocketml.server.errors import _REQUEST_ID_OK, new_request_id, status_for
 from pocketml.server.routes._body import MalformedJson, parse_json
 from pocketml.server.routes._device_auth import authenticate_device, bearer_token
+from pocketml.server.routes.device import CHECKIN_MAX_BODY, CheckinRejected, answer_checkin
 from pocketml.server.routes.predict import parse_predict_body
 from pocketml.server.routes.telemetry import BatchRejected, validate_body
 
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 _PREDICT_PREFIX = "/v1/models/"
 _PREDICT_SUFFIX = "/predict"
 _TELEMETRY = "/v1/telemetry"
+_CHECKIN = "/v1/checkin"
 _MAX_PREDICT_BODY = 16 * 1024 * 1024
 _JSON = b"application/json"
 
@@ -55,7 +57,7 @@ class _Reply(Exception):
 
 
 class PocketMLApp(FastAPI):
-    """The FastAPI app, answering predict and telemetry before its own ASGI stack.
+    """The FastAPI app, answering check-in, predict and telemetry before its ASGI stack.
 
     ``__call__`` is the outermost ASGI entry point: a middleware added with
     ``add_middleware`` would still sit inside Starlette's error and FastAPI's telemetry
@@ -72,7 +74,7 @@ class PocketMLApp(FastAPI):
                 name = path[len(_PREDICT_PREFIX) : -len(_PREDICT_SUFFIX)]
                 if not name or "/" in name or len(name) > 64:
                     name = None  # FastAPI answers these (404 / 422) in its own words
-            if name is not None or path == _TELEMETRY:
+            if name is not None or path in (_TELEMETRY, _CHECKIN):
                 state = getattr(self.state, "pocketml", None)
                 if isinstance(state, ServerState):
                     scope["app"] = self
@@ -87,20 +89,26 @@ async def _serve(
     authorization = None
     given_rid = None
     length = None
-    for key, value in scope["headers"]:
-        lowered = key.lower()
-        if lowered == b"authorization":
+    if_none_match = None
+    for key, value in scope["headers"]:  # ASGI servers give header names in lower case
+        if key == b"authorization":
             authorization = value.decode("latin-1")
-        elif lowered == b"x-request-id":
+        elif key == b"x-request-id":
             given_rid = value.decode("latin-1")
-        elif lowered == b"content-length":
+        elif key == b"content-length":
             length = value
+        elif key == b"if-none-match":
+            if_none_match = value.decode("latin-1")
     rid = given_rid if given_rid and _REQUEST_ID_OK.match(given_rid) else new_request_id()
     try:
         principal = await authenticate_device(state, bearer_token(authorization))
+        extra: list[tuple[bytes, bytes]] = []
         if name is not None:
             body = await _read_body(receive, length, _MAX_PREDICT_BODY)
             status, answer = 200, await _predict(state, principal.app_id, name, body)
+        elif scope["path"] == _CHECKIN:
+            body = await _read_body(receive, length, CHECKIN_MAX_BODY)
+            status, answer, extra = await _checkin(state, principal.app_id, body, if_none_match)
         else:
             body = await _read_body(receive, length, state.max_telemetry_bytes)
             status, answer = await _telemetry(state, principal.app_id, body)
@@ -123,7 +131,18 @@ async def _serve(
             rid,
         )
     else:
-        await _send(send, status, answer, rid)
+        await _send(send, status, answer, rid, extra)
+
+
+async def _checkin(
+    state: ServerState, app_id: str, body: bytes, if_none_match: str | None
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    try:
+        status, answer, etag = await answer_checkin(state, app_id, body, if_none_match)
+    except CheckinRejected as exc:
+        raise _Reply(422, exc.code, str(exc)) from exc
+    headers = [(b"etag", f'"{etag}"'.encode()), (b"cache-control", b"private, no-cache")]
+    return status, answer, headers
 
 
 async def _predict(state: ServerState, app_id: str, name: str, body: bytes) -> bytes:
@@ -178,12 +197,15 @@ def _too_large(max_bytes: int, given: str) -> PocketMLError:
 
 
 async def _send(send: Send, status: int, body: bytes, rid: str, extra: Any = ()) -> None:
-    headers = [
-        (b"content-type", _JSON),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", rid.encode()),
-        *extra,
-    ]
+    if status == 304:  # no body, so no content headers (RFC 9110 15.4.5)
+        headers = [(b"x-request-id", rid.encode()), *extra]
+    else:
+        headers = [
+            (b"content-type", _JSON),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", rid.encode()),
+            *extra,
+        ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from pocketml.delivery import DeviceFacts
+from pocketml.errors import InvalidInput
 from pocketml.registry import Principal
 from pocketml.server._state import ServerState
 from pocketml.server.errors import error_response, request_id_of
@@ -22,11 +23,15 @@ from pocketml.server.routes._device_auth import device_principal, device_state
 from pocketml.server.routes._docs import ERRORS_AUTH, errors
 from pocketml.server.schemas_device import CheckinRequest, ContentKeyPublic, ManifestPublic
 
-__all__ = ["router"]
+__all__ = ["CHECKIN_MAX_BODY", "CheckinRejected", "answer_checkin", "router"]
 
 router = APIRouter(tags=["devices"])
 
-_MAX_BODY = 256 * 1024
+CHECKIN_MAX_BODY = 256 * 1024
+
+
+class CheckinRejected(InvalidInput):
+    """Device facts that fail ``CheckinRequest`` (HTTP 422 naming each field)."""
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -84,7 +89,34 @@ async def checkin(
     state: ServerState = Depends(device_state),
 ) -> Response:
     """Answer a check-in with the device's manifest (or 304)."""
-    raw = await read_body(request, _MAX_BODY)
+    raw = await read_body(request, CHECKIN_MAX_BODY)
+    try:
+        status, body, etag = await answer_checkin(
+            state, principal.app_id, raw, request.headers.get("if-none-match")
+        )
+    except CheckinRejected as exc:
+        return error_response(422, exc.code, str(exc), request_id_of(request))
+    headers = {"ETag": f'"{etag}"', "Cache-Control": "private, no-cache"}
+    if status == 304:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+async def answer_checkin(
+    state: ServerState, app_id: str, raw: bytes, if_none_match: str | None
+) -> tuple[int, bytes, str]:
+    """The answer to a check-in body: (200 or 304, manifest JSON or b"", ETag value).
+
+    Shared by the FastAPI route and the fast path (``server/_fast.py``), so both validate,
+    resolve and compare ETags the same way. The manifest comes from the delivery
+    service's memo when it holds one for these targeting facts (no thread hop), else
+    from a catalog read in a worker thread.
+
+    Raises:
+        MalformedJson: the body is not JSON (400).
+        CheckinRejected: bad facts (422, naming each field).
+        Unavailable: the database cannot be reached (503).
+    """
     try:
         body = CheckinRequest.model_validate_json(raw)
     except ValidationError as exc:
@@ -93,15 +125,14 @@ async def checkin(
                 "the request body is not valid JSON; send a JSON object with "
                 "Content-Type: application/json."
             ) from exc
-        return error_response(422, "invalid_input", describe_errors(exc), request_id_of(request))
+        raise CheckinRejected(describe_errors(exc)) from exc
     facts = _facts(body)
-    manifest = state.delivery.cached_manifest(principal.app_id, facts)
+    manifest = state.delivery.cached_manifest(app_id, facts)
     if manifest is None:
-        manifest = await run_in_threadpool(state.delivery.checkin, principal.app_id, facts)
-    headers = {"ETag": f'"{manifest.etag}"', "Cache-Control": "private, no-cache"}
-    if _matches(request.headers.get("if-none-match"), manifest.etag):
-        return Response(status_code=304, headers=headers)
-    return Response(manifest.body, media_type="application/json", headers=headers)
+        manifest = await run_in_threadpool(state.delivery.checkin, app_id, facts)
+    if _matches(if_none_match, manifest.etag):
+        return 304, b"", manifest.etag
+    return 200, manifest.body, manifest.etag
 
 
 @router.get(
