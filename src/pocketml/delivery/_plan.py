@@ -7,7 +7,8 @@ manifest cache key. See ``rollouts.py`` for the semantics.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from pocketml.delivery._experiment_store import Experiment, ExperimentStore
 from pocketml.delivery._rollout_store import Rollout, RolloutStore
@@ -31,6 +32,11 @@ class ModelPlan:
     candidate: VersionInfo | None
     experiment: Experiment | None = None
     arm_versions: tuple[tuple[str, VersionInfo], ...] = ()
+    # (channel targeting matches, rollout targeting matches) per device profile: a fleet
+    # has few distinct profiles, and 20 rules with version ranges cost ~15 us a device.
+    _matches: dict[tuple[Any, ...], tuple[bool, bool]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def offers(self) -> dict[str, VersionInfo]:
         """Choice code -> the version it serves (besides the control): ``"x"``, ``"v<n>"``."""
@@ -42,7 +48,8 @@ class ModelPlan:
     def select(self, device: DeviceFacts) -> str:
         """``"-"`` (nothing), ``"c"`` (control), ``"x"`` (rollout candidate) or
         ``"v<n>"`` (experiment arm serving version n) for this device."""
-        if self.targeting is not None and not self.targeting.matches(device):
+        channel_ok, rollout_ok = self._targeted(device)
+        if not channel_ok:
             return "-"
         if self.experiment is not None:
             return f"v{self.experiment.arm_of(device.device_id).version}"
@@ -50,11 +57,24 @@ class ModelPlan:
         if (
             rollout is not None
             and self.candidate is not None
-            and self.rollout_targeting.matches(device)
+            and rollout_ok
             and in_candidate_group(rollout.salt, device.device_id, rollout.percent)
         ):
             return "x"
         return "c"
+
+    def _targeted(self, device: DeviceFacts) -> tuple[bool, bool]:
+        key = device.profile_key()
+        hit = self._matches.get(key)
+        if hit is None:
+            if len(self._matches) >= 10_000:  # bounded: a plan lives one catalog TTL
+                self._matches.clear()
+            hit = (
+                self.targeting is None or self.targeting.matches(device),
+                self.rollout_targeting.matches(device),
+            )
+            self._matches[key] = hit
+        return hit
 
 
 @dataclass(frozen=True)

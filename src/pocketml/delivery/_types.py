@@ -53,6 +53,19 @@ class DeviceFacts:
         """The facts variant choice depends on; devices sharing them get the same manifest."""
         return (self.platform, self.device_class, self.formats, self.runtimes)
 
+    def profile_key(self) -> tuple[Any, ...]:
+        """Every fact but the device id: what targeting rules can test."""
+        return (
+            self.platform,
+            self.formats,
+            self.os_version,
+            self.app_version,
+            self.device_model,
+            self.device_class,
+            self.runtimes,
+            self.country,
+        )
+
 
 @dataclass(frozen=True)
 class HybridPolicy:

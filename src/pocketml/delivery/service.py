@@ -11,6 +11,7 @@ a policy change made through this service is visible at once on this replica.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,9 @@ from pocketml.delivery.rollouts import CheckinPlan, RolloutService
 from pocketml.errors import NotFound, Unavailable
 from pocketml.registry import AppInfo, ModelInfo, Registry, VersionInfo
 from pocketml.telemetry import TelemetryStore
+
+# How long past its TTL a cached catalog may still answer while it is being reloaded.
+_STALE_GRACE_S = 5.0
 
 __all__ = ["DeliveryService"]
 
@@ -104,6 +108,10 @@ class DeliveryService:
         self._rollouts: RolloutService | None = None
         self._experiments: ExperimentService | None = None
         self._catalogs: dict[str, _Catalog] = {}
+        self._generations: dict[str, int] = {}  # bumped by invalidate(): drops late loads
+        self._lock = threading.Lock()
+        self._load_locks: dict[str, threading.Lock] = {}
+        self._refreshing: set[str] = set()
 
     def open(self) -> None:
         """Attach to the registry's database (the registry must be open)."""
@@ -168,29 +176,68 @@ class DeliveryService:
     def cached_manifest(self, app_id: str, device: DeviceFacts) -> Manifest | None:
         """The manifest when it can be answered from memory alone (no database), else None.
 
-        Lets the server answer most check-ins without a worker thread.
+        Lets the server answer most check-ins without a worker thread. A catalog past its
+        TTL still answers, for at most ``_STALE_GRACE_S`` more, while one background
+        thread reloads it (stale-while-revalidate): otherwise every check-in in flight at
+        expiry would wait for, and each start, its own catalog read.
         """
         catalog = self._catalogs.get(app_id)
-        if catalog is None or self.clock() - catalog.loaded_at >= self.cache_ttl_s:
+        if catalog is None:
             return None
+        age = self.clock() - catalog.loaded_at
+        if age >= self.cache_ttl_s:
+            if age >= self.cache_ttl_s + _STALE_GRACE_S:
+                return None
+            self._refresh_in_background(app_id)
         return catalog.manifests.get(catalog.key(device))
 
     def invalidate(self, app_id: str | None = None) -> None:
         """Forget the cached catalog of one app (or of all apps)."""
-        if app_id is None:
-            self._catalogs.clear()
-        else:
-            self._catalogs.pop(app_id, None)
+        with self._lock:
+            apps = list(self._catalogs) if app_id is None else [app_id]
+            for app in apps:
+                self._generations[app] = self._generations.get(app, 0) + 1
+                self._catalogs.pop(app, None)
+
+    def _store(self, app_id: str, catalog: _Catalog, generation: int) -> None:
+        """Keep ``catalog`` unless ``invalidate`` ran since its load started."""
+        with self._lock:
+            if self._generations.get(app_id, 0) == generation:
+                self._catalogs[app_id] = catalog
+
+    def _refresh_in_background(self, app_id: str) -> None:
+        with self._lock:
+            if app_id in self._refreshing:
+                return
+            self._refreshing.add(app_id)
+            generation = self._generations.get(app_id, 0)
+
+        def reload() -> None:
+            try:
+                self._store(app_id, self._load_catalog(app_id, self.clock()), generation)
+            except Exception as exc:  # the stale catalog keeps answering until its grace ends
+                logger.warning("could not reload the delivery catalog of %s: %s", app_id, exc)
+            finally:
+                with self._lock:
+                    self._refreshing.discard(app_id)
+
+        threading.Thread(target=reload, name="pocketml-catalog", daemon=True).start()
 
     def _catalog(self, app_id: str) -> _Catalog:
-        now = self.clock()
         catalog = self._catalogs.get(app_id)
-        if catalog is not None and now - catalog.loaded_at < self.cache_ttl_s:
+        if catalog is not None and self.clock() - catalog.loaded_at < self.cache_ttl_s:
             return catalog
-        catalog = self._load_catalog(app_id, now)
-        if self.cache_ttl_s > 0:
-            self._catalogs[app_id] = catalog
-        return catalog
+        with self._lock:
+            load_lock = self._load_locks.setdefault(app_id, threading.Lock())
+        with load_lock:  # concurrent misses of one app read the database once
+            catalog = self._catalogs.get(app_id)
+            if catalog is not None and self.clock() - catalog.loaded_at < self.cache_ttl_s:
+                return catalog
+            generation = self._generations.get(app_id, 0)
+            catalog = self._load_catalog(app_id, self.clock())
+            if self.cache_ttl_s > 0:
+                self._store(app_id, catalog, generation)
+            return catalog
 
     def _load_catalog(self, app_id: str, now: float) -> _Catalog:
         app = self.registry.get_app(app_id)
