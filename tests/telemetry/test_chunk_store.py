@@ -180,7 +180,12 @@ def test_only_the_lease_holder_exports(registry: Registry, app_id: str, tmp_path
     other = _exporter(registry, tmp_path / "b")
 
     assert holder.export_once() is not None
-    assert other.export_once() is None
+    idle = other.export_once()  # nothing new: answered without touching the lease
+    store_batch(store, app_id, "batch-lease-2", [inference(1)])
+    busy = other.export_once()  # work, but the holder's lease has not expired
+    assert idle is not None and idle.chunks == 0
+    assert busy is None
+    assert holder.flush() == 1
 
 
 def test_feedback_changes_show_although_decoded_chunks_are_cached(

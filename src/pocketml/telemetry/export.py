@@ -109,12 +109,15 @@ class TelemetryExporter:
 
         Returns:
             What was exported (``chunks == 0`` when nothing was pending), or None when
-            another replica holds the lease.
+            there is work but another replica holds the lease.
 
         Raises:
             Unavailable: the database cannot be reached.
         """
         moment = time.time() if now is None else now
+        idle = self._idle_watermark()
+        if idle is not None:  # nothing to do: no lease write, no write transaction at all
+            return ExportResult(0, 0, (), idle)
         if not self._acquire(moment):
             return None
         watermark, upper = self._plan()
@@ -180,6 +183,24 @@ class TelemetryExporter:
                 return True
             except exc.IntegrityError:  # the row exists and another owner holds it
                 return False
+
+    def _idle_watermark(self) -> int | None:
+        """The watermark when no range is in flight and no chunk is newer, else None.
+
+        A read-only check, so an idle server's background passes never write to the
+        database (a write transaction every pass would contend with intake for nothing).
+        """
+        state = sa.select(_EXPORTS.c.watermark, _EXPORTS.c.pending_until).where(
+            _EXPORTS.c.name == LEASE_NAME
+        )
+        with translate_errors("read the telemetry export state"), self.engine.connect() as conn:
+            row = conn.execute(state).first()
+            if row is None or row.pending_until is not None:
+                return None
+            newer = sa.select(_CHUNKS.c.id).where(_CHUNKS.c.id > row.watermark).limit(1)
+            if conn.scalar(newer) is not None:
+                return None
+            return int(row.watermark)
 
     def _plan(self) -> tuple[int, int | None]:
         """(watermark, end of the range to export) — the range in flight, or a new one."""
