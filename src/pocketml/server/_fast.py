@@ -2,11 +2,12 @@
 
 ``POST /v1/checkin``, ``POST /v1/models/{name}/predict`` and ``POST /v1/telemetry``
 carry the fleet's load; going through Starlette's middleware stack and FastAPI's
-dependency solver costs more than the work itself. ``PocketMLApp`` answers them directly with the same
-semantics as the FastAPI routes (which stay defined for the OpenAPI document and answer
-everything the fast path does not take): bearer auth with the cached verification,
-the error shape ``{"error": {"code", "message", "request_id"}}`` with the same statuses,
-the ``X-Request-ID`` echo, orjson in and out. Anything else falls through untouched.
+dependency solver costs more than the work itself. ``PocketMLApp`` answers them
+directly with the same semantics as the FastAPI routes (which stay defined for the
+OpenAPI document and answer everything the fast path does not take): bearer auth with
+the cached verification, the error shape ``{"error": {"code", "message",
+"request_id"}}`` with the same statuses, the ``X-Request-ID`` echo, orjson in and out.
+Anything else falls through untouched.
 """
 
 from __future__ import annotations
