@@ -72,6 +72,20 @@ def test_demo_writes_models_schema_build_and_report(tmp_path: Path) -> None:
         assert totals["devices"] == 6
         assert 0.0 <= totals["accuracy"] <= 1.0
         assert sum(totals["predictions"].values()) == 134  # the odd half of the 269 test images
+    # what the server aggregated from the fleet's telemetry: v1 inferences per device class,
+    # at most one per answered prediction of the three runs (a lossy phone may still queue)
+    learned = written["devices"]["server_metrics"]
+    answered = sum(
+        n
+        for totals in fleet.values()
+        for k, n in totals["predictions"].items()
+        if k != "unavailable"
+    )
+    v1_count = sum(g["count"] for g in learned if g["version"] == 1)
+    assert 0 < v1_count <= answered
+    assert {g["device_class"] for g in learned} <= set(profiles)
+    exported = written["telemetry_parquet"]
+    assert exported["files"] >= 1 and exported["events"] >= v1_count
     assert 0.0 <= written["devices"]["calibration"]["threshold"] <= 1.0
     assert (tmp_path / "calibration.png").is_file()
     assert (tmp_path / "schema.json").is_file() and (tmp_path / "card.md").is_file()

@@ -43,6 +43,14 @@ _DEMO_OPERATOR_TOKEN = "pml_op_demo-operator-token"
 __all__ = ["DemoConfig", "run_demo"]
 
 
+def _parquet_summary(root: Path) -> dict[str, int]:
+    """Events and files of the exported telemetry under ``root``."""
+    import pyarrow.parquet as pq
+
+    files = sorted(root.rglob("*.parquet")) if root.is_dir() else []
+    return {"files": len(files), "events": sum(pq.read_metadata(f).num_rows for f in files)}
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """Knobs of the demo (the defaults are what ``pocketml demo`` runs)."""
@@ -285,6 +293,14 @@ def run_demo(
             seed=config.seed,
         )
         lap("ship safely")
+    telemetry = _parquet_summary(settings.home / "telemetry")
+    console.print(
+        f"   telemetry: {telemetry['events']:,} device events stored by the server and "
+        f"exported to {telemetry['files']} day-partitioned Parquet files under "
+        f"{settings.home / 'telemetry'} (the exporter's last pass runs at shutdown; DuckDB, "
+        "pandas and Spark read them as they are)",
+        highlight=False,
+    )
     console.print(
         f"   browse it later: POCKETML_HOME={settings.home} POCKETML_OPERATOR_TOKEN="
         f"{_DEMO_OPERATOR_TOKEN} pocketml server, then /ui with the app's admin token"
@@ -294,6 +310,7 @@ def run_demo(
         "shipped": shipped,
         "devices": devices,
         "ship_safely": safely,
+        "telemetry_parquet": telemetry,
         "dataset": {"name": "digits", "fingerprint": digits.fingerprint, "splits": splits.sizes()},
         "rows": rows,
         "selections": [sel.to_dict() for sel in matrix.selections],

@@ -128,7 +128,42 @@ def run_devices(
         "   latency is simulated network time plus real inference; fallbacks are cloud calls "
         "that failed on bad networks and were answered by the phone's own model."
     )
-    return {"calibration": calibration.to_dict() | {"curve": None}, "fleet": rows}
+    learned = admin.model_metrics("digits")["groups"]
+    _print_server_view(console, learned, version)
+    return {
+        "calibration": calibration.to_dict() | {"curve": None},
+        "fleet": rows,
+        "server_metrics": learned,
+    }
+
+
+def _print_server_view(console: Console, groups: list[dict[str, Any]], version: int) -> None:
+    """What the server aggregated from the fleet's telemetry batches, per device class."""
+    table = Table(
+        title=f"what the server learned from the phones' telemetry (v{version}, all three runs)",
+        title_justify="left",
+    )
+    columns = ("device class", "inferences", "errors", "p50 ms", "p95 ms", "to cloud", "fallback")
+    for column in (*columns, "confidence"):
+        table.add_column(column, justify="left" if column == "device class" else "right")
+    for group in groups:
+        if group["version"] != version:
+            continue
+        table.add_row(
+            group["device_class"] or "-",
+            f"{group['count']:,}",
+            f"{group['errors']:,}",
+            _ms(group["latency_p50_ms"]),
+            _ms(group["latency_p95_ms"]),
+            _share(group["cloud_share"]),
+            _share(group["fallback_share"]),
+            "-" if group["mean_confidence"] is None else f"{group['mean_confidence']:.3f}",
+        )
+    console.print(table)
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def _ms(value: float | None) -> str:

@@ -17,6 +17,8 @@ models, and every prediction is followed by the user's feedback with the true la
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +57,42 @@ def _push_model(
     return version.version
 
 
-def _wait_for(admin: AdminClient, rollout_id: str, states: set[str], timeout_s: float) -> Any:
-    """Poll the rollout until the in-server evaluator moved it into ``states``."""
+def _judged(admin: AdminClient, rollout_id: str, after: datetime, timeout_s: float) -> Any:
+    """Poll until the in-server evaluator has looked at the rollout since ``after``.
+
+    A pass that started after the fleet finished has seen all of its telemetry: the
+    rollout then either moved (advanced, completed, rolled back) or needs more data.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         rollout = admin.show_rollout(rollout_id)
-        if rollout.state in states or time.monotonic() > deadline:
+        seen = False
+        if rollout.evaluated_at is not None:
+            at = datetime.fromisoformat(rollout.evaluated_at)
+            seen = (at if at.tzinfo else at.replace(tzinfo=UTC)) >= after
+        if rollout.state in _SETTLED or seen or time.monotonic() > deadline:
             return rollout
         time.sleep(0.2)
+
+
+def _run_until_settled(
+    admin: AdminClient,
+    rollout: Any,
+    fleet: Callable[[int], None],
+    rounds: int,
+) -> Any:
+    """Let the fleet report round after round until the evaluator settles the rollout.
+
+    Each round is one fleet run (every phone checks in, predicts, sends telemetry and
+    feedback); a small candidate group may need several rounds before the guardrails
+    have ``min_samples`` inferences to judge. At most ``rounds`` rounds.
+    """
+    for round_ in range(rounds):
+        fleet(round_)
+        rollout = _judged(admin, rollout.id, datetime.now(UTC), timeout_s=20)
+        if rollout.state in _SETTLED:
+            break
+    return rollout
 
 
 def _settle(admin: AdminClient, rollout: Any, action: str) -> Any:
@@ -126,13 +156,14 @@ def ship_safely(
         min_samples=min_samples,
         on_breach="rollback",
     )
-    for round_ in range(len(schedule) + 1):
-        _fleet(
-            url, device_key, test, out_dir / "fleet-rollout" / str(round_), devices, seed + round_
-        )
-        rollout = _wait_for(admin, rollout.id, _SETTLED, timeout_s=20)
-        if rollout.state in _SETTLED:
-            break
+    rollout = _run_until_settled(
+        admin,
+        rollout,
+        lambda r: _fleet(
+            url, device_key, test, out_dir / "fleet-rollout" / str(r), devices, seed + r
+        ),
+        rounds=len(schedule) + 4,
+    )
     rollout = _settle(admin, rollout, "complete")
     console.print(f"   v2 (the production recipe rebuilt): {_path(admin, rollout.id)}")
     report["good_rollout"] = {"version": v2, "state": rollout.state}
@@ -147,8 +178,15 @@ def ship_safely(
         min_samples=min_samples,
         on_breach="rollback",
     )
-    _fleet(url, device_key, test, out_dir / "fleet-bad", devices, seed + 11)
-    bad = _settle(admin, _wait_for(admin, bad.id, _SETTLED, timeout_s=20), "rollback")
+    bad = _run_until_settled(
+        admin,
+        bad,
+        lambda r: _fleet(
+            url, device_key, test, out_dir / "fleet-bad" / str(r), devices, seed + 11 + r
+        ),
+        rounds=4,
+    )
+    bad = _settle(admin, bad, "rollback")
     table = Table(
         title=f"v3 (trained without low-light augmentation): {bad.state}", title_justify="left"
     )
