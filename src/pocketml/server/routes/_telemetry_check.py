@@ -28,7 +28,7 @@ import msgspec
 from pocketml.server.schemas_device import ID_PATTERN, DeviceClass
 from pocketml.telemetry import TelemetryBatch
 
-__all__ = ["decode_batch", "fast_check_batch"]
+__all__ = ["batch_of", "decode_batch", "fast_check_batch"]
 
 _ID = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))  # fullmatch: no "\n"
 _PLATFORMS = frozenset({"android", "ios", "linux"})
@@ -286,6 +286,11 @@ def decode_batch(body: bytes) -> TelemetryBatch | None:
         request = _DECODER.decode(body)
     except msgspec.DecodeError:  # ValidationError included
         return None
+    return batch_of(request)
+
+
+def batch_of(request: Any) -> TelemetryBatch:
+    """The ``TelemetryBatch`` of a validated request (msgspec Struct or pydantic model)."""
     context = request.device
     return TelemetryBatch(
         batch_id=request.batch_id,

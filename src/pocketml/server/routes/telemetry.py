@@ -22,7 +22,7 @@ from pocketml.server.errors import error_response, request_id_of
 from pocketml.server.routes._body import describe_errors, parse_json, read_body
 from pocketml.server.routes._device_auth import device_principal, device_state
 from pocketml.server.routes._docs import ERRORS_AUTH, errors
-from pocketml.server.routes._telemetry_check import decode_batch, fast_check_batch
+from pocketml.server.routes._telemetry_check import batch_of, decode_batch, fast_check_batch
 from pocketml.server.schemas_device import (
     FeedbackAccepted,
     FeedbackRequest,
@@ -72,15 +72,7 @@ def validate_batch(payload: Any, max_events: int) -> TelemetryBatch:
         body = TelemetryRequest.model_validate(payload)
     except ValidationError as exc:
         raise BatchRejected(describe_errors(exc, _EVENT_TAGS)) from exc
-    context = body.device
-    return TelemetryBatch(
-        batch_id=body.batch_id,
-        device_id=body.device_id,
-        events=body.events,
-        platform=context.platform if context else None,
-        device_class=context.device_class if context else None,
-        app_version=context.app_version if context else None,
-    )
+    return batch_of(body)
 
 
 def validate_body(body: bytes, max_events: int) -> TelemetryBatch:
