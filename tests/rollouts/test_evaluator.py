@@ -186,3 +186,12 @@ def test_the_background_loop_evaluates_and_releases_its_lease(world: World) -> N
 
     assert world.rollouts.get(world.app_id, rollout.id).step == 1
     assert world.rollouts.store.acquire_lease("rollout-evaluator", "other", utcnow().timestamp(), 5)
+
+
+def test_with_no_running_rollout_a_pass_takes_no_lease(world: World) -> None:
+    from pocketml.registry._orm import utcnow
+
+    idle = RolloutEvaluator(world.rollouts, interval_s=60, owner="idle")
+    assert idle.run_once() == []
+    # nothing was written: another replica can take the lease at once
+    assert world.rollouts.store.acquire_lease("rollout-evaluator", "other", utcnow().timestamp(), 5)

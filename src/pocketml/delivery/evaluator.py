@@ -191,8 +191,14 @@ class RolloutEvaluator:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def run_once(self, now: datetime | None = None) -> list[EvaluationOutcome] | None:
-        """One pass if this replica holds (or takes) the lease; None when another holds it."""
+        """One pass if this replica holds (or takes) the lease; None when another holds it.
+
+        With no running rollout the pass ends after one read: no lease write, so an idle
+        server does not write to its database every ``interval_s``.
+        """
         moment = now or utcnow()
+        if not self.service.store.list_rollouts(None, states=("running",)):
+            return []
         ttl = max(3 * self.interval_s, 10.0)
         if not self.service.store.acquire_lease(LEASE_NAME, self.owner, moment.timestamp(), ttl):
             return None
