@@ -22,7 +22,7 @@ from pocketml.server.errors import error_response, request_id_of
 from pocketml.server.routes._body import describe_errors, parse_json, read_body
 from pocketml.server.routes._device_auth import device_principal, device_state
 from pocketml.server.routes._docs import ERRORS_AUTH, errors
-from pocketml.server.routes._telemetry_check import batch_of, decode_batch, fast_check_batch
+from pocketml.server.routes._telemetry_check import batch_of, decode_batch
 from pocketml.server.schemas_device import (
     FeedbackAccepted,
     FeedbackRequest,
@@ -45,8 +45,8 @@ class BatchRejected(InvalidInput):
 def validate_batch(payload: Any, max_events: int) -> TelemetryBatch:
     """Check a parsed telemetry body against ``TelemetryRequest``; return its batch.
 
-    Certainly-valid batches take the plain-code check (``fast_check_batch``); anything
-    else is validated by pydantic, which writes the error message.
+    This is the slow path, for what ``decode_batch`` did not accept as certainly valid:
+    pydantic validates (coercing what its lax mode coerces) and writes the error message.
 
     Args:
         payload: the parsed JSON body (its events may be normalized in place).
@@ -65,9 +65,6 @@ def validate_batch(payload: Any, max_events: int) -> TelemetryBatch:
             f"a batch may hold at most {max_events} events; got "
             f"{len(events)}. Split it into smaller batches (each with its own batch_id)."
         )
-    batch = fast_check_batch(payload)
-    if batch is not None:
-        return batch
     try:
         body = TelemetryRequest.model_validate(payload)
     except ValidationError as exc:
