@@ -233,33 +233,14 @@ class LocalModel:
             try:
                 answer = await cloud.apredict(self.name, snap.policy, arr, self._body(pid))
             except PocketMLError as exc:
-                if local is None:
-                    if isinstance(exc, Unavailable):
-                        raise self._unavailable(exc) from exc
-                    raise
-                return self._local_fallback(arr, snap, started, pid, exc)
+                return self._after_cloud_failure(exc, arr, snap, started, pid)
             return self._from_cloud(answer, snap, started, pid)
-        probs = _run_local(local, arr)
-        if snap.is_logits:
-            probs = _softmax(probs)
-        index = int(probs.argmax())
-        confidence = float(probs[index])
+        probs, index, confidence = self._score(arr, snap)
         if snap.policy.mode == "cascade" and confidence < snap.policy.threshold:
             try:
                 answer = await cloud.apredict(self.name, snap.policy, arr, self._body(pid))
             except PocketMLError as exc:
-                self._device._emit_error(self.name, local.version, "cloud", str(exc))
-                return self._finish(
-                    snap,
-                    "fallback",
-                    local.version,
-                    local.variant,
-                    probs,
-                    index,
-                    confidence,
-                    started,
-                    pid,
-                )
+                return self._fallback(snap, started, pid, exc, (probs, index, confidence))
             return self._from_cloud(answer, snap, started, pid)
         return self._finish(
             snap, "local", local.version, local.variant, probs, index, confidence, started, pid
@@ -280,23 +261,10 @@ class LocalModel:
         index: int,
         confidence: float,
     ) -> Prediction:
-        local = snap.local
-        assert local is not None
         try:
             answer = self._device._cloud.predict(self.name, snap.policy, arr, self._body(pid))
         except PocketMLError as exc:
-            self._device._emit_error(self.name, local.version, "cloud", str(exc))
-            return self._finish(
-                snap,
-                "fallback",
-                local.version,
-                local.variant,
-                probs,
-                index,
-                confidence,
-                started,
-                pid,
-            )
+            return self._fallback(snap, started, pid, exc, (probs, index, confidence))
         return self._from_cloud(answer, snap, started, pid)
 
     def _cloud_only(self, arr: np.ndarray, snap: _Snapshot, started: float) -> Prediction:
@@ -310,28 +278,45 @@ class LocalModel:
         try:
             answer = self._device._cloud.predict(self.name, snap.policy, arr, self._body(pid))
         except PocketMLError as exc:
-            if snap.local is None:
-                if isinstance(exc, Unavailable):
-                    raise self._unavailable(exc) from exc
-                raise
-            return self._local_fallback(arr, snap, started, pid, exc)
+            return self._after_cloud_failure(exc, arr, snap, started, pid)
         return self._from_cloud(answer, snap, started, pid)
 
-    def _local_fallback(
-        self, arr: np.ndarray, snap: _Snapshot, started: float, pid: str, exc: PocketMLError
-    ) -> Prediction:
-        """The local model's answer, marked ``fallback``, after the cloud failed."""
-        local = snap.local
-        assert local is not None
-        self._device._emit_error(self.name, local.version, "cloud", str(exc))
-        probs = _run_local(local, arr)
+    def _score(self, arr: np.ndarray, snap: _Snapshot) -> tuple[np.ndarray, int, float]:
+        """The local model's probabilities, top index and confidence for ``arr``."""
+        assert snap.local is not None
+        probs = _run_local(snap.local, arr)
         if snap.is_logits:
             probs = _softmax(probs)
         index = int(probs.argmax())
-        confidence = float(probs[index])
+        return probs, index, float(probs[index])
+
+    def _fallback(
+        self,
+        snap: _Snapshot,
+        started: float,
+        pid: str,
+        exc: PocketMLError,
+        scored: tuple[np.ndarray, int, float],
+    ) -> Prediction:
+        """The local answer, marked ``fallback``, after the cloud failed (error recorded)."""
+        local = snap.local
+        assert local is not None
+        self._device._emit_error(self.name, local.version, "cloud", str(exc))
+        probs, index, confidence = scored
         return self._finish(
             snap, "fallback", local.version, local.variant, probs, index, confidence, started, pid
         )
+
+    def _after_cloud_failure(
+        self, exc: PocketMLError, arr: np.ndarray, snap: _Snapshot, started: float, pid: str
+    ) -> Prediction:
+        """Policy ``cloud`` (or no local model) and the cloud failed: the local answer as
+        ``fallback`` when a model is loaded, else the failure (``Unavailable`` with why)."""
+        if snap.local is None:
+            if isinstance(exc, Unavailable):
+                raise self._unavailable(exc) from exc
+            raise exc
+        return self._fallback(snap, started, pid, exc, self._score(arr, snap))
 
     def _unavailable(self, exc: Unavailable) -> Unavailable:
         self._device._emit_error(self.name, None, "cloud", str(exc))
