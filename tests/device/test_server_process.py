@@ -9,25 +9,19 @@ arrives exactly once.
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import socket
 import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from pocketml.device import Device
+from pocketml.server.background import serve_in_process
 
 from .conftest import LINUX, OPERATOR_TOKEN, ManualClock, ship
-
-_RUNNING = re.compile(r"Uvicorn running on (http://\S+)")
 
 
 def _free_port() -> int:
@@ -38,31 +32,15 @@ def _free_port() -> int:
 
 @contextmanager
 def pocketml_server(home: Path, database_url: str, port: int) -> Iterator[subprocess.Popen[str]]:
-    """Run ``python -m pocketml server`` until the block ends (or the test kills it)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POCKETML_")}
-    env |= {
+    """``pocketml server`` as a child process on ``home``, ``database_url`` and ``port``."""
+    env = {
         "POCKETML_HOME": str(home),
         "POCKETML_DATABASE_URL": database_url,
         "POCKETML_OPERATOR_TOKEN": OPERATOR_TOKEN,
         "POCKETML_SERVER__CHECKIN_CACHE_TTL_S": "0",
     }
-    command = [sys.executable, "-m", "pocketml", "server", "--port", str(port)]
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        assert process.stderr is not None
-        seen = []
-        for line in process.stderr:  # blocks until uvicorn says it listens (or exits)
-            seen.append(line)
-            if _RUNNING.search(line):
-                break
-        else:
-            pytest.fail("the server exited before serving:\n" + "".join(seen))
-        threading.Thread(target=process.stderr.read, daemon=True).start()  # drain the pipe
+    with serve_in_process(env, port=port) as (process, _):
         yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
 
 
 def test_a_device_survives_a_killed_server_and_its_telemetry_arrives_once_after_restart(

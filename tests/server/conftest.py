@@ -9,7 +9,6 @@ from the socket, and stops it with ``should_exit``.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -135,8 +134,3 @@ def push_two_variants(client: AdminClient, model: str, workdir: Path, seed: int 
         ],
     }
     return client.push_files(model, meta, {"onnx-fp32": fp32, "onnx-int8": int8})
-
-
-def env_without_pocketml() -> dict[str, str]:
-    """The process environment minus POCKETML_* variables (for subprocesses)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("POCKETML_")}

@@ -1,6 +1,6 @@
 """A server killed with SIGKILL in the middle of a push loses nothing and half-stores nothing.
 
-The server runs in a subprocess (``uvicorn --factory``) on a SQLite or PostgreSQL database.
+The server runs in a subprocess (``pocketml server``) on a SQLite or PostgreSQL database.
 One good version is pushed, then a large streamed upload starts; once 8 MiB have been sent
 the server is killed with ``kill -9``. A new server on the same home must still serve the
 first version and its package byte for byte, list no other version, and clean the temp
@@ -11,69 +11,34 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 from pocketml.errors import Unavailable
+from pocketml.server.background import serve_in_process
 from pocketml.server.client import AdminClient
 
 from .conftest import (
     OPERATOR_TOKEN,
     SCHEMA,
-    env_without_pocketml,
     push_two_variants,
     sha256_of,
 )
 
-_RUNNING = re.compile(r"Uvicorn running on (http://\S+)")
-
 
 @contextmanager
 def server_process(home: Path, database_url: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """Start ``uvicorn --factory`` on a free port; yield the process and its URL."""
+    """``pocketml server`` as a child process on ``home`` and ``database_url``."""
     env = {
-        **env_without_pocketml(),
         "POCKETML_HOME": str(home),
         "POCKETML_DATABASE_URL": database_url,
         "POCKETML_OPERATOR_TOKEN": OPERATOR_TOKEN,
     }
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "pocketml.server.app:create_app_from_env",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--log-level",
-        "info",
-    ]
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        assert process.stderr is not None
-        lines = []
-        for line in process.stderr:  # blocks until uvicorn logs its address (or exits)
-            lines.append(line)
-            match = _RUNNING.search(line)
-            if match:
-                break
-        else:
-            pytest.fail("server exited before serving:\n" + "".join(lines))
-        threading.Thread(target=process.stderr.read, daemon=True).start()  # drain the pipe
-        yield process, match.group(1)
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
+    with serve_in_process(env) as running:
+        yield running
 
 
 def _stalled_upload(

@@ -44,7 +44,8 @@ def server(
     bind_port = settings.server.port if port is None else port
     logging.getLogger("pocketml").setLevel(logging.INFO)
     console.print(
-        f"pocketml server on http://{bind_host}:{bind_port} (home {settings.home}); "
+        f"pocketml server on http://{bind_host}:{bind_port or '<a free port, below>'} "
+        f"(home {settings.home}); "
         f"dashboard at /ui, API docs at /docs. The operator token is in "
         f"{settings.home / 'operator.token'} unless POCKETML_OPERATOR_TOKEN is set.",
         highlight=False,
