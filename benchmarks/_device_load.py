@@ -92,14 +92,33 @@ request = function()
   return wrk.format(nil, "%(path)s", nil, bodies[(i %% #bodies) + 1])
 end
 done = function(summary, latency, requests)
-  io.write("P50 " .. latency:percentile(50) .. "\\n")
+%(summary)s
+end
+"""
+
+# The lines of a wrk done() that print what ``wrk_result`` reads (any script can add more).
+WRK_SUMMARY_LUA = """  io.write("P50 " .. latency:percentile(50) .. "\\n")
   io.write("P99 " .. latency:percentile(99) .. "\\n")
   io.write("REQ " .. summary.requests .. "\\n")
   io.write("ERR " .. (summary.errors.connect + summary.errors.read + summary.errors.write
     + summary.errors.status + summary.errors.timeout) .. "\\n")
-  io.write("SEC " .. (summary.duration / 1e6) .. "\\n")
-end
-"""
+  io.write("SEC " .. (summary.duration / 1e6) .. "\\n")"""
+
+
+def wrk_result(out: str, extra: tuple[str, ...] = ()) -> tuple[LoadResult, dict[str, str]]:
+    """The ``LoadResult`` in wrk's output (``WRK_SUMMARY_LUA``) and the ``extra`` keys."""
+    keys = "|".join(("P50", "P99", "REQ", "ERR", "SEC", *extra))
+    values = dict(re.findall(rf"^({keys}) (\S+)$", out, flags=re.M))
+    requests = int(values["REQ"])
+    result = LoadResult(
+        "wrk",
+        requests,
+        int(values["ERR"]),  # socket errors + HTTP statuses > 399
+        requests / float(values["SEC"]),
+        float(values["P50"]) / 1000,
+        float(values["P99"]) / 1000,
+    )
+    return result, {k: values[k] for k in extra}
 
 
 def _run_wrk(
@@ -117,7 +136,14 @@ def _run_wrk(
         header_lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
         script = Path(tmp) / "load.lua"
         script.write_text(
-            _LUA % {"bodies": body_file, "method": "POST", "headers": header_lines, "path": path}
+            _LUA
+            % {
+                "bodies": body_file,
+                "method": "POST",
+                "headers": header_lines,
+                "path": path,
+                "summary": WRK_SUMMARY_LUA,
+            }
         )
         out = subprocess.run(
             pinned(
@@ -141,17 +167,7 @@ def _run_wrk(
             text=True,
             check=True,
         ).stdout
-    values = dict(re.findall(r"^(P50|P99|REQ|ERR|SEC) (\S+)$", out, flags=re.M))
-    requests = int(values["REQ"])
-    errors = int(values["ERR"])  # socket errors + HTTP statuses > 399
-    return LoadResult(
-        "wrk",
-        requests,
-        errors,
-        requests / float(values["SEC"]),
-        float(values["P50"]) / 1000,
-        float(values["P99"]) / 1000,
-    )
+    return wrk_result(out)[0]
 
 
 _PY_LOAD = r"""

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sqlite3
 import subprocess
@@ -55,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _device_load import (
     LOAD_CPU,
     SERVER_CPU,
+    WRK_SUMMARY_LUA,
     LoadResult,
     _run_python,
     pinned,
@@ -62,6 +62,7 @@ from _device_load import (
     server,
     variant_entry,
     write_result,
+    wrk_result,
 )
 
 EVENTS = 1_000
@@ -137,12 +138,7 @@ response = function(status, headers, body)
   if status == 202 then accepted = accepted + 1 else other = other + 1 end
 end
 done = function(summary, latency, requests)
-  io.write("P50 " .. latency:percentile(50) .. "\\n")
-  io.write("P99 " .. latency:percentile(99) .. "\\n")
-  io.write("REQ " .. summary.requests .. "\\n")
-  io.write("ERR " .. (summary.errors.connect + summary.errors.read + summary.errors.write
-    + summary.errors.status + summary.errors.timeout) .. "\\n")
-  io.write("SEC " .. (summary.duration / 1e6) .. "\\n")
+%(summary)s
   local total = 0
   for _, thread in ipairs(threads) do total = total + thread:get("accepted") end
   io.write("ACC " .. total .. "\\n")
@@ -164,6 +160,7 @@ def run_wrk(url: str, key: str) -> tuple[LoadResult, int]:
                 "placeholder_len": len(_PLACEHOLDER),
                 "key": key,
                 "run": f"run-{uuid.uuid4().hex[:8]}",
+                "summary": WRK_SUMMARY_LUA,
             }
         )
         command = ["wrk", "-t", "1", "-c", str(CONNECTIONS), "-d", f"{DURATION_S}s"]
@@ -172,17 +169,8 @@ def run_wrk(url: str, key: str) -> tuple[LoadResult, int]:
             pinned(command, LOAD_CPU), capture_output=True, text=True, check=True
         ).stdout
     # wrk counts one "request" per response; every response is one batch
-    values = dict(re.findall(r"^(P50|P99|REQ|ERR|SEC|ACC) (\S+)$", out, flags=re.M))
-    requests = int(values["REQ"])
-    result = LoadResult(
-        "wrk",
-        requests,
-        int(values["ERR"]),
-        requests / float(values["SEC"]),
-        float(values["P50"]) / 1000,
-        float(values["P99"]) / 1000,
-    )
-    return result, int(values["ACC"])
+    result, extra = wrk_result(out, ("ACC",))
+    return result, int(extra["ACC"])
 
 
 def _per_batch_ms(fn: Callable[[int], object], repeats: int = STAGE_REPEATS) -> float:
