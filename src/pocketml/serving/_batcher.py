@@ -146,18 +146,31 @@ class MicroBatcher:
             self._run_inline(group)
 
     def _run_inline(self, items: list[_Item]) -> None:
-        live = [(x, f) for x, f in items if not f.done()]  # drop cancelled callers
+        live, merged = self._merge(items)
         if not live:
             return
-        merged = live[0][0] if len(live) == 1 else np.concatenate([x for x, _ in live])
-        self._count(len(live), len(merged))
         try:
             outputs = self.run(merged)
-        except Exception as exc:  # every caller of the batch gets the error
-            for _, future in live:
-                future.set_exception(exc)
+        except Exception as exc:
+            self._fail(live, exc)
             return
         self._deliver(live, outputs)
+
+    def _merge(self, items: list[_Item]) -> tuple[list[_Item], np.ndarray]:
+        """The callers still waiting (cancelled ones dropped), their rows as one batch."""
+        live = [(x, f) for x, f in items if not f.done()]
+        if not live:
+            return live, np.empty(0)
+        merged = live[0][0] if len(live) == 1 else np.concatenate([x for x, _ in live])
+        self._count(len(live), len(merged))
+        return live, merged
+
+    @staticmethod
+    def _fail(live: list[_Item], exc: Exception) -> None:
+        """Every caller of a failed batch gets its error."""
+        for _, future in live:
+            if not future.done():
+                future.set_exception(exc)
 
     async def close(self) -> None:
         """Stop the consumers; waiting callers get ``CancelledError``."""
@@ -216,19 +229,13 @@ class MicroBatcher:
     async def _consume(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            items = await self._gather()
-            live = [(x, f) for x, f in items if not f.done()]  # drop cancelled callers
+            live, merged = self._merge(await self._gather())
             if not live:
                 continue
-            inputs = [x for x, _ in live]
-            merged = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)
-            self._count(len(live), len(merged))
             try:
                 outputs = await loop.run_in_executor(self.executor, self.run, merged)
-            except Exception as exc:  # every caller of the batch gets the error
-                for _, future in live:
-                    if not future.done():
-                        future.set_exception(exc)
+            except Exception as exc:
+                self._fail(live, exc)
                 continue
             self._deliver(live, outputs)
 
