@@ -151,13 +151,17 @@ def _evaluate_one(service: RolloutService, rollout: Rollout, now: datetime) -> E
 
 
 def evaluate_rollouts(
-    service: RolloutService, *, now: datetime | None = None
+    service: RolloutService,
+    *,
+    now: datetime | None = None,
+    running: list[Rollout] | None = None,
 ) -> list[EvaluationOutcome]:
     """One evaluation pass over every running rollout of every app.
 
     Args:
         service: the rollout service (its registry's database holds the telemetry).
         now: the clock (timezone-aware); ``utcnow()`` by default.
+        running: the running rollouts when the caller has just read them (else read here).
 
     Returns:
         One outcome per running rollout. A failure on one rollout is logged and reported
@@ -165,7 +169,9 @@ def evaluate_rollouts(
     """
     moment = now or utcnow()
     outcomes = []
-    for rollout in service.store.list_rollouts(None, states=("running",)):
+    if running is None:
+        running = service.store.list_rollouts(None, states=("running",))
+    for rollout in running:
         try:
             outcomes.append(_evaluate_one(service, rollout, moment))
         except PocketMLError as exc:
@@ -197,12 +203,13 @@ class RolloutEvaluator:
         server does not write to its database every ``interval_s``.
         """
         moment = now or utcnow()
-        if not self.service.store.list_rollouts(None, states=("running",)):
+        running = self.service.store.list_rollouts(None, states=("running",))
+        if not running:
             return []
         ttl = max(3 * self.interval_s, 10.0)
         if not self.service.store.acquire_lease(LEASE_NAME, self.owner, moment.timestamp(), ttl):
             return None
-        return evaluate_rollouts(self.service, now=moment)
+        return evaluate_rollouts(self.service, now=moment, running=running)
 
     async def run_forever(self, stop: asyncio.Event, *, max_passes: int | None = None) -> None:
         """Pass every ``interval_s`` seconds (in a worker thread) until ``stop`` is set.
