@@ -187,7 +187,7 @@ class ServingService:
                         current, expires=time.monotonic() + self.options.resolve_ttl_s
                     )
                     return
-                self._served[key] = await self._build(*key)
+                self._served[key] = await self._build(*key, info)
         except NotFound:
             self._served.pop(key, None)  # demoted or deleted: the next request says so
         except Exception as exc:  # e.g. the database is down: keep serving what we have
@@ -198,11 +198,12 @@ class ServingService:
                     current, expires=time.monotonic() + self.options.resolve_ttl_s
                 )
 
-    async def _build(self, app_id: str, name: str) -> _Served:
-        """Load the production version of (app, name) and its batcher."""
+    async def _build(self, app_id: str, name: str, info: ModelInfo | None = None) -> _Served:
+        """Load the production version of (app, name) and its batcher (``info``: the model
+        row when the caller has just read it)."""
         loop = asyncio.get_running_loop()
-        info, version, variant, model = await loop.run_in_executor(
-            self.executor, self._load, app_id, name
+        row, version, variant, model = await loop.run_in_executor(
+            self.executor, self._load, app_id, name, info
         )
         inline = model.batch_ms <= self.options.inline_max_ms
         batcher = None
@@ -227,13 +228,14 @@ class ServingService:
             batcher=batcher,
             inline=inline,
             expires=time.monotonic() + self.options.resolve_ttl_s,
-            schema=info.schema,
+            schema=row.schema,
         )
 
     def _load(
-        self, app_id: str, name: str
+        self, app_id: str, name: str, info: ModelInfo | None = None
     ) -> tuple[ModelInfo, VersionInfo, VariantInfo, LoadedModel]:
-        info = self.registry.get_model(app_id, name)
+        if info is None:
+            info = self.registry.get_model(app_id, name)
         if info.production_version is None:
             raise NotFound(
                 f"model {name!r} has no production version to serve; promote a version "
