@@ -126,7 +126,8 @@ def run_devices(
     console.print(table)
     console.print(
         "   latency is simulated network time plus real inference; fallbacks are cloud calls "
-        "that failed on bad networks and were answered by the phone's own model."
+        "that failed on bad networks and were answered by the phone's own model; phones "
+        "that could not sync use the cloud model whatever the policy."
     )
     learned = admin.model_metrics("digits")["groups"]
     _print_server_view(console, learned, version)
@@ -142,10 +143,12 @@ def _print_server_view(console: Console, groups: list[dict[str, Any]], version: 
     table = Table(
         title=f"what the server learned from the phones' telemetry (v{version}, all three runs)",
         title_justify="left",
+        collapse_padding=True,
+        pad_edge=False,
     )
-    columns = ("device class", "inferences", "errors", "p50 ms", "p95 ms", "to cloud", "fallback")
-    for column in (*columns, "confidence"):
-        table.add_column(column, justify="left" if column == "device class" else "right")
+    table.add_column("device class", no_wrap=True, min_width=12)
+    for column in ("inferences", "errors", "p50 ms", "p95 ms", "cloud", "fallback", "conf."):
+        table.add_column(column, justify="right")
     for group in groups:
         if group["version"] != version:
             continue
