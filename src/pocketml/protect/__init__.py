@@ -41,6 +41,7 @@ from pocketml.protect._keys import (
 from pocketml.protect._manifest import canonical_json
 from pocketml.protect._package import PackageInfo, build_package
 from pocketml.protect._verify import VerifiedPackage, verify_package
+from pocketml.protect.keyring import Keyring, KeyringInvalid, KeyringStale, accept_keyring
 
 verify = verify_package
 
@@ -48,6 +49,9 @@ __all__ = [
     "ContentKey",
     "ContentKeyRequired",
     "DecryptionFailed",
+    "Keyring",
+    "KeyringInvalid",
+    "KeyringStale",
     "MalformedPackage",
     "MasterKey",
     "MemberHashMismatch",
@@ -60,6 +64,7 @@ __all__ = [
     "UntrustedKey",
     "VerifiedPackage",
     "WrongApp",
+    "accept_keyring",
     "build_package",
     "canonical_json",
     "extract_model",

@@ -17,6 +17,7 @@ from pocketml.registry._db import migrate_database
 from pocketml.registry._types import (
     AppCreated,
     AppInfo,
+    KeyringChange,
     ModelCreate,
     ModelInfo,
     PackageRef,
@@ -42,6 +43,7 @@ __all__ = [
     "ArtifactHashMismatch",
     "ArtifactRef",
     "ArtifactStore",
+    "KeyringChange",
     "LocalArtifactStore",
     "ModelCreate",
     "ModelInfo",

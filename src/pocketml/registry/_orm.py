@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["App", "AppKey", "Base", "Model", "ModelVersion", "Variant", "utcnow"]
+__all__ = ["App", "AppKey", "AppKeyring", "Base", "Model", "ModelVersion", "Variant", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -80,6 +80,20 @@ class AppKey(Base):
     public_key: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AppKeyring(Base):
+    """One signed keyring of an app (canonical JSON); the highest sequence is current."""
+
+    __tablename__ = "app_keyrings"
+
+    app_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True
+    )
+    sequence: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    body: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Model(Base):

@@ -7,6 +7,7 @@ Only ``store.py`` imports this module: ORM rows are turned into the frozen datac
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -14,7 +15,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from pocketml.registry._orm import App, AppKey, Model, ModelVersion, Variant
+from pocketml.registry._orm import App, AppKey, AppKeyring, Model, ModelVersion, Variant
 from pocketml.registry._types import AppInfo, ModelInfo, VariantInfo, VersionInfo
 
 __all__ = [
@@ -89,6 +90,7 @@ def key_row(key: KeyRecord, now: datetime) -> AppKey:
         public_key=key.public_key,
         created_at=now,
         retired_at=None,
+        revoked_at=None,
     )
 
 
@@ -110,6 +112,12 @@ def app_info(s: Session, app: App) -> AppInfo:
         .order_by(AppKey.created_at, AppKey.key_id)
     ).all()
     active = [key.key_id for key in keys if key.retired_at is None]
+    keyring = s.scalar(
+        sa.select(AppKeyring.body)
+        .where(AppKeyring.app_id == app.id)
+        .order_by(AppKeyring.sequence.desc())
+        .limit(1)
+    )
     return AppInfo(
         id=app.id,
         name=app.name,
@@ -118,7 +126,9 @@ def app_info(s: Session, app: App) -> AppInfo:
         public_keys={
             key.key_id: base64.b64encode(bytes(key.public_key or b"")).decode("ascii")
             for key in keys
+            if key.revoked_at is None
         },
+        keyring=None if keyring is None else json.loads(keyring),
     )
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "STAGES",
     "AppCreated",
     "AppInfo",
+    "KeyringChange",
     "ModelCreate",
     "ModelInfo",
     "PackageRef",
@@ -56,8 +57,11 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 class AppInfo:
     """An app (tenant) as seen from outside the store.
 
-    ``public_keys`` maps every signing key id of the app (the active one and retired
-    ones) to its base64 raw Ed25519 public key, so devices can pin all of them.
+    ``public_keys`` maps every signing key id of the app that packages may be signed with
+    (the active one and retired, verify-only ones; never a revoked one) to its base64 raw
+    Ed25519 public key. ``keyring`` is the newest signed keyring in its JSON form
+    (``pocketml.protect.Keyring``), or None for an app migrated from before keyrings
+    until ``Registry.get_app`` issues its first.
     """
 
     id: str
@@ -65,6 +69,21 @@ class AppInfo:
     created_at: datetime
     signing_key_id: str
     public_keys: dict[str, str]
+    keyring: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class KeyringChange:
+    """The outcome of a signing-key rotation or revocation.
+
+    Attributes:
+        keyring: the new signed keyring, JSON form (what check-in now publishes).
+        resigned: ``(model, version, variant, old package id, new package id)`` of every
+            package rebuilt because its signing key was revoked.
+    """
+
+    keyring: dict[str, Any]
+    resigned: tuple[tuple[str, int, str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pocketml.errors import Conflict, IntegrityError, InvalidInput, Unauthorized, Unavailable
+from pocketml.registry._keyrings import SigningKeys, keyring_of
 from pocketml.registry._push import build_packages, check_files, new_version, store_model_files
 from pocketml.registry._rows import KeyRecord
 from pocketml.registry._types import (
@@ -59,8 +60,11 @@ def _check_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return ModelSchema.from_dict(schema).to_dict()
 
 
-class Registry:
+class Registry(SigningKeys):
     """The registry service. Construct with configuration, then ``open()`` it.
+
+    Signing keys (keyring, rotation, revocation) are the ``SigningKeys`` part, in
+    ``_keyrings.py``.
 
     Args:
         database_url: SQLAlchemy URL (``sqlite:///...`` or ``postgresql+psycopg://...``).
@@ -141,8 +145,14 @@ class Registry:
         app_id = new_id("app")
         signing = SigningKey.generate()
         record = self._signing_record(app_id, signing)
+        keyring = keyring_of(app_id, 1, [(signing.key_id, signing.public_bytes(), "active")])
         info = self.store.create_app(
-            app_id, clean, hash_token(admin_token), hash_token(device_key), record
+            app_id,
+            clean,
+            hash_token(admin_token),
+            hash_token(device_key),
+            record,
+            keyring.signed_by(signing).to_json().decode("ascii"),
         )
         logger.info("created app %s (%s)", info.id, info.name)
         return AppCreated(app=info, admin_token=admin_token, device_key=device_key)
@@ -183,8 +193,15 @@ class Registry:
         return Principal(app_id=found[0], role=role)
 
     def get_app(self, app_id: str) -> AppInfo:
-        """The app with its active signing key id and all its public keys (NotFound)."""
-        return self.store.get_app(app_id)
+        """The app with its active signing key id, trusted public keys and keyring.
+
+        An app created before keyrings existed gets its first keyring here. Raises NotFound.
+        """
+        info = self.store.get_app(app_id)
+        if info.keyring is None:
+            self.get_keyring(app_id)
+            info = self.store.get_app(app_id)
+        return info
 
     def rotate_credential(self, app_id: str, which: Literal["admin", "device"]) -> str:
         """Replace the app's admin token or device key; the old one stops working at once.
@@ -203,21 +220,6 @@ class Registry:
         self.store.set_credential(app_id, which, hash_token(token))
         logger.info("rotated the %s credential of app %s", which, app_id)
         return token
-
-    def rotate_signing_key(self, app_id: str) -> AppInfo:
-        """Make a new signing key active; the old one is retired but stays in public_keys.
-
-        Packages signed earlier keep verifying on devices that trust the old key.
-
-        Raises:
-            NotFound: no such app.
-        """
-        from pocketml.protect import SigningKey
-
-        record = self._signing_record(app_id, SigningKey.generate())
-        info = self.store.rotate_signing_key(app_id, record)
-        logger.info("rotated the signing key of app %s to %s", app_id, record.key_id)
-        return info
 
     # -- models ------------------------------------------------------------------------
 
@@ -400,11 +402,6 @@ class Registry:
             wrapped_secret=self.master_key.wrap(key.secret, key.key_id),
             public_key=None,
         )
-
-    def _active_signing_key(self, app_id: str) -> SigningKey:
-        from pocketml.protect import SigningKey
-
-        return SigningKey.from_private_bytes(self._unwrap(self.store.active_signing_key(app_id)))
 
     def _unwrap(self, record: KeyRecord) -> bytes:
         try:

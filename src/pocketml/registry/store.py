@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from pocketml.errors import Conflict, NotFound, Unavailable
 from pocketml.registry._db import WRITE, create_engine, run_migrations, translate_errors
-from pocketml.registry._orm import App, AppKey, Model, ModelVersion, Variant, utcnow
+from pocketml.registry._keystore import SigningKeyStore
+from pocketml.registry._orm import App, AppKey, AppKeyring, Model, ModelVersion, Variant, utcnow
 from pocketml.registry._rows import (
     KeyRecord,
     NewVersion,
@@ -44,8 +45,12 @@ class VersionTaken(Conflict):
     """The version number is in use (a concurrent push may have taken it)."""
 
 
-class RegistryStore:
-    """SQLAlchemy implementation of the registry's storage. ``open()`` migrates."""
+class RegistryStore(SigningKeyStore):
+    """SQLAlchemy implementation of the registry's storage. ``open()`` migrates.
+
+    The signing-key methods (key states, keyrings, re-signed packages) come from
+    ``SigningKeyStore`` in ``_keystore.py``.
+    """
 
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
@@ -88,9 +93,18 @@ class RegistryStore:
     # -- apps --------------------------------------------------------------------------
 
     def create_app(
-        self, app_id: str, name: str, admin_sha256: str, device_sha256: str, key: KeyRecord
+        self,
+        app_id: str,
+        name: str,
+        admin_sha256: str,
+        device_sha256: str,
+        key: KeyRecord,
+        keyring: str,
     ) -> AppInfo:
-        """Insert an app and its first signing key. Raises Conflict on a duplicate name."""
+        """Insert an app, its first signing key and keyring 1 (its canonical JSON).
+
+        Raises Conflict on a duplicate name.
+        """
         with self._session(f"create app {name!r}", write=True) as s:
             if s.scalar(sa.select(App.id).where(App.name == name)) is not None:
                 raise Conflict(
@@ -108,6 +122,7 @@ class RegistryStore:
             s.add(app)
             s.flush()
             s.add(key_row(key, now))
+            s.add(AppKeyring(app_id=app_id, sequence=1, body=keyring, created_at=now))
             s.flush()
             return app_info(s, app)
 
@@ -139,42 +154,6 @@ class RegistryStore:
                 app.admin_token_sha256 = sha256
             else:
                 app.device_key_sha256 = sha256
-
-    def rotate_signing_key(self, app_id: str, key: KeyRecord) -> AppInfo:
-        """Retire the app's active signing key and make ``key`` the active one."""
-        with self._session("rotate signing key", write=True) as s:
-            app = _app_row(s, app_id, lock=True)
-            now = utcnow()
-            s.execute(
-                sa.update(AppKey)
-                .where(
-                    AppKey.app_id == app_id,
-                    AppKey.kind == "signing",
-                    AppKey.retired_at.is_(None),
-                )
-                .values(retired_at=now)
-            )
-            s.add(key_row(key, now))
-            s.flush()
-            return app_info(s, app)
-
-    def active_signing_key(self, app_id: str) -> KeyRecord:
-        """The app's active signing key. Raises NotFound for an unknown app."""
-        with self._session("read signing key") as s:
-            _app_row(s, app_id)
-            row = s.scalars(
-                sa.select(AppKey)
-                .where(
-                    AppKey.app_id == app_id,
-                    AppKey.kind == "signing",
-                    AppKey.retired_at.is_(None),
-                )
-                .order_by(AppKey.created_at.desc())
-                .limit(1)
-            ).first()
-            if row is None:
-                raise NotFound(f"app {app_id} has no active signing key; rotate it to make one.")
-            return key_record(row)
 
     def get_key(self, app_id: str, key_id: str, *, kind: str) -> KeyRecord:
         """One of the app's keys of this kind. Raises NotFound (other apps' keys too)."""
