@@ -1,4 +1,4 @@
-"""Admin commands against a running server: ``app create``, ``push``, ``models``, ``versions``.
+"""Admin commands against a running server: ``app create``, ``app keys``, ``push``, ``models``...
 
 Each command is a thin call into ``pocketml.server.client.AdminClient``. The server URL and
 token come from ``--server``/``--token`` or ``POCKETML_SERVER_URL``/``POCKETML_TOKEN``.
@@ -19,13 +19,18 @@ from pocketml.errors import InvalidInput
 from pocketml.server.client import AdminClient
 from pocketml.server.schemas import VersionPublic
 
-__all__ = ["app_app", "models_app", "push", "versions_app"]
+__all__ = ["app_app", "keys_app", "models_app", "push", "versions_app"]
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
 app_app = typer.Typer(help="Create apps (operator token).", no_args_is_help=True)
 models_app = typer.Typer(help="List and show the app's models.", no_args_is_help=True)
 versions_app = typer.Typer(help="List and promote a model's versions.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Show, rotate and revoke the app's package-signing keys (docs/packages.md).",
+    no_args_is_help=True,
+)
+app_app.add_typer(keys_app, name="keys")
 
 ServerOption = typer.Option(
     DEFAULT_SERVER, "--server", envvar="POCKETML_SERVER_URL", help="Server base URL."
@@ -104,6 +109,49 @@ def push(
             )
             for v in version.variants
         ],
+    )
+
+
+@keys_app.command("show")
+def show_keys(
+    out: Path | None = typer.Option(
+        None, "--out", help="Also write the signed keyring JSON here, to ship with the app."
+    ),
+    server: str = ServerOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Show the app's keyring: active, retired and revoked signing keys."""
+    with _client(server, token) as client:
+        keyring = client.keyring()
+    if out is not None:
+        out.write_text(keyring.model_dump_json(), encoding="utf-8")
+    rows = [(k, "active" if k == keyring.active else "retired") for k in sorted(keyring.keys)]
+    rows += [(k, "revoked") for k in keyring.revoked]
+    print_table(f"Keyring {keyring.sequence} of {keyring.app_id}", ["key id", "status"], rows)
+
+
+@keys_app.command("rotate")
+def rotate_keys(server: str = ServerOption, token: str | None = TokenOption) -> None:
+    """Sign new packages with a new key; the previous key stays verify-only."""
+    with _client(server, token) as client:
+        app = client.rotate_signing_key()
+    console.print(f"active signing key: {app.signing_key_id}")
+
+
+@keys_app.command("revoke")
+def revoke_key(
+    key_id: str = typer.Argument(..., help="A retired signing key id (ed25519:...)."),
+    reason: str = typer.Option("", "--reason", help="Why (kept in the audit log)."),
+    server: str = ServerOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Revoke a retired key: its packages are re-signed, devices stop trusting it."""
+    with _client(server, token) as client:
+        revoked = client.revoke_signing_key(key_id, reason)
+    print_table(
+        f"Revoked {key_id}; keyring {revoked.keyring.sequence}; re-signed packages",
+        ["model", "version", "variant", "new package"],
+        [(r.model, r.version, r.variant, r.new_package_id[:16]) for r in revoked.resigned],
     )
 
 

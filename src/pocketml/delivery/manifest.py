@@ -1,6 +1,6 @@
 """Building a device's manifest: one entry per model of the app, canonical JSON, ETag.
 
-The manifest is a pure function of the app's catalog (public keys; per model its
+The manifest is a pure function of the app's catalog (its signed keyring; per model its
 production version, that version's variants and policy) and the device's facts. Its
 canonical JSON (sorted keys, no spaces) is hashed with sha256 into the ETag, so an
 unchanged fleet costs a 304 and any change (new promotion, policy, key rotation) changes
@@ -108,7 +108,7 @@ def build_manifest(
     """The manifest of one device as canonical JSON bytes with its ETag.
 
     Args:
-        app: the app (id, public keys).
+        app: the app (id, keyring, trusted public keys).
         entries: every model of the app with its production version and policy.
         device: the device's facts.
         chooser: the variant choice function.
@@ -120,6 +120,11 @@ def build_manifest(
     document = {
         "app_id": app.id,
         "checkin_interval_s": checkin_interval_s,
+        # The signed keyring devices follow (docs/packages.md, "Signing keys: rotation and
+        # revocation"), the keyrings before it for devices pinned further back, and
+        # public_keys, its deprecated unsigned mirror for older clients.
+        "keyring": app.keyring,
+        "keyring_chain": list(app.keyring_chain),
         "public_keys": dict(app.public_keys),
         "models": [
             manifest_model(e, device, chooser) for e in sorted(entries, key=lambda e: e.model.name)

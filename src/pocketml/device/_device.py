@@ -8,7 +8,6 @@ the manifest onto the device; ``model(name)`` gives a :class:`LocalModel` to pre
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import random
 import threading
@@ -28,6 +27,7 @@ from pocketml.device._net import Backoff, CircuitBreaker, DeviceHttp
 from pocketml.device._queue import TelemetryQueue
 from pocketml.device._store import CacheDir
 from pocketml.device._sync import SyncContext, sync_model
+from pocketml.device._trust import Anchor, follow_keyring
 from pocketml.device._types import (
     DeviceFacts,
     DeviceState,
@@ -41,7 +41,7 @@ from pocketml.device._types import (
     parse_manifest_models,
 )
 from pocketml.errors import InvalidInput, PayloadTooLarge, PocketMLError, Unavailable
-from pocketml.protect import signing_key_id
+from pocketml.protect import Keyring
 from pocketml.runtime import open_runner
 from pocketml.schema import ModelSchema
 
@@ -79,8 +79,11 @@ class Device:
         device_key: the app's device key (shipped inside the app).
         facts: platform, versions, formats, device class (sent at check-in).
         cache_dir: where models, state and the telemetry queue live.
-        trusted_keys: pinned ``{key_id: raw Ed25519 public key}``; default: trust on first
-            use (the first check-in's public keys are pinned in ``cache_dir``).
+        trusted_keys: the app's signing keys, shipped with its build: its ``Keyring``
+            (``Keyring.from_json`` of ``pocketml app keys show --out``; best), or bare
+            ``{key_id: raw Ed25519 public key}``. The device follows signed key changes
+            from there (docs/packages.md). Default: trust the first keyring offered
+            (trust on first use, weaker) and follow it.
         transport: an httpx transport (the simulator injects latency and faults here).
         async_transport: an httpx async transport for ``apredict``.
         state: network / charging / free-disk callbacks.
@@ -105,7 +108,7 @@ class Device:
         facts: DeviceFacts,
         cache_dir: Path | str,
         *,
-        trusted_keys: Mapping[str, bytes] | None = None,
+        trusted_keys: Keyring | Mapping[str, bytes] | None = None,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
         state: DeviceState | None = None,
@@ -124,7 +127,11 @@ class Device:
         self.server_url = server_url.rstrip("/")
         self.facts = facts
         self.cache_dir = Path(cache_dir)
-        self.trusted_keys = dict(trusted_keys) if trusted_keys is not None else None
+        self.trusted_keys: Anchor | None = (
+            trusted_keys
+            if trusted_keys is None or isinstance(trusted_keys, Keyring)
+            else dict(trusted_keys)
+        )
         self.state = state or DeviceState()
         self.on_download = on_download
         self.download_retries = download_retries
@@ -237,20 +244,15 @@ class Device:
         }
 
     def _trusted(self, manifest: Mapping[str, Any]) -> dict[str, bytes]:
-        if self.trusted_keys is not None:
-            return self.trusted_keys
-        pinned = self._cache.pinned_keys()
-        if pinned is None:
-            offered = manifest.get("public_keys")
-            if not isinstance(offered, Mapping) or not offered:
-                raise ProtocolError("the manifest offers no public_keys to pin on first use")
-            pinned = {str(k): str(v) for k, v in offered.items()}
-            self._cache.pin_keys(pinned)
-        trusted = {}
-        for key_id, b64 in pinned.items():
-            raw = base64.b64decode(b64)
-            if signing_key_id(raw) == key_id:  # a key whose id does not match is ignored
-                trusted[key_id] = raw
+        """The keys this sync verifies packages with; a refused keyring never stops a sync."""
+        app_id = str(manifest.get("app_id"))
+        trusted, problem = follow_keyring(self._cache, self.trusted_keys, app_id, manifest)
+        if problem is not None:
+            logger.warning("%s", problem)
+            models = manifest.get("models")
+            for item in models if isinstance(models, list) else []:
+                if isinstance(item, Mapping) and isinstance(item.get("name"), str):
+                    self._emit_error(item["name"], None, "verify", problem)
         return trusted
 
     def _sync_context(self, app_id: str, manifest: Mapping[str, Any]) -> SyncContext:

@@ -3,7 +3,7 @@
 Layout under ``cache_dir``::
 
     device.json          the random device id of this install
-    trust.json           public keys pinned on first use (when none were given)
+    trust.json           the pinned keyring and its trusted keys (docs/packages.md)
     checkin.json         the last manifest and its ETag (the SDK works offline from it)
     active.json          model name -> the active package (the pointer swapped atomically)
     packages/<sha256>/   a verified, extracted package: model.<format>, schema.json, ready.json
@@ -69,16 +69,25 @@ class CacheDir:
         write_json_atomic(self.root / "device.json", {"device_id": device_id})
         return device_id
 
-    def pinned_keys(self) -> dict[str, str] | None:
-        """Keys pinned on first use (``{key_id: base64}``), or None before the first pin."""
+    def pinned_keys(self) -> dict[str, Any] | None:
+        """The pinned trusted keys (``{key_id: base64}``, unchecked), or None before a pin.
+
+        Also what an SDK older than keyrings pinned; the caller checks every entry.
+        """
         data = _read_json(self.root / "trust.json")
         if isinstance(data, dict) and isinstance(data.get("keys"), dict):
-            return {str(k): str(v) for k, v in data["keys"].items()}
+            return dict(data["keys"])
         return None
 
-    def pin_keys(self, keys: dict[str, str]) -> None:
-        """Persist the public keys trusted from now on."""
-        write_json_atomic(self.root / "trust.json", {"keys": keys})
+    def pinned_keyring(self) -> dict[str, Any] | None:
+        """The pinned keyring's JSON form (unchecked), or None."""
+        data = _read_json(self.root / "trust.json")
+        keyring = data.get("keyring") if isinstance(data, dict) else None
+        return keyring if isinstance(keyring, dict) else None
+
+    def pin_keys(self, keys: dict[str, str], keyring: dict[str, Any] | None = None) -> None:
+        """Atomically pin a keyring and its trusted keys (or bare keys, for old servers)."""
+        write_json_atomic(self.root / "trust.json", {"keys": keys, "keyring": keyring})
 
     # -- check-in ---------------------------------------------------------------------------
 

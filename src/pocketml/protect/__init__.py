@@ -41,7 +41,13 @@ from pocketml.protect._keys import (
 from pocketml.protect._manifest import canonical_json
 from pocketml.protect._package import PackageInfo, build_package
 from pocketml.protect._verify import VerifiedPackage, verify_package
-from pocketml.protect.keyring import Keyring, KeyringInvalid, KeyringStale, accept_keyring
+from pocketml.protect.keyring import (
+    Keyring,
+    KeyringInvalid,
+    KeyringStale,
+    accept_keyring,
+    follow_keyrings,
+)
 
 verify = verify_package
 
@@ -68,6 +74,7 @@ __all__ = [
     "build_package",
     "canonical_json",
     "extract_model",
+    "follow_keyrings",
     "read_member",
     "signing_key_id",
     "verify",

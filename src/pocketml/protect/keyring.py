@@ -25,7 +25,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -39,12 +39,14 @@ __all__ = [
     "KeyringInvalid",
     "KeyringStale",
     "accept_keyring",
+    "follow_keyrings",
 ]
 
 KEYRING_CONTEXT = b"pocketml-keyring-v1\x00"
 MAX_KEYS = 64
 MAX_REVOKED = 1024
 MAX_SEQUENCE = 2**63 - 1
+MAX_CHAIN = 16
 _KEY_ID = re.compile(r"^ed25519:[0-9a-f]{16}$")
 _APP_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _FIELDS = frozenset({"app_id", "sequence", "issued_at", "active", "keys", "revoked", "signatures"})
@@ -325,3 +327,41 @@ def _unb64(text: Any, size: int, what: str) -> bytes:
         if len(raw) == size:
             return raw
     raise KeyringInvalid(f"keyring {what} must be base64 of {size} bytes; got {text!r:.80}.")
+
+
+def follow_keyrings(
+    pinned: Keyring | Mapping[str, bytes] | None,
+    offered: Any,
+    chain: Sequence[Any] = (),
+    *,
+    app_id: str,
+) -> Keyring:
+    """Like :func:`accept_keyring`, walking the earlier keyrings in ``chain`` when needed.
+
+    A device whose every trusted key has since been revoked cannot check the newest
+    keyring directly; the server publishes the keyrings before it (oldest first, at most
+    ``MAX_CHAIN``) and the device accepts them one by one from its pin, each by the rule
+    of :func:`accept_keyring`, before the newest.
+
+    Raises:
+        KeyringStale: the offered keyring is not newer than the pin.
+        KeyringInvalid: neither directly nor through ``chain`` does it check out.
+    """
+    try:
+        return accept_keyring(pinned, offered, app_id=app_id)
+    except KeyringStale:
+        raise
+    except KeyringInvalid:
+        if pinned is None or not isinstance(chain, Sequence) or not chain:
+            raise
+    if len(chain) > MAX_CHAIN:
+        raise KeyringInvalid(
+            f"a keyring chain holds at most {MAX_CHAIN} keyrings; got {len(chain)}."
+        )
+    current: Keyring | Mapping[str, bytes] = pinned
+    for item in chain:
+        step = item if isinstance(item, Keyring) else Keyring.from_dict(item)
+        if isinstance(current, Keyring) and step.sequence <= current.sequence:
+            continue
+        current = accept_keyring(current, step, app_id=app_id)
+    return accept_keyring(current, offered, app_id=app_id)

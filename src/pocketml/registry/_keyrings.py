@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pocketml.errors import Conflict, InvalidInput, NotFound
+from pocketml.errors import Conflict, NotFound
 from pocketml.registry._keystore import KeyChange, ResignTarget, SigningKeyState
 from pocketml.registry._push import _named_model_file
 from pocketml.registry._rows import KeyRecord
@@ -133,13 +133,11 @@ class SigningKeys:
             body = self.store.current_keyring(app_id)
         return dict(json.loads(body or "{}"))
 
-    def rotate_signing_key(
-        self, app_id: str, *, actor: str = "admin", reason: str = ""
-    ) -> AppInfo:
+    def rotate_signing_key(self, app_id: str, *, actor: str = "admin", reason: str = "") -> AppInfo:
         """Make a new signing key active; the previous one stays as a verify-only key.
 
-        The new keyring is signed by the previous active key (so devices that trust it
-        follow) and by the new key.
+        The new keyring is signed by every key it keeps: the new one, the previous active
+        one and the other retired ones, so a device that trusts any of them follows.
 
         Returns:
             The app with its new active key, trusted keys and keyring.
@@ -157,7 +155,9 @@ class SigningKeys:
             for key_id, public, status in entries_of(self.store.signing_keys(app_id))
         ]
         entries.append((new.key_id, new.public_bytes(), "active"))
-        ring = keyring_of(app_id, current.sequence + 1, entries).signed_by(previous, new)
+        ring = keyring_of(app_id, current.sequence + 1, entries).signed_by(
+            *self._kept_signing_keys(app_id, drop=None), new
+        )
         record = KeyRecord(
             key_id=new.key_id,
             app_id=app_id,
@@ -177,11 +177,12 @@ class SigningKeys:
 
         Every variant whose package the key signed gets a new package (same model file,
         signed by the active key) before the key leaves the keyring, so no announced
-        package ever depends on a revoked key. The new keyring is signed by the active key.
+        package ever depends on a revoked key. The new keyring is signed by every key it
+        keeps (the active one and the other retired ones), never by the revoked one.
 
         Raises:
-            NotFound: no such signing key. InvalidInput: it is the active key (rotate
-            first). Conflict: revoked already, or a concurrent key change.
+            NotFound: no such signing key. Conflict: it is the active key (rotate first),
+            revoked already, or a concurrent key change.
         """
         from pocketml.protect import Keyring
 
@@ -194,7 +195,7 @@ class SigningKeys:
                 f"{[kid for kid, _, _ in entries]} (pocketml app keys show)."
             )
         if status == "active":
-            raise InvalidInput(
+            raise Conflict(
                 f"{key_id} is the active signing key and cannot be revoked; rotate first "
                 "(pocketml app keys rotate), then revoke it."
             )
@@ -206,7 +207,9 @@ class SigningKeys:
             for target in self.store.variants_signed_by(app_id, key_id)
         )
         entries = [(kid, pub, "revoked" if kid == key_id else st) for kid, pub, st in entries]
-        ring = keyring_of(app_id, current.sequence + 1, entries).signed_by(active)
+        ring = keyring_of(app_id, current.sequence + 1, entries).signed_by(
+            *self._kept_signing_keys(app_id, drop=key_id)
+        )
         details = {"resigned": [list(item) for item in resigned]}
         self.store.revoke_signing_key(app_id, key_id, _change(ring, actor, reason, details))
         logger.warning(
@@ -234,6 +237,15 @@ class SigningKeys:
                 "was being re-signed; run the revocation again."
             )
         return (target.model, target.version, target.variant, target.package_id, ref.sha256)
+
+    def _kept_signing_keys(self, app_id: str, *, drop: str | None) -> list[SigningKey]:
+        from pocketml.protect import SigningKey
+
+        return [
+            SigningKey.from_private_bytes(self._unwrap(state.record))
+            for state in self.store.signing_keys(app_id)
+            if state.status != "revoked" and state.record.key_id != drop
+        ]
 
     def _active_signing_key(self, app_id: str) -> SigningKey:
         from pocketml.protect import SigningKey

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from pocketml.errors import Conflict, InvalidInput, NotFound
+from pocketml.errors import Conflict, NotFound
 from pocketml.registry._orm import App, AppKey, AppKeyring, Model, ModelVersion, Variant, utcnow
 from pocketml.registry._rows import KeyRecord, key_record, key_row
 
@@ -127,9 +127,8 @@ class SigningKeyStore:
         """Mark a retired key revoked and publish ``change``'s keyring.
 
         Raises:
-            NotFound: no such signing key. InvalidInput: it is the active key.
-            Conflict: revoked already, a concurrent key change, or a package still signed
-                by it (re-sign those first).
+            NotFound: no such signing key. Conflict: it is the active key, revoked
+                already, a concurrent key change, or a package still signed by it.
         """
         with self._session("revoke signing key", write=True) as s:
             _require_app(s, app_id, lock=True)
@@ -137,7 +136,7 @@ class SigningKeyStore:
             row = _signing_row(s, app_id, key_id)
             state = _state(row)
             if state.status == "active":
-                raise InvalidInput(
+                raise Conflict(
                     f"{key_id} is the active signing key and cannot be revoked; rotate first "
                     "(pocketml app keys rotate), then revoke it."
                 )

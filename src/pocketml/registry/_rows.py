@@ -19,6 +19,7 @@ from pocketml.registry._orm import App, AppKey, AppKeyring, Model, ModelVersion,
 from pocketml.registry._types import AppInfo, ModelInfo, VariantInfo, VersionInfo
 
 __all__ = [
+    "KEYRING_CHAIN",
     "KeyRecord",
     "NewVariant",
     "NewVersion",
@@ -29,6 +30,9 @@ __all__ = [
     "variant_row",
     "version_info",
 ]
+
+
+KEYRING_CHAIN = 16  # = pocketml.protect.keyring.MAX_CHAIN (a test checks they agree)
 
 
 @dataclass(frozen=True)
@@ -112,12 +116,14 @@ def app_info(s: Session, app: App) -> AppInfo:
         .order_by(AppKey.created_at, AppKey.key_id)
     ).all()
     active = [key.key_id for key in keys if key.retired_at is None]
-    keyring = s.scalar(
+    # The newest keyring and the ones before it that a device may need to walk.
+    bodies = s.scalars(
         sa.select(AppKeyring.body)
         .where(AppKeyring.app_id == app.id)
         .order_by(AppKeyring.sequence.desc())
-        .limit(1)
-    )
+        .limit(KEYRING_CHAIN + 1)
+    ).all()
+    rings = [json.loads(body) for body in reversed(bodies)]
     return AppInfo(
         id=app.id,
         name=app.name,
@@ -128,7 +134,8 @@ def app_info(s: Session, app: App) -> AppInfo:
             for key in keys
             if key.revoked_at is None
         },
-        keyring=None if keyring is None else json.loads(keyring),
+        keyring=rings[-1] if rings else None,
+        keyring_chain=tuple(rings[:-1]),
     )
 
 

@@ -61,7 +61,8 @@ class AppInfo:
     (the active one and retired, verify-only ones; never a revoked one) to its base64 raw
     Ed25519 public key. ``keyring`` is the newest signed keyring in its JSON form
     (``pocketml.protect.Keyring``), or None for an app migrated from before keyrings
-    until ``Registry.get_app`` issues its first.
+    until ``Registry.get_app`` issues its first; ``keyring_chain`` the keyrings before it
+    (oldest first, at most 16) for devices that must walk forward from an older pin.
     """
 
     id: str
@@ -70,6 +71,7 @@ class AppInfo:
     signing_key_id: str
     public_keys: dict[str, str]
     keyring: dict[str, Any] | None = None
+    keyring_chain: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from pocketml.server.schemas import (
     VersionPage,
     VersionPublic,
 )
+from pocketml.server.schemas_keys import KeyRevokedPublic, KeyringPublic
 from pocketml.server.schemas_rollouts import (
     AuditPage,
     ExperimentList,
@@ -190,6 +191,23 @@ class AdminClient:
     def show_app(self) -> AppPublic:
         """The admin token's app with its public signing keys."""
         return self._get("/v1/admin/app", AppPublic)
+
+    def keyring(self) -> KeyringPublic:
+        """``GET /v1/admin/app/keyring``: the app's signed keyring (ship it with the app)."""
+        return self._get("/v1/admin/app/keyring", KeyringPublic)
+
+    def rotate_signing_key(self) -> AppPublic:
+        """Make a new signing key active; the previous one stays verify-only."""
+        body = {"credential": "signing_key"}
+        return AppPublic.model_validate(self._post_json("/v1/admin/app/rotate", body)["app"])
+
+    def revoke_signing_key(self, key_id: str, reason: str = "") -> KeyRevokedPublic:
+        """Revoke a retired signing key; its packages are re-signed by the active key."""
+        body = {"key_id": key_id, "reason": reason}
+        return self._post("/v1/admin/app/keys/revoke", KeyRevokedPublic, body)
+
+    def _post_json(self, path: str, body: Mapping[str, Any]) -> Any:
+        return self.request("POST", path, json=dict(body)).json()
 
     def list_models(
         self, *, limit: int = 50, offset: int = 0, prefix: str | None = None

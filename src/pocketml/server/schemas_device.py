@@ -15,6 +15,8 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from typing_extensions import TypedDict
 
+from pocketml.server.schemas_keys import KeyringPublic
+
 __all__ = [
     "CheckinRequest",
     "ContentKeyPublic",
@@ -180,7 +182,19 @@ class ManifestPublic(BaseModel):
 
     app_id: str
     checkin_interval_s: int
-    public_keys: dict[str, str]
+    keyring: KeyringPublic = Field(
+        description="The app's signed keyring; devices follow it by the rule in "
+        "docs/packages.md (Signing keys: rotation and revocation)."
+    )
+    keyring_chain: list[KeyringPublic] = Field(
+        description="The keyrings before `keyring` (oldest first, at most 16): a device "
+        "whose trusted keys were all revoked meanwhile accepts them one by one."
+    )
+    public_keys: dict[str, str] = Field(
+        description="Deprecated (removed in the next release): a copy of keyring.keys for "
+        "clients that predate keyrings. Never lists a revoked key.",
+        json_schema_extra={"deprecated": True},
+    )
     models: list[ManifestModel]
 
 

@@ -25,6 +25,7 @@ from pocketml.server.schemas import (
     RotatedPublic,
     RotateRequest,
 )
+from pocketml.server.schemas_keys import KeyRevokedPublic, KeyRevokeRequest, KeyringPublic
 
 __all__ = ["router"]
 
@@ -111,7 +112,9 @@ def show_own_app(
     description=(
         "`admin` or `device`: replaces the token (the old one stops working at once; the "
         "new one is returned only here). `signing_key`: new packages are signed with a new "
-        "key; the old public key stays listed so packages already shipped still verify."
+        "key; the previous key stays in the keyring as a verify-only key so packages "
+        "already shipped still verify, and the new keyring is signed by both keys "
+        "(docs/packages.md, Signing keys: rotation and revocation). Audited."
     ),
     responses=errors(*ERRORS_AUTH, 422),
 )
@@ -122,13 +125,64 @@ def rotate_credential(
 ) -> RotatedPublic:
     """Rotate the admin token, the device key or the signing key."""
     if body.credential == "signing_key":
-        app = state.registry.rotate_signing_key(principal.app_id)
+        app = state.registry.rotate_signing_key(principal.app_id, actor=_actor(principal))
+        state.delivery.invalidate(principal.app_id)  # devices get the new keyring at once
         return RotatedPublic(
             credential=body.credential, token=None, app=AppPublic.model_validate(app)
         )
     token = state.registry.rotate_credential(principal.app_id, body.credential)
     app = state.registry.get_app(principal.app_id)
     return RotatedPublic(credential=body.credential, token=token, app=AppPublic.model_validate(app))
+
+
+@router.get(
+    "/app/keyring",
+    response_model=KeyringPublic,
+    tags=["apps"],
+    summary="The app's signed keyring",
+    description=(
+        "The keys devices may trust to verify the app's packages, signed and sequenced: "
+        "ship it with the app build (`Device(trusted_keys=...)`). Check-in publishes the "
+        "same document as `keyring`."
+    ),
+    responses=errors(*ERRORS_AUTH),
+)
+def show_keyring(
+    principal: Principal = Depends(require_admin),
+    state: ServerState = Depends(server_state),
+) -> KeyringPublic:
+    """Show the caller's keyring."""
+    return KeyringPublic.model_validate(state.registry.get_keyring(principal.app_id))
+
+
+@router.post(
+    "/app/keys/revoke",
+    response_model=KeyRevokedPublic,
+    tags=["apps"],
+    summary="Revoke a retired signing key",
+    description=(
+        "Re-signs every package the key signed with the active key (same model, new package "
+        "id), then removes the key from the keyring for good; devices refuse packages it "
+        "signed from their next check-in. The active key cannot be revoked (409: rotate "
+        "first). Audited with the reason."
+    ),
+    responses=errors(*ERRORS_AUTH, 404, 409, 422),
+)
+def revoke_signing_key(
+    body: KeyRevokeRequest,
+    principal: Principal = Depends(require_admin),
+    state: ServerState = Depends(server_state),
+) -> KeyRevokedPublic:
+    """Revoke one of the app's retired signing keys."""
+    change = state.registry.revoke_signing_key(
+        principal.app_id, body.key_id, actor=_actor(principal), reason=body.reason
+    )
+    state.delivery.invalidate(principal.app_id)
+    return KeyRevokedPublic.of(change.keyring, change.resigned)
+
+
+def _actor(principal: Principal) -> str:
+    return f"admin:{principal.app_id}"
 
 
 @router.post(
