@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from pocketml.errors import Conflict, NotFound
-from pocketml.protect import Keyring, UntrustedKey, accept_keyring, follow_keyrings, verify_package
+from pocketml.errors import Conflict, NotFound, Unavailable
+from pocketml.protect import (
+    Keyring,
+    KeyringInvalid,
+    MasterKey,
+    UntrustedKey,
+    accept_keyring,
+    follow_keyrings,
+    verify_package,
+)
 from pocketml.registry import Registry, VersionInfo
 
 Push = Callable[..., VersionInfo]
@@ -213,3 +221,35 @@ def test_public_keys_mirror_the_keyring(registry: Registry, app_id: str) -> None
     app = registry.get_app(app_id)
     ring = Keyring.from_dict(app.keyring)
     assert {k: base64.b64decode(v) for k, v in app.public_keys.items()} == ring.trusted_keys()
+
+
+class TestLostMasterKey:
+    @pytest.fixture
+    def rekeyed(self, registry: Registry, app_id: str, tmp_path: Path) -> Iterator[Registry]:
+        """The same database and artifacts, opened with a new master key."""
+        other = Registry(
+            registry.database_url,
+            registry.artifacts,
+            MasterKey(b"\x09" * 32),
+            tmp_dir=tmp_path,
+        )
+        other.open()
+        yield other
+        other.close()
+
+    def test_rotation_needs_the_previous_key(self, rekeyed: Registry, app_id: str) -> None:
+        with pytest.raises(Unavailable, match="master key"):
+            rekeyed.rotate_signing_key(app_id)
+
+    def test_rotation_after_a_lost_master_key_signs_with_the_new_key_only(
+        self, rekeyed: Registry, app_id: str, push: Push
+    ) -> None:
+        before = keyring(rekeyed, app_id)
+
+        app = rekeyed.rotate_signing_key(app_id, lost_master_key=True)
+
+        after = keyring(rekeyed, app_id)
+        assert after.valid_signers() == {app.signing_key_id}
+        with pytest.raises(KeyringInvalid, match="none of which"):
+            accept_keyring(before, after.to_dict(), app_id=app_id)  # devices need an update
+        assert accept_keyring(None, after.to_dict(), app_id=app_id) == after

@@ -131,10 +131,19 @@ def show_keys(
 
 
 @keys_app.command("rotate")
-def rotate_keys(server: str = ServerOption, token: str | None = TokenOption) -> None:
+def rotate_keys(
+    lost_master_key: bool = typer.Option(
+        False,
+        "--lost-master-key",
+        help="The master key is lost: rotate anyway; devices need an app update with the "
+        "new keyring (docs/operations.md).",
+    ),
+    server: str = ServerOption,
+    token: str | None = TokenOption,
+) -> None:
     """Sign new packages with a new key; the previous key stays verify-only."""
     with _client(server, token) as client:
-        app = client.rotate_signing_key()
+        app = client.rotate_signing_key(lost_master_key=lost_master_key)
     console.print(f"active signing key: {app.signing_key_id}")
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pocketml.errors import Conflict, NotFound
+from pocketml.errors import Conflict, NotFound, Unavailable
 from pocketml.registry._keystore import KeyChange, ResignTarget, SigningKeyState
 from pocketml.registry._push import _named_model_file
 from pocketml.registry._rows import KeyRecord
@@ -133,30 +133,46 @@ class SigningKeys:
             body = self.store.current_keyring(app_id)
         return dict(json.loads(body or "{}"))
 
-    def rotate_signing_key(self, app_id: str, *, actor: str = "admin", reason: str = "") -> AppInfo:
+    def rotate_signing_key(
+        self,
+        app_id: str,
+        *,
+        actor: str = "admin",
+        reason: str = "",
+        lost_master_key: bool = False,
+    ) -> AppInfo:
         """Make a new signing key active; the previous one stays as a verify-only key.
 
         The new keyring is signed by every key it keeps: the new one, the previous active
         one and the other retired ones, so a device that trusts any of them follows.
+
+        Args:
+            app_id: the app.
+            actor: who asked (audit log).
+            reason: why (audit log).
+            lost_master_key: the master key that wrapped the old keys is gone: sign the
+                keyring with the keys that still unwrap (at least the new one). Devices
+                cannot follow such a keyring; they need an app update that ships it.
 
         Returns:
             The app with its new active key, trusted keys and keyring.
 
         Raises:
             NotFound: no such app. Conflict: a concurrent key change; run it again.
+            Unavailable: the previous key does not unwrap (without ``lost_master_key``).
         """
         from pocketml.protect import Keyring, SigningKey
 
         current = Keyring.from_dict(self.get_keyring(app_id))
-        previous = self._active_signing_key(app_id)
         new = SigningKey.generate()
         entries = [
             (key_id, public, "retired" if status == "active" else status)
             for key_id, public, status in entries_of(self.store.signing_keys(app_id))
         ]
         entries.append((new.key_id, new.public_bytes(), "active"))
+        required = None if lost_master_key else current.active
         ring = keyring_of(app_id, current.sequence + 1, entries).signed_by(
-            *self._kept_signing_keys(app_id, drop=None), new
+            *self._kept_signing_keys(app_id, drop=None, required=required), new
         )
         record = KeyRecord(
             key_id=new.key_id,
@@ -165,7 +181,7 @@ class SigningKeys:
             wrapped_secret=self.master_key.wrap(new.private_bytes(), new.key_id),
             public_key=new.public_bytes(),
         )
-        details = {"previous": previous.key_id}
+        details = {"previous": current.active, "lost_master_key": lost_master_key}
         self.store.rotate_signing_key(app_id, record, _change(ring, actor, reason, details))
         logger.info("rotated the signing key of app %s to %s", app_id, new.key_id)
         return self.store.get_app(app_id)
@@ -208,7 +224,7 @@ class SigningKeys:
         )
         entries = [(kid, pub, "revoked" if kid == key_id else st) for kid, pub, st in entries]
         ring = keyring_of(app_id, current.sequence + 1, entries).signed_by(
-            *self._kept_signing_keys(app_id, drop=key_id)
+            *self._kept_signing_keys(app_id, drop=key_id, required=active.key_id)
         )
         details = {"resigned": [list(item) for item in resigned]}
         self.store.revoke_signing_key(app_id, key_id, _change(ring, actor, reason, details))
@@ -238,14 +254,27 @@ class SigningKeys:
             )
         return (target.model, target.version, target.variant, target.package_id, ref.sha256)
 
-    def _kept_signing_keys(self, app_id: str, *, drop: str | None) -> list[SigningKey]:
+    def _kept_signing_keys(
+        self, app_id: str, *, drop: str | None, required: str | None
+    ) -> list[SigningKey]:
+        """The private keys of the keys a new keyring keeps (all but revoked and ``drop``).
+
+        A key that does not unwrap is left out (logged), except ``required``.
+        """
         from pocketml.protect import SigningKey
 
-        return [
-            SigningKey.from_private_bytes(self._unwrap(state.record))
-            for state in self.store.signing_keys(app_id)
-            if state.status != "revoked" and state.record.key_id != drop
-        ]
+        keys = []
+        for state in self.store.signing_keys(app_id):
+            key_id = state.record.key_id
+            if state.status == "revoked" or key_id == drop:
+                continue
+            try:
+                keys.append(SigningKey.from_private_bytes(self._unwrap(state.record)))
+            except Unavailable:
+                if key_id == required:
+                    raise
+                logger.warning("signing key %s of app %s does not unwrap", key_id, app_id)
+        return keys
 
     def _active_signing_key(self, app_id: str) -> SigningKey:
         from pocketml.protect import SigningKey

@@ -196,9 +196,9 @@ class AdminClient:
         """``GET /v1/admin/app/keyring``: the app's signed keyring (ship it with the app)."""
         return self._get("/v1/admin/app/keyring", KeyringPublic)
 
-    def rotate_signing_key(self) -> AppPublic:
+    def rotate_signing_key(self, *, lost_master_key: bool = False) -> AppPublic:
         """Make a new signing key active; the previous one stays verify-only."""
-        body = {"credential": "signing_key"}
+        body = {"credential": "signing_key", "lost_master_key": lost_master_key}
         return AppPublic.model_validate(self._post_json("/v1/admin/app/rotate", body)["app"])
 
     def revoke_signing_key(self, key_id: str, reason: str = "") -> KeyRevokedPublic:

@@ -152,6 +152,11 @@ class RotateRequest(BaseModel):
     )
 
     credential: Literal["admin", "device", "signing_key"]
+    lost_master_key: bool = Field(
+        False,
+        description="Only with signing_key, after losing the master key: sign the new keyring "
+        "without the old keys. Devices then need an app update that ships the new keyring.",
+    )
 
 
 class RotatedPublic(BaseModel):

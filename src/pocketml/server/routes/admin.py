@@ -125,7 +125,9 @@ def rotate_credential(
 ) -> RotatedPublic:
     """Rotate the admin token, the device key or the signing key."""
     if body.credential == "signing_key":
-        app = state.registry.rotate_signing_key(principal.app_id, actor=_actor(principal))
+        app = state.registry.rotate_signing_key(
+            principal.app_id, actor=_actor(principal), lost_master_key=body.lost_master_key
+        )
         state.delivery.invalidate(principal.app_id)  # devices get the new keyring at once
         return RotatedPublic(
             credential=body.credential, token=None, app=AppPublic.model_validate(app)
