@@ -346,3 +346,12 @@ def test_key_changes_are_in_the_audit_log(shipped: Shipped) -> None:
         (new, "key_rotated", "active"),
         (old, "key_revoked", "revoked"),
     }
+
+
+def test_lost_master_key_is_refused_for_other_credentials(shipped: Shipped) -> None:
+    with admin(shipped) as client:
+        answer = client.http.post(
+            "/v1/admin/app/rotate", json={"credential": "device", "lost_master_key": True}
+        )
+    assert answer.status_code == 422
+    assert "lost_master_key" in answer.json()["error"]["message"]

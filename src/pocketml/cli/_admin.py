@@ -23,7 +23,9 @@ __all__ = ["app_app", "keys_app", "models_app", "push", "versions_app"]
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
-app_app = typer.Typer(help="Create apps (operator token).", no_args_is_help=True)
+app_app = typer.Typer(
+    help="Create apps (operator token) and manage their signing keys.", no_args_is_help=True
+)
 models_app = typer.Typer(help="List and show the app's models.", no_args_is_help=True)
 versions_app = typer.Typer(help="List and promote a model's versions.", no_args_is_help=True)
 keys_app = typer.Typer(

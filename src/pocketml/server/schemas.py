@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "AppCreate",
@@ -157,6 +157,15 @@ class RotateRequest(BaseModel):
         description="Only with signing_key, after losing the master key: sign the new keyring "
         "without the old keys. Devices then need an app update that ships the new keyring.",
     )
+
+    @model_validator(mode="after")
+    def _lost_key_only_for_signing(self) -> RotateRequest:
+        if self.lost_master_key and self.credential != "signing_key":
+            raise ValueError(
+                f"lost_master_key applies to credential 'signing_key' only; got "
+                f"credential {self.credential!r}. Drop lost_master_key."
+            )
+        return self
 
 
 class RotatedPublic(BaseModel):
