@@ -20,7 +20,7 @@ from typing import Any
 from pocketml.device._store import CacheDir
 from pocketml.device._types import ModelEntry, PackageMismatch
 
-__all__ = ["BOUND_FIELDS", "check_binding", "check_cached", "ready_record"]
+__all__ = ["BOUND_FIELDS", "check_binding", "check_cached", "is_current", "ready_record"]
 
 # manifest field -> what the check-in entry announced for it (the one list of both checks)
 BOUND_FIELDS = ("app_id", "model", "version", "variant", "model_format", "model_sha256")
@@ -82,11 +82,27 @@ def ready_record(manifest: Mapping[str, Any], package_id: str, model_file: str) 
     return record
 
 
+def is_current(active: Mapping[str, Any] | None, entry: ModelEntry, app_id: str) -> bool:
+    """True when the model's active package is the entry's package (nothing to do).
+
+    Raises:
+        PackageMismatch: it is the same package, but the entry announces another version,
+            variant or model for it (a downgrade announced as an upgrade, say).
+    """
+    assert entry.package is not None
+    if active is None or active.get("package_id") != entry.package.sha256:
+        return False
+    if all(k in active for k in BOUND_FIELDS):  # records of older SDKs lack them
+        _compare(active, entry, app_id, "the active package")
+    return True
+
+
 def check_cached(cache: CacheDir, entry: ModelEntry, app_id: str) -> dict[str, Any] | None:
     """The ready record of the entry's package when it is cached and bound to the entry.
 
-    A record of an older SDK (without the bound fields) or a model file that no longer
-    hashes to its sha256 is discarded (None: download again).
+    A record of an older SDK (without the bound fields) is not used (None: download
+    again, which rewrites it); a model file that no longer hashes to its sha256 is
+    discarded (None as well).
 
     Raises:
         PackageMismatch: the cached package belongs to another app, model, version or
@@ -99,7 +115,6 @@ def check_cached(cache: CacheDir, entry: ModelEntry, app_id: str) -> dict[str, A
         return None
     model_file = record.get("model_file")
     if any(k not in record for k in BOUND_FIELDS) or model_file not in MODEL_FILES.values():
-        cache.discard_package(sha256)
         return None
     _compare(record, entry, app_id, f"the cached package {sha256[:16]}")
     path = cache.confine(cache.package_dir(sha256) / str(model_file))

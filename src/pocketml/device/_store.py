@@ -106,7 +106,9 @@ class CacheDir:
     def active(self) -> dict[str, dict[str, Any]]:
         """model name -> its active package record (``package_id``, version, format, ...)."""
         data = _read_json(self.root / "active.json")
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return {}
+        return {name: record for name, record in data.items() if isinstance(record, dict)}
 
     def activate(self, model: str, record: dict[str, Any]) -> None:
         """Atomically point ``model`` at a ready package (JSON written, then os.replace)."""

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pocketml.device._bind import MODEL_FILES, check_binding, check_cached, ready_record
+from pocketml.device._bind import (
+    MODEL_FILES,
+    check_binding,
+    check_cached,
+    is_current,
+    ready_record,
+)
 from pocketml.device._download import download_package
 from pocketml.device._entry import KEY_ID, MODEL_NAME
 from pocketml.device._net import Backoff, DeviceHttp
@@ -133,8 +139,7 @@ def _sync(ctx: SyncContext, entry: ModelEntry) -> ModelSync:
     package = entry.package
     if package is None:
         return ModelSync(model=entry.name, status="cloud-only", **base)
-    active = ctx.cache.active().get(entry.name)
-    if active is not None and active.get("package_id") == package.sha256:
+    if is_current(ctx.cache.active().get(entry.name), entry, ctx.app_id):
         return ModelSync(model=entry.name, status="current", **base)
     record = check_cached(ctx.cache, entry, ctx.app_id)
     from_cache = record is not None
