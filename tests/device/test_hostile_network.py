@@ -201,6 +201,12 @@ def _key_answer(body: bytes) -> Callable[..., Answer]:
     return attack
 
 
+def _endless_key_answer(scene: Scene, request: httpx.Request, answer: Answer) -> Answer:
+    if is_key(request):
+        answer.stream = InfiniteTail(b'{"key": "')
+    return answer
+
+
 def _redirect_package(scene: Scene, request: httpx.Request, answer: Answer) -> Answer:
     if _is_new_digits(scene, request):
         answer.status, answer.body = 302, b"moved"
@@ -326,8 +332,8 @@ def test_a_lying_network_is_refused_and_the_old_model_keeps_serving(
     assert not [r for r in stage.transport.requests if r.url.host == FOREIGN_HOST]
 
 
-@pytest.mark.parametrize("row", ATTACKS[:1] + ATTACKS[6:9], ids=lambda row: row.id)
-def test_the_next_honest_sync_installs_the_new_version(
+@pytest.mark.parametrize("row", ATTACKS, ids=[row.id for row in ATTACKS])
+def test_after_an_attack_the_next_honest_sync_installs_the_new_version(
     stage: Stage, row: Row, digit_centroids: np.ndarray
 ) -> None:
     stage.transport.attack = row.attack
@@ -336,7 +342,7 @@ def test_the_next_honest_sync_installs_the_new_version(
 
     digits = stage.device.sync().models["digits"]
 
-    assert (digits.status, digits.version) == ("updated", 2)
+    assert (digits.status, digits.version) == ("updated", 2), digits
     assert stage.device.model("digits").predict(digit_centroids[3]).version == 2
 
 
@@ -366,6 +372,24 @@ def test_an_endless_stream_is_cut_at_the_announced_size(stage: Stage) -> None:
     size = _device_package("digits", 2)(stage.scene)["size"]
     assert tails and all(tail.pulled <= size + 2 * tail.chunk for tail in tails)
     assert not list((stage.cache / "partial").glob("*"))
+
+
+def test_an_endless_check_in_answer_is_refused_and_nothing_changes(
+    stage: Stage, digit_centroids: np.ndarray
+) -> None:
+    def endless(scene: Scene, request: httpx.Request, answer: Answer) -> Answer:
+        if is_checkin(request):
+            answer.stream = InfiniteTail(answer.body)
+        return answer
+
+    stage.transport.attack = endless
+    checkin_before = (stage.cache / "checkin.json").read_bytes()
+
+    with pytest.raises(IntegrityError, match="larger than"):
+        stage.device.sync()
+
+    assert (stage.cache / "checkin.json").read_bytes() == checkin_before
+    assert stage.device.model("digits").predict(digit_centroids[7]).version == 1
 
 
 def test_a_package_host_the_app_allowed_gets_no_device_key(

@@ -212,11 +212,6 @@ class Device:
         if not isinstance(app_id, str) or not 0 < len(app_id) <= 128:
             raise ProtocolError("the server's manifest lacks 'app_id' (a string)")
         parsed = parse_manifest(manifest)
-        # A refused entry keeps the model's previous entry (policy and package); the ETag is
-        # not kept then, so the next check-in asks for the whole manifest again.
-        kept = keep_previous_entries(manifest, last, parsed.rejected)
-        etag = None if parsed.rejected else response.headers.get("etag")
-        self._cache.save_checkin(etag, kept)
         context = self._sync_context(app_id, manifest)
         results = {}
         for refused in parsed.rejected:
@@ -224,6 +219,12 @@ class Device:
             results[entry.name] = failed_sync(context, entry, "protocol", refused.error)
         for entry in parsed.entries:
             results[entry.name] = sync_model(context, entry)
+        # A refused entry keeps the model's previous entry (policy and package). The ETag
+        # is kept only when every model applied: after any failure the next check-in asks
+        # for the whole manifest again instead of being told "304, nothing changed".
+        applied = all(result.status != "failed" for result in results.values())
+        etag = response.headers.get("etag") if applied else None
+        self._cache.save_checkin(etag, keep_previous_entries(manifest, last, parsed.rejected))
         self._flush_events()
         with self._lock:
             self._generation += 1

@@ -33,6 +33,8 @@ __all__ = [
 ]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# The largest API answer read into memory (check-in manifests, keys, cloud predictions).
+MAX_ANSWER_BYTES = 16 << 20
 
 _BY_STATUS: dict[int, type[PocketMLError]] = {
     400: _errors.InvalidInput,
@@ -100,6 +102,31 @@ def _check_path(path: str) -> None:
             f"device API calls go to the configured server only: expected a path like "
             f"'/v1/checkin'; got {str(path)[:80]!r}."
         )
+
+
+def _append_bounded(body: bytearray, chunk: bytes, path: str) -> None:
+    body += chunk
+    if len(body) > MAX_ANSWER_BYTES:
+        raise _errors.IntegrityError(
+            f"the server's answer to {path[:80]} is larger than {MAX_ANSWER_BYTES} bytes; "
+            "refused without reading further. Is something between the device and the "
+            "server rewriting answers?"
+        )
+
+
+def _answer(streamed: httpx.Response, body: bytes) -> httpx.Response:
+    """The read answer (headers of the decoded body), or the pocketml error of its status."""
+    headers = [
+        (k, v)
+        for k, v in streamed.headers.multi_items()
+        if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    response = httpx.Response(
+        streamed.status_code, headers=headers, content=body, request=streamed.request
+    )
+    if response.status_code >= 400:
+        raise error_from_response(response)
+    return response
 
 
 class DeviceHttp:
@@ -219,30 +246,44 @@ class DeviceHttp:
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send one request; return a 2xx/3xx response or raise a pocketml error.
 
+        The answer is read into memory up to ``MAX_ANSWER_BYTES`` (decoded); a longer one
+        is refused, so a hostile server cannot exhaust the device's memory.
+
         Raises:
             Unavailable: network failure, timeout, or 5xx (``ServerError``).
             PocketMLError: any other error status (class from the status).
             InvalidInput: ``path`` is not a path on the server.
+            IntegrityError: the answer is larger than ``MAX_ANSWER_BYTES``.
         """
         _check_path(path)
         try:
-            response = self.client.request(method, path, **kwargs)
+            sent = self.client.build_request(method, path, **kwargs)
+            streamed = self.client.send(sent, stream=True)
+            try:
+                body = bytearray()
+                for chunk in streamed.iter_bytes():
+                    _append_bounded(body, chunk, path)
+            finally:
+                streamed.close()
         except httpx.HTTPError as exc:
             raise translate(exc, self.base_url) from exc
-        if response.status_code >= 400:
-            raise error_from_response(response)
-        return response
+        return _answer(streamed, bytes(body))
 
     async def arequest(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Async twin of :meth:`request`."""
         _check_path(path)
         try:
-            response = await self.aclient.request(method, path, **kwargs)
+            sent = self.aclient.build_request(method, path, **kwargs)
+            streamed = await self.aclient.send(sent, stream=True)
+            try:
+                body = bytearray()
+                async for chunk in streamed.aiter_bytes():
+                    _append_bounded(body, chunk, path)
+            finally:
+                await streamed.aclose()
         except httpx.HTTPError as exc:
             raise translate(exc, self.base_url) from exc
-        if response.status_code >= 400:
-            raise error_from_response(response)
-        return response
+        return _answer(streamed, bytes(body))
 
     def close(self) -> None:
         """Close the sync client (the async one is closed by :meth:`aclose`)."""
