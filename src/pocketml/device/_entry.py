@@ -23,6 +23,8 @@ from pocketml.device._types import (
     PackageRef,
     ProtocolError,
 )
+from pocketml.errors import PocketMLError
+from pocketml.schema import ModelSchema
 
 __all__ = [
     "KEY_ID",
@@ -191,6 +193,13 @@ def _parse_entry(raw: Any, index: int) -> ModelEntry:
         raise _bad(where + "variant", "a device variant (not the cloud variant)", variant)
     precision = raw.get("precision")
     schema = raw.get("schema")
+    if schema is not None:  # the cloud normalizes with it before any package is here
+        if not isinstance(schema, Mapping):
+            raise _bad(where + "schema", "a model schema object or null", schema)
+        try:
+            ModelSchema.from_dict(dict(schema))
+        except PocketMLError as exc:
+            raise _bad(where + "schema", f"a model schema ({exc})", "...") from exc
     return ModelEntry(
         name=name,
         version=version,
