@@ -13,6 +13,7 @@ A new attack is one row.
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
-from pocketml.device import Device, OversizeDownload, PackageMismatch, ProtocolError
+from pocketml.device import Device, OversizeDownload, PackageMismatch, ProtocolError, _sync
 from pocketml.errors import IntegrityError, InvalidInput, PocketMLError
 from pocketml.protect import MalformedPackage
 
@@ -428,3 +429,25 @@ def test_a_malformed_public_key_at_first_check_in_does_not_break_sync(
 
     assert set(report.models) == {"digits", "other"}
     assert all(isinstance(m.error, IntegrityError | type(None)) for m in report.models.values())
+
+
+def test_an_unexpected_error_in_one_model_is_contained(
+    stage: Stage, monkeypatch: pytest.MonkeyPatch, digit_centroids: np.ndarray
+) -> None:
+    real = _sync.verify_package
+
+    def leaky(path: Path, **kwargs: Any) -> Any:
+        verified = real(path, **kwargs)
+        if verified.manifest["model"] == "digits":
+            raise struct.error("a bug in a check (test fault)")
+        return verified
+
+    monkeypatch.setattr(_sync, "verify_package", leaky)
+
+    report = stage.device.sync()
+
+    digits = report.models["digits"]
+    assert (digits.status, digits.reason) == ("failed", "internal")
+    assert isinstance(digits.error, PocketMLError)
+    assert report.models["other"].status == "updated"
+    assert stage.device.model("digits").predict(digit_centroids[7]).version == 1

@@ -237,9 +237,13 @@ def _install(ctx: SyncContext, entry: ModelEntry, part: Path) -> dict[str, Any]:
     try:
         extract_model(verified, model_path, content_key=content_key)
         (target / "schema.json").write_bytes(read_member(verified, "schema.json"))
-    except (PocketMLError, OSError) as exc:
+    except PocketMLError as exc:
         ctx.cache.discard_package(package.sha256)
         raise _StageError("verify", "verify", exc) from exc
+    except OSError as exc:
+        ctx.cache.discard_package(package.sha256)
+        error = Unavailable(f"cannot write the model into {target}: {exc}")
+        raise _StageError("download", "disk", error) from exc
     try:
         open_runner(model_path, model_format)
     except PocketMLError as exc:
