@@ -22,6 +22,7 @@ cryptography) and never imports torch, FastAPI or SQLAlchemy. Typical use::
 
 from pocketml.device._cloud import CircuitOpen, CloudAnswer
 from pocketml.device._device import Device, FlushReport
+from pocketml.device._download import OversizeDownload
 from pocketml.device._model import LocalModel
 from pocketml.device._net import Backoff, CircuitBreaker, ServerError
 from pocketml.device._queue import TelemetryQueue
@@ -35,6 +36,7 @@ from pocketml.device._types import (
     HybridPolicy,
     ModelEntry,
     ModelSync,
+    PackageMismatch,
     PackageRef,
     Prediction,
     ProtocolError,
@@ -58,6 +60,8 @@ __all__ = [
     "LocalModel",
     "ModelEntry",
     "ModelSync",
+    "OversizeDownload",
+    "PackageMismatch",
     "PackageRef",
     "Prediction",
     "ProtocolError",

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,23 +22,24 @@ import httpx
 import numpy as np
 
 from pocketml.device._cloud import CloudClient
+from pocketml.device._entry import keep_previous_entries, parse_manifest, parse_manifest_models
 from pocketml.device._model import BUFFER_LIMIT, LocalModel, _Loaded
 from pocketml.device._net import Backoff, CircuitBreaker, DeviceHttp
 from pocketml.device._queue import TelemetryQueue
 from pocketml.device._store import CacheDir
-from pocketml.device._sync import SyncContext, sync_model
+from pocketml.device._sync import SyncContext, failed_sync, sync_model
 from pocketml.device._trust import Anchor, follow_keyring
 from pocketml.device._types import (
     DeviceFacts,
     DeviceState,
     DownloadEvent,
+    DownloadPolicy,
     HybridPolicy,
     ModelEntry,
     ModelSync,
     ProtocolError,
     SyncReport,
     disk_free,
-    parse_manifest_models,
 )
 from pocketml.errors import InvalidInput, PayloadTooLarge, PocketMLError, Unavailable
 from pocketml.protect import Keyring
@@ -99,6 +100,9 @@ class Device:
         threads: inference threads of the local runtime.
         schemas: model name -> ModelSchema, used to normalize inputs for the cloud only
             when neither a package on the device nor the manifest gives the schema.
+        package_hosts: hosts other than the server's (a CDN: ``"cdn.example.com"`` or
+            ``"host:port"``) that a check-in's absolute ``package.url`` may name; packages
+            from them are fetched without the device key. Any other host is refused.
     """
 
     def __init__(
@@ -123,6 +127,7 @@ class Device:
         max_queued_events: int = 10_000,
         threads: int = 1,
         schemas: Mapping[str, ModelSchema] | None = None,
+        package_hosts: Collection[str] = (),
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self.facts = facts
@@ -141,7 +146,9 @@ class Device:
         self._sleep = sleep
         self._rng = random.Random(seed)
         self._cache = CacheDir(self.cache_dir)
-        self._http = DeviceHttp(self.server_url, device_key, transport, async_transport)
+        self._http = DeviceHttp(
+            self.server_url, device_key, transport, async_transport, package_hosts
+        )
         self._queue = TelemetryQueue(self.cache_dir / "telemetry.db", max_queued_events)
         self._breaker = CircuitBreaker(breaker_threshold, breaker_cooldown_s, clock)
         self._cloud = CloudClient(
@@ -208,15 +215,23 @@ class Device:
             manifest = response.json()
         except ValueError as exc:
             raise ProtocolError(f"the check-in answer is not JSON: {exc}") from exc
-        entries = parse_manifest_models(manifest)
-        app_id = manifest.get("app_id")
-        if not isinstance(app_id, str):
-            raise ProtocolError("the server's manifest lacks 'app_id'")
-        self._cache.save_checkin(response.headers.get("etag"), manifest)
+        app_id = manifest.get("app_id") if isinstance(manifest, dict) else None
+        if not isinstance(app_id, str) or not 0 < len(app_id) <= 128:
+            raise ProtocolError("the server's manifest lacks 'app_id' (a string)")
+        parsed = parse_manifest(manifest)
         context = self._sync_context(app_id, manifest)
         results = {}
-        for entry in entries:
+        for refused in parsed.rejected:
+            entry = _placeholder(refused.name or f"models[{refused.index}]")
+            results[entry.name] = failed_sync(context, entry, "protocol", refused.error)
+        for entry in parsed.entries:
             results[entry.name] = sync_model(context, entry)
+        # A refused entry keeps the model's previous entry (policy and package). The ETag
+        # is kept only when every model applied: after any failure the next check-in asks
+        # for the whole manifest again instead of being told "304, nothing changed".
+        applied = all(result.status != "failed" for result in results.values())
+        etag = response.headers.get("etag") if applied else None
+        self._cache.save_checkin(etag, keep_previous_entries(manifest, last, parsed.rejected))
         self._flush_events()
         with self._lock:
             self._generation += 1
@@ -255,6 +270,14 @@ class Device:
                     self._emit_error(item["name"], None, "verify", problem)
         return trusted
 
+    def _trusted_or_none(self, manifest: Mapping[str, Any]) -> dict[str, bytes]:
+        """The trusted keys; on an unreadable key answer, none (installs then fail typed)."""
+        try:
+            return self._trusted(manifest)
+        except (PocketMLError, ValueError, TypeError, AttributeError) as exc:
+            logger.warning("no signing key is usable (%s); no package is installed", exc)
+            return {}
+
     def _sync_context(self, app_id: str, manifest: Mapping[str, Any]) -> SyncContext:
         free = self.state.free_disk_bytes or (lambda: disk_free(self.cache_dir))
         return SyncContext(
@@ -262,7 +285,7 @@ class Device:
             cache=self._cache,
             state=self.state,
             app_id=app_id,
-            trusted_keys=self._trusted(manifest),
+            trusted_keys=self._trusted_or_none(manifest),
             free_disk=free,
             emit=self._events.append,
             on_download=self.on_download,
@@ -299,12 +322,15 @@ class Device:
         )
         schema = self.schemas.get(name)
         if entry is not None and entry.schema:
-            schema = ModelSchema.from_dict(dict(entry.schema))
+            try:
+                schema = ModelSchema.from_dict(dict(entry.schema))
+            except PocketMLError as exc:
+                self._emit_error(name, entry.version, "load", f"manifest schema unusable: {exc}")
         record = self._cache.active().get(name)
-        if record is None:
+        if not isinstance(record, dict):
             return policy, schema, None
-        package_dir = self._cache.package_dir(record["package_id"])
         try:
+            package_dir = self._cache.package_dir(record.get("package_id"))  # type: ignore[arg-type]
             schema = ModelSchema.from_json((package_dir / "schema.json").read_bytes())
         except (OSError, PocketMLError) as exc:
             self._emit_error(name, record.get("version"), "load", f"schema unreadable: {exc}")
@@ -536,6 +562,11 @@ class Device:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _placeholder(name: str) -> ModelEntry:
+    """A stand-in entry for reporting a refused manifest entry (nothing is installed)."""
+    return ModelEntry(name, None, None, None, None, None, None, DownloadPolicy(), HybridPolicy())
 
 
 def _fast_run(

@@ -2,6 +2,9 @@
 
 Every httpx failure is translated here (``Unavailable`` for the network, the matching
 pocketml error for a JSON error body), so the rest of the SDK never sees httpx exceptions.
+The device key goes to the configured server's origin only: API calls must be plain paths
+on it, and a package URL on another origin is fetched (without the key) only from a host
+the app allowed with ``package_hosts`` (a CDN); any other URL is refused before a request.
 Backoff is exponential with "equal jitter" (half fixed, half random) from a seeded RNG;
 the breaker and the backoff read an injectable clock and sleep, so tests never sleep.
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +29,12 @@ __all__ = [
     "DeviceHttp",
     "error_from_response",
     "is_retryable",
+    "origin_of",
 ]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# The largest API answer read into memory (check-in manifests, keys, cloud predictions).
+MAX_ANSWER_BYTES = 16 << 20
 
 _BY_STATUS: dict[int, type[PocketMLError]] = {
     400: _errors.InvalidInput,
@@ -81,6 +89,46 @@ def translate(exc: httpx.HTTPError, url: str) -> Unavailable:
     )
 
 
+def origin_of(url: httpx.URL) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` of an absolute URL, default ports filled in."""
+    scheme = url.scheme.lower()
+    return scheme, url.host.lower(), url.port or _DEFAULT_PORTS.get(scheme)
+
+
+def _check_path(path: str) -> None:
+    """Refuse anything but a path on the server (an absolute URL would carry the key away)."""
+    if not isinstance(path, str) or not path.startswith("/") or path.startswith("//"):
+        raise _errors.InvalidInput(
+            f"device API calls go to the configured server only: expected a path like "
+            f"'/v1/checkin'; got {str(path)[:80]!r}."
+        )
+
+
+def _append_bounded(body: bytearray, chunk: bytes, path: str) -> None:
+    body += chunk
+    if len(body) > MAX_ANSWER_BYTES:
+        raise _errors.IntegrityError(
+            f"the server's answer to {path[:80]} is larger than {MAX_ANSWER_BYTES} bytes; "
+            "refused without reading further. Is something between the device and the "
+            "server rewriting answers?"
+        )
+
+
+def _answer(streamed: httpx.Response, body: bytes) -> httpx.Response:
+    """The read answer (headers of the decoded body), or the pocketml error of its status."""
+    headers = [
+        (k, v)
+        for k, v in streamed.headers.multi_items()
+        if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    response = httpx.Response(
+        streamed.status_code, headers=headers, content=body, request=streamed.request
+    )
+    if response.status_code >= 400:
+        raise error_from_response(response)
+    return response
+
+
 class DeviceHttp:
     """Lazily created sync and async httpx clients with the device key.
 
@@ -89,6 +137,8 @@ class DeviceHttp:
         device_key: the app's device key (bearer token).
         transport: an httpx transport for the sync client (the simulator injects one).
         async_transport: an httpx async transport for ``apredict``.
+        package_hosts: hosts (``cdn.example.com`` or ``host:port``) other than the
+            server's own from which packages may be downloaded, without the device key.
     """
 
     def __init__(
@@ -97,14 +147,75 @@ class DeviceHttp:
         device_key: str,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
+        package_hosts: Collection[str] = (),
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {device_key}"}
         self._transport = transport
         self._async_transport = async_transport
+        self._package_hosts = frozenset(h.lower() for h in package_hosts)
         self._client: httpx.Client | None = None
+        self._anonymous: httpx.Client | None = None
         self._aclient: httpx.AsyncClient | None = None
         self._lock = threading.Lock()
+
+    def package_url(self, url: str) -> tuple[httpx.URL, bool]:
+        """Where to download a package from, and whether the device key may go along.
+
+        Args:
+            url: ``package.url`` of a check-in entry (a path, or an absolute URL).
+
+        Returns:
+            The absolute URL and True when it is on the server's origin (send the key).
+
+        Raises:
+            InvalidInput: not http(s), credentials in the URL, or a host that is neither
+                the server's nor in ``package_hosts``.
+        """
+        server = httpx.URL(self.base_url)
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError) as exc:
+            raise _errors.InvalidInput(f"package.url {url[:80]!r} is not a URL: {exc}") from exc
+        if not parsed.is_absolute_url:
+            _check_path(url)
+            return server.copy_with(raw_path=server.raw_path.rstrip(b"/") + parsed.raw_path), True
+        if parsed.scheme not in _DEFAULT_PORTS or parsed.userinfo:
+            raise _errors.InvalidInput(
+                f"package.url must be an http(s) URL without credentials; got {url[:80]!r}."
+            )
+        if origin_of(parsed) == origin_of(server):
+            return parsed, True
+        host = parsed.host.lower()
+        if host in self._package_hosts or f"{host}:{parsed.port}" in self._package_hosts:
+            return parsed, False
+        raise _errors.InvalidInput(
+            f"package.url {url[:80]!r} is not on the server's origin {self.base_url} and "
+            f"its host is not an allowed package host ({sorted(self._package_hosts)}). "
+            "Refused (the device key never leaves the server's origin); if the app uses a "
+            "CDN, pass Device(..., package_hosts=['cdn.example.com'])."
+        )
+
+    @contextlib.contextmanager
+    def stream_package(self, url: str, headers: dict[str, str]) -> Iterator[httpx.Response]:
+        """Stream ``GET url`` (checked by :meth:`package_url`); the key only to the server.
+
+        Raises:
+            InvalidInput: the URL is refused (see :meth:`package_url`).
+            httpx.HTTPError: the transfer failed (callers translate it).
+        """
+        target, with_key = self.package_url(url)
+        client = self.client if with_key else self._anonymous_client()
+        with client.stream("GET", target, headers=headers) as response:
+            yield response
+
+    def _anonymous_client(self) -> httpx.Client:
+        with self._lock:
+            if self._anonymous is None:
+                self._anonymous = httpx.Client(
+                    transport=self._transport, timeout=httpx.Timeout(30.0)
+                )
+        return self._anonymous
 
     @property
     def client(self) -> httpx.Client:
@@ -135,33 +246,53 @@ class DeviceHttp:
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send one request; return a 2xx/3xx response or raise a pocketml error.
 
+        The answer is read into memory up to ``MAX_ANSWER_BYTES`` (decoded); a longer one
+        is refused, so a hostile server cannot exhaust the device's memory.
+
         Raises:
             Unavailable: network failure, timeout, or 5xx (``ServerError``).
             PocketMLError: any other error status (class from the status).
+            InvalidInput: ``path`` is not a path on the server.
+            IntegrityError: the answer is larger than ``MAX_ANSWER_BYTES``.
         """
+        _check_path(path)
         try:
-            response = self.client.request(method, path, **kwargs)
+            sent = self.client.build_request(method, path, **kwargs)
+            streamed = self.client.send(sent, stream=True)
+            try:
+                body = bytearray()
+                for chunk in streamed.iter_bytes():
+                    _append_bounded(body, chunk, path)
+            finally:
+                streamed.close()
         except httpx.HTTPError as exc:
             raise translate(exc, self.base_url) from exc
-        if response.status_code >= 400:
-            raise error_from_response(response)
-        return response
+        return _answer(streamed, bytes(body))
 
     async def arequest(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Async twin of :meth:`request`."""
+        _check_path(path)
         try:
-            response = await self.aclient.request(method, path, **kwargs)
+            sent = self.aclient.build_request(method, path, **kwargs)
+            streamed = await self.aclient.send(sent, stream=True)
+            try:
+                body = bytearray()
+                async for chunk in streamed.aiter_bytes():
+                    _append_bounded(body, chunk, path)
+            finally:
+                await streamed.aclose()
         except httpx.HTTPError as exc:
             raise translate(exc, self.base_url) from exc
-        if response.status_code >= 400:
-            raise error_from_response(response)
-        return response
+        return _answer(streamed, bytes(body))
 
     def close(self) -> None:
         """Close the sync client (the async one is closed by :meth:`aclose`)."""
         if self._client is not None:
             self._client.close()
             self._client = None
+        if self._anonymous is not None:
+            self._anonymous.close()
+            self._anonymous = None
 
     async def aclose(self) -> None:
         """Close the async client."""

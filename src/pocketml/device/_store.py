@@ -13,6 +13,11 @@ Layout under ``cache_dir``::
 Packages are keyed by the package sha256, so an app upgrade (same cache dir) or a model
 rolled back to an earlier package never downloads it again. ``ready.json`` is written
 last, so a directory without it is an unfinished extraction and is ignored.
+
+Every path handed out is confined to ``cache_dir``: a package key must be 64 lower-case hex
+digits (a ``../`` or an absolute path from the network is refused), and the resolved path
+must still lie under the resolved cache directory (a symlink planted inside cannot lead
+out).
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ import secrets
 import shutil
 from pathlib import Path
 from typing import Any
+
+from pocketml.device._entry import SHA256
+from pocketml.errors import IntegrityError
 
 __all__ = ["CacheDir", "write_json_atomic"]
 
@@ -107,7 +115,9 @@ class CacheDir:
     def active(self) -> dict[str, dict[str, Any]]:
         """model name -> its active package record (``package_id``, version, format, ...)."""
         data = _read_json(self.root / "active.json")
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return {}
+        return {name: record for name, record in data.items() if isinstance(record, dict)}
 
     def activate(self, model: str, record: dict[str, Any]) -> None:
         """Atomically point ``model`` at a ready package (JSON written, then os.replace)."""
@@ -117,9 +127,32 @@ class CacheDir:
 
     # -- packages ---------------------------------------------------------------------------
 
+    def confine(self, path: Path) -> Path:
+        """``path`` if it resolves inside the cache directory.
+
+        Raises:
+            IntegrityError: it resolves outside (``..``, an absolute part, a symlink).
+        """
+        root = self.root.resolve()
+        resolved = path.resolve()
+        if resolved != root and root not in resolved.parents:
+            raise IntegrityError(
+                f"refusing to write {str(path)!r}: it resolves to {str(resolved)!r}, outside "
+                f"the cache directory {str(root)!r}. A check-in answer named a path-like key."
+            )
+        return path
+
+    def _keyed(self, folder: str, sha256: str, suffix: str = "") -> Path:
+        if not isinstance(sha256, str) or not SHA256.fullmatch(sha256):
+            raise IntegrityError(
+                f"a package key must be 64 lower-case hex digits (a sha256); got "
+                f"{str(sha256)[:80]!r}. The check-in answer or active.json is corrupt."
+            )
+        return self.confine(self.root / folder / f"{sha256}{suffix}")
+
     def package_dir(self, sha256: str) -> Path:
-        """The directory of an extracted package."""
-        return self.root / "packages" / sha256
+        """The directory of an extracted package (``sha256`` checked, path confined)."""
+        return self._keyed("packages", sha256)
 
     def ready_record(self, sha256: str) -> dict[str, Any] | None:
         """The ``ready.json`` of a fully extracted package, or None."""
@@ -132,8 +165,12 @@ class CacheDir:
 
     def discard_package(self, sha256: str) -> None:
         """Delete an unfinished or bad extraction."""
-        shutil.rmtree(self.package_dir(sha256), ignore_errors=True)
+        path = self.package_dir(sha256)
+        if path.is_symlink():
+            path.unlink()
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
     def partial_path(self, sha256: str) -> Path:
-        """Where a download in progress lives."""
-        return self.root / "partial" / f"{sha256}.part"
+        """Where a download in progress lives (``sha256`` checked, path confined)."""
+        return self._keyed("partial", sha256, ".part")

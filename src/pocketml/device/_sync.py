@@ -1,34 +1,46 @@
-"""Bring one manifest entry onto the device: policy, disk, download, verify, decrypt, load, swap.
+"""Bring one manifest entry onto the device: policy, disk, download, verify, bind, load, swap.
 
-Each step that can fail names its stage ("disk", "download", "verify", "key", "load");
-any failure leaves ``active.json`` untouched (the previous model keeps serving), emits an
-``error`` telemetry event and reports ``failed``. The swap is the last step: the package
-is extracted and loaded first, ``ready.json`` written, and only then ``active.json`` is
-replaced atomically.
+Each step that can fail names its stage ("disk", "download", "verify", "key", "load").
+Any failure, an unexpected one included, leaves ``active.json`` untouched (the previous
+model keeps serving), emits an ``error`` telemetry event and reports ``failed`` with the
+typed error, so one model's failure never stops the others from syncing. The swap is the
+last step: the package is verified, bound to its check-in entry (``_bind``), extracted and
+loaded first, ``ready.json`` written, and only then ``active.json`` is replaced atomically.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from pocketml.device._bind import (
+    MODEL_FILES,
+    check_binding,
+    check_cached,
+    is_current,
+    ready_record,
+)
 from pocketml.device._download import download_package
+from pocketml.device._entry import KEY_ID, MODEL_NAME
 from pocketml.device._net import Backoff, DeviceHttp
 from pocketml.device._store import CacheDir
 from pocketml.device._types import DeviceState, DownloadEvent, ModelEntry, ModelSync
-from pocketml.errors import IntegrityError, PocketMLError
-from pocketml.protect import extract_model, read_member, verify_package
+from pocketml.errors import IntegrityError, InvalidInput, PocketMLError, Unavailable
+from pocketml.protect import ContentKey, extract_model, read_member, verify_package
 from pocketml.runtime import open_runner
 
-__all__ = ["SyncContext", "blocked_reason", "sync_model"]
+__all__ = ["SyncContext", "blocked_reason", "failed_sync", "sync_model"]
+
+logger = logging.getLogger(__name__)
 
 DISK_FACTOR = 2.5
-_EXTENSIONS = {"onnx": "model.onnx", "ort": "model.ort", "tflite": "model.tflite"}
 
 
 @dataclass(frozen=True)
@@ -71,34 +83,77 @@ def blocked_reason(entry: ModelEntry, state: DeviceState) -> str | None:
     return None
 
 
+# ModelSync.reason -> the stage of the error telemetry event (the server's vocabulary)
+_EVENT_STAGE = {
+    "protocol": "download",
+    "disk": "download",
+    "download": "download",
+    "key": "download",
+    "verify": "verify",
+    "load": "load",
+    "internal": "verify",
+}
+
+
 def sync_model(ctx: SyncContext, entry: ModelEntry) -> ModelSync:
     """Make ``entry``'s package the active model of its name (see the module docstring).
 
     Returns:
-        What happened; never raises for a per-model failure.
+        What happened; never raises: any failure leaves the model's previous package
+        active, queues an ``error`` event and reports ``failed`` with the typed error.
     """
+    try:
+        return _sync(ctx, entry)
+    except _StageError as exc:
+        return failed_sync(ctx, entry, exc.reason, exc.cause)
+    except PocketMLError as exc:
+        return failed_sync(ctx, entry, "verify", exc)
+    except OSError as exc:
+        error = Unavailable(f"the cache directory {ctx.cache.root} failed: {exc}")
+        return failed_sync(ctx, entry, "disk", error)
+    except Exception as exc:  # containment: one model's bug must not stop the others
+        logger.exception("syncing %s failed unexpectedly", entry.name)
+        return failed_sync(ctx, entry, "internal", PocketMLError(f"{type(exc).__name__}: {exc}"))
+
+
+def failed_sync(
+    ctx: SyncContext, entry: ModelEntry, reason: str, error: BaseException
+) -> ModelSync:
+    """Report a failed model: queue its ``error`` event; its previous package stays active."""
+    typed = error if isinstance(error, PocketMLError) else PocketMLError(str(error))
+    message = f"{entry.name} v{entry.version}: {reason} failed: {typed}"
+    if MODEL_NAME.fullmatch(entry.name):  # an unreadable entry has no model to report on
+        ctx.emit(_error_event(entry.name, entry.version, _EVENT_STAGE[reason], message))
+    return ModelSync(
+        model=entry.name,
+        status="failed",
+        version=entry.version,
+        variant=entry.variant,
+        reason=reason,
+        error=typed,
+    )
+
+
+def _sync(ctx: SyncContext, entry: ModelEntry) -> ModelSync:
     base: dict[str, Any] = {"version": entry.version, "variant": entry.variant}
     package = entry.package
     if package is None:
         return ModelSync(model=entry.name, status="cloud-only", **base)
-    active = ctx.cache.active().get(entry.name)
-    if active is not None and active.get("package_id") == package.sha256:
+    if is_current(ctx.cache.active().get(entry.name), entry, ctx.app_id):
         return ModelSync(model=entry.name, status="current", **base)
-    from_cache = ctx.cache.ready_record(package.sha256) is not None
+    record = check_cached(ctx.cache, entry, ctx.app_id)
+    from_cache = record is not None
     fetched, resumed = 0, False
-    if not from_cache:
+    if record is None:
         reason = blocked_reason(entry, ctx.state)
         if reason is not None:
             return ModelSync(model=entry.name, status="blocked", reason=reason, **base)
         try:
-            fetched, resumed = _fetch_and_install(ctx, entry)
-        except _StageError as exc:
-            message = f"{entry.name} v{entry.version}: {exc.reason} failed: {exc.cause}"
-            ctx.emit(_error_event(entry, exc.stage, message))
-            return ModelSync(model=entry.name, status="failed", reason=exc.reason, **base)
-    record = dict(ctx.cache.ready_record(package.sha256) or {})
-    record["activated_at"] = time.time()
-    ctx.cache.activate(entry.name, record)
+            ctx.http.package_url(package.url)  # refused before a byte is fetched
+        except PocketMLError as exc:
+            raise _StageError("download", "download", exc) from exc
+        fetched, resumed, record = _fetch_and_install(ctx, entry)
+    ctx.cache.activate(entry.name, {**record, "activated_at": time.time()})
     return ModelSync(
         model=entry.name,
         status="updated",
@@ -109,7 +164,7 @@ def sync_model(ctx: SyncContext, entry: ModelEntry) -> ModelSync:
     )
 
 
-def _fetch_and_install(ctx: SyncContext, entry: ModelEntry) -> tuple[int, bool]:
+def _fetch_and_install(ctx: SyncContext, entry: ModelEntry) -> tuple[int, bool, dict[str, Any]]:
     package = entry.package
     assert package is not None
     need = int(package.size * DISK_FACTOR)
@@ -147,31 +202,27 @@ def _fetch_and_install(ctx: SyncContext, entry: ModelEntry) -> tuple[int, bool]:
     outcome = "resumed" if result.resumed else "done"
     ctx.emit(_download_event(entry, result.bytes_fetched, ctx.clock() - started, outcome))
     try:
-        _install(ctx, entry, part)
+        record = _install(ctx, entry, part)
     except _StageError:
         _notify(ctx, "failed", entry, package.size, result.resumed, "verification failed")
         raise
     _notify(ctx, "done", entry, package.size, result.resumed, None)
-    return result.bytes_fetched, result.resumed
+    return result.bytes_fetched, result.resumed, record
 
 
-def _install(ctx: SyncContext, entry: ModelEntry, part: Any) -> None:
-    """Verify, decrypt, extract and load a downloaded package; then write ready.json."""
+def _install(ctx: SyncContext, entry: ModelEntry, part: Path) -> dict[str, Any]:
+    """Verify, bind, decrypt, extract and load a downloaded package; write ready.json.
+
+    Returns:
+        The ready record (what ``active.json`` will point at).
+    """
     package = entry.package
     assert package is not None
     target = ctx.cache.package_dir(package.sha256)
     try:
-        digest = hashlib.sha256()
-        with part.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-        if digest.hexdigest() != package.sha256:
-            raise IntegrityError(
-                f"downloaded package has sha256 {digest.hexdigest()[:16]}..., the manifest "
-                f"says {package.sha256[:16]}...; it was corrupted in transit or on disk. "
-                "It was deleted; the next sync downloads it again."
-            )
+        _check_file_sha256(part, package.sha256)
         verified = verify_package(part, trusted_keys=ctx.trusted_keys, app_id=ctx.app_id)
+        check_binding(verified.manifest, entry, ctx.app_id)
     except PocketMLError as exc:
         part.unlink(missing_ok=True)
         raise _StageError("verify", "verify", exc) from exc
@@ -181,41 +232,64 @@ def _install(ctx: SyncContext, entry: ModelEntry, part: Any) -> None:
             content_key = _fetch_content_key(ctx, verified.content_key_id)
         except PocketMLError as exc:
             raise _StageError("download", "key", exc) from exc
-    model_format = str(verified.manifest.get("model_format") or entry.format)
-    model_path = target / _EXTENSIONS.get(model_format, f"model.{model_format}")
+    model_format = str(verified.manifest["model_format"])
+    model_path = target / MODEL_FILES.get(model_format, f"model.{model_format}")
     try:
         extract_model(verified, model_path, content_key=content_key)
-        schema_bytes = read_member(verified, "schema.json")
-        (target / "schema.json").write_bytes(schema_bytes)
+        (target / "schema.json").write_bytes(read_member(verified, "schema.json"))
     except PocketMLError as exc:
         ctx.cache.discard_package(package.sha256)
         raise _StageError("verify", "verify", exc) from exc
+    except OSError as exc:
+        ctx.cache.discard_package(package.sha256)
+        error = Unavailable(f"cannot write the model into {target}: {exc}")
+        raise _StageError("download", "disk", error) from exc
     try:
         open_runner(model_path, model_format)
     except PocketMLError as exc:
         ctx.cache.discard_package(package.sha256)
         raise _StageError("load", "load", exc) from exc
-    ctx.cache.mark_ready(
-        package.sha256,
-        {
-            "package_id": package.sha256,
-            "model": entry.name,
-            "version": entry.version,
-            "variant": entry.variant,
-            "format": model_format,
-            "model_file": model_path.name,
-            "model_sha256": verified.manifest.get("model_sha256"),
-        },
-    )
+    record = ready_record(verified.manifest, package.sha256, model_path.name)
+    ctx.cache.mark_ready(package.sha256, record)
     part.unlink(missing_ok=True)
+    return record
 
 
-def _fetch_content_key(ctx: SyncContext, key_id: str) -> bytes:
+def _check_file_sha256(part: Path, expected: str) -> None:
+    digest = hashlib.sha256()
+    with part.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        raise IntegrityError(
+            f"downloaded package has sha256 {digest.hexdigest()[:16]}..., the manifest "
+            f"says {expected[:16]}...; it was corrupted in transit or on disk. "
+            "It was deleted; the next sync downloads it again."
+        )
+
+
+def _fetch_content_key(ctx: SyncContext, key_id: str) -> ContentKey:
+    """The content key from ``GET /v1/keys/{key_id}``, its answer checked."""
+    if not KEY_ID.fullmatch(key_id):
+        raise IntegrityError(f"content key id {key_id[:80]!r} is not a key id.")
     response = ctx.http.request("GET", f"/v1/keys/{key_id}")
     try:
-        return base64.b64decode(response.json()["key"], validate=True)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise IntegrityError(f"the server's answer for content key {key_id} is malformed") from exc
+        body = response.json()
+        key = base64.b64decode(body["key"], validate=True)
+        answered_id = body.get("key_id", key_id)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise IntegrityError(
+            f"the server's answer for content key {key_id} is malformed ({type(exc).__name__}); "
+            'expected {"key_id": ..., "key": <base64 of 32 bytes>}. Retried next sync.'
+        ) from exc
+    if answered_id != key_id:
+        raise IntegrityError(
+            f"the server answered content key {key_id} with key id {str(answered_id)[:80]!r}."
+        )
+    try:
+        return ContentKey(key_id, key)
+    except InvalidInput as exc:
+        raise IntegrityError(f"the server's content key {key_id} is unusable: {exc}") from exc
 
 
 def _notify(
@@ -227,12 +301,12 @@ def _notify(
         )
 
 
-def _error_event(entry: ModelEntry, stage: str, message: str) -> dict[str, Any]:
+def _error_event(model: str, version: int | None, stage: str, message: str) -> dict[str, Any]:
     return {
         "type": "error",
         "ts": time.time(),
-        "model": entry.name,
-        "version": entry.version,
+        "model": model,
+        "version": version,
         "stage": stage,
         "message": message[:500],
     }

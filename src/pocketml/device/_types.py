@@ -1,9 +1,10 @@
 """The device SDK's values: device facts and state, the parsed manifest, results and events.
 
 Everything here is a frozen dataclass (no pydantic: the SDK installs with numpy,
-onnxruntime, httpx and cryptography only). The manifest parser checks every field it uses
-and raises :class:`ProtocolError` naming the field, so a server speaking another protocol
-version fails loudly at check-in instead of deep inside a download.
+onnxruntime, httpx and cryptography only). The manifest parser (``_entry``) checks every
+field it uses and raises :class:`ProtocolError` naming the field, so a server speaking
+another protocol version (or a network rewriting answers) fails loudly at check-in instead
+of deep inside a download.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from pocketml.errors import InvalidInput
+from pocketml.errors import IntegrityError, InvalidInput, PocketMLError
 
 __all__ = [
     "DEVICE_CLASSES",
@@ -28,11 +29,11 @@ __all__ = [
     "HybridPolicy",
     "ModelEntry",
     "ModelSync",
+    "PackageMismatch",
     "PackageRef",
     "Prediction",
     "ProtocolError",
     "SyncReport",
-    "parse_manifest_models",
 ]
 
 FORMATS = ("onnx", "ort", "tflite", "coreml")
@@ -45,6 +46,17 @@ class ProtocolError(InvalidInput):
     """The server answered with JSON this SDK cannot read (another protocol version?)."""
 
     code = "protocol_error"
+
+
+class PackageMismatch(IntegrityError):
+    """A validly signed package that is not the one the check-in entry announced.
+
+    Another model's, another version's (a downgrade), the cloud variant's, or one whose
+    model sha256 differs from the entry's ``model_sha256``; also a cached package whose
+    record names another model. It is never activated under the announced name.
+    """
+
+    code = "package_mismatch"
 
 
 @dataclass(frozen=True)
@@ -207,91 +219,15 @@ class ModelEntry:
         }
 
 
-def _get(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if not isinstance(data, Mapping) or key not in data:
-        raise ProtocolError(f"the server's manifest lacks '{where}{key}'; expected {kind}")
-    value = data[key]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
-        raise ProtocolError(
-            f"the server's manifest field '{where}{key}' must be {kind}; got {value!r}. "
-            "Is the server a compatible pocketml version?"
-        )
-    return value
-
-
-def _parse_entry(raw: Any, index: int) -> ModelEntry:
-    where = f"models[{index}]."
-    name = _get(raw, "name", str, where)
-    package_raw = raw.get("package") if isinstance(raw, Mapping) else None
-    package = None
-    if package_raw is not None:
-        pw = f"{where}package."
-        package = PackageRef(
-            id=_get(package_raw, "id", str, pw),
-            url=_get(package_raw, "url", str, pw),
-            size=_get(package_raw, "size", int, pw),
-            sha256=_get(package_raw, "sha256", str, pw),
-            signing_key_id=_get(package_raw, "signing_key_id", str, pw),
-            content_key_id=package_raw.get("content_key_id"),
-        )
-    dp = raw.get("download_policy") or {}
-    hy = raw.get("hybrid") or {}
-    try:
-        download = DownloadPolicy(
-            wifi_only=bool(dp.get("wifi_only", False)),
-            charging_only=bool(dp.get("charging_only", False)),
-            max_cellular_bytes=int(dp.get("max_cellular_bytes", 52_428_800)),
-        )
-        hybrid = HybridPolicy(
-            mode=hy.get("mode", "local"),
-            threshold=float(hy.get("threshold", 0.8)),
-            cloud_route=hy.get("cloud_route") or f"/v1/models/{name}/predict",
-            cloud_variant=hy.get("cloud_variant"),
-            timeout_ms=int(hy.get("timeout_ms", 1500)),
-            max_retries=int(hy.get("max_retries", 2)),
-        )
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise ProtocolError(f"the server's manifest has a bad policy in {where}: {exc}") from exc
-    if hybrid.mode not in ("local", "cloud", "cascade"):
-        raise ProtocolError(f"unknown hybrid mode {hybrid.mode!r} in {where}hybrid.mode")
-    version = raw.get("version")
-    return ModelEntry(
-        name=name,
-        version=version if isinstance(version, int) else None,
-        variant=raw.get("variant"),
-        format=raw.get("format"),
-        precision=raw.get("precision"),
-        package=package,
-        model_sha256=raw.get("model_sha256"),
-        download=download,
-        hybrid=hybrid,
-        schema=raw.get("schema") if isinstance(raw.get("schema"), Mapping) else None,
-    )
-
-
-def parse_manifest_models(manifest: Any) -> list[ModelEntry]:
-    """Parse the ``models`` list of a check-in manifest.
-
-    Args:
-        manifest: the decoded JSON body of ``POST /v1/checkin``.
-
-    Returns:
-        One ModelEntry per model.
-
-    Raises:
-        ProtocolError: a field is missing or has the wrong type.
-    """
-    models = _get(manifest, "models", list, "")
-    return [_parse_entry(raw, i) for i, raw in enumerate(models)]
-
-
 @dataclass(frozen=True)
 class ModelSync:
     """What ``sync`` did for one model.
 
     ``status`` is one of "unchanged" (304), "current" (already active), "updated" (new
     package active), "blocked" (download policy), "failed" (``reason`` says the stage:
-    disk, download, verify, key, load) or "cloud-only" (no package for this device).
+    protocol, disk, download, verify, key, load, internal) or "cloud-only" (no package for
+    this device). A failed model keeps its previous package active; ``error`` is the typed
+    error (a ``pocketml.errors.PocketMLError``) that stopped it.
     """
 
     model: str
@@ -302,6 +238,7 @@ class ModelSync:
     bytes_downloaded: int = 0
     resumed: bool = False
     from_cache: bool = False
+    error: PocketMLError | None = field(default=None, compare=False)
 
     @property
     def summary(self) -> str:

@@ -2,8 +2,9 @@
 
 Order (each failure has its own error class, see ``_errors``):
 
-1. structure  - a readable zip, safe unique names, manifest.json and manifest.sig present,
-                the canonical zip layout (no bytes added, removed or moved);
+1. structure  - a readable zip of at most ``MAX_MEMBERS`` members (so never ZIP64), safe
+                unique names, manifest.json and manifest.sig present, the canonical zip
+                layout (no bytes added, removed or moved);
 2. signature  - the manifest's signing key id is trusted and its Ed25519 signature holds;
 3. manifest   - format, format_version and every field well-formed;
 4. app        - the manifest names the expected app;
@@ -40,9 +41,18 @@ from pocketml.protect._manifest import (
 )
 from pocketml.protect._zipio import check_layout, iter_member, open_zip
 
-__all__ = ["MAX_MANIFEST_BYTES", "VerifiedPackage", "hash_member", "verify_package"]
+__all__ = [
+    "MAX_MANIFEST_BYTES",
+    "MAX_MEMBERS",
+    "VerifiedPackage",
+    "hash_member",
+    "verify_package",
+]
 
 MAX_MANIFEST_BYTES = 1 << 20
+# A package holds the model, schema.json, card.md, manifest.json and manifest.sig; the
+# bound leaves room for growth and keeps a hostile zip (65,536+ members, ZIP64) cheap to refuse.
+MAX_MEMBERS = 256
 # Larger than a signature on purpose: a wrong length is a SignatureInvalid, not a read error.
 MAX_SIGNATURE_BYTES = 1024
 
@@ -140,18 +150,25 @@ def hash_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, entry: Mapping[
 
 def _check_structure(archive: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInfo]:
     infos = archive.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise MalformedPackage(
+            f"package holds {len(infos)} members; a pocketml package has at most "
+            f"{MAX_MEMBERS} (and never needs ZIP64 records): do not use it."
+        )
     names = [info.filename for info in infos]
     unsafe = [name for name in names if not is_safe_member_name(name)]
     if unsafe:
         raise MalformedPackage(
-            f"package holds unsafe member names {unsafe!r} (absolute paths, '..', folders "
-            "or unusual characters); it may try to write outside its folder: do not use it."
+            f"package holds unsafe member names {_shown(unsafe)} (absolute paths, '..', "
+            "folders or unusual characters); it may try to write outside its folder: do not "
+            "use it."
         )
     if len(set(names)) != len(names):
-        raise MalformedPackage(f"package holds a member name twice: {sorted(names)}.")
+        raise MalformedPackage(f"package holds a member name twice: {_shown(sorted(names))}.")
     if MANIFEST_NAME not in names:
         raise MalformedPackage(
-            f"package has no {MANIFEST_NAME}; it is not a pocketml package (members: {names})."
+            f"package has no {MANIFEST_NAME}; it is not a pocketml package "
+            f"(members: {_shown(names)})."
         )
     if SIGNATURE_NAME not in names:
         raise UnsignedPackage(
@@ -164,6 +181,12 @@ def _check_structure(archive: zipfile.ZipFile, path: Path) -> dict[str, zipfile.
     except OSError as exc:
         raise MalformedPackage(f"cannot read package file {str(path)!r}: {exc}") from exc
     return {info.filename: info for info in infos}
+
+
+def _shown(names: list[str], limit: int = 10) -> str:
+    """At most ``limit`` names for a message (a hostile zip may hold thousands)."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"{names[:limit]!r}{more}"
 
 
 def _read_small(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:

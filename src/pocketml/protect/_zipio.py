@@ -38,6 +38,7 @@ _ATTRS = 0o100644 << 16  # a regular file, rw-r--r--
 _LOCAL = struct.Struct("<4s2B4HL2L2H")  # local file header, 30 bytes
 _END = struct.Struct("<4s4H2LH")  # end of central directory record, 22 bytes
 _CENTRAL = struct.Struct("<4s4B4HL2L5H2L")  # central directory entry, 46 bytes
+_MAX_CLASSIC_ENTRIES = 0xFFFF  # more entries than this need ZIP64 records
 # Everything zipfile (and the OS) may raise on a hostile file; translated at the seam.
 ZIP_READ_ERRORS = (
     zipfile.BadZipFile,
@@ -127,8 +128,18 @@ def check_layout(handle: BinaryIO, file_size: int, infos: Sequence[zipfile.ZipIn
         infos: the central directory entries zipfile parsed (names already checked safe).
 
     Raises:
-        MalformedPackage: any header field, gap, prefix or trailing byte out of place.
+        MalformedPackage: any header field, gap, prefix or trailing byte out of place, or
+            a record that does not fit the classic (non-ZIP64) format.
     """
+    try:
+        _check_layout(handle, file_size, infos)
+    except struct.error as exc:  # a field past the classic format's 16/32-bit limits
+        raise _layout_error(f"a record does not fit the classic zip format ({exc})") from exc
+
+
+def _check_layout(handle: BinaryIO, file_size: int, infos: Sequence[zipfile.ZipInfo]) -> None:
+    if len(infos) > _MAX_CLASSIC_ENTRIES:
+        raise _layout_error(f"{len(infos)} members need ZIP64 records, which packages never use")
     cd_offset, cd_size = _check_end_record(handle, file_size, len(infos))
     handle.seek(cd_offset)
     if handle.read(cd_size) != b"".join(_central_record(info) for info in infos):
