@@ -216,6 +216,30 @@ def test_a_package_signed_by_a_revoked_key_is_refused_and_the_model_keeps_servin
     assert any(old_key in message for message in errors_of(device))
 
 
+def test_a_cached_package_signed_by_a_since_revoked_key_is_not_reactivated(
+    make_device: DeviceFactory,
+    shipped: Shipped,
+    demo_build: Path,
+    digit_centroids: np.ndarray,
+) -> None:
+    old_key = current_keyring(shipped).active
+    old_id, old_bytes = onnx_package(shipped, shipped.version)
+    device = make_device(cache="phone")
+    device.sync()  # v1 installed from old_id, signed by old_key, stays in the cache
+    rotate(shipped)
+    v2 = shipped.push_again(demo_build)
+    revoke(shipped, old_key)
+    device.sync()  # v2 active, keyring without old_key pinned
+    device.close()
+    replay = Rewriter(announce(old_id, old_bytes, old_key, shipped.version))
+
+    device = make_device(cache="phone", transport=replay)
+    entry = device.sync().models["digits"]
+
+    assert entry.status == "failed"  # fetched again (the server no longer has it)
+    assert served_version(device, digit_centroids[4]) == v2
+
+
 def test_the_server_never_announces_a_revoked_keys_package(
     make_device: DeviceFactory, shipped: Shipped, tmp_path: Path
 ) -> None:

@@ -78,12 +78,25 @@ def check_binding(manifest: Mapping[str, Any], entry: ModelEntry, app_id: str) -
 def ready_record(manifest: Mapping[str, Any], package_id: str, model_file: str) -> dict[str, Any]:
     """The ``ready.json`` record of an installed package: the signed manifest's bound fields."""
     record = {field: manifest[field] for field in BOUND_FIELDS}
-    record.update(package_id=package_id, format=manifest["model_format"], model_file=model_file)
+    record.update(
+        package_id=package_id,
+        format=manifest["model_format"],
+        model_file=model_file,
+        signing_key_id=manifest["signing_key_id"],
+    )
     return record
 
 
-def is_current(active: Mapping[str, Any] | None, entry: ModelEntry, app_id: str) -> bool:
+def is_current(
+    active: Mapping[str, Any] | None,
+    entry: ModelEntry,
+    app_id: str,
+    trusted_keys: Mapping[str, bytes],
+) -> bool:
     """True when the model's active package is the entry's package (nothing to do).
+
+    A package signed by a key the device no longer trusts (revoked since it was installed)
+    is not current: the entry's package is fetched and verified again.
 
     Raises:
         PackageMismatch: it is the same package, but the entry announces another version,
@@ -92,17 +105,23 @@ def is_current(active: Mapping[str, Any] | None, entry: ModelEntry, app_id: str)
     assert entry.package is not None
     if active is None or active.get("package_id") != entry.package.sha256:
         return False
+    signer = active.get("signing_key_id")
+    if signer is not None and signer not in trusted_keys:  # older records lack it
+        return False
     if all(k in active for k in BOUND_FIELDS):  # records of older SDKs lack them
         _compare(active, entry, app_id, "the active package")
     return True
 
 
-def check_cached(cache: CacheDir, entry: ModelEntry, app_id: str) -> dict[str, Any] | None:
+def check_cached(
+    cache: CacheDir, entry: ModelEntry, app_id: str, trusted_keys: Mapping[str, bytes]
+) -> dict[str, Any] | None:
     """The ready record of the entry's package when it is cached and bound to the entry.
 
-    A record of an older SDK (without the bound fields) is not used (None: download
-    again, which rewrites it); a model file that no longer hashes to its sha256 is
-    discarded (None as well).
+    A record of an older SDK (without the bound fields), or of a package signed by a key
+    the device no longer trusts (revoked since it was cached), is not used (None: download
+    and verify again, which rewrites it or refuses it); a model file that no longer hashes
+    to its sha256 is discarded (None as well).
 
     Raises:
         PackageMismatch: the cached package belongs to another app, model, version or
@@ -115,6 +134,8 @@ def check_cached(cache: CacheDir, entry: ModelEntry, app_id: str) -> dict[str, A
         return None
     model_file = record.get("model_file")
     if any(k not in record for k in BOUND_FIELDS) or model_file not in MODEL_FILES.values():
+        return None
+    if record.get("signing_key_id") not in trusted_keys:
         return None
     _compare(record, entry, app_id, f"the cached package {sha256[:16]}")
     path = cache.confine(cache.package_dir(sha256) / str(model_file))

@@ -139,9 +139,9 @@ def _sync(ctx: SyncContext, entry: ModelEntry) -> ModelSync:
     package = entry.package
     if package is None:
         return ModelSync(model=entry.name, status="cloud-only", **base)
-    if is_current(ctx.cache.active().get(entry.name), entry, ctx.app_id):
+    if is_current(ctx.cache.active().get(entry.name), entry, ctx.app_id, ctx.trusted_keys):
         return ModelSync(model=entry.name, status="current", **base)
-    record = check_cached(ctx.cache, entry, ctx.app_id)
+    record = check_cached(ctx.cache, entry, ctx.app_id, ctx.trusted_keys)
     from_cache = record is not None
     fetched, resumed = 0, False
     if record is None:
