@@ -121,8 +121,8 @@ class ServerSettings(BaseModel):
         ge=1024,
         le=262_144,
         description="Most bytes of all request header names and values together (431 "
-        "above). `pocketml server` also stops reading a request head at this size (plus "
-        "one read buffer), so an endless header is never buffered whole.",
+        "above). `pocketml server` also stops reading a request head a little past this "
+        "size (see docs/server.md, Limits), so an endless header is never buffered whole.",
     )
     max_admin_body_kb: int = Field(
         1024,
