@@ -385,7 +385,7 @@ def test_device_routes_still_answer_with_a_device_key(guarded: Guarded) -> None:
 )  # fmt: skip
 def test_limits_out_of_their_bounds_are_refused_at_start_up(field: dict[str, int]) -> None:
     with pytest.raises(ValidationError):
-        ServerSettings(**field)  # type: ignore[arg-type]
+        ServerSettings(**field)
 
 
 def test_the_telemetry_limit_defaults_to_one_kib_per_event_plus_64_kib() -> None:
@@ -410,7 +410,7 @@ def test_every_route_of_the_openapi_document_is_in_the_right_class(tmp_path: Pat
     from pocketml.server.app import create_app
 
     app = create_app(Settings(home=tmp_path))
-    limits: Limits = app.limits  # type: ignore[attr-defined]
+    limits: Limits = app.limits
     wrong = []
     for path, operations in app.openapi()["paths"].items():
         concrete = path.replace("{", "").replace("}", "")
@@ -422,3 +422,16 @@ def test_every_route_of_the_openapi_document_is_in_the_right_class(tmp_path: Pat
                 wrong.append(f"{method.upper()} {path} -> {route.name}")
 
     assert wrong == []
+
+
+def test_the_total_header_limit_holds_when_it_is_below_the_value_limit() -> None:
+    from pocketml.errors import HeadersTooLarge
+    from pocketml.server._guard import Limits, RequestGuard
+
+    server = ServerSettings(max_header_value_bytes=65_536, max_header_bytes=16_384)
+    guard = RequestGuard(Limits.from_settings(server), lambda scope: True)
+    headers = [(f"x-part-{i}".encode(), b"x" * 7000) for i in range(3)]
+
+    verdict = guard.inspect({"method": "GET", "path": "/healthz", "headers": headers})
+
+    assert isinstance(verdict, HeadersTooLarge) and "in total" in str(verdict)

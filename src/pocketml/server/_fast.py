@@ -28,7 +28,7 @@ from pocketml.errors import (
     PocketMLError,
     Unavailable,
 )
-from pocketml.server._guard import Limits, RequestGuard, send_error, send_json
+from pocketml.server._guard import Limits, RequestGuard, RouteClass, send_error, send_json
 from pocketml.server._state import ServerState
 from pocketml.server.errors import _REQUEST_ID_OK, new_request_id, status_for
 from pocketml.server.routes._body import MalformedJson, parse_json
@@ -75,29 +75,33 @@ class PocketMLApp(FastAPI):
     def __init__(self, *, limits: Limits, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.limits = limits
-        self._guard = RequestGuard(self._dispatch, limits, self._has_route)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """ASGI entry point: the guard, then ``_dispatch``."""
-        await self._guard(scope, receive, send)
+        self._guard = RequestGuard(limits, self._has_route)
 
     def _has_route(self, scope: Scope) -> bool:
         return any(route.matches(scope)[0] is Match.FULL for route in self.router.routes)
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            path: str = scope["path"]
-            name = None
-            if path.startswith(_PREDICT_PREFIX) and path.endswith(_PREDICT_SUFFIX):
-                name = path[len(_PREDICT_PREFIX) : -len(_PREDICT_SUFFIX)]
-                if not name or "/" in name or len(name) > 64:
-                    name = None  # FastAPI answers these (404 / 422) in its own words
-            if name is not None or path in (_TELEMETRY, _CHECKIN):
-                state = getattr(self.state, "pocketml", None)
-                if isinstance(state, ServerState):
-                    scope["app"] = self
-                    await _serve(scope, receive, send, state, self.limits, name)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point: the guard, then the fast path, then FastAPI."""
+        if scope["type"] == "http":
+            verdict = self._guard.inspect(scope)
+            if verdict is not None:
+                if not isinstance(verdict, RouteClass):
+                    await self._guard.refuse(scope, send, verdict)
                     return
+                receive, send = self._guard.bounded(scope, receive, send, verdict)
+            if scope["method"] == "POST":
+                path: str = scope["path"]
+                name = None
+                if path.startswith(_PREDICT_PREFIX) and path.endswith(_PREDICT_SUFFIX):
+                    name = path[len(_PREDICT_PREFIX) : -len(_PREDICT_SUFFIX)]
+                    if not name or "/" in name or len(name) > 64:
+                        name = None  # FastAPI answers these (404 / 422) in its own words
+                if name is not None or path in (_TELEMETRY, _CHECKIN):
+                    state = getattr(self.state, "pocketml", None)
+                    if isinstance(state, ServerState):
+                        scope["app"] = self
+                        await _serve(scope, receive, send, state, self.limits, name)
+                        return
         await super().__call__(scope, receive, send)
 
 

@@ -60,7 +60,7 @@ def _bounded_httptools(limit: int) -> type[Any]:
     """A ``HttpToolsProtocol`` that refuses a request head longer than ``limit`` bytes."""
     assert HttpToolsProtocol is not None
 
-    class BoundedHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc,valid-type]
+    class BoundedHttpToolsProtocol(HttpToolsProtocol):
         max_head_bytes = limit
         _in_head = True  # the next bytes of a fresh connection start a head
         _head_bytes = 0
