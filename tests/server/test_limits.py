@@ -257,6 +257,34 @@ def test_a_10_mb_header_is_refused_431_without_being_buffered_whole(guarded: Gua
     assert "request head" in answer.error["message"]  # said by the protocol, not the app
 
 
+def test_pocketml_server_bounds_the_request_head_from_its_settings(tmp_path: Path) -> None:
+    from pocketml.server.background import serve_in_process
+
+    env = {
+        "POCKETML_HOME": str(tmp_path / "home"),
+        "POCKETML_OPERATOR_TOKEN": OPERATOR_TOKEN,
+        "POCKETML_SERVER__MAX_HEADER_BYTES": "2048",
+        "POCKETML_SERVER__MAX_HEADER_COUNT": "16",
+    }
+    start = head("GET", "/healthz", {}).removesuffix(b"\r\n") + b"X-Huge: "
+    with serve_in_process(env, args=["--no-access-log"]) as (_, url):
+        server = Guarded(url, "", "")
+        with socket.create_connection(server.address, timeout=30) as sock:
+            try:
+                sock.sendall(start)
+                for _ in range(16):
+                    sock.sendall(b"x" * 65536)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            answer = read_answer(sock)
+        with server.http() as http:
+            health = http.get("/healthz")
+
+    assert_refused(answer, 431, "headers_too_large")
+    assert f"at most {2048 + 4 * 16 + 8192} bytes" in answer.error["message"]
+    assert health.status_code == 200
+
+
 # -- 415: media types --------------------------------------------------------------------
 
 
