@@ -9,6 +9,7 @@ underscore, e.g. ``POCKETML_SERVER__PORT=8000``. Every field is documented in
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +48,12 @@ class ServerSettings(BaseModel):
         le=1000,
         description="How long the first request of a batch waits for company (0 = only "
         "merge what is already queued; latency-neutral).",
+    )
+    predict_max_rows: int = Field(
+        1024,
+        ge=1,
+        le=1_000_000,
+        description="Most samples one cloud prediction may carry (413 above).",
     )
     predict_workers: int = Field(2, ge=1, le=64, description="Threads that run model sessions.")
     predict_inline_max_ms: float = Field(
@@ -92,8 +99,89 @@ class ServerSettings(BaseModel):
         "export before the interval is up.",
     )
     public_url: str | None = Field(
-        None, description="Base URL devices use to reach this server (package links)."
+        None,
+        description="Base URL devices use to reach this server or the CDN in front of its "
+        "packages, e.g. https://models.example.com (http or https, no query or fragment). "
+        "When set, package.url in check-in answers is absolute (<public_url>/v1/packages/"
+        "<id>); unset, it is relative to the server the device checked in with.",
     )
+    # Request limits: enforced by the guard in front of every route (server/_guard.py)
+    # before any body byte is read, any JSON is parsed or any token is looked up.
+    max_header_count: int = Field(
+        100, ge=16, le=1000, description="Most request headers accepted (431 above)."
+    )
+    max_header_value_bytes: int = Field(
+        8192,
+        ge=256,
+        le=65_536,
+        description="Longest single request header value accepted, in bytes (431 above).",
+    )
+    max_header_bytes: int = Field(
+        16_384,
+        ge=1024,
+        le=262_144,
+        description="Most bytes of all request header names and values together (431 "
+        "above). `pocketml server` also stops reading a request head a little past this "
+        "size (see docs/server.md, Limits), so an endless header is never buffered whole.",
+    )
+    max_admin_body_kb: int = Field(
+        1024,
+        ge=1,
+        le=65_536,
+        description="Largest body of an admin JSON route (/v1/admin/..., except the "
+        "version push) and of every route outside /v1 (KiB; 413 above).",
+    )
+    max_device_body_kb: int = Field(
+        256,
+        ge=1,
+        le=65_536,
+        description="Largest body of the device JSON routes check-in, feedback and "
+        "content keys (KiB; 413 above).",
+    )
+    max_predict_body_kb: int = Field(
+        16_384,
+        ge=1,
+        le=1_048_576,
+        description="Largest body of a cloud prediction, POST /v1/models/<name>/predict "
+        "(KiB; 413 above).",
+    )
+    max_telemetry_body_kb: int | None = Field(
+        None,
+        ge=1,
+        le=1_048_576,
+        description="Largest body of a telemetry batch (KiB; 413 above). Unset: 1 KiB per "
+        "event allowed by max_telemetry_events plus 64 KiB (5,064 KiB by default).",
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(
+                f"public_url must be an http:// or https:// URL with a host; got {value!r}. "
+                "Set POCKETML_SERVER__PUBLIC_URL=https://models.example.com"
+            )
+        if parts.query or parts.fragment or "?" in value or "#" in value:
+            raise ValueError(
+                f"public_url may not have a query or fragment; got {value!r}. Give the base "
+                "URL only, e.g. https://models.example.com/pocketml"
+            )
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                f"public_url may not carry credentials; got {parts.scheme}://***@"
+                f"{parts.hostname}. Devices send their device key in a header."
+            )
+        return value.rstrip("/")
+
+    @property
+    def max_telemetry_bytes(self) -> int:
+        """Largest telemetry body in bytes (``max_telemetry_body_kb`` or its default)."""
+        if self.max_telemetry_body_kb is not None:
+            return self.max_telemetry_body_kb * 1024
+        return self.max_telemetry_events * 1024 + 65_536
 
 
 class Settings(BaseSettings):

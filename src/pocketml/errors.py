@@ -3,10 +3,12 @@
     PocketMLError                  base; carries a stable ``code`` for the CLI and the API
     ├── InvalidInput (ValueError)  bad argument, file, config, request body
     │   ├── SchemaError            a malformed ModelSchema
-    │   └── DataValidationError    data that violates a schema (carries the report)
+    │   ├── DataValidationError    data that violates a schema (carries the report)
+    │   └── UnsupportedMediaType   a request body of a Content-Type the route does not take
     ├── NotFound                   an object or file that does not exist
     ├── Conflict                   the object exists already / state forbids the change
     ├── PayloadTooLarge            an upload or batch over the configured limit
+    ├── HeadersTooLarge            request headers over the configured limits
     ├── Unauthorized               no or wrong credentials
     ├── Forbidden                  credentials valid, but not for this object or route
     ├── ConversionError            a model could not be converted to a target format
@@ -28,6 +30,7 @@ __all__ = [
     "ConversionError",
     "DataValidationError",
     "Forbidden",
+    "HeadersTooLarge",
     "IntegrityError",
     "InvalidInput",
     "MissingDependencyError",
@@ -39,6 +42,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UnsupportedError",
+    "UnsupportedMediaType",
 ]
 
 
@@ -70,6 +74,12 @@ class DataValidationError(InvalidInput):
         self.report = report
 
 
+class UnsupportedMediaType(InvalidInput):
+    """A request body whose Content-Type the route does not take."""
+
+    code = "unsupported_media_type"
+
+
 class NotFound(PocketMLError):
     """The object or file asked for does not exist."""
 
@@ -86,6 +96,12 @@ class PayloadTooLarge(PocketMLError):
     """An upload or batch is larger than the configured limit."""
 
     code = "payload_too_large"
+
+
+class HeadersTooLarge(PocketMLError):
+    """Too many request headers, one too long, or too many header bytes in total."""
+
+    code = "headers_too_large"
 
 
 class Unauthorized(PocketMLError):

@@ -125,13 +125,13 @@ def test_metadata_with_wrong_fields_answers_422(
     assert "metadata.variants.0.extra" in error["message"]
 
 
-def test_push_that_is_not_multipart_answers_400(
+def test_push_that_is_not_multipart_answers_415(
     live_server: LiveServer, app_a: AppCreatedPublic
 ) -> None:
     with live_server.admin(app_a.admin_token) as client:
         client.create_model("digits", SCHEMA)
         response = client.http.post("/v1/admin/models/digits/versions", json={"variants": []})
-    _assert_error(response, 400, "invalid_input")
+    _assert_error(response, 415, "unsupported_media_type")
 
 
 def test_push_without_a_metadata_part_answers_400(

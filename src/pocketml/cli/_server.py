@@ -38,6 +38,7 @@ def server(
     except ImportError as exc:
         raise MissingDependencyError("uvicorn", "server", "to run the server") from exc
     from pocketml.config import Settings
+    from pocketml.server import uvicorn_options
 
     settings = Settings()
     bind_host = host or settings.server.host
@@ -59,6 +60,7 @@ def server(
             reload=True,
             access_log=access_log,
             server_header=False,
+            **uvicorn_options(settings.server),
         )
         return
     from pocketml.server.app import create_app
@@ -70,4 +72,5 @@ def server(
         port=bind_port,
         access_log=access_log,
         server_header=False,
+        **uvicorn_options(settings.server),  # a bounded request head, whichever parser
     )

@@ -53,13 +53,17 @@ def default_policy(model: str, version: VersionInfo | None) -> VersionPolicy:
     return VersionPolicy(model=model, version=version.version if version else None, hybrid=hybrid)
 
 
-def manifest_model(entry: CatalogEntry, device: DeviceFacts, chooser: Chooser) -> dict[str, Any]:
+def manifest_model(
+    entry: CatalogEntry, device: DeviceFacts, chooser: Chooser, package_base_url: str = ""
+) -> dict[str, Any]:
     """The manifest entry of one model for one device.
 
     Args:
         entry: the model, its production version (or None) and its policy.
         device: the device's facts.
         chooser: the variant choice function (``choose_variant`` or a wrapper).
+        package_base_url: prefix of ``package.url`` (the server's ``public_url``; ""
+            keeps it relative).
 
     Returns:
         The JSON-ready dict; ``variant``/``package`` are null when nothing is loadable.
@@ -87,7 +91,7 @@ def manifest_model(entry: CatalogEntry, device: DeviceFacts, chooser: Chooser) -
             model_sha256=variant.sha256,
             package={
                 "id": variant.package_id,
-                "url": f"/v1/packages/{variant.package_id}",
+                "url": f"{package_base_url}/v1/packages/{variant.package_id}",
                 "size": variant.package_size,
                 "sha256": variant.package_id,
                 "signing_key_id": variant.signing_key_id,
@@ -104,6 +108,7 @@ def build_manifest(
     *,
     chooser: Chooser,
     checkin_interval_s: int,
+    package_base_url: str = "",
 ) -> Manifest:
     """The manifest of one device as canonical JSON bytes with its ETag.
 
@@ -113,6 +118,7 @@ def build_manifest(
         device: the device's facts.
         chooser: the variant choice function.
         checkin_interval_s: how long the device should wait before its next check-in.
+        package_base_url: prefix of every ``package.url`` ("" keeps them relative).
 
     Returns:
         ``Manifest(body, etag)``; ``etag`` is the sha256 hex of ``body``.
@@ -127,7 +133,8 @@ def build_manifest(
         "keyring_chain": list(app.keyring_chain),
         "public_keys": dict(app.public_keys),
         "models": [
-            manifest_model(e, device, chooser) for e in sorted(entries, key=lambda e: e.model.name)
+            manifest_model(e, device, chooser, package_base_url)
+            for e in sorted(entries, key=lambda e: e.model.name)
         ],
     }
     body = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)

@@ -86,6 +86,8 @@ class DeliveryService:
         clock: monotonic clock in seconds (tests may inject one).
         telemetry: the telemetry store guardrails and experiments read (shares its
             decoded-chunk cache); a new one on the registry's engine by default.
+        package_base_url: prefix of ``package.url`` in manifests (the server's
+            ``public_url``); "" keeps the URLs relative.
     """
 
     def __init__(
@@ -97,8 +99,10 @@ class DeliveryService:
         chooser: Chooser = choose_variant,
         clock: Callable[[], float] = time.monotonic,
         telemetry: TelemetryStore | None = None,
+        package_base_url: str = "",
     ) -> None:
         self.registry = registry
+        self.package_base_url = package_base_url
         self.telemetry = telemetry
         self.checkin_interval_s = checkin_interval_s
         self.cache_ttl_s = cache_ttl_s
@@ -167,6 +171,7 @@ class DeliveryService:
                 device,
                 chooser=self.chooser,
                 checkin_interval_s=self.checkin_interval_s,
+                package_base_url=self.package_base_url,
             )
             if len(catalog.manifests) >= _MAX_MANIFESTS_PER_APP:
                 catalog.manifests.clear()

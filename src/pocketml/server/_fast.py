@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from anyio import to_thread
 from fastapi import FastAPI
+from starlette.routing import Match
 from starlette.types import Message, Receive, Scope, Send
 
 from pocketml.errors import (
@@ -27,11 +28,12 @@ from pocketml.errors import (
     PocketMLError,
     Unavailable,
 )
+from pocketml.server._guard import Limits, RequestGuard, RouteClass, send_error, send_json
 from pocketml.server._state import ServerState
 from pocketml.server.errors import _REQUEST_ID_OK, new_request_id, status_for
 from pocketml.server.routes._body import MalformedJson, parse_json
 from pocketml.server.routes._device_auth import authenticate_device, bearer_token
-from pocketml.server.routes.device import CHECKIN_MAX_BODY, CheckinRejected, answer_checkin
+from pocketml.server.routes.device import CheckinRejected, answer_checkin
 from pocketml.server.routes.predict import parse_predict_body
 from pocketml.server.routes.telemetry import BatchRejected, validate_body
 
@@ -43,8 +45,6 @@ _PREDICT_PREFIX = "/v1/models/"
 _PREDICT_SUFFIX = "/predict"
 _TELEMETRY = "/v1/telemetry"
 _CHECKIN = "/v1/checkin"
-_MAX_PREDICT_BODY = 16 * 1024 * 1024
-_JSON = b"application/json"
 
 
 class _Reply(Exception):
@@ -62,30 +62,56 @@ class PocketMLApp(FastAPI):
 
     ``__call__`` is the outermost ASGI entry point: a middleware added with
     ``add_middleware`` would still sit inside Starlette's error and FastAPI's telemetry
-    middlewares, which cost about a tenth of a predict call. Everything else, and these
-    routes before the lifespan has run (FastAPI answers 503), goes to FastAPI.
+    middlewares, which cost about a tenth of a predict call. Every request first passes
+    the ``RequestGuard`` (header, body, media-type and token-presence limits); then the
+    fast path takes its routes, and everything else, and these routes before the
+    lifespan has run (FastAPI answers 503), goes to FastAPI.
+
+    Args:
+        limits: the request limits (``Limits.from_settings(settings.server)``).
+        **kwargs: FastAPI's arguments.
     """
 
+    def __init__(self, *, limits: Limits, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.limits = limits
+        self._guard = RequestGuard(limits, self._has_route)
+
+    def _has_route(self, scope: Scope) -> bool:
+        return any(route.matches(scope)[0] is Match.FULL for route in self.router.routes)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """ASGI entry point."""
-        if scope["type"] == "http" and scope["method"] == "POST":
-            path: str = scope["path"]
-            name = None
-            if path.startswith(_PREDICT_PREFIX) and path.endswith(_PREDICT_SUFFIX):
-                name = path[len(_PREDICT_PREFIX) : -len(_PREDICT_SUFFIX)]
-                if not name or "/" in name or len(name) > 64:
-                    name = None  # FastAPI answers these (404 / 422) in its own words
-            if name is not None or path in (_TELEMETRY, _CHECKIN):
-                state = getattr(self.state, "pocketml", None)
-                if isinstance(state, ServerState):
-                    scope["app"] = self
-                    await _serve(scope, receive, send, state, name)
+        """ASGI entry point: the guard, then the fast path, then FastAPI."""
+        if scope["type"] == "http":
+            verdict = self._guard.inspect(scope)
+            if verdict is not None:
+                if not isinstance(verdict, RouteClass):
+                    await self._guard.refuse(scope, send, verdict)
                     return
+                receive, send = self._guard.bounded(scope, receive, send, verdict)
+            if scope["method"] == "POST":
+                path: str = scope["path"]
+                name = None
+                if path.startswith(_PREDICT_PREFIX) and path.endswith(_PREDICT_SUFFIX):
+                    name = path[len(_PREDICT_PREFIX) : -len(_PREDICT_SUFFIX)]
+                    if not name or "/" in name or len(name) > 64:
+                        name = None  # FastAPI answers these (404 / 422) in its own words
+                if name is not None or path in (_TELEMETRY, _CHECKIN):
+                    state = getattr(self.state, "pocketml", None)
+                    if isinstance(state, ServerState):
+                        scope["app"] = self
+                        await _serve(scope, receive, send, state, self.limits, name)
+                        return
         await super().__call__(scope, receive, send)
 
 
 async def _serve(
-    scope: Scope, receive: Receive, send: Send, state: ServerState, name: str | None
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    state: ServerState,
+    limits: Limits,
+    name: str | None,
 ) -> None:
     authorization = None
     given_rid = None
@@ -105,34 +131,29 @@ async def _serve(
         principal = await authenticate_device(state, bearer_token(authorization))
         extra: list[tuple[bytes, bytes]] = []
         if name is not None:
-            body = await _read_body(receive, length, _MAX_PREDICT_BODY)
+            body = await _read_body(receive, length, limits.predict.max_body)
             status, answer = 200, await _predict(state, principal.app_id, name, body)
         elif scope["path"] == _CHECKIN:
-            body = await _read_body(receive, length, CHECKIN_MAX_BODY)
+            body = await _read_body(receive, length, limits.device.max_body)
             status, answer, extra = await _checkin(state, principal.app_id, body, if_none_match)
         else:
-            body = await _read_body(receive, length, state.max_telemetry_bytes)
+            body = await _read_body(receive, length, limits.telemetry.max_body)
             status, answer = await _telemetry(state, principal.app_id, body)
     except _Reply as reply:
-        await _send_error(send, reply.status, reply.code, reply.message, rid)
+        await send_error(send, (reply.status, reply.code, reply.message), rid)
     except PocketMLError as exc:
         status = status_for(exc)
         message = str(exc) or exc.code
         if status >= 500 and not isinstance(exc, Unavailable | MissingDependencyError):
             logger.error("request %s failed: %s", rid, exc, exc_info=exc)
             message = f"internal error; quote request id {rid} when reporting it."
-        await _send_error(send, status, exc.code, message, rid)
+        await send_error(send, (status, exc.code, message), rid)
     except Exception:
         logger.exception("request %s %s %s failed", rid, scope.get("method"), scope["path"])
-        await _send_error(
-            send,
-            500,
-            "internal_error",
-            f"internal error; quote request id {rid} when reporting it.",
-            rid,
-        )
+        message = f"internal error; quote request id {rid} when reporting it."
+        await send_error(send, (500, "internal_error", message), rid)
     else:
-        await _send(send, status, answer, rid, extra)
+        await send_json(send, status, answer, rid, extra)
 
 
 async def _checkin(
@@ -195,23 +216,3 @@ def _too_large(max_bytes: int, given: str) -> PocketMLError:
     return PayloadTooLarge(
         f"the body may be at most {max_bytes} bytes; {given}. Send smaller batches."
     )
-
-
-async def _send(send: Send, status: int, body: bytes, rid: str, extra: Any = ()) -> None:
-    if status == 304:  # no body, so no content headers (RFC 9110 15.4.5)
-        headers = [(b"x-request-id", rid.encode()), *extra]
-    else:
-        headers = [
-            (b"content-type", _JSON),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", rid.encode()),
-            *extra,
-        ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send_error(send: Send, status: int, code: str, message: str, rid: str) -> None:
-    body = orjson.dumps({"error": {"code": code, "message": message, "request_id": rid}})
-    extra = [(b"www-authenticate", b'Bearer realm="pocketml"')] if status == 401 else []
-    await _send(send, status, body, rid, extra)

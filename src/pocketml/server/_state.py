@@ -136,8 +136,8 @@ class ServerState:
 
     @property
     def max_telemetry_bytes(self) -> int:
-        """Largest telemetry body accepted: 1 KiB per allowed event plus 64 KiB."""
-        return self.max_telemetry_events * 1024 + 65_536
+        """``settings.server.max_telemetry_bytes`` (one home for the telemetry limit)."""
+        return self.settings.server.max_telemetry_bytes
 
 
 def server_state(request: Request) -> ServerState:

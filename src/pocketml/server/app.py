@@ -23,6 +23,7 @@ from pocketml._version import __version__
 from pocketml.config import Settings
 from pocketml.errors import InvalidInput
 from pocketml.server._fast import PocketMLApp
+from pocketml.server._guard import Limits
 from pocketml.server._state import DeviceOptions, PrincipalCache, ServerState
 from pocketml.server.errors import RequestIdMiddleware, install_error_handlers
 from pocketml.server.routes import (
@@ -101,8 +102,8 @@ def device_options_from_settings(settings: Settings) -> DeviceOptions:
 
     Reads ``settings.server.checkin_interval_s``, ``checkin_cache_ttl_s``,
     ``predict_batching``, ``predict_max_batch_size``, ``predict_max_wait_ms``,
-    ``predict_workers``, ``predict_inline_max_ms`` and ``session_cache_mb`` when the settings
-    tree defines them.
+    ``predict_workers``, ``predict_inline_max_ms``, ``predict_max_rows`` and
+    ``session_cache_mb`` when the settings tree defines them.
 
     Returns:
         A ``DeviceOptions``.
@@ -117,6 +118,7 @@ def device_options_from_settings(settings: Settings) -> DeviceOptions:
         max_wait_ms=float(getattr(server, "predict_max_wait_ms", defaults.max_wait_ms)),
         workers=int(getattr(server, "predict_workers", defaults.workers)),
         inline_max_ms=float(getattr(server, "predict_inline_max_ms", defaults.inline_max_ms)),
+        max_rows=server.predict_max_rows,
         cache_bytes=int(
             float(getattr(server, "session_cache_mb", defaults.cache_bytes / 2**20)) * 2**20
         ),
@@ -165,6 +167,7 @@ def _open_state(settings: Settings, options: DeviceOptions) -> ServerState:
         checkin_interval_s=options.checkin_interval_s,
         cache_ttl_s=options.catalog_ttl_s,
         telemetry=telemetry_service.store,
+        package_base_url=settings.server.public_url or "",
     )
     delivery.open()
     serving = ServingService(
@@ -257,6 +260,7 @@ def create_app(settings: Settings, *, device_options: DeviceOptions | None = Non
             state.registry.close()
 
     app = PocketMLApp(  # a FastAPI that answers predict and telemetry before its stack
+        limits=Limits.from_settings(settings.server),
         title="pocketml",
         version=__version__,
         description=_DESCRIPTION,

@@ -22,6 +22,7 @@ import uvicorn
 
 from pocketml.config import Settings
 from pocketml.errors import Unavailable
+from pocketml.server._protocol import uvicorn_options
 from pocketml.server._state import DeviceOptions
 from pocketml.server.app import create_app
 
@@ -60,7 +61,14 @@ def serve_in_thread(
         Unavailable: the server did not start (its log says why).
     """
     app = create_app(settings, device_options=device_options)
-    config = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        **uvicorn_options(settings.server),  # the same bounded head as `pocketml server`
+    )
     server = _Server(config)
     # run(): uvicorn's own loop factory (uvloop when installed), as `pocketml server` uses.
     thread = threading.Thread(target=server.run, daemon=True)

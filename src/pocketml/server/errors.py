@@ -31,6 +31,7 @@ from pocketml.errors import (
     Conflict,
     ConversionError,
     Forbidden,
+    HeadersTooLarge,
     IntegrityError,
     InvalidInput,
     MissingDependencyError,
@@ -40,6 +41,7 @@ from pocketml.errors import (
     SchemaError,
     Unauthorized,
     Unavailable,
+    UnsupportedMediaType,
 )
 
 __all__ = [
@@ -85,6 +87,8 @@ STATUS_BY_ERROR: dict[type[PocketMLError], int] = {
     NotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,
+    HeadersTooLarge: 431,
+    UnsupportedMediaType: 415,
     Unauthorized: 401,
     Forbidden: 403,
     IntegrityError: 422,
@@ -103,6 +107,7 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     416: "range_not_satisfiable",
+    431: "headers_too_large",
     422: "invalid_input",
 }
 
