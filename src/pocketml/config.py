@@ -100,8 +100,9 @@ class ServerSettings(BaseModel):
     )
     public_url: str | None = Field(
         None,
-        description="Base URL devices use to reach this server or the CDN in front of its "
-        "packages, e.g. https://models.example.com (http or https, no query or fragment). "
+        description="Base URL devices use to reach this server (or a CDN in front of it), "
+        "e.g. https://ml.example.com (http or https, no query or fragment); apps should "
+        "check in at the same URL, the device key is sent to no other origin. "
         "When set, package.url in check-in answers is absolute (<public_url>/v1/packages/"
         "<id>); unset, it is relative to the server the device checked in with.",
     )
