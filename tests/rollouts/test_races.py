@@ -229,7 +229,7 @@ def test_evaluator_rollback_racing_manual_complete_has_one_winner(
                     client,
                     500 + trial,
                     min_samples=20,
-                    guardrails={"error_rate": 0.02},
+                    guardrails={"thresholds": {"error_rate": 0.02}},
                     on_breach="rollback",
                 )
                 now = time.time()

@@ -5,13 +5,22 @@ this module. Every lookup is scoped by ``app_id``, so an object of another app i
 not found. Writes that depend on what they read (version numbers, the production stage)
 lock the model row first (``SELECT ... FOR UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` on
 SQLite), and unique constraints back every rule up.
+
+Transitions of other services that also change registry rows (a rollout's ``complete``
+promotes its candidate; deleting a model removes its rollouts too) must commit both in
+ONE transaction with their state check inside it. They run the transaction themselves
+and call the connection-level helpers at the end of this module (``lock_model_row``,
+``promote_in``, ...), which lock the model row first: every such writer takes the model
+lock before any other row, so they serialise without deadlocks.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -32,7 +41,33 @@ from pocketml.registry._rows import (
 )
 from pocketml.registry._types import AppInfo, ModelInfo, PackageRef, Page, VersionInfo
 
-__all__ = ["RegistryStore", "VersionTaken", "new_id"]
+__all__ = [
+    "LockedModel",
+    "RegistryStore",
+    "VersionTaken",
+    "delete_model_rows",
+    "lock_model_row",
+    "new_id",
+    "promote_in",
+    "referenced_keys",
+    "update_model_row",
+]
+
+_MODELS: sa.Table = Model.__table__  # type: ignore[assignment]
+_VERSIONS: sa.Table = ModelVersion.__table__  # type: ignore[assignment]
+_VARIANTS: sa.Table = Variant.__table__  # type: ignore[assignment]
+# The delivery tables a stage change must respect (same database and Alembic history;
+# named here, not imported, because delivery builds on the registry and not the reverse).
+_ROLLOUTS = sa.table(
+    "rollouts",
+    sa.column("id"),
+    sa.column("model_id"),
+    sa.column("state"),
+    sa.column("candidate_version"),
+)
+_EXPERIMENTS = sa.table(
+    "experiments", sa.column("id"), sa.column("model_id"), sa.column("state"), sa.column("arms")
+)
 
 
 def new_id(prefix: str) -> str:
@@ -335,6 +370,8 @@ class RegistryStore:
         with self._session(f"set the stage of {model} v{version}", write=True) as s:
             model_row = _model_row(s, app_id, model, lock=True)
             row = _version_row(s, model_row, version)
+            if stage != row.stage:
+                _check_no_rollout_needs(s, model_row, row, stage)
             if stage == "production" and row.stage != "production":
                 s.execute(
                     sa.update(ModelVersion)
@@ -351,12 +388,14 @@ class RegistryStore:
     def delete_version(self, app_id: str, model: str, version: int) -> None:
         """Delete a version and its variant rows. Raises Conflict for a production one."""
         with self._session(f"delete {model} v{version}", write=True) as s:
-            row = _version_row(s, _model_row(s, app_id, model, lock=True), version)
+            model_row = _model_row(s, app_id, model, lock=True)
+            row = _version_row(s, model_row, version)
             if row.stage == "production":
                 raise Conflict(
                     f"{model} v{version} is in production and cannot be deleted; "
                     "archive it instead (set its stage to archived), or promote another."
                 )
+            _check_no_rollout_needs(s, model_row, row, None)
             s.execute(sa.delete(Variant).where(Variant.version_id == row.id))
             s.execute(sa.delete(ModelVersion).where(ModelVersion.id == row.id))
 
@@ -420,6 +459,162 @@ def _version_taken(model: str, version: int) -> VersionTaken:
         f"{model} v{version} exists already and versions are immutable; push without a "
         "version number to get the next one, or pick an unused number."
     )
+
+
+def _check_no_rollout_needs(s: Session, model: Model, row: ModelVersion, stage: str | None) -> None:
+    """Refuse a stage change (``stage``) or deletion (None) an active move depends on.
+
+    While a rollout is active its rollback must restore the production version and its
+    completion must promote the candidate, so neither may be changed by hand meanwhile;
+    a running experiment's arms must keep existing. Runs under the model row lock, the
+    lock every rollout and experiment transition also takes first.
+    """
+    active = s.execute(
+        sa.select(_ROLLOUTS.c.id, _ROLLOUTS.c.candidate_version).where(
+            _ROLLOUTS.c.model_id == model.id, _ROLLOUTS.c.state.in_(("running", "paused"))
+        )
+    ).first()
+    touches = stage == "production" or row.stage == "production" or stage is None
+    if active is not None and (touches or row.version == active.candidate_version):
+        raise Conflict(
+            f"{model.name} v{row.version} cannot be {'deleted' if stage is None else 'moved'}"
+            f" while rollout {active.id} (candidate v{active.candidate_version}) is active: "
+            f"complete it to promote its candidate, or roll it back first "
+            f"(pocketml rollout complete|rollback {active.id})."
+        )
+    if stage is None:
+        for experiment_id, arms in s.execute(
+            sa.select(_EXPERIMENTS.c.id, _EXPERIMENTS.c.arms).where(
+                _EXPERIMENTS.c.model_id == model.id, _EXPERIMENTS.c.state == "running"
+            )
+        ):
+            arms = json.loads(arms) if isinstance(arms, str) else arms
+            if any(int(arm["version"]) == row.version for arm in arms or []):
+                raise Conflict(
+                    f"{model.name} v{row.version} is an arm of running experiment "
+                    f"{experiment_id}; stop it first (pocketml experiment stop {experiment_id})."
+                )
+
+
+# -- connection-level helpers: transitions of other services that touch registry rows -----
+
+
+@dataclass(frozen=True)
+class LockedModel:
+    """A model row read under its lock, inside the caller's write transaction."""
+
+    id: str
+    app_id: str
+    name: str
+    description: str
+    schema: dict[str, Any]
+    production_version: int | None
+    versions: int
+
+
+def lock_model_row(
+    conn: sa.Connection, app_id: str, *, name: str | None = None, model_id: str | None = None
+) -> LockedModel:
+    """Lock one of the app's models (by name or id) until the caller's transaction ends.
+
+    ``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the connection's ``BEGIN IMMEDIATE``
+    already holds the database's write lock. Call it first in the transaction.
+
+    Raises:
+        NotFound: no such model in the app (or it was deleted meanwhile).
+    """
+    key = _MODELS.c.name == name if name is not None else _MODELS.c.id == model_id
+    row = conn.execute(
+        sa.select(_MODELS.c.id, _MODELS.c.name, _MODELS.c.description, _MODELS.c.schema)
+        .where(_MODELS.c.app_id == app_id, key)
+        .with_for_update()
+    ).first()
+    if row is None:
+        raise _model_not_found(name or str(model_id))
+    production = conn.scalar(
+        sa.select(_VERSIONS.c.version).where(
+            _VERSIONS.c.model_id == row.id, _VERSIONS.c.stage == "production"
+        )
+    )
+    total = conn.scalar(
+        sa.select(sa.func.count()).select_from(_VERSIONS).where(_VERSIONS.c.model_id == row.id)
+    )
+    return LockedModel(
+        id=row.id,
+        app_id=app_id,
+        name=row.name,
+        description=row.description,
+        schema=dict(row.schema or {}),
+        production_version=production,
+        versions=int(total or 0),
+    )
+
+
+def promote_in(conn: sa.Connection, model: LockedModel, version: int) -> None:
+    """Make ``version`` the model's production version, archiving the previous one.
+
+    Raises:
+        NotFound: the model has no such version.
+    """
+    version_id = conn.scalar(
+        sa.select(_VERSIONS.c.id).where(
+            _VERSIONS.c.model_id == model.id, _VERSIONS.c.version == version
+        )
+    )
+    if version_id is None:
+        raise NotFound(f"model {model.name!r} has no version {version}.")
+    if model.production_version == version:
+        return
+    conn.execute(
+        sa.update(_VERSIONS)
+        .where(_VERSIONS.c.model_id == model.id, _VERSIONS.c.stage == "production")
+        .values(stage="archived")
+    )
+    conn.execute(
+        sa.update(_VERSIONS).where(_VERSIONS.c.id == version_id).values(stage="production")
+    )
+
+
+def update_model_row(
+    conn: sa.Connection, model: LockedModel, description: str, schema: dict[str, Any]
+) -> None:
+    """Replace a locked model's description and schema (already validated)."""
+    conn.execute(
+        sa.update(_MODELS)
+        .where(_MODELS.c.id == model.id)
+        .values(description=description, schema=schema)
+    )
+
+
+def delete_model_rows(conn: sa.Connection, model: LockedModel) -> set[str]:
+    """Delete a locked model, its versions and their variants' rows.
+
+    Returns:
+        The artifact keys (model files and packages) its variants referenced; delete
+        the ones nothing else references after the transaction commits.
+    """
+    version_ids = sa.select(_VERSIONS.c.id).where(_VERSIONS.c.model_id == model.id)
+    keys: set[str] = set()
+    for model_key, package_key in conn.execute(
+        sa.select(_VARIANTS.c.model_key, _VARIANTS.c.package_key).where(
+            _VARIANTS.c.version_id.in_(version_ids)
+        )
+    ):
+        keys.update((model_key, package_key))
+    conn.execute(sa.delete(_VARIANTS).where(_VARIANTS.c.version_id.in_(version_ids)))
+    conn.execute(sa.delete(_VERSIONS).where(_VERSIONS.c.model_id == model.id))
+    conn.execute(sa.delete(_MODELS).where(_MODELS.c.id == model.id))
+    return keys
+
+
+def referenced_keys(conn: sa.Connection, keys: set[str]) -> set[str]:
+    """The subset of ``keys`` some variant still references (as model file or package)."""
+    if not keys:
+        return set()
+    query = sa.select(_VARIANTS.c.model_key, _VARIANTS.c.package_key).where(
+        sa.or_(_VARIANTS.c.model_key.in_(keys), _VARIANTS.c.package_key.in_(keys))
+    )
+    return {key for row in conn.execute(query) for key in row if key in keys}
 
 
 def _latest_version() -> sa.ScalarSelect[Any]:
