@@ -232,6 +232,14 @@ class Registry:
         schema = _check_schema(model.schema)
         return self.store.create_model(app_id, model.name, model.description, schema)
 
+    def validate_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """Validate a ModelSchema dict exactly as ``create_model`` does; its normalised form.
+
+        Raises:
+            SchemaError: the schema is not a valid ModelSchema (the message names the field).
+        """
+        return _check_schema(schema)
+
     def list_models(
         self, app_id: str, *, limit: int = 50, offset: int = 0, prefix: str | None = None
     ) -> Page[ModelInfo]:
