@@ -13,6 +13,9 @@ lease. So it comes with an exclusive ``flock`` on ``.exporter.lock`` in the same
 the kernel drops it when the process dies, however it dies. Whoever cannot take the lock
 (another live process of the home has it), or runs where ``fcntl`` does not exist,
 gets ``None`` and uses a per-process id: it then waits for the lease like any replica.
+The host name is part of the id too, so replicas that share ``<home>/telemetry`` on a
+network volume (where ``flock`` may not reach across hosts) never share an owner; a
+replica restarted on the same host (or a pod that keeps its name) reclaims its lease.
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ def claim_home_identity(directory: Path) -> HomeIdentity | None:
         lock.close()
         return None
     try:
-        return HomeIdentity(f"home:{_read_or_create_id(directory / _ID_FILE)}", lock)
+        home_id = _read_or_create_id(directory / _ID_FILE)
+        return HomeIdentity(f"home:{socket.gethostname()[:64]}:{home_id}", lock)
     except OSError as error:
         lock.close()
         logger.warning("no stable exporter identity in %s: %s", directory, error)
