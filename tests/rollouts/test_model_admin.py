@@ -148,3 +148,14 @@ def test_the_cli_updates_and_deletes_a_model_after_confirmation(live: Live, tmp_
     assert deleted.exit_code == 0, deleted.output
     with live.admin() as client, pytest.raises(NotFound):
         client.show_model("digits")
+
+
+def test_deleting_a_model_with_a_running_experiment_needs_force(live: Live) -> None:
+    with live.admin() as client:
+        experiment = client.start_experiment(
+            "digits", [{"name": "a", "version": 1}, {"name": "b", "version": 2}]
+        )
+        with pytest.raises(Conflict, match=f"experiment {experiment.id}"):
+            client.delete_model("digits")
+        client.delete_model("digits", force=True)
+        assert client.list_experiments().items == []

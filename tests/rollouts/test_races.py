@@ -296,3 +296,22 @@ def test_deleting_a_model_racing_an_advance_leaves_nothing_behind(live: Live) ->
                 problem = "check-in still lists the deleted model"
             problems.append(problem)
     check(problems)
+
+
+def test_a_manual_promotion_during_a_rollout_answers_409_and_changes_nothing(live: Live) -> None:
+    with live.admin() as client:
+        rollout = start_rollout(live, client, 900)
+        with live.http() as http:
+            response = http.post(
+                f"/v1/admin/models/digits/versions/{rollout.candidate_version}/stage",
+                json={"stage": "production"},
+            )
+        assert f"rollout {rollout.id}" in _message(response, 409)
+        assert client.show_model("digits").production_version == rollout.control_version
+        assert client.move_rollout(rollout.id, "complete").state == "completed"
+        assert client.show_model("digits").production_version == rollout.candidate_version
+
+
+def _message(response: httpx.Response, status: int) -> str:
+    assert error_shape_problem(response, (status,)) == ""
+    return str(response.json()["error"]["message"])

@@ -357,6 +357,8 @@ class Registry:
 
         Raises:
             NotFound: no such version. InvalidInput: unknown stage.
+            Conflict: a rollout of the model is active and the change touches production or
+                its candidate (complete or roll the rollout back first).
         """
         _check_stage(stage)
         return self.store.set_stage(app_id, model, version, stage)
@@ -366,7 +368,8 @@ class Registry:
 
         Raises:
             NotFound: no such version.
-            Conflict: the version is in production; archive it instead.
+            Conflict: the version is in production (archive it instead), the candidate of
+                an active rollout, or an arm of a running experiment.
         """
         self.store.delete_version(app_id, model, version)
 
