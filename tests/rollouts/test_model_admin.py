@@ -81,6 +81,7 @@ def test_any_valid_schema_goes_while_a_model_has_no_version(live: Live) -> None:
         ({"schema": {**SCHEMA, "inputs": []}}, "inputs"),
         ({"description": "x" * 2001}, "description"),
         ({"name": "other"}, "name"),
+        ({"description": "bad \ud800 text"}, "valid string"),
     ],
 )
 def test_a_bad_correction_answers_422_and_changes_nothing(
@@ -88,7 +89,11 @@ def test_a_bad_correction_answers_422_and_changes_nothing(
 ) -> None:
     with live.http() as http:
         before = http.get("/v1/admin/models/digits").json()
-        response = http.patch("/v1/admin/models/digits", json=body)
+        response = http.patch(  # json.dumps escapes lone surrogates as \ud800
+            "/v1/admin/models/digits",
+            content=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
         after = http.get("/v1/admin/models/digits").json()
     assert fragment in _error(response, 422)["message"]
     assert after == before
