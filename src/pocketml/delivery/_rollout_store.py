@@ -33,7 +33,7 @@ from pocketml.delivery._rollout_orm import (
 from pocketml.errors import Conflict, NotFound
 from pocketml.registry._db import WRITE, translate_errors
 from pocketml.registry._orm import utcnow
-from pocketml.registry.store import LockedModel, lock_model_row
+from pocketml.registry.transactions import LockedModel, lock_model_row
 
 __all__ = ["AuditEntry", "Rollout", "RolloutStore"]
 

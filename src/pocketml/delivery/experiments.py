@@ -29,7 +29,7 @@ from pocketml.delivery.guardrails import ArmSample
 from pocketml.delivery.rollouts import RolloutService, _audit, _check_variants
 from pocketml.errors import Conflict, InvalidInput
 from pocketml.registry._orm import utcnow
-from pocketml.registry.store import promote_in
+from pocketml.registry.transactions import promote_in
 
 __all__ = [
     "METRICS",

@@ -30,7 +30,7 @@ from pocketml.delivery.rollouts import RolloutService, _audit
 from pocketml.errors import Conflict, PocketMLError
 from pocketml.registry import ModelInfo
 from pocketml.registry._orm import utcnow
-from pocketml.registry.store import delete_model_rows, referenced_keys, update_model_row
+from pocketml.registry.transactions import delete_model_rows, referenced_keys, update_model_row
 
 __all__ = ["ModelAdmin", "ModelDeleted"]
 

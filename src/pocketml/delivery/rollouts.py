@@ -40,7 +40,7 @@ from pocketml.delivery.targeting import Targeting, parse_targeting
 from pocketml.errors import Conflict, InvalidInput
 from pocketml.registry import Registry, VersionInfo
 from pocketml.registry._orm import utcnow
-from pocketml.registry.store import promote_in
+from pocketml.registry.transactions import promote_in
 from pocketml.telemetry import TelemetryStore
 
 __all__ = [
