@@ -95,6 +95,15 @@ class TestArtifactStoreContract:
             store.put_stream(io.BytesIO(DATA), max_bytes=len(DATA) - 1)
         assert _stored_keys(store) == []
 
+    def test_delete_removes_the_object_and_tolerates_an_absent_one(
+        self, store: ArtifactStore
+    ) -> None:
+        ref = store.put_stream(io.BytesIO(DATA))
+        store.delete(ref.key)
+        store.delete(ref.key)  # absent now: no error
+        assert not store.exists(ref.key)
+        assert [k for k in _stored_keys(store) if k.endswith(ref.sha256)] == []
+
     def test_put_of_exactly_max_bytes_is_accepted(self, store: ArtifactStore) -> None:
         ref = store.put_stream(io.BytesIO(DATA), max_bytes=len(DATA))
         assert store.exists(ref.key)

@@ -3,6 +3,7 @@
 The ``world`` fixture (conftest.py) holds app "app-a" with model "digits": version 1 in
 production and version 2 (the candidate), each with a device variant made for class "mid";
 ``add_events`` stores telemetry through the real ``TelemetryStore`` (as intake does).
+``serve_live`` runs the same world behind a real server (``Live``) for the HTTP tests.
 """
 
 from __future__ import annotations
@@ -11,15 +12,22 @@ import base64
 import hashlib
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+from pydantic import SecretStr
+
+from pocketml.config import ServerSettings, Settings
 from pocketml.delivery import DeliveryService, RolloutService
 from pocketml.protect import MasterKey
 from pocketml.registry import LocalArtifactStore, Registry, VersionCreate
+from pocketml.server.background import serve_in_thread
+from pocketml.server.client import AdminClient
 from pocketml.telemetry import TelemetryStore
 
 SCHEMA: dict[str, Any] = {
@@ -28,6 +36,7 @@ SCHEMA: dict[str, Any] = {
     "outputs": [{"name": "probabilities", "kind": "probabilities", "labels": ["0", "1"]}],
 }
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+OPERATOR = "pml_op_rollout-tests-operator-token"
 
 
 @dataclass(frozen=True)
@@ -105,3 +114,79 @@ def add_events(
         events,
         datetime.now(UTC),
     )
+
+
+@dataclass(frozen=True)
+class Live:
+    """A live server with an app whose "digits" has v1 in production and v2 pushed."""
+
+    url: str
+    admin_token: str
+    device_key: str
+    tmp: Path
+
+    def admin(self) -> AdminClient:
+        return AdminClient(self.url, self.admin_token)
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
+
+    def checkin(self, device_id: str, **facts: object) -> dict[str, int | None]:
+        """Check in as ``device_id``: model name -> the version the manifest offers."""
+        body = {
+            "device_id": device_id,
+            "platform": "android",
+            "os_version": "14",
+            "app_version": "2.0",
+            "device_class": "android-mid",
+            "formats": ["onnx"],
+            **facts,
+        }
+        headers = {"Authorization": f"Bearer {self.device_key}"}
+        response = httpx.post(f"{self.url}/v1/checkin", json=body, headers=headers)
+        response.raise_for_status()
+        return {m["name"]: m["version"] for m in response.json()["models"]}
+
+    def checkin_version(self, device_id: str, **facts: object) -> int | None:
+        (version,) = self.checkin(device_id, **facts).values()
+        return version
+
+    def push(self, client: AdminClient, seed: int, model: str = "digits") -> int:
+        """Push a version of ``model`` with one onnx device variant for "android-mid"."""
+        path = self.tmp / f"m{seed}.onnx"
+        path.write_bytes(random.Random(seed).randbytes(400))
+        meta = {
+            "variants": [
+                {
+                    "name": "onnx-fp32",
+                    "format": "onnx",
+                    "precision": "fp32",
+                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                    "profiles": ["android-mid"],
+                }
+            ]
+        }
+        return client.push_files(model, meta, {"onnx-fp32": path}).version
+
+
+@contextmanager
+def serve_live(tmp: Path, database_url: str, **server: Any) -> Iterator[Live]:
+    """A real server (``ServerSettings(**server)``) with app "app-a" and model "digits"."""
+    settings = Settings(
+        home=tmp / "home",
+        database_url=database_url,
+        operator_token=SecretStr(OPERATOR),
+        server=ServerSettings(**server),
+    )
+    with serve_in_thread(settings) as url:
+        with AdminClient(url, OPERATOR) as operator:
+            created = operator.create_app("app-a")
+        live = Live(url, created.admin_token, created.device_key, tmp)
+        with live.admin() as client:
+            client.create_model("digits", schema=SCHEMA)
+            live.push(client, 1)
+            client.set_stage("digits", 1, "production")
+            live.push(client, 2)
+        yield live

@@ -2,93 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
-import random
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import SecretStr
-from rollout_kit import SCHEMA
+from rollout_kit import Live, serve_live
 
-from pocketml.config import ServerSettings, Settings
 from pocketml.delivery import in_candidate_group
 from pocketml.errors import Conflict
-from pocketml.server.background import serve_in_thread
-from pocketml.server.client import AdminClient
-
-OPERATOR = "pml_op_rollout-tests-operator-token"
-
-
-@dataclass(frozen=True)
-class Live:
-    """A live server with an app whose "digits" has v1 in production and v2 pushed."""
-
-    url: str
-    admin_token: str
-    device_key: str
-
-    def admin(self) -> AdminClient:
-        return AdminClient(self.url, self.admin_token)
-
-    def http(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {self.admin_token}"}
-        )
-
-    def checkin_version(self, device_id: str, **facts: object) -> int | None:
-        body = {
-            "device_id": device_id,
-            "platform": "android",
-            "os_version": "14",
-            "app_version": "2.0",
-            "device_class": "android-mid",
-            "formats": ["onnx"],
-            **facts,
-        }
-        headers = {"Authorization": f"Bearer {self.device_key}"}
-        response = httpx.post(f"{self.url}/v1/checkin", json=body, headers=headers)
-        response.raise_for_status()
-        (model,) = response.json()["models"]
-        return model["version"]
-
-
-def _push(client: AdminClient, tmp: Path, seed: int) -> int:
-    path = tmp / f"m{seed}.onnx"
-    path.write_bytes(random.Random(seed).randbytes(400))
-    meta = {
-        "variants": [
-            {
-                "name": "onnx-fp32",
-                "format": "onnx",
-                "precision": "fp32",
-                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                "profiles": ["android-mid"],
-            }
-        ]
-    }
-    return client.push_files("digits", meta, {"onnx-fp32": path}).version
 
 
 @pytest.fixture
 def live(tmp_path: Path, database_url: str) -> Iterator[Live]:
-    settings = Settings(
-        home=tmp_path / "home",
-        database_url=database_url,
-        operator_token=SecretStr(OPERATOR),
-        server=ServerSettings(),
-    )
-    with serve_in_thread(settings) as url:
-        with AdminClient(url, OPERATOR) as operator:
-            created = operator.create_app("app-a")
-        with AdminClient(url, created.admin_token) as client:
-            client.create_model("digits", schema=SCHEMA)
-            _push(client, tmp_path, 1)
-            client.set_stage("digits", 1, "production")
-            _push(client, tmp_path, 2)
-        yield Live(url, created.admin_token, created.device_key)
+    with serve_live(tmp_path, database_url) as server:
+        yield server
 
 
 def test_a_rollout_is_started_moved_and_audited_through_the_api(live: Live) -> None:

@@ -1,5 +1,9 @@
 """Admin commands against a running server: ``app create``, ``app keys``, ``push``, ``models``...
 
+``models update`` corrects a model's description or schema and ``models delete`` removes a
+model with its versions, rollouts and experiments (it asks first unless ``--yes``); both
+are audited by the server.
+
 Each command is a thin call into ``pocketml.server.client.AdminClient``. The server URL and
 token come from ``--server``/``--token`` or ``POCKETML_SERVER_URL``/``POCKETML_TOKEN``.
 Failures are raised as pocketml errors; ``pocketml.cli.main`` prints them as one paragraph
@@ -8,8 +12,10 @@ with exit code 2.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
@@ -26,7 +32,9 @@ DEFAULT_SERVER = "http://127.0.0.1:8000"
 app_app = typer.Typer(
     help="Create apps (operator token) and manage their signing keys.", no_args_is_help=True
 )
-models_app = typer.Typer(help="List and show the app's models.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="List, show, correct and delete the app's models.", no_args_is_help=True
+)
 versions_app = typer.Typer(help="List and promote a model's versions.", no_args_is_help=True)
 keys_app = typer.Typer(
     help="Show, rotate and revoke the app's package-signing keys (docs/packages.md).",
@@ -205,6 +213,58 @@ def show_model(
         ],
     )
     _print_versions(f"Latest versions of {name} ({versions.total})", versions.items)
+
+
+@models_app.command("update")
+def update_model(
+    name: str = typer.Argument(..., help="Model name."),
+    description: str | None = typer.Option(None, "--description", help="The new description."),
+    schema: Path | None = typer.Option(
+        None,
+        "--schema",
+        help="A JSON file with the new ModelSchema (inputs/outputs fixed once versions exist).",
+    ),
+    server: str = ServerOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Correct a model's description and/or schema (audited)."""
+    if description is None and schema is None:
+        raise InvalidInput("nothing to change; pass --description TEXT and/or --schema FILE.")
+    new_schema = _read_schema(schema) if schema is not None else None
+    with _client(server, token) as client:
+        model = client.update_model(name, description=description, schema=new_schema)
+    console.print(f"Model {model.name} updated.")
+
+
+@models_app.command("delete")
+def delete_model(
+    name: str = typer.Argument(..., help="Model name."),
+    force: bool = typer.Option(
+        False, "--force", help="Delete even while a rollout or experiment is in progress."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    server: str = ServerOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Delete a model with its versions, rollouts and experiments (audited; cannot be undone)."""
+    if not yes and not typer.confirm(
+        f"Delete model {name!r} with all its versions, rollouts and experiments?"
+    ):
+        console.print("Nothing deleted.")
+        raise typer.Exit(1)
+    with _client(server, token) as client:
+        client.delete_model(name, force=force)
+    console.print(f"Model {name} deleted.")
+
+
+def _read_schema(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(existing_path(path, "schema file").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"the schema file {path} is not JSON ({exc}); fix it.") from exc
+    if not isinstance(data, dict):
+        raise InvalidInput(f"the schema file {path} must hold a JSON object; got {data!r:.60}.")
+    return data
 
 
 @versions_app.command("list")

@@ -1,7 +1,9 @@
 """ExperimentStore: the ``experiments`` table (A/B tests), on the registry's engine.
 
 Like rollouts, at most one running experiment per model and channel (unique
-``active_key``, NULL once stopped). Returns frozen dataclasses, never rows.
+``active_key``, NULL once stopped). Returns frozen dataclasses, never rows. Writes run in
+the caller's transaction (``RolloutStore.model_transaction``: the model row locked
+first), so starting, stopping and the promotion of a stop commit together.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from sqlalchemy import exc
 from pocketml.delivery._rollout_orm import ExperimentRow, RolloutAuditRow
 from pocketml.delivery.targeting import bucket_of
 from pocketml.errors import Conflict, NotFound
-from pocketml.registry._db import WRITE, translate_errors
+from pocketml.registry._db import translate_errors
 from pocketml.registry._orm import utcnow
 
 __all__ = ["Arm", "Experiment", "ExperimentStore"]
@@ -79,22 +81,42 @@ class ExperimentStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
 
-    def insert(self, values: dict[str, Any], audit: dict[str, Any]) -> Experiment:
-        """Insert a running experiment. Raises Conflict when one runs on the channel."""
+    def insert_in(self, conn: sa.Connection, values: dict[str, Any], audit: dict[str, Any]) -> None:
+        """Insert a running experiment and its audit row in the caller's transaction.
+
+        Raises:
+            Conflict: an experiment runs on the model's channel already.
+        """
         active_key = f"{values['model_id']}:{values['channel']}"
-        with translate_errors("create the experiment"):
-            try:
-                with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-                    conn.execute(sa.insert(_TABLE).values(active_key=active_key, **values))
-                    conn.execute(sa.insert(_AUDIT).values(**audit))
-            except exc.IntegrityError as error:
-                if "active_key" not in str(error.orig):
-                    raise
-                raise Conflict(
-                    f"model {values['model']!r} already has a running experiment on channel "
-                    f"{values['channel']!r}; stop it first (pocketml experiment stop)."
-                ) from error
-        return self.get(values["app_id"], values["id"])
+        try:
+            conn.execute(sa.insert(_TABLE).values(active_key=active_key, **values))
+        except exc.IntegrityError as error:
+            if "active_key" not in str(error.orig):
+                raise
+            raise Conflict(
+                f"model {values['model']!r} already has a running experiment on channel "
+                f"{values['channel']!r}; stop it first (pocketml experiment stop)."
+            ) from error
+        conn.execute(sa.insert(_AUDIT).values(**audit))
+
+    def running_in(
+        self, conn: sa.Connection, model_id: str, channel: str | None = None
+    ) -> list[str]:
+        """Ids of the model's running experiments (on ``channel``), in the caller's transaction."""
+        query = sa.select(_TABLE.c.id).where(
+            _TABLE.c.model_id == model_id, _TABLE.c.state == "running"
+        )
+        if channel is not None:
+            query = query.where(_TABLE.c.channel == channel)
+        return [row[0] for row in conn.execute(query)]
+
+    def delete_model_in(self, conn: sa.Connection, model_id: str) -> list[str]:
+        """Delete the model's experiments (their audit rows stay); their ids."""
+        ids = [
+            r[0] for r in conn.execute(sa.select(_TABLE.c.id).where(_TABLE.c.model_id == model_id))
+        ]
+        conn.execute(sa.delete(_TABLE).where(_TABLE.c.model_id == model_id))
+        return ids
 
     def get(self, app_id: str, experiment_id: str) -> Experiment:
         """One experiment of the app. Raises NotFound."""
@@ -120,19 +142,20 @@ class ExperimentStore:
         with translate_errors("list experiments"), self.engine.connect() as conn:
             return [_experiment(row) for row in conn.execute(query)]
 
-    def stop(self, current: Experiment, winner: int | None, audit: dict[str, Any]) -> bool:
-        """Mark a running experiment stopped (with its winner); False if already stopped."""
+    def stop_in(
+        self, conn: sa.Connection, current: Experiment, winner: int | None, audit: dict[str, Any]
+    ) -> bool:
+        """Mark a running experiment stopped (with its winner) in the caller's transaction.
+
+        Returns:
+            False (and nothing written) when it was stopped already.
+        """
         query = (
             sa.update(_TABLE)
             .where(_TABLE.c.id == current.id, _TABLE.c.state == "running")
             .values(state="stopped", active_key=None, winner=winner, updated_at=utcnow())
         )
-        with (
-            translate_errors("stop the experiment"),
-            self.engine.connect().execution_options(**WRITE) as conn,
-            conn.begin(),
-        ):
-            if conn.execute(query).rowcount != 1:
-                return False
-            conn.execute(sa.insert(_AUDIT).values(**audit))
+        if conn.execute(query).rowcount != 1:
+            return False
+        conn.execute(sa.insert(_AUDIT).values(**audit))
         return True

@@ -1,14 +1,22 @@
 """RolloutStore: rollouts, channel targeting, the audit log and the evaluator lease.
 
-Every state change is a conditional ``UPDATE ... WHERE state = :expected AND step =
-:expected`` with its audit row in the same transaction, so two writers (two replicas'
-evaluators, an admin and an evaluator) can never both apply a transition: the loser
-sees ``rowcount == 0``. The lease is one row per name taken with
-``UPDATE ... WHERE expires_at < now OR owner = me`` (an INSERT the first time).
+Every transition runs in ONE write transaction (``locked``) that first locks the model
+row (``registry.store.lock_model_row``: ``SELECT ... FOR UPDATE`` on PostgreSQL, the
+``BEGIN IMMEDIATE`` write lock on SQLite), then reads the rollout row under that lock;
+the caller checks the state, writes any registry rows (the promotion of ``complete``)
+on the same connection, and ``apply`` writes the new state and its audit row. So two
+writers (two replicas' evaluators, an admin and an evaluator, a manual promotion) can
+never both act on one state, and a crash commits all of a transition or none of it.
+``apply`` is still a conditional ``UPDATE ... WHERE state AND step`` as a backstop.
+
+The lease is one row per name taken with ``UPDATE ... WHERE expires_at < now OR owner =
+me`` (an INSERT the first time).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +33,7 @@ from pocketml.delivery._rollout_orm import (
 from pocketml.errors import Conflict, NotFound
 from pocketml.registry._db import WRITE, translate_errors
 from pocketml.registry._orm import utcnow
+from pocketml.registry.transactions import LockedModel, lock_model_row
 
 __all__ = ["AuditEntry", "Rollout", "RolloutStore"]
 
@@ -32,6 +41,7 @@ _ROLLOUTS: sa.Table = RolloutRow.__table__  # type: ignore[assignment]
 _TARGETING: sa.Table = ChannelTargetingRow.__table__  # type: ignore[assignment]
 _AUDIT: sa.Table = RolloutAuditRow.__table__  # type: ignore[assignment]
 _LEASES: sa.Table = EvaluatorLeaseRow.__table__  # type: ignore[assignment]
+ACTIVE = ("running", "paused")
 
 
 @dataclass(frozen=True)
@@ -121,27 +131,83 @@ class RolloutStore:
 
     # -- rollouts ------------------------------------------------------------------------
 
-    def insert(self, values: dict[str, Any], audit: dict[str, Any]) -> Rollout:
-        """Insert a rollout and its creation audit row.
+    @contextmanager
+    def model_transaction(
+        self, app_id: str, action: str, *, name: str | None = None, model_id: str | None = None
+    ) -> Iterator[tuple[sa.Connection, LockedModel]]:
+        """A write transaction holding the lock of one of the app's models (by name or id).
+
+        Raises:
+            NotFound: no such model.
+        """
+        with translate_errors(action), self._write() as conn, conn.begin():
+            yield conn, lock_model_row(conn, app_id, name=name, model_id=model_id)
+
+    @contextmanager
+    def locked(
+        self, app_id: str, rollout_id: str
+    ) -> Iterator[tuple[sa.Connection, LockedModel, Rollout]]:
+        """A write transaction holding the rollout's model lock and its row as read under it.
+
+        Raises:
+            NotFound: no such rollout (or its model was deleted meanwhile).
+        """
+        before = self.get(app_id, rollout_id)  # the model id never changes
+        with translate_errors("move the rollout"), self._write() as conn, conn.begin():
+            try:
+                model = lock_model_row(conn, app_id, model_id=before.model_id)
+            except NotFound as error:
+                raise NotFound(
+                    f"rollout {rollout_id} no longer exists: its model {before.model!r} was "
+                    "deleted."
+                ) from error
+            query = sa.select(_ROLLOUTS).where(
+                _ROLLOUTS.c.app_id == app_id, _ROLLOUTS.c.id == rollout_id
+            )
+            row = conn.execute(query.with_for_update()).first()
+            if row is None:
+                raise NotFound(f"rollout {rollout_id} no longer exists (its model was deleted).")
+            yield conn, model, _rollout(row)
+
+    def insert_in(self, conn: sa.Connection, values: dict[str, Any], audit: dict[str, Any]) -> None:
+        """Insert a rollout and its creation audit row in the caller's transaction.
 
         Raises:
             Conflict: another rollout is active on the same model and channel.
         """
         active_key = f"{values['model_id']}:{values['channel']}"
-        with translate_errors("create the rollout"):
-            try:
-                with self._write() as conn, conn.begin():
-                    conn.execute(sa.insert(_ROLLOUTS).values(active_key=active_key, **values))
-                    conn.execute(sa.insert(_AUDIT).values(**audit))
-            except exc.IntegrityError as error:
-                if "active_key" not in str(error.orig):
-                    raise
-                raise Conflict(
-                    f"model {values['model']!r} already has an active rollout on channel "
-                    f"{values['channel']!r}; complete or roll it back first "
-                    "(pocketml rollout status)."
-                ) from error
-        return self.get(values["app_id"], values["id"])
+        try:
+            conn.execute(sa.insert(_ROLLOUTS).values(active_key=active_key, **values))
+        except exc.IntegrityError as error:
+            if "active_key" not in str(error.orig):
+                raise
+            raise Conflict(
+                f"model {values['model']!r} already has an active rollout on channel "
+                f"{values['channel']!r}; complete or roll it back first "
+                "(pocketml rollout status)."
+            ) from error
+        self.insert_audit(conn, audit)
+
+    def insert_audit(self, conn: sa.Connection, audit: dict[str, Any]) -> None:
+        """Append one row to the audit log in the caller's transaction."""
+        conn.execute(sa.insert(_AUDIT).values(**audit))
+
+    def active_in(self, conn: sa.Connection, model_id: str) -> list[Rollout]:
+        """The model's active (running or paused) rollouts, read in the caller's transaction."""
+        query = sa.select(_ROLLOUTS).where(
+            _ROLLOUTS.c.model_id == model_id, _ROLLOUTS.c.state.in_(ACTIVE)
+        )
+        return [_rollout(row) for row in conn.execute(query)]
+
+    def delete_model_in(self, conn: sa.Connection, model_id: str) -> list[str]:
+        """Delete a model's rollouts and targeting (their audit rows stay); their ids."""
+        ids = [
+            r[0]
+            for r in conn.execute(sa.select(_ROLLOUTS.c.id).where(_ROLLOUTS.c.model_id == model_id))
+        ]
+        conn.execute(sa.delete(_ROLLOUTS).where(_ROLLOUTS.c.model_id == model_id))
+        conn.execute(sa.delete(_TARGETING).where(_TARGETING.c.model_id == model_id))
+        return ids
 
     def get(self, app_id: str, rollout_id: str) -> Rollout:
         """One rollout of the app. Raises NotFound."""
@@ -168,14 +234,19 @@ class RolloutStore:
         with translate_errors("list rollouts"), self.engine.connect() as conn:
             return [_rollout(row) for row in conn.execute(query)]
 
-    def transition(
-        self, current: Rollout, values: dict[str, Any], audit: dict[str, Any] | None
+    def apply(
+        self,
+        conn: sa.Connection,
+        current: Rollout,
+        values: dict[str, Any],
+        audit: dict[str, Any] | None,
     ) -> bool:
-        """Apply ``values`` only if the rollout is still in ``current``'s state and step.
+        """Apply ``values`` in the caller's transaction if the rollout is still in
+        ``current``'s state and step (and append ``audit``).
 
         Returns:
-            True when this call changed the row (and wrote its audit row), False when
-            another writer changed it first.
+            True when this call changed the row, False when another writer changed it
+            first (then nothing was written).
         """
         values = {**values, "updated_at": utcnow()}
         if values.get("state") in ("completed", "rolled_back"):
@@ -189,12 +260,19 @@ class RolloutStore:
             )
             .values(**values)
         )
-        with translate_errors("update the rollout"), self._write() as conn, conn.begin():
-            if conn.execute(query).rowcount != 1:
-                return False
-            if audit is not None:
-                conn.execute(sa.insert(_AUDIT).values(**audit))
+        if conn.execute(query).rowcount != 1:
+            return False
+        if audit is not None:
+            self.insert_audit(conn, audit)
         return True
+
+    def transition(
+        self, current: Rollout, values: dict[str, Any], audit: dict[str, Any] | None
+    ) -> bool:
+        """``apply`` in a transaction of its own: only for moves that touch this table alone
+        (the evaluator's numbers); state transitions use ``locked`` + ``apply``."""
+        with translate_errors("update the rollout"), self._write() as conn, conn.begin():
+            return self.apply(conn, current, values, audit)
 
     # -- audit ---------------------------------------------------------------------------
 

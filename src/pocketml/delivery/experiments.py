@@ -7,7 +7,9 @@ its difference from the control on the primary metric with a 95 % confidence int
 Stopping can promote a version — a named one, or ``"winner"``: the arm whose interval
 shows the largest improvement that excludes zero (no such arm: nothing is promoted).
 
-An experiment and a rollout never run on the same model and channel at once.
+An experiment and a rollout never run on the same model and channel at once: start and
+stop run in one transaction under the model's row lock (like every rollout move), with
+the check, the state change, the promotion of a stop and the audit row inside it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pocketml.delivery.guardrails import ArmSample
 from pocketml.delivery.rollouts import RolloutService, _audit, _check_variants
 from pocketml.errors import Conflict, InvalidInput
 from pocketml.registry._orm import utcnow
+from pocketml.registry.transactions import promote_in
 
 __all__ = [
     "METRICS",
@@ -180,13 +183,6 @@ class ExperimentService:
         targeting = self.rollouts.get_targeting(app_id, model, channel=channel)
         for arm in checked:
             _check_variants(self.registry.get_version(app_id, model, arm.version), targeting)
-        if any(
-            r.model_id == info.id for r in self.rollouts.list_rollouts(app_id, active_only=True)
-        ):
-            raise Conflict(
-                f"model {model!r} has an active rollout; complete or roll it back before "
-                "starting an experiment."
-            )
         moment = now or utcnow()
         values = {
             "id": uuid.uuid4().hex,
@@ -207,9 +203,16 @@ class ExperimentService:
             str(values["id"]), app_id, "experiment.start", None, "running", actor, "started", moment
         )
         audit["details"] = {"arms": values["arms"], "metric": metric}
-        experiment = self.store.insert(values, audit)
+        store = self.rollouts.store
+        with store.model_transaction(app_id, "start the experiment", model_id=info.id) as (conn, _):
+            if store.active_in(conn, info.id):
+                raise Conflict(
+                    f"model {model!r} has an active rollout; complete or roll it back before "
+                    "starting an experiment."
+                )
+            self.store.insert_in(conn, values, audit)
         self.rollouts.notify_changed(app_id)
-        return experiment
+        return self.store.get(app_id, str(values["id"]))
 
     def get(self, app_id: str, experiment_id: str) -> Experiment:
         """One experiment. Raises NotFound."""
@@ -271,9 +274,14 @@ class ExperimentService:
             "promoted": version,
             "results": [vars(a) for a in results.arms],
         }
-        if not self.store.stop(experiment, int(version) if version is not None else None, audit):
-            raise Conflict(f"experiment {experiment_id} was stopped by someone else first.")
-        if version is not None:
-            self.registry.set_stage(app_id, experiment.model, int(version), "production")
+        store = self.rollouts.store
+        with store.model_transaction(
+            app_id, "stop the experiment", model_id=experiment.model_id
+        ) as (conn, model):
+            winner = int(version) if version is not None else None
+            if not self.store.stop_in(conn, experiment, winner, audit):
+                raise Conflict(f"experiment {experiment_id} was stopped by someone else first.")
+            if winner is not None:
+                promote_in(conn, model, winner)
         self.rollouts.notify_changed(app_id)
         return self.results(app_id, experiment_id)

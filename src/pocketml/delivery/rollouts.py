@@ -13,6 +13,13 @@ paused) rollout, a device matching the rollout's own targeting whose bucket is b
 ``percent * 100`` gets the candidate; every other device keeps the control version (the
 current production version). Paused rollouts keep serving their current percent; a rolled
 back rollout serves nobody the candidate.
+
+Atomicity: every move is ONE transaction that locks the model row first, reads the
+rollout under that lock, checks the state there, and writes everything the move
+implies — the promotion of ``complete``, the new state, the audit row — before it
+commits (``RolloutStore.locked``). A manual promotion takes the same model lock and is
+refused while a rollout is active, so ``rolled_back`` always leaves the previous
+production version in production and ``completed`` always leaves the candidate there.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from pocketml.delivery.targeting import Targeting, parse_targeting
 from pocketml.errors import Conflict, InvalidInput
 from pocketml.registry import Registry, VersionInfo
 from pocketml.registry._orm import utcnow
+from pocketml.registry.transactions import promote_in
 from pocketml.telemetry import TelemetryStore
 
 __all__ = [
@@ -164,30 +172,16 @@ class RolloutService:
             raise InvalidInput(f"on_breach must be 'pause' or 'rollback'; got {on_breach!r}.")
         spec = parse_guardrails(guardrails, min_samples)
         rollout_targeting = parse_targeting(targeting)
-        info = self.registry.get_model(app_id, model)
         candidate = self.registry.get_version(app_id, model, candidate_version)
-        if info.production_version == candidate_version:
-            raise InvalidInput(
-                f"version {candidate_version} of {model!r} is already in production; "
-                "push a new version and roll that out."
-            )
-        running = ExperimentStore(self.store.engine).list_experiments(app_id, running_only=True)
-        if any(e.model_id == info.id and e.channel == channel for e in running):
-            raise Conflict(
-                f"model {model!r} has a running experiment on channel {channel!r}; stop it "
-                "before starting a rollout (pocketml experiment stop)."
-            )
         channel_targeting = self.get_targeting(app_id, model, channel=channel)
         _check_variants(candidate, rollout_targeting, channel_targeting)
         moment = now or utcnow()
-        values = {
+        values: dict[str, Any] = {
             "id": uuid.uuid4().hex,
             "app_id": app_id,
-            "model_id": info.id,
             "model": model,
             "channel": channel,
             "candidate_version": candidate_version,
-            "control_version": info.production_version,
             "state": "running",
             "schedule": list(steps),
             "step": 0,
@@ -208,7 +202,23 @@ class RolloutService:
             str(values["id"]), app_id, "create", None, "running", actor, "created", moment
         )
         audit["details"] = {"candidate_version": candidate_version, "percent": steps[0]}
-        rollout = self.store.insert(values, audit)
+        experiments = ExperimentStore(self.store.engine)
+        # The production version (the control) is read under the model lock, so a manual
+        # promotion cannot slip in between it and the insert.
+        with self.store.model_transaction(app_id, "create the rollout", name=model) as (conn, info):
+            if info.production_version == candidate_version:
+                raise InvalidInput(
+                    f"version {candidate_version} of {model!r} is already in production; "
+                    "push a new version and roll that out."
+                )
+            if experiments.running_in(conn, info.id, channel):
+                raise Conflict(
+                    f"model {model!r} has a running experiment on channel {channel!r}; stop "
+                    "it before starting a rollout (pocketml experiment stop)."
+                )
+            values.update(model_id=info.id, control_version=info.production_version)
+            self.store.insert_in(conn, values, audit)
+        rollout = self.store.get(app_id, str(values["id"]))
         self.notify_changed(app_id)
         logger.info("started rollout %s of %s v%d", rollout.id, model, candidate_version)
         return rollout
@@ -262,40 +272,27 @@ class RolloutService:
         """
         if action not in TRANSITIONS:
             raise InvalidInput(f"action must be one of {', '.join(TRANSITIONS)}; got {action!r}.")
-        current = expected or self.store.get(app_id, rollout_id)
-        allowed, target = TRANSITIONS[action]
-        if current.state not in allowed:
-            raise Conflict(
-                f"cannot {action} rollout {rollout_id}: it is {current.state}; {action} "
-                f"needs state {' or '.join(sorted(allowed))}."
-            )
         moment = now or utcnow()
-        values: dict[str, Any] = {"state": target or current.state}
-        if action == "advance":
-            if current.step + 1 >= len(current.schedule):
-                raise Conflict(
-                    f"cannot advance rollout {rollout_id}: it is at its last step "
-                    f"({current.percent:g}%); complete it instead."
-                )
-            values.update(step=current.step + 1, percent=current.schedule[current.step + 1])
-        if action in ("advance", "resume"):
-            values["step_started_at"] = moment
-        if action == "rollback":
-            values["percent"] = 0.0
-        if action == "complete":
-            self.registry.set_stage(app_id, current.model, current.candidate_version, "production")
-            values["percent"] = 100.0
-        if details is not None and "guardrails" in details:
-            values["last_evaluation"] = details
-        audit = _audit(
-            current.id, app_id, action, current.state, values["state"], actor, reason, moment
-        )
-        audit["details"] = {**(details or {}), "percent": values.get("percent", current.percent)}
-        if not self.store.transition(current, values, audit):
-            raise Conflict(
-                f"rollout {rollout_id} changed while it was being moved ({action}); "
-                "read it again and retry."
+        with self.store.locked(app_id, rollout_id) as (conn, model, current):
+            if expected is not None and (current.state, current.step) != (
+                expected.state,
+                expected.step,
+            ):
+                raise _changed(rollout_id, action)
+            values = _next_values(action, current, moment)
+            if details is not None and "guardrails" in details:
+                values["last_evaluation"] = details
+            if action == "complete":
+                promote_in(conn, model, current.candidate_version)
+            audit = _audit(
+                current.id, app_id, action, current.state, values["state"], actor, reason, moment
             )
+            audit["details"] = {
+                **(details or {}),
+                "percent": values.get("percent", current.percent),
+            }
+            if not self.store.apply(conn, current, values, audit):
+                raise _changed(rollout_id, action)
         self.notify_changed(app_id)
         return self.store.get(app_id, rollout_id)
 
@@ -313,6 +310,38 @@ class RolloutService:
         """Tell check-in (``on_change``) that what devices should get has changed."""
         if self.on_change is not None:
             self.on_change(app_id)
+
+
+def _next_values(action: str, current: Rollout, moment: datetime) -> dict[str, Any]:
+    """The columns ``action`` changes on ``current``. Raises Conflict for an illegal move."""
+    allowed, target = TRANSITIONS[action]
+    if current.state not in allowed:
+        raise Conflict(
+            f"cannot {action} rollout {current.id}: it is {current.state}; {action} "
+            f"needs state {' or '.join(sorted(allowed))}."
+        )
+    values: dict[str, Any] = {"state": target or current.state}
+    if action == "advance":
+        if current.step + 1 >= len(current.schedule):
+            raise Conflict(
+                f"cannot advance rollout {current.id}: it is at its last step "
+                f"({current.percent:g}%); complete it instead."
+            )
+        values.update(step=current.step + 1, percent=current.schedule[current.step + 1])
+    if action in ("advance", "resume"):
+        values["step_started_at"] = moment
+    if action == "rollback":
+        values["percent"] = 0.0
+    if action == "complete":
+        values["percent"] = 100.0
+    return values
+
+
+def _changed(rollout_id: str, action: str) -> Conflict:
+    return Conflict(
+        f"rollout {rollout_id} changed while it was being moved ({action}); "
+        "read it again and retry."
+    )
 
 
 def _check_channel(channel: str) -> None:

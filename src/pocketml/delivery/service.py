@@ -27,6 +27,7 @@ from pocketml.delivery._types import (
 from pocketml.delivery.decide import choose_variant
 from pocketml.delivery.experiments import ExperimentService
 from pocketml.delivery.manifest import CatalogEntry, Chooser, build_manifest, default_policy
+from pocketml.delivery.models import ModelAdmin
 from pocketml.delivery.rollouts import CheckinPlan, RolloutService
 from pocketml.errors import NotFound, Unavailable
 from pocketml.registry import AppInfo, ModelInfo, Registry, VersionInfo
@@ -111,6 +112,7 @@ class DeliveryService:
         self._policies: PolicyStore | None = None
         self._rollouts: RolloutService | None = None
         self._experiments: ExperimentService | None = None
+        self._models: ModelAdmin | None = None
         self._catalogs: dict[str, _Catalog] = {}
         self._generations: dict[str, int] = {}  # bumped by invalidate(): drops late loads
         self._lock = threading.Lock()
@@ -124,6 +126,7 @@ class DeliveryService:
             self.registry, on_change=self.invalidate, telemetry=self.telemetry
         )
         self._experiments = ExperimentService(self._rollouts)
+        self._models = ModelAdmin(self._rollouts)
 
     @property
     def rollouts(self) -> RolloutService:
@@ -145,6 +148,13 @@ class DeliveryService:
         if self._experiments is None:
             raise Unavailable("the delivery service is not open; call open() first.")
         return self._experiments
+
+    @property
+    def models(self) -> ModelAdmin:
+        """Correcting and deleting models (audited). Raises Unavailable before ``open()``."""
+        if self._models is None:
+            raise Unavailable("the delivery service is not open; call open() first.")
+        return self._models
 
     # -- check-in ----------------------------------------------------------------------
 

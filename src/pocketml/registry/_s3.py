@@ -176,6 +176,10 @@ class S3ArtifactStore(ArtifactStore):
             return False
         return True
 
+    def delete(self, key: str) -> None:
+        """DELETE the object (S3 answers success for an absent one; see base class)."""
+        self._call(self.client.delete_object, Bucket=self.bucket, Key=self._object_key(key))
+
     def _call(self, method: Any, **kwargs: Any) -> Any:
         try:
             return method(**kwargs)

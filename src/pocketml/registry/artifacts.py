@@ -170,6 +170,14 @@ class ArtifactStore(abc.ABC):
     def exists(self, key: str) -> bool:
         """Whether an object with this key is stored."""
 
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object (no error when it is absent). Only for objects no row uses.
+
+        Raises:
+            InvalidInput: the key is malformed. Unavailable: the backend failed.
+        """
+
 
 class LocalArtifactStore(ArtifactStore):
     """Objects as files under a root directory; temp files under ``<root>/tmp``."""
@@ -244,6 +252,13 @@ class LocalArtifactStore(ArtifactStore):
     def exists(self, key: str) -> bool:
         """Whether the object's file exists (see base class)."""
         return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        """Unlink the object's file (see base class)."""
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise Unavailable(f"cannot delete the artifact {key} in {self.root}: {exc}") from exc
 
 
 def _iter_file(handle: BinaryIO, start: int, stop: int, chunk_size: int) -> Iterator[bytes]:

@@ -234,6 +234,14 @@ class Registry(SigningKeys):
         schema = _check_schema(model.schema)
         return self.store.create_model(app_id, model.name, model.description, schema)
 
+    def validate_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """Validate a ModelSchema dict exactly as ``create_model`` does; its normalised form.
+
+        Raises:
+            SchemaError: the schema is not a valid ModelSchema (the message names the field).
+        """
+        return _check_schema(schema)
+
     def list_models(
         self, app_id: str, *, limit: int = 50, offset: int = 0, prefix: str | None = None
     ) -> Page[ModelInfo]:
@@ -351,6 +359,8 @@ class Registry(SigningKeys):
 
         Raises:
             NotFound: no such version. InvalidInput: unknown stage.
+            Conflict: a rollout of the model is active and the change touches production or
+                its candidate (complete or roll the rollout back first).
         """
         _check_stage(stage)
         return self.store.set_stage(app_id, model, version, stage)
@@ -360,7 +370,8 @@ class Registry(SigningKeys):
 
         Raises:
             NotFound: no such version.
-            Conflict: the version is in production; archive it instead.
+            Conflict: the version is in production (archive it instead), the candidate of
+                an active rollout, or an arm of a running experiment.
         """
         self.store.delete_version(app_id, model, version)
 

@@ -5,10 +5,18 @@ this module. Every lookup is scoped by ``app_id``, so an object of another app i
 not found. Writes that depend on what they read (version numbers, the production stage)
 lock the model row first (``SELECT ... FOR UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` on
 SQLite), and unique constraints back every rule up.
+
+Transitions of other services that also change registry rows (a rollout's ``complete``
+promotes its candidate; deleting a model removes its rollouts too) must commit both in
+ONE transaction with their state check inside it. They run the transaction themselves
+and call the connection-level helpers of ``registry/transactions.py`` (``lock_model_row``,
+``promote_in``, ...), which lock the model row first: every such writer takes the model
+lock before any other row, so they serialise without deadlocks.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +42,19 @@ from pocketml.registry._rows import (
 from pocketml.registry._types import AppInfo, ModelInfo, PackageRef, Page, VersionInfo
 
 __all__ = ["RegistryStore", "VersionTaken", "new_id"]
+
+# The delivery tables a stage change must respect (same database and Alembic history;
+# named here, not imported, because delivery builds on the registry and not the reverse).
+_ROLLOUTS = sa.table(
+    "rollouts",
+    sa.column("id"),
+    sa.column("model_id"),
+    sa.column("state"),
+    sa.column("candidate_version"),
+)
+_EXPERIMENTS = sa.table(
+    "experiments", sa.column("id"), sa.column("model_id"), sa.column("state"), sa.column("arms")
+)
 
 
 def new_id(prefix: str) -> str:
@@ -220,7 +241,7 @@ class RegistryStore(SigningKeyStore):
                 )
             ).first()
             if row is None:
-                raise _model_not_found(name)
+                raise model_not_found(name)
             return model_info(row[0], row[1], row[2])
 
     # -- versions ----------------------------------------------------------------------
@@ -314,6 +335,8 @@ class RegistryStore(SigningKeyStore):
         with self._session(f"set the stage of {model} v{version}", write=True) as s:
             model_row = _model_row(s, app_id, model, lock=True)
             row = _version_row(s, model_row, version)
+            if stage != row.stage:
+                _check_no_rollout_needs(s, model_row, row, stage)
             if stage == "production" and row.stage != "production":
                 s.execute(
                     sa.update(ModelVersion)
@@ -330,12 +353,14 @@ class RegistryStore(SigningKeyStore):
     def delete_version(self, app_id: str, model: str, version: int) -> None:
         """Delete a version and its variant rows. Raises Conflict for a production one."""
         with self._session(f"delete {model} v{version}", write=True) as s:
-            row = _version_row(s, _model_row(s, app_id, model, lock=True), version)
+            model_row = _model_row(s, app_id, model, lock=True)
+            row = _version_row(s, model_row, version)
             if row.stage == "production":
                 raise Conflict(
                     f"{model} v{version} is in production and cannot be deleted; "
                     "archive it instead (set its stage to archived), or promote another."
                 )
+            _check_no_rollout_needs(s, model_row, row, None)
             s.execute(sa.delete(Variant).where(Variant.version_id == row.id))
             s.execute(sa.delete(ModelVersion).where(ModelVersion.id == row.id))
 
@@ -371,11 +396,12 @@ def _find_model(s: Session, app_id: str, name: str, *, lock: bool = False) -> Mo
 def _model_row(s: Session, app_id: str, name: str, *, lock: bool = False) -> Model:
     model = _find_model(s, app_id, name, lock=lock)
     if model is None:
-        raise _model_not_found(name)
+        raise model_not_found(name)
     return model
 
 
-def _model_not_found(name: str) -> NotFound:
+def model_not_found(name: str) -> NotFound:
+    """The NotFound of a model name missing in the app (one message for every lookup)."""
     return NotFound(f"no model named {name!r} in this app; create it first or check the name.")
 
 
@@ -399,6 +425,41 @@ def _version_taken(model: str, version: int) -> VersionTaken:
         f"{model} v{version} exists already and versions are immutable; push without a "
         "version number to get the next one, or pick an unused number."
     )
+
+
+def _check_no_rollout_needs(s: Session, model: Model, row: ModelVersion, stage: str | None) -> None:
+    """Refuse a stage change (``stage``) or deletion (None) an active move depends on.
+
+    While a rollout is active its rollback must restore the production version and its
+    completion must promote the candidate, so neither may be changed by hand meanwhile;
+    a running experiment's arms must keep existing. Runs under the model row lock, the
+    lock every rollout and experiment transition also takes first.
+    """
+    active = s.execute(
+        sa.select(_ROLLOUTS.c.id, _ROLLOUTS.c.candidate_version).where(
+            _ROLLOUTS.c.model_id == model.id, _ROLLOUTS.c.state.in_(("running", "paused"))
+        )
+    ).first()
+    touches = stage == "production" or row.stage == "production" or stage is None
+    if active is not None and (touches or row.version == active.candidate_version):
+        raise Conflict(
+            f"{model.name} v{row.version} cannot be {'deleted' if stage is None else 'moved'}"
+            f" while rollout {active.id} (candidate v{active.candidate_version}) is active: "
+            f"complete it to promote its candidate, or roll it back first "
+            f"(pocketml rollout complete|rollback {active.id})."
+        )
+    if stage is None:
+        for experiment_id, arms in s.execute(
+            sa.select(_EXPERIMENTS.c.id, _EXPERIMENTS.c.arms).where(
+                _EXPERIMENTS.c.model_id == model.id, _EXPERIMENTS.c.state == "running"
+            )
+        ):
+            arms = json.loads(arms) if isinstance(arms, str) else arms
+            if any(int(arm["version"]) == row.version for arm in arms or []):
+                raise Conflict(
+                    f"{model.name} v{row.version} is an arm of running experiment "
+                    f"{experiment_id}; stop it first (pocketml experiment stop {experiment_id})."
+                )
 
 
 def _latest_version() -> sa.ScalarSelect[Any]:

@@ -226,6 +226,30 @@ class AdminClient:
         body = {"name": name, "description": description, "schema": dict(schema)}
         return self._post("/v1/admin/models", ModelPublic, body)
 
+    def update_model(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        schema: Mapping[str, Any] | None = None,
+    ) -> ModelPublic:
+        """Correct a model's description and/or schema (audited; see the route's rules)."""
+        body: dict[str, Any] = {}
+        if description is not None:
+            body["description"] = description
+        if schema is not None:
+            body["schema"] = dict(schema)
+        response = self.request("PATCH", f"/v1/admin/models/{name}", json=body)
+        return ModelPublic.model_validate(response.json())
+
+    def delete_model(self, name: str, *, force: bool = False) -> None:
+        """Delete a model with its versions, rollouts and experiments (audited).
+
+        Raises:
+            Conflict: a rollout or experiment is in progress and ``force`` is False.
+        """
+        self.request("DELETE", f"/v1/admin/models/{name}", params={"force": str(force).lower()})
+
     def list_versions(
         self, model: str, *, stage: str | None = None, limit: int = 50, offset: int = 0
     ) -> VersionPage:

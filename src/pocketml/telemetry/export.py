@@ -15,6 +15,12 @@ A crash after step 2 or 3 leaves ``pending_until`` set, and the next pass (on an
 replica) re-exports exactly the same range: the same file names, overwritten with the
 same rows, never a second copy.
 
+The lease owner is the home's stable identity (``_identity.py``): a replica restarted
+after a crash is the same owner and reclaims its own unexpired lease at once instead of
+waiting out the TTL. A final flush (graceful stop, ``pocketml telemetry export``) that
+cannot take the lease says so in the log: who holds it, until when, and how many chunks
+stay in the database for the holder or the next export.
+
 The watermark needs chunk ids to become visible in order. On SQLite they do (one writer,
 AUTOINCREMENT). On PostgreSQL a sequence hands out ids before commit, so a transaction
 holding a smaller id could commit after a larger one was exported; there intake holds
@@ -27,11 +33,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -42,6 +45,7 @@ from sqlalchemy import exc
 from pocketml.errors import PocketMLError
 from pocketml.registry._db import WRITE, create_engine, run_migrations, translate_errors
 from pocketml.telemetry._chunks import decode_payload
+from pocketml.telemetry._identity import HomeIdentity, claim_home_identity, process_owner
 from pocketml.telemetry._orm import TelemetryChunkRow, TelemetryExportRow
 from pocketml.telemetry._parquet import ExportChunk, write_partition
 from pocketml.telemetry._store import CHUNK_ID_LOCK
@@ -75,7 +79,9 @@ class TelemetryExporter:
         max_pending_events: events ingested on this replica that wake the background
             loop before ``interval_s`` is up.
         max_chunks: most chunks one pass exports (bounds its memory).
-        owner: this replica's lease owner id (host, pid and a random suffix by default).
+        owner: this replica's lease owner id; by default the stable identity of ``root``
+            (its home) when no other live process of the home holds it, else host, pid
+            and a random suffix.
     """
 
     def __init__(
@@ -93,11 +99,26 @@ class TelemetryExporter:
         self.interval_s = interval_s
         self.max_pending_events = max_pending_events
         self.max_chunks = max_chunks
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._owner = owner
+        self._identity: HomeIdentity | None = None
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def owner(self) -> str:
+        """This exporter's lease owner id (the home's identity is claimed on first use)."""
+        if self._owner is None:
+            self._identity = claim_home_identity(self.root)
+            self._owner = self._identity.owner if self._identity else process_owner()
+        return self._owner
+
+    def close(self) -> None:
+        """Give up the home identity (after ``release``); the next start may claim it."""
+        if self._identity is not None:
+            self._identity.close()
+            self._identity = None
 
     # -- one pass --------------------------------------------------------------------------
 
@@ -133,8 +154,13 @@ class TelemetryExporter:
         )
         return ExportResult(chunks, events, tuple(files), upper)
 
-    def flush(self, now: float | None = None) -> int:
+    def flush(self, now: float | None = None, *, final: bool = False) -> int:
         """Export until nothing is pending (or another replica holds the lease).
+
+        Args:
+            now: the clock (unix seconds); ``time.time()`` by default.
+            final: the last flush before this process stops (or a one-off export): when
+                the lease is held elsewhere, log who holds it and what stays unexported.
 
         Returns:
             The number of events exported.
@@ -142,9 +168,32 @@ class TelemetryExporter:
         total = 0
         while True:
             result = self.export_once(now)
+            if result is None and final:
+                self._report_blocked(time.time() if now is None else now)
             if result is None or result.chunks == 0:
                 return total
             total += result.events
+
+    def _report_blocked(self, now: float) -> None:
+        query = sa.select(_EXPORTS.c.owner, _EXPORTS.c.expires_at, _EXPORTS.c.watermark).where(
+            _EXPORTS.c.name == LEASE_NAME
+        )
+        with translate_errors("read the telemetry export lease"), self.engine.connect() as conn:
+            row = conn.execute(query).first()
+            waiting = conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(_CHUNKS)
+                .where(_CHUNKS.c.id > (row.watermark if row is not None else 0))
+            )
+        holder, until = (row.owner, row.expires_at - now) if row is not None else ("?", 0.0)
+        logger.warning(
+            "telemetry export skipped: the export lease is held by %s for %.0f s more; %d "
+            "chunks stay in the database (nothing is lost) until that replica exports them "
+            "or `pocketml telemetry export` runs after the lease expires",
+            holder,
+            max(until, 0.0),
+            int(waiting or 0),
+        )
 
     def watermark(self) -> int:
         """The id of the last exported chunk (0 before the first export)."""
@@ -326,7 +375,7 @@ class TelemetryExporter:
                     {waiter, woken}, timeout=self.interval_s, return_when=asyncio.FIRST_COMPLETED
                 )
                 woken.cancel()
-            await self._pass()
+            await self._pass(final=True)
         finally:
             waiter.cancel()
             self._loop = None
@@ -334,10 +383,11 @@ class TelemetryExporter:
                 await asyncio.to_thread(self.release)
             except PocketMLError as error:  # the lease then simply expires
                 logger.warning("could not release the telemetry export lease: %s", error)
+            self.close()
 
-    async def _pass(self) -> None:
+    async def _pass(self, *, final: bool = False) -> None:
         try:
-            await asyncio.to_thread(self.flush)
+            await asyncio.to_thread(self.flush, final=final)
         except PocketMLError as error:  # a database blip must not kill the loop
             logger.warning("telemetry export pass failed: %s", error)
         except OSError as error:  # a full disk: retried next pass (the watermark stayed)
@@ -365,8 +415,9 @@ def export_database(database_url: str, root: Path) -> int:
         run_migrations(engine)
         exporter = TelemetryExporter(engine, root)
         try:
-            return exporter.flush()
+            return exporter.flush(final=True)
         finally:
             exporter.release()  # a running server's exporter need not wait for expiry
+            exporter.close()
     finally:
         engine.dispose()

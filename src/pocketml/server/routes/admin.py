@@ -4,11 +4,16 @@ Version routes live in ``versions.py`` and are included here, so ``admin.router`
 whole admin API. Handlers are thin: parse, call one ``Registry`` method in the thread
 pool (FastAPI runs sync handlers there), map the frozen dataclass to its ``XPublic`` model.
 Every object is looked up inside the caller's app: another app's token sees 404.
+Correcting (``PATCH``) and deleting (``DELETE``) a model go through the delivery service,
+which owns the audit log and the rows that hang off a model (rollouts, experiments).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Body, Depends, Path, Query
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pocketml.registry import ModelCreate, Principal
 from pocketml.server._state import ServerState, server_state
@@ -256,6 +261,83 @@ def show_model(
 ) -> ModelPublic:
     """Show one model."""
     return ModelPublic.model_validate(state.registry.get_model(principal.app_id, name))
+
+
+class ModelUpdate(BaseModel):
+    """A correction of a model: its description and/or schema (absent: unchanged)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    description: str | None = Field(None, max_length=2000)
+    schema_: dict[str, Any] | None = Field(
+        None,
+        alias="schema",
+        description="The new ModelSchema JSON, validated like at creation. Once versions "
+        "exist, inputs and outputs must stay unchanged (409).",
+    )
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> ModelUpdate:
+        if self.description is None and self.schema_ is None:
+            raise ValueError('give "description" and/or "schema" to change')
+        return self
+
+
+@router.patch(
+    "/models/{name}",
+    response_model=ModelPublic,
+    tags=["models"],
+    summary="Correct a model",
+    description=(
+        "Changes the model's description and/or schema; audited. The schema is validated "
+        "like at creation; while the model has no version any valid schema goes, once "
+        "versions exist its inputs and outputs must stay as they are (409): packages carry "
+        "the schema they were signed with. Other sections apply to later versions."
+    ),
+    responses=errors(*ERRORS_AUTH, 404, 409, 422),
+)
+def update_model(
+    body: ModelUpdate,
+    name: str = MODEL_NAME,
+    principal: Principal = Depends(require_admin),
+    state: ServerState = Depends(server_state),
+) -> ModelPublic:
+    """Correct a model's description or schema."""
+    info = state.delivery.models.update(
+        principal.app_id,
+        name,
+        description=body.description,
+        schema=body.schema_,
+        actor=f"admin:{principal.app_id}",
+    )
+    return ModelPublic.model_validate(info)
+
+
+@router.delete(
+    "/models/{name}",
+    status_code=204,
+    response_class=Response,
+    tags=["models"],
+    summary="Delete a model",
+    description=(
+        "Deletes the model, its versions and variants, targeting, rollouts and experiments "
+        "in one transaction (audited), then the artifacts nothing else uses. While a "
+        "rollout is active or an experiment runs it answers 409, unless `force=true`. "
+        "Check-in stops listing the model."
+    ),
+    responses=errors(*ERRORS_AUTH, 404, 409),
+)
+def delete_model(
+    name: str = MODEL_NAME,
+    force: bool = Query(False, description="Delete even with a rollout or experiment running."),
+    principal: Principal = Depends(require_admin),
+    state: ServerState = Depends(server_state),
+) -> Response:
+    """Delete a model and everything that hangs off it."""
+    state.delivery.models.delete(
+        principal.app_id, name, force=force, actor=f"admin:{principal.app_id}"
+    )
+    return Response(status_code=204)
 
 
 router.include_router(versions.router)
