@@ -196,7 +196,11 @@ def _start_rollout_evaluator(
     if interval <= 0:
         return None
     stop = asyncio.Event()
-    evaluator = RolloutEvaluator(state.delivery.rollouts, interval_s=interval)
+    # The home's stable identity (the exporter's): a replica restarted after a crash is
+    # the same lease owner and evaluates at once instead of waiting out its own lease.
+    exporter = state.telemetry.exporter
+    owner = exporter.owner if exporter is not None else None
+    evaluator = RolloutEvaluator(state.delivery.rollouts, interval_s=interval, owner=owner)
     return asyncio.create_task(evaluator.run_forever(stop)), stop
 
 
