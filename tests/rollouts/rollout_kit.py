@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pocketml.delivery import DeliveryService, RolloutService
 from pocketml.protect import MasterKey
 from pocketml.registry import LocalArtifactStore, Registry, VersionCreate
 from pocketml.telemetry import TelemetryStore
+from pocketml.testing import write_model_file
 
 SCHEMA: dict[str, Any] = {
     "name": "digits",
@@ -46,8 +46,7 @@ class World:
 
     def push(self, *, profiles: Sequence[str] = ("mid",), seed: int = 0) -> int:
         """Push a new candidate version of "digits" with one onnx device variant."""
-        path = self.tmp / f"model-{seed}.onnx"
-        path.write_bytes(random.Random(seed).randbytes(512))
+        path = write_model_file(self.tmp / f"model-{seed}.onnx", "onnx", seed=seed, size=512)
         meta = VersionCreate.model_validate(
             {
                 "variants": [

@@ -14,6 +14,7 @@
 """
 
 from pocketml.registry._db import migrate_database
+from pocketml.registry._push import ModelFileRejected
 from pocketml.registry._types import (
     AppCreated,
     AppInfo,
@@ -44,6 +45,7 @@ __all__ = [
     "ArtifactStore",
     "LocalArtifactStore",
     "ModelCreate",
+    "ModelFileRejected",
     "ModelInfo",
     "PackageRef",
     "Page",

@@ -8,13 +8,15 @@ Every object is looked up inside the caller's app: another app's token sees 404.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Body, Depends, Path, Query
+from fastapi import APIRouter, Body, Depends, Query
 
 from pocketml.registry import ModelCreate, Principal
 from pocketml.server._state import ServerState, server_state
 from pocketml.server.auth import require_admin, require_operator
 from pocketml.server.routes import versions
+from pocketml.server.routes._body import StrictJsonRoute
 from pocketml.server.routes._docs import ERRORS_AUTH, errors
+from pocketml.server.routes._params import ModelName, NamePrefix
 from pocketml.server.schemas import (
     AppCreate,
     AppCreatedPublic,
@@ -28,9 +30,8 @@ from pocketml.server.schemas import (
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/admin")
+router = APIRouter(prefix="/v1/admin", route_class=StrictJsonRoute)
 
-MODEL_NAME = Path(description="The model's name inside the caller's app.", examples=["digits"])
 
 _SCHEMA_EXAMPLE = {
     "format_version": 1,
@@ -171,7 +172,7 @@ def create_model(
 def list_models(
     limit: int = Query(50, ge=1, le=500, description="Page size."),
     offset: int = Query(0, ge=0, le=10_000_000, description="Items to skip."),
-    prefix: str | None = Query(None, max_length=64, description="Only names starting so."),
+    prefix: NamePrefix = None,
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),
 ) -> ModelPage:
@@ -194,7 +195,7 @@ def list_models(
     responses=errors(*ERRORS_AUTH, 404),
 )
 def show_model(
-    name: str = MODEL_NAME,
+    name: ModelName,
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),
 ) -> ModelPublic:
