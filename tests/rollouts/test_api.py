@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pocketml.delivery import in_candidate_group
 from pocketml.errors import Conflict
 from pocketml.server.background import serve_in_thread
 from pocketml.server.client import AdminClient
+from pocketml.testing import write_model_file
 
 OPERATOR = "pml_op_rollout-tests-operator-token"
 
@@ -56,8 +56,7 @@ class Live:
 
 
 def _push(client: AdminClient, tmp: Path, seed: int) -> int:
-    path = tmp / f"m{seed}.onnx"
-    path.write_bytes(random.Random(seed).randbytes(400))
+    path = write_model_file(tmp / f"m{seed}.onnx", "onnx", seed=seed, size=400)
     meta = {
         "variants": [
             {

@@ -1,8 +1,8 @@
 """Deterministic model files of every format, distinct per seed and about ``size`` bytes.
 
-ONNX: an ``Add`` of the input and a constant of ``size // 4`` seeded random floats (so two
-seeds give two files, and the size is what the test asked). ORT: that model saved by ONNX
-Runtime in its ORT format. TFLite: the FlatBuffer header with the ``TFL3`` identifier and
+ONNX: ``softmax(x @ w)`` for 64 features and 10 classes with seeded weights, padded to
+about ``size`` bytes (so two seeds give two files). ORT: that model saved by ONNX Runtime
+in its ORT format. TFLite: the FlatBuffer header with the ``TFL3`` identifier and
 seeded bytes (not runnable; a push checks the container only). Core ML: a zipped
 ``.mlpackage`` with its ``Manifest.json`` and a seeded weights file.
 """
@@ -71,29 +71,43 @@ def _field(number: int, payload: bytes | int | str) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(data)) + data
 
 
-def _value_info(name: str, count: int) -> bytes:
-    # ValueInfoProto{name=1, type=2: TypeProto{tensor_type=1: {elem_type=1 FLOAT, shape=2}}}
-    shape = _field(1, _field(1, count))  # TensorShapeProto.dim{dim_value=1}
-    tensor = _field(1, 1) + _field(2, shape)
+def _value_info(name: str, width: int) -> bytes:
+    """ValueInfoProto of a float tensor of shape (N, width)."""
+    dims = _field(1, _field(2, "N")) + _field(1, _field(1, width))  # dim_param, dim_value
+    tensor = _field(1, 1) + _field(2, dims)  # elem_type FLOAT, shape
     return _field(1, name) + _field(2, _field(1, tensor))
 
 
-def _onnx_bytes(rng: random.Random, size: int) -> bytes:
-    """An ONNX ModelProto (y = x + c) written by hand: no dependency on the onnx package."""
-    count = max(1, size // 4)
-    weights = struct.pack(f"<{count}f", *(rng.uniform(-1, 1) for _ in range(count)))
-    # TensorProto{dims=1, data_type=2 (FLOAT=1), name=8, raw_data=9}
-    initializer = _field(1, count) + _field(2, 1) + _field(8, "c") + _field(9, weights)
-    node = _field(1, "x") + _field(1, "c") + _field(2, "y") + _field(4, "Add")
+def _tensor(name: str, dims: tuple[int, ...], values: list[float]) -> bytes:
+    """TensorProto{dims=1, data_type=2 (FLOAT=1), name=8, raw_data=9}."""
+    raw = struct.pack(f"<{len(values)}f", *values)
+    return b"".join(_field(1, d) for d in dims) + _field(2, 1) + _field(8, name) + _field(9, raw)
+
+
+def _node(op: str, inputs: tuple[str, ...], output: str) -> bytes:
+    return b"".join(_field(1, i) for i in inputs) + _field(2, output) + _field(4, op)
+
+
+def _onnx_bytes(rng: random.Random, size: int, features: int = 64, classes: int = 10) -> bytes:
+    """An ONNX model ``softmax(x @ w)`` (x: (N, 64), 10 classes), written by hand.
+
+    It fits the 64-feature, 10-label schemas of the tests, so it runs in cloud predict.
+    A ``doc_string`` of seeded hex digits brings the file to about ``size`` bytes and
+    makes every seed's file distinct. No dependency on the onnx package.
+    """
+    weights = [rng.uniform(-1, 1) for _ in range(features * classes)]
+    padding = rng.randbytes(max(1, (size - 4 * len(weights) - 200) // 2)).hex()
     graph = (
-        _field(1, node)
+        _field(1, _node("MatMul", ("x", "w"), "z"))
+        + _field(1, _node("Softmax", ("z",), "y"))
         + _field(2, "g")
-        + _field(5, initializer)
-        + _field(11, _value_info("x", count))
-        + _field(12, _value_info("y", count))
+        + _field(5, _tensor("w", (features, classes), weights))
+        + _field(11, _value_info("x", features))
+        + _field(12, _value_info("y", classes))
     )
     opset = _field(1, "") + _field(2, 13)  # OperatorSetIdProto{domain, version}
-    return _field(1, 8) + _field(7, graph) + _field(8, opset)  # ir_version 8, graph, opset
+    # ir_version 8, doc_string, graph, opset_import
+    return _field(1, 8) + _field(6, padding) + _field(7, graph) + _field(8, opset)
 
 
 def _write_ort(path: Path, onnx_bytes: bytes) -> None:
