@@ -126,7 +126,7 @@ def check_value(value: Any, where: str = "value") -> Any:
 
 
 def _check_object(value: dict[str, Any]) -> dict[str, Any]:
-    return check_value(value, "the object")  # type: ignore[no-any-return]
+    return check_value(value, "the object")
 
 
 Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]

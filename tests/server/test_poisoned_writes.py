@@ -232,3 +232,154 @@ def test_a_range_header_with_absurd_numbers_answers_416(
         response = http.get(f"/v1/packages/{package_id}", headers={"Range": header})
     assert response.status_code == 416, response.text
     assert response.json()["error"]["code"] == "range_not_satisfiable"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content", "fragment"),
+    [
+        ("onnx", b"this is not a model" * 10, "does not load in ONNX Runtime"),
+        ("ort", b"\x08\x01 still not a model", "does not load in ONNX Runtime"),
+        ("tflite", b"\x1c\x00\x00\x00XXXX flatbuffer?", "TFL3"),
+        ("coreml", b"PK not really a zip", "mlpackage"),
+    ],
+)
+def test_a_file_that_is_not_its_format_answers_422_naming_the_variant(
+    live_server: LiveServer, app_a: AppCreatedPublic, fmt: str, content: bytes, fragment: str
+) -> None:
+    meta = {"variants": [{"name": f"v-{fmt}", "format": fmt, "precision": "fp32"}]}
+    files = {"metadata": (None, orjson.dumps(meta)), f"v-{fmt}": ("m", content)}
+    with live_server.admin(app_a.admin_token) as client:
+        client.create_model("digits", SCHEMA)
+    with live_server.http(app_a.admin_token) as http:
+        response = http.post("/v1/admin/models/digits/versions", files=files)
+        versions = http.get("/v1/admin/models/digits/versions")
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_input"
+    assert f"v-{fmt}" in response.json()["error"]["message"]
+    assert fragment in response.json()["error"]["message"]
+    assert versions.json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("metrics", "status"),
+    [
+        (b'{"accuracy": NaN}', 400),
+        (b'{"accuracy": Infinity}', 400),
+        (b'{"accuracy": 1e400}', 400),
+        (b'{"steps": 18446744073709551615}', 422),
+        (b'{"note": "a\\u0000b"}', 422),
+        (b'{"deep": ' + b"[" * 40 + b"]" * 40 + b"}", 422),
+    ],
+    ids=["NaN", "Infinity", "1e400", "2^64 - 1", "NUL", "40 levels"],
+)
+def test_push_metadata_that_cannot_round_trip_is_refused(
+    live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path, metrics: bytes, status: int
+) -> None:
+    from .conftest import onnx_file, sha256_of
+
+    model = onnx_file(tmp_path / "m.onnx", 3000, 1)
+    variant = {"name": "v", "format": "onnx", "precision": "fp32", "sha256": sha256_of(model)}
+    meta = b'{"metrics": ' + metrics + b', "variants": [' + orjson.dumps(variant) + b"]}"
+    with live_server.admin(app_a.admin_token) as client:
+        client.create_model("digits", SCHEMA)
+    with live_server.http(app_a.admin_token) as http:
+        response = http.post(
+            "/v1/admin/models/digits/versions",
+            files={"metadata": (None, meta), "v": ("m.onnx", model.read_bytes())},
+        )
+        versions = http.get("/v1/admin/models/digits/versions")
+    assert response.status_code == status, response.text
+    assert versions.status_code == 200 and versions.json()["total"] == 0
+
+
+def _event(**fields: Any) -> dict[str, Any]:
+    return {
+        "type": "inference",
+        "ts": 1.0,
+        "model": "digits",
+        "variant": None,
+        "source": "local",
+        "latency_ms": 1.0,
+        "confidence": 0.5,
+        "label": "1",
+        "prediction_id": "p-1",
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("event", "fragment"),
+    [
+        (_event(version=2**63), "version"),
+        (_event(version=2**31), "version"),
+        (_event(prediction_id="a\0b"), "prediction_id"),
+        (_event(label="\0"), "label"),
+        (
+            {
+                "type": "download",
+                "ts": 1.0,
+                "model": "digits",
+                "variant": "v",
+                "bytes": 2**63,
+                "duration_ms": 1.0,
+                "outcome": "done",
+            },
+            "bytes",
+        ),
+    ],
+    ids=["version 2^63", "version 2^31", "NUL prediction id", "NUL label", "bytes 2^63"],
+)
+def test_telemetry_beyond_the_bounds_answers_422_on_both_paths(
+    live_server: LiveServer, app_a: AppCreatedPublic, event: dict[str, Any], fragment: str
+) -> None:
+    body = {"batch_id": "batch-0001", "device_id": "device-0001", "events": [event]}
+    with live_server.http(app_a.device_key) as http:
+        response = http.post("/v1/telemetry", json=body)
+        again = http.post("/v1/telemetry", json={**body, "events": [_event()]})
+    _refused(response, fragment)
+    assert response.status_code == 422
+    assert again.status_code == 202, again.text  # nothing of the refused batch was stored
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b'"version": 1' + b"0" * 24, 422),
+        (b'"version": 18446744073709551615', 422),
+        (b'"version": 1' + b"0" * 400, 400),
+        (b'"prediction_id": "\\udc00"', 400),
+        (b'"label": "\\u0000"', 422),
+    ],
+    ids=["25 digits", "2^64 - 1", "400 digits", "lone surrogate", "NUL label"],
+)
+def test_feedback_beyond_the_bounds_is_refused(
+    live_server: LiveServer, app_a: AppCreatedPublic, raw: bytes, status: int
+) -> None:
+    base = {"prediction_id": "p-1", "device_id": "device-0001", "model": "digits", "ts": 1.0}
+    if b"label" not in raw:
+        base["label"] = "1"
+    body = orjson.dumps(base)[:-1] + b", " + raw + b"}"
+    with live_server.http(app_a.device_key) as http:
+        response = http.post("/v1/feedback", content=body, headers=JSON)
+    assert response.status_code == status, response.text
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'"models": {"digits": {"version": 1' + b"0" * 400 + b"}}",
+        b'"models": {"digits": {"version": 18446744073709551615}}',
+        b'"device_model": "\\ud800"',
+        b'"device_model": "a\\u0000"',
+        b'"models": ' + b"{" * 2000,
+    ],
+    ids=["400 digits", "2^64 - 1", "lone surrogate", "NUL", "deep nesting"],
+)
+def test_checkin_beyond_the_bounds_is_refused_and_the_next_checkin_works(
+    live_server: LiveServer, app_a: AppCreatedPublic, raw: bytes
+) -> None:
+    body = orjson.dumps(CHECKIN)[:-1] + b", " + raw + b"}"
+    with live_server.http(app_a.device_key) as http:
+        response = http.post("/v1/checkin", content=body, headers=JSON)
+    assert 400 <= response.status_code < 500, response.text
+    _checkin_works(live_server, app_a.device_key)
