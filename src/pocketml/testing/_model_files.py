@@ -20,7 +20,9 @@ from pocketml.errors import InvalidInput
 __all__ = ["write_model_file"]
 
 
-def write_model_file(path: Path, fmt: str = "onnx", *, seed: int | str = 0, size: int = 2000) -> Path:
+def write_model_file(
+    path: Path, fmt: str = "onnx", *, seed: int | str = 0, size: int = 2000
+) -> Path:
     """Write a small valid file of format ``fmt`` to ``path``.
 
     Args:
