@@ -69,3 +69,12 @@ def test_a_nul_prediction_id_answers_422_and_a_good_request_still_answers(
         good = http.post("/v1/models/digits/predict", json={"inputs": ROW, "prediction_id": "p"})
     assert bad.status_code == 422 and "prediction_id" in bad.json()["error"]["message"]
     assert good.status_code == 200 and good.json()["prediction_id"] == "p"
+
+
+def test_a_model_name_with_a_nul_answers_422_on_the_fast_path(
+    server: DeviceServer, digits_app: AppKeys
+) -> None:
+    with server.http(digits_app.device_key) as http:
+        response = http.post("/v1/models/a%00b/predict", json={"inputs": ROW})
+    assert response.status_code == 422, response.text
+    assert "NUL" in response.json()["error"]["message"]
