@@ -14,9 +14,9 @@ language and every error message stay those of the schema. msgspec is stricter t
 pydantic's lax mode in the same direction (no coercion of strings, floats or bools to
 ints), and its ``pattern`` uses ``re.search``, so the id pattern ends with ``\\Z``
 (``$`` would let a trailing newline through). Integer bounds come from
-``pocketml.bounds`` like the schema's; a body with any ``\\u`` escape goes to the strict
-path, where orjson refuses lone surrogates and ``Text`` refuses NUL characters (raw
-control characters are not JSON, so msgspec refuses them itself).
+``pocketml.bounds`` like the schema's. msgspec refuses lone surrogates and raw control
+characters itself; a body with a ``\\u0000`` escape goes to the strict path, whose
+``Text`` fields refuse NUL (PostgreSQL cannot store it) naming the field.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def decode_batch(body: bytes) -> TelemetryBatch | None:
         event fields, ``type`` included) with the values ``TelemetryRequest`` gives, or
         None when the body is not JSON or anything does not match exactly.
     """
-    if b"\\u" in body:  # escapes may spell NUL or lone surrogates: the strict path decides
+    if b"\\u0000" in body:  # NUL cannot be stored: the strict path names the field
         return None
     try:
         request = _DECODER.decode(body)
