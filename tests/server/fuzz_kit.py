@@ -8,13 +8,17 @@ counts requests, 4xx and 5xx, and keeps a line for each 5xx.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 from hypothesis import strategies as st
+
+from pocketml.testing import write_model_file
 
 
 class Raw(str):
@@ -60,6 +64,12 @@ HOSTILE_TEXT: list[Any] = [
     "../../etc/passwd",
 ]
 DEEP = Raw("[" * 3000 + "]" * 3000)
+
+
+def mostly(valid: st.SearchStrategy[Any], hostile: st.SearchStrategy[Any]) -> Any:
+    """Two draws in three from ``valid``: writes must often succeed to be read back."""
+    return st.one_of(valid, valid, hostile)
+
 
 texts = st.one_of(st.sampled_from(HOSTILE_TEXT), st.text(max_size=12))
 ints = st.one_of(st.sampled_from(HOSTILE_INTS), st.integers(-5, 300))
@@ -148,3 +158,29 @@ class Api:
                 f"{method} {path[:120]} {sent} -> {response.status_code}: {response.text[:300]}"
             )
         return response
+
+
+def segment(value: Any) -> str:
+    """``value`` percent-encoded as one URL path segment (lone surrogates included)."""
+    if not isinstance(value, str):
+        return dump(value).decode()
+    return "".join(f"%{b:02X}" for b in value.encode("utf-8", "surrogatepass"))
+
+
+def mutated(base: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    target: Any = out
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return out
+
+
+class ModelFiles:
+    """Model files pushed by the fuzzer: valid ONNX, a TFLite, and bytes of no format."""
+
+    def __init__(self, root: Path) -> None:
+        self.onnx = [write_model_file(root / f"m{i}.onnx", "onnx", seed=i) for i in range(4)]
+        self.tflite = write_model_file(root / "m.tflite", "tflite", seed=9)
+        self.garbage = root / "garbage.bin"
+        self.garbage.write_bytes(b"\x08\x00 not a model " * 50)

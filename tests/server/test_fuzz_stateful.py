@@ -15,7 +15,6 @@ sending once spent), on SQLite and PostgreSQL. ``pytest -s`` prints the counts.
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -26,20 +25,28 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
 from pocketml.server.schemas import AppCreatedPublic
-from pocketml.testing import write_model_file
 
 from .conftest import SCHEMA, LiveServer
-from .fuzz_kit import DEEP, Api, Counts, Raw, dump, floats, ints, json_values, texts
+from .fuzz_kit import (
+    DEEP,
+    Api,
+    Counts,
+    ModelFiles,
+    Raw,
+    dump,
+    floats,
+    ints,
+    json_values,
+    mostly,
+    mutated,
+    segment,
+    texts,
+)
 
-RUNS = 60
+RUNS = 150
 STEPS = 40
-BUDGET_S = 70.0
+BUDGET_S = 85.0
 NAMES = ["m0", "m1", "m2"]
-
-
-def mostly(valid: st.SearchStrategy[Any], hostile: st.SearchStrategy[Any]) -> Any:
-    """Two draws in three from ``valid``: writes must often succeed to be read back."""
-    return st.one_of(valid, valid, hostile)
 
 
 models = mostly(st.sampled_from(NAMES), texts)
@@ -69,37 +76,11 @@ SCHEMA_PATHS = [
 ]
 
 
-def _segment(value: Any) -> str:
-    """``value`` percent-encoded as one URL path segment (lone surrogates included)."""
-    if not isinstance(value, str):
-        return dump(value).decode()
-    return "".join(f"%{b:02X}" for b in value.encode("utf-8", "surrogatepass"))
-
-
-def _mutated(base: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    target: Any = out
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = value
-    return out
-
-
-class _Files:
-    """Model files pushed by the fuzzer: valid ONNX, a TFLite, and bytes of no format."""
-
-    def __init__(self, root: Path) -> None:
-        self.onnx = [write_model_file(root / f"m{i}.onnx", "onnx", seed=i) for i in range(4)]
-        self.tflite = write_model_file(root / "m.tflite", "tflite", seed=9)
-        self.garbage = root / "garbage.bin"
-        self.garbage.write_bytes(b"\x08\x00 not a model " * 50)
-
-
 class Fuzz(RuleBasedStateMachine):
     """Hostile writes, and every read after each accepted one."""
 
     api: Api
-    files: _Files
+    files: ModelFiles
     deadline: float
 
     @initialize()
@@ -164,7 +145,7 @@ class Fuzz(RuleBasedStateMachine):
     ) -> None:
         if self._spent():
             return
-        schema = SCHEMA if keep_valid else _mutated(SCHEMA, path, value)
+        schema = SCHEMA if keep_valid else mutated(SCHEMA, path, value)
         body = {"name": name, "description": description, "schema": schema}
         self._write("admin", "POST", "/v1/admin/models", dump(body))
 
@@ -195,13 +176,13 @@ class Fuzz(RuleBasedStateMachine):
             "variants": [{"name": "v", "format": fmt, "precision": "fp32", "profiles": ["x"]}],
         }
         files = {"metadata": (None, dump(meta), "application/json"), "v": ("m", path.read_bytes())}
-        self._write("admin", "POST", f"/v1/admin/models/{_segment(model)}/versions", files=files)
+        self._write("admin", "POST", f"/v1/admin/models/{segment(model)}/versions", files=files)
 
     @rule(model=models, version=versions, stage=st.sampled_from(["production", "archived", "x"]))
     def set_stage(self, model: Any, version: Any, stage: str) -> None:
         if self._spent():
             return
-        path = f"/v1/admin/models/{_segment(model)}/versions/{_segment(version)}/stage"
+        path = f"/v1/admin/models/{segment(model)}/versions/{segment(version)}/stage"
         self._write("admin", "POST", path, dump({"stage": stage}))
 
     @rule(
@@ -233,7 +214,7 @@ class Fuzz(RuleBasedStateMachine):
                 "min": value,
             }
         )
-        path = f"/v1/admin/models/{_segment(model)}/targeting"
+        path = f"/v1/admin/models/{segment(model)}/targeting"
         self._write("admin", "PUT", path, dump({"rules": [rule_body]}))
 
     @rule(
@@ -360,7 +341,7 @@ class Fuzz(RuleBasedStateMachine):
             return
         row = [0.25] * 63 + [value]
         body = {"inputs": [row] if batch else row, "prediction_id": prediction_id}
-        self._write("device", "POST", f"/v1/models/{_segment(model)}/predict", dump(body))
+        self._write("device", "POST", f"/v1/models/{segment(model)}/predict", dump(body))
 
     @rule(
         route=st.sampled_from(
@@ -398,7 +379,7 @@ class Fuzz(RuleBasedStateMachine):
     def hostile_path(self, value: Any, where: str) -> None:
         if self._spent():
             return
-        quoted = _segment(value) or "%00"
+        quoted = segment(value) or "%00"
         who = "ui" if where == "ui" else "admin"
         path = f"/ui/models/{quoted}" if where == "ui" else f"/v1/admin/{where}/{quoted}"
         self.api.send(who, "GET", path)
@@ -408,7 +389,7 @@ class Fuzz(RuleBasedStateMachine):
 def _fuzz(live_server: LiveServer, app: AppCreatedPublic, tmp_path: Path, label: str) -> Counts:
     counts = Counts()
     api = Api(live_server.url, app.admin_token, app.device_key, counts)
-    Fuzz.api, Fuzz.files = api, _Files(tmp_path)
+    Fuzz.api, Fuzz.files = api, ModelFiles(tmp_path)
     Fuzz.deadline = time.monotonic() + BUDGET_S
     try:
         run_state_machine_as_test(
