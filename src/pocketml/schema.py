@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pocketml.bounds import Bounded, FiniteFloat, JsonObject, Text
 from pocketml.errors import InvalidInput, SchemaError
 
 __all__ = [
@@ -33,6 +35,13 @@ __all__ = [
 FORMAT_VERSION = 1
 _DTYPES = ("float32", "float16", "uint8", "int8", "int32", "int64")
 _LAYOUTS = ("NCHW", "NHWC", "NC")
+MAX_AXIS = 1 << 20
+MAX_SAMPLE_VALUES = 1 << 24
+_DTYPE_LIMITS = {"uint8": (0, 255), "int8": (-128, 127), "int32": (-(2**31), 2**31 - 1)}
+_DTYPE_LIMITS["int64"] = (-(2**63), 2**63 - 1)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+_NUMBER_TYPES = frozenset({int, float})
 
 
 def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
@@ -48,16 +57,20 @@ def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
     return "; ".join(parts)
 
 
-class _Strict(BaseModel):
+class _Strict(Bounded):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_Name = Annotated[Text, Field(min_length=1, max_length=128)]
+_Axis = Annotated[int, Field(ge=1, le=MAX_AXIS)]
 
 
 class Normalization(_Strict):
     """``y = (x * scale - mean[c]) / std[c]``, per channel (or per feature for tables)."""
 
-    scale: float = Field(1.0, description="Multiplier applied to raw values first.")
-    mean: list[float] = Field(default_factory=lambda: [0.0])
-    std: list[float] = Field(default_factory=lambda: [1.0])
+    scale: FiniteFloat = Field(1.0, description="Multiplier applied to raw values first.")
+    mean: list[FiniteFloat] = Field(default_factory=lambda: [0.0], max_length=4096)
+    std: list[FiniteFloat] = Field(default_factory=lambda: [1.0], max_length=4096)
 
     @model_validator(mode="after")
     def _check(self) -> Normalization:
@@ -73,11 +86,13 @@ class Normalization(_Strict):
 class InputSpec(_Strict):
     """One model input. ``shape[0]`` is the batch axis and must be ``None`` (dynamic)."""
 
-    name: str = Field(min_length=1)
+    name: _Name
     dtype: Literal["float32", "float16", "uint8", "int8", "int32", "int64"] = "float32"
-    shape: list[int | None]
+    shape: list[_Axis | None] = Field(
+        max_length=8, description=f"Axis sizes; each in [1, {MAX_AXIS}], the first null."
+    )
     layout: Literal["NCHW", "NHWC", "NC"] = "NCHW"
-    value_range: tuple[float, float] | None = Field(
+    value_range: tuple[FiniteFloat, FiniteFloat] | None = Field(
         None, description="Range of raw values before normalization, e.g. (0, 255)."
     )
     normalization: Normalization | None = None
@@ -91,6 +106,8 @@ class InputSpec(_Strict):
             raise ValueError(f"the first (batch) axis must be null (dynamic); got {shape[0]}")
         if any(d is None or d <= 0 for d in shape[1:]):
             raise ValueError(f"axes after the batch axis must be positive ints; got {shape}")
+        if math.prod(d for d in shape[1:] if d is not None) > MAX_SAMPLE_VALUES:
+            raise ValueError(f"one sample may hold at most {MAX_SAMPLE_VALUES} values; got {shape}")
         return shape
 
     @model_validator(mode="after")
@@ -129,9 +146,9 @@ class InputSpec(_Strict):
 class OutputSpec(_Strict):
     """One model output: class probabilities or logits, with one label per class."""
 
-    name: str = Field(min_length=1)
+    name: _Name
     kind: Literal["probabilities", "logits"] = "probabilities"
-    labels: list[str] = Field(min_length=1)
+    labels: list[Annotated[Text, Field(max_length=256)]] = Field(min_length=1, max_length=100_000)
 
     @field_validator("labels")
     @classmethod
@@ -147,18 +164,18 @@ class PreprocessStep(_Strict):
     """A documented step a client performs before the model (in this order)."""
 
     op: Literal["resize", "grayscale", "to_float", "normalize", "transpose"]
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: JsonObject = Field(default_factory=dict)
 
 
 class ModelSchema(_Strict):
     """The contract of a model's inputs and outputs; JSON-serialisable and versioned."""
 
     format_version: int = FORMAT_VERSION
-    name: str = Field(min_length=1)
+    name: _Name
     task: Literal["classification"] = "classification"
-    inputs: list[InputSpec] = Field(min_length=1)
-    outputs: list[OutputSpec] = Field(min_length=1)
-    preprocessing: list[PreprocessStep] = Field(default_factory=list)
+    inputs: list[InputSpec] = Field(min_length=1, max_length=64)
+    outputs: list[OutputSpec] = Field(min_length=1, max_length=64)
+    preprocessing: list[PreprocessStep] = Field(default_factory=list, max_length=64)
 
     @field_validator("format_version")
     @classmethod
@@ -214,14 +231,29 @@ class ModelSchema(_Strict):
     def check_batch(self, batch: Any) -> np.ndarray:
         """Check a batch against the first input and return it as a float32 array.
 
+        Every value must be a number (booleans, strings and nulls are refused) that the
+        input's dtype can hold: finite, inside the dtype's range, and whole for integer
+        dtypes.
+
         Raises:
-            InvalidInput: wrong rank or shape, non-numeric values, NaN or infinity.
+            InvalidInput: wrong rank or shape, non-numeric values, NaN or infinity, a
+                value the input's dtype cannot hold. The message names the input.
         """
         spec = self.input
+        if isinstance(batch, np.ndarray):
+            if batch.dtype.kind not in "fiu":
+                raise InvalidInput(
+                    f"input '{spec.name}' must hold numbers; got an array of {batch.dtype}"
+                )
+        else:
+            _check_numbers(batch, spec.name)
         try:
-            array = np.asarray(batch, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"input '{spec.name}' must be numeric: {exc}") from exc
+            array = np.asarray(batch, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidInput(
+                f"input '{spec.name}' must be a nested list of numbers with equal lengths "
+                f"per axis: {exc}"
+            ) from exc
         if array.shape[1:] != spec.sample_shape:
             if array.shape == spec.sample_shape:
                 array = array[np.newaxis]
@@ -232,7 +264,8 @@ class ModelSchema(_Strict):
                 )
         if not np.isfinite(array).all():
             raise InvalidInput(f"input '{spec.name}' contains NaN or infinite values")
-        return array
+        _check_dtype_range(array, spec)
+        return array.astype(np.float32)
 
     def normalize(self, raw: np.ndarray) -> np.ndarray:
         """Apply the input's normalization to raw values (what a client does on device)."""
@@ -247,3 +280,44 @@ class ModelSchema(_Strict):
             mean, std = mean.reshape(1, -1, 1, 1), std.reshape(1, -1, 1, 1)
         out: np.ndarray = (array * np.float32(norm.scale) - mean) / std
         return out.astype(np.float32)
+
+
+def _check_numbers(batch: Any, name: str) -> None:
+    """Raise InvalidInput unless ``batch`` is nested lists whose leaves are all numbers."""
+    if not isinstance(batch, list):
+        raise InvalidInput(
+            f"input '{name}' must be a nested list of numbers; got {type(batch).__name__}"
+        )
+    stack = [batch]
+    while stack:
+        items = stack.pop()
+        if not items:
+            continue
+        if isinstance(items[0], list):
+            if not all(type(item) is list for item in items):
+                raise InvalidInput(f"input '{name}' mixes lists and values on one axis")
+            stack.extend(items)
+            continue
+        kinds = set(map(type, items))
+        if not kinds <= _NUMBER_TYPES:
+            given = ", ".join(sorted(kind.__name__ for kind in kinds - _NUMBER_TYPES))
+            raise InvalidInput(
+                f"input '{name}' must hold only numbers (int or float); got {given}. "
+                "Send true/false as 1/0."
+            )
+
+
+def _check_dtype_range(array: np.ndarray, spec: InputSpec) -> None:
+    """Raise InvalidInput when a value does not fit the input's dtype."""
+    if spec.dtype in ("float32", "float16"):
+        limit = _FLOAT32_MAX if spec.dtype == "float32" else _FLOAT16_MAX
+        if array.size and float(np.abs(array).max()) > limit:
+            raise InvalidInput(
+                f"input '{spec.name}' has values beyond the {spec.dtype} range (|x| <= {limit:.4g})"
+            )
+        return
+    low, high = _DTYPE_LIMITS[spec.dtype]
+    if array.size and (float(array.min()) < low or float(array.max()) > high):
+        raise InvalidInput(f"input '{spec.name}' ({spec.dtype}) takes values in [{low}, {high}]")
+    if not np.array_equal(array, np.round(array)):
+        raise InvalidInput(f"input '{spec.name}' ({spec.dtype}) takes whole numbers only")

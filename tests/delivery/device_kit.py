@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import hashlib
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pocketml.server._state import DeviceOptions
 from pocketml.server.background import serve_in_thread
 from pocketml.server.client import AdminClient
 from pocketml.serving import ServingOptions
+from pocketml.testing import write_model_file
 
 OPERATOR_TOKEN = "pml_op_device-tests-operator-token"
 
@@ -120,10 +120,8 @@ def fake_variant(
     role: str = "device",
     **extra: Any,
 ) -> tuple[dict[str, Any], Path]:
-    """A variant entry with a random file of ``size`` bytes (formats are not parsed on push)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / f"{name}.bin"
-    path.write_bytes(random.Random(name).randbytes(size))
+    """A variant entry with a small valid file of its format (a push checks the format)."""
+    path = write_model_file(workdir / f"{name}.bin", fmt, seed=name, size=size)
     meta = {
         "name": name,
         "format": fmt,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-import random
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from pocketml.registry import (
     VersionInfo,
 )
 from pocketml.registry._s3 import S3ArtifactStore
+from pocketml.testing import write_model_file
 
 SCHEMA: dict[str, Any] = {
     "name": "digits",
@@ -44,13 +44,12 @@ _MOTO_CREDENTIALS = {
 
 @pytest.fixture
 def make_model(tmp_path: Path) -> Callable[..., Path]:
-    """A factory writing deterministic random bytes to ``<tmp>/uploads/<name>/model.onnx``."""
+    """A factory writing a small valid ONNX model to ``<tmp>/uploads/<name>/model.onnx``."""
 
     def make(name: str, *, size: int = 4096, seed: int = 0) -> Path:
-        path = tmp_path / "uploads" / name / "model.onnx"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(random.Random(seed).randbytes(size))
-        return path
+        return write_model_file(
+            tmp_path / "uploads" / name / "model.onnx", "onnx", seed=seed, size=size
+        )
 
     return make
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import random
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from pocketml.registry import LocalArtifactStore, Registry, VersionCreate
 from pocketml.server.background import serve_in_thread
 from pocketml.server.client import AdminClient
 from pocketml.telemetry import TelemetryStore
+from pocketml.testing import write_model_file
 
 SCHEMA: dict[str, Any] = {
     "name": "digits",
@@ -55,8 +55,7 @@ class World:
 
     def push(self, *, profiles: Sequence[str] = ("mid",), seed: int = 0) -> int:
         """Push a new candidate version of "digits" with one onnx device variant."""
-        path = self.tmp / f"model-{seed}.onnx"
-        path.write_bytes(random.Random(seed).randbytes(512))
+        path = write_model_file(self.tmp / f"model-{seed}.onnx", "onnx", seed=seed, size=512)
         meta = VersionCreate.model_validate(
             {
                 "variants": [
@@ -155,8 +154,7 @@ class Live:
 
     def push(self, client: AdminClient, seed: int, model: str = "digits") -> int:
         """Push a version of ``model`` with one onnx device variant for "android-mid"."""
-        path = self.tmp / f"m{seed}.onnx"
-        path.write_bytes(random.Random(seed).randbytes(400))
+        path = write_model_file(self.tmp / f"m{seed}.onnx", "onnx", seed=seed, size=400)
         meta = {
             "variants": [
                 {

@@ -22,6 +22,7 @@ from pocketml.config import ServerSettings, Settings
 from pocketml.server.background import serve_in_thread
 from pocketml.server.client import AdminClient
 from pocketml.server.schemas import AppCreatedPublic
+from pocketml.testing import write_model_file
 
 OPERATOR_TOKEN = "pml_op_test-operator-token"
 
@@ -101,6 +102,11 @@ def random_file(path: Path, size: int, seed: int) -> Path:
     return path
 
 
+def onnx_file(path: Path, size: int, seed: int) -> Path:
+    """Write a valid ONNX model of about ``size`` bytes, distinct per ``seed``, to ``path``."""
+    return write_model_file(path, "onnx", seed=seed, size=size)
+
+
 def sha256_of(path: Path) -> str:
     """sha256 hex of a file."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -118,10 +124,10 @@ def variant_meta(name: str, path: Path, **extra: object) -> dict[str, object]:
 
 
 def push_two_variants(client: AdminClient, model: str, workdir: Path, seed: int = 0) -> object:
-    """Push a version with two small random variants; returns the VersionPublic."""
+    """Push a version with two small ONNX variants; returns the VersionPublic."""
     workdir.mkdir(parents=True, exist_ok=True)
-    fp32 = random_file(workdir / f"fp32-{seed}.onnx", 20_000 + seed, seed)
-    int8 = random_file(workdir / f"int8-{seed}.onnx", 7_000 + seed, seed + 1000)
+    fp32 = onnx_file(workdir / f"fp32-{seed}.onnx", 20_000 + seed, seed)
+    int8 = onnx_file(workdir / f"int8-{seed}.onnx", 7_000 + seed, seed + 1000)
     meta = {
         "dataset_fingerprint": "sha256:abc",
         "source_framework": "pytorch",

@@ -19,7 +19,7 @@ import pytest
 from pocketml.server.client import _MultipartBody
 from pocketml.server.schemas import AppCreatedPublic, VersionPublic
 
-from .conftest import OPERATOR_TOKEN, SCHEMA, LiveServer, push_two_variants, random_file, sha256_of
+from .conftest import OPERATOR_TOKEN, SCHEMA, LiveServer, onnx_file, push_two_variants, sha256_of
 
 CALLERS = ("none", "wrong", "device", "other_device", "other_admin", "operator", "own_admin")
 
@@ -68,7 +68,7 @@ def _request_kwargs(body: str, tmp_path: Path, counter: int) -> dict[str, Any]:
     if body == "stage":
         return {"json": {"stage": "production"}}
     if body == "push":
-        model_file = random_file(tmp_path / f"push-{counter}.onnx", 4096, counter)
+        model_file = onnx_file(tmp_path / f"push-{counter}.onnx", 4096, counter)
         meta = {
             "variants": [
                 {

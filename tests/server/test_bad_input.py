@@ -17,7 +17,7 @@ from .conftest import (
     SCHEMA,
     LiveServer,
     make_settings,
-    random_file,
+    onnx_file,
     serve,
     variant_meta,
 )
@@ -85,7 +85,7 @@ def test_unknown_model_answers_404(live_server: LiveServer, app_a: AppCreatedPub
 def test_sha256_mismatch_answers_422_and_stores_nothing(
     live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path
 ) -> None:
-    model_file = random_file(tmp_path / "m.onnx", 5000, 1)
+    model_file = onnx_file(tmp_path / "m.onnx", 5000, 1)
     meta = {"variants": [variant_meta("v", model_file, sha256="0" * 64)]}
     with live_server.admin(app_a.admin_token) as client:
         client.create_model("digits", SCHEMA)
@@ -99,7 +99,7 @@ def test_sha256_mismatch_answers_422_and_stores_nothing(
 def test_duplicate_version_answers_409(
     live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path
 ) -> None:
-    model_file = random_file(tmp_path / "m.onnx", 5000, 2)
+    model_file = onnx_file(tmp_path / "m.onnx", 5000, 2)
     meta = {"version": 7, "variants": [variant_meta("v", model_file)]}
     with live_server.admin(app_a.admin_token) as client:
         client.create_model("digits", SCHEMA)
@@ -112,7 +112,7 @@ def test_duplicate_version_answers_409(
 def test_metadata_with_wrong_fields_answers_422(
     live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path
 ) -> None:
-    model_file = random_file(tmp_path / "m.onnx", 100, 3)
+    model_file = onnx_file(tmp_path / "m.onnx", 100, 3)
     bad = {"variants": [{**variant_meta("v", model_file), "format": "exe", "extra": 1}]}
     with live_server.admin(app_a.admin_token) as client:
         client.create_model("digits", SCHEMA)
@@ -149,7 +149,7 @@ def test_upload_over_the_limit_answers_413_and_leaves_no_temp_file(
     tmp_path: Path, database_url: str
 ) -> None:
     settings = make_settings(tmp_path / "home", database_url, max_upload_mb=0.05)
-    big = random_file(tmp_path / "big.onnx", 80_000, 4)
+    big = onnx_file(tmp_path / "big.onnx", 80_000, 4)
     meta = {"variants": [variant_meta("v", big)]}
     with serve(settings) as url:
         with AdminClient(url, OPERATOR_TOKEN) as operator:

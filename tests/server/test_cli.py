@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from pocketml.cli import _admin, _server
 from pocketml.errors import Unavailable
 
-from .conftest import OPERATOR_TOKEN, SCHEMA, LiveServer, random_file, sha256_of
+from .conftest import OPERATOR_TOKEN, SCHEMA, LiveServer, onnx_file, sha256_of
 
 
 def _cli() -> typer.Typer:
@@ -29,7 +29,7 @@ def _cli() -> typer.Typer:
 
 def _build_dir(root: Path) -> Path:
     root.mkdir()
-    model = random_file(root / "model.onnx", 12_000, 11)
+    model = onnx_file(root / "model.onnx", 12_000, 11)
     (root / "schema.json").write_text(json.dumps(SCHEMA))
     (root / "card.md").write_text("# Digits\n")
     (root / "run.json").write_text(json.dumps({"seed": 0}))
@@ -50,7 +50,7 @@ def _build_dir(root: Path) -> Path:
                         "format": "onnx",
                         "precision": "fp32",
                         "sha256": sha256_of(model),
-                        "size": 12_000,
+                        "size": model.stat().st_size,
                     }
                 ],
             }

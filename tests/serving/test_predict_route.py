@@ -82,8 +82,8 @@ def test_bad_inputs_answer_4xx_naming_what_was_expected(
         missing = http.post(route, json={"samples": [[0.0] * 64]})
         not_json = http.post(route, content=b"{", headers={"Content-Type": "application/json"})
     assert shape.status_code == 422 and "(N, 64)" in shape.json()["error"]["message"]
-    assert dtype.status_code == 422 and "numeric" in dtype.json()["error"]["message"]
-    assert nan.status_code == 422 and "NaN" in nan.json()["error"]["message"]
+    assert dtype.status_code == 422 and "only numbers" in dtype.json()["error"]["message"]
+    assert nan.status_code == 400 and "NaN" in nan.json()["error"]["message"]  # not JSON
     assert empty.status_code == 422
     assert missing.status_code == 422 and "inputs" in missing.json()["error"]["message"]
     assert not_json.status_code == 400

@@ -24,6 +24,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from pocketml.bounds import check_text
 from pocketml.delivery._types import DeviceFacts
 from pocketml.errors import InvalidInput
 
@@ -40,6 +41,7 @@ __all__ = [
 SET_FIELDS = ("platform", "device_model", "device_class", "country", "device_id")
 RANGE_FIELDS = ("os_version", "app_version")
 _MAX_VALUES = 10_000
+_MAX_VALUE_LENGTH = 128
 
 
 @lru_cache(maxsize=4096)
@@ -123,7 +125,9 @@ def _parse_rule(raw: Mapping[str, Any], index: int) -> Rule:
                 f"got {dict(raw)!r}."
             )
         for key, text in bounds.items():
-            if text is not None and (not isinstance(text, str) or _version(text) is None):
+            if text is not None and (
+                not isinstance(text, str) or len(text) > 64 or _version(text) is None
+            ):
                 raise InvalidInput(
                     f"{where}: {key} must be a version string such as '14.2'; got {text!r}."
                 )
@@ -140,13 +144,23 @@ def _parse_rule(raw: Mapping[str, Any], index: int) -> Rule:
         not isinstance(values, list)
         or not values
         or len(values) > _MAX_VALUES
-        or not all(isinstance(v, str) and v for v in values)
+        or not all(_is_value(v) for v in values)
     ):
         raise InvalidInput(
-            f"{where}: '{key}' must be a list of 1 to {_MAX_VALUES} non-empty strings; "
-            f"got {values!r}."
+            f"{where}: '{key}' must be a list of 1 to {_MAX_VALUES} non-empty strings of at "
+            f"most {_MAX_VALUE_LENGTH} characters (valid UTF-8, no NUL); got {values!r:.200}."
         )
     return Rule(field=field, values=frozenset(v.lower() for v in values), negate=key == "not_in")
+
+
+def _is_value(value: object) -> bool:
+    if not isinstance(value, str) or not 1 <= len(value) <= _MAX_VALUE_LENGTH:
+        return False
+    try:
+        check_text(value)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_targeting(raw: Sequence[Mapping[str, Any]] | None) -> Targeting:

@@ -14,6 +14,7 @@
 """
 
 from pocketml.registry._db import migrate_database
+from pocketml.registry._push import ModelFileRejected
 from pocketml.registry._types import (
     AppCreated,
     AppInfo,
@@ -46,6 +47,7 @@ __all__ = [
     "KeyringChange",
     "LocalArtifactStore",
     "ModelCreate",
+    "ModelFileRejected",
     "ModelInfo",
     "PackageRef",
     "Page",

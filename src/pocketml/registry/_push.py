@@ -1,7 +1,14 @@
-"""The steps of a push that touch files: hash checks, model storage, package building.
+"""The steps of a push that touch files: format and hash checks, storage, packages.
 
 ``Registry.push_version`` runs them in order and then writes the rows in one transaction;
 these functions never touch the database.
+
+``check_model_files`` makes sure each file is what its variant's format says before
+anything is stored, so a device is never sent a package it cannot load: ONNX and ORT
+files are opened once by ONNX Runtime (graph optimizations off: parsing and checking the
+graph only, well under a second for hundreds of megabytes); TFLite files must carry the
+``TFL3`` FlatBuffer identifier; Core ML files must be a zipped ``.mlpackage`` with its
+``Manifest.json`` or a ``.mlmodel`` protobuf (whose first field is the spec version).
 """
 
 from __future__ import annotations
@@ -23,7 +30,78 @@ from pocketml.registry.store import new_id
 if TYPE_CHECKING:
     from pocketml.protect import ContentKey, SigningKey
 
-__all__ = ["build_packages", "check_files", "new_version", "store_model_files"]
+__all__ = [
+    "ModelFileRejected",
+    "build_packages",
+    "check_files",
+    "check_model_files",
+    "new_version",
+    "store_model_files",
+]
+
+_TFLITE_ID = b"TFL3"
+
+
+class ModelFileRejected(InvalidInput):
+    """A variant's file is not a file of its declared format (HTTP 422 naming the variant)."""
+
+    def __init__(self, variant: str, message: str) -> None:
+        super().__init__(message)
+        self.variant = variant
+
+
+def check_model_files(meta: VersionCreate, files: Mapping[str, Path]) -> None:
+    """Check that every variant's file is a model of its declared format.
+
+    Raises:
+        ModelFileRejected: the first variant whose file is not what its format says.
+    """
+    for variant in meta.variants:
+        problem = _format_problem(Path(files[variant.name]), variant.format)
+        if problem is not None:
+            raise ModelFileRejected(
+                variant.name,
+                f"variant {variant.name!r} is declared as format {variant.format!r} but its "
+                f"file {problem}. Upload the model file that was built for this variant.",
+            )
+
+
+def _format_problem(path: Path, model_format: str) -> str | None:
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if model_format == "tflite":
+        return None if head[4:8] == _TFLITE_ID else "lacks the TFLite identifier 'TFL3'"
+    if model_format == "coreml":
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+            if any(name.endswith(".mlpackage/Manifest.json") for name in names):
+                return None
+            return "is a zip without an .mlpackage/Manifest.json (not a zipped .mlpackage)"
+        if head[:1] == b"\x08":  # Model.specificationVersion, field 1, varint
+            return None
+        return "is neither a zipped .mlpackage nor a .mlmodel"
+    return _onnxruntime_problem(path, model_format)
+
+
+def _onnxruntime_problem(path: Path, model_format: str) -> str | None:
+    try:
+        import onnxruntime as ort
+    except ImportError:  # pragma: no cover - a server dependency
+        return None
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 4
+    options.add_session_config_entry(
+        "session.load_model_format", "ORT" if model_format == "ort" else "ONNX"
+    )
+    try:
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own (unexported) error types
+        text = str(exc).replace(str(path), "<upload>").strip()  # no server paths in replies
+        reason = text.splitlines()[0][:200] if text else type(exc).__name__
+        return f"does not load in ONNX Runtime ({reason})"
+    return None
 
 
 def store_model_files(

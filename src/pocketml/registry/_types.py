@@ -10,9 +10,11 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from pocketml.bounds import Bounded, JsonObject, Text, VersionNumber
 
 __all__ = [
     "FORMATS",
@@ -182,7 +184,7 @@ class PackageRef:
 # ---------------------------------------------------------------- inputs
 
 
-class _Input(BaseModel):
+class _Input(Bounded):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -200,14 +202,16 @@ class VariantUpload(_Input):
     sha256: str | None = Field(
         None, pattern=SHA256_PATTERN, description="Expected sha256 hex of the model file."
     )
-    compatibility: dict[str, Any] = Field(
+    compatibility: JsonObject = Field(
         default_factory=dict,
         description="{opset, spec_version, min_runtime, min_os, operators: [..]}.",
     )
-    metrics: dict[str, Any] = Field(default_factory=dict, description="e.g. {accuracy}.")
-    benchmarks: dict[str, Any] = Field(default_factory=dict, description="Per profile.")
-    profiles: list[str] = Field(
-        default_factory=list, description="Device profiles this variant was chosen for."
+    metrics: JsonObject = Field(default_factory=dict, description="e.g. {accuracy}.")
+    benchmarks: JsonObject = Field(default_factory=dict, description="Per profile.")
+    profiles: list[Annotated[Text, Field(max_length=64)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Device profiles this variant was chosen for.",
     )
     encrypt: bool = Field(False, description="Encrypt the model inside the package.")
 
@@ -215,15 +219,15 @@ class VariantUpload(_Input):
 class VersionCreate(_Input):
     """The metadata of a push: lineage, model card and the variants (at least one)."""
 
-    version: int | None = Field(None, ge=1, description="Version number; default: latest + 1.")
-    dataset_fingerprint: str | None = Field(None, max_length=200)
-    parent_version: int | None = Field(None, ge=1)
-    source_framework: str | None = Field(None, max_length=100)
-    params: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    run_record: dict[str, Any] = Field(default_factory=dict)
-    card: str = Field("", description="Model card, Markdown.")
-    variants: list[VariantUpload] = Field(min_length=1)
+    version: VersionNumber | None = Field(None, description="Version number; default: latest + 1.")
+    dataset_fingerprint: Annotated[Text, Field(max_length=200)] | None = None
+    parent_version: VersionNumber | None = None
+    source_framework: Annotated[Text, Field(max_length=100)] | None = None
+    params: JsonObject = Field(default_factory=dict)
+    metrics: JsonObject = Field(default_factory=dict)
+    run_record: JsonObject = Field(default_factory=dict)
+    card: Text = Field("", max_length=1_000_000, description="Model card, Markdown.")
+    variants: list[VariantUpload] = Field(min_length=1, max_length=64)
 
     @model_validator(mode="after")
     def _check_unique_variant_names(self) -> VersionCreate:
@@ -249,7 +253,7 @@ with warnings.catch_warnings():
             description="Lower-case letters, digits, _ and -, at most 64 characters.",
             examples=["digits"],
         )
-        description: str = Field("", max_length=2000)
-        schema: dict[str, Any] = Field(  # type: ignore[assignment]
+        description: Text = Field("", max_length=2000)
+        schema: JsonObject = Field(  # type: ignore[assignment]
             description="The ModelSchema JSON (inputs, outputs, preprocessing)."
         )

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pocketml.errors import Conflict, IntegrityError, InvalidInput, Unauthorized, Unavailable
 from pocketml.registry._keyrings import SigningKeys, keyring_of
-from pocketml.registry._push import build_packages, check_files, new_version, store_model_files
+from pocketml.registry._push import (
+    build_packages,
+    check_files,
+    check_model_files,
+    new_version,
+    store_model_files,
+)
 from pocketml.registry._rows import KeyRecord
 from pocketml.registry._types import (
     STAGES,
@@ -284,10 +290,12 @@ class Registry(SigningKeys):
         Raises:
             NotFound: no such model in the app.
             InvalidInput: a variant without a file or a file without a variant.
+            ModelFileRejected: a file is not a model of its variant's format.
             IntegrityError: a file's sha256 differs from the declared one.
             Conflict: ``meta.version`` exists already.
         """
         check_files(meta, files)
+        check_model_files(meta, files)
         info = self.store.get_model(app_id, model)
         if meta.version is not None:
             self.store.check_version_free(app_id, model, meta.version)

@@ -3,7 +3,9 @@
 One range per request is supported (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``); a header
 this server does not understand (another unit, several ranges, bad syntax) is ignored and
 the whole package is served, as RFC 9110 allows. A range that selects no byte raises
-``RangeNotSatisfiable`` (416).
+``RangeNotSatisfiable`` (416), and so does a position of more than 19 digits (no package
+is 10^19 bytes; converting thousands of digits to an int would raise ``ValueError``) and a
+header longer than 1,024 characters (it is never one sane range).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pocketml.server.errors import RangeNotSatisfiable
 __all__ = ["parse_range"]
 
 _SINGLE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+MAX_DIGITS = 19
+MAX_HEADER = 1024
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -32,12 +36,16 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """
     if not header:
         return None
+    if len(header) > MAX_HEADER:
+        raise _unsatisfiable(f"{header[:40]}...", size)
     match = _SINGLE.match(header)
     if match is None:
         return None
     first, last = match.group(1), match.group(2)
     if not first and not last:
         return None
+    if len(first) > MAX_DIGITS or len(last) > MAX_DIGITS:
+        raise _unsatisfiable(f"{header[:40]}...", size)
     if not first:  # suffix: the last n bytes
         length = int(last)
         if length == 0 or size == 0:

@@ -206,12 +206,15 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     rid = request_id_of(request)
-    if any(error.get("type") == "json_invalid" for error in errors):
+    invalid = [error for error in errors if error.get("type") == "json_invalid"]
+    if invalid:
+        reason = (invalid[0].get("ctx") or {}).get("error")
         return error_response(
             400,
             "malformed_json",
-            "the request body is not valid JSON; send a JSON object with "
-            "Content-Type: application/json.",
+            f"the request body is not valid JSON{f' ({reason})' if reason else ''}; send "
+            "standard JSON (UTF-8, no NaN or Infinity, no lone surrogates, numbers within "
+            "64 bits) with Content-Type: application/json.",
             rid,
         )
     return error_response(422, "invalid_input", describe_request_errors(errors), rid)

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pocketml.bounds import Bounded
+
 __all__ = [
     "AppCreate",
     "AppCreatedPublic",
@@ -134,7 +136,7 @@ class AppListPublic(BaseModel):
     total: int
 
 
-class AppCreate(BaseModel):
+class AppCreate(Bounded):
     """Body of ``POST /v1/admin/apps``."""
 
     model_config = ConfigDict(
@@ -144,7 +146,7 @@ class AppCreate(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class RotateRequest(BaseModel):
+class RotateRequest(Bounded):
     """Body of ``POST /v1/admin/app/rotate``: which credential to replace."""
 
     model_config = ConfigDict(
@@ -176,7 +178,7 @@ class RotatedPublic(BaseModel):
     app: AppPublic
 
 
-class StageChange(BaseModel):
+class StageChange(Bounded):
     """Body of ``POST .../versions/{version}/stage``."""
 
     model_config = ConfigDict(

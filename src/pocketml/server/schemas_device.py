@@ -15,6 +15,7 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from typing_extensions import TypedDict
 
+from pocketml.bounds import INT32_MAX, Bounded, Count, FiniteFloat, Text, VersionNumber
 from pocketml.server.schemas_keys import KeyringPublic
 
 __all__ = [
@@ -50,7 +51,7 @@ def _is_version(text: str) -> bool:
     return True
 
 
-class _Strict(BaseModel):
+class _Strict(Bounded):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -60,8 +61,8 @@ class _Strict(BaseModel):
 class HeldModel(_Strict):
     """What the device holds of one model."""
 
-    version: int | None = Field(None, ge=1)
-    variant: str | None = Field(None, max_length=64)
+    version: VersionNumber | None = None
+    variant: Annotated[Text, Field(max_length=64)] | None = None
     package_id: str | None = Field(None, pattern=SHA256)
 
 
@@ -96,18 +97,20 @@ class CheckinRequest(_Strict):
 
     device_id: str = Field(pattern=ID_PATTERN, description="Random per install, 8-128 chars.")
     platform: Literal["android", "ios", "linux"]
-    os_version: str = Field(max_length=32)
-    app_version: str = Field(max_length=32)
-    device_model: str | None = Field(None, max_length=64)
+    os_version: Annotated[Text, Field(max_length=32)]
+    app_version: Annotated[Text, Field(max_length=32)]
+    device_model: Annotated[Text, Field(max_length=64)] | None = None
     device_class: DeviceClass | None = None
     formats: list[Format] = Field(
         min_length=1, max_length=4, description="Runnable formats, in preference order."
     )
-    runtimes: dict[str, str] | None = Field(
+    runtimes: dict[Text, Text] | None = Field(
         None, max_length=8, description="Runtime name -> version, e.g. onnxruntime: 1.20.0."
     )
     country: str | None = Field(None, pattern=r"^[A-Z]{2}$")
-    models: dict[str, HeldModel] | None = Field(None, max_length=200)
+    models: dict[Annotated[Text, Field(max_length=64)], HeldModel] | None = Field(
+        None, max_length=200
+    )
 
     @field_validator("formats")
     @classmethod
@@ -213,7 +216,7 @@ class HybridPolicyInput(_Strict):
     """Overrides of a version's hybrid policy (fields left out keep their default)."""
 
     mode: Literal["local", "cloud", "cascade"] | None = None
-    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    threshold: FiniteFloat | None = Field(None, ge=0.0, le=1.0)
     timeout_ms: int | None = Field(None, ge=50, le=60_000)
     max_retries: int | None = Field(None, ge=0, le=10)
 
@@ -223,7 +226,7 @@ class DownloadPolicyInput(_Strict):
 
     wifi_only: bool | None = None
     charging_only: bool | None = None
-    max_cellular_bytes: int | None = Field(None, ge=0)
+    max_cellular_bytes: Count | None = None
 
 
 class PolicyUpdate(_Strict):
@@ -250,7 +253,7 @@ class PredictRequest(_Strict):
 
     inputs: list[Any] = Field(description="One sample or a batch, already normalized.")
     device_id: str | None = Field(None, pattern=ID_PATTERN)
-    prediction_id: str | None = Field(None, max_length=128)
+    prediction_id: Annotated[Text, Field(max_length=128)] | None = None
 
 
 class Prediction(BaseModel):
@@ -275,11 +278,11 @@ class PredictResponse(BaseModel):
 
 # ---------------------------------------------------------------- telemetry
 
-_Name = Annotated[str, Field(min_length=1, max_length=64)]
-_Short = Annotated[str, Field(max_length=128)]
+_Name = Annotated[Text, Field(min_length=1, max_length=64)]
+_Short = Annotated[Text, Field(max_length=128)]
 _NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 _Ts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-_Version = Annotated[int, Field(ge=1)] | None
+_Version = Annotated[int, Field(ge=1, le=INT32_MAX)] | None
 _STRICT_DICT = ConfigDict(extra="forbid")
 
 
@@ -291,7 +294,7 @@ class InferenceEvent(TypedDict):
     ts: _Ts
     model: _Name
     version: NotRequired[_Version]
-    variant: Annotated[str, Field(max_length=64)] | None
+    variant: Annotated[Text, Field(max_length=64)] | None
     source: Literal["local", "cloud", "fallback"]
     latency_ms: _NonNeg
     confidence: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
@@ -309,7 +312,7 @@ class ErrorEvent(TypedDict):
     model: _Name
     version: NotRequired[_Version]
     stage: Literal["download", "verify", "load", "inference", "cloud"]
-    message: Annotated[str, Field(max_length=500)]
+    message: Annotated[Text, Field(max_length=500)]
 
 
 class DownloadEvent(TypedDict):
@@ -320,8 +323,8 @@ class DownloadEvent(TypedDict):
     ts: _Ts
     model: _Name
     version: NotRequired[_Version]
-    variant: Annotated[str, Field(max_length=64)]
-    bytes: Annotated[int, Field(ge=0)]
+    variant: Annotated[Text, Field(max_length=64)]
+    bytes: Count
     duration_ms: _NonNeg
     outcome: Literal["done", "failed", "resumed"]
 
@@ -334,7 +337,7 @@ class DeviceContext(_Strict):
 
     platform: Literal["android", "ios", "linux"] | None = None
     device_class: DeviceClass | None = None
-    app_version: str | None = Field(None, max_length=32)
+    app_version: Annotated[Text, Field(max_length=32)] | None = None
 
 
 class TelemetryRequest(_Strict):
@@ -356,11 +359,11 @@ class TelemetryAccepted(BaseModel):
 class FeedbackRequest(_Strict):
     """A label or a thumbs up/down for one prediction (exactly one of the two)."""
 
-    prediction_id: str = Field(min_length=1, max_length=128)
+    prediction_id: Annotated[Text, Field(min_length=1, max_length=128)]
     device_id: str = Field(pattern=ID_PATTERN)
-    model: str = Field(min_length=1, max_length=64)
-    version: int | None = Field(None, ge=1)
-    label: str | None = Field(None, max_length=128)
+    model: _Name
+    version: VersionNumber | None = None
+    label: _Short | None = None
     thumbs: Literal["up", "down"] | None = None
     ts: float = Field(ge=0, allow_inf_nan=False)
 

@@ -8,9 +8,11 @@ Imports pydantic only, so the CLI's ``AdminClient`` parses responses with the sa
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pocketml.bounds import Bounded, FiniteFloat, JsonObject, Text, VersionNumber
 
 __all__ = [
     "ArmResultPublic",
@@ -31,17 +33,21 @@ __all__ = [
 ]
 
 
-class _Input(BaseModel):
+class _Input(Bounded):
     model_config = ConfigDict(extra="forbid")
+
+
+_ModelName = Annotated[Text, Field(min_length=1, max_length=64, examples=["digits"])]
+_Reason = Annotated[Text, Field(max_length=2000)]
 
 
 class RolloutCreate(_Input):
     """Start a staged rollout of a candidate version into a model's channel."""
 
-    model: str = Field(min_length=1, max_length=64, examples=["digits"])
-    version: int = Field(ge=1, le=2_147_483_647, description="The candidate version.")
+    model: _ModelName
+    version: VersionNumber = Field(description="The candidate version.")
     channel: Literal["production"] = "production"
-    schedule: list[float] = Field(
+    schedule: list[FiniteFloat] = Field(
         default=[1, 5, 25, 100],
         min_length=1,
         max_length=20,
@@ -50,11 +56,11 @@ class RolloutCreate(_Input):
     min_dwell_s: float = Field(3600.0, ge=0, le=90 * 86400, description="Seconds per step.")
     min_samples: int = Field(200, ge=1, le=10_000_000, description="Per arm, per step.")
     on_breach: Literal["pause", "rollback"] = "rollback"
-    guardrails: dict[str, Any] = Field(
+    guardrails: JsonObject = Field(
         default_factory=dict,
         description='{"thresholds": {metric: value}, "alpha": 0.01}; missing: defaults.',
     )
-    targeting: list[dict[str, Any]] = Field(
+    targeting: list[JsonObject] = Field(
         default_factory=list, max_length=100, description="Rules the candidate group must match."
     )
 
@@ -69,7 +75,7 @@ class RolloutCreate(_Input):
 class RolloutAction(_Input):
     """Why an admin moves a rollout (kept in the audit log)."""
 
-    reason: str = Field("", max_length=2000)
+    reason: _Reason = ""
 
 
 class GuardrailPublic(BaseModel):
@@ -120,7 +126,7 @@ class RolloutList(BaseModel):
 class TargetingUpdate(_Input):
     """The targeting rules of a model's channel (``[]``: every device)."""
 
-    rules: list[dict[str, Any]] = Field(max_length=100)
+    rules: list[JsonObject] = Field(max_length=100)
 
 
 class TargetingPublic(BaseModel):
@@ -154,15 +160,15 @@ class AuditPage(BaseModel):
 class ExperimentArm(_Input):
     """One arm: a name, the version it serves, its traffic weight."""
 
-    name: str = Field(min_length=1, max_length=32, examples=["control"])
-    version: int = Field(ge=1, le=2_147_483_647)
-    weight: float = Field(1.0, gt=0, le=1_000_000)
+    name: Annotated[Text, Field(min_length=1, max_length=32, examples=["control"])]
+    version: VersionNumber
+    weight: FiniteFloat = Field(1.0, gt=0, le=1_000_000)
 
 
 class ExperimentCreate(_Input):
     """Start an A/B experiment on a model's channel; the first arm is the control."""
 
-    model: str = Field(min_length=1, max_length=64, examples=["digits"])
+    model: _ModelName
     channel: Literal["production"] = "production"
     arms: list[ExperimentArm] = Field(min_length=2, max_length=10)
     metric: Literal["accuracy", "mean_confidence", "error_rate", "cloud_share", "latency_ms"] = (
@@ -173,8 +179,8 @@ class ExperimentCreate(_Input):
 class ExperimentStop(_Input):
     """Stop an experiment; ``promote`` is ``"winner"``, an arm's version, or null."""
 
-    promote: int | Literal["winner"] | None = None
-    reason: str = Field("", max_length=2000)
+    promote: VersionNumber | Literal["winner"] | None = None
+    reason: _Reason = ""
 
 
 class ArmResultPublic(BaseModel):

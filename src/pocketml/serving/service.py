@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from pocketml.bounds import check_text
 from pocketml.errors import InvalidInput, NotFound, PayloadTooLarge
 from pocketml.registry import ModelInfo, Registry, VariantInfo, VersionInfo
 from pocketml.runtime import RUNNABLE_FORMATS
@@ -276,10 +277,12 @@ class ServingService:
 
         Raises:
             NotFound: no such model, no production version, or nothing runnable.
-            InvalidInput: inputs of the wrong shape, non-numeric, NaN or infinite.
+            InvalidInput: a name that cannot be a model's (NUL, lone surrogate); inputs of
+                the wrong shape, non-numeric, NaN or infinite, or beyond the input's dtype.
             PayloadTooLarge: more than ``options.max_rows`` samples.
         """
         started = time.perf_counter()
+        _check_name(name)
         served = await self._resolve(app_id, name)
         batch = served.model.schema.check_batch(inputs)
         if len(batch) == 0:
@@ -326,3 +329,11 @@ class ServingService:
             },
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
+
+
+def _check_name(name: str) -> None:
+    """Refuse a name no model can have before it reaches a query (PostgreSQL refuses NUL)."""
+    try:
+        check_text(name)
+    except ValueError as exc:
+        raise InvalidInput(f"model name {name!r:.80}: {exc}.") from exc

@@ -1,18 +1,37 @@
-"""Reading JSON bodies of the hot device routes: size-limited, parsed with orjson."""
+"""Reading JSON bodies: the one strict parser of every route, size-limited on device routes.
+
+``parse_json`` is the only way a request body becomes Python values, for the device
+routes that read their body themselves, the raw-ASGI fast path, multipart metadata, and
+(through ``StrictJsonRoute``) every FastAPI route with a body model. It uses orjson with
+no fallback, which refuses what could not be stored and read back: lone surrogates,
+NaN / Infinity tokens, numbers that overflow a double (a 400-digit integer), and nesting
+deeper than 1,024 levels (no ``RecursionError``). Such a body answers 400
+``malformed_json`` naming the parser's reason; what remains (integers beyond 64 bits that
+orjson reads as floats, NUL characters, long strings) is refused by the bounded types of
+``pocketml.bounds`` with a 422 naming the field.
+"""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
-from fastapi import Request
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from pocketml.errors import InvalidInput, PayloadTooLarge
 
-__all__ = ["MalformedJson", "describe_errors", "parse_json", "read_body", "read_json"]
+__all__ = [
+    "MalformedJson",
+    "StrictJsonRoute",
+    "describe_errors",
+    "parse_json",
+    "read_body",
+    "read_json",
+]
 
 
 class MalformedJson(InvalidInput):
@@ -59,23 +78,52 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     return parse_json(await read_body(request, max_bytes))
 
 
-def parse_json(body: bytes) -> Any:
-    """Parse a request body as JSON (orjson; NaN / Infinity tokens via the json module).
+def parse_json(body: bytes | str, what: str = "the request body") -> Any:
+    """Parse JSON strictly (orjson, no fallback).
+
+    Args:
+        body: the raw bytes (or text).
+        what: how the message names the document, e.g. "the 'metadata' part".
 
     Raises:
-        MalformedJson: the body is not valid JSON.
+        MalformedJson: not JSON, or JSON that cannot round-trip (lone surrogates, NaN or
+            Infinity tokens, numbers beyond a double, nesting deeper than 1,024 levels).
     """
     try:
         return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
-    try:  # NaN / Infinity tokens: parse them so the schema check can name the problem
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except orjson.JSONDecodeError as exc:
         raise MalformedJson(
-            "the request body is not valid JSON; send a JSON object with "
+            f"{what} is not valid JSON ({exc}); send standard JSON (UTF-8, no NaN or "
+            "Infinity, no lone surrogates, numbers within 64 bits) with "
             "Content-Type: application/json."
         ) from exc
+
+
+class _StrictJsonRequest(Request):
+    """A request whose ``json()`` is orjson (FastAPI's default is ``json.loads``)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = orjson.loads(await self.body())  # JSONDecodeError: FastAPI's 400
+        return self._json
+
+
+class StrictJsonRoute(APIRoute):
+    """An APIRoute whose JSON body goes through the same strict parser as ``parse_json``.
+
+    FastAPI parses body models with ``json.loads``, which accepts lone surrogates, NaN and
+    400-digit integers; every router of the server uses this route class instead.
+    ``orjson.JSONDecodeError`` subclasses ``json.JSONDecodeError``, so FastAPI still answers
+    a malformed body with its ``json_invalid`` error (400 ``malformed_json``).
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict_handler(request: Request) -> Response:
+            return await handler(_StrictJsonRequest(request.scope, request.receive))
+
+        return strict_handler
 
 
 def _where(loc: tuple[Any, ...], skip_tags: frozenset[str]) -> str:

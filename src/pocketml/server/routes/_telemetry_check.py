@@ -13,7 +13,10 @@ for float fields, the same keys). Anything else, including values pydantic would
 language and every error message stay those of the schema. msgspec is stricter than
 pydantic's lax mode in the same direction (no coercion of strings, floats or bools to
 ints), and its ``pattern`` uses ``re.search``, so the id pattern ends with ``\\Z``
-(``$`` would let a trailing newline through).
+(``$`` would let a trailing newline through). Integer bounds come from
+``pocketml.bounds`` like the schema's. msgspec refuses lone surrogates and raw control
+characters itself; a body with a ``\\u0000`` escape goes to the strict path, whose
+``Text`` fields refuse NUL (PostgreSQL cannot store it) naming the field.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
+from pocketml.bounds import INT32_MAX, INT64_MAX
 from pocketml.server.schemas_device import ID_PATTERN, DeviceClass
 from pocketml.telemetry import TelemetryBatch
 
@@ -31,7 +35,7 @@ _MsTs = Annotated[float, msgspec.Meta(ge=0)]  # JSON has no NaN/inf: finite by c
 _MsName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 _MsShort = Annotated[str, msgspec.Meta(max_length=128)]
 _MsVariant = Annotated[str, msgspec.Meta(max_length=64)]
-_MsVersion = Annotated[int, msgspec.Meta(ge=1)] | None
+_MsVersion = Annotated[int, msgspec.Meta(ge=1, le=INT32_MAX)] | None
 _MsId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN.removesuffix("$") + r"\Z")]
 
 
@@ -63,7 +67,7 @@ class _Download(msgspec.Struct, tag_field="type", tag="download", forbid_unknown
     ts: _MsTs
     model: _MsName
     variant: _MsVariant
-    bytes: Annotated[int, msgspec.Meta(ge=0)]
+    bytes: Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
     duration_ms: _MsTs
     outcome: Literal["done", "failed", "resumed"]
     version: _MsVersion = None
@@ -96,6 +100,8 @@ def decode_batch(body: bytes) -> TelemetryBatch | None:
         event fields, ``type`` included) with the values ``TelemetryRequest`` gives, or
         None when the body is not JSON or anything does not match exactly.
     """
+    if b"\\u0000" in body:  # NUL cannot be stored: the strict path names the field
+        return None
     try:
         request = _DECODER.decode(body)
     except msgspec.DecodeError:  # ValidationError included

@@ -10,16 +10,17 @@ which owns the audit log and the rows that hang off a model (rollouts, experimen
 
 from __future__ import annotations
 
-from typing import Any
+from fastapi import APIRouter, Body, Depends, Query, Response
+from pydantic import ConfigDict, Field, model_validator
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
+from pocketml.bounds import Bounded, JsonObject, Text
 from pocketml.registry import ModelCreate, Principal
 from pocketml.server._state import ServerState, server_state
 from pocketml.server.auth import require_admin, require_operator
 from pocketml.server.routes import versions
+from pocketml.server.routes._body import StrictJsonRoute
 from pocketml.server.routes._docs import ERRORS_AUTH, errors
+from pocketml.server.routes._params import ModelName, NamePrefix
 from pocketml.server.schemas import (
     AppCreate,
     AppCreatedPublic,
@@ -34,9 +35,8 @@ from pocketml.server.schemas_keys import KeyRevokedPublic, KeyRevokeRequest, Key
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/admin")
+router = APIRouter(prefix="/v1/admin", route_class=StrictJsonRoute)
 
-MODEL_NAME = Path(description="The model's name inside the caller's app.", examples=["digits"])
 
 _SCHEMA_EXAMPLE = {
     "format_version": 1,
@@ -232,7 +232,7 @@ def create_model(
 def list_models(
     limit: int = Query(50, ge=1, le=500, description="Page size."),
     offset: int = Query(0, ge=0, le=10_000_000, description="Items to skip."),
-    prefix: str | None = Query(None, max_length=64, description="Only names starting so."),
+    prefix: NamePrefix = None,
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),
 ) -> ModelPage:
@@ -255,7 +255,7 @@ def list_models(
     responses=errors(*ERRORS_AUTH, 404),
 )
 def show_model(
-    name: str = MODEL_NAME,
+    name: ModelName,
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),
 ) -> ModelPublic:
@@ -263,13 +263,13 @@ def show_model(
     return ModelPublic.model_validate(state.registry.get_model(principal.app_id, name))
 
 
-class ModelUpdate(BaseModel):
+class ModelUpdate(Bounded):
     """A correction of a model: its description and/or schema (absent: unchanged)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    description: str | None = Field(None, max_length=2000)
-    schema_: dict[str, Any] | None = Field(
+    description: Text | None = Field(None, max_length=2000)
+    schema_: JsonObject | None = Field(
         None,
         alias="schema",
         description="The new ModelSchema JSON, validated like at creation. Once versions "
@@ -298,7 +298,7 @@ class ModelUpdate(BaseModel):
 )
 def update_model(
     body: ModelUpdate,
-    name: str = MODEL_NAME,
+    name: ModelName,
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),
 ) -> ModelPublic:
@@ -328,7 +328,7 @@ def update_model(
     responses=errors(*ERRORS_AUTH, 404, 409),
 )
 def delete_model(
-    name: str = MODEL_NAME,
+    name: ModelName,
     force: bool = Query(False, description="Delete even with a rollout or experiment running."),
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),

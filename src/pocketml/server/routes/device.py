@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
@@ -18,14 +18,15 @@ from pocketml.errors import InvalidInput
 from pocketml.registry import Principal
 from pocketml.server._state import ServerState
 from pocketml.server.errors import error_response, request_id_of
-from pocketml.server.routes._body import MalformedJson, describe_errors, read_body
+from pocketml.server.routes._body import StrictJsonRoute, describe_errors, parse_json, read_body
 from pocketml.server.routes._device_auth import device_principal, device_state
 from pocketml.server.routes._docs import ERRORS_AUTH, errors
+from pocketml.server.routes._params import KeyId
 from pocketml.server.schemas_device import CheckinRequest, ContentKeyPublic, ManifestPublic
 
 __all__ = ["CHECKIN_MAX_BODY", "CheckinRejected", "answer_checkin", "router"]
 
-router = APIRouter(tags=["devices"])
+router = APIRouter(tags=["devices"], route_class=StrictJsonRoute)
 
 CHECKIN_MAX_BODY = 256 * 1024
 
@@ -117,14 +118,10 @@ async def answer_checkin(
         CheckinRejected: bad facts (422, naming each field).
         Unavailable: the database cannot be reached (503).
     """
+    payload = parse_json(raw)  # the one strict parser (MalformedJson: 400)
     try:
-        body = CheckinRequest.model_validate_json(raw)
+        body = CheckinRequest.model_validate(payload)
     except ValidationError as exc:
-        if any(error["type"] == "json_invalid" for error in exc.errors()):
-            raise MalformedJson(
-                "the request body is not valid JSON; send a JSON object with "
-                "Content-Type: application/json."
-            ) from exc
         raise CheckinRejected(describe_errors(exc)) from exc
     facts = _facts(body)
     manifest = state.delivery.cached_manifest(app_id, facts)
@@ -149,7 +146,7 @@ async def answer_checkin(
 )
 async def get_key(
     response: Response,
-    key_id: str = Path(max_length=80, examples=["aes:3f9c2d18e7b4f601"]),
+    key_id: KeyId,
     principal: Principal = Depends(device_principal),
     state: ServerState = Depends(device_state),
 ) -> ContentKeyPublic:

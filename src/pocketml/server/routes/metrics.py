@@ -19,14 +19,15 @@ from pocketml.errors import InvalidInput
 from pocketml.registry import Principal
 from pocketml.server._state import ServerState, server_state
 from pocketml.server.auth import require_admin
+from pocketml.server.routes._body import StrictJsonRoute
 from pocketml.server.routes._docs import ERRORS_AUTH, errors
+from pocketml.server.routes._params import ModelName
 from pocketml.server.schemas_device import MetricsGroup, MetricsPublic, PolicyPublic, PolicyUpdate
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/admin", tags=["device admin"])
+router = APIRouter(prefix="/v1/admin", tags=["device admin"], route_class=StrictJsonRoute)
 
-MODEL_NAME = Path(description="The model's name inside the caller's app.", examples=["digits"])
 VERSION = Path(ge=1, le=2_147_483_647, description="The version number.", examples=[1])
 
 
@@ -49,7 +50,7 @@ def _policy_public(policy: VersionPolicy) -> PolicyPublic:
     responses=errors(*ERRORS_AUTH, 404, 422),
 )
 def get_policy(
-    name: str = MODEL_NAME,
+    name: ModelName,
     version: int = VERSION,
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),
@@ -73,7 +74,7 @@ def get_policy(
 )
 def put_policy(
     body: PolicyUpdate,
-    name: str = MODEL_NAME,
+    name: ModelName,
     version: int = VERSION,
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),
@@ -100,7 +101,7 @@ def put_policy(
     responses=errors(*ERRORS_AUTH, 404, 422),
 )
 async def model_metrics(
-    name: str = MODEL_NAME,
+    name: ModelName,
     since: float | None = Query(None, ge=0, description="Unix seconds, inclusive."),
     until: float | None = Query(None, ge=0, description="Unix seconds, exclusive."),
     principal: Principal = Depends(require_admin),

@@ -8,7 +8,7 @@ does not grow with the package size. A device resumes a cut download with
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
@@ -16,16 +16,13 @@ from pocketml.registry import Principal
 from pocketml.server._ranges import parse_range
 from pocketml.server._state import ServerState, server_state
 from pocketml.server.auth import require_app_member
+from pocketml.server.routes._body import StrictJsonRoute
 from pocketml.server.routes._docs import ERRORS_AUTH, errors
+from pocketml.server.routes._params import PackageId
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["packages"])
-
-_PACKAGE_ID = Path(
-    description="The package id: sha256 hex of the package file.",
-    examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
-)
+router = APIRouter(tags=["packages"], route_class=StrictJsonRoute)
 
 
 @router.get(
@@ -53,7 +50,7 @@ _PACKAGE_ID = Path(
 )
 async def download_package(
     request: Request,
-    package_id: str = _PACKAGE_ID,
+    package_id: PackageId,
     principal: Principal = Depends(require_app_member),
     state: ServerState = Depends(server_state),
 ) -> StreamingResponse:

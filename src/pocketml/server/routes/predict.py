@@ -7,25 +7,29 @@ naming the expected shape) and answered with orjson bytes.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
+from pocketml.bounds import check_text
 from pocketml.errors import InvalidInput
 from pocketml.registry import Principal
 from pocketml.server._state import ServerState
 from pocketml.server.errors import error_response, request_id_of
-from pocketml.server.routes._body import MalformedJson, read_json
+from pocketml.server.routes._body import MalformedJson, StrictJsonRoute, read_json
 from pocketml.server.routes._device_auth import device_principal, device_state
 from pocketml.server.routes._docs import ERRORS_AUTH, errors
-from pocketml.server.schemas_device import PredictRequest, PredictResponse
+from pocketml.server.routes._params import ModelName
+from pocketml.server.schemas_device import ID_PATTERN, PredictRequest, PredictResponse
 
 __all__ = ["parse_predict_body", "router"]
 
-router = APIRouter(tags=["inference"])
+router = APIRouter(tags=["inference"], route_class=StrictJsonRoute)
 
 _MAX_BODY = 16 * 1024 * 1024
 _ALLOWED = frozenset({"inputs", "device_id", "prediction_id"})
+_ID = re.compile(ID_PATTERN.removesuffix("$") + r"\Z")
 
 
 def parse_predict_body(payload: Any) -> tuple[Any, str | None]:
@@ -49,13 +53,28 @@ def parse_predict_body(payload: Any) -> tuple[Any, str | None]:
         raise InvalidInput("field 'inputs' is required: a nested list (one sample or a batch).")
     prediction_id = payload.get("prediction_id")
     if prediction_id is not None and (
-        not isinstance(prediction_id, str) or len(prediction_id) > 128
+        not isinstance(prediction_id, str)
+        or len(prediction_id) > 128
+        or not _is_storable(prediction_id)
     ):
-        raise InvalidInput("field 'prediction_id' must be a string of at most 128 characters.")
+        raise InvalidInput(
+            "field 'prediction_id' must be a string of at most 128 characters without NUL "
+            "characters or lone surrogates."
+        )
     device_id = payload.get("device_id")
-    if device_id is not None and not isinstance(device_id, str):
-        raise InvalidInput("field 'device_id' must be a string.")
+    if device_id is not None and (not isinstance(device_id, str) or not _ID.match(device_id)):
+        raise InvalidInput(
+            f"field 'device_id' must match {ID_PATTERN} (8-128 letters, digits, _ . : -)."
+        )
     return payload["inputs"], prediction_id
+
+
+def _is_storable(text: str) -> bool:
+    try:
+        check_text(text)
+    except ValueError:
+        return False
+    return True
 
 
 @router.post(
@@ -87,7 +106,7 @@ def parse_predict_body(payload: Any) -> tuple[Any, str | None]:
 )
 async def predict(
     request: Request,
-    name: str = Path(max_length=64, examples=["digits"]),
+    name: ModelName,
     principal: Principal = Depends(device_principal),
     state: ServerState = Depends(device_state),
 ) -> Response:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.exceptions import RequestValidationError
 
 from pocketml.delivery import ExperimentResults, Rollout
@@ -24,7 +24,9 @@ from pocketml.errors import InvalidInput
 from pocketml.registry import Principal
 from pocketml.server._state import ServerState, server_state
 from pocketml.server.auth import require_admin
+from pocketml.server.routes._body import StrictJsonRoute
 from pocketml.server.routes._docs import ERRORS_AUTH, errors
+from pocketml.server.routes._params import AuditSubject, ExperimentId, ModelName, RolloutId
 from pocketml.server.schemas_rollouts import (
     ArmResultPublic,
     AuditEntryPublic,
@@ -44,9 +46,8 @@ from pocketml.server.schemas_rollouts import (
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/admin", tags=["rollouts"])
+router = APIRouter(prefix="/v1/admin", tags=["rollouts"], route_class=StrictJsonRoute)
 
-ROLLOUT_ID = Path(min_length=1, max_length=40, description="The rollout's id.")
 Action = Literal["advance", "pause", "resume", "rollback", "complete"]
 
 
@@ -114,7 +115,7 @@ def list_rollouts(
     responses=errors(*ERRORS_AUTH, 404),
 )
 def show_rollout(
-    rollout_id: str = ROLLOUT_ID,
+    rollout_id: RolloutId,
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),
 ) -> RolloutPublic:
@@ -130,8 +131,8 @@ def show_rollout(
 )
 def move_rollout(
     action: Action,
+    rollout_id: RolloutId,
     body: RolloutAction | None = None,
-    rollout_id: str = ROLLOUT_ID,
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),
 ) -> RolloutPublic:
@@ -153,7 +154,7 @@ def move_rollout(
     responses=errors(*ERRORS_AUTH, 404),
 )
 def show_targeting(
-    name: str = Path(max_length=64),
+    name: ModelName,
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),
 ) -> TargetingPublic:
@@ -170,7 +171,7 @@ def show_targeting(
 )
 def set_targeting(
     body: TargetingUpdate,
-    name: str = Path(max_length=64),
+    name: ModelName,
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),
 ) -> TargetingPublic:
@@ -184,7 +185,7 @@ def set_targeting(
 
 @router.get("/audit", response_model=AuditPage, summary="The audit log of rollouts")
 def list_audit(
-    subject: str | None = Query(None, max_length=40, description="Only this rollout."),
+    subject: AuditSubject = None,
     limit: int = Query(100, ge=1, le=1000),
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),
@@ -260,7 +261,7 @@ def list_experiments(
     responses=errors(*ERRORS_AUTH, 404),
 )
 def show_experiment(
-    experiment_id: str = Path(min_length=1, max_length=40),
+    experiment_id: ExperimentId,
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),
 ) -> ExperimentPublic:
@@ -276,7 +277,7 @@ def show_experiment(
 )
 def stop_experiment(
     body: ExperimentStop,
-    experiment_id: str = Path(min_length=1, max_length=40),
+    experiment_id: ExperimentId,
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),
 ) -> ExperimentPublic:

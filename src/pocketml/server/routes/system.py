@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from pocketml._version import __version__
+from pocketml.server.routes._body import StrictJsonRoute
 from pocketml.server.schemas import HealthPublic
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=StrictJsonRoute)
 
 
 @router.get(

@@ -19,7 +19,7 @@ from pocketml.errors import InvalidInput, PayloadTooLarge
 from pocketml.registry import Principal
 from pocketml.server._state import ServerState
 from pocketml.server.errors import error_response, request_id_of
-from pocketml.server.routes._body import describe_errors, parse_json, read_body
+from pocketml.server.routes._body import StrictJsonRoute, describe_errors, parse_json, read_body
 from pocketml.server.routes._device_auth import device_principal, device_state
 from pocketml.server.routes._docs import ERRORS_AUTH, errors
 from pocketml.server.routes._telemetry_check import batch_of, decode_batch
@@ -33,7 +33,7 @@ from pocketml.telemetry import Feedback, TelemetryBatch
 
 __all__ = ["BatchRejected", "router", "validate_batch", "validate_body"]
 
-router = APIRouter(tags=["telemetry"])
+router = APIRouter(tags=["telemetry"], route_class=StrictJsonRoute)
 
 _EVENT_TAGS = frozenset({"inference", "error", "download"})
 

@@ -10,25 +10,29 @@ Device keys and the operator token cannot log in.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
+from pocketml.bounds import INT32_MAX
 from pocketml.errors import PocketMLError, Unauthorized
 from pocketml.registry import Principal
 from pocketml.server._state import ServerState, server_state
 from pocketml.server.auth import authenticate_token
 from pocketml.server.errors import request_id_of, status_for
+from pocketml.server.routes._body import StrictJsonRoute
+from pocketml.server.routes._params import ModelName, NamePrefix
 
 __all__ = ["router"]
 
 COOKIE = "pocketml_admin"
-router = APIRouter(prefix="/ui", include_in_schema=False)
+router = APIRouter(prefix="/ui", include_in_schema=False, route_class=StrictJsonRoute)
 
 _templates = Jinja2Templates(
     env=Environment(
@@ -126,7 +130,7 @@ async def logout() -> Response:
 
 @router.get("/models", response_class=HTMLResponse)
 def models_page(
-    request: Request, prefix: str | None = None, state: ServerState = Depends(server_state)
+    request: Request, prefix: NamePrefix = None, state: ServerState = Depends(server_state)
 ) -> Response:
     """The app's models."""
     principal = _admin_from_cookie(request, state)
@@ -141,7 +145,9 @@ def models_page(
 
 
 @router.get("/models/{name}", response_class=HTMLResponse)
-def model_page(request: Request, name: str, state: ServerState = Depends(server_state)) -> Response:
+def model_page(
+    request: Request, name: ModelName, state: ServerState = Depends(server_state)
+) -> Response:
     """One model and its versions."""
     principal = _admin_from_cookie(request, state)
     if principal is None:
@@ -156,7 +162,10 @@ def model_page(request: Request, name: str, state: ServerState = Depends(server_
 
 @router.get("/models/{name}/versions/{version}", response_class=HTMLResponse)
 def version_page(
-    request: Request, name: str, version: int, state: ServerState = Depends(server_state)
+    request: Request,
+    name: ModelName,
+    version: Annotated[int, PathParam(ge=1, le=INT32_MAX)],
+    state: ServerState = Depends(server_state),
 ) -> Response:
     """One version: lineage, variants and the rendered model card."""
     principal = _admin_from_cookie(request, state)

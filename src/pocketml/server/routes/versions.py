@@ -13,18 +13,19 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from pocketml.registry import Principal, VersionCreate
+from pocketml.registry import ModelFileRejected, Principal, VersionCreate
 from pocketml.server._state import ServerState, server_state
 from pocketml.server._upload import METADATA_FIELD, remove_files, spool_version_upload
 from pocketml.server.auth import require_admin
+from pocketml.server.routes._body import StrictJsonRoute, parse_json
 from pocketml.server.routes._docs import ERRORS_AUTH, errors
+from pocketml.server.routes._params import ModelName
 from pocketml.server.schemas import Stage, StageChange, VersionPage, VersionPublic
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/models/{name}/versions", tags=["versions"])
+router = APIRouter(prefix="/models/{name}/versions", tags=["versions"], route_class=StrictJsonRoute)
 
-MODEL_NAME = Path(description="The model's name inside the caller's app.", examples=["digits"])
 VERSION = Path(ge=1, le=2_147_483_647, description="The version number.", examples=[1])
 
 _PUSH_BODY = {
@@ -55,8 +56,9 @@ _PUSH_BODY = {
 
 
 def _parse_metadata(raw: bytes) -> VersionCreate:
+    payload = parse_json(raw, f"the '{METADATA_FIELD}' part")
     try:
-        return VersionCreate.model_validate_json(raw)
+        return VersionCreate.model_validate(payload)
     except ValidationError as exc:
         raise RequestValidationError(
             [{**err, "loc": ("body", METADATA_FIELD, *err["loc"])} for err in exc.errors()]
@@ -81,7 +83,7 @@ def _parse_metadata(raw: bytes) -> VersionCreate:
 )
 async def push_version(
     request: Request,
-    name: str = MODEL_NAME,
+    name: ModelName,
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),
 ) -> VersionPublic:
@@ -94,6 +96,10 @@ async def push_version(
         info = await run_in_threadpool(
             state.registry.push_version, principal.app_id, name, meta, dict(upload.files)
         )
+    except ModelFileRejected as exc:  # a 422 naming the variant's file part
+        raise RequestValidationError(
+            [{"loc": ("body", exc.variant), "msg": str(exc), "type": "value_error"}]
+        ) from exc
     finally:
         remove_files(upload.files)
     return VersionPublic.model_validate(info)
@@ -107,7 +113,7 @@ async def push_version(
     responses=errors(*ERRORS_AUTH, 404, 422),
 )
 def list_versions(
-    name: str = MODEL_NAME,
+    name: ModelName,
     stage: Stage | None = Query(None, description="Only versions in this stage."),
     limit: int = Query(50, ge=1, le=500, description="Page size."),
     offset: int = Query(0, ge=0, le=10_000_000, description="Items to skip."),
@@ -134,7 +140,7 @@ def list_versions(
     responses=errors(*ERRORS_AUTH, 404, 422),
 )
 def show_version(
-    name: str = MODEL_NAME,
+    name: ModelName,
     version: int = VERSION,
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),
@@ -155,7 +161,7 @@ def show_version(
 )
 def set_stage(
     body: StageChange,
-    name: str = MODEL_NAME,
+    name: ModelName,
     version: int = VERSION,
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),
@@ -175,7 +181,7 @@ def set_stage(
     responses=errors(*ERRORS_AUTH, 404, 409, 422),
 )
 def delete_version(
-    name: str = MODEL_NAME,
+    name: ModelName,
     version: int = VERSION,
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),
