@@ -32,10 +32,6 @@ __all__ = ["ServingOptions", "ServingService", "pick_served_variant"]
 
 logger = logging.getLogger(__name__)
 
-# How long past its TTL a served entry may still answer while its refresh runs.
-_STALE_GRACE_S = 5.0
-
-
 @dataclass(frozen=True)
 class ServingOptions:
     """Knobs of cloud inference.
@@ -50,6 +46,9 @@ class ServingOptions:
         cache_bytes: budget of loaded model bytes (LRU eviction above it).
         resolve_ttl_s: how long "which version is in production" is reused before a
             background re-read (requests meanwhile keep the current version).
+        stale_grace_s: how long past its TTL a served entry may still answer while its
+            background re-read runs; later requests wait for the re-read. 0: every
+            request after the TTL waits (tests use it to observe a refresh exactly).
         max_rows: most samples one request may carry (413 above).
         inline_max_ms: a model whose ``max_batch_size``-row batch runs faster than this
             (timed once when it is loaded) runs on the event loop thread instead of the
@@ -63,6 +62,7 @@ class ServingOptions:
     session_threads: int = 1
     cache_bytes: int = 1 << 30
     resolve_ttl_s: float = 1.0
+    stale_grace_s: float = 5.0
     max_rows: int = 1024
     inline_max_ms: float = 0.5
 
@@ -141,7 +141,7 @@ class ServingService:
         """The served model of (app, name), loading it on first use.
 
         An entry past its ``resolve_ttl_s`` is still returned while one background task
-        re-reads the registry (stale-while-revalidate), for at most ``_STALE_GRACE_S``
+        re-reads the registry (stale-while-revalidate), for at most ``stale_grace_s``
         after it expired; older entries wait for the refresh. Waiting every second would
         stall every in-flight request of the model on a database round trip.
         """
@@ -155,7 +155,7 @@ class ServingService:
                 task = asyncio.ensure_future(self._refresh(key))
                 self._refreshing[key] = task
                 task.add_done_callback(lambda _: self._refreshing.pop(key, None))
-            if now - served.expires < _STALE_GRACE_S:
+            if now - served.expires < self.options.stale_grace_s:
                 return served
             await asyncio.shield(self._refreshing[key])  # too stale: wait for the refresh
         lock = self._loading.setdefault(key, asyncio.Lock())
