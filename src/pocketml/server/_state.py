@@ -135,6 +135,16 @@ class ServerState:
         return self.settings.server.max_telemetry_events
 
     @property
+    def max_device_body_bytes(self) -> int:
+        """``settings.server.max_device_body_kb`` in bytes (check-in, feedback, keys)."""
+        return self.settings.server.max_device_body_kb * 1024
+
+    @property
+    def max_predict_body_bytes(self) -> int:
+        """``settings.server.max_predict_body_kb`` in bytes."""
+        return self.settings.server.max_predict_body_kb * 1024
+
+    @property
     def max_telemetry_bytes(self) -> int:
         """``settings.server.max_telemetry_bytes`` (one home for the telemetry limit)."""
         return self.settings.server.max_telemetry_bytes

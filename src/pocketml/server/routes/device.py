@@ -24,11 +24,9 @@ from pocketml.server.routes._docs import ERRORS_AUTH, errors
 from pocketml.server.routes._params import KeyId
 from pocketml.server.schemas_device import CheckinRequest, ContentKeyPublic, ManifestPublic
 
-__all__ = ["CHECKIN_MAX_BODY", "CheckinRejected", "answer_checkin", "router"]
+__all__ = ["CheckinRejected", "answer_checkin", "router"]
 
 router = APIRouter(tags=["devices"], route_class=StrictJsonRoute)
-
-CHECKIN_MAX_BODY = 256 * 1024
 
 
 class CheckinRejected(InvalidInput):
@@ -90,7 +88,7 @@ async def checkin(
     state: ServerState = Depends(device_state),
 ) -> Response:
     """Answer a check-in with the device's manifest (or 304)."""
-    raw = await read_body(request, CHECKIN_MAX_BODY)
+    raw = await read_body(request, state.max_device_body_bytes)
     try:
         status, body, etag = await answer_checkin(
             state, principal.app_id, raw, request.headers.get("if-none-match")

@@ -27,7 +27,6 @@ __all__ = ["parse_predict_body", "router"]
 
 router = APIRouter(tags=["inference"], route_class=StrictJsonRoute)
 
-_MAX_BODY = 16 * 1024 * 1024
 _ALLOWED = frozenset({"inputs", "device_id", "prediction_id"})
 _ID = re.compile(ID_PATTERN.removesuffix("$") + r"\Z")
 
@@ -112,7 +111,9 @@ async def predict(
 ) -> Response:
     """Run the model and answer with orjson bytes."""
     try:
-        inputs, prediction_id = parse_predict_body(await read_json(request, _MAX_BODY))
+        inputs, prediction_id = parse_predict_body(
+            await read_json(request, state.max_predict_body_bytes)
+        )
         body = await state.serving.predict(principal.app_id, name, inputs, prediction_id)
     except MalformedJson:
         raise
