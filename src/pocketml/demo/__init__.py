@@ -7,7 +7,9 @@ variant and choose one per device class -> ship: a server started in-process on 
 an app, the build pushed as a signed version, promoted, and one package downloaded and
 verified the way a device will -> 50 simulated phones run hybrid inference on low-light
 digits -> a good version rolls out 10 % -> 100 %, a worse one is rolled back by its
-guardrails, an A/B test between two good versions -> ``report.json``.
+guardrails, an A/B test between two good versions -> hold the line: the signing key rotated
+and revoked under a live phone, a lying network replaying the revoked package, hostile
+requests -> ``report.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pocketml.data import load_digits, parse_augmentations, validate_dataset
 from pocketml.demo._devices import run_devices, split_holdout
 from pocketml.demo._safe import ship_safely
 from pocketml.demo._ship import ship
+from pocketml.demo._trust import hold_the_line
 from pocketml.optimize import plot_variants
 from pocketml.optimize.config import BenchSection, BuildConfig, ModelSection, TrainSection
 from pocketml.optimize.pipeline import VariantMatrix, optimize_and_select, resolve_profiles
@@ -293,6 +296,19 @@ def run_demo(
             seed=config.seed,
         )
         lap("ship safely")
+        console.print(
+            "\n[bold]8. Hold the line[/bold] (signing keys rotated and revoked under a live "
+            "phone, a lying network, hostile requests)"
+        )
+        trust = hold_the_line(
+            console,
+            url=url,
+            admin=AdminClient(url, created.admin_token),
+            device_key=created.device_key,
+            sample=splits.test.features[0],
+            out_dir=out_dir / "trust",
+        )
+        lap("hold the line")
     telemetry = _parquet_summary(settings.home / "telemetry")
     console.print(
         f"   telemetry: {telemetry['events']:,} device events stored by the server and "
@@ -310,6 +326,7 @@ def run_demo(
         "shipped": shipped,
         "devices": devices,
         "ship_safely": safely,
+        "hold_the_line": trust,
         "telemetry_parquet": telemetry,
         "dataset": {"name": "digits", "fingerprint": digits.fingerprint, "splits": splits.sizes()},
         "rows": rows,
