@@ -81,7 +81,7 @@ def test_any_valid_schema_goes_while_a_model_has_no_version(live: Live) -> None:
         ({"schema": {**SCHEMA, "inputs": []}}, "inputs"),
         ({"description": "x" * 2001}, "description"),
         ({"name": "other"}, "name"),
-        ({"description": "bad \ud800 text"}, "valid string"),
+        ({"description": "bad \x00 text"}, "NUL"),
     ],
 )
 def test_a_bad_correction_answers_422_and_changes_nothing(
@@ -96,6 +96,21 @@ def test_a_bad_correction_answers_422_and_changes_nothing(
         )
         after = http.get("/v1/admin/models/digits").json()
     assert fragment in _error(response, 422)["message"]
+    assert after == before
+
+
+def test_a_correction_with_a_lone_surrogate_is_malformed_json_and_changes_nothing(
+    live: Live,
+) -> None:
+    with live.http() as http:
+        before = http.get("/v1/admin/models/digits").json()
+        response = http.patch(  # json.dumps escapes lone surrogates as \ud800
+            "/v1/admin/models/digits",
+            content=json.dumps({"description": "bad \ud800 text"}),
+            headers={"Content-Type": "application/json"},
+        )
+        after = http.get("/v1/admin/models/digits").json()
+    assert "lone surrogate" in _error(response, 400)["message"]
     assert after == before
 
 
