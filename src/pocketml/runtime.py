@@ -123,7 +123,7 @@ def _open_tflite(path: Path, threads: int) -> Runner:
     except ImportError as exc:
         raise MissingDependencyError("ai-edge-litert", "build", "to run TFLite models") from exc
     try:
-        with quiet_native():  # LiteRT prints an INFO line per interpreter from C++
+        with quiet_native():  # LiteRT logs an INFO line from C++; a CLI entry point may discard it
             interpreter = Interpreter(model_path=str(path), num_threads=threads)
             interpreter.allocate_tensors()
     except Exception as exc:  # LiteRT raises RuntimeError/ValueError on a bad file

@@ -12,6 +12,7 @@ import sys
 
 import typer
 
+from pocketml._native import native_output_silenced
 from pocketml._version import __version__
 from pocketml.cli import (
     _admin,
@@ -57,6 +58,10 @@ app.command("push")(_admin.push)
 app.add_typer(_admin.models_app, name="models")
 app.add_typer(_admin.versions_app, name="versions")
 
+# Commands that convert, quantize or benchmark in the CLI's one thread: native libraries'
+# C++ chatter is discarded there (pocketml._native). Never "server": request threads log.
+QUIET_NATIVE_COMMANDS = frozenset({"convert", "build", "optimize", "bench", "demo"})
+
 
 def _show_version(value: bool) -> None:
     if value:
@@ -66,6 +71,7 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_show_version, is_eager=True, help="Show the version."
     ),
@@ -75,6 +81,8 @@ def _root(
     """pocketml: the open, self-hosted lifecycle for on-device machine learning."""
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if ctx.invoked_subcommand in QUIET_NATIVE_COMMANDS:
+        ctx.with_resource(native_output_silenced())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -64,7 +64,7 @@ def _client(server: str, token: str | None) -> AdminClient:
 
 
 @app_app.command("create")
-def create_app(
+def create_tenant_app(
     name: str = typer.Argument(..., help="App name, unique on the server."),
     server: str = ServerOption,
     token: str | None = TokenOption,

@@ -1,7 +1,7 @@
 """SQLAlchemy table of the delivery service: per-version hybrid and download policies.
 
 It shares the registry's ``Base`` (and so its naming convention and Alembic history:
-revision ``0002`` creates it). Rows never leave ``delivery/_store.py``.
+revision ``0002`` creates it). Rows never leave ``delivery/_policy_store.py``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pocketml.delivery._store import PolicyStore
+from pocketml.delivery._policy_store import PolicyStore
 from pocketml.delivery._types import (
     DEFAULT_CHECKIN_INTERVAL_S,
     DeviceFacts,

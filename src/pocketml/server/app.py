@@ -29,7 +29,7 @@ from pocketml.server.errors import RequestIdMiddleware, install_error_handlers
 from pocketml.server.routes import (
     admin,
     device,
-    metrics,
+    device_admin,
     packages,
     predict,
     rollouts,
@@ -279,7 +279,7 @@ def create_app(settings: Settings, *, device_options: DeviceOptions | None = Non
     app.include_router(device.router)
     app.include_router(predict.router)
     app.include_router(telemetry.router)
-    app.include_router(metrics.router)
+    app.include_router(device_admin.router)
     app.include_router(rollouts.router)
     app.include_router(ui.router)
     return app
