@@ -145,17 +145,19 @@ def test_the_openapi_error_responses_name_catalog_codes_of_their_status(
 def test_format_lists_and_extension_maps_derive_from_the_protocol() -> None:
     from pocketml.convert import TARGETS
     from pocketml.device._types import FORMATS as DEVICE_FORMATS
+    from pocketml.optimize.config import Target as BuildTarget
     from pocketml.protect._manifest import MODEL_EXTENSIONS
     from pocketml.registry._types import FORMATS as REGISTRY_FORMATS
     from pocketml.registry._types import Format as RegistryFormat
     from pocketml.runtime import RUNNABLE_FORMATS
-    from pocketml.server._build_dir import PreparedVariant  # noqa: F401 (imports cleanly)
+    from pocketml.server._build_dir import _BuildVariant
     from pocketml.server.schemas_device import Format as WireFormat
 
     names = protocol.FORMAT_NAMES
     assert names == ("onnx", "ort", "tflite", "coreml")
     assert TARGETS == DEVICE_FORMATS == REGISTRY_FORMATS == names
-    assert get_args(WireFormat) == get_args(RegistryFormat) == names
+    assert get_args(WireFormat) == get_args(RegistryFormat) == get_args(BuildTarget) == names
+    assert get_args(_BuildVariant.model_fields["format"].annotation) == names
     assert RUNNABLE_FORMATS == ("onnx", "ort", "tflite")
     assert {n: f.extensions for n, f in protocol.FORMATS.items()} == MODEL_EXTENSIONS
 

@@ -18,13 +18,13 @@ from typing import Any
 
 from pocketml.device._store import CacheDir
 from pocketml.device._types import ModelEntry, PackageMismatch
-from pocketml.protocol import file_sha256
+from pocketml.protocol import FORMATS, file_sha256
 
 __all__ = ["BOUND_FIELDS", "check_binding", "check_cached", "is_current", "ready_record"]
 
 # manifest field -> what the check-in entry announced for it (the one list of both checks)
 BOUND_FIELDS = ("app_id", "model", "version", "variant", "model_format", "model_sha256")
-MODEL_FILES = {"onnx": "model.onnx", "ort": "model.ort", "tflite": "model.tflite"}
+MODEL_FILES = {name: fmt.build_file for name, fmt in FORMATS.items() if fmt.is_runnable}
 
 
 def _expected(entry: ModelEntry, app_id: str) -> dict[str, Any]:
