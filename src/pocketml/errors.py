@@ -2,9 +2,12 @@
 
     PocketMLError                  base; carries a stable ``code`` for the CLI and the API
     ├── InvalidInput (ValueError)  bad argument, file, config, request body
+    │   ├── ValidationFailed       a well-formed request whose fields fail their contract (422)
+    │   ├── MalformedJson          a request body that is not JSON
     │   ├── SchemaError            a malformed ModelSchema
     │   ├── DataValidationError    data that violates a schema (carries the report)
-    │   └── UnsupportedMediaType   a request body of a Content-Type the route does not take
+    │   ├── UnsupportedMediaType   a request body of a Content-Type the route does not take
+    │   └── RangeNotSatisfiable    a ``Range`` header that selects no byte of a package
     ├── NotFound                   an object or file that does not exist
     ├── Conflict                   the object exists already / state forbids the change
     ├── PayloadTooLarge            an upload or batch over the configured limit
@@ -19,6 +22,7 @@
     └── MissingDependencyError (ImportError)
                                    an optional library is not installed; names the extra
 
+Each class's code and HTTP status are one row of ``pocketml.protocol.ERROR_CATALOG``.
 Foreign exceptions (onnx, torch, SQLAlchemy, httpx, ...) are translated at the seam with
 ``raise ... from exc`` so users never see a library's internals.
 """
@@ -33,16 +37,19 @@ __all__ = [
     "HeadersTooLarge",
     "IntegrityError",
     "InvalidInput",
+    "MalformedJson",
     "MissingDependencyError",
     "NotFound",
     "ParityError",
     "PayloadTooLarge",
     "PocketMLError",
+    "RangeNotSatisfiable",
     "SchemaError",
     "Unauthorized",
     "Unavailable",
     "UnsupportedError",
     "UnsupportedMediaType",
+    "ValidationFailed",
 ]
 
 
@@ -56,6 +63,43 @@ class InvalidInput(PocketMLError, ValueError):
     """An argument, file, config or request that does not have the expected form."""
 
     code = "invalid_input"
+
+
+class ValidationFailed(InvalidInput):
+    """A well-formed request whose fields fail their contract; the message names each one.
+
+    The same code as ``InvalidInput`` (clients see ``invalid_input``), another status:
+    HTTP 422 (Unprocessable Content) rather than 400.
+    """
+
+    code = "invalid_input"
+
+    @classmethod
+    def of(cls, error: InvalidInput) -> ValidationFailed:
+        """``error`` answered as a 422, keeping its message and code."""
+        failure = cls(str(error))
+        failure.code = error.code
+        return failure
+
+
+class MalformedJson(InvalidInput):
+    """A request body that is not JSON (HTTP 400, code ``malformed_json``)."""
+
+    code = "malformed_json"
+
+
+class RangeNotSatisfiable(InvalidInput):
+    """A ``Range`` header that selects no byte of a package (HTTP 416).
+
+    ``size`` is the package's size when the server raises it (it answers
+    ``Content-Range: bytes */<size>``); ``None`` when a client rebuilds the error.
+    """
+
+    code = "range_not_satisfiable"
+
+    def __init__(self, message: str, size: int | None = None) -> None:
+        super().__init__(message)
+        self.size = size
 
 
 class SchemaError(InvalidInput):

@@ -15,10 +15,9 @@ import numpy as np
 
 from pocketml._native import quiet_native
 from pocketml.errors import InvalidInput, MissingDependencyError, UnsupportedError
+from pocketml.protocol import RUNNABLE_FORMATS
 
 __all__ = ["RUNNABLE_FORMATS", "Runner", "open_runner"]
-
-RUNNABLE_FORMATS = ("onnx", "ort", "tflite")
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pocketml.protect import (
     verify,
     verify_package,
 )
-from pocketml.protect._package import file_sha256
+from pocketml.protocol import file_sha256
 
 
 def test_plain_package_round_trips_the_model_bytes(kit: Kit, tmp_path: Path) -> None:
@@ -79,7 +79,10 @@ def test_manifest_member_is_the_canonical_json_of_the_returned_manifest(kit: Kit
 
 
 def test_package_info_hash_and_size_describe_the_file(kit: Kit) -> None:
-    assert file_sha256(kit.plain.path) == (kit.plain.sha256, kit.plain.size)
+    assert (file_sha256(kit.plain.path), kit.plain.path.stat().st_size) == (
+        kit.plain.sha256,
+        kit.plain.size,
+    )
     assert kit.plain.path.stat().st_size == kit.plain.size
 
 

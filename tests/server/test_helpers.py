@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from pocketml.errors import IntegrityError, InvalidInput, NotFound
-from pocketml.server._build_dir import prepare_build, sha256_file, zip_directory
+from pocketml.protocol import file_sha256 as sha256_file
+from pocketml.server._build_dir import prepare_build, zip_directory
 from pocketml.server._ranges import parse_range
 from pocketml.server.errors import RangeNotSatisfiable
 

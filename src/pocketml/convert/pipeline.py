@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from pocketml import protocol
 from pocketml.convert.coreml import SpecCheck, check_coreml_spec, coreml_compatibility, to_coreml
 from pocketml.convert.onnx import DEFAULT_OPSET, onnx_compatibility, to_onnx
 from pocketml.convert.ort import ort_compatibility, to_ort
@@ -27,13 +28,7 @@ from pocketml.train.model import TrainedModel
 
 __all__ = ["TARGETS", "ConversionResult", "convert_model", "file_sha256", "path_size"]
 
-TARGETS = ("onnx", "ort", "tflite", "coreml")
-_FILENAMES = {
-    "onnx": "model.onnx",
-    "ort": "model.ort",
-    "tflite": "model.tflite",
-    "coreml": "model.mlpackage",
-}
+TARGETS = protocol.FORMAT_NAMES
 
 
 def path_size(path: Path) -> int:
@@ -45,11 +40,11 @@ def path_size(path: Path) -> int:
 
 def file_sha256(path: Path) -> str:
     """sha256 hex of a file, or of a directory's files in sorted path order."""
+    if not path.is_dir():
+        return protocol.file_sha256(path)
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode() + b"\0")
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode() + b"\0")
         with open(file, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
@@ -132,11 +127,11 @@ def convert_model(
     samples = np.ascontiguousarray(samples, dtype=np.float32)
     reference = model.predict_proba(samples)
     results: list[ConversionResult] = []
-    onnx_path = out_dir / _FILENAMES["onnx"]
+    onnx_path = out_dir / protocol.FORMATS["onnx"].build_file
     for target in dict.fromkeys(targets):  # keep order, drop duplicates
         if on_step:
             on_step(target)
-        path = out_dir / _FILENAMES[target]
+        path = out_dir / protocol.FORMATS[target].build_file
         check: ParityReport | SpecCheck
         accuracy = None
         if target == "coreml":

@@ -12,19 +12,19 @@ again (:func:`check_cached`), so a cached package is never activated under anoth
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pocketml.device._store import CacheDir
 from pocketml.device._types import ModelEntry, PackageMismatch
+from pocketml.protocol import FORMATS, file_sha256
 
 __all__ = ["BOUND_FIELDS", "check_binding", "check_cached", "is_current", "ready_record"]
 
 # manifest field -> what the check-in entry announced for it (the one list of both checks)
 BOUND_FIELDS = ("app_id", "model", "version", "variant", "model_format", "model_sha256")
-MODEL_FILES = {"onnx": "model.onnx", "ort": "model.ort", "tflite": "model.tflite"}
+MODEL_FILES = {name: fmt.build_file for name, fmt in FORMATS.items() if fmt.is_runnable}
 
 
 def _expected(entry: ModelEntry, app_id: str) -> dict[str, Any]:
@@ -146,11 +146,7 @@ def check_cached(
 
 
 def _file_sha256(path: Path) -> str | None:
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
+        return file_sha256(path)
     except OSError:
         return None
-    return digest.hexdigest()

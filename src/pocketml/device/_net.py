@@ -22,6 +22,7 @@ import httpx
 
 from pocketml import errors as _errors
 from pocketml.errors import PocketMLError, Unavailable
+from pocketml.protocol import error_class
 
 __all__ = [
     "Backoff",
@@ -35,17 +36,6 @@ __all__ = [
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # The largest API answer read into memory (check-in manifests, keys, cloud predictions).
 MAX_ANSWER_BYTES = 16 << 20
-
-_BY_STATUS: dict[int, type[PocketMLError]] = {
-    400: _errors.InvalidInput,
-    401: _errors.Unauthorized,
-    403: _errors.Forbidden,
-    404: _errors.NotFound,
-    409: _errors.Conflict,
-    413: _errors.PayloadTooLarge,
-    416: _errors.InvalidInput,
-    422: _errors.InvalidInput,
-}
 
 
 class ServerError(Unavailable):
@@ -61,13 +51,20 @@ def error_from_response(response: httpx.Response) -> PocketMLError:
         response: a response with status >= 400 whose body has been read.
 
     Returns:
-        ``ServerError`` (an ``Unavailable``) for 5xx, else the class of the status.
+        ``ServerError`` (an ``Unavailable``) for 5xx, else the class of the status and
+        code in ``pocketml.protocol.ERROR_CATALOG``.
     """
-    message = response.text[:300] or response.reason_phrase
+    message, code = response.text[:300] or response.reason_phrase, None
     with contextlib.suppress(ValueError, KeyError, TypeError):
-        message = response.json()["error"]["message"]
+        error = response.json()["error"]
+        message = error["message"]
+        code = error["code"]
     status = response.status_code
-    cls = ServerError if status >= 500 else _BY_STATUS.get(status, PocketMLError)
+    cls = (
+        ServerError
+        if status >= 500
+        else error_class(status, code if isinstance(code, str) else None)
+    )
     return cls(f"{message} (HTTP {status} from {response.request.url.path})")
 
 

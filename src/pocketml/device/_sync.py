@@ -11,7 +11,6 @@ loaded first, ``ready.json`` written, and only then ``active.json`` is replaced 
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import random
 import time
@@ -34,6 +33,7 @@ from pocketml.device._store import CacheDir
 from pocketml.device._types import DeviceState, DownloadEvent, ModelEntry, ModelSync
 from pocketml.errors import IntegrityError, InvalidInput, PocketMLError, Unavailable
 from pocketml.protect import ContentKey, extract_model, read_member, verify_package
+from pocketml.protocol import file_sha256
 from pocketml.runtime import open_runner
 
 __all__ = ["SyncContext", "blocked_reason", "failed_sync", "sync_model"]
@@ -256,13 +256,10 @@ def _install(ctx: SyncContext, entry: ModelEntry, part: Path) -> dict[str, Any]:
 
 
 def _check_file_sha256(part: Path, expected: str) -> None:
-    digest = hashlib.sha256()
-    with part.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    if digest.hexdigest() != expected:
+    digest = file_sha256(part)
+    if digest != expected:
         raise IntegrityError(
-            f"downloaded package has sha256 {digest.hexdigest()[:16]}..., the manifest "
+            f"downloaded package has sha256 {digest[:16]}..., the manifest "
             f"says {expected[:16]}...; it was corrupted in transit or on disk. "
             "It was deleted; the next sync downloads it again."
         )

@@ -18,6 +18,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from pocketml.errors import IntegrityError, InvalidInput, PocketMLError
+from pocketml.protocol import FORMAT_NAMES
 
 __all__ = [
     "DEVICE_CLASSES",
@@ -36,7 +37,7 @@ __all__ = [
     "SyncReport",
 ]
 
-FORMATS = ("onnx", "ort", "tflite", "coreml")
+FORMATS = FORMAT_NAMES
 DEVICE_CLASSES = ("android-low", "android-mid", "android-high", "iphone", "edge-linux")
 NetworkType = Literal["wifi", "cellular", "offline"]
 Source = Literal["local", "cloud", "fallback"]

@@ -44,6 +44,7 @@ from pocketml.optimize.quantize import (
     TfliteStaticQuantizer,
 )
 from pocketml.optimize.select import Budget, Selection, VariantSelector, plot_variants
+from pocketml.protocol import FORMATS
 from pocketml.train import TrainConfig, TrainedModel, model_inputs, train
 
 __all__ = [
@@ -55,7 +56,6 @@ __all__ = [
 ]
 
 StepFn = Callable[[str], None]
-_SUFFIX = {"onnx": ".onnx", "ort": ".ort", "tflite": ".tflite", "coreml": ".mlpackage"}
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,9 @@ def _optimized_variants(
         on_step(f"{model_format} {option}")
         name = f"{prefix}-{model_format}-{option}"
         with quiet_native():  # the quantizers draw their own tqdm bars and log notes
-            done = quantizer.apply(fp32[model_format], out / f"{name}{_SUFFIX[model_format]}")
+            done = quantizer.apply(
+                fp32[model_format], out / f"{name}{Path(FORMATS[model_format].build_file).suffix}"
+            )
         made = [(name, model_format, done.path)]
         if model_format == "onnx" and "ort" in config.convert.targets and option != "fp16":
             ort_path = to_ort(

@@ -16,6 +16,7 @@ from typing import Any
 
 from pocketml.errors import InvalidInput
 from pocketml.protect._errors import MalformedPackage
+from pocketml.protocol import FORMATS
 
 __all__ = [
     "FORMAT",
@@ -37,10 +38,7 @@ SIGNATURE_NAME = "manifest.sig"
 ENCRYPTION_ALGORITHM = "AES-256-GCM"
 # model_format -> accepted model file extensions (the member is "model.<ext>[.enc]").
 MODEL_EXTENSIONS: dict[str, tuple[str, ...]] = {
-    "onnx": ("onnx",),
-    "ort": ("ort",),
-    "tflite": ("tflite",),
-    "coreml": ("mlmodel", "mlpackage.zip"),
+    name: fmt.extensions for name, fmt in FORMATS.items()
 }
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _REQUIRED: dict[str, type | tuple[type, ...]] = {

@@ -33,8 +33,9 @@ from pocketml.protect._manifest import (
     canonical_json,
 )
 from pocketml.protect._zipio import CHUNK_SIZE, make_zip_info
+from pocketml.protocol import file_sha256
 
-__all__ = ["MAX_MODEL_BYTES", "PackageInfo", "build_package", "file_sha256"]
+__all__ = ["MAX_MODEL_BYTES", "PackageInfo", "build_package"]
 
 # Keeps every package below the 2 GiB where zip needs ZIP64 records (format version 1).
 MAX_MODEL_BYTES = 2_000_000_000
@@ -153,21 +154,11 @@ def build_package(
             _write_bytes(archive, MANIFEST_NAME, manifest_bytes)
             _write_bytes(archive, SIGNATURE_NAME, signing_key.sign(manifest_bytes))
         _fsync(tmp)
-        digest, size = file_sha256(tmp)
+        digest, size = file_sha256(tmp), tmp.stat().st_size
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
     return PackageInfo(path=out_path, sha256=digest, size=size, manifest=manifest)
-
-
-def file_sha256(path: Path) -> tuple[str, int]:
-    """Return (hex sha256, size) of a file, read in chunks."""
-    hasher, size = hashlib.sha256(), 0
-    with Path(path).open("rb") as handle:
-        while chunk := handle.read(CHUNK_SIZE):
-            hasher.update(chunk)
-            size += len(chunk)
-    return hasher.hexdigest(), size
 
 
 def _write_model(

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import ConfigDict, Field, model_validator
 
 from pocketml.bounds import Bounded, JsonObject, Text, VersionNumber
+from pocketml.protocol import FORMAT_NAMES
 
 __all__ = [
     "FORMATS",
@@ -43,7 +44,7 @@ Precision = Literal["fp32", "fp16", "int8"]
 Role = Literal["device", "cloud"]
 
 STAGES: tuple[str, ...] = ("candidate", "production", "archived")
-FORMATS: tuple[str, ...] = ("onnx", "ort", "tflite", "coreml")
+FORMATS: tuple[str, ...] = FORMAT_NAMES
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 ROLES: tuple[str, ...] = ("device", "cloud")
 

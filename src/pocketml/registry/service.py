@@ -51,7 +51,6 @@ logger = logging.getLogger(__name__)
 ADMIN_TOKEN_PREFIX = "pml_adm_"
 DEVICE_KEY_PREFIX = "pml_dev_"
 _MAX_NUMBERING_ATTEMPTS = 8
-_EXTENSIONS = {"onnx": "onnx", "ort": "ort", "tflite": "tflite", "coreml": "mlpackage.zip"}
 
 
 def hash_token(token: str) -> str:

@@ -12,7 +12,6 @@ fixed timestamps and modes) and the zip is uploaded as the variant's file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -24,8 +23,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pocketml.errors import IntegrityError, InvalidInput, NotFound
+from pocketml.protocol import file_sha256
 
-__all__ = ["PreparedBuild", "PreparedVariant", "prepare_build", "sha256_file", "zip_directory"]
+__all__ = ["PreparedBuild", "PreparedVariant", "prepare_build", "zip_directory"]
 
 CHUNK = 1 << 20
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -87,22 +87,6 @@ class PreparedBuild:
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
-def sha256_file(path: Path) -> str:
-    """Stream a file through sha256.
-
-    Args:
-        path: a regular file.
-
-    Returns:
-        The hex digest.
-    """
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def zip_directory(directory: Path, out_path: Path) -> Path:
     """Zip a directory deterministically: same tree, same bytes.
 
@@ -159,14 +143,14 @@ def _prepare_variant(build_dir: Path, variant: _BuildVariant, work_dir: Path) ->
         )
     if path.is_dir():  # .mlpackage: upload a deterministic zip of the directory
         zipped = zip_directory(path, work_dir / f"{variant.name}.zip")
-        return PreparedVariant(variant.name, zipped, sha256_file(zipped), zipped.stat().st_size)
+        return PreparedVariant(variant.name, zipped, file_sha256(zipped), zipped.stat().st_size)
     size = path.stat().st_size
     if variant.size is not None and variant.size != size:
         raise IntegrityError(
             f"variant {variant.name!r}: build.json says {variant.size} bytes, "
             f"{variant.file} has {size}; the file changed after the build, rebuild it."
         )
-    digest = sha256_file(path)
+    digest = file_sha256(path)
     if variant.sha256 is not None and variant.sha256 != digest:
         raise IntegrityError(
             f"variant {variant.name!r}: sha256 mismatch: build.json declares "

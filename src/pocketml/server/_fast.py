@@ -12,7 +12,6 @@ Anything else falls through untouched.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import orjson
@@ -23,38 +22,26 @@ from starlette.types import Message, Receive, Scope, Send
 
 from pocketml.errors import (
     InvalidInput,
-    MissingDependencyError,
+    MalformedJson,
     PayloadTooLarge,
     PocketMLError,
-    Unavailable,
+    ValidationFailed,
 )
 from pocketml.server._guard import Limits, RequestGuard, RouteClass, send_error, send_json
 from pocketml.server._state import ServerState
-from pocketml.server.errors import _REQUEST_ID_OK, new_request_id, status_for
-from pocketml.server.routes._body import MalformedJson, parse_json
+from pocketml.server.errors import _REQUEST_ID_OK, new_request_id, public_error
+from pocketml.server.routes._body import parse_json
 from pocketml.server.routes._device_auth import authenticate_device, bearer_token
-from pocketml.server.routes.device import CheckinRejected, answer_checkin
+from pocketml.server.routes.device import answer_checkin
 from pocketml.server.routes.predict import parse_predict_body
-from pocketml.server.routes.telemetry import BatchRejected, validate_body
+from pocketml.server.routes.telemetry import validate_body
 
 __all__ = ["PocketMLApp"]
-
-logger = logging.getLogger(__name__)
 
 _PREDICT_PREFIX = "/v1/models/"
 _PREDICT_SUFFIX = "/predict"
 _TELEMETRY = "/v1/telemetry"
 _CHECKIN = "/v1/checkin"
-
-
-class _Reply(Exception):
-    """An early answer (status, code, message) raised inside a fast handler."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 class PocketMLApp(FastAPI):
@@ -139,19 +126,9 @@ async def _serve(
         else:
             body = await _read_body(receive, length, limits.telemetry.max_body)
             status, answer = await _telemetry(state, principal.app_id, body)
-    except _Reply as reply:
-        await send_error(send, (reply.status, reply.code, reply.message), rid)
-    except PocketMLError as exc:
-        status = status_for(exc)
-        message = str(exc) or exc.code
-        if status >= 500 and not isinstance(exc, Unavailable | MissingDependencyError):
-            logger.error("request %s failed: %s", rid, exc, exc_info=exc)
-            message = f"internal error; quote request id {rid} when reporting it."
-        await send_error(send, (status, exc.code, message), rid)
-    except Exception:
-        logger.exception("request %s %s %s failed", rid, scope.get("method"), scope["path"])
-        message = f"internal error; quote request id {rid} when reporting it."
-        await send_error(send, (500, "internal_error", message), rid)
+    except Exception as exc:
+        where = f"{scope.get('method')} {scope['path']}"
+        await send_error(send, public_error(exc, rid, where), rid)
     else:
         await send_json(send, status, answer, rid, extra)
 
@@ -159,10 +136,7 @@ async def _serve(
 async def _checkin(
     state: ServerState, app_id: str, body: bytes, if_none_match: str | None
 ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    try:
-        status, answer, etag = await answer_checkin(state, app_id, body, if_none_match)
-    except CheckinRejected as exc:
-        raise _Reply(422, exc.code, str(exc)) from exc
+    status, answer, etag = await answer_checkin(state, app_id, body, if_none_match)
     headers = [(b"etag", f'"{etag}"'.encode()), (b"cache-control", b"private, no-cache")]
     return status, answer, headers
 
@@ -174,14 +148,11 @@ async def _predict(state: ServerState, app_id: str, name: str, body: bytes) -> b
     except MalformedJson:
         raise
     except InvalidInput as exc:  # the schema check: 422, like the FastAPI route
-        raise _Reply(422, exc.code, str(exc)) from exc
+        raise ValidationFailed.of(exc) from exc
 
 
 async def _telemetry(state: ServerState, app_id: str, body: bytes) -> tuple[int, bytes]:
-    try:
-        batch = validate_body(body, state.max_telemetry_events)
-    except BatchRejected as exc:
-        raise _Reply(422, exc.code, str(exc)) from exc
+    batch = validate_body(body, state.max_telemetry_events)
     result = await to_thread.run_sync(state.telemetry.ingest, app_id, batch)
     answer = orjson.dumps({"accepted": result.accepted, "duplicate": result.duplicate})
     return (200 if result.duplicate else 202), answer

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from pocketml import errors as _errors
 from pocketml.errors import NotFound, PocketMLError, Unavailable
+from pocketml.protocol import error_class
 from pocketml.server._build_dir import prepare_build
 from pocketml.server.schemas import (
     AppCreatedPublic,
@@ -50,31 +50,6 @@ ProgressCallback = Callable[[int, int], None]
 M = TypeVar("M", bound=BaseModel)
 CHUNK = 1 << 20
 
-_BY_CODE: dict[str, type[PocketMLError]] = {
-    cls.code: cls
-    for cls in (getattr(_errors, name) for name in _errors.__all__)
-    if isinstance(cls, type) and issubclass(cls, PocketMLError)
-}
-_BY_CODE.update(
-    {
-        "malformed_json": _errors.InvalidInput,
-        "bad_request": _errors.InvalidInput,
-        "method_not_allowed": _errors.InvalidInput,
-        "range_not_satisfiable": _errors.InvalidInput,
-        "unsupported_media_type": _errors.InvalidInput,
-    }
-)
-_BY_STATUS: dict[int, type[PocketMLError]] = {
-    400: _errors.InvalidInput,
-    401: _errors.Unauthorized,
-    403: _errors.Forbidden,
-    404: _errors.NotFound,
-    409: _errors.Conflict,
-    413: _errors.PayloadTooLarge,
-    422: _errors.InvalidInput,
-    503: _errors.Unavailable,
-}
-
 
 def error_from_response(response: httpx.Response) -> PocketMLError:
     """Turn an error response into the pocketml error it stands for.
@@ -92,9 +67,7 @@ def error_from_response(response: httpx.Response) -> PocketMLError:
         code, message = body["error"]["code"], body["error"]["message"]
     except (ValueError, KeyError, TypeError):
         pass
-    cls = _BY_CODE.get(code or "") or _BY_STATUS.get(response.status_code, PocketMLError)
-    if cls is _errors.MissingDependencyError:
-        cls = Unavailable
+    cls = error_class(response.status_code, code if isinstance(code, str) else None)
     return cls(f"{message} (HTTP {response.status_code}, request {request_id})")
 
 

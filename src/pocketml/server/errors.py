@@ -1,10 +1,14 @@
-"""HTTP mapping of errors: ONE table error class -> status, ONE JSON shape, request ids.
+"""HTTP mapping of errors: the catalog's statuses, ONE JSON shape, request ids.
+
+The table error class <-> code <-> status is ``pocketml.protocol.ERROR_CATALOG`` (shared
+with the admin client and the device SDK); ``STATUS_BY_ERROR`` is derived from it and
+``public_error`` is the one place that decides what a client may read of a failure.
 
 Every error response of the server has the body
 ``{"error": {"code": "...", "message": "...", "request_id": "..."}}`` and an
 ``X-Request-ID`` header. ``install_error_handlers(app)`` wires:
 
-- ``PocketMLError`` subclasses -> the status in ``STATUS_BY_ERROR`` (looked up along the
+- ``PocketMLError`` subclasses -> the status of their catalog row (looked up along the
   exception's MRO, so a subclass inherits its parent's status);
 - request validation errors -> 422 naming each bad field and what was expected, except a
   malformed JSON body -> 400;
@@ -27,22 +31,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pocketml.errors import (
-    Conflict,
-    ConversionError,
-    Forbidden,
-    HeadersTooLarge,
-    IntegrityError,
-    InvalidInput,
-    MissingDependencyError,
-    NotFound,
-    PayloadTooLarge,
-    PocketMLError,
-    SchemaError,
-    Unauthorized,
-    Unavailable,
-    UnsupportedMediaType,
-)
+from pocketml import protocol
+from pocketml.errors import MalformedJson, PocketMLError, RangeNotSatisfiable, ValidationFailed
+from pocketml.protocol import status_for
 
 __all__ = [
     "STATUS_BY_ERROR",
@@ -50,6 +41,7 @@ __all__ = [
     "RequestIdMiddleware",
     "error_response",
     "install_error_handlers",
+    "public_error",
     "status_for",
 ]
 
@@ -68,63 +60,36 @@ def new_request_id() -> str:
     return f"{_RID_PREFIX}{next(_RID_COUNTER):08x}"
 
 
-class RangeNotSatisfiable(InvalidInput):
-    """A ``Range`` header that selects no byte of the package (HTTP 416)."""
-
-    code = "range_not_satisfiable"
-
-    def __init__(self, message: str, size: int) -> None:
-        super().__init__(message)
-        self.size = size
-
-
-# The one table. Order does not matter: lookup walks the exception's MRO.
+# Derived from ``pocketml.protocol.ERROR_CATALOG`` (the one table), for readers of the server.
 STATUS_BY_ERROR: dict[type[PocketMLError], int] = {
-    PocketMLError: 500,
-    InvalidInput: 400,
-    SchemaError: 422,
-    RangeNotSatisfiable: 416,
-    NotFound: 404,
-    Conflict: 409,
-    PayloadTooLarge: 413,
-    HeadersTooLarge: 431,
-    UnsupportedMediaType: 415,
-    Unauthorized: 401,
-    Forbidden: 403,
-    IntegrityError: 422,
-    ConversionError: 422,
-    Unavailable: 503,
-    MissingDependencyError: 503,
+    row.error: row.status for row in protocol.ERROR_CATALOG
 }
-
-_HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    406: "not_acceptable",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    416: "range_not_satisfiable",
-    431: "headers_too_large",
-    422: "invalid_input",
-}
+_INTERNAL = "internal error; quote request id {rid} when reporting it."
 
 
-def status_for(exc: PocketMLError) -> int:
-    """The HTTP status of a pocketml error.
+def public_error(exc: BaseException, rid: str, where: str = "") -> tuple[int, str, str]:
+    """The (status, code, message) a client sees for ``exc``; internal failures masked.
+
+    A 5xx other than ``Unavailable`` / ``MissingDependencyError`` (and any exception
+    outside the pocketml tree) is logged with its traceback and the request id, and
+    answered with a generic message that quotes the id.
 
     Args:
-        exc: any ``PocketMLError``.
+        exc: the exception the request failed with.
+        rid: the request id.
+        where: ``"METHOD /path"`` for the log line of a foreign exception.
 
     Returns:
-        The status of the nearest class in ``STATUS_BY_ERROR`` along the MRO.
+        The status, code and message of the error answer.
     """
-    for cls in type(exc).__mro__:
-        if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]
-    return 500
+    if not isinstance(exc, PocketMLError):
+        logger.error("request %s %s failed", rid, where, exc_info=exc)
+        return 500, "internal_error", _INTERNAL.format(rid=rid)
+    status = status_for(exc)
+    if protocol.is_masked(exc):
+        logger.error("request %s failed: %s", rid, exc, exc_info=exc)
+        return status, exc.code, _INTERNAL.format(rid=rid)
+    return status, exc.code, str(exc) or exc.code
 
 
 def request_id_of(request: Request) -> str:
@@ -188,18 +153,14 @@ def describe_request_errors(errors: list[dict[str, Any]] | Any) -> str:
 
 async def _pocketml_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PocketMLError)
-    status = status_for(exc)
+    rid = request_id_of(request)
+    status, code, message = public_error(exc, rid)
     headers: dict[str, str] = {}
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="pocketml"'
-    if isinstance(exc, RangeNotSatisfiable):
+    if isinstance(exc, RangeNotSatisfiable) and exc.size is not None:
         headers["Content-Range"] = f"bytes */{exc.size}"
-    rid = request_id_of(request)
-    message = str(exc) or exc.code
-    if status >= 500 and not isinstance(exc, Unavailable | MissingDependencyError):
-        logger.error("request %s failed: %s", rid, exc, exc_info=exc)
-        message = f"internal error; quote request id {rid} when reporting it."
-    return error_response(status, exc.code, message, rid, headers)
+    return error_response(status, code, message, rid, headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -210,20 +171,21 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     if invalid:
         reason = (invalid[0].get("ctx") or {}).get("error")
         return error_response(
-            400,
-            "malformed_json",
+            status_for(MalformedJson),
+            MalformedJson.code,
             f"the request body is not valid JSON{f' ({reason})' if reason else ''}; send "
             "standard JSON (UTF-8, no NaN or Infinity, no lone surrogates, numbers within "
             "64 bits) with Content-Type: application/json.",
             rid,
         )
-    return error_response(422, "invalid_input", describe_request_errors(errors), rid)
+    failure = ValidationFailed(describe_request_errors(errors))
+    return error_response(status_for(failure), failure.code, str(failure), rid)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     rid = request_id_of(request)
-    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    code = protocol.http_code(exc.status_code)
     if exc.status_code == 404:
         message = f"no route {request.url.path!r}; see /docs for the API."
     elif exc.status_code == 405:
@@ -281,16 +243,11 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
-            logger.exception("request %s %s %s failed", rid, scope.get("method"), scope["path"])
+        except Exception as exc:
+            status, code, message = public_error(exc, rid, f"{scope.get('method')} {scope['path']}")
             if started:
                 raise
-            response = error_response(
-                500,
-                "internal_error",
-                f"internal error; quote request id {rid} when reporting it.",
-                rid,
-            )
+            response = error_response(status, code, message, rid)
             await response(scope, receive, send)
 
 

@@ -10,7 +10,6 @@ one session.
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import os
 import secrets
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from pocketml.errors import IntegrityError
+from pocketml.protocol import FORMATS, file_sha256
 from pocketml.registry import Registry, VariantInfo
 from pocketml.runtime import Runner, open_runner
 from pocketml.schema import ModelSchema
@@ -32,8 +32,6 @@ from pocketml.schema import ModelSchema
 __all__ = ["LoadedModel", "SessionCache", "extract_variant"]
 
 logger = logging.getLogger(__name__)
-
-_EXTENSIONS = {"onnx": "onnx", "ort": "ort", "tflite": "tflite"}
 
 
 @dataclass(frozen=True)
@@ -58,12 +56,9 @@ class LoadedModel:
         return out
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _extension(model_format: str) -> str:
+    fmt = FORMATS.get(model_format)
+    return fmt.extensions[0] if fmt is not None and fmt.is_runnable else "bin"
 
 
 def extract_variant(
@@ -86,8 +81,8 @@ def extract_variant(
     from pocketml.protect import extract_model, verify_package
 
     models_dir.mkdir(parents=True, exist_ok=True)
-    target = models_dir / f"{variant.sha256}.{_EXTENSIONS.get(variant.format, 'bin')}"
-    if target.is_file() and _file_sha256(target) == variant.sha256:
+    target = models_dir / f"{variant.sha256}.{_extension(variant.format)}"
+    if target.is_file() and file_sha256(target) == variant.sha256:
         return target
     ref = registry.get_package(app_id, variant.package_id)
     tmp_pkg = models_dir / f".pkg-{variant.package_id}-{secrets.token_hex(4)}.tmp"
@@ -103,7 +98,7 @@ def extract_variant(
             key = registry.get_content_key(app_id, verified.content_key_id)
         tmp_model = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
         extract_model(verified, tmp_model, content_key=key)
-        if _file_sha256(tmp_model) != variant.sha256:
+        if file_sha256(tmp_model) != variant.sha256:
             tmp_model.unlink(missing_ok=True)
             raise IntegrityError(
                 f"the model in package {variant.package_id} does not have the sha256 the "

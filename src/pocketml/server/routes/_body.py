@@ -22,7 +22,7 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
-from pocketml.errors import InvalidInput, PayloadTooLarge
+from pocketml.errors import InvalidInput, MalformedJson, PayloadTooLarge
 
 __all__ = [
     "MalformedJson",
@@ -32,12 +32,6 @@ __all__ = [
     "read_body",
     "read_json",
 ]
-
-
-class MalformedJson(InvalidInput):
-    """The body is not JSON (HTTP 400, code ``malformed_json``)."""
-
-    code = "malformed_json"
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:

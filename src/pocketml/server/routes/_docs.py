@@ -1,9 +1,13 @@
-"""OpenAPI helpers: the documented error responses every route shares."""
+"""OpenAPI helpers: the documented error responses every route shares.
+
+Each response names the codes its status may carry, from ``pocketml.protocol``'s catalog.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from pocketml.protocol import codes_for
 from pocketml.server.schemas import ErrorBody
 
 __all__ = ["ERRORS_AUTH", "errors"]
@@ -32,7 +36,9 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     Returns:
         A mapping suitable for a route's ``responses=``.
     """
-    return {
-        status: {"model": ErrorBody, "description": _DESCRIPTIONS.get(status, "Error.")}
-        for status in statuses
-    }
+    return {status: {"model": ErrorBody, "description": _describe(status)} for status in statuses}
+
+
+def _describe(status: int) -> str:
+    codes = ", ".join(f"`{code}`" for code in codes_for(status))
+    return f"{_DESCRIPTIONS.get(status, 'Error.')} Codes: {codes}."

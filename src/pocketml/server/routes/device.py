@@ -14,10 +14,9 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from pocketml.delivery import DeviceFacts
-from pocketml.errors import InvalidInput
+from pocketml.errors import ValidationFailed
 from pocketml.registry import Principal
 from pocketml.server._state import ServerState
-from pocketml.server.errors import error_response, request_id_of
 from pocketml.server.routes._body import StrictJsonRoute, describe_errors, parse_json, read_body
 from pocketml.server.routes._device_auth import device_principal, device_state
 from pocketml.server.routes._docs import ERRORS_AUTH, errors
@@ -29,7 +28,7 @@ __all__ = ["CheckinRejected", "answer_checkin", "router"]
 router = APIRouter(tags=["devices"], route_class=StrictJsonRoute)
 
 
-class CheckinRejected(InvalidInput):
+class CheckinRejected(ValidationFailed):
     """Device facts that fail ``CheckinRequest`` (HTTP 422 naming each field)."""
 
 
@@ -89,12 +88,9 @@ async def checkin(
 ) -> Response:
     """Answer a check-in with the device's manifest (or 304)."""
     raw = await read_body(request, state.max_device_body_bytes)
-    try:
-        status, body, etag = await answer_checkin(
-            state, principal.app_id, raw, request.headers.get("if-none-match")
-        )
-    except CheckinRejected as exc:
-        return error_response(422, exc.code, str(exc), request_id_of(request))
+    status, body, etag = await answer_checkin(
+        state, principal.app_id, raw, request.headers.get("if-none-match")
+    )
     headers = {"ETag": f'"{etag}"', "Cache-Control": "private, no-cache"}
     if status == 304:
         return Response(status_code=304, headers=headers)

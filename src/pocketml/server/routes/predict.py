@@ -13,10 +13,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from pocketml.bounds import check_text
-from pocketml.errors import InvalidInput
+from pocketml.errors import InvalidInput, ValidationFailed
 from pocketml.registry import Principal
 from pocketml.server._state import ServerState
-from pocketml.server.errors import error_response, request_id_of
 from pocketml.server.routes._body import MalformedJson, StrictJsonRoute, read_json
 from pocketml.server.routes._device_auth import device_principal, device_state
 from pocketml.server.routes._docs import ERRORS_AUTH, errors
@@ -117,6 +116,6 @@ async def predict(
         body = await state.serving.predict(principal.app_id, name, inputs, prediction_id)
     except MalformedJson:
         raise
-    except InvalidInput as exc:  # the schema check: 422 (the table maps InvalidInput to 400)
-        return error_response(422, exc.code, str(exc), request_id_of(request))
+    except InvalidInput as exc:  # the schema check: a 422 (a bare InvalidInput is a 400)
+        raise ValidationFailed.of(exc) from exc
     return Response(body, media_type="application/json")

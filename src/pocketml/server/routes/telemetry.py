@@ -15,10 +15,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
-from pocketml.errors import InvalidInput, PayloadTooLarge
+from pocketml.errors import PayloadTooLarge, ValidationFailed
 from pocketml.registry import Principal
 from pocketml.server._state import ServerState
-from pocketml.server.errors import error_response, request_id_of
 from pocketml.server.routes._body import StrictJsonRoute, describe_errors, parse_json, read_body
 from pocketml.server.routes._device_auth import device_principal, device_state
 from pocketml.server.routes._docs import ERRORS_AUTH, errors
@@ -38,7 +37,7 @@ router = APIRouter(tags=["telemetry"], route_class=StrictJsonRoute)
 _EVENT_TAGS = frozenset({"inference", "error", "download"})
 
 
-class BatchRejected(InvalidInput):
+class BatchRejected(ValidationFailed):
     """A telemetry batch with bad fields (HTTP 422 naming each ``events[i].field``)."""
 
 
@@ -133,10 +132,7 @@ async def ingest_telemetry(
 ) -> Response:
     """Validate and store one batch."""
     body = await read_body(request, state.max_telemetry_bytes)
-    try:
-        batch = validate_body(body, state.max_telemetry_events)
-    except BatchRejected as exc:
-        return error_response(422, exc.code, str(exc), request_id_of(request))
+    batch = validate_body(body, state.max_telemetry_events)
     result = await run_in_threadpool(state.telemetry.ingest, principal.app_id, batch)
     return Response(
         orjson.dumps({"accepted": result.accepted, "duplicate": result.duplicate}),
