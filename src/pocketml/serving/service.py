@@ -32,6 +32,7 @@ __all__ = ["ServingOptions", "ServingService", "pick_served_variant"]
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class ServingOptions:
     """Knobs of cloud inference.
