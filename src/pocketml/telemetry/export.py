@@ -17,11 +17,11 @@ same rows, never a second copy.
 
 The lease is a ``pocketml.db.Lease`` on the same row as the watermark, and the
 background loop is ``pocketml.db.run_periodically``. The lease owner is the home's stable
-identity (``pocketml.db.claim_home_identity``): a replica restarted
-after a crash is the same owner and reclaims its own unexpired lease at once instead of
-waiting out the TTL. A final flush (graceful stop, ``pocketml telemetry export``) that
-cannot take the lease says so in the log: who holds it, until when, and how many chunks
-stay in the database for the holder or the next export.
+identity (``pocketml.db.claim_home_identity``): a replica restarted after a crash is the
+same owner and reclaims its own unexpired lease at once instead of waiting out the TTL.
+A final flush (graceful stop, ``pocketml telemetry export``) that cannot take the lease
+says so in the log: who holds it, until when, and how many chunks stay in the database
+for the holder or the next export.
 
 The watermark needs chunk ids to become visible in order. On SQLite they do (one writer,
 AUTOINCREMENT). On PostgreSQL a sequence hands out ids before commit, so a transaction
