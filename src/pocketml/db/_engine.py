@@ -49,7 +49,7 @@ def create_engine(url: str) -> sa.Engine:
             parsed = parsed.set(drivername="postgresql+psycopg")
         return sa.create_engine(parsed, pool_pre_ping=True)
     raise InvalidInput(
-        f"the registry runs on SQLite or PostgreSQL; got a {backend!r} URL. "
+        f"pocketml's database runs on SQLite or PostgreSQL; got a {backend!r} URL. "
         "Use sqlite:///path or postgresql+psycopg://user@host/db."
     )
 
