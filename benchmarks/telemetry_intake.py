@@ -184,7 +184,7 @@ def _per_batch_ms(fn: Callable[[int], object], repeats: int = STAGE_REPEATS) -> 
 def measure_stages(tmp: Path) -> tuple[dict[str, float], dict[str, float]]:
     """In this process: ms per 1,000-event batch of parse, validate, encode, store and
     export; and seconds to aggregate METRICS_EVENTS events (cold, then cached)."""
-    from pocketml.registry._db import create_engine, run_migrations
+    from pocketml.db import create_engine, run_migrations
     from pocketml.server.routes._telemetry_check import decode_batch
     from pocketml.server.schemas_device import TelemetryRequest
     from pocketml.telemetry import TelemetryExporter, TelemetryStore
@@ -285,7 +285,7 @@ def _legacy_store_ms(tmp: Path, events: Any) -> float:
 def count_stored(home: Path) -> tuple[int, int]:
     """(events in the server's database, of which already exported to Parquet)."""
     from pocketml.config import Settings
-    from pocketml.registry._db import create_engine
+    from pocketml.db import create_engine
 
     engine = create_engine(Settings(home=home).resolved_database_url)
     try:

@@ -9,17 +9,17 @@ import sqlalchemy as sa
 
 import pocketml.delivery._orm
 import pocketml.telemetry._orm  # noqa: F401
-from pocketml.errors import InvalidInput, Unavailable
-from pocketml.protect import MasterKey
-from pocketml.registry import LocalArtifactStore, Registry, migrate_database
-from pocketml.registry._db import (
+from pocketml.db import (
     VERSION_TABLE,
+    Base,
     create_engine,
     current_revision,
     head_revision,
     run_migrations,
 )
-from pocketml.registry._orm import Base
+from pocketml.errors import InvalidInput, Unavailable
+from pocketml.protect import MasterKey
+from pocketml.registry import LocalArtifactStore, Registry, migrate_database
 
 TABLES = {"apps", "app_keys", "models", "model_versions", "variants"}
 

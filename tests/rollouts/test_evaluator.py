@@ -174,7 +174,7 @@ def test_the_lease_passes_to_another_owner_only_after_it_expires(world: World) -
 def test_the_background_loop_evaluates_and_releases_its_lease(world: World) -> None:
     import asyncio
 
-    from pocketml.registry._orm import utcnow
+    from pocketml.db import utcnow
 
     rollout = world.rollouts.create(
         world.app_id, "digits", 2, schedule=[10, 100], min_dwell_s=0, min_samples=100
@@ -189,7 +189,7 @@ def test_the_background_loop_evaluates_and_releases_its_lease(world: World) -> N
 
 
 def test_with_no_running_rollout_a_pass_takes_no_lease(world: World) -> None:
-    from pocketml.registry._orm import utcnow
+    from pocketml.db import utcnow
 
     idle = RolloutEvaluator(world.rollouts, interval_s=60, owner="idle")
     assert idle.run_once() == []

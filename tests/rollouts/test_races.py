@@ -28,8 +28,8 @@ import httpx
 import pytest
 from rollout_kit import Live, add_events, open_world, serve_live
 
+from pocketml.db import utcnow
 from pocketml.delivery import evaluate_rollouts
-from pocketml.registry._orm import utcnow
 from pocketml.server.client import AdminClient
 
 TRIALS = 20

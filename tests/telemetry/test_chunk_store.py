@@ -292,7 +292,7 @@ def test_migrating_down_to_0003_and_up_again_keeps_every_event(
 ) -> None:
     from alembic import command
 
-    from pocketml.registry._db import _alembic_config, run_migrations
+    from pocketml.db import alembic_config, run_migrations
 
     engine = registry.store.engine
     store = TelemetryStore(engine)
@@ -300,7 +300,7 @@ def test_migrating_down_to_0003_and_up_again_keeps_every_event(
     store_batch(store, app_id, "batch-mig-002", [inference(i, model="faces") for i in range(7, 9)])
     before = store.events(app_id, "digits")
     with engine.begin() as conn:
-        command.downgrade(_alembic_config(conn), "0003")
+        command.downgrade(alembic_config(conn), "0003")
     events_table = sa.table(
         "telemetry_events", *(sa.column(c) for c in ("app_id", "batch_id", "model", "label"))
     )

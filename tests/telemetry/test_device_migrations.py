@@ -6,14 +6,14 @@ import sqlalchemy as sa
 
 import pocketml.delivery._orm
 import pocketml.telemetry._orm  # noqa: F401  (registers the tables on Base.metadata)
-from pocketml.registry._db import (
+from pocketml.db import (
     VERSION_TABLE,
+    Base,
     create_engine,
     current_revision,
     head_revision,
     run_migrations,
 )
-from pocketml.registry._orm import Base
 
 NEW_TABLES = {
     "version_policies",
@@ -45,13 +45,13 @@ def test_the_migrations_create_exactly_the_orm_schema_with_device_tables(databas
 def test_downgrading_to_0001_drops_only_the_device_tables(database_url: str) -> None:
     from alembic import command
 
-    from pocketml.registry._db import _alembic_config
+    from pocketml.db import alembic_config
 
     engine = create_engine(database_url)
     try:
         run_migrations(engine)
         with engine.begin() as conn:
-            command.downgrade(_alembic_config(conn), "0001")
+            command.downgrade(alembic_config(conn), "0001")
         tables = set(sa.inspect(engine).get_table_names())
         assert not NEW_TABLES & tables and "model_versions" in tables
     finally:

@@ -26,7 +26,7 @@ from pocketml.telemetry import TelemetryExporter, TelemetryStore
 _CRASHING_EXPORTER = """
 import sys
 from pathlib import Path
-from pocketml.registry._db import create_engine
+from pocketml.db import create_engine
 from pocketml.telemetry import TelemetryExporter
 
 exporter = TelemetryExporter(create_engine(sys.argv[1]), Path(sys.argv[2]))

@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from device_kit import TINY_SCHEMA, AppKeys, DeviceServer, serve_device_app
 
-from pocketml.registry._db import create_engine
+from pocketml.db import create_engine
 from pocketml.telemetry import TelemetryExporter
 
 T0 = 1_795_240_000.0

@@ -62,8 +62,14 @@ def simulate(
     workers: int = typer.Option(4, "--workers", min=1, help="Devices simulated at once."),
 ) -> None:
     """Simulate a fleet of devices on bad networks and print what it saw."""
-    from pocketml.sim import PROFILES, demo_inputs, make_fleet, run_fleet
-    from pocketml.sim._demo import fetch_schema, inputs_for_schema
+    from pocketml.sim import (
+        PROFILES,
+        demo_inputs,
+        fetch_schema,
+        inputs_for_schema,
+        make_fleet,
+        run_fleet,
+    )
 
     networks = split_csv_option(network, "--network", PROFILES)
     if (server is None) != (device_key is None):

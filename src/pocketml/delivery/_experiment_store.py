@@ -15,11 +15,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc
 
+from pocketml.db import translate_errors, utcnow
 from pocketml.delivery._rollout_orm import ExperimentRow, RolloutAuditRow
 from pocketml.delivery.targeting import bucket_of
 from pocketml.errors import Conflict, NotFound
-from pocketml.registry._db import translate_errors
-from pocketml.registry._orm import utcnow
 
 __all__ = ["Arm", "Experiment", "ExperimentStore"]
 

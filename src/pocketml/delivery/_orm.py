@@ -11,7 +11,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from pocketml.registry._orm import Base, JSONDict, UTCDateTime
+from pocketml.db import Base, JSONDict, UTCDateTime
 
 __all__ = ["VersionPolicyRow"]
 

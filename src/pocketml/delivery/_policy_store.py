@@ -6,9 +6,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from pocketml.db import WRITE, translate_errors, utcnow
 from pocketml.delivery._orm import VersionPolicyRow
-from pocketml.registry._db import WRITE, translate_errors
-from pocketml.registry._orm import utcnow
 
 __all__ = ["PolicyStore"]
 

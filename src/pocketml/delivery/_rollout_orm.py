@@ -14,8 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from pocketml.registry._orm import Base, JSONDict, UTCDateTime
-from pocketml.telemetry._orm import BIGINT_PK
+from pocketml.db import BIGINT_PK, Base, JSONDict, UTCDateTime
 
 __all__ = [
     "ChannelTargetingRow",

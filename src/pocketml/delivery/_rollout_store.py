@@ -9,8 +9,7 @@ writers (two replicas' evaluators, an admin and an evaluator, a manual promotion
 never both act on one state, and a crash commits all of a transition or none of it.
 ``apply`` is still a conditional ``UPDATE ... WHERE state AND step`` as a backstop.
 
-The lease is one row per name taken with ``UPDATE ... WHERE expires_at < now OR owner =
-me`` (an INSERT the first time).
+The evaluator's lease is a ``pocketml.db.Lease`` on the ``evaluator_leases`` table.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc
 
+from pocketml.db import WRITE, Lease, translate_errors, utcnow
 from pocketml.delivery._rollout_orm import (
     ChannelTargetingRow,
     EvaluatorLeaseRow,
@@ -31,8 +31,6 @@ from pocketml.delivery._rollout_orm import (
     RolloutRow,
 )
 from pocketml.errors import Conflict, NotFound
-from pocketml.registry._db import WRITE, translate_errors
-from pocketml.registry._orm import utcnow
 from pocketml.registry.transactions import LockedModel, lock_model_row
 
 __all__ = ["AuditEntry", "Rollout", "RolloutStore"]
@@ -308,37 +306,11 @@ class RolloutStore:
             True when ``owner`` holds the lease afterwards; False when another owner's
             lease has not expired.
         """
-        update = (
-            sa.update(_LEASES)
-            .where(
-                _LEASES.c.name == name,
-                sa.or_(_LEASES.c.expires_at < now, _LEASES.c.owner == owner),
-            )
-            .values(owner=owner, expires_at=now + ttl_s)
-        )
-        with translate_errors("take the evaluator lease"):
-            with self._write() as conn, conn.begin():
-                if conn.execute(update).rowcount == 1:
-                    return True
-            try:
-                with self._write() as conn, conn.begin():
-                    conn.execute(
-                        sa.insert(_LEASES).values(name=name, owner=owner, expires_at=now + ttl_s)
-                    )
-                return True
-            except exc.IntegrityError:  # the row exists and is held by someone else
-                return False
+        return self._lease(name).acquire(owner, now, ttl_s)
 
     def release_lease(self, name: str, owner: str) -> None:
         """Give the lease up early (only when ``owner`` holds it)."""
-        query = (
-            sa.update(_LEASES)
-            .where(_LEASES.c.name == name, _LEASES.c.owner == owner)
-            .values(expires_at=0.0)
-        )
-        with (
-            translate_errors("release the evaluator lease"),
-            self._write() as conn,
-            conn.begin(),
-        ):
-            conn.execute(query)
+        self._lease(name).release(owner)
+
+    def _lease(self, name: str) -> Lease:
+        return Lease(self.engine, _LEASES, name, what="the evaluator lease")

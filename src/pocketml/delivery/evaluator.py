@@ -10,29 +10,26 @@ the control's telemetry since the current step started and runs the guardrails:
   advance to the next step (complete, which promotes the candidate, after the last one);
 - otherwise the numbers are stored on the rollout and nothing moves.
 
-``RolloutEvaluator`` runs passes inside the server. Only the holder of the database lease
-``rollout-evaluator`` evaluates, so several replicas never act twice; and every move is a
-conditional update, so even two holders could not both advance one step.
+``RolloutEvaluator`` runs passes inside the server (``pocketml.db.run_periodically``). Only
+the holder of the database lease ``rollout-evaluator`` evaluates, so several replicas never
+act twice; and every move is a conditional update, so even two holders could not both
+advance one step.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import socket
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 import pyarrow.compute as pc
 
+from pocketml.db import process_owner, run_periodically, utcnow
 from pocketml.delivery._rollout_store import Rollout
 from pocketml.delivery.guardrails import ArmSample, evaluate_guardrails, parse_guardrails
 from pocketml.delivery.rollouts import RolloutService
 from pocketml.errors import Conflict, PocketMLError
-from pocketml.registry._orm import utcnow
 from pocketml.telemetry import TelemetryStore
 
 __all__ = [
@@ -194,7 +191,7 @@ class RolloutEvaluator:
     ) -> None:
         self.service = service
         self.interval_s = interval_s
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = owner or process_owner()
 
     def run_once(self, now: datetime | None = None) -> list[EvaluationOutcome] | None:
         """One pass if this replica holds (or takes) the lease; None when another holds it.
@@ -218,18 +215,12 @@ class RolloutEvaluator:
             stop: set it to end the loop; the lease is released on the way out.
             max_passes: end after this many passes (tests); None = until ``stop``.
         """
-        passes = 0
-        while not stop.is_set() and (max_passes is None or passes < max_passes):
-            passes += 1
-            try:
-                await asyncio.to_thread(self.run_once)
-            except PocketMLError as exc:  # a database blip must not kill the loop
-                logger.warning("rollout evaluator pass failed: %s", exc)
-            if max_passes is not None and passes >= max_passes:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
-        try:
-            self.service.store.release_lease(LEASE_NAME, self.owner)
-        except PocketMLError as exc:  # the lease then simply expires
-            logger.warning("could not release the evaluator lease: %s", exc)
+        await run_periodically(
+            self.run_once,
+            stop,
+            interval_s=self.interval_s,
+            name="rollout evaluator",
+            on_stop=lambda: self.service.store.release_lease(LEASE_NAME, self.owner),
+            max_passes=max_passes,
+            logger=logger,
+        )

@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from pocketml.db import utcnow
 from pocketml.delivery._experiment_store import Arm, Experiment, ExperimentStore
 from pocketml.delivery.evaluator import arm_samples_by_version
 from pocketml.delivery.guardrails import ArmSample
 from pocketml.delivery.rollouts import RolloutService, _audit, _check_variants
 from pocketml.errors import Conflict, InvalidInput
-from pocketml.registry._orm import utcnow
 from pocketml.registry.transactions import promote_in
 
 __all__ = [

@@ -25,11 +25,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from pocketml.db import utcnow
 from pocketml.delivery._experiment_store import ExperimentStore
 from pocketml.delivery.rollouts import RolloutService, _audit
 from pocketml.errors import Conflict, PocketMLError
 from pocketml.registry import ModelInfo
-from pocketml.registry._orm import utcnow
 from pocketml.registry.transactions import delete_model_rows, referenced_keys, update_model_row
 
 __all__ = ["ModelAdmin", "ModelDeleted"]

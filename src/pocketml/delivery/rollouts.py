@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from pocketml.db import utcnow
 from pocketml.delivery._experiment_store import ExperimentStore
 from pocketml.delivery._plan import ACTIVE_STATES, CheckinPlan, ModelPlan, build_plan
 from pocketml.delivery._rollout_store import AuditEntry, Rollout, RolloutStore
@@ -39,7 +40,6 @@ from pocketml.delivery.guardrails import parse_guardrails
 from pocketml.delivery.targeting import Targeting, parse_targeting
 from pocketml.errors import Conflict, InvalidInput
 from pocketml.registry import Registry, VersionInfo
-from pocketml.registry._orm import utcnow
 from pocketml.registry.transactions import promote_in
 from pocketml.telemetry import TelemetryStore
 

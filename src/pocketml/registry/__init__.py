@@ -13,7 +13,7 @@
     created = registry.create_app("my-app")
 """
 
-from pocketml.registry._db import migrate_database
+from pocketml.db import migrate_database
 from pocketml.registry._push import ModelFileRejected
 from pocketml.registry._types import (
     AppCreated,

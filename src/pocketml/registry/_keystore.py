@@ -17,8 +17,9 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from pocketml.db import utcnow
 from pocketml.errors import Conflict, NotFound
-from pocketml.registry._orm import App, AppKey, AppKeyring, Model, ModelVersion, Variant, utcnow
+from pocketml.registry._orm import App, AppKey, AppKeyring, Model, ModelVersion, Variant
 from pocketml.registry._rows import KeyRecord, key_record, key_row
 
 __all__ = ["KeyChange", "ResignTarget", "SigningKeyState", "SigningKeyStore"]

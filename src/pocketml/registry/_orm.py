@@ -1,58 +1,20 @@
 """SQLAlchemy 2.0 ORM tables of the registry. Rows never leave ``store.py``.
 
-The Alembic migrations in ``migrations/versions`` create exactly these tables; a test
-compares the two so they cannot drift apart.
+They live on the shared ``pocketml.db.Base``; the Alembic migrations in
+``pocketml/db/migrations`` create exactly these tables, and a test compares the two so
+they cannot drift apart.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-__all__ = ["App", "AppKey", "AppKeyring", "Base", "Model", "ModelVersion", "Variant", "utcnow"]
+from pocketml.db import Base, JSONDict, UTCDateTime
 
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
-
-
-class UTCDateTime(sa.types.TypeDecorator[datetime]):
-    """A timestamp stored as UTC and always read back timezone-aware (SQLite drops tz)."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("timestamps must be timezone-aware")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-JSONDict = dict[str, Any]
-
-
-class Base(DeclarativeBase):
-    """Declarative base with a naming convention so constraints have stable names."""
-
-    metadata = sa.MetaData(
-        naming_convention={
-            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-            "pk": "pk_%(table_name)s",
-        }
-    )
+__all__ = ["App", "AppKey", "AppKeyring", "Model", "ModelVersion", "Variant"]
 
 
 class App(Base):

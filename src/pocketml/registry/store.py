@@ -25,10 +25,10 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
 
+from pocketml.db import WRITE, create_engine, run_migrations, translate_errors, utcnow
 from pocketml.errors import Conflict, NotFound, Unavailable
-from pocketml.registry._db import WRITE, create_engine, run_migrations, translate_errors
 from pocketml.registry._keystore import SigningKeyStore
-from pocketml.registry._orm import App, AppKey, AppKeyring, Model, ModelVersion, Variant, utcnow
+from pocketml.registry._orm import App, AppKey, AppKeyring, Model, ModelVersion, Variant
 from pocketml.registry._rows import (
     KeyRecord,
     NewVersion,

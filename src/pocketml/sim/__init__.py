@@ -11,7 +11,14 @@
 ``pocketml simulate --devices 20 --network lossy`` is the CLI front end.
 """
 
-from pocketml.sim._demo import DEMO_MODEL, centroids, demo_inputs, write_demo_build
+from pocketml.sim._demo import (
+    DEMO_MODEL,
+    centroids,
+    demo_inputs,
+    fetch_schema,
+    inputs_for_schema,
+    write_demo_build,
+)
 from pocketml.sim._fleet import DeviceResult, FleetReport, VirtualDevice, make_fleet, run_fleet
 from pocketml.sim._network import (
     PROFILES,
@@ -34,6 +41,8 @@ __all__ = [
     "VirtualDevice",
     "centroids",
     "demo_inputs",
+    "fetch_schema",
+    "inputs_for_schema",
     "make_fleet",
     "profile",
     "run_fleet",

@@ -14,18 +14,14 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from pocketml.registry._orm import Base, UTCDateTime
+from pocketml.db import BIGINT_PK, Base, UTCDateTime
 
 __all__ = [
-    "BIGINT_PK",
     "FeedbackRow",
     "TelemetryBatchRow",
     "TelemetryChunkRow",
     "TelemetryExportRow",
 ]
-
-# A 64-bit autoincrement key on PostgreSQL; SQLite only autoincrements INTEGER rowids.
-BIGINT_PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 class TelemetryBatchRow(Base):

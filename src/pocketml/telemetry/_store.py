@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from pocketml.registry._db import WRITE, translate_errors
+from pocketml.db import WRITE, translate_errors
 from pocketml.telemetry._chunks import ChunkCache, decode_payload, draft_chunks
 from pocketml.telemetry._orm import FeedbackRow, TelemetryBatchRow, TelemetryChunkRow
 from pocketml.telemetry._types import EventRows, Feedback

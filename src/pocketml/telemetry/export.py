@@ -15,11 +15,13 @@ A crash after step 2 or 3 leaves ``pending_until`` set, and the next pass (on an
 replica) re-exports exactly the same range: the same file names, overwritten with the
 same rows, never a second copy.
 
-The lease owner is the home's stable identity (``_identity.py``): a replica restarted
-after a crash is the same owner and reclaims its own unexpired lease at once instead of
-waiting out the TTL. A final flush (graceful stop, ``pocketml telemetry export``) that
-cannot take the lease says so in the log: who holds it, until when, and how many chunks
-stay in the database for the holder or the next export.
+The lease is a ``pocketml.db.Lease`` on the same row as the watermark, and the
+background loop is ``pocketml.db.run_periodically``. The lease owner is the home's stable
+identity (``pocketml.db.claim_home_identity``): a replica restarted after a crash is the
+same owner and reclaims its own unexpired lease at once instead of waiting out the TTL.
+A final flush (graceful stop, ``pocketml telemetry export``) that cannot take the lease
+says so in the log: who holds it, until when, and how many chunks stay in the database
+for the holder or the next export.
 
 The watermark needs chunk ids to become visible in order. On SQLite they do (one writer,
 AUTOINCREMENT). On PostgreSQL a sequence hands out ids before commit, so a transaction
@@ -40,12 +42,19 @@ from itertools import groupby
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy import exc
 
-from pocketml.errors import PocketMLError
-from pocketml.registry._db import WRITE, create_engine, run_migrations, translate_errors
+from pocketml.db import (
+    WRITE,
+    HomeIdentity,
+    Lease,
+    claim_home_identity,
+    create_engine,
+    process_owner,
+    run_migrations,
+    run_periodically,
+    translate_errors,
+)
 from pocketml.telemetry._chunks import decode_payload
-from pocketml.telemetry._identity import HomeIdentity, claim_home_identity, process_owner
 from pocketml.telemetry._orm import TelemetryChunkRow, TelemetryExportRow
 from pocketml.telemetry._parquet import ExportChunk, write_partition
 from pocketml.telemetry._store import CHUNK_ID_LOCK
@@ -101,6 +110,13 @@ class TelemetryExporter:
         self.max_chunks = max_chunks
         self._owner = owner
         self._identity: HomeIdentity | None = None
+        self._lease = Lease(
+            engine,
+            _EXPORTS,
+            LEASE_NAME,
+            what="the telemetry export lease",
+            new_row={"watermark": 0, "pending_until": None},
+        )
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._wake: asyncio.Event | None = None
@@ -175,22 +191,17 @@ class TelemetryExporter:
             total += result.events
 
     def _report_blocked(self, now: float) -> None:
-        query = sa.select(_EXPORTS.c.owner, _EXPORTS.c.expires_at, _EXPORTS.c.watermark).where(
-            _EXPORTS.c.name == LEASE_NAME
-        )
-        with translate_errors("read the telemetry export lease"), self.engine.connect() as conn:
-            row = conn.execute(query).first()
-            waiting = conn.scalar(
-                sa.select(sa.func.count())
-                .select_from(_CHUNKS)
-                .where(_CHUNKS.c.id > (row.watermark if row is not None else 0))
-            )
-        holder, until = (row.owner, row.expires_at - now) if row is not None else ("?", 0.0)
+        holder = self._lease.holder()
+        watermark = self.watermark()
+        query = sa.select(sa.func.count()).select_from(_CHUNKS).where(_CHUNKS.c.id > watermark)
+        with translate_errors("count the chunks left to export"), self.engine.connect() as conn:
+            waiting = conn.scalar(query)
+        who, until = (holder.owner, holder.expires_at - now) if holder else ("?", 0.0)
         logger.warning(
             "telemetry export skipped: the export lease is held by %s for %.0f s more; %d "
             "chunks stay in the database (nothing is lost) until that replica exports them "
             "or `pocketml telemetry export` runs after the lease expires",
-            holder,
+            who,
             max(until, 0.0),
             int(waiting or 0),
         )
@@ -205,33 +216,7 @@ class TelemetryExporter:
         return self.engine.connect().execution_options(**WRITE)
 
     def _acquire(self, now: float) -> bool:
-        ttl = max(3 * self.interval_s, 30.0)
-        update = (
-            sa.update(_EXPORTS)
-            .where(
-                _EXPORTS.c.name == LEASE_NAME,
-                sa.or_(_EXPORTS.c.expires_at < now, _EXPORTS.c.owner == self.owner),
-            )
-            .values(owner=self.owner, expires_at=now + ttl)
-        )
-        with translate_errors("take the telemetry export lease"):
-            with self._write() as conn, conn.begin():
-                if conn.execute(update).rowcount == 1:
-                    return True
-            try:
-                with self._write() as conn, conn.begin():
-                    conn.execute(
-                        sa.insert(_EXPORTS).values(
-                            name=LEASE_NAME,
-                            watermark=0,
-                            pending_until=None,
-                            owner=self.owner,
-                            expires_at=now + ttl,
-                        )
-                    )
-                return True
-            except exc.IntegrityError:  # the row exists and another owner holds it
-                return False
+        return self._lease.acquire(self.owner, now, max(3 * self.interval_s, 30.0))
 
     def _idle_watermark(self) -> int | None:
         """The watermark when no range is in flight and no chunk is newer, else None.
@@ -329,17 +314,7 @@ class TelemetryExporter:
 
     def release(self) -> None:
         """Give the lease up early (only when this replica holds it)."""
-        query = (
-            sa.update(_EXPORTS)
-            .where(_EXPORTS.c.name == LEASE_NAME, _EXPORTS.c.owner == self.owner)
-            .values(expires_at=0.0)
-        )
-        with (
-            translate_errors("release the telemetry export lease"),
-            self._write() as conn,
-            conn.begin(),
-        ):
-            conn.execute(query)
+        self._lease.release(self.owner)
 
     # -- in the server ---------------------------------------------------------------------
 
@@ -363,37 +338,25 @@ class TelemetryExporter:
         """
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        waiter = asyncio.ensure_future(stop.wait())
         try:
-            while not stop.is_set():
-                with self._pending_lock:
-                    self._pending = 0
-                self._wake.clear()
-                await self._pass()
-                woken = asyncio.ensure_future(self._wake.wait())
-                await asyncio.wait(
-                    {waiter, woken}, timeout=self.interval_s, return_when=asyncio.FIRST_COMPLETED
-                )
-                woken.cancel()
-            await self._pass(final=True)
+            await run_periodically(
+                self._background_pass,
+                stop,
+                interval_s=self.interval_s,
+                name="telemetry export",
+                wake=self._wake,
+                final_fn=lambda: self.flush(final=True),
+                on_stop=self.release,
+                logger=logger,
+            )
         finally:
-            waiter.cancel()
             self._loop = None
-            try:
-                await asyncio.to_thread(self.release)
-            except PocketMLError as error:  # the lease then simply expires
-                logger.warning("could not release the telemetry export lease: %s", error)
             self.close()
 
-    async def _pass(self, *, final: bool = False) -> None:
-        try:
-            await asyncio.to_thread(self.flush, final=final)
-        except PocketMLError as error:  # a database blip must not kill the loop
-            logger.warning("telemetry export pass failed: %s", error)
-        except OSError as error:  # a full disk: retried next pass (the watermark stayed)
-            logger.error("telemetry export could not write Parquet: %s", error)
-        except Exception:  # never kill the loop; the range stays pending and is retried
-            logger.exception("telemetry export pass failed")
+    def _background_pass(self) -> None:
+        with self._pending_lock:
+            self._pending = 0
+        self.flush()
 
 
 def export_database(database_url: str, root: Path) -> int:

@@ -5,7 +5,8 @@ crash (``kill -9``, OOM, power loss) the restarted replica finds its previous se
 lease "held by someone else" and waits out the TTL; a graceful stop inside that window
 exported nothing. The fix: the owner id is a random id stored once in the directory the
 exporter writes (``<home>/telemetry/.exporter-id``), so the restarted replica is the same
-owner and reclaims its own stale lease at once.
+owner and reclaims its own stale lease at once. The server hands the same owner to the
+rollout evaluator, so it too resumes at once after a crash.
 
 The id may only be used by one live process at a time, or two processes of one home (a
 server and a ``pocketml telemetry export`` next to it) would both believe they hold the

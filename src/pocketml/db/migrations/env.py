@@ -1,22 +1,23 @@
-"""Alembic environment of the registry: runs on the connection ``Registry.open()`` passes.
+"""Alembic environment of the pocketml database: runs on the connection it is handed.
 
-The registry never runs Alembic from a command line: ``pocketml.registry._db`` builds the
-Config in code and hands its open connection over in ``config.attributes``. SQLite uses
-batch mode (``render_as_batch``) so ALTERs work there too. The version table is the
-registry's own, so other services can keep their own Alembic history in the same database.
+pocketml never runs Alembic from a command line: ``pocketml.db`` builds the Config in code
+(``alembic_config``) and hands its open connection over in ``config.attributes``. SQLite
+uses batch mode (``render_as_batch``) so ALTERs work there too. The version table is
+``registry_alembic_version`` (its name from before the migrations moved out of the
+registry), so existing databases keep their history.
 """
 
 from __future__ import annotations
 
 from alembic import context
 
-from pocketml.registry._orm import Base
+from pocketml.db._base import Base
 
 config = context.config
 connection = config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only reachable from a hand-made alembic.ini
     raise RuntimeError(
-        "the registry migrations run through pocketml.registry (Registry.open()); "
+        "the pocketml migrations run through pocketml.db (run_migrations, Registry.open()); "
         "pass a connection in config.attributes['connection']."
     )
 
