@@ -6,6 +6,8 @@
   set, PostgreSQL. With the variable set and the server down, tests fail instead of
   skipping. Each PostgreSQL test gets a fresh database created for it and dropped after,
   so concurrent runs never see each other's rows.
+- The fixtures of ``pocketml.testing.fixtures`` (``live_server``, ``pocketml_app``) run on
+  ``database_url``, so every live-server test runs on both databases.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 
 PG_ENV = "POCKETML_TEST_DATABASE_URL"
+pytest_plugins = ["pocketml.testing.fixtures"]
 
 
 @pytest.fixture(autouse=True)
@@ -81,3 +84,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'registry.db'}"
     return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def pocketml_database_url(database_url: str) -> str:
+    """``live_server`` runs on ``database_url`` (SQLite, then PostgreSQL)."""
+    return database_url

@@ -6,17 +6,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from device_kit import AppKeys, DeviceServer, serve_device_app
+
+from pocketml.server._state import DeviceOptions
+from pocketml.testing import AppKeys, LiveServer, live_server, server_settings
 
 
 @pytest.fixture
-def server(tmp_path: Path, database_url: str) -> Iterator[DeviceServer]:
+def server(tmp_path: Path, database_url: str) -> Iterator[LiveServer]:
     """A real server with the check-in cache off (every check-in sees the database)."""
-    with serve_device_app(tmp_path / "home", database_url) as live:
+    settings = server_settings(tmp_path / "home", database_url)
+    with live_server(settings, device_options=DeviceOptions(catalog_ttl_s=0)) as live:
         yield live
 
 
 @pytest.fixture
-def app_keys(server: DeviceServer) -> AppKeys:
+def app_keys(server: LiveServer) -> AppKeys:
     """An app of the live server."""
     return server.create_app("app-a")

@@ -7,9 +7,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from device_kit import OPERATOR_TOKEN, AppKeys, DeviceServer, fake_variant
-
 from pocketml.protect import extract_model, verify_package
+from pocketml.testing import OPERATOR_TOKEN, AppKeys, LiveServer, model_variant
 
 
 def facts(**overrides: Any) -> dict[str, Any]:
@@ -28,21 +27,21 @@ def facts(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def push_digits(server: DeviceServer, app: AppKeys, work: Path, **extra: Any) -> Any:
+def push_digits(server: LiveServer, app: AppKeys, work: Path, **extra: Any) -> Any:
     return server.push(
         app,
         "digits",
         [
-            fake_variant(work, "small-tflite-fp32", fmt="tflite"),
-            fake_variant(work, "small-onnx-fp32", fmt="onnx"),
-            fake_variant(work, "large-onnx-fp32", fmt="onnx", role="cloud", size=5000),
+            model_variant(work, "small-tflite-fp32", fmt="tflite"),
+            model_variant(work, "small-onnx-fp32", fmt="onnx"),
+            model_variant(work, "large-onnx-fp32", fmt="onnx", role="cloud", size=5000),
         ],
         **extra,
     )
 
 
 def test_a_device_gets_the_variant_for_its_formats_with_package_and_policies(
-    server: DeviceServer, app_keys: AppKeys, tmp_path: Path
+    server: LiveServer, app_keys: AppKeys, tmp_path: Path
 ) -> None:
     version = push_digits(server, app_keys, tmp_path)
     with server.http(app_keys.device_key) as http:
@@ -82,10 +81,10 @@ def test_a_device_gets_the_variant_for_its_formats_with_package_and_policies(
 
 
 def test_models_without_production_or_loadable_variant_are_listed_with_nulls(
-    server: DeviceServer, app_keys: AppKeys, tmp_path: Path
+    server: LiveServer, app_keys: AppKeys, tmp_path: Path
 ) -> None:
     push_digits(server, app_keys, tmp_path / "d")
-    server.push(app_keys, "draft", [fake_variant(tmp_path / "x", "x-onnx")], stage=None)
+    server.push(app_keys, "draft", [model_variant(tmp_path / "x", "x-onnx")], stage=None)
     with server.http(app_keys.device_key) as http:
         manifest = http.post("/v1/checkin", json=facts(formats=["coreml"], platform="ios")).json()
     by_name = {m["name"]: m for m in manifest["models"]}
@@ -98,7 +97,7 @@ def test_models_without_production_or_loadable_variant_are_listed_with_nulls(
 
 
 def test_an_unchanged_manifest_costs_a_304_and_a_promotion_changes_it(
-    server: DeviceServer, app_keys: AppKeys, tmp_path: Path
+    server: LiveServer, app_keys: AppKeys, tmp_path: Path
 ) -> None:
     push_digits(server, app_keys, tmp_path / "v1")
     with server.http(app_keys.device_key) as http:
@@ -114,7 +113,7 @@ def test_an_unchanged_manifest_costs_a_304_and_a_promotion_changes_it(
 
 
 def test_devices_with_different_facts_get_their_own_etag(
-    server: DeviceServer, app_keys: AppKeys, tmp_path: Path
+    server: LiveServer, app_keys: AppKeys, tmp_path: Path
 ) -> None:
     push_digits(server, app_keys, tmp_path)
     with server.http(app_keys.device_key) as http:
@@ -138,7 +137,7 @@ BAD_FACTS = [
 
 
 def test_bad_device_facts_answer_422_naming_the_field(
-    server: DeviceServer, app_keys: AppKeys
+    server: LiveServer, app_keys: AppKeys
 ) -> None:
     with server.http(app_keys.device_key) as http:
         answers = [(http.post("/v1/checkin", json=facts(**change)), f) for change, f in BAD_FACTS]
@@ -147,7 +146,7 @@ def test_bad_device_facts_answer_422_naming_the_field(
         assert field in response.json()["error"]["message"]
 
 
-def test_an_unknown_device_key_is_401_and_the_operator_token_403(server: DeviceServer) -> None:
+def test_an_unknown_device_key_is_401_and_the_operator_token_403(server: LiveServer) -> None:
     with server.http("pml_dev_not-a-key") as http:
         unknown = http.post("/v1/checkin", json=facts())
     with server.http(OPERATOR_TOKEN) as http:
@@ -160,7 +159,7 @@ def test_an_unknown_device_key_is_401_and_the_operator_token_403(server: DeviceS
 
 
 def test_a_policy_change_reaches_the_manifest_and_is_validated(
-    server: DeviceServer, app_keys: AppKeys, tmp_path: Path
+    server: LiveServer, app_keys: AppKeys, tmp_path: Path
 ) -> None:
     version = push_digits(server, app_keys, tmp_path)
     route = f"/v1/admin/models/digits/versions/{version.version}/policy"
@@ -183,10 +182,10 @@ def test_a_policy_change_reaches_the_manifest_and_is_validated(
 
 
 def test_content_keys_decrypt_the_package_and_stay_inside_their_app(
-    server: DeviceServer, app_keys: AppKeys, tmp_path: Path
+    server: LiveServer, app_keys: AppKeys, tmp_path: Path
 ) -> None:
     other = server.create_app("app-b")
-    meta, path = fake_variant(tmp_path, "secret-tflite", fmt="tflite", encrypt=True)
+    meta, path = model_variant(tmp_path, "secret-tflite", fmt="tflite", encrypt=True)
     server.push(app_keys, "digits", [(meta, path)])
     with server.http(app_keys.device_key) as http:
         entry = http.post("/v1/checkin", json=facts()).json()["models"][0]

@@ -5,15 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from device_kit import serve_device_app
 from pydantic import ValidationError
 from test_checkin_route import facts, push_digits
 
 from pocketml.config import ServerSettings
+from pocketml.server._state import DeviceOptions
+from pocketml.testing import live_server, server_settings
 
 
 def checkin_package_url(home: Path, database_url: str, work: Path, **server: str) -> str:
-    with serve_device_app(home, database_url, **server) as live:
+    settings = server_settings(home, database_url, **server)
+    with live_server(settings, device_options=DeviceOptions(catalog_ttl_s=0)) as live:
         app = live.create_app("app-a")
         version = push_digits(live, app, work)
         with live.http(app.device_key) as http:

@@ -18,15 +18,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from pydantic import SecretStr
 
+from pocketml import testing
 from pocketml.config import ServerSettings, Settings
 from pocketml.device import Device, DeviceFacts
-from pocketml.server.background import serve_in_thread
 from pocketml.server.client import AdminClient
 from pocketml.sim import centroids, write_demo_build
+from pocketml.testing import OPERATOR_TOKEN, live_server
 
-OPERATOR_TOKEN = "pml_op_device-tests"
 _names = itertools.count()
 
 
@@ -54,16 +53,14 @@ class _FreshCatalogSettings(ServerSettings):
 
 def server_settings(home: Path) -> Settings:
     """Settings of a test server (SQLite, fixed operator token, no catalog cache)."""
-    return Settings(
-        home=home, operator_token=SecretStr(OPERATOR_TOKEN), server=_FreshCatalogSettings()
-    )
+    return testing.server_settings(home, server=_FreshCatalogSettings())
 
 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real pocketml server on SQLite for the whole module."""
-    with serve_in_thread(server_settings(tmp_path_factory.mktemp("server-home"))) as url:
-        yield url
+    with live_server(server_settings(tmp_path_factory.mktemp("server-home"))) as live:
+        yield live.url
 
 
 @dataclass(frozen=True)

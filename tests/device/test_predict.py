@@ -12,7 +12,7 @@ import pytest
 from pocketml.device import CircuitBreaker, Device, DeviceFacts, DeviceState
 from pocketml.errors import InvalidInput, Unavailable
 from pocketml.schema import ModelSchema
-from pocketml.server.background import serve_in_thread
+from pocketml.testing import live_server
 
 from .conftest import (
     ANDROID,
@@ -160,7 +160,8 @@ def test_no_local_model_and_no_cloud_raises_unavailable(
 def test_when_the_server_is_down_cascade_falls_back_to_the_local_answer(
     tmp_path: Path, demo_build: Path, near_tie: np.ndarray, clock: ManualClock
 ) -> None:
-    with serve_in_thread(server_settings(tmp_path / "home")) as url:
+    with live_server(server_settings(tmp_path / "home")) as live:
+        url = live.url
         app = ship(url, demo_build)
         device = Device(url, app.device_key, LINUX, tmp_path / "cache", sleep=clock.sleep)
         device.sync()

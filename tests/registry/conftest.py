@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import hashlib
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,24 +16,10 @@ from typing import Any
 import pytest
 
 from pocketml.protect import MasterKey
-from pocketml.registry import (
-    LocalArtifactStore,
-    ModelCreate,
-    Registry,
-    VariantUpload,
-    VersionCreate,
-    VersionInfo,
-)
+from pocketml.registry import LocalArtifactStore, ModelCreate, Registry, VersionInfo
 from pocketml.registry._s3 import S3ArtifactStore
-from pocketml.testing import write_model_file
+from pocketml.testing import DIGITS_SCHEMA, model_variant, push_to_registry, write_model_file
 
-SCHEMA: dict[str, Any] = {
-    "name": "digits",
-    "inputs": [{"name": "pixels", "dtype": "float32", "shape": [None, 1, 8, 8]}],
-    "outputs": [
-        {"name": "probabilities", "kind": "probabilities", "labels": [str(i) for i in range(10)]}
-    ],
-}
 _MOTO_CREDENTIALS = {
     "aws_access_key_id": "testing",
     "aws_secret_access_key": "testing",
@@ -57,7 +42,7 @@ def make_model(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def schema() -> dict[str, Any]:
     """A valid ModelSchema dict (a copy: tests may change it)."""
-    return copy.deepcopy(SCHEMA)
+    return copy.deepcopy(DIGITS_SCHEMA)
 
 
 @pytest.fixture
@@ -119,7 +104,7 @@ Push = Callable[..., VersionInfo]
 
 
 @pytest.fixture
-def push(registry: Registry, make_model: Callable[..., Path]) -> Push:
+def push(registry: Registry, tmp_path: Path) -> Push:
     """Push a version of "digits" made of small random files: ``push(app_id, ...)``.
 
     Keyword arguments: ``model``, ``variants`` (names), ``encrypted`` (names),
@@ -136,22 +121,18 @@ def push(registry: Registry, make_model: Callable[..., Path]) -> Push:
         seed: int = 0,
         **meta: Any,
     ) -> VersionInfo:
-        files = {
-            name: make_model(f"{seed}-{name}", seed=seed * 100 + index)
-            for index, name in enumerate(variants)
-        }
         uploads = [
-            VariantUpload(
-                name=name,
-                format="onnx",
-                precision="fp32",
-                sha256=hashlib.sha256(files[name].read_bytes()).hexdigest(),
+            model_variant(
+                tmp_path / "uploads" / f"{seed}-{name}",
+                name,
+                filename="model.onnx",
+                seed=seed * 100 + index,
+                size=4096,
                 encrypt=name in encrypted,
             )
-            for name in variants
+            for index, name in enumerate(variants)
         ]
-        meta_in = VersionCreate(version=version, variants=uploads, **meta)
-        return registry.push_version(app_id, model, meta_in, files)
+        return push_to_registry(registry, app_id, model, uploads, version=version, **meta)
 
     return run
 

@@ -6,16 +6,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rollout_kit import SCHEMA, World, open_world
+from rollout_kit import World, open_world
 
 from pocketml.registry import ModelCreate
+from pocketml.testing import DIGITS_SCHEMA
 
 
 @pytest.fixture
 def world(database_url: str, tmp_path: Path) -> Iterator[World]:
     """App "app-a", model "digits", v1 in production and v2 as a candidate."""
     w = open_world(database_url, tmp_path)
-    w.registry.create_model(w.app_id, ModelCreate(name="digits", schema=SCHEMA))
+    w.registry.create_model(w.app_id, ModelCreate(name="digits", schema=DIGITS_SCHEMA))
     w.push(seed=1)
     w.registry.set_stage(w.app_id, "digits", 1, "production")
     w.push(seed=2)

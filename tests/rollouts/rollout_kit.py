@@ -3,13 +3,13 @@
 The ``world`` fixture (conftest.py) holds app "app-a" with model "digits": version 1 in
 production and version 2 (the candidate), each with a device variant made for class "mid";
 ``add_events`` stores telemetry through the real ``TelemetryStore`` (as intake does).
-``serve_live`` runs the same world behind a real server (``Live``) for the HTTP tests.
+``serve_live`` runs the same world behind ``pocketml.testing.live_server`` (``Live``) for
+the HTTP tests; versions are pushed with ``pocketml.testing``'s push kit.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,24 +19,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
 
-from pocketml.config import ServerSettings, Settings
 from pocketml.delivery import DeliveryService, RolloutService
 from pocketml.protect import MasterKey
-from pocketml.registry import LocalArtifactStore, Registry, VersionCreate
-from pocketml.server.background import serve_in_thread
+from pocketml.registry import LocalArtifactStore, Registry
 from pocketml.server.client import AdminClient
 from pocketml.telemetry import TelemetryStore
-from pocketml.testing import write_model_file
+from pocketml.testing import (
+    DIGITS_SCHEMA,
+    live_server,
+    model_variant,
+    push_to_registry,
+    push_version,
+    server_settings,
+)
 
-SCHEMA: dict[str, Any] = {
-    "name": "digits",
-    "inputs": [{"name": "pixels", "dtype": "float32", "shape": [None, 64], "layout": "NC"}],
-    "outputs": [{"name": "probabilities", "kind": "probabilities", "labels": ["0", "1"]}],
-}
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-OPERATOR = "pml_op_rollout-tests-operator-token"
 
 
 @dataclass(frozen=True)
@@ -55,21 +53,15 @@ class World:
 
     def push(self, *, profiles: Sequence[str] = ("mid",), seed: int = 0) -> int:
         """Push a new candidate version of "digits" with one onnx device variant."""
-        path = write_model_file(self.tmp / f"model-{seed}.onnx", "onnx", seed=seed, size=512)
-        meta = VersionCreate.model_validate(
-            {
-                "variants": [
-                    {
-                        "name": "onnx-fp32",
-                        "format": "onnx",
-                        "precision": "fp32",
-                        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                        "profiles": list(profiles),
-                    }
-                ]
-            }
+        variant = model_variant(
+            self.tmp,
+            "onnx-fp32",
+            filename=f"model-{seed}.onnx",
+            seed=seed,
+            size=512,
+            profiles=list(profiles),
         )
-        return self.registry.push_version(self.app_id, "digits", meta, {"onnx-fp32": path}).version
+        return push_to_registry(self.registry, self.app_id, "digits", [variant]).version
 
 
 def open_world(database_url: str, tmp: Path, app_id: str | None = None) -> World:
@@ -154,36 +146,25 @@ class Live:
 
     def push(self, client: AdminClient, seed: int, model: str = "digits") -> int:
         """Push a version of ``model`` with one onnx device variant for "android-mid"."""
-        path = write_model_file(self.tmp / f"m{seed}.onnx", "onnx", seed=seed, size=400)
-        meta = {
-            "variants": [
-                {
-                    "name": "onnx-fp32",
-                    "format": "onnx",
-                    "precision": "fp32",
-                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                    "profiles": ["android-mid"],
-                }
-            ]
-        }
-        return client.push_files(model, meta, {"onnx-fp32": path}).version
+        variant = model_variant(
+            self.tmp,
+            "onnx-fp32",
+            filename=f"m{seed}.onnx",
+            seed=seed,
+            size=400,
+            profiles=["android-mid"],
+        )
+        return push_version(client, model, [variant]).version
 
 
 @contextmanager
 def serve_live(tmp: Path, database_url: str, **server: Any) -> Iterator[Live]:
     """A real server (``ServerSettings(**server)``) with app "app-a" and model "digits"."""
-    settings = Settings(
-        home=tmp / "home",
-        database_url=database_url,
-        operator_token=SecretStr(OPERATOR),
-        server=ServerSettings(**server),
-    )
-    with serve_in_thread(settings) as url:
-        with AdminClient(url, OPERATOR) as operator:
-            created = operator.create_app("app-a")
-        live = Live(url, created.admin_token, created.device_key, tmp)
+    with live_server(server_settings(tmp / "home", database_url, **server)) as running:
+        created = running.create_app("app-a")
+        live = Live(running.url, created.admin_token, created.device_key, tmp)
         with live.admin() as client:
-            client.create_model("digits", schema=SCHEMA)
+            client.create_model("digits", schema=DIGITS_SCHEMA)
             live.push(client, 1)
             client.set_stage("digits", 1, "production")
             live.push(client, 2)

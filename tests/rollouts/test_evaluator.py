@@ -7,10 +7,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-from rollout_kit import SCHEMA, T0, World, add_events, open_world
+from rollout_kit import T0, World, add_events, open_world
 
 from pocketml.delivery import RolloutEvaluator, evaluate_rollouts
 from pocketml.registry import ModelCreate
+from pocketml.testing import DIGITS_SCHEMA
 
 DAY = timedelta(days=1)
 
@@ -127,7 +128,7 @@ def test_two_evaluators_racing_on_postgresql_advance_the_rollout_once(
     worlds.append(open_world(postgres_url, tmp_path, worlds[0].app_id))
     try:
         first = worlds[0]
-        first.registry.create_model(first.app_id, ModelCreate(name="digits", schema=SCHEMA))
+        first.registry.create_model(first.app_id, ModelCreate(name="digits", schema=DIGITS_SCHEMA))
         first.push(seed=1)
         first.registry.set_stage(first.app_id, "digits", 1, "production")
         first.push(seed=2)

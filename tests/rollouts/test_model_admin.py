@@ -11,12 +11,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from rollout_kit import OPERATOR, SCHEMA, Live, serve_live
+from rollout_kit import Live, serve_live
 from typer.testing import CliRunner
 
 from pocketml.cli._admin import models_app
 from pocketml.errors import Conflict, NotFound
 from pocketml.server.client import AdminClient
+from pocketml.testing import DIGITS_SCHEMA, OPERATOR_TOKEN
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def test_a_description_is_corrected_and_audited(live: Live) -> None:
 
 
 def test_a_schema_that_keeps_inputs_and_outputs_is_accepted_with_versions(live: Live) -> None:
-    schema = {**SCHEMA, "name": "digits-renamed"}
+    schema = {**DIGITS_SCHEMA, "name": "digits-renamed"}
     with live.admin() as client:
         client.update_model("digits", schema=schema)
         assert client.show_model("digits").schema_["name"] == "digits-renamed"
@@ -59,7 +60,7 @@ def test_a_schema_changing_inputs_once_versions_exist_answers_409_and_changes_no
     with live.http() as http:
         before = http.get("/v1/admin/models/digits").json()
         response = http.patch(
-            "/v1/admin/models/digits", json={"schema": {**SCHEMA, "inputs": inputs}}
+            "/v1/admin/models/digits", json={"schema": {**DIGITS_SCHEMA, "inputs": inputs}}
         )
         after = http.get("/v1/admin/models/digits").json()
     assert "inputs and outputs cannot change" in _error(response, 409)["message"]
@@ -69,8 +70,8 @@ def test_a_schema_changing_inputs_once_versions_exist_answers_409_and_changes_no
 def test_any_valid_schema_goes_while_a_model_has_no_version(live: Live) -> None:
     inputs = [{"name": "x", "dtype": "float32", "shape": [None, 3], "layout": "NC"}]
     with live.admin() as client:
-        client.create_model("fresh", schema=SCHEMA)
-        model = client.update_model("fresh", schema={**SCHEMA, "inputs": inputs})
+        client.create_model("fresh", schema=DIGITS_SCHEMA)
+        model = client.update_model("fresh", schema={**DIGITS_SCHEMA, "inputs": inputs})
     assert model.schema_["inputs"][0]["name"] == "x"
 
 
@@ -78,7 +79,7 @@ def test_any_valid_schema_goes_while_a_model_has_no_version(live: Live) -> None:
     ("body", "fragment"),
     [
         ({}, "description"),
-        ({"schema": {**SCHEMA, "inputs": []}}, "inputs"),
+        ({"schema": {**DIGITS_SCHEMA, "inputs": []}}, "inputs"),
         ({"description": "x" * 2001}, "description"),
         ({"name": "other"}, "name"),
         ({"description": "bad \x00 text"}, "NUL"),
@@ -143,7 +144,7 @@ def test_a_deleted_model_leaves_check_in_and_its_packages_go(live: Live) -> None
 
 
 def test_another_apps_token_cannot_delete_a_model(live: Live) -> None:
-    with AdminClient(live.url, OPERATOR) as operator:
+    with AdminClient(live.url, OPERATOR_TOKEN) as operator:
         other = operator.create_app("app-b")
     with AdminClient(live.url, other.admin_token) as client, pytest.raises(NotFound):
         client.delete_model("digits")
@@ -155,7 +156,7 @@ def test_the_cli_updates_and_deletes_a_model_after_confirmation(live: Live, tmp_
     runner = CliRunner()
     env = {"POCKETML_SERVER_URL": live.url, "POCKETML_TOKEN": live.admin_token}
     schema = tmp_path / "schema.json"
-    schema.write_text(json.dumps({**SCHEMA, "name": "digits-v2"}))
+    schema.write_text(json.dumps({**DIGITS_SCHEMA, "name": "digits-v2"}))
     updated = runner.invoke(
         models_app, ["update", "digits", "--description", "new", "--schema", str(schema)], env=env
     )

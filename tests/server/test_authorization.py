@@ -18,8 +18,9 @@ import pytest
 
 from pocketml.server.client import _MultipartBody
 from pocketml.server.schemas import AppCreatedPublic, VersionPublic
+from pocketml.testing import DIGITS_SCHEMA, OPERATOR_TOKEN, LiveServer, write_model_file
 
-from .conftest import OPERATOR_TOKEN, SCHEMA, LiveServer, onnx_file, push_two_variants, sha256_of
+from .conftest import push_two_variants, sha256_of
 
 CALLERS = ("none", "wrong", "device", "other_device", "other_admin", "operator", "own_admin")
 
@@ -64,11 +65,13 @@ def _request_kwargs(body: str, tmp_path: Path, counter: int) -> dict[str, Any]:
     if body == "rotate":
         return {"json": {"credential": "signing_key"}}
     if body == "new_model":
-        return {"json": {"name": "fresh", "schema": SCHEMA}}
+        return {"json": {"name": "fresh", "schema": DIGITS_SCHEMA}}
     if body == "stage":
         return {"json": {"stage": "production"}}
     if body == "push":
-        model_file = onnx_file(tmp_path / f"push-{counter}.onnx", 4096, counter)
+        model_file = write_model_file(
+            tmp_path / f"push-{counter}.onnx", "onnx", seed=counter, size=4096
+        )
         meta = {
             "variants": [
                 {
@@ -104,7 +107,7 @@ def test_every_route_answers_each_caller_with_the_expected_status(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with live_server.admin(app_a.admin_token) as client:
-        client.create_model("digits", SCHEMA)
+        client.create_model("digits", DIGITS_SCHEMA)
         version = push_two_variants(client, "digits", tmp_path / "seed")
     assert isinstance(version, VersionPublic)
     tokens = {

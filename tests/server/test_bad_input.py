@@ -8,18 +8,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pocketml import testing
 from pocketml.errors import Conflict, IntegrityError, NotFound, PayloadTooLarge
-from pocketml.server.client import AdminClient, _MultipartBody
+from pocketml.server.client import _MultipartBody
 from pocketml.server.schemas import AppCreatedPublic
-
-from .conftest import (
-    OPERATOR_TOKEN,
-    SCHEMA,
+from pocketml.testing import (
+    DIGITS_SCHEMA,
     LiveServer,
-    make_settings,
-    onnx_file,
-    serve,
-    variant_meta,
+    model_variant,
+    server_settings,
 )
 
 
@@ -85,10 +82,10 @@ def test_unknown_model_answers_404(live_server: LiveServer, app_a: AppCreatedPub
 def test_sha256_mismatch_answers_422_and_stores_nothing(
     live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path
 ) -> None:
-    model_file = onnx_file(tmp_path / "m.onnx", 5000, 1)
-    meta = {"variants": [variant_meta("v", model_file, sha256="0" * 64)]}
+    entry, model_file = model_variant(tmp_path, "v", seed=1, size=5000, sha256="0" * 64)
+    meta = {"variants": [entry]}
     with live_server.admin(app_a.admin_token) as client:
-        client.create_model("digits", SCHEMA)
+        client.create_model("digits", DIGITS_SCHEMA)
         with pytest.raises(IntegrityError, match="sha256"):
             client.push_files("digits", meta, {"v": model_file})
         assert client.list_versions("digits").total == 0
@@ -99,10 +96,10 @@ def test_sha256_mismatch_answers_422_and_stores_nothing(
 def test_duplicate_version_answers_409(
     live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path
 ) -> None:
-    model_file = onnx_file(tmp_path / "m.onnx", 5000, 2)
-    meta = {"version": 7, "variants": [variant_meta("v", model_file)]}
+    entry, model_file = model_variant(tmp_path, "v", seed=2, size=5000)
+    meta = {"version": 7, "variants": [entry]}
     with live_server.admin(app_a.admin_token) as client:
-        client.create_model("digits", SCHEMA)
+        client.create_model("digits", DIGITS_SCHEMA)
         client.push_files("digits", meta, {"v": model_file})
         with pytest.raises(Conflict):
             client.push_files("digits", meta, {"v": model_file})
@@ -112,10 +109,10 @@ def test_duplicate_version_answers_409(
 def test_metadata_with_wrong_fields_answers_422(
     live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path
 ) -> None:
-    model_file = onnx_file(tmp_path / "m.onnx", 100, 3)
-    bad = {"variants": [{**variant_meta("v", model_file), "format": "exe", "extra": 1}]}
+    entry, model_file = model_variant(tmp_path, "v", seed=3, size=100)
+    bad = {"variants": [{**entry, "format": "exe", "extra": 1}]}
     with live_server.admin(app_a.admin_token) as client:
-        client.create_model("digits", SCHEMA)
+        client.create_model("digits", DIGITS_SCHEMA)
         response = client.http.post(
             "/v1/admin/models/digits/versions",
             files={"metadata": (None, json.dumps(bad)), "v": ("m.onnx", model_file.read_bytes())},
@@ -129,7 +126,7 @@ def test_push_that_is_not_multipart_answers_415(
     live_server: LiveServer, app_a: AppCreatedPublic
 ) -> None:
     with live_server.admin(app_a.admin_token) as client:
-        client.create_model("digits", SCHEMA)
+        client.create_model("digits", DIGITS_SCHEMA)
         response = client.http.post("/v1/admin/models/digits/versions", json={"variants": []})
     _assert_error(response, 415, "unsupported_media_type")
 
@@ -138,7 +135,7 @@ def test_push_without_a_metadata_part_answers_400(
     live_server: LiveServer, app_a: AppCreatedPublic
 ) -> None:
     with live_server.admin(app_a.admin_token) as client:
-        client.create_model("digits", SCHEMA)
+        client.create_model("digits", DIGITS_SCHEMA)
         response = client.http.post(
             "/v1/admin/models/digits/versions", files={"v": ("m.onnx", b"1234")}
         )
@@ -148,14 +145,14 @@ def test_push_without_a_metadata_part_answers_400(
 def test_upload_over_the_limit_answers_413_and_leaves_no_temp_file(
     tmp_path: Path, database_url: str
 ) -> None:
-    settings = make_settings(tmp_path / "home", database_url, max_upload_mb=0.05)
-    big = onnx_file(tmp_path / "big.onnx", 80_000, 4)
-    meta = {"variants": [variant_meta("v", big)]}
-    with serve(settings) as url:
-        with AdminClient(url, OPERATOR_TOKEN) as operator:
+    settings = server_settings(tmp_path / "home", database_url, max_upload_mb=0.05)
+    entry, big = model_variant(tmp_path, "v", seed=4, size=80_000)
+    meta = {"variants": [entry]}
+    with testing.live_server(settings) as live:
+        with live.admin() as operator:
             created = operator.create_app("small")
-        with AdminClient(url, created.admin_token) as client:
-            client.create_model("digits", SCHEMA)
+        with live.admin(created.admin_token) as client:
+            client.create_model("digits", DIGITS_SCHEMA)
             with pytest.raises(PayloadTooLarge, match="at most"):
                 client.push_files("digits", meta, {"v": big})
             # without Content-Length (chunked), the streamed byte count trips the limit

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from pocketml.cli import _admin, _server
 from pocketml.errors import Unavailable
+from pocketml.testing import DIGITS_SCHEMA, OPERATOR_TOKEN, LiveServer, write_model_file
 
-from .conftest import OPERATOR_TOKEN, SCHEMA, LiveServer, onnx_file, sha256_of
+from .conftest import sha256_of
 
 
 def _cli() -> typer.Typer:
@@ -29,8 +30,8 @@ def _cli() -> typer.Typer:
 
 def _build_dir(root: Path) -> Path:
     root.mkdir()
-    model = onnx_file(root / "model.onnx", 12_000, 11)
-    (root / "schema.json").write_text(json.dumps(SCHEMA))
+    model = write_model_file(root / "model.onnx", "onnx", seed=11, size=12_000)
+    (root / "schema.json").write_text(json.dumps(DIGITS_SCHEMA))
     (root / "card.md").write_text("# Digits\n")
     (root / "run.json").write_text(json.dumps({"seed": 0}))
     (root / "build.json").write_text(

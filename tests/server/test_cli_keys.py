@@ -9,8 +9,7 @@ from typer.testing import CliRunner
 
 from pocketml.cli import _admin
 from pocketml.protect import Keyring
-
-from .conftest import OPERATOR_TOKEN, LiveServer
+from pocketml.testing import OPERATOR_TOKEN, LiveServer
 
 
 def _cli() -> typer.Typer:

@@ -20,13 +20,9 @@ from pathlib import Path
 from pocketml.errors import Unavailable
 from pocketml.server.background import serve_in_process
 from pocketml.server.client import AdminClient
+from pocketml.testing import DIGITS_SCHEMA, OPERATOR_TOKEN
 
-from .conftest import (
-    OPERATOR_TOKEN,
-    SCHEMA,
-    push_two_variants,
-    sha256_of,
-)
+from .conftest import push_two_variants, sha256_of
 
 
 @contextmanager
@@ -79,7 +75,7 @@ def test_kill_9_during_a_push_keeps_the_first_version_and_stores_no_partial_one(
         with AdminClient(url, OPERATOR_TOKEN) as operator:
             created = operator.create_app("crash-app")
         with AdminClient(url, created.admin_token, timeout=60) as client:
-            client.create_model("digits", SCHEMA)
+            client.create_model("digits", DIGITS_SCHEMA)
             first = push_two_variants(client, "digits", tmp_path / "v1")
             package_id = first.variants[0].package_id  # type: ignore[attr-defined]
 

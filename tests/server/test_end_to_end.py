@@ -11,11 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pocketml import testing
 from pocketml.config import Settings
 from pocketml.protect import extract_model, verify_package
 from pocketml.server.schemas import AppCreatedPublic, VersionPublic
+from pocketml.testing import DIGITS_SCHEMA, LiveServer
 
-from .conftest import SCHEMA, LiveServer, push_two_variants, serve
+from .conftest import push_two_variants
 
 
 def _trusted_keys(created_app: AppCreatedPublic, live_server: LiveServer) -> dict[str, bytes]:
@@ -28,7 +30,7 @@ def test_push_list_promote_and_download_a_version_with_two_variants(
     live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path
 ) -> None:
     with live_server.admin(app_a.admin_token) as client:
-        client.create_model("digits", SCHEMA, description="8x8 digits")
+        client.create_model("digits", DIGITS_SCHEMA, description="8x8 digits")
         pushed = push_two_variants(client, "digits", tmp_path / "v1", seed=1)
         assert isinstance(pushed, VersionPublic)
         second = push_two_variants(client, "digits", tmp_path / "v2", seed=2)
@@ -56,7 +58,7 @@ def test_downloaded_package_verifies_with_the_apps_public_key(
     live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path
 ) -> None:
     with live_server.admin(app_a.admin_token) as client:
-        client.create_model("digits", SCHEMA)
+        client.create_model("digits", DIGITS_SCHEMA)
         version = push_two_variants(client, "digits", tmp_path / "v1", seed=3)
     assert isinstance(version, VersionPublic)
     variant = next(v for v in version.variants if v.name == "onnx-fp32")
@@ -83,7 +85,7 @@ def test_range_requests_resume_a_download_and_reject_unsatisfiable_ranges(
     live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path
 ) -> None:
     with live_server.admin(app_a.admin_token) as client:
-        client.create_model("digits", SCHEMA)
+        client.create_model("digits", DIGITS_SCHEMA)
         version = push_two_variants(client, "digits", tmp_path / "v1", seed=4)
     assert isinstance(version, VersionPublic)
     variant = version.variants[0]
@@ -109,7 +111,7 @@ def test_signing_key_rotation_keeps_old_packages_verifiable(
     live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path
 ) -> None:
     with live_server.admin(app_a.admin_token) as client:
-        client.create_model("digits", SCHEMA)
+        client.create_model("digits", DIGITS_SCHEMA)
         old = push_two_variants(client, "digits", tmp_path / "v1", seed=5)
         before = client.show_app()
         rotated = client.request(
@@ -134,7 +136,7 @@ def test_first_start_generates_an_operator_token_file_and_logs_only_its_path(
 ) -> None:
     settings = Settings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'r.db'}")
     caplog.set_level(logging.INFO, logger="pocketml.server")
-    with serve(settings) as url, httpx.Client(base_url=url) as http:
+    with testing.live_server(settings) as live, httpx.Client(base_url=live.url) as http:
         token_file = settings.home / "operator.token"
         token = token_file.read_text().strip()
         created = http.post(

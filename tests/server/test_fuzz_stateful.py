@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
 from pocketml.server.schemas import AppCreatedPublic
+from pocketml.testing import DIGITS_SCHEMA, LiveServer
 
-from .conftest import SCHEMA, LiveServer
 from .fuzz_kit import (
     DEEP,
     Api,
@@ -139,7 +139,7 @@ class Fuzz(RuleBasedStateMachine):
     def create_model(
         self, name: Any, description: Any, path: tuple[Any, ...], value: Any, keep_valid: bool
     ) -> None:
-        schema = SCHEMA if keep_valid else mutated(SCHEMA, path, value)
+        schema = DIGITS_SCHEMA if keep_valid else mutated(DIGITS_SCHEMA, path, value)
         body = {"name": name, "description": description, "schema": schema}
         self._write("admin", "POST", "/v1/admin/models", dump(body))
 

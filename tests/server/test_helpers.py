@@ -12,8 +12,9 @@ from pocketml.protocol import file_sha256 as sha256_file
 from pocketml.server._build_dir import prepare_build, zip_directory
 from pocketml.server._ranges import parse_range
 from pocketml.server.errors import RangeNotSatisfiable
+from pocketml.testing import DIGITS_SCHEMA
 
-from .conftest import SCHEMA, random_file
+from .conftest import random_file
 
 
 @pytest.mark.parametrize(
@@ -44,7 +45,7 @@ def test_parse_range_rejects_ranges_outside_the_file(header: str) -> None:
 
 def _write_build(root: Path, variants: list[dict[str, object]]) -> Path:
     root.mkdir(exist_ok=True)
-    (root / "schema.json").write_text(json.dumps(SCHEMA))
+    (root / "schema.json").write_text(json.dumps(DIGITS_SCHEMA))
     manifest = {"format_version": 1, "model": "digits", "variants": variants}
     (root / "build.json").write_text(json.dumps(manifest))
     return root

@@ -18,13 +18,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
 from pocketml.config import ServerSettings, Settings
-from pocketml.server.background import serve_in_thread
-from pocketml.server.client import AdminClient
-
-from .conftest import OPERATOR_TOKEN, SCHEMA
+from pocketml.testing import DIGITS_SCHEMA, OPERATOR_TOKEN, live_server, server_settings
 
 ADMIN_BODY_KB = 16
 TELEMETRY_BODY_KB = 8
@@ -63,22 +60,18 @@ class Guarded:
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guarded]:
     """A live server with small body limits, an app and a model."""
     home = tmp_path_factory.mktemp("guard-home")
-    settings = Settings(
-        home=home,
-        database_url=f"sqlite:///{home / 'pocketml.db'}",
-        operator_token=SecretStr(OPERATOR_TOKEN),
-        server=ServerSettings(
-            max_admin_body_kb=ADMIN_BODY_KB,
-            max_telemetry_body_kb=TELEMETRY_BODY_KB,
-            max_upload_mb=64,
-        ),
+    settings = server_settings(
+        home,
+        f"sqlite:///{home / 'pocketml.db'}",
+        max_admin_body_kb=ADMIN_BODY_KB,
+        max_telemetry_body_kb=TELEMETRY_BODY_KB,
+        max_upload_mb=64,
     )
-    with serve_in_thread(settings) as url:
-        with AdminClient(url, OPERATOR_TOKEN, timeout=30) as client:
-            created = client.create_app("guarded")
-        with AdminClient(url, created.admin_token, timeout=30) as client:
-            client.create_model("digits", SCHEMA)
-        yield Guarded(url, created.admin_token, created.device_key)
+    with live_server(settings) as live:
+        created = live.create_app("guarded")
+        with live.admin(created.admin_token) as client:
+            client.create_model("digits", DIGITS_SCHEMA)
+        yield Guarded(live.url, created.admin_token, created.device_key)
 
 
 def head(method: str, path: str, headers: dict[str, str] | list[tuple[str, str]]) -> bytes:
@@ -308,7 +301,9 @@ def test_a_json_body_without_content_type_answers_415(guarded: Guarded) -> None:
 
 
 def test_json_with_a_charset_parameter_is_accepted(guarded: Guarded) -> None:
-    body = json.dumps({"name": "charset-model", "schema": {**SCHEMA, "name": "charset-model"}})
+    body = json.dumps(
+        {"name": "charset-model", "schema": {**DIGITS_SCHEMA, "name": "charset-model"}}
+    )
     with guarded.http(guarded.admin_token) as http:
         response = http.post(
             "/v1/admin/models",

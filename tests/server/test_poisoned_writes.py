@@ -16,8 +16,9 @@ import orjson
 import pytest
 
 from pocketml.server.schemas import AppCreatedPublic
+from pocketml.testing import DIGITS_SCHEMA, LiveServer
 
-from .conftest import SCHEMA, LiveServer, push_two_variants
+from .conftest import push_two_variants
 
 JSON = {"Content-Type": "application/json"}
 CHECKIN = {
@@ -30,7 +31,7 @@ CHECKIN = {
 
 
 def _schema(**input_fields: Any) -> dict[str, Any]:
-    schema = orjson.loads(orjson.dumps(SCHEMA))
+    schema = orjson.loads(orjson.dumps(DIGITS_SCHEMA))
     schema["inputs"][0].update(input_fields)
     return schema
 
@@ -87,7 +88,7 @@ def test_a_shape_dimension_beyond_the_bounds_is_refused_and_check_in_still_works
 def test_a_label_that_cannot_be_stored_is_refused(
     live_server: LiveServer, app_a: AppCreatedPublic, label: str, fragments: tuple[str, ...]
 ) -> None:
-    schema = orjson.loads(orjson.dumps(SCHEMA))
+    schema = orjson.loads(orjson.dumps(DIGITS_SCHEMA))
     schema["outputs"][0]["labels"][0] = "LABEL"
     body = _raw({"name": "digits", "schema": schema}, {"LABEL": label})
     with live_server.http(app_a.admin_token) as http:
@@ -103,7 +104,7 @@ def test_a_label_that_cannot_be_stored_is_refused(
 def test_model_text_with_a_nul_is_refused(
     live_server: LiveServer, app_a: AppCreatedPublic, field: str
 ) -> None:
-    body = {"name": "digits", "description": "ok", "schema": SCHEMA, field: "a\0b"}
+    body = {"name": "digits", "description": "ok", "schema": DIGITS_SCHEMA, field: "a\0b"}
     with live_server.http(app_a.admin_token) as http:
         response = http.post("/v1/admin/models", json=body)
         assert http.get("/v1/admin/models").status_code == 200
@@ -117,7 +118,7 @@ def test_a_max_cellular_bytes_beyond_64_bits_is_refused_and_the_policy_still_rea
     live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path, token: str
 ) -> None:
     with live_server.admin(app_a.admin_token) as client:
-        client.create_model("digits", SCHEMA)
+        client.create_model("digits", DIGITS_SCHEMA)
         push_two_variants(client, "digits", tmp_path)
     body = _raw({"download": {"max_cellular_bytes": "N"}}, {"N": token})
     with live_server.http(app_a.admin_token) as http:
@@ -143,7 +144,7 @@ def test_targeting_that_cannot_be_stored_is_refused_and_targeting_still_reads(
     live_server: LiveServer, app_a: AppCreatedPublic, rules: str, fragment: str
 ) -> None:
     with live_server.admin(app_a.admin_token) as client:
-        client.create_model("digits", SCHEMA)
+        client.create_model("digits", DIGITS_SCHEMA)
     body = b'{"rules": ' + rules.encode() + b"}"
     with live_server.http(app_a.admin_token) as http:
         response = http.put("/v1/admin/models/digits/targeting", content=body, headers=JSON)
@@ -168,7 +169,7 @@ def test_a_rollout_that_cannot_be_stored_is_refused_and_the_list_still_reads(
     live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path, extra: str, fragment: str
 ) -> None:
     with live_server.admin(app_a.admin_token) as client:
-        client.create_model("digits", SCHEMA)
+        client.create_model("digits", DIGITS_SCHEMA)
         push_two_variants(client, "digits", tmp_path)
     body = ('{"model": "digits", "version": 1, ' + extra + "}").encode()
     with live_server.http(app_a.admin_token) as http:
@@ -225,7 +226,7 @@ def test_a_range_header_with_absurd_numbers_answers_416(
     live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path, header: str
 ) -> None:
     with live_server.admin(app_a.admin_token) as client:
-        client.create_model("digits", SCHEMA)
+        client.create_model("digits", DIGITS_SCHEMA)
         version = push_two_variants(client, "digits", tmp_path)
     package_id = version.variants[0].package_id  # type: ignore[attr-defined]
     with live_server.http(app_a.device_key) as http:
@@ -249,7 +250,7 @@ def test_a_file_that_is_not_its_format_answers_422_naming_the_variant(
     meta = {"variants": [{"name": f"v-{fmt}", "format": fmt, "precision": "fp32"}]}
     files = {"metadata": (None, orjson.dumps(meta)), f"v-{fmt}": ("m", content)}
     with live_server.admin(app_a.admin_token) as client:
-        client.create_model("digits", SCHEMA)
+        client.create_model("digits", DIGITS_SCHEMA)
     with live_server.http(app_a.admin_token) as http:
         response = http.post("/v1/admin/models/digits/versions", files=files)
         versions = http.get("/v1/admin/models/digits/versions")
@@ -275,13 +276,15 @@ def test_a_file_that_is_not_its_format_answers_422_naming_the_variant(
 def test_push_metadata_that_cannot_round_trip_is_refused(
     live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path, metrics: bytes, status: int
 ) -> None:
-    from .conftest import onnx_file, sha256_of
+    from pocketml.testing import write_model_file
 
-    model = onnx_file(tmp_path / "m.onnx", 3000, 1)
+    from .conftest import sha256_of
+
+    model = write_model_file(tmp_path / "m.onnx", "onnx", seed=1, size=3000)
     variant = {"name": "v", "format": "onnx", "precision": "fp32", "sha256": sha256_of(model)}
     meta = b'{"metrics": ' + metrics + b', "variants": [' + orjson.dumps(variant) + b"]}"
     with live_server.admin(app_a.admin_token) as client:
-        client.create_model("digits", SCHEMA)
+        client.create_model("digits", DIGITS_SCHEMA)
     with live_server.http(app_a.admin_token) as http:
         response = http.post(
             "/v1/admin/models/digits/versions",

@@ -17,8 +17,9 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.generation import GenerationMode
 
 from pocketml.server.schemas import AppCreatedPublic
+from pocketml.testing import DIGITS_SCHEMA, OPERATOR_TOKEN, LiveServer
 
-from .conftest import OPERATOR_TOKEN, SCHEMA, LiveServer, push_two_variants
+from .conftest import push_two_variants
 
 MAX_EXAMPLES = 25
 
@@ -36,7 +37,7 @@ def test_no_generated_request_gets_a_server_error(
     live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path, mode: GenerationMode
 ) -> None:
     with live_server.admin(app_a.admin_token) as client:
-        client.create_model("digits", SCHEMA)
+        client.create_model("digits", DIGITS_SCHEMA)
         push_two_variants(client, "digits", tmp_path / "seed")
     schema = schemathesis.openapi.from_url(f"{live_server.url}/openapi.json")
     failures: list[str] = []

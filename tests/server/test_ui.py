@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from pocketml.server.schemas import AppCreatedPublic
+from pocketml.testing import DIGITS_SCHEMA, LiveServer
 
-from .conftest import SCHEMA, LiveServer, push_two_variants
+from .conftest import push_two_variants
 
 
 def test_admin_logs_in_and_sees_models_versions_and_an_escaped_card(
     live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path
 ) -> None:
     with live_server.admin(app_a.admin_token) as client:
-        client.create_model("digits", SCHEMA)
+        client.create_model("digits", DIGITS_SCHEMA)
         push_two_variants(client, "digits", tmp_path / "v1")
     with live_server.http() as browser:
         assert "Log in" in browser.get("/ui").text

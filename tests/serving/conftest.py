@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from serving_kit import DigitsBuild, build_digits, onnx_variant
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "delivery"))
-
-from device_kit import (
-    AppKeys,
-    DeviceServer,
-    DigitsBuild,
-    build_digits,
-    onnx_variant,
-    serve_device_app,
-)
+from pocketml.server._state import DeviceOptions
+from pocketml.testing import AppKeys, LiveServer, live_server, server_settings
 
 
 @pytest.fixture(scope="session")
@@ -27,14 +19,15 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> DigitsBuild:
 
 
 @pytest.fixture
-def server(tmp_path: Path, database_url: str) -> Iterator[DeviceServer]:
+def server(tmp_path: Path, database_url: str) -> Iterator[LiveServer]:
     """A live server with default serving options (batching on)."""
-    with serve_device_app(tmp_path / "home", database_url) as live:
+    settings = server_settings(tmp_path / "home", database_url)
+    with live_server(settings, device_options=DeviceOptions(catalog_ttl_s=0)) as live:
         yield live
 
 
 @pytest.fixture
-def digits_app(server: DeviceServer, digits: DigitsBuild) -> AppKeys:
+def digits_app(server: LiveServer, digits: DigitsBuild) -> AppKeys:
     """An app whose 'digits' model has the real ONNX file as its production cloud variant."""
     app = server.create_app("serving")
     server.push(app, "digits", [onnx_variant(digits, "lr-onnx-fp32")], schema=digits.schema)

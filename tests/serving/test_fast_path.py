@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from device_kit import AppKeys, DeviceServer, DigitsBuild
+from serving_kit import DigitsBuild
+
+from pocketml.testing import AppKeys, LiveServer
 
 
 def test_predict_echoes_the_request_id_on_success(
-    server: DeviceServer, digits_app: AppKeys, digits: DigitsBuild
+    server: LiveServer, digits_app: AppKeys, digits: DigitsBuild
 ) -> None:
     with server.http(digits_app.device_key) as http:
         response = http.post(
@@ -20,7 +22,7 @@ def test_predict_echoes_the_request_id_on_success(
 
 
 def test_a_wrong_shape_answers_422_in_the_error_shape(
-    server: DeviceServer, digits_app: AppKeys
+    server: LiveServer, digits_app: AppKeys
 ) -> None:
     with server.http(digits_app.device_key) as http:
         response = http.post(
@@ -34,7 +36,7 @@ def test_a_wrong_shape_answers_422_in_the_error_shape(
     assert error["request_id"] == "r-7" == response.headers["x-request-id"]
 
 
-def test_a_missing_key_answers_401_with_a_bearer_challenge(server: DeviceServer) -> None:
+def test_a_missing_key_answers_401_with_a_bearer_challenge(server: LiveServer) -> None:
     with server.http() as http:
         response = http.post("/v1/telemetry", json={})
     assert response.status_code == 401
@@ -42,7 +44,7 @@ def test_a_missing_key_answers_401_with_a_bearer_challenge(server: DeviceServer)
     assert response.json()["error"]["request_id"] == response.headers["x-request-id"]
 
 
-def test_a_body_over_the_limit_answers_413(server: DeviceServer, digits_app: AppKeys) -> None:
+def test_a_body_over_the_limit_answers_413(server: LiveServer, digits_app: AppKeys) -> None:
     body = b'{"events": [' + b" " * (server.settings.server.max_telemetry_events * 1024 + 70_000)
     with server.http(digits_app.device_key) as http:
         response = http.post(
@@ -52,7 +54,7 @@ def test_a_body_over_the_limit_answers_413(server: DeviceServer, digits_app: App
     assert response.json()["error"]["code"] == "payload_too_large"
 
 
-def test_the_openapi_document_still_describes_both_routes(server: DeviceServer) -> None:
+def test_the_openapi_document_still_describes_both_routes(server: LiveServer) -> None:
     with server.http() as http:
         paths = http.get("/openapi.json").json()["paths"]
     assert "post" in paths["/v1/models/{name}/predict"]
@@ -69,7 +71,7 @@ CHECKIN = {
 
 
 def test_checkin_answers_a_manifest_with_an_etag_then_a_bare_304(
-    server: DeviceServer, digits_app: AppKeys
+    server: LiveServer, digits_app: AppKeys
 ) -> None:
     with server.http(digits_app.device_key) as http:
         first = http.post("/v1/checkin", json=CHECKIN, headers={"X-Request-ID": "c-1"})
@@ -86,7 +88,7 @@ def test_checkin_answers_a_manifest_with_an_etag_then_a_bare_304(
 
 
 def test_checkin_with_bad_facts_or_bad_json_answers_in_the_error_shape(
-    server: DeviceServer, digits_app: AppKeys
+    server: LiveServer, digits_app: AppKeys
 ) -> None:
     with server.http(digits_app.device_key) as http:
         facts = http.post("/v1/checkin", json={**CHECKIN, "platform": "symbian"})

@@ -9,7 +9,9 @@ Both the fast path (``server/_fast.py``) and the FastAPI route share the same ch
 from __future__ import annotations
 
 import pytest
-from device_kit import AppKeys, DeviceServer, DigitsBuild
+from serving_kit import DigitsBuild
+
+from pocketml.testing import AppKeys, LiveServer
 
 ROW = [0.0] * 64
 
@@ -29,7 +31,7 @@ ROW = [0.0] * 64
     ids=["booleans", "a string", "a null", "a 40-digit int", "1e39", "mixed", "ragged", "true"],
 )
 def test_inputs_the_model_cannot_take_answer_422_naming_the_input(
-    server: DeviceServer, digits_app: AppKeys, digits: DigitsBuild, inputs: object, needle: str
+    server: LiveServer, digits_app: AppKeys, digits: DigitsBuild, inputs: object, needle: str
 ) -> None:
     name = digits.schema["inputs"][0]["name"]
     with server.http(digits_app.device_key) as http:
@@ -52,7 +54,7 @@ def test_inputs_the_model_cannot_take_answer_422_naming_the_input(
     ids=["a 400-digit int", "deep nesting", "NaN", "a lone surrogate prediction id"],
 )
 def test_bodies_that_are_not_strict_json_answer_400(
-    server: DeviceServer, digits_app: AppKeys, body: bytes
+    server: LiveServer, digits_app: AppKeys, body: bytes
 ) -> None:
     headers = {"Content-Type": "application/json"}
     with server.http(digits_app.device_key) as http:
@@ -62,7 +64,7 @@ def test_bodies_that_are_not_strict_json_answer_400(
 
 
 def test_a_nul_prediction_id_answers_422_and_a_good_request_still_answers(
-    server: DeviceServer, digits_app: AppKeys
+    server: LiveServer, digits_app: AppKeys
 ) -> None:
     with server.http(digits_app.device_key) as http:
         bad = http.post("/v1/models/digits/predict", json={"inputs": ROW, "prediction_id": "a\0"})
@@ -72,7 +74,7 @@ def test_a_nul_prediction_id_answers_422_and_a_good_request_still_answers(
 
 
 def test_a_model_name_with_a_nul_answers_422_on_the_fast_path(
-    server: DeviceServer, digits_app: AppKeys
+    server: LiveServer, digits_app: AppKeys
 ) -> None:
     with server.http(digits_app.device_key) as http:
         response = http.post("/v1/models/a%00b/predict", json={"inputs": ROW})

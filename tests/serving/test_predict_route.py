@@ -6,15 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from device_kit import (
-    AppKeys,
-    DeviceServer,
-    DigitsBuild,
-    batching_options,
-    fake_variant,
-    onnx_variant,
-    serve_device_app,
-)
+from serving_kit import DigitsBuild, batching_options, onnx_variant
+
+from pocketml.testing import AppKeys, LiveServer, live_server, model_variant, server_settings
 
 
 def direct_probabilities(digits: DigitsBuild, x: np.ndarray) -> np.ndarray:
@@ -24,7 +18,7 @@ def direct_probabilities(digits: DigitsBuild, x: np.ndarray) -> np.ndarray:
 
 
 def test_predictions_equal_the_model_run_directly(
-    server: DeviceServer, digits_app: AppKeys, digits: DigitsBuild
+    server: LiveServer, digits_app: AppKeys, digits: DigitsBuild
 ) -> None:
     x = digits.inputs[:20]
     with server.http(digits_app.device_key) as http:
@@ -47,7 +41,7 @@ def test_predictions_equal_the_model_run_directly(
 
 
 def test_one_sample_without_a_batch_axis_gets_one_prediction(
-    server: DeviceServer, digits_app: AppKeys, digits: DigitsBuild
+    server: LiveServer, digits_app: AppKeys, digits: DigitsBuild
 ) -> None:
     x = digits.inputs[3]
     with server.http(digits_app.device_key) as http:
@@ -57,7 +51,7 @@ def test_one_sample_without_a_batch_axis_gets_one_prediction(
 
 
 def test_the_model_file_is_extracted_once_into_home_models(
-    server: DeviceServer, digits_app: AppKeys, digits: DigitsBuild
+    server: LiveServer, digits_app: AppKeys, digits: DigitsBuild
 ) -> None:
     with server.http(digits_app.device_key) as http:
         for _ in range(3):
@@ -67,7 +61,7 @@ def test_the_model_file_is_extracted_once_into_home_models(
 
 
 def test_bad_inputs_answer_4xx_naming_what_was_expected(
-    server: DeviceServer, digits_app: AppKeys
+    server: LiveServer, digits_app: AppKeys
 ) -> None:
     route = "/v1/models/digits/predict"
     with server.http(digits_app.device_key) as http:
@@ -90,9 +84,9 @@ def test_bad_inputs_answer_4xx_naming_what_was_expected(
 
 
 def test_unknown_models_and_models_without_production_are_404(
-    server: DeviceServer, digits_app: AppKeys, tmp_path: Path
+    server: LiveServer, digits_app: AppKeys, tmp_path: Path
 ) -> None:
-    server.push(digits_app, "draft", [fake_variant(tmp_path, "d-onnx")], stage="candidate")
+    server.push(digits_app, "draft", [model_variant(tmp_path, "d-onnx")], stage="candidate")
     with server.http(digits_app.device_key) as http:
         unknown = http.post("/v1/models/nope/predict", json={"inputs": [[0.0] * 64]})
         draft = http.post("/v1/models/draft/predict", json={"inputs": [[0.0] * 64]})
@@ -100,7 +94,7 @@ def test_unknown_models_and_models_without_production_are_404(
     assert draft.status_code == 404 and "production" in draft.json()["error"]["message"]
 
 
-def test_predict_needs_the_apps_device_key(server: DeviceServer, digits_app: AppKeys) -> None:
+def test_predict_needs_the_apps_device_key(server: LiveServer, digits_app: AppKeys) -> None:
     other = server.create_app("other")
     with server.http(other.device_key) as http:
         foreign = http.post("/v1/models/digits/predict", json={"inputs": [[0.0] * 64]})
@@ -119,7 +113,8 @@ def test_a_promotion_is_served_after_one_background_refresh_and_a_demotion_stops
     options = batching_options(resolve_ttl_s=0.0, stale_grace_s=0.0)
     route = "/v1/models/digits/predict"
     body = {"inputs": digits.inputs[:1].tolist()}
-    with serve_device_app(tmp_path / "home", database_url, options) as server:
+    settings = server_settings(tmp_path / "home", database_url)
+    with live_server(settings, device_options=options) as server:
         app = server.create_app("refresh")
         server.push(app, "digits", [onnx_variant(digits, "lr")], schema=digits.schema)
         with server.http(app.device_key) as http:

@@ -5,14 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from pydantic import SecretStr
 
-from pocketml.config import ServerSettings, Settings
-from pocketml.server.background import serve_in_thread
-from pocketml.server.client import AdminClient
+from pocketml.config import ServerSettings
 from pocketml.sim import write_demo_build
-
-OPERATOR_TOKEN = "pml_op_sim-tests"
+from pocketml.testing import live_server, server_settings
 
 
 class _FreshCatalogSettings(ServerSettings):
@@ -25,14 +21,9 @@ class _FreshCatalogSettings(ServerSettings):
 def shipped_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(server URL, device key) of a real server with the demo model in production."""
     build = write_demo_build(tmp_path_factory.mktemp("build"), formats=("onnx", "tflite"))
-    settings = Settings(
-        home=tmp_path_factory.mktemp("home"),
-        operator_token=SecretStr(OPERATOR_TOKEN),
-        server=_FreshCatalogSettings(),
-    )
-    with serve_in_thread(settings) as url:
-        with AdminClient(url, OPERATOR_TOKEN) as operator:
-            created = operator.create_app("sim-tests")
-        with AdminClient(url, created.admin_token) as admin:
+    settings = server_settings(tmp_path_factory.mktemp("home"), server=_FreshCatalogSettings())
+    with live_server(settings) as live:
+        created = live.create_app("sim-tests")
+        with live.admin(created.admin_token) as admin:
             admin.push_build(build, stage="production")
-        yield url, created.device_key
+        yield live.url, created.device_key

@@ -2,33 +2,32 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "delivery"))
-
-from device_kit import TINY_SCHEMA, AppKeys, DeviceServer, serve_device_app
+from pocketml.server._state import DeviceOptions
+from pocketml.testing import DIGITS_SCHEMA, AppKeys, LiveServer, live_server, server_settings
 
 
 @pytest.fixture
-def server(tmp_path: Path, database_url: str) -> Iterator[DeviceServer]:
+def server(tmp_path: Path, database_url: str) -> Iterator[LiveServer]:
     """A live server that accepts at most 50 events per batch; Parquet export on demand."""
-    with serve_device_app(
+    settings = server_settings(
         tmp_path / "home",
         database_url,
         max_telemetry_events=50,
         telemetry_export_interval_s=0,
-    ) as live:
+    )
+    with live_server(settings, device_options=DeviceOptions(catalog_ttl_s=0)) as live:
         yield live
 
 
 @pytest.fixture
-def app_keys(server: DeviceServer) -> AppKeys:
+def app_keys(server: LiveServer) -> AppKeys:
     """An app with a 'digits' model (no versions needed for telemetry)."""
     app = server.create_app("telemetry")
     with server.admin(app.admin_token) as client:
-        client.create_model("digits", schema=TINY_SCHEMA)
+        client.create_model("digits", schema=DIGITS_SCHEMA)
     return app

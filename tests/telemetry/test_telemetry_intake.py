@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from device_kit import TINY_SCHEMA, AppKeys, DeviceServer, serve_device_app
 
 from pocketml.db import create_engine
+from pocketml.server._state import DeviceOptions
 from pocketml.telemetry import TelemetryExporter
+from pocketml.testing import DIGITS_SCHEMA, AppKeys, LiveServer, live_server, server_settings
 
 T0 = 1_795_240_000.0
 
@@ -40,11 +41,11 @@ def batch(batch_id: str, events: list[dict[str, Any]], device_class: str = "andr
     }
 
 
-def parquet_files(server: DeviceServer, app: AppKeys) -> list[Path]:
+def parquet_files(server: LiveServer, app: AppKeys) -> list[Path]:
     return sorted((server.settings.home / "telemetry" / f"app={app.app_id}").rglob("*.parquet"))
 
 
-def export_parquet(server: DeviceServer) -> int:
+def export_parquet(server: LiveServer) -> int:
     """Run the Parquet exporter on the server's database now (its own loop is off)."""
     engine = create_engine(server.settings.resolved_database_url)
     try:
@@ -54,7 +55,7 @@ def export_parquet(server: DeviceServer) -> int:
         engine.dispose()
 
 
-def metrics(server: DeviceServer, app: AppKeys, **params: float) -> list[dict[str, Any]]:
+def metrics(server: LiveServer, app: AppKeys, **params: float) -> list[dict[str, Any]]:
     with server.http(app.admin_token) as http:
         response = http.get("/v1/admin/models/digits/metrics", params=params)
     assert response.status_code == 200, response.text
@@ -62,7 +63,7 @@ def metrics(server: DeviceServer, app: AppKeys, **params: float) -> list[dict[st
 
 
 def test_a_batch_is_stored_once_in_the_database_and_in_parquet(
-    server: DeviceServer, app_keys: AppKeys
+    server: LiveServer, app_keys: AppKeys
 ) -> None:
     events = [inference(i) for i in range(10)] + [
         {
@@ -101,7 +102,7 @@ def test_a_batch_is_stored_once_in_the_database_and_in_parquet(
 
 
 def test_the_same_batch_id_in_another_app_is_not_a_duplicate(
-    server: DeviceServer, app_keys: AppKeys
+    server: LiveServer, app_keys: AppKeys
 ) -> None:
     other = server.create_app("other")
     with server.http(app_keys.device_key) as a, server.http(other.device_key) as b:
@@ -111,7 +112,7 @@ def test_the_same_batch_id_in_another_app_is_not_a_duplicate(
 
 
 def test_bad_events_are_named_by_index_and_field_and_nothing_is_stored(
-    server: DeviceServer, app_keys: AppKeys
+    server: LiveServer, app_keys: AppKeys
 ) -> None:
     events = [
         inference(0),
@@ -136,7 +137,7 @@ def test_bad_events_are_named_by_index_and_field_and_nothing_is_stored(
     assert metrics(server, app_keys) == [] and parquet_files(server, app_keys) == []
 
 
-def test_nan_tokens_are_refused_as_malformed_json(server: DeviceServer, app_keys: AppKeys) -> None:
+def test_nan_tokens_are_refused_as_malformed_json(server: LiveServer, app_keys: AppKeys) -> None:
     body = (
         b'{"batch_id": "batch-nan-1", "device_id": "device-0001", "events": [{"type": '
         b'"inference", "ts": 1.0, "model": "digits", "variant": null, "source": "local", '
@@ -151,7 +152,7 @@ def test_nan_tokens_are_refused_as_malformed_json(server: DeviceServer, app_keys
     assert "NaN" in response.json()["error"]["message"]
 
 
-def test_batches_over_the_limit_are_413(server: DeviceServer, app_keys: AppKeys) -> None:
+def test_batches_over_the_limit_are_413(server: LiveServer, app_keys: AppKeys) -> None:
     too_many = batch("batch-big-01", [inference(i) for i in range(51)])
     too_big = batch("batch-big-02", [inference(0, label="x" * 200_000)])
     with server.http(app_keys.device_key) as http:
@@ -165,7 +166,7 @@ def test_batches_over_the_limit_are_413(server: DeviceServer, app_keys: AppKeys)
 
 
 def test_feedback_gives_accuracy_and_the_newest_feedback_wins(
-    server: DeviceServer, app_keys: AppKeys
+    server: LiveServer, app_keys: AppKeys
 ) -> None:
     events = [inference(i, label="7") for i in range(4)]
     with server.http(app_keys.device_key) as http:
@@ -198,7 +199,7 @@ def test_feedback_gives_accuracy_and_the_newest_feedback_wins(
 
 
 def test_metrics_group_by_version_and_device_class_within_the_window(
-    server: DeviceServer, app_keys: AppKeys
+    server: LiveServer, app_keys: AppKeys
 ) -> None:
     with server.http(app_keys.device_key) as http:
         http.post(
@@ -231,9 +232,7 @@ def test_metrics_group_by_version_and_device_class_within_the_window(
     assert [g["version"] for g in groups] == [2, 1]
 
 
-def test_telemetry_and_metrics_stay_inside_their_app(
-    server: DeviceServer, app_keys: AppKeys
-) -> None:
+def test_telemetry_and_metrics_stay_inside_their_app(server: LiveServer, app_keys: AppKeys) -> None:
     other = server.create_app("other-app")
     with server.http(app_keys.device_key) as http:
         http.post("/v1/telemetry", json=batch("batch-iso-01", [inference(0)]))
@@ -249,7 +248,8 @@ def test_the_server_exports_to_parquet_in_the_background_and_flushes_on_shutdown
     tmp_path: Path, database_url: str
 ) -> None:
     home = tmp_path / "home"
-    with serve_device_app(home, database_url, telemetry_export_interval_s=3600) as live:
+    settings = server_settings(home, database_url, telemetry_export_interval_s=3600)
+    with live_server(settings, device_options=DeviceOptions(catalog_ttl_s=0)) as live:
         app = live.create_app("flushing")
         with live.http(app.device_key) as http:
             for b in range(3):
@@ -264,7 +264,7 @@ def test_the_server_exports_to_parquet_in_the_background_and_flushes_on_shutdown
 
 
 def test_the_cli_prints_the_metrics_table_and_refuses_a_bad_window(
-    server: DeviceServer, app_keys: AppKeys
+    server: LiveServer, app_keys: AppKeys
 ) -> None:
     import os
     import subprocess
@@ -284,7 +284,7 @@ def test_the_cli_prints_the_metrics_table_and_refuses_a_bad_window(
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
     with server.admin(app_keys.admin_token) as client:
-        client.create_model("quiet", schema={**TINY_SCHEMA, "name": "quiet"})
+        client.create_model("quiet", schema={**DIGITS_SCHEMA, "name": "quiet"})
     shown, empty = cli("digits"), cli("quiet")
     unknown, bad = cli("nothing-here"), cli("digits", "--hours", "0")
 

@@ -1,10 +1,70 @@
-"""What users and pocketml's own tests share: small, valid model files for pushes.
+"""What users and pocketml's own tests share: a live server, one push kit, contract suites.
 
-A push checks that each file is what its variant's format says (ONNX Runtime opens ONNX
-and ORT files; TFLite and Core ML files must carry their container's marks), so tests and
-demos that only exercise delivery need files that pass that check but are cheap to make.
+- ``write_model_file``: small valid model files of every format (a push checks formats).
+- ``live_server`` / ``server_settings`` / ``LiveServer``: the real app served on 127.0.0.1
+  and a free port, with an operator token and clients (needs the ``server`` extra). As
+  pytest fixtures: ``pytest_plugins = ["pocketml.testing.fixtures"]``.
+- ``model_variant`` / ``push_version`` / ``push_to_registry``: push a version made of real
+  model files, over HTTP or straight into a ``Registry``; ``DIGITS_SCHEMA`` fits them.
+- ``check_converter`` / ``check_quantizer``: the contract a converter or quantizer plugin
+  must meet (like scikit-learn's ``check_estimator``); see docs/build.md.
+
+The server-side names are imported on first use, so ``check_quantizer`` and
+``write_model_file`` work in an install without the ``server`` extra.
 """
 
-from pocketml.testing._model_files import write_model_file
+from __future__ import annotations
 
-__all__ = ["write_model_file"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from pocketml.testing._model_files import write_model_file
+from pocketml.testing._push import (
+    DIGITS_SCHEMA,
+    Variant,
+    model_variant,
+    push_to_registry,
+    push_version,
+)
+
+if TYPE_CHECKING:
+    from pocketml.testing._checks import check_converter, check_quantizer
+    from pocketml.testing._server import (
+        OPERATOR_TOKEN,
+        AppKeys,
+        LiveServer,
+        live_server,
+        server_settings,
+    )
+
+__all__ = [
+    "DIGITS_SCHEMA",
+    "OPERATOR_TOKEN",
+    "AppKeys",
+    "LiveServer",
+    "Variant",
+    "check_converter",
+    "check_quantizer",
+    "live_server",
+    "model_variant",
+    "push_to_registry",
+    "push_version",
+    "server_settings",
+    "write_model_file",
+]
+
+_LAZY = {
+    "OPERATOR_TOKEN": "_server",
+    "AppKeys": "_server",
+    "LiveServer": "_server",
+    "live_server": "_server",
+    "server_settings": "_server",
+    "check_converter": "_checks",
+    "check_quantizer": "_checks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"pocketml.testing.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'pocketml.testing' has no attribute {name!r}")

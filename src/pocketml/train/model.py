@@ -96,6 +96,11 @@ class TrainedModel:
         """The torch module that outputs probabilities, in eval mode (PyTorch models only)."""
         if self.framework != "pytorch":
             raise InvalidInput(f"{self.architecture} is a {self.framework} model, not PyTorch")
+        if not callable(getattr(self.estimator, "eval", None)):  # every exporter starts here
+            raise InvalidInput(
+                f"a pytorch model's estimator must be a torch.nn.Module; got "
+                f"{type(self.estimator).__name__}. Wrap your network in a torch.nn.Module."
+            )
         return with_softmax(self.estimator.eval())
 
     def num_parameters(self) -> int | None:

@@ -1,0 +1,141 @@
+"""A real pocketml server for tests: ``create_app(settings)`` served by uvicorn on loopback.
+
+Every server test needs the same three things: settings with a per-test home and a known
+operator token, the app served on 127.0.0.1 and a free port (``serve_in_thread``: it waits
+for uvicorn's startup event, no sleeps), and clients that carry a token. They live here
+once, for pocketml's own tests and for users testing code that talks to a server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from pocketml.config import ServerSettings, Settings
+from pocketml.server import DeviceOptions
+from pocketml.server.background import serve_in_thread
+from pocketml.server.client import AdminClient
+from pocketml.server.schemas import VersionPublic
+from pocketml.testing._push import DIGITS_SCHEMA, Variant, push_version
+
+__all__ = ["OPERATOR_TOKEN", "AppKeys", "LiveServer", "live_server", "server_settings"]
+
+OPERATOR_TOKEN = "pml_op_pocketml-testing-operator-token"
+_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class AppKeys:
+    """An app made for a test: its id, admin token, device key and public keys."""
+
+    app_id: str
+    admin_token: str
+    device_key: str
+    public_keys: dict[str, str]
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    """A running server: its URL, its settings, and clients for it."""
+
+    url: str
+    settings: Settings
+
+    @property
+    def operator_token(self) -> str:
+        """The operator token the server was started with."""
+        token = self.settings.operator_token
+        return token.get_secret_value() if token is not None else ""
+
+    def http(self, token: str | None = None) -> httpx.Client:
+        """An httpx client for this server, with a bearer token when given."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=_TIMEOUT_S)
+
+    def admin(self, token: str | None = None) -> AdminClient:
+        """An AdminClient for this server (the operator's when no token is given)."""
+        return AdminClient(self.url, token or self.operator_token, timeout=_TIMEOUT_S)
+
+    def create_app(self, name: str) -> AppKeys:
+        """Create an app through the operator API; returns its keys."""
+        with self.admin() as client:
+            created = client.create_app(name)
+        return AppKeys(
+            created.app.id, created.admin_token, created.device_key, created.app.public_keys
+        )
+
+    def push(
+        self,
+        app: AppKeys,
+        model: str,
+        variants: Sequence[Variant],
+        *,
+        schema: Mapping[str, Any] | None = None,
+        stage: str | None = "production",
+    ) -> VersionPublic:
+        """Push a version of ``model`` as ``app``'s admin and set its stage.
+
+        The model is created first when it does not exist, with ``schema`` (default:
+        ``DIGITS_SCHEMA`` under the model's name). See ``push_version``.
+        """
+        with self.admin(app.admin_token) as client:
+            return push_version(
+                client,
+                model,
+                variants,
+                schema=schema or {**DIGITS_SCHEMA, "name": model},
+                stage=stage,
+            )
+
+
+def server_settings(
+    home: Path,
+    database_url: str | None = None,
+    *,
+    operator_token: str = OPERATOR_TOKEN,
+    server: ServerSettings | None = None,
+    **server_fields: Any,
+) -> Settings:
+    """Settings of a test server: its own home, a database, a known operator token.
+
+    Args:
+        home: the server's home directory (SQLite database and artifacts by default).
+        database_url: a SQLAlchemy URL; default: SQLite under ``home``.
+        operator_token: the operator's bearer token.
+        server: the server section; default ``ServerSettings(**server_fields)``.
+        server_fields: fields of ``ServerSettings`` (e.g. ``max_upload_mb=1``).
+    """
+    return Settings(
+        home=home,
+        database_url=database_url,
+        operator_token=SecretStr(operator_token),
+        server=server or ServerSettings(**server_fields),
+    )
+
+
+@contextmanager
+def live_server(
+    settings: Settings, *, device_options: DeviceOptions | None = None
+) -> Iterator[LiveServer]:
+    """Serve ``create_app(settings)`` on 127.0.0.1 and a free port until the block ends.
+
+    Example::
+
+        with live_server(server_settings(tmp_path / "home")) as live:
+            app = live.create_app("my-app")
+
+    Args:
+        settings: see ``server_settings``.
+        device_options: overrides of the device-route options (see ``create_app``).
+
+    Raises:
+        Unavailable: the server did not start.
+    """
+    with serve_in_thread(settings, device_options=device_options) as url:
+        yield LiveServer(url, settings)
