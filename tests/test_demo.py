@@ -49,7 +49,11 @@ def test_demo_writes_models_schema_build_and_report(tmp_path: Path) -> None:
         "ship",
         "devices",
         "ship safely",
+        "hold the line",
     }
+    trust = written["hold_the_line"]
+    assert trust["resigned_packages"] > 0
+    assert [a["safe"] for a in trust["attacks"]] == [True] * 4, trust["attacks"]
     safely = written["ship_safely"]
     # With 3 training epochs and 6 phones the models are too alike for a reliable verdict
     # (tests/rollouts asserts the guardrails' decisions); here every rollout must settle.

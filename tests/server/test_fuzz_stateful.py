@@ -44,7 +44,7 @@ from .fuzz_kit import (
 
 # A fixed, derandomized budget: the same sequences on every machine (about a minute per
 # database on 2 cores); no wall-clock cap, so a slow machine tests exactly as much.
-RUNS = 60
+RUNS = 40
 STEPS = 40
 NAMES = ["m0", "m1", "m2"]
 

@@ -155,11 +155,6 @@ def test_the_tflite_quantizers_pass_the_quantizer_contract(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Core ML quantizers load the source outside _run_library, so a corrupt "
-    ".mlpackage leaks coremltools' RuntimeError instead of a ConversionError",
-)
 @pytest.mark.parametrize("quantizer", [CoremlFp16Quantizer(), CoremlWeightQuantizer()])
 def test_the_coreml_quantizers_pass_the_quantizer_contract(
     quantizer: Any, torch_model: TrainedModel, samples: np.ndarray, tmp_path: Path

@@ -34,8 +34,7 @@ def _save_mlmodel(model: Any, dst: Path) -> None:
 
 def _transform_mlmodel(src: Path, dst: Path, label: str, transform: Callable[[Any], Any]) -> None:
     """Load the ``.mlpackage`` at ``src``, apply ``transform`` to it, save it at ``dst``."""
-    model = _load_mlmodel(src)
-    run_library(src, label, lambda: _save_mlmodel(transform(model), dst))
+    run_library(src, label, lambda: _save_mlmodel(transform(_load_mlmodel(src)), dst))
 
 
 def _fp16_compute(model: Any) -> Any:
