@@ -17,10 +17,9 @@ from dataclasses import asdict
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.exceptions import RequestValidationError
 
 from pocketml.delivery import ExperimentResults, Rollout
-from pocketml.errors import InvalidInput
+from pocketml.errors import InvalidInput, ValidationFailed
 from pocketml.registry import Principal
 from pocketml.server._state import ServerState, server_state
 from pocketml.server.auth import require_admin
@@ -61,10 +60,6 @@ def _public(rollout: Rollout) -> RolloutPublic:
     return RolloutPublic.model_validate(data)
 
 
-def _as_422(exc: InvalidInput) -> RequestValidationError:
-    return RequestValidationError([{"loc": ("body",), "msg": str(exc), "type": "value_error"}])
-
-
 @router.post(
     "/rollouts",
     status_code=201,
@@ -93,7 +88,7 @@ def create_rollout(
             actor=f"admin:{principal.app_id}",
         )
     except InvalidInput as exc:
-        raise _as_422(exc) from exc
+        raise ValidationFailed.of(exc) from exc
     return _public(rollout)
 
 
@@ -179,7 +174,7 @@ def set_targeting(
     try:
         targeting = state.delivery.rollouts.set_targeting(principal.app_id, name, body.rules)
     except InvalidInput as exc:
-        raise _as_422(exc) from exc
+        raise ValidationFailed.of(exc) from exc
     return TargetingPublic(model=name, channel="production", rules=targeting.to_list())
 
 
@@ -237,7 +232,7 @@ def create_experiment(
             actor=f"admin:{principal.app_id}",
         )
     except InvalidInput as exc:
-        raise _as_422(exc) from exc
+        raise ValidationFailed.of(exc) from exc
     return _experiment_public(service.results(principal.app_id, experiment.id))
 
 
@@ -291,5 +286,5 @@ def stop_experiment(
             reason=body.reason,
         )
     except InvalidInput as exc:
-        raise _as_422(exc) from exc
+        raise ValidationFailed.of(exc) from exc
     return _experiment_public(results)

@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from pocketml.errors import ValidationFailed
 from pocketml.registry import ModelFileRejected, Principal, VersionCreate
 from pocketml.server._state import ServerState, server_state
 from pocketml.server._upload import METADATA_FIELD, remove_files, spool_version_upload
@@ -97,9 +98,7 @@ async def push_version(
             state.registry.push_version, principal.app_id, name, meta, dict(upload.files)
         )
     except ModelFileRejected as exc:  # a 422 naming the variant's file part
-        raise RequestValidationError(
-            [{"loc": ("body", exc.variant), "msg": str(exc), "type": "value_error"}]
-        ) from exc
+        raise ValidationFailed(f"file part '{exc.variant}': {exc}") from exc
     finally:
         remove_files(upload.files)
     return VersionPublic.model_validate(info)
