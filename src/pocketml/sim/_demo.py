@@ -10,13 +10,13 @@ confident, the midpoint of two centroids is a near tie).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
 from pocketml.errors import InvalidInput, NotFound, Unavailable
+from pocketml.protocol import file_sha256
 from pocketml.schema import ModelSchema
 
 __all__ = [
@@ -130,10 +130,6 @@ def _linear_model(sharpness: float) -> object:
     return TrainedModel("pytorch", "custom", layer, schema)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def write_demo_build(
     out_dir: Path | str,
     *,
@@ -186,7 +182,7 @@ def write_demo_build(
             "format": fmt,
             "precision": "fp32",
             "role": role,
-            "sha256": _sha256(path),
+            "sha256": file_sha256(path),
             "size": path.stat().st_size,
             "profiles": _PROFILES[fmt] if role == "device" else [],
         }
