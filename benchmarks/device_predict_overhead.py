@@ -85,8 +85,8 @@ def main() -> None:
         raw = raw_pool[3]
         assert model.predict(raw).source == "local"
         loaded = model._snapshot().local
-        assert loaded is not None and loaded.session is not None
-        session, name = loaded.session, loaded.input_name
+        assert loaded is not None and loaded.runner.model_format != "tflite"
+        session, name = loaded.runner.session, loaded.runner.input_name
 
         def bare(x: np.ndarray) -> object:
             return session.run(None, {name: x})

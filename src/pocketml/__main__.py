@@ -1,5 +1,5 @@
-"""``python -m pocketml`` runs the CLI."""
+"""``python -m pocketml`` runs the CLI (or says which extra installs it)."""
 
-from pocketml.cli import main
+from pocketml._launch import main
 
 main()

@@ -2,11 +2,14 @@
 
 ONNX and ORT-format files run in ONNX Runtime, TFLite files in LiteRT (ai-edge-litert).
 Core ML cannot execute on Linux, so ``open_runner`` refuses it with a clear error. Parity
-checks, benchmarks and the cloud serving code all go through ``Runner.run``.
+checks, benchmarks and the cloud serving code all go through ``Runner.run``; the device
+SDK's hot path uses ``Runner.fast_run``, which does the same checks once instead of per call.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,8 @@ from pocketml.protocol import RUNNABLE_FORMATS
 
 __all__ = ["RUNNABLE_FORMATS", "Runner", "open_runner"]
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class Runner:
@@ -29,6 +34,14 @@ class Runner:
     input_name: str
     input_shape: tuple[int | str | None, ...]
     _session: Any = field(repr=False)
+
+    @property
+    def session(self) -> Any:
+        """The runtime's own object (an ORT ``InferenceSession`` or a LiteRT ``Interpreter``).
+
+        For benchmarks that compare against the bare runtime; prediction code uses ``run``.
+        """
+        return self._session
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run the model on ``batch`` (N, ...) and return its first output (N, ...).
@@ -48,6 +61,59 @@ class Runner:
             return self._run_tflite(batch)
         outputs = self._session.run(None, {self.input_name: batch})
         return np.asarray(outputs[0])
+
+    def fast_run(self) -> Callable[[np.ndarray], np.ndarray]:
+        """A run of the first output for hot loops: the per-call checks done once, here.
+
+        ``run`` converts and checks its batch on every call, and ONNX Runtime's
+        ``InferenceSession.run`` re-validates input names, graph capture and value ownership
+        on every call too (a few µs at batch 1, more than the model itself for small
+        models; ``benchmarks/device_predict_overhead.py`` measures it). A caller that
+        already holds a valid batch (the device SDK's ``LocalModel`` checks the shape and
+        normalizes once per call) skips both: for ONNX Runtime the returned function calls
+        the session's underlying run directly, after a probe on zeros has answered exactly
+        like the public ``run``; if that private entry point is missing or answers
+        differently (another onnxruntime version), the public ``InferenceSession.run`` is
+        used. For LiteRT it is ``run`` itself.
+
+        Returns:
+            ``run(batch) -> first output (N, ...)``; ``batch`` must be a C-contiguous
+            float32 array of the model's input shape (a dynamic axis: any size), no
+            further checks are made.
+        """
+        if self.model_format == "tflite":
+            return self.run
+        session = self._session
+        names = [output.name for output in session.get_outputs()]
+        input_name = self.input_name
+        public = session.run
+        inner = getattr(getattr(session, "_sess", None), "run", None)
+        run = inner if inner is not None and self._answers_like(inner, names) else None
+
+        if run is None:
+
+            def checked(batch: np.ndarray) -> np.ndarray:
+                return np.asarray(public(names, {input_name: batch})[0])
+
+            return checked
+
+        def fast(batch: np.ndarray) -> np.ndarray:
+            out: np.ndarray = run(names, {input_name: batch}, None)[0]
+            return out
+
+        return fast
+
+    def _answers_like(self, inner: Callable[..., Any], names: list[str]) -> bool:
+        """Whether ORT's private run gives the public run's answer on a zero batch."""
+        shape = tuple(d if isinstance(d, int) else 1 for d in self.input_shape)
+        probe = np.zeros(shape, dtype=np.float32)
+        try:
+            fast = inner(names, {self.input_name: probe}, None)
+            slow = self._session.run(names, {self.input_name: probe})
+            return bool(np.array_equal(np.asarray(fast[0]), np.asarray(slow[0])))
+        except Exception:  # any difference in the private API: use the public one
+            logger.debug("onnxruntime private run unavailable; using InferenceSession.run")
+            return False
 
     def _run_tflite(self, batch: np.ndarray) -> np.ndarray:
         # TFLite files are exported with the batch of 1 phones use; resizing them fails

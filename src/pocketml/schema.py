@@ -7,20 +7,31 @@ exactly as training did; the server reads it to validate cloud-inference request
 
 The JSON carries ``format_version``; loading rejects a malformed schema with a
 ``SchemaError`` whose message names the offending field.
+
+The classes are frozen standard-library dataclasses that validate themselves in
+``__post_init__``: the device SDK reads schemas without pydantic (``pip install
+'pocketml[device]'`` does not install it). Pydantic accepts them as field types: a server
+model with a ``ModelSchema`` field validates through the same checks (a ``ValueError``
+becomes a 422 naming the field) and shows their structure in the OpenAPI document.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pocketml.bounds import Bounded, FiniteFloat, JsonObject, Text
 from pocketml.errors import InvalidInput, SchemaError
+from pocketml.limits import check_text, check_value
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 __all__ = [
     "FORMAT_VERSION",
@@ -35,6 +46,8 @@ __all__ = [
 FORMAT_VERSION = 1
 _DTYPES = ("float32", "float16", "uint8", "int8", "int32", "int64")
 _LAYOUTS = ("NCHW", "NHWC", "NC")
+_KINDS = ("probabilities", "logits")
+_OPS = ("resize", "grayscale", "to_float", "normalize", "transpose")
 MAX_AXIS = 1 << 20
 MAX_SAMPLE_VALUES = 1 << 24
 _DTYPE_LIMITS = {"uint8": (0, 255), "int8": (-128, 127), "int32": (-(2**31), 2**31 - 1)}
@@ -42,6 +55,8 @@ _DTYPE_LIMITS["int64"] = (-(2**63), 2**63 - 1)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 _NUMBER_TYPES = frozenset({int, float})
+# pydantic reads this when a server model embeds a schema class: unknown fields are refused.
+_PYDANTIC_CONFIG = {"extra": "forbid"}
 
 
 def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
@@ -51,83 +66,185 @@ def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
         location = ".".join(
             f"[{part}]" if isinstance(part, int) else str(part) for part in error["loc"]
         ).replace(".[", "[")
-        field = f"{prefix}{location}" if location else prefix.rstrip(".") or "value"
+        field_name = f"{prefix}{location}" if location else prefix.rstrip(".") or "value"
         message = error["msg"].removeprefix("Value error, ")
-        parts.append(f"field '{field}': {message}")
+        parts.append(f"field '{field_name}': {message}")
     return "; ".join(parts)
 
 
-class _Strict(Bounded):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _FieldError(ValueError):
+    """A bad field: ``where`` is its path inside the object being built."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"field '{where}': {message}" if where else message)
+        self.where, self.message = where, message
+
+    def inside(self, prefix: str) -> _FieldError:
+        """The same error, its path prefixed (``inputs[0]`` + ``shape``)."""
+        where = f"{prefix}.{self.where}" if self.where else prefix
+        return _FieldError(where.replace(".[", "["), self.message)
 
 
-_Name = Annotated[Text, Field(min_length=1, max_length=128)]
-_Axis = Annotated[int, Field(ge=1, le=MAX_AXIS)]
+# -- field checks (each returns the value normalised, or raises _FieldError) ---------------
 
 
-class Normalization(_Strict):
+def _text(value: Any, where: str, *, min_length: int = 0, max_length: int = 128) -> str:
+    if not isinstance(value, str):
+        raise _FieldError(where, f"must be a string; got {type(value).__name__}")
+    if not min_length <= len(value) <= max_length:
+        raise _FieldError(
+            where, f"must be {min_length} to {max_length} characters; got {len(value)}"
+        )
+    try:
+        return check_text(value)
+    except ValueError as exc:
+        raise _FieldError(where, str(exc)) from None
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _FieldError(where, f"must be a number; got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise _FieldError(where, f"must be a finite number; got {value}")
+    return float(value)
+
+
+def _choice(value: Any, where: str, choices: tuple[str, ...]) -> Any:
+    if value not in choices or not isinstance(value, str):
+        expected = ", ".join(repr(c) for c in choices)
+        raise _FieldError(where, f"must be one of {expected}; got {value!r}")
+    return value
+
+
+def _list(value: Any, where: str, *, min_length: int = 0, max_length: int) -> list[Any]:
+    if not isinstance(value, list | tuple):
+        raise _FieldError(where, f"must be a list; got {type(value).__name__}")
+    if not min_length <= len(value) <= max_length:
+        raise _FieldError(where, f"must hold {min_length} to {max_length} items; got {len(value)}")
+    return list(value)
+
+
+_T = TypeVar("_T")
+
+
+def _items(
+    value: Any, where: str, build: Callable[[Any, str], _T], *, min_length: int, max_length: int
+) -> list[_T]:
+    items = _list(value, where, min_length=min_length, max_length=max_length)
+    return [build(item, f"{where}[{i}]") for i, item in enumerate(items)]
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)  # normalising a frozen dataclass in __post_init__
+
+
+_S = TypeVar("_S", bound="_Spec")
+
+
+class _Spec:
+    """Shared parsing of the schema classes: from a dict, to a dict."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _PYDANTIC_CONFIG
+
+    @classmethod
+    def _parse(cls: type[_S], data: Any, where: str = "") -> _S:
+        """Build from a JSON object, naming the path of the first bad field."""
+        if isinstance(data, cls):
+            return data
+        if not isinstance(data, dict):
+            raise _FieldError(where, f"must be an object; got {type(data).__name__}")
+        known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        for key in data:
+            if key not in known:
+                path = f"{where}.{key}" if where else str(key)
+                raise _FieldError(path, "extra inputs are not permitted")
+        for name, spec in known.items():
+            no_default = spec.default is dataclasses.MISSING
+            if no_default and spec.default_factory is dataclasses.MISSING and name not in data:
+                raise _FieldError(f"{where}.{name}" if where else name, "field required")
+        try:
+            return cls(**data)
+        except _FieldError as exc:
+            raise exc.inside(where) if where else exc from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        data: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(self)))  # type: ignore[call-overload]
+        return data
+
+
+@dataclass(frozen=True)
+class Normalization(_Spec):
     """``y = (x * scale - mean[c]) / std[c]``, per channel (or per feature for tables)."""
 
-    scale: FiniteFloat = Field(1.0, description="Multiplier applied to raw values first.")
-    mean: list[FiniteFloat] = Field(default_factory=lambda: [0.0], max_length=4096)
-    std: list[FiniteFloat] = Field(default_factory=lambda: [1.0], max_length=4096)
+    scale: float = 1.0
+    mean: list[float] = field(default_factory=lambda: [0.0])
+    std: list[float] = field(default_factory=lambda: [1.0])
 
-    @model_validator(mode="after")
-    def _check(self) -> Normalization:
+    def __post_init__(self) -> None:
+        _set(self, "scale", _number(self.scale, "scale"))
+        for name in ("mean", "std"):
+            values = _list(getattr(self, name), name, max_length=4096)
+            _set(self, name, [_number(v, f"{name}[{i}]") for i, v in enumerate(values)])
         if len(self.mean) != len(self.std):
-            raise ValueError(
-                f"mean and std need the same length; got {len(self.mean)} and {len(self.std)}"
+            raise _FieldError(
+                "",
+                f"mean and std need the same length; got {len(self.mean)} and {len(self.std)}",
             )
         if any(s <= 0 for s in self.std):
-            raise ValueError("every std must be > 0")
-        return self
+            raise _FieldError("", "every std must be > 0")
 
 
-class InputSpec(_Strict):
+def _axis(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _FieldError(where, f"must be an int or null; got {type(value).__name__}")
+    if not 1 <= value <= MAX_AXIS:
+        raise _FieldError(where, f"must be in [1, {MAX_AXIS}]; got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class InputSpec(_Spec):
     """One model input. ``shape[0]`` is the batch axis and must be ``None`` (dynamic)."""
 
-    name: _Name
+    name: str
+    shape: list[int | None]
     dtype: Literal["float32", "float16", "uint8", "int8", "int32", "int64"] = "float32"
-    shape: list[_Axis | None] = Field(
-        max_length=8, description=f"Axis sizes; each in [1, {MAX_AXIS}], the first null."
-    )
     layout: Literal["NCHW", "NHWC", "NC"] = "NCHW"
-    value_range: tuple[FiniteFloat, FiniteFloat] | None = Field(
-        None, description="Range of raw values before normalization, e.g. (0, 255)."
-    )
+    value_range: tuple[float, float] | None = None
     normalization: Normalization | None = None
 
-    @field_validator("shape")
-    @classmethod
-    def _check_shape(cls, shape: list[int | None]) -> list[int | None]:
-        if len(shape) < 2:
-            raise ValueError(f"needs a batch axis and at least one more axis; got {shape}")
-        if shape[0] is not None:
-            raise ValueError(f"the first (batch) axis must be null (dynamic); got {shape[0]}")
-        if any(d is None or d <= 0 for d in shape[1:]):
-            raise ValueError(f"axes after the batch axis must be positive ints; got {shape}")
-        if math.prod(d for d in shape[1:] if d is not None) > MAX_SAMPLE_VALUES:
-            raise ValueError(f"one sample may hold at most {MAX_SAMPLE_VALUES} values; got {shape}")
-        return shape
-
-    @model_validator(mode="after")
-    def _check_layout(self) -> InputSpec:
+    def __post_init__(self) -> None:
+        _text(self.name, "name", min_length=1)
+        _choice(self.dtype, "dtype", _DTYPES)
+        _choice(self.layout, "layout", _LAYOUTS)
+        _set(self, "shape", _check_shape(self.shape))
+        if self.value_range is not None:
+            pair = _list(self.value_range, "value_range", min_length=2, max_length=2)
+            low, high = (_number(v, f"value_range[{i}]") for i, v in enumerate(pair))
+            if low > high:
+                raise _FieldError("", f"value_range must be (low, high); got {(low, high)}")
+            _set(self, "value_range", (low, high))
+        if self.normalization is not None:
+            try:
+                _set(self, "normalization", Normalization._parse(self.normalization))
+            except _FieldError as exc:
+                raise exc.inside("normalization") from None
         rank = {"NCHW": 4, "NHWC": 4, "NC": 2}[self.layout]
         if len(self.shape) != rank:
-            raise ValueError(
-                f"layout {self.layout} needs a shape of rank {rank}; got {len(self.shape)}"
+            raise _FieldError(
+                "", f"layout {self.layout} needs a shape of rank {rank}; got {len(self.shape)}"
             )
         if self.normalization is not None:
-            channels = self.channels
             n = len(self.normalization.mean)
-            if n not in (1, channels):
-                raise ValueError(
-                    f"normalization has {n} mean/std values; expected 1 or {channels} "
-                    f"(the {self.layout} channel count)"
+            if n not in (1, self.channels):
+                raise _FieldError(
+                    "",
+                    f"normalization has {n} mean/std values; expected 1 or {self.channels} "
+                    f"(the {self.layout} channel count)",
                 )
-        if self.value_range is not None and self.value_range[0] > self.value_range[1]:
-            raise ValueError(f"value_range must be (low, high); got {self.value_range}")
-        return self
 
     @property
     def channels(self) -> int:
@@ -143,55 +260,88 @@ class InputSpec(_Strict):
         return tuple(int(d) for d in self.shape[1:] if d is not None)
 
 
-class OutputSpec(_Strict):
+def _check_shape(value: Any) -> list[int | None]:
+    shape = [_axis(d, f"shape[{i}]") for i, d in enumerate(_list(value, "shape", max_length=8))]
+    if len(shape) < 2:
+        raise _FieldError("shape", f"needs a batch axis and at least one more axis; got {shape}")
+    if shape[0] is not None:
+        raise _FieldError("shape", f"the first (batch) axis must be null (dynamic); got {shape[0]}")
+    if any(d is None for d in shape[1:]):
+        raise _FieldError("shape", f"axes after the batch axis must be positive ints; got {shape}")
+    if math.prod(d for d in shape[1:] if d is not None) > MAX_SAMPLE_VALUES:
+        raise _FieldError(
+            "shape", f"one sample may hold at most {MAX_SAMPLE_VALUES} values; got {shape}"
+        )
+    return shape
+
+
+@dataclass(frozen=True)
+class OutputSpec(_Spec):
     """One model output: class probabilities or logits, with one label per class."""
 
-    name: _Name
+    name: str
+    labels: list[str]
     kind: Literal["probabilities", "logits"] = "probabilities"
-    labels: list[Annotated[Text, Field(max_length=256)]] = Field(min_length=1, max_length=100_000)
 
-    @field_validator("labels")
-    @classmethod
-    def _unique_labels(cls, labels: list[str]) -> list[str]:
+    def __post_init__(self) -> None:
+        _text(self.name, "name", min_length=1)
+        _choice(self.kind, "kind", _KINDS)
+        labels = _list(self.labels, "labels", min_length=1, max_length=100_000)
+        labels = [_text(v, f"labels[{i}]", max_length=256) for i, v in enumerate(labels)]
         if len(set(labels)) != len(labels):
-            raise ValueError("labels must be unique")
+            raise _FieldError("labels", "labels must be unique")
         if any(not label for label in labels):
-            raise ValueError("labels must be non-empty strings")
-        return labels
+            raise _FieldError("labels", "labels must be non-empty strings")
+        _set(self, "labels", labels)
 
 
-class PreprocessStep(_Strict):
+@dataclass(frozen=True)
+class PreprocessStep(_Spec):
     """A documented step a client performs before the model (in this order)."""
 
     op: Literal["resize", "grayscale", "to_float", "normalize", "transpose"]
-    params: JsonObject = Field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _choice(self.op, "op", _OPS)
+        if not isinstance(self.params, dict) or not all(isinstance(k, str) for k in self.params):
+            raise _FieldError("params", "must be a JSON object")
+        try:
+            check_value(self.params, "the object")
+        except ValueError as exc:
+            raise _FieldError("params", str(exc)) from None
 
 
-class ModelSchema(_Strict):
+@dataclass(frozen=True)
+class ModelSchema(_Spec):
     """The contract of a model's inputs and outputs; JSON-serialisable and versioned."""
 
+    name: str
+    inputs: list[InputSpec]
+    outputs: list[OutputSpec]
     format_version: int = FORMAT_VERSION
-    name: _Name
     task: Literal["classification"] = "classification"
-    inputs: list[InputSpec] = Field(min_length=1, max_length=64)
-    outputs: list[OutputSpec] = Field(min_length=1, max_length=64)
-    preprocessing: list[PreprocessStep] = Field(default_factory=list, max_length=64)
+    preprocessing: list[PreprocessStep] = field(default_factory=list)
 
-    @field_validator("format_version")
-    @classmethod
-    def _supported_version(cls, value: int) -> int:
-        if value != FORMAT_VERSION:
-            raise ValueError(
-                f"unsupported schema format_version {value}; this pocketml reads "
-                f"{FORMAT_VERSION}. Upgrade pocketml or re-export the schema."
+    def __post_init__(self) -> None:
+        if self.format_version != FORMAT_VERSION or isinstance(self.format_version, bool):
+            raise _FieldError(
+                "format_version",
+                f"unsupported schema format_version {self.format_version!r}; this pocketml "
+                f"reads {FORMAT_VERSION}. Upgrade pocketml or re-export the schema.",
             )
-        return value
+        _text(self.name, "name", min_length=1)
+        _choice(self.task, "task", ("classification",))
+        for name, cls, low in (
+            ("inputs", InputSpec, 1),
+            ("outputs", OutputSpec, 1),
+            ("preprocessing", PreprocessStep, 0),
+        ):
+            parse = cls._parse
+            value = getattr(self, name)
+            _set(self, name, _items(value, name, parse, min_length=low, max_length=64))
 
     # -- serialisation -------------------------------------------------------------------
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return self.model_dump(mode="json")
 
     def to_json(self) -> str:
         """Indented JSON text, stable key order."""
@@ -199,20 +349,20 @@ class ModelSchema(_Strict):
 
     @classmethod
     def from_dict(cls, data: Any) -> ModelSchema:
-        """Parse a dict; raise SchemaError naming the first bad fields."""
+        """Parse a dict; raise SchemaError naming the first bad field."""
         if not isinstance(data, dict):
             raise SchemaError(f"a schema must be a JSON object; got {type(data).__name__}")
         try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise SchemaError(f"invalid model schema: {describe_validation_error(exc)}") from exc
+            return cls._parse(data)
+        except _FieldError as exc:
+            raise SchemaError(f"invalid model schema: {exc}") from None
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ModelSchema:
         """Parse JSON text; raise SchemaError for bad JSON or bad fields."""
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise SchemaError(f"schema is not valid JSON: {exc}") from exc
         return cls.from_dict(data)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -58,7 +60,7 @@ def test_digits_pass_a_matching_schema_and_fail_a_mismatched_one() -> None:
         outputs=[OutputSpec(name="probabilities", labels=[str(i) for i in range(10)])],
     )
     assert validate_dataset(digits, good).is_valid
-    wrong = good.model_copy(update={"inputs": [InputSpec(name="input", shape=[None, 1, 28, 28])]})
+    wrong = dataclasses.replace(good, inputs=[InputSpec(name="input", shape=[None, 1, 28, 28])])
     assert [v.kind for v in validate_dataset(digits, wrong).violations] == ["shape"]
 
 

@@ -23,9 +23,9 @@ import httpx
 import numpy as np
 import pytest
 
-from pocketml.device import Device, OversizeDownload, PackageMismatch, ProtocolError, _sync
+from pocketml.device import Device, OversizeDownload, PackageMismatch, ProtocolError
 from pocketml.errors import IntegrityError, InvalidInput, PocketMLError
-from pocketml.protect import MalformedPackage
+from pocketml.protect import MalformedPackage, _install
 
 from .conftest import LINUX, DeviceFactory, Shipped
 from .hostile_kit import (
@@ -434,7 +434,7 @@ def test_a_malformed_public_key_at_first_check_in_does_not_break_sync(
 def test_an_unexpected_error_in_one_model_is_contained(
     stage: Stage, monkeypatch: pytest.MonkeyPatch, digit_centroids: np.ndarray
 ) -> None:
-    real = _sync.verify_package
+    real = _install.verify_package  # the verification step of protect.install_package
 
     def leaky(path: Path, **kwargs: Any) -> Any:
         verified = real(path, **kwargs)
@@ -442,7 +442,7 @@ def test_an_unexpected_error_in_one_model_is_contained(
             raise struct.error("a bug in a check (test fault)")
         return verified
 
-    monkeypatch.setattr(_sync, "verify_package", leaky)
+    monkeypatch.setattr(_install, "verify_package", leaky)
 
     report = stage.device.sync()
 

@@ -136,7 +136,7 @@ def render_model_card(
         "",
         f"`{schema.input.name}`: shape {schema.input.shape}, layout {schema.input.layout}, "
         f"raw range {schema.input.value_range}; normalization "
-        f"{schema.input.normalization.model_dump() if schema.input.normalization else 'none'}.",
+        f"{schema.input.normalization.to_dict() if schema.input.normalization else 'none'}.",
         "",
         "## Limitations",
         "",

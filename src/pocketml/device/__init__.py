@@ -21,11 +21,12 @@ cryptography) and never imports torch, FastAPI or SQLAlchemy. Typical use::
 """
 
 from pocketml.device._cloud import CircuitOpen, CloudAnswer
-from pocketml.device._device import Device, FlushReport
+from pocketml.device._device import Device
 from pocketml.device._download import OversizeDownload
 from pocketml.device._model import LocalModel
 from pocketml.device._net import Backoff, CircuitBreaker, ServerError
 from pocketml.device._queue import TelemetryQueue
+from pocketml.device._telemetry import FlushReport
 from pocketml.device._types import (
     DEVICE_CLASSES,
     FORMATS,

@@ -8,7 +8,6 @@ is wrong) is not retried and does not count against the breaker.
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,6 +40,13 @@ class CloudAnswer:
     variant: str | None
 
 
+async def _asyncio_sleep(seconds: float) -> None:
+    """``asyncio.sleep``, imported on first use: asyncio costs ~35 ms of ``import``."""
+    import asyncio
+
+    await asyncio.sleep(seconds)
+
+
 class CloudClient:
     """Calls the cloud model of a model name, sharing one breaker per device.
 
@@ -50,7 +56,7 @@ class CloudClient:
         backoff: delays between retries.
         rng: jitter source.
         sleep: sync wait (injectable).
-        async_sleep: async wait (injectable).
+        async_sleep: async wait (injectable; default ``asyncio.sleep``).
     """
 
     def __init__(
@@ -60,14 +66,14 @@ class CloudClient:
         backoff: Backoff,
         rng: random.Random,
         sleep: Callable[[float], None],
-        async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        async_sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.http = http
         self.breaker = breaker
         self.backoff = backoff
         self.rng = rng
         self.sleep = sleep
-        self.async_sleep = async_sleep
+        self.async_sleep = async_sleep or _asyncio_sleep
 
     def _refuse_if_open(self, model: str) -> None:
         if not self.breaker.allow():

@@ -3,32 +3,33 @@
 The constructor only stores configuration. ``sync()`` checks in and brings every model of
 the manifest onto the device; ``model(name)`` gives a :class:`LocalModel` to predict with;
 ``flush()`` sends queued telemetry and feedback; ``feedback()`` reports a label or thumbs.
+
+``Device`` is a facade over three collaborators it builds and wires: the sync steps
+(``_sync``, one model at a time), a ``ModelResolver`` (policy, schema and loaded runtime
+per name) and a ``DeviceTelemetry`` (buffer, writer thread, flush, feedback). It owns the
+identity, the check-in and the trust pin.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import httpx
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal
 
 from pocketml.device._cloud import CloudClient
 from pocketml.device._entry import keep_previous_entries, parse_manifest, parse_manifest_models
-from pocketml.device._model import BUFFER_LIMIT, LocalModel, _Loaded
+from pocketml.device._model import LocalModel
 from pocketml.device._net import Backoff, CircuitBreaker, DeviceHttp
 from pocketml.device._queue import TelemetryQueue
+from pocketml.device._resolve import ModelResolver
 from pocketml.device._store import CacheDir
 from pocketml.device._sync import SyncContext, failed_sync, sync_model
-from pocketml.device._trust import Anchor, follow_keyring
+from pocketml.device._telemetry import DeviceTelemetry, FlushReport
+from pocketml.device._trust import Anchor, follow_keyring, pinned_keyring
 from pocketml.device._types import (
     DeviceFacts,
     DeviceState,
@@ -41,35 +42,15 @@ from pocketml.device._types import (
     SyncReport,
     disk_free,
 )
-from pocketml.errors import InvalidInput, PayloadTooLarge, PocketMLError, Unavailable
 from pocketml.protect import Keyring
-from pocketml.runtime import open_runner
 from pocketml.schema import ModelSchema
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["Device", "FlushReport"]
 
 logger = logging.getLogger(__name__)
-
-MAX_BATCH = 500
-
-
-@dataclass(frozen=True)
-class FlushReport:
-    """What ``flush()`` sent.
-
-    Attributes:
-        sent: events the server acknowledged in this flush.
-        duplicates: batches the server had already stored (a retry after a lost answer).
-        pending: events still queued (non-zero when the flush stopped on an error).
-        feedback_sent: feedback messages delivered.
-        error: why the flush stopped early, or None.
-    """
-
-    sent: int
-    duplicates: int
-    pending: int
-    feedback_sent: int
-    error: str | None = None
 
 
 class Device:
@@ -90,7 +71,7 @@ class Device:
         state: network / charging / free-disk callbacks.
         clock: monotonic seconds for latency, backoff and the circuit breaker.
         sleep: waits between retries.
-        async_sleep: async waits between cloud retries.
+        async_sleep: async waits between cloud retries (default ``asyncio.sleep``).
         on_download: called with each DownloadEvent.
         seed: seed of the jitter RNG (reproducible simulations).
         download_retries: retries of a failing download within one sync.
@@ -118,7 +99,7 @@ class Device:
         state: DeviceState | None = None,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
-        async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        async_sleep: Callable[[float], Awaitable[None]] | None = None,
         on_download: Callable[[DownloadEvent], None] | None = None,
         seed: int | None = None,
         download_retries: int = 4,
@@ -149,22 +130,24 @@ class Device:
         self._http = DeviceHttp(
             self.server_url, device_key, transport, async_transport, package_hosts
         )
-        self._queue = TelemetryQueue(self.cache_dir / "telemetry.db", max_queued_events)
         self._breaker = CircuitBreaker(breaker_threshold, breaker_cooldown_s, clock)
         self._cloud = CloudClient(
             self._http, self._breaker, Backoff(0.05, 1.0), self._rng, sleep, async_sleep
         )
-        # Inference tuples from the hot path; deque append/popleft are thread-safe, so the
-        # writer thread drains it without swapping the object under a predicting thread.
-        self._buffer: deque[tuple[Any, ...]] = deque()
-        self._writer: threading.Thread | None = None
-        self._wake = threading.Event()
-        self._closing = False
-        self._events: list[dict[str, Any]] = []
-        self._generation = 0
+        self._telemetry = DeviceTelemetry(
+            TelemetryQueue(self.cache_dir / "telemetry.db", max_queued_events),
+            self._http,
+            lambda: self.device_id,
+            {
+                "platform": facts.platform,
+                "device_class": facts.device_class,
+                "app_version": facts.app_version,
+            },
+        )
+        self._resolver = ModelResolver(
+            self._cache, self.schemas, threads, self._telemetry.emit_error
+        )
         self._models: dict[str, LocalModel] = {}
-        self._runners: dict[str, _Loaded] = {}
-        self._prefixes: dict[str, tuple[str, int | None]] = {}
         self._device_id: str | None = facts.device_id
         self._lock = threading.Lock()
 
@@ -185,8 +168,25 @@ class Device:
     @property
     def queue(self) -> TelemetryQueue:
         """The persistent telemetry queue (``pending()``, ``counter("dropped")``)."""
-        self._persist_buffer()
-        return self._queue
+        self._telemetry.persist()
+        return self._telemetry.queue
+
+    @property
+    def pinned_keyring(self) -> Keyring | None:
+        """The signing keyring this device trusts now (shipped, or followed since), if any.
+
+        None before the first sync of an app that shipped no keyring, and while the device
+        trusts bare keys (shipped ``{key_id: key}``, or a server older than keyrings).
+        """
+        return pinned_keyring(self._cache, self.trusted_keys)
+
+    def manifest_entry(self, name: str) -> ModelEntry | None:
+        """The entry of model ``name`` in the last check-in answer (None when absent).
+
+        It is what the device works from offline: version, variant, package reference
+        (``entry.package``), policies and schema.
+        """
+        return self._resolver.entry(name)
 
     # -- sync -------------------------------------------------------------------------------
 
@@ -232,9 +232,9 @@ class Device:
         applied = all(result.status != "failed" for result in results.values())
         etag = response.headers.get("etag") if applied else None
         self._cache.save_checkin(etag, keep_previous_entries(manifest, last, parsed.rejected))
-        self._flush_events()
+        self._telemetry.persist()
         with self._lock:
-            self._generation += 1
+            self._resolver.invalidate()
         return SyncReport(not_modified=False, models=results)
 
     def _fully_applied(self, manifest: dict[str, Any]) -> bool:
@@ -267,16 +267,8 @@ class Device:
             models = manifest.get("models")
             for item in models if isinstance(models, list) else []:
                 if isinstance(item, Mapping) and isinstance(item.get("name"), str):
-                    self._emit_error(item["name"], None, "verify", problem)
+                    self._telemetry.emit_error(item["name"], None, "verify", problem)
         return trusted
-
-    def _trusted_or_none(self, manifest: Mapping[str, Any]) -> dict[str, bytes]:
-        """The trusted keys; on an unreadable key answer, none (installs then fail typed)."""
-        try:
-            return self._trusted(manifest)
-        except (PocketMLError, ValueError, TypeError, AttributeError) as exc:
-            logger.warning("no signing key is usable (%s); no package is installed", exc)
-            return {}
 
     def _sync_context(self, app_id: str, manifest: Mapping[str, Any]) -> SyncContext:
         free = self.state.free_disk_bytes or (lambda: disk_free(self.cache_dir))
@@ -285,9 +277,9 @@ class Device:
             cache=self._cache,
             state=self.state,
             app_id=app_id,
-            trusted_keys=self._trusted_or_none(manifest),
+            trusted_keys=self._trusted(manifest),
             free_disk=free,
-            emit=self._events.append,
+            emit=self._telemetry.emit,
             on_download=self.on_download,
             retries=self.download_retries,
             backoff=Backoff(0.5, 30.0),
@@ -296,7 +288,7 @@ class Device:
             clock=self._clock,
         )
 
-    # -- models -----------------------------------------------------------------------------
+    # -- models ---------------------------------------------------------------------------
 
     def model(self, name: str) -> LocalModel:
         """The model ``name`` on this device (local, cloud or cascade per its policy).
@@ -306,118 +298,17 @@ class Device:
         """
         with self._lock:
             if name not in self._models:
-                self._models[name] = LocalModel(self, name)
+                self._models[name] = LocalModel(
+                    name,
+                    resolver=self._resolver,
+                    telemetry=self._telemetry,
+                    cloud=self._cloud,
+                    clock=self._clock,
+                    device_id=lambda: self.device_id,
+                )
             return self._models[name]
 
-    def _resolve(self, name: str) -> tuple[HybridPolicy, ModelSchema | None, _Loaded | None]:
-        """The policy, schema and loaded local model of ``name`` (for LocalModel snapshots)."""
-        _, manifest = self._cache.last_checkin()
-        entry: ModelEntry | None = None
-        if manifest is not None:
-            entry = next((e for e in parse_manifest_models(manifest) if e.name == name), None)
-        policy = (
-            entry.hybrid
-            if entry is not None
-            else HybridPolicy(mode="cloud", cloud_route=f"/v1/models/{name}/predict")
-        )
-        schema = self.schemas.get(name)
-        if entry is not None and entry.schema:
-            try:
-                schema = ModelSchema.from_dict(dict(entry.schema))
-            except PocketMLError as exc:
-                self._emit_error(name, entry.version, "load", f"manifest schema unusable: {exc}")
-        record = self._cache.active().get(name)
-        if not isinstance(record, dict):
-            return policy, schema, None
-        try:
-            package_dir = self._cache.package_dir(record.get("package_id"))  # type: ignore[arg-type]
-            schema = ModelSchema.from_json((package_dir / "schema.json").read_bytes())
-        except (OSError, PocketMLError) as exc:
-            self._emit_error(name, record.get("version"), "load", f"schema unreadable: {exc}")
-            return policy, schema, None
-        return policy, schema, self._load(name, record, package_dir)
-
-    def _load(self, name: str, record: dict[str, Any], package_dir: Path) -> _Loaded | None:
-        key = record["package_id"]
-        if key in self._runners:
-            return self._runners[key]
-        try:
-            runner = open_runner(
-                package_dir / record["model_file"], record["format"], threads=self.threads
-            )
-        except PocketMLError as exc:
-            self._emit_error(name, record.get("version"), "load", str(exc))
-            return None
-        session = None if runner.model_format == "tflite" else runner._session
-        shape = tuple(d if isinstance(d, int) else 1 for d in runner.input_shape)
-        output_names: list[str] = []
-        fast_run = None
-        if session is not None:
-            output_names = [o.name for o in session.get_outputs()]
-            fast_run = _fast_run(session, runner.input_name, shape, output_names)
-        loaded = _Loaded(
-            runner,
-            session,
-            runner.input_name,
-            output_names,
-            fast_run,
-            shape,
-            record.get("version"),
-            record.get("variant"),
-        )
-        self._runners[key] = loaded
-        return loaded
-
-    def _register_prefix(self, prefix: str, model: str, version: int | None) -> None:
-        self._prefixes[prefix] = (model, version)
-
     # -- telemetry --------------------------------------------------------------------------
-
-    def _emit_error(self, model: str, version: int | None, stage: str, message: str) -> None:
-        self._events.append(
-            {
-                "type": "error",
-                "ts": time.time(),
-                "model": model,
-                "version": version,
-                "stage": stage,
-                "message": message[:500],
-            }
-        )
-        if len(self._events) + len(self._buffer) >= BUFFER_LIMIT:
-            self._wake_writer()
-
-    def _flush_events(self) -> None:
-        self._persist_buffer()
-
-    def _persist_buffer(self) -> None:
-        """Move buffered events (inference tuples, other dicts) into the SQLite queue."""
-        with self._lock:
-            popleft = self._buffer.popleft
-            inferences = [popleft() for _ in range(len(self._buffer))]
-            others, self._events = self._events, []
-            if inferences or others:
-                self._queue.append(others, inferences)
-
-    def _wake_writer(self) -> None:
-        """Ask the background writer to persist the buffer (the hot path never writes)."""
-        if self._writer is None:
-            with self._lock:
-                if self._writer is None and not self._closing:
-                    self._writer = threading.Thread(
-                        target=self._write_loop, name="pocketml-telemetry", daemon=True
-                    )
-                    self._writer.start()
-        self._wake.set()
-
-    def _write_loop(self) -> None:
-        while not self._closing:
-            self._wake.wait()
-            self._wake.clear()
-            try:
-                self._persist_buffer()
-            except PocketMLError as exc:  # a full disk must not kill predictions
-                logger.warning("cannot persist telemetry: %s", exc)
 
     def flush(self) -> FlushReport:
         """Send queued telemetry (batches of at most 500 events) and feedback.
@@ -425,64 +316,7 @@ class Device:
         Returns:
             A FlushReport; a network failure stops the flush (``error``), never raises.
         """
-        self._persist_buffer()
-        sent = duplicates = feedback_sent = 0
-        limit = MAX_BATCH
-        error: str | None = None
-        while True:
-            batch = self._queue.claim_batch(limit)
-            if batch is None:
-                break
-            body = {
-                "batch_id": batch.batch_id,
-                "device_id": self.device_id,
-                "device": self._context(),
-                "events": batch.events,
-            }
-            try:
-                response = self._http.request("POST", "/v1/telemetry", json=body)
-            except PayloadTooLarge:
-                if len(batch.events) == 1:  # a single event too large for the server
-                    self._queue.reject(batch.batch_id)
-                else:  # refused unseen: split it under a new batch id
-                    self._queue.release(batch.batch_id)
-                    limit = max(1, len(batch.events) // 2)
-                continue
-            except InvalidInput as exc:
-                lost = self._queue.reject(batch.batch_id)
-                logger.warning("the server refused %d telemetry events: %s", lost, exc)
-                continue
-            except PocketMLError as exc:
-                error = str(exc)
-                break
-            self._queue.acknowledge(batch.batch_id)
-            if _is_duplicate(response):
-                duplicates += 1
-            sent += len(batch.events)
-        if error is None:
-            feedback_sent, error = self._send_feedback()
-        return FlushReport(sent, duplicates, self._queue.pending(), feedback_sent, error)
-
-    def _context(self) -> dict[str, Any]:
-        context = {
-            "platform": self.facts.platform,
-            "device_class": self.facts.device_class,
-            "app_version": self.facts.app_version,
-        }
-        return {k: v for k, v in context.items() if v is not None}
-
-    def _send_feedback(self) -> tuple[int, str | None]:
-        count = 0
-        for row_id, body in self._queue.feedback():
-            try:
-                self._http.request("POST", "/v1/feedback", json=body)
-            except Unavailable as exc:
-                return count, str(exc)
-            except PocketMLError as exc:  # refused for good: do not retry forever
-                logger.warning("the server refused feedback %s: %s", body["prediction_id"], exc)
-            self._queue.remove_feedback(row_id)
-            count += 1
-        return count, None
+        return self._telemetry.flush()
 
     def feedback(
         self,
@@ -510,46 +344,11 @@ class Device:
             InvalidInput: both or neither of label / thumbs, or an unknown prediction id
                 without ``model``.
         """
-        if (label is None) == (thumbs is None):
-            raise InvalidInput("pass exactly one of label=... or thumbs='up'|'down'")
-        if thumbs is not None and thumbs not in ("up", "down"):
-            raise InvalidInput(f"thumbs must be 'up' or 'down'; got {thumbs!r}")
-        if model is None:
-            known = next(
-                (v for p, v in self._prefixes.items() if prediction_id.startswith(p)), None
-            )
-            if known is None:
-                raise InvalidInput(
-                    f"prediction id {prediction_id!r} was not made by this Device object; "
-                    "pass model=... (and version=...)"
-                )
-            model, version = known[0], known[1] if version is None else version
-        body = {
-            "prediction_id": prediction_id,
-            "device_id": self.device_id,
-            "model": model,
-            "version": version,
-            "label": label,
-            "thumbs": thumbs,
-            "ts": time.time(),
-        }
-        try:
-            self._http.request("POST", "/v1/feedback", json=body)
-        except Unavailable:
-            self._queue.add_feedback(body)
-            return "queued"
-        return "sent"
+        return self._telemetry.feedback(prediction_id, label, thumbs, model, version)
 
     def close(self) -> None:
         """Write buffered telemetry to the queue and close connections and files."""
-        self._closing = True
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            self._wake.set()
-            writer.join(timeout=10)
-        self._closing = False
-        self._persist_buffer()
-        self._queue.close()
+        self._telemetry.close()
         self._http.close()
 
     async def aclose(self) -> None:
@@ -567,34 +366,3 @@ class Device:
 def _placeholder(name: str) -> ModelEntry:
     """A stand-in entry for reporting a refused manifest entry (nothing is installed)."""
     return ModelEntry(name, None, None, None, None, None, None, DownloadPolicy(), HybridPolicy())
-
-
-def _fast_run(
-    session: Any, input_name: str, shape: tuple[int, ...], output_names: list[str]
-) -> Any:
-    """The session's run without its per-call checks, if it answers like the public one.
-
-    ``InferenceSession.run`` re-validates input names, graph capture and value ownership on
-    every call (a few µs at batch 1); the SDK checks its one input once, here, and calls the
-    underlying ``_sess.run``. If that private entry point is missing or differs, the public
-    ``run`` is used.
-    """
-    inner = getattr(getattr(session, "_sess", None), "run", None)
-    if inner is None:
-        return session.run
-    probe = np.zeros(shape, dtype=np.float32)
-    try:
-        fast = inner(output_names, {input_name: probe}, None)
-        slow = session.run(output_names, {input_name: probe})
-        if np.array_equal(np.asarray(fast[0]), np.asarray(slow[0])):
-            return inner
-    except Exception:  # any mismatch in the private API: use the public one
-        logger.debug("onnxruntime private run unavailable; using InferenceSession.run")
-    return session.run
-
-
-def _is_duplicate(response: httpx.Response) -> bool:
-    try:
-        return bool(response.json().get("duplicate"))
-    except (ValueError, AttributeError):
-        return False

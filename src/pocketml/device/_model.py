@@ -1,11 +1,12 @@
 """``LocalModel``: predictions from the active local model, the cloud, or both (cascade).
 
 The local hot path is kept lean (the overhead over a bare ``InferenceSession.run`` is
-measured by ``benchmarks/device_predict_overhead.py``): the loaded model, its input name,
-the normalization constants and the labels are resolved once per activated package into a
-``_Loaded`` snapshot; a call does one shape check, one normalization (one allocation), the
-session run, an argmax, and appends a tuple to the telemetry buffer. Everything else
-(JSON, SQLite) happens at flush time.
+measured by ``benchmarks/device_predict_overhead.py``): the loaded model's fast run, the
+normalization constants and the labels are resolved once per activated package into a
+``_Snapshot``; a call does one shape check, one normalization (one allocation), the
+run, an argmax, and hands a tuple to the telemetry buffer. Everything else (JSON, SQLite)
+happens at flush time. A LocalModel holds its collaborators (the resolver, the telemetry
+buffer, the cloud client), never the ``Device`` itself.
 """
 
 from __future__ import annotations
@@ -14,39 +15,22 @@ import itertools
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from pocketml.device._cloud import CloudAnswer
+from pocketml.device._cloud import CloudAnswer, CloudClient
+from pocketml.device._resolve import Loaded, ModelResolver
+from pocketml.device._telemetry import DeviceTelemetry
 from pocketml.device._types import HybridPolicy, Prediction
 from pocketml.errors import InvalidInput, PocketMLError, Unavailable
-from pocketml.runtime import Runner
 from pocketml.schema import ModelSchema
 
-if TYPE_CHECKING:
-    from pocketml.device._device import Device
-
-__all__ = ["BUFFER_LIMIT", "LocalModel"]
-
-BUFFER_LIMIT = 512  # inference events kept in memory before they are written to SQLite
+__all__ = ["LocalModel"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _Loaded:
-    """A loaded package, ready for the hot path."""
-
-    runner: Runner
-    session: Any  # the ORT InferenceSession, or None for TFLite (runner.run then)
-    input_name: str
-    output_names: list[str]
-    fast_run: Any  # session._sess.run (checks done once at load) or session.run; None: TFLite
-    batch_shape: tuple[int, ...]
-    version: int | None
-    variant: str | None
 
 
 @dataclass(frozen=True)
@@ -55,7 +39,7 @@ class _Snapshot:
 
     generation: int
     policy: HybridPolicy
-    local: _Loaded | None
+    local: Loaded | None
     sample_shape: tuple[int, ...] | None
     batch_shape: tuple[int, ...] | None
     scale: Any  # y = x * scale + shift (the schema's normalization folded), or None
@@ -84,13 +68,30 @@ class LocalModel:
     """A model name on this device; get one with ``Device.model(name)``.
 
     Args:
-        device: the owning Device.
         name: the model's name.
+        resolver: resolves the name to its policy, schema and loaded model.
+        telemetry: where inference and error events go.
+        cloud: the cloud prediction client.
+        clock: monotonic seconds (latency).
+        device_id: returns this install's id (sent with cloud predictions).
     """
 
-    def __init__(self, device: Device, name: str) -> None:
-        self._device = device
+    def __init__(
+        self,
+        name: str,
+        *,
+        resolver: ModelResolver,
+        telemetry: DeviceTelemetry,
+        cloud: CloudClient,
+        clock: Callable[[], float],
+        device_id: Callable[[], str],
+    ) -> None:
         self.name = name
+        self._resolver = resolver
+        self._telemetry = telemetry
+        self._cloud = cloud
+        self._clock = clock
+        self._device_id = device_id
         self._snap: _Snapshot | None = None
         self._counter = itertools.count(1)
 
@@ -98,21 +99,21 @@ class LocalModel:
 
     def _snapshot(self) -> _Snapshot:
         snap = self._snap
-        if snap is None or snap.generation != self._device._generation:
+        if snap is None or snap.generation != self._resolver.generation:
             snap = self._build_snapshot()
             self._snap = snap
         return snap
 
     def _build_snapshot(self) -> _Snapshot:
-        device = self._device
-        generation = device._generation
-        policy, schema, loaded = device._resolve(self.name)
+        generation = self._resolver.generation
+        resolved = self._resolver.resolve(self.name)
+        policy, schema, loaded = resolved.policy, resolved.schema, resolved.local
         scale, shift = _normalization(schema)
         sample_shape = schema.input.sample_shape if schema is not None else None
         labels = tuple(schema.labels) if schema is not None else ()
         version = loaded.version if loaded is not None else None
         prefix = f"{secrets.token_hex(5)}-"
-        device._register_prefix(prefix, self.name, version)
+        self._telemetry.register_prefix(prefix, self.name, version)
         return _Snapshot(
             generation=generation,
             policy=policy,
@@ -124,7 +125,7 @@ class LocalModel:
             labels=labels,
             is_logits=schema is not None and schema.outputs[0].kind == "logits",
             pid_prefix=prefix,
-            wall_offset=time.time() - device._clock(),
+            wall_offset=time.time() - self._clock(),
         )
 
     @property
@@ -177,21 +178,17 @@ class LocalModel:
             InvalidInput: wrong input shape.
             Unavailable: no usable local model and the cloud failed too.
         """
-        device = self._device
-        clock = device._clock
+        clock = self._clock
         started = clock()
         snap = self._snap
-        if snap is None or snap.generation != device._generation:
+        if snap is None or snap.generation != self._resolver.generation:
             snap = self._snapshot()
         arr = self._prepare(x, snap)
         local = snap.local
         policy = snap.policy
         if local is None or policy.mode == "cloud":
             return self._cloud_only(arr, snap, started)
-        if local.fast_run is not None:
-            probs = local.fast_run(local.output_names, {local.input_name: arr}, None)[0][0]
-        else:
-            probs = _run_local(local, arr)
+        probs = local.run(arr)[0]
         if snap.is_logits:
             probs = _softmax(probs)
         index = int(probs.argmax())
@@ -202,8 +199,7 @@ class LocalModel:
         label = snap.labels[index] if index < len(snap.labels) else str(index)
         ended = clock()
         latency_ms = (ended - started) * 1000.0
-        buffer = device._buffer
-        buffer.append(
+        self._telemetry.record(
             (
                 snap.wall_offset + ended,
                 self.name,
@@ -216,19 +212,16 @@ class LocalModel:
                 pid,
             )
         )
-        if len(buffer) >= BUFFER_LIMIT:
-            device._wake_writer()
         return Prediction(label, probs, confidence, "local", local.version, latency_ms, pid, index)
 
     async def apredict(self, x: Any) -> Prediction:
         """Async twin of :meth:`predict` (the cloud call does not block the event loop)."""
-        clock = self._device._clock
-        started = clock()
+        started = self._clock()
         snap = self._snapshot()
         arr = self._prepare(x, snap)
         local = snap.local
         pid = snap.pid_prefix + str(next(self._counter))
-        cloud = self._device._cloud
+        cloud = self._cloud
         if local is None or snap.policy.mode == "cloud":
             try:
                 answer = await cloud.apredict(self.name, snap.policy, arr, self._body(pid))
@@ -249,7 +242,7 @@ class LocalModel:
     # -- helpers ----------------------------------------------------------------------------
 
     def _body(self, pid: str) -> dict[str, Any]:
-        return {"device_id": self._device.device_id, "prediction_id": pid}
+        return {"device_id": self._device_id(), "prediction_id": pid}
 
     def _escalate(
         self,
@@ -262,7 +255,7 @@ class LocalModel:
         confidence: float,
     ) -> Prediction:
         try:
-            answer = self._device._cloud.predict(self.name, snap.policy, arr, self._body(pid))
+            answer = self._cloud.predict(self.name, snap.policy, arr, self._body(pid))
         except PocketMLError as exc:
             return self._fallback(snap, started, pid, exc, (probs, index, confidence))
         return self._from_cloud(answer, snap, started, pid)
@@ -276,7 +269,7 @@ class LocalModel:
         """
         pid = snap.pid_prefix + str(next(self._counter))
         try:
-            answer = self._device._cloud.predict(self.name, snap.policy, arr, self._body(pid))
+            answer = self._cloud.predict(self.name, snap.policy, arr, self._body(pid))
         except PocketMLError as exc:
             return self._after_cloud_failure(exc, arr, snap, started, pid)
         return self._from_cloud(answer, snap, started, pid)
@@ -284,7 +277,7 @@ class LocalModel:
     def _score(self, arr: np.ndarray, snap: _Snapshot) -> tuple[np.ndarray, int, float]:
         """The local model's probabilities, top index and confidence for ``arr``."""
         assert snap.local is not None
-        probs = _run_local(snap.local, arr)
+        probs = snap.local.run(arr)[0]
         if snap.is_logits:
             probs = _softmax(probs)
         index = int(probs.argmax())
@@ -301,7 +294,7 @@ class LocalModel:
         """The local answer, marked ``fallback``, after the cloud failed (error recorded)."""
         local = snap.local
         assert local is not None
-        self._device._emit_error(self.name, local.version, "cloud", str(exc))
+        self._telemetry.emit_error(self.name, local.version, "cloud", str(exc))
         probs, index, confidence = scored
         return self._finish(
             snap, "fallback", local.version, local.variant, probs, index, confidence, started, pid
@@ -319,7 +312,7 @@ class LocalModel:
         return self._fallback(snap, started, pid, exc, self._score(arr, snap))
 
     def _unavailable(self, exc: Unavailable) -> Unavailable:
-        self._device._emit_error(self.name, None, "cloud", str(exc))
+        self._telemetry.emit_error(self.name, None, "cloud", str(exc))
         return Unavailable(
             f"cannot predict with {self.name!r}: no local model is available (not downloaded "
             "yet, or it failed to load: call Device.sync() on a network that the download "
@@ -358,10 +351,9 @@ class LocalModel:
     ) -> Prediction:
         if label is None:
             label = snap.labels[index] if index < len(snap.labels) else str(index)
-        ended = self._device._clock()
+        ended = self._clock()
         latency_ms = (ended - started) * 1000.0
-        buffer = self._device._buffer
-        buffer.append(
+        self._telemetry.record(
             (
                 snap.wall_offset + ended,
                 self.name,
@@ -374,16 +366,7 @@ class LocalModel:
                 pid,
             )
         )
-        if len(buffer) >= BUFFER_LIMIT:
-            self._device._wake_writer()
         return Prediction(label, probs, confidence, source, version, latency_ms, pid, index)
-
-
-def _run_local(local: _Loaded, arr: np.ndarray) -> np.ndarray:
-    if local.fast_run is not None:
-        out: np.ndarray = local.fast_run(local.output_names, {local.input_name: arr}, None)[0][0]
-        return out
-    return local.runner.run(arr)[0]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

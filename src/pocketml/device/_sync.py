@@ -30,10 +30,10 @@ from pocketml.device._download import download_package
 from pocketml.device._entry import KEY_ID, MODEL_NAME
 from pocketml.device._net import Backoff, DeviceHttp
 from pocketml.device._store import CacheDir
+from pocketml.device._telemetry import error_event
 from pocketml.device._types import DeviceState, DownloadEvent, ModelEntry, ModelSync
 from pocketml.errors import IntegrityError, InvalidInput, PocketMLError, Unavailable
-from pocketml.protect import ContentKey, extract_model, read_member, verify_package
-from pocketml.protocol import file_sha256
+from pocketml.protect import ContentKey, install_package, read_member
 from pocketml.runtime import open_runner
 
 __all__ = ["SyncContext", "blocked_reason", "failed_sync", "sync_model"]
@@ -123,7 +123,7 @@ def failed_sync(
     typed = error if isinstance(error, PocketMLError) else PocketMLError(str(error))
     message = f"{entry.name} v{entry.version}: {reason} failed: {typed}"
     if MODEL_NAME.fullmatch(entry.name):  # an unreadable entry has no model to report on
-        ctx.emit(_error_event(entry.name, entry.version, _EVENT_STAGE[reason], message))
+        ctx.emit(error_event(entry.name, entry.version, _EVENT_STAGE[reason], message))
     return ModelSync(
         model=entry.name,
         status="failed",
@@ -219,24 +219,27 @@ def _install(ctx: SyncContext, entry: ModelEntry, part: Path) -> dict[str, Any]:
     package = entry.package
     assert package is not None
     target = ctx.cache.package_dir(package.sha256)
-    try:
-        _check_file_sha256(part, package.sha256)
-        verified = verify_package(part, trusted_keys=ctx.trusted_keys, app_id=ctx.app_id)
-        check_binding(verified.manifest, entry, ctx.app_id)
-    except PocketMLError as exc:
-        part.unlink(missing_ok=True)
-        raise _StageError("verify", "verify", exc) from exc
-    content_key = None
-    if verified.content_key_id is not None:
+
+    def content_key(key_id: str) -> ContentKey:
         try:
-            content_key = _fetch_content_key(ctx, verified.content_key_id)
+            return _fetch_content_key(ctx, key_id)
         except PocketMLError as exc:
             raise _StageError("download", "key", exc) from exc
-    model_format = str(verified.manifest["model_format"])
-    model_path = target / MODEL_FILES.get(model_format, f"model.{model_format}")
+
     try:
-        extract_model(verified, model_path, content_key=content_key)
-        (target / "schema.json").write_bytes(read_member(verified, "schema.json"))
+        installed = install_package(
+            part,
+            target / "model.tmp",
+            trusted_keys=ctx.trusted_keys,
+            app_id=ctx.app_id,
+            content_key=content_key,
+            package_sha256=package.sha256,
+            check=lambda manifest: check_binding(manifest, entry, ctx.app_id),
+        )
+        model_format = str(installed.verified.manifest["model_format"])
+        model_path = target / MODEL_FILES.get(model_format, f"model.{model_format}")
+        installed.model_path.replace(model_path)
+        (target / "schema.json").write_bytes(read_member(installed.verified, "schema.json"))
     except PocketMLError as exc:
         ctx.cache.discard_package(package.sha256)
         raise _StageError("verify", "verify", exc) from exc
@@ -249,20 +252,10 @@ def _install(ctx: SyncContext, entry: ModelEntry, part: Path) -> dict[str, Any]:
     except PocketMLError as exc:
         ctx.cache.discard_package(package.sha256)
         raise _StageError("load", "load", exc) from exc
-    record = ready_record(verified.manifest, package.sha256, model_path.name)
+    record = ready_record(installed.verified.manifest, package.sha256, model_path.name)
     ctx.cache.mark_ready(package.sha256, record)
     part.unlink(missing_ok=True)
     return record
-
-
-def _check_file_sha256(part: Path, expected: str) -> None:
-    digest = file_sha256(part)
-    if digest != expected:
-        raise IntegrityError(
-            f"downloaded package has sha256 {digest[:16]}..., the manifest "
-            f"says {expected[:16]}...; it was corrupted in transit or on disk. "
-            "It was deleted; the next sync downloads it again."
-        )
 
 
 def _fetch_content_key(ctx: SyncContext, key_id: str) -> ContentKey:
@@ -296,17 +289,6 @@ def _notify(
         ctx.on_download(
             DownloadEvent(kind, entry.name, entry.version, have, entry.package.size, resumed, error)  # type: ignore[arg-type]
         )
-
-
-def _error_event(model: str, version: int | None, stage: str, message: str) -> dict[str, Any]:
-    return {
-        "type": "error",
-        "ts": time.time(),
-        "model": model,
-        "version": version,
-        "stage": stage,
-        "message": message[:500],
-    }
 
 
 def _download_event(

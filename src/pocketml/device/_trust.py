@@ -22,7 +22,7 @@ from typing import Any
 from pocketml.device._store import CacheDir
 from pocketml.protect import Keyring, KeyringInvalid, follow_keyrings, signing_key_id
 
-__all__ = ["Anchor", "follow_keyring"]
+__all__ = ["Anchor", "follow_keyring", "pinned_keyring"]
 
 Anchor = Keyring | Mapping[str, bytes]
 
@@ -63,6 +63,28 @@ def follow_keyring(
     if accepted is not pinned:
         cache.pin_keys(_encoded(accepted.trusted_keys()), accepted.to_dict())
     return accepted.trusted_keys(), None
+
+
+def pinned_keyring(cache: CacheDir, shipped: Anchor | None) -> Keyring | None:
+    """The keyring the device trusts now (what the next sync starts from), if it is one.
+
+    Args:
+        cache: the device cache (holds the pin and the last check-in).
+        shipped: what the app shipped with its build, or None.
+
+    Returns:
+        The newer of the shipped and the pinned keyring of the app of the last check-in
+        (of the shipped keyring's app before any check-in); None when the device trusts
+        bare keys or nothing yet.
+    """
+    _, manifest = cache.last_checkin()
+    app_id = manifest.get("app_id") if isinstance(manifest, Mapping) else None
+    if not isinstance(app_id, str):
+        app_id = shipped.app_id if isinstance(shipped, Keyring) else None
+    if app_id is None:
+        return None
+    anchor = _pinned(cache, shipped, app_id)
+    return anchor if isinstance(anchor, Keyring) else None
 
 
 def valid_keys(offered: Any) -> dict[str, bytes]:

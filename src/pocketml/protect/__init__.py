@@ -14,6 +14,9 @@ Typical use (a workstation builds, a device verifies then extracts)::
     pkg = verify(Path("m.pkg"), trusted_keys={key.key_id: key.public_bytes()}, app_id="app")
     extract_model(pkg, Path("cache/m.onnx"))
 
+A receiver that installs packages (a device, the cloud serving cache) calls
+``install_package``: verify, fetch the content key, extract and check the model, once.
+
 This package imports only the standard library, ``cryptography`` and pocketml's errors:
 the device SDK depends on it and must install without torch, FastAPI or SQLAlchemy.
 """
@@ -31,6 +34,7 @@ from pocketml.protect._errors import (
     WrongApp,
 )
 from pocketml.protect._extract import extract_model, read_member
+from pocketml.protect._install import InstalledPackage, install_package
 from pocketml.protect._keys import (
     ContentKey,
     MasterKey,
@@ -55,6 +59,7 @@ __all__ = [
     "ContentKey",
     "ContentKeyRequired",
     "DecryptionFailed",
+    "InstalledPackage",
     "Keyring",
     "KeyringInvalid",
     "KeyringStale",
@@ -75,6 +80,7 @@ __all__ = [
     "canonical_json",
     "extract_model",
     "follow_keyrings",
+    "install_package",
     "read_member",
     "signing_key_id",
     "verify",

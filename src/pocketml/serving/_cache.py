@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import secrets
 import threading
 import time
@@ -23,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from pocketml.errors import IntegrityError
 from pocketml.protocol import FORMATS, file_sha256
 from pocketml.registry import Registry, VariantInfo
 from pocketml.runtime import Runner, open_runner
@@ -78,7 +76,7 @@ def extract_variant(
         IntegrityError: the package or the extracted file fails verification.
         NotFound: the package is not in the app.
     """
-    from pocketml.protect import extract_model, verify_package
+    from pocketml.protect import install_package
 
     models_dir.mkdir(parents=True, exist_ok=True)
     target = models_dir / f"{variant.sha256}.{_extension(variant.format)}"
@@ -91,20 +89,14 @@ def extract_variant(
             for chunk in iter(lambda: src.read(1 << 20), b""):
                 dst.write(chunk)
         app = registry.get_app(app_id)
-        trusted = {k: base64.b64decode(v) for k, v in app.public_keys.items()}
-        verified = verify_package(tmp_pkg, trusted_keys=trusted, app_id=app_id)
-        key = None
-        if verified.content_key_id is not None:
-            key = registry.get_content_key(app_id, verified.content_key_id)
-        tmp_model = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        extract_model(verified, tmp_model, content_key=key)
-        if file_sha256(tmp_model) != variant.sha256:
-            tmp_model.unlink(missing_ok=True)
-            raise IntegrityError(
-                f"the model in package {variant.package_id} does not have the sha256 the "
-                f"registry recorded for variant {variant.name}; re-push the version."
-            )
-        os.replace(tmp_model, target)
+        install_package(
+            tmp_pkg,
+            target,
+            trusted_keys={k: base64.b64decode(v) for k, v in app.public_keys.items()},
+            app_id=app_id,
+            content_key=lambda key_id: registry.get_content_key(app_id, key_id),
+            model_sha256=variant.sha256,
+        )
     finally:
         tmp_pkg.unlink(missing_ok=True)
     logger.info("extracted %s (%s) into %s", variant.name, variant.sha256[:12], target)

@@ -36,14 +36,14 @@ def make_schema(
     """The ModelSchema of a pocketml-trained classifier (input "input", output "probabilities")."""
     steps = [PreprocessStep(op="to_float")]
     if normalization is not None:
-        steps.append(PreprocessStep(op="normalize", params=normalization.model_dump()))
+        steps.append(PreprocessStep(op="normalize", params=normalization.to_dict()))
     return ModelSchema(
         name=name,
         inputs=[
             InputSpec(
                 name="input",
                 shape=[None, *sample_shape],
-                layout=layout,
+                layout=layout,  # type: ignore[arg-type]  # checked by InputSpec
                 value_range=value_range,
                 normalization=normalization,
             )
