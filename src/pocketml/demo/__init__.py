@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from pocketml.demo._devices import run_devices, split_holdout
 from pocketml.demo._safe import ship_safely
 from pocketml.demo._ship import ship
 from pocketml.demo._trust import hold_the_line
+from pocketml.errors import InvalidInput
 from pocketml.optimize import plot_variants
 from pocketml.optimize.config import BenchSection, BuildConfig, ModelSection, TrainSection
 from pocketml.optimize.pipeline import VariantMatrix, optimize_and_select, resolve_profiles
@@ -43,7 +45,7 @@ from pocketml.train import TrainConfig, TrainResult, model_inputs, train
 
 _DEMO_OPERATOR_TOKEN = "pml_op_demo-operator-token"
 
-__all__ = ["DemoConfig", "run_demo"]
+__all__ = ["CHAPTERS", "DemoConfig", "run_demo"]
 
 
 def _parquet_summary(root: Path) -> dict[str, int]:
@@ -69,6 +71,84 @@ class DemoConfig:
     rollout_schedule: tuple[float, ...] = (10.0, 100.0)
     rollout_min_samples: int = 100
     samples_per_device: int = 30
+
+
+# The chapters, numbered as the demo prints them (``pocketml demo --chapter N``).
+CHAPTERS: dict[int, str] = {
+    1: "Data",
+    2: "Train",
+    3: "Convert",
+    4: "Optimize",
+    5: "Ship",
+    6: "Run on devices",
+    7: "Ship safely",
+    8: "Hold the line",
+}
+
+
+class _Story:
+    """Which chapters a run shows: the rest it builds on runs quietly under a spinner.
+
+    Chapters 1-5 are a chain (each builds on the one before; 5 starts the server), 6-8
+    each build on 5 only, so showing chapter 8 alone runs 1-5 quietly and skips 6 and 7.
+    """
+
+    def __init__(self, console: Console, chapters: Collection[int] | None) -> None:
+        wanted = set(CHAPTERS) if chapters is None else set(chapters)
+        unknown = sorted(wanted - set(CHAPTERS))
+        if unknown or not wanted:
+            raise InvalidInput(
+                f"demo chapters are {min(CHAPTERS)}-{max(CHAPTERS)} "
+                f"({', '.join(f'{n} {name}' for n, name in CHAPTERS.items())}); got "
+                f"{unknown or 'none'}. Pass --chapter with one of those numbers."
+            )
+        self.wanted = wanted
+        self.console = console
+        self._quiet = Console(quiet=True)
+        self._status: Any = None
+
+    def subtitle(self) -> str:
+        if self.wanted == set(CHAPTERS):
+            return ""
+        return " (chapter " + ", ".join(str(n) for n in sorted(self.wanted)) + ")"
+
+    def shows(self, chapter: int) -> bool:
+        """Whether ``chapter`` runs at all: shown, or needed by a later shown chapter."""
+        return chapter in self.wanted or (chapter <= 5 and chapter < max(self.wanted))
+
+    def done(self, chapter: int) -> bool:
+        """Whether the run may stop after ``chapter`` (nothing later is shown)."""
+        return chapter >= max(self.wanted)
+
+    def begin(self, chapter: int) -> Console:
+        """The console ``chapter`` prints to: the real one, or a silent one with a spinner."""
+        if chapter in self.wanted:
+            if self._status is not None:
+                self._status.stop()
+                self._status = None
+            return self.console
+        text = f"preparing: {chapter}. {CHAPTERS[chapter]} (runs quietly; later chapters need it)"
+        if self._status is None:
+            self._status = self.console.status(text)
+            self._status.start()
+        else:
+            self._status.update(text)
+        return self._quiet
+
+    def finish(self, out_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
+        """Write ``report.json`` and say what the run wrote and how long each part took."""
+        if self._status is not None:
+            self._status.stop()
+        report["duration_s"] = round(report["duration_s"], 1)
+        (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        timings = report["timings_s"]
+        self.console.print(
+            f"\nWrote its outputs and report.json to [bold]{out_dir}[/bold] "
+            f"in {report['duration_s']:.0f} s ("
+            + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items())
+            + ")."
+        )
+        return report
 
 
 def _train_with_progress(
@@ -127,16 +207,34 @@ def _convert_with_progress(
 
 
 def run_demo(
-    out_dir: Path | str, *, console: Console | None = None, config: DemoConfig | None = None
+    out_dir: Path | str,
+    *,
+    console: Console | None = None,
+    config: DemoConfig | None = None,
+    chapters: Collection[int] | None = None,
 ) -> dict[str, Any]:
-    """Run the demo into ``out_dir`` and return the report (also written as report.json)."""
-    console = console or Console()
+    """Run the demo into ``out_dir`` and return the report (also written as report.json).
+
+    Args:
+        out_dir: directory for every output.
+        console: where the story is told; default a new Rich console.
+        config: the demo's knobs; default what ``pocketml demo`` runs.
+        chapters: the chapter numbers (``CHAPTERS``) to show; None shows them all. The
+            chapters a shown one builds on (1-4 build what 5 ships; 5 starts the server
+            6-8 use) run first without output; later chapters do not run.
+
+    Raises:
+        InvalidInput: a chapter number that is not in ``CHAPTERS``.
+    """
     config = config or DemoConfig()
+    story = _Story(console or Console(), chapters)
+    console = story.console
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     console.rule(
         f"[bold]pocketml {__version__} demo[/bold]: digits, from data to every mobile format"
+        + story.subtitle()
     )
 
     timings: dict[str, float] = {}
@@ -147,6 +245,7 @@ def run_demo(
         timings[chapter] = round(now - last[0], 1)
         last[0] = now
 
+    console = story.begin(1)
     console.print("\n[bold]1. Data[/bold]")
     digits = load_digits()
     splits = digits.split(seed=config.seed)
@@ -156,6 +255,9 @@ def run_demo(
     )
 
     lap("data")
+    if story.done(1):
+        return story.finish(out_dir, _partial_report(digits, splits, {}, timings, started))
+    console = story.begin(2)
     console.print(f"\n[bold]2. Train[/bold] (seed {config.seed}, early stopping on validation)")
     runs: dict[str, TrainResult] = {}
     for architecture, epochs in (
@@ -188,6 +290,9 @@ def run_demo(
     )
 
     lap("train")
+    if story.done(2):
+        return story.finish(out_dir, _partial_report(digits, splits, runs, timings, started))
+    console = story.begin(3)
     console.print(
         "\n[bold]3. Convert[/bold] (parity checked on the held-out split in the real runtimes)"
     )
@@ -223,6 +328,9 @@ def run_demo(
         runs["cnn-large"].metrics,
     )
     lap("convert")
+    if story.done(3):
+        return story.finish(out_dir, _partial_report(digits, splits, runs, timings, started))
+    console = story.begin(4)
     matrix = _optimize(console, runs["cnn-small"], small, out_dir, config)
     lap("optimize")
     write_build(
@@ -241,6 +349,9 @@ def run_demo(
             },
         },
     )
+    if story.done(4):
+        return story.finish(out_dir, _partial_report(digits, splits, runs, timings, started))
+    console = story.begin(5)
     console.print(
         "\n[bold]5. Ship[/bold] (registry server in-process on 127.0.0.1, SQLite + local artifacts)"
     )
@@ -255,94 +366,112 @@ def run_demo(
     with serve_in_thread(settings) as url:
         created, version, shipped = ship(console, url, _DEMO_OPERATOR_TOKEN, out_dir)
         lap("ship")
-        console.print(
-            f"\n[bold]6. Run on devices[/bold] ({config.devices} simulated phones sync, verify "
-            "and run hybrid inference on low-light digits)"
-        )
-        devices = run_devices(
-            console,
-            url=url,
-            admin=AdminClient(url, created.admin_token),
-            device_key=created.device_key,
-            version=version.version,
-            small=runs["cnn-small"],
-            large=runs["cnn-large"],
-            splits=splits,
-            low_light=config.low_light,
-            devices=config.devices,
-            out_dir=out_dir,
-            seed=config.seed,
-        )
-        lap("devices")
-        console.print(
-            "\n[bold]7. Ship safely[/bold] (staged rollouts watched by guardrails, automatic "
-            "rollback, an A/B test)"
-        )
-        safely = ship_safely(
-            console,
-            url=url,
-            admin=AdminClient(url, created.admin_token),
-            device_key=created.device_key,
-            splits=splits,
-            evaluation=split_holdout(splits)[1],
-            train_augment=config.train_augment,
-            low_light=config.low_light,
-            epochs=config.epochs_small,
-            devices=config.devices,
-            samples_per_device=config.samples_per_device,
-            schedule=config.rollout_schedule,
-            min_samples=config.rollout_min_samples,
-            out_dir=out_dir / "safe",
-            seed=config.seed,
-        )
-        lap("ship safely")
-        console.print(
-            "\n[bold]8. Hold the line[/bold] (signing keys rotated and revoked under a live "
-            "phone, a lying network, hostile requests)"
-        )
-        trust = hold_the_line(
-            console,
-            url=url,
-            admin=AdminClient(url, created.admin_token),
-            device_key=created.device_key,
-            sample=splits.test.features[0],
-            out_dir=out_dir / "trust",
-        )
-        lap("hold the line")
+        devices: dict[str, Any] | None = None
+        safely: dict[str, Any] | None = None
+        trust: dict[str, Any] | None = None
+        if story.shows(6):
+            console = story.begin(6)
+            console.print(
+                f"\n[bold]6. Run on devices[/bold] ({config.devices} simulated phones sync, "
+                "verify and run hybrid inference on low-light digits)"
+            )
+            devices = run_devices(
+                console,
+                url=url,
+                admin=AdminClient(url, created.admin_token),
+                device_key=created.device_key,
+                version=version.version,
+                small=runs["cnn-small"],
+                large=runs["cnn-large"],
+                splits=splits,
+                low_light=config.low_light,
+                devices=config.devices,
+                out_dir=out_dir,
+                seed=config.seed,
+            )
+            lap("devices")
+        if story.shows(7):
+            console = story.begin(7)
+            console.print(
+                "\n[bold]7. Ship safely[/bold] (staged rollouts watched by guardrails, "
+                "automatic rollback, an A/B test)"
+            )
+            safely = ship_safely(
+                console,
+                url=url,
+                admin=AdminClient(url, created.admin_token),
+                device_key=created.device_key,
+                splits=splits,
+                evaluation=split_holdout(splits)[1],
+                train_augment=config.train_augment,
+                low_light=config.low_light,
+                epochs=config.epochs_small,
+                devices=config.devices,
+                samples_per_device=config.samples_per_device,
+                schedule=config.rollout_schedule,
+                min_samples=config.rollout_min_samples,
+                out_dir=out_dir / "safe",
+                seed=config.seed,
+            )
+            lap("ship safely")
+        if story.shows(8):
+            console = story.begin(8)
+            console.print(
+                "\n[bold]8. Hold the line[/bold] (signing keys rotated and revoked under a "
+                "live phone, a lying network, hostile requests)"
+            )
+            trust = hold_the_line(
+                console,
+                url=url,
+                admin=AdminClient(url, created.admin_token),
+                device_key=created.device_key,
+                sample=splits.test.features[0],
+                out_dir=out_dir / "trust",
+            )
+            lap("hold the line")
     telemetry = _parquet_summary(settings.home / "telemetry")
-    console.print(
-        f"   telemetry: {telemetry['events']:,} device events stored by the server and "
-        f"exported to {telemetry['files']} day-partitioned Parquet files under "
-        f"{settings.home / 'telemetry'} (the exporter's last pass runs at shutdown; DuckDB, "
-        "pandas and Spark read them as they are)",
-        highlight=False,
-    )
+    if devices is not None or safely is not None:
+        console.print(
+            f"   telemetry: {telemetry['events']:,} device events stored by the server and "
+            f"exported to {telemetry['files']} day-partitioned Parquet files under "
+            f"{settings.home / 'telemetry'} (the exporter's last pass runs at shutdown; "
+            "DuckDB, pandas and Spark read them as they are)",
+            highlight=False,
+        )
     console.print(
         f"   browse it later: POCKETML_HOME={settings.home} POCKETML_OPERATOR_TOKEN="
         f"{_DEMO_OPERATOR_TOKEN} pocketml server, then /ui with the app's admin token"
     )
-    report = {
+    report = _partial_report(digits, splits, runs, timings, started)
+    report.update(
+        {
+            "shipped": shipped,
+            "devices": devices,
+            "ship_safely": safely,
+            "hold_the_line": trust,
+            "telemetry_parquet": telemetry,
+            "rows": rows,
+            "selections": [sel.to_dict() for sel in matrix.selections],
+        }
+    )
+    return story.finish(out_dir, report)
+
+
+def _partial_report(
+    digits: Any,
+    splits: Any,
+    runs: dict[str, TrainResult],
+    timings: dict[str, float],
+    started: float,
+) -> dict[str, Any]:
+    """What every run reports, whichever chapters it reached."""
+    return {
         "pocketml_version": __version__,
-        "shipped": shipped,
-        "devices": devices,
-        "ship_safely": safely,
-        "hold_the_line": trust,
-        "telemetry_parquet": telemetry,
         "dataset": {"name": "digits", "fingerprint": digits.fingerprint, "splits": splits.sizes()},
-        "rows": rows,
-        "selections": [sel.to_dict() for sel in matrix.selections],
         "runs": {arch: run.record.to_dict() for arch, run in runs.items()},
         "duration_s": round(time.perf_counter() - started, 1),
         "timings_s": timings,
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    console.print(
-        f"\nWrote models, schema.json, build.json and report.json to [bold]{out_dir}[/bold] "
-        f"in {report['duration_s']:.0f} s ("
-        + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items())
-        + ")."
-    )
-    return report
 
 
 def _optimize(

@@ -81,17 +81,17 @@ def hold_the_line(
     rows: list[tuple[str, str, str]] = []
     with Device(url, device_key, _FACTS, cache, trusted_keys=shipped, seed=0) as phone:
         first = phone.sync().models["digits"]
-        old_package, old_entry = _active_package(admin, cache)
+        old_package, old_entry = _active_package(admin, phone, cache)
         old_key = shipped.active
         admin.rotate_signing_key()
         revoked = admin.revoke_signing_key(old_key, "demo: the laptop that held it was lost")
         after = phone.sync().models["digits"]
-        pinned = json.loads((cache / "trust.json").read_text())["keyring"]
+        pinned = phone.pinned_keyring
         rows.append(
             (
                 f"rotate, then revoke {old_key}",
                 f"{len(revoked.resigned)} packages re-signed; phone: {after.status} "
-                f"v{after.version}, keyring {pinned['sequence']} pinned",
+                f"v{after.version}, keyring {pinned.sequence if pinned else '-'} pinned",
                 "✓" if after.status in ("updated", "current") else "✗",
             )
         )
@@ -142,13 +142,18 @@ def hold_the_line(
     }
 
 
-def _active_package(admin: AdminClient, cache: Path) -> tuple[bytes, dict[str, Any]]:
+def _active_package(admin: AdminClient, phone: Device, cache: Path) -> tuple[bytes, dict[str, Any]]:
     """The phone's installed package: its bytes and its check-in ``package`` entry."""
-    manifest = json.loads((cache / "checkin.json").read_text())["manifest"]
-    entry = next(m for m in manifest["models"] if m["name"] == "digits")["package"]
-    path = admin.download_package(entry["id"], cache.parent / "old.pmlpkg")
+    entry = phone.manifest_entry("digits")
+    assert entry is not None and entry.package is not None
+    ref = entry.package
+    path = admin.download_package(ref.id, cache.parent / "old.pmlpkg")
     return path.read_bytes(), {
-        k: entry[k] for k in ("id", "url", "size", "sha256", "signing_key_id")
+        "id": ref.id,
+        "url": ref.url,
+        "size": ref.size,
+        "sha256": ref.sha256,
+        "signing_key_id": ref.signing_key_id,
     }
 
 
