@@ -1,6 +1,6 @@
 """Run one server for the device benchmarks in this process (started as a subprocess).
 
-    python _device_server.py pocketml <home> '<DeviceOptions JSON>'
+    python _device_server.py pocketml <home> '<ServerSettings JSON>'
     python _device_server.py baseline-predict <model.onnx>
     python _device_server.py baseline-checkin <manifest.json>
 
@@ -9,7 +9,6 @@ Options travel on the command line, not through private environment variables.
 """
 
 # No "from __future__ import annotations": FastAPI must see the baseline's local models.
-import json
 import socket
 import sys
 from pathlib import Path
@@ -18,22 +17,18 @@ from typing import Any
 import uvicorn
 
 
-def _pocketml_app(home: str, options_json: str) -> Any:
+def _pocketml_app(home: str, server_json: str) -> Any:
     from pydantic import SecretStr
 
-    from pocketml.config import Settings
-    from pocketml.server._state import DeviceOptions
+    from pocketml.config import ServerSettings, Settings
     from pocketml.server.app import create_app
-    from pocketml.serving import ServingOptions
 
-    raw = json.loads(options_json)
-    serving = ServingOptions(**raw.pop("serving", {}))
     settings = Settings(
         home=Path(home),
         operator_token=SecretStr("pml_op_benchmark-operator-token"),
-        server={"max_telemetry_events": 5000},
+        server=ServerSettings.model_validate_json(server_json),  # e.g. {"predict": {...}}
     )
-    return create_app(settings, device_options=DeviceOptions(serving=serving, **raw))
+    return create_app(settings)
 
 
 def _baseline_predict_app(model_path: str) -> Any:

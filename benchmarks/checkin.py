@@ -84,7 +84,9 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        with server("pocketml", str(work / "home"), json.dumps({"catalog_ttl_s": 5.0})) as (_, url):
+        with server(
+            "pocketml", str(work / "home"), json.dumps({"devices": {"catalog_ttl_s": 5.0}})
+        ) as (_, url):
             _, key = provision(url, "digits", SCHEMA, variants(work))
             headers = {"Authorization": f"Bearer {key}"}
             all_bodies = bodies()

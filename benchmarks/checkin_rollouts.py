@@ -50,7 +50,9 @@ def main() -> None:
     all_bodies = bodies()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        with server("pocketml", str(work / "home"), json.dumps({"catalog_ttl_s": 5.0})) as (_, url):
+        with server(
+            "pocketml", str(work / "home"), json.dumps({"devices": {"catalog_ttl_s": 5.0}})
+        ) as (_, url):
             admin_token, key = provision(url, "digits", SCHEMA, variants(work))
             headers = {"Authorization": f"Bearer {key}"}
             run_load(url, "/v1/checkin", headers, all_bodies, duration_s=2)

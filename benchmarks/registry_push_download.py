@@ -51,7 +51,7 @@ def run_one(workdir: Path, size_mb: int) -> dict[str, float]:
     model = workdir / f"model-{size_mb}.onnx"
     sha = _model_file(model, size_mb)
     home = workdir / f"home-{size_mb}"
-    with server_process(home, POCKETML_SERVER__MAX_UPLOAD_MB="1024") as (process, url):
+    with server_process(home, POCKETML_SERVER__LIMITS__MAX_UPLOAD_MB="1024") as (process, url):
         baseline = peak_rss_mb(process.pid)
         with AdminClient(url, OPERATOR_TOKEN, timeout=300) as operator:
             created = operator.create_app("bench")

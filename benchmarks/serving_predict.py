@@ -66,7 +66,7 @@ def main() -> None:
             ("pocketml, micro-batching", {}),
             ("pocketml, batching off", {"batching": False}),
         ):
-            options = json.dumps({"catalog_ttl_s": 1.0, "serving": serving})
+            options = json.dumps({"devices": {"catalog_ttl_s": 1.0}, "predict": serving})
             home = work / label.replace(" ", "_").replace(",", "")
             with server("pocketml", str(home), options) as (_, url):
                 _, key = provision(url, "digits", schema, [variant_entry(model_path, "lr-onnx")])

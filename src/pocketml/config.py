@@ -2,19 +2,58 @@
 
 Only entry points (the CLI, ``pocketml server``, the ``Device`` constructor) build a
 ``Settings``; library functions take explicit parameters. Nested groups use a double
-underscore, e.g. ``POCKETML_SERVER__PORT=8000``. Every field is documented in
-``docs/configuration.md``.
+underscore at every level, so a variable's name is its path in the tree:
+``POCKETML_SERVER__PORT``, ``POCKETML_SERVER__PREDICT__MAX_BATCH_SIZE``. Every field is
+documented in ``docs/configuration.md`` (generated from these classes).
+
+The server's groups are the options of the service or concern they configure, handed
+to it whole: ``limits`` to the request guard, ``devices`` to the device routes,
+``predict`` to cloud inference (``ServingOptions.from_settings``), ``telemetry_export``
+to the Parquet exporter and ``rollout_eval`` to the rollout evaluator. ``create_app(settings)``
+is the only way in, so what a test sets is what an operator can set.
+
+The flat names of pocketml 0.x (``POCKETML_SERVER__PREDICT_MAX_BATCH_SIZE``) still work
+for now: each is read into its new place with a logged warning naming the new variable.
+Any other unknown ``POCKETML_SERVER__*`` variable is refused at start-up, so a typo never
+leaves a default silently in force.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ServerSettings", "Settings", "default_home"]
+from pocketml.errors import InvalidInput
+
+__all__ = [
+    "RENAMED_SERVER_SETTINGS",
+    "DeviceRouteSettings",
+    "LimitsSettings",
+    "PredictSettings",
+    "RolloutEvalSettings",
+    "ServerSettings",
+    "Settings",
+    "TelemetryExportSettings",
+    "default_home",
+    "load_settings",
+]
+
+logger = logging.getLogger(__name__)
+
+_GROUP = ConfigDict(extra="forbid", frozen=True)  # a typo is an error, a group a value
 
 
 def default_home() -> Path:
@@ -22,92 +61,21 @@ def default_home() -> Path:
     return Path.home() / ".pocketml"
 
 
-class ServerSettings(BaseModel):
-    """Settings of ``pocketml server`` (env prefix ``POCKETML_SERVER__``)."""
+class LimitsSettings(BaseModel):
+    """Request limits (``POCKETML_SERVER__LIMITS__*``).
 
-    host: str = Field("127.0.0.1", description="Interface uvicorn binds to.")
-    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one).")
+    Enforced by the guard in front of every route (``server/_guard.py``) before any body
+    byte is read, any JSON is parsed or any token is looked up.
+    """
+
+    model_config = _GROUP
+
     max_upload_mb: float = Field(
         512.0, gt=0, description="Largest package upload accepted; larger ones get 413."
     )
     max_telemetry_events: int = Field(
         5000, gt=0, description="Most events accepted in one telemetry batch (413 above)."
     )
-    checkin_interval_s: int = Field(
-        3600, ge=60, description="How often devices are told to check in (seconds)."
-    )
-    predict_batching: bool = Field(
-        True, description="Merge concurrent cloud predictions into one model run."
-    )
-    predict_max_batch_size: int = Field(
-        64, ge=1, le=4096, description="Most requests one micro-batch merges."
-    )
-    predict_max_wait_ms: float = Field(
-        0.0,
-        ge=0,
-        le=1000,
-        description="How long the first request of a batch waits for company (0 = only "
-        "merge what is already queued; latency-neutral).",
-    )
-    predict_max_rows: int = Field(
-        1024,
-        ge=1,
-        le=1_000_000,
-        description="Most samples one cloud prediction may carry (413 above).",
-    )
-    predict_workers: int = Field(2, ge=1, le=64, description="Threads that run model sessions.")
-    predict_inline_max_ms: float = Field(
-        0.5,
-        ge=0,
-        le=100,
-        description="A cloud model whose full micro-batch runs faster than this (timed "
-        "when it is loaded) runs on the event loop instead of a worker thread, saving "
-        "the thread hop (0 = always use the workers).",
-    )
-    gc_freeze: bool = Field(
-        True,
-        description="After startup, move every object into the garbage collector's "
-        "permanent generation (gc.freeze) so full collections skip them: they otherwise "
-        "pause a request for tens of milliseconds, which sets the p99 under load.",
-    )
-    session_cache_mb: float = Field(
-        1024.0, gt=0, description="Memory budget of loaded cloud models (LRU beyond it)."
-    )
-    checkin_cache_ttl_s: float = Field(
-        1.0,
-        ge=0,
-        description="Seconds a server replica caches an app's delivery catalog for check-ins "
-        "(0 = always read the database). Promotions on this replica clear it at once.",
-    )
-    rollout_eval_interval_s: float = Field(
-        30.0,
-        description="How often the in-server evaluator checks running rollouts' guardrails "
-        "(seconds; 0 or less turns it off). Safe with several replicas: a database lease "
-        "picks one evaluator at a time.",
-    )
-    telemetry_export_interval_s: float = Field(
-        10.0,
-        description="How often the in-server exporter writes new telemetry from the database "
-        "to day-partitioned Parquet files under <home>/telemetry (seconds; 0 or less turns "
-        "it off, `pocketml telemetry export` then exports on demand). It also flushes on "
-        "shutdown. Safe with several replicas: a database lease picks one exporter at a time.",
-    )
-    telemetry_export_pending_events: int = Field(
-        500_000,
-        gt=0,
-        description="Events stored on this replica since the last export that start an "
-        "export before the interval is up.",
-    )
-    public_url: str | None = Field(
-        None,
-        description="Base URL devices use to reach this server (or a CDN in front of it), "
-        "e.g. https://ml.example.com (http or https, no query or fragment); apps should "
-        "check in at the same URL, the device key is sent to no other origin. "
-        "When set, package.url in check-in answers is absolute (<public_url>/v1/packages/"
-        "<id>); unset, it is relative to the server the device checked in with.",
-    )
-    # Request limits: enforced by the guard in front of every route (server/_guard.py)
-    # before any body byte is read, any JSON is parsed or any token is looked up.
     max_header_count: int = Field(
         100, ge=16, le=1000, description="Most request headers accepted (431 above)."
     )
@@ -154,6 +122,222 @@ class ServerSettings(BaseModel):
         "event allowed by max_telemetry_events plus 64 KiB (5,064 KiB by default).",
     )
 
+    @property
+    def max_telemetry_bytes(self) -> int:
+        """Largest telemetry body in bytes (``max_telemetry_body_kb`` or its default)."""
+        if self.max_telemetry_body_kb is not None:
+            return self.max_telemetry_body_kb * 1024
+        return self.max_telemetry_events * 1024 + 65_536
+
+
+class DeviceRouteSettings(BaseModel):
+    """The device routes: check-in answers and credential caching
+    (``POCKETML_SERVER__DEVICES__*``)."""
+
+    model_config = _GROUP
+
+    checkin_interval_s: int = Field(
+        3600, ge=60, description="How often devices are told to check in (seconds)."
+    )
+    catalog_ttl_s: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds a server replica caches an app's delivery catalog for check-ins "
+        "(0 = always read the database). Promotions on this replica clear it at once.",
+    )
+    auth_ttl_s: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="Seconds a verified device key or admin token is remembered by the "
+        "device routes (0 = check the database on every request). A rotated key stops "
+        "working on the device routes within this time.",
+    )
+
+
+class PredictSettings(BaseModel):
+    """Cloud inference, POST /v1/models/<name>/predict (``POCKETML_SERVER__PREDICT__*``).
+
+    ``pocketml.serving.ServingOptions.from_settings`` turns it into the service's options.
+    """
+
+    model_config = _GROUP
+
+    batching: bool = Field(
+        True, description="Merge concurrent cloud predictions into one model run."
+    )
+    max_batch_size: int = Field(
+        64, ge=1, le=4096, description="Most requests one micro-batch merges."
+    )
+    max_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="How long the first request of a batch waits for company (0 = only "
+        "merge what is already queued; latency-neutral).",
+    )
+    max_rows: int = Field(
+        1024,
+        ge=1,
+        le=1_000_000,
+        description="Most samples one cloud prediction may carry (413 above).",
+    )
+    workers: int = Field(2, ge=1, le=64, description="Threads that run model sessions.")
+    session_threads: int = Field(
+        1, ge=1, le=64, description="Intra-op threads of each ONNX Runtime session."
+    )
+    inline_max_ms: float = Field(
+        0.5,
+        ge=0,
+        le=100,
+        description="A cloud model whose full micro-batch runs faster than this (timed "
+        "when it is loaded) runs on the event loop instead of a worker thread, saving "
+        "the thread hop (0 = always use the workers).",
+    )
+    cache_mb: float = Field(
+        1024.0, gt=0, description="Memory budget of loaded cloud models (LRU beyond it)."
+    )
+    resolve_ttl_s: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description="Seconds the answer to 'which version of this model is in production' "
+        "is reused before a background re-read (requests meanwhile keep the current "
+        "version).",
+    )
+    stale_grace_s: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="Seconds past resolve_ttl_s a served model may still answer while its "
+        "re-read runs; later requests wait for the re-read (0 = every request after the "
+        "TTL waits).",
+    )
+
+
+class TelemetryExportSettings(BaseModel):
+    """The in-server Parquet exporter (``POCKETML_SERVER__TELEMETRY_EXPORT__*``)."""
+
+    model_config = _GROUP
+
+    interval_s: float = Field(
+        10.0,
+        description="How often the in-server exporter writes new telemetry from the database "
+        "to day-partitioned Parquet files under <home>/telemetry (seconds; 0 or less turns "
+        "it off, `pocketml telemetry export` then exports on demand). It also flushes on "
+        "shutdown. Safe with several replicas: a database lease picks one exporter at a time.",
+    )
+    pending_events: int = Field(
+        500_000,
+        gt=0,
+        description="Events stored on this replica since the last export that start an "
+        "export before the interval is up.",
+    )
+
+
+class RolloutEvalSettings(BaseModel):
+    """The in-server rollout evaluator (``POCKETML_SERVER__ROLLOUT_EVAL__*``)."""
+
+    model_config = _GROUP
+
+    interval_s: float = Field(
+        30.0,
+        description="How often the in-server evaluator checks running rollouts' guardrails "
+        "(seconds; 0 or less turns it off). Safe with several replicas: a database lease "
+        "picks one evaluator at a time.",
+    )
+
+
+RENAMED_SERVER_SETTINGS: dict[str, tuple[str, str]] = {
+    "max_upload_mb": ("limits", "max_upload_mb"),
+    "max_telemetry_events": ("limits", "max_telemetry_events"),
+    "max_header_count": ("limits", "max_header_count"),
+    "max_header_value_bytes": ("limits", "max_header_value_bytes"),
+    "max_header_bytes": ("limits", "max_header_bytes"),
+    "max_admin_body_kb": ("limits", "max_admin_body_kb"),
+    "max_device_body_kb": ("limits", "max_device_body_kb"),
+    "max_predict_body_kb": ("limits", "max_predict_body_kb"),
+    "max_telemetry_body_kb": ("limits", "max_telemetry_body_kb"),
+    "checkin_interval_s": ("devices", "checkin_interval_s"),
+    "checkin_cache_ttl_s": ("devices", "catalog_ttl_s"),
+    "predict_batching": ("predict", "batching"),
+    "predict_max_batch_size": ("predict", "max_batch_size"),
+    "predict_max_wait_ms": ("predict", "max_wait_ms"),
+    "predict_max_rows": ("predict", "max_rows"),
+    "predict_workers": ("predict", "workers"),
+    "predict_inline_max_ms": ("predict", "inline_max_ms"),
+    "session_cache_mb": ("predict", "cache_mb"),
+    "telemetry_export_interval_s": ("telemetry_export", "interval_s"),
+    "telemetry_export_pending_events": ("telemetry_export", "pending_events"),
+    "rollout_eval_interval_s": ("rollout_eval", "interval_s"),
+}
+"""The flat server settings of pocketml 0.x -> (group, field) they moved to."""
+
+
+def _variable(*path: str) -> str:
+    return "POCKETML_SERVER__" + "__".join(part.upper() for part in path)
+
+
+def _move_renamed(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with each old flat key moved to its group; warns once per key."""
+    moved = dict(data)
+    for old in [key for key in data if key.lower() in RENAMED_SERVER_SETTINGS]:
+        group, field = RENAMED_SERVER_SETTINGS[old.lower()]
+        value = moved.pop(old)
+        section = moved.get(group, {})
+        if isinstance(section, BaseModel):
+            section = section.model_dump(exclude_unset=True)
+        if not isinstance(section, dict):
+            return data  # not a mapping: let validation report the group itself
+        section = dict(section)
+        if field in section and str(section[field]) != str(value):
+            raise ValueError(
+                f"{_variable(old)} (deprecated) and {_variable(group, field)} are both set, "
+                f"to {value!r} and {section[field]!r}; unset {_variable(old)}."
+            )
+        section[field] = value
+        moved[group] = section
+        logger.warning(
+            "%s is deprecated and will be refused in a future release; it was read as %s. "
+            "Rename the variable.",
+            _variable(old),
+            _variable(group, field),
+        )
+    return moved
+
+
+class ServerSettings(BaseModel):
+    """Settings of ``pocketml server`` (``POCKETML_SERVER__*``), one group per concern."""
+
+    model_config = _GROUP
+
+    host: str = Field("127.0.0.1", description="Interface uvicorn binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one).")
+    public_url: str | None = Field(
+        None,
+        description="Base URL devices use to reach this server (or a CDN in front of it), "
+        "e.g. https://ml.example.com (http or https, no query or fragment); apps should "
+        "check in at the same URL, the device key is sent to no other origin. "
+        "When set, package.url in check-in answers is absolute (<public_url>/v1/packages/"
+        "<id>); unset, it is relative to the server the device checked in with.",
+    )
+    gc_freeze: bool = Field(
+        True,
+        description="After startup, move every object into the garbage collector's "
+        "permanent generation (gc.freeze) so full collections skip them: they otherwise "
+        "pause a request for tens of milliseconds, which sets the p99 under load.",
+    )
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    devices: DeviceRouteSettings = Field(default_factory=DeviceRouteSettings)
+    predict: PredictSettings = Field(default_factory=PredictSettings)
+    telemetry_export: TelemetryExportSettings = Field(default_factory=TelemetryExportSettings)
+    rollout_eval: RolloutEvalSettings = Field(default_factory=RolloutEvalSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_renamed(cls, data: Any) -> Any:
+        return _move_renamed(data) if isinstance(data, dict) else data
+
     @field_validator("public_url")
     @classmethod
     def _check_public_url(cls, value: str | None) -> str | None:
@@ -176,13 +360,6 @@ class ServerSettings(BaseModel):
                 f"{parts.hostname}. Devices send their device key in a header."
             )
         return value.rstrip("/")
-
-    @property
-    def max_telemetry_bytes(self) -> int:
-        """Largest telemetry body in bytes (``max_telemetry_body_kb`` or its default)."""
-        if self.max_telemetry_body_kb is not None:
-            return self.max_telemetry_body_kb * 1024
-        return self.max_telemetry_events * 1024 + 65_536
 
 
 class Settings(BaseSettings):
@@ -239,3 +416,27 @@ class Settings(BaseSettings):
     def resolved_artifact_url(self) -> str:
         """The artifact location, defaulting to ``<home>/artifacts``."""
         return self.artifact_url or str(self.home / "artifacts")
+
+
+def load_settings() -> Settings:
+    """``Settings()`` from the ``POCKETML_*`` environment, for entry points.
+
+    Returns:
+        The validated settings (old flat server names moved, with a warning each).
+
+    Raises:
+        InvalidInput: a variable is malformed, out of bounds or unknown; the message
+            names each variable and what it should be.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            variable = "POCKETML_" + "__".join(str(part).upper() for part in error["loc"])
+            problems.append(f"{variable}: {error['msg']}")
+        raise InvalidInput(
+            "the pocketml settings in the environment are not valid: "
+            + "; ".join(problems)
+            + ". Fix or unset these variables (docs/configuration.md lists every setting)."
+        ) from exc

@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from pocketml.server._state import DeviceOptions
 from pocketml.testing import AppKeys, LiveServer, live_server, server_settings
 
 
 @pytest.fixture
 def server(tmp_path: Path, database_url: str) -> Iterator[LiveServer]:
     """A real server with the check-in cache off (every check-in sees the database)."""
-    settings = server_settings(tmp_path / "home", database_url)
-    with live_server(settings, device_options=DeviceOptions(catalog_ttl_s=0)) as live:
+    settings = server_settings(tmp_path / "home", database_url, devices={"catalog_ttl_s": 0})
+    with live_server(settings) as live:
         yield live
 
 

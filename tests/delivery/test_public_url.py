@@ -9,13 +9,12 @@ from pydantic import ValidationError
 from test_checkin_route import facts, push_digits
 
 from pocketml.config import ServerSettings
-from pocketml.server._state import DeviceOptions
 from pocketml.testing import live_server, server_settings
 
 
 def checkin_package_url(home: Path, database_url: str, work: Path, **server: str) -> str:
-    settings = server_settings(home, database_url, **server)
-    with live_server(settings, device_options=DeviceOptions(catalog_ttl_s=0)) as live:
+    settings = server_settings(home, database_url, devices={"catalog_ttl_s": 0}, **server)
+    with live_server(settings) as live:
         app = live.create_app("app-a")
         version = push_digits(live, app, work)
         with live.http(app.device_key) as http:

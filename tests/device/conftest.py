@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from pocketml import testing
-from pocketml.config import ServerSettings, Settings
+from pocketml.config import Settings
 from pocketml.device import Device, DeviceFacts
 from pocketml.server.client import AdminClient
 from pocketml.sim import centroids, write_demo_build
@@ -41,19 +41,13 @@ def digit_centroids() -> np.ndarray:
     return centroids()
 
 
-class _FreshCatalogSettings(ServerSettings):
-    """Server settings with the check-in catalog cache off, so a promotion is seen at once.
-
-    ``create_app`` reads ``checkin_cache_ttl_s`` when the settings tree defines it (the
-    default keeps catalogs for 1 s, which would make "push then sync" depend on timing).
-    """
-
-    checkin_cache_ttl_s: float = 0.0
-
-
 def server_settings(home: Path) -> Settings:
-    """Settings of a test server (SQLite, fixed operator token, no catalog cache)."""
-    return testing.server_settings(home, server=_FreshCatalogSettings())
+    """Settings of a test server (SQLite, fixed operator token, no catalog cache).
+
+    The catalog cache is off so a promotion is seen at once (the default keeps catalogs
+    for 1 s, which would make "push then sync" depend on timing).
+    """
+    return testing.server_settings(home, devices={"catalog_ttl_s": 0})
 
 
 @pytest.fixture(scope="module")

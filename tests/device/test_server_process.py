@@ -37,7 +37,7 @@ def pocketml_server(home: Path, database_url: str, port: int) -> Iterator[subpro
         "POCKETML_HOME": str(home),
         "POCKETML_DATABASE_URL": database_url,
         "POCKETML_OPERATOR_TOKEN": OPERATOR_TOKEN,
-        "POCKETML_SERVER__CHECKIN_CACHE_TTL_S": "0",
+        "POCKETML_SERVER__DEVICES__CATALOG_TTL_S": "0",
     }
     with serve_in_process(env, port=port) as (process, _):
         yield process

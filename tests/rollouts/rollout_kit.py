@@ -159,7 +159,8 @@ class Live:
 
 @contextmanager
 def serve_live(tmp: Path, database_url: str, **server: Any) -> Iterator[Live]:
-    """A real server (``ServerSettings(**server)``) with app "app-a" and model "digits"."""
+    """A real server (``ServerSettings(**server)``: groups as mappings) with app "app-a"
+    and model "digits"."""
     with live_server(server_settings(tmp / "home", database_url, **server)) as running:
         created = running.create_app("app-a")
         live = Live(running.url, created.admin_token, created.device_key, tmp)

@@ -23,7 +23,7 @@ from pocketml.testing import DIGITS_SCHEMA, OPERATOR_TOKEN
 @pytest.fixture
 def live(tmp_path: Path, database_url: str) -> Iterator[Live]:
     with serve_live(
-        tmp_path, database_url, rollout_eval_interval_s=0, telemetry_export_interval_s=0
+        tmp_path, database_url, rollout_eval={"interval_s": 0}, telemetry_export={"interval_s": 0}
     ) as server:
         yield server
 

@@ -40,7 +40,7 @@ T = TypeVar("T")
 def live(tmp_path: Path, database_url: str) -> Iterator[Live]:
     # No background evaluator or exporter: the only writers are the racing requests.
     with serve_live(
-        tmp_path, database_url, rollout_eval_interval_s=0, telemetry_export_interval_s=0
+        tmp_path, database_url, rollout_eval={"interval_s": 0}, telemetry_export={"interval_s": 0}
     ) as server:
         yield server
 

@@ -145,7 +145,7 @@ def test_push_without_a_metadata_part_answers_400(
 def test_upload_over_the_limit_answers_413_and_leaves_no_temp_file(
     tmp_path: Path, database_url: str
 ) -> None:
-    settings = server_settings(tmp_path / "home", database_url, max_upload_mb=0.05)
+    settings = server_settings(tmp_path / "home", database_url, limits={"max_upload_mb": 0.05})
     entry, big = model_variant(tmp_path, "v", seed=4, size=80_000)
     meta = {"variants": [entry]}
     with testing.live_server(settings) as live:

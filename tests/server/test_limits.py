@@ -20,7 +20,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from pocketml.config import ServerSettings, Settings
+from pocketml.config import LimitsSettings, Settings
 from pocketml.testing import DIGITS_SCHEMA, OPERATOR_TOKEN, live_server, server_settings
 
 ADMIN_BODY_KB = 16
@@ -63,9 +63,11 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guarded]:
     settings = server_settings(
         home,
         f"sqlite:///{home / 'pocketml.db'}",
-        max_admin_body_kb=ADMIN_BODY_KB,
-        max_telemetry_body_kb=TELEMETRY_BODY_KB,
-        max_upload_mb=64,
+        limits=LimitsSettings(
+            max_admin_body_kb=ADMIN_BODY_KB,
+            max_telemetry_body_kb=TELEMETRY_BODY_KB,
+            max_upload_mb=64,
+        ),
     )
     with live_server(settings) as live:
         created = live.create_app("guarded")
@@ -256,8 +258,8 @@ def test_pocketml_server_bounds_the_request_head_from_its_settings(tmp_path: Pat
     env = {
         "POCKETML_HOME": str(tmp_path / "home"),
         "POCKETML_OPERATOR_TOKEN": OPERATOR_TOKEN,
-        "POCKETML_SERVER__MAX_HEADER_BYTES": "2048",
-        "POCKETML_SERVER__MAX_HEADER_COUNT": "16",
+        "POCKETML_SERVER__LIMITS__MAX_HEADER_BYTES": "2048",
+        "POCKETML_SERVER__LIMITS__MAX_HEADER_COUNT": "16",
     }
     start = head("GET", "/healthz", {}).removesuffix(b"\r\n") + b"X-Huge: "
     with serve_in_process(env, args=["--no-access-log"]) as (_, url):
@@ -408,21 +410,21 @@ def test_device_routes_still_answer_with_a_device_key(guarded: Guarded) -> None:
 )  # fmt: skip
 def test_limits_out_of_their_bounds_are_refused_at_start_up(field: dict[str, int]) -> None:
     with pytest.raises(ValidationError):
-        ServerSettings(**field)
+        LimitsSettings(**field)
 
 
 def test_the_telemetry_limit_defaults_to_one_kib_per_event_plus_64_kib() -> None:
-    assert ServerSettings(max_telemetry_events=10).max_telemetry_bytes == 10 * 1024 + 65536
-    assert ServerSettings(max_telemetry_body_kb=3).max_telemetry_bytes == 3 * 1024
+    assert LimitsSettings(max_telemetry_events=10).max_telemetry_bytes == 10 * 1024 + 65536
+    assert LimitsSettings(max_telemetry_body_kb=3).max_telemetry_bytes == 3 * 1024
 
 
 def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("POCKETML_SERVER__MAX_PREDICT_BODY_KB", "64")
-    monkeypatch.setenv("POCKETML_SERVER__MAX_HEADER_COUNT", "50")
+    monkeypatch.setenv("POCKETML_SERVER__LIMITS__MAX_PREDICT_BODY_KB", "64")
+    monkeypatch.setenv("POCKETML_SERVER__LIMITS__MAX_HEADER_COUNT", "50")
 
-    server = Settings(home=tmp_path).server
+    limits = Settings(home=tmp_path).server.limits
 
-    assert (server.max_predict_body_kb, server.max_header_count) == (64, 50)
+    assert (limits.max_predict_body_kb, limits.max_header_count) == (64, 50)
 
 
 # -- the table route -> limit agrees with the routes ------------------------------------
@@ -451,8 +453,8 @@ def test_the_total_header_limit_holds_when_it_is_below_the_value_limit() -> None
     from pocketml.errors import HeadersTooLarge
     from pocketml.server._guard import Limits, RequestGuard
 
-    server = ServerSettings(max_header_value_bytes=65_536, max_header_bytes=16_384)
-    guard = RequestGuard(Limits.from_settings(server), lambda scope: True)
+    limits = LimitsSettings(max_header_value_bytes=65_536, max_header_bytes=16_384)
+    guard = RequestGuard(Limits.from_settings(limits), lambda scope: True)
     headers = [(f"x-part-{i}".encode(), b"x" * 7000) for i in range(3)]
 
     verdict = guard.inspect({"method": "GET", "path": "/healthz", "headers": headers})

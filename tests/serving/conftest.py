@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from serving_kit import DigitsBuild, build_digits, onnx_variant
 
-from pocketml.server._state import DeviceOptions
 from pocketml.testing import AppKeys, LiveServer, live_server, server_settings
 
 
@@ -21,8 +20,8 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> DigitsBuild:
 @pytest.fixture
 def server(tmp_path: Path, database_url: str) -> Iterator[LiveServer]:
     """A live server with default serving options (batching on)."""
-    settings = server_settings(tmp_path / "home", database_url)
-    with live_server(settings, device_options=DeviceOptions(catalog_ttl_s=0)) as live:
+    settings = server_settings(tmp_path / "home", database_url, devices={"catalog_ttl_s": 0})
+    with live_server(settings) as live:
         yield live
 
 

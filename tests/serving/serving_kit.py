@@ -1,9 +1,9 @@
-"""Helpers of the serving tests: a real digits model and the device options they pick.
+"""Helpers of the serving tests: a real digits model and the server settings they pick.
 
 - ``build_digits``: a logistic-regression digits model trained (~1 s) and converted to
   ONNX, with its schema and held-out inputs, for real inference.
 - ``onnx_variant``: its variant entry, to push with ``pocketml.testing``.
-- ``batching_options``: ``DeviceOptions`` (check-in cache off) with chosen serving knobs.
+- ``batching_settings``: server settings (check-in cache off) with chosen predict options.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from pocketml.server._state import DeviceOptions
-from pocketml.serving import ServingOptions
+from pocketml.config import PredictSettings, Settings
+from pocketml.testing import server_settings
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ def onnx_variant(build: DigitsBuild, name: str, *, role: str = "cloud") -> tuple
     return meta, build.onnx_path
 
 
-def batching_options(**serving: Any) -> DeviceOptions:
-    """DeviceOptions (check-in cache off) with these ServingOptions fields."""
-    return DeviceOptions(catalog_ttl_s=0, serving=ServingOptions(**serving))
+def batching_settings(home: Path, database_url: str, **predict: Any) -> Settings:
+    """Test server settings (check-in cache off) with these ``server.predict`` fields."""
+    return server_settings(
+        home, database_url, devices={"catalog_ttl_s": 0}, predict=PredictSettings(**predict)
+    )

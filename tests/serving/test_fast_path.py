@@ -45,7 +45,9 @@ def test_a_missing_key_answers_401_with_a_bearer_challenge(server: LiveServer) -
 
 
 def test_a_body_over_the_limit_answers_413(server: LiveServer, digits_app: AppKeys) -> None:
-    body = b'{"events": [' + b" " * (server.settings.server.max_telemetry_events * 1024 + 70_000)
+    body = b'{"events": [' + b" " * (
+        server.settings.server.limits.max_telemetry_events * 1024 + 70_000
+    )
     with server.http(digits_app.device_key) as http:
         response = http.post(
             "/v1/telemetry", content=body, headers={"Content-Type": "application/json"}

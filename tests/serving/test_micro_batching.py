@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from serving_kit import DigitsBuild, batching_options, onnx_variant
+from serving_kit import DigitsBuild, batching_settings, onnx_variant
 from test_predict_route import direct_probabilities
 
 from pocketml.serving import MicroBatcher
-from pocketml.testing import live_server, server_settings
+from pocketml.testing import live_server
 
 
 async def _post_all(url: str, key: str, inputs: np.ndarray) -> list[dict]:
@@ -39,9 +39,10 @@ def test_64_concurrent_requests_are_merged_and_each_gets_its_own_answer(
 ) -> None:
     # One consumer that waits up to 0.5 s to fill a batch of 64: the batch closes as soon as
     # the 64th request arrives, so merging is certain, not a matter of timing.
-    options = batching_options(workers=1, max_batch_size=64, max_wait_ms=500)
-    settings = server_settings(tmp_path / "home", database_url)
-    with live_server(settings, device_options=options) as server:
+    settings = batching_settings(
+        tmp_path / "home", database_url, workers=1, max_batch_size=64, max_wait_ms=500
+    )
+    with live_server(settings) as server:
         app = server.create_app("batching")
         server.push(app, "digits", [onnx_variant(digits, "lr")], schema=digits.schema)
         inputs = digits.inputs[:64]
@@ -62,8 +63,8 @@ def test_64_concurrent_requests_are_merged_and_each_gets_its_own_answer(
 def test_with_batching_off_every_request_runs_alone_and_is_still_right(
     tmp_path: Path, database_url: str, digits: DigitsBuild
 ) -> None:
-    settings = server_settings(tmp_path / "h", database_url)
-    with live_server(settings, device_options=batching_options(batching=False)) as server:
+    settings = batching_settings(tmp_path / "h", database_url, batching=False)
+    with live_server(settings) as server:
         app = server.create_app("unbatched")
         server.push(app, "digits", [onnx_variant(digits, "lr")], schema=digits.schema)
         answers = asyncio.run(_post_all(server.url, app.device_key, digits.inputs[:16]))
@@ -188,15 +189,15 @@ def test_inline_batching_flushes_a_full_batch_without_waiting_and_skips_cancelle
     assert isinstance(results[8], asyncio.CancelledError)
 
 
-@pytest.mark.parametrize("inline_max_ms", [0.0, 1000.0])
+@pytest.mark.parametrize("inline_max_ms", [0.0, 100.0])
 def test_the_server_runs_a_tiny_model_inline_only_when_its_probe_is_under_the_limit(
     tmp_path: Path, database_url: str, digits: DigitsBuild, inline_max_ms: float
 ) -> None:
-    # The logistic regression's 64-row batch takes well under a second: 1000 ms inlines
-    # it, 0 turns inlining off. Both must give the same answers.
-    options = batching_options(inline_max_ms=inline_max_ms)
-    settings = server_settings(tmp_path / "home", database_url)
-    with live_server(settings, device_options=options) as server:
+    # The logistic regression's 64-row batch takes well under a millisecond: 100 ms (the
+    # most POCKETML_SERVER__PREDICT__INLINE_MAX_MS allows) inlines it, 0 turns inlining
+    # off. Both must give the same answers.
+    settings = batching_settings(tmp_path / "home", database_url, inline_max_ms=inline_max_ms)
+    with live_server(settings) as server:
         app = server.create_app("inline")
         server.push(app, "digits", [onnx_variant(digits, "lr")], schema=digits.schema)
         answers = asyncio.run(_post_all(server.url, app.device_key, digits.inputs[:8]))

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from serving_kit import DigitsBuild, batching_options, onnx_variant
+from serving_kit import DigitsBuild, batching_settings, onnx_variant
 
-from pocketml.testing import AppKeys, LiveServer, live_server, model_variant, server_settings
+from pocketml.testing import AppKeys, LiveServer, live_server, model_variant
 
 
 def direct_probabilities(digits: DigitsBuild, x: np.ndarray) -> np.ndarray:
@@ -110,11 +110,12 @@ def test_a_promotion_is_served_after_one_background_refresh_and_a_demotion_stops
     # resolve_ttl_s=0 and no stale grace: every request finds its entry expired and waits
     # for the (one shared) refresh, so what it is answered with is what the registry said
     # after the previous request: deterministic, whatever the machine's load.
-    options = batching_options(resolve_ttl_s=0.0, stale_grace_s=0.0)
+    settings = batching_settings(
+        tmp_path / "home", database_url, resolve_ttl_s=0.0, stale_grace_s=0.0
+    )
     route = "/v1/models/digits/predict"
     body = {"inputs": digits.inputs[:1].tolist()}
-    settings = server_settings(tmp_path / "home", database_url)
-    with live_server(settings, device_options=options) as server:
+    with live_server(settings) as server:
         app = server.create_app("refresh")
         server.push(app, "digits", [onnx_variant(digits, "lr")], schema=digits.schema)
         with server.http(app.device_key) as http:

@@ -6,22 +6,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from pocketml.config import ServerSettings
 from pocketml.sim import write_demo_build
 from pocketml.testing import live_server, server_settings
-
-
-class _FreshCatalogSettings(ServerSettings):
-    """Server settings with the check-in catalog cache off (read by ``create_app``)."""
-
-    checkin_cache_ttl_s: float = 0.0
 
 
 @pytest.fixture(scope="module")
 def shipped_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(server URL, device key) of a real server with the demo model in production."""
     build = write_demo_build(tmp_path_factory.mktemp("build"), formats=("onnx", "tflite"))
-    settings = server_settings(tmp_path_factory.mktemp("home"), server=_FreshCatalogSettings())
+    # the check-in catalog cache off: a promotion is seen by the next check-in
+    settings = server_settings(tmp_path_factory.mktemp("home"), devices={"catalog_ttl_s": 0})
     with live_server(settings) as live:
         created = live.create_app("sim-tests")
         with live.admin(created.admin_token) as admin:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from pocketml.server._state import DeviceOptions
 from pocketml.testing import DIGITS_SCHEMA, AppKeys, LiveServer, live_server, server_settings
 
 
@@ -17,10 +16,11 @@ def server(tmp_path: Path, database_url: str) -> Iterator[LiveServer]:
     settings = server_settings(
         tmp_path / "home",
         database_url,
-        max_telemetry_events=50,
-        telemetry_export_interval_s=0,
+        limits={"max_telemetry_events": 50},
+        telemetry_export={"interval_s": 0},
+        devices={"catalog_ttl_s": 0},
     )
-    with live_server(settings, device_options=DeviceOptions(catalog_ttl_s=0)) as live:
+    with live_server(settings) as live:
         yield live
 
 

@@ -8,7 +8,6 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pocketml.db import create_engine
-from pocketml.server._state import DeviceOptions
 from pocketml.telemetry import TelemetryExporter
 from pocketml.testing import DIGITS_SCHEMA, AppKeys, LiveServer, live_server, server_settings
 
@@ -248,8 +247,10 @@ def test_the_server_exports_to_parquet_in_the_background_and_flushes_on_shutdown
     tmp_path: Path, database_url: str
 ) -> None:
     home = tmp_path / "home"
-    settings = server_settings(home, database_url, telemetry_export_interval_s=3600)
-    with live_server(settings, device_options=DeviceOptions(catalog_ttl_s=0)) as live:
+    settings = server_settings(
+        home, database_url, telemetry_export={"interval_s": 3600}, devices={"catalog_ttl_s": 0}
+    )
+    with live_server(settings) as live:
         app = live.create_app("flushing")
         with live.http(app.device_key) as http:
             for b in range(3):

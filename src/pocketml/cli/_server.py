@@ -1,8 +1,10 @@
 """``pocketml server``: run the control plane with uvicorn.
 
-Settings come from ``POCKETML_*`` variables (``Settings()``); ``--host``/``--port`` override
-``POCKETML_SERVER__HOST``/``POCKETML_SERVER__PORT``. With ``--reload`` uvicorn imports the
-app factory by name (``pocketml.server.app:create_app_from_env``) so it can restart it.
+Settings come from ``POCKETML_*`` variables (``load_settings()``: a malformed or unknown
+variable stops the start with its name; an old flat name is read with a warning naming the
+new one); ``--host``/``--port`` override ``POCKETML_SERVER__HOST``/``POCKETML_SERVER__PORT``.
+With ``--reload`` uvicorn imports the app factory by name
+(``pocketml.server.app:create_app_from_env``) so it can restart it.
 """
 
 from __future__ import annotations
@@ -37,10 +39,10 @@ def server(
         import uvicorn
     except ImportError as exc:
         raise MissingDependencyError("uvicorn", "server", "to run the server") from exc
-    from pocketml.config import Settings
+    from pocketml.config import load_settings
     from pocketml.server import uvicorn_options
 
-    settings = Settings()
+    settings = load_settings()
     bind_host = host or settings.server.host
     bind_port = settings.server.port if port is None else port
     logging.getLogger("pocketml").setLevel(logging.INFO)
@@ -60,7 +62,7 @@ def server(
             reload=True,
             access_log=access_log,
             server_header=False,
-            **uvicorn_options(settings.server),
+            **uvicorn_options(settings.server.limits),
         )
         return
     from pocketml.server.app import create_app
@@ -72,5 +74,5 @@ def server(
         port=bind_port,
         access_log=access_log,
         server_header=False,
-        **uvicorn_options(settings.server),  # a bounded request head, whichever parser
+        **uvicorn_options(settings.server.limits),  # a bounded request head, whichever parser
     )

@@ -5,7 +5,7 @@ and prints them as a table: inferences, errors, latency p50/p95, cloud and fallb
 share, mean confidence and accuracy from feedback.
 
 ``export`` writes stored telemetry to Parquet now. The server exports in the background
-(``POCKETML_SERVER__TELEMETRY_EXPORT_INTERVAL_S``); this command is for servers that run
+(``POCKETML_SERVER__TELEMETRY_EXPORT__INTERVAL_S``); this command is for servers that run
 with it turned off, and for a last export after a crash. It uses the same database
 lease, so it never exports what a server is exporting.
 """

@@ -27,7 +27,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from pocketml._version import __version__
-from pocketml.config import ServerSettings, Settings
+from pocketml.config import RolloutEvalSettings, ServerSettings, Settings
 from pocketml.convert import TARGETS, ConversionResult, convert_model
 from pocketml.convert.build import VariantGroup, write_build
 from pocketml.data import load_digits, parse_augmentations, validate_dataset
@@ -361,7 +361,7 @@ def run_demo(
         database_url=None,
         artifact_url=None,
         # the guardrail evaluator looks often, so the demo does not wait long
-        server=ServerSettings(rollout_eval_interval_s=0.5),
+        server=ServerSettings(rollout_eval=RolloutEvalSettings(interval_s=0.5)),
     )
     with serve_in_thread(settings) as url:
         created, version, shipped = ship(console, url, _DEMO_OPERATOR_TOKEN, out_dir)

@@ -1,8 +1,8 @@
 """pocketml.server: the FastAPI control plane (registry admin API, package delivery, dashboard).
 
-``create_app(settings)`` builds the ASGI app; ``uvicorn_options(settings.server)`` are the
-uvicorn options that bound a request head; ``DeviceOptions`` are ``create_app``'s
-device-route knobs; ``AdminClient`` is the HTTP client the CLI uses.
+``create_app(settings)`` builds the ASGI app (its settings are the only way in);
+``uvicorn_options(settings.server.limits)`` are the uvicorn options that bound a request
+head; ``AdminClient`` is the HTTP client the CLI uses.
 Nothing heavy is imported eagerly: the CLI imports ``pocketml.server.client`` (httpx only)
 without pulling in FastAPI, SQLAlchemy or the registry, so names load on first access.
 """
@@ -13,17 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pocketml.server._protocol import uvicorn_options
-    from pocketml.server._state import DeviceOptions
     from pocketml.server.app import create_app
     from pocketml.server.client import AdminClient
 
-__all__ = ["AdminClient", "DeviceOptions", "create_app", "uvicorn_options"]
+__all__ = ["AdminClient", "create_app", "uvicorn_options"]
 
 _LAZY = {
     "create_app": "pocketml.server.app",
     "AdminClient": "pocketml.server.client",
     "uvicorn_options": "pocketml.server._protocol",
-    "DeviceOptions": "pocketml.server._state",
 }
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
-from pocketml.config import ServerSettings
+from pocketml.config import LimitsSettings
 from pocketml.errors import (
     HeadersTooLarge,
     PayloadTooLarge,
@@ -62,7 +62,7 @@ class RouteClass:
 
 @dataclass(frozen=True)
 class Limits:
-    """Every request limit, in bytes, read once from ``ServerSettings``."""
+    """Every request limit, in bytes, read once from ``LimitsSettings``."""
 
     header_count: int
     header_value_bytes: int
@@ -76,8 +76,8 @@ class Limits:
     other: RouteClass
 
     @classmethod
-    def from_settings(cls, server: ServerSettings) -> Limits:
-        """The limits of ``server`` (``POCKETML_SERVER__MAX_*``)."""
+    def from_settings(cls, server: LimitsSettings) -> Limits:
+        """The limits of ``server`` (``POCKETML_SERVER__LIMITS__MAX_*``)."""
         kib = 1024
         return cls(
             header_count=server.max_header_count,
@@ -85,22 +85,34 @@ class Limits:
             header_bytes=server.max_header_bytes,
             header_scan_bytes=min(server.max_header_value_bytes, server.max_header_bytes),
             admin=RouteClass(
-                "admin", server.max_admin_body_kb * kib, _JSON, True, "MAX_ADMIN_BODY_KB"
+                "admin", server.max_admin_body_kb * kib, _JSON, True, "LIMITS__MAX_ADMIN_BODY_KB"
             ),
             device=RouteClass(
-                "device", server.max_device_body_kb * kib, _JSON, True, "MAX_DEVICE_BODY_KB"
+                "device", server.max_device_body_kb * kib, _JSON, True, "LIMITS__MAX_DEVICE_BODY_KB"
             ),
             telemetry=RouteClass(
-                "telemetry", server.max_telemetry_bytes, _JSON, True, "MAX_TELEMETRY_BODY_KB"
+                "telemetry",
+                server.max_telemetry_bytes,
+                _JSON,
+                True,
+                "LIMITS__MAX_TELEMETRY_BODY_KB",
             ),
             predict=RouteClass(
-                "predict", server.max_predict_body_kb * kib, _JSON, True, "MAX_PREDICT_BODY_KB"
+                "predict",
+                server.max_predict_body_kb * kib,
+                _JSON,
+                True,
+                "LIMITS__MAX_PREDICT_BODY_KB",
             ),
             push=RouteClass(
-                "push", int(server.max_upload_mb * kib * kib), _MULTIPART, True, "MAX_UPLOAD_MB"
+                "push",
+                int(server.max_upload_mb * kib * kib),
+                _MULTIPART,
+                True,
+                "LIMITS__MAX_UPLOAD_MB",
             ),
             other=RouteClass(
-                "other", server.max_admin_body_kb * kib, None, False, "MAX_ADMIN_BODY_KB"
+                "other", server.max_admin_body_kb * kib, None, False, "LIMITS__MAX_ADMIN_BODY_KB"
             ),
         )
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from pocketml.config import ServerSettings
+from pocketml.config import LimitsSettings
 from pocketml.server.errors import new_request_id
 
 __all__ = ["head_limit", "uvicorn_options"]
@@ -30,7 +30,7 @@ except ImportError:  # httptools is optional for uvicorn: h11 then parses
     HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
 
-def head_limit(server: ServerSettings) -> int:
+def head_limit(server: LimitsSettings) -> int:
     """The most bytes of one request head (request line + headers + separators)."""
     return server.max_header_bytes + 4 * server.max_header_count + _REQUEST_LINE_BYTES
 
@@ -86,11 +86,12 @@ def _bounded_httptools(limit: int) -> type[Any]:
     return BoundedHttpToolsProtocol
 
 
-def uvicorn_options(server: ServerSettings) -> dict[str, Any]:
+def uvicorn_options(server: LimitsSettings) -> dict[str, Any]:
     """The uvicorn options that bound a request head (``uvicorn.run(app, **options)``).
 
     Args:
-        server: the server settings (``max_header_bytes``, ``max_header_count``).
+        server: the request limits, ``settings.server.limits`` (``max_header_bytes``,
+            ``max_header_count``).
 
     Returns:
         ``http`` (the bounded httptools protocol, or h11 without httptools) and

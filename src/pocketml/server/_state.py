@@ -24,36 +24,18 @@ from pocketml.errors import Unavailable
 if TYPE_CHECKING:
     from pocketml.delivery import DeliveryService
     from pocketml.registry import ArtifactStore, Principal, Registry
-    from pocketml.serving import ServingOptions, ServingService
+    from pocketml.serving import ServingService
     from pocketml.telemetry import TelemetryService
 
-__all__ = ["DeviceOptions", "PrincipalCache", "ServerState", "server_state"]
-
-
-@dataclass(frozen=True)
-class DeviceOptions:
-    """Knobs of the device routes (check-in, cloud inference, credential caching).
-
-    Attributes:
-        checkin_interval_s: the interval every manifest tells devices to wait.
-        catalog_ttl_s: how long an app's catalog is reused by check-in (0: never).
-        auth_ttl_s: how long a verified device key / admin token is remembered by the
-            device routes (0: check the database on every request). A rotated key stops
-            working on device routes within this time.
-        serving: cloud inference options (batching, cache, executor); None = defaults.
-    """
-
-    checkin_interval_s: int = 3600
-    catalog_ttl_s: float = 1.0
-    auth_ttl_s: float = 5.0
-    serving: ServingOptions | None = None
+__all__ = ["PrincipalCache", "ServerState", "server_state"]
 
 
 class PrincipalCache:
     """A small TTL cache of verified bearer tokens (keyed by their sha256, not the token).
 
     Args:
-        ttl_s: seconds an entry stays valid; 0 disables the cache.
+        ttl_s: seconds an entry stays valid (``settings.server.devices.auth_ttl_s``); 0
+            disables the cache.
         max_entries: entries kept before the cache is cleared.
     """
 
@@ -126,28 +108,28 @@ class ServerState:
 
     @property
     def max_upload_bytes(self) -> int:
-        """``settings.server.max_upload_mb`` in bytes."""
-        return int(self.settings.server.max_upload_mb * 1024 * 1024)
+        """``settings.server.limits.max_upload_mb`` in bytes."""
+        return int(self.settings.server.limits.max_upload_mb * 1024 * 1024)
 
     @property
     def max_telemetry_events(self) -> int:
-        """``settings.server.max_telemetry_events``."""
-        return self.settings.server.max_telemetry_events
+        """``settings.server.limits.max_telemetry_events``."""
+        return self.settings.server.limits.max_telemetry_events
 
     @property
     def max_device_body_bytes(self) -> int:
-        """``settings.server.max_device_body_kb`` in bytes (check-in, feedback, keys)."""
-        return self.settings.server.max_device_body_kb * 1024
+        """``settings.server.limits.max_device_body_kb`` in bytes (check-in, feedback, keys)."""
+        return self.settings.server.limits.max_device_body_kb * 1024
 
     @property
     def max_predict_body_bytes(self) -> int:
-        """``settings.server.max_predict_body_kb`` in bytes."""
-        return self.settings.server.max_predict_body_kb * 1024
+        """``settings.server.limits.max_predict_body_kb`` in bytes."""
+        return self.settings.server.limits.max_predict_body_kb * 1024
 
     @property
     def max_telemetry_bytes(self) -> int:
-        """``settings.server.max_telemetry_bytes`` (one home for the telemetry limit)."""
-        return self.settings.server.max_telemetry_bytes
+        """``settings.server.limits.max_telemetry_bytes`` (one home for the telemetry limit)."""
+        return self.settings.server.limits.max_telemetry_bytes
 
 
 def server_state(request: Request) -> ServerState:

@@ -210,6 +210,6 @@ async def spool_version_upload(request: Request, tmp_dir: Path, max_bytes: int) 
 def _too_large(size: int, max_bytes: int) -> str:
     return (
         f"the upload is {size / 1e6:.1f} MB or more; this server accepts at most "
-        f"{max_bytes / 1e6:.1f} MB. Raise POCKETML_SERVER__MAX_UPLOAD_MB or push smaller "
+        f"{max_bytes / 1e6:.1f} MB. Raise POCKETML_SERVER__LIMITS__MAX_UPLOAD_MB or push smaller "
         "variants."
     )

@@ -20,11 +20,11 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from pocketml._version import __version__
-from pocketml.config import Settings
+from pocketml.config import Settings, load_settings
 from pocketml.errors import InvalidInput
 from pocketml.server._fast import PocketMLApp
 from pocketml.server._guard import Limits
-from pocketml.server._state import DeviceOptions, PrincipalCache, ServerState
+from pocketml.server._state import PrincipalCache, ServerState
 from pocketml.server.errors import RequestIdMiddleware, install_error_handlers
 from pocketml.server.routes import (
     admin,
@@ -38,12 +38,7 @@ from pocketml.server.routes import (
     ui,
 )
 
-__all__ = [
-    "create_app",
-    "create_app_from_env",
-    "device_options_from_settings",
-    "load_or_create_operator_token",
-]
+__all__ = ["create_app", "create_app_from_env", "load_or_create_operator_token"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,40 +92,7 @@ def load_or_create_operator_token(path: Path) -> str:
     return token
 
 
-def device_options_from_settings(settings: Settings) -> DeviceOptions:
-    """The device-route options of ``settings`` (defaults where a field is absent).
-
-    Reads ``settings.server.checkin_interval_s``, ``checkin_cache_ttl_s``,
-    ``predict_batching``, ``predict_max_batch_size``, ``predict_max_wait_ms``,
-    ``predict_workers``, ``predict_inline_max_ms``, ``predict_max_rows`` and
-    ``session_cache_mb`` when the settings tree defines them.
-
-    Returns:
-        A ``DeviceOptions``.
-    """
-    from pocketml.serving import ServingOptions
-
-    server = settings.server
-    defaults = ServingOptions()
-    serving = ServingOptions(
-        batching=bool(getattr(server, "predict_batching", defaults.batching)),
-        max_batch_size=int(getattr(server, "predict_max_batch_size", defaults.max_batch_size)),
-        max_wait_ms=float(getattr(server, "predict_max_wait_ms", defaults.max_wait_ms)),
-        workers=int(getattr(server, "predict_workers", defaults.workers)),
-        inline_max_ms=float(getattr(server, "predict_inline_max_ms", defaults.inline_max_ms)),
-        max_rows=server.predict_max_rows,
-        cache_bytes=int(
-            float(getattr(server, "session_cache_mb", defaults.cache_bytes / 2**20)) * 2**20
-        ),
-    )
-    return DeviceOptions(
-        checkin_interval_s=int(getattr(server, "checkin_interval_s", 3600)),
-        catalog_ttl_s=float(getattr(server, "checkin_cache_ttl_s", 1.0)),
-        serving=serving,
-    )
-
-
-def _open_state(settings: Settings, options: DeviceOptions) -> ServerState:
+def _open_state(settings: Settings) -> ServerState:
     from pocketml.delivery import DeliveryService
     from pocketml.protect import MasterKey
     from pocketml.registry import Registry, open_artifact_store
@@ -155,23 +117,24 @@ def _open_state(settings: Settings, options: DeviceOptions) -> ServerState:
     tmp_dir.mkdir(parents=True, exist_ok=True)
     for stale in tmp_dir.glob("upload-*.part"):  # left by a server killed mid-upload
         stale.unlink(missing_ok=True)
+    server = settings.server
     telemetry_service = TelemetryService(
         registry,
         settings.home / "telemetry",
-        export_interval_s=settings.server.telemetry_export_interval_s,
-        export_pending_events=settings.server.telemetry_export_pending_events,
+        export_interval_s=server.telemetry_export.interval_s,
+        export_pending_events=server.telemetry_export.pending_events,
     )
     telemetry_service.open()
     delivery = DeliveryService(
         registry,
-        checkin_interval_s=options.checkin_interval_s,
-        cache_ttl_s=options.catalog_ttl_s,
+        checkin_interval_s=server.devices.checkin_interval_s,
+        cache_ttl_s=server.devices.catalog_ttl_s,
         telemetry=telemetry_service.store,
-        package_base_url=settings.server.public_url or "",
+        package_base_url=server.public_url or "",
     )
     delivery.open()
     serving = ServingService(
-        registry, settings.home / "models", options.serving or ServingOptions()
+        registry, settings.home / "models", ServingOptions.from_settings(server.predict)
     )
     return ServerState(
         settings=settings,
@@ -182,17 +145,17 @@ def _open_state(settings: Settings, options: DeviceOptions) -> ServerState:
         delivery=delivery,
         serving=serving,
         telemetry=telemetry_service,
-        principals=PrincipalCache(options.auth_ttl_s),
+        principals=PrincipalCache(server.devices.auth_ttl_s),
     )
 
 
 def _start_rollout_evaluator(
     settings: Settings, state: ServerState
 ) -> tuple[asyncio.Task[None], asyncio.Event] | None:
-    """Start the rollout evaluator loop (``server.rollout_eval_interval_s``; <= 0: off)."""
+    """Start the rollout evaluator loop (``server.rollout_eval.interval_s``; <= 0: off)."""
     from pocketml.delivery import RolloutEvaluator
 
-    interval = settings.server.rollout_eval_interval_s
+    interval = settings.server.rollout_eval.interval_s
     if interval <= 0:
         return None
     stop = asyncio.Event()
@@ -207,9 +170,9 @@ def _start_rollout_evaluator(
 def _start_telemetry_exporter(
     settings: Settings, state: ServerState
 ) -> tuple[asyncio.Task[None], asyncio.Event] | None:
-    """Start the Parquet exporter loop (``server.telemetry_export_interval_s``; <= 0: off)."""
+    """Start the Parquet exporter loop (``server.telemetry_export.interval_s``; <= 0: off)."""
     exporter = state.telemetry.exporter
-    if settings.server.telemetry_export_interval_s <= 0 or exporter is None:
+    if settings.server.telemetry_export.interval_s <= 0 or exporter is None:
         return None
     stop = asyncio.Event()
     return asyncio.create_task(exporter.run_forever(stop)), stop
@@ -224,22 +187,23 @@ async def _stop_background(
         await task
 
 
-def create_app(settings: Settings, *, device_options: DeviceOptions | None = None) -> FastAPI:
+def create_app(settings: Settings) -> FastAPI:
     """Build the pocketml server application.
 
     Args:
-        settings: the server's settings (home, database, artifacts, keys, limits).
-        device_options: check-in, cloud inference and credential-cache knobs; default
-            ``device_options_from_settings(settings)``.
+        settings: the server's settings, the only way in: home, database, artifacts and
+            keys, and ``settings.server``'s groups, each handed to what it configures
+            (``limits`` to the request guard, ``devices`` to check-in and the device
+            credential cache, ``predict`` to cloud inference, ``telemetry_export`` and
+            ``rollout_eval`` to the background loops).
 
     Returns:
         A FastAPI app; the registry opens in its lifespan, not here.
     """
-    options = device_options or device_options_from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = _open_state(settings, options)
+        state = _open_state(settings)
         app.state.pocketml = state
         logger.info(
             "pocketml server %s ready (home %s, database %s)",
@@ -264,7 +228,7 @@ def create_app(settings: Settings, *, device_options: DeviceOptions | None = Non
             state.registry.close()
 
     app = PocketMLApp(  # a FastAPI that answers predict and telemetry before its stack
-        limits=Limits.from_settings(settings.server),
+        limits=Limits.from_settings(settings.server.limits),
         title="pocketml",
         version=__version__,
         description=_DESCRIPTION,
@@ -289,6 +253,9 @@ def create_app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory``: settings from ``POCKETML_*`` variables.
 
     Returns:
-        ``create_app(Settings())``.
+        ``create_app(load_settings())``.
+
+    Raises:
+        InvalidInput: a ``POCKETML_*`` variable is not valid (named in the message).
     """
-    return create_app(Settings())
+    return create_app(load_settings())

@@ -23,7 +23,6 @@ import uvicorn
 from pocketml.config import Settings
 from pocketml.errors import Unavailable
 from pocketml.server._protocol import uvicorn_options
-from pocketml.server._state import DeviceOptions
 from pocketml.server.app import create_app
 
 __all__ = ["serve_in_process", "serve_in_thread"]
@@ -46,28 +45,24 @@ class _Server(uvicorn.Server):
 
 
 @contextmanager
-def serve_in_thread(
-    settings: Settings,
-    *,
-    host: str = "127.0.0.1",
-    device_options: DeviceOptions | None = None,
-) -> Iterator[str]:
+def serve_in_thread(settings: Settings, *, host: str = "127.0.0.1") -> Iterator[str]:
     """Serve ``create_app(settings)`` on ``host`` and a free port; yield its base URL.
 
     Args:
-        device_options: overrides of the device-route options (see ``create_app``).
+        settings: the server's settings (its port is ignored: a free one is bound).
+        host: the interface to bind.
 
     Raises:
         Unavailable: the server did not start (its log says why).
     """
-    app = create_app(settings, device_options=device_options)
+    app = create_app(settings)
     config = uvicorn.Config(
         app,
         host=host,
         port=0,
         log_level="warning",
         lifespan="on",
-        **uvicorn_options(settings.server),  # the same bounded head as `pocketml server`
+        **uvicorn_options(settings.server.limits),  # the same bounded head as `pocketml server`
     )
     server = _Server(config)
     # run(): uvicorn's own loop factory (uvloop when installed), as `pocketml server` uses.

@@ -22,6 +22,7 @@ import numpy as np
 import orjson
 
 from pocketml.bounds import check_text
+from pocketml.config import PredictSettings
 from pocketml.errors import InvalidInput, NotFound, PayloadTooLarge
 from pocketml.registry import ModelInfo, Registry, VariantInfo, VersionInfo
 from pocketml.runtime import RUNNABLE_FORMATS
@@ -66,6 +67,26 @@ class ServingOptions:
     stale_grace_s: float = 5.0
     max_rows: int = 1024
     inline_max_ms: float = 0.5
+
+    @classmethod
+    def from_settings(cls, predict: PredictSettings) -> ServingOptions:
+        """The options of ``predict`` (``settings.server.predict``), field for field.
+
+        The one conversion: the settings group's ``cache_mb`` is ``cache_bytes`` here.
+        A field of one without the other fails ``tests/serving/test_serving_options.py``.
+        """
+        return cls(
+            batching=predict.batching,
+            max_batch_size=predict.max_batch_size,
+            max_wait_ms=predict.max_wait_ms,
+            workers=predict.workers,
+            session_threads=predict.session_threads,
+            cache_bytes=int(predict.cache_mb * 2**20),
+            resolve_ttl_s=predict.resolve_ttl_s,
+            stale_grace_s=predict.stale_grace_s,
+            max_rows=predict.max_rows,
+            inline_max_ms=predict.inline_max_ms,
+        )
 
 
 @dataclass(frozen=True)

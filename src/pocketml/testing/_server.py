@@ -18,7 +18,6 @@ import httpx
 from pydantic import SecretStr
 
 from pocketml.config import ServerSettings, Settings
-from pocketml.server import DeviceOptions
 from pocketml.server.background import serve_in_thread
 from pocketml.server.client import AdminClient
 from pocketml.server.schemas import VersionPublic
@@ -109,7 +108,9 @@ def server_settings(
         database_url: a SQLAlchemy URL; default: SQLite under ``home``.
         operator_token: the operator's bearer token.
         server: the server section; default ``ServerSettings(**server_fields)``.
-        server_fields: fields of ``ServerSettings`` (e.g. ``max_upload_mb=1``).
+        server_fields: fields of ``ServerSettings``, a group as a mapping or a model (e.g.
+            ``limits={"max_upload_mb": 1}``, ``devices={"catalog_ttl_s": 0}``); this is
+            how a test sets any option of the server, as an operator would.
     """
     return Settings(
         home=home,
@@ -120,9 +121,7 @@ def server_settings(
 
 
 @contextmanager
-def live_server(
-    settings: Settings, *, device_options: DeviceOptions | None = None
-) -> Iterator[LiveServer]:
+def live_server(settings: Settings) -> Iterator[LiveServer]:
     """Serve ``create_app(settings)`` on 127.0.0.1 and a free port until the block ends.
 
     Example::
@@ -131,11 +130,10 @@ def live_server(
             app = live.create_app("my-app")
 
     Args:
-        settings: see ``server_settings``.
-        device_options: overrides of the device-route options (see ``create_app``).
+        settings: see ``server_settings``; the only way to set the server's options.
 
     Raises:
         Unavailable: the server did not start.
     """
-    with serve_in_thread(settings, device_options=device_options) as url:
+    with serve_in_thread(settings) as url:
         yield LiveServer(url, settings)

@@ -4,10 +4,17 @@ In your top-level ``conftest.py``::
 
     pytest_plugins = ["pocketml.testing.fixtures"]
 
-Then a test asks for ``live_server`` (a real server on 127.0.0.1 and a free port, its
-database from ``pocketml_database_url``) and ``pocketml_app`` (an app on it). Override
+Then a test asks for ``live_server`` (a real server on 127.0.0.1 and a free port, built
+from ``pocketml_settings``) and ``pocketml_app`` (an app on it). Override
 ``pocketml_database_url`` to run on another database (pocketml's own tests run every
-server test on SQLite and on PostgreSQL that way).
+server test on SQLite and on PostgreSQL that way), and ``pocketml_settings`` to set any
+server option, as an operator's ``POCKETML_SERVER__*`` variables would::
+
+    @pytest.fixture
+    def pocketml_settings(tmp_path, pocketml_database_url):
+        return server_settings(
+            tmp_path / "home", pocketml_database_url, devices={"catalog_ttl_s": 0}
+        )
 """
 
 from __future__ import annotations
@@ -17,10 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from pocketml.config import Settings
 from pocketml.testing._server import AppKeys, LiveServer, server_settings
 from pocketml.testing._server import live_server as serve_live
 
-__all__ = ["live_server", "pocketml_app", "pocketml_database_url"]
+__all__ = ["live_server", "pocketml_app", "pocketml_database_url", "pocketml_settings"]
 
 
 @pytest.fixture
@@ -30,9 +38,15 @@ def pocketml_database_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def live_server(tmp_path: Path, pocketml_database_url: str) -> Iterator[LiveServer]:
-    """A real pocketml server for one test, with ``OPERATOR_TOKEN`` as operator."""
-    with serve_live(server_settings(tmp_path / "server-home", pocketml_database_url)) as live:
+def pocketml_settings(tmp_path: Path, pocketml_database_url: str) -> Settings:
+    """The settings of ``live_server``: its own home, ``OPERATOR_TOKEN``, defaults."""
+    return server_settings(tmp_path / "server-home", pocketml_database_url)
+
+
+@pytest.fixture
+def live_server(pocketml_settings: Settings) -> Iterator[LiveServer]:
+    """A real pocketml server for one test, started from ``pocketml_settings``."""
+    with serve_live(pocketml_settings) as live:
         yield live
 
 
