@@ -1,7 +1,7 @@
 """Authentication of the device routes: an app's device key (or its admin token).
 
 Device routes are the fleet's hot path, so a verified credential is remembered for
-``DeviceOptions.auth_ttl_s`` seconds (keyed by its sha256) instead of hitting the
+``settings.server.devices.auth_ttl_s`` seconds (keyed by its sha256) instead of hitting the
 database on every request. The operator token belongs to no app and is refused.
 """
 
