@@ -12,12 +12,17 @@ read:
 2. 413 ``payload_too_large``: a ``Content-Length`` over the route's limit (a chunked body
    is counted as it streams, and cut at the limit with the same answer);
 3. 415 ``unsupported_media_type``: a body that is not ``application/json`` on a JSON route,
-   or not ``multipart/form-data`` on the version push;
+   or not ``multipart/form-data`` on the version push; a ``Content-Encoding`` other than
+   gzip on the device routes that inflate (check-in, feedback, predict, telemetry), or any
+   but ``identity`` elsewhere;
 4. 401 ``unauthorized``: a ``/v1`` route without a well-formed ``Authorization: Bearer``.
 
 Token *verification* stays in the routes: with the body bounded, a wrong token costs at
-most one bounded read. ``Limits.route_class`` is the one table route -> limit, built
-from the settings once, when the app is built (docs/protocol.md "Limits" lists it, and
+most one bounded read. A gzip body is inflated while the app reads it, within the same
+limit (``_gzip.py``: 413 after at most ``limit + 1`` inflated bytes, 400
+``malformed_gzip`` for bytes that are not gzip), so the handlers only see plain JSON.
+``Limits.route_class`` is the one table route -> limit, built from the settings once,
+when the app is built (docs/protocol.md "Limits" lists it, and
 tests/server/test_limits.py checks it against every route of the OpenAPI document).
 The check is one pass over the header list with no allocation for a request that passes
 and declares its length (measured in-process: about 1.2 us of CPU per request on the
@@ -26,7 +31,7 @@ and declares its length (measured in-process: about 1.2 us of CPU per request on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -40,6 +45,7 @@ from pocketml.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from pocketml.server._gzip import GZIP, IDENTITY, Inflater, encoding_of
 from pocketml.server.errors import _REQUEST_ID_OK, new_request_id, status_for
 
 __all__ = ["Limits", "RequestGuard", "RouteClass", "send_error", "send_json"]
@@ -51,13 +57,15 @@ _MAX_LENGTH_DIGITS = 15  # 10^15 bytes is over every limit; int() of more is poi
 
 @dataclass(frozen=True, slots=True)
 class RouteClass:
-    """What one class of routes accepts: body size, media type, whether a token is due."""
+    """What one class of routes accepts: body size, media type, whether a token is due,
+    whether a gzip body is inflated."""
 
     name: str
     max_body: int
     media_type: bytes | None  # None: any (or none)
     needs_token: bool
     setting: str  # the setting that raises ``max_body``, named in the 413 message
+    inflates: bool = False  # takes Content-Encoding: gzip (inflated within ``max_body``)
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,12 @@ class Limits:
                 "admin", server.max_admin_body_kb * kib, _JSON, True, "LIMITS__MAX_ADMIN_BODY_KB"
             ),
             device=RouteClass(
-                "device", server.max_device_body_kb * kib, _JSON, True, "LIMITS__MAX_DEVICE_BODY_KB"
+                "device",
+                server.max_device_body_kb * kib,
+                _JSON,
+                True,
+                "LIMITS__MAX_DEVICE_BODY_KB",
+                inflates=True,
             ),
             telemetry=RouteClass(
                 "telemetry",
@@ -96,6 +109,7 @@ class Limits:
                 _JSON,
                 True,
                 "LIMITS__MAX_TELEMETRY_BODY_KB",
+                inflates=True,
             ),
             predict=RouteClass(
                 "predict",
@@ -103,6 +117,7 @@ class Limits:
                 _JSON,
                 True,
                 "LIMITS__MAX_PREDICT_BODY_KB",
+                inflates=True,
             ),
             push=RouteClass(
                 "push",
@@ -163,13 +178,14 @@ class RequestGuard:
             None: let it through untouched (no body, or a declared length within the
             limit: the server stops at ``Content-Length``); a ``RouteClass``: let it
             through with ``bounded`` counting its chunked body against the class's
-            limit; an error: answer it with ``refuse``.
+            limit and inflating a gzip body; an error: answer it with ``refuse``.
         """
         limits = self.limits
         headers = scope["headers"]
         length: bytes | None = None
         content_type: bytes | None = None
         authorization: bytes | None = None
+        encoding: bytes | None = None
         chunked = False
         total = 0
         if len(headers) <= limits.header_count:
@@ -182,6 +198,8 @@ class RequestGuard:
                         content_type = value
                     elif name == b"authorization":
                         authorization = value
+                    elif name == b"content-encoding":
+                        encoding = value
                     else:
                         chunked = True
         problem: PocketMLError | None = None
@@ -191,20 +209,37 @@ class RequestGuard:
             problem = _header_problem(limits, headers, total)
         if problem is None:
             route = limits.route_class(scope["method"], scope["path"])
+            gzip = False
             if length is not None or chunked:
                 problem = _body_problem(route, length, chunked, content_type)
+                if problem is None and encoding is not None:
+                    problem, gzip = _encoding_problem(route, encoding, length, chunked)
             if problem is None and route.needs_token and not _is_bearer(authorization):
                 problem = _NO_TOKEN if self.has_route(scope) else None
             if problem is None:
-                return route if chunked else None
+                return route if chunked or gzip else None
         return problem
 
     @staticmethod
     def bounded(
         scope: Scope, receive: Receive, send: Send, route: RouteClass
     ) -> tuple[Receive, Send]:
-        """``receive`` and ``send`` that cut a chunked body at ``route.max_body`` (413)."""
-        body = _BoundedBody(scope, receive, send, route)
+        """``receive`` and ``send`` that cut a chunked body at ``route.max_body`` (413)
+        and inflate a gzip body within it (413, or 400 ``malformed_gzip``).
+
+        A gzip request's scope loses its ``Content-Encoding`` and ``Content-Length``
+        headers: what the app reads is the inflated body, of another length.
+        """
+        inflater = None
+        if route.inflates:
+            headers = scope["headers"]
+            for name, value in headers:
+                if name == b"content-encoding" and encoding_of(value) == GZIP:
+                    problem = _too_large(route, "the gzip body inflates to more")
+                    inflater = Inflater(route.max_body, problem)
+                    scope["headers"] = [h for h in headers if h[0] not in _INFLATED_AWAY]
+                    break
+        body = _BoundedBody(scope, receive, send, route, inflater)
         return body.receive, body.send
 
     @staticmethod
@@ -213,7 +248,16 @@ class RequestGuard:
         await send_error(send, problem, _request_id(scope["headers"]), close=True)
 
 
-_WATCHED = frozenset({b"content-length", b"content-type", b"authorization", b"transfer-encoding"})
+_WATCHED = frozenset(
+    {
+        b"content-length",
+        b"content-type",
+        b"authorization",
+        b"content-encoding",
+        b"transfer-encoding",
+    }
+)
+_INFLATED_AWAY = frozenset({b"content-encoding", b"content-length"})
 
 
 def _header_problem(
@@ -264,6 +308,27 @@ def _body_problem(
     return None
 
 
+def _encoding_problem(
+    route: RouteClass, encoding: bytes, length: bytes | None, chunked: bool
+) -> tuple[UnsupportedMediaType | None, bool]:
+    """(why a body with this ``Content-Encoding`` is refused, or None; whether to inflate)."""
+    kind = encoding_of(encoding)
+    if kind == IDENTITY:
+        return None, False
+    if kind == GZIP and route.inflates:
+        return None, chunked or (length is not None and length.strip(b"0") != b"")
+    shown = encoding.decode("latin-1")[:40]
+    if route.inflates:
+        return UnsupportedMediaType(
+            f"this route takes a body with Content-Encoding gzip or none; got {shown!r}. "
+            "Send the body gzip-compressed or uncompressed."
+        ), False
+    return UnsupportedMediaType(
+        f"this route takes an uncompressed body; got Content-Encoding {shown!r}. Send the "
+        "body without Content-Encoding."
+    ), False
+
+
 _NO_TOKEN = Unauthorized(
     "this route needs a token; send 'Authorization: Bearer <token>' (the app's device key "
     "on device routes, its admin token on admin routes)."
@@ -305,11 +370,19 @@ class _BoundedBody:
     after that: intermediate layers would otherwise turn the error into their own.
     """
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send, route: RouteClass) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: RouteClass,
+        inflater: Inflater | None = None,
+    ) -> None:
         self._scope = scope
         self._receive = receive
         self._send = send
         self._route = route
+        self._inflater = inflater
         self._received = 0
         self._started = False
         self._answered = False
@@ -319,13 +392,24 @@ class _BoundedBody:
             return {"type": "http.disconnect"}
         message = await self._receive()
         if message["type"] == "http.request":
-            self._received += len(message.get("body", b""))
+            chunk = message.get("body", b"")
+            self._received += len(chunk)
+            problem: PocketMLError | None = None
             if self._received > self._route.max_body:
+                problem = _too_large(self._route, "the chunked body sent more")
+            elif self._inflater is not None:
+                more = message.get("more_body", False)
+                try:
+                    chunk = self._inflater.feed(chunk)
+                    if not more:
+                        self._inflater.finish()
+                except PocketMLError as exc:
+                    problem = exc
+                message = {"type": "http.request", "body": chunk, "more_body": more}
+            if problem is not None:
                 if not self._started:
-                    problem = _too_large(self._route, "the chunked body sent more")
-                    await send_error(
-                        self._send, problem, _request_id(self._scope["headers"]), close=True
-                    )
+                    rid = _request_id(self._scope["headers"])
+                    await send_error(self._send, problem, rid, close=True)
                 self._answered = True
                 return {"type": "http.disconnect"}
         return message
@@ -343,7 +427,7 @@ async def send_json(
     status: int,
     body: bytes,
     rid: str,
-    extra: list[tuple[bytes, bytes]] | tuple[()] = (),
+    extra: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
     """Send a whole JSON answer (a 304 gets no body headers, RFC 9110 15.4.5)."""
     if status == 304:

@@ -1,14 +1,10 @@
-"""Reading JSON bodies: the one strict parser of every route, size-limited on device routes.
+"""The FastAPI side of request and response bodies: strict JSON body models, device answers.
 
-``parse_json`` is the only way a request body becomes Python values, for the device
-routes that read their body themselves, the raw-ASGI fast path, multipart metadata, and
-(through ``StrictJsonRoute``) every FastAPI route with a body model. It uses orjson with
-no fallback, which refuses what could not be stored and read back: lone surrogates,
-NaN / Infinity tokens, numbers that overflow a double (a 400-digit integer), and nesting
-deeper than 1,024 levels (no ``RecursionError``). Such a body answers 400
-``malformed_json`` naming the parser's reason; what remains (integers beyond 64 bits that
-orjson reads as floats, NUL characters, long strings) is refused by the bounded types of
-``pocketml.bounds`` with a 422 naming the field.
+``StrictJsonRoute`` makes every FastAPI route with a body model parse through the one
+strict parser (``server/_json.py``: orjson, no fallback). ``respond`` turns the
+transport-neutral ``Answer`` of a device handler (``server/device_api``) into a Starlette
+response, so a FastAPI device route is parse headers, read the body, call the handler,
+``respond``.
 """
 
 from __future__ import annotations
@@ -19,78 +15,19 @@ from typing import Any
 import orjson
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
-from pydantic import ValidationError
-from starlette.requests import ClientDisconnect
 
-from pocketml.errors import InvalidInput, MalformedJson, PayloadTooLarge
+from pocketml.server._json import parse_json
+from pocketml.server.device_api import Answer
 
-__all__ = [
-    "MalformedJson",
-    "StrictJsonRoute",
-    "describe_errors",
-    "parse_json",
-    "read_body",
-    "read_json",
-]
+__all__ = ["StrictJsonRoute", "parse_json", "respond"]
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """Read the body, at most ``max_bytes``.
-
-    Raises:
-        PayloadTooLarge: the body (or its Content-Length) is over ``max_bytes``.
-        InvalidInput: the client disconnected mid-body.
-    """
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(
-            f"the body may be at most {max_bytes} bytes; Content-Length says {declared}. "
-            "Send smaller batches."
-        )
-    chunks = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_bytes:
-                raise PayloadTooLarge(
-                    f"the body may be at most {max_bytes} bytes; got more. Send smaller batches."
-                )
-            chunks.append(chunk)
-    except ClientDisconnect as exc:  # nobody will read the answer; do not log a 500
-        raise InvalidInput("the client disconnected before sending the whole body.") from exc
-    return b"".join(chunks)
-
-
-async def read_json(request: Request, max_bytes: int) -> Any:
-    """Read the body (at most ``max_bytes``) and parse it as JSON.
-
-    Raises:
-        PayloadTooLarge: the body (or its Content-Length) is over ``max_bytes``.
-        MalformedJson: the body is not valid JSON.
-    """
-    return parse_json(await read_body(request, max_bytes))
-
-
-def parse_json(body: bytes | str, what: str = "the request body") -> Any:
-    """Parse JSON strictly (orjson, no fallback).
-
-    Args:
-        body: the raw bytes (or text).
-        what: how the message names the document, e.g. "the 'metadata' part".
-
-    Raises:
-        MalformedJson: not JSON, or JSON that cannot round-trip (lone surrogates, NaN or
-            Infinity tokens, numbers beyond a double, nesting deeper than 1,024 levels).
-    """
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedJson(
-            f"{what} is not valid JSON ({exc}); send standard JSON (UTF-8, no NaN or "
-            "Infinity, no lone surrogates, numbers within 64 bits) with "
-            "Content-Type: application/json."
-        ) from exc
+def respond(answer: Answer) -> Response:
+    """The Starlette response of a device handler's answer (a 304 gets no body headers)."""
+    media_type = None if answer.status == 304 else "application/json"
+    response = Response(answer.body, status_code=answer.status, media_type=media_type)
+    response.raw_headers.extend(answer.headers)
+    return response
 
 
 class _StrictJsonRequest(Request):
@@ -118,39 +55,3 @@ class StrictJsonRoute(APIRoute):
             return await handler(_StrictJsonRequest(request.scope, request.receive))
 
         return strict_handler
-
-
-def _where(loc: tuple[Any, ...], skip_tags: frozenset[str]) -> str:
-    text = ""
-    previous_was_index = False
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-            previous_was_index = True
-            continue
-        if previous_was_index and part in skip_tags:  # the union member's tag
-            previous_was_index = False
-            continue
-        text += f".{part}" if text else str(part)
-        previous_was_index = False
-    return text or "body"
-
-
-def describe_errors(exc: ValidationError, skip_tags: frozenset[str] = frozenset()) -> str:
-    """One clause per bad field, e.g. ``events[3].latency_ms: Input should be ... (got -1)``.
-
-    Args:
-        exc: the pydantic error.
-        skip_tags: discriminator tags to leave out of locations ("inference", ...).
-
-    Returns:
-        The clauses joined with "; " (at most 20), ending with what to do.
-    """
-    clauses = []
-    for error in exc.errors(include_url=False)[:20]:
-        clause = f"{_where(tuple(error['loc']), skip_tags)}: {error['msg']}"
-        if error.get("type") != "missing" and "input" in error:
-            given = repr(error["input"])
-            clause += f" (got {given[:60]}{'...' if len(given) > 60 else ''})"
-        clauses.append(clause.replace("Value error, ", ""))
-    return "; ".join(clauses) + ". Fix these fields and send the request again."

@@ -1,0 +1,98 @@
+"""Telemetry intake: an event batch in, stored once per ``batch_id``.
+
+A batch is size-checked (count -> 413), validated as a whole (422 naming each bad event
+as ``events[i].field``; nothing is stored) and handed to the telemetry service: 202 with
+the number accepted, or 200 ``{"duplicate": true}`` when this app sent the same
+``batch_id`` before. Certainly-valid bodies are decoded and checked in one msgspec pass
+(``decode_batch``); anything else goes through pydantic, which writes the messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from anyio import to_thread
+from pydantic import ValidationError
+
+from pocketml.errors import PayloadTooLarge, ValidationFailed
+from pocketml.registry import Principal
+from pocketml.server._json import describe_errors, parse_json
+from pocketml.server._state import ServerState
+from pocketml.server.device_api._answer import Answer
+from pocketml.server.routes._telemetry_check import batch_of, decode_batch
+from pocketml.server.schemas_device import TelemetryRequest
+from pocketml.telemetry import TelemetryBatch
+
+__all__ = ["BatchRejected", "answer_telemetry", "validate_batch", "validate_body"]
+
+_EVENT_TAGS = frozenset({"inference", "error", "download"})
+
+
+class BatchRejected(ValidationFailed):
+    """A telemetry batch with bad fields (HTTP 422 naming each ``events[i].field``)."""
+
+
+async def answer_telemetry(state: ServerState, principal: Principal, body: bytes) -> Answer:
+    """Validate and store one batch: 202 stored, 200 a duplicate of a stored one.
+
+    Raises:
+        MalformedJson: the body is not JSON (400).
+        PayloadTooLarge: more than ``max_telemetry_events`` events (413).
+        BatchRejected: any bad field (422).
+    """
+    batch = validate_body(body, state.max_telemetry_events)
+    result = await to_thread.run_sync(state.telemetry.ingest, principal.app_id, batch)
+    answer = orjson.dumps({"accepted": result.accepted, "duplicate": result.duplicate})
+    return Answer(200 if result.duplicate else 202, answer)
+
+
+def validate_body(body: bytes, max_events: int) -> TelemetryBatch:
+    """Parse and check a raw telemetry body; return its batch.
+
+    Args:
+        body: the request body.
+        max_events: the server's ``max_telemetry_events``.
+
+    Raises:
+        MalformedJson: the body is not JSON.
+        PayloadTooLarge: more than ``max_events`` events.
+        BatchRejected: any bad field; the message names each one.
+    """
+    batch = decode_batch(body)
+    if batch is None:
+        return validate_batch(parse_json(body), max_events)
+    _check_count(len(batch.events), max_events)
+    return batch
+
+
+def validate_batch(payload: Any, max_events: int) -> TelemetryBatch:
+    """Check a parsed telemetry body against ``TelemetryRequest``; return its batch.
+
+    This is the slow path, for what ``decode_batch`` did not accept as certainly valid:
+    pydantic validates (coercing what its lax mode coerces) and writes the error message.
+
+    Args:
+        payload: the parsed JSON body (its events may be normalized in place).
+        max_events: the server's ``max_telemetry_events``.
+
+    Raises:
+        PayloadTooLarge: more than ``max_events`` events.
+        BatchRejected: any bad field; the message names each one.
+    """
+    events = payload.get("events") if isinstance(payload, dict) else None
+    if isinstance(events, list):
+        _check_count(len(events), max_events)
+    try:
+        request = TelemetryRequest.model_validate(payload)
+    except ValidationError as exc:
+        raise BatchRejected(describe_errors(exc, _EVENT_TAGS)) from exc
+    return batch_of(request)
+
+
+def _check_count(count: int, max_events: int) -> None:
+    if count > max_events:
+        raise PayloadTooLarge(
+            f"a batch may hold at most {max_events} events; got {count}. Split it into "
+            "smaller batches (each with its own batch_id)."
+        )
