@@ -120,12 +120,16 @@ class _Story:
         """Whether the run may stop after ``chapter`` (nothing later is shown)."""
         return chapter >= max(self.wanted)
 
-    def begin(self, chapter: int) -> Console:
-        """The console ``chapter`` prints to: the real one, or a silent one with a spinner."""
+    def begin(self, chapter: int, about: str = "") -> Console:
+        """Print ``chapter``'s heading; the console it prints to: the real one, or a silent
+        one while a spinner says what is being prepared."""
         if chapter in self.wanted:
             if self._status is not None:
                 self._status.stop()
                 self._status = None
+            self.console.print(
+                f"\n[bold]{chapter}. {CHAPTERS[chapter]}[/bold]" + (f" ({about})" if about else "")
+            )
             return self.console
         text = f"preparing: {chapter}. {CHAPTERS[chapter]} (runs quietly; later chapters need it)"
         if self._status is None:
@@ -246,7 +250,6 @@ def run_demo(
         last[0] = now
 
     console = story.begin(1)
-    console.print("\n[bold]1. Data[/bold]")
     digits = load_digits()
     splits = digits.split(seed=config.seed)
     console.print(
@@ -257,8 +260,7 @@ def run_demo(
     lap("data")
     if story.done(1):
         return story.finish(out_dir, _partial_report(digits, splits, {}, timings, started))
-    console = story.begin(2)
-    console.print(f"\n[bold]2. Train[/bold] (seed {config.seed}, early stopping on validation)")
+    console = story.begin(2, f"seed {config.seed}, early stopping on validation")
     runs: dict[str, TrainResult] = {}
     for architecture, epochs in (
         ("cnn-small", config.epochs_small),
@@ -292,10 +294,7 @@ def run_demo(
     lap("train")
     if story.done(2):
         return story.finish(out_dir, _partial_report(digits, splits, runs, timings, started))
-    console = story.begin(3)
-    console.print(
-        "\n[bold]3. Convert[/bold] (parity checked on the held-out split in the real runtimes)"
-    )
+    console = story.begin(3, "parity checked on the held-out split in the real runtimes")
     conversions = {
         arch: _convert_with_progress(console, run, config.targets, out_dir / arch)
         for arch, run in runs.items()
@@ -330,7 +329,11 @@ def run_demo(
     lap("convert")
     if story.done(3):
         return story.finish(out_dir, _partial_report(digits, splits, runs, timings, started))
-    console = story.begin(4)
+    console = story.begin(
+        4,
+        "int8/fp16 per format, each variant benchmarked in its own process, then the best "
+        "variant per device class",
+    )
     matrix = _optimize(console, runs["cnn-small"], small, out_dir, config)
     lap("optimize")
     write_build(
@@ -351,10 +354,7 @@ def run_demo(
     )
     if story.done(4):
         return story.finish(out_dir, _partial_report(digits, splits, runs, timings, started))
-    console = story.begin(5)
-    console.print(
-        "\n[bold]5. Ship[/bold] (registry server in-process on 127.0.0.1, SQLite + local artifacts)"
-    )
+    console = story.begin(5, "registry server in-process on 127.0.0.1, SQLite + local artifacts")
     settings = Settings(
         home=out_dir / "server-home",
         operator_token=SecretStr(_DEMO_OPERATOR_TOKEN),
@@ -370,10 +370,10 @@ def run_demo(
         safely: dict[str, Any] | None = None
         trust: dict[str, Any] | None = None
         if story.shows(6):
-            console = story.begin(6)
-            console.print(
-                f"\n[bold]6. Run on devices[/bold] ({config.devices} simulated phones sync, "
-                "verify and run hybrid inference on low-light digits)"
+            console = story.begin(
+                6,
+                f"{config.devices} simulated phones sync, verify and run hybrid inference on "
+                "low-light digits",
             )
             devices = run_devices(
                 console,
@@ -391,10 +391,8 @@ def run_demo(
             )
             lap("devices")
         if story.shows(7):
-            console = story.begin(7)
-            console.print(
-                "\n[bold]7. Ship safely[/bold] (staged rollouts watched by guardrails, "
-                "automatic rollback, an A/B test)"
+            console = story.begin(
+                7, "staged rollouts watched by guardrails, automatic rollback, an A/B test"
             )
             safely = ship_safely(
                 console,
@@ -415,10 +413,10 @@ def run_demo(
             )
             lap("ship safely")
         if story.shows(8):
-            console = story.begin(8)
-            console.print(
-                "\n[bold]8. Hold the line[/bold] (signing keys rotated and revoked under a "
-                "live phone, a lying network, hostile requests)"
+            console = story.begin(
+                8,
+                "signing keys rotated and revoked under a live phone, a lying network, "
+                "hostile requests",
             )
             trust = hold_the_line(
                 console,
@@ -478,10 +476,6 @@ def _optimize(
     console: Console, run: TrainResult, group: VariantGroup, out_dir: Path, config: DemoConfig
 ) -> VariantMatrix:
     """Quantize cnn-small for every format, benchmark each variant, pick one per profile."""
-    console.print(
-        "\n[bold]4. Optimize[/bold] (int8/fp16 per format, each variant benchmarked in its own "
-        "process, then the best variant per device class)"
-    )
     build_config = BuildConfig(
         model=ModelSection(architecture="cnn-small"),
         train=TrainSection(seed=config.seed),
