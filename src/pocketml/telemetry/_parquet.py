@@ -3,12 +3,12 @@
 Layout: ``<root>/app=<app_id>/date=<YYYY-MM-DD>/part-<first>-<last>.parquet`` (Hive-style
 partitions that DuckDB, Spark or Trino read directly), where ``first`` and ``last`` are
 the smallest and largest chunk id in the file. The date is the UTC day the batch was
-received; each event keeps its own ``ts`` (corrected for the device's clock at intake;
+received; each event keeps its own ``ts`` (corrected for the device's clock at intake:
 ``ts - clock_offset_s`` is the device's own, unless the event was clamped to the receive
 time). Feedback is not in these files; it labels the inference of the same
-``(device_id, prediction_id)``, never the prediction id alone. A file is written under a temporary name and
-renamed into place, so readers never see half a file and a re-export of the same chunk
-range replaces the file instead of adding a second copy.
+``(device_id, prediction_id)``, never the prediction id alone. A file is written under a
+temporary name and renamed into place, so readers never see half a file and a re-export
+of the same chunk range replaces the file instead of adding a second copy.
 """
 
 from __future__ import annotations
