@@ -254,14 +254,12 @@ class TelemetryStore:
             tables = self._decoded(conn, [chunk_id for chunk_id, _, _ in chunks])
             frame = self._window(chunks, tables, since, until, versions)
             predictions = frame.column("prediction_id").combine_chunks()
-            feedback_keys, feedback_labels = self._feedback_labels(conn, app_id, predictions)
+            feedback = self._feedback_labels(conn, app_id, predictions)
+        feedback_ids, feedback_keys, feedback_labels = feedback
         chunk_of = frame.column("chunk").combine_chunks()
         classes = pa.array([device_class for _, device_class, _ in chunks], pa.string())
-        found = self._feedback_index(
-            pa.array([device for _, _, device in chunks], pa.string()).take(chunk_of),
-            predictions,
-            feedback_keys,
-        )
+        devices = pa.array([device for _, _, device in chunks], pa.string())
+        found = self._feedback_index(devices, chunk_of, predictions, feedback_ids, feedback_keys)
         return EventRows(
             version=frame.column("version").combine_chunks(),
             device_class=classes.take(chunk_of),
@@ -312,19 +310,35 @@ class TelemetryStore:
 
     @staticmethod
     def _feedback_index(
-        devices: pa.Array, predictions: pa.Array, feedback_keys: pa.Array
+        devices: pa.Array,
+        chunk_of: pa.Array,
+        predictions: pa.Array,
+        feedback_ids: pa.Array,
+        feedback_keys: pa.Array,
     ) -> pa.Array:
-        """Per event, the index of its (device, prediction id) in ``feedback_keys``."""
+        """Per event, the index of its (device, prediction id) in ``feedback_keys``, or null.
+
+        Keys are built only for events whose prediction id has feedback of some device
+        (usually few), so a million events cost one ``is_in`` on the prediction ids.
+        """
         if len(feedback_keys) == 0:
             return pa.nulls(len(predictions), pa.int32())
-        keys = pc.binary_join_element_wise(devices, predictions, _KEY_SEPARATOR)
-        return pc.index_in(keys, value_set=feedback_keys)
+        positions = pc.indices_nonzero(pc.is_in(predictions, value_set=feedback_ids))
+        if len(positions) == 0:
+            return pa.nulls(len(predictions), pa.int32())
+        keys = pc.binary_join_element_wise(
+            devices.take(chunk_of.take(positions)), predictions.take(positions), _KEY_SEPARATOR
+        )
+        matched = pc.fill_null(pc.index_in(keys, value_set=feedback_keys), -1).to_numpy()
+        index = np.full(len(predictions), -1, np.int32)
+        index[positions.to_numpy()] = matched
+        return pa.array(index, mask=index < 0)
 
     @staticmethod
     def _feedback_labels(
         conn: sa.Connection, app_id: str, predictions: pa.Array
-    ) -> tuple[pa.Array, pa.Array]:
-        """(device + prediction id keys, their labels) of the label feedback of ``predictions``.
+    ) -> tuple[pa.Array, pa.Array, pa.Array]:
+        """(distinct prediction ids, device + prediction id keys, labels) of label feedback.
 
         Selected by prediction id (the index's prefix), so the rows may include other
         devices' feedback on the same ids; the caller matches the device too.
@@ -338,11 +352,17 @@ class TelemetryStore:
         else:
             wanted = sorted(pc.unique(present).to_pylist())
             queries = [base.where(_FEEDBACK.c.prediction_id.in_(p)) for p in _parts(wanted)]
+        ids: set[str] = set()
         keys: list[str] = []
         labels: list[str] = []
         if len(present):
             for query in queries:
                 for device_id, prediction_id, label in conn.execute(query):
+                    ids.add(prediction_id)
                     keys.append(f"{device_id}{_KEY_SEPARATOR}{prediction_id}")
                     labels.append(label)
-        return pa.array(keys, pa.string()), pa.array(labels, pa.string())
+        return (
+            pa.array(list(ids), pa.string()),
+            pa.array(keys, pa.string()),
+            pa.array(labels, pa.string()),
+        )
