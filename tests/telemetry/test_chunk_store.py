@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from pocketml.protect import MasterKey
-from pocketml.registry import LocalArtifactStore, Registry
+from pocketml.registry import LocalArtifactStore, ModelCreate, Registry
 from pocketml.telemetry import (
     Feedback,
     TelemetryBatch,
@@ -23,6 +23,7 @@ from pocketml.telemetry import (
     TelemetryStore,
     aggregate,
 )
+from pocketml.testing import DIGITS_SCHEMA
 
 T0 = 1_795_240_000.0
 RECEIVED = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -38,8 +39,10 @@ def registry(database_url: str, tmp_path: Path) -> Iterator[Registry]:
 
 @pytest.fixture
 def app_id(registry: Registry) -> str:
-    """An app to store telemetry for."""
-    return registry.create_app("telemetry").app.id
+    """An app with a 'digits' model to store telemetry for (the service refuses others)."""
+    app = registry.create_app("telemetry").app.id
+    registry.create_model(app, ModelCreate(name="digits", schema=DIGITS_SCHEMA))
+    return app
 
 
 def inference(i: int, **changes: Any) -> dict[str, Any]:

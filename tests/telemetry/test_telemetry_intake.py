@@ -252,6 +252,8 @@ def test_the_server_exports_to_parquet_in_the_background_and_flushes_on_shutdown
     )
     with live_server(settings) as live:
         app = live.create_app("flushing")
+        with live.admin(app.admin_token) as client:  # telemetry of unknown models is refused
+            client.create_model("digits", schema=DIGITS_SCHEMA)
         with live.http(app.device_key) as http:
             for b in range(3):
                 events = [inference(b * 10 + i) for i in range(10)]

@@ -349,11 +349,46 @@ class TelemetryRequest(_Strict):
     events: list[Event] = Field(min_length=1)
 
 
-class TelemetryAccepted(BaseModel):
-    """What intake did with a batch."""
+class RejectedEvents(BaseModel):
+    """Events of a batch that were not stored, per model, and why."""
 
-    accepted: int
-    duplicate: bool
+    model: str
+    events: int = Field(description="How many events of the batch named this model.")
+    code: Literal["not_found"] = Field(
+        description="`not_found`: the app has no model of this name. The events will never "
+        "be accepted; the device drops them (the answer is still 2xx)."
+    )
+
+
+class TelemetryAccepted(BaseModel):
+    """What intake did with a batch.
+
+    202 when at least one event was stored; 200 for a duplicate ``batch_id`` (nothing
+    stored again) and for a batch whose every event named an unknown model (nothing
+    stored; a retry gets the same answer). Either way the device drops the batch.
+    """
+
+    accepted: int = Field(description="Events stored (0 for a duplicate).")
+    duplicate: bool = Field(description="This app stored this `batch_id` before.")
+    rejected: list[RejectedEvents] = Field(
+        default_factory=list,
+        description="Events not stored, per model the app does not have (the rest of the "
+        "batch is stored).",
+    )
+    clock_offset_s: float = Field(
+        0.0,
+        description="Seconds the server added to the event timestamps: the request's `Date` "
+        "header was more than 60 s off the server's clock (0 when the clock was trusted).",
+    )
+    clamped: int = Field(
+        0,
+        description="Events stamped in the future (after correction), stored at the receive time.",
+    )
+    stale: int = Field(
+        0,
+        description="Events older than the server's stale horizon (30 days by default): "
+        "stored all the same, counted here.",
+    )
 
 
 class FeedbackRequest(_Strict):
@@ -375,7 +410,10 @@ class FeedbackRequest(_Strict):
 
 
 class FeedbackAccepted(BaseModel):
-    """Feedback was stored."""
+    """Feedback was stored, keyed by (device id, prediction id).
+
+    Feedback naming a model the app does not have is not stored: 404 ``not_found``.
+    """
 
     accepted: bool = True
 

@@ -1,7 +1,7 @@
 """SQLAlchemy tables of telemetry: batches (idempotency), chunks, feedback, export state.
 
-They share the registry's ``Base`` and Alembic history (revisions ``0002`` and
-``0004``). Events are stored as chunks: one row per (batch, model) holding the events
+They share the registry's ``Base`` and Alembic history (revisions ``0002``, ``0004``
+and ``0007``). Events are stored as chunks: one row per (batch, model) holding the events
 columnar in a compressed Arrow IPC blob (see ``_chunks.py``), so a 1,000-event batch is
 two small inserts instead of 1,000 indexed rows. Rows never leave ``telemetry/_store.py``
 and ``telemetry/_export.py``.
@@ -65,6 +65,9 @@ class TelemetryChunkRow(Base):
     max_ts: Mapped[float] = mapped_column(sa.Double)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     payload: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    # Seconds the server added to the device's timestamps (its clock was off): the
+    # device's own ts of an event is ``ts - clock_offset_s`` (unless it was clamped).
+    clock_offset_s: Mapped[float] = mapped_column(sa.Double, server_default=sa.text("0"))
 
 
 class TelemetryExportRow(Base):
@@ -80,10 +83,15 @@ class TelemetryExportRow(Base):
 
 
 class FeedbackRow(Base):
-    """The latest label or thumbs of one prediction (unique per app and prediction id)."""
+    """The latest label or thumbs of one prediction of one device.
+
+    A prediction id is unique per device, so the key is (app, prediction id, device):
+    two devices labelling their own ``p-000123`` never share a row. Column order lets
+    the index serve lookups by (app, prediction id).
+    """
 
     __tablename__ = "feedback"
-    __table_args__ = (sa.UniqueConstraint("app_id", "prediction_id"),)
+    __table_args__ = (sa.UniqueConstraint("app_id", "prediction_id", "device_id"),)
 
     id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     app_id: Mapped[str] = mapped_column(sa.ForeignKey("apps.id", ondelete="CASCADE"))

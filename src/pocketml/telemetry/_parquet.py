@@ -3,9 +3,12 @@
 Layout: ``<root>/app=<app_id>/date=<YYYY-MM-DD>/part-<first>-<last>.parquet`` (Hive-style
 partitions that DuckDB, Spark or Trino read directly), where ``first`` and ``last`` are
 the smallest and largest chunk id in the file. The date is the UTC day the batch was
-received; each event keeps its own ``ts``. A file is written under a temporary name and
-renamed into place, so readers never see half a file and a re-export of the same chunk
-range replaces the file instead of adding a second copy.
+received; each event keeps its own ``ts`` (corrected for the device's clock at intake:
+``ts - clock_offset_s`` is the device's own, unless the event was clamped to the receive
+time). Feedback is not in these files; it labels the inference of the same
+``(device_id, prediction_id)``, never the prediction id alone. A file is written under a
+temporary name and renamed into place, so readers never see half a file and a re-export
+of the same chunk range replaces the file instead of adding a second copy.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class ExportChunk:
     app_version: str | None
     received_at: datetime
     events: pa.Table
+    clock_offset_s: float = 0.0
 
 
 def partition_path(root: Path, app_id: str, day: date, first_chunk: int, last_chunk: int) -> Path:
@@ -73,6 +77,8 @@ def _with_context(chunk: ExportChunk) -> pa.Table:
     ):
         table = table.append_column(name, _constant(value, n, pa.string()))
     table = table.append_column("chunk_id", _constant(chunk.id, n, pa.int64()))
+    offset = _constant(chunk.clock_offset_s, n, pa.float64())
+    table = table.append_column("clock_offset_s", offset)
     received = _constant(chunk.received_at, n, pa.timestamp("ms", tz="UTC"))
     return table.append_column("received_at", received)
 

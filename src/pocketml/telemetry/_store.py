@@ -3,12 +3,14 @@
 Intake is one transaction: insert the batch row with ``ON CONFLICT DO NOTHING`` (the
 unique (app, batch_id) constraint decides duplicates, also between replicas), then one
 chunk row per model of the batch (events columnar in a blob, see ``_chunks.py``).
-Feedback is an upsert on (app, prediction_id) where the newest ``ts`` wins.
+Feedback is an upsert on (app, prediction_id, device_id) where the newest ``ts`` wins:
+a prediction id is unique per device, so feedback labels only its own device's
+inference, however many devices use the same ids.
 
 ``events()`` is the one read path of metrics, guardrails and experiments: the chunks of
 (app, model) overlapping [since, until), decoded through an LRU of immutable chunks,
-filtered to the window (and versions), with each event's label feedback joined at query
-time (so new feedback always shows).
+filtered to the window (and versions), with each event's label feedback joined on
+(device, prediction id) at query time (so new feedback always shows).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ __all__ = ["CHUNK_ID_LOCK", "TelemetryStore"]
 _BATCHES: sa.Table = TelemetryBatchRow.__table__  # type: ignore[assignment]
 _CHUNKS: sa.Table = TelemetryChunkRow.__table__  # type: ignore[assignment]
 _FEEDBACK: sa.Table = FeedbackRow.__table__  # type: ignore[assignment]
+# The registry's model names, by table name only: telemetry imports no registry module.
+_MODELS = sa.table("models", sa.column("app_id"), sa.column("name"))
+_FEEDBACK_KEY = ["app_id", "prediction_id", "device_id"]
+_KEY_SEPARATOR = "\x1f"  # never in a device id (ID_PATTERN): device + sep + prediction id
 _MEASURED = pa.array(["inference", "error"])
 _IN_LIMIT = 500  # ids per IN (...) list
 _FEEDBACK_PROBE_MAX = 20_000  # more prediction ids than this: read the app's feedback
@@ -99,12 +105,16 @@ class TelemetryStore:
         context: dict[str, str | None],
         events: Sequence[Any],
         received: datetime,
+        *,
+        clock_offset_s: float = 0.0,
     ) -> bool:
         """Store a batch and its chunks unless (app_id, batch_id) exists already.
 
         Args:
             events: validated events: mappings, or objects with the event fields as
-                attributes (see ``draft_chunks``).
+                attributes (see ``draft_chunks``); their ``ts`` already corrected.
+            clock_offset_s: seconds intake added to the device's timestamps (kept per
+                chunk, so the device's own ts stays recoverable).
 
         Returns:
             True when stored, False for a duplicate (nothing written).
@@ -121,6 +131,7 @@ class TelemetryStore:
             "device_class": context.get("device_class"),
             "app_version": context.get("app_version"),
             "received_at": received,
+            "clock_offset_s": clock_offset_s,
         }
         chunks = [
             {
@@ -145,11 +156,12 @@ class TelemetryStore:
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({CHUNK_ID_LOCK})")
             if conn.execute(self._insert_batch, batch).first() is None:
                 return False  # the batch was stored before
-            conn.execute(self._insert_chunk, chunks)
+            if chunks:
+                conn.execute(self._insert_chunk, chunks)
         return True
 
     def upsert_feedback(self, app_id: str, feedback: Feedback, received: datetime) -> None:
-        """Insert or replace the feedback of one prediction (the newest ``ts`` wins).
+        """Insert or replace the feedback of one prediction of one device (newest ``ts`` wins).
 
         Raises:
             Unavailable: the database cannot be reached.
@@ -166,14 +178,29 @@ class TelemetryStore:
             "received_at": received,
         }
         stmt = _insert(self.dialect, _FEEDBACK).values(**values)
-        changed = {k: stmt.excluded[k] for k in values if k not in ("app_id", "prediction_id")}
+        changed = {k: stmt.excluded[k] for k in values if k not in _FEEDBACK_KEY}
         stmt = stmt.on_conflict_do_update(
-            index_elements=["app_id", "prediction_id"],
+            index_elements=_FEEDBACK_KEY,
             set_=changed,
             where=_FEEDBACK.c.ts <= stmt.excluded.ts,
         )
         with self._write("store feedback") as conn:
             conn.execute(stmt)
+
+    def known_models(self, app_id: str, names: Sequence[str]) -> set[str]:
+        """The subset of ``names`` that are models of the app.
+
+        Raises:
+            Unavailable: the database cannot be reached.
+        """
+        found: set[str] = set()
+        with translate_errors("read model names"), self.engine.connect() as conn:
+            for part in _parts(sorted(set(names))):
+                query = sa.select(_MODELS.c.name).where(
+                    _MODELS.c.app_id == app_id, _MODELS.c.name.in_(part)
+                )
+                found.update(conn.scalars(query))
+        return found
 
     def count_events(self, app_id: str) -> int:
         """How many events the app has stored (for tests and benchmarks)."""
@@ -206,7 +233,8 @@ class TelemetryStore:
 
         Returns:
             ``EventRows``: per event its version, device class, type, source, latency,
-            confidence, label, and the label of its newest feedback (None without one).
+            confidence, label, and the label of the newest label feedback of the same
+            device and prediction id (None without one).
 
         Raises:
             Unavailable: the database cannot be reached.
@@ -216,20 +244,25 @@ class TelemetryStore:
             conditions.append(_CHUNKS.c.max_ts >= since)
         if until is not None:
             conditions.append(_CHUNKS.c.min_ts < until)
-        listing = sa.select(_CHUNKS.c.id, _CHUNKS.c.device_class).where(*conditions)
+        listing = sa.select(_CHUNKS.c.id, _CHUNKS.c.device_class, _CHUNKS.c.device_id).where(
+            *conditions
+        )
         with translate_errors("read telemetry"), self.engine.connect() as conn:
             chunks = conn.execute(listing.order_by(_CHUNKS.c.id)).all()
             if not chunks:
                 return EventRows.empty()
-            tables = self._decoded(conn, [chunk_id for chunk_id, _ in chunks])
+            tables = self._decoded(conn, [chunk_id for chunk_id, _, _ in chunks])
             frame = self._window(chunks, tables, since, until, versions)
             predictions = frame.column("prediction_id").combine_chunks()
-            feedback_ids, feedback_labels = self._feedback_labels(conn, app_id, predictions)
-        classes = pa.array([device_class for _, device_class in chunks], pa.string())
-        found = pc.index_in(predictions, value_set=feedback_ids)
+            feedback = self._feedback_labels(conn, app_id, predictions)
+        feedback_ids, feedback_keys, feedback_labels = feedback
+        chunk_of = frame.column("chunk").combine_chunks()
+        classes = pa.array([device_class for _, device_class, _ in chunks], pa.string())
+        devices = pa.array([device for _, _, device in chunks], pa.string())
+        found = self._feedback_index(devices, chunk_of, predictions, feedback_ids, feedback_keys)
         return EventRows(
             version=frame.column("version").combine_chunks(),
-            device_class=classes.take(frame.column("chunk").combine_chunks()),
+            device_class=classes.take(chunk_of),
             type=frame.column("type").combine_chunks(),
             source=frame.column("source").combine_chunks(),
             latency_ms=frame.column("latency_ms").combine_chunks(),
@@ -258,7 +291,7 @@ class TelemetryStore:
         versions: Sequence[int] | None,
     ) -> pa.Table:
         """All chunks as one table (plus a ``chunk`` index column), filtered."""
-        parts = [tables[chunk_id] for chunk_id, _ in chunks]
+        parts = [tables[chunk[0]] for chunk in chunks]
         counts = [part.num_rows for part in parts]
         frame = pa.concat_tables(parts).append_column(
             "chunk", pa.array(np.repeat(np.arange(len(parts), dtype=np.int32), counts))
@@ -276,11 +309,41 @@ class TelemetryStore:
         return frame.filter(mask)
 
     @staticmethod
+    def _feedback_index(
+        devices: pa.Array,
+        chunk_of: pa.Array,
+        predictions: pa.Array,
+        feedback_ids: pa.Array,
+        feedback_keys: pa.Array,
+    ) -> pa.Array:
+        """Per event, the index of its (device, prediction id) in ``feedback_keys``, or null.
+
+        Keys are built only for events whose prediction id has feedback of some device
+        (usually few), so a million events cost one ``is_in`` on the prediction ids.
+        """
+        if len(feedback_keys) == 0:
+            return pa.nulls(len(predictions), pa.int32())
+        positions = pc.indices_nonzero(pc.is_in(predictions, value_set=feedback_ids))
+        if len(positions) == 0:
+            return pa.nulls(len(predictions), pa.int32())
+        keys = pc.binary_join_element_wise(
+            devices.take(chunk_of.take(positions)), predictions.take(positions), _KEY_SEPARATOR
+        )
+        matched = pc.fill_null(pc.index_in(keys, value_set=feedback_keys), -1).to_numpy()
+        index = np.full(len(predictions), -1, np.int32)
+        index[positions.to_numpy()] = matched
+        return pa.array(index, mask=index < 0)
+
+    @staticmethod
     def _feedback_labels(
         conn: sa.Connection, app_id: str, predictions: pa.Array
-    ) -> tuple[pa.Array, pa.Array]:
-        """(prediction ids, their labels) of the label feedback of ``predictions``."""
-        base = sa.select(_FEEDBACK.c.prediction_id, _FEEDBACK.c.label).where(
+    ) -> tuple[pa.Array, pa.Array, pa.Array]:
+        """(distinct prediction ids, device + prediction id keys, labels) of label feedback.
+
+        Selected by prediction id (the index's prefix), so the rows may include other
+        devices' feedback on the same ids; the caller matches the device too.
+        """
+        base = sa.select(_FEEDBACK.c.device_id, _FEEDBACK.c.prediction_id, _FEEDBACK.c.label).where(
             _FEEDBACK.c.app_id == app_id, _FEEDBACK.c.label.is_not(None)
         )
         present = predictions.drop_null()
@@ -289,11 +352,17 @@ class TelemetryStore:
         else:
             wanted = sorted(pc.unique(present).to_pylist())
             queries = [base.where(_FEEDBACK.c.prediction_id.in_(p)) for p in _parts(wanted)]
-        ids: list[str] = []
+        ids: set[str] = set()
+        keys: list[str] = []
         labels: list[str] = []
         if len(present):
             for query in queries:
-                for prediction_id, label in conn.execute(query):
-                    ids.append(prediction_id)
+                for device_id, prediction_id, label in conn.execute(query):
+                    ids.add(prediction_id)
+                    keys.append(f"{device_id}{_KEY_SEPARATOR}{prediction_id}")
                     labels.append(label)
-        return pa.array(ids, pa.string()), pa.array(labels, pa.string())
+        return (
+            pa.array(list(ids), pa.string()),
+            pa.array(keys, pa.string()),
+            pa.array(labels, pa.string()),
+        )

@@ -271,6 +271,7 @@ class TelemetryExporter:
                 _CHUNKS.c.device_class,
                 _CHUNKS.c.app_version,
                 _CHUNKS.c.received_at,
+                _CHUNKS.c.clock_offset_s,
                 _CHUNKS.c.payload,
             )
             .where(_CHUNKS.c.id > watermark, _CHUNKS.c.id <= upper)
@@ -289,6 +290,7 @@ class TelemetryExporter:
                     app_version=row.app_version,
                     received_at=row.received_at,
                     events=decode_payload(row.payload),
+                    clock_offset_s=row.clock_offset_s,
                 )
                 for row in conn.execute(query)
             ]

@@ -5,24 +5,46 @@ A batch goes to the database in one transaction (duplicates decided by the uniqu
 source of truth; the ``TelemetryExporter`` writes the chunks to day-partitioned Parquet
 files under ``<home>/telemetry`` afterwards (a background task in the server,
 ``export_parquet()`` on demand), so intake never writes a file.
+
+What a client can rely on (docs/server.md, "Telemetry semantics"):
+
+- Events and feedback naming a model the app does not have are not stored, and the
+  answer says so: the batch's ``rejected`` lists them per model (the rest of the batch
+  is stored; a batch of only unknown models stores nothing, not even its id, so a retry
+  gets the same answer); feedback answers ``NotFound`` (404). Known model names are
+  cached per app for ``model_cache_ttl_s``, so intake does not read the registry per
+  batch; an unknown name is looked up every time (a model created a moment ago counts).
+- A prediction id is unique per device: feedback is keyed and joined to its inference
+  by (device id, prediction id), never by the prediction id alone.
+- Event timestamps are corrected for the device's clock (``_intake.correct_clock``)
+  before they are stored, so every time window (metrics, guardrails, experiments, the
+  Parquet files' ``ts``) uses the corrected ts.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from pocketml.errors import Unavailable
+from pocketml.errors import NotFound, Unavailable
 from pocketml.registry import Registry
+from pocketml.telemetry._intake import ClockPolicy, IngestReport, RejectedModel, correct_clock
 from pocketml.telemetry._store import TelemetryStore
-from pocketml.telemetry._types import Feedback, IngestResult, MetricsRow, TelemetryBatch
+from pocketml.telemetry._types import Feedback, MetricsRow, TelemetryBatch
 from pocketml.telemetry.aggregate import aggregate_events
 from pocketml.telemetry.export import TelemetryExporter
 
 __all__ = ["TelemetryService"]
 
 logger = logging.getLogger(__name__)
+
+_MAX_CACHED_MODELS = 10_000  # (app, model) names; the cache is cleared beyond this
 
 
 class TelemetryService:
@@ -34,6 +56,10 @@ class TelemetryService:
         export_interval_s: seconds between background Parquet exports (``run_exporter``).
         export_pending_events: events ingested on this replica that trigger an export
             before the interval is up.
+        clock: the server's clock, unix seconds (tests pass a fixed one).
+        clock_policy: how event timestamps are corrected (see ``_intake``).
+        model_cache_ttl_s: how long a model name found in the registry is trusted
+            without a lookup (a deleted model's events are accepted this long).
     """
 
     def __init__(
@@ -43,13 +69,21 @@ class TelemetryService:
         *,
         export_interval_s: float = 10.0,
         export_pending_events: int = 500_000,
+        clock: Callable[[], float] = time.time,
+        clock_policy: ClockPolicy | None = None,
+        model_cache_ttl_s: float = 5.0,
     ) -> None:
         self.registry = registry
         self.parquet_root = parquet_root
         self.export_interval_s = export_interval_s
         self.export_pending_events = export_pending_events
+        self.clock = clock
+        self.clock_policy = clock_policy or ClockPolicy()
+        self.model_cache_ttl_s = model_cache_ttl_s
         self._store: TelemetryStore | None = None
         self._exporter: TelemetryExporter | None = None
+        self._models_seen: dict[tuple[str, str], float] = {}  # (app, model) -> found at
+        self._models_lock = threading.Lock()
 
     def open(self) -> None:
         """Attach to the registry's database (the registry must be open)."""
@@ -87,43 +121,128 @@ class TelemetryService:
             raise Unavailable("the telemetry service is not open; call open() first.")
         return self._store
 
-    def ingest(self, app_id: str, batch: TelemetryBatch) -> IngestResult:
+    def ingest(
+        self, app_id: str, batch: TelemetryBatch, *, device_sent_at: float | None = None
+    ) -> IngestReport:
         """Store a validated batch once (a second copy of the same batch id is a no-op).
+
+        Events of models the app does not have are left out and reported; the rest have
+        their timestamps corrected for the device's clock and are stored.
 
         Args:
             app_id: the device's app.
-            batch: the validated batch.
+            batch: the validated batch (its events' ``ts`` are corrected in place).
+            device_sent_at: the device clock's time when it sent the batch, unix seconds
+                (a route passes the request's HTTP ``Date`` header); None when unknown.
 
         Returns:
-            ``IngestResult(accepted=len(events), duplicate=False)``, or
-            ``(0, True)`` when this app stored this batch id before.
+            An ``IngestReport``: ``accepted`` events stored, or ``duplicate`` when this
+            app stored this batch id before (nothing stored again); ``rejected`` events
+            per unknown model; the clock correction applied.
 
         Raises:
             Unavailable: the database cannot be reached (nothing is stored; retry).
         """
-        received = datetime.now(UTC)
+        received = self.clock()
+        events, rejected = self._split_unknown(app_id, batch.events)
+        if not events:  # nothing to store, not even the batch id: a retry answers the same
+            logger.info(
+                "telemetry batch %s of app %s names only unknown models", batch.batch_id, app_id
+            )
+            return IngestReport(accepted=0, duplicate=False, rejected=rejected)
+        correction = correct_clock(events, received, device_sent_at, self.clock_policy)
         context = {
             "platform": batch.platform,
             "device_class": batch.device_class,
             "app_version": batch.app_version,
         }
         stored = self.store.insert_batch(
-            app_id, batch.batch_id, batch.device_id, context, batch.events, received
+            app_id,
+            batch.batch_id,
+            batch.device_id,
+            context,
+            events,
+            datetime.fromtimestamp(received, UTC),
+            clock_offset_s=correction.offset_s,
         )
         if not stored:
             logger.info("telemetry batch %s of app %s is a duplicate", batch.batch_id, app_id)
-            return IngestResult(accepted=0, duplicate=True)
+            return IngestReport(accepted=0, duplicate=True, rejected=rejected)
+        if correction.offset_s or correction.clamped or correction.stale:
+            logger.info(
+                "telemetry batch %s of device %s: clock offset %.0f s applied, %d events "
+                "clamped to the receive time, %d older than the stale horizon",
+                batch.batch_id,
+                batch.device_id,
+                correction.offset_s,
+                correction.clamped,
+                correction.stale,
+            )
         if self._exporter is not None:
-            self._exporter.note_ingested(len(batch.events))
-        return IngestResult(accepted=len(batch.events), duplicate=False)
+            self._exporter.note_ingested(len(events))
+        return IngestReport(
+            accepted=len(events),
+            duplicate=False,
+            rejected=rejected,
+            clock_offset_s=correction.offset_s,
+            clamped=correction.clamped,
+            stale=correction.stale,
+        )
 
     def record_feedback(self, app_id: str, feedback: Feedback) -> None:
-        """Store the feedback of one prediction; a later one (by ``ts``) replaces it.
+        """Store the feedback of one prediction of one device; a later one (by ``ts``) wins.
+
+        Feedback is keyed by (device id, prediction id): it labels only the inference
+        the same device reported with that prediction id.
 
         Raises:
+            NotFound: the app has no model named ``feedback.model`` (nothing stored).
             Unavailable: the database cannot be reached.
         """
-        self.store.upsert_feedback(app_id, feedback, datetime.now(UTC))
+        if self._unknown_models(app_id, (feedback.model,)):
+            raise NotFound(
+                f"feedback names model {feedback.model!r}, which this app does not have; "
+                "send feedback only for models the check-in manifest lists (this feedback "
+                "will never be accepted: drop it)."
+            )
+        self.store.upsert_feedback(app_id, feedback, datetime.fromtimestamp(self.clock(), UTC))
+
+    def _split_unknown(
+        self, app_id: str, events: Sequence[Any]
+    ) -> tuple[Sequence[Any], tuple[RejectedModel, ...]]:
+        """(the events of the app's models, the rejected events per unknown model)."""
+        if events and isinstance(events[0], Mapping):
+            models = [event["model"] for event in events]
+        else:
+            models = [event.model for event in events]
+        distinct = set(models)
+        unknown = self._unknown_models(app_id, distinct)
+        if not unknown:
+            return events, ()
+        counts = Counter(model for model in models if model in unknown)
+        rejected = tuple(RejectedModel(name, counts[name]) for name in sorted(unknown))
+        kept = [e for e, model in zip(events, models, strict=True) if model not in unknown]
+        return kept, rejected
+
+    def _unknown_models(self, app_id: str, names: Iterable[str]) -> set[str]:
+        """The names that are no model of the app (found names are cached for a TTL)."""
+        names = list(names)
+        now = self.clock()
+        with self._models_lock:
+            found_at = [self._models_seen.get((app_id, name)) for name in names]
+        stale = [
+            name
+            for name, at in zip(names, found_at, strict=True)
+            if at is None or now - at > self.model_cache_ttl_s
+        ]
+        if not stale:
+            return set()
+        known = self.store.known_models(app_id, stale)
+        with self._models_lock:
+            if len(self._models_seen) + len(known) > _MAX_CACHED_MODELS:
+                self._models_seen.clear()
+            self._models_seen.update({(app_id, name): now for name in known})
+        return set(stale) - known
 
     def model_metrics(
         self, app_id: str, model: str, *, since: float | None = None, until: float | None = None
