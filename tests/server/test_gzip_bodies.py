@@ -10,8 +10,10 @@ cheap to build. The database plays no part in these answers: SQLite only.
 
 from __future__ import annotations
 
+import email.utils
 import gzip
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -86,8 +88,7 @@ def door(
     settings = server_settings(
         home,
         f"sqlite:///{home / 'pocketml.db'}",
-        max_device_body_kb=DEVICE_BODY_KB,
-        max_telemetry_body_kb=TELEMETRY_BODY_KB,
+        limits={"max_device_body_kb": DEVICE_BODY_KB, "max_telemetry_body_kb": TELEMETRY_BODY_KB},
     )
     with pytest.MonkeyPatch.context() as patch:
         if request.param == "FastAPI":
@@ -139,8 +140,27 @@ def test_a_gzip_telemetry_batch_is_stored_once(door: Door) -> None:
     again = door.post("/v1/telemetry", body, Content_Encoding="GZIP")
 
     assert first.status_code == 202, first.text
-    assert first.json() == {"accepted": 1, "duplicate": False}
+    assert first.json() == {
+        "accepted": 1,
+        "duplicate": False,
+        "rejected": [],
+        "clock_offset_s": 0.0,
+        "clamped": 0,
+        "stale": 0,
+    }
     assert again.status_code == 200 and again.json()["duplicate"] is True
+
+
+def test_both_doors_hand_the_date_header_to_the_clock_correction(door: Door) -> None:
+    """A device clock two hours slow: its events are moved by the offset its ``Date``
+    header shows (the telemetry service's rule; tests/telemetry/test_semantics.py)."""
+    slow = email.utils.formatdate(time.time() - 7200, usegmt=True)
+    body = _json({**BATCH, "batch_id": "b-date-1"})
+
+    answer = door.post("/v1/telemetry", body, Date=slow)
+
+    assert answer.status_code == 202, answer.text
+    assert 7190 <= answer.json()["clock_offset_s"] <= 7210, answer.text
 
 
 def test_gzip_feedback_is_accepted(door: Door) -> None:

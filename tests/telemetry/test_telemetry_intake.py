@@ -87,8 +87,11 @@ def test_a_batch_is_stored_once_in_the_database_and_in_parquet(
     with server.http(app_keys.device_key) as http:
         first = http.post("/v1/telemetry", json=batch("batch-0001", events))
         second = http.post("/v1/telemetry", json=batch("batch-0001", events))
-    assert first.status_code == 202 and first.json() == {"accepted": 12, "duplicate": False}
-    assert second.status_code == 200 and second.json() == {"accepted": 0, "duplicate": True}
+    nothing_corrected = {"rejected": [], "clock_offset_s": 0.0, "clamped": 0, "stale": 0}
+    assert first.status_code == 202
+    assert first.json() == {"accepted": 12, "duplicate": False, **nothing_corrected}
+    assert second.status_code == 200
+    assert second.json() == {"accepted": 0, "duplicate": True, **nothing_corrected}
     (group,) = metrics(server, app_keys)
     assert group["count"] == 10 and group["errors"] == 1
     assert export_parquet(server) == 12
@@ -104,6 +107,8 @@ def test_the_same_batch_id_in_another_app_is_not_a_duplicate(
     server: LiveServer, app_keys: AppKeys
 ) -> None:
     other = server.create_app("other")
+    with server.admin(other.admin_token) as client:
+        client.create_model("digits", schema=DIGITS_SCHEMA)
     with server.http(app_keys.device_key) as a, server.http(other.device_key) as b:
         first = a.post("/v1/telemetry", json=batch("batch-shared", [inference(1)]))
         second = b.post("/v1/telemetry", json=batch("batch-shared", [inference(1)]))

@@ -104,6 +104,7 @@ async def _serve(
     authorization = None
     given_rid = None
     if_none_match = None
+    sent_date = None
     for key, value in scope["headers"]:  # ASGI servers give header names in lower case
         if key == b"authorization":
             authorization = value.decode("latin-1")
@@ -111,6 +112,8 @@ async def _serve(
             given_rid = value.decode("latin-1")
         elif key == b"if-none-match":
             if_none_match = value.decode("latin-1")
+        elif key == b"date":
+            sent_date = value.decode("latin-1")
     rid = given_rid if given_rid and _REQUEST_ID_OK.match(given_rid) else new_request_id()
     try:
         principal = await authenticate_device(state, bearer_token(authorization))
@@ -122,7 +125,7 @@ async def _serve(
             answer = await answer_checkin(state, principal, body, if_none_match)
         else:
             body = await read_body(receive, limits.telemetry.max_body)
-            answer = await answer_telemetry(state, principal, body)
+            answer = await answer_telemetry(state, principal, body, sent_date)
     except Exception as exc:
         where = f"{scope.get('method')} {scope['path']}"
         await send_error(send, public_error(exc, rid, where), rid)

@@ -1,14 +1,19 @@
 """Telemetry intake: an event batch in, stored once per ``batch_id``.
 
 A batch is size-checked (count -> 413), validated as a whole (422 naming each bad event
-as ``events[i].field``; nothing is stored) and handed to the telemetry service: 202 with
-the number accepted, or 200 ``{"duplicate": true}`` when this app sent the same
-``batch_id`` before. Certainly-valid bodies are decoded and checked in one msgspec pass
+as ``events[i].field``; nothing is stored) and handed to the telemetry service with the
+device clock's send time (the HTTP ``Date`` request header, when the device sends one:
+the service corrects skewed event timestamps by it). The answer is 202 when events were
+stored, else 200 (``duplicate: true`` when this app sent the same ``batch_id`` before, or
+every event named a model the app does not have); ``rejected`` lists the events left
+out per model. Certainly-valid bodies are decoded and checked in one msgspec pass
 (``decode_batch``); anything else goes through pydantic, which writes the messages.
 """
 
 from __future__ import annotations
 
+import email.utils
+import functools
 from typing import Any
 
 import orjson
@@ -33,8 +38,16 @@ class BatchRejected(ValidationFailed):
     """A telemetry batch with bad fields (HTTP 422 naming each ``events[i].field``)."""
 
 
-async def answer_telemetry(state: ServerState, principal: Principal, body: bytes) -> Answer:
-    """Validate and store one batch: 202 stored, 200 a duplicate of a stored one.
+async def answer_telemetry(
+    state: ServerState, principal: Principal, body: bytes, sent_date: str | None = None
+) -> Answer:
+    """Validate and store one batch: 202 stored, 200 nothing new stored.
+
+    Args:
+        state: the server state.
+        principal: the authenticated device key's principal.
+        body: the request body (JSON ``TelemetryRequest``).
+        sent_date: the request's ``Date`` header, if any (an unreadable one is ignored).
 
     Raises:
         MalformedJson: the body is not JSON (400).
@@ -42,9 +55,24 @@ async def answer_telemetry(state: ServerState, principal: Principal, body: bytes
         BatchRejected: any bad field (422).
     """
     batch = validate_body(body, state.max_telemetry_events)
-    result = await to_thread.run_sync(state.telemetry.ingest, principal.app_id, batch)
-    answer = orjson.dumps({"accepted": result.accepted, "duplicate": result.duplicate})
-    return Answer(200 if result.duplicate else 202, answer)
+    sent_at = _http_date(sent_date)
+    result = await to_thread.run_sync(
+        functools.partial(state.telemetry.ingest, device_sent_at=sent_at),
+        principal.app_id,
+        batch,
+    )
+    stored = result.accepted > 0 and not result.duplicate
+    return Answer(202 if stored else 200, orjson.dumps(result.to_dict()))
+
+
+def _http_date(value: str | None) -> float | None:
+    """Unix seconds of an HTTP-date (RFC 9110), or None when absent or unreadable."""
+    if not value or len(value) > 64:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 def validate_body(body: bytes, max_events: int) -> TelemetryBatch:

@@ -59,8 +59,12 @@ router = APIRouter(tags=["telemetry"], route_class=StrictJsonRoute)
         }
     },
     responses={
-        202: {"model": TelemetryAccepted, "description": "Stored."},
-        200: {"model": TelemetryAccepted, "description": "A duplicate; nothing stored."},
+        202: {"model": TelemetryAccepted, "description": "Stored (``accepted`` > 0)."},
+        200: {
+            "model": TelemetryAccepted,
+            "description": "Nothing new stored: a duplicate of a stored batch, or every "
+            "event named a model the app does not have (see ``rejected``); do not retry.",
+        },
         **errors(400, *ERRORS_AUTH, 413, 422, 503),
     },
 )
@@ -71,7 +75,7 @@ async def ingest_telemetry(
 ) -> Response:
     """Validate and store one batch: ``answer_telemetry``."""
     body = await read_body(request.receive, state.max_telemetry_bytes)
-    return respond(await answer_telemetry(state, principal, body))
+    return respond(await answer_telemetry(state, principal, body, request.headers.get("date")))
 
 
 @router.post(
