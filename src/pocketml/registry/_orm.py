@@ -14,19 +14,31 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from pocketml.db import Base, JSONDict, UTCDateTime
 
-__all__ = ["App", "AppKey", "AppKeyring", "Model", "ModelVersion", "Variant"]
+__all__ = ["App", "AppDeviceKey", "AppKey", "AppKeyring", "Model", "ModelVersion", "Variant"]
 
 
 class App(Base):
-    """A tenant: one mobile app with hashed admin token and device key."""
+    """A tenant: one mobile app with its hashed admin token (device keys: AppDeviceKey)."""
 
     __tablename__ = "apps"
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(100), unique=True)
     admin_token_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
-    device_key_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AppDeviceKey(Base):
+    """One hashed device key of an app: active, in its overlap until ``expires_at``, or revoked."""
+
+    __tablename__ = "app_device_keys"
+
+    key_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(sa.ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    key_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class AppKey(Base):

@@ -13,10 +13,18 @@ import hmac
 import logging
 import secrets
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pocketml.db import utcnow
 from pocketml.errors import Conflict, IntegrityError, InvalidInput, Unauthorized, Unavailable
+from pocketml.registry._devicekeys import (
+    DEFAULT_OVERLAP_DAYS,
+    MAX_OVERLAP_DAYS,
+    DeviceKeyRotation,
+    DeviceKeyState,
+)
 from pocketml.registry._keyrings import SigningKeys, keyring_of
 from pocketml.registry._push import (
     build_packages,
@@ -211,6 +219,9 @@ class Registry(SigningKeys):
     def rotate_credential(self, app_id: str, which: Literal["admin", "device"]) -> str:
         """Replace the app's admin token or device key; the old one stops working at once.
 
+        For a device key this is ``rotate_device_key(app_id, overlap_days=0)``: prefer
+        that method with an overlap, so installed app builds keep working.
+
         Returns:
             The new token (shown once).
 
@@ -220,11 +231,83 @@ class Registry(SigningKeys):
         """
         if which not in ("admin", "device"):
             raise InvalidInput(f"credential to rotate must be 'admin' or 'device'; got {which!r}.")
-        prefix = ADMIN_TOKEN_PREFIX if which == "admin" else DEVICE_KEY_PREFIX
-        token = prefix + secrets.token_urlsafe(32)
-        self.store.set_credential(app_id, which, hash_token(token))
-        logger.info("rotated the %s credential of app %s", which, app_id)
+        if which == "device":
+            return self.rotate_device_key(app_id, overlap_days=0).device_key
+        token = ADMIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        self.store.set_admin_token(app_id, hash_token(token))
+        logger.info("rotated the admin credential of app %s", app_id)
         return token
+
+    def rotate_device_key(
+        self,
+        app_id: str,
+        *,
+        overlap_days: float = DEFAULT_OVERLAP_DAYS,
+        actor: str = "admin",
+        reason: str = "",
+    ) -> DeviceKeyRotation:
+        """Issue a new device key; the previous ones keep working for ``overlap_days``.
+
+        Ship the new key in the next app build; builds already installed keep using the
+        old key until the overlap ends (then they get 401 and must update). One
+        transaction, audited. Device routes may accept a revoked key for up to
+        ``auth_ttl_s`` more seconds (their principal cache).
+
+        Args:
+            app_id: the app.
+            overlap_days: days the previous key keeps working, in [0, 365]; 0 revokes it
+                now (an old key that leaked).
+            actor: who rotates (audit log).
+            reason: why (audit log).
+
+        Returns:
+            The new key (shown once) and the state of every device key of the app.
+
+        Raises:
+            InvalidInput: overlap_days outside [0, 365].
+            NotFound: no such app.
+        """
+        if (
+            isinstance(overlap_days, bool)
+            or not isinstance(overlap_days, int | float)
+            or not 0 <= overlap_days <= MAX_OVERLAP_DAYS
+        ):
+            raise InvalidInput(
+                f"overlap_days must be a number of days in [0, {MAX_OVERLAP_DAYS:g}]; got "
+                f"{overlap_days!r}. Pass 0 to revoke the old key now, or e.g. 30."
+            )
+        token = DEVICE_KEY_PREFIX + secrets.token_urlsafe(32)
+        expires_at = utcnow() + timedelta(days=overlap_days) if overlap_days > 0 else None
+        keys = self.store.rotate_device_key(
+            app_id, hash_token(token), expires_at, actor=actor, reason=reason
+        )
+        logger.info(
+            "rotated the device key of app %s (previous keys end in %g days)",
+            app_id,
+            overlap_days,
+        )
+        return DeviceKeyRotation(device_key=token, keys=tuple(keys))
+
+    def list_device_keys(self, app_id: str) -> list[DeviceKeyState]:
+        """Every device key of the app (ids and states, never the keys), newest first.
+
+        Raises:
+            NotFound: no such app.
+        """
+        return self.store.device_keys(app_id)
+
+    def revoke_device_key(
+        self, app_id: str, key_id: str, *, actor: str = "admin", reason: str = ""
+    ) -> DeviceKeyState:
+        """End a previous device key's overlap now. Audited.
+
+        Raises:
+            NotFound: no such key in this app.
+            Conflict: the active key (rotate instead) or a key revoked already.
+        """
+        state = self.store.revoke_device_key(app_id, key_id, actor=actor, reason=reason)
+        logger.info("revoked device key %s of app %s", key_id, app_id)
+        return state
 
     # -- models ------------------------------------------------------------------------
 
