@@ -4,8 +4,9 @@ A device key ships inside every installed build of a mobile app, so replacing it
 break the builds already on phones. An app therefore holds several device keys: exactly
 one **active** key (new builds ship it), and older keys that keep working until their
 ``expires_at`` (**expiring**, then **expired**) or until they are **revoked**. Rotation is
-one transaction that locks the app row, inserts the new key, sets the end of the overlap
-on the previous keys and writes an audit entry, so two concurrent rotations serialise.
+one transaction that locks the app row, inserts the new key (and mirrors it on
+``apps.device_key_sha256``), sets the end of the overlap on the previous keys and writes an
+audit entry, so two concurrent rotations serialise.
 Authentication compares times in Python (one clock, the server's), not in SQL.
 """
 
@@ -136,7 +137,10 @@ class DeviceKeyStore:
             NotFound: no such app.
         """
         with self._session("rotate device key", write=True) as s:
-            _require_app(s, app_id, lock=True)
+            app = s.scalars(sa.select(App).where(App.id == app_id).with_for_update()).first()
+            if app is None:
+                raise NotFound(f"no app with id {app_id!r}.")
+            app.device_key_sha256 = key_sha256  # the mirror of the active key (migration 0006)
             now = utcnow()
             new_id = device_key_id(key_sha256)
             ended: list[str] = []

@@ -18,13 +18,18 @@ __all__ = ["App", "AppDeviceKey", "AppKey", "AppKeyring", "Model", "ModelVersion
 
 
 class App(Base):
-    """A tenant: one mobile app with its hashed admin token (device keys: AppDeviceKey)."""
+    """A tenant: one mobile app with its hashed admin token (device keys: AppDeviceKey).
+
+    ``device_key_sha256`` mirrors the active device key (see migration 0006: SQLite cannot
+    drop it safely); authentication never reads it.
+    """
 
     __tablename__ = "apps"
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(100), unique=True)
     admin_token_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    device_key_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -147,6 +147,7 @@ class RegistryStore(SigningKeyStore, DeviceKeyStore):
                 id=app_id,
                 name=name,
                 admin_token_sha256=admin_sha256,
+                device_key_sha256=device_sha256,
                 created_at=now,
             )
             s.add(app)

@@ -124,7 +124,8 @@ def show_own_app(
         "new one is returned only here; to keep installed app builds working, rotate the "
         "device key with an overlap: POST /v1/admin/app/device-keys/rotate). "
         "`signing_key`: new packages are signed with a new key; the previous key stays "
-        "in the keyring as a verify-only key so packages already shipped still verify, and the new keyring is signed by both keys "
+        "in the keyring as a verify-only key so packages already shipped still verify, "
+        "and the new keyring is signed by both keys "
         "(docs/packages.md, Signing keys: rotation and revocation). Audited."
     ),
     responses=errors(*ERRORS_AUTH, 422),

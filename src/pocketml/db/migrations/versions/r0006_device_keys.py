@@ -4,11 +4,18 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-04
 
-Moves ``apps.device_key_sha256`` into ``app_device_keys``: one row per key with its
-creation time, the end of its overlap (``expires_at``, NULL while it is the active key)
-and its revocation time. Existing keys are copied as the active key of their app, under a
-key id made of the first 16 hex characters of their hash (the same rule new keys use), so
-no installed app build notices the migration.
+Adds ``app_device_keys``: one row per key with its creation time, the end of its overlap
+(``expires_at``, NULL while it is the active key) and its revocation time. Existing keys
+are copied as the active key of their app, under a key id made of the first 16 hex
+characters of their hash (the same rule new keys use), so no installed app build notices
+the migration. Authentication reads only the new table.
+
+``apps.device_key_sha256`` stays and keeps the hash of the ACTIVE key (the store updates it
+in the rotation's transaction), because dropping it is unsafe on SQLite: a UNIQUE column
+cannot be dropped in place, and rebuilding ``apps`` (Alembic's batch mode) deletes every
+row of every table that references it, since foreign keys with ON DELETE CASCADE are on
+and cannot be switched off inside the migration's transaction. Keeping it current also
+makes the downgrade exact: the app keeps its active key, the overlap keys are gone.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ _TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
-    """Create ``app_device_keys``, copy each app's key into it, drop the old column."""
+    """Create ``app_device_keys`` and copy each app's key into it as its active key."""
     op.create_table(
         "app_device_keys",
         sa.Column("key_id", sa.String(40), nullable=False),
@@ -46,22 +53,9 @@ def upgrade() -> None:
         "SELECT 'dk_' || substr(device_key_sha256, 1, 16), id, device_key_sha256, created_at "
         "FROM apps"
     )
-    with op.batch_alter_table("apps") as batch:
-        batch.drop_constraint("uq_apps_device_key_sha256", type_="unique")
-        batch.drop_column("device_key_sha256")
 
 
 def downgrade() -> None:
-    """Put each app's active key (else its newest) back on ``apps``; drop the table."""
-    with op.batch_alter_table("apps") as batch:
-        batch.add_column(sa.Column("device_key_sha256", sa.String(64), nullable=True))
-    op.execute(
-        "UPDATE apps SET device_key_sha256 = (SELECT k.key_sha256 FROM app_device_keys k "
-        "WHERE k.app_id = apps.id ORDER BY (k.expires_at IS NULL AND k.revoked_at IS NULL) "
-        "DESC, k.created_at DESC LIMIT 1)"
-    )
-    with op.batch_alter_table("apps") as batch:
-        batch.alter_column("device_key_sha256", existing_type=sa.String(64), nullable=False)
-        batch.create_unique_constraint("uq_apps_device_key_sha256", ["device_key_sha256"])
+    """Drop the table; ``apps.device_key_sha256`` already holds each app's active key."""
     op.drop_index("ix_app_device_keys_app_id", table_name="app_device_keys")
     op.drop_table("app_device_keys")
