@@ -239,6 +239,29 @@ def revoke_device_key(
     _print_device_keys(f"Revoked {key_id}", [revoked])
 
 
+@app_app.command("package-access")
+def package_access(
+    access: str | None = typer.Argument(
+        None, help="public or private; omit to show the current setting."
+    ),
+    reason: str = typer.Option("", "--reason", help="Why (kept in the audit log)."),
+    server: str = ServerOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Show or set who may fetch the app's packages (public: a CDN may cache them)."""
+    if access not in (None, "public", "private"):
+        raise InvalidInput(
+            f"package access must be 'public' or 'private'; got {access!r}. "
+            "Run `pocketml app package-access private`."
+        )
+    with _client(server, token) as client:
+        if access is None:
+            result = client.package_access()
+        else:
+            result = client.set_package_access(public=access == "public", reason=reason)
+    console.print(f"packages: {'public' if result.public else 'private'}")
+
+
 @models_app.command("list")
 def list_models(
     prefix: str | None = typer.Option(None, "--prefix", help="Only names starting so."),

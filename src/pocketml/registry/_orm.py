@@ -31,6 +31,7 @@ class App(Base):
     admin_token_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
     device_key_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    packages_public: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.true())
 
 
 class AppDeviceKey(Base):
@@ -134,6 +135,7 @@ class Variant(Base):
     __table_args__ = (
         sa.UniqueConstraint("version_id", "name"),
         sa.Index("ix_variants_app_id_package_id", "app_id", "package_id"),
+        sa.Index("ix_variants_package_id", "package_id"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)

@@ -475,6 +475,42 @@ class Registry(SigningKeys):
         """
         return self.store.get_package(app_id, package_id)
 
+    def find_public_package(self, package_id: str) -> PackageRef:
+        """A package fetched without a key: found only in an app whose packages are public.
+
+        Raises:
+            NotFound: no public package has this id (a private app's package included).
+        """
+        return self.store.find_public_package(package_id)
+
+    def packages_public(self, app_id: str) -> bool:
+        """Whether the app's packages may be fetched without a key and cached by a CDN.
+
+        Raises:
+            NotFound: no such app.
+        """
+        return self.store.packages_public(app_id)
+
+    def set_packages_public(
+        self, app_id: str, public: bool, *, actor: str = "admin", reason: str = ""
+    ) -> bool:
+        """Make the app's packages public (CDN-cacheable) or private (device key only).
+
+        Making them private does not purge copies a shared cache already holds (they were
+        announced ``max-age`` one year): purge the CDN too. Audited.
+
+        Returns:
+            The new setting.
+
+        Raises:
+            InvalidInput: ``public`` is not a bool. NotFound: no such app.
+        """
+        if not isinstance(public, bool):
+            raise InvalidInput(f"public must be true or false; got {public!r}.")
+        self.store.set_packages_public(app_id, public, actor=actor, reason=reason)
+        logger.info("packages of app %s are now %s", app_id, "public" if public else "private")
+        return public
+
     def get_content_key(self, app_id: str, key_id: str) -> bytes:
         """The raw 32-byte AES key of one of the app's encrypted packages.
 

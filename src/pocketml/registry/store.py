@@ -38,6 +38,7 @@ from pocketml.registry._orm import (
     ModelVersion,
     Variant,
 )
+from pocketml.registry._packageaccess import PackageAccessStore
 from pocketml.registry._rows import (
     KeyRecord,
     NewVersion,
@@ -75,12 +76,13 @@ class VersionTaken(Conflict):
     """The version number is in use (a concurrent push may have taken it)."""
 
 
-class RegistryStore(SigningKeyStore, DeviceKeyStore):
+class RegistryStore(SigningKeyStore, DeviceKeyStore, PackageAccessStore):
     """SQLAlchemy implementation of the registry's storage. ``open()`` migrates.
 
     The signing-key methods (key states, keyrings, re-signed packages) come from
     ``SigningKeyStore`` in ``_keystore.py``; the device keys (several per app, rotation
-    with an overlap) from ``DeviceKeyStore`` in ``_devicekeys.py``.
+    with an overlap) from ``DeviceKeyStore`` in ``_devicekeys.py``; who may fetch
+    packages (public or private) from ``PackageAccessStore`` in ``_packageaccess.py``.
     """
 
     def __init__(self, database_url: str) -> None:

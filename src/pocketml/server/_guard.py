@@ -108,8 +108,8 @@ class Limits:
         """The class of ``method path``: device (check-in, feedback, keys), telemetry,
         predict, push (the version upload), admin (every other ``/v1`` route) or other
         (``/healthz``, ``/docs``, ``/ui``: no token, no media type)."""
-        if not path.startswith("/v1/"):
-            return self.other
+        if not path.startswith("/v1/") or path.startswith("/v1/packages/"):
+            return self.other  # packages: a public app's are fetched without a key
         if path == "/v1/checkin" or path == "/v1/feedback" or path.startswith("/v1/keys/"):
             return self.device
         if path == "/v1/telemetry":

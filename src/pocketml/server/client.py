@@ -32,6 +32,7 @@ from pocketml.server.schemas import (
     HealthPublic,
     ModelPage,
     ModelPublic,
+    PackageAccessPublic,
     VersionPage,
     VersionPublic,
 )
@@ -197,6 +198,15 @@ class AdminClient:
         """End a previous device key's overlap now."""
         body = {"key_id": key_id, "reason": reason}
         return self._post("/v1/admin/app/device-keys/revoke", DeviceKeyPublic, body)
+
+    def package_access(self) -> PackageAccessPublic:
+        """``GET /v1/admin/app/package-access``: are the app's packages public?"""
+        return self._get("/v1/admin/app/package-access", PackageAccessPublic)
+
+    def set_package_access(self, *, public: bool, reason: str = "") -> PackageAccessPublic:
+        """Make the app's packages public (CDN-cacheable) or private (device key only)."""
+        body = {"public": public, "reason": reason}
+        return self._post("/v1/admin/app/package-access", PackageAccessPublic, body)
 
     def _post_json(self, path: str, body: Mapping[str, Any]) -> Any:
         return self.request("POST", path, json=dict(body)).json()

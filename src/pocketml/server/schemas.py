@@ -30,6 +30,8 @@ __all__ = [
     "HealthPublic",
     "ModelPage",
     "ModelPublic",
+    "PackageAccessChange",
+    "PackageAccessPublic",
     "RotateRequest",
     "RotatedPublic",
     "StageChange",
@@ -237,6 +239,30 @@ class DeviceKeyRevokeRequest(Bounded):
     )
 
     key_id: str = Field(pattern=r"^dk_[0-9a-f]{16}$", description="A previous device key.")
+    reason: str = Field("", max_length=500, description="Why (kept in the audit log).")
+
+
+class PackageAccessPublic(BaseModel):
+    """Who may fetch the app's packages (docs/packages.md, Serving packages from a CDN)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"public": True}]})
+
+    public: bool = Field(
+        description="true: anyone holding a package id (announced only at check-in) may "
+        "fetch it without a key, and answers are cacheable by a CDN. false: the app's "
+        "device key is required and answers are Cache-Control: private."
+    )
+
+
+class PackageAccessChange(Bounded):
+    """Body of ``POST /v1/admin/app/package-access``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"public": False, "reason": "unencrypted models"}]},
+    )
+
+    public: bool
     reason: str = Field("", max_length=500, description="Why (kept in the audit log).")
 
 

@@ -33,6 +33,8 @@ from pocketml.server.schemas import (
     DeviceKeyRotateRequest,
     ModelPage,
     ModelPublic,
+    PackageAccessChange,
+    PackageAccessPublic,
     RotatedPublic,
     RotateRequest,
 )
@@ -267,6 +269,47 @@ def revoke_device_key(
         principal.app_id, body.key_id, actor=_actor(principal), reason=body.reason
     )
     return DeviceKeyPublic.model_validate(revoked)
+
+
+@router.get(
+    "/app/package-access",
+    response_model=PackageAccessPublic,
+    tags=["apps"],
+    summary="Who may fetch the app's packages",
+    description="Whether the app's packages are public (CDN-cacheable) or private.",
+    responses=errors(*ERRORS_AUTH),
+)
+def show_package_access(
+    principal: Principal = Depends(require_admin),
+    state: ServerState = Depends(server_state),
+) -> PackageAccessPublic:
+    """Show the caller's package access."""
+    return PackageAccessPublic(public=state.registry.packages_public(principal.app_id))
+
+
+@router.post(
+    "/app/package-access",
+    response_model=PackageAccessPublic,
+    tags=["apps"],
+    summary="Make the app's packages public or private",
+    description=(
+        "`public: true` (the default of every app): a package is served without a key to "
+        "whoever holds its id, as `Cache-Control: public`, so a CDN may cache it. "
+        "`public: false`: only the app's device key or admin token downloads it, as "
+        "`Cache-Control: private`. Copies a CDN already holds are not purged. Audited."
+    ),
+    responses=errors(*ERRORS_AUTH, 422),
+)
+def change_package_access(
+    body: PackageAccessChange,
+    principal: Principal = Depends(require_admin),
+    state: ServerState = Depends(server_state),
+) -> PackageAccessPublic:
+    """Make the caller's packages public or private."""
+    public = state.registry.set_packages_public(
+        principal.app_id, body.public, actor=_actor(principal), reason=body.reason
+    )
+    return PackageAccessPublic(public=public)
 
 
 def _actor(principal: Principal) -> str:

@@ -1,4 +1,4 @@
-"""Device keys: an app may hold several, so a rotated key keeps working for an overlap.
+"""Device keys with an overlap, and packages a CDN may cache.
 
 Revision ID: 0006
 Revises: 0005
@@ -9,6 +9,11 @@ Adds ``app_device_keys``: one row per key with its creation time, the end of its
 are copied as the active key of their app, under a key id made of the first 16 hex
 characters of their hash (the same rule new keys use), so no installed app build notices
 the migration. Authentication reads only the new table.
+
+``apps.packages_public`` (default true, existing apps included) says whether the app's
+packages may be fetched without a device key and cached by shared caches (docs/packages.md,
+"Serving packages from a CDN"); ``ix_variants_package_id`` makes that lookup by package id
+alone (across apps) an index read.
 
 ``apps.device_key_sha256`` stays and keeps the hash of the ACTIVE key (the store updates it
 in the rotation's transaction), because dropping it is unsafe on SQLite: a UNIQUE column
@@ -53,9 +58,16 @@ def upgrade() -> None:
         "SELECT 'dk_' || substr(device_key_sha256, 1, 16), id, device_key_sha256, created_at "
         "FROM apps"
     )
+    op.add_column(
+        "apps",
+        sa.Column("packages_public", sa.Boolean(), nullable=False, server_default=sa.true()),
+    )
+    op.create_index("ix_variants_package_id", "variants", ["package_id"])
 
 
 def downgrade() -> None:
     """Drop the table; ``apps.device_key_sha256`` already holds each app's active key."""
+    op.drop_index("ix_variants_package_id", table_name="variants")
+    op.drop_column("apps", "packages_public")  # SQLite >= 3.35 drops it in place
     op.drop_index("ix_app_device_keys_app_id", table_name="app_device_keys")
     op.drop_table("app_device_keys")
