@@ -148,3 +148,10 @@ def test_completing_does_not_change_the_generated_document(tmp_path: Path) -> No
     complete_openapi(generated)
 
     assert json.dumps(generated, sort_keys=True) == snapshot
+
+
+@pytest.mark.parametrize("method", ["get", "head"])
+def test_packages_say_a_credential_is_optional(document: dict[str, Any], method: str) -> None:
+    security = document["paths"][PACKAGE][method]["security"]
+
+    assert {} in security and any(scheme for scheme in security)

@@ -13,7 +13,8 @@ read:
    is counted as it streams, and cut at the limit with the same answer);
 3. 415 ``unsupported_media_type``: a body that is not ``application/json`` on a JSON route,
    or not ``multipart/form-data`` on the version push;
-4. 401 ``unauthorized``: a ``/v1`` route without a well-formed ``Authorization: Bearer``.
+4. 401 ``unauthorized``: a ``/v1`` route without a well-formed ``Authorization: Bearer``
+   (not the package downloads: a public app's packages need no key).
 
 Token *verification* stays in the routes: with the body bounded, a wrong token costs at
 most one bounded read. ``Limits.route_class`` is the one table route -> limit, built

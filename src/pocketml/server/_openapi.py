@@ -12,6 +12,7 @@ guess those, so ``complete_openapi`` post-processes the generated document once:
   codes a status can carry), and every operation refers to it: no description is copied;
 - every operation lists the statuses the server can answer it with: its own, plus 431 and
   500 everywhere, 401 where it is secured, 413 and 415 where it takes a body;
+- the package downloads say that a credential is optional (``security`` lists ``{}``);
 - the headers are declared once in ``components/headers`` and ``components/parameters``
   and referred to where they apply (``X-Request-ID`` on every answer, ``ETag`` /
   ``If-None-Match`` on check-in, ``Range`` / ``If-Range`` / ``Content-Range`` /
@@ -207,6 +208,10 @@ def _complete_operation(path: str, operation: dict[str, Any]) -> None:
         _add_parameters(operation, ("If-None-Match",))
     if path == _PACKAGE:
         _add_parameters(operation, ("Range", "If-Range"))
+        # A public app's package needs no credential: `{}` is OpenAPI's "or anonymous".
+        security = operation.setdefault("security", [])
+        if {} not in security:
+            security.append({})
     operation["responses"] = dict(sorted(responses.items()))
 
 
