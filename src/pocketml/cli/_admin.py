@@ -23,9 +23,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from pocketml.cli._common import console, existing_path, print_table
 from pocketml.errors import InvalidInput
 from pocketml.server.client import AdminClient
-from pocketml.server.schemas import VersionPublic
+from pocketml.server.schemas import DeviceKeyPublic, VersionPublic
 
-__all__ = ["app_app", "keys_app", "models_app", "push", "versions_app"]
+__all__ = ["app_app", "device_keys_app", "keys_app", "models_app", "push", "versions_app"]
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
@@ -41,6 +41,12 @@ keys_app = typer.Typer(
     no_args_is_help=True,
 )
 app_app.add_typer(keys_app, name="keys")
+device_keys_app = typer.Typer(
+    help="List, rotate (with an overlap) and revoke the app's device keys "
+    "(docs/operations.md, Rotating the device key).",
+    no_args_is_help=True,
+)
+app_app.add_typer(device_keys_app, name="device-keys")
 
 ServerOption = typer.Option(
     DEFAULT_SERVER, "--server", envvar="POCKETML_SERVER_URL", help="Server base URL."
@@ -172,6 +178,88 @@ def revoke_key(
         ["model", "version", "variant", "new package"],
         [(r.model, r.version, r.variant, r.new_package_id[:16]) for r in revoked.resigned],
     )
+
+
+def _print_device_keys(title: str, keys: Sequence[DeviceKeyPublic]) -> None:
+    print_table(
+        title,
+        ["key id", "status", "created", "expires", "revoked"],
+        [
+            (
+                k.key_id,
+                k.status,
+                k.created_at.isoformat(timespec="seconds"),
+                k.expires_at.isoformat(timespec="seconds") if k.expires_at else "",
+                k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
+            )
+            for k in keys
+        ],
+    )
+
+
+@device_keys_app.command("list")
+def list_device_keys(server: str = ServerOption, token: str | None = TokenOption) -> None:
+    """List the app's device keys and their state (never the keys themselves)."""
+    with _client(server, token) as client:
+        keys = client.list_device_keys().items
+    _print_device_keys("Device keys", keys)
+
+
+@device_keys_app.command("rotate")
+def rotate_device_key(
+    overlap_days: float = typer.Option(
+        30.0,
+        "--overlap-days",
+        min=0,
+        max=365,
+        help="Days the previous key keeps working so installed builds can update; 0 "
+        "revokes it now.",
+    ),
+    reason: str = typer.Option("", "--reason", help="Why (kept in the audit log)."),
+    server: str = ServerOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Issue a new device key (printed ONCE); ship it in the next app build."""
+    with _client(server, token) as client:
+        rotated = client.rotate_device_key(overlap_days=overlap_days, reason=reason)
+    console.print(f"new device key (shown once, store it now): {rotated.device_key}")
+    _print_device_keys("Device keys", rotated.keys)
+
+
+@device_keys_app.command("revoke")
+def revoke_device_key(
+    key_id: str = typer.Argument(..., help="A previous device key id (dk_...)."),
+    reason: str = typer.Option("", "--reason", help="Why (kept in the audit log)."),
+    server: str = ServerOption,
+    token: str | None = TokenOption,
+) -> None:
+    """End a previous device key's overlap now (e.g. it leaked)."""
+    with _client(server, token) as client:
+        revoked = client.revoke_device_key(key_id, reason)
+    _print_device_keys(f"Revoked {key_id}", [revoked])
+
+
+@app_app.command("package-access")
+def package_access(
+    access: str | None = typer.Argument(
+        None, help="public or private; omit to show the current setting."
+    ),
+    reason: str = typer.Option("", "--reason", help="Why (kept in the audit log)."),
+    server: str = ServerOption,
+    token: str | None = TokenOption,
+) -> None:
+    """Show or set who may fetch the app's packages (public: a CDN may cache them)."""
+    if access not in (None, "public", "private"):
+        raise InvalidInput(
+            f"package access must be 'public' or 'private'; got {access!r}. "
+            "Run `pocketml app package-access private`."
+        )
+    with _client(server, token) as client:
+        if access is None:
+            result = client.package_access()
+        else:
+            result = client.set_package_access(public=access == "public", reason=reason)
+    console.print(f"packages: {'public' if result.public else 'private'}")
 
 
 @models_app.command("list")

@@ -14,6 +14,12 @@
 """
 
 from pocketml.db import migrate_database
+from pocketml.registry._devicekeys import (
+    DEFAULT_OVERLAP_DAYS,
+    MAX_OVERLAP_DAYS,
+    DeviceKeyRotation,
+    DeviceKeyState,
+)
 from pocketml.registry._push import ModelFileRejected
 from pocketml.registry._types import (
     AppCreated,
@@ -39,11 +45,15 @@ from pocketml.registry.artifacts import (
 from pocketml.registry.service import Registry
 
 __all__ = [
+    "DEFAULT_OVERLAP_DAYS",
+    "MAX_OVERLAP_DAYS",
     "AppCreated",
     "AppInfo",
     "ArtifactHashMismatch",
     "ArtifactRef",
     "ArtifactStore",
+    "DeviceKeyRotation",
+    "DeviceKeyState",
     "KeyringChange",
     "LocalArtifactStore",
     "ModelCreate",

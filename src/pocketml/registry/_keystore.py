@@ -22,7 +22,13 @@ from pocketml.errors import Conflict, NotFound
 from pocketml.registry._orm import App, AppKey, AppKeyring, Model, ModelVersion, Variant
 from pocketml.registry._rows import KeyRecord, key_record, key_row
 
-__all__ = ["KeyChange", "ResignTarget", "SigningKeyState", "SigningKeyStore"]
+__all__ = [
+    "KeyChange",
+    "ResignTarget",
+    "SigningKeyState",
+    "SigningKeyStore",
+    "write_audit",
+]
 
 KeyStatus = Literal["active", "retired", "revoked"]
 
@@ -263,6 +269,34 @@ def _publish(
     now: datetime,
 ) -> None:
     s.add(AppKeyring(app_id=app_id, sequence=change.sequence, body=change.body, created_at=now))
+    write_audit(
+        s,
+        app_id,
+        subject,
+        action,
+        from_state,
+        to_state,
+        now,
+        actor=change.actor,
+        reason=change.reason,
+        details={"keyring_sequence": change.sequence, **change.details},
+    )
+
+
+def write_audit(
+    s: Session,
+    app_id: str,
+    subject: str,
+    action: str,
+    from_state: str | None,
+    to_state: str,
+    now: datetime,
+    *,
+    actor: str,
+    reason: str,
+    details: dict[str, Any],
+) -> None:
+    """Append one entry to the app's audit log inside the caller's transaction."""
     s.execute(
         sa.insert(_AUDIT).values(
             app_id=app_id,
@@ -270,9 +304,9 @@ def _publish(
             action=action,
             from_state=from_state,
             to_state=to_state,
-            actor=change.actor,
-            reason=change.reason,
-            details={"keyring_sequence": change.sequence, **change.details},
+            actor=actor,
+            reason=reason,
+            details=details,
             at=now,
         )
     )

@@ -14,11 +14,15 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from pocketml.db import Base, JSONDict, UTCDateTime
 
-__all__ = ["App", "AppKey", "AppKeyring", "Model", "ModelVersion", "Variant"]
+__all__ = ["App", "AppDeviceKey", "AppKey", "AppKeyring", "Model", "ModelVersion", "Variant"]
 
 
 class App(Base):
-    """A tenant: one mobile app with hashed admin token and device key."""
+    """A tenant: one mobile app with its hashed admin token (device keys: AppDeviceKey).
+
+    ``device_key_sha256`` mirrors the active device key (see migration 0006: SQLite cannot
+    drop it safely); authentication never reads it.
+    """
 
     __tablename__ = "apps"
 
@@ -27,6 +31,20 @@ class App(Base):
     admin_token_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
     device_key_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    packages_public: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.true())
+
+
+class AppDeviceKey(Base):
+    """One hashed device key of an app: active, in its overlap until ``expires_at``, or revoked."""
+
+    __tablename__ = "app_device_keys"
+
+    key_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    app_id: Mapped[str] = mapped_column(sa.ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    key_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class AppKey(Base):
@@ -117,6 +135,7 @@ class Variant(Base):
     __table_args__ = (
         sa.UniqueConstraint("version_id", "name"),
         sa.Index("ix_variants_app_id_package_id", "app_id", "package_id"),
+        sa.Index("ix_variants_package_id", "package_id"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)

@@ -13,10 +13,18 @@ import hmac
 import logging
 import secrets
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pocketml.db import utcnow
 from pocketml.errors import Conflict, IntegrityError, InvalidInput, Unauthorized, Unavailable
+from pocketml.registry._devicekeys import (
+    DEFAULT_OVERLAP_DAYS,
+    MAX_OVERLAP_DAYS,
+    DeviceKeyRotation,
+    DeviceKeyState,
+)
 from pocketml.registry._keyrings import SigningKeys, keyring_of
 from pocketml.registry._push import (
     build_packages,
@@ -211,6 +219,9 @@ class Registry(SigningKeys):
     def rotate_credential(self, app_id: str, which: Literal["admin", "device"]) -> str:
         """Replace the app's admin token or device key; the old one stops working at once.
 
+        For a device key this is ``rotate_device_key(app_id, overlap_days=0)``: prefer
+        that method with an overlap, so installed app builds keep working.
+
         Returns:
             The new token (shown once).
 
@@ -220,11 +231,83 @@ class Registry(SigningKeys):
         """
         if which not in ("admin", "device"):
             raise InvalidInput(f"credential to rotate must be 'admin' or 'device'; got {which!r}.")
-        prefix = ADMIN_TOKEN_PREFIX if which == "admin" else DEVICE_KEY_PREFIX
-        token = prefix + secrets.token_urlsafe(32)
-        self.store.set_credential(app_id, which, hash_token(token))
-        logger.info("rotated the %s credential of app %s", which, app_id)
+        if which == "device":
+            return self.rotate_device_key(app_id, overlap_days=0).device_key
+        token = ADMIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        self.store.set_admin_token(app_id, hash_token(token))
+        logger.info("rotated the admin credential of app %s", app_id)
         return token
+
+    def rotate_device_key(
+        self,
+        app_id: str,
+        *,
+        overlap_days: float = DEFAULT_OVERLAP_DAYS,
+        actor: str = "admin",
+        reason: str = "",
+    ) -> DeviceKeyRotation:
+        """Issue a new device key; the previous ones keep working for ``overlap_days``.
+
+        Ship the new key in the next app build; builds already installed keep using the
+        old key until the overlap ends (then they get 401 and must update). One
+        transaction, audited. Device routes may accept a revoked key for up to
+        ``auth_ttl_s`` more seconds (their principal cache).
+
+        Args:
+            app_id: the app.
+            overlap_days: days the previous key keeps working, in [0, 365]; 0 revokes it
+                now (an old key that leaked).
+            actor: who rotates (audit log).
+            reason: why (audit log).
+
+        Returns:
+            The new key (shown once) and the state of every device key of the app.
+
+        Raises:
+            InvalidInput: overlap_days outside [0, 365].
+            NotFound: no such app.
+        """
+        if (
+            isinstance(overlap_days, bool)
+            or not isinstance(overlap_days, int | float)
+            or not 0 <= overlap_days <= MAX_OVERLAP_DAYS
+        ):
+            raise InvalidInput(
+                f"overlap_days must be a number of days in [0, {MAX_OVERLAP_DAYS:g}]; got "
+                f"{overlap_days!r}. Pass 0 to revoke the old key now, or e.g. 30."
+            )
+        token = DEVICE_KEY_PREFIX + secrets.token_urlsafe(32)
+        expires_at = utcnow() + timedelta(days=overlap_days) if overlap_days > 0 else None
+        keys = self.store.rotate_device_key(
+            app_id, hash_token(token), expires_at, actor=actor, reason=reason
+        )
+        logger.info(
+            "rotated the device key of app %s (previous keys end in %g days)",
+            app_id,
+            overlap_days,
+        )
+        return DeviceKeyRotation(device_key=token, keys=tuple(keys))
+
+    def list_device_keys(self, app_id: str) -> list[DeviceKeyState]:
+        """Every device key of the app (ids and states, never the keys), newest first.
+
+        Raises:
+            NotFound: no such app.
+        """
+        return self.store.device_keys(app_id)
+
+    def revoke_device_key(
+        self, app_id: str, key_id: str, *, actor: str = "admin", reason: str = ""
+    ) -> DeviceKeyState:
+        """End a previous device key's overlap now. Audited.
+
+        Raises:
+            NotFound: no such key in this app.
+            Conflict: the active key (rotate instead) or a key revoked already.
+        """
+        state = self.store.revoke_device_key(app_id, key_id, actor=actor, reason=reason)
+        logger.info("revoked device key %s of app %s", key_id, app_id)
+        return state
 
     # -- models ------------------------------------------------------------------------
 
@@ -391,6 +474,42 @@ class Registry(SigningKeys):
             NotFound: no such package in this app (other apps' packages included).
         """
         return self.store.get_package(app_id, package_id)
+
+    def find_public_package(self, package_id: str) -> PackageRef:
+        """A package fetched without a key: found only in an app whose packages are public.
+
+        Raises:
+            NotFound: no public package has this id (a private app's package included).
+        """
+        return self.store.find_public_package(package_id)
+
+    def packages_public(self, app_id: str) -> bool:
+        """Whether the app's packages may be fetched without a key and cached by a CDN.
+
+        Raises:
+            NotFound: no such app.
+        """
+        return self.store.packages_public(app_id)
+
+    def set_packages_public(
+        self, app_id: str, public: bool, *, actor: str = "admin", reason: str = ""
+    ) -> bool:
+        """Make the app's packages public (CDN-cacheable) or private (device key only).
+
+        Making them private does not purge copies a shared cache already holds (they were
+        announced ``max-age`` one year): purge the CDN too. Audited.
+
+        Returns:
+            The new setting.
+
+        Raises:
+            InvalidInput: ``public`` is not a bool. NotFound: no such app.
+        """
+        if not isinstance(public, bool):
+            raise InvalidInput(f"public must be true or false; got {public!r}.")
+        self.store.set_packages_public(app_id, public, actor=actor, reason=reason)
+        logger.info("packages of app %s are now %s", app_id, "public" if public else "private")
+        return public
 
     def get_content_key(self, app_id: str, key_id: str) -> bytes:
         """The raw 32-byte AES key of one of the app's encrypted packages.

@@ -27,8 +27,18 @@ from sqlalchemy.orm import Session, selectinload
 
 from pocketml.db import WRITE, create_engine, run_migrations, translate_errors, utcnow
 from pocketml.errors import Conflict, NotFound, Unavailable
+from pocketml.registry._devicekeys import DeviceKeyStore, device_key_id
 from pocketml.registry._keystore import SigningKeyStore
-from pocketml.registry._orm import App, AppKey, AppKeyring, Model, ModelVersion, Variant
+from pocketml.registry._orm import (
+    App,
+    AppDeviceKey,
+    AppKey,
+    AppKeyring,
+    Model,
+    ModelVersion,
+    Variant,
+)
+from pocketml.registry._packageaccess import PackageAccessStore
 from pocketml.registry._rows import (
     KeyRecord,
     NewVersion,
@@ -66,11 +76,13 @@ class VersionTaken(Conflict):
     """The version number is in use (a concurrent push may have taken it)."""
 
 
-class RegistryStore(SigningKeyStore):
+class RegistryStore(SigningKeyStore, DeviceKeyStore, PackageAccessStore):
     """SQLAlchemy implementation of the registry's storage. ``open()`` migrates.
 
     The signing-key methods (key states, keyrings, re-signed packages) come from
-    ``SigningKeyStore`` in ``_keystore.py``.
+    ``SigningKeyStore`` in ``_keystore.py``; the device keys (several per app, rotation
+    with an overlap) from ``DeviceKeyStore`` in ``_devicekeys.py``; who may fetch
+    packages (public or private) from ``PackageAccessStore`` in ``_packageaccess.py``.
     """
 
     def __init__(self, database_url: str) -> None:
@@ -142,6 +154,14 @@ class RegistryStore(SigningKeyStore):
             )
             s.add(app)
             s.flush()
+            s.add(
+                AppDeviceKey(
+                    key_id=device_key_id(device_sha256),
+                    app_id=app_id,
+                    key_sha256=device_sha256,
+                    created_at=now,
+                )
+            )
             s.add(key_row(key, now))
             s.add(AppKeyring(app_id=app_id, sequence=1, body=keyring, created_at=now))
             s.flush()
@@ -161,20 +181,19 @@ class RegistryStore(SigningKeyStore):
     def find_credential(
         self, role: Literal["admin", "device"], sha256: str
     ) -> tuple[str, str] | None:
-        """(app id, stored hash) of the app whose admin/device credential has this hash."""
-        column = App.admin_token_sha256 if role == "admin" else App.device_key_sha256
+        """(app id, stored hash) of the app whose admin token / usable device key has this hash."""
+        if role == "device":
+            return self.find_device_key(sha256)
         with self._session("check credentials") as s:
-            row = s.execute(sa.select(App.id, column).where(column == sha256)).first()
+            row = s.execute(
+                sa.select(App.id, App.admin_token_sha256).where(App.admin_token_sha256 == sha256)
+            ).first()
             return None if row is None else (row[0], row[1])
 
-    def set_credential(self, app_id: str, which: Literal["admin", "device"], sha256: str) -> None:
-        """Replace the stored hash of the app's admin token or device key."""
+    def set_admin_token(self, app_id: str, sha256: str) -> None:
+        """Replace the stored hash of the app's admin token."""
         with self._session("rotate credential", write=True) as s:
-            app = _app_row(s, app_id, lock=True)
-            if which == "admin":
-                app.admin_token_sha256 = sha256
-            else:
-                app.device_key_sha256 = sha256
+            _app_row(s, app_id, lock=True).admin_token_sha256 = sha256
 
     def get_key(self, app_id: str, key_id: str, *, kind: str) -> KeyRecord:
         """One of the app's keys of this kind. Raises NotFound (other apps' keys too)."""

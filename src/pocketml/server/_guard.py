@@ -15,7 +15,8 @@ read:
    or not ``multipart/form-data`` on the version push; a ``Content-Encoding`` other than
    gzip on the device routes that inflate (check-in, feedback, predict, telemetry), or any
    but ``identity`` elsewhere;
-4. 401 ``unauthorized``: a ``/v1`` route without a well-formed ``Authorization: Bearer``.
+4. 401 ``unauthorized``: a ``/v1`` route without a well-formed ``Authorization: Bearer``
+   (not the package downloads: a public app's packages need no key).
 
 Token *verification* stays in the routes: with the body bounded, a wrong token costs at
 most one bounded read. A gzip body is inflated while the app reads it, within the same
@@ -135,8 +136,8 @@ class Limits:
         """The class of ``method path``: device (check-in, feedback, keys), telemetry,
         predict, push (the version upload), admin (every other ``/v1`` route) or other
         (``/healthz``, ``/docs``, ``/ui``: no token, no media type)."""
-        if not path.startswith("/v1/"):
-            return self.other
+        if not path.startswith("/v1/") or path.startswith("/v1/packages/"):
+            return self.other  # packages: a public app's are fetched without a key
         if path == "/v1/checkin" or path == "/v1/feedback" or path.startswith("/v1/keys/"):
             return self.device
         if path == "/v1/telemetry":

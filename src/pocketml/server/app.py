@@ -24,6 +24,7 @@ from pocketml.config import Settings, load_settings
 from pocketml.errors import InvalidInput
 from pocketml.server._fast import PocketMLApp
 from pocketml.server._guard import Limits
+from pocketml.server._openapi import install_openapi
 from pocketml.server._state import PrincipalCache, ServerState
 from pocketml.server.errors import RequestIdMiddleware, install_error_handlers
 from pocketml.server.routes import (
@@ -246,6 +247,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(device_admin.router)
     app.include_router(rollouts.router)
     app.include_router(ui.router)
+    install_openapi(app)
     return app
 
 

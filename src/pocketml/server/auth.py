@@ -4,7 +4,9 @@ Three kinds of credentials exist:
 
 - the **operator token** (settings, not the database) creates and lists apps;
 - an app's **admin token** manages that app only;
-- an app's **device key** downloads that app's packages and never reaches an admin route.
+- an app's **device key** downloads that app's packages and never reaches an admin route;
+- **no credential** downloads a package of an app whose packages are public (the package
+  id, a sha256 announced only at check-in, is the capability; docs/packages.md).
 
 Objects are always looked up inside the caller's app, so another app's token gets 404 for
 them, never 403: a caller learns nothing about objects it may not see.
@@ -25,6 +27,7 @@ from pocketml.server._state import ServerState, server_state
 __all__ = [
     "OPERATOR",
     "authenticate_token",
+    "optional_app_member",
     "require_admin",
     "require_app_member",
     "require_operator",
@@ -120,3 +123,22 @@ def require_app_member(principal: Principal = Depends(current_principal)) -> Pri
             "device key or admin token."
         )
     return principal
+
+
+async def optional_app_member(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+    state: ServerState = Depends(server_state),
+) -> Principal | None:
+    """FastAPI dependency of the package routes: the app member, or None for no token.
+
+    A request without ``Authorization`` is anonymous (public packages only); one with a
+    token is authenticated exactly like ``require_app_member``.
+
+    Raises:
+        Unauthorized: a token that matches nothing. Forbidden: the operator token.
+    """
+    if credentials is None or not credentials.credentials:
+        return None
+    principal = await current_principal(request, credentials, state)
+    return require_app_member(principal)

@@ -26,9 +26,13 @@ from pocketml.server.schemas import (
     AppCreatedPublic,
     AppListPublic,
     AppPublic,
+    DeviceKeyListPublic,
+    DeviceKeyPublic,
+    DeviceKeyRotatedPublic,
     HealthPublic,
     ModelPage,
     ModelPublic,
+    PackageAccessPublic,
     VersionPage,
     VersionPublic,
 )
@@ -178,6 +182,31 @@ class AdminClient:
         """Revoke a retired signing key; its packages are re-signed by the active key."""
         body = {"key_id": key_id, "reason": reason}
         return self._post("/v1/admin/app/keys/revoke", KeyRevokedPublic, body)
+
+    def list_device_keys(self) -> DeviceKeyListPublic:
+        """``GET /v1/admin/app/device-keys``: every device key of the app with its state."""
+        return self._get("/v1/admin/app/device-keys", DeviceKeyListPublic)
+
+    def rotate_device_key(
+        self, *, overlap_days: float = 30.0, reason: str = ""
+    ) -> DeviceKeyRotatedPublic:
+        """Issue a new device key; the previous ones keep working for ``overlap_days``."""
+        body = {"overlap_days": overlap_days, "reason": reason}
+        return self._post("/v1/admin/app/device-keys/rotate", DeviceKeyRotatedPublic, body)
+
+    def revoke_device_key(self, key_id: str, reason: str = "") -> DeviceKeyPublic:
+        """End a previous device key's overlap now."""
+        body = {"key_id": key_id, "reason": reason}
+        return self._post("/v1/admin/app/device-keys/revoke", DeviceKeyPublic, body)
+
+    def package_access(self) -> PackageAccessPublic:
+        """``GET /v1/admin/app/package-access``: are the app's packages public?"""
+        return self._get("/v1/admin/app/package-access", PackageAccessPublic)
+
+    def set_package_access(self, *, public: bool, reason: str = "") -> PackageAccessPublic:
+        """Make the app's packages public (CDN-cacheable) or private (device key only)."""
+        body = {"public": public, "reason": reason}
+        return self._post("/v1/admin/app/package-access", PackageAccessPublic, body)
 
     def _post_json(self, path: str, body: Mapping[str, Any]) -> Any:
         return self.request("POST", path, json=dict(body)).json()

@@ -20,11 +20,18 @@ __all__ = [
     "AppCreatedPublic",
     "AppListPublic",
     "AppPublic",
+    "DeviceKeyListPublic",
+    "DeviceKeyPublic",
+    "DeviceKeyRevokeRequest",
+    "DeviceKeyRotateRequest",
+    "DeviceKeyRotatedPublic",
     "ErrorBody",
     "ErrorDetail",
     "HealthPublic",
     "ModelPage",
     "ModelPublic",
+    "PackageAccessChange",
+    "PackageAccessPublic",
     "RotateRequest",
     "RotatedPublic",
     "StageChange",
@@ -176,6 +183,87 @@ class RotatedPublic(BaseModel):
     credential: Literal["admin", "device", "signing_key"]
     token: str | None = Field(None, description="The new admin token or device key, shown once.")
     app: AppPublic
+
+
+class DeviceKeyPublic(_Public):
+    """One device key of the app (its id and state; the key itself is never shown again)."""
+
+    key_id: str = Field(description="dk_ + the first 16 hex characters of the key's sha256.")
+    status: Literal["active", "expiring", "expired", "revoked"] = Field(
+        description="active: new builds ship it. expiring: a previous key that still works "
+        "until expires_at. expired / revoked: refused (401)."
+    )
+    created_at: datetime
+    expires_at: datetime | None = Field(description="End of the overlap of a previous key.")
+    revoked_at: datetime | None
+
+
+class DeviceKeyListPublic(BaseModel):
+    """Every device key of the app, newest first."""
+
+    items: list[DeviceKeyPublic]
+
+
+class DeviceKeyRotateRequest(Bounded):
+    """Body of ``POST /v1/admin/app/device-keys/rotate``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"overlap_days": 30, "reason": "yearly rotation"}]},
+    )
+
+    overlap_days: float = Field(
+        30.0,
+        ge=0,
+        le=365,
+        allow_inf_nan=False,
+        description="Days the previous keys keep working (installed builds update meanwhile); "
+        "0 revokes them now.",
+    )
+    reason: str = Field("", max_length=500, description="Why (kept in the audit log).")
+
+
+class DeviceKeyRotatedPublic(BaseModel):
+    """The new device key (shown only here) and the state of every device key."""
+
+    device_key: str = Field(description="The new key: ship it in the next app build.")
+    keys: list[DeviceKeyPublic]
+
+
+class DeviceKeyRevokeRequest(Bounded):
+    """Body of ``POST /v1/admin/app/device-keys/revoke``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"key_id": "dk_0123456789abcdef", "reason": "leaked"}]},
+    )
+
+    key_id: str = Field(pattern=r"^dk_[0-9a-f]{16}$", description="A previous device key.")
+    reason: str = Field("", max_length=500, description="Why (kept in the audit log).")
+
+
+class PackageAccessPublic(BaseModel):
+    """Who may fetch the app's packages (docs/packages.md, Serving packages from a CDN)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"public": True}]})
+
+    public: bool = Field(
+        description="true: anyone holding a package id (announced only at check-in) may "
+        "fetch it without a key, and answers are cacheable by a CDN. false: the app's "
+        "device key is required and answers are Cache-Control: private."
+    )
+
+
+class PackageAccessChange(Bounded):
+    """Body of ``POST /v1/admin/app/package-access``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"public": False, "reason": "unencrypted models"}]},
+    )
+
+    public: bool
+    reason: str = Field("", max_length=500, description="Why (kept in the audit log).")
 
 
 class StageChange(Bounded):

@@ -26,8 +26,15 @@ from pocketml.server.schemas import (
     AppCreatedPublic,
     AppListPublic,
     AppPublic,
+    DeviceKeyListPublic,
+    DeviceKeyPublic,
+    DeviceKeyRevokeRequest,
+    DeviceKeyRotatedPublic,
+    DeviceKeyRotateRequest,
     ModelPage,
     ModelPublic,
+    PackageAccessChange,
+    PackageAccessPublic,
     RotatedPublic,
     RotateRequest,
 )
@@ -116,9 +123,11 @@ def show_own_app(
     summary="Rotate a credential of the caller's app",
     description=(
         "`admin` or `device`: replaces the token (the old one stops working at once; the "
-        "new one is returned only here). `signing_key`: new packages are signed with a new "
-        "key; the previous key stays in the keyring as a verify-only key so packages "
-        "already shipped still verify, and the new keyring is signed by both keys "
+        "new one is returned only here; to keep installed app builds working, rotate the "
+        "device key with an overlap: POST /v1/admin/app/device-keys/rotate). "
+        "`signing_key`: new packages are signed with a new key; the previous key stays "
+        "in the keyring as a verify-only key so packages already shipped still verify, "
+        "and the new keyring is signed by both keys "
         "(docs/packages.md, Signing keys: rotation and revocation). Audited."
     ),
     responses=errors(*ERRORS_AUTH, 422),
@@ -186,6 +195,121 @@ def revoke_signing_key(
     )
     state.delivery.invalidate(principal.app_id)
     return KeyRevokedPublic.of(change.keyring, change.resigned)
+
+
+@router.get(
+    "/app/device-keys",
+    response_model=DeviceKeyListPublic,
+    tags=["apps"],
+    summary="List the app's device keys",
+    description=(
+        "Every device key of the app, newest first, with its state: the active one, previous "
+        "ones still working until `expires_at`, expired and revoked ones. Never the keys."
+    ),
+    responses=errors(*ERRORS_AUTH),
+)
+def list_device_keys(
+    principal: Principal = Depends(require_admin),
+    state: ServerState = Depends(server_state),
+) -> DeviceKeyListPublic:
+    """List the caller's device keys."""
+    keys = state.registry.list_device_keys(principal.app_id)
+    return DeviceKeyListPublic(items=[DeviceKeyPublic.model_validate(k) for k in keys])
+
+
+@router.post(
+    "/app/device-keys/rotate",
+    response_model=DeviceKeyRotatedPublic,
+    tags=["apps"],
+    summary="Rotate the device key with an overlap",
+    description=(
+        "Issues a new device key (returned only here: ship it in the next app build). The "
+        "previous keys keep working for `overlap_days` (default 30) so installed builds have "
+        "time to update; 0 revokes them now. One transaction, audited. Device routes may "
+        "accept an ended key for up to `auth_ttl_s` more seconds (docs/operations.md)."
+    ),
+    responses=errors(*ERRORS_AUTH, 422),
+)
+def rotate_device_key(
+    body: DeviceKeyRotateRequest,
+    principal: Principal = Depends(require_admin),
+    state: ServerState = Depends(server_state),
+) -> DeviceKeyRotatedPublic:
+    """Rotate the caller's device key, keeping the previous one for the overlap."""
+    rotated = state.registry.rotate_device_key(
+        principal.app_id,
+        overlap_days=body.overlap_days,
+        actor=_actor(principal),
+        reason=body.reason,
+    )
+    return DeviceKeyRotatedPublic(
+        device_key=rotated.device_key,
+        keys=[DeviceKeyPublic.model_validate(k) for k in rotated.keys],
+    )
+
+
+@router.post(
+    "/app/device-keys/revoke",
+    response_model=DeviceKeyPublic,
+    tags=["apps"],
+    summary="Revoke a previous device key now",
+    description=(
+        "Ends a previous device key's overlap at once (e.g. it leaked). The active key "
+        "cannot be revoked (409: rotate with `overlap_days: 0` instead). Audited."
+    ),
+    responses=errors(*ERRORS_AUTH, 404, 409, 422),
+)
+def revoke_device_key(
+    body: DeviceKeyRevokeRequest,
+    principal: Principal = Depends(require_admin),
+    state: ServerState = Depends(server_state),
+) -> DeviceKeyPublic:
+    """Revoke one of the caller's previous device keys."""
+    revoked = state.registry.revoke_device_key(
+        principal.app_id, body.key_id, actor=_actor(principal), reason=body.reason
+    )
+    return DeviceKeyPublic.model_validate(revoked)
+
+
+@router.get(
+    "/app/package-access",
+    response_model=PackageAccessPublic,
+    tags=["apps"],
+    summary="Who may fetch the app's packages",
+    description="Whether the app's packages are public (CDN-cacheable) or private.",
+    responses=errors(*ERRORS_AUTH),
+)
+def show_package_access(
+    principal: Principal = Depends(require_admin),
+    state: ServerState = Depends(server_state),
+) -> PackageAccessPublic:
+    """Show the caller's package access."""
+    return PackageAccessPublic(public=state.registry.packages_public(principal.app_id))
+
+
+@router.post(
+    "/app/package-access",
+    response_model=PackageAccessPublic,
+    tags=["apps"],
+    summary="Make the app's packages public or private",
+    description=(
+        "`public: true` (the default of every app): a package is served without a key to "
+        "whoever holds its id, as `Cache-Control: public`, so a CDN may cache it. "
+        "`public: false`: only the app's device key or admin token downloads it, as "
+        "`Cache-Control: private`. Copies a CDN already holds are not purged. Audited."
+    ),
+    responses=errors(*ERRORS_AUTH, 422),
+)
+def change_package_access(
+    body: PackageAccessChange,
+    principal: Principal = Depends(require_admin),
+    state: ServerState = Depends(server_state),
+) -> PackageAccessPublic:
+    """Make the caller's packages public or private."""
+    public = state.registry.set_packages_public(
+        principal.app_id, body.public, actor=_actor(principal), reason=body.reason
+    )
+    return PackageAccessPublic(public=public)
 
 
 def _actor(principal: Principal) -> str:

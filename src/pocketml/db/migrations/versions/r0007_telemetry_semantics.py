@@ -1,7 +1,7 @@
 """Telemetry semantics: feedback keyed per device, and the clock offset applied to events.
 
 Revision ID: 0007
-Revises: 0005 (the lead chains it after 0006 at merge)
+Revises: 0006
 Create Date: 2026-12-10
 
 - ``feedback``: the unique key becomes (app, prediction id, device). A prediction id is
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
