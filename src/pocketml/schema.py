@@ -91,7 +91,7 @@ class InputSpec(_Strict):
     shape: list[_Axis | None] = Field(
         max_length=8, description=f"Axis sizes; each in [1, {MAX_AXIS}], the first null."
     )
-    layout: Literal["NCHW", "NHWC", "NC"] = "NCHW"
+    layout: Literal["NCHW", "NHWC", "NCL", "NC"] = "NCHW"
     value_range: tuple[FiniteFloat, FiniteFloat] | None = Field(
         None, description="Range of raw values before normalization, e.g. (0, 255)."
     )
@@ -112,7 +112,7 @@ class InputSpec(_Strict):
 
     @model_validator(mode="after")
     def _check_layout(self) -> InputSpec:
-        rank = {"NCHW": 4, "NHWC": 4, "NC": 2}[self.layout]
+        rank = {"NCHW": 4, "NHWC": 4, "NCL": 3, "NC": 2}[self.layout]
         if len(self.shape) != rank:
             raise ValueError(
                 f"layout {self.layout} needs a shape of rank {rank}; got {len(self.shape)}"
@@ -132,7 +132,7 @@ class InputSpec(_Strict):
     @property
     def channels(self) -> int:
         """The channel count (the feature count for ``NC``)."""
-        index = {"NCHW": 1, "NHWC": 3, "NC": 1}[self.layout]
+        index = {"NCHW": 1, "NHWC": 3, "NCL": 1, "NC": 1}[self.layout]
         value = self.shape[index]
         assert value is not None
         return value
