@@ -115,6 +115,10 @@ class TrainedModel:
                 f"a pytorch model's estimator must be a torch.nn.Module; got "
                 f"{type(self.estimator).__name__}. Wrap your network in a torch.nn.Module."
             )
+        if type(self.estimator).__name__ in ("RecursiveScriptModule", "ScriptModule"):
+            from pocketml.train._script import scripted_with_softmax
+
+            return scripted_with_softmax(self.estimator.eval())
         return with_softmax(self.estimator.eval())
 
     def num_parameters(self) -> int | None:
