@@ -80,7 +80,9 @@ def test_an_onnx_file_of_logits_gets_a_softmax_and_the_pocketml_names(tmp_path: 
 
 def test_a_torchscript_file_round_trips_through_save_and_load(tmp_path: Path) -> None:
     torch.jit.save(torch.jit.script(_conv1d()), str(tmp_path / "net.pt"))
-    model = from_trained(load_trained_file(tmp_path / "net.pt"), example=SENSOR, labels=["a", "b", "c"])
+    model = from_trained(
+        load_trained_file(tmp_path / "net.pt"), example=SENSOR, labels=["a", "b", "c"]
+    )
     model.save(tmp_path / "saved")
     loaded = TrainedModel.load(tmp_path / "saved")
     results = convert_model(loaded, ["onnx"], tmp_path / "out", samples=SENSOR)

@@ -99,7 +99,7 @@ def to_coreml(model: TrainedModel, path: Path | str, *, precision: str = "fp32")
         try:
             mlmodel = _convert(ct, model, (1, *model.sample_shape), compute)
         except (ConversionError, UnsupportedError):
-            raise exc  # the first failure is the one that explains the model
+            raise exc from exc.__cause__  # the first failure is the one that explains it
         logger.warning(
             "coreml: %s does not convert with a flexible batch (%s); converted with a "
             "fixed batch of 1",

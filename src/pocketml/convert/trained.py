@@ -8,7 +8,7 @@ trained itself. ``load_trained_file`` reads the file forms; pickles run code whe
 so it reads them only when the caller says the file is trusted.
 
     >>> from pocketml.convert import convert_model, from_trained
-    >>> model = from_trained(my_module, example=x[:8], labels=["walk", "run", "sit"])  # doctest: +SKIP
+    >>> model = from_trained(net, example=x[:8], labels=["walk", "run", "sit"])  # doctest: +SKIP
     >>> convert_model(model, ["onnx", "tflite"], "out/", samples=x_test)  # doctest: +SKIP
 """
 

@@ -19,9 +19,9 @@ from pocketml.errors import DataValidationError, InvalidInput, MissingDependency
 __all__ = [
     "RawTable",
     "from_arrays",
+    "load_arrays",
     "load_dataset",
     "load_digits",
-    "load_arrays",
     "load_image_folder",
     "load_table",
     "read_table",

@@ -78,7 +78,12 @@ class SkippedVariant:
 
     def to_dict(self) -> dict[str, str]:
         """JSON-ready form."""
-        return {"name": self.name, "format": self.format, "method": self.method, "reason": self.reason}
+        return {
+            "name": self.name,
+            "format": self.format,
+            "method": self.method,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -380,7 +385,9 @@ def run_build(
     )
     if not conversions:
         reasons = "; ".join(f"{s.format}: {s.reason}" for s in failed)
-        raise ConversionError(f"no target could be converted, so there is nothing to build: {reasons}")
+        raise ConversionError(
+            f"no target could be converted, so there is nothing to build: {reasons}"
+        )
     metrics = (record or {}).get("metrics", {})
     group = VariantGroup(prefix, "device", model.framework, conversions, metrics)
     matrix = optimize_and_select(

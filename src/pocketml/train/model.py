@@ -83,7 +83,8 @@ class TrainedModel:
         if self.framework == "sklearn":
             return np.asarray(self.estimator.predict_proba(x.reshape(x.shape[0], -1)), np.float32)
         if self.framework == "onnx":
-            return self._onnx_session().run(["probabilities"], {"input": x})[0]  # type: ignore[no-any-return]
+            out = self._onnx_session().run(["probabilities"], {"input": x})[0]
+            return np.asarray(out, dtype=np.float32)
         import torch
 
         module = self.estimator.eval()

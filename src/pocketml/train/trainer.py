@@ -100,9 +100,11 @@ def fit_normalization(dataset: Dataset) -> Normalization:
     Tables: per-feature standardization.
     """
     if dataset.layout == "NCL":
-        std = float(dataset.features.std())
+        spread = float(dataset.features.std())
         return Normalization(
-            scale=1.0, mean=[float(dataset.features.mean())], std=[std if std > 1e-6 else 1.0]
+            scale=1.0,
+            mean=[float(dataset.features.mean())],
+            std=[spread if spread > 1e-6 else 1.0],
         )
     if dataset.layout == "NCHW":
         high = dataset.value_range[1] if dataset.value_range else float(dataset.features.max())
