@@ -68,13 +68,13 @@ def test_a_sklearn_pipeline_builds_with_impossible_variants_skipped(tmp_path: Pa
     )
     outcome = run_build(load_build_config(tmp_path / "pocketml.toml"), tmp_path / "out")
     skipped = {s.name: s.reason for s in outcome.skipped}
-    assert "coreml: conversion supports PyTorch models" in skipped["custom-coreml-fp32"]
-    assert "tflite" in skipped["custom-tflite-fp32"]
-    assert "no operator int8 quantization applies to" in skipped["custom-onnx-static-int8"]
+    assert "coreml: conversion supports PyTorch models" in skipped["tab-coreml-fp32"]
+    assert "tflite" in skipped["tab-tflite-fp32"]
+    assert "no operator int8 quantization applies to" in skipped["tab-onnx-static-int8"]
     manifest = json.loads(outcome.build_json.read_text())
     assert {s["name"] for s in manifest["skipped"]} == set(skipped)
     chosen = {s.profile.name: s.variant.name for s in outcome.selections if s.variant}
-    assert chosen["android-mid"] in {"custom-onnx-fp32", "custom-ort-fp32", "custom-onnx-fp16"}
+    assert chosen["android-mid"] in {"tab-onnx-fp32", "tab-ort-fp32", "tab-onnx-fp16"}
 
 
 def test_a_1d_cnn_on_an_npz_builds_to_a_variant_per_device_class(tmp_path: Path) -> None:
@@ -87,7 +87,7 @@ def test_a_1d_cnn_on_an_npz_builds_to_a_variant_per_device_class(tmp_path: Path)
         torch.nn.Flatten(),
         torch.nn.Linear(8 * 32, 2),
     ).eval()
-    from_trained(net, example=x, labels=["low", "high"]).save(tmp_path / "m")
+    from_trained(net, example=x, labels=["low", "high"], name="imu").save(tmp_path / "m")
     np.savez(tmp_path / "sensor.npz", x=x, y=y)
     (tmp_path / "pocketml.toml").write_text(
         '[data]\nsource = "sensor.npz"\n[model]\npath = "m"\n'
@@ -96,5 +96,5 @@ def test_a_1d_cnn_on_an_npz_builds_to_a_variant_per_device_class(tmp_path: Path)
     )
     outcome = run_build(load_build_config(tmp_path / "pocketml.toml"), tmp_path / "out")
     names = {v.name for v in outcome.variants}
-    assert {"custom-onnx-fp32", "custom-ort-fp32", "custom-onnx-static-int8"} <= names
+    assert {"imu-onnx-fp32", "imu-ort-fp32", "imu-onnx-static-int8"} <= names
     assert all(s.variant is not None for s in outcome.selections)

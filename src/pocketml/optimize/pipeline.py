@@ -362,7 +362,8 @@ def run_build(
 
     step("training" if config.model.architecture else "loading the model")
     model, record = _model(config, splits)
-    prefix = model.architecture
+    # an imported model's architecture is "custom": its own name says more in the tables
+    prefix = model.schema.name if model.params.get("imported") else model.architecture
     x_test = model_inputs(model, splits.test)
 
     step("converting")
