@@ -78,3 +78,13 @@ def test_check_batch_accepts_one_sample_and_rejects_wrong_shapes() -> None:
 def test_normalize_applies_scale_then_mean_and_std() -> None:
     schema = _schema()
     assert np.allclose(schema.normalize(np.full((1, 1, 8, 8), 16.0)), 1.0)
+
+
+def test_the_layout_type_names_exactly_the_layouts_the_checks_know() -> None:
+    import typing
+
+    from pocketml import schema
+
+    hints = typing.get_type_hints(schema.InputSpec)
+    assert set(typing.get_args(hints["layout"])) == set(schema._LAYOUT_RANK)
+    assert set(schema._CHANNEL_AXIS) == set(schema._LAYOUT_RANK)

@@ -45,7 +45,10 @@ __all__ = [
 
 FORMAT_VERSION = 1
 _DTYPES = ("float32", "float16", "uint8", "int8", "int32", "int64")
-_LAYOUTS = ("NCHW", "NHWC", "NC")
+# Each input layout: its rank and the axis that holds the channels (features for NC).
+_LAYOUT_RANK = {"NCHW": 4, "NHWC": 4, "NCL": 3, "NC": 2}
+_CHANNEL_AXIS = {"NCHW": 1, "NHWC": 3, "NCL": 1, "NC": 1}
+_LAYOUTS = tuple(_LAYOUT_RANK)
 _KINDS = ("probabilities", "logits")
 _OPS = ("resize", "grayscale", "to_float", "normalize", "transpose")
 MAX_AXIS = 1 << 20
@@ -212,7 +215,7 @@ class InputSpec(_Spec):
     name: str
     shape: list[int | None]
     dtype: Literal["float32", "float16", "uint8", "int8", "int32", "int64"] = "float32"
-    layout: Literal["NCHW", "NHWC", "NC"] = "NCHW"
+    layout: Literal["NCHW", "NHWC", "NCL", "NC"] = "NCHW"
     value_range: tuple[float, float] | None = None
     normalization: Normalization | None = None
 
@@ -232,7 +235,7 @@ class InputSpec(_Spec):
                 _set(self, "normalization", Normalization._parse(self.normalization))
             except _FieldError as exc:
                 raise exc.inside("normalization") from None
-        rank = {"NCHW": 4, "NHWC": 4, "NC": 2}[self.layout]
+        rank = _LAYOUT_RANK[self.layout]
         if len(self.shape) != rank:
             raise _FieldError(
                 "", f"layout {self.layout} needs a shape of rank {rank}; got {len(self.shape)}"
@@ -249,7 +252,7 @@ class InputSpec(_Spec):
     @property
     def channels(self) -> int:
         """The channel count (the feature count for ``NC``)."""
-        index = {"NCHW": 1, "NHWC": 3, "NC": 1}[self.layout]
+        index = _CHANNEL_AXIS[self.layout]
         value = self.shape[index]
         assert value is not None
         return value

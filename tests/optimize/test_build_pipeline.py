@@ -77,7 +77,8 @@ def test_build_converts_optimizes_benchmarks_and_selects(tmp_path: Path) -> None
         ('[model]\narchitecture = "mlp"\n[train]\nepochz = 3\n', "train.epochz"),
         ("[data]\nsource = 'digits'\n", "model"),
         (
-            '[model]\narchitecture = "mlp"\n[convert]\ntargets = ["onnx"]\n',
+            '[model]\narchitecture = "mlp"\n[convert]\ntargets = ["onnx"]\n'
+            '[optimize]\ntflite = ["fp16"]\n',
             "optimize.tflite needs 'tflite'",
         ),
     ],

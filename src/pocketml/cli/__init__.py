@@ -44,6 +44,7 @@ app = typer.Typer(
 app.add_typer(_data.app, name="data")
 app.command("train")(_train.train)
 app.command("convert")(_convert.convert)
+app.command("import")(_convert.import_model)
 app.command("build")(_build.build)
 app.command("optimize")(_build.optimize)
 app.command("bench")(_build.bench)
@@ -60,7 +61,7 @@ app.add_typer(_admin.versions_app, name="versions")
 
 # Commands that convert, quantize or benchmark in the CLI's one thread: native libraries'
 # C++ chatter is discarded there (pocketml._native). Never "server": request threads log.
-QUIET_NATIVE_COMMANDS = frozenset({"convert", "build", "optimize", "bench", "demo"})
+QUIET_NATIVE_COMMANDS = frozenset({"convert", "import", "build", "optimize", "bench", "demo"})
 
 
 def _show_version(value: bool) -> None:

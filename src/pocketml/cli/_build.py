@@ -40,6 +40,10 @@ def build(
     print_results(
         list(outcome.results), console=console, title=f"{outcome.model.architecture} variants"
     )
+    notes = [(v.name, "flagged", "; ".join(v.flags)) for v in outcome.variants if v.flags]
+    notes += [(s.name, "not built", s.reason) for s in outcome.skipped]
+    if notes:
+        print_table("Variants not built or flagged", ["variant", "status", "reason"], notes)
     print_selections(list(outcome.selections), console=console)
     console.print(
         f"Wrote {len(outcome.variants)} variants, build.json, benchmarks.json"

@@ -95,3 +95,72 @@ def convert(
         ],
     )
     console.print(f"Wrote the build to [bold]{out}[/bold] (build.json, schema.json, card.md)")
+
+
+def import_model(
+    model_file: Path = typer.Argument(
+        ..., help="A trained model: .onnx, .pt/.pth (TorchScript), .pkl/.joblib (scikit-learn)."
+    ),
+    example: Path = typer.Option(
+        ...,
+        "--example",
+        "-e",
+        help="Inputs the model takes: a .npy batch, or a .npz with x (and y to evaluate).",
+    ),
+    labels: str | None = typer.Option(
+        None, "--labels", "-l", help="Comma list of class names, one per output."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Model directory to write."),
+    name: str = typer.Option("model", "--name", help="Model name (schema and registry)."),
+    output: str = typer.Option(
+        "logits", "--output", help="What the model outputs: logits or probabilities."
+    ),
+    layout: str | None = typer.Option(
+        None, "--layout", help="NC, NCL or NCHW (default: from the example's rank)."
+    ),
+    trust_pickle: bool = typer.Option(
+        False, "--trust-pickle", help="Load a pickle (runs its code): only files you trust."
+    ),
+) -> None:
+    """Import a model trained elsewhere (no retraining) into a directory `convert` and
+    `build` take."""
+    import numpy as np
+
+    from pocketml.convert import from_trained, load_trained_file
+    from pocketml.data import load_arrays
+    from pocketml.train import evaluate
+
+    existing_path(example, "example file")
+    dataset = None
+    if example.suffix.lower() == ".npz":
+        dataset = load_arrays(example)
+        x = dataset.features
+    else:
+        x = np.load(example, allow_pickle=False)
+    if labels is not None:
+        class_names = [c.strip() for c in labels.split(",") if c.strip()]
+    elif dataset is not None:
+        class_names = list(dataset.class_names)
+    else:
+        raise InvalidInput(
+            "pass --labels a,b,c (one name per model output), or an --example .npz with y"
+        )
+    model = from_trained(
+        load_trained_file(model_file, trust_pickle=trust_pickle),
+        example=x[:64],
+        labels=class_names,
+        name=name,
+        layout=layout,
+        output=output,
+    )
+    model.save(out)
+    rows = [("input", f"{model.schema.input.shape} ({model.schema.input.layout})")]
+    rows.append(("classes", ", ".join(model.schema.labels)))
+    if dataset is not None and list(dataset.class_names) == list(model.schema.labels):
+        metrics = evaluate(model, dataset)
+        rows.append(("accuracy on the example", f"{metrics['accuracy']:.4f} ({len(dataset)})"))
+    print_table(f"Imported {model_file.name} ({model.framework})", ["", ""], rows)
+    console.print(
+        f"Wrote [bold]{out}[/bold]. Next: `pocketml convert {out} --data DATA` or set "
+        f'`\\[model] path = "{out}"` in pocketml.toml.'
+    )

@@ -2,7 +2,8 @@
 
 Targets: ``onnx`` (PyTorch or scikit-learn), ``ort`` (ONNX Runtime's mobile format, built
 for ``arm`` or ``amd64``), ``tflite`` (PyTorch via litert-torch, run with ai-edge-litert)
-and ``coreml`` (PyTorch via coremltools; spec-checked, not executed, on Linux).
+and ``coreml`` (PyTorch via coremltools; spec-checked, not executed, on Linux). A model
+trained elsewhere comes in through ``from_trained`` (no retraining).
 
     >>> from pocketml.convert import convert_model
     >>> results = convert_model(model, ["onnx", "tflite"], "out/", samples=x_test)  # doctest: +SKIP
@@ -20,6 +21,7 @@ from pocketml.convert.pipeline import (
     path_size,
 )
 from pocketml.convert.tflite import to_tflite
+from pocketml.convert.trained import from_trained, load_trained_file
 from pocketml.runtime import RUNNABLE_FORMATS, Runner, open_runner
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
     "check_parity",
     "convert_model",
     "file_sha256",
+    "from_trained",
+    "load_trained_file",
     "onnx_compatibility",
     "open_runner",
     "path_size",

@@ -69,6 +69,7 @@ class BuildVariant:
     metrics: dict[str, Any] = field(default_factory=dict)
     benchmarks: dict[str, Any] = field(default_factory=dict)
     profiles: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
 
     @classmethod
     def from_conversion(cls, group: VariantGroup, result: ConversionResult) -> BuildVariant:
@@ -126,9 +127,10 @@ def render_model_card(
     lines += ["", "## Variants", "", "| variant | format | precision | role | size | check |"]
     lines.append("|---|---|---|---|---|---|")
     for entry in entries:
+        flags = f" ({'; '.join(entry.flags)})" if entry.flags else ""
         lines.append(
             f"| {entry.name} | {entry.format} | {entry.precision} | {entry.role} | "
-            f"{entry.size:,} B | {entry.check or entry.method} |"
+            f"{entry.size:,} B{flags} | {entry.check or entry.method} |"
         )
     lines += [
         "",
@@ -202,6 +204,7 @@ def write_build(
                 "metrics": entry.metrics,
                 "benchmarks": entry.benchmarks,
                 "profiles": entry.profiles,
+                "flags": entry.flags,
             }
         )
     (out_dir / "schema.json").write_text(schema.to_json())

@@ -1,5 +1,7 @@
 """PyTorch module or scikit-learn estimator -> ONNX, with a dynamic batch axis.
 
+An imported ONNX file (``from_trained``) is written as it was imported (its own opset).
+
 PyTorch models go through ``torch.onnx.export`` (TorchScript exporter: stable op coverage
 for mobile CNNs, fast); scikit-learn models and pipelines through skl2onnx with plain
 probability outputs (no ZipMap). Inputs are named "input", outputs "probabilities".
@@ -55,6 +57,9 @@ def to_onnx(model: TrainedModel, path: Path | str, *, opset: int = DEFAULT_OPSET
     path.parent.mkdir(parents=True, exist_ok=True)
     if model.framework == "sklearn":
         return _sklearn_to_onnx(model, path, opset)
+    if model.framework == "onnx":  # imported as a file: already ONNX, names normalized
+        path.write_bytes(bytes(model.estimator))
+        return path
     try:
         import torch
     except ImportError as exc:

@@ -4,11 +4,16 @@
 ``model.mlpackage`` (as asked), checks each: numerical parity on held-out samples for the
 formats that execute here, the interface spec for Core ML, and returns one
 ``ConversionResult`` per target with its compatibility record.
+
+It reads and deletes only files it wrote in this run: an ``ort`` target without ``onnx``
+exports its intermediate ONNX file into a temporary folder, never into ``out_dir`` (where
+a ``model.onnx`` may be someone else's model).
 """
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +27,13 @@ from pocketml.convert.onnx import DEFAULT_OPSET, onnx_compatibility, to_onnx
 from pocketml.convert.ort import ort_compatibility, to_ort
 from pocketml.convert.parity import DEFAULT_ATOL, DEFAULT_MIN_AGREEMENT, ParityReport, check_parity
 from pocketml.convert.tflite import tflite_compatibility, to_tflite
-from pocketml.errors import InvalidInput
+from pocketml.errors import (
+    ConversionError,
+    InvalidInput,
+    ParityError,
+    PocketMLError,
+    UnsupportedError,
+)
 from pocketml.runtime import open_runner
 from pocketml.train.model import TrainedModel
 
@@ -102,6 +113,7 @@ def convert_model(
     atol: float = DEFAULT_ATOL,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
     on_step: Callable[[str], None] | None = None,
+    on_failure: Callable[[str, PocketMLError], None] | None = None,
 ) -> list[ConversionResult]:
     """Convert ``model`` to each of ``targets`` in ``out_dir`` and check each result.
 
@@ -110,10 +122,14 @@ def convert_model(
         labels: their true classes, to report each file's accuracy.
         ort_platform: "arm" (phones) or "amd64" (x86 hosts) for the ORT file.
         on_step: called with each target before it is converted (progress bars).
+        on_failure: called with a target and its error when that target cannot be
+            produced (UnsupportedError, ConversionError, ParityError); the other targets
+            go on. Without it, the first such error is raised.
 
     Raises:
         InvalidInput: an unknown target or no samples.
-        UnsupportedError / ConversionError / ParityError: from the converters and checks.
+        UnsupportedError / ConversionError / ParityError: from the converters and checks
+            (unless ``on_failure`` is given).
     """
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
@@ -126,44 +142,91 @@ def convert_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     samples = np.ascontiguousarray(samples, dtype=np.float32)
     reference = model.predict_proba(samples)
+    with tempfile.TemporaryDirectory(prefix="pocketml-convert-") as scratch:
+        onnx_path = (out_dir if "onnx" in targets else Path(scratch)) / protocol.FORMATS[
+            "onnx"
+        ].build_file
+        return _convert_each(
+            model, targets, out_dir, onnx_path, samples, reference, labels, opset, ort_platform,
+            atol, min_agreement, on_step, on_failure,
+        )  # fmt: skip
+
+
+def _convert_each(
+    model: TrainedModel,
+    targets: Sequence[str],
+    out_dir: Path,
+    onnx_path: Path,
+    samples: np.ndarray,
+    reference: np.ndarray,
+    labels: np.ndarray | None,
+    opset: int,
+    ort_platform: str,
+    atol: float,
+    min_agreement: float,
+    on_step: Callable[[str], None] | None,
+    on_failure: Callable[[str, PocketMLError], None] | None,
+) -> list[ConversionResult]:
     results: list[ConversionResult] = []
-    onnx_path = out_dir / protocol.FORMATS["onnx"].build_file
+    onnx_written = False
     for target in dict.fromkeys(targets):  # keep order, drop duplicates
         if on_step:
             on_step(target)
         path = out_dir / protocol.FORMATS[target].build_file
-        check: ParityReport | SpecCheck
-        accuracy = None
-        if target == "coreml":
-            to_coreml(model, path)
-            check = check_coreml_spec(model, path)
-            compatibility = coreml_compatibility(path)
-        else:
-            if target == "onnx" or (target == "ort" and not onnx_path.exists()):
+        try:
+            if target in ("onnx", "ort") and not onnx_written:
                 to_onnx(model, onnx_path, opset=opset)
-            if target == "tflite":
-                to_tflite(model, path)
-                compatibility = tflite_compatibility(path)
-            elif target == "ort":
-                to_ort(onnx_path, path, platform=ort_platform)
-                compatibility = ort_compatibility(path, ort_platform)
-            else:
-                compatibility = onnx_compatibility(path)
-            output = open_runner(path, target).run(samples)
-            check = check_parity(target, reference, output, atol=atol, min_agreement=min_agreement)
-            accuracy = _accuracy(output, labels)
-        results.append(
-            ConversionResult(
-                target=target,
-                path=path,
-                size=path_size(path),
-                sha256=file_sha256(path),
-                precision="fp32",
-                check=check,
-                compatibility=compatibility,
-                accuracy=accuracy,
-            )
-        )
-    if "onnx" not in targets and onnx_path.exists():
-        onnx_path.unlink()  # an intermediate of the ORT conversion, not asked for
+                onnx_written = True
+            result = _convert_one(
+                model, target, path, onnx_path, samples, reference, labels, ort_platform,
+                atol, min_agreement,
+            )  # fmt: skip
+        except (UnsupportedError, ConversionError, ParityError) as exc:
+            if on_failure is None:
+                raise
+            on_failure(target, exc)
+            continue
+        results.append(result)
     return results
+
+
+def _convert_one(
+    model: TrainedModel,
+    target: str,
+    path: Path,
+    onnx_path: Path,
+    samples: np.ndarray,
+    reference: np.ndarray,
+    labels: np.ndarray | None,
+    ort_platform: str,
+    atol: float,
+    min_agreement: float,
+) -> ConversionResult:
+    check: ParityReport | SpecCheck
+    accuracy = None
+    if target == "coreml":
+        to_coreml(model, path)
+        check = check_coreml_spec(model, path)
+        compatibility = coreml_compatibility(path)
+    else:
+        if target == "tflite":
+            to_tflite(model, path)
+            compatibility = tflite_compatibility(path)
+        elif target == "ort":
+            to_ort(onnx_path, path, platform=ort_platform)
+            compatibility = ort_compatibility(path, ort_platform)
+        else:
+            compatibility = onnx_compatibility(path)
+        output = open_runner(path, target).run(samples)
+        check = check_parity(target, reference, output, atol=atol, min_agreement=min_agreement)
+        accuracy = _accuracy(output, labels)
+    return ConversionResult(
+        target=target,
+        path=path,
+        size=path_size(path),
+        sha256=file_sha256(path),
+        precision="fp32",
+        check=check,
+        compatibility=compatibility,
+        accuracy=accuracy,
+    )

@@ -12,6 +12,7 @@ from pocketml.data.augment import Augmentation, augment_dataset, parse_augmentat
 from pocketml.data.loaders import (
     RawTable,
     from_arrays,
+    load_arrays,
     load_dataset,
     load_digits,
     load_image_folder,
@@ -30,6 +31,7 @@ __all__ = [
     "Violation",
     "augment_dataset",
     "from_arrays",
+    "load_arrays",
     "load_dataset",
     "load_digits",
     "load_image_folder",

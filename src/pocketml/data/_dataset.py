@@ -11,9 +11,11 @@ import numpy as np
 
 from pocketml.errors import InvalidInput
 
-__all__ = ["Dataset", "Splits"]
+__all__ = ["LAYOUT_RANKS", "Dataset", "Splits"]
 
 _FINGERPRINT_VERSION = 1
+# Each layout and the rank of its feature array (batch axis included).
+LAYOUT_RANKS = {"NC": 2, "NCL": 3, "NCHW": 4}
 
 
 @dataclass(frozen=True, eq=False)
@@ -22,10 +24,11 @@ class Dataset:
 
     Attributes:
         name: a short name ("digits", a file stem).
-        features: float32 array (N, ...): (N, C, H, W) for images, (N, F) for tables.
+        features: float32 array (N, ...): (N, C, H, W) for images, (N, C, L) for sequences
+            and sensor windows (C channels of L time steps), (N, F) for tables.
         labels: int64 array (N,) of class indices into ``class_names``.
         class_names: one name per class.
-        layout: "NCHW" for images, "NC" for tables.
+        layout: "NCHW" for images, "NCL" for sequences, "NC" for tables.
         feature_names: column names for tables.
         value_range: the range raw feature values live in, when known (e.g. (0, 16)).
     """
@@ -61,11 +64,12 @@ class Dataset:
                 f"labels must be class indices in [0, {len(self.class_names) - 1}]; "
                 f"got values in [{labels.min()}, {labels.max()}]"
             )
-        expected_rank = {"NCHW": 4, "NC": 2}.get(self.layout)
+        expected_rank = LAYOUT_RANKS.get(self.layout)
         if expected_rank is None or features.ndim != expected_rank:
             raise InvalidInput(
                 f"layout {self.layout!r} does not fit features of shape {features.shape}; "
-                "use 'NCHW' for (N, C, H, W) images or 'NC' for (N, F) tables"
+                "use 'NCHW' for (N, C, H, W) images, 'NCL' for (N, C, L) sequences or "
+                "'NC' for (N, F) tables"
             )
 
     def __len__(self) -> int:

@@ -1,4 +1,4 @@
-"""Loaders: the bundled digits set, CSV/Parquet tables, numpy arrays, image folders.
+"""Loaders: the bundled digits set, CSV/Parquet tables, numpy arrays and files, image folders.
 
 Every loader returns a ``Dataset``. Tables are read with pyarrow; a column that is not
 numeric or has missing cells stops the load with a message naming the column and the
@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from pocketml.data._dataset import Dataset
+from pocketml.data._dataset import LAYOUT_RANKS, Dataset
 from pocketml.errors import DataValidationError, InvalidInput, MissingDependencyError, NotFound
 
 __all__ = [
     "RawTable",
     "from_arrays",
+    "load_arrays",
     "load_dataset",
     "load_digits",
     "load_image_folder",
@@ -29,6 +30,8 @@ __all__ = [
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 _TABLE_SUFFIXES = {".csv", ".parquet", ".pq"}
+_ARRAY_SUFFIXES = {".npz", ".npy"}
+_LAYOUT_BY_RANK = {rank: layout for layout, rank in LAYOUT_RANKS.items()}
 
 
 def load_digits() -> Dataset:
@@ -56,14 +59,24 @@ def from_arrays(
     class_names: list[str] | tuple[str, ...] | None = None,
     name: str = "arrays",
     layout: str | None = None,
+    value_range: tuple[float, float] | None = None,
 ) -> Dataset:
-    """A Dataset from numpy arrays: (N, F) tables or (N, C, H, W) images.
+    """A Dataset from numpy arrays: (N, F) tables, (N, C, L) sequences or (N, C, H, W) images.
 
-    Labels may be class indices or any hashable values (mapped to sorted class names).
+    The layout follows the rank ("NC", "NCL", "NCHW") unless given. Labels may be class
+    indices or any hashable values (mapped to sorted class names).
+
+    Raises:
+        InvalidInput: non-numeric features, or a rank no layout fits.
     """
     x = np.asarray(features)
     if not np.issubdtype(x.dtype, np.number):
         raise InvalidInput(f"features must be numeric; got dtype {x.dtype}")
+    if layout is None and x.ndim not in _LAYOUT_BY_RANK:
+        raise InvalidInput(
+            f"features need shape (N, F), (N, C, L) or (N, C, H, W); got {x.shape}. "
+            "Reshape them to one of these (channels first)."
+        )
     y_raw = np.asarray(labels)
     if class_names is None:
         values = np.unique(y_raw)
@@ -76,8 +89,59 @@ def from_arrays(
         features=x,
         labels=y,
         class_names=tuple(class_names),
-        layout=layout or ("NC" if x.ndim == 2 else "NCHW"),
+        layout=layout or _LAYOUT_BY_RANK[x.ndim],
+        value_range=value_range,
     )
+
+
+def load_arrays(path: Path | str, *, labels: Path | str | None = None) -> Dataset:
+    """Load a ``.npz`` (arrays ``x`` and ``y``) or a ``.npy`` of features with a label ``.npy``.
+
+    A ``.npz`` may also hold ``class_names`` (strings, one per class) and ``layout``.
+    A ``.npy`` holds the features only: its labels come from ``labels`` (a path, relative
+    to the features file), by default ``<stem>.labels.npy`` beside it. Object arrays are
+    refused (``allow_pickle=False``), so a hostile file cannot run code.
+
+    Raises:
+        NotFound: a file does not exist.
+        InvalidInput: unreadable arrays, missing ``x``/``y``, or shapes that do not fit.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"data file {str(path)!r} does not exist")
+    extra: dict[str, Any] = {}
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                missing = [k for k in ("x", "y") if k not in archive.files]
+                if missing:
+                    raise InvalidInput(
+                        f"{path.name} needs arrays named 'x' (features) and 'y' (labels); "
+                        f"it holds {', '.join(archive.files) or 'none'}. Save it with "
+                        "np.savez(path, x=features, y=labels)."
+                    )
+                x, y = archive["x"], archive["y"]
+                if "class_names" in archive.files:
+                    extra["class_names"] = tuple(str(c) for c in archive["class_names"])
+                if "layout" in archive.files:
+                    extra["layout"] = str(archive["layout"])
+        else:
+            label_path = path.parent / labels if labels else path.with_suffix(".labels.npy")
+            if not label_path.is_file():
+                raise NotFound(
+                    f"{path.name} holds features only and its labels file {label_path} does "
+                    "not exist; save labels there, pass target = 'LABELS.npy', or use one "
+                    ".npz with np.savez(path, x=features, y=labels)"
+                )
+            x, y = np.load(path, allow_pickle=False), np.load(label_path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InvalidInput(f"cannot read {path.name} as numpy arrays: {exc}") from exc
+    if y.ndim != 1 or len(y) != len(x):
+        raise InvalidInput(
+            f"{path.name}: labels need shape ({len(x)},) to match the features {x.shape}; "
+            f"got {y.shape}"
+        )
+    return from_arrays(x, y, name=path.stem, **extra)
 
 
 @dataclass(frozen=True)
@@ -243,16 +307,20 @@ def load_image_folder(
 
 
 def load_dataset(source: str | Path, *, target: str | None = None) -> Dataset:
-    """Load ``"digits"``, a CSV/Parquet file (needs ``target``), or an image folder."""
+    """Load ``"digits"``, a CSV/Parquet file (needs ``target``), a ``.npz``/``.npy`` file
+    (``target`` names the label ``.npy`` of a ``.npy``), or an image folder."""
     if str(source) == "digits":
         return load_digits()
     path = Path(source)
     if path.is_dir():
         return load_image_folder(path)
+    if path.suffix.lower() in _ARRAY_SUFFIXES:
+        return load_arrays(path, labels=target)
     if path.suffix.lower() in _TABLE_SUFFIXES or not path.exists():
         if target is None and path.exists():
             raise InvalidInput(f"{path.name} is a table: pass --target with the label column")
         return load_table(path, target or "")
     raise InvalidInput(
-        f"cannot load {str(source)!r}: expected 'digits', a .csv/.parquet file or an image folder"
+        f"cannot load {str(source)!r}: expected 'digits', a .csv/.parquet/.npz/.npy file or "
+        "an image folder"
     )

@@ -94,7 +94,11 @@ class ConvertSection(_Section):
 
 
 class OptimizeSection(_Section):
-    """Post-training optimizations per format (each needs that format in the targets)."""
+    """Post-training optimizations per format.
+
+    A list you set needs its format in ``convert.targets``; a list you leave out follows
+    the targets (``targets = ["onnx", "ort"]`` alone gets the ONNX defaults only).
+    """
 
     onnx: list[Literal["static-int8", "dynamic-int8", "fp16"]] = Field(
         default=["static-int8", "fp16", "dynamic-int8"]
@@ -140,7 +144,8 @@ class BuildConfig(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> BuildConfig:
         for fmt in ("onnx", "tflite", "coreml"):
-            if getattr(self.optimize, fmt) and fmt not in self.convert.targets:
+            chosen = fmt in self.optimize.model_fields_set
+            if chosen and getattr(self.optimize, fmt) and fmt not in self.convert.targets:
                 raise ValueError(
                     f"optimize.{fmt} needs '{fmt}' in convert.targets; "
                     f"add it or empty optimize.{fmt}"
@@ -152,6 +157,12 @@ class BuildConfig(_Section):
                 f"({', '.join(self.profiles)})"
             )
         return self
+
+    def optimizations(self, model_format: str) -> list[str]:
+        """The options to apply to ``model_format``: none when it is not a target."""
+        if model_format not in self.convert.targets:
+            return []
+        return list(getattr(self.optimize, model_format))
 
 
 def load_build_config(path: Path | str) -> BuildConfig:

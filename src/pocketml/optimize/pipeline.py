@@ -8,11 +8,18 @@
     benchmarks.json   the raw benchmark results
     variants.png      accuracy vs. p95 latency, marker size = file size, colour = format
     schema.json, card.md, run.json, <arch>/..., optimized/...
+
+A variant that cannot be produced (a converter that does not take the model, an operator
+it lacks, a quantizer that does not apply, an "int8" file that is not quantized) is
+recorded in ``build.json``'s ``skipped`` list with its reason and the build goes on; only a
+build left with no variant at all fails. An optimized file that is not smaller than its
+fp32 source is kept and flagged (``flags``).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +37,8 @@ from pocketml.convert.onnx import onnx_compatibility
 from pocketml.convert.ort import ort_compatibility
 from pocketml.convert.tflite import tflite_compatibility
 from pocketml.data import Splits, load_dataset, parse_augmentations
-from pocketml.errors import InvalidInput
+from pocketml.errors import ConversionError, InvalidInput, PocketMLError
+from pocketml.optimize.audit import is_quantized, size_flag
 from pocketml.optimize.config import BuildConfig
 from pocketml.optimize.quantize import (
     CoremlFp16Quantizer,
@@ -49,6 +57,7 @@ from pocketml.train import TrainConfig, TrainedModel, model_inputs, train
 
 __all__ = [
     "BuildOutcome",
+    "SkippedVariant",
     "VariantMatrix",
     "optimize_and_select",
     "resolve_profiles",
@@ -56,6 +65,25 @@ __all__ = [
 ]
 
 StepFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SkippedVariant:
+    """A variant the build could not produce, and why (the build went on without it)."""
+
+    name: str
+    format: str
+    method: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-ready form."""
+        return {
+            "name": self.name,
+            "format": self.format,
+            "method": self.method,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -69,6 +97,7 @@ class BuildOutcome:
     selections: tuple[Selection, ...]
     build_json: Path
     plot: Path | None
+    skipped: tuple[SkippedVariant, ...] = ()
 
 
 def resolve_profiles(config: BuildConfig) -> list[DeviceProfile]:
@@ -126,9 +155,9 @@ def _quantizers(config: BuildConfig, calibration: np.ndarray) -> list[tuple[str,
         "int8-weights": CoremlWeightQuantizer(),
     }
     chosen: list[tuple[str, str, Quantizer]] = []
-    chosen += [("onnx", o, onnx[o]) for o in opt.onnx]
-    chosen += [("tflite", o, tflite[o]) for o in opt.tflite]
-    chosen += [("coreml", o, coreml[o]) for o in opt.coreml]
+    chosen += [("onnx", o, onnx[o]) for o in config.optimizations("onnx")]
+    chosen += [("tflite", o, tflite[o]) for o in config.optimizations("tflite")]
+    chosen += [("coreml", o, coreml[o]) for o in config.optimizations("coreml")]
     return chosen
 
 
@@ -149,37 +178,83 @@ def _optimized_variants(
     out: Path,
     prefix: str,
     on_step: StepFn,
-) -> list[BuildVariant]:
-    variants = []
+) -> tuple[list[BuildVariant], list[SkippedVariant]]:
+    variants: list[BuildVariant] = []
+    skipped: list[SkippedVariant] = []
     out.mkdir(parents=True, exist_ok=True)
     for model_format, option, quantizer in _quantizers(config, calibration):
         on_step(f"{model_format} {option}")
         name = f"{prefix}-{model_format}-{option}"
-        with quiet_native():  # the quantizers draw their own tqdm bars and log notes
-            done = quantizer.apply(
-                fp32[model_format], out / f"{name}{Path(FORMATS[model_format].build_file).suffix}"
-            )
-        made = [(name, model_format, done.path)]
-        if model_format == "onnx" and "ort" in config.convert.targets and option != "fp16":
-            ort_path = to_ort(
-                done.path, out / f"{prefix}-ort-{option}.ort", platform=config.convert.ort_platform
-            )
-            made.append((f"{prefix}-ort-{option}", "ort", ort_path))
-        for variant_name, variant_format, path in made:
+        source = fp32.get(model_format)
+        if source is None:
+            reason = f"no fp32 {model_format} file to start from (its conversion was skipped)"
+            skipped.append(SkippedVariant(name, model_format, option, reason))
+            continue
+        try:
+            made = _quantize(config, quantizer, source, out, prefix, model_format, option)
+        except PocketMLError as exc:
+            skipped.append(SkippedVariant(name, model_format, option, str(exc)))
+            continue
+        for variant_name, variant_format, path, precision, method in made:
+            flag = size_flag(path_size(path), path_size(fp32[variant_format]))
             variants.append(
                 BuildVariant(
                     name=variant_name,
                     path=path,
                     format=variant_format,
-                    precision=done.precision,
+                    precision=precision,
                     role="device",
                     sha256=file_sha256(path),
                     size=path_size(path),
-                    method=done.method,
+                    method=method,
                     compatibility=_compatibility(path, variant_format, config.convert.ort_platform),
+                    flags=[flag] if flag else [],
                 )
             )
-    return variants
+    return variants, skipped
+
+
+def _quantize(
+    config: BuildConfig,
+    quantizer: Quantizer,
+    source: Path,
+    out: Path,
+    prefix: str,
+    model_format: str,
+    option: str,
+) -> list[tuple[str, str, Path, str, str]]:
+    """Apply one quantizer (and build its ORT file); (name, format, path, precision, method).
+
+    Raises:
+        ConversionError: the quantizer failed, or wrote an int8 file that is not quantized
+            (the file is removed: a copy of fp32 labelled int8 would mislead).
+    """
+    name = f"{prefix}-{model_format}-{option}"
+    dst = out / f"{name}{Path(FORMATS[model_format].build_file).suffix}"
+    with quiet_native():  # the quantizers draw their own tqdm bars and log notes
+        done = quantizer.apply(source, dst)
+    if done.precision == "int8" and not is_quantized(done.path, model_format):
+        _remove(done.path)
+        raise ConversionError(
+            f"{option} left every weight in float (coremltools skips tensors under 2,048 "
+            "elements; ONNX Runtime and LiteRT skip operators they do not quantize): the "
+            "file would be fp32 labelled int8, so it is not shipped. Use the fp32 or fp16 "
+            "variant."
+        )
+    made = [(name, model_format, done.path, done.precision, done.method)]
+    if model_format == "onnx" and "ort" in config.convert.targets and option != "fp16":
+        ort_path = to_ort(
+            done.path, out / f"{prefix}-ort-{option}.ort", platform=config.convert.ort_platform
+        )
+        made.append((f"{prefix}-ort-{option}", "ort", ort_path, done.precision, done.method))
+    return made
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 @dataclass(frozen=True)
@@ -189,6 +264,7 @@ class VariantMatrix:
     variants: tuple[BuildVariant, ...]
     results: tuple[BenchmarkResult, ...]
     selections: tuple[Selection, ...]
+    skipped: tuple[SkippedVariant, ...] = ()
 
 
 def optimize_and_select(
@@ -219,7 +295,7 @@ def optimize_and_select(
     rng = np.random.default_rng(config.train.seed)
     take = min(config.optimize.calibration_samples, len(x_train))
     calibration = x_train[rng.choice(len(x_train), size=take, replace=False)]
-    optimized = _optimized_variants(
+    optimized, skipped = _optimized_variants(
         config, fp32, calibration, out / "optimized", prefix, lambda t: step(f"optimizing: {t}")
     )
 
@@ -254,7 +330,7 @@ def optimize_and_select(
         )
         for v in all_variants
     )
-    return VariantMatrix(final, tuple(results), tuple(selections))
+    return VariantMatrix(final, tuple(results), tuple(selections), tuple(skipped))
 
 
 def run_build(
@@ -286,10 +362,16 @@ def run_build(
 
     step("training" if config.model.architecture else "loading the model")
     model, record = _model(config, splits)
-    prefix = model.architecture
+    # an imported model's architecture is "custom": its own name says more in the tables
+    prefix = model.schema.name if model.params.get("imported") else model.architecture
     x_test = model_inputs(model, splits.test)
 
     step("converting")
+    failed: list[SkippedVariant] = []
+
+    def record_failure(target: str, exc: PocketMLError) -> None:
+        failed.append(SkippedVariant(f"{prefix}-{target}-fp32", target, "none", str(exc)))
+
     conversions = convert_model(
         model,
         config.convert.targets,
@@ -300,13 +382,20 @@ def run_build(
         ort_platform=config.convert.ort_platform,
         atol=config.convert.atol,
         on_step=lambda target: step(f"converting to {target}"),
+        on_failure=record_failure,
     )
+    if not conversions:
+        reasons = "; ".join(f"{s.format}: {s.reason}" for s in failed)
+        raise ConversionError(
+            f"no target could be converted, so there is nothing to build: {reasons}"
+        )
     metrics = (record or {}).get("metrics", {})
     group = VariantGroup(prefix, "device", model.framework, conversions, metrics)
     matrix = optimize_and_select(
         config, model, group, splits, out, profiles, on_step=step, show_progress=show_progress
     )
     final, results, selections = matrix.variants, matrix.results, matrix.selections
+    skipped = (*failed, *matrix.skipped)
     plot = (
         plot_variants(results, out / "variants.png")
         if any(r.is_executed for r in results)
@@ -325,11 +414,12 @@ def run_build(
         params={"config": config.model_dump(mode="json")},
         extra={
             "selections": [s.to_dict() for s in selections],
+            "skipped": [s.to_dict() for s in skipped],
             "source_framework": model.framework,
             "metrics": {prefix: {k: metrics.get(k) for k in ("accuracy", "macro_f1")}},
         },
     )
-    return BuildOutcome(out, model, final, results, selections, build_json, plot)
+    return BuildOutcome(out, model, final, results, selections, build_json, plot, skipped)
 
 
 def _metrics(result: BenchmarkResult) -> dict[str, Any]:

@@ -58,7 +58,8 @@ class TrainedModel:
     """A trained classifier and the schema of its inputs and outputs.
 
     Attributes:
-        framework: "pytorch" or "sklearn".
+        framework: "pytorch", "sklearn" or "onnx" (an imported ONNX file; its estimator is
+            the file's bytes, with input "input" and output "probabilities").
         architecture: a built-in architecture name, or "custom" for a user's own model.
         estimator: the torch module (returning logits) or the fitted sklearn estimator.
         schema: the ModelSchema (normalization included).
@@ -81,12 +82,26 @@ class TrainedModel:
         x = np.asarray(x, dtype=np.float32)
         if self.framework == "sklearn":
             return np.asarray(self.estimator.predict_proba(x.reshape(x.shape[0], -1)), np.float32)
+        if self.framework == "onnx":
+            out = self._onnx_session().run(["probabilities"], {"input": x})[0]
+            return np.asarray(out, dtype=np.float32)
         import torch
 
         module = self.estimator.eval()
         with torch.no_grad():
             logits = module(torch.from_numpy(np.ascontiguousarray(x)))
             return torch.softmax(logits, dim=-1).numpy()
+
+    def _onnx_session(self) -> Any:
+        session = self.__dict__.get("_session")
+        if session is None:
+            import onnxruntime
+
+            session = onnxruntime.InferenceSession(
+                bytes(self.estimator), providers=["CPUExecutionProvider"]
+            )
+            self.__dict__["_session"] = session
+        return session
 
     def predict_raw(self, raw: np.ndarray) -> np.ndarray:
         """Class probabilities for raw inputs: normalizes them as the schema says first."""
@@ -101,6 +116,10 @@ class TrainedModel:
                 f"a pytorch model's estimator must be a torch.nn.Module; got "
                 f"{type(self.estimator).__name__}. Wrap your network in a torch.nn.Module."
             )
+        if type(self.estimator).__name__ in ("RecursiveScriptModule", "ScriptModule"):
+            from pocketml.train._script import scripted_with_softmax
+
+            return scripted_with_softmax(self.estimator.eval())
         return with_softmax(self.estimator.eval())
 
     def num_parameters(self) -> int | None:
@@ -115,7 +134,7 @@ class TrainedModel:
         """Write ``model.json``, ``schema.json`` and the weights into ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        meta = {
+        meta: dict[str, Any] = {
             "framework": self.framework,
             "architecture": self.architecture,
             "params": self.params,
@@ -126,8 +145,13 @@ class TrainedModel:
 
             if self.architecture in TORCH_ARCHITECTURES:
                 torch.save(self.estimator.state_dict(), directory / "model.pt")
+            elif isinstance(self.estimator, torch.jit.ScriptModule):
+                meta["torchscript"] = True  # no pickle: loads without the user's classes
+                torch.jit.save(self.estimator, str(directory / "model.pt"))
             else:  # a user's own module: keep the whole object (its class must be importable)
                 torch.save(self.estimator, directory / "model.pt")
+        elif self.framework == "onnx":
+            (directory / "model.onnx").write_bytes(bytes(self.estimator))
         else:
             with open(directory / "model.pkl", "wb") as fh:
                 pickle.dump(self.estimator, fh)
@@ -163,9 +187,13 @@ class TrainedModel:
                     architecture, schema.input.sample_shape, len(schema.labels)
                 )
                 module.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
+            elif meta.get("torchscript"):
+                module = torch.jit.load(str(directory / "model.pt"))
             else:
                 module = torch.load(directory / "model.pt", weights_only=False)
             estimator = module.eval()
+        elif framework == "onnx":
+            estimator = (directory / "model.onnx").read_bytes()
         elif framework == "sklearn":
             with open(directory / "model.pkl", "rb") as fh:
                 estimator = pickle.load(fh)  # documented: load trusted directories only

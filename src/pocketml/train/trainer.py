@@ -95,8 +95,17 @@ def fit_normalization(dataset: Dataset) -> Normalization:
     """Fit the input normalization on training data.
 
     Images: scale to [0, 1] by the known value range (per-channel mean/std stay 0/1 so the
-    device step is one multiply). Tables: per-feature standardization.
+    device step is one multiply). Sequences (NCL): one mean and std over every value (a
+    device broadcasts one pair to any shape; per-channel statistics would need the layout).
+    Tables: per-feature standardization.
     """
+    if dataset.layout == "NCL":
+        spread = float(dataset.features.std())
+        return Normalization(
+            scale=1.0,
+            mean=[float(dataset.features.mean())],
+            std=[spread if spread > 1e-6 else 1.0],
+        )
     if dataset.layout == "NCHW":
         high = dataset.value_range[1] if dataset.value_range else float(dataset.features.max())
         return Normalization(scale=1.0 / high if high > 0 else 1.0, mean=[0.0], std=[1.0])

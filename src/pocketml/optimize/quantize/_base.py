@@ -143,8 +143,8 @@ def run_library(model: Path, method: str, step: Callable[[], Any]) -> Any:
     except Exception as exc:  # onnx, onnxruntime, LiteRT and coremltools raise many types
         raise ConversionError(
             f"{method} quantization of {model.name} failed ({type(exc).__name__}: "
-            f"{str(exc).rstrip('.')}). Expected a float model produced by pocketml.convert; "
-            "check the file or try another quantization method."
+            f"{str(exc).rstrip('.')}). The model may use operators this quantizer does not "
+            "handle: try another quantization method, or ship the fp32 file."
         ) from exc
     finally:
         if captured.getvalue():

@@ -2,6 +2,12 @@
 
 Int8 models go through ONNX Runtime's ``quant_pre_process`` (shape inference and graph
 optimization) first, as ONNX Runtime recommends.
+
+scikit-learn graphs (skl2onnx) use ``ai.onnx.ml`` operators that symbolic shape inference
+does not know ("Incomplete symbolic shape inference"), so those skip the symbolic pass and
+tell the quantizer that untyped tensors are float. A graph with no operator ONNX Runtime
+quantizes (a logistic regression is one ``LinearClassifier``) is refused with
+``UnsupportedError`` naming its operators, instead of a copy labelled int8 that is not.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketml.errors import InvalidInput, MissingDependencyError
+from pocketml.errors import InvalidInput, MissingDependencyError, UnsupportedError
 from pocketml.optimize.quantize._base import (
     CALIBRATION_METHODS,
     QuantizedModel,
@@ -35,10 +41,40 @@ def _import_ort_quantization() -> Any:
     return quantization
 
 
-def _preprocess(quantization: Any, src: Path, work: Path) -> Path:
+# Operators ONNX Runtime's int8 quantizers rewrite (the weighted ones that matter for size).
+QUANTIZABLE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "Attention"})
+_EXTRA_OPTIONS = {"DefaultTensorType": 1}  # onnx.TensorProto.FLOAT, for ai.onnx.ml outputs
+
+
+def _graph_facts(src: Path) -> tuple[set[str], bool]:
+    """The operator types of ``src`` and whether it uses ``ai.onnx.ml`` operators."""
+    import onnx
+
+    model = onnx.load(str(src), load_external_data=False)
+    ops = {node.op_type for node in model.graph.node}
+    return ops, any(node.domain == "ai.onnx.ml" for node in model.graph.node)
+
+
+def check_quantizable(src: Path, label: str) -> bool:
+    """Whether ``src`` is a scikit-learn (``ai.onnx.ml``) graph.
+
+    Raises:
+        UnsupportedError: no operator in the graph is one int8 quantization rewrites.
+    """
+    ops, is_ml = _graph_facts(src)
+    if not ops & QUANTIZABLE_OPS:
+        raise UnsupportedError(
+            f"{label}: {src.name} has no operator int8 quantization applies to (it uses "
+            f"{', '.join(sorted(ops))}; quantizable: {', '.join(sorted(QUANTIZABLE_OPS))}). "
+            "Ship the fp32 file: it is already small; int8 would change nothing."
+        )
+    return is_ml
+
+
+def _preprocess(quantization: Any, src: Path, work: Path, *, is_ml: bool = False) -> Path:
     """ONNX Runtime's recommended shape inference + graph optimization before int8."""
     out = work / f"{src.stem}.pre.onnx"
-    quantization.shape_inference.quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
+    quantization.shape_inference.quant_pre_process(str(src), str(out), skip_symbolic_shape=is_ml)
     return out
 
 
@@ -69,16 +105,18 @@ class OnnxDynamicQuantizer:
         """
         src, dst = check_source(src, "onnx"), Path(dst)
         quantization = _import_ort_quantization()
+        is_ml = run_library(src, "dynamic int8", lambda: check_quantizable(src, "dynamic int8"))
 
         def step() -> None:
             with tempfile.TemporaryDirectory() as work:
-                pre = _preprocess(quantization, src, Path(work))
+                pre = _preprocess(quantization, src, Path(work), is_ml=is_ml)
                 quantization.quantize_dynamic(
                     str(pre),
                     str(dst),
                     per_channel=self.per_channel,
                     weight_type=quantization.QuantType.QInt8,
                     op_types_to_quantize=list(self.op_types) if self.op_types else None,
+                    extra_options=dict(_EXTRA_OPTIONS) if is_ml else None,
                 )
 
         run_library(src, "dynamic int8", step)
@@ -162,11 +200,13 @@ class OnnxStaticQuantizer:
             else quantization.QuantType.QInt8
         )
 
+        is_ml = run_library(src, "static int8", lambda: check_quantizable(src, "static int8"))
+
         def step() -> None:
             import onnx
 
             with tempfile.TemporaryDirectory() as work:
-                pre = _preprocess(quantization, src, Path(work))
+                pre = _preprocess(quantization, src, Path(work), is_ml=is_ml)
                 input_name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
                 reader = _make_reader(quantization, input_name, data, max(1, self.batch_size))
                 quantization.quantize_static(
@@ -179,6 +219,7 @@ class OnnxStaticQuantizer:
                     weight_type=quantization.QuantType.QInt8,
                     calibrate_method=methods[self.calibration_method],
                     calibration_providers=["CPUExecutionProvider"],
+                    extra_options=dict(_EXTRA_OPTIONS) if is_ml else None,
                 )
 
         run_library(src, f"static int8 ({self.calibration_method})", step)
