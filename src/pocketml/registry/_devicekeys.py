@@ -24,6 +24,7 @@ from pocketml.db import utcnow
 from pocketml.errors import Conflict, NotFound
 from pocketml.registry._keystore import write_audit
 from pocketml.registry._orm import App, AppDeviceKey
+from pocketml.registry._rows import require_app
 
 __all__ = [
     "DEFAULT_OVERLAP_DAYS",
@@ -106,7 +107,7 @@ class DeviceKeyStore:
     def device_keys(self, app_id: str) -> list[DeviceKeyState]:
         """Every device key of the app, newest first. Raises NotFound for no app."""
         with self._session("read device keys") as s:
-            _require_app(s, app_id)
+            require_app(s, app_id)
             now = utcnow()
             return [_state(row, now) for row in _rows(s, app_id)]
 
@@ -183,7 +184,7 @@ class DeviceKeyStore:
             Conflict: it is the active key (rotate first) or revoked already.
         """
         with self._session("revoke device key", write=True) as s:
-            _require_app(s, app_id, lock=True)
+            require_app(s, app_id, lock=True)
             now = utcnow()
             row = s.scalars(
                 sa.select(AppDeviceKey).where(
@@ -218,12 +219,6 @@ class DeviceKeyStore:
             )
             s.flush()
             return _state(row, now)
-
-
-def _require_app(s: Session, app_id: str, *, lock: bool = False) -> None:
-    query = sa.select(App.id).where(App.id == app_id)
-    if s.scalar(query.with_for_update() if lock else query) is None:
-        raise NotFound(f"no app with id {app_id!r}.")
 
 
 def _rows(s: Session, app_id: str) -> list[AppDeviceKey]:

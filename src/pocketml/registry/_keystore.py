@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from pocketml.db import utcnow
 from pocketml.errors import Conflict, NotFound
-from pocketml.registry._orm import App, AppKey, AppKeyring, Model, ModelVersion, Variant
-from pocketml.registry._rows import KeyRecord, key_record, key_row
+from pocketml.registry._orm import AppKey, AppKeyring, Model, ModelVersion, Variant
+from pocketml.registry._rows import KeyRecord, key_record, key_row, require_app
 
 __all__ = [
     "KeyChange",
@@ -94,7 +94,7 @@ class SigningKeyStore:
     def signing_keys(self, app_id: str) -> list[SigningKeyState]:
         """Every signing key of the app, oldest first. Raises NotFound for no app."""
         with self._session("read signing keys") as s:
-            _require_app(s, app_id)
+            require_app(s, app_id)
             return [_state(row) for row in _signing_rows(s, app_id)]
 
     def current_keyring(self, app_id: str) -> str | None:
@@ -106,7 +106,7 @@ class SigningKeyStore:
         """Store keyring 1 of an app that has none (a concurrent insert wins quietly)."""
         try:
             with self._session("store keyring", write=True) as s:
-                _require_app(s, app_id, lock=True)
+                require_app(s, app_id, lock=True)
                 if _newest_sequence(s, app_id) == 0:
                     s.add(AppKeyring(app_id=app_id, sequence=1, body=body, created_at=utcnow()))
         except Conflict:
@@ -115,7 +115,7 @@ class SigningKeyStore:
     def rotate_signing_key(self, app_id: str, key: KeyRecord, change: KeyChange) -> None:
         """Retire the active key, make ``key`` active and publish ``change``'s keyring."""
         with self._session("rotate signing key", write=True) as s:
-            _require_app(s, app_id, lock=True)
+            require_app(s, app_id, lock=True)
             _check_sequence(s, app_id, change.sequence)
             now = utcnow()
             s.execute(
@@ -138,7 +138,7 @@ class SigningKeyStore:
                 already, a concurrent key change, or a package still signed by it.
         """
         with self._session("revoke signing key", write=True) as s:
-            _require_app(s, app_id, lock=True)
+            require_app(s, app_id, lock=True)
             _check_sequence(s, app_id, change.sequence)
             row = _signing_row(s, app_id, key_id)
             state = _state(row)
@@ -195,12 +195,6 @@ class SigningKeyStore:
                 )
             )
             return bool(getattr(result, "rowcount", 0))
-
-
-def _require_app(s: Session, app_id: str, *, lock: bool = False) -> None:
-    query = sa.select(App.id).where(App.id == app_id)
-    if s.scalar(query.with_for_update() if lock else query) is None:
-        raise NotFound(f"no app with id {app_id!r}.")
 
 
 def _signing_rows(s: Session, app_id: str) -> list[AppKey]:

@@ -1,7 +1,7 @@
 """Plain records the store accepts and the row <-> dataclass conversions it uses.
 
-Only ``store.py`` imports this module: ORM rows are turned into the frozen dataclasses of
-``_types`` here and never travel further.
+Only the registry's store modules import this module: ORM rows are turned into the
+frozen dataclasses of ``_types`` here and never travel further.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from pocketml.errors import NotFound
 from pocketml.registry._orm import App, AppKey, AppKeyring, Model, ModelVersion, Variant
 from pocketml.registry._types import AppInfo, ModelInfo, VariantInfo, VersionInfo
 
@@ -27,6 +28,7 @@ __all__ = [
     "key_record",
     "key_row",
     "model_info",
+    "require_app",
     "variant_row",
     "version_info",
 ]
@@ -214,3 +216,11 @@ def version_info(row: ModelVersion, model: str, variants: list[Variant]) -> Vers
         created_at=row.created_at,
         variants=tuple(variant_info(v) for v in sorted(variants, key=lambda v: v.name)),
     )
+
+
+def require_app(s: Session, app_id: str, *, lock: bool = False) -> None:
+    """Raise ``NotFound`` unless the app exists; ``lock`` takes its row lock (``FOR UPDATE``)
+    so key changes of one app run one at a time."""
+    query = sa.select(App.id).where(App.id == app_id)
+    if s.scalar(query.with_for_update() if lock else query) is None:
+        raise NotFound(f"no app with id {app_id!r}.")
