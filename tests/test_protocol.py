@@ -15,6 +15,7 @@ from typing import get_args
 
 import httpx
 import pytest
+from pydantic import TypeAdapter
 
 import pocketml
 from pocketml import errors, protocol
@@ -167,3 +168,160 @@ def test_file_sha256_streams_a_file_into_its_hex_digest(tmp_path: Path) -> None:
     path = tmp_path / "model.onnx"
     path.write_bytes(data)
     assert protocol.file_sha256(path, chunk_size=4096) == hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------- telemetry events
+
+
+def _kinds() -> list[protocol.EventKind]:
+    return list(protocol.EVENT_KINDS.values())
+
+
+def test_the_bounds_of_the_declaration_are_the_bounds_of_pocketml_bounds() -> None:
+    from pocketml import bounds
+
+    assert (protocol.INT32_MAX, protocol.INT64_MAX) == (bounds.INT32_MAX, bounds.INT64_MAX)
+
+
+@pytest.mark.parametrize("kind", _kinds(), ids=lambda k: k.name)
+def test_the_pydantic_event_model_is_the_declared_kind(kind: protocol.EventKind) -> None:
+    from pocketml.server.schemas_device import EVENT_MODELS
+
+    model = EVENT_MODELS[kind.name]
+    names = ["type", *(spec.name for spec in kind.all_fields)]
+    required = {"type"} | {spec.name for spec in kind.all_fields if spec.required}
+    assert list(model.__annotations__) == names
+    assert model.__required_keys__ == required
+    schema = TypeAdapter(model).json_schema()
+    for spec in kind.all_fields:
+        prop = schema["properties"][spec.name]
+        assert prop["description"] == spec.description
+        options = prop.get("anyOf", [prop])
+        assert ({"type": "null"} in options) == spec.nullable, spec.name
+        typed = next(o for o in options if o != {"type": "null"})
+        if spec.choices:
+            assert tuple(typed["enum"]) == spec.choices
+        bounds = {
+            "minimum": spec.minimum,
+            "maximum": spec.maximum,
+            "minLength": spec.min_length,
+            "maxLength": spec.max_length,
+            "pattern": spec.pattern,
+        }
+        assert {k: typed[k] for k in bounds if k in typed} == {
+            k: v for k, v in bounds.items() if v is not None
+        }, spec.name
+
+
+@pytest.mark.parametrize("kind", _kinds(), ids=lambda k: k.name)
+def test_the_msgspec_event_struct_is_the_declared_kind(kind: protocol.EventKind) -> None:
+    import msgspec
+
+    from pocketml.server.routes._telemetry_check import EVENT_STRUCTS
+
+    struct = EVENT_STRUCTS[kind.name]
+    info = msgspec.inspect.type_info(struct)
+    assert isinstance(info, msgspec.inspect.StructType)
+    assert (info.tag_field, info.tag, info.forbid_unknown_fields) == ("type", kind.name, True)
+    assert [f.name for f in info.fields] == [spec.name for spec in kind.all_fields]
+    for field, spec in zip(info.fields, kind.all_fields, strict=True):
+        assert field.required == spec.required, spec.name
+        types = field.type.types if isinstance(field.type, msgspec.inspect.UnionType) else ()
+        assert any(isinstance(t, msgspec.inspect.NoneType) for t in types) == spec.nullable
+
+
+def test_a_batch_of_every_kind_is_the_same_on_the_fast_and_the_strict_path() -> None:
+    import json
+
+    from pocketml.server.routes._telemetry_check import decode_batch
+    from pocketml.server.routes.telemetry import validate_batch
+
+    samples = {"string": "x", "integer": 7, "number": 0.5, "boolean": True}
+    events = []
+    for kind in _kinds():
+        event: dict[str, object] = {"type": kind.name}
+        for spec in kind.all_fields:
+            event[spec.name] = spec.choices[0] if spec.choices else samples[spec.type]
+        events.append(event)
+    body = {"batch_id": "b-0123456789", "device_id": "d-0123456789", "events": events}
+    fast = decode_batch(json.dumps(body).encode())
+    strict = validate_batch(body, 100)
+    assert fast is not None
+    for struct, plain in zip(fast.events, strict.events, strict=True):
+        assert {name: getattr(struct, name) for name in plain} == plain
+
+
+def test_the_stored_columns_derive_from_the_declaration() -> None:
+    import pyarrow as pa
+
+    from pocketml.telemetry import EVENT_COLUMNS
+    from pocketml.telemetry._chunks import PAYLOAD_SCHEMA
+
+    declared = ["type", *dict.fromkeys(s.name for kind in _kinds() for s in kind.all_fields)]
+    assert list(EVENT_COLUMNS) == declared == list(protocol.EVENT_COLUMNS)
+    arrow = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64()}
+    expected = [(n, arrow[protocol.EVENT_COLUMN_TYPES[n]]) for n in declared if n != "model"]
+    assert pa.schema(expected) == PAYLOAD_SCHEMA
+
+
+def test_the_device_queue_columns_are_the_declared_inference_fields(tmp_path: Path) -> None:
+    import sqlite3
+
+    from pocketml.device._queue import INFERENCE_FIELDS, TelemetryQueue
+
+    inference = protocol.EVENT_KINDS["inference"]
+    assert INFERENCE_FIELDS == (
+        "ts",
+        "model",
+        "version",
+        "variant",
+        "source",
+        "latency_ms",
+        "confidence",
+        "label",
+        "prediction_id",
+    )  # the order LocalModel builds its tuples in (tests/device/test_protocol_queue.py)
+    assert set(INFERENCE_FIELDS) <= {spec.name for spec in inference.all_fields}
+    queue = TelemetryQueue(tmp_path / "t.db")
+    assert queue.pending() == 0
+    db = sqlite3.connect(tmp_path / "t.db")
+    columns = {row[1]: row[2] for row in db.execute("PRAGMA table_info(events)")}
+    sql = {"string": "TEXT", "integer": "INTEGER", "number": "REAL"}
+    assert {n: columns[n] for n in INFERENCE_FIELDS} == {
+        n: sql[protocol.EVENT_COLUMN_TYPES[n]] for n in INFERENCE_FIELDS
+    }
+    db.close()
+    queue.close()
+
+
+def test_a_queue_from_an_older_sdk_gains_the_missing_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    from pocketml.device._queue import INFERENCE_FIELDS, TelemetryQueue
+
+    db = sqlite3.connect(tmp_path / "t.db")
+    db.execute(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT, batch_id TEXT, "
+        "ts REAL, model TEXT)"
+    )
+    db.commit()
+    db.close()
+    queue = TelemetryQueue(tmp_path / "t.db")
+    row = (1.0, "digits", 1, "v", "local", 2.0, 0.5, "7", "p-1")
+    queue.append([], [row])
+    batch = queue.claim_batch(10)
+    assert batch is not None
+    assert [batch.events[0][name] for name in INFERENCE_FIELDS] == list(row)
+    queue.close()
+
+
+def test_the_protocol_imports_the_standard_library_only() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pocketml.protocol\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['pocketml']"

@@ -9,13 +9,21 @@ plain dicts ready for a bulk insert. See ``docs/protocol.md``.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Any, Literal, NotRequired
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NotRequired, Union
 
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator, with_config
 from typing_extensions import TypedDict
 
-from pocketml.bounds import INT32_MAX, Bounded, Count, FiniteFloat, Text, VersionNumber
+from pocketml.bounds import Bounded, Count, FiniteFloat, Text, VersionNumber
+from pocketml.protocol import (
+    BUILTIN_DEVICE_CLASSES,
+    DEVICE_CLASS_PATTERN,
+    EVENT_KINDS,
+    EVENT_TYPE_FIELD,
+    EventKind,
+    WireField,
+)
 from pocketml.server.schemas_keys import KeyringPublic
 
 __all__ = [
@@ -38,7 +46,6 @@ __all__ = [
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{8,128}$"
 SHA256 = r"^[0-9a-f]{64}$"
 Format = Literal["onnx", "ort", "tflite", "coreml"]
-DeviceClass = Literal["android-low", "android-mid", "android-high", "iphone", "edge-linux"]
 _SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 
@@ -277,59 +284,65 @@ class PredictResponse(BaseModel):
 
 
 # ---------------------------------------------------------------- telemetry
-
-_Name = Annotated[Text, Field(min_length=1, max_length=64)]
-_Short = Annotated[Text, Field(max_length=128)]
-_NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-_Ts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-_Version = Annotated[int, Field(ge=1, le=INT32_MAX)] | None
-_STRICT_DICT = ConfigDict(extra="forbid")
+# The event models are generated from ``pocketml.protocol.EVENT_KINDS`` (the one
+# declaration of every kind's fields); see ``_event_type``.
 
 
-class InferenceEvent(TypedDict):
-    """A model ran (on the device, in the cloud, or the local answer as a fallback)."""
-
-    __pydantic_config__ = _STRICT_DICT  # type: ignore[misc]
-    type: Literal["inference"]
-    ts: _Ts
-    model: _Name
-    version: NotRequired[_Version]
-    variant: Annotated[Text, Field(max_length=64)] | None
-    source: Literal["local", "cloud", "fallback"]
-    latency_ms: _NonNeg
-    confidence: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-    label: _Short
-    prediction_id: _Short
-    memory_mb: NotRequired[_NonNeg | None]
-
-
-class ErrorEvent(TypedDict):
-    """Something failed on the device."""
-
-    __pydantic_config__ = _STRICT_DICT  # type: ignore[misc]
-    type: Literal["error"]
-    ts: _Ts
-    model: _Name
-    version: NotRequired[_Version]
-    stage: Literal["download", "verify", "load", "inference", "cloud"]
-    message: Annotated[Text, Field(max_length=500)]
+def _event_type(spec: WireField) -> Any:
+    """The pydantic annotation of one declared event field (bounds as declared)."""
+    base: Any
+    if spec.choices:
+        base = Literal[spec.choices]
+    elif spec.type == "string":
+        base = Annotated[
+            Text,
+            Field(min_length=spec.min_length, max_length=spec.max_length, pattern=spec.pattern),
+        ]
+    elif spec.type == "integer":
+        base = Annotated[int, Field(ge=spec.minimum, le=spec.maximum)]
+    elif spec.type == "number":
+        base = Annotated[float, Field(ge=spec.minimum, le=spec.maximum, allow_inf_nan=False)]
+    elif spec.type == "boolean":
+        base = bool
+    else:  # pragma: no cover - events hold no objects
+        raise TypeError(f"event field {spec.name!r}: no pydantic type for {spec.type!r}")
+    if spec.nullable:
+        base = base | None
+    base = Annotated[base, Field(description=spec.description)]
+    return base if spec.required else NotRequired[base]
 
 
-class DownloadEvent(TypedDict):
-    """A package download finished, failed or resumed."""
-
-    __pydantic_config__ = _STRICT_DICT  # type: ignore[misc]
-    type: Literal["download"]
-    ts: _Ts
-    model: _Name
-    version: NotRequired[_Version]
-    variant: Annotated[Text, Field(max_length=64)]
-    bytes: Count
-    duration_ms: _NonNeg
-    outcome: Literal["done", "failed", "resumed"]
+def _event_model(kind: EventKind) -> Any:
+    """A strict TypedDict of one event kind: a validated event is already a plain dict."""
+    fields = {EVENT_TYPE_FIELD: Literal[kind.name]}
+    fields.update({spec.name: _event_type(spec) for spec in kind.all_fields})
+    name = kind.name.title() + "EventCreate"
+    model = TypedDict(name, fields)  # type: ignore[misc]
+    model.__doc__ = kind.description
+    model.__module__ = __name__
+    return with_config(ConfigDict(extra="forbid"))(model)
 
 
-Event = Annotated[InferenceEvent | ErrorEvent | DownloadEvent, Field(discriminator="type")]
+EVENT_MODELS: dict[str, Any] = {name: _event_model(kind) for name, kind in EVENT_KINDS.items()}
+"""Event kind -> its TypedDict (``InferenceEventCreate``, ``ErrorEventCreate``, ...)."""
+
+if TYPE_CHECKING:
+    Event = dict[str, Any]
+else:
+    Event = Annotated[
+        Union[tuple(EVENT_MODELS.values())],  # noqa: UP007 - a Union built from a tuple
+        Field(discriminator=EVENT_TYPE_FIELD),
+    ]
+
+DeviceClass = Annotated[
+    str,
+    Field(
+        pattern=DEVICE_CLASS_PATTERN,
+        description="A device profile: a built-in one ("
+        + ", ".join(BUILTIN_DEVICE_CLASSES)
+        + ") or the app's own (1-32 chars, lower case).",
+    ),
+]
 
 
 class DeviceContext(_Strict):
@@ -361,9 +374,9 @@ class FeedbackRequest(_Strict):
 
     prediction_id: Annotated[Text, Field(min_length=1, max_length=128)]
     device_id: str = Field(pattern=ID_PATTERN)
-    model: _Name
+    model: Annotated[Text, Field(min_length=1, max_length=64)]
     version: VersionNumber | None = None
-    label: _Short | None = None
+    label: Annotated[Text, Field(max_length=128)] | None = None
     thumbs: Literal["up", "down"] | None = None
     ts: float = Field(ge=0, allow_inf_nan=False)
 

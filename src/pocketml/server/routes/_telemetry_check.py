@@ -13,76 +13,104 @@ for float fields, the same keys). Anything else, including values pydantic would
 language and every error message stay those of the schema. msgspec is stricter than
 pydantic's lax mode in the same direction (no coercion of strings, floats or bools to
 ints), and its ``pattern`` uses ``re.search``, so the id pattern ends with ``\\Z``
-(``$`` would let a trailing newline through). Integer bounds come from
-``pocketml.bounds`` like the schema's. msgspec refuses lone surrogates and raw control
+(``$`` would let a trailing newline through). The event Structs are generated from
+``pocketml.protocol.EVENT_KINDS`` like the schema's TypedDicts, so both check the same
+declared bounds. msgspec refuses lone surrogates and raw control
 characters itself; a body with a ``\\u0000`` escape goes to the strict path, whose
 ``Text`` fields refuse NUL (PostgreSQL cannot store it) naming the field.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import msgspec
 
-from pocketml.bounds import INT32_MAX, INT64_MAX
-from pocketml.server.schemas_device import ID_PATTERN, DeviceClass
+from pocketml.protocol import (
+    DEVICE_CLASS_PATTERN,
+    EVENT_KINDS,
+    EVENT_TYPE_FIELD,
+    EventKind,
+    WireField,
+)
+from pocketml.server.schemas_device import ID_PATTERN
 from pocketml.telemetry import TelemetryBatch
 
-__all__ = ["batch_of", "decode_batch"]
-
-_MsTs = Annotated[float, msgspec.Meta(ge=0)]  # JSON has no NaN/inf: finite by construction
-_MsName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-_MsShort = Annotated[str, msgspec.Meta(max_length=128)]
-_MsVariant = Annotated[str, msgspec.Meta(max_length=64)]
-_MsVersion = Annotated[int, msgspec.Meta(ge=1, le=INT32_MAX)] | None
-_MsId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN.removesuffix("$") + r"\Z")]
+__all__ = ["EVENT_STRUCTS", "batch_of", "decode_batch"]
 
 
-class _Inference(msgspec.Struct, tag_field="type", tag="inference", forbid_unknown_fields=True):
-    type: ClassVar[str] = "inference"
-    ts: _MsTs
-    model: _MsName
-    variant: _MsVariant | None
-    source: Literal["local", "cloud", "fallback"]
-    latency_ms: _MsTs
-    confidence: Annotated[float, msgspec.Meta(ge=0, le=1)]
-    label: _MsShort
-    prediction_id: _MsShort
-    version: _MsVersion = None
-    memory_mb: _MsTs | None = None
+def _search_pattern(pattern: str) -> str:
+    """A pydantic-style anchored pattern for msgspec's ``re.search`` (``$`` -> ``\\Z``)."""
+    return pattern.removesuffix("$") + r"\Z"
 
 
-class _Error(msgspec.Struct, tag_field="type", tag="error", forbid_unknown_fields=True):
-    type: ClassVar[str] = "error"
-    ts: _MsTs
-    model: _MsName
-    stage: Literal["download", "verify", "load", "inference", "cloud"]
-    message: Annotated[str, msgspec.Meta(max_length=500)]
-    version: _MsVersion = None
+def _struct_type(spec: WireField) -> Any:
+    """The msgspec annotation of one declared event field: exactly its bounds, no coercion.
+
+    JSON has no NaN or infinity, so a decoded number is finite by construction.
+    """
+    base: Any
+    if spec.choices:
+        base = Literal[spec.choices]
+    elif spec.type == "string":
+        pattern = None if spec.pattern is None else _search_pattern(spec.pattern)
+        meta = msgspec.Meta(
+            min_length=spec.min_length, max_length=spec.max_length, pattern=pattern
+        )
+        base = Annotated[str, meta]
+    elif spec.type in ("integer", "number"):
+        kind = int if spec.type == "integer" else float
+        base = Annotated[kind, msgspec.Meta(ge=spec.minimum, le=spec.maximum)]
+    elif spec.type == "boolean":
+        base = bool
+    else:  # pragma: no cover - events hold no objects
+        raise TypeError(f"event field {spec.name!r}: no msgspec type for {spec.type!r}")
+    return base | None if spec.nullable else base
 
 
-class _Download(msgspec.Struct, tag_field="type", tag="download", forbid_unknown_fields=True):
-    type: ClassVar[str] = "download"
-    ts: _MsTs
-    model: _MsName
-    variant: _MsVariant
-    bytes: Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
-    duration_ms: _MsTs
-    outcome: Literal["done", "failed", "resumed"]
-    version: _MsVersion = None
+def _event_struct(kind: EventKind) -> type[msgspec.Struct]:
+    """The Struct of one kind; ``type`` is a class attribute (the tag), like the dicts' key."""
+    fields: list[Any] = []
+    for spec in kind.all_fields:
+        if spec.required:
+            fields.append((spec.name, _struct_type(spec)))
+        else:
+            fields.append((spec.name, _struct_type(spec), None))
+    return msgspec.defstruct(
+        kind.name.title() + "EventStruct",
+        fields,
+        namespace={EVENT_TYPE_FIELD: kind.name},
+        module=__name__,
+        tag_field=EVENT_TYPE_FIELD,
+        tag=kind.name,
+        forbid_unknown_fields=True,
+        kw_only=True,
+    )
+
+
+EVENT_STRUCTS: dict[str, type[msgspec.Struct]] = {
+    name: _event_struct(kind) for name, kind in EVENT_KINDS.items()
+}
+"""Event kind -> its Struct, generated from ``pocketml.protocol.EVENT_KINDS``."""
+
+_MsId = Annotated[str, msgspec.Meta(pattern=_search_pattern(ID_PATTERN))]
+_MsClass = Annotated[str, msgspec.Meta(pattern=_search_pattern(DEVICE_CLASS_PATTERN))]
+if TYPE_CHECKING:
+    _MsEvent = Any
+else:
+    _MsEvent = Union[tuple(EVENT_STRUCTS.values())]  # noqa: UP007 - built from a tuple
 
 
 class _Context(msgspec.Struct, forbid_unknown_fields=True):
     platform: Literal["android", "ios", "linux"] | None = None
-    device_class: DeviceClass | None = None
+    device_class: _MsClass | None = None
     app_version: Annotated[str, msgspec.Meta(max_length=32)] | None = None
 
 
 class _Request(msgspec.Struct, forbid_unknown_fields=True):
     batch_id: _MsId
     device_id: _MsId
-    events: Annotated[list[_Inference | _Error | _Download], msgspec.Meta(min_length=1)]
+    events: Annotated[list[_MsEvent], msgspec.Meta(min_length=1)]
     device: _Context | None = None
 
 
