@@ -7,6 +7,7 @@ here against its one home, so a protocol change that misses a copy fails a test.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import pkgutil
@@ -316,6 +317,7 @@ def test_a_queue_from_an_older_sdk_gains_the_missing_columns(tmp_path: Path) -> 
 
 
 def test_the_protocol_imports_the_standard_library_only() -> None:
+    import os
     import subprocess
     import sys
 
@@ -323,5 +325,234 @@ def test_the_protocol_imports_the_standard_library_only() -> None:
         "import sys, pocketml.protocol\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['pocketml']"
+    source = str(Path(pocketml.__file__).parents[1])  # -S: no site, so no editable install
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": source},
+    )
+    assert out.stdout.strip() == "['__main__', 'pocketml']"
+
+
+# ---------------------------------------------------------------- check-in and the manifest
+
+
+def _conforms(spec: protocol.WireField, value: object) -> bool:
+    import re
+
+    if value is None:
+        return spec.nullable
+    kinds = {"string": str, "integer": int, "number": (int, float), "boolean": bool}
+    kinds["object"] = dict
+    if not isinstance(value, kinds[spec.type]) or (
+        isinstance(value, bool) and spec.type != "boolean"
+    ):
+        return False
+    if isinstance(value, str):
+        return (
+            (not spec.choices or value in spec.choices)
+            and (spec.pattern is None or re.fullmatch(spec.pattern[1:-1], value) is not None)
+            and (spec.max_length is None or len(value) <= spec.max_length)
+            and len(value) >= (spec.min_length or 0)
+        )
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        low = -float("inf") if spec.minimum is None else spec.minimum
+        high = float("inf") if spec.maximum is None else spec.maximum
+        return low <= value <= high
+    return True
+
+
+def _built_entry(with_variant: bool = True) -> dict[str, object]:
+    from datetime import UTC, datetime
+
+    from pocketml.delivery import CatalogEntry, CheckinFacts, choose_variant, default_policy
+    from pocketml.delivery.manifest import manifest_model
+    from pocketml.registry import ModelInfo, VariantInfo, VersionInfo
+    from pocketml.testing import DIGITS_SCHEMA
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    sha = "ab" * 32
+
+    def variant(name: str, role: str, key: str | None) -> VariantInfo:
+        return VariantInfo(
+            "var-" + name,
+            name,
+            "onnx",
+            "fp32",
+            role,
+            100,
+            "cd" * 32,
+            sha,
+            200,
+            "ed25519:0123456789abcdef",
+            key,
+            {},
+            {},
+            {},
+            [],
+            now,
+        )
+
+    version = VersionInfo(
+        "ver-1",
+        "digits",
+        3,
+        "production",
+        None,
+        None,
+        None,
+        {},
+        {},
+        {},
+        "",
+        now,
+        (variant("small-onnx", "device", "aes:0123456789abcdef"), variant("big", "cloud", None)),
+    )
+    model = ModelInfo("mod-1", "app-1", "digits", "", DIGITS_SCHEMA, now, 3, 3)
+    entry = CatalogEntry(model, version, default_policy("digits", version))
+    formats = ("onnx",) if with_variant else ("tflite",)
+    device = CheckinFacts(device_id="device-0001", platform="android", formats=formats)
+    return manifest_model(entry, device, choose_variant)
+
+
+@pytest.mark.parametrize("with_variant", [True, False])
+def test_the_manifest_builder_writes_exactly_the_declared_entry(with_variant: bool) -> None:
+    item = _built_entry(with_variant)
+    nested = {
+        "package": protocol.PACKAGE_FIELDS,
+        "download_policy": protocol.DOWNLOAD_POLICY_FIELDS,
+        "hybrid": protocol.HYBRID_POLICY_FIELDS,
+    }
+    assert list(item) == [spec.name for spec in protocol.MANIFEST_ENTRY_FIELDS]
+    for spec in protocol.MANIFEST_ENTRY_FIELDS:
+        assert _conforms(spec, item[spec.name]), (spec.name, item[spec.name])
+        inner = item[spec.name]
+        if spec.name in nested and isinstance(inner, dict):
+            assert list(inner) == [f.name for f in nested[spec.name]]
+            for field in nested[spec.name]:
+                assert _conforms(field, inner[field.name]), (spec.name, field.name)
+    assert (item["package"] is not None) == with_variant
+    if with_variant:  # one value, three names: the aliases carry the canonical value
+        package = item["package"]
+        assert isinstance(package, dict) and package["id"] == package["sha256"]
+
+
+def test_the_openapi_manifest_models_are_the_declared_entry() -> None:
+    from pocketml.schema import ModelSchema
+    from pocketml.server.schemas_device import (
+        DownloadPolicyPublic,
+        HybridPolicyPublic,
+        ManifestModel,
+        PackagePublic,
+    )
+
+    def names(model: type) -> list[str]:
+        return [f.alias or n for n, f in model.model_fields.items()]  # type: ignore[attr-defined]
+
+    assert names(ManifestModel) == [s.name for s in protocol.MANIFEST_ENTRY_FIELDS]
+    assert names(PackagePublic) == [s.name for s in protocol.PACKAGE_FIELDS]
+    assert names(DownloadPolicyPublic) == [s.name for s in protocol.DOWNLOAD_POLICY_FIELDS]
+    assert names(HybridPolicyPublic) == [s.name for s in protocol.HYBRID_POLICY_FIELDS]
+    parsed = ManifestModel.model_validate(_built_entry())
+    assert isinstance(parsed.schema_, ModelSchema)  # typed, not a free-form dict
+    for model, fields in (
+        (ManifestModel, protocol.MANIFEST_ENTRY_FIELDS),
+        (PackagePublic, protocol.PACKAGE_FIELDS),
+    ):
+        for spec in fields:
+            field = model.model_fields["schema_" if spec.name == "schema" else spec.name]
+            assert (type(None) in get_args(field.annotation)) == spec.nullable, spec.name
+
+
+def test_the_device_parser_reads_back_every_declared_field() -> None:
+    from pocketml.device._entry import parse_manifest
+
+    for with_variant in (True, False):
+        item = _built_entry(with_variant)
+        parsed = parse_manifest({"models": [item]})
+        assert not parsed.rejected
+        assert parsed.entries[0].to_json() == item
+
+
+# Declared rules the device parser leaves to the server: it only reads these as text.
+_PARSER_LENIENT = {"precision", "package.id"}
+
+
+def test_the_device_parser_refuses_a_value_outside_each_declared_rule() -> None:
+    from pocketml.device._entry import parse_manifest
+
+    item = _built_entry()
+    bad = {"string": 12345, "integer": "1", "number": "x", "boolean": "yes", "object": []}
+    checked = 0
+    groups = [("", protocol.MANIFEST_ENTRY_FIELDS), ("package.", protocol.PACKAGE_FIELDS)]
+    groups += [("download_policy.", protocol.DOWNLOAD_POLICY_FIELDS)]
+    groups += [("hybrid.", protocol.HYBRID_POLICY_FIELDS)]
+    for prefix, fields in groups:
+        for spec in fields:
+            path = prefix + spec.name
+            if path in _PARSER_LENIENT or (spec.name == "schema" and not prefix):
+                continue
+            broken = {k: dict(v) if isinstance(v, dict) else v for k, v in item.items()}
+            target = broken[prefix[:-1]] if prefix else broken
+            assert isinstance(target, dict)
+            target[spec.name] = bad[spec.type]
+            parsed = parse_manifest({"models": [broken]})
+            assert parsed.rejected, f"the device parser accepted {path} = {bad[spec.type]!r}"
+            assert spec.name in str(parsed.rejected[0].error)
+            checked += 1
+    assert checked > 20
+
+
+def test_device_classes_are_open_names_on_both_sides() -> None:
+    from pocketml.bench.profiles import BUILTIN_PROFILES
+    from pocketml.device import DEVICE_CLASSES, DeviceFacts
+    from pocketml.errors import InvalidInput
+    from pocketml.server.schemas_device import DeviceContext
+
+    assert protocol.BUILTIN_DEVICE_CLASSES == DEVICE_CLASSES
+    device_profiles = tuple(name for name in BUILTIN_PROFILES if name != "cloud")
+    assert device_profiles == protocol.BUILTIN_DEVICE_CLASSES  # "cloud" profiles the server
+    for name in (*protocol.BUILTIN_DEVICE_CLASSES, "kiosk-v2.arm64", "x", "a" * 32):
+        assert protocol.check_device_class(name) == name
+        assert DeviceFacts("android", "14", "1.0", device_class=name).device_class == name
+        assert DeviceContext(device_class=name).device_class == name
+    for bad in ("", "Kiosk", "-x", "a" * 33, "a b", "a\n"):
+        with pytest.raises(ValueError, match="device class"):
+            protocol.check_device_class(bad)
+        with pytest.raises(InvalidInput, match="device_class"):
+            DeviceFacts("android", "14", "1.0", device_class=bad)
+
+
+def test_check_in_choices_are_one_enum_and_the_arm_codes() -> None:
+    assert [c.value for c in protocol.CheckinChoice] == ["-", "c", "x"]
+    assert protocol.arm_choice(12) == "v12"
+    assert protocol.choice_version("v12") == 12
+    assert protocol.choice_version(protocol.CheckinChoice.CANDIDATE) is None
+
+
+def test_the_policies_are_one_class_on_the_server_and_in_the_device_sdk() -> None:
+    from pocketml import delivery, device
+
+    assert delivery.HybridPolicy is device.HybridPolicy is protocol.HybridPolicy
+    assert delivery.DownloadPolicy is device.DownloadPolicy is protocol.DownloadPolicy
+    assert [f.name for f in dataclasses.fields(protocol.HybridPolicy)] == [
+        s.name for s in protocol.HYBRID_POLICY_FIELDS
+    ]
+    assert [f.name for f in dataclasses.fields(protocol.DownloadPolicy)] == [
+        s.name for s in protocol.DOWNLOAD_POLICY_FIELDS
+    ]
+
+
+def test_names_that_meant_two_things_are_one_noun_each() -> None:
+    import pocketml.device
+    import pocketml.registry
+    import pocketml.server.schemas_device as wire
+
+    assert "PackageRef" not in pocketml.registry.__all__  # its storage ref is StoredPackage
+    assert not hasattr(wire, "Prediction") and not hasattr(wire, "DownloadEvent")
+    assert "DeviceFacts" not in pocketml.delivery.__all__  # the server's is CheckinFacts
+    for name in ("DeviceFacts", "HybridPolicy", "DownloadPolicy", "PackageRef", "Prediction"):
+        assert name in pocketml.device.__all__  # the SDK's public names stay importable
+    assert "DownloadEvent" in pocketml.device.__all__

@@ -16,12 +16,12 @@ from typing import Any
 
 import orjson
 
-from pocketml.delivery._types import DeviceFacts, HybridPolicy, Manifest, VersionPolicy
+from pocketml.delivery._types import CheckinFacts, HybridPolicy, Manifest, VersionPolicy
 from pocketml.registry import AppInfo, ModelInfo, VariantInfo, VersionInfo
 
 __all__ = ["CatalogEntry", "Chooser", "build_manifest", "default_policy", "manifest_model"]
 
-Chooser = Callable[[DeviceFacts, VersionInfo], VariantInfo | None]
+Chooser = Callable[[CheckinFacts, VersionInfo], VariantInfo | None]
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def default_policy(model: str, version: VersionInfo | None) -> VersionPolicy:
 
 
 def manifest_model(
-    entry: CatalogEntry, device: DeviceFacts, chooser: Chooser, package_base_url: str = ""
+    entry: CatalogEntry, device: CheckinFacts, chooser: Chooser, package_base_url: str = ""
 ) -> dict[str, Any]:
     """The manifest entry of one model for one device.
 
@@ -104,7 +104,7 @@ def manifest_model(
 def build_manifest(
     app: AppInfo,
     entries: Sequence[CatalogEntry],
-    device: DeviceFacts,
+    device: CheckinFacts,
     *,
     chooser: Chooser,
     checkin_interval_s: int,

@@ -32,9 +32,9 @@ from pocketml.registry._types import (
     AppInfo,
     ModelCreate,
     ModelInfo,
-    PackageRef,
     Page,
     Principal,
+    StoredPackage,
     VersionCreate,
     VersionInfo,
 )
@@ -384,7 +384,7 @@ class Registry(SigningKeys):
 
     # -- packages and keys -------------------------------------------------------------
 
-    def get_package(self, app_id: str, package_id: str) -> PackageRef:
+    def get_package(self, app_id: str, package_id: str) -> StoredPackage:
         """Where the app's package with this id (its sha256) is stored.
 
         Raises:

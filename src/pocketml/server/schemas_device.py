@@ -24,6 +24,7 @@ from pocketml.protocol import (
     EventKind,
     WireField,
 )
+from pocketml.schema import ModelSchema
 from pocketml.server.schemas_keys import KeyringPublic
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "PolicyUpdate",
     "PredictRequest",
     "PredictResponse",
+    "PredictionPublic",
     "TelemetryAccepted",
     "TelemetryRequest",
 ]
@@ -47,6 +49,15 @@ ID_PATTERN = r"^[A-Za-z0-9_.:-]{8,128}$"
 SHA256 = r"^[0-9a-f]{64}$"
 Format = Literal["onnx", "ort", "tflite", "coreml"]
 _SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+DeviceClass = Annotated[
+    str,
+    Field(
+        pattern=DEVICE_CLASS_PATTERN,
+        description="A device profile: a built-in one ("
+        + ", ".join(BUILTIN_DEVICE_CLASSES)
+        + ") or the app's own (1-32 chars, lower case).",
+    ),
+]
 
 
 @lru_cache(maxsize=4096)
@@ -70,7 +81,12 @@ class HeldModel(_Strict):
 
     version: VersionNumber | None = None
     variant: Annotated[Text, Field(max_length=64)] | None = None
-    package_id: str | None = Field(None, pattern=SHA256)
+    package_id: str | None = Field(
+        None,
+        pattern=SHA256,
+        description="The sha256 of the package held: the manifest's `package.sha256` "
+        "(`pocketml.protocol.PACKAGE_DIGEST`; `package_id` is its check-in alias).",
+    )
 
 
 class CheckinRequest(_Strict):
@@ -138,7 +154,11 @@ class CheckinRequest(_Strict):
 
 
 class PackagePublic(BaseModel):
-    """Where and what the package of the chosen variant is."""
+    """Where and what the package of the chosen variant is.
+
+    ``sha256`` is the package's identity (``pocketml.protocol.PACKAGE_DIGEST``); ``id``
+    carries the same value (an alias old clients read).
+    """
 
     id: str
     url: str
@@ -168,7 +188,11 @@ class HybridPolicyPublic(BaseModel):
 
 
 class ManifestModel(BaseModel):
-    """One model of the manifest; ``variant``/``package`` null when nothing is loadable."""
+    """One model of the manifest; ``variant``/``package`` null when nothing is loadable.
+
+    Documentation of ``pocketml.protocol.MANIFEST_ENTRY_FIELDS`` (the route sends the
+    builder's canonical JSON); tests/test_protocol.py checks the two agree.
+    """
 
     name: str
     version: int | None
@@ -179,7 +203,7 @@ class ManifestModel(BaseModel):
     model_sha256: str | None
     download_policy: DownloadPolicyPublic
     hybrid: HybridPolicyPublic
-    schema_: dict[str, Any] = Field(
+    schema_: ModelSchema | None = Field(
         alias="schema",
         serialization_alias="schema",
         description="The model's ModelSchema (inputs, normalization, labels): what a client "
@@ -263,8 +287,8 @@ class PredictRequest(_Strict):
     prediction_id: Annotated[Text, Field(max_length=128)] | None = None
 
 
-class Prediction(BaseModel):
-    """One sample's answer."""
+class PredictionPublic(BaseModel):
+    """One sample's answer (the device SDK's ``Prediction`` is its own, richer value)."""
 
     label: str
     index: int
@@ -278,7 +302,7 @@ class PredictResponse(BaseModel):
     model: str
     version: int
     variant: str
-    predictions: list[Prediction]
+    predictions: list[PredictionPublic]
     prediction_id: str | None
     server_latency_ms: float
 
@@ -333,16 +357,6 @@ else:
         Union[tuple(EVENT_MODELS.values())],  # noqa: UP007 - a Union built from a tuple
         Field(discriminator=EVENT_TYPE_FIELD),
     ]
-
-DeviceClass = Annotated[
-    str,
-    Field(
-        pattern=DEVICE_CLASS_PATTERN,
-        description="A device profile: a built-in one ("
-        + ", ".join(BUILTIN_DEVICE_CLASSES)
-        + ") or the app's own (1-32 chars, lower case).",
-    ),
-]
 
 
 class DeviceContext(_Strict):

@@ -54,9 +54,7 @@ def _struct_type(spec: WireField) -> Any:
         base = Literal[spec.choices]
     elif spec.type == "string":
         pattern = None if spec.pattern is None else _search_pattern(spec.pattern)
-        meta = msgspec.Meta(
-            min_length=spec.min_length, max_length=spec.max_length, pattern=pattern
-        )
+        meta = msgspec.Meta(min_length=spec.min_length, max_length=spec.max_length, pattern=pattern)
         base = Annotated[str, meta]
     elif spec.type in ("integer", "number"):
         kind = int if spec.type == "integer" else float

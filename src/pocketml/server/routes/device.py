@@ -1,6 +1,6 @@
 """Device routes: ``POST /v1/checkin`` (manifest + ETag/304) and ``GET /v1/keys/{key_id}``.
 
-Check-in turns the validated body into ``DeviceFacts`` and asks the delivery service for
+Check-in turns the validated body into ``CheckinFacts`` and asks the delivery service for
 the device's manifest; the response is the manifest's canonical JSON with
 ``ETag: "<sha256>"``, or 304 without a body when ``If-None-Match`` carries that ETag.
 """
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
-from pocketml.delivery import DeviceFacts
+from pocketml.delivery import CheckinFacts
 from pocketml.errors import ValidationFailed
 from pocketml.registry import Principal
 from pocketml.server._state import ServerState
@@ -42,8 +42,8 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return False
 
 
-def _facts(body: CheckinRequest) -> DeviceFacts:
-    return DeviceFacts(
+def _facts(body: CheckinRequest) -> CheckinFacts:
+    return CheckinFacts(
         device_id=body.device_id,
         platform=body.platform,
         formats=tuple(body.formats),
