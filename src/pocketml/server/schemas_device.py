@@ -12,10 +12,18 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NotRequired, Union
 
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator, with_config
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+    with_config,
+)
 from typing_extensions import TypedDict
 
-from pocketml.bounds import Bounded, Count, FiniteFloat, Text, VersionNumber
+from pocketml.bounds import Bounded, Count, FiniteFloat, Text, VersionNumber, check_text
 from pocketml.protocol import (
     BUILTIN_DEVICE_CLASSES,
     DEVICE_CLASS_PATTERN,
@@ -318,10 +326,11 @@ def _event_type(spec: WireField) -> Any:
     if spec.choices:
         base = Literal[spec.choices]
     elif spec.type == "string":
-        base = Annotated[
-            Text,
-            Field(min_length=spec.min_length, max_length=spec.max_length, pattern=spec.pattern),
-        ]
+        limits = Field(min_length=spec.min_length, max_length=spec.max_length)
+        if spec.pattern is None:
+            base = Annotated[Text, limits]
+        else:  # a pattern after Text's validator would be checked but not documented
+            base = Annotated[str, Field(pattern=spec.pattern), limits, AfterValidator(check_text)]
     elif spec.type == "integer":
         base = Annotated[int, Field(ge=spec.minimum, le=spec.maximum)]
     elif spec.type == "number":
