@@ -556,3 +556,53 @@ def test_names_that_meant_two_things_are_one_noun_each() -> None:
     for name in ("DeviceFacts", "HybridPolicy", "DownloadPolicy", "PackageRef", "Prediction"):
         assert name in pocketml.device.__all__  # the SDK's public names stay importable
     assert "DownloadEvent" in pocketml.device.__all__
+
+
+# ---------------------------------------------------------------- a field added in one place
+
+
+def test_every_error_code_is_spelled_by_the_catalog_pattern() -> None:
+    import re
+
+    for cls in _all_error_classes() | {row.error for row in protocol.ERROR_CATALOG}:
+        assert re.fullmatch(protocol.ERROR_CODE_PATTERN[1:-1], cls.code), cls
+    for code in protocol.TRANSPORT_CODES:
+        assert re.fullmatch(protocol.ERROR_CODE_PATTERN[1:-1], code)
+
+
+def _error_batch(**extra: object) -> dict[str, object]:
+    event = {"type": "error", "ts": 1.0, "model": "digits", "stage": "verify", "message": "m"}
+    return {"batch_id": "b-0123456789", "device_id": "d-0123456789", "events": [event | extra]}
+
+
+def test_an_error_event_carries_its_error_code_from_intake_to_parquet(tmp_path: Path) -> None:
+    import json
+    from datetime import UTC, datetime
+
+    import pyarrow.parquet as pq
+
+    from pocketml.server.routes._telemetry_check import decode_batch
+    from pocketml.server.routes.telemetry import BatchRejected, validate_batch
+    from pocketml.telemetry._chunks import decode_payload, draft_chunks
+    from pocketml.telemetry._parquet import ExportChunk, write_partition
+
+    body = _error_batch(code="integrity_failed")
+    fast = decode_batch(json.dumps(body).encode())
+    strict = validate_batch(body, 10)
+    assert fast is not None and fast.events[0].code == "integrity_failed"
+    assert strict.events[0]["code"] == "integrity_failed"
+    assert decode_batch(json.dumps(_error_batch(code="Bad Code")).encode()) is None
+    with pytest.raises(BatchRejected, match=r"events\[0\]\.code"):
+        validate_batch(_error_batch(code="Bad Code"), 10)
+
+    for events in (fast.events, strict.events):  # typed Structs and plain dicts alike
+        (chunk,) = draft_chunks(events)
+        table = decode_payload(chunk.payload)
+        assert table.column("code").to_pylist() == ["integrity_failed"]
+    (older,) = draft_chunks(validate_batch(_error_batch(), 10).events)
+    assert decode_payload(older.payload).column("code").to_pylist() == [None]
+
+    received = datetime(2026, 1, 1, tzinfo=UTC)
+    export = ExportChunk(1, "app", "b", "digits", "d", None, None, None, received, table)
+    path = write_partition(tmp_path, [export])
+    assert pq.read_table(path).column("code").to_pylist() == ["integrity_failed"]

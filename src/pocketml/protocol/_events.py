@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pocketml.protocol._errors import ERROR_CODE_PATTERN
 from pocketml.protocol._fields import INT32_MAX, INT64_MAX, WireField
 
 __all__ = [
@@ -118,6 +119,14 @@ ERROR = EventKind(
             choices=("download", "verify", "load", "inference", "cloud"),
         ),
         WireField("message", "string", "What failed, for people.", max_length=500),
+        WireField(
+            "code",
+            "string",
+            "The `pocketml.errors` code of the failure (e.g. `integrity_failed`), so "
+            "dashboards can group errors by cause.",
+            required=False,
+            pattern=ERROR_CODE_PATTERN,
+        ),
     ),
 )
 
