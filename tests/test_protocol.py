@@ -537,6 +537,10 @@ def test_the_policies_are_one_class_on_the_server_and_in_the_device_sdk() -> Non
 
     assert delivery.HybridPolicy is device.HybridPolicy is protocol.HybridPolicy
     assert delivery.DownloadPolicy is device.DownloadPolicy is protocol.DownloadPolicy
+    assert device.PackageRef is protocol.PackageRef
+    assert [f.name for f in dataclasses.fields(protocol.PackageRef)] == [
+        s.name for s in protocol.PACKAGE_FIELDS
+    ]
     assert [f.name for f in dataclasses.fields(protocol.HybridPolicy)] == [
         s.name for s in protocol.HYBRID_POLICY_FIELDS
     ]

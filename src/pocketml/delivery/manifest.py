@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from pocketml.delivery._types import CheckinFacts, HybridPolicy, Manifest, VersionPolicy
+from pocketml.protocol import PackageRef
 from pocketml.registry import AppInfo, ModelInfo, VariantInfo, VersionInfo
 
 __all__ = ["CatalogEntry", "Chooser", "build_manifest", "default_policy", "manifest_model"]
@@ -89,14 +90,14 @@ def manifest_model(
             format=variant.format,
             precision=variant.precision,
             model_sha256=variant.sha256,
-            package={
-                "id": variant.package_id,
-                "url": f"{package_base_url}/v1/packages/{variant.package_id}",
-                "size": variant.package_size,
-                "sha256": variant.package_id,
-                "signing_key_id": variant.signing_key_id,
-                "content_key_id": variant.content_key_id,
-            },
+            package=PackageRef(
+                id=variant.package_id,  # the alias of sha256 (protocol.PACKAGE_DIGEST)
+                url=f"{package_base_url}/v1/packages/{variant.package_id}",
+                size=variant.package_size,
+                sha256=variant.package_id,
+                signing_key_id=variant.signing_key_id,
+                content_key_id=variant.content_key_id,
+            ).to_dict(),
         )
     return item
 

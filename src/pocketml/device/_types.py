@@ -23,6 +23,7 @@ from pocketml.protocol import (
     FORMAT_NAMES,
     DownloadPolicy,
     HybridPolicy,
+    PackageRef,
     check_device_class,
 )
 
@@ -162,18 +163,6 @@ def disk_free(path: Path) -> int:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     return int(shutil.disk_usage(probe).free)
-
-
-@dataclass(frozen=True)
-class PackageRef:
-    """Where and what a model's package is (manifest ``models[].package``)."""
-
-    id: str
-    url: str
-    size: int
-    sha256: str
-    signing_key_id: str
-    content_key_id: str | None
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ One declaration per noun that the server sends and the device reads:
   device that reports none; telemetry groups it under its own name.
 - **The check-in choice** of a model for a device (``CheckinChoice``): nothing, the
   control (production), the rollout candidate, or an experiment arm serving version n.
-- **Policies** (``HybridPolicy``, ``DownloadPolicy``): the same frozen dataclasses on the
-  server (stored per version, written into the manifest) and in the device SDK (parsed).
+- **Policies and the package reference** (``HybridPolicy``, ``DownloadPolicy``,
+  ``PackageRef``): the same frozen dataclasses on the server (written into the manifest)
+  and in the device SDK (parsed from it).
 - **The manifest entry** (``MANIFEST_ENTRY_FIELDS`` and its nested objects): the server's
   builder, the OpenAPI model and the device parser are checked against it by tests.
 - **One value, three names**: the sha256 of a package file is the package's identity.
@@ -44,6 +45,7 @@ __all__ = [
     "DownloadPolicy",
     "HybridMode",
     "HybridPolicy",
+    "PackageRef",
     "arm_choice",
     "check_device_class",
     "choice_version",
@@ -167,6 +169,35 @@ class DownloadPolicy:
 
 
 # ---------------------------------------------------------------- the manifest entry
+
+
+@dataclass(frozen=True)
+class PackageRef:
+    """Where and what a model's package is: the manifest's ``models[].package``.
+
+    The server writes ``to_dict`` into the manifest; the device SDK parses it back.
+    ``sha256`` is the package's identity (``PACKAGE_DIGEST``); ``id`` carries the same
+    value under its older name.
+    """
+
+    id: str
+    url: str
+    size: int
+    sha256: str
+    signing_key_id: str
+    content_key_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``package`` object."""
+        return {
+            "id": self.id,
+            "url": self.url,
+            "size": self.size,
+            "sha256": self.sha256,
+            "signing_key_id": self.signing_key_id,
+            "content_key_id": self.content_key_id,
+        }
+
 
 _SHA256 = r"^[0-9a-f]{64}$"
 _KEY_ID = r"^[A-Za-z0-9][A-Za-z0-9_:-]{0,127}$"
