@@ -610,3 +610,9 @@ def test_an_error_event_carries_its_error_code_from_intake_to_parquet(tmp_path: 
     export = ExportChunk(1, "app", "b", "digits", "d", None, None, None, received, table)
     path = write_partition(tmp_path, [export])
     assert pq.read_table(path).column("code").to_pylist() == ["integrity_failed"]
+
+
+def test_the_telemetry_route_names_the_declared_event_kinds() -> None:
+    from pocketml.server.routes import telemetry
+
+    assert set(telemetry._EVENT_TAGS) == set(protocol.EVENT_KINDS)  # the 422 skips the tags
