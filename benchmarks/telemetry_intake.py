@@ -185,7 +185,7 @@ def measure_stages(tmp: Path) -> tuple[dict[str, float], dict[str, float]]:
     """In this process: ms per 1,000-event batch of parse, validate, encode, store and
     export; and seconds to aggregate METRICS_EVENTS events (cold, then cached)."""
     from pocketml.db import create_engine, run_migrations
-    from pocketml.server.routes._telemetry_check import decode_batch
+    from pocketml.server.device_api._telemetry_check import decode_batch
     from pocketml.server.schemas_device import TelemetryRequest
     from pocketml.telemetry import TelemetryExporter, TelemetryStore
     from pocketml.telemetry._chunks import draft_chunks

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pocketml.delivery import DeviceFacts, choose_variant, parse_min_runtime
+from pocketml.delivery import CheckinFacts, choose_variant, parse_min_runtime
 from pocketml.registry import VariantInfo, VersionInfo
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
@@ -54,8 +54,8 @@ def version(*variants: VariantInfo) -> VersionInfo:
     )
 
 
-def device(formats: tuple[str, ...], platform: str = "android", **kw: Any) -> DeviceFacts:
-    return DeviceFacts(device_id="dev-00000001", platform=platform, formats=formats, **kw)
+def device(formats: tuple[str, ...], platform: str = "android", **kw: Any) -> CheckinFacts:
+    return CheckinFacts(device_id="dev-00000001", platform=platform, formats=formats, **kw)
 
 
 def test_the_first_listed_format_the_device_runs_wins() -> None:

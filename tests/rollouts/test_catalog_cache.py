@@ -7,9 +7,9 @@ import threading
 import pytest
 from rollout_kit import World
 
-from pocketml.delivery import DeliveryService, DeviceFacts
+from pocketml.delivery import CheckinFacts, DeliveryService
 
-PHONE = DeviceFacts(device_id="device-0001", platform="linux", formats=("onnx",))
+PHONE = CheckinFacts(device_id="device-0001", platform="linux", formats=("onnx",))
 
 
 class Clock:

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from rollout_kit import T0, World, add_events
 
-from pocketml.delivery import Arm, ArmSample, DeviceFacts
+from pocketml.delivery import Arm, ArmSample, CheckinFacts
 from pocketml.delivery.experiments import arm_result
 from pocketml.errors import Conflict, InvalidInput
 
@@ -16,7 +16,7 @@ ARMS = [{"name": "control", "version": 1, "weight": 3}, {"name": "new", "version
 
 
 def _version_of(world: World, device_id: str) -> int:
-    device = DeviceFacts(device_id=device_id, platform="android", formats=("onnx",))
+    device = CheckinFacts(device_id=device_id, platform="android", formats=("onnx",))
     body = json.loads(world.delivery.checkin(world.app_id, device).body)
     return int(body["models"][0]["version"])
 

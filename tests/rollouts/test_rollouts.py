@@ -8,18 +8,18 @@ from datetime import timedelta
 import pytest
 from rollout_kit import T0, World, open_world
 
-from pocketml.delivery import TRANSITIONS, DeviceFacts, in_candidate_group
+from pocketml.delivery import TRANSITIONS, CheckinFacts, in_candidate_group
 from pocketml.errors import Conflict, InvalidInput
 
 STATES = ("running", "paused", "rolled_back", "completed")
 
 
-def _device(device_id: str, **facts: object) -> DeviceFacts:
+def _device(device_id: str, **facts: object) -> CheckinFacts:
     base: dict[str, object] = {"platform": "android", "formats": ("onnx",), "device_class": "mid"}
-    return DeviceFacts(device_id=device_id, **{**base, **facts})  # type: ignore[arg-type]
+    return CheckinFacts(device_id=device_id, **{**base, **facts})  # type: ignore[arg-type]
 
 
-def _version_of(world: World, device: DeviceFacts) -> int | None:
+def _version_of(world: World, device: CheckinFacts) -> int | None:
     body = json.loads(world.delivery.checkin(world.app_id, device).body)
     (model,) = body["models"]
     return model["version"] if model["variant"] is not None else None

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pocketml.delivery import DeviceFacts, bucket_of, in_candidate_group, parse_targeting
+from pocketml.delivery import CheckinFacts, bucket_of, in_candidate_group, parse_targeting
 from pocketml.errors import InvalidInput
 
 
-def _device(**facts: object) -> DeviceFacts:
+def _device(**facts: object) -> CheckinFacts:
     base: dict[str, object] = {
         "device_id": "d-1",
         "platform": "android",
@@ -19,7 +19,7 @@ def _device(**facts: object) -> DeviceFacts:
         "device_class": "mid",
         "country": "DE",
     }
-    return DeviceFacts(**{**base, **facts})  # type: ignore[arg-type]
+    return CheckinFacts(**{**base, **facts})  # type: ignore[arg-type]
 
 
 def test_an_empty_targeting_matches_every_device() -> None:

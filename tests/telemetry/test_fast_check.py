@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pocketml.server.routes._telemetry_check import decode_batch
+from pocketml.server.device_api._telemetry_check import decode_batch
 from pocketml.server.routes.telemetry import BatchRejected, validate_batch, validate_body
 from pocketml.server.schemas_device import TelemetryRequest
 

@@ -18,7 +18,7 @@ import pytest
 from pocketml.errors import NotFound
 from pocketml.protect import MasterKey
 from pocketml.registry import LocalArtifactStore, ModelCreate, Registry
-from pocketml.server.routes._telemetry_check import decode_batch
+from pocketml.server.device_api._telemetry_check import decode_batch
 from pocketml.telemetry import Feedback, TelemetryBatch, TelemetryExporter, TelemetryService
 from pocketml.telemetry._intake import ClockPolicy, IngestReport, RejectedModel, correct_clock
 from pocketml.testing import DIGITS_SCHEMA, AppKeys, LiveServer

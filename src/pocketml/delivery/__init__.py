@@ -1,6 +1,6 @@
 """pocketml.delivery: device check-in — which variant each device runs, and its policies.
 
-``DeliveryService.checkin(app_id, DeviceFacts(...))`` returns the device's manifest (the
+``DeliveryService.checkin(app_id, CheckinFacts(...))`` returns the device's manifest (the
 canonical JSON and its ETag). The variant rule is one replaceable function,
 ``choose_variant(device, version)`` in ``decide.py``; hybrid and download policies are
 stored per model version (``set_policy``) with documented defaults. Targeting rules,
@@ -11,7 +11,7 @@ staged rollouts with guardrails and their evaluator live in ``targeting.py``,
 from pocketml.delivery._types import (
     DEFAULT_CHECKIN_INTERVAL_S,
     HYBRID_MODES,
-    DeviceFacts,
+    CheckinFacts,
     DownloadPolicy,
     HybridPolicy,
     Manifest,
@@ -69,9 +69,9 @@ __all__ = [
     "ArmSample",
     "AuditEntry",
     "CatalogEntry",
+    "CheckinFacts",
     "CheckinPlan",
     "DeliveryService",
-    "DeviceFacts",
     "DownloadPolicy",
     "EvaluationOutcome",
     "Experiment",

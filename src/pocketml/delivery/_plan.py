@@ -12,9 +12,10 @@ from typing import Any
 
 from pocketml.delivery._experiment_store import Experiment, ExperimentStore
 from pocketml.delivery._rollout_store import Rollout, RolloutStore
-from pocketml.delivery._types import DeviceFacts
+from pocketml.delivery._types import CheckinFacts
 from pocketml.delivery.targeting import Targeting, in_candidate_group, parse_targeting
 from pocketml.errors import NotFound
+from pocketml.protocol import CheckinChoice, arm_choice
 from pocketml.registry import Registry, VersionInfo
 
 __all__ = ["ACTIVE_STATES", "CheckinPlan", "ModelPlan", "build_plan"]
@@ -39,20 +40,21 @@ class ModelPlan:
     )
 
     def offers(self) -> dict[str, VersionInfo]:
-        """Choice code -> the version it serves (besides the control): ``"x"``, ``"v<n>"``."""
+        """Choice -> the version it serves besides the control: the rollout candidate
+        (``CheckinChoice.CANDIDATE``) and each experiment arm (``arm_choice(n)``)."""
         out = dict(self.arm_versions)
         if self.candidate is not None:
-            out["x"] = self.candidate
+            out[CheckinChoice.CANDIDATE] = self.candidate
         return out
 
-    def select(self, device: DeviceFacts) -> str:
-        """``"-"`` (nothing), ``"c"`` (control), ``"x"`` (rollout candidate) or
-        ``"v<n>"`` (experiment arm serving version n) for this device."""
+    def select(self, device: CheckinFacts) -> str:
+        """The device's ``CheckinChoice`` (nothing, control, rollout candidate) or the
+        ``arm_choice`` of the experiment arm it is in."""
         channel_ok, rollout_ok = self._targeted(device)
         if not channel_ok:
-            return "-"
+            return CheckinChoice.NOTHING
         if self.experiment is not None:
-            return f"v{self.experiment.arm_of(device.device_id).version}"
+            return arm_choice(self.experiment.arm_of(device.device_id).version)
         rollout = self.rollout
         if (
             rollout is not None
@@ -60,10 +62,10 @@ class ModelPlan:
             and rollout_ok
             and in_candidate_group(rollout.salt, device.device_id, rollout.percent)
         ):
-            return "x"
-        return "c"
+            return CheckinChoice.CANDIDATE
+        return CheckinChoice.CONTROL
 
-    def _targeted(self, device: DeviceFacts) -> tuple[bool, bool]:
+    def _targeted(self, device: CheckinFacts) -> tuple[bool, bool]:
         key = device.profile_key()
         hit = self._matches.get(key)
         if hit is None:
@@ -83,7 +85,7 @@ class CheckinPlan:
 
     models: dict[str, ModelPlan]
 
-    def select(self, device: DeviceFacts) -> tuple[tuple[str, str], ...]:
+    def select(self, device: CheckinFacts) -> tuple[tuple[str, str], ...]:
         """The device's choice per planned model, sorted by model name (a cache key)."""
         return tuple((name, plan.select(device)) for name, plan in sorted(self.models.items()))
 
@@ -130,7 +132,10 @@ def build_plan(
         if experiment is not None:
             try:
                 arm_versions = tuple(
-                    (f"v{a.version}", registry.get_version(app_id, experiment.model, a.version))
+                    (
+                        arm_choice(a.version),
+                        registry.get_version(app_id, experiment.model, a.version),
+                    )
                     for a in experiment.arms
                 )
             except NotFound:

@@ -1,19 +1,23 @@
-"""Values of the delivery service: device facts, hybrid and download policies, manifests.
+"""Values of the delivery service: device facts, version policies, manifests.
 
-All frozen dataclasses; the server builds ``DeviceFacts`` from its validated pydantic
-request body, and the service returns ``Manifest`` (the canonical JSON bytes and their
-ETag), so nothing here depends on the web framework.
+``HybridPolicy`` and ``DownloadPolicy`` are the protocol's (``pocketml.protocol``): the
+device SDK parses the manifest into the same classes. All frozen dataclasses; the server
+builds ``CheckinFacts`` from its validated pydantic request body, and the service returns
+``Manifest`` (the canonical JSON bytes and their ETag), so nothing here depends on the web
+framework.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
+
+from pocketml.protocol import HYBRID_MODES, DownloadPolicy, HybridPolicy
 
 __all__ = [
     "DEFAULT_CHECKIN_INTERVAL_S",
     "HYBRID_MODES",
-    "DeviceFacts",
+    "CheckinFacts",
     "DownloadPolicy",
     "HybridPolicy",
     "Manifest",
@@ -21,14 +25,16 @@ __all__ = [
 ]
 
 DEFAULT_CHECKIN_INTERVAL_S = 3600
-HYBRID_MODES: tuple[str, ...] = ("local", "cloud", "cascade")
-
-HybridMode = Literal["local", "cloud", "cascade"]
 
 
 @dataclass(frozen=True)
-class DeviceFacts:
+class CheckinFacts:
     """What a device reported at check-in (already validated at the HTTP edge).
+
+    The server's view of a check-in body (the device SDK's ``DeviceFacts`` is what an app
+    passes in, before the SDK adds its id). ``device_class`` may be any valid class name
+    (``pocketml.protocol.DEVICE_CLASS_PATTERN``): one no variant was built for gets the
+    general variant choice.
 
     ``formats`` is in the device's order of preference; ``runtimes`` maps a runtime name
     ("onnxruntime", "litert") to its version string.
@@ -65,45 +71,6 @@ class DeviceFacts:
             self.runtimes,
             self.country,
         )
-
-
-@dataclass(frozen=True)
-class HybridPolicy:
-    """How an app combines its local model and the cloud model of one version."""
-
-    mode: HybridMode = "cascade"
-    threshold: float = 0.8
-    timeout_ms: int = 1500
-    max_retries: int = 2
-    cloud_variant: str | None = None
-
-    def to_dict(self, model: str) -> dict[str, Any]:
-        """The manifest's ``hybrid`` object for ``model``."""
-        return {
-            "mode": self.mode,
-            "threshold": self.threshold,
-            "cloud_route": f"/v1/models/{model}/predict",
-            "cloud_variant": self.cloud_variant,
-            "timeout_ms": self.timeout_ms,
-            "max_retries": self.max_retries,
-        }
-
-
-@dataclass(frozen=True)
-class DownloadPolicy:
-    """When a device may download a package."""
-
-    wifi_only: bool = False
-    charging_only: bool = False
-    max_cellular_bytes: int = 50 * 1024 * 1024
-
-    def to_dict(self) -> dict[str, Any]:
-        """The manifest's ``download_policy`` object."""
-        return {
-            "wifi_only": self.wifi_only,
-            "charging_only": self.charging_only,
-            "max_cellular_bytes": self.max_cellular_bytes,
-        }
 
 
 @dataclass(frozen=True)

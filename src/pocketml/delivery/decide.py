@@ -23,7 +23,7 @@ from functools import lru_cache
 
 from packaging.version import InvalidVersion, Version
 
-from pocketml.delivery._types import DeviceFacts
+from pocketml.delivery._types import CheckinFacts
 from pocketml.registry import VariantInfo, VersionInfo
 
 __all__ = ["choose_variant", "parse_min_runtime", "runtime_satisfies"]
@@ -55,7 +55,7 @@ def parse_min_runtime(spec: str) -> tuple[str, str, Version] | None:
         return None
 
 
-def runtime_satisfies(variant: VariantInfo, device: DeviceFacts) -> bool:
+def runtime_satisfies(variant: VariantInfo, device: CheckinFacts) -> bool:
     """True unless the variant needs a newer runtime than the one the device reported.
 
     Args:
@@ -88,7 +88,7 @@ def runtime_satisfies(variant: VariantInfo, device: DeviceFacts) -> bool:
     }[op]
 
 
-def _ort_platform_ok(candidates: list[VariantInfo], device: DeviceFacts) -> list[VariantInfo]:
+def _ort_platform_ok(candidates: list[VariantInfo], device: CheckinFacts) -> list[VariantInfo]:
     """Drop ORT files built for the other platform when both platforms were built."""
     ort_platforms = {v.compatibility.get("platform") for v in candidates if v.format == "ort"} - {
         None
@@ -103,7 +103,7 @@ def _ort_platform_ok(candidates: list[VariantInfo], device: DeviceFacts) -> list
     ]
 
 
-def choose_variant(device: DeviceFacts, version: VersionInfo) -> VariantInfo | None:
+def choose_variant(device: CheckinFacts, version: VersionInfo) -> VariantInfo | None:
     """Pick the variant of ``version`` this device should download and run.
 
     Args:

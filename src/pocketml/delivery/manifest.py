@@ -16,12 +16,13 @@ from typing import Any
 
 import orjson
 
-from pocketml.delivery._types import DeviceFacts, HybridPolicy, Manifest, VersionPolicy
+from pocketml.delivery._types import CheckinFacts, HybridPolicy, Manifest, VersionPolicy
+from pocketml.protocol import PackageRef
 from pocketml.registry import AppInfo, ModelInfo, VariantInfo, VersionInfo
 
 __all__ = ["CatalogEntry", "Chooser", "build_manifest", "default_policy", "manifest_model"]
 
-Chooser = Callable[[DeviceFacts, VersionInfo], VariantInfo | None]
+Chooser = Callable[[CheckinFacts, VersionInfo], VariantInfo | None]
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def default_policy(model: str, version: VersionInfo | None) -> VersionPolicy:
 
 
 def manifest_model(
-    entry: CatalogEntry, device: DeviceFacts, chooser: Chooser, package_base_url: str = ""
+    entry: CatalogEntry, device: CheckinFacts, chooser: Chooser, package_base_url: str = ""
 ) -> dict[str, Any]:
     """The manifest entry of one model for one device.
 
@@ -89,14 +90,14 @@ def manifest_model(
             format=variant.format,
             precision=variant.precision,
             model_sha256=variant.sha256,
-            package={
-                "id": variant.package_id,
-                "url": f"{package_base_url}/v1/packages/{variant.package_id}",
-                "size": variant.package_size,
-                "sha256": variant.package_id,
-                "signing_key_id": variant.signing_key_id,
-                "content_key_id": variant.content_key_id,
-            },
+            package=PackageRef(
+                id=variant.package_id,  # the alias of sha256 (protocol.PACKAGE_DIGEST)
+                url=f"{package_base_url}/v1/packages/{variant.package_id}",
+                size=variant.package_size,
+                sha256=variant.package_id,
+                signing_key_id=variant.signing_key_id,
+                content_key_id=variant.content_key_id,
+            ).to_dict(),
         )
     return item
 
@@ -104,7 +105,7 @@ def manifest_model(
 def build_manifest(
     app: AppInfo,
     entries: Sequence[CatalogEntry],
-    device: DeviceFacts,
+    device: CheckinFacts,
     *,
     chooser: Chooser,
     checkin_interval_s: int,

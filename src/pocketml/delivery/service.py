@@ -20,7 +20,7 @@ from typing import Any
 from pocketml.delivery._policy_store import PolicyStore
 from pocketml.delivery._types import (
     DEFAULT_CHECKIN_INTERVAL_S,
-    DeviceFacts,
+    CheckinFacts,
     Manifest,
     VersionPolicy,
 )
@@ -30,6 +30,7 @@ from pocketml.delivery.manifest import CatalogEntry, Chooser, build_manifest, de
 from pocketml.delivery.models import ModelAdmin
 from pocketml.delivery.rollouts import CheckinPlan, RolloutService
 from pocketml.errors import NotFound, Unavailable
+from pocketml.protocol import CheckinChoice
 from pocketml.registry import AppInfo, ModelInfo, Registry, VersionInfo
 from pocketml.telemetry import TelemetryStore
 
@@ -52,7 +53,7 @@ class _Catalog:
     plan: CheckinPlan = field(default_factory=lambda: CheckinPlan({}))
     offers: dict[tuple[str, str], CatalogEntry] = field(default_factory=dict)
 
-    def key(self, device: DeviceFacts) -> tuple[Any, ...]:
+    def key(self, device: CheckinFacts) -> tuple[Any, ...]:
         """The manifest cache key: variant facts plus the per-model rollout choice."""
         if not self.plan.models:
             return device.targeting_key()
@@ -65,11 +66,11 @@ class _Catalog:
         chosen = dict(choice[-1])
         out = []
         for entry in self.entries:
-            pick = chosen.get(entry.model.name, "c")
+            pick = chosen.get(entry.model.name, CheckinChoice.CONTROL)
             offer = self.offers.get((entry.model.name, pick))
             if offer is not None:
                 out.append(offer)
-            elif pick == "-":
+            elif pick == CheckinChoice.NOTHING:
                 out.append(replace(entry, version=None))
             else:
                 out.append(entry)
@@ -158,7 +159,7 @@ class DeliveryService:
 
     # -- check-in ----------------------------------------------------------------------
 
-    def checkin(self, app_id: str, device: DeviceFacts) -> Manifest:
+    def checkin(self, app_id: str, device: CheckinFacts) -> Manifest:
         """The manifest of ``device`` (canonical JSON bytes and ETag).
 
         Args:
@@ -188,7 +189,7 @@ class DeliveryService:
             catalog.manifests[key] = manifest
         return manifest
 
-    def cached_manifest(self, app_id: str, device: DeviceFacts) -> Manifest | None:
+    def cached_manifest(self, app_id: str, device: CheckinFacts) -> Manifest | None:
         """The manifest when it can be answered from memory alone (no database), else None.
 
         Lets the server answer most check-ins without a worker thread. A catalog past its

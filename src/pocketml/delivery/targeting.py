@@ -25,7 +25,7 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from pocketml.bounds import check_text
-from pocketml.delivery._types import DeviceFacts
+from pocketml.delivery._types import CheckinFacts
 from pocketml.errors import InvalidInput
 
 __all__ = [
@@ -62,7 +62,7 @@ class Rule:
     min: str | None = None
     max: str | None = None
 
-    def matches(self, device: DeviceFacts) -> bool:
+    def matches(self, device: CheckinFacts) -> bool:
         """True when ``device`` satisfies this rule."""
         value = getattr(device, self.field)
         if self.field in RANGE_FIELDS:
@@ -93,7 +93,7 @@ class Targeting:
 
     rules: tuple[Rule, ...] = ()
 
-    def matches(self, device: DeviceFacts) -> bool:
+    def matches(self, device: CheckinFacts) -> bool:
         """True when every rule matches ``device``."""
         return all(rule.matches(device) for rule in self.rules)
 

@@ -24,33 +24,28 @@ from pathlib import Path
 from typing import Any
 
 from pocketml.errors import Unavailable
+from pocketml.protocol import EVENT_COLUMN_TYPES, INFERENCE_QUEUE_FIELDS
 
 __all__ = ["INFERENCE_FIELDS", "Batch", "TelemetryQueue"]
 
-INFERENCE_FIELDS = (
-    "ts",
-    "model",
-    "version",
-    "variant",
-    "source",
-    "latency_ms",
-    "confidence",
-    "label",
-    "prediction_id",
-)
-"""Column order of an inference tuple (stored as columns, not JSON: the cheap path)."""
+INFERENCE_FIELDS: tuple[str, ...] = INFERENCE_QUEUE_FIELDS
+"""Column order of an inference tuple (stored as columns, not JSON: the cheap path).
+
+The protocol's declaration of the inference event decides it (its common fields, then
+its required ones); ``LocalModel`` builds its tuples in this order."""
+_SQL_TYPES = {"string": "TEXT", "integer": "INTEGER", "number": "REAL"}
+_INFERENCE_COLUMNS = {name: _SQL_TYPES[EVENT_COLUMN_TYPES[name]] for name in INFERENCE_FIELDS}
 _INSERT_INFERENCE = (
     f"INSERT INTO events ({', '.join(INFERENCE_FIELDS)}) "
     f"VALUES ({', '.join('?' * len(INFERENCE_FIELDS))})"
 )
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     body TEXT,
     batch_id TEXT,
-    ts REAL, model TEXT, version INTEGER, variant TEXT, source TEXT,
-    latency_ms REAL, confidence REAL, label TEXT, prediction_id TEXT
+    {", ".join(f"{name} {sql}" for name, sql in _INFERENCE_COLUMNS.items())}
 );
 CREATE INDEX IF NOT EXISTS events_batch ON events (batch_id);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -94,6 +89,7 @@ class TelemetryQueue:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(_SCHEMA)
+                _add_missing_columns(db)
             except sqlite3.Error as exc:
                 raise Unavailable(
                     f"cannot open the telemetry queue {self.path}: {exc}. Check that the "
@@ -248,6 +244,14 @@ class TelemetryQueue:
         """Delete a feedback message the server accepted."""
         with self._lock:
             self._conn().execute("DELETE FROM feedback WHERE id = ?", (row_id,))
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Add the inference columns a queue written by an older SDK lacks (kept across updates)."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+    for name, sql in _INFERENCE_COLUMNS.items():
+        if name not in present:
+            db.execute(f"ALTER TABLE events ADD COLUMN {name} {sql}")
 
 
 def _event(row: tuple[Any, ...]) -> dict[str, Any]:

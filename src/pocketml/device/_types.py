@@ -18,7 +18,14 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from pocketml.errors import IntegrityError, InvalidInput, PocketMLError
-from pocketml.protocol import FORMAT_NAMES
+from pocketml.protocol import (
+    BUILTIN_DEVICE_CLASSES,
+    FORMAT_NAMES,
+    DownloadPolicy,
+    HybridPolicy,
+    PackageRef,
+    check_device_class,
+)
 
 __all__ = [
     "DEVICE_CLASSES",
@@ -38,7 +45,7 @@ __all__ = [
 ]
 
 FORMATS = FORMAT_NAMES
-DEVICE_CLASSES = ("android-low", "android-mid", "android-high", "iphone", "edge-linux")
+DEVICE_CLASSES = BUILTIN_DEVICE_CLASSES  # the built-in profiles; apps may report their own
 NetworkType = Literal["wifi", "cellular", "offline"]
 Source = Literal["local", "cloud", "fallback"]
 
@@ -70,7 +77,10 @@ class DeviceFacts:
         app_version: free text, at most 32 characters.
         formats: runnable model formats in preference order (subset of ``FORMATS``).
         device_model: e.g. "Pixel 7" (optional).
-        device_class: a device profile name (one of ``DEVICE_CLASSES``), optional.
+        device_class: a device profile name, optional: a built-in one
+            (``DEVICE_CLASSES``) or the app's own (1-32 lower-case letters, digits, ``_``,
+            ``.``, ``-``; ``pocketml.protocol.DEVICE_CLASS_PATTERN``). A class no variant
+            was built for gets the general variant choice.
         runtimes: runtime -> version, e.g. ``{"onnxruntime": "1.20.0"}``.
         country: ISO 3166-1 alpha-2 code, optional.
         device_id: a fixed device id; default a random id generated once per cache dir.
@@ -97,11 +107,11 @@ class DeviceFacts:
                 f"formats must be a non-empty subset of {', '.join(FORMATS)}; got "
                 f"{list(self.formats)}. Pass e.g. formats=('tflite', 'onnx')."
             )
-        if self.device_class is not None and self.device_class not in DEVICE_CLASSES:
-            raise InvalidInput(
-                f"device_class must be one of {', '.join(DEVICE_CLASSES)} or None; "
-                f"got {self.device_class!r}"
-            )
+        if self.device_class is not None:
+            try:
+                check_device_class(self.device_class)
+            except ValueError as exc:
+                raise InvalidInput(f"device_class: {exc}. Pass a profile name or None.") from exc
 
     def checkin_body(self, device_id: str, models: Mapping[str, Any]) -> dict[str, Any]:
         """The JSON body of ``POST /v1/checkin`` (optional fields left out when unset)."""
@@ -153,39 +163,6 @@ def disk_free(path: Path) -> int:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     return int(shutil.disk_usage(probe).free)
-
-
-@dataclass(frozen=True)
-class PackageRef:
-    """Where and what a model's package is (manifest ``models[].package``)."""
-
-    id: str
-    url: str
-    size: int
-    sha256: str
-    signing_key_id: str
-    content_key_id: str | None
-
-
-@dataclass(frozen=True)
-class DownloadPolicy:
-    """When a package may be downloaded."""
-
-    wifi_only: bool = False
-    charging_only: bool = False
-    max_cellular_bytes: int = 52_428_800
-
-
-@dataclass(frozen=True)
-class HybridPolicy:
-    """How predictions are split between the device and the cloud."""
-
-    mode: Literal["local", "cloud", "cascade"] = "local"
-    threshold: float = 0.8
-    cloud_route: str | None = None
-    cloud_variant: str | None = None
-    timeout_ms: int = 1500
-    max_retries: int = 2
 
 
 @dataclass(frozen=True)

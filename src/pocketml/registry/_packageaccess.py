@@ -20,7 +20,7 @@ from pocketml.db import utcnow
 from pocketml.errors import NotFound
 from pocketml.registry._keystore import write_audit
 from pocketml.registry._orm import App, Variant
-from pocketml.registry._types import PackageRef
+from pocketml.registry._types import StoredPackage
 
 __all__ = ["PackageAccessStore"]
 
@@ -64,7 +64,7 @@ class PackageAccessStore:
                 details={},
             )
 
-    def find_public_package(self, package_id: str) -> PackageRef:
+    def find_public_package(self, package_id: str) -> StoredPackage:
         """A package of any app whose packages are public, by its id.
 
         Raises:
@@ -82,4 +82,4 @@ class PackageAccessStore:
                     f"no public package {package_id!r}; a package of an app that keeps its "
                     "packages private needs the app's device key (Authorization: Bearer)."
                 )
-            return PackageRef(key=row[0], size=int(row[1]), sha256=row[2])
+            return StoredPackage(key=row[0], size=int(row[1]), sha256=row[2])

@@ -27,9 +27,9 @@ __all__ = [
     "KeyringChange",
     "ModelCreate",
     "ModelInfo",
-    "PackageRef",
     "Page",
     "Principal",
+    "StoredPackage",
     "VariantInfo",
     "VariantUpload",
     "VersionCreate",
@@ -174,8 +174,12 @@ class Page(Generic[T]):
 
 
 @dataclass(frozen=True)
-class PackageRef:
-    """Where a package lives in the ArtifactStore: its key, size and sha256 (= its id)."""
+class StoredPackage:
+    """Where a package lives in the ArtifactStore: its key, size and sha256 (= its id).
+
+    Not the manifest's package reference (``pocketml.device.PackageRef``): this one is the
+    server's storage location of the file.
+    """
 
     key: str
     size: int

@@ -40,9 +40,9 @@ from pocketml.registry._types import (
     AppInfo,
     ModelCreate,
     ModelInfo,
-    PackageRef,
     Page,
     Principal,
+    StoredPackage,
     VersionCreate,
     VersionInfo,
 )
@@ -467,7 +467,7 @@ class Registry(SigningKeys):
 
     # -- packages and keys -------------------------------------------------------------
 
-    def get_package(self, app_id: str, package_id: str) -> PackageRef:
+    def get_package(self, app_id: str, package_id: str) -> StoredPackage:
         """Where the app's package with this id (its sha256) is stored.
 
         Raises:
@@ -475,7 +475,7 @@ class Registry(SigningKeys):
         """
         return self.store.get_package(app_id, package_id)
 
-    def find_public_package(self, package_id: str) -> PackageRef:
+    def find_public_package(self, package_id: str) -> StoredPackage:
         """A package fetched without a key: found only in an app whose packages are public.
 
         Raises:

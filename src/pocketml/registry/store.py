@@ -49,7 +49,7 @@ from pocketml.registry._rows import (
     variant_row,
     version_info,
 )
-from pocketml.registry._types import AppInfo, ModelInfo, PackageRef, Page, VersionInfo
+from pocketml.registry._types import AppInfo, ModelInfo, Page, StoredPackage, VersionInfo
 
 __all__ = ["RegistryStore", "VersionTaken", "new_id"]
 
@@ -383,7 +383,7 @@ class RegistryStore(SigningKeyStore, DeviceKeyStore, PackageAccessStore):
             s.execute(sa.delete(Variant).where(Variant.version_id == row.id))
             s.execute(sa.delete(ModelVersion).where(ModelVersion.id == row.id))
 
-    def get_package(self, app_id: str, package_id: str) -> PackageRef:
+    def get_package(self, app_id: str, package_id: str) -> StoredPackage:
         """Where one of the app's packages is stored. Raises NotFound."""
         with self._session("read package") as s:
             row = s.execute(
@@ -393,7 +393,7 @@ class RegistryStore(SigningKeyStore, DeviceKeyStore, PackageAccessStore):
             ).first()
             if row is None:
                 raise NotFound(f"no package {package_id!r} in this app.")
-            return PackageRef(key=row[0], size=int(row[1]), sha256=row[2])
+            return StoredPackage(key=row[0], size=int(row[1]), sha256=row[2])
 
 
 # -- row helpers (private: rows stay in this module) -------------------------------------

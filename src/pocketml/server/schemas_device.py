@@ -9,13 +9,30 @@ plain dicts ready for a bulk insert. See ``docs/protocol.md``.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Any, Literal, NotRequired
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NotRequired, Union
 
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+    with_config,
+)
 from typing_extensions import TypedDict
 
-from pocketml.bounds import INT32_MAX, Bounded, Count, FiniteFloat, Text, VersionNumber
+from pocketml.bounds import Bounded, Count, FiniteFloat, Text, VersionNumber, check_text
+from pocketml.protocol import (
+    BUILTIN_DEVICE_CLASSES,
+    DEVICE_CLASS_PATTERN,
+    EVENT_KINDS,
+    EVENT_TYPE_FIELD,
+    EventKind,
+    WireField,
+)
+from pocketml.schema import ModelSchema
 from pocketml.server.schemas_keys import KeyringPublic
 
 __all__ = [
@@ -31,6 +48,7 @@ __all__ = [
     "PolicyUpdate",
     "PredictRequest",
     "PredictResponse",
+    "PredictionPublic",
     "TelemetryAccepted",
     "TelemetryRequest",
 ]
@@ -38,8 +56,16 @@ __all__ = [
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{8,128}$"
 SHA256 = r"^[0-9a-f]{64}$"
 Format = Literal["onnx", "ort", "tflite", "coreml"]
-DeviceClass = Literal["android-low", "android-mid", "android-high", "iphone", "edge-linux"]
 _SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+DeviceClass = Annotated[
+    str,
+    Field(
+        pattern=DEVICE_CLASS_PATTERN,
+        description="A device profile: a built-in one ("
+        + ", ".join(BUILTIN_DEVICE_CLASSES)
+        + ") or the app's own (1-32 chars, lower case).",
+    ),
+]
 
 
 @lru_cache(maxsize=4096)
@@ -63,7 +89,12 @@ class HeldModel(_Strict):
 
     version: VersionNumber | None = None
     variant: Annotated[Text, Field(max_length=64)] | None = None
-    package_id: str | None = Field(None, pattern=SHA256)
+    package_id: str | None = Field(
+        None,
+        pattern=SHA256,
+        description="The sha256 of the package held: the manifest's `package.sha256` "
+        "(`pocketml.protocol.PACKAGE_DIGEST`; `package_id` is its check-in alias).",
+    )
 
 
 class CheckinRequest(_Strict):
@@ -131,7 +162,11 @@ class CheckinRequest(_Strict):
 
 
 class PackagePublic(BaseModel):
-    """Where and what the package of the chosen variant is."""
+    """Where and what the package of the chosen variant is.
+
+    ``sha256`` is the package's identity (``pocketml.protocol.PACKAGE_DIGEST``); ``id``
+    carries the same value (an alias old clients read).
+    """
 
     id: str
     url: str
@@ -161,7 +196,11 @@ class HybridPolicyPublic(BaseModel):
 
 
 class ManifestModel(BaseModel):
-    """One model of the manifest; ``variant``/``package`` null when nothing is loadable."""
+    """One model of the manifest; ``variant``/``package`` null when nothing is loadable.
+
+    Documentation of ``pocketml.protocol.MANIFEST_ENTRY_FIELDS`` (the route sends the
+    builder's canonical JSON); tests/test_protocol.py checks the two agree.
+    """
 
     name: str
     version: int | None
@@ -172,7 +211,7 @@ class ManifestModel(BaseModel):
     model_sha256: str | None
     download_policy: DownloadPolicyPublic
     hybrid: HybridPolicyPublic
-    schema_: dict[str, Any] = Field(
+    schema_: ModelSchema | None = Field(
         alias="schema",
         serialization_alias="schema",
         description="The model's ModelSchema (inputs, normalization, labels): what a client "
@@ -256,8 +295,8 @@ class PredictRequest(_Strict):
     prediction_id: Annotated[Text, Field(max_length=128)] | None = None
 
 
-class Prediction(BaseModel):
-    """One sample's answer."""
+class PredictionPublic(BaseModel):
+    """One sample's answer (the device SDK's ``Prediction`` is its own, richer value)."""
 
     label: str
     index: int
@@ -271,65 +310,62 @@ class PredictResponse(BaseModel):
     model: str
     version: int
     variant: str
-    predictions: list[Prediction]
+    predictions: list[PredictionPublic]
     prediction_id: str | None
     server_latency_ms: float
 
 
 # ---------------------------------------------------------------- telemetry
-
-_Name = Annotated[Text, Field(min_length=1, max_length=64)]
-_Short = Annotated[Text, Field(max_length=128)]
-_NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-_Ts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-_Version = Annotated[int, Field(ge=1, le=INT32_MAX)] | None
-_STRICT_DICT = ConfigDict(extra="forbid")
+# The event models are generated from ``pocketml.protocol.EVENT_KINDS`` (the one
+# declaration of every kind's fields); see ``_event_type``.
 
 
-class InferenceEvent(TypedDict):
-    """A model ran (on the device, in the cloud, or the local answer as a fallback)."""
-
-    __pydantic_config__ = _STRICT_DICT  # type: ignore[misc]
-    type: Literal["inference"]
-    ts: _Ts
-    model: _Name
-    version: NotRequired[_Version]
-    variant: Annotated[Text, Field(max_length=64)] | None
-    source: Literal["local", "cloud", "fallback"]
-    latency_ms: _NonNeg
-    confidence: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-    label: _Short
-    prediction_id: _Short
-    memory_mb: NotRequired[_NonNeg | None]
-
-
-class ErrorEvent(TypedDict):
-    """Something failed on the device."""
-
-    __pydantic_config__ = _STRICT_DICT  # type: ignore[misc]
-    type: Literal["error"]
-    ts: _Ts
-    model: _Name
-    version: NotRequired[_Version]
-    stage: Literal["download", "verify", "load", "inference", "cloud"]
-    message: Annotated[Text, Field(max_length=500)]
+def _event_type(spec: WireField) -> Any:
+    """The pydantic annotation of one declared event field (bounds as declared)."""
+    base: Any
+    if spec.choices:
+        base = Literal[spec.choices]
+    elif spec.type == "string":
+        limits = Field(min_length=spec.min_length, max_length=spec.max_length)
+        if spec.pattern is None:
+            base = Annotated[Text, limits]
+        else:  # a pattern after Text's validator would be checked but not documented
+            base = Annotated[str, Field(pattern=spec.pattern), limits, AfterValidator(check_text)]
+    elif spec.type == "integer":
+        base = Annotated[int, Field(ge=spec.minimum, le=spec.maximum)]
+    elif spec.type == "number":
+        base = Annotated[float, Field(ge=spec.minimum, le=spec.maximum, allow_inf_nan=False)]
+    elif spec.type == "boolean":
+        base = bool
+    else:  # pragma: no cover - events hold no objects
+        raise TypeError(f"event field {spec.name!r}: no pydantic type for {spec.type!r}")
+    if spec.nullable:
+        base = base | None
+    base = Annotated[base, Field(description=spec.description)]
+    return base if spec.required else NotRequired[base]
 
 
-class DownloadEvent(TypedDict):
-    """A package download finished, failed or resumed."""
-
-    __pydantic_config__ = _STRICT_DICT  # type: ignore[misc]
-    type: Literal["download"]
-    ts: _Ts
-    model: _Name
-    version: NotRequired[_Version]
-    variant: Annotated[Text, Field(max_length=64)]
-    bytes: Count
-    duration_ms: _NonNeg
-    outcome: Literal["done", "failed", "resumed"]
+def _event_model(kind: EventKind) -> Any:
+    """A strict TypedDict of one event kind: a validated event is already a plain dict."""
+    fields = {EVENT_TYPE_FIELD: Literal[kind.name]}
+    fields.update({spec.name: _event_type(spec) for spec in kind.all_fields})
+    name = kind.name.title() + "EventCreate"
+    model = TypedDict(name, fields)  # type: ignore[misc]
+    model.__doc__ = kind.description
+    model.__module__ = __name__
+    return with_config(ConfigDict(extra="forbid"))(model)
 
 
-Event = Annotated[InferenceEvent | ErrorEvent | DownloadEvent, Field(discriminator="type")]
+EVENT_MODELS: dict[str, Any] = {name: _event_model(kind) for name, kind in EVENT_KINDS.items()}
+"""Event kind -> its TypedDict (``InferenceEventCreate``, ``ErrorEventCreate``, ...)."""
+
+if TYPE_CHECKING:
+    Event = dict[str, Any]
+else:
+    Event = Annotated[
+        Union[tuple(EVENT_MODELS.values())],  # noqa: UP007 - a Union built from a tuple
+        Field(discriminator=EVENT_TYPE_FIELD),
+    ]
 
 
 class DeviceContext(_Strict):
@@ -396,9 +432,9 @@ class FeedbackRequest(_Strict):
 
     prediction_id: Annotated[Text, Field(min_length=1, max_length=128)]
     device_id: str = Field(pattern=ID_PATTERN)
-    model: _Name
+    model: Annotated[Text, Field(min_length=1, max_length=64)]
     version: VersionNumber | None = None
-    label: _Short | None = None
+    label: Annotated[Text, Field(max_length=128)] | None = None
     thumbs: Literal["up", "down"] | None = None
     ts: float = Field(ge=0, allow_inf_nan=False)
 

@@ -20,8 +20,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from pocketml import protocol
+
 __all__ = [
     "PAYLOAD_COLUMNS",
+    "PAYLOAD_SCHEMA",
     "ChunkCache",
     "ChunkDraft",
     "decode_payload",
@@ -29,24 +32,15 @@ __all__ = [
     "encode_payload",
 ]
 
-# Every per-event column a chunk stores ("model" is the chunk's, not a column).
+_ARROW_TYPES = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64()}
+# Every per-event column a chunk stores ("model" is the chunk's, not a column), typed by
+# the wire type the protocol declares for it (a new optional event field is a new column;
+# chunks written before it read it back as null).
 PAYLOAD_SCHEMA = pa.schema(
     [
-        ("type", pa.string()),
-        ("ts", pa.float64()),
-        ("version", pa.int64()),
-        ("variant", pa.string()),
-        ("source", pa.string()),
-        ("latency_ms", pa.float64()),
-        ("confidence", pa.float64()),
-        ("label", pa.string()),
-        ("prediction_id", pa.string()),
-        ("memory_mb", pa.float64()),
-        ("stage", pa.string()),
-        ("message", pa.string()),
-        ("bytes", pa.int64()),
-        ("duration_ms", pa.float64()),
-        ("outcome", pa.string()),
+        (name, _ARROW_TYPES[protocol.EVENT_COLUMN_TYPES[name]])
+        for name in protocol.EVENT_COLUMNS
+        if name != "model"
     ]
 )
 PAYLOAD_COLUMNS: tuple[str, ...] = tuple(PAYLOAD_SCHEMA.names)

@@ -8,6 +8,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from pocketml import protocol
+
 __all__ = [
     "EVENT_COLUMNS",
     "EventRows",
@@ -17,25 +19,9 @@ __all__ = [
     "TelemetryBatch",
 ]
 
-# Every column an event may fill; an event leaves the ones of other kinds null.
-EVENT_COLUMNS: tuple[str, ...] = (
-    "type",
-    "ts",
-    "model",
-    "version",
-    "variant",
-    "source",
-    "latency_ms",
-    "confidence",
-    "label",
-    "prediction_id",
-    "memory_mb",
-    "stage",
-    "message",
-    "bytes",
-    "duration_ms",
-    "outcome",
-)
+# Every column an event may fill, from the protocol's one declaration of event kinds; an
+# event leaves the ones of other kinds null.
+EVENT_COLUMNS: tuple[str, ...] = protocol.EVENT_COLUMNS
 
 
 @dataclass(frozen=True)

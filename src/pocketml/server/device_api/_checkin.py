@@ -1,6 +1,6 @@
 """Check-in: the device's facts in, its manifest (or 304 Not Modified) out.
 
-The validated body becomes ``DeviceFacts`` and the delivery service answers with the
+The validated body becomes ``CheckinFacts`` and the delivery service answers with the
 device's manifest: its canonical JSON with ``ETag: "<sha256>"``, or 304 without a body
 when ``If-None-Match`` carries that ETag.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from anyio import to_thread
 from pydantic import ValidationError
 
-from pocketml.delivery import DeviceFacts
+from pocketml.delivery import CheckinFacts
 from pocketml.errors import ValidationFailed
 from pocketml.registry import Principal
 from pocketml.server._json import describe_errors, parse_json
@@ -71,8 +71,8 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return False
 
 
-def _facts(body: CheckinRequest) -> DeviceFacts:
-    return DeviceFacts(
+def _facts(body: CheckinRequest) -> CheckinFacts:
+    return CheckinFacts(
         device_id=body.device_id,
         platform=body.platform,
         formats=tuple(body.formats),

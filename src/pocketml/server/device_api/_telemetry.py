@@ -21,17 +21,18 @@ from anyio import to_thread
 from pydantic import ValidationError
 
 from pocketml.errors import PayloadTooLarge, ValidationFailed
+from pocketml.protocol import EVENT_KINDS
 from pocketml.registry import Principal
 from pocketml.server._json import describe_errors, parse_json
 from pocketml.server._state import ServerState
 from pocketml.server.device_api._answer import Answer
-from pocketml.server.routes._telemetry_check import batch_of, decode_batch
+from pocketml.server.device_api._telemetry_check import batch_of, decode_batch
 from pocketml.server.schemas_device import TelemetryRequest
 from pocketml.telemetry import TelemetryBatch
 
 __all__ = ["BatchRejected", "answer_telemetry", "validate_batch", "validate_body"]
 
-_EVENT_TAGS = frozenset({"inference", "error", "download"})
+_EVENT_TAGS = frozenset(EVENT_KINDS)  # pydantic puts the tag in every error location
 
 
 class BatchRejected(ValidationFailed):

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from pocketml.registry import PackageRef, Principal
+from pocketml.registry import Principal, StoredPackage
 from pocketml.server._ranges import parse_range
 from pocketml.server._state import ServerState, server_state
 from pocketml.server.auth import optional_app_member
@@ -104,7 +104,7 @@ async def head_package(
 
 def _find(
     state: ServerState, principal: Principal | None, package_id: str
-) -> tuple[PackageRef, bool]:
+) -> tuple[StoredPackage, bool]:
     """The package a request may see, and whether shared caches may keep it."""
     if principal is None:
         return state.registry.find_public_package(package_id), True
@@ -113,7 +113,7 @@ def _find(
 
 
 def _answer(
-    request: Request, ref: PackageRef, public: bool
+    request: Request, ref: StoredPackage, public: bool
 ) -> tuple[int, int, int, dict[str, str]]:
     """(status, first byte, end byte exclusive, headers) of a GET or HEAD of ``ref``."""
     headers = {

@@ -1,46 +1,36 @@
-"""The wire vocabulary of pocketml, once: the error catalog, model formats, file hashes.
+"""The error catalog: one row per error class (class <-> code <-> HTTP status).
 
-A protocol noun spelled in two places drifts: before this module the admin client and
-the device SDK each had their own status -> error table (with different rows), 422 was
-written by hand in five routes, and four format -> extension maps disagreed on Core ML.
-Everything the server, the admin client and the device SDK must agree on and that is not
-a pydantic schema lives here and is derived elsewhere; ``tests/test_protocol.py`` checks
-the derived tables against it.
-
-The module depends on ``pocketml.errors`` and the standard library only, so the device
-SDK imports it without the server's frameworks.
+Before it the admin client and the device SDK each had their own status -> error table
+(with different rows) and 422 was written by hand in five routes. The server's status
+table, the OpenAPI error responses and both clients derive from ``ERROR_CATALOG``.
 
 - ``ERROR_CATALOG``: one row per error class of ``pocketml.errors``: the class, its code
   (the class's ``code``) and its HTTP status. A subclass elsewhere inherits the row of its
   nearest ancestor in the catalog (``status_for``); a client turns an answer back into the
   class with ``error_class``. ``TRANSPORT_CODES`` are the codes sent without a class.
-- ``FORMATS``: the model formats with their file extensions and the file a build writes.
-- ``file_sha256``: the sha256 of a file, streamed.
+- ``ERROR_CODE_PATTERN``: how every code is spelled (lower-case snake case, at most 64
+  characters), so a code can be stored and grouped on (telemetry error events carry one).
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 from pocketml import errors as e
 
 __all__ = [
     "ERROR_CATALOG",
-    "FORMATS",
-    "FORMAT_NAMES",
-    "RUNNABLE_FORMATS",
+    "ERROR_CODE_PATTERN",
     "TRANSPORT_CODES",
     "ErrorRow",
-    "ModelFormat",
     "codes_for",
     "error_class",
-    "file_sha256",
     "http_code",
     "is_masked",
     "status_for",
 ]
+
+ERROR_CODE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 
 @dataclass(frozen=True)
@@ -182,54 +172,3 @@ def error_class(status: int, code: str | None = None) -> type[e.PocketMLError]:
         or _CLASS_BY_STATUS.get(status, e.PocketMLError)
     )
     return e.Unavailable if cls is e.MissingDependencyError else cls
-
-
-@dataclass(frozen=True)
-class ModelFormat:
-    """A model format: its file extensions and the file a build writes.
-
-    Attributes:
-        name: the format's name on the wire (``"tflite"``).
-        extensions: the model file extensions a package accepts, without the dot; the
-            package member is ``model.<ext>`` (``.enc`` appended when encrypted).
-        build_file: the file (or folder) ``convert`` writes for this format.
-        is_runnable: the Python runtimes (ONNX Runtime, LiteRT) open it.
-    """
-
-    name: str
-    extensions: tuple[str, ...]
-    build_file: str
-    is_runnable: bool
-
-
-FORMATS: dict[str, ModelFormat] = {
-    fmt.name: fmt
-    for fmt in (
-        ModelFormat("onnx", ("onnx",), "model.onnx", is_runnable=True),
-        ModelFormat("ort", ("ort",), "model.ort", is_runnable=True),
-        ModelFormat("tflite", ("tflite",), "model.tflite", is_runnable=True),
-        ModelFormat("coreml", ("mlmodel", "mlpackage.zip"), "model.mlpackage", is_runnable=False),
-    )
-}
-FORMAT_NAMES: tuple[str, ...] = tuple(FORMATS)
-RUNNABLE_FORMATS: tuple[str, ...] = tuple(f.name for f in FORMATS.values() if f.is_runnable)
-
-
-def file_sha256(path: Path, *, chunk_size: int = 1 << 20) -> str:
-    """The sha256 hex digest of a file, read in chunks (memory stays flat).
-
-    Args:
-        path: the file.
-        chunk_size: bytes read at a time.
-
-    Returns:
-        64 lowercase hex digits.
-
-    Raises:
-        OSError: the file cannot be read.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

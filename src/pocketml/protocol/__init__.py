@@ -1,0 +1,116 @@
+"""pocketml.protocol: the wire vocabulary, once — what the server and every client agree on.
+
+A protocol noun spelled in two places drifts. Everything the server, the admin client and
+the device SDK must agree on is declared here and derived elsewhere (at import time, never
+per request); ``tests/test_protocol.py`` checks every derived copy against it.
+
+- Errors (``_errors.py``): ``ERROR_CATALOG``, class <-> code <-> HTTP status.
+- Formats (``_formats.py``): ``FORMATS`` with their extensions, ``file_sha256``.
+- Telemetry events (``_events.py``): ``EVENT_KINDS`` and their ``WireField`` s; the
+  server's pydantic and msgspec schemas, the stored Arrow columns, the device queue's
+  columns and the docs' field table derive from them.
+- Check-in (``_checkin.py``): open device classes, the check-in choice, the hybrid and
+  download policies (one class on both sides), the manifest entry's fields and the
+  canonical name of a package's digest.
+
+Standard library and ``pocketml.errors`` only, so the device SDK imports it without the
+server's frameworks.
+"""
+
+from pocketml.protocol._checkin import (
+    BUILTIN_DEVICE_CLASSES,
+    DEFAULT_MAX_CELLULAR_BYTES,
+    DEVICE_CLASS_PATTERN,
+    DOWNLOAD_POLICY_FIELDS,
+    HYBRID_MODES,
+    HYBRID_POLICY_FIELDS,
+    MANIFEST_ENTRY_FIELDS,
+    PACKAGE_DIGEST,
+    PACKAGE_DIGEST_ALIASES,
+    PACKAGE_FIELDS,
+    CheckinChoice,
+    DownloadPolicy,
+    HybridMode,
+    HybridPolicy,
+    PackageRef,
+    arm_choice,
+    check_device_class,
+    choice_version,
+    cloud_route_of,
+)
+from pocketml.protocol._errors import (
+    ERROR_CATALOG,
+    ERROR_CODE_PATTERN,
+    TRANSPORT_CODES,
+    ErrorRow,
+    codes_for,
+    error_class,
+    http_code,
+    is_masked,
+    status_for,
+)
+from pocketml.protocol._events import (
+    COMMON_EVENT_FIELDS,
+    EVENT_COLUMN_TYPES,
+    EVENT_COLUMNS,
+    EVENT_KINDS,
+    EVENT_TYPE_FIELD,
+    INFERENCE_QUEUE_FIELDS,
+    EventKind,
+)
+from pocketml.protocol._fields import INT32_MAX, INT64_MAX, WireField, WireType, describe_rule
+from pocketml.protocol._formats import (
+    FORMAT_NAMES,
+    FORMATS,
+    RUNNABLE_FORMATS,
+    ModelFormat,
+    file_sha256,
+)
+
+__all__ = [
+    "BUILTIN_DEVICE_CLASSES",
+    "COMMON_EVENT_FIELDS",
+    "DEFAULT_MAX_CELLULAR_BYTES",
+    "DEVICE_CLASS_PATTERN",
+    "DOWNLOAD_POLICY_FIELDS",
+    "ERROR_CATALOG",
+    "ERROR_CODE_PATTERN",
+    "EVENT_COLUMNS",
+    "EVENT_COLUMN_TYPES",
+    "EVENT_KINDS",
+    "EVENT_TYPE_FIELD",
+    "FORMATS",
+    "FORMAT_NAMES",
+    "HYBRID_MODES",
+    "HYBRID_POLICY_FIELDS",
+    "INFERENCE_QUEUE_FIELDS",
+    "INT32_MAX",
+    "INT64_MAX",
+    "MANIFEST_ENTRY_FIELDS",
+    "PACKAGE_DIGEST",
+    "PACKAGE_DIGEST_ALIASES",
+    "PACKAGE_FIELDS",
+    "RUNNABLE_FORMATS",
+    "TRANSPORT_CODES",
+    "CheckinChoice",
+    "DownloadPolicy",
+    "ErrorRow",
+    "EventKind",
+    "HybridMode",
+    "HybridPolicy",
+    "ModelFormat",
+    "PackageRef",
+    "WireField",
+    "WireType",
+    "arm_choice",
+    "check_device_class",
+    "choice_version",
+    "cloud_route_of",
+    "codes_for",
+    "describe_rule",
+    "error_class",
+    "file_sha256",
+    "http_code",
+    "is_masked",
+    "status_for",
+]
