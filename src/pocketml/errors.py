@@ -4,6 +4,7 @@
     ├── InvalidInput (ValueError)  bad argument, file, config, request body
     │   ├── ValidationFailed       a well-formed request whose fields fail their contract (422)
     │   ├── MalformedJson          a request body that is not JSON
+    │   ├── MalformedGzip          a gzip request body that does not inflate
     │   ├── SchemaError            a malformed ModelSchema
     │   ├── DataValidationError    data that violates a schema (carries the report)
     │   ├── UnsupportedMediaType   a request body of a Content-Type the route does not take
@@ -37,6 +38,7 @@ __all__ = [
     "HeadersTooLarge",
     "IntegrityError",
     "InvalidInput",
+    "MalformedGzip",
     "MalformedJson",
     "MissingDependencyError",
     "NotFound",
@@ -86,6 +88,13 @@ class MalformedJson(InvalidInput):
     """A request body that is not JSON (HTTP 400, code ``malformed_json``)."""
 
     code = "malformed_json"
+
+
+class MalformedGzip(InvalidInput):
+    """A body sent as ``Content-Encoding: gzip`` that does not inflate (HTTP 400, code
+    ``malformed_gzip``)."""
+
+    code = "malformed_gzip"
 
 
 class RangeNotSatisfiable(InvalidInput):

@@ -51,6 +51,7 @@ class ErrorRow:
 ERROR_CATALOG: tuple[ErrorRow, ...] = (
     ErrorRow(e.InvalidInput, 400),
     ErrorRow(e.MalformedJson, 400),
+    ErrorRow(e.MalformedGzip, 400),
     ErrorRow(e.DataValidationError, 400),
     ErrorRow(e.Unauthorized, 401),
     ErrorRow(e.Forbidden, 403),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import zlib
 
-from pocketml.errors import InvalidInput, PayloadTooLarge
+from pocketml.errors import MalformedGzip, PayloadTooLarge
 
 __all__ = ["GZIP", "IDENTITY", "Inflater", "MalformedGzip", "encoding_of"]
 
@@ -23,12 +23,6 @@ GZIP = b"gzip"
 IDENTITY = b"identity"
 _ALIASES = {b"gzip": GZIP, b"x-gzip": GZIP, b"identity": IDENTITY, b"": IDENTITY}
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer, not raw deflate or zlib
-
-
-class MalformedGzip(InvalidInput):
-    """A body sent as ``Content-Encoding: gzip`` that does not inflate (HTTP 400)."""
-
-    code = "malformed_gzip"
 
 
 def encoding_of(value: bytes) -> bytes | None:
