@@ -327,7 +327,7 @@ def test_a_lying_network_is_refused_and_the_old_model_keeps_serving(
     prediction = stage.device.model("digits").predict(digit_centroids[7])
     assert (prediction.version, prediction.source, prediction.label) == (1, "local", "7")
     errors = [e for e in stage.device.queue.claim_batch(500).events if e["type"] == "error"]
-    assert any(e["model"] == "digits" for e in errors)
+    assert any(e["model"] == "digits" and e["code"] == digits.error.code for e in errors)
     assert _files_outside(stage.root, stage.cache) == before
     assert not stage.scene.escape.exists()
     assert not [r for r in stage.transport.requests if r.url.host == FOREIGN_HOST]

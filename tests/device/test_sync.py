@@ -130,6 +130,7 @@ def test_a_package_with_one_flipped_byte_is_refused_and_the_old_model_keeps_serv
     assert (prediction.version, prediction.label, prediction.source) == (1, "5", "local")
     errors = [e for e in bad.queue.claim_batch(500).events if e["type"] == "error"]
     assert errors and errors[0]["stage"] == "verify"
+    assert errors[0]["code"] == entry.error.code  # the cause, countable without the message
 
 
 def test_a_package_signed_by_an_unpinned_key_is_refused(make_device: DeviceFactory) -> None:

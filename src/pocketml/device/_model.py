@@ -294,7 +294,7 @@ class LocalModel:
         """The local answer, marked ``fallback``, after the cloud failed (error recorded)."""
         local = snap.local
         assert local is not None
-        self._telemetry.emit_error(self.name, local.version, "cloud", str(exc))
+        self._telemetry.emit_error(self.name, local.version, "cloud", str(exc), exc.code)
         probs, index, confidence = scored
         return self._finish(
             snap, "fallback", local.version, local.variant, probs, index, confidence, started, pid
@@ -312,7 +312,7 @@ class LocalModel:
         return self._fallback(snap, started, pid, exc, self._score(arr, snap))
 
     def _unavailable(self, exc: Unavailable) -> Unavailable:
-        self._telemetry.emit_error(self.name, None, "cloud", str(exc))
+        self._telemetry.emit_error(self.name, None, "cloud", str(exc), exc.code)
         return Unavailable(
             f"cannot predict with {self.name!r}: no local model is available (not downloaded "
             "yet, or it failed to load: call Device.sync() on a network that the download "

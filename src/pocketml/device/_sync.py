@@ -123,7 +123,7 @@ def failed_sync(
     typed = error if isinstance(error, PocketMLError) else PocketMLError(str(error))
     message = f"{entry.name} v{entry.version}: {reason} failed: {typed}"
     if MODEL_NAME.fullmatch(entry.name):  # an unreadable entry has no model to report on
-        ctx.emit(error_event(entry.name, entry.version, _EVENT_STAGE[reason], message))
+        ctx.emit(error_event(entry.name, entry.version, _EVENT_STAGE[reason], message, typed.code))
     return ModelSync(
         model=entry.name,
         status="failed",

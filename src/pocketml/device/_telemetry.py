@@ -49,9 +49,15 @@ class FlushReport:
     error: str | None = None
 
 
-def error_event(model: str, version: int | None, stage: str, message: str) -> dict[str, Any]:
-    """An ``error`` telemetry event (the message cut to the server's 500 characters)."""
-    return {
+def error_event(
+    model: str, version: int | None, stage: str, message: str, code: str | None = None
+) -> dict[str, Any]:
+    """An ``error`` telemetry event (the message cut to the server's 500 characters).
+
+    ``code`` is the failure's ``pocketml.errors`` code (``PocketMLError.code``), so the
+    server can count failures by cause without reading messages.
+    """
+    event: dict[str, Any] = {
         "type": "error",
         "ts": time.time(),
         "model": model,
@@ -59,6 +65,9 @@ def error_event(model: str, version: int | None, stage: str, message: str) -> di
         "stage": stage,
         "message": message[:500],
     }
+    if code is not None:
+        event["code"] = code
+    return event
 
 
 class DeviceTelemetry:
@@ -107,9 +116,11 @@ class DeviceTelemetry:
         if len(self._events) + len(self._buffer) >= BUFFER_LIMIT:
             self._wake_writer()
 
-    def emit_error(self, model: str, version: int | None, stage: str, message: str) -> None:
+    def emit_error(
+        self, model: str, version: int | None, stage: str, message: str, code: str | None = None
+    ) -> None:
         """Buffer an ``error`` event."""
-        self.emit(error_event(model, version, stage, message))
+        self.emit(error_event(model, version, stage, message, code))
 
     def register_prefix(self, prefix: str, model: str, version: int | None) -> None:
         """Remember that prediction ids starting with ``prefix`` are ``model`` ``version``."""
