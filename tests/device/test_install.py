@@ -1,27 +1,23 @@
-"""``pip install 'pocketml[device]'`` in a fresh venv imports no heavy framework."""
+"""``pip install 'pocketml[device]'`` in a fresh venv: exactly the extra's dependencies
+install, and the SDK imports no heavy framework and no pydantic or typer."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DEVICE_DEPS = [
-    "numpy",
-    "pydantic",
-    "pydantic-settings",
-    "typer",
-    "rich",
-    "onnxruntime",
-    "httpx",
-    "cryptography",
-]
+# What `pip install 'pocketml[device]'` asks for, read from pyproject.toml (the one home).
+_PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+DEVICE_DEPS = [*_PROJECT["dependencies"], *_PROJECT["optional-dependencies"]["device"]]
 CHECK = (
     "import sys, pocketml.device; "
-    "heavy = {'torch', 'fastapi', 'sqlalchemy', 'sklearn', 'onnx'} & set(sys.modules); "
+    "heavy = {'torch', 'fastapi', 'sqlalchemy', 'sklearn', 'onnx', 'pydantic', 'typer', "
+    "'pyarrow'} & set(sys.modules); "
     "assert not heavy, heavy; print('ok')"
 )
 
