@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
 import time
 from pathlib import Path
@@ -66,6 +67,9 @@ def test_queued_events_survive_a_restart_and_arrive_exactly_once(
     assert (report.sent, report.duplicates, report.pending) == (6, 1, 0)
     batch_ids = [json.loads(r.content)["batch_id"] for r in transport.requests if _is_telemetry(r)]
     assert len(batch_ids) == 2 and batch_ids[0] == batch_ids[1]
+    # every batch says when the device sent it, for the server's clock-skew correction
+    dates = [r.headers.get("date") for r in transport.requests if _is_telemetry(r)]
+    assert all(email.utils.parsedate_to_datetime(d).tzinfo is not None for d in dates), dates
     assert _stored_inferences(shipped) == 5
 
 

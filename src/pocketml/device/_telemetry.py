@@ -10,6 +10,7 @@ the queue and a way to read its id.
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import threading
 import time
@@ -180,7 +181,10 @@ class DeviceTelemetry:
                 "events": batch.events,
             }
             try:
-                response = self._http.request("POST", "/v1/telemetry", json=body)
+                # Date: the device clock at sending, so the server can correct the
+                # events' timestamps when this clock is off (docs/protocol.md, Clock skew).
+                date = {"Date": email.utils.formatdate(usegmt=True)}
+                response = self._http.request("POST", "/v1/telemetry", json=body, headers=date)
             except PayloadTooLarge:
                 if len(batch.events) == 1:  # a single event too large for the server
                     self.queue.reject(batch.batch_id)
