@@ -105,7 +105,7 @@ def simulate(
     columns = [
         Column("device", is_name=True),
         Column("class", is_name=True),
-        Column("network"),
+        Column("network", priority=4),
         Column("variant", is_name=True),
         Column("sync", wraps=True),
         Column("resumed", priority=2),
