@@ -11,6 +11,7 @@ for ``/healthz``, as a person does by reading the server's first line.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -122,10 +123,8 @@ def test_every_tour_command_works_in_order(tmp_path: Path) -> None:
     finally:
         pid_file = root / "server.pid"
         if pid_file.is_file():  # the tour's `kill %1` did not run: stop the server here
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid_file.read_text()), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     out = result.stdout
     assert "cnn-small-onnx-fp32" in out  # build's variant table, names whole at 80 columns

@@ -95,4 +95,5 @@ def test_help_copies_agree_with_the_library() -> None:
     assert tuple(_convert.ORT_PLATFORMS) == tuple(ORT_PLATFORMS)
     assert tuple(_convert.TARGETS) == tuple(TARGETS)
     assert _demo.CHAPTERS == CHAPTERS
-    assert _train.ARCHITECTURES == (*TORCH_ARCHITECTURES, *SKLEARN_ARCHITECTURES)
+    expected = (*TORCH_ARCHITECTURES, *SKLEARN_ARCHITECTURES)
+    assert expected == _train.ARCHITECTURES

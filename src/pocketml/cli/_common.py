@@ -42,9 +42,7 @@ def split_csv_option(value: str, option: str, allowed: Iterable[str]) -> list[st
     return items
 
 
-def print_table(
-    title: str, columns: Sequence[str | Column], rows: Iterable[Sequence[Any]]
-) -> None:
+def print_table(title: str, columns: Sequence[str | Column], rows: Iterable[Sequence[Any]]) -> None:
     """Print rows as a Rich table that fits the terminal (``pocketml._tables``).
 
     A plain string column is text that wraps, except the first one: that is the row's name

@@ -127,9 +127,7 @@ def start(
 
 @rollout_app.command("status")
 def status(
-    rollout_id: str | None = typer.Argument(
-        None, help=ROLLOUT_REF_HELP + " Omit to list them."
-    ),
+    rollout_id: str | None = typer.Argument(None, help=ROLLOUT_REF_HELP + " Omit to list them."),
     server: str = ServerOption,
     token: str | None = TokenOption,
 ) -> None:

@@ -117,17 +117,19 @@ def simulate(
     for result in report.devices:
         lat = sorted(result.latencies_ms)
         sources = result.sources
-        rows.append((
-            result.device.name,
-            result.device.device_class,
-            result.device.network,
-            result.variant or "-",
-            result.sync,
-            "yes" if result.resumed else "",
-            f"{sources['local']}/{sources['cloud']}/{sources['fallback']}/{sources['unavailable']}",
-            f"{lat[len(lat) // 2]:.1f}" if lat else "-",
-            str(result.telemetry_sent),
-        ))
+        rows.append(
+            (
+                result.device.name,
+                result.device.device_class,
+                result.device.network,
+                result.variant or "-",
+                result.sync,
+                "yes" if result.resumed else "",
+                f"{sources['local']}/{sources['cloud']}/{sources['fallback']}/{sources['unavailable']}",
+                f"{lat[len(lat) // 2]:.1f}" if lat else "-",
+                str(result.telemetry_sent),
+            )
+        )
     print_table(f"{devices} devices on {', '.join(networks)}", columns, rows)
     totals = report.totals()
     p50, p95 = totals["latency_p50_ms"], totals["latency_p95_ms"]
