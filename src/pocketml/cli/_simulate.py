@@ -16,8 +16,8 @@ from pathlib import Path
 
 import typer
 
-from pocketml._tables import Column
-from pocketml.cli._common import console, print_table, split_csv_option
+from pocketml._tables import Column, fitted_table
+from pocketml.cli._common import console, split_csv_option
 from pocketml.errors import InvalidInput
 
 __all__ = ["simulate"]
@@ -130,7 +130,8 @@ def simulate(
                 str(result.telemetry_sent),
             )
         )
-    print_table(f"{devices} devices on {', '.join(networks)}", columns, rows)
+    title = f"{devices} devices on {', '.join(networks)}"
+    console.print(fitted_table(title, columns, rows, console.width))
     totals = report.totals()
     p50, p95 = totals["latency_p50_ms"], totals["latency_p95_ms"]
     console.print(
