@@ -1,4 +1,4 @@
-"""Rich tables of benchmark results and of estimates on device profiles."""
+"""Rich tables of benchmark results that stay readable at 80 columns (names never cut)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from pocketml._tables import Column, fitted_table
 from pocketml.bench.benchmark import BenchmarkResult
 
 __all__ = ["print_results", "results_table"]
@@ -16,25 +17,44 @@ def _fmt(value: float | None, digits: int = 2, scale: float = 1.0) -> str:
     return "—" if value is None else f"{value * scale:.{digits}f}"
 
 
-def results_table(results: Sequence[BenchmarkResult], title: str = "Benchmark") -> Table:
-    """Build a Rich table with one row per variant.
+# Importance at a narrow width: 0 always stays; higher numbers are dropped first. Size,
+# p95 latency and accuracy decide a selection (pocketml.optimize), so they stay longest.
+_COLUMNS = (
+    Column("variant", is_name=True),
+    Column("format", priority=2),
+    Column("precision", is_name=True),
+    Column("size MB", "right"),
+    Column("zip MB", "right", priority=6),
+    Column("load ms", "right", priority=7),
+    Column("p50 ms", "right", priority=5),
+    Column("p95 ms", "right"),
+    Column("p99 ms", "right", priority=8),
+    Column("batch-32/s", "right", priority=9),
+    Column("peak MB", "right", priority=4),
+    Column("acc %", "right"),
+    Column("F1 %", "right", priority=3),
+    Column("agree %", "right", priority=1),
+    Column("note", wraps=True),
+)
+_WIDE = 200
+
+
+def results_table(
+    results: Sequence[BenchmarkResult], title: str = "Benchmark", width: int = _WIDE
+) -> Table:
+    """Build a Rich table with one row per variant that fits ``width`` columns.
 
     Args:
         results: benchmark results.
         title: the table's title.
+        width: the terminal width; narrower drops the less important columns (named in
+            the caption), never the variant names.
 
     Returns:
         The table; size-only rows (Core ML) show "—" and say why in the note column.
     """
-    table = Table(title=title)
-    for column in ("variant", "format", "precision", "size MB", "zip MB", "load ms"):
-        table.add_column(column, justify="left" if column == "variant" else "right")
-    for column in ("p50 ms", "p95 ms", "p99 ms", "batch-32/s", "peak MB", "acc %", "F1 %"):
-        table.add_column(column, justify="right")
-    table.add_column("agree %", justify="right")
-    table.add_column("note")
-    for r in results:
-        table.add_row(
+    rows = [
+        (
             r.name,
             r.model_format,
             r.precision if r.method in ("none", r.precision) else f"{r.precision} {r.method}",
@@ -51,7 +71,9 @@ def results_table(results: Sequence[BenchmarkResult], title: str = "Benchmark") 
             _fmt(r.agreement, 2, 100),
             r.note,
         )
-    return table
+        for r in results
+    ]
+    return fitted_table(title, _COLUMNS, rows, width)
 
 
 def print_results(
@@ -64,4 +86,5 @@ def print_results(
         console: where to print.
         title: the table's title.
     """
-    (console or Console()).print(results_table(results, title))
+    console = console or Console()
+    console.print(results_table(results, title, width=console.width))

@@ -13,17 +13,21 @@ with exit code 2.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+from pocketml._tables import Column
 from pocketml.cli._common import console, existing_path, print_table
 from pocketml.errors import InvalidInput
-from pocketml.server.client import AdminClient
-from pocketml.server.schemas import DeviceKeyPublic, VersionPublic
+
+if TYPE_CHECKING:  # the client pulls in httpx and pydantic: only commands that talk need it
+    from pocketml.server.client import AdminClient
+    from pocketml.server.schemas import DeviceKeyPublic, VersionPublic
 
 __all__ = ["app_app", "device_keys_app", "keys_app", "models_app", "push", "versions_app"]
 
@@ -61,6 +65,8 @@ TokenOption = typer.Option(
 
 
 def _client(server: str, token: str | None) -> AdminClient:
+    from pocketml.server.client import AdminClient
+
     if not token:
         raise InvalidInput(
             "no token given; pass --token or set POCKETML_TOKEN (an app's admin token, or "
@@ -72,12 +78,25 @@ def _client(server: str, token: str | None) -> AdminClient:
 @app_app.command("create")
 def create_tenant_app(
     name: str = typer.Argument(..., help="App name, unique on the server."),
+    env_file: Path | None = typer.Option(
+        None,
+        "--env-file",
+        help="Also write `export POCKETML_TOKEN=...` and `export POCKETML_DEVICE_KEY=...` "
+        "here (mode 0600) for a shell to source: `. ./FILE`.",
+    ),
     server: str = ServerOption,
     token: str | None = TokenOption,
 ) -> None:
     """Create an app; prints its admin token and device key ONCE."""
+    if env_file is not None and env_file.exists():
+        raise InvalidInput(
+            f"{env_file} already exists; it may hold another app's tokens. "
+            "Pass a new --env-file path or remove the old file first."
+        )
     with _client(server, token) as client:
         created = client.create_app(name)
+    if env_file is not None:
+        _write_env_file(env_file, created.admin_token, created.device_key)
     print_table(
         f"App {created.app.name} created — store these now, they are not shown again",
         ["field", "value"],
@@ -89,6 +108,14 @@ def create_tenant_app(
             ("public key", created.app.public_keys.get(created.app.signing_key_id, "")),
         ],
     )
+
+
+def _write_env_file(path: Path, admin_token: str, device_key: str) -> None:
+    """Write the app's secrets as shell exports, readable by the owner only."""
+    text = f"export POCKETML_TOKEN={admin_token}\nexport POCKETML_DEVICE_KEY={device_key}\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def push(
@@ -113,7 +140,14 @@ def push(
         )
     print_table(
         f"{version.model} v{version.version} ({version.stage})",
-        ["variant", "format", "precision", "size", "package", "encrypted"],
+        [
+            Column("variant", is_name=True),
+            Column("format"),
+            Column("precision", is_name=True),
+            Column("size", "right"),
+            Column("package", priority=2),
+            Column("encrypted", priority=1),
+        ],
         [
             (
                 v.name,
@@ -183,7 +217,13 @@ def revoke_key(
 def _print_device_keys(title: str, keys: Sequence[DeviceKeyPublic]) -> None:
     print_table(
         title,
-        ["key id", "status", "created", "expires", "revoked"],
+        [
+            Column("key id", is_name=True),
+            Column("status"),
+            Column("created", priority=3),
+            Column("expires", priority=1),
+            Column("revoked", priority=2),
+        ],
         [
             (
                 k.key_id,
@@ -387,7 +427,13 @@ def promote(
 def _print_versions(title: str, versions: Sequence[VersionPublic]) -> None:
     print_table(
         title,
-        ["version", "stage", "variants", "metrics", "created"],
+        [
+            Column("version", "right"),
+            Column("stage"),
+            Column("variants", is_name=True),
+            Column("metrics", is_name=True),
+            Column("created", priority=1),
+        ],
         [
             (
                 v.version,

@@ -9,12 +9,9 @@ from pathlib import Path
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from pocketml.bench import BUILTIN_PROFILES, Benchmark, Variant, print_results
+from pocketml._tables import Column
 from pocketml.cli._common import console, existing_path, print_table
 from pocketml.errors import InvalidInput
-from pocketml.optimize import print_selections
-from pocketml.optimize.config import load_build_config
-from pocketml.optimize.pipeline import run_build
 
 
 def build(
@@ -22,6 +19,11 @@ def build(
     out: Path = typer.Option(Path("build-out"), "--out", "-o", help="Directory for every output."),
 ) -> None:
     """Data -> model -> convert -> quantize -> benchmark -> select, from one config file."""
+    from pocketml.bench import print_results
+    from pocketml.optimize import print_selections
+    from pocketml.optimize.config import load_build_config
+    from pocketml.optimize.pipeline import run_build
+
     config = load_build_config(config_path)
     with Progress(
         SpinnerColumn(),
@@ -43,7 +45,8 @@ def build(
     notes = [(v.name, "flagged", "; ".join(v.flags)) for v in outcome.variants if v.flags]
     notes += [(s.name, "not built", s.reason) for s in outcome.skipped]
     if notes:
-        print_table("Variants not built or flagged", ["variant", "status", "reason"], notes)
+        columns = [Column("variant", is_name=True), Column("status"), Column("reason", wraps=True)]
+        print_table("Variants not built or flagged", columns, notes)
     print_selections(list(outcome.selections), console=console)
     console.print(
         f"Wrote {len(outcome.variants)} variants, build.json, benchmarks.json"
@@ -108,6 +111,7 @@ def bench(
     iterations: int = typer.Option(200, "--iterations", min=5),
 ) -> None:
     """Benchmark every runnable variant of a build directory on held-out data."""
+    from pocketml.bench import BUILTIN_PROFILES, Benchmark, Variant, print_results
     from pocketml.data import load_dataset
     from pocketml.schema import ModelSchema
 

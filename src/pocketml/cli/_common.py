@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
+from pocketml._tables import Column, fitted_table
 from pocketml.errors import InvalidInput, NotFound
 
 console = Console()
@@ -42,14 +42,23 @@ def split_csv_option(value: str, option: str, allowed: Iterable[str]) -> list[st
     return items
 
 
-def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Print rows as a Rich table."""
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
-    console.print(table)
+def print_table(title: str, columns: Sequence[str | Column], rows: Iterable[Sequence[Any]]) -> None:
+    """Print rows as a Rich table that fits the terminal (``pocketml._tables``).
+
+    A plain string column is text that wraps, except the first one: that is the row's name
+    (a variant, model, metric, field) and shows whole. Pass a ``Column`` to say more, e.g.
+    which columns may be dropped at a narrow width.
+    """
+    specs = [
+        column
+        if isinstance(column, Column)
+        else Column(column, is_name=True)
+        if i == 0
+        else Column(column, wraps=True)
+        for i, column in enumerate(columns)
+    ]
+    cells = [tuple("" if cell is None else str(cell) for cell in row) for row in rows]
+    console.print(fitted_table(title, specs, cells, console.width))
 
 
 def print_json(data: Any) -> None:

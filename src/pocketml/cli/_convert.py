@@ -9,11 +9,13 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from pocketml.cli._common import console, existing_path, print_table, split_csv_option
-from pocketml.convert import DEFAULT_OPSET, ORT_PLATFORMS, TARGETS, convert_model
-from pocketml.convert.build import VariantGroup, write_build
-from pocketml.data import load_dataset
 from pocketml.errors import InvalidInput
-from pocketml.train import TrainedModel, model_inputs
+from pocketml.protocol import FORMAT_NAMES as TARGETS
+
+# Copies of pocketml.convert's defaults for --help, which must not import the converters
+# (onnx, torch); tests/cli/test_startup.py checks they agree.
+DEFAULT_OPSET = 17
+ORT_PLATFORMS = ("arm", "amd64")
 
 
 def convert(
@@ -34,6 +36,11 @@ def convert(
     role: str = typer.Option("device", "--role", help="'device' or 'cloud' (hybrid inference)."),
 ) -> None:
     """Convert a trained model and check every file against it on held-out samples."""
+    from pocketml.convert import convert_model
+    from pocketml.convert.build import VariantGroup, write_build
+    from pocketml.data import load_dataset
+    from pocketml.train import TrainedModel, model_inputs
+
     targets = split_csv_option(to, "--to", TARGETS)
     existing_path(model_dir, "model directory")
     model = TrainedModel.load(model_dir)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from pocketml.cli._common import console, existing_path, print_json, print_table
-from pocketml.data import load_dataset, read_table, validate_dataset, validate_table
 from pocketml.errors import InvalidInput
-from pocketml.schema import ModelSchema
 
 app = typer.Typer(help="Inspect and validate datasets.", no_args_is_help=True)
 
@@ -24,6 +21,10 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Show a dataset's size, shape, classes and content fingerprint."""
+    import numpy as np
+
+    from pocketml.data import load_dataset
+
     dataset = load_dataset(source, target=target)
     counts = np.bincount(dataset.labels, minlength=dataset.num_classes)
     facts = {
@@ -52,6 +53,9 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
 ) -> None:
     """Check data against a schema; list every violation with its row (exit 2 if any)."""
+    from pocketml.data import load_dataset, read_table, validate_dataset, validate_table
+    from pocketml.schema import ModelSchema
+
     schema = ModelSchema.from_json(existing_path(schema_path, "schema file").read_text())
     path = Path(source)
     if path.suffix.lower() in {".csv", ".parquet", ".pq"}:

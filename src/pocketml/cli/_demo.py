@@ -7,8 +7,19 @@ from pathlib import Path
 import typer
 
 from pocketml.cli._common import console
-from pocketml.demo import CHAPTERS, run_demo
 
+# A copy of pocketml.demo.CHAPTERS for --help, which must not import the demo (it imports
+# the server and every build stage); tests/cli/test_startup.py checks they agree.
+CHAPTERS = {
+    1: "Data",
+    2: "Train",
+    3: "Convert",
+    4: "Optimize",
+    5: "Ship",
+    6: "Run on devices",
+    7: "Ship safely",
+    8: "Hold the line",
+}
 _CHAPTER_HELP = "Show only this chapter (repeat for several): " + ", ".join(
     f"{number} {name}" for number, name in CHAPTERS.items()
 )
@@ -24,4 +35,6 @@ def demo(
     ),
 ) -> None:
     """Run pocketml end to end on the digits data and write DIR/report.json."""
+    from pocketml.demo import run_demo
+
     run_demo(out, console=console, chapters=chapter or None)

@@ -9,18 +9,46 @@ runs A/B experiments.
 
 from __future__ import annotations
 
+import re
+from typing import TYPE_CHECKING
+
 import typer
 
+from pocketml._tables import Column
 from pocketml.cli._admin import ServerOption, TokenOption, _client
 from pocketml.cli._common import console, print_table
-from pocketml.errors import InvalidInput
-from pocketml.server.schemas_rollouts import ExperimentPublic, RolloutPublic
+from pocketml.errors import InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from pocketml.server.client import AdminClient
+    from pocketml.server.schemas_rollouts import ExperimentPublic, RolloutPublic
 
 __all__ = ["experiment_app", "rollout_app"]
 
 rollout_app = typer.Typer(
     help="Staged rollouts with guardrails (see docs/rollouts.md).", no_args_is_help=True
 )
+
+
+_ROLLOUT_ID = re.compile(r"[0-9a-f]{32}")
+ROLLOUT_REF_HELP = "A rollout id, or a model name for that model's active rollout."
+
+
+def _rollout_id(client: AdminClient, ref: str) -> str:
+    """Return ``ref`` if it is a rollout id, else the id of model ``ref``'s active rollout."""
+    if _ROLLOUT_ID.fullmatch(ref):
+        return ref
+    ids = [r.id for r in client.list_rollouts(active=True).items if r.model == ref]
+    if not ids:
+        raise NotFound(
+            f"no active rollout of a model named {ref!r} (and it is not a rollout id). "
+            "`pocketml rollout status` lists the rollouts with their ids."
+        )
+    if len(ids) > 1:
+        raise InvalidInput(
+            f"model {ref!r} has {len(ids)} active rollouts ({', '.join(ids)}); pass one id."
+        )
+    return ids[0]
 
 
 def _fmt(value: float | None) -> str:
@@ -46,7 +74,16 @@ def _show(rollout: RolloutPublic) -> None:
     if rollout.metrics:
         print_table(
             "Guardrails (candidate vs control, since the step started)",
-            ["metric", "candidate", "control", "n cand/ctrl", "threshold", "test", "p", "verdict"],
+            [
+                Column("metric", is_name=True),
+                Column("candidate", "right"),
+                Column("control", "right"),
+                Column("n cand/ctrl", "right", priority=2),
+                Column("threshold", "right", priority=3),
+                Column("test", is_name=True, priority=1),
+                Column("p", "right"),
+                Column("verdict"),
+            ],
             [
                 (
                     m.metric,
@@ -90,19 +127,27 @@ def start(
 
 @rollout_app.command("status")
 def status(
-    rollout_id: str | None = typer.Argument(None, help="A rollout id; omit to list them."),
+    rollout_id: str | None = typer.Argument(None, help=ROLLOUT_REF_HELP + " Omit to list them."),
     server: str = ServerOption,
     token: str | None = TokenOption,
 ) -> None:
     """List rollouts, or show one with its guardrail metrics."""
     with _client(server, token) as client:
         if rollout_id is not None:
-            _show(client.show_rollout(rollout_id))
+            _show(client.show_rollout(_rollout_id(client, rollout_id)))
             return
         items = client.list_rollouts().items
     print_table(
         "Rollouts",
-        ["id", "model", "candidate", "control", "state", "percent", "breaches"],
+        [
+            Column("id", is_name=True),
+            Column("model", is_name=True),
+            Column("candidate", "right", priority=2),
+            Column("control", "right", priority=3),
+            Column("state"),
+            Column("percent", "right"),
+            Column("breaches", is_name=True, priority=1),
+        ],
         [
             (
                 r.id,
@@ -120,13 +165,13 @@ def status(
 
 def _move(action: str) -> None:
     def command(
-        rollout_id: str = typer.Argument(..., help="The rollout id."),
+        rollout_id: str = typer.Argument(..., help=ROLLOUT_REF_HELP),
         reason: str = typer.Option("", "--reason", help="Why (kept in the audit log)."),
         server: str = ServerOption,
         token: str | None = TokenOption,
     ) -> None:
         with _client(server, token) as client:
-            rollout = client.move_rollout(rollout_id, action, reason)
+            rollout = client.move_rollout(_rollout_id(client, rollout_id), action, reason)
         console.print(f"rollout {rollout.id}: {action} -> {rollout.state} at {rollout.percent:g}%")
 
     command.__doc__ = f"{action.capitalize()} a rollout."
@@ -149,7 +194,15 @@ def audit(
         entries = client.audit(subject=rollout_id, limit=limit).items
     print_table(
         "Audit log",
-        ["at", "rollout", "action", "from", "to", "actor", "reason"],
+        [
+            Column("at", priority=2),
+            Column("rollout", is_name=True),
+            Column("action"),
+            Column("from", priority=3),
+            Column("to"),
+            Column("actor", priority=1),
+            Column("reason", wraps=True),
+        ],
         [
             (
                 e.at.isoformat(timespec="seconds"),
@@ -175,7 +228,15 @@ def _show_experiment(experiment: ExperimentPublic) -> None:
     print_table(
         f"Experiment {experiment.id} — {experiment.model}, metric {experiment.metric}, "
         f"{experiment.state}",
-        ["arm", "version", "weight", "n", "value", "diff vs control", "95 % CI"],
+        [
+            Column("arm", is_name=True),
+            Column("version", "right"),
+            Column("weight", "right", priority=2),
+            Column("n", "right"),
+            Column("value", "right"),
+            Column("diff vs control", "right", priority=1),
+            Column("95 % CI", "right"),
+        ],
         [
             (
                 a.name,

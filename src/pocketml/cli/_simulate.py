@@ -1,7 +1,8 @@
 """``pocketml simulate``: a fleet of virtual devices on simulated networks against a server.
 
-With ``--server``/``--device-key`` it targets a running server whose app already has the
-model. Without them it starts a server in-process (SQLite, a temporary home), creates an
+With ``--server``/``--device-key`` (or ``POCKETML_SERVER_URL``/``POCKETML_DEVICE_KEY``, which
+``pocketml app create --env-file`` writes) it targets a running server whose app already has
+the model. Without them it starts a server in-process (SQLite, a temporary home), creates an
 app and pushes the small deterministic demo build (like ``pocketml demo``'s ship step).
 """
 
@@ -14,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
+from pocketml._tables import Column, fitted_table
 from pocketml.cli._common import console, split_csv_option
 from pocketml.errors import InvalidInput
 
@@ -54,8 +55,15 @@ def simulate(
     network: str = typer.Option(
         "lossy", "--network", help="Profile(s), comma-separated: wifi, 4g, 3g, lossy, offline."
     ),
-    server: str | None = typer.Option(None, "--server", help="Server URL (default: in-process)."),
-    device_key: str | None = typer.Option(None, "--device-key", help="The app's device key."),
+    server: str | None = typer.Option(
+        None,
+        "--server",
+        envvar="POCKETML_SERVER_URL",
+        help="Server URL (default: a server started in-process with a demo model).",
+    ),
+    device_key: str | None = typer.Option(
+        None, "--device-key", envvar="POCKETML_DEVICE_KEY", help="The app's device key."
+    ),
     model: str = typer.Option("digits", "--model", help="Model to sync and predict with."),
     predictions: int = typer.Option(20, "--predictions", min=1, help="Predictions per device."),
     seed: int = typer.Option(0, "--seed", help="Seed of every simulated network."),
@@ -73,7 +81,11 @@ def simulate(
 
     networks = split_csv_option(network, "--network", PROFILES)
     if (server is None) != (device_key is None):
-        raise InvalidInput("pass both --server and --device-key, or neither (in-process demo)")
+        raise InvalidInput(
+            "pass both --server and --device-key (or set POCKETML_SERVER_URL and "
+            "POCKETML_DEVICE_KEY), or neither for an in-process demo server; got only "
+            f"{'--server' if device_key is None else '--device-key'}."
+        )
     fleet = make_fleet(devices, networks, seed=seed)
     inputs = demo_inputs(predictions, seed=seed)
     with tempfile.TemporaryDirectory(prefix="pocketml-simulate-") as tmp:
@@ -90,34 +102,36 @@ def simulate(
                 report = run_fleet(
                     url, key, fleet, inputs, work / "devices", model=model, workers=workers
                 )
-    table = Table(title=f"{devices} devices on {', '.join(networks)}", title_justify="left")
-    for column in (
-        "device",
-        "class",
-        "network",
-        "variant",
-        "sync",
-        "resumed",
-        "local/cloud/fallback/failed",
-        "p50 ms",
-        "telemetry",
-    ):
-        table.add_column(column)
+    columns = [
+        Column("device", is_name=True),
+        Column("class", is_name=True),
+        Column("network", priority=4),
+        Column("variant", is_name=True),
+        Column("sync", wraps=True),
+        Column("resumed", priority=2),
+        Column("local/cloud/fallback/failed", "right", priority=1),
+        Column("p50 ms", "right"),
+        Column("telemetry", "right", priority=3),
+    ]
+    rows = []
     for result in report.devices:
         lat = sorted(result.latencies_ms)
         sources = result.sources
-        table.add_row(
-            result.device.name,
-            result.device.device_class,
-            result.device.network,
-            result.variant or "-",
-            result.sync,
-            "yes" if result.resumed else "",
-            f"{sources['local']}/{sources['cloud']}/{sources['fallback']}/{sources['unavailable']}",
-            f"{lat[len(lat) // 2]:.1f}" if lat else "-",
-            str(result.telemetry_sent),
+        rows.append(
+            (
+                result.device.name,
+                result.device.device_class,
+                result.device.network,
+                result.variant or "-",
+                result.sync,
+                "yes" if result.resumed else "",
+                f"{sources['local']}/{sources['cloud']}/{sources['fallback']}/{sources['unavailable']}",
+                f"{lat[len(lat) // 2]:.1f}" if lat else "-",
+                str(result.telemetry_sent),
+            )
         )
-    console.print(table)
+    title = f"{devices} devices on {', '.join(networks)}"
+    console.print(fitted_table(title, columns, rows, console.width))
     totals = report.totals()
     p50, p95 = totals["latency_p50_ms"], totals["latency_p95_ms"]
     console.print(

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import typer
 
+from pocketml._tables import Column
 from pocketml.cli._admin import ServerOption, TokenOption, _client
 from pocketml.cli._common import console, print_table
 from pocketml.errors import InvalidInput
@@ -56,16 +57,16 @@ def metrics(
     print_table(
         f"{model}: telemetry per version and device class",
         [
-            "version",
-            "device class",
-            "inferences",
-            "errors",
-            "p50 ms",
-            "p95 ms",
-            "cloud",
-            "fallback",
-            "confidence",
-            "accuracy (n)",
+            Column("version", is_name=True),
+            Column("device class", is_name=True),
+            Column("inferences", "right"),
+            Column("errors", "right"),
+            Column("p50 ms", "right", priority=3),
+            Column("p95 ms", "right"),
+            Column("cloud", "right", priority=2),
+            Column("fallback", "right", priority=4),
+            Column("confidence", "right", priority=1),
+            Column("accuracy (n)", "right"),
         ],
         [
             (

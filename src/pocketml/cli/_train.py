@@ -8,17 +8,18 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pocketml.cli._common import console, print_table
-from pocketml.data import load_dataset, parse_augmentations
-from pocketml.train import (
-    SKLEARN_ARCHITECTURES,
-    TORCH_ARCHITECTURES,
-    TrainConfig,
-)
-from pocketml.train import (
-    train as run_training,
-)
 
-ARCH_HELP = f"One of {', '.join((*TORCH_ARCHITECTURES, *SKLEARN_ARCHITECTURES))}."
+# A copy of pocketml.train's architecture names for --help, which must not import the
+# trainers (numpy, torch, scikit-learn); tests/cli/test_startup.py checks they agree.
+ARCHITECTURES = (
+    "mlp",
+    "cnn-small",
+    "cnn-large",
+    "logistic-regression",
+    "random-forest",
+    "sklearn-mlp",
+)
+ARCH_HELP = f"One of {', '.join(ARCHITECTURES)}."
 
 
 def train(
@@ -41,6 +42,10 @@ def train(
     name: str | None = typer.Option(None, "--name", help="Model name in the schema."),
 ) -> None:
     """Train a model, evaluate it on the held-out split, save it with run.json."""
+    from pocketml.data import load_dataset, parse_augmentations
+    from pocketml.train import TrainConfig
+    from pocketml.train import train as run_training
+
     config = TrainConfig(
         seed=seed,
         epochs=epochs,

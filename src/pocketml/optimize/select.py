@@ -291,32 +291,43 @@ def _distance(checks: Sequence[BudgetCheck]) -> float:
     return total
 
 
-def selections_table(selections: Sequence[Selection]) -> Any:
+def selections_table(selections: Sequence[Selection], width: int = 200) -> Any:
     """A Rich table with one row per profile: chosen variant, estimate, explanation.
 
     Args:
         selections: the output of :meth:`VariantSelector.select`.
+        width: the terminal width to fit; profile and variant names always show whole.
 
     Returns:
         A ``rich.table.Table``.
     """
-    from rich.table import Table
+    from pocketml._tables import Column, fitted_table
 
-    table = Table(title="Variant per device profile (latency estimated from this host)")
-    for column in ("profile", "variant", "format", "size MB", "acc %", "est. p95 ms", "why"):
-        table.add_column(column, overflow="fold")
+    columns = (
+        Column("profile", is_name=True),
+        Column("variant", is_name=True),
+        Column("format", priority=1),
+        Column("size MB", "right"),
+        Column("acc %", "right"),
+        Column("est. p95 ms", "right"),
+        Column("why", wraps=True),
+    )
+    rows = []
     for s in selections:
         v = s.variant
-        table.add_row(
-            s.profile.name,
-            v.name if v else "[red]none[/red]",
-            v.model_format if v else "—",
-            f"{v.size_mb:.3f}" if v else "—",
-            f"{v.accuracy * 100:.2f}" if v and v.accuracy is not None else "—",
-            f"{s.estimated_p95_ms:.3g}" if s.estimated_p95_ms is not None else "—",
-            s.explanation,
+        rows.append(
+            (
+                s.profile.name,
+                v.name if v else "none",
+                v.model_format if v else "—",
+                f"{v.size_mb:.3f}" if v else "—",
+                f"{v.accuracy * 100:.2f}" if v and v.accuracy is not None else "—",
+                f"{s.estimated_p95_ms:.3g}" if s.estimated_p95_ms is not None else "—",
+                s.explanation,
+            )
         )
-    return table
+    title = "Variant per device profile (latency estimated from this host)"
+    return fitted_table(title, columns, rows, width)
 
 
 def print_selections(selections: Sequence[Selection], console: Any = None) -> None:
@@ -328,7 +339,8 @@ def print_selections(selections: Sequence[Selection], console: Any = None) -> No
     """
     from rich.console import Console
 
-    (console or Console()).print(selections_table(selections))
+    console = console or Console()
+    console.print(selections_table(selections, width=console.width))
 
 
 def plot_variants(results: Sequence[BenchmarkResult], path: Path | str) -> Path:
