@@ -40,7 +40,8 @@ def main(out: Path) -> Path:
     x, y = make_table()
     path = out / "churn.csv"
     rows = [",".join((*FEATURES, "churn"))]
-    rows += [",".join([*(f"{v:g}" for v in row), "yes" if label else "no"]) for row, label in zip(x, y)]
+    for row, label in zip(x, y, strict=True):
+        rows.append(",".join([*(f"{v:g}" for v in row), "yes" if label else "no"]))
     path.write_text("\n".join(rows) + "\n")
     print(f"wrote {path}: {len(y)} rows of {len(FEATURES)} features (NC), label 'churn'")
     return path

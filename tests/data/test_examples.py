@@ -50,7 +50,11 @@ def test_each_example_config_loads_its_generated_data_in_its_layout(
 ) -> None:
     config = load_build_config(_example(name, tmp_path))
     data = load_dataset(config.data.source, target=config.data.target, shape=config.data.shape)
-    assert (data.layout, data.sample_shape, len(data.class_names)) == (layout, sample_shape, classes)
+    assert (data.layout, data.sample_shape, len(data.class_names)) == (
+        layout,
+        sample_shape,
+        classes,
+    )
     assert len(data) == 600
     parse_augmentations(config.train.augment, layout=layout)  # refuses a misfit
 

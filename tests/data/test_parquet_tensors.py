@@ -104,5 +104,5 @@ def test_a_shape_for_a_plain_table_is_refused(tmp_path: Path) -> None:
     pq.write_table(pa.table({"a": [1.0, 2.0], "label": ["x", "y"]}), table)
     with pytest.raises(InvalidInput, match="has none"):
         load_dataset(table, target="label", shape=(1,))
-    with pytest.raises(InvalidInput, match="not a .parquet file"):
+    with pytest.raises(InvalidInput, match=r"not a \.parquet file"):
         load_dataset("digits", shape=(1, 8, 8))

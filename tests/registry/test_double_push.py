@@ -16,7 +16,6 @@ from pocketml.registry import DuplicateBuild, Registry, VersionInfo
 from pocketml.testing import Variant, model_variant, push_to_registry
 
 
-
 def _row_counts(registry: Registry) -> tuple[int, int]:
     import sqlalchemy as sa
 
@@ -38,7 +37,9 @@ def test_pushing_the_same_build_twice_is_refused_naming_the_version_and_the_flag
 ) -> None:
     build = _build(tmp_path)
     push_to_registry(registry, app_id, "digits", build)
-    with pytest.raises(DuplicateBuild, match=r"digits v1 has exactly the same model files.*--force"):
+    with pytest.raises(
+        DuplicateBuild, match=r"digits v1 has exactly the same model files.*--force"
+    ):
         push_to_registry(registry, app_id, "digits", build, card="another card")
     assert _row_counts(registry) == (1, 1)
 
@@ -56,7 +57,7 @@ def test_a_forced_push_of_the_same_build_is_a_new_version(
 def test_the_same_files_under_other_variant_names_are_the_same_build(
     registry: Registry, app_id: str, tmp_path: Path
 ) -> None:
-    (entry, path), = _build(tmp_path)
+    ((entry, path),) = _build(tmp_path)
     push_to_registry(registry, app_id, "digits", [(entry, path)])
     with pytest.raises(DuplicateBuild):
         push_to_registry(registry, app_id, "digits", [({**entry, "name": "renamed"}, path)])

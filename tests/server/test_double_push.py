@@ -1,4 +1,4 @@
-"""A double push over HTTP and the CLI: 409 ``conflict`` naming the version, ``--force`` stores it."""
+"""A double push over HTTP and the CLI: 409 ``conflict`` naming the version; --force stores it."""
 
 from __future__ import annotations
 

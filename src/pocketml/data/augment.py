@@ -89,7 +89,7 @@ def _time_shift(x: np.ndarray, steps: float, rng: np.random.Generator, *, wrap: 
             f"a time shift must be shorter than the window; got {limit} steps for windows of "
             f"{length} steps. Pass a shift of at most {length - 1}."
         )
-    offsets = rng.integers(-limit, limit + 1, size=x.shape[0])
+    offsets = np.asarray(rng.integers(-limit, limit + 1, size=x.shape[0]), dtype=np.int64)
     source = np.arange(length)[None, :] - offsets[:, None]  # out[t] = x[t - offset]
     source = source % length if wrap else np.clip(source, 0, length - 1)
     return np.take_along_axis(x, source[:, None, :], axis=2).astype(np.float32)

@@ -295,7 +295,9 @@ class RegistryStore(SigningKeyStore, DeviceKeyStore, PackageAccessStore):
             if _find_version(s, row.id, version) is not None:
                 raise _version_taken(model, version)
 
-    def find_identical_version(self, app_id: str, model: str, sha256s: frozenset[str]) -> int | None:
+    def find_identical_version(
+        self, app_id: str, model: str, sha256s: frozenset[str]
+    ) -> int | None:
         """The number of a version whose variant sha256s are exactly ``sha256s``, if any."""
         with self._session("read versions") as s:
             return _identical_version(s, _model_row(s, app_id, model).id, sha256s)

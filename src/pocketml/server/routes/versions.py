@@ -79,7 +79,7 @@ def _parse_metadata(raw: bytes) -> VersionCreate:
         "transaction: on any failure nothing is stored. A duplicate version number answers "
         "409, and so does a double push: model files exactly those of an existing version "
         "(the same set of variant sha256s; the message names that version) unless the "
-        "metadata says `\"force\": true`. A sha256 mismatch answers 422, a body over the "
+        'metadata says `"force": true`. A sha256 mismatch answers 422, a body over the '
         "upload limit 413."
     ),
     openapi_extra={"requestBody": _PUSH_BODY},
