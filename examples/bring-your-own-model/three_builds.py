@@ -35,7 +35,7 @@ from pocketml.optimize.pipeline import BuildOutcome, run_build
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from byom import sensor_data, train_sensor_cnn  # noqa: E402  (the example beside this one)
+from byom import fit, sensor_data, train_sensor_cnn  # noqa: E402  (the example beside this one)
 
 ACTIVITIES = ["still", "walk", "run"]
 
@@ -52,13 +52,7 @@ def train_table_mlp(x: np.ndarray, y: np.ndarray) -> torch.nn.Module:
     """Someone else's small MLP, trained by their own loop."""
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-    xs, ys = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(150):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(net(xs), ys).backward()
-        optimizer.step()
-    return net.eval()
+    return fit(net, x, y, steps=150)
 
 
 def config(path: Path, data: str, model_dir: str, targets: list[str], iterations: int) -> Path:
