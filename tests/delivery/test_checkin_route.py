@@ -104,7 +104,7 @@ def test_an_unchanged_manifest_costs_a_304_and_a_promotion_changes_it(
         first = http.post("/v1/checkin", json=facts())
         etag = first.headers["etag"]
         again = http.post("/v1/checkin", json=facts(), headers={"If-None-Match": etag})
-        push_digits(server, app_keys, tmp_path / "v2")
+        push_digits(server, app_keys, tmp_path / "v2", force=True)  # the same files
         changed = http.post("/v1/checkin", json=facts(), headers={"If-None-Match": etag})
     assert again.status_code == 304 and again.content == b""
     assert again.headers["etag"] == etag

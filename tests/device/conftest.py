@@ -73,9 +73,9 @@ class Shipped:
         return AdminClient(self.url, self.admin_token)
 
     def push_again(self, build: Path) -> int:
-        """Push the build again as a new production version; returns its number."""
+        """Push the build again as a new production version (forced: the same files)."""
         with self.admin() as client:
-            return client.push_build(build, stage="production").version
+            return client.push_build(build, stage="production", force=True).version
 
     def set_policy(self, version: int, **sections: Any) -> None:
         """PUT the version's hybrid and/or download policy."""

@@ -91,7 +91,9 @@ def stage(
             scene, "other", admin.push_build(demo_build, model="other", stage="production")
         )
         _record_packages(
-            scene, "digits", admin.push_build(demo_build, encrypt=True, stage="production")
+            scene,
+            "digits",
+            admin.push_build(demo_build, encrypt=True, stage="production", force=True),
         )
     with httpx.Client(
         base_url=shipped.url, headers={"Authorization": f"Bearer {shipped.device_key}"}

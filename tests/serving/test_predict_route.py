@@ -120,7 +120,7 @@ def test_a_promotion_is_served_after_one_background_refresh_and_a_demotion_stops
         server.push(app, "digits", [onnx_variant(digits, "lr")], schema=digits.schema)
         with server.http(app.device_key) as http:
             assert http.post(route, json=body).json()["version"] == 1
-            server.push(app, "digits", [onnx_variant(digits, "lr")])  # v2, production
+            server.push(app, "digits", [onnx_variant(digits, "lr")], force=True)  # v2, production
             versions = [http.post(route, json=body).json()["version"] for _ in range(50)]
             with server.admin(app.admin_token) as admin:
                 admin.set_stage("digits", 2, "archived")

@@ -123,10 +123,17 @@ def push(
     model: str | None = typer.Option(None, "--model", help="Model name (default: build.json)."),
     encrypt: bool = typer.Option(False, "--encrypt", help="Encrypt each model in its package."),
     stage: str = typer.Option("candidate", "--stage", help="candidate, production or archived."),
+    force: bool = typer.Option(
+        False, "--force", help="Push even when a version has exactly these model files."
+    ),
     server: str = ServerOption,
     token: str | None = TokenOption,
 ) -> None:
-    """Push a BUILD_DIR as a new version of its model (created if new)."""
+    """Push a BUILD_DIR as a new version of its model (created if new).
+
+    Pushing the very same build twice is refused (exit code of a conflict), naming the
+    version that already holds it; --force stores it again as a new version.
+    """
     existing_path(build_dir / "build.json", "build manifest")
     columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with _client(server, token) as client, Progress(*columns, console=console) as progress:
@@ -136,7 +143,7 @@ def push(
             progress.update(task, completed=sent, total=total)
 
         version = client.push_build(
-            build_dir, model=model, encrypt=encrypt, stage=stage, progress=report
+            build_dir, model=model, encrypt=encrypt, stage=stage, force=force, progress=report
         )
     print_table(
         f"{version.model} v{version.version} ({version.stage})",

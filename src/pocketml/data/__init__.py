@@ -8,7 +8,13 @@
 """
 
 from pocketml.data._dataset import Dataset, Splits
-from pocketml.data.augment import Augmentation, augment_dataset, parse_augmentations
+from pocketml.data._parquet import load_parquet_tensors, tensor_field_metadata
+from pocketml.data.augment import (
+    Augmentation,
+    augment_dataset,
+    check_augmentations,
+    parse_augmentations,
+)
 from pocketml.data.loaders import (
     RawTable,
     from_arrays,
@@ -30,15 +36,18 @@ __all__ = [
     "ValidationReport",
     "Violation",
     "augment_dataset",
+    "check_augmentations",
     "from_arrays",
     "load_arrays",
     "load_dataset",
     "load_digits",
     "load_image_folder",
+    "load_parquet_tensors",
     "load_table",
     "parse_augmentations",
     "read_table",
     "table_to_dataset",
+    "tensor_field_metadata",
     "validate_dataset",
     "validate_table",
 ]

@@ -1,13 +1,18 @@
-"""Augmentation for mobile conditions: phones see darker, blurrier, noisier, tilted inputs.
+"""Augmentation per modality: what a phone's camera or motion sensor does to its inputs.
 
-Each transform takes NCHW images in their raw value range and a ``strength`` in [0, 1]
-(0 = unchanged). Randomness comes from an explicit ``numpy.random.Generator`` so the same
-seed gives the same augmented data.
+Images (NCHW, in their raw value range) come darker, blurrier, noisier and tilted:
+``dim``, ``blur``, ``noise`` and ``rotate`` take a strength in [0, 1] (0 = unchanged).
+Sensor windows (NCL) start at another moment and carry sensor noise: ``shift`` moves each
+window by up to that many time steps (the edge sample repeats into the gap; ``roll``
+wraps around instead), ``jitter`` adds Gaussian noise whose std is that fraction of each
+channel's std. A transform refuses a layout it does not fit, naming the ones it does.
+Randomness comes from an explicit ``numpy.random.Generator`` so the same seed gives the
+same augmented data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,9 +20,16 @@ import numpy as np
 from pocketml.data._dataset import Dataset
 from pocketml.errors import InvalidInput
 
-__all__ = ["AUGMENTATIONS", "Augmentation", "augment_dataset", "parse_augmentations"]
+__all__ = [
+    "AUGMENTATIONS",
+    "Augmentation",
+    "augment_dataset",
+    "check_augmentations",
+    "parse_augmentations",
+]
 
 MAX_ROTATION_DEGREES = 30.0
+MAX_SHIFT_STEPS = 100_000  # a bound before the window length is known (refused past L - 1)
 
 
 def _range(dataset_range: tuple[float, float] | None, x: np.ndarray) -> tuple[float, float]:
@@ -69,35 +81,131 @@ def rotate(
     return out.astype(np.float32)
 
 
-AUGMENTATIONS = {"dim": dim, "blur": blur, "noise": noise, "rotate": rotate}
+def _time_shift(x: np.ndarray, steps: float, rng: np.random.Generator, *, wrap: bool) -> np.ndarray:
+    limit = int(steps)
+    length = x.shape[2]
+    if limit >= length:
+        raise InvalidInput(
+            f"a time shift must be shorter than the window; got {limit} steps for windows of "
+            f"{length} steps. Pass a shift of at most {length - 1}."
+        )
+    offsets = np.asarray(rng.integers(-limit, limit + 1, size=x.shape[0]), dtype=np.int64)
+    source = np.arange(length)[None, :] - offsets[:, None]  # out[t] = x[t - offset]
+    source = source % length if wrap else np.clip(source, 0, length - 1)
+    return np.take_along_axis(x, source[:, None, :], axis=2).astype(np.float32)
+
+
+def shift(
+    x: np.ndarray, steps: float, rng: np.random.Generator, vrange: tuple[float, float]
+) -> np.ndarray:
+    """Move each (C, L) window by a random offset in ±steps; the edge sample fills the gap."""
+    return _time_shift(x, steps, rng, wrap=False)
+
+
+def roll(
+    x: np.ndarray, steps: float, rng: np.random.Generator, vrange: tuple[float, float]
+) -> np.ndarray:
+    """Roll each (C, L) window circularly by a random offset in ±steps (periodic signals)."""
+    return _time_shift(x, steps, rng, wrap=True)
+
+
+def jitter(
+    x: np.ndarray, strength: float, rng: np.random.Generator, vrange: tuple[float, float]
+) -> np.ndarray:
+    """Gaussian noise of std = strength × each channel's std (over samples and time)."""
+    channel_std = x.std(axis=(0, 2), keepdims=True) if x.size else np.zeros((1, x.shape[1], 1))
+    return (x + rng.normal(size=x.shape) * (strength * channel_std)).astype(np.float32)
+
+
+_Transform = Callable[[np.ndarray, float, np.random.Generator, tuple[float, float]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """A transform, the layout it fits, and the values its strength may take."""
+
+    transform: _Transform
+    layout: str
+    high: float
+    unit: str
+    integer: bool = False
+
+
+_IMAGE = "in [0, 1]"
+_STEPS = f"a whole number of time steps in [0, {MAX_SHIFT_STEPS}]"
+_SPECS = {
+    "dim": _Spec(dim, "NCHW", 1.0, _IMAGE),
+    "blur": _Spec(blur, "NCHW", 1.0, _IMAGE),
+    "noise": _Spec(noise, "NCHW", 1.0, _IMAGE),
+    "rotate": _Spec(rotate, "NCHW", 1.0, _IMAGE),
+    "shift": _Spec(shift, "NCL", MAX_SHIFT_STEPS, _STEPS, True),
+    "roll": _Spec(roll, "NCL", MAX_SHIFT_STEPS, _STEPS, True),
+    "jitter": _Spec(jitter, "NCL", 1.0, "in [0, 1] (a fraction of each channel's std)"),
+}
+AUGMENTATIONS: dict[str, _Transform] = {name: spec.transform for name, spec in _SPECS.items()}
+_LAYOUT_NAMES = {"NCHW": "NCHW images", "NCL": "NCL sensor windows", "NC": "NC tables"}
 
 
 @dataclass(frozen=True)
 class Augmentation:
-    """One named transform with its strength in [0, 1]."""
+    """One named transform with its strength: in [0, 1], or time steps for shift/roll."""
 
     name: str
     strength: float
 
     def __post_init__(self) -> None:
-        if self.name not in AUGMENTATIONS:
+        spec = _SPECS.get(self.name)
+        if spec is None:
             raise InvalidInput(
-                f"unknown augmentation {self.name!r}; choose from {', '.join(AUGMENTATIONS)}"
+                f"unknown augmentation {self.name!r}; choose from {', '.join(_SPECS)}"
             )
-        if not 0.0 <= self.strength <= 1.0:
+        valid = 0.0 <= self.strength <= spec.high
+        if not valid or (spec.integer and self.strength != int(self.strength)):
             raise InvalidInput(
-                f"augmentation {self.name!r} strength must be in [0, 1]; got {self.strength}"
+                f"augmentation {self.name!r} strength must be {spec.unit}; got "
+                f"{self.strength:g}. Example: 'shift=8,jitter=0.05' for sensor windows, "
+                "'dim=0.5,noise=0.2' for images."
             )
+
+    @property
+    def layout(self) -> str:
+        """The layout of the data this transform fits ("NCHW" or "NCL")."""
+        return _SPECS[self.name].layout
 
     def apply(
         self, x: np.ndarray, rng: np.random.Generator, vrange: tuple[float, float]
     ) -> np.ndarray:
-        """Transform a batch of NCHW images."""
-        return AUGMENTATIONS[self.name](x, self.strength, rng, vrange)
+        """Transform a batch of the transform's layout (NCHW images or NCL windows)."""
+        return _SPECS[self.name].transform(x, self.strength, rng, vrange)
 
 
-def parse_augmentations(text: str) -> list[Augmentation]:
-    """Parse ``"dim=0.5,noise=0.2"`` into Augmentations."""
+def check_augmentations(augmentations: Sequence[Augmentation], layout: str) -> None:
+    """Raise InvalidInput naming every augmentation that does not fit ``layout``."""
+    misfits = [a.name for a in augmentations if a.layout != layout]
+    if misfits:
+        fitting = [name for name, spec in _SPECS.items() if spec.layout == layout]
+        raise InvalidInput(
+            f"augmentations {misfits} do not fit {_LAYOUT_NAMES.get(layout, layout)}: "
+            + "; ".join(f"{n!r} is for {_LAYOUT_NAMES[_SPECS[n].layout]}" for n in misfits)
+            + ". "
+            + (
+                f"For {layout} data use {', '.join(fitting)}."
+                if fitting
+                else f"There are no augmentations for {layout} data; drop them."
+            )
+        )
+
+
+def parse_augmentations(text: str, *, layout: str | None = None) -> list[Augmentation]:
+    """Parse ``"dim=0.5,noise=0.2"`` or ``"shift=8,jitter=0.05"`` into Augmentations.
+
+    Args:
+        text: comma-separated ``name=value`` (a bare name: 0.5; shift/roll need a value).
+        layout: when given, refuse transforms that do not fit it (see check_augmentations).
+
+    Raises:
+        InvalidInput: an unknown name, a value out of range, or a misfit for ``layout``.
+    """
     result = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, _, value = item.partition("=")
@@ -106,21 +214,21 @@ def parse_augmentations(text: str) -> list[Augmentation]:
         except ValueError as exc:
             raise InvalidInput(f"augmentation {item!r}: strength must be a number") from exc
         result.append(Augmentation(name.strip(), strength))
+    if layout is not None:
+        check_augmentations(result, layout)
     return result
 
 
 def augment_dataset(
     dataset: Dataset, augmentations: Sequence[Augmentation], *, seed: int = 0
 ) -> Dataset:
-    """Apply ``augmentations`` in order to every image of ``dataset``.
+    """Apply ``augmentations`` in order to every sample of ``dataset``.
 
     Raises:
-        InvalidInput: the dataset is not made of NCHW images.
+        InvalidInput: an augmentation does not fit the dataset's layout (e.g. ``shift``
+            on NCHW images, ``rotate`` on NCL windows, anything on an NC table).
     """
-    if dataset.layout != "NCHW":
-        raise InvalidInput(
-            f"augmentations apply to NCHW images; {dataset.name} is {dataset.layout}"
-        )
+    check_augmentations(augmentations, dataset.layout)
     rng = np.random.default_rng(seed)
     vrange = _range(dataset.value_range, dataset.features)
     x = dataset.features

@@ -1,5 +1,8 @@
 """Loaders: the bundled digits set, CSV/Parquet tables, numpy arrays and files, image folders.
 
+A Parquet file whose features are one list column (a tensor per row) is read by
+``_parquet.load_parquet_tensors``; ``load_table`` and ``load_dataset`` route it there.
+
 Every loader returns a ``Dataset``. Tables are read with pyarrow; a column that is not
 numeric or has missing cells stops the load with a message naming the column and the
 first rows, and pointing at ``pocketml data validate`` for the full report.
@@ -15,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from pocketml.data._dataset import LAYOUT_RANKS, Dataset
+from pocketml.data._parquet import has_tensor_column, load_parquet_tensors
 from pocketml.errors import DataValidationError, InvalidInput, MissingDependencyError, NotFound
 
 __all__ = [
@@ -256,8 +260,24 @@ def table_to_dataset(raw: RawTable, target: str) -> Dataset:
     )
 
 
-def load_table(path: Path | str, target: str) -> Dataset:
-    """Load a CSV or Parquet file with ``target`` as the label column."""
+def load_table(path: Path | str, target: str, *, shape: tuple[int, ...] | None = None) -> Dataset:
+    """Load a CSV or Parquet file with ``target`` as the label column.
+
+    A Parquet file with a tensor column (a list of numbers per row) loads as tensors of
+    ``shape`` (see ``load_parquet_tensors``); ``shape`` applies to nothing else.
+
+    Raises:
+        InvalidInput: ``shape`` for a file without a tensor column, or see the loaders.
+    """
+    path = Path(path)
+    is_parquet = path.suffix.lower() in {".parquet", ".pq"} and path.is_file()
+    if is_parquet and has_tensor_column(path):
+        return load_parquet_tensors(path, target, shape=shape)
+    if shape is not None:
+        raise InvalidInput(
+            f"a sample shape applies to a Parquet tensor column (a list of numbers per row); "
+            f"{path.name} has none. Drop the shape, or reshape (N, C, L) data in a .npz."
+        )
     return table_to_dataset(read_table(path), target)
 
 
@@ -311,9 +331,18 @@ def load_image_folder(
     )
 
 
-def load_dataset(source: str | Path, *, target: str | None = None) -> Dataset:
+def load_dataset(
+    source: str | Path, *, target: str | None = None, shape: tuple[int, ...] | None = None
+) -> Dataset:
     """Load ``"digits"``, a CSV/Parquet file (needs ``target``), a ``.npz``/``.npy`` file
-    (``target`` names the label ``.npy`` of a ``.npy``), or an image folder."""
+    (``target`` names the label ``.npy`` of a ``.npy``), or an image folder.
+
+    ``shape`` is the sample shape of a Parquet tensor column, e.g. ``(3, 128)``."""
+    if shape is not None and not str(source).lower().endswith((".parquet", ".pq")):
+        raise InvalidInput(
+            f"a sample shape applies to a Parquet tensor column; {str(source)!r} is not a "
+            ".parquet file. Drop the shape (a .npz or .npy keeps its own shape)."
+        )
     if str(source) == "digits":
         return load_digits()
     path = Path(source)
@@ -324,7 +353,7 @@ def load_dataset(source: str | Path, *, target: str | None = None) -> Dataset:
     if path.suffix.lower() in _TABLE_SUFFIXES or not path.exists():
         if target is None and path.exists():
             raise InvalidInput(f"{path.name} is a table: pass --target with the label column")
-        return load_table(path, target or "")
+        return load_table(path, target or "", shape=shape)
     raise InvalidInput(
         f"cannot load {str(source)!r}: expected 'digits', a .csv/.parquet/.npz/.npy file or "
         "an image folder"

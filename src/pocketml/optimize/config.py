@@ -55,6 +55,9 @@ class DataSection(_Section):
 
     source: str = "digits"
     target: str | None = None
+    shape: tuple[int, ...] | None = Field(
+        None, min_length=1, max_length=3, description="Sample shape of a Parquet tensor column."
+    )
     validation: float = Field(0.15, ge=0, lt=1)
     test: float = Field(0.15, gt=0, lt=1)
 

@@ -355,7 +355,7 @@ def run_build(
     profiles = resolve_profiles(config)
 
     step("loading data")
-    dataset = load_dataset(config.data.source, target=config.data.target)
+    dataset = load_dataset(config.data.source, target=config.data.target, shape=config.data.shape)
     splits = dataset.split(
         validation=config.data.validation, test=config.data.test, seed=config.train.seed
     )

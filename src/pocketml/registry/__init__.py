@@ -43,6 +43,7 @@ from pocketml.registry.artifacts import (
     open_artifact_store,
 )
 from pocketml.registry.service import Registry
+from pocketml.registry.store import DuplicateBuild
 
 __all__ = [
     "DEFAULT_OVERLAP_DAYS",
@@ -54,6 +55,7 @@ __all__ = [
     "ArtifactStore",
     "DeviceKeyRotation",
     "DeviceKeyState",
+    "DuplicateBuild",
     "KeyringChange",
     "LocalArtifactStore",
     "ModelCreate",

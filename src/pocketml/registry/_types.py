@@ -233,6 +233,14 @@ class VersionCreate(_Input):
     run_record: JsonObject = Field(default_factory=dict)
     card: Text = Field("", max_length=1_000_000, description="Model card, Markdown.")
     variants: list[VariantUpload] = Field(min_length=1, max_length=64)
+    force: bool = Field(
+        False,
+        description=(
+            "Store the version even when an existing version of the model has exactly the "
+            "same model files (the same set of variant sha256s); without it such a push is "
+            "refused with 409 naming that version."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_unique_variant_names(self) -> VersionCreate:

@@ -47,7 +47,7 @@ from pocketml.registry._types import (
     VersionInfo,
 )
 from pocketml.registry.artifacts import ArtifactStore
-from pocketml.registry.store import RegistryStore, VersionTaken, new_id
+from pocketml.registry.store import DuplicateBuild, RegistryStore, VersionTaken, new_id
 
 if TYPE_CHECKING:
     from pocketml.protect import ContentKey, MasterKey, SigningKey
@@ -375,6 +375,9 @@ class Registry(SigningKeys):
             ModelFileRejected: a file is not a model of its variant's format.
             IntegrityError: a file's sha256 differs from the declared one.
             Conflict: ``meta.version`` exists already.
+            DuplicateBuild: a version with exactly the same model files exists (a double
+                push) and ``meta.force`` is not set; checked again inside the insert's
+                transaction, so of two identical pushes at once exactly one is stored.
         """
         check_files(meta, files)
         check_model_files(meta, files)
@@ -382,7 +385,12 @@ class Registry(SigningKeys):
         if meta.version is not None:
             self.store.check_version_free(app_id, model, meta.version)
         signing = self._active_signing_key(app_id)
-        model_refs = store_model_files(self.artifacts, meta, files)
+        model_refs = store_model_files(self.artifacts, meta, files)  # hashes every file
+        if not meta.force:  # fail before packages are signed (a declared sha256 is optional)
+            sha256s = frozenset(ref.sha256 for ref in model_refs.values())
+            same = self.store.find_identical_version(app_id, model, sha256s)
+            if same is not None:
+                raise DuplicateBuild(model, same)
         content_keys: dict[str, ContentKey] = {}
         if any(variant.encrypt for variant in meta.variants):
             from pocketml.protect import ContentKey
@@ -404,7 +412,7 @@ class Registry(SigningKeys):
             new = new_version(meta, number, model_refs, packages, signing.key_id, content_keys)
             keys = [self._content_record(app_id, key) for key in content_keys.values()]
             try:
-                version = self.store.insert_version(app_id, model, new, keys)
+                version = self.store.insert_version(app_id, model, new, keys, force=meta.force)
             except VersionTaken as exc:
                 if meta.version is not None:
                     raise Conflict(str(exc)) from exc

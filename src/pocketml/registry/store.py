@@ -51,7 +51,7 @@ from pocketml.registry._rows import (
 )
 from pocketml.registry._types import AppInfo, ModelInfo, Page, StoredPackage, VersionInfo
 
-__all__ = ["RegistryStore", "VersionTaken", "new_id"]
+__all__ = ["DuplicateBuild", "RegistryStore", "VersionTaken", "new_id"]
 
 # The delivery tables a stage change must respect (same database and Alembic history;
 # named here, not imported, because delivery builds on the registry and not the reverse).
@@ -74,6 +74,20 @@ def new_id(prefix: str) -> str:
 
 class VersionTaken(Conflict):
     """The version number is in use (a concurrent push may have taken it)."""
+
+
+class DuplicateBuild(Conflict):
+    """A version with exactly the same model files exists (a double push); ``version`` names it."""
+
+    def __init__(self, model: str, version: int) -> None:
+        super().__init__(
+            f"{model} v{version} has exactly the same model files (the same variant sha256s) "
+            f"as this push, so it would be a copy of that version. Use v{version}, or push "
+            "again with --force (AdminClient.push_build(..., force=True), or 'force': true "
+            "in the push metadata) to store the copy as a new version anyway."
+        )
+        self.model = model
+        self.version = version
 
 
 class RegistryStore(SigningKeyStore, DeviceKeyStore, PackageAccessStore):
@@ -281,16 +295,38 @@ class RegistryStore(SigningKeyStore, DeviceKeyStore, PackageAccessStore):
             if _find_version(s, row.id, version) is not None:
                 raise _version_taken(model, version)
 
+    def find_identical_version(
+        self, app_id: str, model: str, sha256s: frozenset[str]
+    ) -> int | None:
+        """The number of a version whose variant sha256s are exactly ``sha256s``, if any."""
+        with self._session("read versions") as s:
+            return _identical_version(s, _model_row(s, app_id, model).id, sha256s)
+
     def insert_version(
-        self, app_id: str, model: str, new: NewVersion, keys: list[KeyRecord]
+        self,
+        app_id: str,
+        model: str,
+        new: NewVersion,
+        keys: list[KeyRecord],
+        *,
+        force: bool = False,
     ) -> VersionInfo:
         """Insert a version, its variants and content keys in one transaction.
 
+        Unless ``force``, a version whose model files are exactly those of an existing
+        version is refused; the check runs under the model row's lock, so of two identical
+        pushes at once exactly one is stored.
+
         Raises:
             NotFound: no such model. VersionTaken: the number is in use.
+            DuplicateBuild: an existing version has the same files (and not ``force``).
         """
         with self._session(f"store {model} v{new.version}", write=True) as s:
             row = _model_row(s, app_id, model, lock=True)
+            if not force:
+                same = _identical_version(s, row.id, frozenset(v.sha256 for v in new.variants))
+                if same is not None:
+                    raise DuplicateBuild(model, same)
             if _find_version(s, row.id, new.version) is not None:
                 raise _version_taken(model, new.version)
             now = utcnow()
@@ -430,6 +466,26 @@ def _find_version(s: Session, model_id: str, version: int) -> ModelVersion | Non
         .where(ModelVersion.model_id == model_id, ModelVersion.version == version)
         .options(selectinload(ModelVersion.variants))
     ).first()
+
+
+def _identical_version(s: Session, model_id: str, sha256s: frozenset[str]) -> int | None:
+    """The lowest version of the model whose set of variant sha256s equals ``sha256s``.
+
+    Only versions sharing one of the files are read (a push rarely shares any).
+    """
+    sharing = (
+        sa.select(Variant.version_id)
+        .join(ModelVersion, ModelVersion.id == Variant.version_id)
+        .where(ModelVersion.model_id == model_id, Variant.sha256.in_(sorted(sha256s)))
+    )
+    files: dict[int, set[str]] = {}
+    for version, sha256 in s.execute(
+        sa.select(ModelVersion.version, Variant.sha256)
+        .join(Variant, Variant.version_id == ModelVersion.id)
+        .where(ModelVersion.id.in_(sharing))
+    ):
+        files.setdefault(version, set()).add(sha256)
+    return min((v for v, found in files.items() if found == sha256s), default=None)
 
 
 def _version_row(s: Session, model: Model, version: int) -> ModelVersion:

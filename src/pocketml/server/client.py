@@ -274,6 +274,7 @@ class AdminClient:
         metadata: Mapping[str, Any],
         files: Mapping[str, Path],
         *,
+        force: bool = False,
         progress: ProgressCallback | None = None,
     ) -> VersionPublic:
         """Stream a version push: metadata JSON plus one file per variant.
@@ -282,12 +283,17 @@ class AdminClient:
             model: the model's name.
             metadata: the VersionCreate JSON.
             files: variant name -> model file.
+            force: store it even when a version has exactly these files (else 409).
             progress: called with (bytes sent, bytes total) as the upload advances.
 
         Returns:
             The stored version.
+
+        Raises:
+            Conflict: a version with exactly these model files exists (without ``force``).
         """
-        body = _MultipartBody(json.dumps(dict(metadata)).encode(), files)
+        payload = {**metadata, "force": True} if force else dict(metadata)
+        body = _MultipartBody(json.dumps(payload).encode(), files)
         response = self.request(
             "POST",
             f"/v1/admin/models/{model}/versions",
@@ -303,6 +309,7 @@ class AdminClient:
         model: str | None = None,
         encrypt: bool = False,
         stage: str = "candidate",
+        force: bool = False,
         progress: ProgressCallback | None = None,
     ) -> VersionPublic:
         """Push a BUILD_DIR as a new version (creating the model from its schema if new).
@@ -312,6 +319,8 @@ class AdminClient:
             model: model name; default build.json's ``model``.
             encrypt: encrypt each variant inside its package.
             stage: stage to put the new version in (candidate, production, archived).
+            force: push even when a version has exactly these model files (a double push,
+                otherwise refused with Conflict naming that version).
             progress: upload progress callback.
 
         Returns:
@@ -319,6 +328,7 @@ class AdminClient:
 
         Raises:
             NotFound / InvalidInput / IntegrityError: a bad BUILD_DIR (checked locally).
+            Conflict: the same build is already a version (without ``force``).
             PocketMLError: the server refused the push.
         """
         build = prepare_build(build_dir, model=model, encrypt=encrypt)
@@ -328,7 +338,9 @@ class AdminClient:
             except NotFound:
                 self.create_model(build.model, build.schema)
             files = {variant.name: variant.path for variant in build.variants}
-            version = self.push_files(build.model, build.metadata, files, progress=progress)
+            version = self.push_files(
+                build.model, build.metadata, files, force=force, progress=progress
+            )
         finally:
             build.cleanup()
         if stage != version.stage:

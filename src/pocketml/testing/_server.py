@@ -77,11 +77,13 @@ class LiveServer:
         *,
         schema: Mapping[str, Any] | None = None,
         stage: str | None = "production",
+        force: bool = False,
     ) -> VersionPublic:
         """Push a version of ``model`` as ``app``'s admin and set its stage.
 
         The model is created first when it does not exist, with ``schema`` (default:
-        ``DIGITS_SCHEMA`` under the model's name). See ``push_version``.
+        ``DIGITS_SCHEMA`` under the model's name). ``force`` pushes files that an existing
+        version already has (otherwise a Conflict). See ``push_version``.
         """
         with self.admin(app.admin_token) as client:
             return push_version(
@@ -90,6 +92,7 @@ class LiveServer:
                 variants,
                 schema=schema or {**DIGITS_SCHEMA, "name": model},
                 stage=stage,
+                force=force,
             )
 
 

@@ -76,8 +76,11 @@ def _parse_metadata(raw: bytes) -> VersionCreate:
         "(lineage, model card, one entry per variant) and one file part per variant whose "
         "field name is the variant name. The server checks each file's sha256, builds a "
         "signed (optionally encrypted) package per variant and stores the version in one "
-        "transaction: on any failure nothing is stored. A duplicate version answers 409, a "
-        "sha256 mismatch 422, a body over the upload limit 413."
+        "transaction: on any failure nothing is stored. A duplicate version number answers "
+        "409, and so does a double push: model files exactly those of an existing version "
+        "(the same set of variant sha256s; the message names that version) unless the "
+        'metadata says `"force": true`. A sha256 mismatch answers 422, a body over the '
+        "upload limit 413."
     ),
     openapi_extra={"requestBody": _PUSH_BODY},
     responses=errors(400, *ERRORS_AUTH, 404, 409, 413, 422),
