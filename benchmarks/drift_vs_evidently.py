@@ -25,7 +25,8 @@ the equivalent raw rows (100 columns x 240,000 rows, 24 rows per device-day).
 Evidently 0.7 is installed in its own venv under ``--work-dir`` (never a pocketml
 dependency); the first run takes a minute for that.
 
-Run: ``.venv/bin/python benchmarks/drift_vs_evidently.py [--null-reps 400] [--reps 100]``
+Run: ``.venv/bin/python benchmarks/drift_vs_evidently.py [--null-reps 250] [--reps 50]``
+(defaults: about 8 minutes on 2 cores; the table in docs/benchmarks.md used 400 / 100, 13 min)
 Writes ``benchmarks/results/drift_vs_evidently.json``.
 """
 
@@ -274,8 +275,8 @@ def print_table(grid: dict[str, Any], speed: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--null-reps", type=int, default=400)
-    parser.add_argument("--reps", type=int, default=100)
+    parser.add_argument("--null-reps", type=int, default=250)
+    parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--preset", type=int, default=20, help="windows re-run with the preset")
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--features", type=int, default=100)
