@@ -26,7 +26,8 @@ Evidently 0.7 is installed in its own venv under ``--work-dir`` (never a pocketm
 dependency); the first run takes a minute for that.
 
 Run: ``.venv/bin/python benchmarks/drift_vs_evidently.py [--null-reps 250] [--reps 50]``
-(defaults: about 8 minutes on 2 cores; the table in docs/benchmarks.md used 400 / 100, 13 min)
+(the defaults scale the 13-minute run of 400 / 100 used in docs/benchmarks.md to an estimated
+~7 minutes; not timed)
 Writes ``benchmarks/results/drift_vs_evidently.json``.
 """
 
