@@ -1,0 +1,74 @@
+"""pocketml.monitor: drift and accuracy from mergeable sketches, never from raw rows.
+
+``build_profile(columns, ...)`` fixes a version's bins and reference counts (plus a PCA
+projection for joint drift and the calibration table for label-free accuracy).
+Devices bin what they score into a ``Sketch`` (``profile.sketch(rows)``); the server
+validates it (``parse_sketch``), merges (``merge_sketches``) and tests
+(``detect_drift``: one detector per block, Benjamini-Hochberg over the family).
+``estimate_accuracy`` / ``realised_accuracy`` / ``compare_accuracy`` turn confidence
+histograms and feedback labels into accuracy with intervals and a concept-drift flag.
+See docs/monitoring.md for the statistics and the benchmark against Evidently.
+"""
+
+from pocketml.monitor._accuracy import (
+    AccuracyComparison,
+    AccuracyInterval,
+    compare_accuracy,
+    estimate_accuracy,
+    realised_accuracy,
+)
+from pocketml.monitor._bins import FeatureBins, categorical_bins, numeric_bins
+from pocketml.monitor._chi_squared import ChiSquaredDetector
+from pocketml.monitor._dataset import (
+    DatasetDrift,
+    benjamini_hochberg,
+    detect_drift,
+    detector_for,
+)
+from pocketml.monitor._detector import DEFAULT_ALPHA, DriftDetector, FeatureDrift, coarsen
+from pocketml.monitor._jensen_shannon import JensenShannonDetector
+from pocketml.monitor._profile import Projection, ReferenceProfile, build_profile
+from pocketml.monitor._psi import PSIDetector
+from pocketml.monitor._sketch import (
+    CONFIDENCE_BLOCK,
+    MAX_SKETCH_ROWS,
+    PREDICTION_BLOCK,
+    Sketch,
+    SketchLayout,
+    merge_sketches,
+    parse_sketch,
+)
+from pocketml.monitor._wasserstein import WassersteinDetector
+
+__all__ = [
+    "CONFIDENCE_BLOCK",
+    "DEFAULT_ALPHA",
+    "MAX_SKETCH_ROWS",
+    "PREDICTION_BLOCK",
+    "AccuracyComparison",
+    "AccuracyInterval",
+    "ChiSquaredDetector",
+    "DatasetDrift",
+    "DriftDetector",
+    "FeatureBins",
+    "FeatureDrift",
+    "JensenShannonDetector",
+    "PSIDetector",
+    "Projection",
+    "ReferenceProfile",
+    "Sketch",
+    "SketchLayout",
+    "WassersteinDetector",
+    "benjamini_hochberg",
+    "build_profile",
+    "categorical_bins",
+    "coarsen",
+    "compare_accuracy",
+    "detect_drift",
+    "detector_for",
+    "estimate_accuracy",
+    "merge_sketches",
+    "numeric_bins",
+    "parse_sketch",
+    "realised_accuracy",
+]
