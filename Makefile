@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= demo-out
+# pytest-xdist workers: tests are isolated (own temp dirs, free ports, a fresh PostgreSQL
+# database each), so two processes use both cores of a CI machine. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint install format bench clean
 
@@ -30,7 +33,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks
