@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pocketml._tables import Column, fitted_table
 from pocketml._version import __version__
 from pocketml.config import RolloutEvalSettings, ServerSettings, Settings
 from pocketml.convert import TARGETS, ConversionResult, convert_model
@@ -501,27 +502,38 @@ def _optimize(
             show_progress=False,
         )
     fp32_size = {r.model_format: r.size_bytes for r in matrix.results if r.method == "none"}
-    table = Table(
-        title="Chosen variant per device class (latency estimated from this host)",
-        title_justify="left",
+    columns = (
+        Column("profile", is_name=True),
+        Column("variant", is_name=True),
+        Column("size", "right"),
+        Column("vs its fp32", "right", priority=2),
+        Column("accuracy", "right"),
+        Column("est. p95", "right", priority=1),
     )
-    for column in ("profile", "variant", "size", "vs its fp32", "accuracy", "est. p95"):
-        table.add_column(column, justify="left" if column in ("profile", "variant") else "right")
+    rows: list[tuple[str, ...]] = []
     for selection in matrix.selections:
         chosen = selection.variant
         if chosen is None:
-            table.add_row(selection.profile.name, "[red]none fits[/red]", "", "", "", "")
+            rows.append((selection.profile.name, "none fits", "", "", "", ""))
             continue
-        table.add_row(
-            selection.profile.name,
-            chosen.name,
-            f"{chosen.size_bytes / 1024:,.1f} KiB",
-            "fp32 itself"
-            if chosen.method == "none"
-            else f"{fp32_size[chosen.model_format] / chosen.size_bytes:.1f}× smaller",
-            f"{chosen.accuracy:.4f}" if chosen.accuracy is not None else "size only",
-            f"{selection.estimated_p95_ms:.3f} ms" if selection.estimated_p95_ms else "-",
+        rows.append(
+            (
+                selection.profile.name,
+                chosen.name,
+                f"{chosen.size_bytes / 1024:,.1f} KiB",
+                "fp32 itself"
+                if chosen.method == "none"
+                else f"{fp32_size[chosen.model_format] / chosen.size_bytes:.1f}× smaller",
+                f"{chosen.accuracy:.4f}" if chosen.accuracy is not None else "size only",
+                f"{selection.estimated_p95_ms:.3f} ms" if selection.estimated_p95_ms else "-",
+            )
         )
+    table = fitted_table(
+        "Chosen variant per device class (latency estimated from this host)",
+        columns,
+        rows,
+        console.width,
+    )
     console.print(table)
     console.print(
         f"   {len(matrix.variants)} variants measured; the full table is in benchmarks.json, "

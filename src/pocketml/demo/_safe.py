@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
+from pocketml._tables import Column, fitted_table
 from pocketml.convert import convert_model
 from pocketml.convert.build import VariantGroup, write_build
 from pocketml.data import Dataset, Splits, augment_dataset, parse_augmentations
@@ -187,23 +187,30 @@ def ship_safely(
         rounds=4,
     )
     bad = _settle(admin, bad, "rollback")
-    table = Table(
-        title=f"v3 (trained without low-light augmentation): {bad.state}", title_justify="left"
+    columns = (
+        Column("guardrail", is_name=True),
+        Column("status"),
+        Column("candidate v3", "right"),
+        Column("control", "right"),
+        Column("n (v3/control)", "right", priority=2),
+        Column("test", is_name=True, priority=1),
+        Column("p", "right"),
     )
-    for column in ("guardrail", "status", "candidate v3", "control", "n (v3/control)", "test", "p"):
-        table.add_column(
-            column, justify="left" if column in ("guardrail", "status", "test") else "right"
-        )
-    for g in bad.metrics:
-        table.add_row(
+    rows = [
+        (
             g.metric,
-            "[red]breach[/red]" if g.status == "breach" else g.status,
+            g.status,
             _num(g.candidate),
             _num(g.control),
             f"{g.n_candidate}/{g.n_control}",
             g.test,
             "-" if g.p_value is None else f"{g.p_value:.2g}",
         )
+        for g in bad.metrics
+    ]
+    table = fitted_table(
+        f"v3 (trained without low-light augmentation): {bad.state}", columns, rows, console.width
+    )
     console.print(table)
     last = admin.audit(subject=bad.id, limit=1).items
     if last:
