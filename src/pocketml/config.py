@@ -9,7 +9,8 @@ documented in ``docs/configuration.md`` (generated from these classes).
 The server's groups are the options of the service or concern they configure, handed
 to it whole: ``limits`` to the request guard, ``devices`` to the device routes,
 ``predict`` to cloud inference (``ServingOptions.from_settings``), ``telemetry_export``
-to the Parquet exporter and ``rollout_eval`` to the rollout evaluator. ``create_app(settings)``
+to the Parquet exporter, ``rollout_eval`` to the rollout evaluator and ``metrics`` to
+``GET /metrics``. ``create_app(settings)``
 is the only way in, so what a test sets is what an operator can set.
 
 The flat names of pocketml 0.x (``POCKETML_SERVER__PREDICT_MAX_BATCH_SIZE``) still work
@@ -42,6 +43,7 @@ __all__ = [
     "RENAMED_SERVER_SETTINGS",
     "DeviceRouteSettings",
     "LimitsSettings",
+    "MetricsSettings",
     "PredictSettings",
     "RolloutEvalSettings",
     "ServerSettings",
@@ -248,6 +250,49 @@ class RolloutEvalSettings(BaseModel):
     )
 
 
+class MetricsSettings(BaseModel):
+    """Prometheus metrics, ``GET /metrics`` (``POCKETML_SERVER__METRICS__*``).
+
+    Off unless enabled, and then behind a bearer token of its own: Prometheus sends it
+    with ``authorization: {credentials_file: ...}``. Not the operator token, which
+    creates apps: a scrape configuration should hold no credential that can change the
+    server. docs/operations.md "Prometheus" has the scrape configuration.
+    """
+
+    model_config = _GROUP
+
+    enabled: bool = Field(False, description="Serve GET /metrics (off: the route answers 404).")
+    token: SecretStr | None = Field(
+        None,
+        description="Bearer token a scraper must send to GET /metrics. Default: generated "
+        "on the first start with metrics enabled into <home>/metrics.token (mode 0600).",
+    )
+    model_window_s: float = Field(
+        300.0,
+        ge=10,
+        le=86_400,
+        description="The model metrics (inferences, p95 latency, error rate, cloud share "
+        "per model, version and device class) cover telemetry of the last this many "
+        "seconds.",
+    )
+    cache_ttl_s: float = Field(
+        15.0,
+        ge=0,
+        le=3600,
+        description="Seconds the model metrics, read from the telemetry database, are "
+        "reused by later scrapes (0 = every scrape reads them).",
+    )
+    max_model_series: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        description="Most (app, model, version, device class) groups the model metrics "
+        "show, the busiest first; the rest are counted in "
+        "pocketml_model_groups_dropped. Device classes come from devices, so this "
+        "bounds what a fleet can add to Prometheus.",
+    )
+
+
 RENAMED_SERVER_SETTINGS: dict[str, tuple[str, str]] = {
     "max_upload_mb": ("limits", "max_upload_mb"),
     "max_telemetry_events": ("limits", "max_telemetry_events"),
@@ -332,6 +377,7 @@ class ServerSettings(BaseModel):
     predict: PredictSettings = Field(default_factory=PredictSettings)
     telemetry_export: TelemetryExportSettings = Field(default_factory=TelemetryExportSettings)
     rollout_eval: RolloutEvalSettings = Field(default_factory=RolloutEvalSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @model_validator(mode="before")
     @classmethod

@@ -14,13 +14,15 @@ answered 304 costs about 19 us of CPU here, a one-sample predict about 75 us.
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.routing import Match
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from pocketml.server._guard import Limits, RequestGuard, RouteClass, send_error, send_json
+from pocketml.server._metrics import REFUSED, UNMATCHED, ServerMetrics
 from pocketml.server._state import ServerState
 from pocketml.server.device_api import (
     answer_checkin,
@@ -30,7 +32,7 @@ from pocketml.server.device_api import (
     bearer_token,
     read_body,
 )
-from pocketml.server.errors import _REQUEST_ID_OK, new_request_id, public_error
+from pocketml.server.errors import _REQUEST_ID_OK, new_request_id, public_error, status_for
 
 __all__ = ["PocketMLApp"]
 
@@ -38,6 +40,7 @@ _PREDICT_PREFIX = "/v1/models/"
 _PREDICT_SUFFIX = "/predict"
 _TELEMETRY = "/v1/telemetry"
 _CHECKIN = "/v1/checkin"
+_PREDICT_ROUTE = "/v1/models/{name}/predict"  # the template FastAPI's route declares
 
 
 class PocketMLApp(FastAPI):
@@ -57,12 +60,15 @@ class PocketMLApp(FastAPI):
     Attributes:
         fast_path: False sends every request (after the guard) through FastAPI, so a
             test can check that both doors answer alike.
+        metrics: the request metrics (``GET /metrics``), or None when they are off:
+            then no clock is read and no status is captured.
     """
 
     def __init__(self, *, limits: Limits, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.limits = limits
         self.fast_path = True
+        self.metrics: ServerMetrics | None = None
         self._guard = RequestGuard(limits, self._has_route)
 
     def _has_route(self, scope: Scope) -> bool:
@@ -71,10 +77,15 @@ class PocketMLApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point: the guard, then the fast path, then FastAPI."""
         if scope["type"] == "http":
+            metrics = self.metrics
+            start = perf_counter() if metrics is not None else 0.0
             verdict = self._guard.inspect(scope)
             if verdict is not None:
                 if not isinstance(verdict, RouteClass):
                     await self._guard.refuse(scope, send, verdict)
+                    if metrics is not None:
+                        elapsed = perf_counter() - start
+                        metrics.observe(scope["method"], REFUSED, status_for(verdict), elapsed)
                     return
                 receive, send = self._guard.bounded(scope, receive, send, verdict)
             if scope["method"] == "POST" and self.fast_path:
@@ -88,9 +99,37 @@ class PocketMLApp(FastAPI):
                     state = getattr(self.state, "pocketml", None)
                     if isinstance(state, ServerState):
                         scope["app"] = self
-                        await _serve(scope, receive, send, state, self.limits, name)
+                        status, events = await _serve(
+                            scope, receive, send, state, self.limits, name
+                        )
+                        if metrics is not None:
+                            route = path if name is None else _PREDICT_ROUTE
+                            metrics.observe("POST", route, status, perf_counter() - start, events)
                         return
+            if metrics is not None:
+                await self._call_counted(scope, receive, send, metrics, start)
+                return
         await super().__call__(scope, receive, send)
+
+    async def _call_counted(
+        self, scope: Scope, receive: Receive, send: Send, metrics: ServerMetrics, start: float
+    ) -> None:
+        """FastAPI's answer, counted under the template of the route that answered."""
+        status = 500  # unless a response starts: an exception escaped every handler
+
+        async def send_counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, send_counted)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) if route is not None else None
+            label = template if isinstance(template, str) else UNMATCHED
+            metrics.observe(scope["method"], label, status, perf_counter() - start)
 
 
 async def _serve(
@@ -100,7 +139,8 @@ async def _serve(
     state: ServerState,
     limits: Limits,
     name: str | None,
-) -> None:
+) -> tuple[int, int]:
+    """Answer one fast-path request; return (status, telemetry events stored)."""
     authorization = None
     given_rid = None
     if_none_match = None
@@ -128,6 +168,8 @@ async def _serve(
             answer = await answer_telemetry(state, principal, body, sent_date)
     except Exception as exc:
         where = f"{scope.get('method')} {scope['path']}"
-        await send_error(send, public_error(exc, rid, where), rid)
-    else:
-        await send_json(send, answer.status, answer.body, rid, answer.headers)
+        error = public_error(exc, rid, where)
+        await send_error(send, error, rid)
+        return error[0], 0
+    await send_json(send, answer.status, answer.body, rid, answer.headers)
+    return answer.status, answer.events

@@ -24,6 +24,7 @@ from pocketml.config import Settings, load_settings
 from pocketml.errors import InvalidInput
 from pocketml.server._fast import PocketMLApp
 from pocketml.server._guard import Limits
+from pocketml.server._metrics import ServerMetrics
 from pocketml.server._openapi import install_openapi
 from pocketml.server._state import PrincipalCache, ServerState
 from pocketml.server.errors import RequestIdMiddleware, install_error_handlers
@@ -31,6 +32,7 @@ from pocketml.server.routes import (
     admin,
     device,
     device_admin,
+    metrics,
     packages,
     predict,
     rollouts,
@@ -59,11 +61,15 @@ Every error is JSON: `{"error": {"code", "message", "request_id"}}`.
 """
 
 
-def load_or_create_operator_token(path: Path) -> str:
+def load_or_create_operator_token(
+    path: Path, *, what: str = "operator token", prefix: str = "pml_op_"
+) -> str:
     """Read the operator token from ``path``, generating it (mode 0600) on first start.
 
     Args:
         path: the token file, normally ``<home>/operator.token``.
+        what: the token's name in messages (the metrics token uses this function too).
+        prefix: what a generated token starts with, so a leaked one says what it opens.
 
     Returns:
         The token. Its value is never logged, only the path.
@@ -75,21 +81,21 @@ def load_or_create_operator_token(path: Path) -> str:
         mode = path.stat().st_mode & 0o077
         if mode:
             raise InvalidInput(
-                f"operator token file {path} is readable by group/others (mode "
+                f"{what} file {path} is readable by group/others (mode "
                 f"{oct(path.stat().st_mode & 0o777)}); expected 0600. Run: chmod 600 {path}"
             )
         token = path.read_text(encoding="utf-8").strip()
         if not token:
-            raise InvalidInput(f"operator token file {path} is empty; delete it to regenerate.")
+            raise InvalidInput(f"{what} file {path} is empty; delete it to regenerate.")
         return token
     path.parent.mkdir(parents=True, exist_ok=True)
-    token = "pml_op_" + secrets.token_urlsafe(32)
+    token = prefix + secrets.token_urlsafe(32)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(token + "\n")
     os.replace(tmp, path)
-    logger.warning("generated the operator token; read it from %s (mode 0600)", path)
+    logger.warning("generated the %s; read it from %s (mode 0600)", what, path)
     return token
 
 
@@ -179,6 +185,16 @@ def _start_telemetry_exporter(
     return asyncio.create_task(exporter.run_forever(stop)), stop
 
 
+def _metrics_token(settings: Settings) -> str:
+    """The bearer token of ``GET /metrics``: the setting, else ``<home>/metrics.token``."""
+    configured = settings.server.metrics.token
+    if configured is not None:
+        return configured.get_secret_value()
+    return load_or_create_operator_token(
+        settings.home / "metrics.token", what="metrics token", prefix="pml_metrics_"
+    )
+
+
 async def _stop_background(
     running: tuple[asyncio.Task[None], asyncio.Event] | None,
 ) -> None:
@@ -196,7 +212,7 @@ def create_app(settings: Settings) -> FastAPI:
             keys, and ``settings.server``'s groups, each handed to what it configures
             (``limits`` to the request guard, ``devices`` to check-in and the device
             credential cache, ``predict`` to cloud inference, ``telemetry_export`` and
-            ``rollout_eval`` to the background loops).
+            ``rollout_eval`` to the background loops, ``metrics`` to ``GET /metrics``).
 
     Returns:
         A FastAPI app; the registry opens in its lifespan, not here.
@@ -206,6 +222,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = _open_state(settings)
         app.state.pocketml = state
+        if server_metrics is not None:
+            server_metrics.watch(state, _metrics_token(settings))
         logger.info(
             "pocketml server %s ready (home %s, database %s)",
             __version__,
@@ -225,6 +243,8 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await _stop_background(evaluator)
             await _stop_background(exporter)  # its last pass flushes to Parquet
+            if server_metrics is not None:
+                server_metrics.unwatch()
             await state.serving.close()
             state.registry.close()
 
@@ -236,6 +256,10 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         responses={},
     )
+    server_metrics = (
+        ServerMetrics(settings.server.metrics) if settings.server.metrics.enabled else None
+    )
+    app.metrics = server_metrics  # counted in PocketMLApp.__call__, served by GET /metrics
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(system.router)
@@ -247,6 +271,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(device_admin.router)
     app.include_router(rollouts.router)
     app.include_router(ui.router)
+    if server_metrics is not None:
+        app.include_router(metrics.router)
     install_openapi(app)
     return app
 

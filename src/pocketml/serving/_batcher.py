@@ -105,6 +105,11 @@ class MicroBatcher:
             inline=self.executor is None,
         )
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a batch (the queue depth ``GET /metrics`` reports)."""
+        return self._queue.qsize() + len(self._pending)
+
     async def submit(self, batch: np.ndarray) -> np.ndarray:
         """Run ``batch`` (N, ...) as part of a merged call; return its own N output rows.
 

@@ -157,6 +157,14 @@ class ServingService:
                 result[name] = served.batcher.stats()
         return result
 
+    def queue_depths(self) -> dict[tuple[str, str], int]:
+        """Requests waiting in each served model's batcher, by (app id, model name)."""
+        return {
+            key: served.batcher.queued
+            for key, served in list(self._served.items())
+            if served.batcher is not None
+        }
+
     # -- resolution --------------------------------------------------------------------
 
     async def _resolve(self, app_id: str, name: str) -> _Served:

@@ -212,6 +212,28 @@ class TelemetryExporter:
         with translate_errors("read the telemetry export watermark"), self.engine.connect() as c:
             return int(c.scalar(query) or 0)
 
+    def backlog(self, now: float | None = None) -> tuple[int, float]:
+        """(chunks not yet exported, seconds since the oldest of them was received).
+
+        ``(0, 0.0)`` when everything is exported; ``GET /metrics`` reports both as the
+        exporter's lag.
+
+        Raises:
+            Unavailable: the database cannot be reached.
+        """
+        moment = time.time() if now is None else now
+        watermark = (
+            sa.select(_EXPORTS.c.watermark).where(_EXPORTS.c.name == LEASE_NAME).scalar_subquery()
+        )
+        waiting = sa.select(sa.func.count(), sa.func.min(_CHUNKS.c.received_at)).where(
+            _CHUNKS.c.id > sa.func.coalesce(watermark, 0)  # no row before the first export
+        )
+        with translate_errors("read the telemetry export backlog"), self.engine.connect() as c:
+            count, oldest = c.execute(waiting).one()
+        if not count or oldest is None:
+            return 0, 0.0
+        return int(count), max(moment - oldest.timestamp(), 0.0)
+
     def _write(self) -> sa.Connection:
         return self.engine.connect().execution_options(**WRITE)
 

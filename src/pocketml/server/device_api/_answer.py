@@ -22,11 +22,13 @@ Headers = tuple[tuple[bytes, bytes], ...]
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A device handler's answer: status, JSON body (empty for a 304) and extra headers."""
+    """A device handler's answer: status, JSON body (empty for a 304) and extra headers;
+    ``events``: telemetry events it stored (counted by ``GET /metrics``)."""
 
     status: int
     body: bytes
     headers: Headers = ()
+    events: int = 0
 
 
 async def read_body(receive: Callable[[], Awaitable[Any]], max_bytes: int) -> bytes:

@@ -63,7 +63,8 @@ async def answer_telemetry(
         batch,
     )
     stored = result.accepted > 0 and not result.duplicate
-    return Answer(202 if stored else 200, orjson.dumps(result.to_dict()))
+    body = orjson.dumps(result.to_dict())
+    return Answer(202, body, events=result.accepted) if stored else Answer(200, body)
 
 
 def _http_date(value: str | None) -> float | None:
