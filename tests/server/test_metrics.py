@@ -3,6 +3,8 @@ real requests to a live server; and its refusals."""
 
 from __future__ import annotations
 
+import json
+import re
 import stat
 import time
 from collections.abc import Iterator
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from pocketml.config import MetricsSettings
@@ -208,3 +211,25 @@ def test_two_apps_in_one_process_keep_their_own_registries() -> None:
         )
         is None
     )
+
+
+def test_the_example_dashboard_and_alert_rules_name_only_metrics_the_server_exposes(
+    tmp_path: Path,
+) -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    rules = yaml.safe_load((docs / "prometheus-alerts.yml").read_text(encoding="utf-8"))
+    dashboard = json.loads((docs / "grafana-dashboard.json").read_text(encoding="utf-8"))
+    expressions = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    expressions += [
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", ())
+    ]
+    named = {
+        re.sub(r"_(total|bucket|count|sum)$", "", name)
+        for expr in expressions
+        for name in re.findall(r"pocketml_[a-z0-9_]+", expr)
+    }
+    with metrics_server(tmp_path / "home") as server, server.http(METRICS_TOKEN) as http:
+        text = http.get("/metrics").text
+    exposed = {family.name for family in text_string_to_metric_families(text)}
+    assert len(named) >= 12
+    assert named <= exposed, f"not exposed by the server: {sorted(named - exposed)}"
