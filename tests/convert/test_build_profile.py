@@ -41,8 +41,8 @@ def test_the_profile_is_written_beside_build_json_and_listed_in_it(
         ).read_text()
     )
 
-    assert manifest["profile"] == PROFILE_FILE
-    written = json.loads((out / manifest["profile"]).read_text())
+    assert manifest["reference_profile"] == PROFILE_FILE
+    written = json.loads((out / manifest["reference_profile"]).read_text())
     assert ReferenceProfile.from_dict(written).to_dict() == profile.to_dict()
 
 
@@ -55,5 +55,5 @@ def test_a_build_without_a_profile_lists_none_and_leaves_no_stale_file(
 
     path = write_build(out, schema=schema, groups=[], extra_variants=[variant])
 
-    assert json.loads(path.read_text())["profile"] is None
+    assert json.loads(path.read_text())["reference_profile"] is None
     assert not (out / PROFILE_FILE).exists()

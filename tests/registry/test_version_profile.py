@@ -37,23 +37,26 @@ def verified_package(
 def test_a_pushed_profile_is_stored_with_the_version(
     registry: Registry, app_id: str, push: Push
 ) -> None:
-    version = push(app_id, profile=PROFILE)
+    version = push(app_id, reference_profile=PROFILE)
 
     assert version.has_profile
-    assert version.profile_sha256 == hashlib.sha256(canonical_json(PROFILE)).hexdigest()
-    assert registry.get_profile(app_id, "digits", version.version) == PROFILE
+    assert version.reference_profile_sha256 == hashlib.sha256(canonical_json(PROFILE)).hexdigest()
+    assert registry.get_reference_profile(app_id, "digits", version.version) == PROFILE
     listed = registry.list_versions(app_id, "digits").items[0]
-    assert listed.profile_sha256 == version.profile_sha256
+    assert listed.reference_profile_sha256 == version.reference_profile_sha256
 
 
 def test_every_package_of_the_version_ships_the_profile_signed(
     registry: Registry, app_id: str, push: Push, tmp_path: Path
 ) -> None:
-    version = push(app_id, profile=PROFILE, variants=("plain", "secret"), encrypted=("secret",))
+    version = push(
+        app_id, reference_profile=PROFILE, variants=("plain", "secret"), encrypted=("secret",)
+    )
 
     for variant in version.variants:
         verified = verified_package(registry, app_id, variant.package_id, tmp_path)
-        assert verified.manifest["members"][PROFILE_MEMBER]["sha256"] == version.profile_sha256
+        entry = verified.manifest["members"][PROFILE_MEMBER]
+        assert entry["sha256"] == version.reference_profile_sha256
         assert json.loads(read_member(verified, PROFILE_MEMBER)) == PROFILE
 
 
@@ -63,20 +66,20 @@ def test_a_version_pushed_without_a_profile_has_none_and_its_packages_lack_it(
     version = push(app_id)
 
     assert not version.has_profile
-    assert registry.get_profile(app_id, "digits", version.version) is None
+    assert registry.get_reference_profile(app_id, "digits", version.version) is None
     verified = verified_package(registry, app_id, version.variants[0].package_id, tmp_path)
     assert not verified.has_profile
 
 
 def test_the_profile_of_a_missing_version_is_not_found(registry: Registry, app_id: str) -> None:
     with pytest.raises(NotFound, match="no version 9"):
-        registry.get_profile(app_id, "digits", 9)
+        registry.get_reference_profile(app_id, "digits", 9)
 
 
 def test_packages_re_signed_after_a_revocation_keep_the_profile(
     registry: Registry, app_id: str, push: Push, tmp_path: Path
 ) -> None:
-    version = push(app_id, profile=PROFILE)
+    version = push(app_id, reference_profile=PROFILE)
     old = registry.get_app(app_id).signing_key_id
     registry.rotate_signing_key(app_id)
 

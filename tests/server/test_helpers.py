@@ -111,13 +111,13 @@ def test_a_build_dir_profile_is_sent_with_the_push_metadata(tmp_path: Path) -> N
     _write_build(root, [{"name": "v", "file": "m.onnx", "format": "onnx", "precision": "fp32"}])
     random_file(root / "m.onnx", 100, 1)
     manifest = json.loads((root / "build.json").read_text())
-    (root / "build.json").write_text(json.dumps({**manifest, "profile": "profile.json"}))
+    (root / "build.json").write_text(json.dumps({**manifest, "reference_profile": "profile.json"}))
     (root / "profile.json").write_text(json.dumps({"format": 1, "bins": []}))
 
     prepared = prepare_build(root)
     prepared.cleanup()
 
-    assert prepared.metadata["profile"] == {"format": 1, "bins": []}
+    assert prepared.metadata["reference_profile"] == {"format": 1, "bins": []}
 
 
 def test_a_build_dir_without_a_profile_sends_no_profile_key(tmp_path: Path) -> None:
@@ -129,4 +129,4 @@ def test_a_build_dir_without_a_profile_sends_no_profile_key(tmp_path: Path) -> N
     prepared = prepare_build(root)
     prepared.cleanup()
 
-    assert "profile" not in prepared.metadata
+    assert "reference_profile" not in prepared.metadata

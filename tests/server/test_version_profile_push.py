@@ -40,7 +40,7 @@ def test_a_pushed_build_stores_its_profile_and_every_package_ships_it(
 
     trusted = {key_id: base64.b64decode(raw) for key_id, raw in app.public_keys.items()}
     verified = verify_package(package, trusted_keys=trusted, app_id=app_a.app.id)
-    assert shown.profile_sha256 is not None
-    assert verified.manifest["members"][PROFILE_MEMBER]["sha256"] == shown.profile_sha256
+    assert shown.reference_profile_sha256 is not None
+    assert verified.manifest["members"][PROFILE_MEMBER]["sha256"] == shown.reference_profile_sha256
     shipped = ReferenceProfile.from_dict(json.loads(read_member(verified, PROFILE_MEMBER)))
     assert shipped.to_dict() == profile.to_dict()

@@ -181,7 +181,7 @@ def write_build(
         extra: more top-level keys for build.json (e.g. per-profile selections).
         profile: the version's reference profile (``pocketml.monitor.build_input_profile``
             on the training split); written as ``profile.json`` and listed under
-            build.json's ``profile`` key, which is null without one.
+            build.json's ``reference_profile`` key, which is null without one.
 
     Every variant's file must already sit under ``out_dir``. Returns the path of build.json.
 
@@ -234,7 +234,7 @@ def write_build(
         "schema": "schema.json",
         "card": "card.md",
         "run_record": "run.json" if run_record is not None else None,
-        "profile": PROFILE_FILE if profile is not None else None,
+        "reference_profile": PROFILE_FILE if profile is not None else None,
         "dataset_fingerprint": dataset_fingerprint,
         "source_framework": framework,
         "params": params or (run_record or {}).get("params", {}),

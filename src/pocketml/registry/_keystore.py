@@ -164,7 +164,11 @@ class SigningKeyStore:
         query = (
             _signed_by(app_id, key_id)
             .with_only_columns(
-                Variant, ModelVersion.version, ModelVersion.card, ModelVersion.profile, Model
+                Variant,
+                ModelVersion.version,
+                ModelVersion.card,
+                ModelVersion.reference_profile,
+                Model,
             )
             .join(ModelVersion, ModelVersion.id == Variant.version_id)
             .join(Model, Model.id == ModelVersion.model_id)

@@ -120,10 +120,10 @@ class ModelVersion(Base):
     card: Mapped[str] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # The reference profile (migration 0008): deferred, so listing versions never loads it.
-    profile: Mapped[JSONDict | None] = mapped_column(
+    reference_profile: Mapped[JSONDict | None] = mapped_column(
         sa.JSON(none_as_null=True), nullable=True, deferred=True
     )
-    profile_sha256: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    reference_profile_sha256: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
 
     variants: Mapped[list[Variant]] = relationship(
         back_populates="model_version",

@@ -166,7 +166,7 @@ def build_packages(
                 card=meta.card,
                 signing_key=signing,
                 content_key=content_keys.get(variant.name),
-                profile=meta.profile,
+                profile=meta.reference_profile,
             )
             refs[variant.name] = artifacts.put_file(package.path, expected_sha256=package.sha256)
             out.unlink(missing_ok=True)
@@ -234,11 +234,11 @@ def new_version(
         run_record=dict(meta.run_record),
         card=meta.card,
         variants=variants,
-        profile=None if meta.profile is None else dict(meta.profile),
-        profile_sha256=(
+        reference_profile=None if meta.reference_profile is None else dict(meta.reference_profile),
+        reference_profile_sha256=(
             None
-            if meta.profile is None
-            else hashlib.sha256(canonical_json(dict(meta.profile))).hexdigest()
+            if meta.reference_profile is None
+            else hashlib.sha256(canonical_json(dict(meta.reference_profile))).hexdigest()
         ),
     )
 

@@ -148,9 +148,9 @@ class VariantInfo:
 class VersionInfo:
     """An immutable model version: lineage, model card, stage and its variants.
 
-    ``profile_sha256`` is the sha256 of the version's reference profile (the canonical JSON
-    that is also every package's ``profile.json`` member), or None without one; the profile
-    itself is read with ``Registry.get_profile``.
+    ``reference_profile_sha256`` is the sha256 of the version's reference profile (the
+    canonical JSON that is also every package's ``profile.json`` member), or None without
+    one; the profile itself is read with ``Registry.get_reference_profile``.
     """
 
     id: str
@@ -166,12 +166,12 @@ class VersionInfo:
     card: str
     created_at: datetime
     variants: tuple[VariantInfo, ...]
-    profile_sha256: str | None = None
+    reference_profile_sha256: str | None = None
 
     @property
     def has_profile(self) -> bool:
         """True when the version was pushed with a reference profile."""
-        return self.profile_sha256 is not None
+        return self.reference_profile_sha256 is not None
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,7 @@ class VersionCreate(_Input):
     run_record: JsonObject = Field(default_factory=dict)
     card: Text = Field("", max_length=1_000_000, description="Model card, Markdown.")
     variants: list[VariantUpload] = Field(min_length=1, max_length=64)
-    profile: JsonObject | None = Field(
+    reference_profile: JsonObject | None = Field(
         None,
         description=(
             "The version's reference profile (pocketml.monitor's ReferenceProfile JSON, "

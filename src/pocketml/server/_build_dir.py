@@ -3,7 +3,7 @@
 Layout: ``build.json`` =
 ``{"format_version": 1, "model", "schema": "schema.json", "card": "card.md",
 "dataset_fingerprint", "source_framework", "params", "metrics", "run_record": "run.json",
-"profile": "profile.json" or null (the reference profile, sent as the push's ``profile``),
+"reference_profile": "profile.json" or null (sent as the push's ``reference_profile``),
 "variants": [{"name", "file", "format", "precision", "role", "sha256", "size",
 "compatibility", "metrics", "benchmarks", "profiles"}]}`` with every path relative to the
 directory. Each variant file is checked (exists, size, sha256) before anything is sent.
@@ -60,7 +60,7 @@ class _BuildManifest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     run_record: str | None = None
-    profile: str | None = None
+    reference_profile: str | None = None
     variants: list[_BuildVariant] = Field(min_length=1)
 
 
@@ -186,7 +186,9 @@ def prepare_build(
     run_record = (
         _load_json(build_dir / manifest.run_record, "run record") if manifest.run_record else {}
     )
-    profile = _load_json(build_dir / manifest.profile, "profile") if manifest.profile else None
+    profile = None
+    if manifest.reference_profile:
+        profile = _load_json(build_dir / manifest.reference_profile, "reference profile")
     work_dir = Path(tempfile.mkdtemp(prefix="pocketml-push-"))
     try:
         variants = tuple(_prepare_variant(build_dir, v, work_dir) for v in manifest.variants)
@@ -217,7 +219,7 @@ def prepare_build(
         ],
     }
     if profile is not None:  # absent otherwise: servers before the profile refuse the key
-        metadata["profile"] = profile
+        metadata["reference_profile"] = profile
     return PreparedBuild(
         model=model or manifest.model,
         schema=schema,

@@ -344,7 +344,7 @@ class VersionPublic(_Public):
     card: str
     created_at: datetime
     variants: list[VariantPublic]
-    profile_sha256: str | None = Field(
+    reference_profile_sha256: str | None = Field(
         None,
         description=(
             "sha256 of the version's reference profile (every package's signed profile.json "
