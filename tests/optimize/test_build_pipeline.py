@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pocketml.errors import InvalidInput, NotFound
+from pocketml.monitor import ReferenceProfile, profile_model
 from pocketml.optimize.config import load_build_config
 from pocketml.optimize.pipeline import run_build
 
@@ -43,7 +44,13 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_build_converts_optimizes_benchmarks_and_selects(tmp_path: Path) -> None:
     config = load_build_config(_write(tmp_path, SMALL))
     steps: list[str] = []
-    outcome = run_build(config, tmp_path / "out", on_step=steps.append, show_progress=False)
+    outcome = run_build(
+        config,
+        tmp_path / "out",
+        on_step=steps.append,
+        show_progress=False,
+        profiler=profile_model,
+    )
     names = {v.name for v in outcome.variants}
     assert {
         "mlp-onnx-fp32",
@@ -63,6 +70,11 @@ def test_build_converts_optimizes_benchmarks_and_selects(tmp_path: Path) -> None
         assert bool(variant["profiles"]) == (variant["name"] in chosen)
     assert outcome.plot is not None and outcome.plot.stat().st_size > 0
     assert "benchmarking" in steps and "selecting" in steps
+    # the reference profile of the training split, with the trained model's predictions
+    profile = ReferenceProfile.from_dict(
+        json.loads((tmp_path / "out" / manifest["reference_profile"]).read_text())
+    )
+    assert profile.num_classes == 10 and profile.reference.n > 0
 
 
 @pytest.mark.parametrize(

@@ -104,3 +104,29 @@ def test_prepare_build_rejects_a_missing_file_an_unknown_format_and_a_bad_hash(
         prepare_build(bad_hash)
     with pytest.raises(NotFound, match=r"build\.json"):
         prepare_build(tmp_path / "empty")
+
+
+def test_a_build_dir_profile_is_sent_with_the_push_metadata(tmp_path: Path) -> None:
+    root = tmp_path / "b"
+    _write_build(root, [{"name": "v", "file": "m.onnx", "format": "onnx", "precision": "fp32"}])
+    random_file(root / "m.onnx", 100, 1)
+    manifest = json.loads((root / "build.json").read_text())
+    (root / "build.json").write_text(json.dumps({**manifest, "reference_profile": "profile.json"}))
+    (root / "profile.json").write_text(json.dumps({"format": 1, "bins": []}))
+
+    prepared = prepare_build(root)
+    prepared.cleanup()
+
+    assert prepared.metadata["reference_profile"] == {"format": 1, "bins": []}
+
+
+def test_a_build_dir_without_a_profile_sends_no_profile_key(tmp_path: Path) -> None:
+    root = _write_build(
+        tmp_path / "b", [{"name": "v", "file": "m.onnx", "format": "onnx", "precision": "fp32"}]
+    )
+    random_file(root / "m.onnx", 100, 1)
+
+    prepared = prepare_build(root)
+    prepared.cleanup()
+
+    assert "reference_profile" not in prepared.metadata

@@ -20,6 +20,7 @@ def build(
 ) -> None:
     """Data -> model -> convert -> quantize -> benchmark -> select, from one config file."""
     from pocketml.bench import print_results
+    from pocketml.monitor import profile_model
     from pocketml.optimize import print_selections
     from pocketml.optimize.config import load_build_config
     from pocketml.optimize.pipeline import run_build
@@ -38,6 +39,7 @@ def build(
             out,
             on_step=lambda text: progress.update(task, description=text),
             show_progress=False,
+            profiler=profile_model,
         )
     print_results(
         list(outcome.results), console=console, title=f"{outcome.model.architecture} variants"

@@ -7,6 +7,7 @@ Layout::
     schema.json     the ModelSchema
     card.md         the model card (Markdown)
     run.json        the run record of the model the device variants come from
+    profile.json    the version's reference profile (``pocketml.monitor``), when computed
     <group>/model.onnx, <group>/model.tflite, ...
 
 One build directory is one model version; it may hold device variants (``role: device``)
@@ -19,14 +20,18 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pocketml.convert.pipeline import ConversionResult
 from pocketml.errors import InvalidInput
 from pocketml.schema import ModelSchema
 
+if TYPE_CHECKING:  # monitor sits above the build stages; write_build only calls to_dict()
+    from pocketml.monitor import ReferenceProfile
+
 __all__ = [
     "BUILD_FORMAT_VERSION",
+    "PROFILE_FILE",
     "BuildVariant",
     "VariantGroup",
     "render_model_card",
@@ -34,6 +39,7 @@ __all__ = [
 ]
 
 BUILD_FORMAT_VERSION = 1
+PROFILE_FILE = "profile.json"
 
 
 @dataclass(frozen=True)
@@ -165,13 +171,17 @@ def write_build(
     card: str | None = None,
     params: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    profile: ReferenceProfile | None = None,
 ) -> Path:
-    """Write ``build.json``, ``schema.json``, ``card.md`` and ``run.json`` into ``out_dir``.
+    """Write ``build.json``, ``schema.json``, ``card.md``, ``run.json`` (and ``profile.json``).
 
     Args:
         groups: the plain conversions of each trained model.
         extra_variants: further files (quantized, pruned, ...) to list after them.
         extra: more top-level keys for build.json (e.g. per-profile selections).
+        profile: the version's reference profile (``pocketml.monitor.build_input_profile``
+            on the training split); written as ``profile.json`` and listed under
+            build.json's ``reference_profile`` key, which is null without one.
 
     Every variant's file must already sit under ``out_dir``. Returns the path of build.json.
 
@@ -212,6 +222,11 @@ def write_build(
     (out_dir / "card.md").write_text(card_text)
     if run_record is not None:
         (out_dir / "run.json").write_text(json.dumps(run_record, indent=2, default=str) + "\n")
+    profile_path = out_dir / PROFILE_FILE
+    if profile is not None:
+        profile_path.write_text(json.dumps(profile.to_dict(), sort_keys=True) + "\n")
+    else:  # a rebuild into the same directory must not leave a stale profile behind
+        profile_path.unlink(missing_ok=True)
     framework = next((g.framework for g in groups if g.role == "device"), None)
     manifest = {
         "format_version": BUILD_FORMAT_VERSION,
@@ -219,6 +234,7 @@ def write_build(
         "schema": "schema.json",
         "card": "card.md",
         "run_record": "run.json" if run_record is not None else None,
+        "reference_profile": PROFILE_FILE if profile is not None else None,
         "dataset_fingerprint": dataset_fingerprint,
         "source_framework": framework,
         "params": params or (run_record or {}).get("params", {}),

@@ -37,6 +37,7 @@ from pocketml.demo._safe import ship_safely
 from pocketml.demo._ship import ship
 from pocketml.demo._trust import hold_the_line
 from pocketml.errors import InvalidInput
+from pocketml.monitor import profile_model
 from pocketml.optimize import plot_variants
 from pocketml.optimize.config import BenchSection, BuildConfig, ModelSection, TrainSection
 from pocketml.optimize.pipeline import VariantMatrix, optimize_and_select, resolve_profiles
@@ -352,6 +353,7 @@ def run_demo(
                 for arch, run in runs.items()
             },
         },
+        profile=profile_model(runs["cnn-small"].model, splits.train),
     )
     if story.done(4):
         return story.finish(out_dir, _partial_report(digits, splits, runs, timings, started))

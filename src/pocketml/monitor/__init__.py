@@ -7,6 +7,9 @@ validates it (``parse_sketch``), merges (``merge_sketches``) and tests
 (``detect_drift``: one detector per block, Benjamini-Hochberg over the family).
 ``estimate_accuracy`` / ``realised_accuracy`` / ``compare_accuracy`` turn confidence
 histograms and feedback labels into accuracy with intervals and a concept-drift flag.
+``input_features`` turns image and sensor inputs into the monitored features
+(brightness, contrast, blur per channel); ``build_input_profile`` builds a version's profile
+from raw inputs and the model's probabilities.
 See docs/monitoring.md for the statistics and the benchmark against Evidently.
 """
 
@@ -26,6 +29,16 @@ from pocketml.monitor._dataset import (
     detector_for,
 )
 from pocketml.monitor._detector import DEFAULT_ALPHA, DriftDetector, FeatureDrift, coarsen
+from pocketml.monitor._features import (
+    IMAGE_STATS,
+    SENSOR_STATS,
+    build_input_profile,
+    image_features,
+    input_features,
+    profile_model,
+    sensor_features,
+    table_features,
+)
 from pocketml.monitor._jensen_shannon import JensenShannonDetector
 from pocketml.monitor._profile import Projection, ReferenceProfile, build_profile
 from pocketml.monitor._psi import PSIDetector
@@ -43,8 +56,10 @@ from pocketml.monitor._wasserstein import WassersteinDetector
 __all__ = [
     "CONFIDENCE_BLOCK",
     "DEFAULT_ALPHA",
+    "IMAGE_STATS",
     "MAX_SKETCH_ROWS",
     "PREDICTION_BLOCK",
+    "SENSOR_STATS",
     "AccuracyComparison",
     "AccuracyInterval",
     "ChiSquaredDetector",
@@ -60,6 +75,7 @@ __all__ = [
     "SketchLayout",
     "WassersteinDetector",
     "benjamini_hochberg",
+    "build_input_profile",
     "build_profile",
     "categorical_bins",
     "coarsen",
@@ -67,8 +83,13 @@ __all__ = [
     "detect_drift",
     "detector_for",
     "estimate_accuracy",
+    "image_features",
+    "input_features",
     "merge_sketches",
     "numeric_bins",
     "parse_sketch",
+    "profile_model",
     "realised_accuracy",
+    "sensor_features",
+    "table_features",
 ]

@@ -7,6 +7,7 @@
                       plus the per-profile selections: what ``pocketml push`` uploads
     benchmarks.json   the raw benchmark results
     variants.png      accuracy vs. p95 latency, marker size = file size, colour = format
+    profile.json      the reference profile of the training split, when a profiler is given
     schema.json, card.md, run.json, <arch>/..., optimized/...
 
 A variant that cannot be produced (a converter that does not take the model, an operator
@@ -23,7 +24,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,6 +56,10 @@ from pocketml.optimize.select import Budget, Selection, VariantSelector, plot_va
 from pocketml.protocol import FORMATS
 from pocketml.train import TrainConfig, TrainedModel, model_inputs, train
 
+if TYPE_CHECKING:
+    from pocketml.data import Dataset
+    from pocketml.monitor import ReferenceProfile
+
 __all__ = [
     "BuildOutcome",
     "SkippedVariant",
@@ -65,6 +70,9 @@ __all__ = [
 ]
 
 StepFn = Callable[[str], None]
+# Builds a version's reference profile from the model and its training split
+# (``pocketml.monitor.profile_model``); injected because monitor sits above this layer.
+Profiler = Callable[["TrainedModel", "Dataset"], "ReferenceProfile"]
 
 
 @dataclass(frozen=True)
@@ -339,12 +347,15 @@ def run_build(
     *,
     on_step: StepFn | None = None,
     show_progress: bool = True,
+    profiler: Profiler | None = None,
 ) -> BuildOutcome:
     """Run the whole build described by ``config`` into ``out_dir``.
 
     Args:
         on_step: called with a short description before each step (progress display).
         show_progress: let the benchmark draw its own progress bar.
+        profiler: builds the reference profile (``profile.json``) from the model and the
+            training split; None writes no profile.
 
     Raises:
         PocketMLError subclasses from each stage, with the stage named in the message.
@@ -404,6 +415,10 @@ def run_build(
     (out / "benchmarks.json").write_text(
         json.dumps([r.to_dict() for r in results], indent=2) + "\n"
     )
+    profile = None
+    if profiler is not None:
+        step("profiling the training split")
+        profile = profiler(model, splits.train)
     build_json = write_build(
         out,
         schema=model.schema,
@@ -418,6 +433,7 @@ def run_build(
             "source_framework": model.framework,
             "metrics": {prefix: {k: metrics.get(k) for k in ("accuracy", "macro_f1")}},
         },
+        profile=profile,
     )
     return BuildOutcome(out, model, final, results, selections, build_json, plot, skipped)
 

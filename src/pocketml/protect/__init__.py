@@ -1,7 +1,8 @@
 """pocketml.protect: signed, optionally encrypted model packages.
 
 A package is one zip file a device downloads for a model variant: the model (or its
-AES-256-GCM ciphertext), ``schema.json``, ``card.md``, ``manifest.json`` (every member's
+AES-256-GCM ciphertext), ``schema.json``, ``card.md``, the optional ``profile.json`` (the
+version's reference profile for drift monitoring), ``manifest.json`` (every member's
 sha256) and ``manifest.sig`` (Ed25519 over the manifest bytes). ``docs/packages.md``
 describes the format and the device-side checks.
 
@@ -42,7 +43,7 @@ from pocketml.protect._keys import (
     signing_key_id,
     verify_signature,
 )
-from pocketml.protect._manifest import canonical_json
+from pocketml.protect._manifest import PROFILE_MEMBER, canonical_json
 from pocketml.protect._package import PackageInfo, build_package
 from pocketml.protect._verify import VerifiedPackage, verify_package
 from pocketml.protect.keyring import (
@@ -56,6 +57,7 @@ from pocketml.protect.keyring import (
 verify = verify_package
 
 __all__ = [
+    "PROFILE_MEMBER",
     "ContentKey",
     "ContentKeyRequired",
     "DecryptionFailed",

@@ -23,6 +23,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "MODEL_EXTENSIONS",
+    "PROFILE_MEMBER",
     "SIGNATURE_NAME",
     "canonical_json",
     "check_manifest",
@@ -35,6 +36,9 @@ FORMAT = "pocketml-package"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
+# The optional member holding the version's reference profile (pocketml.monitor's JSON):
+# what a device bins its inputs against. Packages built before it simply lack it.
+PROFILE_MEMBER = "profile.json"
 ENCRYPTION_ALGORITHM = "AES-256-GCM"
 # model_format -> accepted model file extensions (the member is "model.<ext>[.enc]").
 MODEL_EXTENSIONS: dict[str, tuple[str, ...]] = {

@@ -1,9 +1,11 @@
 """Building a package: one signed zip holding a model (optionally encrypted) and its metadata.
 
 Members, in write order: the model (``model.<ext>`` or ``model.<ext>.enc``), ``schema.json``,
-``card.md``, ``manifest.json`` (canonical JSON naming every other member's sha256 and size)
-and ``manifest.sig`` (the 64-byte Ed25519 signature of the manifest bytes). The model is
-hashed and encrypted in 1 MiB chunks, so its size never matters for memory.
+``card.md``, ``profile.json`` (the version's reference profile for drift monitoring, only
+when the version has one), ``manifest.json`` (canonical JSON naming every other member's
+sha256 and size) and ``manifest.sig`` (the 64-byte Ed25519 signature of the manifest
+bytes). The model is hashed and encrypted in 1 MiB chunks, so its size never matters for
+memory.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pocketml.protect._manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     MODEL_EXTENSIONS,
+    PROFILE_MEMBER,
     SIGNATURE_NAME,
     canonical_json,
 )
@@ -84,6 +87,7 @@ def build_package(
     signing_key: SigningKey,
     content_key: ContentKey | None = None,
     extra: dict[str, Any] | None = None,
+    profile: Mapping[str, Any] | None = None,
 ) -> PackageInfo:
     """Build a signed (and, with ``content_key``, encrypted) package from a model file.
 
@@ -104,6 +108,9 @@ def build_package(
         signing_key: the Ed25519 key that signs the manifest.
         content_key: when given, the model member is AES-256-GCM encrypted with it.
         extra: free JSON data recorded in the manifest.
+        profile: the version's reference profile as JSON (``ReferenceProfile.to_dict()``);
+            stored as the ``profile.json`` member (canonical JSON), hashed in the manifest
+            and so covered by the signature. None: no such member.
 
     Returns:
         A PackageInfo with the file's sha256, size and the manifest.
@@ -120,6 +127,12 @@ def build_package(
     schema_bytes, card_bytes = canonical_json(dict(schema)), card.encode("utf-8")
     extra_dict = dict(extra or {})
     canonical_json(extra_dict)  # fail before any work when extra is not JSON
+    if profile is not None and not isinstance(profile, Mapping):
+        raise InvalidInput(
+            f"profile must be a dict (ReferenceProfile.to_dict()) or None; "
+            f"got {type(profile).__name__}."
+        )
+    profile_bytes = None if profile is None else canonical_json(dict(profile))
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.{secrets.token_hex(6)}.tmp")
@@ -128,6 +141,8 @@ def build_package(
             entry = _write_model(archive, Path(model_file), member_name, content_key)
             _write_bytes(archive, "schema.json", schema_bytes)
             _write_bytes(archive, "card.md", card_bytes)
+            if profile_bytes is not None:
+                _write_bytes(archive, PROFILE_MEMBER, profile_bytes)
             manifest: dict[str, Any] = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
@@ -143,6 +158,11 @@ def build_package(
                     entry.name: {"sha256": entry.sha256, "size": entry.size},
                     "schema.json": _digest(schema_bytes),
                     "card.md": _digest(card_bytes),
+                    **(
+                        {PROFILE_MEMBER: _digest(profile_bytes)}
+                        if profile_bytes is not None
+                        else {}
+                    ),
                 },
                 "model_member": entry.name,
                 "model_sha256": entry.plain_sha256,

@@ -34,6 +34,7 @@ from pocketml.protect._errors import (
 from pocketml.protect._keys import signing_key_id, verify_signature
 from pocketml.protect._manifest import (
     MANIFEST_NAME,
+    PROFILE_MEMBER,
     SIGNATURE_NAME,
     check_manifest,
     is_safe_member_name,
@@ -75,6 +76,11 @@ class VerifiedPackage:
     def model_member(self) -> str:
         """The name of the model member (``model.onnx``, ``model.tflite.enc``, ...)."""
         return str(self.manifest["model_member"])
+
+    @property
+    def has_profile(self) -> bool:
+        """True when the package ships the version's reference profile (``profile.json``)."""
+        return PROFILE_MEMBER in self.manifest["members"]
 
     @property
     def is_encrypted(self) -> bool:

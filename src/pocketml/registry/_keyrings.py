@@ -74,7 +74,7 @@ def resign_package(
 ) -> ArtifactRef:
     """Rebuild one variant's package from its stored model file, signed by ``signing``.
 
-    The model file, schema, card, version and content key are those of the variant, so
+    The model file, schema, card, profile, version and content key are those of the variant, so
     the new package differs from the old one only in its signature (and therefore in its
     id): devices download it as an update of the same version.
 
@@ -100,6 +100,7 @@ def resign_package(
             card=target.card,
             signing_key=signing,
             content_key=content_key,
+            profile=target.profile,
         )
         return artifacts.put_file(package.path, expected_sha256=package.sha256)
 

@@ -83,6 +83,7 @@ class ResignTarget:
     content_key_id: str | None
     schema: dict[str, Any]
     card: str
+    profile: dict[str, Any] | None = None
 
 
 class SigningKeyStore:
@@ -162,7 +163,13 @@ class SigningKeyStore:
         """Every variant of the app whose package is signed by ``key_id``."""
         query = (
             _signed_by(app_id, key_id)
-            .with_only_columns(Variant, ModelVersion.version, ModelVersion.card, Model)
+            .with_only_columns(
+                Variant,
+                ModelVersion.version,
+                ModelVersion.card,
+                ModelVersion.reference_profile,
+                Model,
+            )
             .join(ModelVersion, ModelVersion.id == Variant.version_id)
             .join(Model, Model.id == ModelVersion.model_id)
             .order_by(Variant.id)
@@ -310,7 +317,9 @@ def _signed_by(app_id: str, key_id: str) -> sa.Select[Any]:
     return sa.select(Variant).where(Variant.app_id == app_id, Variant.signing_key_id == key_id)
 
 
-def _target(variant: Variant, version: int, card: str, model: Model) -> ResignTarget:
+def _target(
+    variant: Variant, version: int, card: str, profile: dict[str, Any] | None, model: Model
+) -> ResignTarget:
     return ResignTarget(
         variant_id=variant.id,
         model=model.name,
@@ -323,4 +332,5 @@ def _target(variant: Variant, version: int, card: str, model: Model) -> ResignTa
         content_key_id=variant.content_key_id,
         schema=dict(model.schema),
         card=card,
+        profile=None if profile is None else dict(profile),
     )

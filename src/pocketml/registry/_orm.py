@@ -119,6 +119,11 @@ class ModelVersion(Base):
     run_record: Mapped[JSONDict] = mapped_column(sa.JSON)
     card: Mapped[str] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The reference profile (migration 0008): deferred, so listing versions never loads it.
+    reference_profile: Mapped[JSONDict | None] = mapped_column(
+        sa.JSON(none_as_null=True), nullable=True, deferred=True
+    )
+    reference_profile_sha256: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
 
     variants: Mapped[list[Variant]] = relationship(
         back_populates="model_version",

@@ -13,6 +13,7 @@ graph only, well under a second for hundreds of megabytes); TFLite files must ca
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -165,6 +166,7 @@ def build_packages(
                 card=meta.card,
                 signing_key=signing,
                 content_key=content_keys.get(variant.name),
+                profile=meta.reference_profile,
             )
             refs[variant.name] = artifacts.put_file(package.path, expected_sha256=package.sha256)
             out.unlink(missing_ok=True)
@@ -197,6 +199,8 @@ def new_version(
     content_keys: Mapping[str, ContentKey],
 ) -> NewVersion:
     """The records of the version and its variants that the store will insert."""
+    from pocketml.protect import canonical_json
+
     variants = tuple(
         NewVariant(
             id=new_id("var"),
@@ -230,6 +234,12 @@ def new_version(
         run_record=dict(meta.run_record),
         card=meta.card,
         variants=variants,
+        reference_profile=None if meta.reference_profile is None else dict(meta.reference_profile),
+        reference_profile_sha256=(
+            None
+            if meta.reference_profile is None
+            else hashlib.sha256(canonical_json(dict(meta.reference_profile))).hexdigest()
+        ),
     )
 
 

@@ -85,6 +85,8 @@ class NewVersion:
     run_record: dict[str, Any]
     card: str
     variants: tuple[NewVariant, ...]
+    reference_profile: dict[str, Any] | None = None
+    reference_profile_sha256: str | None = None
 
 
 def key_row(key: KeyRecord, now: datetime) -> AppKey:
@@ -215,6 +217,7 @@ def version_info(row: ModelVersion, model: str, variants: list[Variant]) -> Vers
         card=row.card,
         created_at=row.created_at,
         variants=tuple(variant_info(v) for v in sorted(variants, key=lambda v: v.name)),
+        reference_profile_sha256=row.reference_profile_sha256,
     )
 
 

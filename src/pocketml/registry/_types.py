@@ -146,7 +146,12 @@ class VariantInfo:
 
 @dataclass(frozen=True)
 class VersionInfo:
-    """An immutable model version: lineage, model card, stage and its variants."""
+    """An immutable model version: lineage, model card, stage and its variants.
+
+    ``reference_profile_sha256`` is the sha256 of the version's reference profile (the
+    canonical JSON that is also every package's ``profile.json`` member), or None without
+    one; the profile itself is read with ``Registry.get_reference_profile``.
+    """
 
     id: str
     model: str
@@ -161,6 +166,12 @@ class VersionInfo:
     card: str
     created_at: datetime
     variants: tuple[VariantInfo, ...]
+    reference_profile_sha256: str | None = None
+
+    @property
+    def has_profile(self) -> bool:
+        """True when the version was pushed with a reference profile."""
+        return self.reference_profile_sha256 is not None
 
 
 @dataclass(frozen=True)
@@ -233,6 +244,14 @@ class VersionCreate(_Input):
     run_record: JsonObject = Field(default_factory=dict)
     card: Text = Field("", max_length=1_000_000, description="Model card, Markdown.")
     variants: list[VariantUpload] = Field(min_length=1, max_length=64)
+    reference_profile: JsonObject | None = Field(
+        None,
+        description=(
+            "The version's reference profile (pocketml.monitor's ReferenceProfile JSON, "
+            "build.json's profile.json): stored with the version and shipped as the "
+            "signed profile.json member of every package."
+        ),
+    )
     force: bool = Field(
         False,
         description=(

@@ -449,6 +449,17 @@ class Registry(SigningKeys):
         """One version with its variants. Raises NotFound."""
         return self.store.get_version(app_id, model, version)
 
+    def get_reference_profile(self, app_id: str, model: str, version: int) -> dict[str, Any] | None:
+        """The version's reference profile JSON (what its packages ship as ``profile.json``).
+
+        Returns:
+            The profile, or None for a version pushed without one.
+
+        Raises:
+            NotFound: no such model or version.
+        """
+        return self.store.get_reference_profile(app_id, model, version)
+
     def set_stage(self, app_id: str, model: str, version: int, stage: str) -> VersionInfo:
         """Move a version to candidate, production or archived.
 

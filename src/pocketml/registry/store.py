@@ -345,6 +345,8 @@ class RegistryStore(SigningKeyStore, DeviceKeyStore, PackageAccessStore):
                 run_record=new.run_record,
                 card=new.card,
                 created_at=now,
+                reference_profile=new.reference_profile,
+                reference_profile_sha256=new.reference_profile_sha256,
             )
             s.add(version)
             try:
@@ -384,6 +386,12 @@ class RegistryStore(SigningKeyStore, DeviceKeyStore, PackageAccessStore):
         with self._session("read version") as s:
             row = _version_row(s, _model_row(s, app_id, model), version)
             return version_info(row, model, row.variants)
+
+    def get_reference_profile(self, app_id: str, model: str, version: int) -> dict[str, Any] | None:
+        """The version's reference profile JSON, or None without one. Raises NotFound."""
+        with self._session("read version profile") as s:
+            row = _version_row(s, _model_row(s, app_id, model), version)
+            return None if row.reference_profile is None else dict(row.reference_profile)
 
     def set_stage(self, app_id: str, model: str, version: int, stage: str) -> VersionInfo:
         """Set a version's stage; promoting to production archives the previous one."""

@@ -3,6 +3,7 @@
 Layout: ``build.json`` =
 ``{"format_version": 1, "model", "schema": "schema.json", "card": "card.md",
 "dataset_fingerprint", "source_framework", "params", "metrics", "run_record": "run.json",
+"reference_profile": "profile.json" or null (sent as the push's ``reference_profile``),
 "variants": [{"name", "file", "format", "precision", "role", "sha256", "size",
 "compatibility", "metrics", "benchmarks", "profiles"}]}`` with every path relative to the
 directory. Each variant file is checked (exists, size, sha256) before anything is sent.
@@ -59,6 +60,7 @@ class _BuildManifest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     run_record: str | None = None
+    reference_profile: str | None = None
     variants: list[_BuildVariant] = Field(min_length=1)
 
 
@@ -184,6 +186,9 @@ def prepare_build(
     run_record = (
         _load_json(build_dir / manifest.run_record, "run record") if manifest.run_record else {}
     )
+    profile = None
+    if manifest.reference_profile:
+        profile = _load_json(build_dir / manifest.reference_profile, "reference profile")
     work_dir = Path(tempfile.mkdtemp(prefix="pocketml-push-"))
     try:
         variants = tuple(_prepare_variant(build_dir, v, work_dir) for v in manifest.variants)
@@ -213,6 +218,8 @@ def prepare_build(
             for v, prepared in zip(manifest.variants, variants, strict=True)
         ],
     }
+    if profile is not None:  # absent otherwise: servers before the profile refuse the key
+        metadata["reference_profile"] = profile
     return PreparedBuild(
         model=model or manifest.model,
         schema=schema,

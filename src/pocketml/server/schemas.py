@@ -344,6 +344,13 @@ class VersionPublic(_Public):
     card: str
     created_at: datetime
     variants: list[VariantPublic]
+    reference_profile_sha256: str | None = Field(
+        None,
+        description=(
+            "sha256 of the version's reference profile (every package's signed profile.json "
+            "member); null when the version was pushed without one."
+        ),
+    )
 
 
 class ModelPage(BaseModel):

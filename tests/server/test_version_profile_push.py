@@ -1,0 +1,46 @@
+"""From write_build to a device: the reference profile travels with `pocketml push` end to end."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pocketml.convert.build import BuildVariant, write_build
+from pocketml.monitor import ReferenceProfile, build_input_profile
+from pocketml.protect import PROFILE_MEMBER, read_member, verify_package
+from pocketml.protocol import file_sha256
+from pocketml.schema import ModelSchema
+from pocketml.server.schemas import AppCreatedPublic
+from pocketml.testing import DIGITS_SCHEMA, LiveServer, write_model_file
+
+
+def test_a_pushed_build_stores_its_profile_and_every_package_ships_it(
+    live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(5)
+    profile = build_input_profile(
+        rng.uniform(0, 16, size=(300, 1, 8, 8)), "NCHW", rng.dirichlet(np.ones(10), size=300)
+    )
+    out = tmp_path / "build"
+    model = write_model_file(out / "m.onnx", "onnx", seed=5)
+    variant = BuildVariant(
+        "m-onnx-fp32", model, "onnx", "fp32", "device", file_sha256(model), model.stat().st_size
+    )
+    schema = ModelSchema.from_dict(DIGITS_SCHEMA)
+    write_build(out, schema=schema, groups=[], extra_variants=[variant], profile=profile)
+
+    with live_server.admin(app_a.admin_token) as client:
+        pushed = client.push_build(out)
+        shown = client.show_version(pushed.model, pushed.version)
+        package = client.download_package(shown.variants[0].package_id, tmp_path / "p.pmlpkg")
+        app = client.show_app()
+
+    trusted = {key_id: base64.b64decode(raw) for key_id, raw in app.public_keys.items()}
+    verified = verify_package(package, trusted_keys=trusted, app_id=app_a.app.id)
+    assert shown.reference_profile_sha256 is not None
+    assert verified.manifest["members"][PROFILE_MEMBER]["sha256"] == shown.reference_profile_sha256
+    shipped = ReferenceProfile.from_dict(json.loads(read_member(verified, PROFILE_MEMBER)))
+    assert shipped.to_dict() == profile.to_dict()
