@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pocketml.convert.build import BuildVariant, write_build
+from pocketml.errors import InvalidInput
 from pocketml.monitor import ReferenceProfile, build_input_profile
 from pocketml.protect import PROFILE_MEMBER, read_member, verify_package
 from pocketml.protocol import file_sha256
@@ -44,3 +46,40 @@ def test_a_pushed_build_stores_its_profile_and_every_package_ships_it(
     assert verified.manifest["members"][PROFILE_MEMBER]["sha256"] == shown.reference_profile_sha256
     shipped = ReferenceProfile.from_dict(json.loads(read_member(verified, PROFILE_MEMBER)))
     assert shipped.to_dict() == profile.to_dict()
+    with live_server.http(app_a.admin_token) as http:
+        read = http.get(f"/v1/admin/models/{pushed.model}/versions/{pushed.version}/profile")
+    assert read.status_code == 200
+    assert ReferenceProfile.from_dict(read.json()).to_dict() == profile.to_dict()
+
+
+def test_a_profile_the_monitor_cannot_read_is_refused_and_nothing_is_stored(
+    live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(6)
+    profile = build_input_profile(
+        rng.uniform(0, 16, size=(300, 1, 8, 8)), "NCHW", rng.dirichlet(np.ones(10), size=300)
+    )
+    out = tmp_path / "build"
+    model = write_model_file(out / "m.onnx", "onnx", seed=6)
+    variant = BuildVariant(
+        "m-onnx-fp32", model, "onnx", "fp32", "device", file_sha256(model), model.stat().st_size
+    )
+    write_build(
+        out,
+        schema=ModelSchema.from_dict(DIGITS_SCHEMA),
+        groups=[],
+        extra_variants=[variant],
+        profile=profile,
+    )
+    broken = json.loads((out / "profile.json").read_text())
+    broken["format"] = "not-a-profile"
+    (out / "profile.json").write_text(json.dumps(broken))
+
+    with live_server.admin(app_a.admin_token) as client:
+        client.create_model("digits", DIGITS_SCHEMA)
+        with pytest.raises(InvalidInput, match="reference_profile"):
+            client.push_build(out, model="digits")
+        assert client.list_versions("digits").total == 0
+    with live_server.http(app_a.admin_token) as http:
+        missing = http.get("/v1/admin/models/digits/versions/1/profile")
+    assert missing.status_code == 404

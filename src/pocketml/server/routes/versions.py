@@ -8,12 +8,15 @@ and always removed afterwards.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from pocketml.errors import ValidationFailed
+from pocketml.errors import InvalidInput, NotFound, ValidationFailed
+from pocketml.monitor import ReferenceProfile
 from pocketml.registry import ModelFileRejected, Principal, VersionCreate
 from pocketml.server._state import ServerState, server_state
 from pocketml.server._upload import METADATA_FIELD, remove_files, spool_version_upload
@@ -59,10 +62,27 @@ _PUSH_BODY = {
 def _parse_metadata(raw: bytes) -> VersionCreate:
     payload = parse_json(raw, f"the '{METADATA_FIELD}' part")
     try:
-        return VersionCreate.model_validate(payload)
+        meta = VersionCreate.model_validate(payload)
     except ValidationError as exc:
         raise RequestValidationError(
             [{**err, "loc": ("body", METADATA_FIELD, *err["loc"])} for err in exc.errors()]
+        ) from exc
+    if meta.reference_profile is not None:
+        _check_profile(meta.reference_profile)
+    return meta
+
+
+def _check_profile(profile: dict[str, Any]) -> None:
+    """Refuse a reference profile the monitor could not read back (422, nothing stored)."""
+    try:
+        ReferenceProfile.from_dict(profile)
+    except InvalidInput as exc:
+        raise ValidationFailed(f"metadata field 'reference_profile': {exc}") from exc
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ValidationFailed(
+            f"metadata field 'reference_profile' is not a pocketml reference profile "
+            f"({type(exc).__name__}: {exc}); send the profile.json that `pocketml build` "
+            "wrote, or leave the field out."
         ) from exc
 
 
@@ -149,6 +169,35 @@ def show_version(
 ) -> VersionPublic:
     """Show one version."""
     return VersionPublic.model_validate(state.registry.get_version(principal.app_id, name, version))
+
+
+@router.get(
+    "/{version}/profile",
+    summary="Read a version's reference profile",
+    description=(
+        "The reference profile the version's packages ship as `profile.json` (bins and "
+        "reference counts of the monitored input features, predicted class and confidence; "
+        "docs/monitoring.md). 404 when the version was pushed without one."
+    ),
+    responses={
+        200: {"description": "The profile JSON.", "content": {"application/json": {}}},
+        **errors(*ERRORS_AUTH, 404, 422),
+    },
+)
+def show_profile(
+    name: ModelName,
+    version: int = VERSION,
+    principal: Principal = Depends(require_admin),
+    state: ServerState = Depends(server_state),
+) -> dict[str, Any]:
+    """The version's reference profile."""
+    profile = state.registry.get_reference_profile(principal.app_id, name, version)
+    if profile is None:
+        raise NotFound(
+            f"version {version} of {name!r} has no reference profile; push a build made by "
+            "`pocketml build` (it writes profile.json) to get one."
+        )
+    return profile
 
 
 @router.post(
