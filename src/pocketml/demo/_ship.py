@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from pocketml.protect import verify_package
+from pocketml.monitor import ReferenceProfile
+from pocketml.protect import PROFILE_MEMBER, read_member, verify_package
 from pocketml.server.client import AdminClient
 from pocketml.server.schemas import AppCreatedPublic, VersionPublic
 
@@ -50,6 +52,13 @@ def ship(
         f"as a device would: Ed25519 signature by {verified.signing_key_id}, "
         "every member's sha256 ✓"
     )
+    if verified.has_profile:
+        profile = ReferenceProfile.from_dict(json.loads(read_member(verified, PROFILE_MEMBER)))
+        console.print(
+            f"   it carries the version's signed reference profile for drift monitoring: "
+            f"{', '.join(profile.feature_names)} and {len(profile.projection_names)} "
+            "projections, binned on the training split (docs/monitoring.md)"
+        )
     shipped = {
         "app_id": created.app.id,
         "version": version.version,
