@@ -15,17 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from pocketml.monitor._detector import (
-    DEFAULT_ALPHA,
-    MIN_CURRENT,
-    MIN_EXPECTED,
-    MIN_REFERENCE,
-    FeatureDrift,
-    as_counts,
-    coarsen,
-    decide,
-    too_small,
-)
+from pocketml.monitor._detector import BinnedDetector, Counts
 
 __all__ = ["ChiSquaredDetector", "chi_squared_statistic"]
 
@@ -40,34 +30,18 @@ def chi_squared_statistic(
     return float(((table - expected) ** 2 / expected).sum())
 
 
-class ChiSquaredDetector:
+class ChiSquaredDetector(BinnedDetector):
     """Two-sample chi-squared test on binned counts."""
 
     name = "chi_squared"
 
-    def __init__(
-        self,
-        alpha: float = DEFAULT_ALPHA,
-        min_current: int = MIN_CURRENT,
-        min_reference: int = MIN_REFERENCE,
-        min_expected: float = MIN_EXPECTED,
-    ) -> None:
-        self.alpha = alpha
-        self.min_current = min_current
-        self.min_reference = min_reference
-        self.min_expected = min_expected
+    def _degrees_of_freedom(self, reference: Counts, current: Counts) -> int:
+        return int(((reference + current) > 0).sum()) - 1
 
-    def test(self, reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike) -> FeatureDrift:
-        reference, current = as_counts(reference_counts, current_counts)
-        small = too_small(self.name, reference, current, self.min_reference, self.min_current)
-        if small is not None:
-            return small
-        reference, current = coarsen(reference, current, self.min_expected)
-        df = int(((reference + current) > 0).sum()) - 1
-        n = int(current.sum())
-        if df < 1:
-            return FeatureDrift(self.name, 0.0, None, None, False, n, "not enough data: one group")
+    def _statistic(
+        self, reference: Counts, current: Counts, n: int, df: int
+    ) -> tuple[float, float, float]:
         score = chi_squared_statistic(reference, current)
         p_value = float(stats.chi2.sf(score, df))
         threshold = float(stats.chi2.isf(self.alpha, df))
-        return decide(self.name, score, p_value, threshold, self.alpha, n)
+        return score, p_value, threshold

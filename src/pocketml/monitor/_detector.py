@@ -34,6 +34,7 @@ __all__ = [
     "MIN_CURRENT",
     "MIN_EXPECTED",
     "MIN_REFERENCE",
+    "BinnedDetector",
     "DriftDetector",
     "FeatureDrift",
     "coarsen",
@@ -163,3 +164,54 @@ def decide(
         f"(score {score:.4g}, threshold {threshold:.4g})"
     )
     return FeatureDrift(method, score, p_value, threshold, drifted, n, reason)
+
+
+class BinnedDetector:
+    """The shape every binned two-sample test here shares: the sizes checked, bins that
+    would expect fewer than ``min_expected`` window rows merged, the degrees of freedom
+    counted, then the subclass's ``_statistic`` gives (score, p-value, threshold) for the
+    window's size and ``decide`` turns them into a ``FeatureDrift``.
+
+    Args:
+        alpha: the per-block false-alarm rate.
+        min_current: fewer window rows than this is "not enough data".
+        min_reference: fewer reference rows than this is "not enough data".
+        min_expected: the fewest window rows a (merged) bin must expect.
+    """
+
+    name: str
+
+    def __init__(
+        self,
+        alpha: float = DEFAULT_ALPHA,
+        min_current: int = MIN_CURRENT,
+        min_reference: int = MIN_REFERENCE,
+        min_expected: float = MIN_EXPECTED,
+    ) -> None:
+        self.alpha = alpha
+        self.min_current = min_current
+        self.min_reference = min_reference
+        self.min_expected = min_expected
+
+    def test(self, reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike) -> FeatureDrift:
+        """Test the window's counts against the reference's (same bins)."""
+        reference, current = as_counts(reference_counts, current_counts)
+        small = too_small(self.name, reference, current, self.min_reference, self.min_current)
+        if small is not None:
+            return small
+        reference, current = coarsen(reference, current, self.min_expected)
+        n = int(current.sum())
+        df = self._degrees_of_freedom(reference, current)
+        if df < 1:
+            return FeatureDrift(self.name, 0.0, None, None, False, n, "not enough data: one group")
+        score, p_value, threshold = self._statistic(reference, current, n, df)
+        return decide(self.name, score, p_value, threshold, self.alpha, n)
+
+    def _degrees_of_freedom(self, reference: Counts, current: Counts) -> int:
+        return int(reference.size) - 1
+
+    def _statistic(
+        self, reference: Counts, current: Counts, n: int, df: int
+    ) -> tuple[float, float, float]:
+        """(score, p-value, threshold) of the coarsened counts."""
+        raise NotImplementedError

@@ -14,17 +14,7 @@ import numpy.typing as npt
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from pocketml.monitor._detector import (
-    DEFAULT_ALPHA,
-    MIN_CURRENT,
-    MIN_EXPECTED,
-    MIN_REFERENCE,
-    FeatureDrift,
-    as_counts,
-    coarsen,
-    decide,
-    too_small,
-)
+from pocketml.monitor._detector import BinnedDetector, Counts
 
 __all__ = ["JensenShannonDetector", "js_distance"]
 
@@ -39,35 +29,16 @@ def js_distance(reference: npt.ArrayLike, current: npt.ArrayLike) -> float:
     return float(jensenshannon(r / r.sum(), c / c.sum()))
 
 
-class JensenShannonDetector:
+class JensenShannonDetector(BinnedDetector):
     """JS distance with its chi-squared-calibrated, window-size-dependent threshold."""
 
     name = "jensen_shannon"
 
-    def __init__(
-        self,
-        alpha: float = DEFAULT_ALPHA,
-        min_current: int = MIN_CURRENT,
-        min_reference: int = MIN_REFERENCE,
-        min_expected: float = MIN_EXPECTED,
-    ) -> None:
-        self.alpha = alpha
-        self.min_current = min_current
-        self.min_reference = min_reference
-        self.min_expected = min_expected
-
-    def test(self, reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike) -> FeatureDrift:
-        reference, current = as_counts(reference_counts, current_counts)
-        small = too_small(self.name, reference, current, self.min_reference, self.min_current)
-        if small is not None:
-            return small
-        reference, current = coarsen(reference, current, self.min_expected)
-        n = int(current.sum())
-        df = reference.size - 1
-        if df < 1:
-            return FeatureDrift(self.name, 0.0, None, None, False, n, "not enough data: one group")
+    def _statistic(
+        self, reference: Counts, current: Counts, n: int, df: int
+    ) -> tuple[float, float, float]:
         scale = 1 / int(reference.sum()) + 1 / n
         score = js_distance(reference, current)
         p_value = float(stats.chi2.sf(8 * score**2 / scale, df))
         threshold = float(np.sqrt(stats.chi2.isf(self.alpha, df) * scale / 8))
-        return decide(self.name, score, p_value, threshold, self.alpha, n)
+        return score, p_value, threshold
