@@ -19,20 +19,25 @@ from pocketml.server.schemas import AppCreatedPublic
 from pocketml.testing import DIGITS_SCHEMA, LiveServer, write_model_file
 
 
-def test_a_pushed_build_stores_its_profile_and_every_package_ships_it(
-    live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path
-) -> None:
-    rng = np.random.default_rng(5)
+def _build_with_profile(out: Path, seed: int) -> tuple[Path, ReferenceProfile]:
+    """A one-variant build in ``out`` whose build.json lists a reference profile."""
+    rng = np.random.default_rng(seed)
     profile = build_input_profile(
         rng.uniform(0, 16, size=(300, 1, 8, 8)), "NCHW", rng.dirichlet(np.ones(10), size=300)
     )
-    out = tmp_path / "build"
-    model = write_model_file(out / "m.onnx", "onnx", seed=5)
+    model = write_model_file(out / "m.onnx", "onnx", seed=seed)
     variant = BuildVariant(
         "m-onnx-fp32", model, "onnx", "fp32", "device", file_sha256(model), model.stat().st_size
     )
     schema = ModelSchema.from_dict(DIGITS_SCHEMA)
     write_build(out, schema=schema, groups=[], extra_variants=[variant], profile=profile)
+    return out, profile
+
+
+def test_a_pushed_build_stores_its_profile_and_every_package_ships_it(
+    live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path
+) -> None:
+    out, profile = _build_with_profile(tmp_path / "build", seed=5)
 
     with live_server.admin(app_a.admin_token) as client:
         pushed = client.push_build(out)
@@ -55,22 +60,7 @@ def test_a_pushed_build_stores_its_profile_and_every_package_ships_it(
 def test_a_profile_the_monitor_cannot_read_is_refused_and_nothing_is_stored(
     live_server: LiveServer, app_a: AppCreatedPublic, tmp_path: Path
 ) -> None:
-    rng = np.random.default_rng(6)
-    profile = build_input_profile(
-        rng.uniform(0, 16, size=(300, 1, 8, 8)), "NCHW", rng.dirichlet(np.ones(10), size=300)
-    )
-    out = tmp_path / "build"
-    model = write_model_file(out / "m.onnx", "onnx", seed=6)
-    variant = BuildVariant(
-        "m-onnx-fp32", model, "onnx", "fp32", "device", file_sha256(model), model.stat().st_size
-    )
-    write_build(
-        out,
-        schema=ModelSchema.from_dict(DIGITS_SCHEMA),
-        groups=[],
-        extra_variants=[variant],
-        profile=profile,
-    )
+    out, _ = _build_with_profile(tmp_path / "build", seed=6)
     broken = json.loads((out / "profile.json").read_text())
     broken["format"] = "not-a-profile"
     (out / "profile.json").write_text(json.dumps(broken))

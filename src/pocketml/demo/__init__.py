@@ -145,7 +145,6 @@ class _Story:
         """Write ``report.json`` and say what the run wrote and how long each part took."""
         if self._status is not None:
             self._status.stop()
-        report["duration_s"] = round(report["duration_s"], 1)
         (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
         timings = report["timings_s"]
         self.console.print(
