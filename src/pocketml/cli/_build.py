@@ -20,10 +20,10 @@ def build(
 ) -> None:
     """Data -> model -> convert -> quantize -> benchmark -> select, from one config file."""
     from pocketml.bench import print_results
-    from pocketml.monitor import profile_model
     from pocketml.optimize import print_selections
     from pocketml.optimize.config import load_build_config
     from pocketml.optimize.pipeline import run_build
+    from pocketml.sketch import profile_model
 
     config = load_build_config(config_path)
     with Progress(

@@ -7,7 +7,7 @@ Layout::
     schema.json     the ModelSchema
     card.md         the model card (Markdown)
     run.json        the run record of the model the device variants come from
-    profile.json    the version's reference profile (``pocketml.monitor``), when computed
+    profile.json    the version's reference profile (``pocketml.sketch``), when computed
     <group>/model.onnx, <group>/model.tflite, ...
 
 One build directory is one model version; it may hold device variants (``role: device``)
@@ -27,7 +27,7 @@ from pocketml.errors import InvalidInput
 from pocketml.schema import ModelSchema
 
 if TYPE_CHECKING:  # monitor sits above the build stages; write_build only calls to_dict()
-    from pocketml.monitor import ReferenceProfile
+    from pocketml.sketch import ReferenceProfile
 
 __all__ = [
     "BUILD_FORMAT_VERSION",
@@ -179,7 +179,7 @@ def write_build(
         groups: the plain conversions of each trained model.
         extra_variants: further files (quantized, pruned, ...) to list after them.
         extra: more top-level keys for build.json (e.g. per-profile selections).
-        profile: the version's reference profile (``pocketml.monitor.build_input_profile``
+        profile: the version's reference profile (``pocketml.sketch.build_input_profile``
             on the training split); written as ``profile.json`` and listed under
             build.json's ``reference_profile`` key, which is null without one.
 

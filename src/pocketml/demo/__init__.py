@@ -37,12 +37,12 @@ from pocketml.demo._safe import ship_safely
 from pocketml.demo._ship import ship
 from pocketml.demo._trust import hold_the_line
 from pocketml.errors import InvalidInput
-from pocketml.monitor import profile_model
 from pocketml.optimize import plot_variants
 from pocketml.optimize.config import BenchSection, BuildConfig, ModelSection, TrainSection
 from pocketml.optimize.pipeline import VariantMatrix, optimize_and_select, resolve_profiles
 from pocketml.server.background import serve_in_thread
 from pocketml.server.client import AdminClient
+from pocketml.sketch import profile_model
 from pocketml.train import TrainConfig, TrainResult, model_inputs, train
 
 _DEMO_OPERATOR_TOKEN = "pml_op_demo-operator-token"

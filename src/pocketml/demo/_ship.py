@@ -11,10 +11,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from pocketml.monitor import ReferenceProfile
 from pocketml.protect import PROFILE_MEMBER, read_member, verify_package
 from pocketml.server.client import AdminClient
 from pocketml.server.schemas import AppCreatedPublic, VersionPublic
+from pocketml.sketch import ReferenceProfile
 
 __all__ = ["ship"]
 

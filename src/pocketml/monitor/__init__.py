@@ -20,7 +20,6 @@ from pocketml.monitor._accuracy import (
     estimate_accuracy,
     realised_accuracy,
 )
-from pocketml.monitor._bins import FeatureBins, categorical_bins, numeric_bins
 from pocketml.monitor._chi_squared import ChiSquaredDetector
 from pocketml.monitor._dataset import (
     DatasetDrift,
@@ -29,29 +28,32 @@ from pocketml.monitor._dataset import (
     detector_for,
 )
 from pocketml.monitor._detector import DEFAULT_ALPHA, DriftDetector, FeatureDrift, coarsen
-from pocketml.monitor._features import (
+from pocketml.monitor._jensen_shannon import JensenShannonDetector
+from pocketml.monitor._psi import PSIDetector
+from pocketml.monitor._wasserstein import WassersteinDetector
+from pocketml.sketch import (
+    CONFIDENCE_BLOCK,
     IMAGE_STATS,
+    MAX_SKETCH_ROWS,
+    PREDICTION_BLOCK,
     SENSOR_STATS,
+    FeatureBins,
+    Projection,
+    ReferenceProfile,
+    Sketch,
+    SketchLayout,
     build_input_profile,
+    build_profile,
+    categorical_bins,
     image_features,
     input_features,
+    merge_sketches,
+    numeric_bins,
+    parse_sketch,
     profile_model,
     sensor_features,
     table_features,
 )
-from pocketml.monitor._jensen_shannon import JensenShannonDetector
-from pocketml.monitor._profile import Projection, ReferenceProfile, build_profile
-from pocketml.monitor._psi import PSIDetector
-from pocketml.monitor._sketch import (
-    CONFIDENCE_BLOCK,
-    MAX_SKETCH_ROWS,
-    PREDICTION_BLOCK,
-    Sketch,
-    SketchLayout,
-    merge_sketches,
-    parse_sketch,
-)
-from pocketml.monitor._wasserstein import WassersteinDetector
 
 __all__ = [
     "CONFIDENCE_BLOCK",

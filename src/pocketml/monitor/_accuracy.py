@@ -21,8 +21,7 @@ import numpy as np
 from scipy import stats
 
 from pocketml.errors import InvalidInput
-from pocketml.monitor._profile import ReferenceProfile
-from pocketml.monitor._sketch import CONFIDENCE_BINS, CONFIDENCE_BLOCK, Sketch
+from pocketml.sketch import CONFIDENCE_BINS, CONFIDENCE_BLOCK, ReferenceProfile, Sketch
 
 __all__ = [
     "AccuracyComparison",

@@ -28,10 +28,9 @@ from pocketml.errors import InvalidInput
 from pocketml.monitor._chi_squared import ChiSquaredDetector
 from pocketml.monitor._detector import DEFAULT_ALPHA, DriftDetector, FeatureDrift
 from pocketml.monitor._jensen_shannon import JensenShannonDetector
-from pocketml.monitor._profile import ReferenceProfile
 from pocketml.monitor._psi import PSIDetector
-from pocketml.monitor._sketch import CONFIDENCE_BLOCK, PREDICTION_BLOCK, Sketch
 from pocketml.monitor._wasserstein import WassersteinDetector
+from pocketml.sketch import CONFIDENCE_BLOCK, PREDICTION_BLOCK, ReferenceProfile, Sketch
 
 __all__ = ["DatasetDrift", "benjamini_hochberg", "detect_drift", "detector_for"]
 

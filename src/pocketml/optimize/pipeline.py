@@ -58,7 +58,7 @@ from pocketml.train import TrainConfig, TrainedModel, model_inputs, train
 
 if TYPE_CHECKING:
     from pocketml.data import Dataset
-    from pocketml.monitor import ReferenceProfile
+    from pocketml.sketch import ReferenceProfile
 
 __all__ = [
     "BuildOutcome",
@@ -71,7 +71,7 @@ __all__ = [
 
 StepFn = Callable[[str], None]
 # Builds a version's reference profile from the model and its training split
-# (``pocketml.monitor.profile_model``); injected because monitor sits above this layer.
+# (``pocketml.sketch.profile_model``); optional, so library builds that skip it stay fast.
 Profiler = Callable[["TrainedModel", "Dataset"], "ReferenceProfile"]
 
 

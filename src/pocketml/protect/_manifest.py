@@ -36,7 +36,7 @@ FORMAT = "pocketml-package"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
-# The optional member holding the version's reference profile (pocketml.monitor's JSON):
+# The optional member holding the version's reference profile (pocketml.sketch's JSON):
 # what a device bins its inputs against. Packages built before it simply lack it.
 PROFILE_MEMBER = "profile.json"
 ENCRYPTION_ALGORITHM = "AES-256-GCM"

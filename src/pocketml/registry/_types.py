@@ -247,7 +247,7 @@ class VersionCreate(_Input):
     reference_profile: JsonObject | None = Field(
         None,
         description=(
-            "The version's reference profile (pocketml.monitor's ReferenceProfile JSON, "
+            "The version's reference profile (pocketml.sketch's ReferenceProfile JSON, "
             "build.json's profile.json): stored with the version and shipped as the "
             "signed profile.json member of every package."
         ),

@@ -16,7 +16,6 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from pocketml.errors import InvalidInput, NotFound, ValidationFailed
-from pocketml.monitor import ReferenceProfile
 from pocketml.registry import ModelFileRejected, Principal, VersionCreate
 from pocketml.server._state import ServerState, server_state
 from pocketml.server._upload import METADATA_FIELD, remove_files, spool_version_upload
@@ -25,6 +24,7 @@ from pocketml.server.routes._body import StrictJsonRoute, parse_json
 from pocketml.server.routes._docs import ERRORS_AUTH, errors
 from pocketml.server.routes._params import ModelName
 from pocketml.server.schemas import Stage, StageChange, VersionPage, VersionPublic
+from pocketml.sketch import ReferenceProfile
 
 __all__ = ["router"]
 

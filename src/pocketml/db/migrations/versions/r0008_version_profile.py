@@ -5,7 +5,7 @@ Revises: 0007
 Create Date: 2026-12-05
 
 ``model_versions.reference_profile`` holds the reference profile JSON a push brought
-(``pocketml.monitor.ReferenceProfile.to_dict()``; NULL for versions without one, all
+(``pocketml.sketch.ReferenceProfile.to_dict()``; NULL for versions without one, all
 versions pushed before this revision included). ``reference_profile_sha256`` is the sha256 of its
 canonical JSON, which is byte for byte the ``profile.json`` member of the version's
 packages: an admin compares the two without reading either.

@@ -30,14 +30,14 @@ import numpy as np
 import numpy.typing as npt
 
 from pocketml.errors import InvalidInput
-from pocketml.monitor._bins import (
+from pocketml.sketch._bins import (
     DEFAULT_BINS,
     DEFAULT_TOP_K,
     FeatureBins,
     categorical_bins,
     numeric_bins,
 )
-from pocketml.monitor._sketch import (
+from pocketml.sketch._sketch import (
     CONFIDENCE_BINS,
     CONFIDENCE_BLOCK,
     PREDICTION_BLOCK,
@@ -163,7 +163,7 @@ class ReferenceProfile:
         Raises:
             InvalidInput: another format, or a profile whose counts do not fit its bins.
         """
-        from pocketml.monitor._sketch import parse_sketch
+        from pocketml.sketch._sketch import parse_sketch
 
         if data.get("format") != PROFILE_FORMAT:
             raise InvalidInput(

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pocketml.errors import InvalidInput
-from pocketml.monitor._profile import ReferenceProfile, build_profile
+from pocketml.sketch._profile import ReferenceProfile, build_profile
 
 if TYPE_CHECKING:  # only their attributes are used: no train/data import at run time
     from pocketml.data import Dataset
