@@ -43,7 +43,7 @@ __all__ = [
 WINDOW_S = 3600
 """The store's time resolution: sketches are summed per hour (``window_of``)."""
 
-_TABLE = SketchRow.__table__
+_TABLE: sa.Table = SketchRow.__table__  # type: ignore[assignment]
 _KEY_COLUMNS = ("model", "version", "device_class", "app_version", "window_start")
 _DTYPE = np.dtype("<i8")
 
