@@ -139,25 +139,21 @@ def add_sketches(conn: sa.Connection, app_id: str, additions: Sequence[SketchAdd
                 )
                 .on_conflict_do_nothing(index_elements=["app_id", *_KEY_COLUMNS])
             )
-            select = sa.select(_TABLE.c.id, _TABLE.c.n, _TABLE.c.counts).where(where)
-            row = conn.execute(select.with_for_update()).one()
-        else:
-            row = conn.execute(
-                sa.select(_TABLE.c.id, _TABLE.c.n, _TABLE.c.counts).where(where)
-            ).first()
-            if row is None:
-                conn.execute(
-                    sqlite.insert(_TABLE).values(
-                        app_id=app_id,
-                        **_key_values(key),
-                        n=total.n,
-                        counts=total.counts.astype(_DTYPE).tobytes(),
-                        noise_variance=total.noise_variance,
-                        events=total.events,
-                        updated_at=now,
-                    )
+        select = sa.select(_TABLE.c.id, _TABLE.c.counts).where(where)
+        row = conn.execute(select.with_for_update() if postgres else select).first()
+        if row is None:  # SQLite: the first sketch of this key (the write lock is ours)
+            conn.execute(
+                sqlite.insert(_TABLE).values(
+                    app_id=app_id,
+                    **_key_values(key),
+                    n=total.n,
+                    counts=total.counts.astype(_DTYPE).tobytes(),
+                    noise_variance=total.noise_variance,
+                    events=total.events,
+                    updated_at=now,
                 )
-                continue
+            )
+            continue
         stored = np.frombuffer(row.counts, dtype=_DTYPE)
         _check_size(stored, total.counts, key)
         conn.execute(
