@@ -1,0 +1,62 @@
+"""The pseudo-random generator that expands a 32-byte seed into a mask, and seed derivation.
+
+Specified so that any client (Python, Kotlin, Swift, TypeScript) can reproduce it:
+
+- ``expand_mask(seed, n, bits)``: the ChaCha20 keystream under key ``seed`` (32 bytes) and
+  the all-zero 16-byte nonce (counter 0), ``8 n`` bytes read as ``n`` little-endian
+  uint64 values, each reduced mod ``2^bits`` (a power of two, so the result is uniform).
+  A seed is used for one mask of one round only, so a fixed nonce is safe.
+- ``pairwise_seed(shared_secret, round_id, u, v)``: HKDF-SHA256 of the X25519 shared
+  secret, empty salt, info ``b"pocketml-secagg-mask|" + round_id + b"|" + min(u,v) + b"|" +
+  max(u,v)`` (ids as decimal ASCII), 32 bytes. Both ends derive the same seed.
+- ``share_key(shared_secret, round_id, u, v)``: the same with ``b"pocketml-secagg-share|"``:
+  the AES-256-GCM key that encrypts the Shamir shares ``u`` sends ``v`` through the server.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from pocketml.errors import InvalidInput
+
+__all__ = ["expand_mask", "pairwise_seed", "share_key"]
+
+SEED_BYTES = 32
+_ZERO_NONCE = bytes(16)
+
+
+def expand_mask(seed: bytes, n: int, bits: int) -> np.ndarray:
+    """Return ``n`` uniform integers mod ``2^bits`` (uint64) from the ChaCha20 keystream.
+
+    Raises:
+        InvalidInput: the seed is not 32 bytes or ``n`` is negative.
+    """
+    if len(seed) != SEED_BYTES:
+        raise InvalidInput(f"a mask seed must be {SEED_BYTES} bytes; got {len(seed)}")
+    if n < 0:
+        raise InvalidInput(f"a mask length must be >= 0; got {n}")
+    encryptor = Cipher(algorithms.ChaCha20(seed, _ZERO_NONCE), mode=None).encryptor()
+    stream = encryptor.update(bytes(8 * n))
+    values = np.frombuffer(stream, dtype="<u8").astype(np.uint64)
+    return values & np.uint64((1 << bits) - 1)
+
+
+def _derive(label: bytes, shared_secret: bytes, round_id: str, u: int, v: int) -> bytes:
+    low, high = sorted((u, v))
+    info = b"|".join([label, round_id.encode(), str(low).encode(), str(high).encode()])
+    return HKDF(algorithm=hashes.SHA256(), length=SEED_BYTES, salt=None, info=info).derive(
+        shared_secret
+    )
+
+
+def pairwise_seed(shared_secret: bytes, round_id: str, u: int, v: int) -> bytes:
+    """Return the seed of the pairwise mask between clients ``u`` and ``v`` this round."""
+    return _derive(b"pocketml-secagg-mask", shared_secret, round_id, u, v)
+
+
+def share_key(shared_secret: bytes, round_id: str, u: int, v: int) -> bytes:
+    """Return the AES-256-GCM key for the shares exchanged between ``u`` and ``v``."""
+    return _derive(b"pocketml-secagg-share", shared_secret, round_id, u, v)
