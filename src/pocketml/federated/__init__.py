@@ -1,0 +1,42 @@
+"""pocketml.federated: the server side of federated learning.
+
+- Aggregators: :func:`fedavg` (sample-weighted), :func:`trimmed_mean` and
+  :func:`coordinate_median` (robust to a minority of malicious updates).
+- DP-FedAvg: :class:`DPFedAvg` (fixed or :class:`AdaptiveClipping`), and
+  :class:`PrivacyAccountant` for (ε, δ) after every round (dp-accounting).
+- Secure aggregation: :class:`SecAggServer` (the clients' side is ``pocketml.fl``).
+- :func:`validate_update` returns an :class:`UpdateRejection` for an update that must be
+  refused (the route turns it into a 4xx).
+- :class:`FedBuff`: asynchronous buffered aggregation with staleness weighting.
+- :func:`run_secagg_round`: a whole SecAgg+ round in memory (tests, benchmarks, docs).
+
+The math the device shares with the server (training a head, clipping, fixed point,
+masks, Shamir) is ``pocketml.fl``; docs/federated.md describes the protocol.
+"""
+
+from pocketml.federated._accountant import PrivacyAccountant, PrivacySpent
+from pocketml.federated._aggregate import coordinate_median, fedavg, trimmed_mean
+from pocketml.federated._dp import AdaptiveClipping, DPFedAvg, DPRoundResult
+from pocketml.federated._fedbuff import FedBuff, FedBuffStep
+from pocketml.federated._inmemory import SecAggRoundResult, run_secagg_round
+from pocketml.federated._secagg_server import SecAggServer
+from pocketml.federated._validate import UpdateRejection, UpdateRejectReason, validate_update
+
+__all__ = [
+    "AdaptiveClipping",
+    "DPFedAvg",
+    "DPRoundResult",
+    "FedBuff",
+    "FedBuffStep",
+    "PrivacyAccountant",
+    "PrivacySpent",
+    "SecAggRoundResult",
+    "SecAggServer",
+    "UpdateRejectReason",
+    "UpdateRejection",
+    "coordinate_median",
+    "fedavg",
+    "run_secagg_round",
+    "trimmed_mean",
+    "validate_update",
+]
