@@ -111,3 +111,18 @@ def test_bad_accountant_settings_are_refused(kwargs: dict, match: str) -> None: 
     settings = {"noise_multiplier": 1.0, "sampling_probability": 0.1, "delta": 1e-5, **kwargs}
     with pytest.raises(InvalidInput, match=match):
         PrivacyAccountant(**settings)
+
+
+def test_per_round_reports_equal_the_librarys_accountant_composing_all_rounds_at_once() -> None:
+    accountant = PrivacyAccountant(1.0, 0.02, 1e-6)
+    reported = [accountant.spend_round().epsilon for _ in range(3)]
+
+    for rounds, epsilon in enumerate(reported, start=1):
+        reference = dp_accounting.rdp.RdpAccountant()
+        reference.compose(
+            dp_accounting.SelfComposedDpEvent(
+                dp_accounting.PoissonSampledDpEvent(0.02, dp_accounting.GaussianDpEvent(1.0)),
+                rounds,
+            )
+        )
+        assert epsilon == pytest.approx(reference.get_epsilon(1e-6), rel=1e-12)

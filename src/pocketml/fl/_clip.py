@@ -42,12 +42,14 @@ def clip_update(update: np.ndarray, max_norm: float) -> tuple[np.ndarray, bool]:
     norm = l2_norm(vector)
     if norm <= max_norm:
         return vector.copy(), False
-    # The float product can land an ulp above the bound; step the factor down until the
-    # norm as computed is within it (one or two steps), so "clipped" is a promise.
-    factor = max_norm / norm
+    # The float product can land a few ulps above the bound (the norm's own rounding grows
+    # with the length); shrink the factor by a relative step that doubles each time, so
+    # "clipped" is a promise and the loop ends within a few passes even for long vectors.
+    factor, step = max_norm / norm, 2.0**-52
     clipped = vector * factor
     while l2_norm(clipped) > max_norm:
-        factor = float(np.nextafter(factor, 0.0))
+        factor *= 1.0 - step
+        step *= 2.0
         clipped = vector * factor
     return clipped, True
 

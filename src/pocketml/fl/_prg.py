@@ -9,8 +9,10 @@ Specified so that any client (Python, Kotlin, Swift, TypeScript) can reproduce i
 - ``pairwise_seed(shared_secret, round_id, u, v)``: HKDF-SHA256 of the X25519 shared
   secret, empty salt, info ``b"pocketml-secagg-mask|" + round_id + b"|" + min(u,v) + b"|" +
   max(u,v)`` (ids as decimal ASCII), 32 bytes. Both ends derive the same seed.
-- ``share_key(shared_secret, round_id, u, v)``: the same with ``b"pocketml-secagg-share|"``:
-  the AES-256-GCM key that encrypts the Shamir shares ``u`` sends ``v`` through the server.
+- ``share_key(shared_secret, round_id, sender, recipient)``: the same with
+  ``b"pocketml-secagg-share|"`` and the ids in *sending* order (not sorted): the
+  AES-256-GCM key of the one message ``sender`` sends ``recipient`` through the server.
+  Being directional and single-use, the key is used with the all-zero 12-byte nonce.
 """
 
 from __future__ import annotations
@@ -44,9 +46,8 @@ def expand_mask(seed: bytes, n: int, bits: int) -> np.ndarray:
     return values & np.uint64((1 << bits) - 1)
 
 
-def _derive(label: bytes, shared_secret: bytes, round_id: str, u: int, v: int) -> bytes:
-    low, high = sorted((u, v))
-    info = b"|".join([label, round_id.encode(), str(low).encode(), str(high).encode()])
+def _derive(label: bytes, shared_secret: bytes, round_id: str, first: int, second: int) -> bytes:
+    info = b"|".join([label, round_id.encode(), str(first).encode(), str(second).encode()])
     return HKDF(algorithm=hashes.SHA256(), length=SEED_BYTES, salt=None, info=info).derive(
         shared_secret
     )
@@ -54,9 +55,10 @@ def _derive(label: bytes, shared_secret: bytes, round_id: str, u: int, v: int) -
 
 def pairwise_seed(shared_secret: bytes, round_id: str, u: int, v: int) -> bytes:
     """Return the seed of the pairwise mask between clients ``u`` and ``v`` this round."""
-    return _derive(b"pocketml-secagg-mask", shared_secret, round_id, u, v)
+    low, high = sorted((u, v))
+    return _derive(b"pocketml-secagg-mask", shared_secret, round_id, low, high)
 
 
-def share_key(shared_secret: bytes, round_id: str, u: int, v: int) -> bytes:
-    """Return the AES-256-GCM key for the shares exchanged between ``u`` and ``v``."""
-    return _derive(b"pocketml-secagg-share", shared_secret, round_id, u, v)
+def share_key(shared_secret: bytes, round_id: str, sender: int, recipient: int) -> bytes:
+    """Return the AES-256-GCM key of the shares ``sender`` sends ``recipient`` (one message)."""
+    return _derive(b"pocketml-secagg-share", shared_secret, round_id, sender, recipient)

@@ -50,9 +50,11 @@ __all__ = [
 ]
 
 KEY_BYTES = 32
-NONCE_BYTES = 12
-_SHARES_PLAINTEXT = struct.Struct(f">II{SHARE_BYTES}s{SHARE_BYTES}s")
-SHARE_CIPHERTEXT_BYTES = NONCE_BYTES + _SHARES_PLAINTEXT.size + 16  # + GCM tag
+# Each share key seals exactly one message (it is bound to round, sender and recipient),
+# so the fixed nonce never repeats under a key; the ids go in the associated data.
+_NONCE = bytes(12)
+_SHARES_PLAINTEXT = struct.Struct(f">{SHARE_BYTES}s{SHARE_BYTES}s")
+SHARE_CIPHERTEXT_BYTES = _SHARES_PLAINTEXT.size + 16  # + GCM tag
 
 
 @dataclass(frozen=True)
@@ -207,7 +209,7 @@ class SecAggClient:
         self._inbox: dict[int, bytes] = {}
         self._roster: dict[int, KeyAdvertisement] = {}
         self._unmasked = False
-        self._aeads: dict[int, AESGCM] = {}
+        self._secrets: dict[int, bytes] = {}
 
     def advertise_keys(self) -> KeyAdvertisement:
         """Step 1: draw the round's key pairs and self-mask seed; return the public keys."""
@@ -244,24 +246,22 @@ class SecAggClient:
         out = {}
         for v, ks, bs in zip(holders, key_shares, seed_shares, strict=True):
             plaintext = _SHARES_PLAINTEXT.pack(
-                self.client_id,
-                v,
-                ks.y.to_bytes(SHARE_BYTES, "big"),
-                bs.y.to_bytes(SHARE_BYTES, "big"),
+                ks.y.to_bytes(SHARE_BYTES, "big"), bs.y.to_bytes(SHARE_BYTES, "big")
             )
-            out[v] = self._seal(v, plaintext)
+            out[v] = self._aead(self.client_id, v).encrypt(
+                _NONCE, plaintext, self._associated(self.client_id, v)
+            )
         return out
 
-    def _aead(self, v: int) -> AESGCM:
-        # One X25519 agreement per neighbour and round: sealing and opening reuse it.
-        if v not in self._aeads:
-            secret = _shared(self._cipher_key, self._roster[v].cipher_public)
-            self._aeads[v] = AESGCM(share_key(secret, self.config.round_id, self.client_id, v))
-        return self._aeads[v]
+    def _aead(self, sender: int, recipient: int) -> AESGCM:
+        peer = recipient if sender == self.client_id else sender
+        # One X25519 agreement per neighbour and round, shared by both directions' keys.
+        if peer not in self._secrets:
+            self._secrets[peer] = _shared(self._cipher_key, self._roster[peer].cipher_public)
+        return AESGCM(share_key(self._secrets[peer], self.config.round_id, sender, recipient))
 
-    def _seal(self, v: int, plaintext: bytes) -> bytes:
-        nonce = self.randbytes(NONCE_BYTES)
-        return nonce + self._aead(v).encrypt(nonce, plaintext, self.config.round_id.encode())
+    def _associated(self, sender: int, recipient: int) -> bytes:
+        return f"{self.config.round_id}|{sender}|{recipient}".encode()
 
     def mask_update(self, encoded: np.ndarray, inbox: Mapping[int, bytes]) -> MaskedInput:
         """Step 3: mask the encoded update with the self-mask and the pairwise masks.
@@ -298,16 +298,14 @@ class SecAggClient:
         return MaskedInput(self.client_id, y)
 
     def _open(self, v: int) -> tuple[Share, Share]:
-        sealed = self._inbox[v]
         try:
-            plaintext = self._aead(v).decrypt(
-                sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], self.config.round_id.encode()
+            plaintext = self._aead(v, self.client_id).decrypt(
+                _NONCE, self._inbox[v], self._associated(v, self.client_id)
             )
         except InvalidTag as exc:
+            # Also what a server relaying v's shares for someone else under v's name gets.
             raise IntegrityError(f"the shares from client {v} do not decrypt") from exc
-        sender, recipient, key_y, seed_y = _SHARES_PLAINTEXT.unpack(plaintext)
-        if (sender, recipient) != (v, self.client_id):
-            raise IntegrityError(f"the shares from client {v} name the wrong sender or recipient")
+        key_y, seed_y = _SHARES_PLAINTEXT.unpack(plaintext)
         x = self.client_id
         return Share(x, int.from_bytes(key_y, "big") % PRIME), Share(
             x, int.from_bytes(seed_y, "big") % PRIME
