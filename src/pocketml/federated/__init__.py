@@ -9,6 +9,7 @@
   refused (the route turns it into a 4xx).
 - :class:`FedBuff`: asynchronous buffered aggregation with staleness weighting.
 - :func:`run_secagg_round`: a whole SecAgg+ round in memory (tests, benchmarks, docs).
+- :func:`simulate`: federated rounds end to end in memory on non-IID client data.
 
 The math the device shares with the server (training a head, clipping, fixed point,
 masks, Shamir) is ``pocketml.fl``; docs/federated.md describes the protocol.
@@ -20,6 +21,12 @@ from pocketml.federated._dp import AdaptiveClipping, DPFedAvg, DPRoundResult
 from pocketml.federated._fedbuff import FedBuff, FedBuffStep
 from pocketml.federated._inmemory import SecAggRoundResult, run_secagg_round
 from pocketml.federated._secagg_server import SecAggServer
+from pocketml.federated._simulate import (
+    SimulationConfig,
+    SimulationResult,
+    simulate,
+    split_non_iid,
+)
 from pocketml.federated._validate import UpdateRejection, UpdateRejectReason, validate_update
 
 __all__ = [
@@ -32,11 +39,15 @@ __all__ = [
     "PrivacySpent",
     "SecAggRoundResult",
     "SecAggServer",
+    "SimulationConfig",
+    "SimulationResult",
     "UpdateRejectReason",
     "UpdateRejection",
     "coordinate_median",
     "fedavg",
     "run_secagg_round",
+    "simulate",
+    "split_non_iid",
     "trimmed_mean",
     "validate_update",
 ]

@@ -47,6 +47,7 @@ class SecAggServer:
         self._neighbours = {u: set(neighbours_of(config, u)) for u in config.client_ids}
         self._roster: dict[int, KeyAdvertisement] = {}
         self._mailbox: dict[int, dict[int, bytes]] = {}
+        self._shared: set[int] = set()
         self._masked: dict[int, np.ndarray] = {}
         self._survivors: frozenset[int] | None = None
         self._dropped: frozenset[int] = frozenset()
@@ -80,7 +81,7 @@ class SecAggServer:
             InvalidInput: the sender did not advertise keys, sent twice, addressed a client
                 that is not its neighbour with keys, or a ciphertext of the wrong size.
         """
-        if sender not in self._roster or any(sender in box for box in self._mailbox.values()):
+        if sender not in self._roster or sender in self._shared:
             raise InvalidInput(f"client_id {sender} cannot send shares now")
         expected = self._neighbours[sender] & set(self._roster)
         if set(ciphertexts) != expected:
@@ -91,11 +92,12 @@ class SecAggServer:
             raise InvalidInput(f"each share ciphertext must be {SHARE_CIPHERTEXT_BYTES} bytes")
         for recipient, sealed in ciphertexts.items():
             self._mailbox.setdefault(recipient, {})[sender] = bytes(sealed)
+        self._shared.add(sender)
 
     @property
     def shared(self) -> frozenset[int]:
         """Clients whose shares the server relayed (U2): the only ones who may mask."""
-        return frozenset(s for box in self._mailbox.values() for s in box)
+        return frozenset(self._shared)
 
     def inbox(self, recipient: int) -> dict[int, bytes]:
         """The ciphertexts addressed to ``recipient``, by sender."""
@@ -110,7 +112,7 @@ class SecAggServer:
                 already begun, or the wrong shape or range.
         """
         u = masked.client_id
-        if u not in self.shared or u in self._masked or self._survivors is not None:
+        if u not in self._shared or u in self._masked or self._survivors is not None:
             raise InvalidInput(f"client_id {u} cannot upload a masked input now")
         values = np.asarray(masked.values)
         if values.shape != (self.config.n_values,) or not np.issubdtype(

@@ -13,6 +13,7 @@ each a 33-byte number, so clarity wins over speed here.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -90,13 +91,22 @@ def combine_shares(shares: Iterable[Share], threshold: int, *, prime: int = PRIM
         raise InvalidInput(
             f"reconstruction needs {threshold} shares from distinct holders; got {len(unique)}"
         )
-    points = list(unique.values())[:threshold]
-    secret = 0
-    for i, si in enumerate(points):
+    # The lowest ids: a server reconstructing many clients' secrets from one set of
+    # survivors then reuses the same Lagrange coefficients (cached) for most of them.
+    points = [unique[x] for x in sorted(unique)[:threshold]]
+    weights = _lagrange_at_zero(tuple(s.x for s in points), prime)
+    return sum(s.y * w for s, w in zip(points, weights, strict=True)) % prime
+
+
+@functools.lru_cache(maxsize=256)
+def _lagrange_at_zero(xs: tuple[int, ...], prime: int) -> tuple[int, ...]:
+    """The weights ``l_i(0) = prod_{j != i} x_j / (x_j - x_i)`` for the points ``xs``."""
+    weights = []
+    for i, xi in enumerate(xs):
         num, den = 1, 1
-        for j, sj in enumerate(points):
+        for j, xj in enumerate(xs):
             if i != j:
-                num = num * (-sj.x) % prime
-                den = den * (si.x - sj.x) % prime
-        secret = (secret + si.y * num * pow(den, -1, prime)) % prime
-    return secret
+                num = num * (-xj) % prime
+                den = den * (xi - xj) % prime
+        weights.append(num * pow(den, -1, prime) % prime)
+    return tuple(weights)

@@ -1,0 +1,95 @@
+"""Federated rounds end to end in memory on non-IID digits (pixels as the embeddings)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from pocketml.data import load_digits
+from pocketml.errors import InvalidInput
+from pocketml.federated import PrivacyAccountant, SimulationConfig, simulate, split_non_iid
+from pocketml.fl import Head, LocalRecipe, train_head
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    data = load_digits()
+    x = data.features.reshape(len(data.labels), -1) / 16.0
+    order = np.random.default_rng(0).permutation(len(data.labels))
+    train, test = order[:1400], order[1400:]
+    return x[train], data.labels[train], x[test], data.labels[test]
+
+
+def test_each_client_holds_only_its_classes_and_every_sample_goes_to_one_client() -> None:
+    labels = np.repeat(np.arange(10), 30)
+
+    parts = split_non_iid(labels, n_clients=20, classes_per_client=2, seed=0)
+
+    assert max(np.unique(labels[p]).size for p in parts) <= 2
+    together = np.concatenate(parts)
+    assert np.array_equal(np.sort(together), np.arange(labels.size))
+
+
+def test_fedavg_on_non_iid_clients_learns_what_one_client_cannot(digits) -> None:
+    train_x, train_y, test_x, test_y = digits
+    config = SimulationConfig(n_clients=50, clients_per_round=20, rounds=20)
+
+    result = simulate(train_x, train_y, test_x, test_y, config)
+
+    one_client = split_non_iid(train_y, 50, 2, seed=0)[0]
+    alone = Head.zeros(64, 10)
+    alone = alone.with_vector(
+        train_head(alone, train_x[one_client], train_y[one_client], LocalRecipe(20), seed=0)
+    )
+    assert result.accuracy[-1] > 0.85
+    assert alone.accuracy(test_x, test_y) < 0.3  # two classes of ten
+
+
+def test_secure_aggregation_trains_the_same_model_as_the_clipped_mean(digits) -> None:
+    train_x, train_y, test_x, test_y = digits
+    base = {"n_clients": 20, "clients_per_round": 8, "rounds": 5, "clip_norm": 1.0}
+
+    masked = simulate(
+        train_x, train_y, test_x, test_y, SimulationConfig(**base, secure_aggregation=True)
+    )
+    noisy_free = simulate(
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        SimulationConfig(**base, noise_multiplier=1e-9, secure_aggregation=False),
+    )
+
+    # DP-FedAvg with (almost) no noise is the uniform clipped mean, which SecAgg computes.
+    np.testing.assert_allclose(masked.head.to_vector(), noisy_free.head.to_vector(), atol=1e-5)
+
+
+def test_dp_rounds_report_the_accountants_epsilon_after_every_round(digits) -> None:
+    logging.getLogger("absl").setLevel(logging.ERROR)  # dp-accounting's notes on dropped orders
+    train_x, train_y, test_x, test_y = digits
+    config = SimulationConfig(
+        n_clients=50, clients_per_round=10, rounds=3, clip_norm=1.0, noise_multiplier=1.1
+    )
+
+    result = simulate(train_x, train_y, test_x, test_y, config)
+
+    accountant = PrivacyAccountant(1.1, 10 / 50, 1e-5)
+    assert result.epsilon == [accountant.spend_round().epsilon for _ in range(3)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"aggregator": "trimmed_mean", "clip_norm": 1.0, "secure_aggregation": True},
+            "needs every update",
+        ),
+        ({"noise_multiplier": 1.0}, "clip_norm is required"),
+        ({"clients_per_round": 0}, "clients_per_round"),
+    ],
+)
+def test_inconsistent_simulations_are_refused(kwargs: dict, match: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(InvalidInput, match=match):
+        SimulationConfig(**kwargs)
