@@ -173,7 +173,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     print("\nSecAgg+ rounds (server ms = the server's calls only; median of rounds)")
     header = (
-        f"  {'case':<42} {'head':<24} {'server ms':>9} {'client ms':>9} {'upload':>8} "
+        f"  {'case':<46} {'head':<24} {'server ms':>9} {'client ms':>9} {'upload':>8} "
         f"{'x plain':>7} exact"
     )
     print(header)
@@ -191,7 +191,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                     # fails safely. Counted, not hidden.
                     aborted += 1
             if not rounds:
-                print(f"  {label:<42} {name:<24} all {aborted} rounds aborted")
+                print(f"  {label:<46} {name:<24} all {aborted} rounds aborted")
                 report["secagg"][f"{label} / {name}"] = {"aborted": aborted}
                 continue
             row = {
@@ -208,7 +208,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             row["ratio"] = row["upload_bytes"] / row["plain_bytes"]
             report["secagg"][f"{label} / {name}"] = row
             print(
-                f"  {label:<42} {name:<24} {row['server_ms']:9.1f} {row['client_ms']:9.1f} "
+                f"  {label:<46} {name:<24} {row['server_ms']:9.1f} {row['client_ms']:9.1f} "
                 f"{row['upload_bytes']:8.0f} {row['ratio']:7.2f} {row['exact']}"
                 + (f" ({aborted} of {args.secagg_runs} rounds aborted)" if aborted else "")
             )
