@@ -68,6 +68,11 @@ def _run(rounds: int) -> dict[str, Any]:
         "20 % attackers, fedavg clip 1": {"malicious_fraction": 0.2, "clip_norm": 1.0},
         "20 % attackers, trimmed mean": {"malicious_fraction": 0.2, "aggregator": "trimmed_mean"},
         "20 % attackers, median": {"malicious_fraction": 0.2, "aggregator": "median"},
+        "20 % attackers, median clip 1": {
+            "malicious_fraction": 0.2,
+            "aggregator": "median",
+            "clip_norm": 1.0,
+        },
         "honest, trimmed mean": {"aggregator": "trimmed_mean"},
         "honest, median": {"aggregator": "median"},
     }
