@@ -69,7 +69,7 @@ def _secagg_round(
     updates = {u: clip_update(rng.normal(size=d), 1.0)[0] for u in ids}
     entropy = random.Random(seed)
     server_s = client_s = 0.0
-    sent = dict.fromkeys(ids, 64)
+    sent = dict.fromkeys(ids, 96)  # two public keys + the seed commitment
 
     def timed_server(fn: Callable[..., Any], *args: Any) -> Any:
         nonlocal server_s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import astuple
 
 import numpy as np
 import pytest
@@ -10,10 +11,15 @@ import pytest
 from pocketml.errors import IntegrityError, InvalidInput
 from pocketml.federated import SecAggServer, run_secagg_round
 from pocketml.fl import (
+    PRIME,
     FixedPoint,
+    KeyAdvertisement,
+    MaskedInput,
     SecAggAborted,
     SecAggClient,
     SecAggConfig,
+    Share,
+    UnmaskResponse,
     clip_update,
     neighbours_of,
 )
@@ -210,3 +216,60 @@ def test_an_unsafe_round_configuration_is_refused(kwargs: dict, match: str) -> N
     }
     with pytest.raises(InvalidInput, match=match):
         SecAggConfig(**{**base, **kwargs})
+
+
+def _unmask_all(
+    config: SecAggConfig, dropped_clients: set[int]
+) -> tuple[dict[int, SecAggClient], SecAggServer, dict[int, UnmaskResponse]]:
+    clients, server = _started_round(config)
+    for u, c in clients.items():
+        if u not in dropped_clients:
+            encoded = config.encoding.encode(np.full(config.n_values, 0.01))
+            server.receive_masked_input(c.mask_update(encoded, server.inbox(u)))
+    survivors, dropped = server.unmask_request()
+    return clients, server, {u: clients[u].unmask(survivors, dropped) for u in survivors}
+
+
+@pytest.mark.parametrize("kind", ["self_mask_shares", "mask_key_shares"])
+def test_a_wrong_share_stops_the_round_instead_of_giving_a_wrong_sum(kind: str) -> None:
+    config = _config(6, threshold=4)
+    _, server, responses = _unmask_all(config, dropped_clients={6})
+    shares = getattr(responses[1], kind)
+    owner = min(shares)
+    shares[owner] = Share(shares[owner].x, (shares[owner].y + 1) % PRIME)
+    # Client 1 has the lowest id, so its share is among the t the server interpolates.
+    for response in responses.values():
+        server.receive_unmask(response)
+
+    with pytest.raises(SecAggAborted, match=f"client {owner}'s .* does not match"):
+        server.aggregate()
+
+
+def test_keys_from_a_client_outside_the_round_are_refused() -> None:
+    config = _config(4, threshold=3)
+    stranger = SecAggClient(1, config).advertise_keys()
+    server = SecAggServer(config)
+
+    with pytest.raises(InvalidInput, match="client_id 9"):
+        server.receive_keys([KeyAdvertisement(9, *astuple(stranger)[1:])])
+
+
+def test_shares_addressed_to_a_client_that_is_not_a_neighbour_are_refused() -> None:
+    config = _config(4, threshold=3)
+    rng = random.Random(8)
+    clients = {u: SecAggClient(u, config, randbytes=rng.randbytes) for u in config.client_ids}
+    server = SecAggServer(config)
+    roster = server.receive_keys(c.advertise_keys() for c in clients.values())
+    sealed = clients[1].share_keys(roster)
+    sealed[7] = sealed[2]
+
+    with pytest.raises(InvalidInput, match="exactly its 3 neighbours"):
+        server.receive_shares(1, sealed)
+
+
+def test_a_masked_input_of_the_wrong_length_is_refused() -> None:
+    config = _config(4, threshold=3)
+    _, server = _started_round(config)
+
+    with pytest.raises(InvalidInput, match="values must be 40 unsigned ints"):
+        server.receive_masked_input(MaskedInput(1, np.zeros(39, dtype=np.uint64)))

@@ -46,7 +46,7 @@ def run_secagg_round(
     clients = {u: SecAggClient(u, config, randbytes=randbytes) for u in config.client_ids}
     server = SecAggServer(config)
     adverts = {u: c.advertise_keys() for u, c in clients.items()}
-    sent = dict.fromkeys(clients, 64)  # two raw X25519 public keys
+    sent = dict.fromkeys(clients, 96)  # two raw X25519 public keys + the seed commitment
     roster = server.receive_keys(adverts.values())
     for u, c in clients.items():
         sealed = c.share_keys(roster)

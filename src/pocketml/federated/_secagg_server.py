@@ -34,6 +34,7 @@ from pocketml.fl import (
     expand_mask,
     neighbours_of,
     pairwise_mask,
+    seed_commitment,
 )
 
 __all__ = ["SecAggServer"]
@@ -66,8 +67,14 @@ class SecAggServer:
                 raise InvalidInput(
                     f"client_id {advert.client_id} is not expected to advertise keys"
                 )
-            if len(advert.cipher_public) != 32 or len(advert.mask_public) != 32:
-                raise InvalidInput("cipher_public and mask_public must be 32-byte X25519 keys")
+            if {
+                len(advert.cipher_public),
+                len(advert.mask_public),
+                len(advert.seed_commitment),
+            } != {32}:
+                raise InvalidInput(
+                    "cipher_public, mask_public and seed_commitment must be 32 bytes each"
+                )
             if advert.cipher_public == advert.mask_public:
                 raise InvalidInput("cipher_public and mask_public must be different keys")
             self._roster[advert.client_id] = advert
@@ -181,12 +188,20 @@ class SecAggServer:
             )
         return combine_shares(shares.values(), self.config.threshold).to_bytes(32, "big")
 
+    @staticmethod
+    def _wrong_share(owner: int, what: str) -> str:
+        return (
+            f"client {owner}'s {what} rebuilt from its shares does not match what it "
+            "advertised: a survivor sent a wrong share; the round fails without an aggregate"
+        )
+
     def aggregate(self) -> np.ndarray:
         """Return the sum of the survivors' encoded updates mod ``2^bits`` (uint64).
 
         Raises:
             SecAggAborted: the unmask step was not run, or a survivor's self-mask seed or
-                a dropped client's mask key lacks ``threshold`` shares.
+                a dropped client's mask key lacks ``threshold`` shares or, rebuilt, does
+                not match the commitment or public key the client advertised.
         """
         if self._survivors is None:
             raise SecAggAborted("aggregate needs the unmask step first")
@@ -196,11 +211,15 @@ class SecAggServer:
             total = enc.add(total, y)
         for u in sorted(self._survivors):
             seed = self._reconstruct(self._seed_shares, u, "self-mask seed")
+            if seed_commitment(seed, self.config.round_id, u) != self._roster[u].seed_commitment:
+                raise SecAggAborted(self._wrong_share(u, "self-mask seed"))
             total = enc.subtract(total, expand_mask(seed, n, enc.bits))
         for d in sorted(self._dropped):
             key = X25519PrivateKey.from_private_bytes(
                 self._reconstruct(self._key_shares, d, "mask key")
             )
+            if key.public_key().public_bytes_raw() != self._roster[d].mask_public:
+                raise SecAggAborted(self._wrong_share(d, "mask key"))
             for u in sorted(self._neighbours[d] & self._survivors):
                 # Survivor u added pairwise_mask(u, d); the same value from d's side is its
                 # negation, so adding d's view cancels it.

@@ -18,7 +18,7 @@ from pocketml.fl._clip import add_gaussian_noise, clip_update, l2_norm
 from pocketml.fl._errors import SecAggAborted
 from pocketml.fl._fixed_point import FixedPoint
 from pocketml.fl._head import Head, LocalRecipe, train_head
-from pocketml.fl._prg import expand_mask, pairwise_seed, share_key
+from pocketml.fl._prg import expand_mask, pairwise_seed, seed_commitment, share_key
 from pocketml.fl._secagg import (
     SHARE_CIPHERTEXT_BYTES,
     KeyAdvertisement,
@@ -53,6 +53,7 @@ __all__ = [
     "neighbours_of",
     "pairwise_mask",
     "pairwise_seed",
+    "seed_commitment",
     "share_key",
     "split_secret",
     "train_head",

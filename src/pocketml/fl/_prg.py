@@ -13,9 +13,14 @@ Specified so that any client (Python, Kotlin, Swift, TypeScript) can reproduce i
   ``b"pocketml-secagg-share|"`` and the ids in *sending* order (not sorted): the
   AES-256-GCM key of the one message ``sender`` sends ``recipient`` through the server.
   Being directional and single-use, the key is used with the all-zero 12-byte nonce.
+- ``seed_commitment(seed, round_id, client_id)``: SHA-256 of ``b"pocketml-secagg-seed|" +
+  round_id + b"|" + client_id + b"|" + seed``, published in step 1 so the server can tell a
+  correctly reconstructed self-mask seed from one rebuilt from a wrong share.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
@@ -24,7 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from pocketml.errors import InvalidInput
 
-__all__ = ["expand_mask", "pairwise_seed", "share_key"]
+__all__ = ["expand_mask", "pairwise_seed", "seed_commitment", "share_key"]
 
 SEED_BYTES = 32
 _ZERO_NONCE = bytes(16)
@@ -62,3 +67,9 @@ def pairwise_seed(shared_secret: bytes, round_id: str, u: int, v: int) -> bytes:
 def share_key(shared_secret: bytes, round_id: str, sender: int, recipient: int) -> bytes:
     """Return the AES-256-GCM key of the shares ``sender`` sends ``recipient`` (one message)."""
     return _derive(b"pocketml-secagg-share", shared_secret, round_id, sender, recipient)
+
+
+def seed_commitment(seed: bytes, round_id: str, client_id: int) -> bytes:
+    """Return the 32-byte commitment to a client's self-mask seed for this round."""
+    label = b"|".join([b"pocketml-secagg-seed", round_id.encode(), str(client_id).encode()])
+    return hashlib.sha256(label + b"|" + seed).digest()

@@ -3,7 +3,8 @@
 A round, for the clients ``config.client_ids`` (ids >= 1, also the Shamir x-coordinates):
 
 1. ``advertise_keys``: two fresh X25519 key pairs, ``c`` (to encrypt shares) and ``s`` (to
-   agree masks), and a fresh 32-byte self-mask seed ``b``.
+   agree masks), and a fresh 32-byte self-mask seed ``b``; the public keys and a hash
+   commitment to ``b`` go to the server.
 2. ``share_keys(roster)``: for each neighbour ``v`` (everyone, or the ``k`` neighbours of
    the SecAgg+ graph), a Shamir share of ``s_sk`` and of ``b`` (threshold ``t``),
    encrypted with AES-256-GCM under ``HKDF(X25519(c_sk, c_pk_v))``: the server relays
@@ -35,7 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pocketml.errors import IntegrityError, InvalidInput
 from pocketml.fl._errors import SecAggAborted
 from pocketml.fl._fixed_point import FixedPoint
-from pocketml.fl._prg import SEED_BYTES, expand_mask, pairwise_seed, share_key
+from pocketml.fl._prg import SEED_BYTES, expand_mask, pairwise_seed, seed_commitment, share_key
 from pocketml.fl._shamir import PRIME, SHARE_BYTES, Share, split_secret
 
 __all__ = [
@@ -136,11 +137,17 @@ def neighbours_of(config: SecAggConfig, client_id: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class KeyAdvertisement:
-    """Step 1 upload: a client's two public keys (raw 32 bytes each)."""
+    """Step 1 upload: a client's two public keys and its seed commitment (32 bytes each).
+
+    The mask public key and the commitment let the server check what it reconstructs from
+    shares (a dropped client's private key, a survivor's seed): a wrong share then stops
+    the round instead of producing a wrong sum.
+    """
 
     client_id: int
     cipher_public: bytes
     mask_public: bytes
+    seed_commitment: bytes
 
 
 @dataclass(frozen=True)
@@ -221,6 +228,7 @@ class SecAggClient:
             self.client_id,
             self._cipher_key.public_key().public_bytes_raw(),
             self._mask_key.public_key().public_bytes_raw(),
+            seed_commitment(self._self_seed, self.config.round_id, self.client_id),
         )
 
     def share_keys(self, roster: Mapping[int, KeyAdvertisement]) -> dict[int, bytes]:
