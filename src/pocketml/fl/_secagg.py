@@ -23,6 +23,7 @@ with signatures that defends against a server lying about who dropped.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 from collections.abc import Callable, Collection, Mapping
@@ -118,8 +119,8 @@ def neighbours_of(config: SecAggConfig, client_id: int) -> tuple[int, ...]:
     """Return the clients ``client_id`` exchanges masks and shares with, sorted.
 
     All pairs by default. With ``neighbours = k``: the Harary graph ``H(k, n)`` (each node
-    joined to the ``k/2`` next and previous nodes on a ring) over the ids in an order
-    shuffled by ``graph_seed``, as in SecAgg+: k-regular, so a client's cost is O(k) and
+    joined to the ``k/2`` next and previous nodes on a ring) over the ids ordered by
+    ``SHA-256(graph_seed || id)``, as in SecAgg+: k-regular, so a client's cost is O(k) and
     the round's O(n k) instead of O(n^2).
     """
     ids = sorted(config.client_ids)
@@ -127,8 +128,11 @@ def neighbours_of(config: SecAggConfig, client_id: int) -> tuple[int, ...]:
         raise InvalidInput(f"client {client_id} is not in this round")
     if config.neighbours is None:
         return tuple(i for i in ids if i != client_id)
-    seed = int.from_bytes(config.graph_seed[:16].ljust(16, b"\0"), "big")
-    ring = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+    # The ring order: ids sorted by SHA-256(graph_seed || id as 4 big-endian bytes), which
+    # any client in any language reproduces from the announced seed.
+    ring = sorted(
+        ids, key=lambda i: hashlib.sha256(config.graph_seed + i.to_bytes(4, "big")).digest()
+    )
     pos = ring.index(client_id)
     half = config.neighbours // 2
     near = {ring[(pos + j) % len(ring)] for j in range(-half, half + 1) if j}
