@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
-from pocketml.fl import expand_mask, pairwise_seed
+from pocketml.fl import FixedPoint, SecAggConfig, expand_mask, neighbours_of, pairwise_seed
 
 
 def test_the_mask_is_the_chacha20_keystream_read_as_little_endian_uint64() -> None:
@@ -30,3 +32,12 @@ def test_both_ends_of_a_pair_derive_the_same_seed_and_rounds_differ() -> None:
 
 def test_the_same_seed_expands_to_the_same_mask() -> None:
     np.testing.assert_array_equal(expand_mask(b"s" * 32, 5, 32), expand_mask(b"s" * 32, 5, 32))
+
+
+def test_the_neighbour_ring_is_ordered_by_sha256_of_seed_and_id() -> None:
+    ids = tuple(range(1, 9))
+    config = SecAggConfig("r", ids, 2, FixedPoint(max_clients=8), 1, 2, b"graph")
+    ring = sorted(ids, key=lambda i: hashlib.sha256(b"graph" + i.to_bytes(4, "big")).digest())
+
+    for pos, u in enumerate(ring):
+        assert neighbours_of(config, u) == tuple(sorted({ring[pos - 1], ring[(pos + 1) % 8]}))
