@@ -273,3 +273,21 @@ def test_a_masked_input_of_the_wrong_length_is_refused() -> None:
 
     with pytest.raises(InvalidInput, match="values must be 40 unsigned ints"):
         server.receive_masked_input(MaskedInput(1, np.zeros(39, dtype=np.uint64)))
+
+
+def test_a_batch_of_keys_with_one_bad_advert_stores_none_of_them() -> None:
+    config = _config(4, threshold=3)
+    good = SecAggClient(1, config).advertise_keys()
+    bad = KeyAdvertisement(2, b"short", b"x" * 32, b"c" * 32)
+    server = SecAggServer(config)
+
+    with pytest.raises(InvalidInput, match="32 bytes each"):
+        server.receive_keys([good, bad])
+    assert server.receive_keys([]) == {}
+
+
+def test_a_client_step_out_of_order_is_refused() -> None:
+    client = SecAggClient(1, _config(4, threshold=3))
+
+    with pytest.raises(InvalidInput, match="share_keys is step 2"):
+        client.share_keys({})

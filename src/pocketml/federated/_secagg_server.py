@@ -49,6 +49,7 @@ class SecAggServer:
         self._roster: dict[int, KeyAdvertisement] = {}
         self._mailbox: dict[int, dict[int, bytes]] = {}
         self._shared: set[int] = set()
+        self._answered: set[int] = set()
         self._masked: dict[int, np.ndarray] = {}
         self._survivors: frozenset[int] | None = None
         self._dropped: frozenset[int] = frozenset()
@@ -62,8 +63,10 @@ class SecAggServer:
         Raises:
             InvalidInput: a client not in the round, twice, or keys of the wrong size.
         """
-        for advert in adverts:
-            if advert.client_id not in self._neighbours or advert.client_id in self._roster:
+        batch = list(adverts)
+        seen = set(self._roster)
+        for advert in batch:  # check the whole batch first: a refused one stores nothing
+            if advert.client_id not in self._neighbours or advert.client_id in seen:
                 raise InvalidInput(
                     f"client_id {advert.client_id} is not expected to advertise keys"
                 )
@@ -77,7 +80,8 @@ class SecAggServer:
                 )
             if advert.cipher_public == advert.mask_public:
                 raise InvalidInput("cipher_public and mask_public must be different keys")
-            self._roster[advert.client_id] = advert
+            seen.add(advert.client_id)
+        self._roster.update((advert.client_id, advert) for advert in batch)
         return dict(self._roster)
 
     # Step 2 ---------------------------------------------------------------------------
@@ -156,13 +160,13 @@ class SecAggServer:
         """Record a survivor's shares.
 
         Raises:
-            InvalidInput: not a survivor, a share of the wrong kind for a client (a seed
-                share for a dropped client or a key share for a survivor), or a share
-                whose x is not the sender.
+            InvalidInput: not a survivor, a second answer, a share of the wrong kind for a
+                client (a seed share for a dropped client or a key share for a survivor),
+                or a share whose x is not the sender. A refused answer stores nothing.
         """
         u = response.client_id
-        if self._survivors is None or u not in self._survivors:
-            raise InvalidInput(f"client_id {u} cannot answer the unmask request")
+        if self._survivors is None or u not in self._survivors or u in self._answered:
+            raise InvalidInput(f"client_id {u} cannot answer the unmask request now")
         if (
             not set(response.self_mask_shares) <= self._survivors
             or not set(response.mask_key_shares) <= self._dropped
@@ -170,14 +174,18 @@ class SecAggServer:
             raise InvalidInput(
                 "self_mask_shares must name survivors and mask_key_shares dropped clients"
             )
-        for kind, store in (
+        kinds = (
             (response.self_mask_shares, self._seed_shares),
             (response.mask_key_shares, self._key_shares),
-        ):
-            for owner, share in kind.items():
+        )
+        for shares, _ in kinds:  # check everything first: a refused answer stores nothing
+            for owner, share in shares.items():
                 if share.x != u or owner not in self._neighbours[u]:
                     raise InvalidInput(f"client {u} sent a share it cannot hold (owner {owner})")
+        for shares, store in kinds:
+            for owner, share in shares.items():
                 store.setdefault(owner, {})[u] = share
+        self._answered.add(u)
 
     def _reconstruct(self, store: dict[int, dict[int, Share]], owner: int, what: str) -> bytes:
         shares = store.get(owner, {})

@@ -204,7 +204,8 @@ def pairwise_mask(
 
 
 class SecAggClient:
-    """One client's side of one round. Methods must be called in protocol order."""
+    """One client's side of one round: each method is one protocol step, run once, in order
+    (a step out of order is an :class:`~pocketml.errors.InvalidInput`)."""
 
     def __init__(
         self,
@@ -219,11 +220,20 @@ class SecAggClient:
         self._neighbours = neighbours_of(config, client_id)
         self._inbox: dict[int, bytes] = {}
         self._roster: dict[int, KeyAdvertisement] = {}
-        self._unmasked = False
+        self._step = 0  # protocol steps done; each method runs once, in order
         self._secrets: dict[int, bytes] = {}
+
+    def _advance(self, step: int, name: str) -> None:
+        if self._step != step - 1:
+            raise InvalidInput(
+                f"{name} is step {step} of the round; this client has done {self._step} steps "
+                "(each step runs once, in order)"
+            )
+        self._step = step
 
     def advertise_keys(self) -> KeyAdvertisement:
         """Step 1: draw the round's key pairs and self-mask seed; return the public keys."""
+        self._advance(1, "advertise_keys")
         self._cipher_key = X25519PrivateKey.from_private_bytes(self.randbytes(KEY_BYTES))
         self._mask_key_raw = self.randbytes(KEY_BYTES)
         self._mask_key = X25519PrivateKey.from_private_bytes(self._mask_key_raw)
@@ -241,6 +251,7 @@ class SecAggClient:
         Raises:
             SecAggAborted: fewer than ``threshold`` neighbours advertised keys.
         """
+        self._advance(2, "share_keys")
         self._roster = {v: roster[v] for v in self._neighbours if v in roster}
         if len(self._roster) < self.config.threshold:
             raise SecAggAborted(
@@ -286,6 +297,7 @@ class SecAggClient:
             InvalidInput: wrong length or a value outside ``[0, 2^bits)``.
             SecAggAborted: fewer than ``threshold`` neighbours' shares arrived.
         """
+        self._advance(3, "mask_update")
         x = np.asarray(encoded)
         enc = self.config.encoding
         if x.shape != (self.config.n_values,) or not np.issubdtype(x.dtype, np.unsignedinteger):
@@ -332,7 +344,7 @@ class SecAggClient:
             SecAggAborted: fewer than ``threshold`` survivors: unmasking would not be safe.
         """
         alive, gone = set(survivors), set(dropped)
-        if self._unmasked:
+        if self._step >= 4:
             raise InvalidInput("a client answers the unmask request once per round")
         if alive & gone or self.client_id not in alive:
             raise InvalidInput("survivors and dropped must be disjoint and include this client")
@@ -340,7 +352,7 @@ class SecAggClient:
             raise SecAggAborted(
                 f"{len(alive)} survivors are below the threshold {self.config.threshold}"
             )
-        self._unmasked = True
+        self._advance(4, "unmask")
         response = UnmaskResponse(self.client_id)
         for v in sorted(self._inbox):
             key_share, seed_share = self._open(v)
