@@ -87,3 +87,14 @@ def test_an_unclipped_update_is_refused_by_the_encoder() -> None:
 def test_too_few_bits_for_the_clients_are_refused() -> None:
     with pytest.raises(InvalidInput, match="cannot hold"):
         FixedPoint(bits=8, clip_norm=1.0, max_clients=1000)
+
+
+@pytest.mark.parametrize(("bits", "width"), [(16, 4), (32, 4), (40, 8), (62, 8)])
+def test_masked_values_travel_in_the_smallest_word_that_holds_them(bits: int, width: int) -> None:
+    enc = FixedPoint(bits=bits, clip_norm=1.0, max_clients=10)
+    total = np.zeros(3, dtype=np.uint64)
+    for _ in range(10):
+        total = enc.add(total, enc.encode(np.array([-0.6, 0.0, 0.8])))
+
+    assert enc.bytes_per_value == width
+    np.testing.assert_allclose(enc.decode_sum(total), [-6.0, 0.0, 8.0], atol=10 / enc.scale)
