@@ -133,9 +133,13 @@ def simulate(
 ) -> SimulationResult:
     """Run ``config.rounds`` federated rounds and return the accuracy curve and ε.
 
+    The cohort is a fixed-size sample while the accountant assumes Poisson sampling with
+    ``q = clients_per_round / n_clients`` (the usual approximation in simulations; the
+    server's selection should be Poisson for the reported ε to be exact). No client drops
+    out here, so a SecAgg round always completes.
+
     Raises:
         InvalidInput: an inconsistent configuration.
-        SecAggAborted: never with no dropouts; kept for the record.
     """
     n_classes = int(max(train_y.max(), test_y.max())) + 1
     parts = split_non_iid(train_y, config.n_clients, config.classes_per_client, config.seed)
