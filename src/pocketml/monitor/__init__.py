@@ -6,7 +6,9 @@ Devices bin what they score into a ``Sketch`` (``profile.sketch(rows)``); the se
 validates it (``parse_sketch``), merges (``merge_sketches``) and tests
 (``detect_drift``: one detector per block, Benjamini-Hochberg over the family).
 The server keeps the fleet's sketches merged per version x device group x hour
-(``add_sketches`` inside the telemetry batch's transaction, ``read_sketches`` for reports).
+(``add_sketches`` inside the telemetry batch's transaction, ``read_sketches`` for reports);
+``MonitorService`` answers drift and accuracy reports per version x device group over a
+window from those rows, and ``model_health`` flattens them into ``MetricReading``s for alerts.
 ``estimate_accuracy`` / ``realised_accuracy`` / ``compare_accuracy`` turn confidence
 histograms and feedback labels into accuracy with intervals and a concept-drift flag.
 ``input_features`` turns image and sensor inputs into the monitored features
@@ -22,6 +24,7 @@ from pocketml.monitor._accuracy import (
     estimate_accuracy,
     realised_accuracy,
 )
+from pocketml.monitor._accuracy_report import AccuracyPoint, AccuracyReport, GroupAccuracy
 from pocketml.monitor._chi_squared import ChiSquaredDetector
 from pocketml.monitor._dataset import (
     DatasetDrift,
@@ -30,8 +33,22 @@ from pocketml.monitor._dataset import (
     detector_for,
 )
 from pocketml.monitor._detector import DEFAULT_ALPHA, DriftDetector, FeatureDrift, coarsen
+from pocketml.monitor._health import HEALTH_METRICS, MetricReading
 from pocketml.monitor._jensen_shannon import JensenShannonDetector
 from pocketml.monitor._psi import PSIDetector
+from pocketml.monitor._report import (
+    DriftReport,
+    FeatureReport,
+    GroupDrift,
+    Histogram,
+    SeriesPoint,
+)
+from pocketml.monitor._service import (
+    DEFAULT_WINDOW_S,
+    GROUP_DIMENSIONS,
+    MonitorService,
+    parse_window,
+)
 from pocketml.monitor._store import (
     WINDOW_S,
     SketchAddition,
@@ -69,6 +86,9 @@ from pocketml.sketch import (
 __all__ = [
     "CONFIDENCE_BLOCK",
     "DEFAULT_ALPHA",
+    "DEFAULT_WINDOW_S",
+    "GROUP_DIMENSIONS",
+    "HEALTH_METRICS",
     "IMAGE_STATS",
     "MAX_SKETCH_ROWS",
     "PREDICTION_BLOCK",
@@ -76,15 +96,25 @@ __all__ = [
     "WINDOW_S",
     "AccuracyComparison",
     "AccuracyInterval",
+    "AccuracyPoint",
+    "AccuracyReport",
     "ChiSquaredDetector",
     "DatasetDrift",
     "DriftDetector",
+    "DriftReport",
     "FeatureBins",
     "FeatureDrift",
+    "FeatureReport",
+    "GroupAccuracy",
+    "GroupDrift",
+    "Histogram",
     "JensenShannonDetector",
+    "MetricReading",
+    "MonitorService",
     "PSIDetector",
     "Projection",
     "ReferenceProfile",
+    "SeriesPoint",
     "Sketch",
     "SketchAddition",
     "SketchKey",
@@ -106,6 +136,7 @@ __all__ = [
     "merge_sketches",
     "numeric_bins",
     "parse_sketch",
+    "parse_window",
     "profile_model",
     "read_sketches",
     "realised_accuracy",

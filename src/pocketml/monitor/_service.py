@@ -1,0 +1,514 @@
+"""MonitorService: drift and accuracy of a model version from the fleet's stored sketches.
+
+The question it answers: "has the world this version sees changed, and how accurate is it
+probably now?" Devices' sketches are already merged per version x device class x app
+version x hour by the sketch store (``add_sketches``); a report reads the hourly rows of
+its window (``read_sketches``), sums them per group and tests each group with
+``detect_drift`` against the version's reference profile (or the window before). Cheap by
+construction: a 24-hour report of 10 device classes reads at most 240 rows, whatever the
+number of devices.
+
+Which version: the one asked for; else the model's production version; else the newest
+version that sent sketches in the window. Its reference profile comes from the registry
+(parsed once per version and kept: a version and its profile never change).
+
+Realised accuracy comes from the telemetry aggregates (``TelemetryService.model_metrics``,
+the one place that joins feedback labels to inferences), per device class: feedback rows
+carry no app version, so a report grouped or filtered by app version shows the estimate
+only and says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from pocketml.errors import InvalidInput, NotFound
+from pocketml.monitor._accuracy_report import (
+    LEVEL,
+    AccuracyPoint,
+    AccuracyReport,
+    Labels,
+    group_accuracy,
+    reference_accuracy,
+)
+from pocketml.monitor._detector import DEFAULT_ALPHA
+from pocketml.monitor._health import MetricReading, health_readings
+from pocketml.monitor._report import DriftReport, clipped, group_drift, series_point
+from pocketml.monitor._store import WINDOW_S, StoredSketch, read_sketches
+from pocketml.registry import Registry
+from pocketml.sketch import ReferenceProfile, Sketch
+from pocketml.telemetry import TelemetryService
+
+__all__ = [
+    "DEFAULT_WINDOW_S",
+    "GROUP_DIMENSIONS",
+    "MAX_SERIES_POINTS",
+    "MAX_WINDOW_S",
+    "MonitorService",
+    "parse_window",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WINDOW_S = 86_400
+MAX_WINDOW_S = 90 * 86_400
+MAX_SERIES_POINTS = 48
+GROUP_DIMENSIONS = ("device_class", "app_version")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_PROFILE_CACHE = 64
+
+Baseline = Literal["reference", "previous"]
+GroupKey = tuple[tuple[str, str], ...]
+
+
+def parse_window(text: str | int) -> int:
+    """Seconds of a window given as seconds (``86400``) or with a unit (``90m``, ``24h``, ``7d``).
+
+    Raises:
+        InvalidInput: not a number with an optional unit s/m/h/d, or outside
+            [1 hour, 90 days] (the store's resolution is one hour).
+    """
+    raw = str(text).strip().lower()
+    unit = _UNITS.get(raw[-1:], 0)
+    number = raw[:-1] if unit else raw
+    unit = unit or 1
+    try:
+        value = float(number)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise InvalidInput(
+            f"window must be seconds or a number with a unit s/m/h/d (e.g. 24h, 7d); got {text!r}."
+        )
+    seconds = round(value * unit)
+    if not WINDOW_S <= seconds <= MAX_WINDOW_S:
+        raise InvalidInput(
+            f"window must be between 1h and 90d (sketches are stored per hour); got {text!r}."
+        )
+    return seconds
+
+
+def check_group_by(group_by: Iterable[str]) -> tuple[str, ...]:
+    """``group_by`` as a tuple of known, distinct dimensions (or ``InvalidInput``)."""
+    dims = tuple(group_by)
+    unknown = [d for d in dims if d not in GROUP_DIMENSIONS]
+    if unknown or len(set(dims)) != len(dims):
+        raise InvalidInput(
+            f"group_by must be distinct names among {', '.join(GROUP_DIMENSIONS)} (or none); "
+            f"got {', '.join(dims) or 'nothing'}."
+        )
+    return dims
+
+
+@dataclass
+class _Merged:
+    """A running sum of stored rows: one group's (or bucket's) window."""
+
+    n: int
+    counts: np.ndarray
+    noise_variance: float = 0.0
+    events: int = 0
+
+    def add(self, row: StoredSketch) -> None:
+        self.n += row.n
+        self.counts = self.counts + row.counts
+        self.noise_variance += row.noise_variance
+        self.events += row.events
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What one report reads: the version, its profile, the window and the groups."""
+
+    model: str
+    version: int
+    profile: ReferenceProfile
+    since: int
+    until: int
+    group_by: tuple[str, ...]
+    filters: Mapping[str, str]
+    bucket_s: int
+
+
+class MonitorService:
+    """Drift and accuracy reports of a model's versions, from stored sketches and feedback.
+
+    Args:
+        registry: the open registry (versions, reference profiles, the database engine).
+        telemetry: the open telemetry service (feedback accuracy).
+        clock: the server's clock in unix seconds (tests pass a fixed one).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        telemetry: TelemetryService,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry
+        self.telemetry = telemetry
+        self.clock = clock
+        self._profiles: OrderedDict[tuple[str, str, int, str], ReferenceProfile] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- the reports ---------------------------------------------------------------------
+
+    def drift(
+        self,
+        app_id: str,
+        model: str,
+        *,
+        version: int | None = None,
+        window_s: int = DEFAULT_WINDOW_S,
+        until: float | None = None,
+        device_class: str | None = None,
+        app_version: str | None = None,
+        group_by: Sequence[str] = ("device_class",),
+        baseline: Baseline = "reference",
+    ) -> DriftReport:
+        """Drift of a version over ``[until - window_s, until)``, for the fleet and per group.
+
+        Args:
+            app_id: the caller's app.
+            model: the model's name.
+            version: the version; None = production, else the newest with sketches.
+            window_s: the window's length in seconds (1 hour to 90 days).
+            until: the window's end, unix seconds (None = now).
+            device_class, app_version: restrict the whole report to one of each.
+            group_by: the group dimensions (``device_class``, ``app_version``; () = none).
+            baseline: ``reference`` (the version's profile) or ``previous`` (the window
+                of the same length just before, per group).
+
+        Returns:
+            A ``DriftReport``; the series (one point per bucket, at most 48) always tests
+            against the reference profile.
+
+        Raises:
+            NotFound: no such model or version, no version to report on, or a version
+                without a reference profile.
+            InvalidInput: a bad window, group_by or baseline.
+        """
+        if baseline not in ("reference", "previous"):
+            raise InvalidInput(f"baseline must be reference or previous; got {baseline!r}.")
+        scope = self._scope(
+            app_id, model, version, window_s, until, device_class, app_version, group_by
+        )
+        rows = self._read(app_id, scope, scope.since, scope.until)
+        previous: dict[GroupKey, _Merged] = {}
+        fleet_previous: Sketch | None = None
+        if baseline == "previous":
+            before = self._read(app_id, scope, scope.since - window_s, scope.since)
+            previous = self._groups(scope, before)
+            fleet_previous = self._sketch(scope, self._merge(scope, before))
+        merged = self._groups(scope, rows)
+        fleet = self._merge(scope, rows)
+        groups = [
+            group_drift(
+                scope.profile,
+                self._sketch(scope, total),
+                baseline=(
+                    None
+                    if baseline == "reference"
+                    else self._sketch(scope, previous.get(key, self._empty(scope)))
+                ),
+                labels=dict(key),
+                events=total.events,
+                noise_variance=total.noise_variance,
+            )
+            for key, total in merged.items()
+        ]
+        groups.sort(key=lambda g: (-g.n, sorted(g.labels.items())))
+        return DriftReport(
+            model=model,
+            version=scope.version,
+            since=scope.since,
+            until=scope.until,
+            baseline=baseline,
+            group_by=scope.group_by,
+            filters=scope.filters,
+            alpha=DEFAULT_ALPHA,
+            bucket_s=scope.bucket_s,
+            fleet=group_drift(
+                scope.profile,
+                self._sketch(scope, fleet),
+                baseline=fleet_previous,
+                events=fleet.events,
+                noise_variance=fleet.noise_variance,
+            ),
+            groups=tuple(groups),
+            series=tuple(
+                series_point(start, end, group_drift(scope.profile, self._sketch(scope, total)))
+                for start, end, total in self._buckets(scope, rows)
+            ),
+        )
+
+    def accuracy(
+        self,
+        app_id: str,
+        model: str,
+        *,
+        version: int | None = None,
+        window_s: int = DEFAULT_WINDOW_S,
+        until: float | None = None,
+        device_class: str | None = None,
+        app_version: str | None = None,
+        group_by: Sequence[str] = ("device_class",),
+    ) -> AccuracyReport:
+        """Estimated (from confidence) and realised (from labels) accuracy of a version.
+
+        Arguments, version choice and errors as in ``drift``. Groups are those with
+        sketches or labels in the window; realised accuracy needs labels, and is None with
+        a reason when the report is grouped or filtered by app version.
+        """
+        scope = self._scope(
+            app_id, model, version, window_s, until, device_class, app_version, group_by
+        )
+        rows = self._read(app_id, scope, scope.since, scope.until)
+        merged = self._groups(scope, rows)
+        labels = self._labels(app_id, scope, scope.since, scope.until)
+        keys = sorted(set(merged) | set(labels))
+        groups = [
+            group_accuracy(
+                scope.profile,
+                self._sketch(scope, merged.get(key, self._empty(scope))),
+                labels.get(key, self._no_labels(scope)),
+                group=dict(key),
+            )
+            for key in keys
+        ]
+        groups.sort(key=lambda g: (-g.n, -g.labelled, sorted(g.labels.items())))
+        series = []
+        for start, end, total in self._buckets(scope, rows):
+            point = group_accuracy(
+                scope.profile,
+                self._sketch(scope, total),
+                self._fleet_labels(app_id, scope, start, end),
+            )
+            series.append(
+                AccuracyPoint(start, end, point.n, point.labelled, point.estimated, point.realised)
+            )
+        return AccuracyReport(
+            model=model,
+            version=scope.version,
+            since=scope.since,
+            until=scope.until,
+            group_by=scope.group_by,
+            filters=scope.filters,
+            level=LEVEL,
+            bucket_s=scope.bucket_s,
+            reference_accuracy=reference_accuracy(scope.profile),
+            fleet=group_accuracy(
+                scope.profile,
+                self._sketch(scope, self._merge(scope, rows)),
+                self._fleet_labels(app_id, scope, scope.since, scope.until),
+            ),
+            groups=tuple(groups),
+            series=tuple(series),
+        )
+
+    def model_health(
+        self,
+        app_id: str,
+        model: str,
+        *,
+        now: float | None = None,
+        window_s: int = WINDOW_S,
+        group_by: Sequence[str] = ("device_class",),
+    ) -> list[MetricReading]:
+        """The health readings of a model's reported version over ``[now - window_s, now)``.
+
+        Returns:
+            ``MetricReading``s (``pocketml.monitor.HEALTH_METRICS``) for the fleet, then per
+            group; an empty list when the model has no version to report on or the version
+            has no reference profile (nothing to compare with).
+
+        Raises:
+            NotFound: no such model.
+            InvalidInput: a bad window or group_by.
+        """
+        options = {"window_s": window_s, "until": now, "group_by": group_by}
+        try:
+            drift = self.drift(app_id, model, **options)  # type: ignore[arg-type]
+            accuracy = self.accuracy(app_id, model, **options)  # type: ignore[arg-type]
+        except NotFound:
+            self.registry.get_model(app_id, model)  # a missing model is the caller's error
+            return []
+        return health_readings(drift, accuracy)
+
+    # -- what a report reads ---------------------------------------------------------------
+
+    def _scope(
+        self,
+        app_id: str,
+        model: str,
+        version: int | None,
+        window_s: int,
+        until: float | None,
+        device_class: str | None,
+        app_version: str | None,
+        group_by: Sequence[str],
+    ) -> _Scope:
+        dims = check_group_by(group_by)
+        if not WINDOW_S <= int(window_s) <= MAX_WINDOW_S:
+            raise InvalidInput(f"window_s must be in [{WINDOW_S}, {MAX_WINDOW_S}]; got {window_s}.")
+        end = int(self.clock() if until is None else until)
+        since = end - int(window_s)
+        self.registry.get_model(app_id, model)
+        if version is None:
+            version = self._default_version(app_id, model, since, end)
+        info = self.registry.get_version(app_id, model, version)
+        if info.reference_profile_sha256 is None:
+            raise NotFound(
+                f"version {version} of {model!r} has no reference profile, so there is "
+                "nothing to compare its sketches with; push a build made by `pocketml build` "
+                "(it writes profile.json)."
+            )
+        profile = self._profile(app_id, model, version, info.reference_profile_sha256)
+        hours = math.ceil(int(window_s) / WINDOW_S / MAX_SERIES_POINTS)
+        filters = {
+            name: value
+            for name, value in (("device_class", device_class), ("app_version", app_version))
+            if value is not None
+        }
+        return _Scope(model, version, profile, since, end, dims, filters, hours * WINDOW_S)
+
+    def _default_version(self, app_id: str, model: str, since: int, until: int) -> int:
+        production = self.registry.list_versions(app_id, model, stage="production", limit=1)
+        if production.items:
+            return production.items[0].version
+        rows = read_sketches(self.registry.store.engine, app_id, model, since=since, until=until)
+        if rows:
+            return max(row.key.version for row in rows)
+        raise NotFound(
+            f"{model!r} has no production version and no version sent sketches in the "
+            "window; pass a version (e.g. version=1) or widen the window."
+        )
+
+    def _profile(self, app_id: str, model: str, version: int, sha256: str) -> ReferenceProfile:
+        key = (app_id, model, version, sha256)
+        with self._lock:
+            cached = self._profiles.get(key)
+            if cached is not None:
+                self._profiles.move_to_end(key)
+                return cached
+        raw = self.registry.get_reference_profile(app_id, model, version)
+        if raw is None:  # deleted between the two reads
+            raise NotFound(f"version {version} of {model!r} has no reference profile.")
+        profile = ReferenceProfile.from_dict(raw)
+        with self._lock:
+            self._profiles[key] = profile
+            while len(self._profiles) > _PROFILE_CACHE:
+                self._profiles.popitem(last=False)
+        return profile
+
+    def _read(self, app_id: str, scope: _Scope, since: int, until: int) -> list[StoredSketch]:
+        rows = read_sketches(
+            self.registry.store.engine,
+            app_id,
+            scope.model,
+            since=since,
+            until=until,
+            version=scope.version,
+            device_class=scope.filters.get("device_class"),
+            app_version=scope.filters.get("app_version"),
+        )
+        size = scope.profile.layout.total
+        kept = [row for row in rows if row.counts.size == size]
+        if len(kept) < len(rows):  # rows of another layout would be a store bug: say so
+            logger.warning(
+                "%d sketch rows of %s v%d do not fit the profile's %d bins; left out",
+                len(rows) - len(kept),
+                scope.model,
+                scope.version,
+                size,
+            )
+        return kept
+
+    def _labels(self, app_id: str, scope: _Scope, since: int, until: int) -> dict[GroupKey, Labels]:
+        """Feedback labels per group (device class only: feedback carries no app version)."""
+        if "app_version" in scope.group_by or "app_version" in scope.filters:
+            return {}
+        per_class = self._labels_per_class(app_id, scope, since, until)
+        groups: dict[GroupKey, Labels] = {}
+        for device_class, labels in per_class.items():
+            key: GroupKey = (("device_class", device_class),) if scope.group_by else ()
+            seen = groups.get(key, Labels())
+            groups[key] = Labels(seen.correct + labels.correct, seen.total + labels.total)
+        return groups
+
+    def _fleet_labels(self, app_id: str, scope: _Scope, since: int, until: int) -> Labels:
+        if "app_version" in scope.filters:
+            return self._no_labels(scope)
+        per_class = self._labels_per_class(app_id, scope, since, until)
+        return Labels(
+            sum(x.correct for x in per_class.values()), sum(x.total for x in per_class.values())
+        )
+
+    def _labels_per_class(
+        self, app_id: str, scope: _Scope, since: int, until: int
+    ) -> dict[str, Labels]:
+        wanted = scope.filters.get("device_class")
+        result: dict[str, Labels] = {}
+        for row in self.telemetry.model_metrics(app_id, scope.model, since=since, until=until):
+            device_class = row.device_class or ""
+            if row.version != scope.version or not row.feedback_count or row.accuracy is None:
+                continue
+            if wanted is not None and device_class != wanted:
+                continue
+            correct = round(row.accuracy * row.feedback_count)
+            result[device_class] = Labels(correct, row.feedback_count)
+        return result
+
+    @staticmethod
+    def _no_labels(scope: _Scope) -> Labels:
+        if "app_version" in scope.group_by or "app_version" in scope.filters:
+            return Labels(
+                reason="feedback labels carry no app version; group by device_class (or "
+                "nothing) and drop the app_version filter to see realised accuracy"
+            )
+        return Labels()
+
+    # -- merging ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _empty(scope: _Scope) -> _Merged:
+        return _Merged(0, np.zeros(scope.profile.layout.total, dtype=np.int64))
+
+    def _merge(self, scope: _Scope, rows: Iterable[StoredSketch]) -> _Merged:
+        total = self._empty(scope)
+        for row in rows:
+            total.add(row)
+        return total
+
+    def _groups(self, scope: _Scope, rows: Iterable[StoredSketch]) -> dict[GroupKey, _Merged]:
+        groups: dict[GroupKey, _Merged] = {}
+        for row in rows:
+            key = tuple((dim, str(getattr(row.key, dim))) for dim in scope.group_by)
+            groups.setdefault(key, self._empty(scope)).add(row)
+        return groups
+
+    def _buckets(
+        self, scope: _Scope, rows: Sequence[StoredSketch]
+    ) -> list[tuple[int, int, _Merged]]:
+        """The window cut into ``bucket_s`` buckets ending at ``until``, oldest first."""
+        count = math.ceil((scope.until - scope.since) / scope.bucket_s)
+        edges = [max(scope.since, scope.until - k * scope.bucket_s) for k in range(count, -1, -1)]
+        buckets = [(edges[i], edges[i + 1], self._empty(scope)) for i in range(count)]
+        for row in rows:
+            index = int(np.searchsorted(edges, row.key.window_start, side="right")) - 1
+            buckets[min(max(index, 0), count - 1)][2].add(row)
+        return buckets
+
+    @staticmethod
+    def _sketch(scope: _Scope, total: _Merged) -> Sketch:
+        return clipped(scope.profile.reference, total.counts, total.n)
