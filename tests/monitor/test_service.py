@@ -15,23 +15,24 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pocketml.db import WRITE
 from pocketml.errors import InvalidInput, NotFound
 from pocketml.monitor import (
     HEALTH_METRICS,
     MonitorService,
     ReferenceProfile,
-    SketchAddition,
-    SketchKey,
-    add_sketches,
-    build_profile,
     parse_window,
 )
 from pocketml.monitor._report import clipped
 from pocketml.protect import MasterKey
 from pocketml.registry import LocalArtifactStore, ModelCreate, Registry
 from pocketml.telemetry import Feedback, TelemetryBatch, TelemetryService
-from pocketml.testing import DIGITS_SCHEMA, model_variant, push_to_registry
+from pocketml.testing import (
+    DIGITS_SCHEMA,
+    model_variant,
+    monitor_profile,
+    push_to_registry,
+    store_sketches,
+)
 
 HOUR = 3600
 T0 = 1_795_240_000 - 1_795_240_000 % HOUR  # an hour boundary
@@ -39,34 +40,9 @@ NOW = T0 + 3 * HOUR  # reports end here: the stored hours are T0, T0+1h, T0+2h
 ROWS = 600  # per device class per hour
 
 
-def _rows(rng: np.random.Generator, n: int, *, shift: float = 0.0, low: float = 0.4) -> dict:
-    """Rows of the reference distribution (x0 moved by ``shift`` sigma), their predictions,
-    confidences in [low, 1) and whether each was right (Bernoulli(confidence))."""
-    confidence = rng.uniform(low, 1.0, size=n)
-    return {
-        "columns": {
-            "x0": rng.normal(shift, 1.0, size=n),
-            "x1": rng.exponential(size=n),
-            "colour": rng.choice(["red", "green", "blue"], size=n, p=[0.5, 0.3, 0.2]),
-        },
-        "predicted": rng.integers(0, 3, size=n),
-        "confidence": confidence,
-        "correct": rng.uniform(size=n) < confidence,
-    }
-
-
 @pytest.fixture(scope="module")
 def profile() -> ReferenceProfile:
-    data = _rows(np.random.default_rng(1), 20_000)
-    return build_profile(
-        data["columns"],
-        categorical=["colour"],
-        predicted_class=data["predicted"],
-        confidence=data["confidence"],
-        correct=data["correct"],
-        num_classes=3,
-        projections=0,
-    )
+    return monitor_profile()
 
 
 @pytest.fixture
@@ -105,24 +81,14 @@ def store(
     profile: ReferenceProfile,
     device_class: str,
     *,
-    seed: int,
-    rows: int = ROWS,
-    hours: int = 3,
-    version: int = 1,
-    app_version: str = "2.0",
     start: int = T0,
-    **shape: Any,
+    rows: int = ROWS,
+    **options: Any,
 ) -> None:
-    """Store one sketch per hour for a device class, ``rows`` rows each."""
-    rng = np.random.default_rng(seed)
-    additions = []
-    for hour in range(hours):
-        data = _rows(rng, rows, **shape)
-        sketch = profile.sketch(data["columns"], data["predicted"], data["confidence"])
-        key = SketchKey("digits", version, device_class, app_version, start + hour * HOUR)
-        additions.append(SketchAddition(key, sketch))
-    with registry.store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-        add_sketches(conn, app_id, additions)
+    """Store one sketch per hour (3 hours from ``start`` unless told) for a device class."""
+    store_sketches(
+        registry.store.engine, app_id, profile, device_class, start=start, rows=rows, **options
+    )
 
 
 # -- drift ---------------------------------------------------------------------------------
