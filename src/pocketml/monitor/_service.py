@@ -40,9 +40,15 @@ from pocketml.monitor._accuracy_report import (
     group_accuracy,
     reference_accuracy,
 )
-from pocketml.monitor._detector import DEFAULT_ALPHA
+from pocketml.monitor._detector import DEFAULT_ALPHA, MIN_CURRENT
 from pocketml.monitor._health import MetricReading, health_readings
-from pocketml.monitor._report import DriftReport, clipped, group_drift, series_point
+from pocketml.monitor._report import (
+    DriftReport,
+    SeriesPoint,
+    clipped,
+    group_drift,
+    series_point,
+)
 from pocketml.monitor._store import WINDOW_S, StoredSketch, read_sketches
 from pocketml.registry import Registry
 from pocketml.sketch import ReferenceProfile, Sketch
@@ -82,14 +88,14 @@ def parse_window(text: str | int) -> int:
     number = raw[:-1] if unit else raw
     unit = unit or 1
     try:
-        value = float(number)
+        value = float(number) * unit
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
         raise InvalidInput(
             f"window must be seconds or a number with a unit s/m/h/d (e.g. 24h, 7d); got {text!r}."
         )
-    seconds = round(value * unit)
+    seconds = round(value)
     if not WINDOW_S <= seconds <= MAX_WINDOW_S:
         raise InvalidInput(
             f"window must be between 1h and 90d (sketches are stored per hour); got {text!r}."
@@ -175,6 +181,7 @@ class MonitorService:
         app_version: str | None = None,
         group_by: Sequence[str] = ("device_class",),
         baseline: Baseline = "reference",
+        series: bool = True,
     ) -> DriftReport:
         """Drift of a version over ``[until - window_s, until)``, for the fleet and per group.
 
@@ -188,6 +195,8 @@ class MonitorService:
             group_by: the group dimensions (``device_class``, ``app_version``; () = none).
             baseline: ``reference`` (the version's profile) or ``previous`` (the window
                 of the same length just before, per group).
+            series: False leaves the series out (``model_health`` does: it is most of a
+                report's cost, one test of every block per bucket).
 
         Returns:
             A ``DriftReport``; the series (one point per bucket, at most 48) always tests
@@ -246,10 +255,7 @@ class MonitorService:
                 noise_variance=fleet.noise_variance,
             ),
             groups=tuple(groups),
-            series=tuple(
-                series_point(start, end, group_drift(scope.profile, self._sketch(scope, total)))
-                for start, end, total in self._buckets(scope, rows)
-            ),
+            series=self._drift_series(scope, rows) if series else (),
         )
 
     def accuracy(
@@ -263,6 +269,7 @@ class MonitorService:
         device_class: str | None = None,
         app_version: str | None = None,
         group_by: Sequence[str] = ("device_class",),
+        series: bool = True,
     ) -> AccuracyReport:
         """Estimated (from confidence) and realised (from labels) accuracy of a version.
 
@@ -287,14 +294,14 @@ class MonitorService:
             for key in keys
         ]
         groups.sort(key=lambda g: (-g.n, -g.labelled, sorted(g.labels.items())))
-        series = []
-        for start, end, total in self._buckets(scope, rows):
+        points = []
+        for start, end, total in self._buckets(scope, rows) if series else ():
             point = group_accuracy(
                 scope.profile,
                 self._sketch(scope, total),
                 self._fleet_labels(app_id, scope, start, end),
             )
-            series.append(
+            points.append(
                 AccuracyPoint(start, end, point.n, point.labelled, point.estimated, point.realised)
             )
         return AccuracyReport(
@@ -313,7 +320,7 @@ class MonitorService:
                 self._fleet_labels(app_id, scope, scope.since, scope.until),
             ),
             groups=tuple(groups),
-            series=tuple(series),
+            series=tuple(points),
         )
 
     def model_health(
@@ -336,7 +343,7 @@ class MonitorService:
             NotFound: no such model.
             InvalidInput: a bad window or group_by.
         """
-        options = {"window_s": window_s, "until": now, "group_by": group_by}
+        options = {"window_s": window_s, "until": now, "group_by": group_by, "series": False}
         try:
             drift = self.drift(app_id, model, **options)  # type: ignore[arg-type]
             accuracy = self.accuracy(app_id, model, **options)  # type: ignore[arg-type]
@@ -477,6 +484,20 @@ class MonitorService:
                 "nothing) and drop the app_version filter to see realised accuracy"
             )
         return Labels()
+
+    def _drift_series(self, scope: _Scope, rows: Sequence[StoredSketch]) -> tuple[SeriesPoint, ...]:
+        """The fleet per bucket against the reference; a bucket below the detectors'
+        minimum is not tested at all (its answer is known: not enough data)."""
+        points = []
+        for start, end, total in self._buckets(scope, rows):
+            if total.n < MIN_CURRENT:
+                points.append(
+                    SeriesPoint(start, end, "not_enough_data", total.n, None, None, None, None)
+                )
+            else:
+                tested = group_drift(scope.profile, self._sketch(scope, total))
+                points.append(series_point(start, end, tested))
+        return tuple(points)
 
     # -- merging ----------------------------------------------------------------------------
 
