@@ -15,14 +15,18 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pocketml.db import WRITE
 from pocketml.errors import InvalidInput, NotFound
 from pocketml.monitor import (
     HEALTH_METRICS,
     MonitorService,
     ReferenceProfile,
+    Sketch,
+    SketchAddition,
+    SketchKey,
+    add_sketches,
     parse_window,
 )
-from pocketml.monitor._report import clipped
 from pocketml.protect import MasterKey
 from pocketml.registry import LocalArtifactStore, ModelCreate, Registry
 from pocketml.telemetry import Feedback, TelemetryBatch, TelemetryService
@@ -30,6 +34,7 @@ from pocketml.testing import (
     DIGITS_SCHEMA,
     model_variant,
     monitor_profile,
+    monitor_rows,
     push_to_registry,
     store_sketches,
 )
@@ -478,10 +483,59 @@ def test_a_bad_window_is_refused_with_an_example(text: str) -> None:
         parse_window(text)
 
 
-def test_noisy_negative_counts_are_clipped_before_testing(profile: ReferenceProfile) -> None:
-    counts = profile.reference.counts.copy()
-    counts[0] = -3
+def test_noisy_sketches_with_negative_counts_are_tested_and_their_noise_reported(
+    service: MonitorService, registry: Registry, app_id: str, profile: ReferenceProfile
+) -> None:
+    rng = np.random.default_rng(151)
+    additions = []
+    for hour in range(3):
+        data = monitor_rows(rng, ROWS)
+        exact = profile.sketch(data["columns"], data["predicted"], data["confidence"])
+        noise = rng.normal(0.0, 2.0, size=exact.counts.size).round().astype(np.int64)
+        noisy = Sketch(exact.layout, exact.n, exact.counts + noise)
+        key = SketchKey("digits", 1, "phone", "2.0", T0 + hour * HOUR)
+        additions.append(SketchAddition(key, noisy, noise_variance=4.0))
+    additions[0].sketch.counts[0] = -5  # an empty bin pushed below zero by its noise
+    with registry.store.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+        add_sketches(conn, app_id, additions)
 
-    sketch = clipped(profile.reference, counts, profile.reference.n)
+    (phone,) = service.drift(app_id, "digits").groups
 
-    assert sketch.counts.min() == 0 and sketch.counts[1:].tolist() == counts[1:].tolist()
+    assert phone.noise_variance == pytest.approx(12.0) and phone.events == 3
+    assert phone.state == "no_drift"
+    assert min(min(f.histogram.current) for f in phone.features) >= 0
+
+
+def test_a_report_without_its_series_costs_no_bucket_tests(
+    service: MonitorService, registry: Registry, app_id: str, profile: ReferenceProfile
+) -> None:
+    store(registry, app_id, profile, "phone", seed=161)
+
+    drift = service.drift(app_id, "digits", series=False)
+    accuracy = service.accuracy(app_id, "digits", series=False)
+
+    assert drift.series == () and accuracy.series == ()
+    assert drift.groups[0].state == "no_drift" and accuracy.groups[0].estimated is not None
+
+
+def test_model_health_reads_accuracy_of_a_device_class_that_sent_only_feedback(
+    service: MonitorService,
+    registry: Registry,
+    telemetry: TelemetryService,
+    app_id: str,
+    profile: ReferenceProfile,
+) -> None:
+    send_labelled(telemetry, app_id, "watch", seed=171, n=60)
+
+    readings = service.model_health(app_id, "digits", now=NOW, window_s=3 * HOUR)
+
+    watch = {r.metric: r for r in readings if r.labels.get("device_class") == "watch"}
+    assert set(watch) == {
+        "accuracy_estimated",
+        "accuracy_estimated_drop",
+        "accuracy_realised",
+        "accuracy_realised_drop",
+    }
+    assert watch["accuracy_realised"].n == 60 and watch["accuracy_realised"].value is not None
+    realised, drop = watch["accuracy_realised"].value, watch["accuracy_realised_drop"].value
+    assert drop is not None and drop == pytest.approx(0.70 - realised, abs=0.02)
