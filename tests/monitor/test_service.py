@@ -19,6 +19,7 @@ from pocketml.db import WRITE
 from pocketml.errors import InvalidInput, NotFound
 from pocketml.monitor import (
     HEALTH_METRICS,
+    MetricReading,
     MonitorService,
     ReferenceProfile,
     Sketch,
@@ -539,3 +540,25 @@ def test_model_health_reads_accuracy_of_a_device_class_that_sent_only_feedback(
     assert watch["accuracy_realised"].n == 60 and watch["accuracy_realised"].value is not None
     realised, drop = watch["accuracy_realised"].value, watch["accuracy_realised_drop"].value
     assert drop is not None and drop == pytest.approx(0.70 - realised, abs=0.02)
+
+
+def test_health_readers_answer_metric_by_metric_from_one_report(
+    service: MonitorService, registry: Registry, app_id: str, profile: ReferenceProfile
+) -> None:
+    store(registry, app_id, profile, "phone", seed=181, hours=1, start=T0 + 2 * HOUR)
+    calls: list[float] = []
+    original = service.model_health
+
+    def counted(*args: Any, **kwargs: Any) -> list[MetricReading]:
+        calls.append(kwargs["window_s"])
+        return original(*args, **kwargs)
+
+    service.model_health = counted  # type: ignore[method-assign]
+    readers = service.health_readers()
+
+    by_metric = {metric: readers[metric](app_id, "digits", 300.0, NOW) for metric in readers}
+
+    assert tuple(by_metric) == HEALTH_METRICS
+    assert all({r.metric for r in rows} == {metric} for metric, rows in by_metric.items())
+    assert by_metric["drift_share"][0].value == 0.0 and by_metric["drift_share"][0].n == ROWS
+    assert calls == [300.0]  # six metrics, one report; a 5-minute window reads the last hour

@@ -33,7 +33,12 @@ from pocketml.monitor._dataset import (
     detector_for,
 )
 from pocketml.monitor._detector import DEFAULT_ALPHA, DriftDetector, FeatureDrift, coarsen
-from pocketml.monitor._health import HEALTH_METRICS, MetricReading
+from pocketml.monitor._health import (
+    HEALTH_METRICS,
+    HealthReader,
+    MetricReading,
+    health_readers,
+)
 from pocketml.monitor._jensen_shannon import JensenShannonDetector
 from pocketml.monitor._psi import PSIDetector
 from pocketml.monitor._report import (
@@ -43,12 +48,7 @@ from pocketml.monitor._report import (
     Histogram,
     SeriesPoint,
 )
-from pocketml.monitor._service import (
-    DEFAULT_WINDOW_S,
-    GROUP_DIMENSIONS,
-    MonitorService,
-    parse_window,
-)
+from pocketml.monitor._service import MonitorService
 from pocketml.monitor._store import (
     WINDOW_S,
     SketchAddition,
@@ -59,6 +59,7 @@ from pocketml.monitor._store import (
     window_of,
 )
 from pocketml.monitor._wasserstein import WassersteinDetector
+from pocketml.monitor._windows import DEFAULT_WINDOW_S, GROUP_DIMENSIONS, parse_window
 from pocketml.sketch import (
     CONFIDENCE_BLOCK,
     IMAGE_STATS,
@@ -107,6 +108,7 @@ __all__ = [
     "FeatureReport",
     "GroupAccuracy",
     "GroupDrift",
+    "HealthReader",
     "Histogram",
     "JensenShannonDetector",
     "MetricReading",
@@ -131,6 +133,7 @@ __all__ = [
     "detect_drift",
     "detector_for",
     "estimate_accuracy",
+    "health_readers",
     "image_features",
     "input_features",
     "merge_sketches",

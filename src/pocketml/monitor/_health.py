@@ -21,7 +21,9 @@ labels, no calibration table): a rule then neither fires nor resolves on it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pocketml.monitor._accuracy_report import AccuracyReport, GroupAccuracy
@@ -29,7 +31,7 @@ from pocketml.monitor._detector import MIN_CURRENT
 from pocketml.monitor._psi import PSIDetector
 from pocketml.monitor._report import DriftReport, GroupDrift
 
-__all__ = ["HEALTH_METRICS", "MetricReading", "health_readings"]
+__all__ = ["HEALTH_METRICS", "HealthReader", "MetricReading", "health_readers", "health_readings"]
 
 HEALTH_METRICS = (
     "drift_share",
@@ -111,3 +113,40 @@ def health_readings(drift: DriftReport, accuracy: AccuracyReport) -> list[Metric
         labels = {**base, **only_labelled.labels}
         readings += _accuracy_readings(only_labelled, accuracy.reference_accuracy, labels)
     return readings
+
+
+HealthReader = Callable[[str, str, float, float], list[MetricReading]]
+"""``reader(app_id, model, window_s, now)``: the readings of one health metric."""
+_MEMO = 64
+
+
+def health_readers(model_health: Callable[..., list[MetricReading]]) -> dict[str, HealthReader]:
+    """One reader per metric of ``HEALTH_METRICS`` over ``model_health(app_id, model,
+    now=..., window_s=...)``.
+
+    An alert evaluator asks metric by metric; the six readers of one (app, model, window,
+    now) share one ``model_health`` call (the last 64 answers are kept), so a pass over six
+    rules of a model costs one report, not six.
+    """
+    memo: OrderedDict[tuple[str, str, float, float], list[MetricReading]] = OrderedDict()
+    lock = threading.Lock()
+
+    def readings(app_id: str, model: str, window_s: float, now: float) -> list[MetricReading]:
+        key = (app_id, model, float(window_s), float(now))
+        with lock:
+            if key in memo:
+                return memo[key]
+        answer = model_health(app_id, model, now=now, window_s=window_s)
+        with lock:
+            memo[key] = answer
+            while len(memo) > _MEMO:
+                memo.popitem(last=False)
+        return answer
+
+    def reader_of(metric: str) -> HealthReader:
+        def read(app_id: str, model: str, window_s: float, now: float) -> list[MetricReading]:
+            return [r for r in readings(app_id, model, window_s, now) if r.metric == metric]
+
+        return read
+
+    return {metric: reader_of(metric) for metric in HEALTH_METRICS}

@@ -29,8 +29,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
-
 from pocketml.errors import InvalidInput, NotFound
 from pocketml.monitor._accuracy_report import (
     LEVEL,
@@ -41,7 +39,18 @@ from pocketml.monitor._accuracy_report import (
     reference_accuracy,
 )
 from pocketml.monitor._detector import DEFAULT_ALPHA, MIN_CURRENT
-from pocketml.monitor._health import MetricReading, health_readings
+from pocketml.monitor._health import (
+    HealthReader,
+    MetricReading,
+    health_readers,
+    health_readings,
+)
+from pocketml.monitor._labels import (
+    fleet_labels,
+    group_labels,
+    labels_per_class,
+    missing_labels,
+)
 from pocketml.monitor._report import (
     DriftReport,
     SeriesPoint,
@@ -50,85 +59,28 @@ from pocketml.monitor._report import (
     series_point,
 )
 from pocketml.monitor._store import WINDOW_S, StoredSketch, read_sketches
+from pocketml.monitor._windows import (
+    DEFAULT_WINDOW_S,
+    MAX_WINDOW_S,
+    GroupKey,
+    Merged,
+    bucket_rows,
+    bucket_width,
+    check_group_by,
+    group_rows,
+    merge_rows,
+)
 from pocketml.registry import Registry
 from pocketml.sketch import ReferenceProfile, Sketch
 from pocketml.telemetry import TelemetryService
 
-__all__ = [
-    "DEFAULT_WINDOW_S",
-    "GROUP_DIMENSIONS",
-    "MAX_SERIES_POINTS",
-    "MAX_WINDOW_S",
-    "MonitorService",
-    "parse_window",
-]
+__all__ = ["MonitorService"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_WINDOW_S = 86_400
-MAX_WINDOW_S = 90 * 86_400
-MAX_SERIES_POINTS = 48
-GROUP_DIMENSIONS = ("device_class", "app_version")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _PROFILE_CACHE = 64
 
 Baseline = Literal["reference", "previous"]
-GroupKey = tuple[tuple[str, str], ...]
-
-
-def parse_window(text: str | int) -> int:
-    """Seconds of a window given as seconds (``86400``) or with a unit (``90m``, ``24h``, ``7d``).
-
-    Raises:
-        InvalidInput: not a number with an optional unit s/m/h/d, or outside
-            [1 hour, 90 days] (the store's resolution is one hour).
-    """
-    raw = str(text).strip().lower()
-    unit = _UNITS.get(raw[-1:], 0)
-    number = raw[:-1] if unit else raw
-    unit = unit or 1
-    try:
-        value = float(number) * unit
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise InvalidInput(
-            f"window must be seconds or a number with a unit s/m/h/d (e.g. 24h, 7d); got {text!r}."
-        )
-    seconds = round(value)
-    if not WINDOW_S <= seconds <= MAX_WINDOW_S:
-        raise InvalidInput(
-            f"window must be between 1h and 90d (sketches are stored per hour); got {text!r}."
-        )
-    return seconds
-
-
-def check_group_by(group_by: Iterable[str]) -> tuple[str, ...]:
-    """``group_by`` as a tuple of known, distinct dimensions (or ``InvalidInput``)."""
-    dims = tuple(group_by)
-    unknown = [d for d in dims if d not in GROUP_DIMENSIONS]
-    if unknown or len(set(dims)) != len(dims):
-        raise InvalidInput(
-            f"group_by must be distinct names among {', '.join(GROUP_DIMENSIONS)} (or none); "
-            f"got {', '.join(dims) or 'nothing'}."
-        )
-    return dims
-
-
-@dataclass
-class _Merged:
-    """A running sum of stored rows: one group's (or bucket's) window."""
-
-    n: int
-    counts: np.ndarray
-    noise_variance: float = 0.0
-    events: int = 0
-
-    def add(self, row: StoredSketch) -> None:
-        self.n += row.n
-        self.counts = self.counts + row.counts
-        self.noise_variance += row.noise_variance
-        self.events += row.events
 
 
 @dataclass(frozen=True)
@@ -213,7 +165,7 @@ class MonitorService:
             app_id, model, version, window_s, until, device_class, app_version, group_by
         )
         rows = self._read(app_id, scope, scope.since, scope.until)
-        previous: dict[GroupKey, _Merged] = {}
+        previous: dict[GroupKey, Merged] = {}
         fleet_previous: Sketch | None = None
         if baseline == "previous":
             before = self._read(app_id, scope, scope.since - window_s, scope.since)
@@ -282,13 +234,15 @@ class MonitorService:
         )
         rows = self._read(app_id, scope, scope.since, scope.until)
         merged = self._groups(scope, rows)
-        labels = self._labels(app_id, scope, scope.since, scope.until)
+        per_class = self._labels_per_class(app_id, scope, scope.since, scope.until)
+        labels = group_labels(per_class, scope.group_by, scope.filters)
+        none = missing_labels(scope.group_by, scope.filters)
         keys = sorted(set(merged) | set(labels))
         groups = [
             group_accuracy(
                 scope.profile,
                 self._sketch(scope, merged.get(key, self._empty(scope))),
-                labels.get(key, self._no_labels(scope)),
+                labels.get(key, none),
                 group=dict(key),
             )
             for key in keys
@@ -299,7 +253,7 @@ class MonitorService:
             point = group_accuracy(
                 scope.profile,
                 self._sketch(scope, total),
-                self._fleet_labels(app_id, scope, start, end),
+                fleet_labels(self._labels_per_class(app_id, scope, start, end), scope.filters),
             )
             points.append(
                 AccuracyPoint(start, end, point.n, point.labelled, point.estimated, point.realised)
@@ -317,7 +271,7 @@ class MonitorService:
             fleet=group_accuracy(
                 scope.profile,
                 self._sketch(scope, self._merge(scope, rows)),
-                self._fleet_labels(app_id, scope, scope.since, scope.until),
+                fleet_labels(per_class, scope.filters),
             ),
             groups=tuple(groups),
             series=tuple(points),
@@ -329,10 +283,17 @@ class MonitorService:
         model: str,
         *,
         now: float | None = None,
-        window_s: int = WINDOW_S,
+        window_s: float = WINDOW_S,
         group_by: Sequence[str] = ("device_class",),
     ) -> list[MetricReading]:
         """The health readings of a model's reported version over ``[now - window_s, now)``.
+
+        Args:
+            app_id, model: what to read.
+            now: the window's end, unix seconds (None = the clock).
+            window_s: seconds; the store keeps hours, so a shorter window reads the last
+                hour (an alert rule of 5 minutes still gets an answer, not an error).
+            group_by: the group dimensions, as in ``drift``.
 
         Returns:
             ``MetricReading``s (``pocketml.monitor.HEALTH_METRICS``) for the fleet, then per
@@ -341,9 +302,14 @@ class MonitorService:
 
         Raises:
             NotFound: no such model.
-            InvalidInput: a bad window or group_by.
+            InvalidInput: a window over 90 days, or a bad group_by.
         """
-        options = {"window_s": window_s, "until": now, "group_by": group_by, "series": False}
+        options = {
+            "window_s": max(WINDOW_S, math.ceil(window_s)),
+            "until": now,
+            "group_by": group_by,
+            "series": False,
+        }
         try:
             drift = self.drift(app_id, model, **options)  # type: ignore[arg-type]
             accuracy = self.accuracy(app_id, model, **options)  # type: ignore[arg-type]
@@ -351,6 +317,12 @@ class MonitorService:
             self.registry.get_model(app_id, model)  # a missing model is the caller's error
             return []
         return health_readings(drift, accuracy)
+
+    def health_readers(self) -> dict[str, HealthReader]:
+        """One reader per health metric, ``reader(app_id, model, window_s, now)``, for an
+        alert evaluator that asks metric by metric (see ``pocketml.monitor.health_readers``:
+        the six readers of one model and window share one ``model_health`` call)."""
+        return health_readers(self.model_health)
 
     # -- what a report reads ---------------------------------------------------------------
 
@@ -381,13 +353,13 @@ class MonitorService:
                 "(it writes profile.json)."
             )
         profile = self._profile(app_id, model, version, info.reference_profile_sha256)
-        hours = math.ceil(int(window_s) / WINDOW_S / MAX_SERIES_POINTS)
         filters = {
             name: value
             for name, value in (("device_class", device_class), ("app_version", app_version))
             if value is not None
         }
-        return _Scope(model, version, profile, since, end, dims, filters, hours * WINDOW_S)
+        width = bucket_width(int(window_s))
+        return _Scope(model, version, profile, since, end, dims, filters, width)
 
     def _default_version(self, app_id: str, model: str, since: int, until: int) -> int:
         production = self.registry.list_versions(app_id, model, stage="production", limit=1)
@@ -441,49 +413,18 @@ class MonitorService:
             )
         return kept
 
-    def _labels(self, app_id: str, scope: _Scope, since: int, until: int) -> dict[GroupKey, Labels]:
-        """Feedback labels per group (device class only: feedback carries no app version)."""
-        if "app_version" in scope.group_by or "app_version" in scope.filters:
-            return {}
-        per_class = self._labels_per_class(app_id, scope, since, until)
-        groups: dict[GroupKey, Labels] = {}
-        for device_class, labels in per_class.items():
-            key: GroupKey = (("device_class", device_class),) if scope.group_by else ()
-            seen = groups.get(key, Labels())
-            groups[key] = Labels(seen.correct + labels.correct, seen.total + labels.total)
-        return groups
-
-    def _fleet_labels(self, app_id: str, scope: _Scope, since: int, until: int) -> Labels:
-        if "app_version" in scope.filters:
-            return self._no_labels(scope)
-        per_class = self._labels_per_class(app_id, scope, since, until)
-        return Labels(
-            sum(x.correct for x in per_class.values()), sum(x.total for x in per_class.values())
-        )
-
     def _labels_per_class(
         self, app_id: str, scope: _Scope, since: int, until: int
     ) -> dict[str, Labels]:
-        wanted = scope.filters.get("device_class")
-        result: dict[str, Labels] = {}
-        for row in self.telemetry.model_metrics(app_id, scope.model, since=since, until=until):
-            device_class = row.device_class or ""
-            if row.version != scope.version or not row.feedback_count or row.accuracy is None:
-                continue
-            if wanted is not None and device_class != wanted:
-                continue
-            correct = round(row.accuracy * row.feedback_count)
-            result[device_class] = Labels(correct, row.feedback_count)
-        return result
-
-    @staticmethod
-    def _no_labels(scope: _Scope) -> Labels:
-        if "app_version" in scope.group_by or "app_version" in scope.filters:
-            return Labels(
-                reason="feedback labels carry no app version; group by device_class (or "
-                "nothing) and drop the app_version filter to see realised accuracy"
-            )
-        return Labels()
+        return labels_per_class(
+            self.telemetry,
+            app_id,
+            scope.model,
+            scope.version,
+            since,
+            until,
+            scope.filters.get("device_class"),
+        )
 
     def _drift_series(self, scope: _Scope, rows: Sequence[StoredSketch]) -> tuple[SeriesPoint, ...]:
         """The fleet per bucket against the reference; a bucket below the detectors'
@@ -502,34 +443,23 @@ class MonitorService:
     # -- merging ----------------------------------------------------------------------------
 
     @staticmethod
-    def _empty(scope: _Scope) -> _Merged:
-        return _Merged(0, np.zeros(scope.profile.layout.total, dtype=np.int64))
-
-    def _merge(self, scope: _Scope, rows: Iterable[StoredSketch]) -> _Merged:
-        total = self._empty(scope)
-        for row in rows:
-            total.add(row)
-        return total
-
-    def _groups(self, scope: _Scope, rows: Iterable[StoredSketch]) -> dict[GroupKey, _Merged]:
-        groups: dict[GroupKey, _Merged] = {}
-        for row in rows:
-            key = tuple((dim, str(getattr(row.key, dim))) for dim in scope.group_by)
-            groups.setdefault(key, self._empty(scope)).add(row)
-        return groups
-
-    def _buckets(
-        self, scope: _Scope, rows: Sequence[StoredSketch]
-    ) -> list[tuple[int, int, _Merged]]:
-        """The window cut into ``bucket_s`` buckets ending at ``until``, oldest first."""
-        count = math.ceil((scope.until - scope.since) / scope.bucket_s)
-        edges = [max(scope.since, scope.until - k * scope.bucket_s) for k in range(count, -1, -1)]
-        buckets = [(edges[i], edges[i + 1], self._empty(scope)) for i in range(count)]
-        for row in rows:
-            index = int(np.searchsorted(edges, row.key.window_start, side="right")) - 1
-            buckets[min(max(index, 0), count - 1)][2].add(row)
-        return buckets
+    def _empty(scope: _Scope) -> Merged:
+        return Merged.empty(scope.profile.layout.total)
 
     @staticmethod
-    def _sketch(scope: _Scope, total: _Merged) -> Sketch:
+    def _merge(scope: _Scope, rows: Iterable[StoredSketch]) -> Merged:
+        return merge_rows(rows, scope.profile.layout.total)
+
+    @staticmethod
+    def _groups(scope: _Scope, rows: Iterable[StoredSketch]) -> dict[GroupKey, Merged]:
+        return group_rows(rows, scope.group_by, scope.profile.layout.total)
+
+    @staticmethod
+    def _buckets(scope: _Scope, rows: Iterable[StoredSketch]) -> list[tuple[int, int, Merged]]:
+        return bucket_rows(
+            rows, scope.since, scope.until, scope.bucket_s, scope.profile.layout.total
+        )
+
+    @staticmethod
+    def _sketch(scope: _Scope, total: Merged) -> Sketch:
         return clipped(scope.profile.reference, total.counts, total.n)
