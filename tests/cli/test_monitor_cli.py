@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,16 @@ def test_monitor_drift_of_an_unknown_model_exits_with_the_servers_message(
 
     assert exited.value.code == 2
     assert "faces" in capsys.readouterr().err
+
+
+def test_monitor_drift_json_of_the_fleet_only_is_the_reports_json(env: dict[str, str]) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["monitor", "drift", "digits", "--until", UNTIL, "--group-by", "", "--json"],
+        env=env,
+    )
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["group_by"] == [] and [g["labels"] for g in report["groups"]] == [{}]
+    assert report["fleet"]["state"] == "drift" and report["fleet"]["n"] == 3600
