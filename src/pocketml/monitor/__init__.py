@@ -59,7 +59,12 @@ from pocketml.monitor._store import (
     window_of,
 )
 from pocketml.monitor._wasserstein import WassersteinDetector
-from pocketml.monitor._windows import DEFAULT_WINDOW_S, GROUP_DIMENSIONS, parse_window
+from pocketml.monitor._windows import (
+    DEFAULT_WINDOW_S,
+    GROUP_DIMENSIONS,
+    check_group_by,
+    parse_window,
+)
 from pocketml.sketch import (
     CONFIDENCE_BLOCK,
     IMAGE_STATS,
@@ -128,6 +133,7 @@ __all__ = [
     "build_input_profile",
     "build_profile",
     "categorical_bins",
+    "check_group_by",
     "coarsen",
     "compare_accuracy",
     "detect_drift",

@@ -16,7 +16,7 @@ from pydantic import AfterValidator
 
 from pocketml.bounds import check_text
 from pocketml.errors import InvalidInput, ValidationFailed
-from pocketml.monitor import GROUP_DIMENSIONS, parse_window
+from pocketml.monitor import check_group_by, parse_window
 from pocketml.registry import Principal
 from pocketml.server._state import ServerState, server_state
 from pocketml.server.auth import require_admin
@@ -69,14 +69,10 @@ GroupBy = Annotated[
 
 
 def _group_by(text: str) -> tuple[str, ...]:
-    dims = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [d for d in dims if d not in GROUP_DIMENSIONS]
-    if unknown or len(set(dims)) != len(dims):
-        raise ValidationFailed(
-            f"query parameter 'group_by' must be a comma list of distinct names among "
-            f"{', '.join(GROUP_DIMENSIONS)} (or empty); got {text!r}."
-        )
-    return dims
+    try:
+        return check_group_by(part.strip() for part in text.split(",") if part.strip())
+    except InvalidInput as exc:
+        raise ValidationFailed(f"query parameter 'group_by': {exc}") from exc
 
 
 def _window(text: str) -> int:
