@@ -197,7 +197,7 @@ def plot_histograms(report: DriftReportPublic, path: Path, top: int = 4) -> Path
         raise MissingDependencyError("matplotlib", "build", "monitor drift --plot") from exc
     features = list(report.fleet.features[:top]) or list(report.fleet.multivariate[:top])
     count = max(len(features), 1)
-    figure, axes = plt.subplots(count, 1, figsize=(8, 2.6 * count), squeeze=False)
+    figure, axes = plt.subplots(count, 1, figsize=(9, 3.2 * count), squeeze=False)
     for axis, feature in zip(axes[:, 0], features, strict=False):
         _draw(axis, feature)
     if not features:
