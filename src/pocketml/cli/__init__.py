@@ -20,6 +20,7 @@ from pocketml.cli import (
     _convert,
     _data,
     _demo,
+    _monitor,
     _rollout,
     _server,
     _simulate,
@@ -54,6 +55,7 @@ app.command("simulate")(_simulate.simulate)
 app.command("demo")(_demo.demo)
 app.command("server")(_server.server)
 app.add_typer(_telemetry.app, name="telemetry")
+app.add_typer(_monitor.app, name="monitor")
 app.add_typer(_admin.app_app, name="app")
 app.command("push")(_admin.push)
 app.add_typer(_admin.models_app, name="models")

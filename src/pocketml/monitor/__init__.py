@@ -6,7 +6,9 @@ Devices bin what they score into a ``Sketch`` (``profile.sketch(rows)``); the se
 validates it (``parse_sketch``), merges (``merge_sketches``) and tests
 (``detect_drift``: one detector per block, Benjamini-Hochberg over the family).
 The server keeps the fleet's sketches merged per version x device group x hour
-(``add_sketches`` inside the telemetry batch's transaction, ``read_sketches`` for reports).
+(``add_sketches`` inside the telemetry batch's transaction, ``read_sketches`` for reports);
+``MonitorService`` answers drift and accuracy reports per version x device group over a
+window from those rows, and ``model_health`` flattens them into ``MetricReading``s for alerts.
 ``estimate_accuracy`` / ``realised_accuracy`` / ``compare_accuracy`` turn confidence
 histograms and feedback labels into accuracy with intervals and a concept-drift flag.
 ``input_features`` turns image and sensor inputs into the monitored features
@@ -22,6 +24,7 @@ from pocketml.monitor._accuracy import (
     estimate_accuracy,
     realised_accuracy,
 )
+from pocketml.monitor._accuracy_report import AccuracyPoint, AccuracyReport, GroupAccuracy
 from pocketml.monitor._chi_squared import ChiSquaredDetector
 from pocketml.monitor._dataset import (
     DatasetDrift,
@@ -30,8 +33,22 @@ from pocketml.monitor._dataset import (
     detector_for,
 )
 from pocketml.monitor._detector import DEFAULT_ALPHA, DriftDetector, FeatureDrift, coarsen
+from pocketml.monitor._health import (
+    HEALTH_METRICS,
+    HealthReader,
+    MetricReading,
+    health_readers,
+)
 from pocketml.monitor._jensen_shannon import JensenShannonDetector
 from pocketml.monitor._psi import PSIDetector
+from pocketml.monitor._report import (
+    DriftReport,
+    FeatureReport,
+    GroupDrift,
+    Histogram,
+    SeriesPoint,
+)
+from pocketml.monitor._service import MonitorService
 from pocketml.monitor._store import (
     WINDOW_S,
     SketchAddition,
@@ -42,6 +59,12 @@ from pocketml.monitor._store import (
     window_of,
 )
 from pocketml.monitor._wasserstein import WassersteinDetector
+from pocketml.monitor._windows import (
+    DEFAULT_WINDOW_S,
+    GROUP_DIMENSIONS,
+    check_group_by,
+    parse_window,
+)
 from pocketml.sketch import (
     CONFIDENCE_BLOCK,
     IMAGE_STATS,
@@ -69,6 +92,9 @@ from pocketml.sketch import (
 __all__ = [
     "CONFIDENCE_BLOCK",
     "DEFAULT_ALPHA",
+    "DEFAULT_WINDOW_S",
+    "GROUP_DIMENSIONS",
+    "HEALTH_METRICS",
     "IMAGE_STATS",
     "MAX_SKETCH_ROWS",
     "PREDICTION_BLOCK",
@@ -76,15 +102,26 @@ __all__ = [
     "WINDOW_S",
     "AccuracyComparison",
     "AccuracyInterval",
+    "AccuracyPoint",
+    "AccuracyReport",
     "ChiSquaredDetector",
     "DatasetDrift",
     "DriftDetector",
+    "DriftReport",
     "FeatureBins",
     "FeatureDrift",
+    "FeatureReport",
+    "GroupAccuracy",
+    "GroupDrift",
+    "HealthReader",
+    "Histogram",
     "JensenShannonDetector",
+    "MetricReading",
+    "MonitorService",
     "PSIDetector",
     "Projection",
     "ReferenceProfile",
+    "SeriesPoint",
     "Sketch",
     "SketchAddition",
     "SketchKey",
@@ -96,16 +133,19 @@ __all__ = [
     "build_input_profile",
     "build_profile",
     "categorical_bins",
+    "check_group_by",
     "coarsen",
     "compare_accuracy",
     "detect_drift",
     "detector_for",
     "estimate_accuracy",
+    "health_readers",
     "image_features",
     "input_features",
     "merge_sketches",
     "numeric_bins",
     "parse_sketch",
+    "parse_window",
     "profile_model",
     "read_sketches",
     "realised_accuracy",

@@ -23,6 +23,7 @@ from pocketml.errors import Unavailable
 
 if TYPE_CHECKING:
     from pocketml.delivery import DeliveryService
+    from pocketml.monitor import MonitorService
     from pocketml.registry import ArtifactStore, Principal, Registry
     from pocketml.serving import ServingService
     from pocketml.telemetry import TelemetryService
@@ -110,6 +111,7 @@ class ServerState:
     delivery: DeliveryService
     serving: ServingService
     telemetry: TelemetryService
+    monitor: MonitorService
     principals: PrincipalCache = field(default_factory=lambda: PrincipalCache(0))
 
     @property

@@ -33,6 +33,7 @@ from pocketml.server.routes import (
     device,
     device_admin,
     metrics,
+    monitor,
     packages,
     predict,
     rollouts,
@@ -101,6 +102,7 @@ def load_or_create_operator_token(
 
 def _open_state(settings: Settings) -> ServerState:
     from pocketml.delivery import DeliveryService
+    from pocketml.monitor import MonitorService
     from pocketml.protect import MasterKey
     from pocketml.registry import Registry, open_artifact_store
     from pocketml.serving import ServingOptions, ServingService
@@ -152,6 +154,7 @@ def _open_state(settings: Settings) -> ServerState:
         delivery=delivery,
         serving=serving,
         telemetry=telemetry_service,
+        monitor=MonitorService(registry, telemetry_service),
         principals=PrincipalCache(server.devices.auth_ttl_s),
     )
 
@@ -270,6 +273,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(telemetry.router)
     app.include_router(device_admin.router)
     app.include_router(rollouts.router)
+    app.include_router(monitor.router)
     app.include_router(ui.router)
     if server_metrics is not None:
         app.include_router(metrics.router)

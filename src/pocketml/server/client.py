@@ -37,6 +37,7 @@ from pocketml.server.schemas import (
     VersionPublic,
 )
 from pocketml.server.schemas_keys import KeyRevokedPublic, KeyringPublic
+from pocketml.server.schemas_monitor import AccuracyReportPublic, DriftReportPublic
 from pocketml.server.schemas_rollouts import (
     AuditPage,
     ExperimentList,
@@ -376,6 +377,55 @@ class AdminClient:
         path = f"/v1/admin/models/{model}/metrics"
         result: dict[str, Any] = self.request("GET", path, params=query).json()
         return result
+
+    def drift(
+        self,
+        model: str,
+        *,
+        version: int | None = None,
+        window: str | None = None,
+        until: float | None = None,
+        device_class: str | None = None,
+        app_version: str | None = None,
+        group_by: str | None = None,
+        baseline: str | None = None,
+    ) -> DriftReportPublic:
+        """``GET /v1/admin/models/{model}/drift`` (None leaves a parameter at its default;
+        ``group_by`` is a comma list, "" for the fleet only)."""
+        return self._get(
+            f"/v1/admin/models/{model}/drift",
+            DriftReportPublic,
+            version=version,
+            window=window,
+            until=until,
+            device_class=device_class,
+            app_version=app_version,
+            group_by=group_by,
+            baseline=baseline,
+        )
+
+    def accuracy(
+        self,
+        model: str,
+        *,
+        version: int | None = None,
+        window: str | None = None,
+        until: float | None = None,
+        device_class: str | None = None,
+        app_version: str | None = None,
+        group_by: str | None = None,
+    ) -> AccuracyReportPublic:
+        """``GET /v1/admin/models/{model}/accuracy`` (parameters as in ``drift``)."""
+        return self._get(
+            f"/v1/admin/models/{model}/accuracy",
+            AccuracyReportPublic,
+            version=version,
+            window=window,
+            until=until,
+            device_class=device_class,
+            app_version=app_version,
+            group_by=group_by,
+        )
 
     def download_package(self, package_id: str, out_path: Path) -> Path:
         """Stream a package to ``out_path`` (admin token or device key).

@@ -6,6 +6,8 @@
   pytest fixtures: ``pytest_plugins = ["pocketml.testing.fixtures"]``.
 - ``model_variant`` / ``push_version`` / ``push_to_registry``: push a version made of real
   model files, over HTTP or straight into a ``Registry``; ``DIGITS_SCHEMA`` fits them.
+- ``monitor_profile`` / ``store_sketches``: the monitor's test world (a reference profile of
+  known distributions, sketches of it stored as intake stores them).
 - ``check_converter`` / ``check_quantizer``: the contract a converter or quantizer plugin
   must meet (like scikit-learn's ``check_estimator``); see docs/build.md.
 
@@ -29,6 +31,7 @@ from pocketml.testing._push import (
 
 if TYPE_CHECKING:
     from pocketml.testing._checks import check_converter, check_quantizer
+    from pocketml.testing._monitor import monitor_profile, monitor_rows, store_sketches
     from pocketml.testing._server import (
         OPERATOR_TOKEN,
         AppKeys,
@@ -47,9 +50,12 @@ __all__ = [
     "check_quantizer",
     "live_server",
     "model_variant",
+    "monitor_profile",
+    "monitor_rows",
     "push_to_registry",
     "push_version",
     "server_settings",
+    "store_sketches",
     "write_model_file",
 ]
 
@@ -61,6 +67,9 @@ _LAZY = {
     "server_settings": "_server",
     "check_converter": "_checks",
     "check_quantizer": "_checks",
+    "monitor_profile": "_monitor",
+    "monitor_rows": "_monitor",
+    "store_sketches": "_monitor",
 }
 
 
