@@ -449,9 +449,7 @@ class AlertService:
         )
         self.store.delete_endpoint(app_id, endpoint_id, entry)
 
-    def test_webhook(
-        self, app_id: str, endpoint_id: str, *, now: datetime | None = None
-    ) -> Delivery:
+    def send_test(self, app_id: str, endpoint_id: str, *, now: datetime | None = None) -> Delivery:
         """Queue a test event (``"test": true``) for one receiver and try it at once.
 
         Returns the delivery after its first attempt; a failed one is retried like any.
