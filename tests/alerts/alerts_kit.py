@@ -5,6 +5,10 @@ written through the real ``TelemetryStore``, and a real HTTP receiver.
 the statuses of its script in turn (then 200), verifies the HMAC of every request with
 the secret it is given, and keeps what it got. Webhook deliveries are synchronous POSTs,
 so a test knows the receiver has answered when ``deliver`` returns: no sleeps.
+
+``serve`` runs a live server (alert loops off, metrics on) with app "shop" and model
+"digits", plus a second ``AlertService`` on its database and master key (``Live.replica``):
+the tests drive evaluation and delivery through it, as another replica would.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import base64
 import json
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +26,8 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from pocketml.monitor.alerts import (
     AlertService,
@@ -31,8 +38,9 @@ from pocketml.monitor.alerts import (
 )
 from pocketml.protect import MasterKey
 from pocketml.registry import LocalArtifactStore, ModelCreate, Registry
+from pocketml.server.client import AdminClient
 from pocketml.telemetry import Feedback, TelemetryStore
-from pocketml.testing import DIGITS_SCHEMA
+from pocketml.testing import DIGITS_SCHEMA, AppKeys, LiveServer, live_server, server_settings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -184,3 +192,71 @@ def closed_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/hook"
+
+
+METRICS_TOKEN = "pml_metrics_alerts-test"
+
+
+@dataclass
+class Live:
+    server: LiveServer
+    app: AppKeys
+    replica: AlertService
+
+    def admin(self) -> AdminClient:
+        return self.server.admin(self.app.admin_token)
+
+    def send_latencies(self, latency_ms: float, n: int = 150) -> int:
+        """POST one telemetry batch of ``n`` inferences; returns the status."""
+        now = time.time() - 1
+        batch_id = uuid.uuid4().hex
+        events = [
+            {"type": "inference", "ts": now, "model": "digits", "version": 1,
+             "variant": "onnx-fp32", "source": "local", "latency_ms": latency_ms,
+             "confidence": 0.9, "label": "7", "prediction_id": f"{batch_id}-{i}"}
+            for i in range(n)
+        ]  # fmt: skip
+        body = {
+            "batch_id": batch_id,
+            "device_id": "device-0001",
+            "device": {"platform": "android", "device_class": "android-mid", "app_version": "2"},
+            "events": events,
+        }
+        with self.server.http(self.app.device_key) as http:
+            return http.post("/v1/telemetry", json=body).status_code
+
+    def scrape(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        with self.server.http(METRICS_TOKEN) as http:
+            text = http.get("/metrics").text
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+
+@contextmanager
+def serve(tmp_path: Path, database_url: str) -> Iterator[Live]:
+    settings = server_settings(
+        tmp_path / "home",
+        database_url,
+        alerts={"eval_interval_s": 0, "delivery_interval_s": 0, "max_attempts": 2},
+        metrics={"enabled": True, "token": METRICS_TOKEN, "cache_ttl_s": 0},
+        telemetry_export={"interval_s": 0},
+        rollout_eval={"interval_s": 0},
+    )
+    with live_server(settings) as server:
+        app = server.create_app("shop")
+        with server.admin(app.admin_token) as client:
+            client.create_model("digits", schema=DIGITS_SCHEMA)
+        key = MasterKey.load_or_create(settings.home / "master.key")
+        registry = Registry(
+            settings.resolved_database_url, LocalArtifactStore(tmp_path / "replica"), key
+        )
+        registry.open()
+        try:
+            sources = MetricSources(telemetry_sources(TelemetryStore(registry.store.engine)))
+            backoff = Backoff(max_attempts=settings.server.alerts.max_attempts)
+            yield Live(server, app, AlertService(registry, sources, backoff=backoff))
+        finally:
+            registry.close()
