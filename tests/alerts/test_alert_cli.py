@@ -41,7 +41,7 @@ def test_rules_defaults_webhook_test_list_ack_and_deliveries(live: Live) -> None
         live.send_latencies(400.0)
         live.replica.evaluate()
         listed = cli(live, "list", "--state", "firing")
-        alert = live.replica.list_alerts(live.app.app_id)[0]
+        (alert,) = live.replica.list_alerts(live.app.app_id, states=["firing"])
         acked = cli(live, "ack", alert.id[:8])
         log = cli(live, "deliveries")
     for result in (rules, added, tested, custom, listed, acked, log):

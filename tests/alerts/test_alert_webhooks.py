@@ -4,6 +4,7 @@ letters, the three body shapes, the test action and the lease-held delivery loop
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -153,3 +154,14 @@ def test_one_replica_at_a_time_evaluates_and_delivers(world: World) -> None:
         assert sent is not None and [o.outcome for o in sent] == ["delivered"]
         assert send_b.run_once(now) == []  # nothing due: no lease taken, no write
     assert len(hook.got) == 1
+
+
+def test_the_verification_snippet_in_the_docs_accepts_a_real_signature() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "alerts.md").read_text()
+    section = doc.split("### Verifying a delivery", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)  # the receiver's code, exactly as documented
+    body = b'{"schema":"pocketml.alert.v1"}'
+    assert namespace["verify"]("whsec_x", body, sign("whsec_x", body))
+    assert not namespace["verify"]("whsec_y", body, sign("whsec_x", body))

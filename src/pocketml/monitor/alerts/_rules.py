@@ -121,11 +121,12 @@ def compare(value: float, comparison: str, threshold: float) -> bool:
     return value <= threshold
 
 
-def _number(value: Any, name: str, low: float, high: float) -> float:
+def _number(value: Any, name: str, low: float, high: float, shown: str = "") -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidInput(f"{name} must be a finite number; got {value!r}.")
     if not low <= value <= high:
-        raise InvalidInput(f"{name} must be in [{low:g}, {high:g}]; got {value!r}.")
+        bounds = shown or f"[{low:g}, {high:g}]"
+        raise InvalidInput(f"{name} must be in {bounds}; got {value!r}.")
     return float(value)
 
 
@@ -184,12 +185,12 @@ def validate_rule(spec: RuleSpec, metrics: Iterable[str]) -> RuleSpec:
         name=spec.name,
         metric=spec.metric,
         comparison=spec.comparison,
-        threshold=_number(spec.threshold, "threshold", -1e12, 1e12),
-        window_s=_number(spec.window_s, "window_s", 60.0, _MAX_WINDOW_S),
+        threshold=_number(spec.threshold, "threshold", -1e12, 1e12, "[-10^12, 10^12]"),
+        window_s=_number(spec.window_s, "window_s", 60.0, _MAX_WINDOW_S, "[60 s, 30 days]"),
         min_n=spec.min_n,
         severity=spec.severity,
-        for_s=_number(spec.for_s, "for_s", 0.0, _MAX_WAIT_S),
-        cooldown_s=_number(spec.cooldown_s, "cooldown_s", 0.0, _MAX_WAIT_S),
+        for_s=_number(spec.for_s, "for_s", 0.0, _MAX_WAIT_S, "[0 s, 30 days]"),
+        cooldown_s=_number(spec.cooldown_s, "cooldown_s", 0.0, _MAX_WAIT_S, "[0 s, 30 days]"),
         scope=_scope(spec.scope),
     )
 
