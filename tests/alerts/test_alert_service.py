@@ -11,6 +11,7 @@ from alerts_kit import T0, World, minutes
 
 from pocketml.errors import Conflict, InvalidInput, NotFound
 from pocketml.monitor.alerts import RuleSpec, TelemetryMetrics
+from pocketml.monitor.alerts._store import Transition
 
 SLOW = [400.0] * 150
 FAST = [20.0] * 150
@@ -225,3 +226,28 @@ def test_deleting_a_rule_deletes_its_alerts(world: World) -> None:
     assert world.service.list_alerts(world.app_id) == []
     with pytest.raises(NotFound):
         world.service.delete_rule(world.app_id, rule_id, actor="t")
+
+
+def test_a_transition_whose_outbox_row_fails_leaves_no_alert_and_no_audit(world: World) -> None:
+    rule_id = latency_rule(world)
+    now = T0 + minutes(1)
+    values = {
+        "app_id": world.app_id, "rule_id": rule_id, "model": "digits", "fingerprint": "f" * 64,
+        "active_key": "f" * 64, "labels": {}, "state": "firing", "value": 400.0, "n": 150,
+        "pending_since": now, "starts_at": now, "ends_at": None, "evaluated_at": now,
+        "acked_at": None, "acked_by": None,
+    }  # fmt: skip
+    gone_endpoint = {  # a receiver deleted while the pass ran: the foreign key refuses it
+        "delivery_id": "d" * 32, "endpoint_id": "no-such-endpoint", "alert_id": "a" * 32,
+        "event": "firing", "body": "{}", "status": "pending", "attempts": 0,
+        "next_attempt_at": now.timestamp(), "created_at": now,
+    }  # fmt: skip
+    entry = {"app_id": world.app_id, "subject": "a" * 32, "action": "alert.firing",
+             "from_state": "inactive", "to_state": "firing", "actor": "t", "reason": "",
+             "details": {}, "at": now}  # fmt: skip
+    transition = Transition(
+        "a" * 32, values, insert=True, expected_state=None, audit=entry, events=[gone_endpoint]
+    )
+    assert world.service.store.apply(transition, world.app_id) is False
+    assert world.service.list_alerts(world.app_id) == []
+    assert audit(world) == [] and outbox(world) == []

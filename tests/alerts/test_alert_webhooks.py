@@ -3,6 +3,7 @@ letters, the three body shapes, the test action and the lease-held delivery loop
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -165,3 +166,13 @@ def test_the_verification_snippet_in_the_docs_accepts_a_real_signature() -> None
     body = b'{"schema":"pocketml.alert.v1"}'
     assert namespace["verify"]("whsec_x", body, sign("whsec_x", body))
     assert not namespace["verify"]("whsec_y", body, sign("whsec_x", body))
+
+
+def test_an_idle_server_takes_no_lease_and_a_loop_gives_its_lease_back(world: World) -> None:
+    evaluator = AlertEvaluator(world.service, owner="a")
+    assert evaluator.run_once(T0) == [] and evaluator.lease.holder() is None
+    spec = RuleSpec("latency", "latency_p95_ms", ">", 250.0, window_s=600.0, min_n=100)
+    world.service.create_rule(world.app_id, "digits", spec, actor="test")
+    asyncio.run(evaluator.run_forever(asyncio.Event(), max_passes=1))
+    holder = evaluator.lease.holder()
+    assert holder is not None and (holder.owner, holder.expires_at) == ("a", 0.0)
