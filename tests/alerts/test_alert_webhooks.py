@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,32 @@ def test_an_idle_server_takes_no_lease_and_a_loop_gives_its_lease_back(world: Wo
     asyncio.run(evaluator.run_forever(asyncio.Event(), max_passes=1))
     holder = evaluator.lease.holder()
     assert holder is not None and (holder.owner, holder.expires_at) == ("a", 0.0)
+
+
+def test_a_resolved_event_never_overtakes_the_firing_one_being_retried(world: World) -> None:
+    with receiver(script=[503, 503]) as hook:
+        _, hook.secret = world.service.add_webhook(world.app_id, hook.url, actor="test")
+        fire_latency_alert(world)  # fires at T0 + 1 min
+        first = world.service.deliver(T0 + minutes(1))  # firing: 503
+        world.add_events(T0 + minutes(12), latencies=[20.0] * 150)
+        world.service.evaluate(T0 + minutes(13))  # resolved, due at once
+        second = world.service.deliver(T0 + minutes(13))  # firing again: 503
+        held = world.service.deliver(T0 + minutes(13) + timedelta(seconds=1))
+        third = world.service.deliver(T0 + minutes(20))  # firing: 200
+        fourth = world.service.deliver(T0 + minutes(20))  # only now the resolved one
+    outcomes = [[o.outcome for o in p] for p in (first, second, held, third, fourth)]
+    assert outcomes == [["retry"], ["retry"], [], ["delivered"], ["delivered"]]
+    events = [got.headers["x-pocketml-event"] for got in hook.got]
+    assert events == ["firing", "firing", "firing", "resolved"]
+
+
+def test_a_delivery_pass_stops_when_told_to_and_leaves_the_rest_pending(world: World) -> None:
+    with receiver() as hook:
+        _, hook.secret = world.service.add_webhook(world.app_id, hook.url, actor="test")
+        world.service.add_webhook(world.app_id, hook.url, fmt="slack", actor="test")
+        fire_latency_alert(world)
+        answers = iter([True, False])
+        sent = world.service.deliver(T0 + minutes(1), keep_going=lambda: next(answers))
+        rest = world.service.deliver(T0 + minutes(1))
+    assert [o.outcome for o in sent] == ["delivered"] and [o.outcome for o in rest] == ["delivered"]
+    assert len(hook.got) == 2

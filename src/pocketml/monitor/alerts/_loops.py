@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+import time
+from datetime import datetime, timedelta
 
 from pocketml.db import Lease, process_owner, run_periodically, utcnow
 from pocketml.monitor.alerts._store import LEASES
@@ -109,7 +110,19 @@ class WebhookDeliverer(_LeasedJob):
             return []
         if not self._acquire(moment):
             return None
-        return self.service.deliver(moment)
+        started = time.monotonic()
+        renewed = [started]
+
+        def keep_lease() -> bool:
+            # A pass of slow receivers can outlast the lease (100 rows x the POST timeout):
+            # renew it each interval, and stop if another replica has taken it meanwhile.
+            elapsed = time.monotonic()
+            if elapsed - renewed[0] < self.interval_s:
+                return True
+            renewed[0] = elapsed
+            return self._acquire(moment + timedelta(seconds=elapsed - started))
+
+        return self.service.deliver(moment, keep_going=keep_lease)
 
     async def run_forever(self, stop: asyncio.Event, *, max_passes: int | None = None) -> None:
         """Pass every ``interval_s`` seconds until ``stop`` is set; releases the lease."""

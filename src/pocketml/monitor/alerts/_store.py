@@ -396,12 +396,25 @@ class AlertStore:
     ) -> list[tuple[Delivery, str, bytes, str, str]]:
         """Pending deliveries whose time has come: (delivery, body, wrapped secret, format, app).
 
-        ``only``: just this delivery id (the "send test" action).
+        Events of one alert reach one receiver in order: a row waits while an earlier row
+        of the same alert and endpoint is still pending (a "resolved" never overtakes the
+        "firing" that is being retried). ``only``: just this delivery id (the test action).
         """
+        earlier = sa.alias(_O, "earlier")
+        overtakes = (
+            sa.select(earlier.c.id)
+            .where(
+                earlier.c.endpoint_id == _O.c.endpoint_id,
+                earlier.c.alert_id == _O.c.alert_id,
+                earlier.c.status == "pending",
+                earlier.c.id < _O.c.id,
+            )
+            .exists()
+        )
         query = (
             sa.select(*_O.c, _E.c.url, _E.c.secret, _E.c.format)
             .join(_E, _E.c.id == _O.c.endpoint_id)
-            .where(_O.c.status == "pending", _O.c.next_attempt_at <= now)
+            .where(_O.c.status == "pending", _O.c.next_attempt_at <= now, ~overtakes)
             .order_by(_O.c.next_attempt_at, _O.c.id)
             .limit(limit)
         )

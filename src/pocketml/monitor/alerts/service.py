@@ -493,15 +493,30 @@ class AlertService:
     # ---------------------------------------------------------------- deliver
 
     def deliver(
-        self, now: datetime | None = None, *, limit: int = 100, only: str | None = None
+        self,
+        now: datetime | None = None,
+        *,
+        limit: int = 100,
+        only: str | None = None,
+        keep_going: Callable[[], bool] | None = None,
     ) -> list[DeliveryOutcome]:
-        """Send the outbox rows whose time has come (at most ``limit``), one attempt each."""
+        """Send the outbox rows whose time has come (at most ``limit``), one attempt each.
+
+        Args:
+            now: the clock of this pass.
+            limit: rows per pass.
+            only: just this delivery id.
+            keep_going: asked before each attempt (the loop renews its lease there); the
+                pass ends when it answers False, the rest waits for the next pass.
+        """
         moment = now or utcnow()
         ts = moment.timestamp()
         due = self.store.due(ts, limit, only=only)
         outcomes = []
         with httpx.Client(timeout=self.timeout_s, follow_redirects=False) as client:
             for delivery, body, wrapped, _fmt, _app in due:
+                if keep_going is not None and not keep_going():
+                    break
                 outcomes.append(self._attempt(client, delivery, body, wrapped, moment))
         return outcomes
 
