@@ -106,7 +106,7 @@ class WebhookDeliverer(_LeasedJob):
     def run_once(self, now: datetime | None = None) -> list[DeliveryOutcome] | None:
         """One pass if this replica holds (or takes) the lease; None when another holds it."""
         moment = now or utcnow()
-        if not self.service.store.has_due(moment.timestamp()):
+        if not self.service.outbox.has_due(moment.timestamp()):
             return []
         if not self._acquire(moment):
             return None

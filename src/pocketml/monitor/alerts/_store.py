@@ -1,4 +1,5 @@
-"""The SQL of alerting: rules, alert episodes, webhook endpoints, the outbox, the audit.
+"""The SQL of alerting: rules, alert episodes, webhook endpoints, the audit (the outbox's
+reads and attempts are in ``_outbox.py``).
 
 Every change that touches two tables is one transaction: an alert transition writes the
 alert row, one outbox row per endpoint (none while acknowledged) and its audit entry
@@ -21,9 +22,9 @@ from pocketml.db import WRITE, UTCDateTime, translate_errors
 from pocketml.errors import Conflict, NotFound
 from pocketml.monitor.alerts._orm import AlertRow, AlertRuleRow, OutboxRow, WebhookEndpointRow
 from pocketml.monitor.alerts._rules import AlertRule
-from pocketml.monitor.alerts._types import Alert, Delivery, WebhookEndpoint
+from pocketml.monitor.alerts._types import Alert, WebhookEndpoint
 
-__all__ = ["AlertStore", "Transition"]
+__all__ = ["AlertStore", "StoreBase", "Transition", "audit_entry"]
 
 _AUDIT = sa.table(
     "rollout_audit",
@@ -101,24 +102,6 @@ def _endpoint(row: Any) -> WebhookEndpoint:
     return WebhookEndpoint(row.id, row.app_id, row.url, row.format, row.created_by, row.created_at)
 
 
-def _delivery(row: Any) -> Delivery:
-    return Delivery(
-        id=row.delivery_id,
-        app_id=row.app_id,
-        endpoint_id=row.endpoint_id,
-        url=row.url,
-        alert_id=row.alert_id,
-        event=row.event,
-        status=row.status,
-        attempts=row.attempts,
-        next_attempt_at=row.next_attempt_at,
-        last_status=row.last_status,
-        last_error=row.last_error,
-        created_at=row.created_at,
-        finished_at=row.finished_at,
-    )
-
-
 _ALERT_COLUMNS = (
     *_A.c,
     _R.c.name.label("rule_name"),
@@ -128,7 +111,32 @@ _ALERT_COLUMNS = (
     _R.c.severity,
 )
 _ALERTS = sa.select(*_ALERT_COLUMNS).join(_R, _R.c.id == _A.c.rule_id)
-_DELIVERIES = sa.select(*_O.c, _E.c.url).join(_E, _E.c.id == _O.c.endpoint_id)
+
+
+def audit_entry(
+    app_id: str,
+    subject: str,
+    action: str,
+    at: datetime,
+    *,
+    actor: str,
+    reason: str = "",
+    from_state: str | None = None,
+    to_state: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One audit log entry's fields (written by ``AlertStore.audit``)."""
+    return {
+        "app_id": app_id,
+        "subject": subject,
+        "action": action,
+        "from_state": from_state,
+        "to_state": to_state,
+        "actor": actor,
+        "reason": reason,
+        "details": details or {},
+        "at": at,
+    }
 
 
 class Transition:
@@ -161,8 +169,8 @@ class Transition:
         self.events = list(events)
 
 
-class AlertStore:
-    """The alerting tables on the registry's engine."""
+class StoreBase:
+    """An engine and the two ways to use it: a write transaction, a translated read."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -183,6 +191,10 @@ class AlertStore:
     def audit(conn: sa.Connection, entry: dict[str, Any]) -> None:
         """Append ``entry`` to the audit log inside ``conn``'s transaction."""
         conn.execute(sa.insert(_AUDIT).values(**entry))
+
+
+class AlertStore(StoreBase):
+    """The rules, alerts and webhook endpoints on the registry's engine."""
 
     # ------------------------------------------------------------------ rules
 
@@ -383,83 +395,3 @@ class AlertStore:
             if gone.rowcount != 1:
                 raise NotFound(f"no webhook endpoint {endpoint_id!r} in this app.")
             self.audit(conn, audit)
-
-    # ----------------------------------------------------------------- outbox
-
-    def enqueue(self, app_id: str, event: dict[str, Any]) -> None:
-        """Add one outbox row outside a transition (the "send test" action)."""
-        with self._write("queue a webhook delivery") as conn:
-            conn.execute(sa.insert(_O).values(app_id=app_id, **event))
-
-    def due(
-        self, now: float, limit: int, *, only: str | None = None
-    ) -> list[tuple[Delivery, str, bytes, str, str]]:
-        """Pending deliveries whose time has come: (delivery, body, wrapped secret, format, app).
-
-        Events of one alert reach one receiver in order: a row waits while an earlier row
-        of the same alert and endpoint is still pending (a "resolved" never overtakes the
-        "firing" that is being retried). ``only``: just this delivery id (the test action).
-        """
-        earlier = sa.alias(_O, "earlier")
-        overtakes = (
-            sa.select(earlier.c.id)
-            .where(
-                earlier.c.endpoint_id == _O.c.endpoint_id,
-                earlier.c.alert_id == _O.c.alert_id,
-                earlier.c.status == "pending",
-                earlier.c.id < _O.c.id,
-            )
-            .exists()
-        )
-        query = (
-            sa.select(*_O.c, _E.c.url, _E.c.secret, _E.c.format)
-            .join(_E, _E.c.id == _O.c.endpoint_id)
-            .where(_O.c.status == "pending", _O.c.next_attempt_at <= now, ~overtakes)
-            .order_by(_O.c.next_attempt_at, _O.c.id)
-            .limit(limit)
-        )
-        if only is not None:
-            query = query.where(_O.c.delivery_id == only)
-        with self._read("read the webhook outbox"), self.engine.connect() as conn:
-            return [
-                (_delivery(row), row.body, bytes(row.secret), row.format, row.app_id)
-                for row in conn.execute(query)
-            ]
-
-    def has_due(self, now: float) -> bool:
-        """True when a pending delivery's time has come (one cheap read per idle pass)."""
-        query = sa.select(_O.c.id).where(_O.c.status == "pending", _O.c.next_attempt_at <= now)
-        with self._read("read the webhook outbox"), self.engine.connect() as conn:
-            return conn.execute(query.limit(1)).first() is not None
-
-    def record_attempt(self, delivery: Delivery, values: dict[str, Any]) -> bool:
-        """Store an attempt's result, if nobody recorded this attempt before."""
-        with self._write("record a webhook attempt") as conn:
-            done = conn.execute(
-                sa.update(_O)
-                .where(
-                    _O.c.delivery_id == delivery.id,
-                    _O.c.status == "pending",
-                    _O.c.attempts == delivery.attempts,
-                )
-                .values(**values)
-            )
-            return done.rowcount == 1
-
-    def get_delivery(self, app_id: str, delivery_id: str) -> Delivery:
-        """One delivery of the app. Raises NotFound."""
-        query = _DELIVERIES.where(_O.c.app_id == app_id, _O.c.delivery_id == delivery_id)
-        with self._read("read a webhook delivery"), self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        if row is None:
-            raise NotFound(f"no webhook delivery {delivery_id!r} in this app.")
-        return _delivery(row)
-
-    def list_deliveries(self, app_id: str, *, status: str | None, limit: int) -> list[Delivery]:
-        """The delivery log of the app, newest first."""
-        query = _DELIVERIES.where(_O.c.app_id == app_id)
-        if status is not None:
-            query = query.where(_O.c.status == status)
-        query = query.order_by(_O.c.id.desc()).limit(limit)
-        with self._read("read the webhook deliveries"), self.engine.connect() as conn:
-            return [_delivery(row) for row in conn.execute(query)]

@@ -5,7 +5,7 @@ delays evaluation, and neither ever touches telemetry intake:
 
 - ``evaluate(now)`` reads every rule's metric from ``MetricSources``, runs the state
   machine per label set, and writes each transition with its outbox rows and audit entry
-  in one transaction;
+  in one transaction (``_evaluate.py``);
 - ``deliver(now)`` sends the outbox rows whose time has come (``_delivery.py``).
 
 Webhook secrets are generated here, shown once (``add_webhook``'s return) and stored
@@ -16,24 +16,20 @@ signing keys; no read path returns them.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from pocketml.db import utcnow
-from pocketml.errors import InvalidInput, NotFound, PocketMLError
+from pocketml.errors import InvalidInput
 from pocketml.limits import check_text
-from pocketml.monitor.alerts._delivery import Backoff, post_event
-from pocketml.monitor.alerts._event import FORMATS, alert_event, fingerprint, render
-from pocketml.monitor.alerts._machine import Current, Step, next_step
+from pocketml.monitor.alerts._delivery import Backoff, DeliveryOutcome, deliver_due
+from pocketml.monitor.alerts._evaluate import EvaluationOutcome, evaluate_rules
+from pocketml.monitor.alerts._event import FORMATS, alert_event
+from pocketml.monitor.alerts._outbox import OutboxStore, outbox_row
 from pocketml.monitor.alerts._rules import (
     KNOWN_METRICS,
     AlertRule,
@@ -41,67 +37,14 @@ from pocketml.monitor.alerts._rules import (
     default_rules,
     validate_rule,
 )
-from pocketml.monitor.alerts._sources import MetricReading, MetricSources
-from pocketml.monitor.alerts._store import AlertStore, Transition
+from pocketml.monitor.alerts._sources import MetricSources
+from pocketml.monitor.alerts._store import AlertStore, audit_entry
 from pocketml.monitor.alerts._types import Alert, Delivery, WebhookEndpoint
 from pocketml.registry import Registry
 
-__all__ = ["AlertService", "DeliveryOutcome", "EvaluationOutcome"]
+__all__ = ["AlertService", "DeliveryOutcome", "EvaluationOutcome", "check_webhook_url"]
 
 logger = logging.getLogger(__name__)
-
-_STATE_AFTER = {"pend": "pending", "fire": "firing", "resolve": "resolved", "cancel": "inactive"}
-
-
-@dataclass(frozen=True)
-class EvaluationOutcome:
-    """What one pass did for one rule and label set (``action`` from ``ACTIONS``, or
-    ``no_source``/``error`` for a rule that could not be read)."""
-
-    rule_id: str
-    labels: dict[str, str]
-    action: str
-    reason: str
-    alert_id: str | None = None
-
-
-@dataclass(frozen=True)
-class DeliveryOutcome:
-    """One attempt: ``delivered``, ``retry`` (scheduled again) or ``dead``."""
-
-    delivery_id: str
-    outcome: str
-    status: int | None
-    error: str | None
-
-
-def _audit(
-    app_id: str,
-    subject: str,
-    action: str,
-    at: datetime,
-    *,
-    actor: str,
-    reason: str = "",
-    from_state: str | None = None,
-    to_state: str | None = None,
-    details: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    return {
-        "app_id": app_id,
-        "subject": subject,
-        "action": action,
-        "from_state": from_state,
-        "to_state": to_state,
-        "actor": actor,
-        "reason": reason,
-        "details": details or {},
-        "at": at,
-    }
-
-
-def _in_scope(scope: dict[str, str], labels: dict[str, str]) -> bool:
-    return all(labels.get(key) == value for key, value in scope.items())
 
 
 def check_webhook_url(url: str) -> str:
@@ -153,6 +96,7 @@ class AlertService:
         self.rng = rng or random.Random()
         self.on_outcome = on_outcome
         self._store: AlertStore | None = None
+        self._outbox: OutboxStore | None = None
 
     @property
     def store(self) -> AlertStore:
@@ -160,6 +104,13 @@ class AlertService:
         if self._store is None:
             self._store = AlertStore(self.registry.store.engine)
         return self._store
+
+    @property
+    def outbox(self) -> OutboxStore:
+        """The webhook outbox and delivery log (same engine)."""
+        if self._outbox is None:
+            self._outbox = OutboxStore(self.registry.store.engine)
+        return self._outbox
 
     def metrics(self) -> list[str]:
         """Metric names a rule may use: the known ones and any registered source."""
@@ -196,7 +147,7 @@ class AlertService:
             "created_by": actor,
             "created_at": now,
         }
-        entry = _audit(
+        entry = audit_entry(
             app_id,
             rule_id,
             "alert_rule.create",
@@ -229,7 +180,7 @@ class AlertService:
     def delete_rule(self, app_id: str, rule_id: str, *, actor: str) -> None:
         """Delete a rule and its alerts (audited). Raises NotFound."""
         rule = self.store.get_rule(app_id, rule_id)
-        entry = _audit(
+        entry = audit_entry(
             app_id,
             rule_id,
             "alert_rule.delete",
@@ -260,7 +211,7 @@ class AlertService:
     def ack(self, app_id: str, alert_id: str, *, actor: str, now: datetime | None = None) -> Alert:
         """Acknowledge: no more notifications for this episode; its state goes on."""
         moment = now or utcnow()
-        entry = _audit(
+        entry = audit_entry(
             app_id,
             alert_id,
             "alert.ack",
@@ -281,125 +232,12 @@ class AlertService:
     # --------------------------------------------------------------- evaluate
 
     def evaluate(self, now: datetime | None = None) -> list[EvaluationOutcome]:
-        """One pass over every rule of every app (see the module docstring).
+        """One pass over every rule of every app (``_evaluate.py``).
 
         A rule whose metric has no source, or whose source fails, is reported and skipped;
         the others go on.
         """
-        moment = now or utcnow()
-        outcomes: list[EvaluationOutcome] = []
-        endpoints: dict[str, list[WebhookEndpoint]] = {}
-        for rule in self.store.list_rules(None):
-            try:
-                readings = self.sources.read(
-                    rule.metric, rule.app_id, rule.model, rule.window_s, moment.timestamp()
-                )
-            except NotFound as exc:
-                outcomes.append(EvaluationOutcome(rule.id, {}, "no_source", str(exc)))
-                continue
-            except PocketMLError as exc:
-                logger.warning("alert rule %s: reading %s failed: %s", rule.id, rule.metric, exc)
-                outcomes.append(EvaluationOutcome(rule.id, {}, "error", str(exc)))
-                continue
-            if rule.app_id not in endpoints:
-                endpoints[rule.app_id] = self.store.list_endpoints(rule.app_id)
-            active = self.store.active_alerts(rule.id)
-            resolved = self.store.last_resolved(rule.id)
-            for reading in readings:
-                if not _in_scope(rule.scope, reading.labels):
-                    continue
-                if reading.value is not None and not math.isfinite(reading.value):
-                    reading = replace(reading, value=None)
-                fp = fingerprint(rule.id, reading.labels)
-                alert = active.get(fp)
-                current = Current(
-                    alert.state if alert is not None else "inactive",
-                    alert.pending_since if alert is not None else None,
-                    resolved.get(fp),
-                )
-                step = next_step(current, rule, reading, moment)
-                outcomes.append(
-                    self._apply(rule, alert, fp, reading, step, moment, endpoints[rule.app_id])
-                )
-        return outcomes
-
-    def _apply(
-        self,
-        rule: AlertRule,
-        alert: Alert | None,
-        fp: str,
-        reading: MetricReading,
-        step: Step,
-        now: datetime,
-        endpoints: list[WebhookEndpoint],
-    ) -> EvaluationOutcome:
-        latest = {"value": reading.value, "n": reading.n, "evaluated_at": now}
-        if step.action == "none":
-            if alert is not None:
-                self.store.touch(alert.id, latest)
-            return EvaluationOutcome(
-                rule.id, reading.labels, "none", step.reason, alert.id if alert else None
-            )
-        state = _STATE_AFTER[step.action]
-        values: dict[str, Any] = {**latest, "state": state}
-        if step.action == "fire":
-            values["starts_at"] = now
-        if step.action in ("resolve", "cancel"):
-            values.update(active_key=None, ends_at=now if step.action == "resolve" else None)
-        if alert is None:
-            alert_id = uuid.uuid4().hex
-            values.update(
-                app_id=rule.app_id,
-                rule_id=rule.id,
-                model=rule.model,
-                fingerprint=fp,
-                active_key=fp,
-                labels=reading.labels,
-                pending_since=now,
-                starts_at=values.get("starts_at"),
-                ends_at=None,
-                acked_at=None,
-                acked_by=None,
-            )
-            after = _alert_of(rule, alert_id, values)
-        else:
-            alert_id = alert.id
-            after = replace(alert, **{k: v for k, v in values.items() if k != "active_key"})
-        events = []
-        if state in ("firing", "resolved") and after.acked_at is None:
-            event = alert_event(after, state, base_url=self.base_url, at=now)
-            events = [_outbox_row(endpoint, event, alert_id, now) for endpoint in endpoints]
-        entry = _audit(
-            rule.app_id,
-            alert_id,
-            f"alert.{state}",
-            now,
-            actor="alert-evaluator",
-            from_state=alert.state if alert is not None else "inactive",
-            to_state=state,
-            reason=f"{rule.name}: {step.reason}",
-            details={
-                "rule_id": rule.id,
-                "labels": reading.labels,
-                "value": reading.value,
-                "n": reading.n,
-                "notified": len(events),
-            },
-        )
-        transition = Transition(
-            alert_id,
-            values,
-            insert=alert is None,
-            expected_state=alert.state if alert is not None else None,
-            audit=entry,
-            events=events,
-        )
-        if not self.store.apply(transition, rule.app_id):
-            return EvaluationOutcome(
-                rule.id, reading.labels, "skipped", "changed by another writer"
-            )
-        logger.info("alert %s (%s %s): %s", alert_id, rule.model, rule.name, state)
-        return EvaluationOutcome(rule.id, reading.labels, step.action, step.reason, alert_id)
+        return evaluate_rules(self.store, self.sources, now or utcnow(), base_url=self.base_url)
 
     # --------------------------------------------------------------- webhooks
 
@@ -427,7 +265,7 @@ class AlertService:
             "created_by": actor,
             "created_at": now,
         }
-        entry = _audit(
+        entry = audit_entry(
             app_id,
             endpoint_id,
             "webhook.create",
@@ -444,7 +282,7 @@ class AlertService:
 
     def delete_webhook(self, app_id: str, endpoint_id: str, *, actor: str) -> None:
         """Remove a receiver and its delivery log (audited). Raises NotFound."""
-        entry = _audit(
+        entry = audit_entry(
             app_id, endpoint_id, "webhook.delete", utcnow(), actor=actor, from_state="active"
         )
         self.store.delete_endpoint(app_id, endpoint_id, entry)
@@ -479,18 +317,10 @@ class AlertService:
             acked_by=None,
         )
         event = alert_event(sample, "firing", base_url=self.base_url, at=moment, test=True)
-        row = _outbox_row(endpoint, event, None, moment, kind="test")
-        self.store.enqueue(app_id, row)
+        row = outbox_row(endpoint, event, None, moment, kind="test")
+        self.outbox.enqueue(app_id, row)
         self.deliver(moment, only=row["delivery_id"])
-        return self.store.get_delivery(app_id, row["delivery_id"])
-
-    def list_deliveries(
-        self, app_id: str, *, status: str | None = None, limit: int = 100
-    ) -> list[Delivery]:
-        """The delivery log, newest first (``status``: pending, delivered or dead)."""
-        return self.store.list_deliveries(app_id, status=status, limit=limit)
-
-    # ---------------------------------------------------------------- deliver
+        return self.outbox.get_delivery(app_id, row["delivery_id"])
 
     def deliver(
         self,
@@ -500,112 +330,24 @@ class AlertService:
         only: str | None = None,
         keep_going: Callable[[], bool] | None = None,
     ) -> list[DeliveryOutcome]:
-        """Send the outbox rows whose time has come (at most ``limit``), one attempt each.
-
-        Args:
-            now: the clock of this pass.
-            limit: rows per pass.
-            only: just this delivery id.
-            keep_going: asked before each attempt (the loop renews its lease there); the
-                pass ends when it answers False, the rest waits for the next pass.
-        """
-        moment = now or utcnow()
-        ts = moment.timestamp()
-        due = self.store.due(ts, limit, only=only)
-        outcomes = []
-        with httpx.Client(timeout=self.timeout_s, follow_redirects=False) as client:
-            for delivery, body, wrapped, _fmt, _app in due:
-                if keep_going is not None and not keep_going():
-                    break
-                outcomes.append(self._attempt(client, delivery, body, wrapped, moment))
-        return outcomes
-
-    def _attempt(
-        self, client: httpx.Client, delivery: Delivery, body: str, wrapped: bytes, now: datetime
-    ) -> DeliveryOutcome:
-        secret = self.registry.master_key.unwrap(wrapped, f"webhook:{delivery.endpoint_id}")
-        result = post_event(
-            client,
-            delivery.url,
-            body.encode("utf-8"),
-            secret=secret.decode("utf-8"),
-            delivery_id=delivery.id,
-            event=delivery.event,
-            timestamp=now.timestamp(),
+        """Send the outbox rows whose time has come, one attempt each (``deliver_due``)."""
+        return deliver_due(
+            self.outbox,
+            self.registry.master_key,
+            now or utcnow(),
+            backoff=self.backoff,
+            rng=self.rng,
+            timeout_s=self.timeout_s,
+            on_outcome=self.on_outcome,
+            limit=limit,
+            only=only,
+            keep_going=keep_going,
         )
-        attempts = delivery.attempts + 1
-        values: dict[str, Any] = {
-            "attempts": attempts,
-            "last_status": result.status,
-            "last_error": result.error,
-        }
-        if result.ok:
-            outcome = "delivered"
-            values.update(status="delivered", finished_at=now)
-        elif attempts >= self.backoff.max_attempts:
-            outcome = "dead"
-            values.update(status="dead", finished_at=now)
-            logger.warning(
-                "webhook delivery %s to %s is dead after %d attempts: %s",
-                delivery.id,
-                delivery.url,
-                attempts,
-                result.error,
-            )
-        else:
-            outcome = "retry"
-            values["next_attempt_at"] = now.timestamp() + self.backoff.delay(attempts, self.rng)
-        if not self.store.record_attempt(delivery, values):
-            return DeliveryOutcome(delivery.id, "skipped", result.status, result.error)
-        if self.on_outcome is not None:
-            self.on_outcome(outcome)
-        return DeliveryOutcome(delivery.id, outcome, result.status, result.error)
 
+    def list_deliveries(
+        self, app_id: str, *, status: str | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        """The delivery log, newest first (``status``: pending, delivered or dead)."""
+        return self.outbox.list_deliveries(app_id, status=status, limit=limit)
 
-def _alert_of(rule: AlertRule, alert_id: str, values: dict[str, Any]) -> Alert:
-    return Alert(
-        id=alert_id,
-        app_id=rule.app_id,
-        rule_id=rule.id,
-        rule=rule.name,
-        model=rule.model,
-        fingerprint=values["fingerprint"],
-        labels=dict(values["labels"]),
-        state=values["state"],
-        metric=rule.metric,
-        comparison=rule.comparison,
-        threshold=rule.threshold,
-        severity=rule.severity,
-        value=values["value"],
-        n=values["n"],
-        pending_since=values["pending_since"],
-        starts_at=values["starts_at"],
-        ends_at=values["ends_at"],
-        evaluated_at=values["evaluated_at"],
-        acked_at=None,
-        acked_by=None,
-    )
-
-
-def _outbox_row(
-    endpoint: WebhookEndpoint,
-    event: dict[str, Any],
-    alert_id: str | None,
-    now: datetime,
-    *,
-    kind: str | None = None,
-) -> dict[str, Any]:
-    return {
-        "delivery_id": uuid.uuid4().hex,
-        "endpoint_id": endpoint.id,
-        "alert_id": alert_id,
-        "event": kind or event["status"],
-        "body": render(event, endpoint.format),
-        "status": "pending",
-        "attempts": 0,
-        "next_attempt_at": now.timestamp(),
-        "last_status": None,
-        "last_error": None,
-        "created_at": now,
-        "finished_at": None,
-    }
+    # ---------------------------------------------------------------- deliver
