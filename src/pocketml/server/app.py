@@ -13,10 +13,10 @@ import gc
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -107,7 +107,10 @@ def load_or_create_operator_token(
 
 
 def _open_alerts(
-    settings: Settings, registry: Registry, telemetry: TelemetryStore, on_outcome: Any
+    settings: Settings,
+    registry: Registry,
+    telemetry: TelemetryStore,
+    on_outcome: Callable[[str], None] | None,
 ) -> AlertService:
     """The alert service, its metric sources wired: telemetry's here; the drift and
     label-free accuracy readers (``model_health``) are registered the same way."""
@@ -124,7 +127,9 @@ def _open_alerts(
     )
 
 
-def _open_state(settings: Settings, on_delivery: Any = None) -> ServerState:
+def _open_state(
+    settings: Settings, on_delivery: Callable[[str], None] | None = None
+) -> ServerState:
     from pocketml.delivery import DeliveryService
     from pocketml.protect import MasterKey
     from pocketml.registry import Registry, open_artifact_store

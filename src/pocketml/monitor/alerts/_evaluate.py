@@ -56,13 +56,12 @@ def evaluate_rules(
     A rule whose metric has no source, or whose source fails, is reported and skipped;
     the others go on.
     """
-    moment = now
     outcomes: list[EvaluationOutcome] = []
     endpoints: dict[str, list[WebhookEndpoint]] = {}
     for rule in store.list_rules(None):
         try:
             readings = sources.read(
-                rule.metric, rule.app_id, rule.model, rule.window_s, moment.timestamp()
+                rule.metric, rule.app_id, rule.model, rule.window_s, now.timestamp()
             )
         except NotFound as exc:
             outcomes.append(EvaluationOutcome(rule.id, {}, "no_source", str(exc)))
@@ -87,11 +86,9 @@ def evaluate_rules(
                 alert.pending_since if alert is not None else None,
                 resolved.get(fp),
             )
-            step = next_step(current, rule, reading, moment)
+            step = next_step(current, rule, reading, now)
             outcomes.append(
-                _apply(
-                    store, base_url, rule, alert, fp, reading, step, moment, endpoints[rule.app_id]
-                )
+                _apply(store, base_url, rule, alert, fp, reading, step, now, endpoints[rule.app_id])
             )
     return outcomes
 
