@@ -9,9 +9,9 @@ documented in ``docs/configuration.md`` (generated from these classes).
 The server's groups are the options of the service or concern they configure, handed
 to it whole: ``limits`` to the request guard, ``devices`` to the device routes,
 ``predict`` to cloud inference (``ServingOptions.from_settings``), ``telemetry_export``
-to the Parquet exporter, ``rollout_eval`` to the rollout evaluator and ``metrics`` to
-``GET /metrics``. ``create_app(settings)``
-is the only way in, so what a test sets is what an operator can set.
+to the Parquet exporter, ``rollout_eval`` to the rollout evaluator, ``alerts`` to the
+alert evaluator and webhook sender, and ``metrics`` to ``GET /metrics``.
+``create_app(settings)`` is the only way in, so what a test sets is what an operator can set.
 
 The flat names of pocketml 0.x (``POCKETML_SERVER__PREDICT_MAX_BATCH_SIZE``) still work
 for now: each is read into its new place with a logged warning naming the new variable.
@@ -41,6 +41,7 @@ from pocketml.errors import InvalidInput
 
 __all__ = [
     "RENAMED_SERVER_SETTINGS",
+    "AlertSettings",
     "DeviceRouteSettings",
     "LimitsSettings",
     "MetricsSettings",
@@ -250,6 +251,39 @@ class RolloutEvalSettings(BaseModel):
     )
 
 
+class AlertSettings(BaseModel):
+    """Alert evaluation and webhook delivery (``POCKETML_SERVER__ALERTS__*``, docs/alerts.md)."""
+
+    model_config = _GROUP
+
+    eval_interval_s: float = Field(
+        30.0,
+        description="How often the in-server evaluator checks every alert rule (seconds; 0 or "
+        "less turns evaluation off). A database lease picks one evaluator among replicas.",
+    )
+    delivery_interval_s: float = Field(
+        5.0,
+        description="How often the webhook sender looks for due deliveries (seconds; 0 or less "
+        "turns delivery off: events wait in the outbox). Its own loop and lease, so a slow "
+        "receiver never delays evaluation.",
+    )
+    max_attempts: int = Field(
+        8, ge=1, le=100, description="Attempts of one webhook delivery before it is dead."
+    )
+    backoff_base_s: float = Field(
+        5.0,
+        gt=0,
+        description="Delay after a delivery's first failure (seconds); doubles per attempt, "
+        "with jitter (a random half of it kept).",
+    )
+    backoff_max_s: float = Field(
+        600.0, gt=0, description="Longest delay between two attempts of a delivery (seconds)."
+    )
+    timeout_s: float = Field(
+        5.0, gt=0, le=120, description="Seconds one webhook POST may take (connect and read)."
+    )
+
+
 class MetricsSettings(BaseModel):
     """Prometheus metrics, ``GET /metrics`` (``POCKETML_SERVER__METRICS__*``).
 
@@ -378,6 +412,7 @@ class ServerSettings(BaseModel):
     telemetry_export: TelemetryExportSettings = Field(default_factory=TelemetryExportSettings)
     rollout_eval: RolloutEvalSettings = Field(default_factory=RolloutEvalSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @model_validator(mode="before")
     @classmethod

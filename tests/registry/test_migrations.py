@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 import pocketml.delivery._orm
 import pocketml.monitor._orm
+import pocketml.monitor.alerts._orm
 import pocketml.telemetry._orm  # noqa: F401
 from pocketml.db import (
     VERSION_TABLE,

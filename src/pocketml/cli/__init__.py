@@ -16,6 +16,7 @@ from pocketml._native import native_output_silenced
 from pocketml._version import __version__
 from pocketml.cli import (
     _admin,
+    _alerts,
     _build,
     _convert,
     _data,
@@ -51,6 +52,7 @@ app.command("optimize")(_build.optimize)
 app.command("bench")(_build.bench)
 app.add_typer(_rollout.rollout_app, name="rollout")
 app.add_typer(_rollout.experiment_app, name="experiment")
+app.add_typer(_alerts.alerts_app, name="alerts")
 app.command("simulate")(_simulate.simulate)
 app.command("demo")(_demo.demo)
 app.command("server")(_server.server)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pocketml.monitor._accuracy_report import AccuracyReport, GroupAccuracy
 from pocketml.monitor._detector import MIN_CURRENT
@@ -58,7 +58,7 @@ class MetricReading:
     metric: str
     value: float | None
     n: int
-    labels: Mapping[str, str]
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 def psi_max(group: GroupDrift) -> float | None:

@@ -13,10 +13,12 @@ Two kinds of numbers, gathered differently:
   depths (live), and, from the database, the exporter's backlog and the model metrics
   of the telemetry aggregates (per app, model, version and device class: inferences,
   p95 latency, error rate, cloud share, realised accuracy over the last
-  ``model_window_s``). The database part is cached for ``cache_ttl_s`` so scrapes of
-  several Prometheus servers cost one read. Device classes come from devices, so the
+  ``model_window_s``), and the firing alerts per app, model and severity. The database
+  part is cached for ``cache_ttl_s`` so scrapes of several Prometheus servers cost one
+  read. Device classes come from devices, so the
   model groups are capped at ``max_model_series`` (the busiest kept, the rest counted
   in ``pocketml_model_groups_dropped``).
+* **Alert deliveries** are counted by outcome as the webhook loop of this process sends them.
 
 Each app has its own ``CollectorRegistry``, never prometheus-client's global one: two
 apps in one process (the tests, an embedding host) do not share or collide on metrics.
@@ -57,6 +59,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 # From a 304 check-in (~20 us) to a slow cloud prediction or a package upload.
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _MODEL_LABELS = ("app", "model", "version", "device_class")
+_DELIVERY_OUTCOMES = ("delivered", "retry", "dead")
 
 
 class ServerMetrics:
@@ -90,6 +93,15 @@ class ServerMetrics:
             "Telemetry events stored by this process (duplicates and unknown models not counted).",
             registry=self.registry,
         )
+        self._deliveries = Counter(
+            "pocketml_alert_webhook_deliveries",
+            "Webhook delivery attempts of alert events by this process, by outcome: "
+            "delivered, retry (scheduled again) or dead (attempts exhausted).",
+            ("outcome",),
+            registry=self.registry,
+        )
+        for outcome in _DELIVERY_OUTCOMES:  # present at 0 before the first delivery
+            self._deliveries.labels(outcome)
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._token: bytes | None = None
         self._collector: _StateCollector | None = None
@@ -120,6 +132,11 @@ class ServerMetrics:
         pair[1].observe(seconds)
         if events:
             self._events.inc(events)
+
+    def count_delivery(self, outcome: str) -> None:
+        """Count one webhook attempt (called by the alert service's delivery loop)."""
+        if outcome in _DELIVERY_OUTCOMES:
+            self._deliveries.labels(outcome).inc()
 
     def watch(self, state: ServerState, token: str) -> None:
         """Report ``state``'s metrics too, and accept scrapes bearing ``token``."""
@@ -195,6 +212,7 @@ class _StateCollector(Collector):
             snapshot.app_names = {app.id: app.name for app in self.state.registry.list_apps()}
             snapshot.families.extend(self._exporter_lag(now))
             snapshot.families.extend(self._model_metrics(snapshot.app_names, now))
+            snapshot.families.append(self._firing_alerts(snapshot.app_names))
         except PocketMLError as exc:  # a scrape still answers: the request metrics stand
             logger.warning("metrics: reading the database failed: %s", exc)
             snapshot.families.clear()
@@ -220,6 +238,17 @@ class _StateCollector(Collector):
             value=age,
         )
         return [backlog, lag]
+
+    def _firing_alerts(self, app_names: dict[str, str]) -> Metric:
+        firing = GaugeMetricFamily(
+            "pocketml_alerts_firing",
+            "Alerts in the firing state, per app, model and severity (docs/alerts.md).",
+            labels=("app", "model", "severity"),
+        )
+        alerts = self.state.alerts
+        for app_id, model, severity, count in [] if alerts is None else alerts.firing_counts():
+            firing.add_metric((app_names.get(app_id, app_id), model, severity), count)
+        return firing
 
     def _model_metrics(self, app_names: dict[str, str], now: float) -> list[Metric]:
         registry, telemetry = self.state.registry, self.state.telemetry

@@ -24,6 +24,7 @@ from pocketml.errors import Unavailable
 if TYPE_CHECKING:
     from pocketml.delivery import DeliveryService
     from pocketml.monitor import MonitorService
+    from pocketml.monitor.alerts import AlertService
     from pocketml.registry import ArtifactStore, Principal, Registry
     from pocketml.serving import ServingService
     from pocketml.telemetry import TelemetryService
@@ -113,6 +114,14 @@ class ServerState:
     telemetry: TelemetryService
     monitor: MonitorService
     principals: PrincipalCache = field(default_factory=lambda: PrincipalCache(0))
+    alerts: AlertService | None = None
+
+    @property
+    def alert_service(self) -> AlertService:
+        """The alert service (opened by the lifespan). Raises Unavailable before that."""
+        if self.alerts is None:
+            raise Unavailable("alerting is not open on this server; retry in a moment.")
+        return self.alerts
 
     @property
     def registry_label(self) -> str:

@@ -13,9 +13,10 @@ import gc
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -30,6 +31,7 @@ from pocketml.server._state import PrincipalCache, ServerState
 from pocketml.server.errors import RequestIdMiddleware, install_error_handlers
 from pocketml.server.routes import (
     admin,
+    alerts,
     device,
     device_admin,
     metrics,
@@ -41,6 +43,12 @@ from pocketml.server.routes import (
     telemetry,
     ui,
 )
+
+if TYPE_CHECKING:
+    from pocketml.monitor import MonitorService
+    from pocketml.monitor.alerts import AlertService
+    from pocketml.registry import Registry
+    from pocketml.telemetry import TelemetryStore
 
 __all__ = ["create_app", "create_app_from_env", "load_or_create_operator_token"]
 
@@ -100,7 +108,36 @@ def load_or_create_operator_token(
     return token
 
 
-def _open_state(settings: Settings) -> ServerState:
+def _open_alerts(
+    settings: Settings,
+    registry: Registry,
+    telemetry: TelemetryStore,
+    monitor: MonitorService,
+    on_outcome: Callable[[str], None] | None,
+) -> AlertService:
+    """The alert service, its metric sources wired: telemetry's, then the model-health
+    readers (drift and accuracy from the sketches; telemetry keeps ``accuracy_realised``,
+    which needs no reference profile)."""
+    from pocketml.monitor.alerts import AlertService, Backoff, MetricSources, telemetry_sources
+
+    sources = MetricSources(telemetry_sources(telemetry))
+    health = monitor.health_readers()
+    health.pop("accuracy_realised", None)
+    sources.register_all(health)
+    options = settings.server.alerts
+    return AlertService(
+        registry,
+        sources,
+        base_url=settings.server.public_url or "",
+        backoff=Backoff(options.max_attempts, options.backoff_base_s, options.backoff_max_s),
+        timeout_s=options.timeout_s,
+        on_outcome=on_outcome,
+    )
+
+
+def _open_state(
+    settings: Settings, on_delivery: Callable[[str], None] | None = None
+) -> ServerState:
     from pocketml.delivery import DeliveryService
     from pocketml.monitor import MonitorService
     from pocketml.protect import MasterKey
@@ -145,6 +182,7 @@ def _open_state(settings: Settings) -> ServerState:
     serving = ServingService(
         registry, settings.home / "models", ServingOptions.from_settings(server.predict)
     )
+    monitor = MonitorService(registry, telemetry_service)
     return ServerState(
         settings=settings,
         registry=registry,
@@ -154,8 +192,9 @@ def _open_state(settings: Settings) -> ServerState:
         delivery=delivery,
         serving=serving,
         telemetry=telemetry_service,
-        monitor=MonitorService(registry, telemetry_service),
+        monitor=monitor,
         principals=PrincipalCache(server.devices.auth_ttl_s),
+        alerts=_open_alerts(settings, registry, telemetry_service.store, monitor, on_delivery),
     )
 
 
@@ -175,6 +214,30 @@ def _start_rollout_evaluator(
     owner = exporter.owner if exporter is not None else None
     evaluator = RolloutEvaluator(state.delivery.rollouts, interval_s=interval, owner=owner)
     return asyncio.create_task(evaluator.run_forever(stop)), stop
+
+
+def _start_alert_loops(
+    settings: Settings, state: ServerState
+) -> list[tuple[asyncio.Task[None], asyncio.Event] | None]:
+    """Start the alert evaluator and the webhook sender, each its own loop and lease
+    (``server.alerts.eval_interval_s`` / ``delivery_interval_s``; <= 0: off)."""
+    from pocketml.monitor.alerts import AlertEvaluator, WebhookDeliverer
+
+    options, service = settings.server.alerts, state.alert_service
+    exporter = state.telemetry.exporter
+    owner = exporter.owner if exporter is not None else None
+    started: list[tuple[asyncio.Task[None], asyncio.Event] | None] = []
+    jobs = (
+        (options.eval_interval_s, AlertEvaluator),
+        (options.delivery_interval_s, WebhookDeliverer),
+    )
+    for interval, job in jobs:
+        if interval <= 0:
+            continue
+        stop = asyncio.Event()
+        runner = job(service, interval_s=interval, owner=owner)
+        started.append((asyncio.create_task(runner.run_forever(stop)), stop))
+    return started
 
 
 def _start_telemetry_exporter(
@@ -215,7 +278,8 @@ def create_app(settings: Settings) -> FastAPI:
             keys, and ``settings.server``'s groups, each handed to what it configures
             (``limits`` to the request guard, ``devices`` to check-in and the device
             credential cache, ``predict`` to cloud inference, ``telemetry_export`` and
-            ``rollout_eval`` to the background loops, ``metrics`` to ``GET /metrics``).
+            ``rollout_eval`` and ``alerts`` to the background loops, ``metrics`` to
+            ``GET /metrics``).
 
     Returns:
         A FastAPI app; the registry opens in its lifespan, not here.
@@ -223,7 +287,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = _open_state(settings)
+        state = _open_state(
+            settings, server_metrics.count_delivery if server_metrics is not None else None
+        )
         app.state.pocketml = state
         if server_metrics is not None:
             server_metrics.watch(state, _metrics_token(settings))
@@ -235,6 +301,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         evaluator = _start_rollout_evaluator(settings, state)
         exporter = _start_telemetry_exporter(settings, state)
+        alert_loops = _start_alert_loops(settings, state)
         if settings.server.gc_freeze:
             # Startup leaves ~10^5 long-lived objects (routes, schemas, engines, modules);
             # every full collection would walk them all, a 20-60 ms pause that becomes
@@ -245,6 +312,8 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await _stop_background(evaluator)
+            for loop in alert_loops:
+                await _stop_background(loop)
             await _stop_background(exporter)  # its last pass flushes to Parquet
             if server_metrics is not None:
                 server_metrics.unwatch()
@@ -274,6 +343,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(device_admin.router)
     app.include_router(rollouts.router)
     app.include_router(monitor.router)
+    app.include_router(alerts.router)
     app.include_router(ui.router)
     if server_metrics is not None:
         app.include_router(metrics.router)

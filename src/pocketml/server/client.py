@@ -36,6 +36,16 @@ from pocketml.server.schemas import (
     VersionPage,
     VersionPublic,
 )
+from pocketml.server.schemas_alerts import (
+    AlertList,
+    AlertPublic,
+    DeliveryList,
+    DeliveryPublic,
+    RuleList,
+    RulePublic,
+    WebhookCreatedPublic,
+    WebhookList,
+)
 from pocketml.server.schemas_keys import KeyRevokedPublic, KeyringPublic
 from pocketml.server.schemas_monitor import AccuracyReportPublic, DriftReportPublic
 from pocketml.server.schemas_rollouts import (
@@ -501,6 +511,68 @@ class AdminClient:
         """``POST /v1/admin/experiments/{id}/stop`` (``promote``: "winner" or a version)."""
         path = f"/v1/admin/experiments/{experiment_id}/stop"
         return self._post(path, ExperimentPublic, {"promote": promote, "reason": reason})
+
+    # -- alerts (docs/alerts.md) -------------------------------------------------------
+
+    def list_alerts(
+        self, *, states: list[str] | None = None, model: str | None = None, limit: int = 100
+    ) -> AlertList:
+        """``GET /v1/admin/alerts``: alert episodes, newest first (``states`` filter)."""
+        query: dict[str, Any] = {"limit": limit}
+        if states:
+            query["state"] = states
+        if model is not None:
+            query["model"] = model
+        response = self.request("GET", "/v1/admin/alerts", params=query)
+        return AlertList.model_validate(response.json())
+
+    def show_alert(self, alert_id: str) -> AlertPublic:
+        """``GET /v1/admin/alerts/{id}``."""
+        return self._get(f"/v1/admin/alerts/{alert_id}", AlertPublic)
+
+    def ack_alert(self, alert_id: str) -> AlertPublic:
+        """``POST /v1/admin/alerts/{id}/ack``: silence the episode's notifications."""
+        return self._post(f"/v1/admin/alerts/{alert_id}/ack", AlertPublic, {})
+
+    def list_alert_rules(self, *, model: str | None = None) -> RuleList:
+        """``GET /v1/admin/alerts/rules``."""
+        query = {"model": model} if model is not None else {}
+        response = self.request("GET", "/v1/admin/alerts/rules", params=query)
+        return RuleList.model_validate(response.json())
+
+    def create_alert_rule(self, model: str, **fields: Any) -> RulePublic:
+        """``POST /v1/admin/alerts/rules`` (fields: name, metric, comparison, threshold,
+        window_s, min_n, severity, for_s, cooldown_s, scope)."""
+        return self._post("/v1/admin/alerts/rules", RulePublic, {"model": model, **fields})
+
+    def create_default_alert_rules(self, model: str) -> RuleList:
+        """``POST /v1/admin/alerts/rules/defaults``: the defaults ``model`` lacks."""
+        return self._post("/v1/admin/alerts/rules/defaults", RuleList, {"model": model})
+
+    def delete_alert_rule(self, rule_id: str) -> None:
+        """``DELETE /v1/admin/alerts/rules/{id}`` (its alerts go with it)."""
+        self.request("DELETE", f"/v1/admin/alerts/rules/{rule_id}")
+
+    def add_webhook(self, url: str, *, fmt: str = "pocketml") -> WebhookCreatedPublic:
+        """``POST /v1/admin/alerts/webhooks``; the result holds the secret, this once."""
+        body = {"url": url, "format": fmt}
+        return self._post("/v1/admin/alerts/webhooks", WebhookCreatedPublic, body)
+
+    def list_webhooks(self) -> WebhookList:
+        """``GET /v1/admin/alerts/webhooks`` (no secrets)."""
+        return self._get("/v1/admin/alerts/webhooks", WebhookList)
+
+    def delete_webhook(self, endpoint_id: str) -> None:
+        """``DELETE /v1/admin/alerts/webhooks/{id}``."""
+        self.request("DELETE", f"/v1/admin/alerts/webhooks/{endpoint_id}")
+
+    def test_webhook(self, endpoint_id: str) -> DeliveryPublic:
+        """``POST /v1/admin/alerts/webhooks/{id}/test``: one signed test event, now."""
+        return self._post(f"/v1/admin/alerts/webhooks/{endpoint_id}/test", DeliveryPublic, {})
+
+    def list_deliveries(self, *, status: str | None = None, limit: int = 100) -> DeliveryList:
+        """``GET /v1/admin/alerts/deliveries``: the webhook delivery log, newest first."""
+        return self._get("/v1/admin/alerts/deliveries", DeliveryList, status=status, limit=limit)
 
 
 class _MultipartBody:
