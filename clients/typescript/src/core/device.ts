@@ -1,0 +1,529 @@
+/**
+ * The device: check-in with ETag/304, download + verify + bind + decrypt + install of each
+ * model's package (the previous model stays active on any failure), a cache keyed by the
+ * package's sha256, and the pinned keyring. Prediction (the hybrid policy) lives in
+ * `predict.ts`, telemetry in `queue.ts`.
+ *
+ * Files it keeps in its Storage: `device.json` (the random device id), `checkin.json` (last
+ * manifest + ETag), `trust.json` (the pinned keyring), `active.json` (which package is
+ * active per model), `packages/<sha256>/` (plaintext model, `schema.json`, `ready.json`),
+ * `partial/<sha256>.part` (downloads in progress) and `telemetry.json` (the queue).
+ */
+import { fromBase64, toHex } from "./bytes.js";
+import { sha256Hex } from "./crypto.js";
+import { type DownloadEvent, downloadPackage } from "./download.js";
+import { type ModelEntry, parseEntry } from "./entry.js";
+import { fail, PocketMLError } from "./errors.js";
+import { decodeKeys, followKeyrings, type Keyring, type KeyringJson, type Pin, parseKeyring, trustedKeys } from "./keyring.js";
+import { answerError, Backoff, CircuitBreaker, type Fetch, fetchWithTimeout, readJson, withRetries } from "./net.js";
+import { type FeedbackBody, type FlushReport, type SendOutcome, TelemetryQueue, type TelemetryEvent } from "./queue.js";
+import type { Runtime, Session } from "./runtime.js";
+import type { ModelSchema } from "./schema.js";
+import { readJsonFile, type Storage, writeJsonFile } from "./storage.js";
+import { extractModel, MODEL_EXTENSIONS, readMember, verifyPackage } from "./verify.js";
+
+export interface DeviceFacts {
+  platform: "android" | "ios" | "linux";
+  os_version: string;
+  app_version: string;
+  device_model?: string;
+  device_class?: string;
+  country?: string;
+  /** A fixed device id; default: a random id made once and kept in storage. */
+  device_id?: string;
+}
+
+export type NetworkType = "wifi" | "cellular" | "offline";
+
+/** Predicates the SDK asks before a download (an app wires them to the OS APIs). */
+export interface DownloadConditions {
+  networkType?: () => NetworkType | Promise<NetworkType>;
+  isCharging?: () => boolean | Promise<boolean>;
+  /** Free bytes where packages are stored; default: the storage's `freeBytes`. */
+  freeBytes?: () => Promise<number>;
+}
+
+export interface DeviceOptions {
+  serverUrl: string;
+  deviceKey: string;
+  facts: DeviceFacts;
+  storage: Storage;
+  runtime: Runtime;
+  /** The keyring shipped with the app (or a bare `{key_id: base64}`); none: trust on first use. */
+  trustedKeys?: KeyringJson | Record<string, string>;
+  fetch?: Fetch;
+  conditions?: DownloadConditions;
+  onDownload?: (event: DownloadEvent) => void;
+  /** Hosts (besides the server's) packages may come from, without the device key (a CDN). */
+  packageHosts?: readonly string[];
+  random?: () => number;
+  sleep?: (ms: number) => Promise<void>;
+  /** Milliseconds, monotonic enough for latencies and the breaker (default `performance.now`). */
+  clock?: () => number;
+  downloadRetries?: number;
+  downloadIdleTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  breakerThreshold?: number;
+  breakerCooldownMs?: number;
+}
+
+export interface ModelSync {
+  model: string;
+  status: "unchanged" | "current" | "updated" | "blocked" | "failed" | "cloud-only";
+  version: number | null;
+  variant: string | null;
+  /** blocked: the policy (`wifi_only`, ...); failed: the stage (download, verify, key, load, disk, protocol). */
+  reason?: string;
+  bytesDownloaded: number;
+  resumed: boolean;
+  fromCache: boolean;
+  error?: PocketMLError;
+}
+
+export interface SyncReport {
+  notModified: boolean;
+  models: Record<string, ModelSync>;
+  isOk: boolean;
+}
+
+/** What `ready.json` records: the signed manifest a cached package was installed from. */
+interface ReadyRecord {
+  app_id: string;
+  model: string;
+  version: number;
+  variant: string;
+  format: string;
+  model_sha256: string;
+  package_id: string;
+  model_file: string;
+}
+
+class Stage extends Error {
+  constructor(
+    readonly stage: string,
+    readonly error: PocketMLError,
+  ) {
+    super(error.message);
+  }
+}
+
+async function at<T>(stage: string, work: () => Promise<T> | T): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    if (err instanceof Stage) throw err;
+    const e = err instanceof PocketMLError ? err : fail("pocketml_error", `${stage} failed: ${String((err as Error)?.message ?? err)}`, err);
+    throw new Stage(stage, e);
+  }
+}
+
+function randomId(random: () => number): string {
+  const bytes = new Uint8Array(8);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(random() * 256);
+  return toHex(bytes);
+}
+
+export class DeviceCore {
+  readonly options: DeviceOptions;
+  readonly storage: Storage;
+  readonly runtime: Runtime;
+  readonly queue: TelemetryQueue;
+  readonly breaker: CircuitBreaker;
+  readonly backoff = new Backoff(50, 1000);
+  readonly fetch: Fetch;
+  readonly random: () => number;
+  readonly sleep: (ms: number) => Promise<void>;
+  readonly clock: () => number;
+  deviceId = "";
+  appId: string | null = null;
+  entries = new Map<string, ModelEntry>();
+  active: Record<string, ReadyRecord> = {};
+  private pin: Pin = null;
+  private readonly sessions = new Map<string, { packageId: string; session: Session }>();
+  /** Bumped whenever a model is activated: predictors rebuild their cached state. */
+  generation = 0;
+
+  constructor(options: DeviceOptions) {
+    this.options = options;
+    this.storage = options.storage;
+    this.runtime = options.runtime;
+    this.queue = new TelemetryQueue(options.storage);
+    this.fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+    this.random = options.random ?? Math.random;
+    this.sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+    this.clock = options.clock ?? (() => performance.now());
+    this.breaker = new CircuitBreaker(options.breakerThreshold ?? 5, options.breakerCooldownMs ?? 30_000, this.clock);
+  }
+
+  /** Read the saved state (device id, last manifest, pin, active models, queue). */
+  async load(): Promise<void> {
+    const saved = await readJsonFile<{ device_id: string }>(this.storage, "device.json");
+    this.deviceId = this.options.facts.device_id ?? saved?.device_id ?? randomId(this.random);
+    if (saved?.device_id !== this.deviceId) await writeJsonFile(this.storage, "device.json", { device_id: this.deviceId });
+    this.active = (await readJsonFile<Record<string, ReadyRecord>>(this.storage, "active.json")) ?? {};
+    const last = await readJsonFile<{ manifest: Record<string, unknown> }>(this.storage, "checkin.json");
+    if (last?.manifest) this.applyManifest(last.manifest);
+    this.pin = await this.loadPin();
+    await this.queue.load();
+  }
+
+  private async loadPin(): Promise<Pin> {
+    const shipped = this.options.trustedKeys;
+    let anchor: Pin = null;
+    try {
+      if (shipped !== undefined) anchor = "sequence" in shipped ? parseKeyring(shipped) : decodeKeys(shipped as Record<string, string>);
+    } catch (err) {
+      throw fail("invalid_input", `trustedKeys is not a keyring or {key_id: base64} map: ${(err as Error).message}`, err);
+    }
+    const stored = await readJsonFile<KeyringJson>(this.storage, "trust.json");
+    let pinned: Keyring | null = null;
+    try {
+      pinned = stored === null ? null : parseKeyring(stored);
+    } catch {
+      pinned = null; // an unreadable pin file counts as no pin
+    }
+    if (pinned === null) return anchor;
+    if (anchor !== null && "json" in anchor && (anchor as Keyring).json.sequence > pinned.json.sequence) return anchor;
+    return pinned;
+  }
+
+  private applyManifest(manifest: Record<string, unknown>): PocketMLError[] {
+    const errors: PocketMLError[] = [];
+    this.appId = typeof manifest.app_id === "string" ? manifest.app_id : this.appId;
+    const models = Array.isArray(manifest.models) ? manifest.models : [];
+    models.forEach((raw, i) => {
+      try {
+        const entry = parseEntry(raw, i);
+        this.entries.set(entry.name, entry);
+      } catch (err) {
+        errors.push(err as PocketMLError); // the previous entry of that model stays in force
+      }
+    });
+    return errors;
+  }
+
+  headers(): Record<string, string> {
+    return { Authorization: `Bearer ${this.options.deviceKey}` };
+  }
+
+  url(path: string): string {
+    return this.options.serverUrl.replace(/\/+$/, "") + path;
+  }
+
+  /** Where a package is fetched from, and whether the device key may go with it (check 2). */
+  packageUrl(url: string): { url: string; withKey: boolean } {
+    const server = new URL(this.options.serverUrl);
+    const target = new URL(url, `${server.origin}/`);
+    if (target.username || target.password || (target.protocol !== "https:" && target.protocol !== "http:")) {
+      throw fail("invalid_input", `package URL ${url.slice(0, 100)} is not an http(s) URL without credentials`);
+    }
+    if (target.origin === server.origin) return { url: target.href, withKey: true };
+    if ((this.options.packageHosts ?? []).includes(target.hostname)) return { url: target.href, withKey: false };
+    throw fail("invalid_input", `package URL host ${target.hostname} is neither the server nor an allowed package host`);
+  }
+
+  // -- check-in and sync ---------------------------------------------------------------------
+
+  private heldModels(): Record<string, unknown> {
+    return Object.fromEntries(
+      Object.entries(this.active).map(([name, r]) => [name, { version: r.version, variant: r.variant, package_id: r.package_id }]),
+    );
+  }
+
+  private checkinBody(): Record<string, unknown> {
+    const { device_id: _, ...facts } = this.options.facts;
+    return {
+      ...facts,
+      device_id: this.deviceId,
+      formats: [...this.runtime.formats],
+      ...(this.runtime.versions ? { runtimes: this.runtime.versions } : {}),
+      models: this.heldModels(),
+    };
+  }
+
+  /** `POST /v1/checkin` with `If-None-Match`; returns the manifest and whether it was a 304. */
+  async checkin(): Promise<{ manifest: Record<string, unknown>; etag: string | null; notModified: boolean }> {
+    const last = await readJsonFile<{ etag: string | null; manifest: Record<string, unknown> }>(this.storage, "checkin.json");
+    const headers: Record<string, string> = { ...this.headers(), "Content-Type": "application/json" };
+    if (last?.etag && last.manifest) headers["If-None-Match"] = last.etag;
+    const timeout = this.options.requestTimeoutMs ?? 30_000;
+    const response = await withRetries(
+      async () => {
+        const r = await fetchWithTimeout(this.fetch, this.url("/v1/checkin"), { method: "POST", headers, body: JSON.stringify(this.checkinBody()) }, timeout, "check-in");
+        if (r.status >= 500 || r.status === 408 || r.status === 429) throw await answerError(r, "check-in");
+        return r;
+      },
+      2,
+      this.backoff,
+      this.random,
+      this.sleep,
+    );
+    if (response.status === 304 && last?.manifest) return { manifest: last.manifest, etag: last.etag, notModified: true };
+    if (response.status !== 200) throw await answerError(response, "check-in");
+    const manifest = await readJson(response, "check-in");
+    if (typeof manifest !== "object" || manifest === null || !Array.isArray((manifest as { models?: unknown }).models)) {
+      throw fail("protocol_error", "check-in answered JSON without a models list");
+    }
+    return { manifest: manifest as Record<string, unknown>, etag: response.headers.get("etag"), notModified: false };
+  }
+
+  private async followKeyring(manifest: Record<string, unknown>): Promise<void> {
+    if (manifest.keyring === undefined || manifest.keyring === null || this.appId === null) return;
+    const chain = Array.isArray(manifest.keyring_chain) ? manifest.keyring_chain : [];
+    try {
+      const next = followKeyrings(this.pin, manifest.keyring, chain, this.appId);
+      if (next !== this.pin) {
+        this.pin = next;
+        await writeJsonFile(this.storage, "trust.json", next.json);
+      }
+    } catch (err) {
+      // A refused offer changes nothing: the pin stays, models keep syncing against it.
+      this.recordError("", null, "verify", err as PocketMLError);
+    }
+  }
+
+  trusted(): Record<string, Uint8Array> {
+    if (this.pin === null) return {};
+    return "json" in this.pin && this.pin.signatures instanceof Map ? trustedKeys(this.pin as Keyring) : { ...(this.pin as Record<string, Uint8Array>) };
+  }
+
+  /** Check in, then bring every model of the manifest onto the device. */
+  async sync(): Promise<SyncReport> {
+    const { manifest, etag, notModified } = await this.checkin();
+    const protocolErrors = this.applyManifest(manifest);
+    for (const err of protocolErrors) this.recordError("", null, "download", err);
+    await this.followKeyring(manifest);
+    const models: Record<string, ModelSync> = {};
+    for (const entry of this.entries.values()) {
+      const result = await this.syncModel(entry);
+      models[entry.name] = notModified && result.status === "current" ? { ...result, status: "unchanged" } : result;
+    }
+    const isOk = protocolErrors.length === 0 && Object.values(models).every((m) => m.status !== "failed");
+    // Keep the ETag only when everything was applied, so a failed model is retried next time.
+    await writeJsonFile(this.storage, "checkin.json", { etag: isOk ? etag : null, manifest });
+    await this.queue.save();
+    return { notModified, models, isOk };
+  }
+
+  private base(entry: ModelEntry): ModelSync {
+    return { model: entry.name, status: "current", version: entry.version, variant: entry.variant, bytesDownloaded: 0, resumed: false, fromCache: false };
+  }
+
+  private binds(record: ReadyRecord | null | undefined, entry: ModelEntry): boolean {
+    return (
+      record !== null &&
+      record !== undefined &&
+      record.app_id === this.appId &&
+      record.model === entry.name &&
+      record.version === entry.version &&
+      record.variant === entry.variant &&
+      record.format === entry.format &&
+      record.model_sha256 === entry.model_sha256 &&
+      record.package_id === entry.package?.sha256
+    );
+  }
+
+  private async syncModel(entry: ModelEntry): Promise<ModelSync> {
+    const base = this.base(entry);
+    const ref = entry.package;
+    if (ref === null) return { ...base, status: "cloud-only" };
+    if (this.binds(this.active[entry.name], entry)) return base;
+    try {
+      const cached = await readJsonFile<ReadyRecord>(this.storage, `packages/${ref.sha256}/ready.json`);
+      if (this.binds(cached, entry)) {
+        await at("load", () => this.activate(entry.name, cached as ReadyRecord));
+        return { ...base, status: "updated", fromCache: true };
+      }
+      const blocked = await this.blockedReason(entry);
+      if (blocked !== null) return { ...base, status: "blocked", reason: blocked };
+      const { bytesFetched, resumed } = await this.fetchPackage(entry);
+      await this.install(entry);
+      return { ...base, status: "updated", bytesDownloaded: bytesFetched, resumed };
+    } catch (err) {
+      const stage = err instanceof Stage ? err : new Stage("internal", fail("pocketml_error", String(err), err));
+      this.recordError(entry.name, entry.version, stage.stage === "disk" ? "download" : stage.stage === "key" ? "verify" : stage.stage, stage.error);
+      return { ...base, status: "failed", reason: stage.stage, error: stage.error };
+    }
+  }
+
+  private async blockedReason(entry: ModelEntry): Promise<string | null> {
+    const policy = entry.download_policy;
+    const network = (await this.options.conditions?.networkType?.()) ?? "wifi";
+    if (network === "offline") return "offline";
+    if (policy.wifi_only && network !== "wifi") return "wifi_only";
+    if (policy.charging_only && !((await this.options.conditions?.isCharging?.()) ?? true)) return "charging_only";
+    if (network === "cellular" && (entry.package?.size ?? 0) > policy.max_cellular_bytes) return "max_cellular_bytes";
+    return null;
+  }
+
+  private async fetchPackage(entry: ModelEntry): Promise<{ bytesFetched: number; resumed: boolean }> {
+    const ref = entry.package as NonNullable<ModelEntry["package"]>;
+    const part = `partial/${ref.sha256}.part`;
+    await at("disk", async () => {
+      const free = await (this.options.conditions?.freeBytes ?? this.storage.freeBytes?.bind(this.storage))?.();
+      const have = (await this.storage.size(part)) ?? 0;
+      const need = Math.ceil(ref.size * 2.5) - have; // the zip, the plaintext model, headroom
+      if (free !== undefined && free < need) {
+        throw fail("pocketml_error", `not enough free space for ${entry.name}: needs ${need} bytes (2.5x the package), has ${free}. Nothing was written.`);
+      }
+    });
+    const target = await at("download", () => this.packageUrl(ref.url));
+    const started = this.clock();
+    const result = await at("download", () =>
+      downloadPackage({
+        fetch: this.fetch,
+        url: target.url,
+        headers: target.withKey ? this.headers() : {},
+        sha256: ref.sha256,
+        size: ref.size,
+        model: entry.name,
+        version: entry.version,
+        storage: this.storage,
+        part,
+        retries: this.options.downloadRetries ?? 4,
+        backoff: this.backoff,
+        random: this.random,
+        sleep: this.sleep,
+        idleTimeoutMs: this.options.downloadIdleTimeoutMs ?? 30_000,
+        onEvent: this.options.onDownload,
+      }),
+    );
+    this.queue.record({
+      type: "download", ts: Date.now() / 1000, model: entry.name, version: entry.version,
+      variant: entry.variant, bytes: result.bytesFetched, duration_ms: this.clock() - started, outcome: result.resumed ? "resumed" : "done",
+    } as TelemetryEvent);
+    return result;
+  }
+
+  /** Checks 5-9: file hash, package verification, binding, content key, extract, load, swap. */
+  private async install(entry: ModelEntry): Promise<void> {
+    const ref = entry.package as NonNullable<ModelEntry["package"]>;
+    const part = `partial/${ref.sha256}.part`;
+    const dir = `packages/${ref.sha256}`;
+    try {
+      const data = await at("verify", async () => {
+        const bytes = (await this.storage.read(part)) ?? new Uint8Array(0);
+        if (sha256Hex(bytes) !== ref.sha256) throw fail("integrity_failed", `the downloaded package of ${entry.name} does not hash to the announced sha256; it was deleted.`);
+        return bytes;
+      });
+      const pkg = await at("verify", () => {
+        const verified = verifyPackage(data, this.trusted(), this.appId ?? "");
+        const m = verified.manifest;
+        const found = [m.app_id, m.model, m.version, m.variant, m.model_format, m.model_sha256, m.encryption?.key_id ?? null];
+        const wanted = [this.appId, entry.name, entry.version, entry.variant, entry.format, entry.model_sha256, ref.content_key_id];
+        if (JSON.stringify(found) !== JSON.stringify(wanted)) {
+          throw fail("package_mismatch", `the package is ${JSON.stringify(found)}, not the one the check-in announced (${JSON.stringify(wanted)}): it is not activated.`);
+        }
+        return verified;
+      });
+      const key = ref.content_key_id === null ? null : await at("key", () => this.contentKey(ref.content_key_id as string));
+      const plain = await at("verify", () => extractModel(pkg, key));
+      const format = entry.format as string;
+      const modelFile = `${dir}/model.${MODEL_EXTENSIONS[format]?.[0] ?? format}`;
+      const record: ReadyRecord = {
+        app_id: pkg.manifest.app_id, model: pkg.manifest.model, version: pkg.manifest.version, variant: pkg.manifest.variant,
+        format: pkg.manifest.model_format, model_sha256: pkg.manifest.model_sha256, package_id: ref.sha256, model_file: modelFile,
+      };
+      await at("disk", async () => {
+        await this.storage.write(modelFile, plain);
+        await this.storage.write(`${dir}/schema.json`, readMember(pkg, "schema.json"));
+      });
+      await at("load", () => this.activate(entry.name, record, plain));
+      await at("disk", () => writeJsonFile(this.storage, `${dir}/ready.json`, record));
+      await this.storage.remove(part);
+    } catch (err) {
+      const stage = err as Stage;
+      if (stage.stage === "verify" || stage.stage === "load") await this.storage.remove(part);
+      // Nothing half-written stays, unless another model's active package lives there.
+      if (!Object.values(this.active).some((r) => r.package_id === ref.sha256)) await this.storage.remove(dir).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async contentKey(keyId: string): Promise<Uint8Array> {
+    const what = `GET /v1/keys/${keyId}`;
+    const response = await fetchWithTimeout(this.fetch, this.url(`/v1/keys/${encodeURIComponent(keyId)}`), { headers: this.headers() }, this.options.requestTimeoutMs ?? 30_000, what);
+    if (response.status !== 200) throw await answerError(response, what);
+    const body = (await readJson(response, what, 64 * 1024)) as { key_id?: unknown; key?: unknown };
+    const key = typeof body?.key === "string" ? fromBase64(body.key) : null;
+    if (body?.key_id !== keyId || key === null || key.length !== 32) {
+      throw fail("integrity_failed", `${what} did not answer the key asked for as base64 of 32 bytes.`);
+    }
+    return key;
+  }
+
+  /** Load the model once (check 9), then switch the model's active pointer atomically. */
+  private async activate(name: string, record: ReadyRecord, plain?: Uint8Array): Promise<void> {
+    const session = await this.openSession(record, plain);
+    const previous = this.sessions.get(name);
+    this.active = { ...this.active, [name]: record };
+    await writeJsonFile(this.storage, "active.json", this.active);
+    this.sessions.set(name, { packageId: record.package_id, session });
+    this.generation += 1;
+    if (previous && previous.packageId !== record.package_id) await previous.session.dispose?.();
+  }
+
+  private async openSession(record: ReadyRecord, plain?: Uint8Array): Promise<Session> {
+    const bytes = plain ?? (await this.storage.read(record.model_file));
+    if (bytes === null || sha256Hex(bytes) !== record.model_sha256) {
+      throw fail("package_mismatch", `the cached model of ${record.model} is missing or no longer hashes to its model_sha256.`);
+    }
+    return this.runtime.load(bytes, record.format, this.storage.localPath?.(record.model_file));
+  }
+
+  /** The active model's session and schema (loaded on first use after a cold start). */
+  async local(name: string): Promise<{ session: Session; record: ReadyRecord; schema: ModelSchema | null } | null> {
+    const record = this.active[name];
+    if (record === undefined) return null;
+    let held = this.sessions.get(name);
+    if (held === undefined || held.packageId !== record.package_id) {
+      try {
+        held = { packageId: record.package_id, session: await this.openSession(record) };
+      } catch (err) {
+        this.recordError(name, record.version, "load", err instanceof PocketMLError ? err : fail("pocketml_error", String(err), err));
+        return null;
+      }
+      this.sessions.set(name, held);
+    }
+    const schema = await readJsonFile<ModelSchema>(this.storage, `packages/${record.package_id}/schema.json`);
+    return { session: held.session, record, schema };
+  }
+
+  // -- telemetry -------------------------------------------------------------------------------
+
+  recordError(model: string, version: number | null, stage: string, error: PocketMLError): void {
+    this.queue.record({
+      type: "error", ts: Date.now() / 1000, model: model || "_device", version,
+      stage: ["download", "verify", "load", "inference", "cloud"].includes(stage) ? stage : "download",
+      message: error.message.slice(0, 500), code: error.code,
+    } as TelemetryEvent);
+  }
+
+  private async post(path: string, body: unknown, what: string): Promise<SendOutcome> {
+    let response: Response;
+    try {
+      response = await fetchWithTimeout(this.fetch, this.url(path), {
+        method: "POST",
+        headers: { ...this.headers(), "Content-Type": "application/json", Date: new Date().toUTCString() },
+        body: JSON.stringify(body),
+      }, this.options.requestTimeoutMs ?? 30_000, what);
+    } catch {
+      return "retry";
+    }
+    await response.text().catch(() => "");
+    if (response.status < 300) return "stored";
+    if (response.status >= 500 || response.status === 408 || response.status === 429 || response.status === 401) return "retry";
+    return "drop"; // 4xx: the server will never take this body; keep no poison in the queue
+  }
+
+  /** Send queued telemetry (batched, idempotent per batch id) and feedback. */
+  async flush(): Promise<FlushReport> {
+    const facts = this.options.facts;
+    const device = { platform: facts.platform, app_version: facts.app_version, ...(facts.device_class ? { device_class: facts.device_class } : {}) };
+    return this.queue.flush(
+      this.deviceId,
+      (batchId, events) => this.post("/v1/telemetry", { batch_id: batchId, device_id: this.deviceId, device, events }, "telemetry"),
+      (body: FeedbackBody) => this.post("/v1/feedback", { ...body, device_id: this.deviceId }, "feedback"),
+    );
+  }
+}
