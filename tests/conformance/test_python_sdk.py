@@ -199,3 +199,14 @@ def test_predictions_and_telemetry(world: dict[str, Any], tmp_path: Path) -> Non
     # one inference event per prediction, one download event per installed package
     expected = len(SCENARIO["models"]) * (len(PREDICTIONS["cases"]) + 1)
     assert (first.sent, first.pending, second.sent) == (expected, 0, 0)
+
+
+def test_typescript_error_codes_are_generated_from_the_catalog() -> None:
+    script = ROOT / "clients" / "typescript" / "scripts" / "generate_errors.py"
+    spec = importlib.util.spec_from_file_location("generate_errors", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    current = module.TARGET.read_text(encoding="utf-8")
+    assert current == module.render(), "run python clients/typescript/scripts/generate_errors.py"
+    assert '  package_untrusted_key: {"name": "UntrustedKey"' in current

@@ -15,8 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-import pocketml.device  # noqa: F401  (registers the device SDK's error classes)
-import pocketml.protect  # noqa: F401  (registers the package and keyring error classes)
+# Imported for their side effect: they define the device SDK's, packages' and keyrings'
+# error classes, which the walk below finds as subclasses.
+import pocketml.device
+import pocketml.protect  # noqa: F401
 from pocketml import errors
 from pocketml.protocol import TRANSPORT_CODES, status_for
 
@@ -36,9 +38,8 @@ def _classes() -> list[type[errors.PocketMLError]]:
 
 def _parent_code(cls: type[errors.PocketMLError]) -> str | None:
     for base in cls.__mro__[1:]:
-        if isinstance(base, type) and issubclass(base, errors.PocketMLError):
-            if base.code != cls.code:
-                return base.code
+        if issubclass(base, errors.PocketMLError) and base.code != cls.code:
+            return base.code
     return None
 
 
@@ -66,7 +67,7 @@ def render() -> str:
     lines += [
         "} as const;",
         "",
-        "/** Codes the server sends for failures that are no pocketml error -> the code a client uses. */",
+        "/** Codes the server sends for failures that are no pocketml error -> a client's code. */",
         "export const TRANSPORT_CODES = {",
     ]
     lines += [f"  {code}: {json.dumps(target)}," for code, target in transport.items()]

@@ -75,7 +75,10 @@ describe("server cases", () => {
       assert.equal(synced?.bytesDownloaded, world.models[model.name]?.package_size);
     }
     assert.equal(second.notModified, true);
-    assert.deepEqual(Object.values(second.models).map((m) => [m.status, m.bytesDownloaded]), scenario.models.map(() => ["unchanged", 0]));
+    assert.deepEqual(
+      Object.values(second.models).map((m) => [m.status, m.bytesDownloaded]),
+      scenario.models.map(() => ["unchanged", 0]),
+    );
     const kinds = events.filter((e) => e.model === scenario.models[0]?.name).map((e) => e.kind);
     assert.equal(kinds[0], "started");
     assert.equal(kinds.at(-1), "done");
@@ -104,7 +107,8 @@ describe("server cases", () => {
       for (const c of predictions.cases) {
         const p = await device.model(model.name).predict(c.raw);
         assert.deepEqual([p.source, p.label, p.index], ["local", c.label, c.index]);
-        c.probabilities.forEach((want, i) => assert.ok(Math.abs((p.probabilities[i] as number) - want) <= predictions.tolerance));
+        for (const [i, want] of c.probabilities.entries())
+          assert.ok(Math.abs((p.probabilities[i] as number) - want) <= predictions.tolerance);
       }
     }
     const first = await device.flush();

@@ -68,9 +68,10 @@ describe("keyring vectors", () => {
       const got = outcome(() => {
         let pin: Pin = null;
         if (v.pinned !== null) {
-          pin = "sequence" in v.pinned
-            ? parseKeyring(v.pinned)
-            : Object.fromEntries(Object.entries(v.pinned as Record<string, string>).map(([k, x]) => [k, b64(x)]));
+          pin =
+            "sequence" in v.pinned
+              ? parseKeyring(v.pinned)
+              : Object.fromEntries(Object.entries(v.pinned as Record<string, string>).map(([k, x]) => [k, b64(x)]));
         }
         const ring = followKeyrings(pin, v.offered, v.chain, v.app_id);
         return { ok: true, sequence: ring.json.sequence, trusted_keys: Object.keys(trustedKeys(ring)).sort() };
@@ -91,7 +92,7 @@ describe("schema normalization vectors", () => {
   for (const [i, c] of p.cases.entries()) {
     it(`case ${i}: ${JSON.stringify(c.raw)}`, () => {
       const got = normalize(p.schema, Float32Array.from(c.raw));
-      c.normalized.forEach((want, j) => assert.ok(Math.abs((got[j] as number) - want) <= p.tolerance, `${got[j]} != ${want}`));
+      for (const [j, want] of c.normalized.entries()) assert.ok(Math.abs((got[j] as number) - want) <= p.tolerance, `${got[j]} != ${want}`);
     });
   }
 });

@@ -31,11 +31,7 @@ export function signingKeyId(publicKey: Uint8Array): string {
 }
 
 /** True when `signature` is a valid Ed25519 signature of `message` by `publicKey`. */
-export function verifyEd25519(
-  publicKey: Uint8Array,
-  message: Uint8Array,
-  signature: Uint8Array,
-): boolean {
+export function verifyEd25519(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
   if (publicKey.length !== 32 || signature.length !== 64) return false;
   try {
     return ed.verify(signature, message, publicKey, { zip215: false });

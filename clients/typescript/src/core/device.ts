@@ -16,7 +16,7 @@ import { type ModelEntry, parseEntry } from "./entry.js";
 import { fail, PocketMLError } from "./errors.js";
 import { decodeKeys, followKeyrings, type Keyring, type KeyringJson, type Pin, parseKeyring, trustedKeys } from "./keyring.js";
 import { answerError, Backoff, CircuitBreaker, type Fetch, fetchWithTimeout, readJson, withRetries } from "./net.js";
-import { type FeedbackBody, type FlushReport, type SendOutcome, TelemetryQueue, type TelemetryEvent } from "./queue.js";
+import { type FeedbackBody, type FlushReport, type SendOutcome, type TelemetryEvent, TelemetryQueue } from "./queue.js";
 import type { Runtime, Session } from "./runtime.js";
 import type { ModelSchema } from "./schema.js";
 import { readJsonFile, type Storage, writeJsonFile } from "./storage.js";
@@ -112,7 +112,8 @@ async function at<T>(stage: string, work: () => Promise<T> | T): Promise<T> {
     return await work();
   } catch (err) {
     if (err instanceof Stage) throw err;
-    const e = err instanceof PocketMLError ? err : fail("pocketml_error", `${stage} failed: ${String((err as Error)?.message ?? err)}`, err);
+    const e =
+      err instanceof PocketMLError ? err : fail("pocketml_error", `${stage} failed: ${String((err as Error)?.message ?? err)}`, err);
     throw new Stage(stage, e);
   }
 }
@@ -249,7 +250,13 @@ export class DeviceCore {
     const timeout = this.options.requestTimeoutMs ?? 30_000;
     const response = await withRetries(
       async () => {
-        const r = await fetchWithTimeout(this.fetch, this.url("/v1/checkin"), { method: "POST", headers, body: JSON.stringify(this.checkinBody()) }, timeout, "check-in");
+        const r = await fetchWithTimeout(
+          this.fetch,
+          this.url("/v1/checkin"),
+          { method: "POST", headers, body: JSON.stringify(this.checkinBody()) },
+          timeout,
+          "check-in",
+        );
         if (r.status >= 500 || r.status === 408 || r.status === 429) throw await answerError(r, "check-in");
         return r;
       },
@@ -284,7 +291,9 @@ export class DeviceCore {
 
   trusted(): Record<string, Uint8Array> {
     if (this.pin === null) return {};
-    return "json" in this.pin && this.pin.signatures instanceof Map ? trustedKeys(this.pin as Keyring) : { ...(this.pin as Record<string, Uint8Array>) };
+    return "json" in this.pin && this.pin.signatures instanceof Map
+      ? trustedKeys(this.pin as Keyring)
+      : { ...(this.pin as Record<string, Uint8Array>) };
   }
 
   /** Check in, then bring every model of the manifest onto the device. */
@@ -306,7 +315,15 @@ export class DeviceCore {
   }
 
   private base(entry: ModelEntry): ModelSync {
-    return { model: entry.name, status: "current", version: entry.version, variant: entry.variant, bytesDownloaded: 0, resumed: false, fromCache: false };
+    return {
+      model: entry.name,
+      status: "current",
+      version: entry.version,
+      variant: entry.variant,
+      bytesDownloaded: 0,
+      resumed: false,
+      fromCache: false,
+    };
   }
 
   private binds(record: ReadyRecord | null | undefined, entry: ModelEntry): boolean {
@@ -341,7 +358,12 @@ export class DeviceCore {
       return { ...base, status: "updated", bytesDownloaded: bytesFetched, resumed };
     } catch (err) {
       const stage = err instanceof Stage ? err : new Stage("internal", fail("pocketml_error", String(err), err));
-      this.recordError(entry.name, entry.version, stage.stage === "disk" ? "download" : stage.stage === "key" ? "verify" : stage.stage, stage.error);
+      this.recordError(
+        entry.name,
+        entry.version,
+        stage.stage === "disk" ? "download" : stage.stage === "key" ? "verify" : stage.stage,
+        stage.error,
+      );
       return { ...base, status: "failed", reason: stage.stage, error: stage.error };
     }
   }
@@ -364,7 +386,10 @@ export class DeviceCore {
       const have = (await this.storage.size(part)) ?? 0;
       const need = Math.ceil(ref.size * 2.5) - have; // the zip, the plaintext model, headroom
       if (free !== undefined && free < need) {
-        throw fail("pocketml_error", `not enough free space for ${entry.name}: needs ${need} bytes (2.5x the package), has ${free}. Nothing was written.`);
+        throw fail(
+          "pocketml_error",
+          `not enough free space for ${entry.name}: needs ${need} bytes (2.5x the package), has ${free}. Nothing was written.`,
+        );
       }
     });
     const target = await at("download", () => this.packageUrl(ref.url));
@@ -389,8 +414,14 @@ export class DeviceCore {
       }),
     );
     this.queue.record({
-      type: "download", ts: Date.now() / 1000, model: entry.name, version: entry.version,
-      variant: entry.variant, bytes: result.bytesFetched, duration_ms: this.clock() - started, outcome: result.resumed ? "resumed" : "done",
+      type: "download",
+      ts: Date.now() / 1000,
+      model: entry.name,
+      version: entry.version,
+      variant: entry.variant,
+      bytes: result.bytesFetched,
+      duration_ms: this.clock() - started,
+      outcome: result.resumed ? "resumed" : "done",
     } as TelemetryEvent);
     return result;
   }
@@ -403,7 +434,8 @@ export class DeviceCore {
     try {
       const data = await at("verify", async () => {
         const bytes = (await this.storage.read(part)) ?? new Uint8Array(0);
-        if (sha256Hex(bytes) !== ref.sha256) throw fail("integrity_failed", `the downloaded package of ${entry.name} does not hash to the announced sha256; it was deleted.`);
+        if (sha256Hex(bytes) !== ref.sha256)
+          throw fail("integrity_failed", `the downloaded package of ${entry.name} does not hash to the announced sha256; it was deleted.`);
         return bytes;
       });
       const pkg = await at("verify", () => {
@@ -412,7 +444,10 @@ export class DeviceCore {
         const found = [m.app_id, m.model, m.version, m.variant, m.model_format, m.model_sha256, m.encryption?.key_id ?? null];
         const wanted = [this.appId, entry.name, entry.version, entry.variant, entry.format, entry.model_sha256, ref.content_key_id];
         if (JSON.stringify(found) !== JSON.stringify(wanted)) {
-          throw fail("package_mismatch", `the package is ${JSON.stringify(found)}, not the one the check-in announced (${JSON.stringify(wanted)}): it is not activated.`);
+          throw fail(
+            "package_mismatch",
+            `the package is ${JSON.stringify(found)}, not the one the check-in announced (${JSON.stringify(wanted)}): it is not activated.`,
+          );
         }
         return verified;
       });
@@ -421,8 +456,14 @@ export class DeviceCore {
       const format = entry.format as string;
       const modelFile = `${dir}/model.${MODEL_EXTENSIONS[format]?.[0] ?? format}`;
       const record: ReadyRecord = {
-        app_id: pkg.manifest.app_id, model: pkg.manifest.model, version: pkg.manifest.version, variant: pkg.manifest.variant,
-        format: pkg.manifest.model_format, model_sha256: pkg.manifest.model_sha256, package_id: ref.sha256, model_file: modelFile,
+        app_id: pkg.manifest.app_id,
+        model: pkg.manifest.model,
+        version: pkg.manifest.version,
+        variant: pkg.manifest.variant,
+        format: pkg.manifest.model_format,
+        model_sha256: pkg.manifest.model_sha256,
+        package_id: ref.sha256,
+        model_file: modelFile,
       };
       await at("disk", async () => {
         await this.storage.write(modelFile, plain);
@@ -442,7 +483,13 @@ export class DeviceCore {
 
   private async contentKey(keyId: string): Promise<Uint8Array> {
     const what = `GET /v1/keys/${keyId}`;
-    const response = await fetchWithTimeout(this.fetch, this.url(`/v1/keys/${encodeURIComponent(keyId)}`), { headers: this.headers() }, this.options.requestTimeoutMs ?? 30_000, what);
+    const response = await fetchWithTimeout(
+      this.fetch,
+      this.url(`/v1/keys/${encodeURIComponent(keyId)}`),
+      { headers: this.headers() },
+      this.options.requestTimeoutMs ?? 30_000,
+      what,
+    );
     if (response.status !== 200) throw await answerError(response, what);
     const body = (await readJson(response, what, 64 * 1024)) as { key_id?: unknown; key?: unknown };
     const key = typeof body?.key === "string" ? fromBase64(body.key) : null;
@@ -493,20 +540,30 @@ export class DeviceCore {
 
   recordError(model: string, version: number | null, stage: string, error: PocketMLError): void {
     this.queue.record({
-      type: "error", ts: Date.now() / 1000, model: model || "_device", version,
+      type: "error",
+      ts: Date.now() / 1000,
+      model: model || "_device",
+      version,
       stage: ["download", "verify", "load", "inference", "cloud"].includes(stage) ? stage : "download",
-      message: error.message.slice(0, 500), code: error.code,
+      message: error.message.slice(0, 500),
+      code: error.code,
     } as TelemetryEvent);
   }
 
   private async post(path: string, body: unknown, what: string): Promise<SendOutcome> {
     let response: Response;
     try {
-      response = await fetchWithTimeout(this.fetch, this.url(path), {
-        method: "POST",
-        headers: { ...this.headers(), "Content-Type": "application/json", Date: new Date().toUTCString() },
-        body: JSON.stringify(body),
-      }, this.options.requestTimeoutMs ?? 30_000, what);
+      response = await fetchWithTimeout(
+        this.fetch,
+        this.url(path),
+        {
+          method: "POST",
+          headers: { ...this.headers(), "Content-Type": "application/json", Date: new Date().toUTCString() },
+          body: JSON.stringify(body),
+        },
+        this.options.requestTimeoutMs ?? 30_000,
+        what,
+      );
     } catch {
       return "retry";
     }
@@ -519,7 +576,11 @@ export class DeviceCore {
   /** Send queued telemetry (batched, idempotent per batch id) and feedback. */
   async flush(): Promise<FlushReport> {
     const facts = this.options.facts;
-    const device = { platform: facts.platform, app_version: facts.app_version, ...(facts.device_class ? { device_class: facts.device_class } : {}) };
+    const device = {
+      platform: facts.platform,
+      app_version: facts.app_version,
+      ...(facts.device_class ? { device_class: facts.device_class } : {}),
+    };
     return this.queue.flush(
       this.deviceId,
       (batchId, events) => this.post("/v1/telemetry", { batch_id: batchId, device_id: this.deviceId, device, events }, "telemetry"),

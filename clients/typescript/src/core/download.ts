@@ -86,7 +86,10 @@ async function fetchOnce(req: DownloadRequest, counters: { fetched: number; resu
       if (have > 0) await req.storage.remove(req.part);
       have = 0;
     } else {
-      throw fail("integrity_failed", `the package download answered HTTP ${response.status}; expected 200, or 206 to a Range request. Redirects are not followed.`);
+      throw fail(
+        "integrity_failed",
+        `the package download answered HTTP ${response.status}; expected 200, or 206 to a Range request. Redirects are not followed.`,
+      );
     }
     const length = response.headers.get("content-length");
     if (length !== null && (!/^\d+$/.test(length) || have + Number(length) > req.size)) {
@@ -142,7 +145,8 @@ export async function downloadPackage(req: DownloadRequest): Promise<DownloadRes
         attempts += 1;
         await fetchOnce(req, counters);
         const size = (await req.storage.size(req.part)) ?? 0;
-        if (size !== req.size) throw fail("unavailable", `the download of package ${req.sha256.slice(0, 16)} ended at ${size} of ${req.size} bytes`);
+        if (size !== req.size)
+          throw fail("unavailable", `the download of package ${req.sha256.slice(0, 16)} ended at ${size} of ${req.size} bytes`);
       },
       req.retries,
       req.backoff,
@@ -152,7 +156,15 @@ export async function downloadPackage(req: DownloadRequest): Promise<DownloadRes
   } catch (err) {
     const e = err instanceof PocketMLError ? err : networkError(err, "the download");
     const bytes = (await req.storage.size(req.part)) ?? 0;
-    req.onEvent?.({ kind: "failed", model: req.model, version: req.version, bytes, total: req.size, resumed: counters.resumed, error: `${e.code}: ${e.message}` });
+    req.onEvent?.({
+      kind: "failed",
+      model: req.model,
+      version: req.version,
+      bytes,
+      total: req.size,
+      resumed: counters.resumed,
+      error: `${e.code}: ${e.message}`,
+    });
     throw e;
   }
   req.onEvent?.({ kind: "done", model: req.model, version: req.version, bytes: req.size, total: req.size, resumed: counters.resumed });

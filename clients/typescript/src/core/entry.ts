@@ -68,7 +68,8 @@ function text(o: Record<string, unknown>, key: string, where: string, pattern: R
 
 function int(o: Record<string, unknown>, key: string, where: string, low: number, high: number): number {
   const v = o[key];
-  if (typeof v !== "number" || !Number.isInteger(v) || v < low || v > high) throw bad(`${where}.${key}`, `an integer in [${low}, ${high}]`, v);
+  if (typeof v !== "number" || !Number.isInteger(v) || v < low || v > high)
+    throw bad(`${where}.${key}`, `an integer in [${low}, ${high}]`, v);
   return v;
 }
 
@@ -83,7 +84,8 @@ function parsePackage(raw: unknown, where: string): PackageRef {
   const url = p.url;
   if (typeof url !== "string" || url.length === 0 || url.length > 2048) throw bad(`${where}.url`, "a URL of at most 2048 chars", url);
   const contentKey = p.content_key_id;
-  if (contentKey !== null && (typeof contentKey !== "string" || !ID.test(contentKey))) throw bad(`${where}.content_key_id`, "a key id or null", contentKey);
+  if (contentKey !== null && (typeof contentKey !== "string" || !ID.test(contentKey)))
+    throw bad(`${where}.content_key_id`, "a key id or null", contentKey);
   return {
     id: text(p, "id", where, ID),
     url,
@@ -103,9 +105,11 @@ function parseHybrid(raw: unknown, where: string): HybridPolicy {
     throw bad(`${where}.cloud_route`, "a path under /v1/", route);
   }
   const threshold = h.threshold;
-  if (typeof threshold !== "number" || !(threshold >= 0 && threshold <= 1)) throw bad(`${where}.threshold`, "a number in [0, 1]", threshold);
+  if (typeof threshold !== "number" || !(threshold >= 0 && threshold <= 1))
+    throw bad(`${where}.threshold`, "a number in [0, 1]", threshold);
   const cloudVariant = h.cloud_variant ?? null;
-  if (cloudVariant !== null && (typeof cloudVariant !== "string" || !VARIANT.test(cloudVariant))) throw bad(`${where}.cloud_variant`, "a variant name or null", cloudVariant);
+  if (cloudVariant !== null && (typeof cloudVariant !== "string" || !VARIANT.test(cloudVariant)))
+    throw bad(`${where}.cloud_variant`, "a variant name or null", cloudVariant);
   return {
     mode,
     threshold,
@@ -129,9 +133,21 @@ export function parseEntry(raw: unknown, index: number): ModelEntry {
     max_cellular_bytes: int(d, "max_cellular_bytes", `${where}.download_policy`, 0, Number.MAX_SAFE_INTEGER),
   };
   const schema = e.schema === null || e.schema === undefined ? null : (obj(e.schema, `${where}.schema`) as unknown as ModelSchema);
-  if (schema !== null && (!Array.isArray(schema.inputs) || !Array.isArray(schema.outputs))) throw bad(`${where}.schema`, "a model schema", schema);
+  if (schema !== null && (!Array.isArray(schema.inputs) || !Array.isArray(schema.outputs)))
+    throw bad(`${where}.schema`, "a model schema", schema);
   if (e.package === null || e.package === undefined) {
-    return { name, version: null, variant: null, format: null, precision: null, package: null, model_sha256: null, download_policy: download, hybrid, schema };
+    return {
+      name,
+      version: null,
+      variant: null,
+      format: null,
+      precision: null,
+      package: null,
+      model_sha256: null,
+      download_policy: download,
+      hybrid,
+      schema,
+    };
   }
   const variant = text(e, "variant", where, VARIANT);
   if (variant === hybrid.cloud_variant) throw bad(`${where}.variant`, "a device variant (not the cloud variant)", variant);

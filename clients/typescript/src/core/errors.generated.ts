@@ -42,7 +42,7 @@ export const ERROR_KINDS = {
   keyring_stale: {"name": "KeyringStale", "parent": "keyring_invalid", "status": 422},
 } as const;
 
-/** Codes the server sends for failures that are no pocketml error -> the code a client uses. */
+/** Codes the server sends for failures that are no pocketml error -> a client's code. */
 export const TRANSPORT_CODES = {
   bad_request: "invalid_input",
   method_not_allowed: "invalid_input",

@@ -45,9 +45,7 @@ export function fail(code: ErrorCode, message: string, cause?: unknown): PocketM
 export function errorFromResponse(status: number, body: unknown, what: string): PocketMLError {
   const error = (body as { error?: { code?: unknown; message?: unknown } } | null)?.error;
   const sent = typeof error?.code === "string" ? error.code : undefined;
-  const message = `${what} answered HTTP ${status}${
-    typeof error?.message === "string" ? `: ${error.message}` : ""
-  }`;
+  const message = `${what} answered HTTP ${status}${typeof error?.message === "string" ? `: ${error.message}` : ""}`;
   if (status >= 500) {
     const code = sent === "unavailable" ? "unavailable" : "server_error";
     return new PocketMLError(code, message, { status });
@@ -60,8 +58,6 @@ export function errorFromResponse(status: number, body: unknown, what: string): 
       status,
     });
   }
-  const byStatus = (Object.keys(ERROR_KINDS) as ErrorCode[]).find(
-    (code) => ERROR_KINDS[code].status === status,
-  );
+  const byStatus = (Object.keys(ERROR_KINDS) as ErrorCode[]).find((code) => ERROR_KINDS[code].status === status);
   return new PocketMLError(byStatus ?? "pocketml_error", message, { status });
 }

@@ -13,12 +13,12 @@
  * ```
  */
 import { DeviceCore, type DeviceOptions, type SyncReport } from "./device.js";
-import type { FlushReport } from "./queue.js";
 import { ModelPredictor } from "./predict.js";
+import type { FlushReport } from "./queue.js";
 
 export { fromBase64, toBase64, toHex } from "./bytes.js";
 export { sha256Hex, signingKeyId } from "./crypto.js";
-export type { DownloadConditions, DeviceFacts, DeviceOptions, ModelSync, NetworkType, SyncReport } from "./device.js";
+export type { DeviceFacts, DeviceOptions, DownloadConditions, ModelSync, NetworkType, SyncReport } from "./device.js";
 export type { DownloadEvent } from "./download.js";
 export type { DownloadPolicy, HybridPolicy, ModelEntry, PackageRef } from "./entry.js";
 export { ERROR_KINDS, type ErrorCode, errorFromResponse, isKind, PocketMLError } from "./errors.js";

@@ -36,7 +36,11 @@ class Parser {
     if (ch === "{") return this.object(depth);
     if (ch === "[") return this.array(depth);
     if (ch === '"') return this.string();
-    for (const [word, v] of [["true", true], ["false", false], ["null", null]] as const) {
+    for (const [word, v] of [
+      ["true", true],
+      ["false", false],
+      ["null", null],
+    ] as const) {
       if (this.s.startsWith(word, this.i)) {
         this.i += word.length;
         return v;
@@ -89,9 +93,8 @@ class Parser {
   }
 
   private string(): string {
-    const m = /^"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/.exec(
-      this.s.slice(this.i),
-    );
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: JSON forbids raw control characters in strings
+    const m = /^"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/.exec(this.s.slice(this.i));
     if (m === null) throw new SyntaxError(`bad string at ${this.i}`);
     this.i += m[0].length;
     return JSON.parse(m[0]) as string;

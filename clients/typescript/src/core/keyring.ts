@@ -50,7 +50,8 @@ function decode(text: unknown, size: number, what: string): Uint8Array {
 
 function checkIds(ids: Iterable<unknown>, what: string): void {
   for (const id of ids) {
-    if (typeof id !== "string" || !KEY_ID.test(id)) throw invalid(`keyring ${what} must use key ids like 'ed25519:<16 hex>'; got ${JSON.stringify(id)}.`);
+    if (typeof id !== "string" || !KEY_ID.test(id))
+      throw invalid(`keyring ${what} must use key ids like 'ed25519:<16 hex>'; got ${JSON.stringify(id)}.`);
   }
 }
 
@@ -63,7 +64,8 @@ export function parseKeyring(data: unknown): Keyring {
   const { keys, signatures, revoked } = obj;
   const isMap = (v: unknown) => typeof v === "object" && v !== null && !Array.isArray(v);
   if (!isMap(keys) || !isMap(signatures)) throw invalid("keyring 'keys' and 'signatures' must be objects.");
-  if (!Array.isArray(revoked) || !revoked.every((k) => typeof k === "string")) throw invalid("keyring 'revoked' must be a list of key ids.");
+  if (!Array.isArray(revoked) || !revoked.every((k) => typeof k === "string"))
+    throw invalid("keyring 'revoked' must be a list of key ids.");
   const keyMap = keys as Record<string, unknown>;
   const sigMap = signatures as Record<string, unknown>;
   if (Object.keys(keyMap).length > MAX_KEYS || Object.keys(sigMap).length > MAX_KEYS || revoked.length > MAX_REVOKED) {
@@ -84,7 +86,8 @@ function checkDocument(ring: Keyring): void {
   if (!Number.isInteger(j.sequence) || j.sequence < 1 || j.sequence > Number.MAX_SAFE_INTEGER) {
     throw invalid(`keyring sequence must be an int in [1, 2**63-1]; got ${JSON.stringify(j.sequence)}.`);
   }
-  if (typeof j.issued_at !== "string" || j.issued_at.length < 1 || j.issued_at.length > 40) throw invalid("keyring issued_at must be ISO 8601 text.");
+  if (typeof j.issued_at !== "string" || j.issued_at.length < 1 || j.issued_at.length > 40)
+    throw invalid("keyring issued_at must be ISO 8601 text.");
   checkIds(ring.keys.keys(), "keys");
   checkIds(ring.signatures.keys(), "signatures");
   checkIds(j.revoked, "revoked");
@@ -101,7 +104,14 @@ function checkDocument(ring: Keyring): void {
 function signedBytes(ring: Keyring): Uint8Array {
   const j = ring.json;
   const keys = Object.fromEntries([...ring.keys].map(([k, v]) => [k, toBase64(v)]));
-  const document = { app_id: j.app_id, sequence: j.sequence, issued_at: j.issued_at, active: j.active, keys, revoked: [...j.revoked].sort() };
+  const document = {
+    app_id: j.app_id,
+    sequence: j.sequence,
+    issued_at: j.issued_at,
+    active: j.active,
+    keys,
+    revoked: [...j.revoked].sort(),
+  };
   return concatBytes([CONTEXT, utf8.encode(canonicalJson(document))]);
 }
 

@@ -13,8 +13,8 @@ import type { HybridPolicy } from "./entry.js";
 import { fail, isKind, PocketMLError } from "./errors.js";
 import { answerError, fetchWithTimeout, readJson, withRetries } from "./net.js";
 import type { TelemetryEvent } from "./queue.js";
-import { normalize, type PreparedSchema, prepareSchema } from "./schema.js";
 import type { Session } from "./runtime.js";
+import { normalize, type PreparedSchema, prepareSchema } from "./schema.js";
 
 export interface Prediction {
   label: string;
@@ -28,7 +28,14 @@ export interface Prediction {
   predictionId: string;
 }
 
-const LOCAL_ONLY: HybridPolicy = { mode: "local", threshold: 0, cloud_route: "/v1/", cloud_variant: null, timeout_ms: 1500, max_retries: 0 };
+const LOCAL_ONLY: HybridPolicy = {
+  mode: "local",
+  threshold: 0,
+  cloud_route: "/v1/",
+  cloud_variant: null,
+  timeout_ms: 1500,
+  max_retries: 0,
+};
 
 interface Snapshot {
   generation: number;
@@ -125,13 +132,30 @@ export class ModelPredictor {
     return this.finish(snap, started, predictionId, probs, index, "local", snap.version);
   }
 
-  private finish(snap: Snapshot, started: number, predictionId: string, probs: Float32Array, index: number, source: Prediction["source"], version: number | null, variant = snap.variant): Prediction {
+  private finish(
+    snap: Snapshot,
+    started: number,
+    predictionId: string,
+    probs: Float32Array,
+    index: number,
+    source: Prediction["source"],
+    version: number | null,
+    variant = snap.variant,
+  ): Prediction {
     const label = snap.prepared?.labels[index] ?? String(index);
     const latencyMs = this.core.clock() - started;
     const confidence = probs[index] as number;
     this.core.queue.record({
-      type: "inference", ts: Date.now() / 1000, model: this.name, version, variant, source,
-      latency_ms: latencyMs, confidence, label, prediction_id: predictionId,
+      type: "inference",
+      ts: Date.now() / 1000,
+      model: this.name,
+      version,
+      variant,
+      source,
+      latency_ms: latencyMs,
+      confidence,
+      label,
+      prediction_id: predictionId,
     } as TelemetryEvent);
     return { label, index, confidence, probabilities: probs, source, version, latencyMs, predictionId };
   }
@@ -147,13 +171,25 @@ export class ModelPredictor {
       throw fail("circuit_open", `${this.name}: the cloud failed repeatedly; not calling it for a while (circuit breaker open).`);
     }
     const what = `POST ${policy.cloud_route}`;
-    const body = JSON.stringify({ inputs: [nest(x, snap.prepared?.sampleShape ?? [x.length])], device_id: core.deviceId, prediction_id: predictionId });
+    const body = JSON.stringify({
+      inputs: [nest(x, snap.prepared?.sampleShape ?? [x.length])],
+      device_id: core.deviceId,
+      prediction_id: predictionId,
+    });
     try {
       const answer = await withRetries(
         async () => {
-          const response = await fetchWithTimeout(core.fetch, core.url(policy.cloud_route), {
-            method: "POST", headers: { ...core.headers(), "Content-Type": "application/json" }, body,
-          }, policy.timeout_ms, what);
+          const response = await fetchWithTimeout(
+            core.fetch,
+            core.url(policy.cloud_route),
+            {
+              method: "POST",
+              headers: { ...core.headers(), "Content-Type": "application/json" },
+              body,
+            },
+            policy.timeout_ms,
+            what,
+          );
           if (response.status !== 200) throw await answerError(response, what);
           return parseAnswer(await readJson(response, what));
         },

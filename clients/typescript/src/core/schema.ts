@@ -88,9 +88,12 @@ export function prepareSchema(schema: ModelSchema): PreparedSchema {
 export function normalize(schema: ModelSchema | PreparedSchema, raw: ArrayLike<number>): Float32Array {
   const p = "inputs" in schema ? prepareSchema(schema) : schema;
   if (raw.length !== p.sampleSize) {
-    throw new RangeError(`input '${p.inputName}' must be one sample of ${p.sampleSize} values (shape ${JSON.stringify(p.sampleShape)}); got ${raw.length}`);
+    throw new RangeError(
+      `input '${p.inputName}' must be one sample of ${p.sampleSize} values (shape ${JSON.stringify(p.sampleShape)}); got ${raw.length}`,
+    );
   }
   const out = Float32Array.from(raw);
-  if (p.a !== null && p.b !== null) for (let i = 0; i < out.length; i++) out[i] = (out[i] as number) * (p.a[i] as number) + (p.b[i] as number);
+  if (p.a !== null && p.b !== null)
+    for (let i = 0; i < out.length; i++) out[i] = (out[i] as number) * (p.a[i] as number) + (p.b[i] as number);
   return out;
 }

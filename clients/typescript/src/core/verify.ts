@@ -128,7 +128,8 @@ function checkStructure(data: Uint8Array): Map<string, ZipEntry> {
 
 /** A small member's bytes, its CRC-32 checked (a corrupt one is a malformed package). */
 function readSmall(data: Uint8Array, entry: ZipEntry, limit: number): Uint8Array {
-  if (entry.size > limit) throw fail("package_malformed", `package member '${entry.name}' is ${entry.size} bytes; at most ${limit} are allowed.`);
+  if (entry.size > limit)
+    throw fail("package_malformed", `package member '${entry.name}' is ${entry.size} bytes; at most ${limit} are allowed.`);
   const bytes = memberBytes(data, entry);
   if (crc32(bytes) !== entry.crc32) {
     throw fail("package_malformed", `package member '${entry.name}' is corrupt (CRC-32 mismatch); download it again.`);
@@ -154,7 +155,10 @@ function checkSignature(manifestBytes: Uint8Array, signature: Uint8Array, truste
         throw fail("package_malformed", "the signed manifest has no signing_key_id field.");
       }
     }
-    throw fail("package_signature_invalid", "manifest.json is not a manifest any trusted key signed. The package was modified: do not use it.");
+    throw fail(
+      "package_signature_invalid",
+      "manifest.json is not a manifest any trusted key signed. The package was modified: do not use it.",
+    );
   }
   const key = Object.hasOwn(trusted, keyId) ? trusted[keyId] : undefined;
   if (key === undefined) {
@@ -239,11 +243,17 @@ export function checkManifest(manifestBytes: Uint8Array): Manifest {
 
 function hashMember(data: Uint8Array, entry: ZipEntry, expected: MemberEntry): void {
   if (entry.size !== expected.size) {
-    throw fail("package_hash_mismatch", `package member '${entry.name}' is ${entry.size} bytes; the signed manifest says ${expected.size}.`);
+    throw fail(
+      "package_hash_mismatch",
+      `package member '${entry.name}' is ${entry.size} bytes; the signed manifest says ${expected.size}.`,
+    );
   }
   const digest = sha256Hex(memberBytes(data, entry));
   if (digest !== expected.sha256) {
-    throw fail("package_hash_mismatch", `package member '${entry.name}' has sha256 ${digest}; the signed manifest says ${expected.sha256}.`);
+    throw fail(
+      "package_hash_mismatch",
+      `package member '${entry.name}' has sha256 ${digest}; the signed manifest says ${expected.sha256}.`,
+    );
   }
 }
 
@@ -290,7 +300,10 @@ export function extractModel(pkg: VerifiedPackage, contentKey?: Uint8Array | nul
   let plain: Uint8Array = member;
   if (m.encryption !== null) {
     if (contentKey === undefined || contentKey === null) {
-      throw fail("content_key_required", `the model is encrypted with content key '${m.encryption.key_id}'; fetch it from GET /v1/keys/${m.encryption.key_id}.`);
+      throw fail(
+        "content_key_required",
+        `the model is encrypted with content key '${m.encryption.key_id}'; fetch it from GET /v1/keys/${m.encryption.key_id}.`,
+      );
     }
     if (contentKey.length !== 32) throw fail("invalid_input", `a content key is 32 bytes (AES-256); got ${contentKey.length}.`);
     const opened = openAesGcm(contentKey, fromBase64(m.encryption.nonce) as Uint8Array, member);

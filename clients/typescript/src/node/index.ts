@@ -125,7 +125,9 @@ export class OnnxNodeRuntime implements Runtime {
       try {
         this.ort = await import("onnxruntime-node");
       } catch (err) {
-        throw new PocketMLError("missing_dependency", "onnxruntime-node is not installed: run `npm install onnxruntime-node`.", { cause: err });
+        throw new PocketMLError("missing_dependency", "onnxruntime-node is not installed: run `npm install onnxruntime-node`.", {
+          cause: err,
+        });
       }
     }
     return this.ort;
