@@ -79,6 +79,11 @@ export class Device {
     this.core.queue.addFeedback({ prediction_id: predictionId, model, version, label, thumbs, ts: Date.now() / 1000 });
   }
 
+  /** Write the telemetry queue to storage now (call it when the app goes to the background). */
+  save(): Promise<void> {
+    return this.core.queue.save();
+  }
+
   /** Send the queued telemetry and feedback. */
   flush(): Promise<FlushReport> {
     return this.core.flush();
