@@ -25,6 +25,7 @@ export { ERROR_KINDS, type ErrorCode, errorFromResponse, isKind, PocketMLError }
 export { canonicalJson } from "./json.js";
 export { acceptKeyring, followKeyrings, type Keyring, type KeyringJson, parseKeyring, trustedKeys } from "./keyring.js";
 export { Backoff, CircuitBreaker, type Fetch } from "./net.js";
+export { type OrtLike, type OrtRuntimeOptions, type OrtSessionLike, ortRuntime } from "./ort.js";
 export type { Prediction } from "./predict.js";
 export type { FlushReport, TelemetryEvent } from "./queue.js";
 export type { Runtime, Session } from "./runtime.js";

@@ -7,8 +7,8 @@
 import { constants } from "node:fs";
 import { appendFile, mkdir, open, readFile, rename, rm, stat, statfs } from "node:fs/promises";
 import { dirname, join, resolve, sep } from "node:path";
-import type { Runtime, Session, Storage } from "../core/index.js";
-import { PocketMLError } from "../core/index.js";
+import type { OrtLike, Runtime, Session, Storage } from "../core/index.js";
+import { ortRuntime, PocketMLError } from "../core/index.js";
 
 export * from "../core/index.js";
 
@@ -85,51 +85,35 @@ export class FileStorage implements Storage {
   }
 }
 
-type Ort = typeof import("onnxruntime-node");
-
-/** ONNX models with onnxruntime-node (CPU). */
+/**
+ * ONNX models with onnxruntime-node on the CPU: `ortRuntime` over the module, imported when
+ * the first model loads (an optional peer dependency; a clear error names the package).
+ */
 export class OnnxNodeRuntime implements Runtime {
   readonly formats = ["onnx", "ort"] as const;
-  private ort: Ort | null = null;
+  private inner: Runtime | null = null;
 
   constructor(private readonly options: { intraOpNumThreads?: number } = {}) {}
 
-  get versions(): Record<string, string> {
-    return this.ort === null ? {} : { onnxruntime: this.ort.env.versions.common };
+  get versions(): Readonly<Record<string, string>> {
+    return this.inner?.versions ?? {};
   }
 
-  async load(model: Uint8Array, _format: string): Promise<Session> {
-    const ort = await this.module();
-    let session: import("onnxruntime-node").InferenceSession;
-    try {
-      session = await ort.InferenceSession.create(model, {
-        executionProviders: ["cpu"],
-        intraOpNumThreads: this.options.intraOpNumThreads ?? 1,
-      });
-    } catch (err) {
-      throw new PocketMLError("pocketml_error", `onnxruntime could not load the model: ${(err as Error).message}`, { cause: err });
-    }
-    const input = session.inputNames[0] as string;
-    const output = session.outputNames[0] as string;
-    return {
-      async run(x: Float32Array, shape: readonly number[]): Promise<Float32Array> {
-        const result = await session.run({ [input]: new ort.Tensor("float32", x, shape as number[]) });
-        return (result[output] as import("onnxruntime-node").Tensor).data as Float32Array;
-      },
-      dispose: () => session.release(),
-    };
-  }
-
-  private async module(): Promise<Ort> {
-    if (this.ort === null) {
+  async load(model: Uint8Array, format: string): Promise<Session> {
+    if (this.inner === null) {
+      let ort: OrtLike;
       try {
-        this.ort = await import("onnxruntime-node");
+        ort = (await import("onnxruntime-node")) as unknown as OrtLike;
       } catch (err) {
         throw new PocketMLError("missing_dependency", "onnxruntime-node is not installed: run `npm install onnxruntime-node`.", {
           cause: err,
         });
       }
+      this.inner = ortRuntime(ort, {
+        loadFrom: "bytes",
+        sessionOptions: { executionProviders: ["cpu"], intraOpNumThreads: this.options.intraOpNumThreads ?? 1 },
+      });
     }
-    return this.ort;
+    return this.inner.load(model, format);
   }
 }
