@@ -291,3 +291,20 @@ describe("check-in faults", () => {
     (server as { fetch: Fetch }).fetch = real;
   });
 });
+
+describe("manifest faults", () => {
+  it("an entry with a bad field is refused with protocol_error; the model's previous entry and package stay", async () => {
+    const server = new FakeServer();
+    const device = await open(server);
+    await device.sync();
+    const broken = entry(valid.file);
+    (broken.json as Record<string, unknown>).model_sha256 = "not a sha256";
+    server.manifest = [broken];
+    const report = await device.sync();
+    assert.deepEqual(
+      [report.models.conformance?.status, report.models.conformance?.reason, report.models.conformance?.error?.code],
+      ["failed", "protocol", "protocol_error"],
+    );
+    assert.equal((await device.model("conformance").predict(low.raw)).source, "local");
+  });
+});

@@ -188,8 +188,9 @@ export class DeviceCore {
     return pinned;
   }
 
-  private applyManifest(manifest: Record<string, unknown>): PocketMLError[] {
-    const errors: PocketMLError[] = [];
+  /** Take the manifest's valid entries; returns the refused ones (their previous entry stays). */
+  private applyManifest(manifest: Record<string, unknown>): { name: string; error: PocketMLError }[] {
+    const refused: { name: string; error: PocketMLError }[] = [];
     this.appId = typeof manifest.app_id === "string" ? manifest.app_id : this.appId;
     const models = Array.isArray(manifest.models) ? manifest.models : [];
     models.forEach((raw, i) => {
@@ -197,10 +198,11 @@ export class DeviceCore {
         const entry = parseEntry(raw, i);
         this.entries.set(entry.name, entry);
       } catch (err) {
-        errors.push(err as PocketMLError); // the previous entry of that model stays in force
+        const name = (raw as { name?: unknown } | null)?.name;
+        refused.push({ name: typeof name === "string" ? name.slice(0, 64) : `models[${i}]`, error: err as PocketMLError });
       }
     });
-    return errors;
+    return refused;
   }
 
   headers(): Record<string, string> {
@@ -284,8 +286,9 @@ export class DeviceCore {
         await writeJsonFile(this.storage, "trust.json", next.json);
       }
     } catch (err) {
-      // A refused offer changes nothing: the pin stays, models keep syncing against it.
-      this.recordError("", null, "verify", err as PocketMLError);
+      // A refused offer changes nothing: the pin stays, models keep syncing against it. The
+      // error is reported once per model of the manifest, as the Python SDK does.
+      for (const name of this.entries.keys()) this.recordError(name, null, "verify", err as PocketMLError);
     }
   }
 
@@ -299,15 +302,28 @@ export class DeviceCore {
   /** Check in, then bring every model of the manifest onto the device. */
   async sync(): Promise<SyncReport> {
     const { manifest, etag, notModified } = await this.checkin();
-    const protocolErrors = this.applyManifest(manifest);
-    for (const err of protocolErrors) this.recordError("", null, "download", err);
+    const refused = this.applyManifest(manifest);
     await this.followKeyring(manifest);
     const models: Record<string, ModelSync> = {};
     for (const entry of this.entries.values()) {
       const result = await this.syncModel(entry);
       models[entry.name] = notModified && result.status === "current" ? { ...result, status: "unchanged" } : result;
     }
-    const isOk = protocolErrors.length === 0 && Object.values(models).every((m) => m.status !== "failed");
+    for (const { name, error } of refused) {
+      this.recordError(name, null, "download", error);
+      models[name] = {
+        model: name,
+        status: "failed",
+        reason: "protocol",
+        error,
+        version: null,
+        variant: null,
+        bytesDownloaded: 0,
+        resumed: false,
+        fromCache: false,
+      };
+    }
+    const isOk = Object.values(models).every((m) => m.status !== "failed");
     // Keep the ETag only when everything was applied, so a failed model is retried next time.
     await writeJsonFile(this.storage, "checkin.json", { etag: isOk ? etag : null, manifest });
     await this.queue.save();
