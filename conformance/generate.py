@@ -40,6 +40,7 @@ from pocketml.protect import (
     Keyring,
     SigningKey,
     build_package,
+    canonical_json,
     extract_model,
     follow_keyrings,
     verify,
@@ -585,6 +586,28 @@ def prediction_vectors(model_file: Path) -> dict[str, Any]:
     return {"model": "model/logreg.onnx", "schema": SCHEMA, "tolerance": 1e-5, "cases": cases}
 
 
+# -- canonical JSON -----------------------------------------------------------------------------
+
+
+def canonical_vectors() -> list[dict[str, Any]]:
+    """JSON texts and their canonical form (what a manifest's signed bytes must be).
+
+    A client that re-serialises to check a manifest must spell numbers and strings exactly
+    as Python's ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=True)``.
+    """
+    values: list[Any] = [
+        {"b": 1, "a": [1.0, 0.1, 1e-4, 1e-5, 1e16, 1.5e16, 123456789.125, -0.0, 2.5e-7, 1e300]},
+        {"text": 'caf\u00e9 \u2603 \U0001f600 "q" \\ \n\t\x01\x7f/', "z": None, "y": True},
+        {"nested": {"z": {"b": [], "a": {}}, "a": -12345678901234567890}},
+        [0, -1, 3.0e-3, 5e-324, 1.7976931348623157e308],
+    ]
+    cases = []
+    for value in values:
+        text = json.dumps(value, indent=2, ensure_ascii=False)  # spaced, unsorted, UTF-8
+        cases.append({"json": text, "canonical": canonical_json(json.loads(text)).decode()})
+    return cases
+
+
 # -- the server scenario ------------------------------------------------------------------------
 
 
@@ -673,6 +696,7 @@ def generate(out: Path) -> None:
         write_json(out / "packages.json", {"vectors": package_vectors(out, model_file, work)})
     write_json(out / "keyrings.json", {"vectors": keyring_vectors()})
     write_json(out / "predictions.json", prediction_vectors(model_file))
+    write_json(out / "canonical.json", {"vectors": canonical_vectors()})
     write_json(out / "server.json", server_scenario(model_file))
     write_json(
         out / "keys.json",
@@ -688,6 +712,7 @@ GENERATED = (
     "model",
     "packages",
     "packages.json",
+    "canonical.json",
     "keyrings.json",
     "predictions.json",
     "server.json",

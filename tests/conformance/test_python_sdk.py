@@ -23,7 +23,7 @@ import pytest
 
 from pocketml.device import Device, DeviceFacts
 from pocketml.errors import PocketMLError
-from pocketml.protect import Keyring, extract_model, follow_keyrings, verify
+from pocketml.protect import Keyring, canonical_json, extract_model, follow_keyrings, verify
 from pocketml.schema import ModelSchema
 from pocketml.testing import LiveServer
 
@@ -48,6 +48,7 @@ PACKAGES = _vectors("packages.json")["vectors"]
 KEYRINGS = _vectors("keyrings.json")["vectors"]
 PREDICTIONS = _vectors("predictions.json")
 SCENARIO = _vectors("server.json")
+CANONICAL = _vectors("canonical.json")["vectors"]
 
 
 def test_checked_in_vectors_are_what_the_generator_writes() -> None:
@@ -103,6 +104,11 @@ def test_keyring_vector(vector: dict[str, Any]) -> None:
         return {"ok": True, "sequence": ring.sequence, "trusted_keys": sorted(ring.trusted_keys())}
 
     assert _outcome(run) == vector["expect"]
+
+
+@pytest.mark.parametrize("vector", CANONICAL, ids=[str(i) for i in range(len(CANONICAL))])
+def test_canonical_json_vector(vector: dict[str, str]) -> None:
+    assert canonical_json(json.loads(vector["json"])).decode("ascii") == vector["canonical"]
 
 
 def test_schema_normalization_vector() -> None:

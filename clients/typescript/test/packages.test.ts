@@ -4,6 +4,7 @@ import { describe, it } from "node:test";
 import { fromBase64 } from "../src/core/bytes.js";
 import { sha256Hex } from "../src/core/crypto.js";
 import { PocketMLError } from "../src/core/errors.js";
+import { canonicalize } from "../src/core/json.js";
 import { followKeyrings, type Pin, parseKeyring, trustedKeys } from "../src/core/keyring.js";
 import { normalize } from "../src/core/schema.js";
 import { extractModel, verifyPackage } from "../src/core/verify.js";
@@ -94,5 +95,11 @@ describe("schema normalization vectors", () => {
       const got = normalize(p.schema, Float32Array.from(c.raw));
       for (const [j, want] of c.normalized.entries()) assert.ok(Math.abs((got[j] as number) - want) <= p.tolerance, `${got[j]} != ${want}`);
     });
+  }
+});
+
+describe("canonical JSON vectors", () => {
+  for (const [i, v] of vectorJson<{ vectors: { json: string; canonical: string }[] }>("canonical.json").vectors.entries()) {
+    it(`case ${i}`, () => assert.equal(canonicalize(v.json), v.canonical));
   }
 });

@@ -101,15 +101,16 @@ class Parser {
   }
 }
 
-/** Python's `repr(float)`: shortest round-trip digits, exponent outside [1e-4, 1e16). */
+/** Python's `repr(float)`: shortest round-trip digits, an exponent outside [1e-4, 1e16). */
 export function pythonFloat(x: number): string {
   if (!Number.isFinite(x)) throw new RangeError("not a finite number");
+  if (Object.is(x, -0)) return "-0.0";
   const [mantissa = "0", expText = "0"] = x.toExponential().split("e");
   const exp = Number(expText);
   const negative = mantissa.startsWith("-");
   const digits = mantissa.replace("-", "").replace(".", "");
   let body: string;
-  if (exp >= -5 && exp < 16) {
+  if (exp >= -4 && exp < 16) {
     if (exp >= 0) {
       const whole = digits.padEnd(exp + 1, "0");
       const intPart = whole.slice(0, exp + 1);
@@ -170,6 +171,11 @@ function serialise(value: Raw | unknown): string {
 /** Canonical JSON text of plain data (integers stay integers: `1`, floats as Python: `1.5`). */
 export function canonicalJson(value: unknown): string {
   return serialise(value);
+}
+
+/** The canonical form of JSON text, numbers kept as written then spelled as Python does. */
+export function canonicalize(text: string): string {
+  return serialise(new Parser(text).parse());
 }
 
 /**
