@@ -77,6 +77,7 @@ SCHEMA: dict[str, Any] = {
     "outputs": [{"name": "probabilities", "kind": "probabilities", "labels": ["no", "yes"]}],
 }
 CARD = "# conformance\n\nA 2-feature logistic regression for the client conformance vectors.\n"
+CASCADE_THRESHOLD = 0.9  # between the vectors' confidences, so both paths are taken
 RAW_INPUTS = [[0.0, 0.0], [4.0, 4.0], [10.0, -6.0], [-3.0, 12.0], [2.0, 4.0], [7.5, 1.25]]
 
 
@@ -636,6 +637,17 @@ def server_scenario(model_file: Path) -> dict[str, Any]:
                 "schema": {**SCHEMA, "name": f"{MODEL}-enc"},
                 "model_sha256": digest,
             },
+            {
+                "name": f"{MODEL}-cascade",
+                "variant": VARIANT,
+                "format": "onnx",
+                "precision": "fp32",
+                "file": "model/logreg.onnx",
+                "encrypt": False,
+                "schema": {**SCHEMA, "name": f"{MODEL}-cascade"},
+                "model_sha256": digest,
+                "policy": {"hybrid": {"mode": "cascade", "threshold": CASCADE_THRESHOLD}},
+            },
         ],
         "device": {
             "platform": "linux",
@@ -671,6 +683,18 @@ def server_scenario(model_file: Path) -> dict[str, Any]:
                 "name": "predict-local",
                 "steps": "predict every case of predictions.json with the installed model: "
                 "label, index and probabilities within tolerance, source 'local'.",
+            },
+            {
+                "name": "predict-cascade",
+                "steps": "predict every case with the model whose policy is cascade (threshold "
+                "in its 'policy'): a case whose local confidence is below the threshold is "
+                "answered by the server's cloud route (source 'cloud', version 1, the same "
+                "label and probabilities within tolerance), the others locally.",
+            },
+            {
+                "name": "feedback",
+                "steps": "send label feedback for one prediction; the server accepts it (202), "
+                "at once or at the next flush.",
             },
             {
                 "name": "telemetry",

@@ -48,7 +48,11 @@ def prepare(live: Any) -> dict[str, Any]:
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             "encrypt": model["encrypt"],
         }
-        live.push(app, model["name"], [(entry, path)], schema=model["schema"])
+        version = live.push(app, model["name"], [(entry, path)], schema=model["schema"])
+        if "policy" in model:
+            route = f"/v1/admin/models/{model['name']}/versions/{version.version}/policy"
+            with live.http(app.admin_token) as admin:
+                admin.put(route, json=model["policy"]).raise_for_status()
     facts = scenario()["device"]
     with live.http(app.device_key) as http:
         answer = http.post("/v1/checkin", json={**facts, "models": {}})

@@ -188,20 +188,33 @@ def test_resume_fetches_only_the_missing_half(world: dict[str, Any], tmp_path: P
     )
 
 
-def test_predictions_and_telemetry(world: dict[str, Any], tmp_path: Path) -> None:
+def _expected_source(model: dict[str, Any], case: dict[str, Any]) -> str:
+    """``cloud`` for a cascade model's case below its threshold, else ``local``."""
+    hybrid = model.get("policy", {}).get("hybrid", {})
+    is_escalated = hybrid.get("mode") == "cascade" and case["confidence"] < hybrid["threshold"]
+    return "cloud" if is_escalated else "local"
+
+
+def test_predictions_feedback_and_telemetry(world: dict[str, Any], tmp_path: Path) -> None:
     tolerance = PREDICTIONS["tolerance"]
+    sources = []
     with _device(world, tmp_path / "cache") as device:
         assert device.sync().is_ok
-        for name in (m["name"] for m in SCENARIO["models"]):
+        for model in SCENARIO["models"]:
             for case in PREDICTIONS["cases"]:
-                prediction = device.model(name).predict(case["raw"])
-                assert (prediction.source, prediction.label) == ("local", case["label"])
-                assert prediction.class_index == case["index"]
+                prediction = device.model(model["name"]).predict(case["raw"])
+                sources.append(prediction.source)
+                assert prediction.source == _expected_source(model, case)
+                assert (prediction.label, prediction.class_index) == (case["label"], case["index"])
+                assert prediction.version == 1
                 np.testing.assert_allclose(
                     prediction.probabilities, case["probabilities"], atol=tolerance
                 )
+        delivered = device.feedback(prediction.prediction_id, label=case["label"])
         first = device.flush()
         second = device.flush()
+    assert "cloud" in sources and "local" in sources  # both paths of the cascade were taken
+    assert delivered == "sent"
     # one inference event per prediction, one download event per installed package
     expected = len(SCENARIO["models"]) * (len(PREDICTIONS["cases"]) + 1)
     assert (first.sent, first.pending, second.sent) == (expected, 0, 0)

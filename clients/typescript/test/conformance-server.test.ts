@@ -14,12 +14,12 @@ import { startWorld, type World } from "./server.js";
 import { vectorJson } from "./vectors.js";
 
 interface Scenario {
-  models: { name: string; encrypt: boolean; model_sha256: string }[];
+  models: { name: string; encrypt: boolean; model_sha256: string; policy?: { hybrid: { mode: string; threshold: number } } }[];
   device: { platform: "linux"; os_version: string; app_version: string; device_id: string };
 }
 interface Predictions {
   tolerance: number;
-  cases: { raw: number[]; probabilities: number[]; index: number; label: string }[];
+  cases: { raw: number[]; probabilities: number[]; index: number; label: string; confidence: number }[];
 }
 
 const scenario = vectorJson<Scenario>("server.json");
@@ -100,20 +100,28 @@ describe("server cases", () => {
     assert.deepEqual([report.models[name]?.bytesDownloaded, report.models[name]?.resumed], [whole.length - half, true]);
   });
 
-  it("predict-local and telemetry: the prediction vectors through both installed models, then one flush", async () => {
+  it("predict-local, predict-cascade, feedback and telemetry: the vectors through every model, then one flush", async () => {
     const device = await openDevice("predict");
     assert.ok((await device.sync()).isOk);
+    const sources: string[] = [];
+    let last = "";
     for (const model of scenario.models) {
+      const cascade = model.policy?.hybrid;
       for (const c of predictions.cases) {
         const p = await device.model(model.name).predict(c.raw);
-        assert.deepEqual([p.source, p.label, p.index], ["local", c.label, c.index]);
+        sources.push(p.source);
+        const expected = cascade?.mode === "cascade" && c.confidence < cascade.threshold ? "cloud" : "local";
+        assert.deepEqual([p.source, p.label, p.index, p.version], [expected, c.label, c.index, 1]);
         for (const [i, want] of c.probabilities.entries())
           assert.ok(Math.abs((p.probabilities[i] as number) - want) <= predictions.tolerance);
+        last = p.predictionId;
       }
     }
+    device.feedback(last, scenario.models.at(-1)?.name as string, { label: "no" });
     const first = await device.flush();
     const second = await device.flush();
     const expected = scenario.models.length * (predictions.cases.length + 1);
-    assert.deepEqual([first.sent, first.pending, second.sent], [expected, 0, 0]);
+    assert.ok(sources.includes("cloud") && sources.includes("local"), "both paths of the cascade were taken");
+    assert.deepEqual([first.sent, first.pending, first.feedbackSent, second.sent], [expected, 0, 1, 0]);
   });
 });
