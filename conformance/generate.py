@@ -706,6 +706,151 @@ def server_scenario(model_file: Path) -> dict[str, Any]:
     }
 
 
+# -- network-fault scripts ----------------------------------------------------------------------
+
+
+def fault_scripts(out: Path, packages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Faults a real server will not produce on demand, as scripts over a scripted transport.
+
+    Each step is a sync against a scripted server (the entry below with the given package
+    file and overrides) or a prediction; the runner's transport serves exactly what the step
+    says. Download retries are 0 (the runner configures its client so), cloud retries are the
+    entry's ``max_retries``, and waits between retries are skipped.
+    """
+    by_file = {v["file"]: v for v in packages}
+    valid = next(v for v in packages if v["name"] == "valid-plain")
+    ring = _keyring(1, active=KEY_A, keys=(KEY_A,), signers=(KEY_A,))
+
+    def sync(file: str, expect: dict[str, Any], **fault: Any) -> dict[str, Any]:
+        size = (out / file).stat().st_size
+        return {
+            "sync": {"package": file, "sha256": by_file[file]["sha256"], "size": size, **fault},
+            "expect": expect,
+        }
+
+    plain = "packages/valid-plain.pkg"
+    plain_size = (out / plain).stat().st_size
+    half = plain_size // 2
+    low = 0  # predictions.json case 0: confidence 0.73, below the cascade threshold below
+    cascade = {"mode": "cascade", "threshold": CASCADE_THRESHOLD, "max_retries": 2}
+    return {
+        "app_id": APP_ID,
+        "keyring": ring.to_dict(),
+        "device": {
+            "platform": "linux",
+            "os_version": "6.1",
+            "app_version": "1.0.0",
+            "formats": ["onnx"],
+            "device_id": "conformance-fault-01",
+        },
+        "entry": {
+            "name": MODEL,
+            "version": 1,
+            "variant": VARIANT,
+            "format": "onnx",
+            "precision": "fp32",
+            "model_sha256": valid["expect"]["model_sha256"],
+            "package": {"signing_key_id": KEY_A.key_id, "content_key_id": None},
+            "download_policy": {
+                "wifi_only": False,
+                "charging_only": False,
+                "max_cellular_bytes": 0,
+            },
+            "hybrid": {
+                "mode": "local",
+                "threshold": 0.8,
+                "cloud_route": f"/v1/models/{MODEL}/predict",
+                "cloud_variant": None,
+                "timeout_ms": 1000,
+                "max_retries": 0,
+            },
+            "schema": SCHEMA,
+        },
+        "scripts": [
+            {
+                "name": "tampered-package-keeps-previous-model",
+                "description": "a valid install, then the server announces and serves a package "
+                "with one model byte flipped: refused, the old model still answers",
+                "steps": [
+                    sync(plain, {"status": "updated"}),
+                    sync(
+                        "packages/flip-model-byte.pkg",
+                        {"status": "failed", "error": "package_hash_mismatch"},
+                    ),
+                    {"predict": low, "expect": {"source": "local"}},
+                ],
+            },
+            {
+                "name": "untrusted-package-keeps-previous-model",
+                "description": "the server serves a package signed by a key the device never "
+                "pinned",
+                "steps": [
+                    sync(plain, {"status": "updated"}),
+                    sync(
+                        "packages/untrusted-key.pkg",
+                        {"status": "failed", "error": "package_untrusted_key"},
+                    ),
+                    {"predict": low, "expect": {"source": "local"}},
+                ],
+            },
+            {
+                "name": "cut-download-resumes",
+                "description": f"the connection breaks after {half} bytes; the next sync asks "
+                f"Range: bytes={half}- and fetches only the rest",
+                "steps": [
+                    sync(plain, {"status": "failed", "error": "unavailable"}, cut_at=half),
+                    sync(
+                        plain,
+                        {
+                            "status": "updated",
+                            "bytes_downloaded": plain_size - half,
+                            "resumed": True,
+                        },
+                    ),
+                ],
+            },
+            {
+                "name": "oversize-download-refused",
+                "description": "Content-Length one byte past the announced size: refused before a "
+                "byte is written",
+                "steps": [
+                    sync(
+                        plain,
+                        {"status": "failed", "error": "download_oversize"},
+                        extra_content_length=1,
+                    )
+                ],
+            },
+            {
+                "name": "cloud-5xx-falls-back",
+                "description": "cascade, the cloud answers 503: retried max_retries times, then "
+                "the local answer is returned as fallback",
+                "steps": [
+                    sync(plain, {"status": "updated"}, hybrid=cascade),
+                    {
+                        "predict": low,
+                        "cloud": {"status": 503},
+                        "expect": {"source": "fallback", "cloud_calls": 3},
+                    },
+                ],
+            },
+            {
+                "name": "cloud-garbage-falls-back",
+                "description": "cascade, the cloud answers 200 with HTML: the local answer as "
+                "fallback",
+                "steps": [
+                    sync(plain, {"status": "updated"}, hybrid=cascade),
+                    {
+                        "predict": low,
+                        "cloud": {"status": 200, "body": "<html>"},
+                        "expect": {"source": "fallback"},
+                    },
+                ],
+            },
+        ],
+    }
+
+
 # -- the files -----------------------------------------------------------------------------------
 
 
@@ -717,7 +862,9 @@ def generate(out: Path) -> None:
     model_file.write_bytes(model_bytes())
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        write_json(out / "packages.json", {"vectors": package_vectors(out, model_file, work)})
+        vectors = package_vectors(out, model_file, work)
+        write_json(out / "packages.json", {"vectors": vectors})
+    write_json(out / "faults.json", fault_scripts(out, vectors))
     write_json(out / "keyrings.json", {"vectors": keyring_vectors()})
     write_json(out / "predictions.json", prediction_vectors(model_file))
     write_json(out / "canonical.json", {"vectors": canonical_vectors()})
@@ -737,6 +884,7 @@ GENERATED = (
     "packages",
     "packages.json",
     "canonical.json",
+    "faults.json",
     "keyrings.json",
     "predictions.json",
     "server.json",
