@@ -10,7 +10,7 @@ DEMO_OUT ?= demo-out
 # database each), so two processes use both cores of a CI machine. TEST_WORKERS=0 runs serially.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test lint install format bench clean test-ts lint-ts ts-install
+.PHONY: demo test lint install format bench clean test-ts lint-ts ts-install test-ts-browser
 
 install: $(STAMP)
 
@@ -52,6 +52,11 @@ lint-ts: $(TS_STAMP)
 # Its conformance suite starts a real server with conformance/serve.py in this venv.
 test-ts: $(STAMP) $(TS_STAMP)
 	cd $(TS) && POCKETML_PYTHON=$(abspath $(BIN))/python npm test --silent
+
+# The onnxruntime-web adapter in headless Chromium (needs `apt-get install -y chromium`);
+# not part of `make test`, whose machines need not have a browser.
+test-ts-browser: $(TS_STAMP)
+	cd $(TS) && npm run --silent test:browser
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks
