@@ -143,7 +143,7 @@ def _pinned_build() -> Iterator[None]:
 
     class _Clock(dt.datetime):
         @classmethod
-        def now(cls, tz: dt.tzinfo | None = None) -> _Clock:  # type: ignore[override]
+        def now(cls, tz: dt.tzinfo | None = None) -> _Clock:
             return cls.fromtimestamp(CREATED_AT.timestamp(), tz)
 
     with (

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import cast
 
 # Imported for their side effect: they define the device SDK's, packages' and keyrings'
 # error classes, which the walk below finds as subclasses.
@@ -37,8 +38,9 @@ def _classes() -> list[type[errors.PocketMLError]]:
 
 
 def _parent_code(cls: type[errors.PocketMLError]) -> str | None:
-    for base in cls.__mro__[1:]:
-        if issubclass(base, errors.PocketMLError) and base.code != cls.code:
+    ancestors = [b for b in cls.__mro__[1:] if issubclass(b, errors.PocketMLError)]
+    for base in cast(list[type[errors.PocketMLError]], ancestors):
+        if base.code != cls.code:
             return base.code
     return None
 
