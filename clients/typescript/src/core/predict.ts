@@ -112,9 +112,8 @@ export class ModelPredictor {
     const x = snap.prepared === null ? Float32Array.from(raw) : normalize(snap.prepared, raw);
     const predictionId = `${this.prefix}-${++this.counter}`;
     if (snap.session === null || snap.policy.mode === "cloud") {
-      if (snap.policy.mode === "local" && snap.session === null) {
-        throw fail("unavailable", `${this.name}: no local model is installed yet and the policy is local-only; sync first.`);
-      }
+      // No usable local model (not installed yet, failed to load): the cloud answers, whatever
+      // the mode, as docs/protocol.md and the Python SDK say.
       return this.fromCloud(await this.cloud(x, snap, predictionId), snap, started, predictionId, "cloud");
     }
     let probs = await snap.session.run(x, snap.batchShape);
