@@ -23,15 +23,32 @@ export type { DownloadEvent } from "./download.js";
 export type { DownloadPolicy, HybridPolicy, ModelEntry, PackageRef } from "./entry.js";
 export { ERROR_KINDS, type ErrorCode, errorFromResponse, isKind, PocketMLError } from "./errors.js";
 export { canonicalJson } from "./json.js";
-export { acceptKeyring, followKeyrings, type Keyring, type KeyringJson, parseKeyring, trustedKeys } from "./keyring.js";
+export { acceptKeyring, followKeyrings, type Keyring, type KeyringJson, type Pin, parseKeyring, trustedKeys } from "./keyring.js";
 export { Backoff, CircuitBreaker, type Fetch } from "./net.js";
 export { type OrtLike, type OrtRuntimeOptions, type OrtSessionLike, ortRuntime } from "./ort.js";
-export type { Prediction } from "./predict.js";
+export type { ModelPredictor, Prediction } from "./predict.js";
 export type { FlushReport, TelemetryEvent } from "./queue.js";
 export type { Runtime, Session } from "./runtime.js";
-export { type ModelSchema, normalize, prepareSchema } from "./schema.js";
+export {
+  type InputSpec,
+  type ModelSchema,
+  type Normalization,
+  normalize,
+  type OutputSpec,
+  type PreparedSchema,
+  prepareSchema,
+} from "./schema.js";
 export { MemoryStorage, type Storage } from "./storage.js";
-export { extractModel, type Manifest, readMember, type VerifiedPackage, verifyPackage } from "./verify.js";
+export {
+  extractModel,
+  type Manifest,
+  type MemberEntry,
+  readMember,
+  type TrustedKeys,
+  type VerifiedPackage,
+  verifyPackage,
+} from "./verify.js";
+export type { ZipEntry } from "./zip.js";
 
 /** A device: check-in and install (`sync`), prediction (`model(name).predict`), telemetry. */
 export class Device {
