@@ -822,6 +822,23 @@ def fault_scripts(out: Path, packages: list[dict[str, Any]]) -> dict[str, Any]:
                 ],
             },
             {
+                "name": "checkin-faults-keep-the-installed-model",
+                "description": "after an install, the check-in answers 503, then HTML with "
+                "200: each sync fails with a typed error and the model still answers locally",
+                "steps": [
+                    sync(plain, {"status": "updated"}),
+                    {
+                        **sync(plain, {"raises": "server_error"}),
+                        "checkin": {"status": 503, "body": "Service Unavailable"},
+                    },
+                    {
+                        **sync(plain, {"raises": "protocol_error"}),
+                        "checkin": {"status": 200, "body": "<html>"},
+                    },
+                    {"predict": low, "expect": {"source": "local"}},
+                ],
+            },
+            {
                 "name": "cloud-5xx-falls-back",
                 "description": "cascade, the cloud answers 503: retried max_retries times, then "
                 "the local answer is returned as fallback",

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from pocketml.device import Device, DeviceFacts
+from pocketml.errors import PocketMLError
 
 VECTORS = Path(__file__).resolve().parents[2] / "conformance"
 FAULTS = json.loads((VECTORS / "faults.json").read_text(encoding="utf-8"))
@@ -40,6 +41,7 @@ class ScriptedServer:
 
     def __init__(self) -> None:
         self.sync: dict[str, Any] = {}
+        self.checkin: dict[str, Any] | None = None
         self.cloud: dict[str, Any] = {"status": 503}
         self.cloud_calls = 0
 
@@ -61,6 +63,8 @@ class ScriptedServer:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path == "/v1/checkin":
+            if self.checkin is not None:
+                return httpx.Response(self.checkin["status"], text=self.checkin["body"])
             return httpx.Response(200, json=self.manifest())
         if path.startswith("/v1/packages/"):
             return self._package(request)
@@ -86,6 +90,12 @@ class ScriptedServer:
 
 def _check_sync(device: Device, server: ScriptedServer, step: dict[str, Any]) -> None:
     server.sync = step["sync"]
+    server.checkin = step.get("checkin")
+    if "raises" in step["expect"]:
+        with pytest.raises(PocketMLError) as raised:
+            device.sync()
+        assert raised.value.code == step["expect"]["raises"]
+        return
     synced = device.sync().models[FAULTS["entry"]["name"]]
     expect = step["expect"]
     got = {

@@ -21,7 +21,7 @@ interface SyncStep {
   hybrid?: Record<string, unknown>;
 }
 type Step =
-  | { sync: SyncStep; expect: Record<string, unknown> }
+  | { sync: SyncStep; checkin?: { status: number; body: string }; expect: Record<string, unknown> }
   | { predict: number; cloud?: { status: number; body?: string }; expect: Record<string, unknown> };
 interface Faults {
   app_id: string;
@@ -37,12 +37,14 @@ const runtime = new OnnxNodeRuntime();
 
 class ScriptedServer {
   sync: SyncStep | null = null;
+  checkin: { status: number; body: string } | null = null;
   cloud: { status: number; body?: string } = { status: 503 };
   cloudCalls = 0;
 
   readonly fetch: Fetch = async (url, init = {}) => {
     const path = new URL(url).pathname;
     const step = this.sync as SyncStep;
+    if (path === "/v1/checkin" && this.checkin !== null) return new Response(this.checkin.body, { status: this.checkin.status });
     if (path === "/v1/checkin") {
       const entry = structuredClone(faults.entry);
       Object.assign(entry.package, { id: step.sha256, sha256: step.sha256, size: step.size, url: `/v1/packages/${step.sha256}` });
@@ -103,6 +105,11 @@ describe("fault scripts", () => {
       for (const step of script.steps) {
         if ("sync" in step) {
           server.sync = step.sync;
+          server.checkin = step.checkin ?? null;
+          if ("raises" in step.expect) {
+            await assert.rejects(device.sync(), (err: Error & { code?: string }) => err.code === step.expect.raises);
+            continue;
+          }
           const synced = (await device.sync()).models[faults.entry.name];
           const got: Record<string, unknown> = {
             status: synced?.status,

@@ -270,8 +270,9 @@ export class DeviceCore {
     if (response.status === 304 && last?.manifest) return { manifest: last.manifest, etag: last.etag, notModified: true };
     if (response.status !== 200) throw await answerError(response, "check-in");
     const manifest = await readJson(response, "check-in");
-    if (typeof manifest !== "object" || manifest === null || !Array.isArray((manifest as { models?: unknown }).models)) {
-      throw fail("protocol_error", "check-in answered JSON without a models list");
+    const m = manifest as { models?: unknown; app_id?: unknown } | null;
+    if (typeof m !== "object" || m === null || !Array.isArray(m.models) || typeof m.app_id !== "string" || m.app_id.length === 0) {
+      throw fail("protocol_error", "check-in answered JSON without an app_id and a models list");
     }
     return { manifest: manifest as Record<string, unknown>, etag: response.headers.get("etag"), notModified: false };
   }
