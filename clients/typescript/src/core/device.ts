@@ -1,26 +1,26 @@
 /**
- * The device: check-in with ETag/304, download + verify + bind + decrypt + install of each
- * model's package (the previous model stays active on any failure), a cache keyed by the
- * package's sha256, and the pinned keyring. Prediction (the hybrid policy) lives in
- * `predict.ts`, telemetry in `queue.ts`.
+ * The device: check-in with ETag/304, the pinned keyring, the manifest's entries, the
+ * active models and their sessions, and telemetry delivery. Installing one model (download,
+ * verify, bind, decrypt, load, switch) is `install.ts`; prediction with the hybrid policy is
+ * `predict.ts`; the offline queue is `queue.ts`.
  *
  * Files it keeps in its Storage: `device.json` (the random device id), `checkin.json` (last
  * manifest + ETag), `trust.json` (the pinned keyring), `active.json` (which package is
  * active per model), `packages/<sha256>/` (plaintext model, `schema.json`, `ready.json`),
  * `partial/<sha256>.part` (downloads in progress) and `telemetry.json` (the queue).
  */
-import { fromBase64, toHex } from "./bytes.js";
+import { toHex } from "./bytes.js";
 import { sha256Hex } from "./crypto.js";
-import { type DownloadEvent, downloadPackage } from "./download.js";
+import type { DownloadEvent } from "./download.js";
 import { type ModelEntry, parseEntry } from "./entry.js";
 import { fail, PocketMLError } from "./errors.js";
+import { type ReadyRecord, syncModel } from "./install.js";
 import { decodeKeys, followKeyrings, type Keyring, type KeyringJson, type Pin, parseKeyring, trustedKeys } from "./keyring.js";
 import { answerError, Backoff, CircuitBreaker, type Fetch, fetchWithTimeout, readJson, withRetries } from "./net.js";
 import { type FeedbackBody, type FlushReport, type SendOutcome, type TelemetryEvent, TelemetryQueue } from "./queue.js";
 import type { Runtime, Session } from "./runtime.js";
 import type { ModelSchema } from "./schema.js";
 import { readJsonFile, type Storage, writeJsonFile } from "./storage.js";
-import { extractModel, MODEL_EXTENSIONS, readMember, verifyPackage } from "./verify.js";
 
 export interface DeviceFacts {
   platform: "android" | "ios" | "linux";
@@ -84,38 +84,6 @@ export interface SyncReport {
   notModified: boolean;
   models: Record<string, ModelSync>;
   isOk: boolean;
-}
-
-/** What `ready.json` records: the signed manifest a cached package was installed from. */
-interface ReadyRecord {
-  app_id: string;
-  model: string;
-  version: number;
-  variant: string;
-  format: string;
-  model_sha256: string;
-  package_id: string;
-  model_file: string;
-}
-
-class Stage extends Error {
-  constructor(
-    readonly stage: string,
-    readonly error: PocketMLError,
-  ) {
-    super(error.message);
-  }
-}
-
-async function at<T>(stage: string, work: () => Promise<T> | T): Promise<T> {
-  try {
-    return await work();
-  } catch (err) {
-    if (err instanceof Stage) throw err;
-    const e =
-      err instanceof PocketMLError ? err : fail("pocketml_error", `${stage} failed: ${String((err as Error)?.message ?? err)}`, err);
-    throw new Stage(stage, e);
-  }
 }
 
 function randomId(random: () => number): string {
@@ -307,7 +275,7 @@ export class DeviceCore {
     await this.followKeyring(manifest);
     const models: Record<string, ModelSync> = {};
     for (const entry of this.entries.values()) {
-      const result = await this.syncModel(entry);
+      const result = await syncModel(this, entry);
       models[entry.name] = notModified && result.status === "current" ? { ...result, status: "unchanged" } : result;
     }
     for (const { name, error } of refused) {
@@ -331,193 +299,8 @@ export class DeviceCore {
     return { notModified, models, isOk };
   }
 
-  private base(entry: ModelEntry): ModelSync {
-    return {
-      model: entry.name,
-      status: "current",
-      version: entry.version,
-      variant: entry.variant,
-      bytesDownloaded: 0,
-      resumed: false,
-      fromCache: false,
-    };
-  }
-
-  private binds(record: ReadyRecord | null | undefined, entry: ModelEntry): boolean {
-    return (
-      record !== null &&
-      record !== undefined &&
-      record.app_id === this.appId &&
-      record.model === entry.name &&
-      record.version === entry.version &&
-      record.variant === entry.variant &&
-      record.format === entry.format &&
-      record.model_sha256 === entry.model_sha256 &&
-      record.package_id === entry.package?.sha256
-    );
-  }
-
-  private async syncModel(entry: ModelEntry): Promise<ModelSync> {
-    const base = this.base(entry);
-    const ref = entry.package;
-    if (ref === null) return { ...base, status: "cloud-only" };
-    if (this.binds(this.active[entry.name], entry)) return base;
-    try {
-      const cached = await readJsonFile<ReadyRecord>(this.storage, `packages/${ref.sha256}/ready.json`);
-      if (this.binds(cached, entry)) {
-        await at("load", () => this.activate(entry.name, cached as ReadyRecord));
-        return { ...base, status: "updated", fromCache: true };
-      }
-      const blocked = await this.blockedReason(entry);
-      if (blocked !== null) return { ...base, status: "blocked", reason: blocked };
-      const { bytesFetched, resumed } = await this.fetchPackage(entry);
-      await this.install(entry);
-      return { ...base, status: "updated", bytesDownloaded: bytesFetched, resumed };
-    } catch (err) {
-      const stage = err instanceof Stage ? err : new Stage("internal", fail("pocketml_error", String(err), err));
-      this.recordError(
-        entry.name,
-        entry.version,
-        stage.stage === "disk" ? "download" : stage.stage === "key" ? "verify" : stage.stage,
-        stage.error,
-      );
-      return { ...base, status: "failed", reason: stage.stage, error: stage.error };
-    }
-  }
-
-  private async blockedReason(entry: ModelEntry): Promise<string | null> {
-    const policy = entry.download_policy;
-    const network = (await this.options.conditions?.networkType?.()) ?? "wifi";
-    if (network === "offline") return "offline";
-    if (policy.wifi_only && network !== "wifi") return "wifi_only";
-    if (policy.charging_only && !((await this.options.conditions?.isCharging?.()) ?? true)) return "charging_only";
-    if (network === "cellular" && (entry.package?.size ?? 0) > policy.max_cellular_bytes) return "max_cellular_bytes";
-    return null;
-  }
-
-  private async fetchPackage(entry: ModelEntry): Promise<{ bytesFetched: number; resumed: boolean }> {
-    const ref = entry.package as NonNullable<ModelEntry["package"]>;
-    const part = `partial/${ref.sha256}.part`;
-    await at("disk", async () => {
-      const free = await (this.options.conditions?.freeBytes ?? this.storage.freeBytes?.bind(this.storage))?.();
-      const have = (await this.storage.size(part)) ?? 0;
-      const need = Math.ceil(ref.size * 2.5) - have; // the zip, the plaintext model, headroom
-      if (free !== undefined && free < need) {
-        throw fail(
-          "pocketml_error",
-          `not enough free space for ${entry.name}: needs ${need} bytes (2.5x the package), has ${free}. Nothing was written.`,
-        );
-      }
-    });
-    const target = await at("download", () => this.packageUrl(ref.url));
-    const started = this.clock();
-    const result = await at("download", () =>
-      downloadPackage({
-        fetch: this.fetch,
-        url: target.url,
-        headers: target.withKey ? this.headers() : {},
-        sha256: ref.sha256,
-        size: ref.size,
-        model: entry.name,
-        version: entry.version,
-        storage: this.storage,
-        part,
-        retries: this.options.downloadRetries ?? 4,
-        backoff: this.backoff,
-        random: this.random,
-        sleep: this.sleep,
-        idleTimeoutMs: this.options.downloadIdleTimeoutMs ?? 30_000,
-        onEvent: this.options.onDownload,
-      }),
-    );
-    this.queue.record({
-      type: "download",
-      ts: Date.now() / 1000,
-      model: entry.name,
-      version: entry.version,
-      variant: entry.variant,
-      bytes: result.bytesFetched,
-      duration_ms: this.clock() - started,
-      outcome: result.resumed ? "resumed" : "done",
-    } as TelemetryEvent);
-    return result;
-  }
-
-  /** Checks 5-9: file hash, package verification, binding, content key, extract, load, swap. */
-  private async install(entry: ModelEntry): Promise<void> {
-    const ref = entry.package as NonNullable<ModelEntry["package"]>;
-    const part = `partial/${ref.sha256}.part`;
-    const dir = `packages/${ref.sha256}`;
-    try {
-      const data = await at("verify", async () => {
-        const bytes = (await this.storage.read(part)) ?? new Uint8Array(0);
-        if (sha256Hex(bytes) !== ref.sha256)
-          throw fail("integrity_failed", `the downloaded package of ${entry.name} does not hash to the announced sha256; it was deleted.`);
-        return bytes;
-      });
-      const pkg = await at("verify", () => {
-        const verified = verifyPackage(data, this.trusted(), this.appId ?? "");
-        const m = verified.manifest;
-        const found = [m.app_id, m.model, m.version, m.variant, m.model_format, m.model_sha256, m.encryption?.key_id ?? null];
-        const wanted = [this.appId, entry.name, entry.version, entry.variant, entry.format, entry.model_sha256, ref.content_key_id];
-        if (JSON.stringify(found) !== JSON.stringify(wanted)) {
-          throw fail(
-            "package_mismatch",
-            `the package is ${JSON.stringify(found)}, not the one the check-in announced (${JSON.stringify(wanted)}): it is not activated.`,
-          );
-        }
-        return verified;
-      });
-      const key = ref.content_key_id === null ? null : await at("key", () => this.contentKey(ref.content_key_id as string));
-      const plain = await at("verify", () => extractModel(pkg, key));
-      const format = entry.format as string;
-      const modelFile = `${dir}/model.${MODEL_EXTENSIONS[format]?.[0] ?? format}`;
-      const record: ReadyRecord = {
-        app_id: pkg.manifest.app_id,
-        model: pkg.manifest.model,
-        version: pkg.manifest.version,
-        variant: pkg.manifest.variant,
-        format: pkg.manifest.model_format,
-        model_sha256: pkg.manifest.model_sha256,
-        package_id: ref.sha256,
-        model_file: modelFile,
-      };
-      await at("disk", async () => {
-        await this.storage.write(modelFile, plain);
-        await this.storage.write(`${dir}/schema.json`, readMember(pkg, "schema.json"));
-      });
-      await at("load", () => this.activate(entry.name, record, plain));
-      await at("disk", () => writeJsonFile(this.storage, `${dir}/ready.json`, record));
-      await this.storage.remove(part);
-    } catch (err) {
-      const stage = err as Stage;
-      if (stage.stage === "verify" || stage.stage === "load") await this.storage.remove(part);
-      // Nothing half-written stays, unless another model's active package lives there.
-      if (!Object.values(this.active).some((r) => r.package_id === ref.sha256)) await this.storage.remove(dir).catch(() => undefined);
-      throw err;
-    }
-  }
-
-  private async contentKey(keyId: string): Promise<Uint8Array> {
-    const what = `GET /v1/keys/${keyId}`;
-    const response = await fetchWithTimeout(
-      this.fetch,
-      this.url(`/v1/keys/${encodeURIComponent(keyId)}`),
-      { headers: this.headers() },
-      this.options.requestTimeoutMs ?? 30_000,
-      what,
-    );
-    if (response.status !== 200) throw await answerError(response, what);
-    const body = (await readJson(response, what, 64 * 1024)) as { key_id?: unknown; key?: unknown };
-    const key = typeof body?.key === "string" ? fromBase64(body.key) : null;
-    if (body?.key_id !== keyId || key === null || key.length !== 32) {
-      throw fail("integrity_failed", `${what} did not answer the key asked for as base64 of 32 bytes.`);
-    }
-    return key;
-  }
-
   /** Load the model once (check 9), then switch the model's active pointer atomically. */
-  private async activate(name: string, record: ReadyRecord, plain?: Uint8Array): Promise<void> {
+  async activate(name: string, record: ReadyRecord, plain?: Uint8Array): Promise<void> {
     const session = await this.openSession(record, plain);
     const previous = this.sessions.get(name);
     this.active = { ...this.active, [name]: record };
