@@ -5,12 +5,16 @@ Run from the repository root with pocketml installed (``python conformance/gener
 which is how the test suite keeps the vectors current.
 
 Everything is made by pocketml's own code (``pocketml.protect.build_package``, ``Keyring``,
-``ModelSchema.normalize``, ONNX Runtime), and every expected outcome written to a JSON file
-is first checked against the Python SDK here: a vector can only say what the reference
-implementation really does. The output is deterministic: keys come from fixed seeds, and the
-two inputs of a package build that are random or time-dependent in the library (the GCM
-nonce and ``created_at``) are pinned for the duration of a build (``_pinned_build``), so
-re-running gives byte-identical files.
+``ModelSchema.normalize``, ONNX Runtime). The expected outcomes of the package, keyring,
+canonical-JSON and prediction vectors are computed here by the Python reference code, so
+they say what it really does; the server cases and the fault scripts state what the
+protocol requires (docs/protocol.md), and the Python runner checks the SDK against them.
+The output is deterministic: keys come from fixed seeds, and the two inputs of a package
+build that are random or time-dependent in the library (the GCM nonce and ``created_at``)
+are pinned for the duration of a build (``_packages._pinned_build``), so re-running gives
+byte-identical files. The work is split in ``_world`` (keys, app, model), ``_packages``
+(package and keyring vectors) and ``_scenarios`` (predictions, canonical JSON, the server
+scenario, the fault scripts).
 
 The format of every file is described in ``conformance/README.md``.
 """
