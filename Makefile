@@ -10,7 +10,7 @@ DEMO_OUT ?= demo-out
 # database each), so two processes use both cores of a CI machine. TEST_WORKERS=0 runs serially.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test lint install format bench clean
+.PHONY: demo test lint install format bench clean test-ts lint-ts ts-install test-ts-browser
 
 install: $(STAMP)
 
@@ -26,14 +26,37 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/pocketml demo --out $(DEMO_OUT)
 
-lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+lint: $(STAMP) lint-ts
+	$(BIN)/ruff check src tests benchmarks conformance clients/typescript/scripts
+	$(BIN)/ruff format --check src tests benchmarks conformance clients/typescript/scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint
+test: lint test-ts
 	$(BIN)/pytest -n $(TEST_WORKERS)
+
+# The TypeScript device SDK (clients/typescript): Node 20+ and npm, packages from the npm
+# registry only (its .npmrc keeps onnxruntime-node from fetching CUDA files elsewhere).
+TS := clients/typescript
+TS_STAMP := $(TS)/node_modules/.pocketml-stamp
+
+ts-install: $(TS_STAMP)
+
+$(TS_STAMP): $(TS)/package-lock.json
+	cd $(TS) && npm ci --no-audit --no-fund
+	touch $(TS_STAMP)
+
+lint-ts: $(TS_STAMP)
+	cd $(TS) && npm run --silent lint
+
+# Its conformance suite starts a real server with conformance/serve.py in this venv.
+test-ts: $(STAMP) $(TS_STAMP)
+	cd $(TS) && POCKETML_PYTHON=$(abspath $(BIN))/python npm test --silent
+
+# The onnxruntime-web adapter in headless Chromium (needs `apt-get install -y chromium`);
+# not part of `make test`, whose machines need not have a browser.
+test-ts-browser: $(TS_STAMP)
+	cd $(TS) && npm run --silent test:browser
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks

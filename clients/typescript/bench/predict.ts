@@ -1,0 +1,99 @@
+/**
+ * Local predict overhead of the SDK over a bare onnxruntime-node `InferenceSession.run`, on
+ * the conformance model (goal, issue 17: <= 0.1 ms per call). Both run the same session
+ * options on the same inputs, interleaved in rounds; the median per-call time of each is
+ * reported and the overhead is the difference (normalization, policy, telemetry record).
+ */
+import * as ort from "onnxruntime-node";
+import { Device, type Fetch, MemoryStorage } from "../src/core/index.js";
+import { OnnxNodeRuntime } from "../src/node/index.js";
+import { vectorFile, vectorJson } from "../test/vectors.js";
+
+const CALLS = 2000;
+const ROUNDS = 7;
+
+const vectors = vectorJson<{ vectors: { name: string; file: string; sha256: string; expect: Record<string, string> }[] }>(
+  "packages.json",
+).vectors;
+const valid = vectors.find((v) => v.name === "valid-plain") as (typeof vectors)[number];
+const keyring = vectorJson<{ vectors: { name: string; offered: unknown }[] }>("keyrings.json").vectors.find(
+  (v) => v.name === "first-use",
+)?.offered;
+const predictions = vectorJson<{ schema: unknown; cases: { raw: number[]; normalized: number[] }[] }>("predictions.json");
+const data = vectorFile(valid.file);
+
+const fetchFn: Fetch = async (url) => {
+  const path = new URL(url).pathname;
+  if (path === "/v1/checkin") {
+    const model = {
+      name: "conformance",
+      version: 1,
+      variant: "logreg-onnx-fp32",
+      format: "onnx",
+      precision: "fp32",
+      model_sha256: valid.expect.model_sha256,
+      package: {
+        id: valid.sha256,
+        url: `/v1/packages/${valid.sha256}`,
+        size: data.length,
+        sha256: valid.sha256,
+        signing_key_id: valid.expect.signing_key_id,
+        content_key_id: null,
+      },
+      download_policy: { wifi_only: false, charging_only: false, max_cellular_bytes: 0 },
+      hybrid: {
+        mode: "local",
+        threshold: 0.8,
+        cloud_route: "/v1/models/conformance/predict",
+        cloud_variant: null,
+        timeout_ms: 1000,
+        max_retries: 0,
+      },
+      schema: predictions.schema,
+    };
+    return new Response(JSON.stringify({ app_id: "conformance-app", keyring, keyring_chain: [], models: [model] }));
+  }
+  return new Response(data as Uint8Array<ArrayBuffer>);
+};
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] as number;
+}
+
+async function main(): Promise<void> {
+  const device = await Device.open({
+    serverUrl: "http://bench.test",
+    deviceKey: "k",
+    storage: new MemoryStorage(),
+    runtime: new OnnxNodeRuntime(),
+    fetch: fetchFn,
+    facts: { platform: "linux", os_version: "6", app_version: "1", device_id: "bench-device-01" },
+  });
+  if (!(await device.sync()).isOk) throw new Error("sync failed");
+  const model = device.model("conformance");
+  const session = await ort.InferenceSession.create(vectorFile("model/logreg.onnx"), { executionProviders: ["cpu"], intraOpNumThreads: 1 });
+  const raw = predictions.cases.map((c) => c.raw);
+  const normalized = predictions.cases.map((c) => Float32Array.from(c.normalized));
+  const bare: number[] = [];
+  const sdk: number[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    let t = performance.now();
+    for (let i = 0; i < CALLS; i++) {
+      const x = normalized[i % normalized.length] as Float32Array;
+      await session.run({ x: new ort.Tensor("float32", x, [1, 2]) });
+    }
+    bare.push(((performance.now() - t) * 1000) / CALLS);
+    t = performance.now();
+    for (let i = 0; i < CALLS; i++) await model.predict(raw[i % raw.length] as number[]);
+    sdk.push(((performance.now() - t) * 1000) / CALLS);
+  }
+  const b = median(bare);
+  const s = median(sdk);
+  console.log(`bare InferenceSession.run: ${b.toFixed(1)} us/call; SDK predict (local): ${s.toFixed(1)} us/call`);
+  console.log(
+    `local predict overhead: ${((s - b) / 1000).toFixed(4)} ms/call (goal <= 0.1 ms); ${CALLS} calls x ${ROUNDS} rounds, medians`,
+  );
+}
+
+await main();

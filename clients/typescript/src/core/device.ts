@@ -1,0 +1,390 @@
+/**
+ * The device: check-in with ETag/304, the pinned keyring, the manifest's entries, the
+ * active models and their sessions, and telemetry delivery. Installing one model (download,
+ * verify, bind, decrypt, load, switch) is `install.ts`; prediction with the hybrid policy is
+ * `predict.ts`; the offline queue is `queue.ts`.
+ *
+ * Files it keeps in its Storage: `device.json` (the random device id), `checkin.json` (last
+ * manifest + ETag), `trust.json` (the pinned keyring), `active.json` (which package is
+ * active per model), `packages/<sha256>/` (plaintext model, `schema.json`, `ready.json`),
+ * `partial/<sha256>.part` (downloads in progress) and `telemetry.json` (the queue).
+ */
+import { toHex } from "./bytes.js";
+import { sha256Hex } from "./crypto.js";
+import type { DownloadEvent } from "./download.js";
+import { type ModelEntry, parseEntry } from "./entry.js";
+import { fail, PocketMLError } from "./errors.js";
+import { type ReadyRecord, syncModel } from "./install.js";
+import { decodeKeys, followKeyrings, type Keyring, type KeyringJson, type Pin, parseKeyring, trustedKeys } from "./keyring.js";
+import { answerError, Backoff, CircuitBreaker, type Fetch, fetchWithTimeout, readJson, withRetries } from "./net.js";
+import { type FeedbackBody, type FlushReport, type SendOutcome, type TelemetryEvent, TelemetryQueue } from "./queue.js";
+import type { Runtime, Session } from "./runtime.js";
+import type { ModelSchema } from "./schema.js";
+import { readJsonFile, type Storage, writeJsonFile } from "./storage.js";
+
+export interface DeviceFacts {
+  platform: "android" | "ios" | "linux";
+  os_version: string;
+  app_version: string;
+  device_model?: string;
+  device_class?: string;
+  country?: string;
+  /** A fixed device id; default: a random id made once and kept in storage. */
+  device_id?: string;
+}
+
+export type NetworkType = "wifi" | "cellular" | "offline";
+
+/** Predicates the SDK asks before a download (an app wires them to the OS APIs). */
+export interface DownloadConditions {
+  networkType?: () => NetworkType | Promise<NetworkType>;
+  isCharging?: () => boolean | Promise<boolean>;
+  /** Free bytes where packages are stored; default: the storage's `freeBytes`. */
+  freeBytes?: () => Promise<number>;
+}
+
+export interface DeviceOptions {
+  serverUrl: string;
+  deviceKey: string;
+  facts: DeviceFacts;
+  storage: Storage;
+  runtime: Runtime;
+  /** The keyring shipped with the app (or a bare `{key_id: base64}`); none: trust on first use. */
+  trustedKeys?: KeyringJson | Record<string, string>;
+  fetch?: Fetch;
+  conditions?: DownloadConditions;
+  onDownload?: (event: DownloadEvent) => void;
+  /** Hosts (besides the server's) packages may come from, without the device key (a CDN). */
+  packageHosts?: readonly string[];
+  random?: () => number;
+  sleep?: (ms: number) => Promise<void>;
+  /** Milliseconds, monotonic enough for latencies and the breaker (default `performance.now`). */
+  clock?: () => number;
+  downloadRetries?: number;
+  downloadIdleTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  breakerThreshold?: number;
+  breakerCooldownMs?: number;
+}
+
+export interface ModelSync {
+  model: string;
+  status: "unchanged" | "current" | "updated" | "blocked" | "failed" | "cloud-only";
+  version: number | null;
+  variant: string | null;
+  /** blocked: the policy (`wifi_only`, ...); failed: the stage (download, verify, key, load, disk, protocol). */
+  reason?: string;
+  bytesDownloaded: number;
+  resumed: boolean;
+  fromCache: boolean;
+  error?: PocketMLError;
+}
+
+export interface SyncReport {
+  notModified: boolean;
+  models: Record<string, ModelSync>;
+  isOk: boolean;
+}
+
+function randomId(random: () => number): string {
+  const bytes = new Uint8Array(8);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(random() * 256);
+  return toHex(bytes);
+}
+
+export class DeviceCore {
+  readonly options: DeviceOptions;
+  readonly storage: Storage;
+  readonly runtime: Runtime;
+  readonly queue: TelemetryQueue;
+  readonly breaker: CircuitBreaker;
+  readonly backoff = new Backoff(50, 1000);
+  readonly fetch: Fetch;
+  readonly random: () => number;
+  readonly sleep: (ms: number) => Promise<void>;
+  readonly clock: () => number;
+  deviceId = "";
+  appId: string | null = null;
+  entries = new Map<string, ModelEntry>();
+  active: Record<string, ReadyRecord> = {};
+  private pin: Pin = null;
+  private readonly sessions = new Map<string, { packageId: string; session: Session }>();
+  /** Bumped whenever a model is activated: predictors rebuild their cached state. */
+  generation = 0;
+
+  constructor(options: DeviceOptions) {
+    this.options = options;
+    this.storage = options.storage;
+    this.runtime = options.runtime;
+    this.queue = new TelemetryQueue(options.storage);
+    this.fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+    this.random = options.random ?? Math.random;
+    this.sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+    this.clock = options.clock ?? (() => performance.now());
+    this.breaker = new CircuitBreaker(options.breakerThreshold ?? 5, options.breakerCooldownMs ?? 30_000, this.clock);
+  }
+
+  /** Read the saved state (device id, last manifest, pin, active models, queue). */
+  async load(): Promise<void> {
+    const saved = await readJsonFile<{ device_id: string }>(this.storage, "device.json");
+    this.deviceId = this.options.facts.device_id ?? saved?.device_id ?? randomId(this.random);
+    if (saved?.device_id !== this.deviceId) await writeJsonFile(this.storage, "device.json", { device_id: this.deviceId });
+    this.active = (await readJsonFile<Record<string, ReadyRecord>>(this.storage, "active.json")) ?? {};
+    const last = await readJsonFile<{ manifest: Record<string, unknown> }>(this.storage, "checkin.json");
+    if (last?.manifest) this.applyManifest(last.manifest);
+    this.pin = await this.loadPin();
+    await this.queue.load();
+  }
+
+  private async loadPin(): Promise<Pin> {
+    const shipped = this.options.trustedKeys;
+    let anchor: Pin = null;
+    try {
+      if (shipped !== undefined) anchor = "sequence" in shipped ? parseKeyring(shipped) : decodeKeys(shipped as Record<string, string>);
+    } catch (err) {
+      throw fail("invalid_input", `trustedKeys is not a keyring or {key_id: base64} map: ${(err as Error).message}`, err);
+    }
+    const stored = await readJsonFile<KeyringJson>(this.storage, "trust.json");
+    let pinned: Keyring | null = null;
+    try {
+      pinned = stored === null ? null : parseKeyring(stored);
+    } catch {
+      pinned = null; // an unreadable pin file counts as no pin
+    }
+    if (pinned === null) return anchor;
+    if (anchor !== null && "json" in anchor && (anchor as Keyring).json.sequence > pinned.json.sequence) return anchor;
+    return pinned;
+  }
+
+  /** Take the manifest's valid entries; returns the refused ones (their previous entry stays). */
+  private applyManifest(manifest: Record<string, unknown>): { name: string; error: PocketMLError }[] {
+    const refused: { name: string; error: PocketMLError }[] = [];
+    this.appId = typeof manifest.app_id === "string" ? manifest.app_id : this.appId;
+    const models = Array.isArray(manifest.models) ? manifest.models : [];
+    models.forEach((raw, i) => {
+      try {
+        const entry = parseEntry(raw, i);
+        this.entries.set(entry.name, entry);
+      } catch (err) {
+        const name = (raw as { name?: unknown } | null)?.name;
+        refused.push({ name: typeof name === "string" ? name.slice(0, 64) : `models[${i}]`, error: err as PocketMLError });
+      }
+    });
+    return refused;
+  }
+
+  headers(): Record<string, string> {
+    return { Authorization: `Bearer ${this.options.deviceKey}` };
+  }
+
+  url(path: string): string {
+    return this.options.serverUrl.replace(/\/+$/, "") + path;
+  }
+
+  /** Where a package is fetched from, and whether the device key may go with it (check 2). */
+  packageUrl(url: string): { url: string; withKey: boolean } {
+    const server = new URL(this.options.serverUrl);
+    const target = new URL(url, `${server.origin}/`);
+    if (target.username || target.password || (target.protocol !== "https:" && target.protocol !== "http:")) {
+      throw fail("invalid_input", `package URL ${url.slice(0, 100)} is not an http(s) URL without credentials`);
+    }
+    if (target.origin === server.origin) return { url: target.href, withKey: true };
+    if ((this.options.packageHosts ?? []).includes(target.hostname)) return { url: target.href, withKey: false };
+    throw fail("invalid_input", `package URL host ${target.hostname} is neither the server nor an allowed package host`);
+  }
+
+  // -- check-in and sync ---------------------------------------------------------------------
+
+  private heldModels(): Record<string, unknown> {
+    return Object.fromEntries(
+      Object.entries(this.active).map(([name, r]) => [name, { version: r.version, variant: r.variant, package_id: r.package_id }]),
+    );
+  }
+
+  private checkinBody(): Record<string, unknown> {
+    const { device_id: _, ...facts } = this.options.facts;
+    return {
+      ...facts,
+      device_id: this.deviceId,
+      formats: [...this.runtime.formats],
+      ...(this.runtime.versions ? { runtimes: this.runtime.versions } : {}),
+      models: this.heldModels(),
+    };
+  }
+
+  /** `POST /v1/checkin` with `If-None-Match`; returns the manifest and whether it was a 304. */
+  async checkin(): Promise<{ manifest: Record<string, unknown>; etag: string | null; notModified: boolean }> {
+    const last = await readJsonFile<{ etag: string | null; manifest: Record<string, unknown> }>(this.storage, "checkin.json");
+    const headers: Record<string, string> = { ...this.headers(), "Content-Type": "application/json" };
+    if (last?.etag && last.manifest) headers["If-None-Match"] = last.etag;
+    const timeout = this.options.requestTimeoutMs ?? 30_000;
+    const response = await withRetries(
+      async () => {
+        const r = await fetchWithTimeout(
+          this.fetch,
+          this.url("/v1/checkin"),
+          { method: "POST", headers, body: JSON.stringify(this.checkinBody()) },
+          timeout,
+          "check-in",
+        );
+        if (r.status >= 500 || r.status === 408 || r.status === 429) throw await answerError(r, "check-in");
+        return r;
+      },
+      2,
+      this.backoff,
+      this.random,
+      this.sleep,
+    );
+    if (response.status === 304 && last?.manifest) return { manifest: last.manifest, etag: last.etag, notModified: true };
+    if (response.status !== 200) throw await answerError(response, "check-in");
+    const manifest = await readJson(response, "check-in");
+    const m = manifest as { models?: unknown; app_id?: unknown } | null;
+    if (typeof m !== "object" || m === null || !Array.isArray(m.models) || typeof m.app_id !== "string" || m.app_id.length === 0) {
+      throw fail("protocol_error", "check-in answered JSON without an app_id and a models list");
+    }
+    return { manifest: manifest as Record<string, unknown>, etag: response.headers.get("etag"), notModified: false };
+  }
+
+  private async followKeyring(manifest: Record<string, unknown>): Promise<void> {
+    if (manifest.keyring === undefined || manifest.keyring === null || this.appId === null) return;
+    const chain = Array.isArray(manifest.keyring_chain) ? manifest.keyring_chain : [];
+    try {
+      const next = followKeyrings(this.pin, manifest.keyring, chain, this.appId);
+      if (next !== this.pin) {
+        this.pin = next;
+        await writeJsonFile(this.storage, "trust.json", next.json);
+      }
+    } catch (err) {
+      // A refused offer changes nothing: the pin stays, models keep syncing against it. The
+      // error is reported once per model of the manifest, as the Python SDK does.
+      for (const name of this.entries.keys()) this.recordError(name, null, "verify", err as PocketMLError);
+    }
+  }
+
+  trusted(): Record<string, Uint8Array> {
+    if (this.pin === null) return {};
+    return "json" in this.pin && this.pin.signatures instanceof Map
+      ? trustedKeys(this.pin as Keyring)
+      : { ...(this.pin as Record<string, Uint8Array>) };
+  }
+
+  /** Check in, then bring every model of the manifest onto the device. */
+  async sync(): Promise<SyncReport> {
+    const { manifest, etag, notModified } = await this.checkin();
+    const refused = this.applyManifest(manifest);
+    await this.followKeyring(manifest);
+    const models: Record<string, ModelSync> = {};
+    for (const entry of this.entries.values()) {
+      const result = await syncModel(this, entry);
+      models[entry.name] = notModified && result.status === "current" ? { ...result, status: "unchanged" } : result;
+    }
+    for (const { name, error } of refused) {
+      this.recordError(name, null, "download", error);
+      models[name] = {
+        model: name,
+        status: "failed",
+        reason: "protocol",
+        error,
+        version: null,
+        variant: null,
+        bytesDownloaded: 0,
+        resumed: false,
+        fromCache: false,
+      };
+    }
+    const isOk = Object.values(models).every((m) => m.status !== "failed");
+    // Keep the ETag only when everything was applied, so a failed model is retried next time.
+    await writeJsonFile(this.storage, "checkin.json", { etag: isOk ? etag : null, manifest });
+    await this.queue.save();
+    return { notModified, models, isOk };
+  }
+
+  /** Load the model once (check 9), then switch the model's active pointer atomically. */
+  async activate(name: string, record: ReadyRecord, plain?: Uint8Array): Promise<void> {
+    const session = await this.openSession(record, plain);
+    const previous = this.sessions.get(name);
+    this.active = { ...this.active, [name]: record };
+    await writeJsonFile(this.storage, "active.json", this.active);
+    this.sessions.set(name, { packageId: record.package_id, session });
+    this.generation += 1;
+    if (previous && previous.packageId !== record.package_id) await previous.session.dispose?.();
+  }
+
+  private async openSession(record: ReadyRecord, plain?: Uint8Array): Promise<Session> {
+    const bytes = plain ?? (await this.storage.read(record.model_file));
+    if (bytes === null || sha256Hex(bytes) !== record.model_sha256) {
+      throw fail("package_mismatch", `the cached model of ${record.model} is missing or no longer hashes to its model_sha256.`);
+    }
+    return this.runtime.load(bytes, record.format, this.storage.localPath?.(record.model_file));
+  }
+
+  /** The active model's session and schema (loaded on first use after a cold start). */
+  async local(name: string): Promise<{ session: Session; record: ReadyRecord; schema: ModelSchema | null } | null> {
+    const record = this.active[name];
+    if (record === undefined) return null;
+    let held = this.sessions.get(name);
+    if (held === undefined || held.packageId !== record.package_id) {
+      try {
+        held = { packageId: record.package_id, session: await this.openSession(record) };
+      } catch (err) {
+        this.recordError(name, record.version, "load", err instanceof PocketMLError ? err : fail("pocketml_error", String(err), err));
+        return null;
+      }
+      this.sessions.set(name, held);
+    }
+    const schema = await readJsonFile<ModelSchema>(this.storage, `packages/${record.package_id}/schema.json`);
+    return { session: held.session, record, schema };
+  }
+
+  // -- telemetry -------------------------------------------------------------------------------
+
+  recordError(model: string, version: number | null, stage: string, error: PocketMLError): void {
+    this.queue.record({
+      type: "error",
+      ts: Date.now() / 1000,
+      model: model || "_device",
+      version,
+      stage: ["download", "verify", "load", "inference", "cloud"].includes(stage) ? stage : "download",
+      message: error.message.slice(0, 500),
+      code: error.code,
+    } as TelemetryEvent);
+  }
+
+  private async post(path: string, body: unknown, what: string): Promise<SendOutcome> {
+    let response: Response;
+    try {
+      response = await fetchWithTimeout(
+        this.fetch,
+        this.url(path),
+        {
+          method: "POST",
+          headers: { ...this.headers(), "Content-Type": "application/json", Date: new Date().toUTCString() },
+          body: JSON.stringify(body),
+        },
+        this.options.requestTimeoutMs ?? 30_000,
+        what,
+      );
+    } catch {
+      return "retry";
+    }
+    await response.text().catch(() => "");
+    if (response.status < 300) return "stored";
+    if (response.status >= 500 || response.status === 408 || response.status === 429 || response.status === 401) return "retry";
+    return "drop"; // 4xx: the server will never take this body; keep no poison in the queue
+  }
+
+  /** Send queued telemetry (batched, idempotent per batch id) and feedback. */
+  async flush(): Promise<FlushReport> {
+    const facts = this.options.facts;
+    const device = {
+      platform: facts.platform,
+      app_version: facts.app_version,
+      ...(facts.device_class ? { device_class: facts.device_class } : {}),
+    };
+    return this.queue.flush(
+      this.deviceId,
+      (batchId, events) => this.post("/v1/telemetry", { batch_id: batchId, device_id: this.deviceId, device, events }, "telemetry"),
+      (body: FeedbackBody) => this.post("/v1/feedback", { ...body, device_id: this.deviceId }, "feedback"),
+    );
+  }
+}

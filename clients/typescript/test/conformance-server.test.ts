@@ -1,0 +1,127 @@
+/**
+ * The server cases of conformance/server.json, against a real pocketml server started by
+ * conformance/serve.py, with the Node adapters (files in a temporary folder, onnxruntime-node).
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { sha256Hex } from "../src/core/crypto.js";
+import { Device, type DownloadEvent } from "../src/core/index.js";
+import { FileStorage, OnnxNodeRuntime } from "../src/node/index.js";
+import { startWorld, type World } from "./server.js";
+import { vectorJson } from "./vectors.js";
+
+interface Scenario {
+  models: { name: string; encrypt: boolean; model_sha256: string; policy?: { hybrid: { mode: string; threshold: number } } }[];
+  device: { platform: "linux"; os_version: string; app_version: string; device_id: string };
+}
+interface Predictions {
+  tolerance: number;
+  cases: { raw: number[]; probabilities: number[]; index: number; label: string; confidence: number }[];
+}
+
+const scenario = vectorJson<Scenario>("server.json");
+const predictions = vectorJson<Predictions>("predictions.json");
+const runtime = new OnnxNodeRuntime();
+let world: World;
+let tmp: string;
+
+async function openDevice(folder: string, onDownload?: (e: DownloadEvent) => void): Promise<Device> {
+  const { platform, os_version, app_version, device_id } = scenario.device;
+  return Device.open({
+    serverUrl: world.url,
+    deviceKey: world.device_key,
+    facts: { platform, os_version, app_version, device_id },
+    storage: new FileStorage(join(tmp, folder)),
+    runtime,
+    onDownload,
+  });
+}
+
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), "pocketml-ts-"));
+  world = await startWorld();
+});
+
+after(async () => {
+  await world?.stop();
+  await rm(tmp, { recursive: true, force: true });
+});
+
+describe("server cases", () => {
+  it("checkin-etag: 200 with the body's sha256 as ETag, then 304 without a body", async () => {
+    const body = JSON.stringify({ ...scenario.device, formats: ["onnx"], models: {} });
+    const headers = { Authorization: `Bearer ${world.device_key}`, "Content-Type": "application/json" };
+    const first = await fetch(`${world.url}/v1/checkin`, { method: "POST", headers, body });
+    const bytes = new Uint8Array(await first.arrayBuffer());
+    const etag = first.headers.get("etag") as string;
+    const again = await fetch(`${world.url}/v1/checkin`, { method: "POST", headers: { ...headers, "If-None-Match": etag }, body });
+    assert.equal(first.status, 200);
+    assert.equal(etag, `"${sha256Hex(bytes)}"`);
+    assert.equal(again.status, 304);
+    assert.equal((await again.arrayBuffer()).byteLength, 0);
+  });
+
+  it("install, then not-modified: every model verified and active, a second sync downloads nothing", async () => {
+    const events: DownloadEvent[] = [];
+    const device = await openDevice("install", (e) => events.push(e));
+    const first = await device.sync();
+    const second = await device.sync();
+    for (const model of scenario.models) {
+      const synced = first.models[model.name];
+      assert.equal(synced?.status, "updated", synced?.error?.message);
+      assert.equal(synced?.bytesDownloaded, world.models[model.name]?.package_size);
+    }
+    assert.equal(second.notModified, true);
+    assert.deepEqual(
+      Object.values(second.models).map((m) => [m.status, m.bytesDownloaded]),
+      scenario.models.map(() => ["unchanged", 0]),
+    );
+    const kinds = events.filter((e) => e.model === scenario.models[0]?.name).map((e) => e.kind);
+    assert.equal(kinds[0], "started");
+    assert.equal(kinds.at(-1), "done");
+    assert.ok(kinds.includes("progress"));
+  });
+
+  it("resume: a partial file holding the first half is completed by one Range request", async () => {
+    const name = scenario.models[0]?.name as string;
+    const ref = world.models[name] as World["models"][string];
+    const whole = new Uint8Array(await (await fetch(world.url + ref.package_url)).arrayBuffer());
+    const half = Math.floor(whole.length / 2);
+    const tail = await fetch(world.url + ref.package_url, { headers: { Range: `bytes=${half}-` } });
+    assert.equal(tail.status, 206);
+    assert.equal(tail.headers.get("content-range"), `bytes ${half}-${whole.length - 1}/${whole.length}`);
+    await new FileStorage(join(tmp, "resume")).append(`partial/${ref.package_id}.part`, whole.subarray(0, half));
+    const device = await openDevice("resume");
+    const report = await device.sync();
+    assert.equal(report.models[name]?.status, "updated", report.models[name]?.error?.message);
+    assert.deepEqual([report.models[name]?.bytesDownloaded, report.models[name]?.resumed], [whole.length - half, true]);
+  });
+
+  it("predict-local, predict-cascade, feedback and telemetry: the vectors through every model, then one flush", async () => {
+    const device = await openDevice("predict");
+    assert.ok((await device.sync()).isOk);
+    const sources: string[] = [];
+    let last = "";
+    for (const model of scenario.models) {
+      const cascade = model.policy?.hybrid;
+      for (const c of predictions.cases) {
+        const p = await device.model(model.name).predict(c.raw);
+        sources.push(p.source);
+        const expected = cascade?.mode === "cascade" && c.confidence < cascade.threshold ? "cloud" : "local";
+        assert.deepEqual([p.source, p.label, p.index, p.version], [expected, c.label, c.index, 1]);
+        for (const [i, want] of c.probabilities.entries())
+          assert.ok(Math.abs((p.probabilities[i] as number) - want) <= predictions.tolerance);
+        last = p.predictionId;
+      }
+    }
+    device.feedback(last, scenario.models.at(-1)?.name as string, { label: "no" });
+    const first = await device.flush();
+    const second = await device.flush();
+    const expected = scenario.models.length * (predictions.cases.length + 1);
+    assert.ok(sources.includes("cloud") && sources.includes("local"), "both paths of the cascade were taken");
+    assert.deepEqual([first.sent, first.pending, first.feedbackSent, second.sent], [expected, 0, 1, 0]);
+  });
+});
