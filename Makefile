@@ -32,7 +32,7 @@ lint: $(STAMP) lint-ts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint test-ts
+test: lint test-ts test-ts-browser
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
 # The TypeScript device SDK (clients/typescript): Node 20+ and npm, packages from the npm
@@ -53,14 +53,14 @@ lint-ts: $(TS_STAMP)
 test-ts: $(STAMP) $(TS_STAMP)
 	cd $(TS) && POCKETML_PYTHON=$(abspath $(BIN))/python npm test --silent
 
-# The onnxruntime-web adapter in headless Chromium (needs `apt-get install -y chromium`);
-# not part of `make test`, whose machines need not have a browser.
+# The onnxruntime-web adapter in headless Chromium (Debian's chromium; .ci/run installs it).
 test-ts-browser: $(TS_STAMP)
+	@command -v chromium >/dev/null || { echo "test-ts-browser needs Chromium: apt-get install -y chromium (or run make test-ts alone)"; exit 1; }
 	cd $(TS) && npm run --silent test:browser
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src tests benchmarks
-	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks conformance clients/typescript/scripts
+	$(BIN)/ruff format src tests benchmarks conformance clients/typescript/scripts
 
 bench: $(STAMP)
 	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done

@@ -120,11 +120,8 @@ def _check_predict(device: Device, server: ScriptedServer, step: dict[str, Any])
 # Known bugs of the Python SDK that these vectors found (reported, not fixed here: the
 # device package belongs to another change). strict: the test fails once the bug is fixed,
 # so the mark is removed then.
-KNOWN_BUGS = {
-    "cloud-garbage-falls-back": "pocketml.device._cloud.CloudClient.predict calls "
-    "response.json() on a 200 answer that is not JSON: json.JSONDecodeError escapes predict() "
-    "instead of a typed error and the local fallback",
-}
+# Vectors the Python SDK is known to fail, with why (strict: the mark must go once fixed).
+KNOWN_BUGS: dict[str, str] = {}
 SCRIPTS = [
     pytest.param(
         s,

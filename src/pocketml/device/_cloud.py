@@ -113,7 +113,7 @@ class CloudClient:
                 self.breaker.record_success()
                 raise
             self.breaker.record_success()
-            return parse_answer(response.json())
+            return parse_answer(_json_body(response))
 
     async def apredict(
         self, model: str, policy: HybridPolicy, inputs: np.ndarray, body: dict[str, Any]
@@ -139,7 +139,16 @@ class CloudClient:
                 self.breaker.record_success()
                 raise
             self.breaker.record_success()
-            return parse_answer(response.json())
+            return parse_answer(_json_body(response))
+
+
+def _json_body(response: Any) -> Any:
+    """The response's JSON, or ProtocolError: a 200 whose body is not JSON (a captive
+    portal, a proxy's error page) is a broken answer, not a crash of ``predict``."""
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise ProtocolError(f"the cloud predict answer is not JSON: {exc}") from exc
 
 
 def parse_answer(body: Any) -> CloudAnswer:
