@@ -5,6 +5,8 @@ projection for joint drift and the calibration table for label-free accuracy).
 Devices bin what they score into a ``Sketch`` (``profile.sketch(rows)``); the server
 validates it (``parse_sketch``), merges (``merge_sketches``) and tests
 (``detect_drift``: one detector per block, Benjamini-Hochberg over the family).
+The server keeps the fleet's sketches merged per version x device group x hour
+(``add_sketches`` inside the telemetry batch's transaction, ``read_sketches`` for reports).
 ``estimate_accuracy`` / ``realised_accuracy`` / ``compare_accuracy`` turn confidence
 histograms and feedback labels into accuracy with intervals and a concept-drift flag.
 ``input_features`` turns image and sensor inputs into the monitored features
@@ -30,6 +32,15 @@ from pocketml.monitor._dataset import (
 from pocketml.monitor._detector import DEFAULT_ALPHA, DriftDetector, FeatureDrift, coarsen
 from pocketml.monitor._jensen_shannon import JensenShannonDetector
 from pocketml.monitor._psi import PSIDetector
+from pocketml.monitor._store import (
+    WINDOW_S,
+    SketchAddition,
+    SketchKey,
+    StoredSketch,
+    add_sketches,
+    read_sketches,
+    window_of,
+)
 from pocketml.monitor._wasserstein import WassersteinDetector
 from pocketml.sketch import (
     CONFIDENCE_BLOCK,
@@ -62,6 +73,7 @@ __all__ = [
     "MAX_SKETCH_ROWS",
     "PREDICTION_BLOCK",
     "SENSOR_STATS",
+    "WINDOW_S",
     "AccuracyComparison",
     "AccuracyInterval",
     "ChiSquaredDetector",
@@ -74,8 +86,12 @@ __all__ = [
     "Projection",
     "ReferenceProfile",
     "Sketch",
+    "SketchAddition",
+    "SketchKey",
     "SketchLayout",
+    "StoredSketch",
     "WassersteinDetector",
+    "add_sketches",
     "benjamini_hochberg",
     "build_input_profile",
     "build_profile",
@@ -91,7 +107,9 @@ __all__ = [
     "numeric_bins",
     "parse_sketch",
     "profile_model",
+    "read_sketches",
     "realised_accuracy",
     "sensor_features",
     "table_features",
+    "window_of",
 ]
