@@ -6,7 +6,9 @@ Devices bin what they score into a ``Sketch`` (``profile.sketch(rows)``); the se
 validates it (``parse_sketch``), merges (``merge_sketches``) and tests
 (``detect_drift``: one detector per block, Benjamini-Hochberg over the family).
 The server keeps the fleet's sketches merged per version x device group x hour
-(``add_sketches`` inside the telemetry batch's transaction, ``read_sketches`` for reports).
+(``add_sketches`` inside the telemetry batch's transaction, ``read_sketches`` for reports);
+``ProfileIntake`` checks the ``profile`` events devices send and merges them there, and
+``charge_privacy`` keeps the per-device-day ledger of local differential privacy.
 ``estimate_accuracy`` / ``realised_accuracy`` / ``compare_accuracy`` turn confidence
 histograms and feedback labels into accuracy with intervals and a concept-drift flag.
 ``input_features`` turns image and sensor inputs into the monitored features
@@ -31,6 +33,15 @@ from pocketml.monitor._dataset import (
 )
 from pocketml.monitor._detector import DEFAULT_ALPHA, DriftDetector, FeatureDrift, coarsen
 from pocketml.monitor._jensen_shannon import JensenShannonDetector
+from pocketml.monitor._privacy_ledger import (
+    DELTA,
+    Charge,
+    LedgerDay,
+    charge_privacy,
+    compose_epsilon,
+    read_ledger,
+)
+from pocketml.monitor._profile_intake import ProfileIntake
 from pocketml.monitor._psi import PSIDetector
 from pocketml.monitor._store import (
     WINDOW_S,
@@ -69,6 +80,7 @@ from pocketml.sketch import (
 __all__ = [
     "CONFIDENCE_BLOCK",
     "DEFAULT_ALPHA",
+    "DELTA",
     "IMAGE_STATS",
     "MAX_SKETCH_ROWS",
     "PREDICTION_BLOCK",
@@ -76,13 +88,16 @@ __all__ = [
     "WINDOW_S",
     "AccuracyComparison",
     "AccuracyInterval",
+    "Charge",
     "ChiSquaredDetector",
     "DatasetDrift",
     "DriftDetector",
     "FeatureBins",
     "FeatureDrift",
     "JensenShannonDetector",
+    "LedgerDay",
     "PSIDetector",
+    "ProfileIntake",
     "Projection",
     "ReferenceProfile",
     "Sketch",
@@ -96,8 +111,10 @@ __all__ = [
     "build_input_profile",
     "build_profile",
     "categorical_bins",
+    "charge_privacy",
     "coarsen",
     "compare_accuracy",
+    "compose_epsilon",
     "detect_drift",
     "detector_for",
     "estimate_accuracy",
@@ -107,6 +124,7 @@ __all__ = [
     "numeric_bins",
     "parse_sketch",
     "profile_model",
+    "read_ledger",
     "read_sketches",
     "realised_accuracy",
     "sensor_features",

@@ -65,7 +65,6 @@ from pocketml.protocol._events import (
     EventKind,
 )
 from pocketml.protocol._fields import INT32_MAX, INT64_MAX, WireField, WireType, describe_rule
-from pocketml.protocol._sketch_codec import decode_sketch, encode_sketch
 from pocketml.protocol._formats import (
     FORMAT_NAMES,
     FORMATS,
@@ -73,6 +72,7 @@ from pocketml.protocol._formats import (
     ModelFormat,
     file_sha256,
 )
+from pocketml.protocol._sketch_codec import decode_sketch, encode_sketch
 
 __all__ = [
     "BUILTIN_DEVICE_CLASSES",

@@ -10,8 +10,8 @@ One declaration per noun that the server sends and the device reads:
 - **The check-in choice** of a model for a device (``CheckinChoice``): nothing, the
   control (production), the rollout candidate, or an experiment arm serving version n.
 - **Policies and the package reference** (``HybridPolicy``, ``DownloadPolicy``,
-  ``MonitorPolicy``, ``PackageRef``): the same frozen dataclasses on the server (written into the manifest)
-  and in the device SDK (parsed from it).
+  ``MonitorPolicy``, ``PackageRef``): the same frozen dataclasses on the server (written
+  into the manifest) and in the device SDK (parsed from it).
 - **The manifest entry** (``MANIFEST_ENTRY_FIELDS`` and its nested objects): the server's
   builder, the OpenAPI model and the device parser are checked against it by tests.
 - **One value, three names**: the sha256 of a package file is the package's identity.

@@ -158,13 +158,13 @@ PROFILE = EventKind(
     "profile",
     "The counts of what one model version scored in one window, binned into the edges of "
     "the version's reference profile (no raw values); `ts` is the window's start and "
-    "`version` is required; see \"Profile events\".",
+    '`version` is required; see "Profile events".',
     (
         WireField(
             "sketch",
             "string",
             "The counts in the profile layout's order: base64url (no padding) of zigzag "
-            "varints with zero runs (\"Profile events\").",
+            'varints with zero runs ("Profile events").',
             min_length=1,
             max_length=MAX_SKETCH_CHARS,
         ),

@@ -23,6 +23,7 @@ from pocketml.errors import Unavailable
 
 if TYPE_CHECKING:
     from pocketml.delivery import DeliveryService
+    from pocketml.monitor import ProfileIntake
     from pocketml.registry import ArtifactStore, Principal, Registry
     from pocketml.serving import ServingService
     from pocketml.telemetry import TelemetryService
@@ -111,6 +112,7 @@ class ServerState:
     serving: ServingService
     telemetry: TelemetryService
     principals: PrincipalCache = field(default_factory=lambda: PrincipalCache(0))
+    profiles: ProfileIntake | None = None  # profile events (None: refused as unconfigured)
 
     @property
     def registry_label(self) -> str:

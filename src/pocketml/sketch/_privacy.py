@@ -72,12 +72,10 @@ def noise_bound(epsilon: float, sensitivity: int) -> int:
     ``P(|Z| >= t) = 2 a^t / (1 + a)``, so ``t = ceil(log(TAIL (1 + a) / 2) / log a)``.
     """
     a = _ratio(epsilon, sensitivity)
-    return int(math.ceil(math.log(_TAIL * (1 + a) / 2) / math.log(a)))
+    return math.ceil(math.log(_TAIL * (1 + a) / 2) / math.log(a))
 
 
-def privatize(
-    sketch: Sketch, epsilon: float, rng: np.random.Generator
-) -> tuple[Sketch, float]:
+def privatize(sketch: Sketch, epsilon: float, rng: np.random.Generator) -> tuple[Sketch, float]:
     """The sketch with two-sided geometric noise on every count and on ``n``.
 
     Args:
