@@ -6,6 +6,7 @@
   pytest fixtures: ``pytest_plugins = ["pocketml.testing.fixtures"]``.
 - ``model_variant`` / ``push_version`` / ``push_to_registry``: push a version made of real
   model files, over HTTP or straight into a ``Registry``; ``DIGITS_SCHEMA`` fits them.
+- ``write_profiled_build``: a build whose version carries a reference profile.
 - ``check_converter`` / ``check_quantizer``: the contract a converter or quantizer plugin
   must meet (like scikit-learn's ``check_estimator``); see docs/build.md.
 
@@ -29,6 +30,7 @@ from pocketml.testing._push import (
 
 if TYPE_CHECKING:
     from pocketml.testing._checks import check_converter, check_quantizer
+    from pocketml.testing._profiled import write_profiled_build
     from pocketml.testing._server import (
         OPERATOR_TOKEN,
         AppKeys,
@@ -51,6 +53,7 @@ __all__ = [
     "push_version",
     "server_settings",
     "write_model_file",
+    "write_profiled_build",
 ]
 
 _LAZY = {
@@ -61,6 +64,7 @@ _LAZY = {
     "server_settings": "_server",
     "check_converter": "_checks",
     "check_quantizer": "_checks",
+    "write_profiled_build": "_profiled",
 }
 
 
