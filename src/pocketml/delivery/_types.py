@@ -21,6 +21,7 @@ __all__ = [
     "DownloadPolicy",
     "HybridPolicy",
     "Manifest",
+    "MonitorPolicy",
     "VersionPolicy",
 ]
 
