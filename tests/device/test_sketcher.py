@@ -192,11 +192,11 @@ def test_with_local_dp_each_window_spends_its_share_and_the_day_is_never_overspe
     policy = MonitorPolicy(window_s=6 * HOUR, epsilon_per_day=1.0)  # 4 windows a day
     tracker = h.sketcher.tracker("m", 1, profile, "NC", policy)
     assert tracker is not None
-    x, classes, confidence = _rows(1, seed=8)
+    x, classes, confidence = _rows(2, seed=8)
     day_start = T0 - T0 % 86_400
 
     for window in range(5):  # the 5th falls on the next UTC day
-        tracker.add(x[0], int(classes[0]), float(confidence[0]), day_start + window * 6 * HOUR)
+        tracker.add(x[1], int(classes[1]), float(confidence[1]), day_start + window * 6 * HOUR)
     assert h.sketcher.close_windows(early=True) == 0  # early closes would spend: none
 
     assert [e["epsilon"] for e in h.events] == [0.25] * 4

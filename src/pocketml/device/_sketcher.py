@@ -90,6 +90,9 @@ class _Binner:
             if b.kind != "numeric"
         ]
         self.feature_offsets = offsets[: len(profile.bins)]
+        self.all_numeric = bool(self.numeric.all())
+        self.numeric_offsets = self.feature_offsets[self.numeric]
+        self.blocks = len(self.layout.names)
         self.projection = profile.projection
         if self.projection is not None:
             index = {name: i for i, name in enumerate(self.names)}
@@ -124,30 +127,43 @@ class _Binner:
         return np.asarray([float(found[name][0]) for name in self.names], dtype=np.float64)
 
     def indices(self, raw: np.ndarray, predicted: int, confidence: float) -> np.ndarray | None:
-        """Flat indices of every block's bin for one input, or None to skip it (NaN)."""
+        """Flat indices of every block's bin for one input, or None to skip it (NaN).
+
+        One output array, filled by slices: the numeric features' bins, the categorical
+        ones (rare), the projections', then the class and the confidence bin.
+        """
         values = self.features(raw)
-        numeric = values[self.numeric]
-        if np.isnan(numeric).any():
+        numeric = values if self.all_numeric else values[self.numeric]
+        with np.errstate(invalid="ignore"):  # +inf and -inf in one row sum to NaN
+            total = numeric.sum()
+        if total != total and np.isnan(numeric).any():
             return None
-        parts = [self.feature_offsets[self.numeric] + _bin(self.edges, self.sizes, numeric)]
+        out = np.empty(self.blocks, dtype=np.int64)
+        count = len(numeric)
+        out[:count] = self.numeric_offsets + _bin(self.edges, self.sizes, numeric)
         for position, lookup, other in self.categorical:
-            text = str(values[position])
-            parts.append(np.asarray([self.feature_offsets[position] + lookup.get(text, other)]))
+            out[count] = self.feature_offsets[position] + lookup.get(str(values[position]), other)
+            count += 1
         if self.projection is not None:
-            projected = ((values[self.projection_columns] - self.mean) / self.scale) @ self.matrix
+            with np.errstate(invalid="ignore"):
+                projected = (
+                    (values[self.projection_columns] - self.mean) / self.scale
+                ) @ self.matrix
+            if np.isnan(projected).any():  # infinite features of both signs: no direction
+                return None
             bins = _bin(self.projection_edges, self.projection_sizes, projected)
-            parts.append(self.projection_offsets + bins)
-        extra = []
+            out[count : count + len(bins)] = self.projection_offsets + bins
+            count += len(bins)
         if self.prediction >= 0:
             if not 0 <= predicted < self.classes:
                 raise ValueError(
                     f"the model predicted class {predicted}; its profile has {self.classes}."
                 )
-            extra.append(self.prediction + predicted)
+            out[count] = self.prediction + predicted
+            count += 1
         if self.confidence >= 0:
-            extra.append(self.confidence + min(int(confidence * CONFIDENCE_BINS), 19))
-        parts.append(np.asarray(extra, dtype=np.int64))
-        return np.concatenate(parts)
+            out[count] = self.confidence + min(int(confidence * CONFIDENCE_BINS), 19)
+        return out
 
 
 def _padded(edges: list[tuple[float, ...]]) -> np.ndarray:
