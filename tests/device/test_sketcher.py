@@ -312,6 +312,36 @@ def test_a_device_sends_what_its_local_model_scored_and_the_server_merges_it(
     assert row.counts.tolist() == expected.counts.tolist()
 
 
+def test_a_broken_profile_on_the_device_is_one_error_event_and_predictions_go_on(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    keys = live_server.create_app("broken-profile")
+    out, _ = write_profiled_build(tmp_path / "build", seed=6)
+    with live_server.admin(keys.admin_token) as client:
+        client.push_build(out, model="digits", stage="production")
+    with _device(live_server, keys.device_key, tmp_path / "cache") as device:
+        device.sync()
+    (profile_file,) = (tmp_path / "cache").rglob("profile.json")
+    profile_file.write_text('{"format": 1, "bins": "not a list"}')
+
+    with _device(live_server, keys.device_key, tmp_path / "cache") as device:
+        model = device.model("digits")
+        for row in np.zeros((3, 64), np.float32):
+            assert model.predict(row).source == "local"
+        device.flush()
+        events = device.queue.counter("rejected")
+
+    assert events == 0
+    engine = create_engine(live_server.settings.resolved_database_url)
+    try:
+        assert read_sketches(engine, keys.app_id, "digits", since=0, until=2**40) == []
+    finally:
+        engine.dispose()
+    with live_server.admin(keys.admin_token) as client:
+        groups = client.request("GET", "/v1/admin/models/digits/metrics").json()["groups"]
+    assert sum(g["errors"] for g in groups) == 1  # "profile unusable", reported once
+
+
 def test_a_device_under_a_dp_policy_sends_noisy_counts_the_server_charges(
     live_server: LiveServer, tmp_path: Path
 ) -> None:

@@ -211,7 +211,7 @@ class SketchTracker:
             return
         try:
             indices = self._binner.indices(np.asarray(raw, dtype=np.float64), predicted, confidence)
-        except Exception as exc:
+        except Exception as exc:  # sketching must never fail a prediction
             self.enabled = False
             self._sketcher.report(self._key, f"sketching turned off: {exc}")
             return
@@ -271,7 +271,7 @@ class Sketcher:
             return None
         try:
             binner = _Binner(profile, layout_name)
-        except Exception as exc:
+        except Exception as exc:  # a broken profile never fails a prediction
             self.report((model, version), f"the profile cannot be used; not sketching: {exc}")
             return None
         key = (model, version)
@@ -419,11 +419,17 @@ class Sketcher:
                 return
             self._loaded = True
             for row in self.queue.open_windows():
-                layout = SketchLayout(tuple(row.layout["names"]), tuple(row.layout["sizes"]))
-                counts = np.frombuffer(row.counts, dtype=np.int64).copy()
-                if counts.size != layout.total:
+                try:  # a row this SDK cannot read (another version wrote it) is dropped
+                    layout = SketchLayout(
+                        tuple(str(n) for n in row.layout["names"]),
+                        tuple(int(s) for s in row.layout["sizes"]),
+                    )
+                    counts = np.frombuffer(row.counts, dtype=np.int64).copy()
+                    policy = MonitorPolicy(**row.policy)
+                except (KeyError, TypeError, ValueError):
                     continue
-                policy = MonitorPolicy(**row.policy)
+                if counts.size != layout.total or policy.window_s < 1:
+                    continue
                 self._windows[(row.model, row.version)] = _Window(
                     row.model, row.version, layout, policy, row.start, row.n, counts
                 )
