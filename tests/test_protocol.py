@@ -699,3 +699,19 @@ def test_the_profile_event_is_declared_but_not_a_stored_column() -> None:
     assert not kind.stored
     assert [spec.name for spec in kind.fields] == ["sketch", "n", "epsilon"]
     assert "sketch" not in protocol.EVENT_COLUMNS
+
+
+def test_every_share_a_policy_allows_is_an_epsilon_the_event_accepts() -> None:
+    rules = {spec.name: spec for spec in protocol.MONITOR_POLICY_FIELDS}
+    event = {spec.name: spec for spec in protocol.EVENT_KINDS["profile"].fields}["epsilon"]
+    assert rules["epsilon_per_day"].minimum is not None and event.minimum is not None
+    smallest = protocol.MonitorPolicy(
+        window_s=int(rules["window_s"].minimum or 0),
+        epsilon_per_day=rules["epsilon_per_day"].minimum,
+    ).epsilon_per_window
+    largest = protocol.MonitorPolicy(
+        window_s=int(rules["window_s"].maximum or 0),
+        epsilon_per_day=rules["epsilon_per_day"].maximum,
+    ).epsilon_per_window
+    assert smallest is not None and largest is not None
+    assert event.minimum <= smallest and largest <= (event.maximum or 0)

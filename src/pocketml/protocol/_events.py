@@ -182,7 +182,7 @@ PROFILE = EventKind(
             "The local differential privacy spent on these counts (two-sided geometric "
             "noise on every count); absent or null: exact counts.",
             required=False,
-            minimum=0.0001,
+            minimum=1e-7,  # the smallest share: epsilon_per_day 0.001 over 1,440 windows
             maximum=MAX_SKETCH_EPSILON,
         ),
     ),
