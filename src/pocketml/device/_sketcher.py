@@ -411,8 +411,11 @@ class Sketcher:
         return rows
 
     def _load(self) -> None:
-        """Read the windows an earlier run left open (once)."""
+        """Read the windows an earlier run left open (once; no queue file: none)."""
         if self._loaded:
+            return
+        if not self.queue.path.exists():  # never create the queue just to find it empty
+            self._loaded = True
             return
         with self._lock:
             if self._loaded:
