@@ -139,6 +139,8 @@ def test_profile_events_are_not_rows_of_the_event_table(
         ({"sketch": "BgAEAQ=="}, "events[1].sketch"),  # padding / garbage
         ({"n": 41}, "events[1].sketch"),  # blocks no longer sum to n
         ({"n": -1}, "events[1].n"),
+        ({"n": 10**9 + 1}, "events[1].n"),  # over the limit: the schema refuses it
+        ({"epsilon": 0.0}, "events[1].epsilon"),
     ],
 )
 def test_a_bad_profile_event_is_refused_naming_the_field_and_nothing_is_stored(
