@@ -264,7 +264,17 @@ def test_the_stored_columns_derive_from_the_declaration() -> None:
     from pocketml.telemetry import EVENT_COLUMNS
     from pocketml.telemetry._chunks import PAYLOAD_SCHEMA
 
-    declared = ["type", *dict.fromkeys(s.name for kind in _kinds() for s in kind.all_fields)]
+    stored = [kind for kind in _kinds() if kind.stored]
+    assert (
+        {k.name for k in stored}
+        == protocol.STORED_EVENT_KINDS
+        == {
+            "inference",
+            "error",
+            "download",
+        }
+    )  # a profile event is merged into the sketch store, not stored as a row
+    declared = ["type", *dict.fromkeys(s.name for kind in stored for s in kind.all_fields)]
     assert list(EVENT_COLUMNS) == declared == list(protocol.EVENT_COLUMNS)
     arrow = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64()}
     expected = [(n, arrow[protocol.EVENT_COLUMN_TYPES[n]]) for n in declared if n != "model"]
@@ -495,6 +505,7 @@ def test_the_device_parser_refuses_a_value_outside_each_declared_rule() -> None:
     groups = [("", protocol.MANIFEST_ENTRY_FIELDS), ("package.", protocol.PACKAGE_FIELDS)]
     groups += [("download_policy.", protocol.DOWNLOAD_POLICY_FIELDS)]
     groups += [("hybrid.", protocol.HYBRID_POLICY_FIELDS)]
+    groups += [("monitor.", protocol.MONITOR_POLICY_FIELDS)]
     for prefix, fields in groups:
         for spec in fields:
             path = prefix + spec.name
@@ -552,6 +563,10 @@ def test_the_policies_are_one_class_on_the_server_and_in_the_device_sdk() -> Non
     ]
     assert [f.name for f in dataclasses.fields(protocol.DownloadPolicy)] == [
         s.name for s in protocol.DOWNLOAD_POLICY_FIELDS
+    ]
+    assert delivery.MonitorPolicy is device.MonitorPolicy is protocol.MonitorPolicy
+    assert [f.name for f in dataclasses.fields(protocol.MonitorPolicy)] == [
+        s.name for s in protocol.MONITOR_POLICY_FIELDS
     ]
 
 
@@ -616,3 +631,87 @@ def test_an_error_event_carries_its_error_code_from_intake_to_parquet(tmp_path: 
     export = ExportChunk(1, "app", "b", "digits", "d", None, None, None, received, table)
     path = write_partition(tmp_path, [export])
     assert pq.read_table(path).column("code").to_pylist() == ["integrity_failed"]
+
+
+# ---------------------------------------------------------------- the sketch codec
+
+
+def test_the_sketch_encoding_is_the_documented_example() -> None:
+    assert protocol.encode_sketch([3, 0, 0, 0, 0, -1]) == "BgAEAQ"  # 06 00 04 01
+    assert protocol.decode_sketch("BgAEAQ", 6) == [3, 0, 0, 0, 0, -1]
+
+
+def test_any_counts_round_trip_through_the_sketch_codec() -> None:
+    import random
+
+    rng = random.Random(3)
+    cases = [[0] * 500, [2**63 - 1, -(2**63)], [1], [-1] * 40]
+    for _ in range(200):
+        size = rng.randint(1, 300)
+        cases.append(
+            [
+                rng.choice([0, 0, 0, rng.randint(-5, 5), rng.randint(-(2**40), 2**40)])
+                for _ in range(size)
+            ]
+        )
+    for counts in cases:
+        assert protocol.decode_sketch(protocol.encode_sketch(counts), len(counts)) == counts
+
+
+def test_a_quiet_window_costs_a_few_bytes() -> None:
+    assert len(protocol.encode_sketch([0] * 600)) == 4  # 00 d8 04: one run of 600 zeros
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+@pytest.mark.parametrize(
+    ("text", "total", "reason"),
+    [
+        (_b64(bytes([2, 2, 2])), 2, "bytes after its 2 counts"),
+        (_b64(bytes([2])), 2, "holds 1 counts"),
+        (_b64(bytes([0x82, 0x00])), 1, "non-minimal varint"),
+        (_b64(bytes([0x80])), 1, "ends inside the varint"),
+        (_b64(bytes([0xFF] * 10 + [1])), 1, "longer than 10 bytes"),
+        (_b64(bytes([0xFF] * 9 + [0x7F])), 1, "beyond 64 bits"),
+        (_b64(bytes([0, 0])), 3, "zero run of 0"),
+        (_b64(bytes([0, 4])), 3, "zero run of 4"),
+        (_b64(bytes([0, 1, 0, 1])), 2, "two zero runs in a row"),
+        ("BgAEAQ==", 6, "base64url without padding"),
+        ("Bg+EAQ", 6, "base64url without padding"),
+        ("BgAEAR", 6, "not canonical"),
+        ("A", 1, "base64url without padding"),
+        ("A" * (protocol.MAX_SKETCH_CHARS + 4), 10, "at most"),
+    ],
+)
+def test_the_sketch_decoder_refuses_anything_not_exactly_canonical(
+    text: str, total: int, reason: str
+) -> None:
+    with pytest.raises(ValueError, match=reason):
+        protocol.decode_sketch(text, total)
+
+
+def test_the_profile_event_is_declared_but_not_a_stored_column() -> None:
+    kind = protocol.EVENT_KINDS["profile"]
+    assert not kind.stored
+    assert [spec.name for spec in kind.fields] == ["sketch", "n", "epsilon"]
+    assert "sketch" not in protocol.EVENT_COLUMNS
+
+
+def test_every_share_a_policy_allows_is_an_epsilon_the_event_accepts() -> None:
+    rules = {spec.name: spec for spec in protocol.MONITOR_POLICY_FIELDS}
+    event = {spec.name: spec for spec in protocol.EVENT_KINDS["profile"].fields}["epsilon"]
+    assert rules["epsilon_per_day"].minimum is not None and event.minimum is not None
+    smallest = protocol.MonitorPolicy(
+        window_s=int(rules["window_s"].minimum or 0),
+        epsilon_per_day=rules["epsilon_per_day"].minimum,
+    ).epsilon_per_window
+    largest = protocol.MonitorPolicy(
+        window_s=int(rules["window_s"].maximum or 0),
+        epsilon_per_day=rules["epsilon_per_day"].maximum,
+    ).epsilon_per_window
+    assert smallest is not None and largest is not None
+    assert event.minimum <= smallest and largest <= (event.maximum or 0)

@@ -54,6 +54,7 @@ def manifest_block() -> str:
     lines += _field_rows("package.", protocol.PACKAGE_FIELDS)
     lines += _field_rows("download_policy.", protocol.DOWNLOAD_POLICY_FIELDS)
     lines += _field_rows("hybrid.", protocol.HYBRID_POLICY_FIELDS)
+    lines += _field_rows("monitor.", protocol.MONITOR_POLICY_FIELDS)
     lines += [
         "",
         f"One value, three names: `{protocol.PACKAGE_DIGEST}` (the sha256 of the package "

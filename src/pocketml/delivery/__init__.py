@@ -15,6 +15,7 @@ from pocketml.delivery._types import (
     DownloadPolicy,
     HybridPolicy,
     Manifest,
+    MonitorPolicy,
     VersionPolicy,
 )
 from pocketml.delivery.decide import choose_variant, parse_min_runtime, runtime_satisfies
@@ -81,6 +82,7 @@ __all__ = [
     "GuardrailSpec",
     "HybridPolicy",
     "Manifest",
+    "MonitorPolicy",
     "Rollout",
     "RolloutEvaluator",
     "RolloutService",

@@ -20,12 +20,15 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from pocketml.device._cloud import CloudClient
 from pocketml.device._entry import keep_previous_entries, parse_manifest, parse_manifest_models
 from pocketml.device._model import LocalModel
 from pocketml.device._net import Backoff, CircuitBreaker, DeviceHttp
 from pocketml.device._queue import TelemetryQueue
 from pocketml.device._resolve import ModelResolver
+from pocketml.device._sketcher import Sketcher
 from pocketml.device._store import CacheDir
 from pocketml.device._sync import SyncContext, failed_sync, sync_model
 from pocketml.device._telemetry import DeviceTelemetry, FlushReport
@@ -147,6 +150,13 @@ class Device:
         self._resolver = ModelResolver(
             self._cache, self.schemas, threads, self._telemetry.emit_error
         )
+        self._sketcher = Sketcher(
+            self._telemetry.queue,
+            self._telemetry.emit,
+            self._telemetry.emit_error,
+            rng=np.random.default_rng(seed),
+        )
+        self._telemetry.window_source = self._sketcher.changed_windows
         self._models: dict[str, LocalModel] = {}
         self._device_id: str | None = facts.device_id
         self._lock = threading.Lock()
@@ -305,17 +315,27 @@ class Device:
                     cloud=self._cloud,
                     clock=self._clock,
                     device_id=lambda: self.device_id,
+                    sketcher=self._sketcher,
                 )
             return self._models[name]
 
     # -- telemetry --------------------------------------------------------------------------
 
+    @property
+    def sketcher(self) -> Sketcher:
+        """The open sketch windows (``skipped`` inputs, ``withheld`` private windows)."""
+        return self._sketcher
+
     def flush(self) -> FlushReport:
         """Send queued telemetry (batches of at most 500 events) and feedback.
+
+        Open sketch windows are closed first and sent as ``profile`` events (with local
+        DP only the windows that are over: an early close would spend a share).
 
         Returns:
             A FlushReport; a network failure stops the flush (``error``), never raises.
         """
+        self._sketcher.close_windows(early=True)
         return self._telemetry.flush()
 
     def feedback(
@@ -347,7 +367,9 @@ class Device:
         return self._telemetry.feedback(prediction_id, label, thumbs, model, version)
 
     def close(self) -> None:
-        """Write buffered telemetry to the queue and close connections and files."""
+        """Close sketch windows (as ``flush``), write buffered telemetry to the queue and
+        close connections and files."""
+        self._sketcher.close_windows(early=True)
         self._telemetry.close()
         self._http.close()
 

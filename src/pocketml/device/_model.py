@@ -23,6 +23,7 @@ import numpy as np
 
 from pocketml.device._cloud import CloudAnswer, CloudClient
 from pocketml.device._resolve import Loaded, ModelResolver
+from pocketml.device._sketcher import Sketcher, SketchTracker
 from pocketml.device._telemetry import DeviceTelemetry
 from pocketml.device._types import HybridPolicy, Prediction
 from pocketml.errors import InvalidInput, PocketMLError, Unavailable
@@ -48,6 +49,7 @@ class _Snapshot:
     labels: tuple[str, ...]
     is_logits: bool
     pid_prefix: str
+    sketch: SketchTracker | None = None  # bins what the local model scores (profile events)
 
 
 def _normalization(schema: ModelSchema | None) -> tuple[Any, Any]:
@@ -74,6 +76,7 @@ class LocalModel:
         cloud: the cloud prediction client.
         clock: monotonic seconds (latency).
         device_id: returns this install's id (sent with cloud predictions).
+        sketcher: the device's sketch windows (None: nothing is sketched).
     """
 
     def __init__(
@@ -85,8 +88,10 @@ class LocalModel:
         cloud: CloudClient,
         clock: Callable[[], float],
         device_id: Callable[[], str],
+        sketcher: Sketcher | None = None,
     ) -> None:
         self.name = name
+        self._sketcher = sketcher
         self._resolver = resolver
         self._telemetry = telemetry
         self._cloud = cloud
@@ -114,6 +119,16 @@ class LocalModel:
         version = loaded.version if loaded is not None else None
         prefix = f"{secrets.token_hex(5)}-"
         self._telemetry.register_prefix(prefix, self.name, version)
+        sketch = None
+        if (
+            self._sketcher is not None
+            and resolved.profile is not None
+            and schema is not None
+            and version is not None
+        ):
+            sketch = self._sketcher.tracker(
+                self.name, version, resolved.profile, schema.input.layout, resolved.monitor
+            )
         return _Snapshot(
             generation=generation,
             policy=policy,
@@ -126,6 +141,7 @@ class LocalModel:
             is_logits=schema is not None and schema.outputs[0].kind == "logits",
             pid_prefix=prefix,
             wall_offset=time.time() - self._clock(),
+            sketch=sketch,
         )
 
     @property
@@ -193,6 +209,8 @@ class LocalModel:
             probs = _softmax(probs)
         index = int(probs.argmax())
         confidence = probs.item(index)
+        if snap.sketch is not None:  # the local model's own answer, whoever answers
+            snap.sketch.add(x, index, confidence, snap.wall_offset + clock())
         pid = snap.pid_prefix + str(next(self._counter))
         if policy.mode == "cascade" and confidence < policy.threshold:
             return self._escalate(arr, snap, started, pid, probs, index, confidence)
@@ -229,6 +247,8 @@ class LocalModel:
                 return self._after_cloud_failure(exc, arr, snap, started, pid)
             return self._from_cloud(answer, snap, started, pid)
         probs, index, confidence = self._score(arr, snap)
+        if snap.sketch is not None:
+            snap.sketch.add(x, index, confidence, snap.wall_offset + self._clock())
         if snap.policy.mode == "cascade" and confidence < snap.policy.threshold:
             try:
                 answer = await cloud.apredict(self.name, snap.policy, arr, self._body(pid))

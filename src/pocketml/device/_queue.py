@@ -26,7 +26,7 @@ from typing import Any
 from pocketml.errors import Unavailable
 from pocketml.protocol import EVENT_COLUMN_TYPES, INFERENCE_QUEUE_FIELDS
 
-__all__ = ["INFERENCE_FIELDS", "Batch", "TelemetryQueue"]
+__all__ = ["INFERENCE_FIELDS", "Batch", "OpenWindow", "TelemetryQueue"]
 
 INFERENCE_FIELDS: tuple[str, ...] = INFERENCE_QUEUE_FIELDS
 """Column order of an inference tuple (stored as columns, not JSON: the cheap path).
@@ -56,7 +56,34 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sketch_windows (
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    window_start INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    counts BLOB NOT NULL,
+    layout TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    PRIMARY KEY (model, version)
+);
+CREATE TABLE IF NOT EXISTS privacy_spent (
+    day INTEGER PRIMARY KEY,
+    epsilon REAL NOT NULL
+);
 """
+
+
+@dataclass(frozen=True)
+class OpenWindow:
+    """A model version's open sketch window as stored (``_sketcher`` owns its meaning)."""
+
+    model: str
+    version: int
+    start: int
+    n: int
+    counts: bytes  # int64 in the layout's order, native byte order
+    layout: dict[str, Any]  # {"names": [...], "sizes": [...]}
+    policy: dict[str, Any]  # MonitorPolicy.to_dict()
 
 
 @dataclass(frozen=True)
@@ -111,6 +138,7 @@ class TelemetryQueue:
         self,
         events: Iterable[dict[str, Any]],
         inferences: Sequence[tuple[Any, ...]] = (),
+        windows: Sequence[OpenWindow] = (),
     ) -> int:
         """Store events; drop the oldest unassigned ones beyond the bound.
 
@@ -118,12 +146,15 @@ class TelemetryQueue:
             events: event dicts (stored as JSON).
             inferences: inference events as tuples in ``INFERENCE_FIELDS`` order (stored
                 as columns, no JSON encoding: this is what the predict hot path buffers).
+            windows: open sketch windows to store (replacing the model version's row),
+                in the same transaction as the events (a closed window's ``profile``
+                event and its successor's empty counts land together).
 
         Returns:
             How many events were dropped to stay within ``max_events``.
         """
         rows = [(json.dumps(e, separators=(",", ":")),) for e in events]
-        if not rows and not inferences:
+        if not rows and not inferences and not windows:
             return 0
         with self._lock:
             db = self._conn()
@@ -131,6 +162,21 @@ class TelemetryQueue:
             try:
                 db.executemany("INSERT INTO events (body) VALUES (?)", rows)
                 db.executemany(_INSERT_INFERENCE, inferences)
+                db.executemany(
+                    "INSERT OR REPLACE INTO sketch_windows VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            w.model,
+                            w.version,
+                            w.start,
+                            w.n,
+                            w.counts,
+                            json.dumps(w.layout),
+                            json.dumps(w.policy),
+                        )
+                        for w in windows
+                    ],
+                )
                 (count,) = db.execute("SELECT COUNT(*) FROM events").fetchone()
                 excess = max(0, count - self.max_events)
                 if excess:
@@ -226,6 +272,66 @@ class TelemetryQueue:
             "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
             (name, amount),
         )
+
+    # -- sketches ---------------------------------------------------------------------------
+
+    def open_windows(self) -> list[OpenWindow]:
+        """The sketch windows a previous run left open (unreadable rows are skipped)."""
+        with self._lock:
+            rows = self._conn().execute("SELECT * FROM sketch_windows").fetchall()
+        windows = []
+        for model, version, start, n, counts, layout, policy in rows:
+            try:
+                windows.append(
+                    OpenWindow(
+                        model,
+                        int(version),
+                        int(start),
+                        int(n),
+                        bytes(counts),
+                        json.loads(layout),
+                        json.loads(policy),
+                    )
+                )
+            except (TypeError, ValueError):
+                continue
+        return windows
+
+    def spend_privacy(self, day: int, epsilon: float, budget: float) -> bool:
+        """Spend ``epsilon`` of UTC ``day`` when the day's total stays within ``budget``.
+
+        Returns:
+            True when spent (committed before this returns), False when it would not fit.
+        """
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT epsilon FROM privacy_spent WHERE day = ?", (day,))
+                found = row.fetchone()
+                spent = 0.0 if found is None else float(found[0])
+                if spent + epsilon > budget * (1 + 1e-9):
+                    db.execute("ROLLBACK")
+                    return False
+                db.execute(
+                    "INSERT OR REPLACE INTO privacy_spent (day, epsilon) VALUES (?, ?)",
+                    (day, spent + epsilon),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return True
+
+    def spent_privacy(self, day: int) -> float:
+        """The epsilon spent on UTC ``day``."""
+        with self._lock:
+            found = (
+                self._conn()
+                .execute("SELECT epsilon FROM privacy_spent WHERE day = ?", (day,))
+                .fetchone()
+            )
+        return 0.0 if found is None else float(found[0])
 
     # -- feedback ---------------------------------------------------------------------------
 

@@ -10,8 +10,9 @@ name falls back to the cloud; they never raise into a prediction.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,12 @@ import numpy as np
 
 from pocketml.device._entry import parse_manifest_models
 from pocketml.device._store import CacheDir
-from pocketml.device._types import HybridPolicy, ModelEntry
+from pocketml.device._types import HybridPolicy, ModelEntry, MonitorPolicy
 from pocketml.errors import PocketMLError
+from pocketml.protect import PROFILE_MEMBER
 from pocketml.runtime import Runner, open_runner
 from pocketml.schema import ModelSchema
+from pocketml.sketch import ReferenceProfile
 
 __all__ = ["Loaded", "ModelResolver", "Resolved"]
 
@@ -46,11 +49,14 @@ class Loaded:
 
 @dataclass(frozen=True)
 class Resolved:
-    """What a name resolves to now: the policy, the schema (if known), the local model."""
+    """What a name resolves to now: the policy, the schema (if known), the local model,
+    and the monitor policy and reference profile the local model is sketched with."""
 
     policy: HybridPolicy
     schema: ModelSchema | None
     local: Loaded | None
+    monitor: MonitorPolicy = field(default_factory=MonitorPolicy)
+    profile: ReferenceProfile | None = None
 
 
 class ModelResolver:
@@ -75,6 +81,7 @@ class ModelResolver:
         self._threads = threads
         self._report_error = report_error
         self._runners: dict[str, Loaded] = {}
+        self._profiles: dict[str, ReferenceProfile | None] = {}  # per package: read once
         self.generation = 0
 
     def invalidate(self) -> None:
@@ -111,7 +118,29 @@ class ModelResolver:
         except (OSError, PocketMLError) as exc:
             self._report_error(name, record.get("version"), "load", f"schema unreadable: {exc}")
             return Resolved(policy, schema, None)
-        return Resolved(policy, schema, self._load(name, record, package_dir))
+        local = self._load(name, record, package_dir)
+        monitor = entry.monitor if entry is not None and entry.monitor else MonitorPolicy()
+        profile = self._profile(name, record, package_dir) if local is not None else None
+        return Resolved(policy, schema, local, monitor, profile)
+
+    def _profile(
+        self, name: str, record: dict[str, Any], package_dir: Path
+    ) -> ReferenceProfile | None:
+        """The package's reference profile, None without one; a broken one is reported
+        once (an ``error`` event) and the package is not sketched."""
+        key = record["package_id"]
+        if key not in self._profiles:
+            path = package_dir / PROFILE_MEMBER  # written beside schema.json at install
+            profile = None
+            if path.exists():
+                try:
+                    profile = ReferenceProfile.from_dict(json.loads(path.read_bytes()))
+                except Exception as exc:  # any shape of broken file: never raise
+                    self._report_error(
+                        name, record.get("version"), "load", f"profile unusable: {exc}"
+                    )
+            self._profiles[key] = profile
+        return self._profiles[key]
 
     def _load(self, name: str, record: dict[str, Any], package_dir: Path) -> Loaded | None:
         key = record["package_id"]

@@ -33,7 +33,7 @@ from pocketml.device._store import CacheDir
 from pocketml.device._telemetry import error_event
 from pocketml.device._types import DeviceState, DownloadEvent, ModelEntry, ModelSync
 from pocketml.errors import IntegrityError, InvalidInput, PocketMLError, Unavailable
-from pocketml.protect import ContentKey, install_package, read_member
+from pocketml.protect import PROFILE_MEMBER, ContentKey, install_package, read_member
 from pocketml.runtime import open_runner
 
 __all__ = ["SyncContext", "blocked_reason", "failed_sync", "sync_model"]
@@ -240,6 +240,8 @@ def _install(ctx: SyncContext, entry: ModelEntry, part: Path) -> dict[str, Any]:
         model_path = target / MODEL_FILES.get(model_format, f"model.{model_format}")
         installed.model_path.replace(model_path)
         (target / "schema.json").write_bytes(read_member(installed.verified, "schema.json"))
+        if installed.verified.has_profile:  # the version's reference profile: sketching
+            (target / PROFILE_MEMBER).write_bytes(read_member(installed.verified, PROFILE_MEMBER))
     except PocketMLError as exc:
         ctx.cache.discard_package(package.sha256)
         raise _StageError("verify", "verify", exc) from exc

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pocketml.device._net import DeviceHttp
-from pocketml.device._queue import TelemetryQueue
+from pocketml.device._queue import OpenWindow, TelemetryQueue
 from pocketml.errors import InvalidInput, PayloadTooLarge, PocketMLError, Unavailable
 
 __all__ = ["BUFFER_LIMIT", "MAX_BATCH", "DeviceTelemetry", "FlushReport", "error_event"]
@@ -101,6 +101,8 @@ class DeviceTelemetry:
         self._closing = False
         self._lock = threading.Lock()
         self._prefixes: dict[str, tuple[str, int | None]] = {}
+        # Open sketch windows to persist with the events (set by the Device: its Sketcher).
+        self.window_source: Callable[[], list[OpenWindow]] | None = None
 
     # -- recording (any thread) -------------------------------------------------------------
 
@@ -130,13 +132,15 @@ class DeviceTelemetry:
     # -- persisting -------------------------------------------------------------------------
 
     def persist(self) -> None:
-        """Move buffered events (inference tuples, other dicts) into the SQLite queue."""
+        """Move buffered events (inference tuples, other dicts) into the SQLite queue,
+        with the open sketch windows that changed, in one transaction."""
         with self._lock:
             popleft = self._buffer.popleft
             inferences = [popleft() for _ in range(len(self._buffer))]
             others, self._events = self._events, []
-            if inferences or others:
-                self.queue.append(others, inferences)
+            windows = self.window_source() if self.window_source is not None else []
+            if inferences or others or windows:
+                self.queue.append(others, inferences, windows)
 
     def _wake_writer(self) -> None:
         """Ask the background writer to persist the buffer (the hot path never writes)."""

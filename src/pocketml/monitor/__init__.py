@@ -9,6 +9,8 @@ The server keeps the fleet's sketches merged per version x device group x hour
 (``add_sketches`` inside the telemetry batch's transaction, ``read_sketches`` for reports);
 ``MonitorService`` answers drift and accuracy reports per version x device group over a
 window from those rows, and ``model_health`` flattens them into ``MetricReading``s for alerts.
+``ProfileIntake`` checks the ``profile`` events devices send and merges them there, and
+``charge_privacy`` keeps the per-device-day ledger of local differential privacy.
 ``estimate_accuracy`` / ``realised_accuracy`` / ``compare_accuracy`` turn confidence
 histograms and feedback labels into accuracy with intervals and a concept-drift flag.
 ``input_features`` turns image and sensor inputs into the monitored features
@@ -40,6 +42,15 @@ from pocketml.monitor._health import (
     health_readers,
 )
 from pocketml.monitor._jensen_shannon import JensenShannonDetector
+from pocketml.monitor._privacy_ledger import (
+    DELTA,
+    Charge,
+    LedgerDay,
+    charge_privacy,
+    compose_epsilon,
+    read_ledger,
+)
+from pocketml.monitor._profile_intake import ProfileIntake
 from pocketml.monitor._psi import PSIDetector
 from pocketml.monitor._report import (
     DriftReport,
@@ -93,6 +104,7 @@ __all__ = [
     "CONFIDENCE_BLOCK",
     "DEFAULT_ALPHA",
     "DEFAULT_WINDOW_S",
+    "DELTA",
     "GROUP_DIMENSIONS",
     "HEALTH_METRICS",
     "IMAGE_STATS",
@@ -104,6 +116,7 @@ __all__ = [
     "AccuracyInterval",
     "AccuracyPoint",
     "AccuracyReport",
+    "Charge",
     "ChiSquaredDetector",
     "DatasetDrift",
     "DriftDetector",
@@ -116,9 +129,11 @@ __all__ = [
     "HealthReader",
     "Histogram",
     "JensenShannonDetector",
+    "LedgerDay",
     "MetricReading",
     "MonitorService",
     "PSIDetector",
+    "ProfileIntake",
     "Projection",
     "ReferenceProfile",
     "SeriesPoint",
@@ -133,9 +148,11 @@ __all__ = [
     "build_input_profile",
     "build_profile",
     "categorical_bins",
+    "charge_privacy",
     "check_group_by",
     "coarsen",
     "compare_accuracy",
+    "compose_epsilon",
     "detect_drift",
     "detector_for",
     "estimate_accuracy",
@@ -147,6 +164,7 @@ __all__ = [
     "parse_sketch",
     "parse_window",
     "profile_model",
+    "read_ledger",
     "read_sketches",
     "realised_accuracy",
     "sensor_features",

@@ -23,7 +23,7 @@ from pocketml.errors import Unavailable
 
 if TYPE_CHECKING:
     from pocketml.delivery import DeliveryService
-    from pocketml.monitor import MonitorService
+    from pocketml.monitor import MonitorService, ProfileIntake
     from pocketml.monitor.alerts import AlertService
     from pocketml.registry import ArtifactStore, Principal, Registry
     from pocketml.serving import ServingService
@@ -122,6 +122,8 @@ class ServerState:
         if self.alerts is None:
             raise Unavailable("alerting is not open on this server; retry in a moment.")
         return self.alerts
+
+    profiles: ProfileIntake | None = None  # profile events (None: refused as unconfigured)
 
     @property
     def registry_label(self) -> str:

@@ -139,7 +139,7 @@ def _open_state(
     settings: Settings, on_delivery: Callable[[str], None] | None = None
 ) -> ServerState:
     from pocketml.delivery import DeliveryService
-    from pocketml.monitor import MonitorService
+    from pocketml.monitor import MonitorService, ProfileIntake
     from pocketml.protect import MasterKey
     from pocketml.registry import Registry, open_artifact_store
     from pocketml.serving import ServingOptions, ServingService
@@ -195,6 +195,10 @@ def _open_state(
         monitor=monitor,
         principals=PrincipalCache(server.devices.auth_ttl_s),
         alerts=_open_alerts(settings, registry, telemetry_service.store, monitor, on_delivery),
+        profiles=ProfileIntake(
+            registry.get_reference_profile,
+            lambda app_id, model, version: delivery.get_policy(app_id, model, version).monitor,
+        ),
     )
 
 

@@ -8,6 +8,7 @@
   model files, over HTTP or straight into a ``Registry``; ``DIGITS_SCHEMA`` fits them.
 - ``monitor_profile`` / ``store_sketches``: the monitor's test world (a reference profile of
   known distributions, sketches of it stored as intake stores them).
+- ``write_profiled_build``: a build whose version carries a reference profile.
 - ``check_converter`` / ``check_quantizer``: the contract a converter or quantizer plugin
   must meet (like scikit-learn's ``check_estimator``); see docs/build.md.
 
@@ -32,6 +33,7 @@ from pocketml.testing._push import (
 if TYPE_CHECKING:
     from pocketml.testing._checks import check_converter, check_quantizer
     from pocketml.testing._monitor import monitor_profile, monitor_rows, store_sketches
+    from pocketml.testing._profiled import write_profiled_build
     from pocketml.testing._server import (
         OPERATOR_TOKEN,
         AppKeys,
@@ -57,6 +59,7 @@ __all__ = [
     "server_settings",
     "store_sketches",
     "write_model_file",
+    "write_profiled_build",
 ]
 
 _LAZY = {
@@ -70,6 +73,7 @@ _LAZY = {
     "monitor_profile": "_monitor",
     "monitor_rows": "_monitor",
     "store_sketches": "_monitor",
+    "write_profiled_build": "_profiled",
 }
 
 

@@ -1,13 +1,12 @@
 """Alerting (issue 13 item 5): rules, alerts, webhook endpoints and the outbox.
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0010
 Create Date: 2026-12-05
 
 The ORM side lives in ``pocketml.monitor.alerts._orm`` (same ``Base``); this file is
 self-contained so the history never changes with the ORM. Four new tables, nothing
-existing is touched. ``down_revision`` is main's head when this was written; the hub
-re-chains it after 0009 and 0010.
+existing is touched.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
