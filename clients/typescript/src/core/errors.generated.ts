@@ -40,6 +40,7 @@ export const ERROR_KINDS = {
   circuit_open: {"name": "CircuitOpen", "parent": "unavailable", "status": 503},
   server_error: {"name": "ServerError", "parent": "unavailable", "status": 503},
   keyring_stale: {"name": "KeyringStale", "parent": "keyring_invalid", "status": 422},
+  privacy_budget_exceeded: {"name": "PrivacyBudgetExceeded", "parent": "invalid_input", "status": 422},
 } as const;
 
 /** Codes the server sends for failures that are no pocketml error -> a client's code. */
