@@ -3,6 +3,7 @@
     PocketMLError                  base; carries a stable ``code`` for the CLI and the API
     ├── InvalidInput (ValueError)  bad argument, file, config, request body
     │   ├── ValidationFailed       a well-formed request whose fields fail their contract (422)
+    │   │   └── PrivacyBudgetExceeded  a noisy profile event over its device's daily epsilon
     │   ├── MalformedJson          a request body that is not JSON
     │   ├── MalformedGzip          a gzip request body that does not inflate
     │   ├── SchemaError            a malformed ModelSchema
@@ -45,6 +46,7 @@ __all__ = [
     "ParityError",
     "PayloadTooLarge",
     "PocketMLError",
+    "PrivacyBudgetExceeded",
     "RangeNotSatisfiable",
     "SchemaError",
     "Unauthorized",
@@ -82,6 +84,14 @@ class ValidationFailed(InvalidInput):
         failure = cls(str(error))
         failure.code = error.code
         return failure
+
+
+class PrivacyBudgetExceeded(ValidationFailed):
+    """A noisy ``profile`` event would take its device's UTC day over the version policy's
+    ``epsilon_per_day`` (HTTP 422 naming ``events[i].epsilon``; nothing of the batch is
+    stored)."""
+
+    code = "privacy_budget_exceeded"
 
 
 class MalformedJson(InvalidInput):

@@ -69,6 +69,23 @@ def test_overlap_zero_refuses_the_old_key_at_once(server: LiveServer, app: AppKe
     assert [k.status for k in rotated.keys] == ["active", "revoked"]
 
 
+def test_a_revocation_empties_this_replicas_principal_cache(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # An hour of caching: without the purge the old key would keep checking in.
+    settings = server_settings(tmp_path_factory.mktemp("cached"), devices={"auth_ttl_s": 3600})
+    with live_server(settings) as cached:
+        app = cached.create_app("cached")
+        assert checkin_status(cached, app.device_key) == 200  # now cached
+        with cached.admin(app.admin_token) as admin:
+            rotated = admin.rotate_device_key(overlap_days=30)
+            assert checkin_status(cached, app.device_key) == 200  # in its overlap: still fine
+            admin.revoke_device_key(rotated.keys[1].key_id, "leaked")
+
+        assert checkin_status(cached, app.device_key) == 401
+        assert checkin_status(cached, rotated.device_key) == 200
+
+
 def test_revoking_the_previous_key_ends_the_overlap(server: LiveServer, app: AppKeys) -> None:
     with server.admin(app.admin_token) as admin:
         rotated = admin.rotate_device_key(overlap_days=30)

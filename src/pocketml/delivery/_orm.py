@@ -27,4 +27,6 @@ class VersionPolicyRow(Base):
     app_id: Mapped[str] = mapped_column(sa.ForeignKey("apps.id", ondelete="CASCADE"), index=True)
     hybrid: Mapped[JSONDict] = mapped_column(sa.JSON)
     download: Mapped[JSONDict] = mapped_column(sa.JSON)
+    # MonitorPolicy overrides (migration 0010); null for rows written before it.
+    monitor: Mapped[JSONDict | None] = mapped_column(sa.JSON, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

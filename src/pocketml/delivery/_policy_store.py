@@ -24,8 +24,10 @@ class PolicyStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
 
-    def get_many(self, version_ids: list[str]) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
-        """The stored (hybrid, download) overrides of these versions (absent: no row).
+    def get_many(
+        self, version_ids: list[str]
+    ) -> dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+        """The stored (hybrid, download, monitor) overrides of these versions (absent: no row).
 
         Raises:
             Unavailable: the database cannot be reached.
@@ -35,14 +37,21 @@ class PolicyStore:
         table = _TABLE
         with translate_errors("read version policies"), self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(table.c.version_id, table.c.hybrid, table.c.download).where(
-                    table.c.version_id.in_(version_ids)
-                )
+                sa.select(
+                    table.c.version_id, table.c.hybrid, table.c.download, table.c.monitor
+                ).where(table.c.version_id.in_(version_ids))
             ).all()
-        return {row[0]: (dict(row[1] or {}), dict(row[2] or {})) for row in rows}
+        return {
+            row[0]: (dict(row[1] or {}), dict(row[2] or {}), dict(row[3] or {})) for row in rows
+        }
 
     def upsert(
-        self, app_id: str, version_id: str, hybrid: dict[str, Any], download: dict[str, Any]
+        self,
+        app_id: str,
+        version_id: str,
+        hybrid: dict[str, Any],
+        download: dict[str, Any],
+        monitor: dict[str, Any] | None = None,
     ) -> None:
         """Replace the overrides of one version (insert or update, one transaction).
 
@@ -50,7 +59,12 @@ class PolicyStore:
             Unavailable: the database cannot be reached.
         """
         table = _TABLE
-        values = {"hybrid": hybrid, "download": download, "updated_at": utcnow()}
+        values = {
+            "hybrid": hybrid,
+            "download": download,
+            "monitor": monitor or {},
+            "updated_at": utcnow(),
+        }
         with (
             translate_errors("store the version policy"),
             self.engine.connect().execution_options(**WRITE) as conn,

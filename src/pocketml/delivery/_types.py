@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pocketml.protocol import HYBRID_MODES, DownloadPolicy, HybridPolicy
+from pocketml.protocol import HYBRID_MODES, DownloadPolicy, HybridPolicy, MonitorPolicy
 
 __all__ = [
     "DEFAULT_CHECKIN_INTERVAL_S",
@@ -75,15 +75,24 @@ class CheckinFacts:
 
 @dataclass(frozen=True)
 class VersionPolicy:
-    """The effective hybrid and download policy of one model version."""
+    """The effective hybrid, download and monitor policy of one model version."""
 
     model: str
     version: int | None
     hybrid: HybridPolicy = field(default_factory=HybridPolicy)
     download: DownloadPolicy = field(default_factory=DownloadPolicy)
+    monitor: MonitorPolicy = field(default_factory=MonitorPolicy)
 
-    def with_overrides(self, hybrid: dict[str, Any], download: dict[str, Any]) -> VersionPolicy:
+    def with_overrides(
+        self,
+        hybrid: dict[str, Any],
+        download: dict[str, Any],
+        monitor: dict[str, Any] | None = None,
+    ) -> VersionPolicy:
         """This policy with stored overrides applied (unknown keys are ignored)."""
+        monitor_fields = {
+            k: v for k, v in (monitor or {}).items() if k in MonitorPolicy.__dataclass_fields__
+        }
         hybrid_fields = {k: v for k, v in hybrid.items() if k in HybridPolicy.__dataclass_fields__}
         download_fields = {
             k: v for k, v in download.items() if k in DownloadPolicy.__dataclass_fields__
@@ -92,6 +101,7 @@ class VersionPolicy:
             self,
             hybrid=replace(self.hybrid, **hybrid_fields),
             download=replace(self.download, **download_fields),
+            monitor=replace(self.monitor, **monitor_fields),
         )
 
 

@@ -81,6 +81,7 @@ def manifest_model(
         "model_sha256": None,
         "download_policy": entry.policy.download.to_dict(),
         "hybrid": entry.policy.hybrid.to_dict(name),
+        "monitor": entry.policy.monitor.to_dict(),
         # Clients normalize inputs for the cloud with it before any package is on the device.
         "schema": entry.model.schema,
     }

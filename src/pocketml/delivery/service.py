@@ -322,8 +322,9 @@ class DeliveryService:
         *,
         hybrid: dict[str, Any] | None = None,
         download: dict[str, Any] | None = None,
+        monitor: dict[str, Any] | None = None,
     ) -> VersionPolicy:
-        """Replace the stored hybrid and/or download overrides of one version.
+        """Replace the stored hybrid, download and/or monitor overrides of one version.
 
         A section that is given replaces that section's stored overrides; a section left
         out keeps them. Values must already be validated (the HTTP edge does it).
@@ -334,6 +335,7 @@ class DeliveryService:
             version: the version number.
             hybrid: fields of ``HybridPolicy`` to override (mode, threshold, ...).
             download: fields of ``DownloadPolicy`` to override.
+            monitor: fields of ``MonitorPolicy`` to override.
 
         Returns:
             The new effective policy.
@@ -342,10 +344,11 @@ class DeliveryService:
             NotFound: no such model or version in the app.
         """
         info = self.registry.get_version(app_id, model, version)
-        stored_hybrid, stored_download = self.policies.get_many([info.id]).get(info.id, ({}, {}))
-        new_hybrid = dict(hybrid) if hybrid is not None else stored_hybrid
-        new_download = dict(download) if download is not None else stored_download
-        self.policies.upsert(app_id, info.id, new_hybrid, new_download)
+        stored = self.policies.get_many([info.id]).get(info.id, ({}, {}, {}))
+        new_hybrid = dict(hybrid) if hybrid is not None else stored[0]
+        new_download = dict(download) if download is not None else stored[1]
+        new_monitor = dict(monitor) if monitor is not None else stored[2]
+        self.policies.upsert(app_id, info.id, new_hybrid, new_download, new_monitor)
         self.invalidate(app_id)
         logger.info("set the policy of %s v%d in app %s", model, version, app_id)
-        return default_policy(model, info).with_overrides(new_hybrid, new_download)
+        return default_policy(model, info).with_overrides(new_hybrid, new_download, new_monitor)

@@ -20,6 +20,7 @@ from pocketml.device._types import (
     DownloadPolicy,
     HybridPolicy,
     ModelEntry,
+    MonitorPolicy,
     PackageRef,
     ProtocolError,
 )
@@ -174,6 +175,30 @@ def _hybrid(raw: Any, where: str, name: str) -> HybridPolicy:
     )
 
 
+def _monitor(raw: Any, where: str) -> MonitorPolicy | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise _bad(where.rstrip("."), "an object", raw)
+    defaults = MonitorPolicy()
+    enabled = raw.get("enabled", defaults.enabled)
+    if not isinstance(enabled, bool):
+        raise _bad(where + "enabled", "true or false", enabled)
+    epsilon = raw.get("epsilon_per_day")
+    if epsilon is not None and (
+        not isinstance(epsilon, int | float)
+        or isinstance(epsilon, bool)
+        or not 0.001 <= epsilon <= 100
+    ):
+        raise _bad(where + "epsilon_per_day", "null or a number in [0.001, 100]", epsilon)
+    return MonitorPolicy(
+        enabled=enabled,
+        window_s=_int({"window_s": defaults.window_s, **raw}, "window_s", where, 60, 86_400),
+        max_rows=_int({"max_rows": defaults.max_rows, **raw}, "max_rows", where, 1, 10**9),
+        epsilon_per_day=None if epsilon is None else float(epsilon),
+    )
+
+
 def _parse_entry(raw: Any, index: int) -> ModelEntry:
     where = f"models[{index}]."
     name = _text(raw, "name", where, MODEL_NAME)
@@ -211,6 +236,7 @@ def _parse_entry(raw: Any, index: int) -> ModelEntry:
         download=_download(raw.get("download_policy"), f"{where}download_policy."),
         hybrid=hybrid,
         schema=schema if isinstance(schema, Mapping) else None,
+        monitor=_monitor(raw.get("monitor"), f"{where}monitor."),
     )
 
 

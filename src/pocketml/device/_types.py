@@ -23,6 +23,7 @@ from pocketml.protocol import (
     FORMAT_NAMES,
     DownloadPolicy,
     HybridPolicy,
+    MonitorPolicy,
     PackageRef,
     check_device_class,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "HybridPolicy",
     "ModelEntry",
     "ModelSync",
+    "MonitorPolicy",
     "PackageMismatch",
     "PackageRef",
     "Prediction",
@@ -179,6 +181,7 @@ class ModelEntry:
     download: DownloadPolicy
     hybrid: HybridPolicy
     schema: Mapping[str, Any] | None = None
+    monitor: MonitorPolicy | None = None  # None: a server from before profile events
 
     def to_json(self) -> dict[str, Any]:
         """The entry as JSON (what the SDK persists between runs)."""
@@ -193,6 +196,7 @@ class ModelEntry:
             "model_sha256": self.model_sha256,
             "download_policy": self.download.__dict__.copy(),
             "hybrid": self.hybrid.__dict__.copy(),
+            **({} if self.monitor is None else {"monitor": self.monitor.to_dict()}),
             "schema": None if self.schema is None else dict(self.schema),
         }
 

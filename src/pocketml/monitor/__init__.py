@@ -5,6 +5,10 @@ projection for joint drift and the calibration table for label-free accuracy).
 Devices bin what they score into a ``Sketch`` (``profile.sketch(rows)``); the server
 validates it (``parse_sketch``), merges (``merge_sketches``) and tests
 (``detect_drift``: one detector per block, Benjamini-Hochberg over the family).
+The server keeps the fleet's sketches merged per version x device group x hour
+(``add_sketches`` inside the telemetry batch's transaction, ``read_sketches`` for reports);
+``ProfileIntake`` checks the ``profile`` events devices send and merges them there, and
+``charge_privacy`` keeps the per-device-day ledger of local differential privacy.
 ``estimate_accuracy`` / ``realised_accuracy`` / ``compare_accuracy`` turn confidence
 histograms and feedback labels into accuracy with intervals and a concept-drift flag.
 ``input_features`` turns image and sensor inputs into the monitored features
@@ -29,7 +33,25 @@ from pocketml.monitor._dataset import (
 )
 from pocketml.monitor._detector import DEFAULT_ALPHA, DriftDetector, FeatureDrift, coarsen
 from pocketml.monitor._jensen_shannon import JensenShannonDetector
+from pocketml.monitor._privacy_ledger import (
+    DELTA,
+    Charge,
+    LedgerDay,
+    charge_privacy,
+    compose_epsilon,
+    read_ledger,
+)
+from pocketml.monitor._profile_intake import ProfileIntake
 from pocketml.monitor._psi import PSIDetector
+from pocketml.monitor._store import (
+    WINDOW_S,
+    SketchAddition,
+    SketchKey,
+    StoredSketch,
+    add_sketches,
+    read_sketches,
+    window_of,
+)
 from pocketml.monitor._wasserstein import WassersteinDetector
 from pocketml.sketch import (
     CONFIDENCE_BLOCK,
@@ -58,30 +80,41 @@ from pocketml.sketch import (
 __all__ = [
     "CONFIDENCE_BLOCK",
     "DEFAULT_ALPHA",
+    "DELTA",
     "IMAGE_STATS",
     "MAX_SKETCH_ROWS",
     "PREDICTION_BLOCK",
     "SENSOR_STATS",
+    "WINDOW_S",
     "AccuracyComparison",
     "AccuracyInterval",
+    "Charge",
     "ChiSquaredDetector",
     "DatasetDrift",
     "DriftDetector",
     "FeatureBins",
     "FeatureDrift",
     "JensenShannonDetector",
+    "LedgerDay",
     "PSIDetector",
+    "ProfileIntake",
     "Projection",
     "ReferenceProfile",
     "Sketch",
+    "SketchAddition",
+    "SketchKey",
     "SketchLayout",
+    "StoredSketch",
     "WassersteinDetector",
+    "add_sketches",
     "benjamini_hochberg",
     "build_input_profile",
     "build_profile",
     "categorical_bins",
+    "charge_privacy",
     "coarsen",
     "compare_accuracy",
+    "compose_epsilon",
     "detect_drift",
     "detector_for",
     "estimate_accuracy",
@@ -91,7 +124,10 @@ __all__ = [
     "numeric_bins",
     "parse_sketch",
     "profile_model",
+    "read_ledger",
+    "read_sketches",
     "realised_accuracy",
     "sensor_features",
     "table_features",
+    "window_of",
 ]

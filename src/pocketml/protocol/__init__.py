@@ -9,8 +9,9 @@ per request); ``tests/test_protocol.py`` checks every derived copy against it.
 - Telemetry events (``_events.py``): ``EVENT_KINDS`` and their ``WireField`` s; the
   server's pydantic and msgspec schemas, the stored Arrow columns, the device queue's
   columns and the docs' field table derive from them.
-- Check-in (``_checkin.py``): open device classes, the check-in choice, the hybrid and
-  download policies (one class on both sides), the manifest entry's fields and the
+- Profile events (``_sketch_codec.py``): the ``sketch`` string's encoding.
+- Check-in (``_checkin.py``): open device classes, the check-in choice, the hybrid,
+  download and monitor policies (one class on both sides), the manifest entry's fields and the
   canonical name of a package's digest.
 
 Standard library and ``pocketml.errors`` only, so the device SDK imports it without the
@@ -25,6 +26,7 @@ from pocketml.protocol._checkin import (
     HYBRID_MODES,
     HYBRID_POLICY_FIELDS,
     MANIFEST_ENTRY_FIELDS,
+    MONITOR_POLICY_FIELDS,
     PACKAGE_DIGEST,
     PACKAGE_DIGEST_ALIASES,
     PACKAGE_FIELDS,
@@ -32,6 +34,7 @@ from pocketml.protocol._checkin import (
     DownloadPolicy,
     HybridMode,
     HybridPolicy,
+    MonitorPolicy,
     PackageRef,
     arm_choice,
     check_device_class,
@@ -56,6 +59,9 @@ from pocketml.protocol._events import (
     EVENT_KINDS,
     EVENT_TYPE_FIELD,
     INFERENCE_QUEUE_FIELDS,
+    MAX_SKETCH_CHARS,
+    MAX_SKETCH_EPSILON,
+    STORED_EVENT_KINDS,
     EventKind,
 )
 from pocketml.protocol._fields import INT32_MAX, INT64_MAX, WireField, WireType, describe_rule
@@ -66,6 +72,7 @@ from pocketml.protocol._formats import (
     ModelFormat,
     file_sha256,
 )
+from pocketml.protocol._sketch_codec import decode_sketch, encode_sketch
 
 __all__ = [
     "BUILTIN_DEVICE_CLASSES",
@@ -87,10 +94,14 @@ __all__ = [
     "INT32_MAX",
     "INT64_MAX",
     "MANIFEST_ENTRY_FIELDS",
+    "MAX_SKETCH_CHARS",
+    "MAX_SKETCH_EPSILON",
+    "MONITOR_POLICY_FIELDS",
     "PACKAGE_DIGEST",
     "PACKAGE_DIGEST_ALIASES",
     "PACKAGE_FIELDS",
     "RUNNABLE_FORMATS",
+    "STORED_EVENT_KINDS",
     "TRANSPORT_CODES",
     "CheckinChoice",
     "DownloadPolicy",
@@ -99,6 +110,7 @@ __all__ = [
     "HybridMode",
     "HybridPolicy",
     "ModelFormat",
+    "MonitorPolicy",
     "PackageRef",
     "WireField",
     "WireType",
@@ -107,7 +119,9 @@ __all__ = [
     "choice_version",
     "cloud_route_of",
     "codes_for",
+    "decode_sketch",
     "describe_rule",
+    "encode_sketch",
     "error_class",
     "file_sha256",
     "http_code",

@@ -10,8 +10,8 @@ One declaration per noun that the server sends and the device reads:
 - **The check-in choice** of a model for a device (``CheckinChoice``): nothing, the
   control (production), the rollout candidate, or an experiment arm serving version n.
 - **Policies and the package reference** (``HybridPolicy``, ``DownloadPolicy``,
-  ``PackageRef``): the same frozen dataclasses on the server (written into the manifest)
-  and in the device SDK (parsed from it).
+  ``MonitorPolicy``, ``PackageRef``): the same frozen dataclasses on the server (written
+  into the manifest) and in the device SDK (parsed from it).
 - **The manifest entry** (``MANIFEST_ENTRY_FIELDS`` and its nested objects): the server's
   builder, the OpenAPI model and the device parser are checked against it by tests.
 - **One value, three names**: the sha256 of a package file is the package's identity.
@@ -38,6 +38,7 @@ __all__ = [
     "HYBRID_MODES",
     "HYBRID_POLICY_FIELDS",
     "MANIFEST_ENTRY_FIELDS",
+    "MONITOR_POLICY_FIELDS",
     "PACKAGE_DIGEST",
     "PACKAGE_DIGEST_ALIASES",
     "PACKAGE_FIELDS",
@@ -45,6 +46,7 @@ __all__ = [
     "DownloadPolicy",
     "HybridMode",
     "HybridPolicy",
+    "MonitorPolicy",
     "PackageRef",
     "arm_choice",
     "check_device_class",
@@ -168,6 +170,42 @@ class DownloadPolicy:
         }
 
 
+@dataclass(frozen=True)
+class MonitorPolicy:
+    """How a device sketches what one model version scores (``profile`` events).
+
+    Only versions whose package carries a reference profile are sketched. A device keeps
+    one open window per version, aligned to multiples of ``window_s`` in unix time, and
+    sends its counts when the window is over, when it holds ``max_rows`` inputs, or at
+    ``flush()``. With ``epsilon_per_day`` set, every count gets local differential
+    privacy noise: a device spends at most ``epsilon_per_day`` per UTC day in equal
+    shares of one window each (``epsilon_per_window``), closes windows only when they
+    are over (an early close would spend a share), and the server refuses a day's events
+    beyond the budget (docs/monitoring.md, "Privacy").
+    """
+
+    enabled: bool = True
+    window_s: int = 3600
+    max_rows: int = 10_000
+    epsilon_per_day: float | None = None
+
+    @property
+    def epsilon_per_window(self) -> float | None:
+        """The epsilon one window's sketch spends: the day's budget over its windows."""
+        if self.epsilon_per_day is None:
+            return None
+        return self.epsilon_per_day / max(1, 86_400 // self.window_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``monitor`` object."""
+        return {
+            "enabled": self.enabled,
+            "window_s": self.window_s,
+            "max_rows": self.max_rows,
+            "epsilon_per_day": self.epsilon_per_day,
+        }
+
+
 # ---------------------------------------------------------------- the manifest entry
 
 
@@ -265,6 +303,32 @@ HYBRID_POLICY_FIELDS: tuple[WireField, ...] = (
     WireField("max_retries", "integer", "Retries of a failed cloud call.", minimum=0, maximum=100),
 )
 
+MONITOR_POLICY_FIELDS: tuple[WireField, ...] = (
+    WireField("enabled", "boolean", "Sketch what this version scores (when it has a profile)."),
+    WireField(
+        "window_s",
+        "integer",
+        "Width of a sketch window in seconds (windows start at multiples of it).",
+        minimum=60,
+        maximum=86_400,
+    ),
+    WireField(
+        "max_rows",
+        "integer",
+        "Send a window early once it holds this many inputs (without DP).",
+        minimum=1,
+        maximum=10**9,
+    ),
+    WireField(
+        "epsilon_per_day",
+        "number",
+        "Local differential privacy budget per device and UTC day; null: exact counts.",
+        nullable=True,
+        minimum=0.001,
+        maximum=100,
+    ),
+)
+
 MANIFEST_ENTRY_FIELDS: tuple[WireField, ...] = (
     WireField("name", "string", "The model's name.", min_length=1, max_length=64),
     WireField(
@@ -300,6 +364,12 @@ MANIFEST_ENTRY_FIELDS: tuple[WireField, ...] = (
     ),
     WireField("download_policy", "object", "When to download (`download_policy.*`)."),
     WireField("hybrid", "object", "Local or cloud inference (`hybrid.*`)."),
+    WireField(
+        "monitor",
+        "object",
+        "Sketching of scored inputs (`monitor.*`); absent from older servers.",
+        required=False,
+    ),
     WireField(
         "schema",
         "object",

@@ -61,6 +61,7 @@ ERROR_CATALOG: tuple[ErrorRow, ...] = (
     ErrorRow(e.UnsupportedMediaType, 415),
     ErrorRow(e.RangeNotSatisfiable, 416),
     ErrorRow(e.ValidationFailed, 422),
+    ErrorRow(e.PrivacyBudgetExceeded, 422),
     ErrorRow(e.SchemaError, 422),
     ErrorRow(e.IntegrityError, 422),
     ErrorRow(e.ConversionError, 422),

@@ -29,6 +29,9 @@ __all__ = [
     "EVENT_KINDS",
     "EVENT_TYPE_FIELD",
     "INFERENCE_QUEUE_FIELDS",
+    "MAX_SKETCH_CHARS",
+    "MAX_SKETCH_EPSILON",
+    "STORED_EVENT_KINDS",
     "EventKind",
 ]
 
@@ -44,11 +47,15 @@ class EventKind:
         name: the value of ``type``.
         description: when a device sends it.
         fields: its fields after the common ones (``COMMON_EVENT_FIELDS``), in order.
+        stored: its events are rows of the event table (telemetry chunks, Parquet). A
+            ``profile`` event is not: intake merges its counts into the sketch store,
+            so its fields are no columns (``EVENT_COLUMNS`` leaves them out).
     """
 
     name: str
     description: str
     fields: tuple[WireField, ...]
+    stored: bool = True
 
     @property
     def all_fields(self) -> tuple[WireField, ...]:
@@ -141,20 +148,72 @@ DOWNLOAD = EventKind(
     ),
 )
 
-EVENT_KINDS: dict[str, EventKind] = {kind.name: kind for kind in (INFERENCE, ERROR, DOWNLOAD)}
+MAX_SKETCH_CHARS = 131_072
+"""The longest ``sketch`` string (base64url): 96 KiB of varints, room for the largest
+layout (1,024 blocks) at a few bytes per bin; ``_sketch_codec`` states the encoding."""
+MAX_SKETCH_EPSILON = 100.0
+"""The largest epsilon one profile event may declare (beyond it the noise is nil)."""
+
+PROFILE = EventKind(
+    "profile",
+    "The counts of what one model version scored in one window, binned into the edges of "
+    "the version's reference profile (no raw values); `ts` is the window's start and "
+    '`version` is required; see "Profile events".',
+    (
+        WireField(
+            "sketch",
+            "string",
+            "The counts in the profile layout's order: base64url (no padding) of zigzag "
+            'varints with zero runs ("Profile events").',
+            min_length=1,
+            max_length=MAX_SKETCH_CHARS,
+        ),
+        WireField(
+            "n",
+            "integer",
+            "Inputs scored in the window (with noise when `epsilon` is set, so it may be "
+            "negative then).",
+            minimum=-INT32_MAX,
+            maximum=10**9,
+        ),
+        WireField(
+            "epsilon",
+            "number",
+            "The local differential privacy spent on these counts (two-sided geometric "
+            "noise on every count); absent or null: exact counts.",
+            required=False,
+            minimum=0.0001,
+            maximum=MAX_SKETCH_EPSILON,
+        ),
+    ),
+    stored=False,
+)
+
+EVENT_KINDS: dict[str, EventKind] = {
+    kind.name: kind for kind in (INFERENCE, ERROR, DOWNLOAD, PROFILE)
+}
+STORED_EVENT_KINDS: frozenset[str] = frozenset(k.name for k in EVENT_KINDS.values() if k.stored)
+"""The kinds whose events are rows of the event table (chunks, Parquet)."""
 
 
 def _columns() -> dict[str, WireField]:
-    """Every field of every kind, first declaration first; one wire type per name."""
+    """Every field of every stored kind, first declaration first; one wire type per name.
+
+    Every kind is checked (a field name keeps one wire type on the wire), but only the
+    stored kinds' fields are columns.
+    """
     columns: dict[str, WireField] = {}
+    types: dict[str, WireField] = {}
     for kind in EVENT_KINDS.values():
         for spec in kind.all_fields:
-            seen = columns.setdefault(spec.name, spec)
+            seen = types.setdefault(spec.name, spec)
             if seen.type != spec.type:
                 raise TypeError(
                     f"event field {spec.name!r} is a {seen.type} in one kind and a "
                     f"{spec.type} in {kind.name!r}; a column has one type: rename one."
                 )
+            if kind.stored:
+                columns.setdefault(spec.name, spec)
     return columns
 
 

@@ -23,6 +23,7 @@ from pocketml.errors import Unavailable
 
 if TYPE_CHECKING:
     from pocketml.delivery import DeliveryService
+    from pocketml.monitor import ProfileIntake
     from pocketml.registry import ArtifactStore, Principal, Registry
     from pocketml.serving import ServingService
     from pocketml.telemetry import TelemetryService
@@ -77,6 +78,17 @@ class PrincipalCache:
             return None
         return entry[0]
 
+    def forget_app(self, app_id: str) -> None:
+        """Drop every cached principal of ``app_id`` (its keys or tokens just changed).
+
+        A rotation or revocation on this replica takes effect on its next request; other
+        replicas still answer from their cache for at most ``ttl_s``.
+        """
+        with self._lock:
+            stale = [key for key, (seen, _) in self._entries.items() if seen.app_id == app_id]
+            for key in stale:
+                del self._entries[key]
+
     def put(self, token: str, principal: Principal) -> None:
         """Remember that ``token`` authenticates as ``principal`` for ``ttl_s``."""
         if self.ttl_s <= 0:
@@ -100,6 +112,7 @@ class ServerState:
     serving: ServingService
     telemetry: TelemetryService
     principals: PrincipalCache = field(default_factory=lambda: PrincipalCache(0))
+    profiles: ProfileIntake | None = None  # profile events (None: refused as unconfigured)
 
     @property
     def registry_label(self) -> str:

@@ -101,6 +101,7 @@ def load_or_create_operator_token(
 
 def _open_state(settings: Settings) -> ServerState:
     from pocketml.delivery import DeliveryService
+    from pocketml.monitor import ProfileIntake
     from pocketml.protect import MasterKey
     from pocketml.registry import Registry, open_artifact_store
     from pocketml.serving import ServingOptions, ServingService
@@ -153,6 +154,10 @@ def _open_state(settings: Settings) -> ServerState:
         serving=serving,
         telemetry=telemetry_service,
         principals=PrincipalCache(server.devices.auth_ttl_s),
+        profiles=ProfileIntake(
+            registry.get_reference_profile,
+            lambda app_id, model, version: delivery.get_policy(app_id, model, version).monitor,
+        ),
     )
 
 

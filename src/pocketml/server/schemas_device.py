@@ -195,6 +195,15 @@ class HybridPolicyPublic(BaseModel):
     max_retries: int
 
 
+class MonitorPolicyPublic(BaseModel):
+    """How the device sketches what the version scores (``profile`` events)."""
+
+    enabled: bool
+    window_s: int
+    max_rows: int
+    epsilon_per_day: float | None
+
+
 class ManifestModel(BaseModel):
     """One model of the manifest; ``variant``/``package`` null when nothing is loadable.
 
@@ -211,6 +220,9 @@ class ManifestModel(BaseModel):
     model_sha256: str | None
     download_policy: DownloadPolicyPublic
     hybrid: HybridPolicyPublic
+    monitor: MonitorPolicyPublic | None = Field(
+        None, description="Sketching of scored inputs; absent from servers before it."
+    )
     schema_: ModelSchema | None = Field(
         alias="schema",
         serialization_alias="schema",
@@ -268,11 +280,26 @@ class DownloadPolicyInput(_Strict):
     max_cellular_bytes: Count | None = None
 
 
+class MonitorPolicyInput(_Strict):
+    """Overrides of a version's monitor policy (sketch windows, local DP budget)."""
+
+    enabled: bool | None = None
+    window_s: int | None = Field(None, ge=60, le=86_400)
+    max_rows: int | None = Field(None, ge=1, le=10**9)
+    epsilon_per_day: FiniteFloat | None = Field(
+        None,
+        ge=0.001,
+        le=100.0,
+        description="Local DP budget per device and UTC day; leave out for exact counts.",
+    )
+
+
 class PolicyUpdate(_Strict):
     """``PUT .../policy``: a section given replaces that section's stored overrides."""
 
     hybrid: HybridPolicyInput | None = None
     download: DownloadPolicyInput | None = None
+    monitor: MonitorPolicyInput | None = None
 
 
 class PolicyPublic(BaseModel):
@@ -282,6 +309,7 @@ class PolicyPublic(BaseModel):
     version: int | None
     hybrid: HybridPolicyPublic
     download: DownloadPolicyPublic
+    monitor: MonitorPolicyPublic
 
 
 # ---------------------------------------------------------------- predict

@@ -13,6 +13,8 @@ the accuracy estimate and the server side):
 - ``profile.sketch(rows, predicted_class, confidence)`` bins what a device scored into a
   ``Sketch`` of integer counts; ``merge_sketches`` adds them; ``parse_sketch`` is the
   server's gate for one a device sends.
+- ``privatize(sketch, epsilon, rng)`` adds local differential privacy noise (two-sided
+  geometric) to every count; ``parse_noisy_counts`` is the server's gate for those.
 
 See docs/monitoring.md.
 """
@@ -27,6 +29,13 @@ from pocketml.sketch._features import (
     profile_model,
     sensor_features,
     table_features,
+)
+from pocketml.sketch._privacy import (
+    geometric_variance,
+    noise_bound,
+    parse_noisy_counts,
+    privatize,
+    sensitivity_of,
 )
 from pocketml.sketch._profile import Projection, ReferenceProfile, build_profile
 from pocketml.sketch._sketch import (
@@ -55,12 +64,17 @@ __all__ = [
     "build_input_profile",
     "build_profile",
     "categorical_bins",
+    "geometric_variance",
     "image_features",
     "input_features",
     "merge_sketches",
+    "noise_bound",
     "numeric_bins",
+    "parse_noisy_counts",
     "parse_sketch",
+    "privatize",
     "profile_model",
+    "sensitivity_of",
     "sensor_features",
     "table_features",
 ]

@@ -16,7 +16,7 @@ filtered to the window (and versions), with each event's label feedback joined o
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
@@ -107,6 +107,8 @@ class TelemetryStore:
         received: datetime,
         *,
         clock_offset_s: float = 0.0,
+        event_count: int | None = None,
+        on_commit_rows: Callable[[sa.Connection], None] | None = None,
     ) -> bool:
         """Store a batch and its chunks unless (app_id, batch_id) exists already.
 
@@ -115,6 +117,13 @@ class TelemetryStore:
                 attributes (see ``draft_chunks``); their ``ts`` already corrected.
             clock_offset_s: seconds intake added to the device's timestamps (kept per
                 chunk, so the device's own ts stays recoverable).
+            event_count: the batch's events for the batch row, when more than
+                ``events`` (events of kinds that are not rows, e.g. ``profile``).
+            on_commit_rows: called with the open connection after the batch row and
+                its chunks were written, inside the same transaction, and only for a
+                batch not seen before (so a retried batch runs it once). Another
+                service writes its rows of the batch here (the monitor merges the
+                batch's sketches); an exception rolls the whole batch back.
 
         Returns:
             True when stored, False for a duplicate (nothing written).
@@ -148,7 +157,7 @@ class TelemetryStore:
             "app_id": app_id,
             "batch_id": batch_id,
             "device_id": device_id,
-            "event_count": len(events),
+            "event_count": len(events) if event_count is None else event_count,
             "received_at": received,
         }
         with self._write_turn, self._write("store a telemetry batch") as conn:
@@ -158,6 +167,8 @@ class TelemetryStore:
                 return False  # the batch was stored before
             if chunks:
                 conn.execute(self._insert_chunk, chunks)
+            if on_commit_rows is not None:
+                on_commit_rows(conn)
         return True
 
     def upsert_feedback(self, app_id: str, feedback: Feedback, received: datetime) -> None:

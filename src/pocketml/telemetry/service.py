@@ -32,7 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from pocketml.errors import NotFound, Unavailable
+from pocketml.protocol import STORED_EVENT_KINDS
 from pocketml.registry import Registry
 from pocketml.telemetry._intake import ClockPolicy, IngestReport, RejectedModel, correct_clock
 from pocketml.telemetry._store import TelemetryStore
@@ -122,7 +125,12 @@ class TelemetryService:
         return self._store
 
     def ingest(
-        self, app_id: str, batch: TelemetryBatch, *, device_sent_at: float | None = None
+        self,
+        app_id: str,
+        batch: TelemetryBatch,
+        *,
+        device_sent_at: float | None = None,
+        on_commit_rows: Callable[[sa.Connection], None] | None = None,
     ) -> IngestReport:
         """Store a validated batch once (a second copy of the same batch id is a no-op).
 
@@ -134,6 +142,10 @@ class TelemetryService:
             batch: the validated batch (its events' ``ts`` are corrected in place).
             device_sent_at: the device clock's time when it sent the batch, unix seconds
                 (a route passes the request's HTTP ``Date`` header); None when unknown.
+            on_commit_rows: writes another service's rows of this batch inside its
+                transaction, after the clock correction, once per batch id (see
+                ``TelemetryStore.insert_batch``). Events of kinds that are not rows
+                (``profile``) are corrected and counted but stored only by it.
 
         Returns:
             An ``IngestReport``: ``accepted`` events stored, or ``duplicate`` when this
@@ -151,6 +163,7 @@ class TelemetryService:
             )
             return IngestReport(accepted=0, duplicate=False, rejected=rejected)
         correction = correct_clock(events, received, device_sent_at, self.clock_policy)
+        rows = _stored_kinds(events)
         context = {
             "platform": batch.platform,
             "device_class": batch.device_class,
@@ -161,9 +174,11 @@ class TelemetryService:
             batch.batch_id,
             batch.device_id,
             context,
-            events,
+            rows,
             datetime.fromtimestamp(received, UTC),
             clock_offset_s=correction.offset_s,
+            event_count=len(events),
+            on_commit_rows=on_commit_rows,
         )
         if not stored:
             logger.info("telemetry batch %s of app %s is a duplicate", batch.batch_id, app_id)
@@ -179,7 +194,7 @@ class TelemetryService:
                 correction.stale,
             )
         if self._exporter is not None:
-            self._exporter.note_ingested(len(events))
+            self._exporter.note_ingested(len(rows))
         return IngestReport(
             accepted=len(events),
             duplicate=False,
@@ -263,3 +278,16 @@ class TelemetryService:
             Unavailable: the database cannot be reached.
         """
         return aggregate_events(self.store.events(app_id, model, since, until))
+
+
+def _stored_kinds(events: Sequence[Any]) -> Sequence[Any]:
+    """The events that are rows of the event table (all but ``profile`` events)."""
+    if not events:
+        return events
+    if isinstance(events[0], Mapping):
+        kinds = [event["type"] for event in events]
+    else:
+        kinds = [event.type for event in events]
+    if all(kind in STORED_EVENT_KINDS for kind in kinds):
+        return events  # the usual batch: nothing to leave out
+    return [e for e, kind in zip(events, kinds, strict=True) if kind in STORED_EVENT_KINDS]

@@ -6,8 +6,11 @@ device clock's send time (the HTTP ``Date`` request header, when the device send
 the service corrects skewed event timestamps by it). The answer is 202 when events were
 stored, else 200 (``duplicate: true`` when this app sent the same ``batch_id`` before, or
 every event named a model the app does not have); ``rejected`` lists the events left
-out per model. Certainly-valid bodies are decoded and checked in one msgspec pass
-(``decode_batch``); anything else goes through pydantic, which writes the messages.
+out per model. ``profile`` events are checked against their version's reference profile
+(``pocketml.monitor.ProfileIntake``; a bad one is a 422 and nothing is stored) and merged
+into the sketch store inside the batch's transaction. Certainly-valid bodies are decoded
+and checked in one msgspec pass (``decode_batch``); anything else goes through pydantic,
+which writes the messages.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pocketml.telemetry import TelemetryBatch
 __all__ = ["BatchRejected", "answer_telemetry", "validate_batch", "validate_body"]
 
 _EVENT_TAGS = frozenset(EVENT_KINDS)  # pydantic puts the tag in every error location
+_PROFILE = "profile"  # the kind the monitor checks and merges (not a telemetry row)
 
 
 class BatchRejected(ValidationFailed):
@@ -57,14 +61,32 @@ async def answer_telemetry(
     """
     batch = validate_body(body, state.max_telemetry_events)
     sent_at = _http_date(sent_date)
+    hook = None
+    if state.profiles is not None and _has_profile_events(batch):
+        hook = await to_thread.run_sync(
+            state.profiles.prepare,
+            principal.app_id,
+            batch.device_id,
+            batch.events,
+            batch.device_class,
+            batch.app_version,
+        )
     result = await to_thread.run_sync(
-        functools.partial(state.telemetry.ingest, device_sent_at=sent_at),
+        functools.partial(state.telemetry.ingest, device_sent_at=sent_at, on_commit_rows=hook),
         principal.app_id,
         batch,
     )
     stored = result.accepted > 0 and not result.duplicate
     body = orjson.dumps(result.to_dict())
     return Answer(202, body, events=result.accepted) if stored else Answer(200, body)
+
+
+def _has_profile_events(batch: TelemetryBatch) -> bool:
+    """True when any event is a ``profile`` event (checked and merged by the monitor)."""
+    events = batch.events
+    if events and isinstance(events[0], dict):
+        return any(event["type"] == _PROFILE for event in events)
+    return any(event.type == _PROFILE for event in events)
 
 
 def _http_date(value: str | None) -> float | None:

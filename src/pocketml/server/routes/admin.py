@@ -147,6 +147,7 @@ def rotate_credential(
             credential=body.credential, token=None, app=AppPublic.model_validate(app)
         )
     token = state.registry.rotate_credential(principal.app_id, body.credential)
+    state.principals.forget_app(principal.app_id)
     app = state.registry.get_app(principal.app_id)
     return RotatedPublic(credential=body.credential, token=token, app=AppPublic.model_validate(app))
 
@@ -225,8 +226,9 @@ def list_device_keys(
     description=(
         "Issues a new device key (returned only here: ship it in the next app build). The "
         "previous keys keep working for `overlap_days` (default 30) so installed builds have "
-        "time to update; 0 revokes them now. One transaction, audited. Device routes may "
-        "accept an ended key for up to `auth_ttl_s` more seconds (docs/operations.md)."
+        "time to update; 0 revokes them now. One transaction, audited. The replica that "
+        "answers stops accepting an ended key at once; other replicas may accept it for up "
+        "to `auth_ttl_s` more seconds (docs/operations.md)."
     ),
     responses=errors(*ERRORS_AUTH, 422),
 )
@@ -242,6 +244,7 @@ def rotate_device_key(
         actor=_actor(principal),
         reason=body.reason,
     )
+    state.principals.forget_app(principal.app_id)  # overlap 0: the old key stops here, now
     return DeviceKeyRotatedPublic(
         device_key=rotated.device_key,
         keys=[DeviceKeyPublic.model_validate(k) for k in rotated.keys],
@@ -268,6 +271,7 @@ def revoke_device_key(
     revoked = state.registry.revoke_device_key(
         principal.app_id, body.key_id, actor=_actor(principal), reason=body.reason
     )
+    state.principals.forget_app(principal.app_id)
     return DeviceKeyPublic.model_validate(revoked)
 
 

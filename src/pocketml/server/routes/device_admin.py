@@ -38,6 +38,7 @@ def _policy_public(policy: VersionPolicy) -> PolicyPublic:
             "version": policy.version,
             "hybrid": policy.hybrid.to_dict(policy.model),
             "download": policy.download.to_dict(),
+            "monitor": policy.monitor.to_dict(),
         }
     )
 
@@ -66,7 +67,8 @@ def get_policy(
     description=(
         "Overrides the hybrid policy (mode local|cloud|cascade, threshold in [0, 1], "
         "timeout_ms 50..60000, max_retries 0..10) and/or the download policy (wifi_only, "
-        "charging_only, max_cellular_bytes >= 0) of one version. A section given "
+        "charging_only, max_cellular_bytes >= 0) and/or the monitor policy (enabled, "
+        "window_s 60..86400, max_rows, epsilon_per_day 0.001..100) of one version. A section given "
         "replaces that section's stored overrides; fields left out take the defaults. "
         "Devices see the change at their next check-in."
     ),
@@ -82,8 +84,9 @@ def put_policy(
     """Store a version's policy overrides."""
     hybrid = body.hybrid.model_dump(exclude_none=True) if body.hybrid is not None else None
     download = body.download.model_dump(exclude_none=True) if body.download is not None else None
+    monitor = body.monitor.model_dump(exclude_none=True) if body.monitor is not None else None
     policy = state.delivery.set_policy(
-        principal.app_id, name, version, hybrid=hybrid, download=download
+        principal.app_id, name, version, hybrid=hybrid, download=download, monitor=monitor
     )
     return _policy_public(policy)
 
