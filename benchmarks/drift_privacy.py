@@ -1,6 +1,6 @@
 """The price of privacy: detection delay with local DP at epsilon = 1 per device-day.
 
-A fleet of ``N`` devices (1,000 ... 30,000) each scores ``--rows`` inputs a day in the world
+A fleet of ``N`` devices (1,000, 3,000, 10,000) each scores ``--rows`` inputs a day in the world
 of ``drift_vs_evidently.py`` (x0..x3, c0; 4 PCA projections: 9 blocks) and sends one sketch a
 day. With DP, that sketch goes through ``pocketml.sketch.privatize`` at epsilon = 1 (the whole
 day's budget in one window): two-sided geometric noise on every count, sensitivity
@@ -20,7 +20,7 @@ window is all pre-change) and the delay in days from the change to the first ala
 first shifted day), median and p90 over repetitions; a stream without an alarm counts as
 ``--after`` (censored, shown as "never").
 
-Run: ``.venv/bin/python benchmarks/drift_privacy.py [--reps 20]`` -> the table, and
+Run: ``.venv/bin/python benchmarks/drift_privacy.py [--reps 12]`` -> the table, and
 ``benchmarks/results/drift_privacy.json`` and ``docs/drift_privacy.png``.
 """
 
@@ -39,7 +39,7 @@ from pocketml.monitor import Sketch, build_profile, detect_drift, merge_sketches
 from pocketml.sketch._privacy import geometric_variance, privatize, sensitivity_of
 
 EPSILON = 1.0
-FLEETS = (1_000, 3_000, 10_000, 30_000)
+FLEETS = (1_000, 3_000, 10_000)
 WINDOWS = (1, 7)
 SHIFTS: dict[str, dict[str, Any]] = {
     "mean +0.25σ": {"mean": 0.25},
@@ -76,7 +76,7 @@ def check_closed_form(profile: Any, rng: np.random.Generator) -> dict[str, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--reps", type=int, default=12)
     parser.add_argument("--rows", type=int, default=5, help="scored inputs per device-day")
     parser.add_argument("--before", type=int, default=14, help="days before the change")
     parser.add_argument("--after", type=int, default=14, help="days after the change")
