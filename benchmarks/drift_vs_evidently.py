@@ -25,12 +25,7 @@ share of null windows above it equals pocketml's false-alarm rate on the same nu
 (and, separately, 1 %), and detection per cell is counted at that cut-off. These sizes get
 ``--matched-null-reps`` null windows so the 1 % quantile rests on more than a handful.
 
-Fidelity (the issue's "the same test from the merged sketches and from the raw rows"), per
-numeric column and window, at the profile's 20 bins and at 32: (1) two-sample KS at 1 %,
-its statistic from the raw rows vs from the sketch (the largest CDF gap at the bin edges),
-both with scipy's asymptotic p-value for the same n and n_ref; (2) Evidently's own decision,
-normed Wasserstein >= 0.1, from the raw rows (scipy) vs from the sketch (bins at their
-points). Chi-squared on the same bins is identical by construction and not counted.
+The fidelity of the same test from sketches and from raw rows is ``drift_fidelity.py``.
 
 Speed: merge + test of 100 features x 10,000 device sketches vs Evidently's preset on
 the equivalent raw rows (100 columns x 240,000 rows, 24 rows per device-day).
@@ -65,7 +60,6 @@ from pocketml.monitor import (
     detect_drift,
     merge_sketches,
 )
-from pocketml.monitor._wasserstein import binned_wasserstein
 
 RESULTS = Path(__file__).parent / "results"
 WORKER = Path(__file__).parent / "_evidently_worker.py"
@@ -73,7 +67,6 @@ EVIDENTLY = ["evidently>=0.7,<0.8", "pandas<3"]  # evidently 0.7 imports a panda
 SIZES = (50, 200, 1000, 5000)
 MATCHED_SIZES = (50, 200)
 NUMERIC = ("x0", "x1", "x2", "x3")
-FIDELITY_BINS = (20, 32)
 N_REFERENCE = 10_000
 DEVICES_PER_WINDOW = 10  # each window arrives as 10 device sketches
 PRIOR = np.array([0.40, 0.25, 0.15, 0.12, 0.08])
@@ -135,54 +128,6 @@ def raw_decision(reference: dict[str, np.ndarray], window: dict[str, np.ndarray]
     return any(benjamini_hochberg(p_values, 0.01))
 
 
-def ks_binned_p(reference: np.ndarray, current: np.ndarray, n_ref: int, n: int) -> float:
-    """Two-sample KS p-value (scipy's asymptotic one) of the largest CDF gap at bin edges."""
-    gap = np.abs(np.cumsum(current) / n - np.cumsum(reference) / n_ref).max()
-    return float(stats.kstwo.sf(gap, round(n * n_ref / (n + n_ref))))
-
-
-class Fidelity:
-    """Raw-row vs sketch decisions of the same test, per numeric column and window."""
-
-    def __init__(self, reference: dict[str, np.ndarray], profiles: dict[int, ReferenceProfile]):
-        self.reference = reference
-        self.profiles = profiles
-        self.std = {c: float(np.std(reference[c])) for c in NUMERIC}
-        self.ref_counts = {
-            (k, c): p.reference.block(c) for k, p in profiles.items() for c in NUMERIC
-        }
-        self.agree: dict[str, dict[str, list[int]]] = {}  # test@bins -> cell -> [agree, n]
-
-    def add(self, cell: str, window: dict[str, np.ndarray], sketches: dict[int, Sketch]) -> None:
-        for column in NUMERIC:
-            ref, cur = self.reference[column], window[column]
-            raw_ks = stats.ks_2samp(ref, cur, method="asymp").pvalue < 0.01
-            raw_w = stats.wasserstein_distance(ref, cur) / self.std[column] >= 0.1
-            for bins, sketch in sketches.items():
-                counts = sketch.block(column)
-                ref_counts = self.ref_counts[bins, column]
-                points = self.profiles[bins].bins_of(column).points()  # type: ignore[union-attr]
-                sk_ks = ks_binned_p(ref_counts, counts, ref.size, cur.size) < 0.01
-                sk_w = binned_wasserstein(ref_counts, counts, points) / self.std[column] >= 0.1
-                for test, same in (("ks", raw_ks == sk_ks), ("wasserstein>=0.1", raw_w == sk_w)):
-                    tally = self.agree.setdefault(f"{test}@{bins}", {}).setdefault(cell, [0, 0])
-                    tally[0] += int(same)
-                    tally[1] += 1
-
-    def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, cells in self.agree.items():
-            agree = sum(a for a, _ in cells.values())
-            total = sum(n for _, n in cells.values())
-            worst = sorted(cells.items(), key=lambda kv: kv[1][0] / kv[1][1])[:3]
-            out[key] = {
-                "agreement": agree / total,
-                "decisions": total,
-                "worst_cells": {k: v[0] / v[1] for k, v in worst},
-            }
-        return out
-
-
 def matched(cells: dict[str, dict[str, Any]], window_scores: dict[str, list[float]]) -> Any:
     """Evidently at pocketml's false-alarm rate (and at 1 %) for the small window sizes."""
     out: dict[str, Any] = {}
@@ -218,8 +163,6 @@ def run_grid(args: argparse.Namespace, python: Path, work: Path) -> dict[str, An
     rng = np.random.default_rng(args.seed)
     reference = rows(N_REFERENCE, rng, {})
     profile = build_profile(reference, categorical=["c0"])
-    fine = build_profile(reference, categorical=["c0"], bins=32)
-    fidelity = Fidelity(reference, {20: profile, 32: fine})
     arrays: dict[str, np.ndarray] = {f"ref_{k}": v for k, v in reference.items()}
     mine: dict[str, list[bool]] = {}
     agree_merge = agree_raw = total = 0
@@ -241,7 +184,6 @@ def run_grid(args: argparse.Namespace, python: Path, work: Path) -> dict[str, An
                 seconds += time.perf_counter() - t0
                 agree_merge += merged == profile.sketch(window)
                 agree_raw += decision == raw_decision(reference, window)
-                fidelity.add(cell, window, {20: merged, 32: fine.sketch(window)})
                 total += 1
                 flags.append(decision)
             mine[key] = flags
@@ -273,7 +215,6 @@ def run_grid(args: argparse.Namespace, python: Path, work: Path) -> dict[str, An
         "windows": total,
         "merge_equals_one_shot": agree_merge / total,
         "sketch_vs_raw_tests_agreement": agree_raw / total,
-        "fidelity": fidelity.summary(),
         "matched": matched(cells, window_scores),
         "pocketml_seconds": seconds,
         "evidently_seconds": theirs["seconds"],
@@ -362,12 +303,6 @@ def print_table(grid: dict[str, Any], speed: dict[str, Any]) -> None:
     print(
         f"sketch decision == raw-row KS/chi2 decision: {grid['sketch_vs_raw_tests_agreement']:.1%}"
     )
-    for key, value in grid["fidelity"].items():
-        worst = ", ".join(f"{k} {v:.1%}" for k, v in value["worst_cells"].items())
-        print(
-            f"fidelity {key}: raw == sketch on {value['agreement']:.2%} of "
-            f"{value['decisions']} column decisions (worst: {worst})"
-        )
     print("\nmatched false alarms: detection %, pocketml vs Evidently at pocketml's null rate")
     print("(and at 1 %), Evidently's cut-off on its largest column score")
     for size in MATCHED_SIZES:
