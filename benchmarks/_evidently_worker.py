@@ -1,7 +1,8 @@
 """Runs inside the benchmark's own Evidently venv (never imported by pocketml).
 
 Reads ``windows.npz`` (reference columns + every window's columns) and writes, per window,
-Evidently's per-column drift flags as chosen by its default preset logic
+Evidently's per-column drift flags and scores (``drift_score``: the normed Wasserstein or
+Jensen-Shannon distance, compared with 0.1 for the flag) as chosen by its default preset logic
 (``get_stattest(..., stattest_func=None)``: the method DataDriftPreset picks for each
 column from the reference size and type) and the total seconds spent. With ``--preset N``
 it also runs the full ``Report([DataDriftPreset()])`` on the first N windows and counts how
@@ -32,18 +33,20 @@ def main():
     reference = frame(data, "ref_")
     keys = sorted({k.split("/")[0] for k in data.files if "/" in k})
     types = {c: "num" for c in NUMERIC} | {c: "cat" for c in CATEGORICAL}
-    out, methods, seconds = {}, {}, 0.0
+    out, scores, methods, seconds = {}, {}, {}, 0.0
     for key in keys:
         current = frame(data, f"{key}/")
         t0 = time.perf_counter()
-        flags = []
+        flags, values = [], []
         for column, kind in types.items():
             test = get_stattest(reference[column], current[column], kind, None)
             result = test(reference[column], current[column], kind, None)
             flags.append(bool(result.drifted))
+            values.append(float(result.drift_score))
             methods[column] = f"{test.name}>={result.actual_threshold}"
         seconds += time.perf_counter() - t0
         out[key] = flags
+        scores[key] = values
     agree = total = 0
     definition = DataDefinition(numerical_columns=NUMERIC, categorical_columns=CATEGORICAL)
     for key in keys[:preset]:
@@ -64,6 +67,7 @@ def main():
         json.dump(
             {
                 "flags": out,
+                "scores": scores,
                 "seconds": seconds,
                 "methods": methods,
                 "preset_agree": agree,

@@ -16,8 +16,16 @@ of five columns to move and is not used.
 pocketml's decisions are computed from 10 device sketches per window, merged, and
 compared with (a) binning the window in one go (must be identical: merging is exact)
 and (b) the same questions asked of the raw rows with classical tests at the same level
-(two-sample KS per numeric column, chi-squared per categorical one, BH over the columns):
-the binning's fidelity.
+(two-sample KS per numeric column, chi-squared per categorical one, BH over the columns).
+
+Matched false alarms (n = 50 and 200, where Evidently's fixed 0.1 cut-offs flag most null
+windows): Evidently's per-column scores (normed Wasserstein, JS distance; both cut at 0.1 by
+default) give a window score, the largest over the columns; its cut-off is raised until the
+share of null windows above it equals pocketml's false-alarm rate on the same null windows
+(and, separately, 1 %), and detection per cell is counted at that cut-off. These sizes get
+``--matched-null-reps`` null windows so the 1 % quantile rests on more than a handful.
+
+The fidelity of the same test from sketches and from raw rows is ``drift_fidelity.py``.
 
 Speed: merge + test of 100 features x 10,000 device sketches vs Evidently's preset on
 the equivalent raw rows (100 columns x 240,000 rows, 24 rows per device-day).
@@ -25,9 +33,8 @@ the equivalent raw rows (100 columns x 240,000 rows, 24 rows per device-day).
 Evidently 0.7 is installed in its own venv under ``--work-dir`` (never a pocketml
 dependency); the first run takes a minute for that.
 
-Run: ``.venv/bin/python benchmarks/drift_vs_evidently.py [--null-reps 250] [--reps 50]``
-(the defaults scale the 13-minute run of 400 / 100 used in docs/benchmarks.md to an estimated
-~7 minutes; not timed)
+Run: ``.venv/bin/python benchmarks/drift_vs_evidently.py [--null-reps 250] [--reps 50]
+[--matched-null-reps 1000]`` (timings in docs/benchmarks.md)
 Writes ``benchmarks/results/drift_vs_evidently.json``.
 """
 
@@ -58,6 +65,8 @@ RESULTS = Path(__file__).parent / "results"
 WORKER = Path(__file__).parent / "_evidently_worker.py"
 EVIDENTLY = ["evidently>=0.7,<0.8", "pandas<3"]  # evidently 0.7 imports a pandas 2 private
 SIZES = (50, 200, 1000, 5000)
+MATCHED_SIZES = (50, 200)
+NUMERIC = ("x0", "x1", "x2", "x3")
 N_REFERENCE = 10_000
 DEVICES_PER_WINDOW = 10  # each window arrives as 10 device sketches
 PRIOR = np.array([0.40, 0.25, 0.15, 0.12, 0.08])
@@ -119,6 +128,28 @@ def raw_decision(reference: dict[str, np.ndarray], window: dict[str, np.ndarray]
     return any(benjamini_hochberg(p_values, 0.01))
 
 
+def matched(cells: dict[str, dict[str, Any]], window_scores: dict[str, list[float]]) -> Any:
+    """Evidently at pocketml's false-alarm rate (and at 1 %) for the small window sizes."""
+    out: dict[str, Any] = {}
+    for size in MATCHED_SIZES:
+        null = np.sort(window_scores[f"null|{size}"])[::-1]
+        rates = {"pocketml_rate": cells[f"null|{size}"]["pocketml"], "1%": 0.01}
+        for label, rate in rates.items():
+            allowed = int(np.floor(rate * null.size))  # null windows allowed above the cut
+            cutoff = float(null[min(allowed, null.size - 1)])
+            out[f"{size}|{label}"] = {
+                "cutoff": cutoff,
+                "target_rate": rate,
+                "null_rate": float(np.mean(null > cutoff)),
+                "detection": {
+                    cell: float(np.mean(np.asarray(window_scores[f"{cell}|{size}"]) > cutoff))
+                    for cell in CELLS
+                    if cell != "null"
+                },
+            }
+    return out
+
+
 def ensure_evidently(work: Path) -> Path:
     python = work / "venv" / "bin" / "python"
     if not python.exists():
@@ -137,8 +168,10 @@ def run_grid(args: argparse.Namespace, python: Path, work: Path) -> dict[str, An
     agree_merge = agree_raw = total = 0
     seconds = 0.0
     for cell, shift in CELLS.items():
-        reps = args.null_reps if cell == "null" else args.reps
         for size in SIZES:
+            reps = args.null_reps if cell == "null" else args.reps
+            if cell == "null" and size in MATCHED_SIZES:
+                reps = max(reps, args.matched_null_reps)
             key = f"{cell}|{size}"
             flags = []
             for rep in range(reps):
@@ -162,8 +195,13 @@ def run_grid(args: argparse.Namespace, python: Path, work: Path) -> dict[str, An
     )
     theirs = json.loads(target.read_text())
     grouped: dict[str, list[bool]] = {}
+    window_scores: dict[str, list[float]] = {}
     for window_key, column_flags in theirs["flags"].items():
         grouped.setdefault(window_key.split("#")[0], []).append(any(column_flags))
+        # Both default cut-offs are 0.1, so the largest column score is the window's score.
+        window_scores.setdefault(window_key.split("#")[0], []).append(
+            max(theirs["scores"][window_key])
+        )
     cells = {
         key: {
             "pocketml": float(np.mean(flags)),
@@ -177,6 +215,7 @@ def run_grid(args: argparse.Namespace, python: Path, work: Path) -> dict[str, An
         "windows": total,
         "merge_equals_one_shot": agree_merge / total,
         "sketch_vs_raw_tests_agreement": agree_raw / total,
+        "matched": matched(cells, window_scores),
         "pocketml_seconds": seconds,
         "evidently_seconds": theirs["seconds"],
         "evidently_methods": theirs["methods"],
@@ -264,6 +303,20 @@ def print_table(grid: dict[str, Any], speed: dict[str, Any]) -> None:
     print(
         f"sketch decision == raw-row KS/chi2 decision: {grid['sketch_vs_raw_tests_agreement']:.1%}"
     )
+    print("\nmatched false alarms: detection %, pocketml vs Evidently at pocketml's null rate")
+    print("(and at 1 %), Evidently's cut-off on its largest column score")
+    for size in MATCHED_SIZES:
+        own = grid["matched"][f"{size}|pocketml_rate"]
+        one = grid["matched"][f"{size}|1%"]
+        print(
+            f"n={size}: null rate pml {grid['cells'][f'null|{size}']['pocketml']:.2%}, "
+            f"Evidently at cut-off {own['cutoff']:.3f}: {own['null_rate']:.2%}; "
+            f"at 1 %: cut-off {one['cutoff']:.3f} ({one['null_rate']:.2%})"
+        )
+        for cell, rate in own["detection"].items():
+            pml = grid["cells"][f"{cell}|{size}"]["pocketml"]
+            at_one = one["detection"][cell]
+            print(f"  {cell:<16}{pml * 100:>7.1f} /{rate * 100:>6.1f} /{at_one * 100:>6.1f}")
     print(f"Evidently methods: {grid['evidently_methods']}")
     agree, total = grid["preset_agreement"]
     print(f"DataDriftPreset == direct Evidently calls on {total} column tests: {agree}/{total}")
@@ -278,6 +331,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--null-reps", type=int, default=250)
     parser.add_argument("--reps", type=int, default=50)
+    parser.add_argument("--matched-null-reps", type=int, default=1000)
     parser.add_argument("--preset", type=int, default=20, help="windows re-run with the preset")
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--features", type=int, default=100)

@@ -115,20 +115,31 @@ def detect_drift(
     reference: Sketch | None = None,
     numeric: Method = "wasserstein",
     alpha: float = DEFAULT_ALPHA,
+    noise_variance: float = 0.0,
+    reference_noise_variance: float = 0.0,
 ) -> DatasetDrift:
     """Test a window's sketch against the profile's reference (or ``reference``).
 
+    ``noise_variance``: the variance of the zero-mean noise in every bin of ``current``
+    (local DP: the per-device variance summed over the merged sketches);
+    ``reference_noise_variance`` the same for ``reference`` (0 for the profile's own).
+
     Raises:
-        InvalidInput: a sketch of another layout than the profile's.
+        InvalidInput: a sketch of another layout than the profile's, or a noise variance
+            that is not a finite number >= 0.
     """
     baseline = profile.reference if reference is None else reference
     for label, sketch in (("current", current), ("reference", baseline)):
         if sketch.layout != profile.layout:
             raise InvalidInput(f"the {label} sketch was not built against this profile.")
+    noise = {
+        "noise_variance": _variance(noise_variance, "noise_variance"),
+        "reference_noise_variance": _variance(reference_noise_variance, "reference_noise_variance"),
+    }
     family = [*profile.feature_names, *profile.projection_names]
     results = {
         name: detector_for(profile, name, numeric, alpha).test(
-            baseline.block(name), current.block(name)
+            baseline.block(name), current.block(name), **noise
         )
         for name in family
     }
@@ -147,7 +158,7 @@ def detect_drift(
     tested_features = [r for r in features.values() if r.is_tested]
     extra = {
         block: detector_for(profile, block, numeric, alpha).test(
-            baseline.block(block), current.block(block)
+            baseline.block(block), current.block(block), **noise
         )
         for block in (PREDICTION_BLOCK, CONFIDENCE_BLOCK)
         if block in profile.layout.names
@@ -166,3 +177,14 @@ def detect_drift(
         n=current.n,
         alpha=alpha,
     )
+
+
+def _variance(value: float, field: str) -> float:
+    """One noise variance for every bin: a finite number >= 0, or ``InvalidInput``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{field} must be a number >= 0.") from None
+    if not np.isfinite(number) or number < 0:
+        raise InvalidInput(f"{field} must be a finite number >= 0; got {value!r}.")
+    return number

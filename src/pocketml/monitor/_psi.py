@@ -6,15 +6,16 @@ finite). It is the symmetric Kullback-Leibler (Jeffreys) divergence, and without
 order (the same limit as Pearson's statistic). So the threshold is
 ``chi2.isf(alpha, K'-1) * (1/n_ref + 1/n_cur)``: 0.44 for 50 rows against 10,000 (9 groups)
 and 0.012 for 5,000 rows, where the folklore cut-offs 0.1 / 0.25 are one number for all sizes.
+With noisy (local DP) counts the score is taken of counts clipped at 0 and the null is the
+distribution of ``sum d^2 / p`` under the noise-inflated covariance (``Groups.distance_null``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
-from pocketml.monitor._detector import BinnedDetector, Counts
+from pocketml.monitor._detector import LOG_NOISE_SD, BinnedDetector, Groups
 
 __all__ = ["PSIDetector", "psi"]
 
@@ -34,12 +35,11 @@ class PSIDetector(BinnedDetector):
     """PSI with its chi-squared-calibrated, window-size-dependent threshold."""
 
     name = "psi"
+    noise_sd = LOG_NOISE_SD
 
-    def _statistic(
-        self, reference: Counts, current: Counts, n: int, df: int
-    ) -> tuple[float, float, float]:
-        scale = 1 / int(reference.sum()) + 1 / n
-        score = psi(reference, current)
-        p_value = float(stats.chi2.sf(score / scale, df))
-        threshold = float(stats.chi2.isf(self.alpha, df) * scale)
+    def _statistic(self, groups: Groups, df: int) -> tuple[float, float, float]:
+        score = psi(*groups.clipped())
+        null = groups.distance_null(df)
+        p_value = null.sf(score)
+        threshold = null.isf(self.alpha)
         return score, p_value, threshold

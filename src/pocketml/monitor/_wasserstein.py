@@ -12,6 +12,11 @@ half-normals. Its mean and variance have closed forms
 (``E|X||Y| = 2 s_x s_y (sqrt(1 - r^2) + r asin r) / pi``) and a gamma distribution with the
 same two moments gives the p-value and the threshold — deterministic, O(K^2), no
 simulation at test time. The benchmark measures the false-alarm rate this yields.
+
+Noisy (local DP) counts: the covariance of the share differences gains the noise term of
+``share_covariance`` and the CDF differences' covariance is ``L Sigma L^T`` (``L`` the
+cumulative sum), of which the Brownian bridge above is the noise-free case; the score is
+taken of counts clipped at 0.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from pocketml.monitor._detector import (
     MIN_EXPECTED,
     MIN_REFERENCE,
     FeatureDrift,
-    as_counts,
-    coarsen_labels,
+    Groups,
+    checked,
     decide,
     too_small,
 )
@@ -73,8 +78,17 @@ class WassersteinDetector:
         self.min_current = min_current
         self.min_reference = min_reference
 
-    def test(self, reference_counts: npt.ArrayLike, current_counts: npt.ArrayLike) -> FeatureDrift:
-        reference, current = as_counts(reference_counts, current_counts)
+    def test(
+        self,
+        reference_counts: npt.ArrayLike,
+        current_counts: npt.ArrayLike,
+        *,
+        noise_variance: npt.ArrayLike = 0.0,
+        reference_noise_variance: npt.ArrayLike = 0.0,
+    ) -> FeatureDrift:
+        reference, current, reference_noise, current_noise = checked(
+            reference_counts, current_counts, noise_variance, reference_noise_variance
+        )
         if reference.size != self.points.size:
             raise InvalidInput(
                 f"counts have {reference.size} bins but the detector has {self.points.size} "
@@ -83,36 +97,39 @@ class WassersteinDetector:
         small = too_small(self.name, reference, current, self.min_reference, self.min_current)
         if small is not None:
             return small
-        n_ref, n = int(reference.sum()), int(current.sum())
         # Coarsened bins (each group's mass at its reference-weighted mean point): a small
         # window cannot resolve thin tail bins, and the Gaussian limit fails there.
-        labels = coarsen_labels(reference, n, self.min_expected)
-        size = int(labels.max()) + 1
-        grouped = np.bincount(labels, weights=reference, minlength=size).astype(np.float64)
-        mass_at = np.bincount(labels, weights=reference * self.points, minlength=size)
-        points = (mass_at / np.maximum(grouped, 1)).astype(np.float64)
-        window = np.bincount(labels, weights=current, minlength=size)
-        score = binned_wasserstein(grouped, window, points) / self.scale
-        shape, theta = self._null_gamma(grouped, points, 1 / n_ref + 1 / n)
+        groups = Groups.of(reference, current, reference_noise, current_noise, self.min_expected)
+        n = round(groups.n)
+        size = groups.reference.size
+        weight = np.clip(reference, 0, None)
+        mass_at = np.bincount(groups.labels, weights=weight * self.points, minlength=size)
+        mass = np.bincount(groups.labels, weights=weight, minlength=size)
+        points = (mass_at / np.maximum(mass, 1)).astype(np.float64)
+        score = binned_wasserstein(*groups.clipped(), points) / self.scale
+        shape, theta = self._null_gamma(groups, points)
         if shape <= 0:
             return FeatureDrift(self.name, score, None, None, False, n, "not enough data: one bin")
         p_value = float(stats.gamma.sf(score, shape, scale=theta))
         threshold = float(stats.gamma.isf(self.alpha, shape, scale=theta))
         return decide(self.name, score, p_value, threshold, self.alpha, n)
 
-    def _null_gamma(
-        self, reference: npt.NDArray[np.float64], points: npt.NDArray[np.float64], variance: float
-    ) -> tuple[float, float]:
+    def _null_gamma(self, groups: Groups, points: npt.NDArray[np.float64]) -> tuple[float, float]:
         """Shape and scale of the gamma matching the null mean and variance of the score."""
-        cdf = np.cumsum(reference / reference.sum())[:-1]
+        shares = groups.reference_shares()
+        cdf = np.cumsum(shares)[:-1]
         weights = np.diff(points) / self.scale
+        if groups.noisy:
+            lower = np.tril(np.ones((shares.size, shares.size)))[:-1]
+            cov = lower @ groups.covariance(shares) @ lower.T
+        else:  # the Brownian bridge, in closed form
+            low = np.minimum.outer(cdf, cdf)
+            high = np.maximum.outer(cdf, cdf)
+            cov = (1 / groups.n_ref + 1 / groups.n) * low * (1 - high)
         keep = (cdf > 0) & (cdf < 1) & (weights > 0)
-        cdf, weights = cdf[keep], weights[keep]
-        if cdf.size == 0:
+        cov, weights = cov[np.ix_(keep, keep)], weights[keep]
+        if weights.size == 0:
             return 0.0, 0.0
-        low = np.minimum.outer(cdf, cdf)
-        high = np.maximum.outer(cdf, cdf)
-        cov = variance * low * (1 - high)
         sd = np.sqrt(np.diag(cov))
         corr = np.clip(cov / np.outer(sd, sd), -1.0, 1.0)
         mean_abs = sd * np.sqrt(2 / np.pi)
