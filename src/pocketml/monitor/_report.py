@@ -10,11 +10,10 @@ Three states per feature and per group, never two: ``drift``, ``no_drift`` and
 ``not_enough_data`` with the detector's reason, so a quiet night shift on one device class
 never reads as "no drift" and never raises a false alarm.
 
-Noisy counts (local differential privacy) can be negative after merging; the detectors take
-counts >= 0, so each bin is clipped at 0 before testing (``clipped``). The summed per-bin
-noise variance is reported beside the decision: ``detect_drift`` does not take it yet, so
-the p-values are those of exact counts (conservative only when the noise is small against
-the window).
+Noisy counts (local differential privacy) can be negative after merging. They are tested
+as they are, with the summed per-bin noise variance of the window (and of the previous
+window, against ``previous``) passed to ``detect_drift``, whose tests put the noise into
+their null distribution (docs/monitoring.md, "Noisy counts").
 """
 
 from __future__ import annotations
@@ -46,9 +45,9 @@ __all__ = [
     "SeriesPoint",
     "State",
     "bin_labels",
-    "clipped",
     "group_drift",
     "series_point",
+    "window_sketch",
 ]
 
 State = Literal["drift", "no_drift", "not_enough_data"]
@@ -193,10 +192,10 @@ class DriftReport:
     series: tuple[SeriesPoint, ...] = field(default=())
 
 
-def clipped(layout_sketch: Sketch, counts: npt.ArrayLike, n: int) -> Sketch:
-    """A sketch of ``layout_sketch``'s layout with ``counts`` clipped at 0 (noisy rows)."""
-    array = np.maximum(np.asarray(counts, dtype=np.int64), 0)
-    return Sketch(layout_sketch.layout, max(int(n), 0), array)
+def window_sketch(layout_sketch: Sketch, counts: npt.ArrayLike, n: int) -> Sketch:
+    """A merged window as a sketch of ``layout_sketch``'s layout. Noisy counts stay as they
+    are (clipping would bias the test); only a noisy row count below 0 becomes 0."""
+    return Sketch(layout_sketch.layout, max(int(n), 0), np.asarray(counts, dtype=np.int64))
 
 
 def bin_labels(profile: ReferenceProfile, block: str) -> tuple[tuple[str, ...], tuple[float, ...]]:
@@ -259,8 +258,10 @@ def feature_report(
         histogram=Histogram(
             labels,
             edges,
-            tuple(int(c) for c in baseline.block(block)),
-            tuple(int(c) for c in current.block(block)),
+            # For people and plots: a noisy bin below zero is drawn as empty (the test
+            # above used the counts as they are).
+            tuple(max(int(c), 0) for c in baseline.block(block)),
+            tuple(max(int(c), 0) for c in current.block(block)),
         ),
     )
 
@@ -279,16 +280,19 @@ def group_drift(
     labels: Mapping[str, str] | None = None,
     events: int = 0,
     noise_variance: float = 0.0,
+    baseline_noise_variance: float = 0.0,
     alpha: float | None = None,
 ) -> GroupDrift:
     """Test one group's merged window against the profile (or ``baseline``) and report it.
 
     Args:
         profile: the version's reference profile.
-        current: the group's merged window (counts >= 0: see ``clipped``).
+        current: the group's merged window (noisy counts may be negative).
         baseline: the previous window's merged sketch; None = the profile's reference.
         labels: what the group is.
-        events, noise_variance: carried into the report.
+        events: device sketches merged into ``current`` (carried into the report).
+        noise_variance, baseline_noise_variance: summed per-bin DP noise variance of
+            ``current`` and of ``baseline`` (0 for exact counts and for the profile).
         alpha: the detectors' level (None = their default).
 
     Raises:
@@ -296,7 +300,12 @@ def group_drift(
     """
     reference = profile.reference if baseline is None else baseline
     result: DatasetDrift = detect_drift(
-        profile, current, reference=baseline, alpha=DEFAULT_ALPHA if alpha is None else alpha
+        profile,
+        current,
+        reference=baseline,
+        alpha=DEFAULT_ALPHA if alpha is None else alpha,
+        noise_variance=noise_variance,
+        reference_noise_variance=0.0 if baseline is None else baseline_noise_variance,
     )
     features = [
         feature_report(profile, name, drift, reference, current)

@@ -54,9 +54,9 @@ from pocketml.monitor._labels import (
 from pocketml.monitor._report import (
     DriftReport,
     SeriesPoint,
-    clipped,
     group_drift,
     series_point,
+    window_sketch,
 )
 from pocketml.monitor._store import WINDOW_S, StoredSketch, read_sketches
 from pocketml.monitor._windows import (
@@ -167,10 +167,12 @@ class MonitorService:
         rows = self._read(app_id, scope, scope.since, scope.until)
         previous: dict[GroupKey, Merged] = {}
         fleet_previous: Sketch | None = None
+        fleet_before = self._empty(scope)
         if baseline == "previous":
             before = self._read(app_id, scope, scope.since - window_s, scope.since)
             previous = self._groups(scope, before)
-            fleet_previous = self._sketch(scope, self._merge(scope, before))
+            fleet_before = self._merge(scope, before)
+            fleet_previous = self._sketch(scope, fleet_before)
         merged = self._groups(scope, rows)
         fleet = self._merge(scope, rows)
         groups = [
@@ -185,6 +187,7 @@ class MonitorService:
                 labels=dict(key),
                 events=total.events,
                 noise_variance=total.noise_variance,
+                baseline_noise_variance=previous.get(key, self._empty(scope)).noise_variance,
             )
             for key, total in merged.items()
         ]
@@ -205,6 +208,7 @@ class MonitorService:
                 baseline=fleet_previous,
                 events=fleet.events,
                 noise_variance=fleet.noise_variance,
+                baseline_noise_variance=fleet_before.noise_variance,
             ),
             groups=tuple(groups),
             series=self._drift_series(scope, rows) if series else (),
@@ -436,7 +440,11 @@ class MonitorService:
                     SeriesPoint(start, end, "not_enough_data", total.n, None, None, None, None)
                 )
             else:
-                tested = group_drift(scope.profile, self._sketch(scope, total))
+                tested = group_drift(
+                    scope.profile,
+                    self._sketch(scope, total),
+                    noise_variance=total.noise_variance,
+                )
                 points.append(series_point(start, end, tested))
         return tuple(points)
 
@@ -462,4 +470,4 @@ class MonitorService:
 
     @staticmethod
     def _sketch(scope: _Scope, total: Merged) -> Sketch:
-        return clipped(scope.profile.reference, total.counts, total.n)
+        return window_sketch(scope.profile.reference, total.counts, total.n)
