@@ -455,6 +455,21 @@ def test_model_health_reads_every_metric_for_the_fleet_and_each_device_class(
     assert fleet["drift_share"].labels == {"model": "digits", "version": "1"}
 
 
+def test_psi_max_counts_only_features_whose_test_found_drift(
+    service: MonitorService, registry: Registry, app_id: str, profile: ReferenceProfile
+) -> None:
+    # A small window of the reference's own distribution: PSI's sample-size bias alone
+    # would exceed a fixed threshold here, the tests do not reject, so the reading is 0.
+    store(registry, app_id, profile, "phone", seed=143, hours=1, start=T0 + 2 * HOUR, rows=60)
+    store(registry, app_id, profile, "tablet", seed=144, hours=1, start=T0 + 2 * HOUR, shift=1.0)
+
+    readings = service.model_health(app_id, "digits", now=NOW)
+
+    psi = {r.labels.get("device_class"): r.value for r in readings if r.metric == "psi_max"}
+    assert psi["phone"] == 0.0
+    assert psi["tablet"] is not None and psi["tablet"] > 0.25
+
+
 def test_model_health_of_a_model_without_a_reported_version_is_empty(
     service: MonitorService, registry: Registry, app_id: str
 ) -> None:

@@ -28,14 +28,15 @@ from rich.table import Table
 
 from pocketml._tables import Column, fitted_table
 from pocketml._version import __version__
-from pocketml.config import RolloutEvalSettings, ServerSettings, Settings
+from pocketml.config import AlertSettings, RolloutEvalSettings, ServerSettings, Settings
 from pocketml.convert import TARGETS, ConversionResult, convert_model
 from pocketml.convert.build import VariantGroup, write_build
 from pocketml.data import load_digits, parse_augmentations, validate_dataset
-from pocketml.demo._devices import run_devices, split_holdout
+from pocketml.demo._devices import monitoring_reference, run_devices, split_holdout
 from pocketml.demo._safe import ship_safely
 from pocketml.demo._ship import ship
 from pocketml.demo._trust import hold_the_line
+from pocketml.demo._watch import watch_the_world
 from pocketml.errors import InvalidInput
 from pocketml.optimize import plot_variants
 from pocketml.optimize.config import BenchSection, BuildConfig, ModelSection, TrainSection
@@ -73,6 +74,9 @@ class DemoConfig:
     rollout_schedule: tuple[float, ...] = (10.0, 100.0)
     rollout_min_samples: int = 100
     samples_per_device: int = 30
+    # chapter 9: the android-low phones' new camera, and the fleet that watches it
+    new_camera: str = "dim=0.7,noise=0.35"
+    watch_devices: int = 20
 
 
 # The chapters, numbered as the demo prints them (``pocketml demo --chapter N``).
@@ -85,6 +89,7 @@ CHAPTERS: dict[int, str] = {
     6: "Run on devices",
     7: "Ship safely",
     8: "Hold the line",
+    9: "Watch the world change",
 }
 
 
@@ -352,7 +357,10 @@ def run_demo(
                 for arch, run in runs.items()
             },
         },
-        profile=profile_model(runs["cnn-small"].model, splits.train),
+        profile=profile_model(
+            runs["cnn-small"].model,
+            monitoring_reference(splits, config.low_light, seed=config.seed),
+        ),
     )
     if story.done(4):
         return story.finish(out_dir, _partial_report(digits, splits, runs, timings, started))
@@ -362,8 +370,11 @@ def run_demo(
         operator_token=SecretStr(_DEMO_OPERATOR_TOKEN),
         database_url=None,
         artifact_url=None,
-        # the guardrail evaluator looks often, so the demo does not wait long
-        server=ServerSettings(rollout_eval=RolloutEvalSettings(interval_s=0.5)),
+        # the guardrail and alert evaluators look often, so the demo does not wait long
+        server=ServerSettings(
+            rollout_eval=RolloutEvalSettings(interval_s=0.5),
+            alerts=AlertSettings(eval_interval_s=0.5, delivery_interval_s=0.2),
+        ),
     )
     with serve_in_thread(settings) as url:
         created, version, shipped = ship(console, url, _DEMO_OPERATOR_TOKEN, out_dir)
@@ -371,6 +382,7 @@ def run_demo(
         devices: dict[str, Any] | None = None
         safely: dict[str, Any] | None = None
         trust: dict[str, Any] | None = None
+        watched: dict[str, Any] | None = None
         if story.shows(6):
             console = story.begin(
                 6,
@@ -429,6 +441,24 @@ def run_demo(
                 out_dir=out_dir / "trust",
             )
             lap("hold the line")
+        if story.shows(9):
+            console = story.begin(
+                9,
+                "drift and accuracy from on-device sketches, an alert to a signed webhook",
+            )
+            watched = watch_the_world(
+                console,
+                url=url,
+                admin=AdminClient(url, created.admin_token),
+                device_key=created.device_key,
+                evaluation=split_holdout(splits)[1],
+                low_light=config.low_light,
+                new_camera=config.new_camera,
+                devices=config.watch_devices,
+                out_dir=out_dir / "watch",
+                seed=config.seed,
+            )
+            lap("watch the world")
     telemetry = _parquet_summary(settings.home / "telemetry")
     if devices is not None or safely is not None:
         console.print(
@@ -449,6 +479,7 @@ def run_demo(
             "devices": devices,
             "ship_safely": safely,
             "hold_the_line": trust,
+            "watch_the_world": watched,
             "telemetry_parquet": telemetry,
             "rows": rows,
             "selections": [sel.to_dict() for sel in matrix.selections],

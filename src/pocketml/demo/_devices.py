@@ -21,7 +21,7 @@ from pocketml.server.client import AdminClient
 from pocketml.sim import make_fleet, run_fleet
 from pocketml.train import TrainResult, model_inputs
 
-__all__ = ["calibrate_cascade", "run_devices", "split_holdout"]
+__all__ = ["calibrate_cascade", "monitoring_reference", "run_devices", "split_holdout"]
 
 NETWORKS = ("wifi", "4g", "3g", "lossy")
 MODES = ("local", "cloud", "cascade")
@@ -36,6 +36,18 @@ def split_holdout(splits: Splits) -> tuple[Dataset, Dataset]:
     test = splits.test
     index = np.arange(len(test))
     return test.subset(index[0::2], name="calibration"), test.subset(index[1::2], name="evaluation")
+
+
+def monitoring_reference(splits: Splits, low_light: str, *, seed: int = 0) -> Dataset:
+    """The rows every demo version's reference profile is built from.
+
+    The validation split, which the model never fitted (early stopping only read its loss):
+    on its training rows a model is overconfident, which would read as confidence drift on
+    day one and bias the label-free estimate upwards (+1.2 points measured,
+    docs/benchmarks.md). In the low light the phones of chapter 6 photograph in: the profile
+    describes the conditions the version ships for, so that light is "no drift".
+    """
+    return augment_dataset(splits.validation, parse_augmentations(low_light), seed=seed + 5)
 
 
 def calibrate_cascade(

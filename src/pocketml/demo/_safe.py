@@ -29,8 +29,10 @@ from pocketml._tables import Column, fitted_table
 from pocketml.convert import convert_model
 from pocketml.convert.build import VariantGroup, write_build
 from pocketml.data import Dataset, Splits, augment_dataset, parse_augmentations
+from pocketml.demo._devices import monitoring_reference
 from pocketml.server.client import AdminClient
 from pocketml.sim import make_fleet, run_fleet
+from pocketml.sketch import profile_model
 from pocketml.train import TrainConfig, TrainResult, model_inputs, train
 
 __all__ = ["ship_safely"]
@@ -40,9 +42,15 @@ _SETTLED = {"completed", "rolled_back", "paused"}
 
 
 def _push_model(
-    admin: AdminClient, run: TrainResult, out_dir: Path, *, stage: str = "candidate"
+    admin: AdminClient,
+    run: TrainResult,
+    out_dir: Path,
+    reference: Dataset,
+    *,
+    stage: str = "candidate",
 ) -> int:
-    """Convert ``run``'s model (ONNX, ORT, TFLite), push it, return the version number."""
+    """Convert ``run``'s model (ONNX, ORT, TFLite), push it with its reference profile (of
+    ``reference``), return the version number."""
     results = convert_model(
         run.model,
         ["onnx", "ort", "tflite"],
@@ -51,7 +59,13 @@ def _push_model(
         labels=run.splits.test.labels,
     )
     group = VariantGroup("cnn-small", "device", "pytorch", results, run.metrics)
-    write_build(out_dir, schema=run.model.schema, groups=[group], run_record=run.record.to_dict())
+    write_build(
+        out_dir,
+        schema=run.model.schema,
+        groups=[group],
+        run_record=run.record.to_dict(),
+        profile=profile_model(run.model, reference),
+    )
     version = admin.push_build(out_dir, stage=stage)
     admin.set_policy("digits", version.version, hybrid={"mode": "local"})
     return version.version
@@ -147,7 +161,8 @@ def ship_safely(
     report: dict[str, Any] = {}
 
     # 1. a good version rolls out step by step
-    v2 = _push_model(admin, good, out_dir / "v2")
+    reference = monitoring_reference(splits, low_light, seed=seed)
+    v2 = _push_model(admin, good, out_dir / "v2", reference)
     rollout = admin.create_rollout(
         "digits",
         v2,
@@ -169,7 +184,7 @@ def ship_safely(
     report["good_rollout"] = {"version": v2, "state": rollout.state}
 
     # 2. a worse version is caught by its guardrails and rolled back by the evaluator
-    v3 = _push_model(admin, worse, out_dir / "v3")
+    v3 = _push_model(admin, worse, out_dir / "v3", reference)
     bad = admin.create_rollout(
         "digits",
         v3,

@@ -9,7 +9,7 @@ Metrics (``HEALTH_METRICS``), all fractions, never percent:
 | metric | value | n |
 | --- | --- | --- |
 | ``drift_share`` | rejected / tested input features (Benjamini-Hochberg), 0..1 | window rows |
-| ``psi_max`` | the largest PSI over the input features (+0.5 per bin) | window rows |
+| ``psi_max`` | the largest PSI (+0.5 per bin) over the drifted input features, or 0 | rows |
 | ``accuracy_estimated`` | label-free accuracy estimate, 0..1 | window rows |
 | ``accuracy_estimated_drop`` | reference accuracy - estimate (> 0: worse) | window rows |
 | ``accuracy_realised`` | correct / labelled predictions, 0..1 | labels |
@@ -62,14 +62,28 @@ class MetricReading:
 
 
 def psi_max(group: GroupDrift) -> float | None:
-    """The largest PSI over the group's input features (None when none could be tested)."""
+    """The largest PSI over the group's input features whose test found drift: 0.0 when
+    none did, None when none could be tested.
+
+    PSI alone is a distance with a sample-size bias: about (bins - 1) x (1/n_reference +
+    1/n_window) under no drift at all, 0.18 for 20 bins, a 134-row reference and a 536-row
+    window, so a fixed "PSI > 0.25" rule fires on noise at small windows (the weak spot of
+    fixed distance thresholds, docs/benchmarks.md). Counting only features the tests
+    rejected makes ``psi_max > 0.25`` mean "significant and large", as a rule should.
+    """
     detector = PSIDetector()
-    scores = []
+    tested = False
+    scores = [0.0]
     for feature in group.features:
+        if feature.state == "not_enough_data":
+            continue
+        tested = True
+        if feature.state != "drift":
+            continue
         result = detector.test(feature.histogram.reference, feature.histogram.current)
         if result.is_tested:
             scores.append(result.score)
-    return max(scores) if scores else None
+    return max(scores) if tested else None
 
 
 def _drift_readings(group: GroupDrift, labels: Mapping[str, str]) -> list[MetricReading]:

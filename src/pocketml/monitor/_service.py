@@ -344,7 +344,9 @@ class MonitorService:
         dims = check_group_by(group_by)
         if not WINDOW_S <= int(window_s) <= MAX_WINDOW_S:
             raise InvalidInput(f"window_s must be in [{WINDOW_S}, {MAX_WINDOW_S}]; got {window_s}.")
-        end = int(self.clock() if until is None else until)
+        # Up to now means everything received so far: a floor would drop the last second's
+        # events (intake stamps a device's future events with their receive time).
+        end = math.ceil(self.clock()) if until is None else int(until)
         since = end - int(window_s)
         self.registry.get_model(app_id, model)
         if version is None:

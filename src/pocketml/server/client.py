@@ -365,14 +365,16 @@ class AdminClient:
         *,
         hybrid: Mapping[str, Any] | None = None,
         download: Mapping[str, Any] | None = None,
+        monitor: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Override a version's hybrid and/or download policy; returns the effective policy.
+        """Override a version's hybrid, download and/or monitor policy; returns the
+        effective policy.
 
         Example: ``set_policy("digits", 3, hybrid={"mode": "cascade", "threshold": 0.82})``.
         """
         body = {
             key: dict(value)
-            for key, value in (("hybrid", hybrid), ("download", download))
+            for key, value in (("hybrid", hybrid), ("download", download), ("monitor", monitor))
             if value is not None
         }
         path = f"/v1/admin/models/{model}/versions/{version}/policy"

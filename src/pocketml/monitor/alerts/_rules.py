@@ -49,7 +49,7 @@ KNOWN_METRICS: dict[str, str] = {
     "accuracy_realised_drop": "the version's reference accuracy minus realised (model health)",
     "accuracy_realised_fall": "realised accuracy of the previous window minus this one's",
     "drift_share": "share of monitored features that drifted (model health)",
-    "psi_max": "largest PSI over the monitored features (model health)",
+    "psi_max": "largest PSI over the features that drifted, 0 if none (model health)",
     "accuracy_estimated": "label-free accuracy estimate from confidence (model health)",
     "accuracy_estimated_drop": "reference accuracy minus the label-free estimate (model health)",
 }
