@@ -70,7 +70,8 @@ def test_build_converts_optimizes_benchmarks_and_selects(tmp_path: Path) -> None
         assert bool(variant["profiles"]) == (variant["name"] in chosen)
     assert outcome.plot is not None and outcome.plot.stat().st_size > 0
     assert "benchmarking" in steps and "selecting" in steps
-    # the reference profile of the training split, with the trained model's predictions
+    # the reference profile of the held-out validation split, with the model's predictions
+    assert "profiling the validation split" in steps
     profile = ReferenceProfile.from_dict(
         json.loads((tmp_path / "out" / manifest["reference_profile"]).read_text())
     )
