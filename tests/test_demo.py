@@ -20,6 +20,7 @@ def test_demo_writes_models_schema_build_and_report(tmp_path: Path) -> None:
         rollout_schedule=(50.0, 100.0),
         rollout_min_samples=10,
         samples_per_device=12,
+        watch_devices=10,
     )
     report = run_demo(tmp_path, console=console, config=config)
     written = json.loads((tmp_path / "report.json").read_text())
@@ -50,7 +51,22 @@ def test_demo_writes_models_schema_build_and_report(tmp_path: Path) -> None:
         "devices",
         "ship safely",
         "hold the line",
+        "watch the world",
     }
+    # chapter 9: drift only where the camera changed, found from the phones' sketches, and
+    # the alert delivered to the demo's webhook with a valid signature
+    watched = written["watch_the_world"]
+    states = {g["labels"]["device_class"]: g["state"] for g in watched["drift"]["groups"]}
+    assert states.pop("android-low") == "drift"
+    assert set(states) == {"android-mid", "android-high", "iphone", "edge-linux"}
+    assert set(states.values()) <= {"no_drift", "not_enough_data"}
+    firing = [d for d in watched["alerts_received"] if d["event"]["status"] == "firing"]
+    assert all(d["verified"] for d in watched["alerts_received"])
+    assert any(
+        d["event"]["alert"]["metric"] == "drift_share"
+        and d["event"]["alert"]["labels"].get("device_class") == "android-low"
+        for d in firing
+    )
     trust = written["hold_the_line"]
     assert trust["resigned_packages"] > 0
     assert [a["safe"] for a in trust["attacks"]] == [True] * 4, trust["attacks"]

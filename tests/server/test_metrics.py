@@ -17,7 +17,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pocketml.config import MetricsSettings
 from pocketml.server._metrics import ServerMetrics
-from pocketml.testing import DIGITS_SCHEMA, AppKeys, LiveServer, live_server, server_settings
+from pocketml.testing import (
+    DIGITS_SCHEMA,
+    AppKeys,
+    LiveServer,
+    live_server,
+    model_variant,
+    monitor_profile,
+    push_version,
+    server_settings,
+    store_sketches,
+)
 
 METRICS_TOKEN = "pml_metrics_test-scrape-token"
 FACTS = {
@@ -142,6 +152,39 @@ def test_requests_on_both_doors_move_the_counters_and_the_model_metrics(
     assert value(samples, "pocketml_telemetry_export_backlog_chunks") == 1  # exporter off
     lag = value(samples, "pocketml_telemetry_export_lag_seconds")
     assert lag is not None and lag >= 0
+
+
+def test_drift_and_the_label_free_estimate_are_scraped_per_device_class(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    app = server.create_app("watched")
+    profile = monitor_profile()
+    with server.admin(app.admin_token) as client:
+        push_version(
+            client,
+            "digits",
+            [model_variant(tmp_path, "onnx-fp32")],
+            schema=DIGITS_SCHEMA,
+            stage="production",
+            reference_profile=profile.to_dict(),
+        )
+    # the hour that holds "now": the scrape reads the last hour of sketches
+    start = int(time.time()) // 3600 * 3600
+    url = server.settings.resolved_database_url
+    store_sketches(url, app.app_id, profile, "phone", start=start, hours=1, seed=1)
+    store_sketches(url, app.app_id, profile, "tablet", start=start, hours=1, seed=2, shift=1.0)
+
+    samples = scrape(server)
+
+    labels = {"app": "watched", "model": "digits", "version": "1"}
+    assert value(samples, "pocketml_model_drift_share", **labels, device_class="phone") == 0.0
+    shifted = value(samples, "pocketml_model_drift_share", **labels, device_class="tablet")
+    assert shifted is not None and shifted > 0
+    assert value(samples, "pocketml_model_psi_max", **labels, device_class="phone") == 0.0
+    psi = value(samples, "pocketml_model_psi_max", **labels, device_class="tablet")
+    assert psi is not None and psi > 0.25
+    estimate = value(samples, "pocketml_model_accuracy_estimated", **labels, device_class="phone")
+    assert estimate is not None and 0.0 < estimate <= 1.0
 
 
 def test_the_busiest_model_groups_are_kept_and_the_rest_counted_as_dropped(

@@ -212,6 +212,7 @@ class _StateCollector(Collector):
             snapshot.app_names = {app.id: app.name for app in self.state.registry.list_apps()}
             snapshot.families.extend(self._exporter_lag(now))
             snapshot.families.extend(self._model_metrics(snapshot.app_names, now))
+            snapshot.families.extend(self._model_health(snapshot.app_names, now))
             snapshot.families.append(self._firing_alerts(snapshot.app_names))
         except PocketMLError as exc:  # a scrape still answers: the request metrics stand
             logger.warning("metrics: reading the database failed: %s", exc)
@@ -249,6 +250,47 @@ class _StateCollector(Collector):
         for app_id, model, severity, count in [] if alerts is None else alerts.firing_counts():
             firing.add_metric((app_names.get(app_id, app_id), model, severity), count)
         return firing
+
+    def _model_health(self, app_names: dict[str, str], now: float) -> list[Metric]:
+        """Drift and label-free accuracy per version x device class, from the sketches of
+        the last hour (``MonitorService.model_health``: the numbers alert rules watch).
+        Models whose production version has no reference profile have none."""
+        window = "over the last hour of device sketches"
+        families = {
+            "drift_share": GaugeMetricFamily(
+                "pocketml_model_drift_share",
+                f"Share of monitored input features that drifted {window} (docs/monitoring.md).",
+                labels=_MODEL_LABELS,
+            ),
+            "psi_max": GaugeMetricFamily(
+                "pocketml_model_psi_max",
+                f"Largest PSI over the input features that drifted {window} (0: none).",
+                labels=_MODEL_LABELS,
+            ),
+            "accuracy_estimated": GaugeMetricFamily(
+                "pocketml_model_accuracy_estimated",
+                f"Label-free accuracy estimate from the confidence histogram {window}.",
+                labels=_MODEL_LABELS,
+            ),
+        }
+        monitor = self.state.monitor
+        for app_id, app_name in app_names.items():
+            offset = 0
+            while True:
+                page = self.state.registry.list_models(app_id, limit=1000, offset=offset)
+                for model in page.items:
+                    for reading in monitor.model_health(app_id, model.name, now=now):
+                        family = families.get(reading.metric)
+                        device_class = reading.labels.get("device_class")
+                        if family is None or reading.value is None or device_class is None:
+                            continue  # the fleet's own reading is the API's, not a series
+                        version = reading.labels.get("version", "")
+                        labels = (app_name, model.name, version, device_class or "unknown")
+                        family.add_metric(labels, reading.value)
+                offset += len(page.items)
+                if not page.items or offset >= page.total:
+                    break
+        return list(families.values())
 
     def _model_metrics(self, app_names: dict[str, str], now: float) -> list[Metric]:
         registry, telemetry = self.state.registry, self.state.telemetry
