@@ -74,7 +74,7 @@ class DemoConfig:
     rollout_schedule: tuple[float, ...] = (10.0, 100.0)
     rollout_min_samples: int = 100
     samples_per_device: int = 30
-    # chapter 9: the android-low phones' new camera, and the fleet that watches it
+    # chapter 7: the android-low phones' new camera, and the fleet that watches it
     new_camera: str = "dim=0.7,noise=0.35"
     watch_devices: int = 20
 
@@ -87,9 +87,9 @@ CHAPTERS: dict[int, str] = {
     4: "Optimize",
     5: "Ship",
     6: "Run on devices",
-    7: "Ship safely",
-    8: "Hold the line",
-    9: "Watch the world change",
+    7: "Watch the world change",
+    8: "Ship safely",
+    9: "Hold the line",
 }
 
 
@@ -97,7 +97,7 @@ class _Story:
     """Which chapters a run shows: the rest it builds on runs quietly under a spinner.
 
     Chapters 1-5 are a chain (each builds on the one before; 5 starts the server), 6-8
-    each build on 5 only, so showing chapter 8 alone runs 1-5 quietly and skips 6 and 7.
+    each build on 5 only, so showing chapter 9 alone runs 1-5 quietly and skips 6 to 8.
     """
 
     def __init__(self, console: Console, chapters: Collection[int] | None) -> None:
@@ -406,7 +406,25 @@ def run_demo(
             lap("devices")
         if story.shows(7):
             console = story.begin(
-                7, "staged rollouts watched by guardrails, automatic rollback, an A/B test"
+                7,
+                "drift and accuracy from on-device sketches, an alert to a signed webhook",
+            )
+            watched = watch_the_world(
+                console,
+                url=url,
+                admin=AdminClient(url, created.admin_token),
+                device_key=created.device_key,
+                evaluation=split_holdout(splits)[1],
+                low_light=config.low_light,
+                new_camera=config.new_camera,
+                devices=config.watch_devices,
+                out_dir=out_dir / "watch",
+                seed=config.seed,
+            )
+            lap("watch the world")
+        if story.shows(8):
+            console = story.begin(
+                8, "staged rollouts watched by guardrails, automatic rollback, an A/B test"
             )
             safely = ship_safely(
                 console,
@@ -426,9 +444,9 @@ def run_demo(
                 seed=config.seed,
             )
             lap("ship safely")
-        if story.shows(8):
+        if story.shows(9):
             console = story.begin(
-                8,
+                9,
                 "signing keys rotated and revoked under a live phone, a lying network, "
                 "hostile requests",
             )
@@ -441,24 +459,6 @@ def run_demo(
                 out_dir=out_dir / "trust",
             )
             lap("hold the line")
-        if story.shows(9):
-            console = story.begin(
-                9,
-                "drift and accuracy from on-device sketches, an alert to a signed webhook",
-            )
-            watched = watch_the_world(
-                console,
-                url=url,
-                admin=AdminClient(url, created.admin_token),
-                device_key=created.device_key,
-                evaluation=split_holdout(splits)[1],
-                low_light=config.low_light,
-                new_camera=config.new_camera,
-                devices=config.watch_devices,
-                out_dir=out_dir / "watch",
-                seed=config.seed,
-            )
-            lap("watch the world")
     telemetry = _parquet_summary(settings.home / "telemetry")
     if devices is not None or safely is not None:
         console.print(

@@ -42,7 +42,7 @@ _SETTLED = {"completed", "rolled_back", "paused"}
 
 
 # This chapter's phones replay the same 30 photos: sketches of them would measure the demo,
-# not the world, so its versions send none (chapter 9 turns monitoring on for production).
+# not the world, so its versions send none (chapter 7 watched the world with its own fleet).
 _NOT_WATCHED = {"enabled": False}
 
 

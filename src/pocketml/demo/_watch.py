@@ -136,7 +136,7 @@ def watch_the_world(
     if production is None:
         raise InvalidInput("chapter 9 watches the production version of digits; promote one.")
     # Device-only answers: every prediction is the phone's own, so the sketches, the estimate
-    # and the users' labels all describe the same model. Monitoring on (chapter 7 had it off).
+    # and the users' labels all describe the same model.
     admin.set_policy("digits", production, hybrid={"mode": "local"}, monitor={"enabled": True})
     receiver = WebhookReceiver()
     with receiver.running():
@@ -197,6 +197,7 @@ def watch_the_world(
             lambda got: any(_is_firing(e, "accuracy_realised_drop", CHANGED_CLASS) for e in got),
             _LABEL_ALERT_WAIT_S,
         )
+        admin.delete_webhook(hook.id)  # the receiver stops with this chapter
     _print_alerts(console, receiver.received, alerted)
     changed_after = _group(after, CHANGED_CLASS)
     realised = changed_after.realised.value if changed_after and changed_after.realised else None
@@ -206,6 +207,13 @@ def watch_the_world(
             f"   {CHANGED_CLASS}: estimated {_pct(estimate)}, realised {_pct(realised)} from "
             f"{changed_after.labelled:,} labels (gap {100 * (realised - estimate):+.1f} points)"
         )
+        if changed_after.state == "concept_drift":
+            console.print(
+                "   the estimate reads confidence through the reference's calibration; "
+                "photos this dark and noisy make the model wrong while still fairly sure, "
+                "so the labels show more damage than the estimate did: CONCEPT DRIFT says "
+                "the two disagree and the estimate is no longer to be trusted for this class."
+            )
     return {
         "changed_class": CHANGED_CLASS,
         "new_camera": new_camera,
