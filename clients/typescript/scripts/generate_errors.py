@@ -26,14 +26,24 @@ from pocketml.protocol import TRANSPORT_CODES, status_for
 TARGET = Path(__file__).resolve().parents[1] / "src" / "core" / "errors.generated.ts"
 
 
+# The packages whose errors a device can meet. The walk below sees every subclass that any
+# imported module defined, so without this filter the table would depend on what else the
+# process had imported (a build-time error such as BenchmarkError in a test worker).
+_DEVICE_FACING = ("pocketml.errors", "pocketml.protocol", "pocketml.protect", "pocketml.device")
+
+
 def _classes() -> list[type[errors.PocketMLError]]:
     found: list[type[errors.PocketMLError]] = []
+    seen: set[type[errors.PocketMLError]] = set()
     todo: list[type[errors.PocketMLError]] = [errors.PocketMLError]
     while todo:
         cls = todo.pop(0)
-        if cls.__module__.startswith("pocketml.") and cls not in found:
+        if cls in seen:
+            continue
+        seen.add(cls)
+        if cls.__module__.startswith(_DEVICE_FACING):
             found.append(cls)
-            todo.extend(sorted(cls.__subclasses__(), key=lambda c: c.__name__))
+        todo.extend(sorted(cls.__subclasses__(), key=lambda c: c.__name__))
     return found
 
 

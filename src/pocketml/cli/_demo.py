@@ -17,8 +17,9 @@ CHAPTERS = {
     4: "Optimize",
     5: "Ship",
     6: "Run on devices",
-    7: "Ship safely",
-    8: "Hold the line",
+    7: "Watch the world change",
+    8: "Ship safely",
+    9: "Hold the line",
 }
 _CHAPTER_HELP = "Show only this chapter (repeat for several): " + ", ".join(
     f"{number} {name}" for number, name in CHAPTERS.items()
