@@ -95,6 +95,33 @@ def test_the_vectorised_binner_counts_exactly_what_profile_sketch_counts(
     assert decode_sketch(event["sketch"], profile.layout.total) == expected.counts.tolist()
 
 
+def test_table_columns_are_binned_in_order_whatever_the_dataset_named_them(
+    tmp_path: Path,
+) -> None:
+    # CSV datasets name their columns; the input tensor holds them in that order.
+    x, classes, confidence = _rows(300, seed=5)
+    names = [f"feature_{i:02d}" for i in range(x.shape[1])]
+    reference = np.random.default_rng(6).normal(8.0, 4.0, size=(1000, x.shape[1]))
+    named = build_profile(
+        dict(zip(names, reference.T, strict=True)),
+        predicted_class=np.random.default_rng(7).integers(0, 10, size=1000),
+        confidence=np.random.default_rng(8).uniform(0, 1, size=1000),
+        num_classes=10,
+    )
+    h = Harness(tmp_path / "q.db", Wall(T0 + 10))
+    tracker = h.sketcher.tracker("m", 1, named, "NC", MonitorPolicy())
+    assert tracker is not None
+
+    for row, cls, conf in zip(x, classes, confidence, strict=True):
+        tracker.add(row, int(cls), float(conf), T0 + 20)
+    h.sketcher.close_windows(early=True)
+
+    (event,) = h.events
+    assert event["type"] == "profile"
+    expected = named.sketch(dict(zip(names, x.T, strict=True)), classes, confidence)
+    assert decode_sketch(event["sketch"], named.layout.total) == expected.counts.tolist()
+
+
 def test_image_inputs_are_binned_on_their_raw_features(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     images = rng.uniform(0, 255, size=(200, 3, 6, 6))

@@ -37,7 +37,6 @@ close only when they are over (an early close at ``flush()`` would spend a share
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from pocketml.protocol import MonitorPolicy, encode_sketch
 from pocketml.sketch import (
     CONFIDENCE_BINS,
     CONFIDENCE_BLOCK,
+    LAYOUT_RANK,
     PREDICTION_BLOCK,
     ReferenceProfile,
     Sketch,
@@ -64,8 +64,6 @@ __all__ = ["SketchTracker", "Sketcher"]
 logger = logging.getLogger(__name__)
 
 _DAY_S = 86_400
-_TABLE_COLUMN = re.compile(r"x(\d+)")
-_RANK = {"NC": 2, "NCL": 3, "NCHW": 4, "NHWC": 4}  # a batch's rank per schema layout
 
 
 class _Binner:
@@ -76,10 +74,10 @@ class _Binner:
         self.layout_name = layout_name
         offsets = np.asarray(self.layout.offsets[:-1], dtype=np.int64)
         self.names = tuple(b.name for b in profile.bins)
-        columns = [_TABLE_COLUMN.fullmatch(name) for name in self.names]
+        # A table's features are its columns, in order, whatever the dataset named them.
         self.columns: np.ndarray | None = None
-        if layout_name == "NC" and all(columns):
-            self.columns = np.asarray([int(m.group(1)) for m in columns if m], dtype=np.int64)
+        if layout_name == "NC":
+            self.columns = np.arange(len(self.names), dtype=np.int64)
         numeric = [b for b in profile.bins if b.kind == "numeric"]
         self.numeric = np.asarray([b.kind == "numeric" for b in profile.bins])
         self.edges = _padded([b.edges for b in numeric])
@@ -120,8 +118,14 @@ class _Binner:
     def features(self, raw: np.ndarray) -> np.ndarray:
         """The monitored features of one raw input (a batch of one), in the profile's order."""
         if self.columns is not None:
-            return raw.reshape(-1)[self.columns]
-        if raw.ndim == _RANK.get(self.layout_name, 0) - 1:  # one sample: a batch of one
+            flat = raw.reshape(-1)
+            if flat.size != self.columns.size:
+                raise ValueError(
+                    f"the input has {flat.size} columns; the profile monitors "
+                    f"{self.columns.size} ({', '.join(self.names[:3])}, ...)"
+                )
+            return flat
+        if raw.ndim == LAYOUT_RANK.get(self.layout_name, 0) - 1:  # one sample: a batch of one
             raw = raw[np.newaxis]
         found = input_features(raw, self.layout_name)
         return np.asarray([float(found[name][0]) for name in self.names], dtype=np.float64)
@@ -162,7 +166,9 @@ class _Binner:
             out[count] = self.prediction + predicted
             count += 1
         if self.confidence >= 0:
-            out[count] = self.confidence + min(int(confidence * CONFIDENCE_BINS), 19)
+            out[count] = self.confidence + min(
+                int(confidence * CONFIDENCE_BINS), CONFIDENCE_BINS - 1
+            )
         return out
 
 

@@ -22,6 +22,7 @@ See docs/monitoring.md.
 from pocketml.sketch._bins import FeatureBins, categorical_bins, numeric_bins
 from pocketml.sketch._features import (
     IMAGE_STATS,
+    LAYOUT_RANK,
     SENSOR_STATS,
     build_input_profile,
     image_features,
@@ -53,6 +54,7 @@ __all__ = [
     "CONFIDENCE_BINS",
     "CONFIDENCE_BLOCK",
     "IMAGE_STATS",
+    "LAYOUT_RANK",
     "MAX_SKETCH_ROWS",
     "PREDICTION_BLOCK",
     "SENSOR_STATS",

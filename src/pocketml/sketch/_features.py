@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # only their attributes are used: no train/data import at run
 
 __all__ = [
     "IMAGE_STATS",
+    "LAYOUT_RANK",
     "SENSOR_STATS",
     "build_input_profile",
     "image_features",
@@ -47,7 +48,8 @@ IMAGE_STATS = ("brightness", "contrast", "blur")
 PROFILE_ROWS = 20_000
 _BATCH = 1024
 SENSOR_STATS = ("mean", "std", "roughness")
-_RANK = {"NC": 2, "NCL": 3, "NCHW": 4, "NHWC": 4}
+LAYOUT_RANK = {"NC": 2, "NCL": 3, "NCHW": 4, "NHWC": 4}
+"""The rank of a batch of inputs per schema layout (batch first)."""
 
 Features = dict[str, npt.NDArray[np.float64]]
 
@@ -68,12 +70,12 @@ def input_features(
     Raises:
         InvalidInput: an unknown layout, or an array of another rank.
     """
-    if layout not in _RANK:
-        raise InvalidInput(f"layout must be one of {sorted(_RANK)}; got {layout!r}.")
+    if layout not in LAYOUT_RANK:
+        raise InvalidInput(f"layout must be one of {sorted(LAYOUT_RANK)}; got {layout!r}.")
     array = np.asarray(x, dtype=np.float64)
-    if array.ndim != _RANK[layout]:
+    if array.ndim != LAYOUT_RANK[layout]:
         raise InvalidInput(
-            f"inputs of layout {layout} must have rank {_RANK[layout]} (batch first); "
+            f"inputs of layout {layout} must have rank {LAYOUT_RANK[layout]} (batch first); "
             f"got shape {array.shape}. Reshape them to the schema's input shape."
         )
     if layout == "NC":
