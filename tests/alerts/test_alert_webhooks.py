@@ -132,7 +132,18 @@ def test_the_secret_is_stored_wrapped_never_in_clear(world: World) -> None:
     assert "secret" not in json.dumps(endpoint.__dict__, default=str)
 
 
-@pytest.mark.parametrize("url", ["ftp://h/x", "http:///x", "not a url", "http://h/" + "x" * 2050])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://h/x",
+        "http:///x",
+        "not a url",
+        "http://h/" + "x" * 2050,
+        "http://[::1",  # urlsplit raises ValueError
+        "http://h:abc/",  # httpx cannot send to it
+        "http://" + "a" * 64 + ".example/",  # a host label over 63 characters
+    ],
+)
 def test_an_invalid_webhook_url_is_refused(world: World, url: str) -> None:
     from pocketml.errors import InvalidInput
 
@@ -206,3 +217,18 @@ def test_a_delivery_pass_stops_when_told_to_and_leaves_the_rest_pending(world: W
         rest = world.service.deliver(T0 + minutes(1))
     assert [o.outcome for o in sent] == ["delivered"] and [o.outcome for o in rest] == ["delivered"]
     assert len(hook.got) == 2
+
+
+@pytest.mark.parametrize("url", ["http://h:abc/", "http://" + "a" * 64 + ".example/"])
+def test_a_url_httpx_cannot_send_to_is_a_failed_attempt_not_an_exception(url: str) -> None:
+    # A stored URL that fails to parse must not raise out of the sender: that stopped the
+    # outbox pass for every app (the row came first again on every pass).
+    import httpx
+
+    from pocketml.monitor.alerts import post_event
+
+    with httpx.Client(timeout=1.0) as client:
+        result = post_event(
+            client, url, b"{}", secret="whsec_x", delivery_id="d1", event="test", timestamp=0.0
+        )
+    assert result.ok is False and result.error is not None

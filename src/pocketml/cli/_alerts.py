@@ -95,6 +95,9 @@ def list_alerts(
     )
 
 
+_ID_LENGTH = 32  # alert ids are uuid4 hex
+
+
 @alerts_app.command("ack")
 def ack(
     alert_id: str = typer.Argument(..., help="The alert's id (or its first 6+ characters)."),
@@ -103,7 +106,13 @@ def ack(
 ) -> None:
     """Acknowledge an alert: its notifications stop, its state goes on."""
     with _client(server, token) as client:
-        full = _resolve(alert_id, client.list_alerts(limit=1000).items, lambda a: a.id, "alert")
+        # A whole id goes straight to the server (which answers 404 for an unknown one);
+        # only a prefix is looked up, among the newest 1,000 alerts.
+        full = (
+            alert_id
+            if len(alert_id) == _ID_LENGTH
+            else _resolve(alert_id, client.list_alerts(limit=1000).items, lambda a: a.id, "alert")
+        )
         alert = client.ack_alert(full)
     console.print(
         f"alert {_short(alert.id)} ({alert.model} {alert.rule}, {alert.state}): acknowledged"

@@ -115,15 +115,12 @@ def _open_alerts(
     monitor: MonitorService,
     on_outcome: Callable[[str], None] | None,
 ) -> AlertService:
-    """The alert service, its metric sources wired: telemetry's, then the model-health
-    readers (drift and accuracy from the sketches; telemetry keeps ``accuracy_realised``,
-    which needs no reference profile)."""
+    """The alert service, its metric sources wired: the model-health readers (drift and
+    accuracy from the sketches), then telemetry's, which win where both answer
+    (``accuracy_realised``: telemetry's needs no reference profile)."""
     from pocketml.monitor.alerts import AlertService, Backoff, MetricSources, telemetry_sources
 
-    sources = MetricSources(telemetry_sources(telemetry))
-    health = monitor.health_readers()
-    health.pop("accuracy_realised", None)
-    sources.register_all(health)
+    sources = MetricSources({**monitor.health_readers(), **telemetry_sources(telemetry)})
     options = settings.server.alerts
     return AlertService(
         registry,

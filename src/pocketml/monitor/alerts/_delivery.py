@@ -94,7 +94,10 @@ def post_event(
     }
     try:
         response = client.post(url, content=body, headers=headers)
-    except httpx.HTTPError as exc:
+    # InvalidURL and UnicodeError are not HTTPErrors: a URL httpx cannot send to (stored
+    # before its check was this strict) is a failed attempt, retried and then dead, never an
+    # exception that stops the outbox for every app.
+    except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
         return AttemptResult(False, None, f"{type(exc).__name__}: {exc}"[:500])
     if 200 <= response.status_code < 300:
         return AttemptResult(True, response.status_code, None)

@@ -297,7 +297,8 @@ class AlertStore(StoreBase):
         query = (
             sa.select(_A.c.app_id, _A.c.model, _R.c.severity, sa.func.count())
             .join(_R, _R.c.id == _A.c.rule_id)
-            .where(_A.c.state == "firing")
+            # every firing alert is active: the active_key index bounds the scan
+            .where(_A.c.active_key.is_not(None), _A.c.state == "firing")
             .group_by(_A.c.app_id, _A.c.model, _R.c.severity)
         )
         with self._read("count firing alerts"), self.engine.connect() as conn:

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from datetime import datetime
 from urllib.parse import urlsplit
 
+import httpx
+
 from pocketml.db import utcnow
 from pocketml.errors import InvalidInput
 from pocketml.limits import check_text
@@ -48,14 +50,19 @@ logger = logging.getLogger(__name__)
 
 
 def check_webhook_url(url: str) -> str:
-    """An http(s) URL with a host, at most 2048 characters. Raises InvalidInput."""
-    parts = urlsplit(check_text(url)) if isinstance(url, str) else None
-    if (
-        parts is None
-        or parts.scheme not in {"http", "https"}
-        or not parts.hostname
-        or len(url) > 2048
-    ):
+    """An http(s) URL with a host, at most 2048 characters, that httpx can send to (the
+    sender parses it the same way, so a stored URL never fails there). Raises InvalidInput."""
+    scheme, host = "", None
+    try:
+        if isinstance(url, str):
+            parts = urlsplit(check_text(url))
+            scheme, host = parts.scheme, parts.hostname
+            httpx.URL(url)
+            if host:
+                host.encode("idna")  # what the sender does: labels of 1-63 characters
+    except (ValueError, httpx.InvalidURL, UnicodeError):  # e.g. "http://[::1", "http://h:abc/"
+        host = None
+    if scheme not in {"http", "https"} or not host or len(url) > 2048:
         raise InvalidInput(
             f"url must be an http:// or https:// URL with a host (at most 2048 characters); "
             f"got {url!r}. Example: https://hooks.example.com/pocketml"
