@@ -117,24 +117,7 @@ def _check_predict(device: Device, server: ScriptedServer, step: dict[str, Any])
     assert {k: got[k] for k in step["expect"]} == step["expect"]
 
 
-# Known bugs of the Python SDK that these vectors found (reported, not fixed here: the
-# device package belongs to another change). strict: the test fails once the bug is fixed,
-# so the mark is removed then.
-# Vectors the Python SDK is known to fail, with why (strict: the mark must go once fixed).
-KNOWN_BUGS: dict[str, str] = {}
-SCRIPTS = [
-    pytest.param(
-        s,
-        id=s["name"],
-        marks=[pytest.mark.xfail(reason=KNOWN_BUGS[s["name"]], strict=True)]
-        if s["name"] in KNOWN_BUGS
-        else [],
-    )
-    for s in FAULTS["scripts"]
-]
-
-
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", FAULTS["scripts"], ids=[s["name"] for s in FAULTS["scripts"]])
 def test_fault_script(script: dict[str, Any], tmp_path: Path) -> None:
     server = ScriptedServer()
     facts = FAULTS["device"]

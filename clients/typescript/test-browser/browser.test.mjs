@@ -2,7 +2,7 @@
 // bundled with esbuild) runs a whole device with onnxruntime-web's WASM backend and the
 // conformance vectors; this test serves it over HTTP on loopback and drives Chromium with
 // playwright-core. Needs Debian's chromium (`apt-get install -y chromium`), or
-// POCKETML_CHROMIUM=<path>: `make test-ts-browser`, not part of `make test`.
+// POCKETML_CHROMIUM=<path>: `make test-ts-browser`, part of `make test` (.ci/run installs it).
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { createServer } from "node:http";

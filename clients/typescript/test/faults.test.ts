@@ -258,6 +258,22 @@ describe("hybrid policy", () => {
     assert.deepEqual([p.source, p.label, p.version], ["cloud", "yes", 7]);
   });
 
+  it("a check-in that changes only the policy reaches a predictor made before it", async () => {
+    const server = new FakeServer();
+    server.manifest = [entry(valid.file, { mode: "local" })];
+    server.cloud = async () =>
+      new Response(
+        JSON.stringify({ predictions: [{ label: "yes", index: 1, confidence: 0.99, probabilities: [0.01, 0.99] }] }),
+      );
+    const device = await open(server);
+    await device.sync();
+    const model = device.model("conformance");
+    assert.equal((await model.predict(low.raw)).source, "local");
+    server.manifest = [entry(valid.file, { mode: "cascade", threshold: 1.0 })]; // same package
+    await device.sync();
+    assert.equal((await model.predict(low.raw)).source, "cloud");
+  });
+
   it("cloud-only without a local model and a dead cloud is a typed unavailable error", async () => {
     const server = new FakeServer();
     server.manifest = [entry(valid.file, { mode: "cloud", max_retries: 0 })];

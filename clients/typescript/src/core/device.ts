@@ -170,6 +170,8 @@ export class DeviceCore {
         refused.push({ name: typeof name === "string" ? name.slice(0, 64) : `models[${i}]`, error: err as PocketMLError });
       }
     });
+    // A check-in may change only the policy or the schema: predictors rebuild their snapshot.
+    this.generation += 1;
     return refused;
   }
 
@@ -311,8 +313,10 @@ export class DeviceCore {
   }
 
   private async openSession(record: ReadyRecord, plain?: Uint8Array): Promise<Session> {
+    // Bytes just extracted were hashed against model_sha256 by the install; only bytes read
+    // back from storage are hashed again.
     const bytes = plain ?? (await this.storage.read(record.model_file));
-    if (bytes === null || sha256Hex(bytes) !== record.model_sha256) {
+    if (bytes === null || (plain === undefined && sha256Hex(bytes) !== record.model_sha256)) {
       throw fail("package_mismatch", `the cached model of ${record.model} is missing or no longer hashes to its model_sha256.`);
     }
     return this.runtime.load(bytes, record.format, this.storage.localPath?.(record.model_file));

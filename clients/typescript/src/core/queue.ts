@@ -63,7 +63,9 @@ export class TelemetryQueue {
       pending.splice(0, excess);
       this.state.dropped += excess;
     }
-    if (Date.now() - this.savedAt >= this.saveEveryMs) void this.save();
+    // A failed periodic save (a full disk) must not become an unhandled rejection that
+    // ends the app: the events stay in memory and the next save or flush tries again.
+    if (Date.now() - this.savedAt >= this.saveEveryMs) this.save().catch(() => undefined);
   }
 
   addFeedback(body: FeedbackBody): void {
