@@ -262,9 +262,7 @@ describe("hybrid policy", () => {
     const server = new FakeServer();
     server.manifest = [entry(valid.file, { mode: "local" })];
     server.cloud = async () =>
-      new Response(
-        JSON.stringify({ predictions: [{ label: "yes", index: 1, confidence: 0.99, probabilities: [0.01, 0.99] }] }),
-      );
+      new Response(JSON.stringify({ predictions: [{ label: "yes", index: 1, confidence: 0.99, probabilities: [0.01, 0.99] }] }));
     const device = await open(server);
     await device.sync();
     const model = device.model("conformance");
