@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from pocketml.cli import _admin, _server
-from pocketml.errors import Unavailable
+from pocketml.errors import InvalidInput, Unavailable
 from pocketml.testing import DIGITS_SCHEMA, OPERATOR_TOKEN, LiveServer, write_model_file
 
 from .conftest import sha256_of
@@ -87,6 +87,34 @@ def test_app_create_push_list_and_promote_through_the_cli(
     assert "production" in versions.output
     with live_server.admin(admin_token) as client:
         assert client.show_model("digits").production_version == 1
+
+
+def test_an_env_file_that_cannot_be_written_fails_before_the_app_exists(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    # The secrets are shown once: a missing folder must not cost them after the app exists.
+    env = {"POCKETML_SERVER_URL": live_server.url}
+    missing = tmp_path / "no-such-dir" / "app.env"
+    result = CliRunner().invoke(
+        _cli(),
+        ["app", "create", "env-app", "--token", OPERATOR_TOKEN, "--env-file", str(missing)],
+        env=env,
+    )
+    assert isinstance(result.exception, InvalidInput), result.output
+    assert "no app was created" in str(result.exception)
+    with live_server.admin(OPERATOR_TOKEN) as operator:
+        assert "env-app" not in {app.name for app in operator.list_apps().items}
+
+    written = tmp_path / "app.env"
+    created = CliRunner().invoke(
+        _cli(),
+        ["app", "create", "env-app", "--token", OPERATOR_TOKEN, "--env-file", str(written)],
+        env=env,
+    )
+    assert created.exit_code == 0, created.output
+    text = written.read_text()
+    assert f"export POCKETML_SERVER_URL={live_server.url}" in text
+    assert "export POCKETML_TOKEN=pml_adm_" in text and written.stat().st_mode & 0o777 == 0o600
 
 
 def test_push_with_a_bad_sha256_fails_before_contacting_the_server(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
@@ -93,10 +93,24 @@ def create_tenant_app(
             f"{env_file} already exists; it may hold another app's tokens. "
             "Pass a new --env-file path or remove the old file first."
         )
-    with _client(server, token) as client:
-        created = client.create_app(name)
-    if env_file is not None:
-        _write_env_file(env_file, created.admin_token, created.device_key)
+    # The file is created before the app, so a path that cannot be written fails first
+    # instead of after the only copy of the secrets exists.
+    handle = _open_env_file(env_file) if env_file is not None else None
+    try:
+        with _client(server, token) as client:
+            created = client.create_app(name)
+    except BaseException:
+        if handle is not None and env_file is not None:
+            handle.close()
+            env_file.unlink(missing_ok=True)
+        raise
+    if handle is not None:
+        with handle:
+            handle.write(
+                f"export POCKETML_SERVER_URL={server}\n"
+                f"export POCKETML_TOKEN={created.admin_token}\n"
+                f"export POCKETML_DEVICE_KEY={created.device_key}\n"
+            )
     print_table(
         f"App {created.app.name} created — store these now, they are not shown again",
         ["field", "value"],
@@ -110,12 +124,20 @@ def create_tenant_app(
     )
 
 
-def _write_env_file(path: Path, admin_token: str, device_key: str) -> None:
-    """Write the app's secrets as shell exports, readable by the owner only."""
-    text = f"export POCKETML_TOKEN={admin_token}\nexport POCKETML_DEVICE_KEY={device_key}\n"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+def _open_env_file(path: Path) -> TextIO:
+    """A new file for the app's secrets as shell exports, readable by the owner only.
+
+    Raises:
+        InvalidInput: it cannot be created (a missing folder, no permission, it exists).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot create --env-file {path}: {exc.strerror}. Pass a path in a writable "
+            "folder that does not exist yet; no app was created."
+        ) from exc
+    return os.fdopen(fd, "w", encoding="utf-8")
 
 
 def push(

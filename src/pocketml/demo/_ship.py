@@ -57,7 +57,7 @@ def ship(
         console.print(
             f"   it carries the version's signed reference profile for drift monitoring: "
             f"{', '.join(profile.feature_names)} and {len(profile.projection_names)} "
-            "projections, binned on the training split (docs/monitoring.md)"
+            "projections, binned on the held-out validation split (docs/monitoring.md)"
         )
     shipped = {
         "app_id": created.app.id,

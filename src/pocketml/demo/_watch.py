@@ -134,7 +134,9 @@ def watch_the_world(
     changed = augment_dataset(evaluation, parse_augmentations(new_camera), seed=seed + 92)
     production = admin.show_model("digits").production_version
     if production is None:
-        raise InvalidInput("chapter 9 watches the production version of digits; promote one.")
+        raise InvalidInput(
+            "this chapter watches the production version of digits; promote one first."
+        )
     # Device-only answers: every prediction is the phone's own, so the sketches, the estimate
     # and the users' labels all describe the same model.
     admin.set_policy("digits", production, hybrid={"mode": "local"}, monitor={"enabled": True})

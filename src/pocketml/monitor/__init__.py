@@ -34,7 +34,7 @@ from pocketml.monitor._dataset import (
     detect_drift,
     detector_for,
 )
-from pocketml.monitor._detector import DEFAULT_ALPHA, DriftDetector, FeatureDrift, coarsen
+from pocketml.monitor._detector import DEFAULT_ALPHA, DriftDetector, FeatureDrift
 from pocketml.monitor._health import (
     HEALTH_METRICS,
     HealthReader,
@@ -150,7 +150,6 @@ __all__ = [
     "categorical_bins",
     "charge_privacy",
     "check_group_by",
-    "coarsen",
     "compare_accuracy",
     "compose_epsilon",
     "detect_drift",

@@ -61,7 +61,6 @@ __all__ = [
     "FeatureDrift",
     "Groups",
     "QuadraticNull",
-    "coarsen",
     "coarsen_labels",
     "noise_per_bin",
     "quadratic_null",
@@ -227,18 +226,6 @@ def coarsen_labels(
     if group > 0 and (labels == group).any():  # a light last group joins the one before
         labels[labels == group] = group - 1
     return labels
-
-
-def coarsen(
-    reference: Counts, current: Counts, min_expected: float = MIN_EXPECTED
-) -> tuple[Counts, Counts]:
-    """Both count vectors summed over the groups of ``coarsen_labels`` (noise-free)."""
-    labels = coarsen_labels(reference, int(current.sum()), min_expected)
-    size = int(labels.max()) + 1
-    return (
-        np.bincount(labels, weights=reference, minlength=size).astype(np.int64),
-        np.bincount(labels, weights=current, minlength=size).astype(np.int64),
-    )
 
 
 @dataclass(frozen=True)

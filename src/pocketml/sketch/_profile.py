@@ -161,8 +161,22 @@ class ReferenceProfile:
         """Read a profile written by ``to_dict``.
 
         Raises:
-            InvalidInput: another format, or a profile whose counts do not fit its bins.
+            InvalidInput: another format, a missing or mistyped part, or a profile whose
+                counts do not fit its bins (never a bare KeyError or TypeError: every
+                reader, the push route, intake and the device, gets the same answer).
         """
+        try:
+            return cls._from_dict(data)
+        except InvalidInput:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise InvalidInput(
+                f"not a pocketml reference profile ({type(exc).__name__}: {exc}); use the "
+                "profile.json that `pocketml build` wrote."
+            ) from exc
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any]) -> ReferenceProfile:
         from pocketml.sketch._sketch import parse_sketch
 
         if data.get("format") != PROFILE_FORMAT:
