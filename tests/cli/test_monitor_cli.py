@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from pocketml.cli import app as cli
 from pocketml.cli import main
+from pocketml.errors import InvalidInput
 from pocketml.sketch import ReferenceProfile
 from pocketml.testing import (
     DIGITS_SCHEMA,
@@ -91,6 +92,23 @@ def test_monitor_drift_plot_writes_a_png(env: dict[str, str], tmp_path: Path) ->
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert target.stat().st_size > 10_000
     assert f"wrote {target}" in result.output.replace("\n", "")
+
+
+def test_a_plot_path_that_cannot_be_written_is_a_user_error(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+
+    result = CliRunner().invoke(
+        cli,
+        ["monitor", "drift", "digits", "--until", UNTIL, "--plot", str(blocker / "drift.png")],
+        env=env,
+    )
+
+    # main() turns InvalidInput into exit code 2 with its message (tests/cli/test_cli.py)
+    assert isinstance(result.exception, InvalidInput), result.output
+    assert "cannot write the plot" in str(result.exception)
 
 
 def test_monitor_accuracy_fits_80_columns_per_device_class(env: dict[str, str]) -> None:

@@ -50,7 +50,7 @@ from pocketml.monitor._privacy_ledger import (
     compose_epsilon,
     read_ledger,
 )
-from pocketml.monitor._profile_intake import ProfileIntake
+from pocketml.monitor._profile_intake import ProfileIntake, has_profile_events
 from pocketml.monitor._psi import PSIDetector
 from pocketml.monitor._report import (
     DriftReport,
@@ -155,6 +155,7 @@ __all__ = [
     "detect_drift",
     "detector_for",
     "estimate_accuracy",
+    "has_profile_events",
     "health_readers",
     "image_features",
     "input_features",

@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from pocketml.errors import InvalidInput, NotFound, ValidationFailed
 from pocketml.monitor._privacy_ledger import Charge, charge_privacy
 from pocketml.monitor._store import SketchAddition, SketchKey, add_sketches, window_of
-from pocketml.protocol import MonitorPolicy, decode_sketch
+from pocketml.protocol import PROFILE_EVENT, MonitorPolicy, decode_sketch
 from pocketml.sketch import (
     ReferenceProfile,
     Sketch,
@@ -51,9 +51,8 @@ from pocketml.sketch import (
     sensitivity_of,
 )
 
-__all__ = ["PROFILE_EVENT", "ProfileIntake"]
+__all__ = ["ProfileIntake", "has_profile_events"]
 
-PROFILE_EVENT = "profile"
 _CACHE_SIZE = 256  # parsed profiles kept (a large one is a few MB of edges and counts)
 
 
@@ -73,6 +72,12 @@ class _Checked:
 
 def _get(event: Any, name: str) -> Any:
     return event.get(name) if isinstance(event, Mapping) else getattr(event, name, None)
+
+
+def has_profile_events(events: Sequence[Any]) -> bool:
+    """True when any event (a mapping or a validated struct) is a ``profile`` event: the
+    intake's cheap check before it hands a batch to ``ProfileIntake.prepare``."""
+    return any(_get(event, "type") == PROFILE_EVENT for event in events)
 
 
 def _ts(event: Any) -> float:

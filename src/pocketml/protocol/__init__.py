@@ -61,6 +61,7 @@ from pocketml.protocol._events import (
     INFERENCE_QUEUE_FIELDS,
     MAX_SKETCH_CHARS,
     MAX_SKETCH_EPSILON,
+    PROFILE_EVENT,
     STORED_EVENT_KINDS,
     EventKind,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "PACKAGE_DIGEST",
     "PACKAGE_DIGEST_ALIASES",
     "PACKAGE_FIELDS",
+    "PROFILE_EVENT",
     "RUNNABLE_FORMATS",
     "STORED_EVENT_KINDS",
     "TRANSPORT_CODES",

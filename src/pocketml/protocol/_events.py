@@ -31,6 +31,7 @@ __all__ = [
     "INFERENCE_QUEUE_FIELDS",
     "MAX_SKETCH_CHARS",
     "MAX_SKETCH_EPSILON",
+    "PROFILE_EVENT",
     "STORED_EVENT_KINDS",
     "EventKind",
 ]
@@ -193,6 +194,8 @@ EVENT_KINDS: dict[str, EventKind] = {
     kind.name: kind for kind in (INFERENCE, ERROR, DOWNLOAD, PROFILE)
 }
 STORED_EVENT_KINDS: frozenset[str] = frozenset(k.name for k in EVENT_KINDS.values() if k.stored)
+PROFILE_EVENT = PROFILE.name
+"""The ``type`` of the events the monitor checks and merges (not telemetry rows)."""
 """The kinds whose events are rows of the event table (chunks, Parquet)."""
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from pocketml._tables import Column, fitted_table
-from pocketml.errors import MissingDependencyError
+from pocketml.errors import InvalidInput, MissingDependencyError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -165,6 +165,7 @@ def plot_histograms(report: DriftReportPublic, path: Path, top: int = 4) -> Path
 
     Raises:
         MissingDependencyError: matplotlib is not installed.
+        InvalidInput: the file cannot be written there.
     """
     try:
         import matplotlib
@@ -182,9 +183,16 @@ def plot_histograms(report: DriftReportPublic, path: Path, top: int = 4) -> Path
         axes[0, 0].text(0.5, 0.5, "no feature to draw", ha="center", va="center")
     figure.suptitle(f"{report.model} v{report.version}: reference vs current")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=100)
+    except OSError as exc:  # a user's path, not a pocketml bug
+        raise InvalidInput(
+            f"cannot write the plot to {path}: {exc.strerror or exc}. Pass --plot a path in "
+            "a writable folder."
+        ) from exc
+    finally:
+        plt.close(figure)
     return path
 
 

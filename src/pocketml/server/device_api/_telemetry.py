@@ -24,6 +24,7 @@ from anyio import to_thread
 from pydantic import ValidationError
 
 from pocketml.errors import PayloadTooLarge, ValidationFailed
+from pocketml.monitor import has_profile_events
 from pocketml.protocol import EVENT_KINDS
 from pocketml.registry import Principal
 from pocketml.server._json import describe_errors, parse_json
@@ -36,7 +37,6 @@ from pocketml.telemetry import TelemetryBatch
 __all__ = ["BatchRejected", "answer_telemetry", "validate_batch", "validate_body"]
 
 _EVENT_TAGS = frozenset(EVENT_KINDS)  # pydantic puts the tag in every error location
-_PROFILE = "profile"  # the kind the monitor checks and merges (not a telemetry row)
 
 
 class BatchRejected(ValidationFailed):
@@ -62,7 +62,7 @@ async def answer_telemetry(
     batch = validate_body(body, state.max_telemetry_events)
     sent_at = _http_date(sent_date)
     hook = None
-    if state.profiles is not None and _has_profile_events(batch):
+    if state.profiles is not None and has_profile_events(batch.events):
         hook = await to_thread.run_sync(
             state.profiles.prepare,
             principal.app_id,
@@ -79,14 +79,6 @@ async def answer_telemetry(
     stored = result.accepted > 0 and not result.duplicate
     body = orjson.dumps(result.to_dict())
     return Answer(202, body, events=result.accepted) if stored else Answer(200, body)
-
-
-def _has_profile_events(batch: TelemetryBatch) -> bool:
-    """True when any event is a ``profile`` event (checked and merged by the monitor)."""
-    events = batch.events
-    if events and isinstance(events[0], dict):
-        return any(event["type"] == _PROFILE for event in events)
-    return any(event.type == _PROFILE for event in events)
 
 
 def _http_date(value: str | None) -> float | None:
