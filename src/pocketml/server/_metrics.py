@@ -211,8 +211,9 @@ class _StateCollector(Collector):
         try:
             snapshot.app_names = {app.id: app.name for app in self.state.registry.list_apps()}
             snapshot.families.extend(self._exporter_lag(now))
-            snapshot.families.extend(self._model_metrics(snapshot.app_names, now))
-            snapshot.families.extend(self._model_health(snapshot.app_names, now))
+            models = list(self._models(snapshot.app_names))
+            snapshot.families.extend(self._model_metrics(models, now))
+            snapshot.families.extend(self._model_health(models, now))
             snapshot.families.append(self._firing_alerts(snapshot.app_names))
         except PocketMLError as exc:  # a scrape still answers: the request metrics stand
             logger.warning("metrics: reading the database failed: %s", exc)
@@ -251,10 +252,23 @@ class _StateCollector(Collector):
             firing.add_metric((app_names.get(app_id, app_id), model, severity), count)
         return firing
 
-    def _model_health(self, app_names: dict[str, str], now: float) -> list[Metric]:
+    def _models(self, app_names: dict[str, str]) -> Iterator[tuple[str, str, str]]:
+        """(app id, app name, model name) of every model of every app, page by page."""
+        for app_id, app_name in app_names.items():
+            offset = 0
+            while True:
+                page = self.state.registry.list_models(app_id, limit=1000, offset=offset)
+                for model in page.items:
+                    yield app_id, app_name, model.name
+                offset += len(page.items)
+                if not page.items or offset >= page.total:
+                    break
+
+    def _model_health(self, models: list[tuple[str, str, str]], now: float) -> list[Metric]:
         """Drift and label-free accuracy per version x device class, from the sketches of
-        the last hour (``MonitorService.model_health``: the numbers alert rules watch).
-        Models whose production version has no reference profile have none."""
+        the last hour (``MonitorService.model_health``: the numbers alert rules watch),
+        capped like the telemetry gauges (``max_model_series``, the most rows first).
+        Models whose version has no reference profile have none."""
         window = "over the last hour of device sketches"
         families = {
             "drift_share": GaugeMetricFamily(
@@ -273,41 +287,30 @@ class _StateCollector(Collector):
                 labels=_MODEL_LABELS,
             ),
         }
-        monitor = self.state.monitor
-        for app_id, app_name in app_names.items():
-            offset = 0
-            while True:
-                page = self.state.registry.list_models(app_id, limit=1000, offset=offset)
-                for model in page.items:
-                    for reading in monitor.model_health(app_id, model.name, now=now):
-                        family = families.get(reading.metric)
-                        device_class = reading.labels.get("device_class")
-                        if family is None or reading.value is None or device_class is None:
-                            continue  # the fleet's own reading is the API's, not a series
-                        version = reading.labels.get("version", "")
-                        labels = (app_name, model.name, version, device_class or "unknown")
-                        family.add_metric(labels, reading.value)
-                offset += len(page.items)
-                if not page.items or offset >= page.total:
-                    break
+        groups: dict[tuple[str, ...], dict[str, tuple[float, int]]] = {}
+        for app_id, app_name, model in models:
+            for reading in self.state.monitor.model_health(app_id, model, now=now):
+                device_class = reading.labels.get("device_class")
+                if reading.metric not in families or reading.value is None or device_class is None:
+                    continue  # the fleet's own reading is the API's, not a series
+                version = reading.labels.get("version", "")
+                key = (app_name, model, version, device_class or "unknown")
+                groups.setdefault(key, {})[reading.metric] = (reading.value, reading.n)
+        busiest = sorted(groups.items(), key=lambda g: -max(n for _, n in g[1].values()))
+        for group, values in busiest[: self.options.max_model_series]:
+            for metric, (value, _) in values.items():
+                families[metric].add_metric(group, value)
         return list(families.values())
 
-    def _model_metrics(self, app_names: dict[str, str], now: float) -> list[Metric]:
-        registry, telemetry = self.state.registry, self.state.telemetry
+    def _model_metrics(self, models: list[tuple[str, str, str]], now: float) -> list[Metric]:
+        telemetry = self.state.telemetry
         since = now - self.options.model_window_s
         groups: list[tuple[tuple[str, ...], Any]] = []
-        for app_id, app_name in app_names.items():
-            offset = 0
-            while True:
-                page = registry.list_models(app_id, limit=1000, offset=offset)
-                for model in page.items:
-                    for row in telemetry.model_metrics(app_id, model.name, since=since):
-                        version = "" if row.version is None else str(row.version)
-                        labels = (app_name, model.name, version, row.device_class or "unknown")
-                        groups.append((labels, row))
-                offset += len(page.items)
-                if not page.items or offset >= page.total:
-                    break
+        for app_id, app_name, model in models:
+            for row in telemetry.model_metrics(app_id, model, since=since):
+                version = "" if row.version is None else str(row.version)
+                labels = (app_name, model, version, row.device_class or "unknown")
+                groups.append((labels, row))
         groups.sort(key=lambda group: -(group[1].count + group[1].errors))
         kept, dropped = (
             groups[: self.options.max_model_series],
