@@ -165,6 +165,19 @@ class MonitorService:
             app_id, model, version, window_s, until, device_class, app_version, group_by
         )
         rows = self._read(app_id, scope, scope.since, scope.until)
+        return self._drift_of(app_id, scope, rows, baseline, series=series)
+
+    def _drift_of(
+        self,
+        app_id: str,
+        scope: _Scope,
+        rows: list[StoredSketch],
+        baseline: Baseline,
+        *,
+        series: bool,
+    ) -> DriftReport:
+        """The drift report of a scope whose window's rows are read already."""
+        window_s = scope.until - scope.since
         previous: dict[GroupKey, Merged] = {}
         fleet_previous: Sketch | None = None
         fleet_before = self._empty(scope)
@@ -193,7 +206,7 @@ class MonitorService:
         ]
         groups.sort(key=lambda g: (-g.n, sorted(g.labels.items())))
         return DriftReport(
-            model=model,
+            model=scope.model,
             version=scope.version,
             since=scope.since,
             until=scope.until,
@@ -237,6 +250,12 @@ class MonitorService:
             app_id, model, version, window_s, until, device_class, app_version, group_by
         )
         rows = self._read(app_id, scope, scope.since, scope.until)
+        return self._accuracy_of(app_id, scope, rows, series=series)
+
+    def _accuracy_of(
+        self, app_id: str, scope: _Scope, rows: list[StoredSketch], *, series: bool
+    ) -> AccuracyReport:
+        """The accuracy report of a scope whose window's rows are read already."""
         merged = self._groups(scope, rows)
         per_class = self._labels_per_class(app_id, scope, scope.since, scope.until)
         labels = group_labels(per_class, scope.group_by, scope.filters)
@@ -263,7 +282,7 @@ class MonitorService:
                 AccuracyPoint(start, end, point.n, point.labelled, point.estimated, point.realised)
             )
         return AccuracyReport(
-            model=model,
+            model=scope.model,
             version=scope.version,
             since=scope.since,
             until=scope.until,
@@ -308,18 +327,17 @@ class MonitorService:
             NotFound: no such model.
             InvalidInput: a window over 90 days, or a bad group_by.
         """
-        options = {
-            "window_s": max(WINDOW_S, math.ceil(window_s)),
-            "until": now,
-            "group_by": group_by,
-            "series": False,
-        }
         try:
-            drift = self.drift(app_id, model, **options)  # type: ignore[arg-type]
-            accuracy = self.accuracy(app_id, model, **options)  # type: ignore[arg-type]
+            scope = self._scope(
+                app_id, model, None, max(WINDOW_S, math.ceil(window_s)), now, None, None, group_by
+            )
         except NotFound:
             self.registry.get_model(app_id, model)  # a missing model is the caller's error
             return []
+        # One scope and one read of the window's rows for both reports.
+        rows = self._read(app_id, scope, scope.since, scope.until)
+        drift = self._drift_of(app_id, scope, rows, "reference", series=False)
+        accuracy = self._accuracy_of(app_id, scope, rows, series=False)
         return health_readings(drift, accuracy)
 
     def health_readers(self) -> dict[str, HealthReader]:
