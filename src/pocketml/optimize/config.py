@@ -26,6 +26,12 @@ which targets and optimizations, how to benchmark, and the budgets per device pr
     max_p95_ms = 2.0
     max_accuracy_drop = 0.01
 
+    [distill]                         # optional: a cloud teacher, the device model its student
+    teacher = "cnn-large"
+    teacher_epochs = 40
+    temperature = 4.0
+    alpha = 0.7
+
 Unknown keys and bad values are rejected with the field named (``field 'budgets.x.max_size_mb'``).
 """
 
@@ -35,12 +41,13 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pocketml.errors import InvalidInput, NotFound
 from pocketml.schema import describe_validation_error
+from pocketml.train.architectures import TORCH_ARCHITECTURES
 
-__all__ = ["BuildConfig", "load_build_config"]
+__all__ = ["BuildConfig", "DistillSection", "load_build_config"]
 
 Target = Literal["onnx", "ort", "tflite", "coreml"]
 DEFAULT_PROFILES = ("android-low", "android-mid", "android-high", "iphone", "edge-linux")
@@ -131,6 +138,35 @@ class BudgetSection(_Section):
     min_accuracy: float | None = Field(None, ge=0, le=1)
 
 
+class DistillSection(_Section):
+    """Distil the device model (``model.architecture``) from a cloud teacher.
+
+    The teacher is trained first on the same training rows (``teacher_epochs`` epochs; the
+    best validation epoch is kept, no early stop), shipped as the build's ``cloud`` variant,
+    and the device model is the student distilled from it (``pocketml.optimize.distill``).
+    """
+
+    teacher: str = Field("cnn-large", description="A PyTorch architecture (mlp, cnn-*).")
+    teacher_epochs: int = Field(40, ge=1, le=1000)
+    temperature: float = Field(4.0, gt=0, le=100)
+    alpha: float = Field(0.7, ge=0, le=1)
+    consistent: bool = Field(
+        True, description="Consistent teaching: clean + augmented rows, best val KD loss kept."
+    )
+    epochs: int | None = Field(
+        None, ge=1, le=1000, description="The student's epochs (default: 2 x train.epochs)."
+    )
+
+    @field_validator("teacher")
+    @classmethod
+    def _pytorch_teacher(cls, value: str) -> str:
+        if value not in TORCH_ARCHITECTURES:
+            raise ValueError(
+                f"the teacher must be one of {', '.join(TORCH_ARCHITECTURES)}; got {value!r}"
+            )
+        return value
+
+
 class BuildConfig(_Section):
     """The whole ``pocketml.toml``."""
 
@@ -143,9 +179,16 @@ class BuildConfig(_Section):
     profiles: list[str] = Field(default=list(DEFAULT_PROFILES), min_length=1)
     profiles_file: Path | None = None
     budgets: dict[str, BudgetSection] = Field(default_factory=dict)
+    distill: DistillSection | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> BuildConfig:
+        if self.distill is not None and self.model.architecture not in TORCH_ARCHITECTURES:
+            raise ValueError(
+                "distill needs a PyTorch student to train: set model.architecture to one of "
+                f"{', '.join(TORCH_ARCHITECTURES)} (got "
+                f"{self.model.architecture or self.model.path}); or drop the [distill] section"
+            )
         for fmt in ("onnx", "tflite", "coreml"):
             chosen = fmt in self.optimize.model_fields_set
             if chosen and getattr(self.optimize, fmt) and fmt not in self.convert.targets:

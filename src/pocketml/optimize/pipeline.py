@@ -9,6 +9,13 @@
     variants.png      accuracy vs. p95 latency, marker size = file size, colour = format
     profile.json      the reference profile of the validation split, when a profiler is given
     schema.json, card.md, run.json, <arch>/..., optimized/...
+    teacher-<arch>/   with ``[distill]``: the teacher's ONNX fp32 file, listed with role "cloud"
+
+Extra training rows (``extra_training``, e.g. consented samples from the loop) join the
+training split only, after the split (the validation and test splits stay exactly those
+of ``load_splits(config)``), deduplicated against it and repeated ``extra_weight`` times.
+With ``[distill]`` the teacher is trained first on those same rows, and the device model
+is the student distilled from it (``pocketml.optimize.distill``).
 
 A variant that cannot be produced (a converter that does not take the model, an operator
 it lacks, a quantizer that does not apply, an "int8" file that is not quantized) is
@@ -19,10 +26,11 @@ fp32 source is kept and flagged (``flags``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,10 +45,11 @@ from pocketml.convert.coreml import coreml_compatibility
 from pocketml.convert.onnx import onnx_compatibility
 from pocketml.convert.ort import ort_compatibility
 from pocketml.convert.tflite import tflite_compatibility
-from pocketml.data import Splits, load_dataset, parse_augmentations
+from pocketml.data import Dataset, Splits, load_dataset, parse_augmentations
 from pocketml.errors import ConversionError, InvalidInput, PocketMLError
 from pocketml.optimize.audit import is_quantized, size_flag
 from pocketml.optimize.config import BuildConfig
+from pocketml.optimize.distill import Distiller
 from pocketml.optimize.quantize import (
     CoremlFp16Quantizer,
     CoremlWeightQuantizer,
@@ -54,16 +63,16 @@ from pocketml.optimize.quantize import (
 )
 from pocketml.optimize.select import Budget, Selection, VariantSelector, plot_variants
 from pocketml.protocol import FORMATS
-from pocketml.train import TrainConfig, TrainedModel, model_inputs, train
+from pocketml.train import TrainConfig, TrainedModel, evaluate, model_inputs, train
 
 if TYPE_CHECKING:
-    from pocketml.data import Dataset
     from pocketml.sketch import ReferenceProfile
 
 __all__ = [
     "BuildOutcome",
     "SkippedVariant",
     "VariantMatrix",
+    "load_splits",
     "optimize_and_select",
     "resolve_profiles",
     "run_build",
@@ -106,6 +115,8 @@ class BuildOutcome:
     build_json: Path
     plot: Path | None
     skipped: tuple[SkippedVariant, ...] = ()
+    teacher: TrainedModel | None = None
+    fingerprints: dict[str, str | None] = field(default_factory=dict)
 
 
 def resolve_profiles(config: BuildConfig) -> list[DeviceProfile]:
@@ -126,23 +137,136 @@ def resolve_profiles(config: BuildConfig) -> list[DeviceProfile]:
     return [known[name] for name in config.profiles]
 
 
-def _model(config: BuildConfig, splits: Splits) -> tuple[TrainedModel, dict[str, Any] | None]:
+def _train_config(config: BuildConfig, *, epochs: int | None = None) -> TrainConfig:
+    return TrainConfig(
+        seed=config.train.seed,
+        epochs=epochs or config.train.epochs,
+        batch_size=config.train.batch_size,
+        learning_rate=config.train.learning_rate,
+        # the teacher keeps its best validation epoch without stopping early: with the
+        # student's patience the demo's cnn-large stopped at epoch 2 to 6 (docs/compression.md)
+        patience=epochs or config.train.patience,
+        augmentations=tuple(parse_augmentations(config.train.augment)),
+    )
+
+
+def _model(
+    config: BuildConfig, splits: Splits, teacher: TrainedModel | None = None
+) -> tuple[TrainedModel, dict[str, Any] | None]:
     if config.model.path is not None:
         model = TrainedModel.load(config.model.path)
         record = config.model.path / "run.json"
         return model, json.loads(record.read_text()) if record.is_file() else None
-    train_config = TrainConfig(
-        seed=config.train.seed,
-        epochs=config.train.epochs,
-        batch_size=config.train.batch_size,
-        learning_rate=config.train.learning_rate,
-        patience=config.train.patience,
-        augmentations=tuple(parse_augmentations(config.train.augment)),
-    )
+    train_config = _train_config(config)
+    if teacher is not None and config.distill is not None:
+        distiller = Distiller(
+            teacher,
+            temperature=config.distill.temperature,
+            alpha=config.distill.alpha,
+            consistent=config.distill.consistent,
+            epochs=config.distill.epochs,
+        )
+        distilled = distiller.train(
+            str(config.model.architecture), splits, train_config, baseline=False
+        )
+        return distilled.model, distilled.record.to_dict()
     result = train(
         splits, config.model.architecture, config=train_config, model_name=config.model.name
     )
     return result.model, result.record.to_dict()
+
+
+def _teacher(config: BuildConfig, splits: Splits) -> TrainedModel | None:
+    if config.distill is None:
+        return None
+    section = config.distill
+    result = train(
+        splits,
+        section.teacher,
+        config=_train_config(config, epochs=section.teacher_epochs),
+        model_name=config.model.name,
+    )
+    return result.model
+
+
+def load_splits(config: BuildConfig) -> Splits:
+    """The splits ``run_build`` trains, validates and tests on (before any extra rows).
+
+    The test split is the golden holdout: the same data and seed give the same rows, and
+    extra training rows never enter it.
+
+    Raises:
+        PocketMLError subclasses from loading the data source.
+    """
+    dataset = load_dataset(config.data.source, target=config.data.target, shape=config.data.shape)
+    return _split(config, dataset)
+
+
+def _split(config: BuildConfig, dataset: Dataset) -> Splits:
+    return dataset.split(
+        validation=config.data.validation, test=config.data.test, seed=config.train.seed
+    )
+
+
+def _row_hashes(dataset: Dataset) -> list[bytes]:
+    """One sha256 per row over its float32 features and int64 label (duplicate detection)."""
+    features = np.ascontiguousarray(dataset.features.reshape(len(dataset), -1), dtype="<f4")
+    labels = dataset.labels.astype("<i8")
+    return [
+        hashlib.sha256(row.tobytes() + label.tobytes()).digest()
+        for row, label in zip(features, labels, strict=True)
+    ]
+
+
+def _with_extra_rows(splits: Splits, extra: Dataset, weight: int) -> tuple[Splits, dict[str, Any]]:
+    """``splits`` with ``extra``'s new rows appended ``weight`` times to the training split.
+
+    Raises:
+        InvalidInput: other classes (or order), another sample shape or layout, or a
+            weight < 1.
+    """
+    train_part = splits.train
+    if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
+        raise InvalidInput(f"extra_weight must be an int >= 1; got {weight!r}. Try 1.")
+    if extra.class_names != train_part.class_names:
+        raise InvalidInput(
+            f"extra training rows have classes {list(extra.class_names)}; the build's data "
+            f"has {list(train_part.class_names)} (same names in the same order). Map the "
+            "labels to the model's classes before adding them."
+        )
+    if extra.layout != train_part.layout or extra.sample_shape != train_part.sample_shape:
+        raise InvalidInput(
+            f"extra training rows are {extra.layout} samples of shape {extra.sample_shape}; "
+            f"the build's data is {train_part.layout} of shape {train_part.sample_shape}. "
+            "Add rows in the raw units and shape of the dataset."
+        )
+    seen = set(_row_hashes(train_part))
+    keep = []
+    for index, digest in enumerate(_row_hashes(extra)):
+        if digest not in seen:
+            seen.add(digest)
+            keep.append(index)
+    kept = extra.subset(np.asarray(keep, dtype=np.int64))
+    repeated = np.tile(np.arange(len(kept)), weight)
+    features = np.concatenate([train_part.features, kept.features[repeated]])
+    labels = np.concatenate([train_part.labels, kept.labels[repeated]])
+    combined = Dataset(
+        name=train_part.name,
+        features=features,
+        labels=labels,
+        class_names=train_part.class_names,
+        layout=train_part.layout,
+        feature_names=train_part.feature_names,
+        value_range=train_part.value_range,
+    )
+    info = {
+        "rows": len(extra),
+        "kept": len(kept),
+        "duplicates": len(extra) - len(kept),
+        "weight": weight,
+        "training_rows": len(combined),
+    }
+    return Splits(combined, splits.validation, splits.test, splits.seed), info
 
 
 def _quantizers(config: BuildConfig, calibration: np.ndarray) -> list[tuple[str, str, Quantizer]]:
@@ -348,6 +472,8 @@ def run_build(
     on_step: StepFn | None = None,
     show_progress: bool = True,
     profiler: Profiler | None = None,
+    extra_training: Dataset | None = None,
+    extra_weight: int = 1,
 ) -> BuildOutcome:
     """Run the whole build described by ``config`` into ``out_dir``.
 
@@ -356,23 +482,48 @@ def run_build(
         show_progress: let the benchmark draw its own progress bar.
         profiler: builds the reference profile (``profile.json``) from the model and the
             held-out validation split; None writes no profile.
+        extra_training: more labelled rows in the dataset's raw units, same class names in
+            the same order (e.g. consented samples): appended to the training split only,
+            rows identical to a training row dropped (a hash of features and label).
+        extra_weight: how many times each kept extra row is repeated (its weight), >= 1.
 
     Raises:
+        InvalidInput: extra rows that do not fit the data (classes, shape), a weight < 1,
+            or extra rows for a build that does not train (``model.path``).
         PocketMLError subclasses from each stage, with the stage named in the message.
     """
     step = on_step or (lambda _text: None)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if extra_training is not None and config.model.path is not None:
+        raise InvalidInput(
+            "extra training rows need a build that trains: model.path loads a trained "
+            "model. Set model.architecture instead, or drop the extra rows."
+        )
     profiles = resolve_profiles(config)
 
     step("loading data")
     dataset = load_dataset(config.data.source, target=config.data.target, shape=config.data.shape)
-    splits = dataset.split(
-        validation=config.data.validation, test=config.data.test, seed=config.train.seed
-    )
+    splits = _split(config, dataset)
+    fingerprints: dict[str, str | None] = {"dataset": dataset.fingerprint, "extra": None}
+    extra_info: dict[str, Any] | None = None
+    if extra_training is not None:
+        splits, extra_info = _with_extra_rows(splits, extra_training, extra_weight)
+        fingerprints["extra"] = extra_training.fingerprint
+    fingerprints["training"] = splits.train.fingerprint
 
-    step("training" if config.model.architecture else "loading the model")
-    model, record = _model(config, splits)
+    teacher: TrainedModel | None = None
+    distill_info: dict[str, Any] | None = None
+    if config.distill is not None:
+        step(f"training the teacher ({config.distill.teacher})")
+        teacher = _teacher(config, splits)
+    step(
+        "distilling"
+        if teacher is not None
+        else ("training" if config.model.architecture else "loading the model")
+    )
+    model, record = _model(config, splits, teacher)
+    if record is not None:
+        record.setdefault("dataset", {})["fingerprints"] = fingerprints
     # an imported model's architecture is "custom": its own name says more in the tables
     prefix = model.schema.name if model.params.get("imported") else model.architecture
     x_test = model_inputs(model, splits.test)
@@ -407,6 +558,25 @@ def run_build(
     )
     final, results, selections = matrix.variants, matrix.results, matrix.selections
     skipped = (*failed, *matrix.skipped)
+    all_metrics = {prefix: {k: metrics.get(k) for k in ("accuracy", "macro_f1")}}
+    if teacher is not None and config.distill is not None:
+        step("converting the teacher to onnx")
+        cloud_group, teacher_metrics = _cloud_variant(config, teacher, splits, out)
+        final = (
+            *final,
+            *(BuildVariant.from_conversion(cloud_group, c) for c in cloud_group.results),
+        )
+        all_metrics[cloud_group.name] = {
+            k: teacher_metrics.get(k) for k in ("accuracy", "macro_f1")
+        }
+        distill_info = {
+            **config.distill.model_dump(mode="json"),
+            "teacher_metrics": {k: teacher_metrics.get(k) for k in ("accuracy", "macro_f1")},
+            "teacher_best_epoch": teacher.params.get("best_epoch"),
+            "student_metrics": all_metrics[prefix],
+        }
+        if record is not None:
+            record["distill"] = distill_info
     plot = (
         plot_variants(results, out / "variants.png")
         if any(r.is_executed for r in results)
@@ -422,6 +592,14 @@ def run_build(
         # label-free accuracy estimate upwards (+1.2 points measured, docs/benchmarks.md).
         step("profiling the validation split")
         profile = profiler(model, splits.validation)
+    params: dict[str, Any] = {
+        "config": config.model_dump(mode="json"),
+        "fingerprints": fingerprints,
+    }
+    if extra_info is not None:
+        params["extra_training"] = extra_info
+    if distill_info is not None:
+        params["distill"] = distill_info
     build_json = write_build(
         out,
         schema=model.schema,
@@ -429,16 +607,51 @@ def run_build(
         extra_variants=final,
         run_record=record,
         dataset_fingerprint=dataset.fingerprint,
-        params={"config": config.model_dump(mode="json")},
+        params=params,
         extra={
             "selections": [s.to_dict() for s in selections],
             "skipped": [s.to_dict() for s in skipped],
             "source_framework": model.framework,
-            "metrics": {prefix: {k: metrics.get(k) for k in ("accuracy", "macro_f1")}},
+            "metrics": all_metrics,
         },
         profile=profile,
     )
-    return BuildOutcome(out, model, final, results, selections, build_json, plot, skipped)
+    return BuildOutcome(
+        out,
+        model,
+        final,
+        results,
+        selections,
+        build_json,
+        plot,
+        skipped,
+        teacher=teacher,
+        fingerprints=fingerprints,
+    )
+
+
+def _cloud_variant(
+    config: BuildConfig, teacher: TrainedModel, splits: Splits, out: Path
+) -> tuple[VariantGroup, dict[str, Any]]:
+    """The teacher as the build's cloud model: an ONNX fp32 file and its test metrics.
+
+    Raises:
+        ConversionError / ParityError: the teacher does not convert to ONNX.
+    """
+    name = f"teacher-{teacher.architecture}"
+    conversions = convert_model(
+        teacher,
+        ["onnx"],
+        out / name,
+        samples=model_inputs(teacher, splits.test),
+        labels=splits.test.labels,
+        opset=config.convert.opset,
+        atol=config.convert.atol,
+    )
+    teacher_metrics = evaluate(teacher, splits.test)
+    return VariantGroup(
+        name, "cloud", teacher.framework, conversions, teacher_metrics
+    ), teacher_metrics
 
 
 def _metrics(result: BenchmarkResult) -> dict[str, Any]:

@@ -1,0 +1,183 @@
+"""``run_build`` with extra training rows and with ``[distill]``; ``load_splits``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pocketml.data import Dataset, augment_dataset, parse_augmentations
+from pocketml.errors import InvalidInput
+from pocketml.optimize.config import BuildConfig, load_build_config
+from pocketml.optimize.pipeline import BuildOutcome, load_splits, run_build
+
+TINY = """
+[model]
+architecture = "mlp"
+[train]
+epochs = 2
+[convert]
+targets = ["onnx"]
+[optimize]
+onnx = []
+[bench]
+iterations = 5
+warmup = 0
+"""
+DISTILL = """
+[distill]
+teacher = "mlp"
+teacher_epochs = 2
+epochs = 2
+temperature = 3.0
+alpha = 0.5
+"""
+
+
+def _config(tmp_path: Path, text: str = TINY) -> BuildConfig:
+    path = tmp_path / "pocketml.toml"
+    path.write_text(text)
+    return load_build_config(path)
+
+
+def _extra(config: BuildConfig) -> tuple[Dataset, int]:
+    """12 new rows (a dimmed copy of 12 training rows), 3 copies of training rows, 1 repeat."""
+    train = load_splits(config).train
+    new = augment_dataset(train.subset(np.arange(12)), parse_augmentations("dim=0.5"), seed=1)
+    copies = train.subset(np.arange(20, 23))
+    features = np.concatenate([new.features, copies.features, new.features[:1]])
+    labels = np.concatenate([new.labels, copies.labels, new.labels[:1]])
+    extra = Dataset("samples", features, labels, train.class_names, value_range=train.value_range)
+    return extra, 12
+
+
+def _split_fingerprints(outcome: BuildOutcome) -> list[str]:
+    record = json.loads((outcome.out_dir / "run.json").read_text())
+    return str(record["dataset"]["fingerprint"]).removeprefix("splits:").split(",")
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> BuildOutcome:
+    tmp = tmp_path_factory.mktemp("plain")
+    return run_build(_config(tmp), tmp / "out", show_progress=False)
+
+
+def test_load_splits_are_the_splits_the_build_uses(tmp_path: Path, plain: BuildOutcome) -> None:
+    splits = load_splits(_config(tmp_path))
+    assert _split_fingerprints(plain) == [
+        splits.train.fingerprint,
+        splits.validation.fingerprint,
+        splits.test.fingerprint,
+    ]
+    assert plain.fingerprints["extra"] is None
+    assert plain.fingerprints["training"] == splits.train.fingerprint
+    assert plain.teacher is None
+    manifest = json.loads(plain.build_json.read_text())
+    assert manifest["params"]["fingerprints"] == plain.fingerprints
+    assert {v["role"] for v in manifest["variants"]} == {"device"}
+
+
+def test_extra_rows_join_training_only_deduplicated_and_weighted(
+    tmp_path: Path, plain: BuildOutcome
+) -> None:
+    config = _config(tmp_path)
+    extra, new_rows = _extra(config)
+    outcome = run_build(
+        config, tmp_path / "out", show_progress=False, extra_training=extra, extra_weight=3
+    )
+    base_train, base_val, base_test = _split_fingerprints(plain)
+    train_fp, val_fp, test_fp = _split_fingerprints(outcome)
+    # the golden holdout and the validation split are the very same rows; training grew
+    assert (val_fp, test_fp) == (base_val, base_test)
+    assert train_fp != base_train
+    record = json.loads((outcome.out_dir / "run.json").read_text())
+    sizes = record["dataset"]["sizes"]
+    assert sizes["train"] == load_splits(config).sizes()["train"] + 3 * new_rows
+    assert sizes["test"] == load_splits(config).sizes()["test"]
+    manifest = json.loads(outcome.build_json.read_text())
+    assert manifest["params"]["extra_training"] == {
+        "rows": len(extra),
+        "kept": new_rows,
+        "duplicates": len(extra) - new_rows,
+        "weight": 3,
+        "training_rows": sizes["train"],
+    }
+    assert outcome.fingerprints == {
+        "dataset": plain.fingerprints["dataset"],
+        "extra": extra.fingerprint,
+        "training": train_fp,
+    }
+    assert manifest["params"]["fingerprints"] == outcome.fingerprints
+    assert record["dataset"]["fingerprints"] == outcome.fingerprints
+
+
+def test_extra_rows_of_other_classes_or_shape_or_a_bad_weight_are_refused(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    extra, _ = _extra(config)
+    reordered = Dataset("samples", extra.features, extra.labels, tuple(reversed(extra.class_names)))
+    with pytest.raises(InvalidInput, match="same names in the same order"):
+        run_build(config, tmp_path / "a", show_progress=False, extra_training=reordered)
+    flat = Dataset(
+        "samples",
+        extra.features.reshape(len(extra), -1),
+        extra.labels,
+        extra.class_names,
+        layout="NC",
+    )
+    with pytest.raises(InvalidInput, match="shape"):
+        run_build(config, tmp_path / "b", show_progress=False, extra_training=flat)
+    with pytest.raises(InvalidInput, match="extra_weight must be an int >= 1; got 0"):
+        run_build(config, tmp_path / "c", show_progress=False, extra_training=extra, extra_weight=0)
+    assert not (tmp_path / "a" / "build.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [
+        ('teacher = "resnet-152"', "distill.teacher"),
+        ("alpha = 1.5", "distill.alpha"),
+        ("temperature = 0", "distill.temperature"),
+        ("teacher_epochs = 0", "distill.teacher_epochs"),
+        ("epochs = 0", "distill.epochs"),
+        ("temprature = 4", "distill.temprature"),
+    ],
+)
+def test_bad_distill_sections_name_the_field(tmp_path: Path, section: str, field: str) -> None:
+    with pytest.raises(InvalidInput, match=r"pocketml\.toml") as info:
+        _config(tmp_path, TINY + "[distill]\n" + section + "\n")
+    assert f"field '{field}'" in str(info.value)
+
+
+def test_distill_needs_a_student_to_train(tmp_path: Path) -> None:
+    text = '[model]\npath = "runs/x"\n[distill]\nteacher = "cnn-large"\n'
+    with pytest.raises(InvalidInput, match="distill needs a PyTorch student"):
+        _config(tmp_path, text)
+
+
+def test_a_distilled_build_ships_the_teacher_as_its_cloud_variant(tmp_path: Path) -> None:
+    config = _config(tmp_path, TINY + DISTILL)
+    assert config.distill is not None and config.distill.alpha == 0.5
+    steps: list[str] = []
+    outcome = run_build(config, tmp_path / "out", show_progress=False, on_step=steps.append)
+    assert outcome.teacher is not None and outcome.teacher.architecture == "mlp"
+    assert outcome.model.params["distilled_from"] == "mlp"
+    assert outcome.model.params["temperature"] == 3.0 and outcome.model.params["epochs"] == 2
+    manifest = json.loads(outcome.build_json.read_text())
+    cloud = [v for v in manifest["variants"] if v["role"] == "cloud"]
+    assert [(v["name"], v["format"], v["precision"]) for v in cloud] == [
+        ("teacher-mlp-onnx-fp32", "onnx", "fp32")
+    ]
+    assert (outcome.out_dir / cloud[0]["file"]).is_file()
+    device = [v["name"] for v in manifest["variants"] if v["role"] == "device"]
+    assert device == ["mlp-onnx-fp32"]
+    # no device profile is served the cloud model
+    assert all(s["variant"] != "teacher-mlp-onnx-fp32" for s in manifest["selections"])
+    distill = manifest["params"]["distill"]
+    assert distill["teacher"] == "mlp" and distill["alpha"] == 0.5
+    assert 0.0 < distill["teacher_metrics"]["accuracy"] <= 1.0
+    assert set(manifest["metrics"]) == {"mlp", "teacher-mlp"}
+    record = json.loads((outcome.out_dir / "run.json").read_text())
+    assert record["params"]["distilled_from"] == "mlp" and record["distill"] == distill
+    assert steps.index("training the teacher (mlp)") < steps.index("distilling")
