@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from pocketml.data import augment_dataset, parse_augmentations
 from pocketml.errors import InvalidInput
 from pocketml.optimize.distill import Distiller, DistillResult, student_cnn
 from pocketml.schema import Normalization
@@ -151,8 +152,35 @@ def test_student_cnn_width_sets_its_size() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"temperature": 0.0}, "temperature must be > 0"), ({"alpha": 1.5}, r"alpha must be in")],
+    [
+        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"alpha": 1.5}, r"alpha must be in"),
+        ({"epochs": 0}, r"epochs must be an int >= 1 or None; got 0"),
+    ],
 )
 def test_bad_parameters_say_what_was_expected(teacher, kwargs, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidInput, match=message):
         Distiller(teacher, **kwargs)
+
+
+def test_distillation_beats_the_student_alone_on_a_fixed_small_task(splits) -> None:  # type: ignore[no-untyped-def]
+    # digits trained in dim light with noise, measured through a worse camera: a 1,030-
+    # parameter student alone (24 epochs, still improving) against the same student taught
+    # by cnn-small for the same 24 epochs. Measured: +9.7 points on seed 0, +5.2 on seed 1
+    # (269 images, one image = 0.37 point); the trainer's schedule lost points here.
+    augmentations = tuple(parse_augmentations("dim=0.6,noise=0.2"))
+    camera = augment_dataset(splits.test, parse_augmentations("dim=0.7,noise=0.35"), seed=1234)
+    teacher = train(
+        splits,
+        "cnn-small",
+        config=TrainConfig(seed=0, epochs=20, patience=20, augmentations=augmentations),
+    ).model
+    torch.manual_seed(0)
+    narrow = student_cnn((1, 8, 8), 10, width=4)
+    config = TrainConfig(seed=0, epochs=24, augmentations=augmentations)
+    result = Distiller(teacher, epochs=24).train(narrow, splits, config, test=camera)
+    assert result.alone_metrics is not None
+    distilled, alone = result.metrics["accuracy"], result.alone_metrics["accuracy"]
+    assert distilled - alone >= 0.04, (distilled, alone)
+    assert result.gap_closed is not None and result.gap_closed >= 0.3
+    assert result.model.params["consistent"] is True and result.model.params["epochs"] == 24
