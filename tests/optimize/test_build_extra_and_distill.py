@@ -12,6 +12,8 @@ from pocketml.data import Dataset, augment_dataset, parse_augmentations
 from pocketml.errors import InvalidInput
 from pocketml.optimize.config import BuildConfig, load_build_config
 from pocketml.optimize.pipeline import BuildOutcome, load_splits, run_build
+from pocketml.testing import AppKeys, LiveServer
+from pocketml.train import model_inputs
 
 TINY = """
 [model]
@@ -128,6 +130,11 @@ def test_extra_rows_of_other_classes_or_shape_or_a_bad_weight_are_refused(tmp_pa
     )
     with pytest.raises(InvalidInput, match="shape"):
         run_build(config, tmp_path / "b", show_progress=False, extra_training=flat)
+    broken = extra.features.copy()
+    broken[2, 0, 3, 3] = np.nan
+    nan_rows = Dataset("samples", broken, extra.labels, extra.class_names)
+    with pytest.raises(InvalidInput, match="1 of 16 extra training rows hold NaN"):
+        run_build(config, tmp_path / "d", show_progress=False, extra_training=nan_rows)
     with pytest.raises(InvalidInput, match="extra_weight must be an int >= 1; got 0"):
         run_build(config, tmp_path / "c", show_progress=False, extra_training=extra, extra_weight=0)
     assert not (tmp_path / "a" / "build.json").exists()
@@ -181,3 +188,24 @@ def test_a_distilled_build_ships_the_teacher_as_its_cloud_variant(tmp_path: Path
     record = json.loads((outcome.out_dir / "run.json").read_text())
     assert record["params"]["distilled_from"] == "mlp" and record["distill"] == distill
     assert steps.index("training the teacher (mlp)") < steps.index("distilling")
+
+
+def test_the_cloud_api_serves_the_teacher_of_a_pushed_distilled_build(
+    tmp_path: Path, live_server: LiveServer, pocketml_app: AppKeys
+) -> None:
+    config = _config(tmp_path, TINY + DISTILL)
+    outcome = run_build(config, tmp_path / "out", show_progress=False)
+    assert outcome.teacher is not None
+    with live_server.admin(pocketml_app.admin_token) as client:
+        pushed = client.push_build(outcome.out_dir, stage="production")
+    roles = {v.name: v.role for v in pushed.variants}
+    assert roles == {"mlp-onnx-fp32": "device", "teacher-mlp-onnx-fp32": "cloud"}
+    rows = model_inputs(outcome.teacher, load_splits(config).test)[:4]
+    with live_server.http(pocketml_app.device_key) as http:
+        response = http.post(f"/v1/models/{pushed.model}/predict", json={"inputs": rows.tolist()})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["variant"] == "teacher-mlp-onnx-fp32"
+    served = np.array([p["probabilities"] for p in body["predictions"]])
+    np.testing.assert_allclose(served, outcome.teacher.predict_proba(rows), atol=1e-5)
+    assert not np.allclose(served, outcome.model.predict_proba(rows), atol=1e-3)

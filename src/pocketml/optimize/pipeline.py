@@ -222,8 +222,8 @@ def _with_extra_rows(splits: Splits, extra: Dataset, weight: int) -> tuple[Split
     """``splits`` with ``extra``'s new rows appended ``weight`` times to the training split.
 
     Raises:
-        InvalidInput: other classes (or order), another sample shape or layout, or a
-            weight < 1.
+        InvalidInput: other classes (or order), another sample shape or layout, NaN or
+            infinite values, or a weight < 1.
     """
     train_part = splits.train
     if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
@@ -239,6 +239,12 @@ def _with_extra_rows(splits: Splits, extra: Dataset, weight: int) -> tuple[Split
             f"extra training rows are {extra.layout} samples of shape {extra.sample_shape}; "
             f"the build's data is {train_part.layout} of shape {train_part.sample_shape}. "
             "Add rows in the raw units and shape of the dataset."
+        )
+    bad = int((~np.isfinite(extra.features.reshape(len(extra), -1))).any(axis=1).sum())
+    if bad:
+        raise InvalidInput(
+            f"{bad} of {len(extra)} extra training rows hold NaN or infinite values; drop or "
+            "repair them before training on them."
         )
     seen = set(_row_hashes(train_part))
     keep = []
