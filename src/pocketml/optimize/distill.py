@@ -274,10 +274,13 @@ class Distiller:
             )
         test_set = test if test is not None else splits.test
 
+        name = self.teacher.schema.name  # the consistent schedule reuses the teacher's schema
+
         def fit(loss_fn: Any) -> TrainResult:
             if isinstance(student, str):
-                return train(splits, student, config=config, loss_fn=loss_fn)
-            return train(splits, model=copy.deepcopy(student), config=config, loss_fn=loss_fn)
+                return train(splits, student, config=config, loss_fn=loss_fn, model_name=name)
+            module = copy.deepcopy(student)
+            return train(splits, model=module, config=config, loss_fn=loss_fn, model_name=name)
 
         if self.alpha == 0.0 or not self.consistent:
             distilled = fit(self.loss if self.alpha > 0 else None)

@@ -505,6 +505,7 @@ def run_build(
             "extra training rows need a build that trains: model.path loads a trained "
             "model. Set model.architecture instead, or drop the extra rows."
         )
+    out.mkdir(parents=True, exist_ok=True)
     profiles = resolve_profiles(config)
 
     step("loading data")
