@@ -45,12 +45,15 @@ def _config(tmp_path: Path, text: str = TINY) -> BuildConfig:
 
 
 def _extra(config: BuildConfig) -> tuple[Dataset, int]:
-    """12 new rows (a dimmed copy of 12 training rows), 3 copies of training rows, 1 repeat."""
-    train = load_splits(config).train
+    """12 new rows (a dimmed copy of 12 training rows), 3 copies of training rows, 1 repeat,
+    and 2 copies of test rows (the golden holdout must not leak into training)."""
+    splits = load_splits(config)
+    train = splits.train
     new = augment_dataset(train.subset(np.arange(12)), parse_augmentations("dim=0.5"), seed=1)
     copies = train.subset(np.arange(20, 23))
-    features = np.concatenate([new.features, copies.features, new.features[:1]])
-    labels = np.concatenate([new.labels, copies.labels, new.labels[:1]])
+    held_out = splits.test.subset(np.arange(2))
+    features = np.concatenate([new.features, copies.features, new.features[:1], held_out.features])
+    labels = np.concatenate([new.labels, copies.labels, new.labels[:1], held_out.labels])
     extra = Dataset("samples", features, labels, train.class_names, value_range=train.value_range)
     return extra, 12
 
@@ -102,7 +105,8 @@ def test_extra_rows_join_training_only_deduplicated_and_weighted(
     assert manifest["params"]["extra_training"] == {
         "rows": len(extra),
         "kept": new_rows,
-        "duplicates": len(extra) - new_rows,
+        "duplicates": len(extra) - new_rows - 2,
+        "holdout_copies": 2,
         "weight": 3,
         "training_rows": sizes["train"],
     }
@@ -133,7 +137,7 @@ def test_extra_rows_of_other_classes_or_shape_or_a_bad_weight_are_refused(tmp_pa
     broken = extra.features.copy()
     broken[2, 0, 3, 3] = np.nan
     nan_rows = Dataset("samples", broken, extra.labels, extra.class_names)
-    with pytest.raises(InvalidInput, match="1 of 16 extra training rows hold NaN"):
+    with pytest.raises(InvalidInput, match="1 of 18 extra training rows hold NaN"):
         run_build(config, tmp_path / "d", show_progress=False, extra_training=nan_rows)
     with pytest.raises(InvalidInput, match="extra_weight must be an int >= 1; got 0"):
         run_build(config, tmp_path / "c", show_progress=False, extra_training=extra, extra_weight=0)

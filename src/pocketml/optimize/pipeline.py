@@ -13,7 +13,8 @@
 
 Extra training rows (``extra_training``, e.g. consented samples from the loop) join the
 training split only, after the split (the validation and test splits stay exactly those
-of ``load_splits(config)``), deduplicated against it and repeated ``extra_weight`` times.
+of ``load_splits(config)``), deduplicated against it, copies of validation or test rows
+dropped, and repeated ``extra_weight`` times.
 With ``[distill]`` the teacher is trained first on those same rows, and the device model
 is the student distilled from it (``pocketml.optimize.distill``).
 
@@ -247,9 +248,13 @@ def _with_extra_rows(splits: Splits, extra: Dataset, weight: int) -> tuple[Split
             "repair them before training on them."
         )
     seen = set(_row_hashes(train_part))
-    keep = []
+    # a copy of a validation or test row would leak the golden holdout into training
+    held_out = set(_row_hashes(splits.validation)) | set(_row_hashes(splits.test))
+    keep, holdout_copies = [], 0
     for index, digest in enumerate(_row_hashes(extra)):
-        if digest not in seen:
+        if digest in held_out:
+            holdout_copies += 1
+        elif digest not in seen:
             seen.add(digest)
             keep.append(index)
     kept = extra.subset(np.asarray(keep, dtype=np.int64))
@@ -268,7 +273,8 @@ def _with_extra_rows(splits: Splits, extra: Dataset, weight: int) -> tuple[Split
     info = {
         "rows": len(extra),
         "kept": len(kept),
-        "duplicates": len(extra) - len(kept),
+        "duplicates": len(extra) - len(kept) - holdout_copies,
+        "holdout_copies": holdout_copies,
         "weight": weight,
         "training_rows": len(combined),
     }
@@ -490,7 +496,8 @@ def run_build(
             held-out validation split; None writes no profile.
         extra_training: more labelled rows in the dataset's raw units, same class names in
             the same order (e.g. consented samples): appended to the training split only,
-            rows identical to a training row dropped (a hash of features and label).
+            rows identical to a training, validation or test row dropped (a hash of
+            features and label).
         extra_weight: how many times each kept extra row is repeated (its weight), >= 1.
 
     Raises:
