@@ -48,6 +48,7 @@ class FlushReport:
     pending: int
     feedback_sent: int
     error: str | None = None
+    samples: Any = None  # the consented samples' upload (a CaptureFlush), when any ran
 
 
 def error_event(
@@ -262,6 +263,19 @@ class DeviceTelemetry:
             self.queue.add_feedback(body)
             return "queued"
         return "sent"
+
+    def forget(self) -> tuple[int, int]:
+        """Drop buffered events and delete the queued ones and queued feedback.
+
+        Returns:
+            (events deleted from the buffer and the queue, feedback messages deleted).
+        """
+        with self._lock:
+            buffered = len(self._buffer) + len(self._events)
+            self._buffer.clear()
+            self._events = []
+        events, feedback = self.queue.clear()
+        return buffered + events, feedback
 
     def close(self) -> None:
         """Stop the writer, persist what is buffered and close the queue."""

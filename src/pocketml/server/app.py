@@ -39,15 +39,18 @@ from pocketml.server.routes import (
     packages,
     predict,
     rollouts,
+    samples,
     system,
     telemetry,
     ui,
 )
 
 if TYPE_CHECKING:
+    from pocketml.delivery import DeliveryService
+    from pocketml.loop import SampleStore
     from pocketml.monitor import MonitorService
     from pocketml.monitor.alerts import AlertService
-    from pocketml.registry import Registry
+    from pocketml.registry import ArtifactStore, Registry
     from pocketml.telemetry import TelemetryStore
 
 __all__ = ["create_app", "create_app_from_env", "load_or_create_operator_token"]
@@ -195,6 +198,22 @@ def _open_state(
         profiles=ProfileIntake(
             registry.get_reference_profile,
             lambda app_id, model, version: delivery.get_policy(app_id, model, version).monitor,
+        ),
+        samples=_open_samples(registry, artifacts, delivery),
+    )
+
+
+def _open_samples(
+    registry: Registry, artifacts: ArtifactStore, delivery: DeliveryService
+) -> SampleStore:
+    """The sample store; ``purge_expired`` reads each version's capture retention."""
+    from pocketml.loop import SampleStore
+
+    return SampleStore(
+        registry,
+        artifacts,
+        retention_of=lambda app_id, model, version: (
+            delivery.get_policy(app_id, model, version).capture
         ),
     )
 
@@ -346,6 +365,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(monitor.router)
     app.include_router(alerts.router)
     app.include_router(ui.router)
+    app.include_router(samples.router)
     if server_metrics is not None:
         app.include_router(metrics.router)
     install_openapi(app)
