@@ -251,15 +251,18 @@ class SampleStore:
             }
             for row, s in enumerate(fresh)
         ]
-        statement = _insert(self.engine.dialect.name, _SAMPLES).on_conflict_do_nothing(
-            index_elements=["app_id", "sample_id"]
+        statement = (
+            _insert(self.engine.dialect.name, _SAMPLES)
+            .on_conflict_do_nothing(index_elements=["app_id", "sample_id"])
+            .returning(_SAMPLES.c.id)
         )
         with (
             translate_errors("store samples"),
             self.engine.connect().execution_options(**WRITE) as conn,
             conn.begin(),
         ):
-            stored = sum(max(conn.execute(statement, row).rowcount, 0) for row in rows)
+            # RETURNING counts what was inserted on both dialects (a conflict returns none).
+            stored = sum(len(conn.execute(statement, row).all()) for row in rows)
         return IngestResult(stored, len(batch.samples) - stored)
 
     def _check(self, app_id: str, batch: SampleBatch) -> dict[str, tuple[ModelSchema, str]]:
