@@ -378,6 +378,33 @@ class SampleStore:
                     out[i] = chunk[f"arr_{r}"]
         return out
 
+    def export_npz(
+        self, app_id: str, model: str, *, since: float | None = None
+    ) -> tuple[bytes, LabelledSamples]:
+        """The labelled samples as an NPZ that ``pocketml.data.load_dataset`` reads.
+
+        Arrays: ``x`` (raw units), ``y``, ``class_names``, ``layout``, and the provenance
+        ``sample_id``, ``device_id``, ``device_class``, ``version``.
+
+        Raises:
+            NotFound: no such model in the app.
+        """
+        samples = self.labelled(app_id, model, since=since)
+        layout = ModelSchema.from_dict(self.registry.get_model(app_id, model).schema).input.layout
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            x=samples.features,
+            y=samples.labels,
+            class_names=np.asarray(samples.class_names, dtype=str),
+            layout=np.asarray(layout),
+            sample_id=samples.sample_id.astype(str),
+            device_id=samples.device_id.astype(str),
+            device_class=samples.device_class.astype(str),
+            version=samples.version,
+        )
+        return buffer.getvalue(), samples
+
     def count_labelled(self, app_id: str, model: str, *, since: float | None = None) -> int:
         """How many samples of a model have a label (own or feedback) received since."""
         with translate_errors("count samples"), self.engine.connect() as conn:

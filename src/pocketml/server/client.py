@@ -603,6 +603,13 @@ class AdminClient:
         ).json()
         return result
 
+    def export_samples(self, model: str, *, since: float | None = None) -> bytes:
+        """The model's labelled samples as NPZ bytes (``pocketml.data.load_dataset`` reads
+        the file they are saved to)."""
+        query = {} if since is None else {"since": since}
+        path = f"/v1/admin/models/{model}/samples/export"
+        return self.request("GET", path, params=query).content
+
     def forget_device(self, device_id: str) -> dict[str, Any]:
         """Delete one device's samples, feedback and telemetry on the server (audited)."""
         path = f"/v1/admin/devices/{device_id}/data"

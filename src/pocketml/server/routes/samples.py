@@ -9,7 +9,7 @@ device deletes its samples, feedback and telemetry in one transaction, audited.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from pocketml.protocol import DEVICE_ID_PATTERN
@@ -141,4 +141,37 @@ def list_samples(
         items=[SamplePublic.model_validate(item.to_dict()) for item in page.items],
         next_after=page.next_after,
         counts={k: dict(v) for k, v in page.counts.items()},
+    )
+
+
+@router.get(
+    "/v1/admin/models/{name}/samples/export",
+    response_class=Response,
+    summary="Export a model's labelled samples",
+    description=(
+        "The labelled samples as one NPZ (`x` in raw dataset units, `y`, `class_names`, "
+        "`layout`, and `sample_id`, `device_id`, `device_class`, `version`) that "
+        "`pocketml.data.load_dataset` reads. `X-Pocketml-Samples` carries the count and "
+        "`X-Pocketml-Fingerprint` the samples' fingerprint."
+    ),
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The NPZ."},
+        **errors(*ERRORS_AUTH, 404, 422, 503),
+    },
+)
+def export_samples(
+    name: ModelName,
+    since: float | None = Query(None, ge=0, description="Received at or after (unix s)."),
+    principal: Principal = Depends(require_admin),
+    state: ServerState = Depends(server_state),
+) -> Response:
+    """Export one model's labelled samples."""
+    body, samples = state.sample_store.export_npz(principal.app_id, name, since=since)
+    return Response(
+        body,
+        media_type="application/octet-stream",
+        headers={
+            "X-Pocketml-Samples": str(len(samples)),
+            "X-Pocketml-Fingerprint": samples.fingerprint(),
+        },
     )
