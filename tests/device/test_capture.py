@@ -322,3 +322,19 @@ def test_a_capture_policy_out_of_bounds_is_refused_with_422(shipped: Shipped, ba
     )
 
     assert answer.status_code == 422
+
+
+def test_feedback_mode_holds_at_most_max_hold_predictions(
+    shipped: Shipped, make_device: DeviceFactory, digit_centroids: np.ndarray
+) -> None:
+    _capturing(shipped, when="feedback", max_hold=2)
+    device = make_device()
+    device.sync()
+    device.set_consent(True)
+    pids = _predict(device, digit_centroids[:5])
+
+    device.feedback(pids[0], label="0")  # evicted: nothing to write
+
+    assert device.capture.held() == 2
+    assert device.capture.counter("evicted") == 3
+    assert device.capture.pending() == 0

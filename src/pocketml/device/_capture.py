@@ -148,6 +148,9 @@ class SampleCapture:
         self._lock = threading.RLock()
         self._hold: OrderedDict[str, _Held] = OrderedDict()
         self._consent: bool | None = None
+        self._budget_day = -1  # the UTC day ``_budget_used`` counts (read from disk once)
+        self._budget_used = 0
+        self._evicted = 0  # held predictions evicted, not yet added to the counter on disk
 
     # -- storage ----------------------------------------------------------------------------
 
@@ -167,11 +170,17 @@ class SampleCapture:
             self._db = db
         return self._db
 
+    def _persist_counts(self) -> None:
+        if self._evicted:
+            self._bump("evicted", self._evicted)
+            self._evicted = 0
+
     def close(self) -> None:
         """Close the database (held samples waiting for feedback are dropped: memory only)."""
         with self._lock:
             self._hold.clear()
             if self._db is not None:
+                self._persist_counts()
                 self._db.close()
                 self._db = None
 
@@ -185,6 +194,7 @@ class SampleCapture:
     def counter(self, name: str) -> int:
         """A counter: ``dropped_budget``, ``dropped_redacted``, ``evicted``, ``expired``."""
         with self._lock:
+            self._persist_counts()
             row = self._conn().execute("SELECT value FROM counters WHERE name = ?", (name,))
             found = row.fetchone()
         return int(found[0]) if found else 0
@@ -287,7 +297,7 @@ class SampleCapture:
                 self._hold[prediction_id] = held
                 while len(self._hold) > policy.max_hold:
                     self._hold.popitem(last=False)
-                    self._bump("evicted")
+                    self._evicted += 1  # counted on disk at flush/close, not per call
                 return
             self._write(held, None)
 
@@ -317,9 +327,11 @@ class SampleCapture:
         data = held.tensor.astype("<f4").tobytes()
         db = self._conn()
         day = int(held.captured_at // 86_400)
-        row = db.execute("SELECT bytes FROM budget WHERE day = ?", (day,)).fetchone()
-        used = int(row[0]) if row else 0
-        if used + len(data) > held.policy.max_bytes_per_day:
+        if day != self._budget_day:  # once per UTC day (and per process): the disk's count
+            row = db.execute("SELECT bytes FROM budget WHERE day = ?", (day,)).fetchone()
+            self._budget_day, self._budget_used = day, int(row[0]) if row else 0
+            db.execute("DELETE FROM budget WHERE day < ?", (day - 2,))
+        if self._budget_used + len(data) > held.policy.max_bytes_per_day:
             self._bump("dropped_budget")
             return
         db.execute("BEGIN")
@@ -346,11 +358,11 @@ class SampleCapture:
                     held.policy.retention_days,
                 ),
             )
-            db.execute("DELETE FROM budget WHERE day < ?", (day - 2,))
             db.execute("COMMIT")
         except sqlite3.Error:
             db.execute("ROLLBACK")
             raise
+        self._budget_used += len(data)
 
     def on_feedback(self, prediction_id: str, label: str | None) -> None:
         """A label arrived: write a held sample with it, or attach it to an unsent one."""
@@ -375,6 +387,8 @@ class SampleCapture:
 
     def flush(self) -> CaptureFlush:
         """Send queued samples in batches (see the module); never raises on the network."""
+        with self._lock:
+            self._persist_counts()
         expired = self._expire()
         if not self.consent:
             return CaptureFlush(pending=self.pending(), expired=expired, skipped="no consent")
