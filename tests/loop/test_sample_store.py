@@ -235,3 +235,20 @@ def test_purge_expired_deletes_samples_older_than_the_retention(
 
     assert purged == 1
     assert list(left.sample_id) == [new["sample_id"]]
+
+
+def test_another_apps_device_key_cannot_forget_or_list_this_apps_samples(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    mine = shipped_app(live_server, "samples-mine", tmp_path / "a")
+    other = shipped_app(live_server, "samples-other", tmp_path / "b")
+    assert _post(live_server, mine.device_key, batch([sample(np.zeros(64))]))[0] == 200
+
+    with live_server.http(other.device_key) as http:
+        forgot = http.delete("/v1/device/data", params={"device_id": DEVICE_A})
+        listed = http.get("/v1/admin/models/digits/samples")
+        admin_forget = http.delete(f"/v1/admin/devices/{DEVICE_A}/data")
+
+    assert forgot.status_code == 200 and forgot.json()["samples"] == 0  # its own app: nothing
+    assert (listed.status_code, admin_forget.status_code) == (403, 403)
+    assert len(_listed(live_server, mine.admin_token)["items"]) == 1
