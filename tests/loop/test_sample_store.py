@@ -219,22 +219,23 @@ def test_the_list_counts_labelled_and_unlabelled_per_device_class(
     assert rest["next_after"] is None
 
 
-def test_purge_expired_deletes_samples_older_than_the_retention(
+def test_purge_expired_deletes_samples_received_longer_ago_than_the_retention(
     live_server: LiveServer, tmp_path: Path
 ) -> None:
     app = shipped_app(live_server, "samples-purge", tmp_path)
-    old, new = sample(np.zeros(64), label="1"), sample(np.zeros(64), label="2")
-    new["captured_at"] = old["captured_at"] + 40 * 86_400
-    assert _post(live_server, app.device_key, batch([old, new]))[0] == 200
+    assert _post(live_server, app.device_key, batch([sample(np.zeros(64), label="1")]))[0] == 200
+    now = time.time()
     store, registry = open_store(live_server)
     try:
-        purged = store.purge_expired(new["captured_at"] + 1)  # default retention: 30 days
+        kept = store.purge_expired(now + 29 * 86_400)  # default retention: 30 days
+        purged = store.purge_expired(now + 31 * 86_400)
         left = store.labelled(app.app_id, "digits")
+        audit = store.audit(app.app_id)
     finally:
         registry.close()
 
-    assert purged == 1
-    assert list(left.sample_id) == [new["sample_id"]]
+    assert (kept, purged, len(left)) == (0, 1, 0)
+    assert audit[0]["action"] == "purge" and audit[0]["detail"]["samples"] == 1
 
 
 def test_another_apps_device_key_cannot_forget_or_list_this_apps_samples(

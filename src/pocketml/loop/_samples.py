@@ -300,27 +300,7 @@ class SampleStore:
         since: float | None,
         until: float | None,
     ) -> builtins.list[Any]:
-        feedback = _table("feedback")
-        query = (
-            sa.select(_SAMPLES, feedback.c.label.label("feedback_label"))
-            .select_from(
-                _SAMPLES.outerjoin(
-                    feedback,
-                    sa.and_(
-                        feedback.c.app_id == _SAMPLES.c.app_id,
-                        feedback.c.device_id == _SAMPLES.c.device_id,
-                        feedback.c.prediction_id == _SAMPLES.c.prediction_id,
-                    ),
-                )
-            )
-            .where(_SAMPLES.c.app_id == app_id, _SAMPLES.c.model == model)
-            .order_by(_SAMPLES.c.id)
-        )
-        if since is not None:
-            query = query.where(_SAMPLES.c.received_at >= _when(since))
-        if until is not None:
-            query = query.where(_SAMPLES.c.received_at < _when(until))
-        return list(conn.execute(query))
+        return list(conn.execute(_joined(app_id, model, since, until)))
 
     def labelled(
         self, app_id: str, model: str, *, since: float | None = None, until: float | None = None
@@ -426,18 +406,23 @@ class SampleStore:
             NotFound: no such model in the app.
         """
         self.registry.get_model(app_id, model)
+        joined = _joined(app_id, model, None, None).subquery()
+        is_labelled = sa.or_(joined.c.label.is_not(None), joined.c.feedback_label.is_not(None))
+        tally = sa.select(
+            joined.c.device_class, is_labelled.label("labelled"), sa.func.count()
+        ).group_by(joined.c.device_class, is_labelled)
+        query = _joined(app_id, model, None, None).limit(limit + 1)
+        if device_id is not None:
+            query = query.where(_SAMPLES.c.device_id == device_id)
+        if after is not None:
+            query = query.where(_SAMPLES.c.id > after)
         with translate_errors("read samples"), self.engine.connect() as conn:
-            rows = self._rows(conn, app_id, model, None, None)
+            chosen = list(conn.execute(query))
+            grouped = conn.execute(tally).all()
         counts: dict[str, dict[str, int]] = {}
-        for r in rows:
-            group = counts.setdefault(r.device_class, {"labelled": 0, "unlabelled": 0})
-            labelled = (r.label or r.feedback_label) is not None
-            group["labelled" if labelled else "unlabelled"] += 1
-        chosen = [
-            r
-            for r in rows
-            if (device_id is None or r.device_id == device_id) and (after is None or r.id > after)
-        ]
+        for device_class, labelled, n in grouped:
+            group = counts.setdefault(device_class, {"labelled": 0, "unlabelled": 0})
+            group["labelled" if labelled else "unlabelled"] += int(n)
         page = chosen[:limit]
         items = tuple(
             SampleInfo(
@@ -523,7 +508,9 @@ class SampleStore:
         ]
 
     def purge_expired(self, now: float) -> int:
-        """Delete samples captured longer ago than their version's ``retention_days``.
+        """Delete samples received longer ago than their version's ``retention_days``.
+
+        The server's clock decides (a device's clock may be wrong by years).
 
         Returns:
             The number of samples deleted.
@@ -542,7 +529,7 @@ class SampleStore:
                 _SAMPLES.c.app_id == app_id,
                 _SAMPLES.c.model == model,
                 _SAMPLES.c.version == version,
-                _SAMPLES.c.captured_at < now - days * 86_400,
+                _SAMPLES.c.received_at < _when(now - days * 86_400),
             )
             with (
                 translate_errors("purge samples"),
@@ -562,6 +549,32 @@ class SampleStore:
                 self.artifacts.delete(key)
             deleted += n
         return deleted
+
+
+def _joined(app_id: str, model: str, since: float | None, until: float | None) -> sa.Select[Any]:
+    """A model's sample rows with ``feedback_label``: the label feedback of the same
+    (device, prediction id) (unique per app, so the join adds no rows)."""
+    feedback = _table("feedback")
+    query = (
+        sa.select(_SAMPLES, feedback.c.label.label("feedback_label"))
+        .select_from(
+            _SAMPLES.outerjoin(
+                feedback,
+                sa.and_(
+                    feedback.c.app_id == _SAMPLES.c.app_id,
+                    feedback.c.device_id == _SAMPLES.c.device_id,
+                    feedback.c.prediction_id == _SAMPLES.c.prediction_id,
+                ),
+            )
+        )
+        .where(_SAMPLES.c.app_id == app_id, _SAMPLES.c.model == model)
+        .order_by(_SAMPLES.c.id)
+    )
+    if since is not None:
+        query = query.where(_SAMPLES.c.received_at >= _when(since))
+    if until is not None:
+        query = query.where(_SAMPLES.c.received_at < _when(until))
+    return query
 
 
 def _check_sample(where: str, sample: WireSample, schema: ModelSchema) -> None:
