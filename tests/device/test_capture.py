@@ -338,3 +338,16 @@ def test_feedback_mode_holds_at_most_max_hold_predictions(
     assert device.capture.held() == 2
     assert device.capture.counter("evicted") == 3
     assert device.capture.pending() == 0
+
+
+def test_a_device_that_never_consented_creates_no_sample_file(
+    shipped: Shipped, make_device: DeviceFactory, digit_centroids: np.ndarray, tmp_path: Path
+) -> None:
+    _capturing(shipped)
+    device = make_device()
+    device.sync()
+
+    _predict(device, digit_centroids[:2])
+    device.flush()
+
+    assert not (tmp_path / "cache" / "samples.db").exists()

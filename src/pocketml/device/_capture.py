@@ -154,6 +154,9 @@ class SampleCapture:
 
     # -- storage ----------------------------------------------------------------------------
 
+    def _exists(self) -> bool:
+        return self._db is not None or self.path.exists()
+
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,6 +205,8 @@ class SampleCapture:
     def pending(self) -> int:
         """Samples queued on disk (sent or not yet acknowledged)."""
         with self._lock:
+            if not self._exists():
+                return 0
             return int(self._conn().execute("SELECT COUNT(*) FROM samples").fetchone()[0])
 
     def held(self) -> int:
@@ -215,6 +220,8 @@ class SampleCapture:
         """Whether the user consented to sample capture (persisted; default False)."""
         if self._consent is None:
             with self._lock:
+                if not self._exists():  # a device that never chose: no file is created
+                    return False
                 row = self._conn().execute("SELECT value FROM settings WHERE name = 'consent'")
                 found = row.fetchone()
                 self._consent = bool(found and found[0] == "true")
@@ -250,6 +257,8 @@ class SampleCapture:
     def forget_pending(self) -> bool:
         """Whether a ``forget_me`` still has to reach the server."""
         with self._lock:
+            if not self._exists():
+                return False
             row = self._conn().execute("SELECT value FROM settings WHERE name = 'forget'")
             found = row.fetchone()
         return bool(found and found[0] == "true")
@@ -376,7 +385,7 @@ class SampleCapture:
                 if self.consent:
                     self._write(held, label)
                 return
-            if self._db is None and not self.path.exists():
+            if not self._exists():
                 return
             self._conn().execute(
                 "UPDATE samples SET label = ? WHERE prediction_id = ? AND batch_id IS NULL",
@@ -427,7 +436,7 @@ class SampleCapture:
 
     def _expire(self) -> int:
         with self._lock:
-            if self._db is None and not self.path.exists():
+            if not self._exists():
                 return 0
             n = (
                 self._conn()
