@@ -8,12 +8,12 @@ variant and pushes a candidate; the gate compares it with the champion; only a b
 candidate starts a staged rollout under the usual guardrails.
 """
 
-from pocketml.loop._samples import (
+from pocketml.loop._samples import SampleStore
+from pocketml.loop._samples_values import (
     ForgetReport,
     IngestResult,
     SampleInfo,
     SamplePage,
-    SampleStore,
     invert_normalization,
 )
 from pocketml.loop._types import LabelledSamples

@@ -24,141 +24,40 @@ from __future__ import annotations
 import builtins
 import io
 import logging
-import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
-import pocketml.telemetry  # noqa: F401  (registers the telemetry tables on Base.metadata)
-from pocketml.db import WRITE, Base, translate_errors, utcnow
+from pocketml.db import WRITE, translate_errors, utcnow
 from pocketml.errors import NotFound, ValidationFailed
-from pocketml.loop._samples_orm import SampleAuditRow, SampleRow
+from pocketml.loop._samples_sql import (
+    AUDIT,
+    SAMPLES,
+    audit_row,
+    check_sample,
+    delete_device_rows,
+    insert_statement,
+    joined,
+    other_table,
+    when,
+)
+from pocketml.loop._samples_values import (
+    ForgetReport,
+    IngestResult,
+    SampleInfo,
+    SamplePage,
+    invert_normalization,
+)
 from pocketml.loop._types import LabelledSamples
-from pocketml.protocol import CapturePolicy, SampleBatch, WireSample, parse_sample_batch
+from pocketml.protocol import CapturePolicy, SampleBatch, parse_sample_batch
 from pocketml.registry import ArtifactStore, Registry
 from pocketml.schema import ModelSchema
 
-__all__ = [
-    "ForgetReport",
-    "IngestResult",
-    "SampleInfo",
-    "SamplePage",
-    "SampleStore",
-    "invert_normalization",
-]
+__all__ = ["SampleStore"]
 
 logger = logging.getLogger(__name__)
-
-_SAMPLES: sa.Table = SampleRow.__table__  # type: ignore[assignment]
-_AUDIT: sa.Table = SampleAuditRow.__table__  # type: ignore[assignment]
-
-
-def _table(name: str) -> sa.Table:
-    """A table another service declared on the shared metadata (by name, no private import)."""
-    return Base.metadata.tables[name]
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    """What one batch did: samples stored now, samples already stored before."""
-
-    accepted: int
-    duplicates: int
-
-
-@dataclass(frozen=True)
-class SampleInfo:
-    """One index row (no tensor)."""
-
-    sample_id: str
-    model: str
-    version: int
-    device_id: str
-    device_class: str
-    prediction_id: str | None
-    predicted: str
-    confidence: float
-    label: str | None
-    captured_at: float
-    received_at: datetime
-    bytes: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
-        out = dict(self.__dict__)
-        out["received_at"] = self.received_at.timestamp()
-        return out
-
-
-@dataclass(frozen=True)
-class SamplePage:
-    """A page of index rows, the cursor of the next page, and labelled/unlabelled counts
-    per device class over the whole model (not just the page)."""
-
-    items: tuple[SampleInfo, ...]
-    next_after: int | None
-    counts: Mapping[str, Mapping[str, int]]
-
-
-@dataclass(frozen=True)
-class ForgetReport:
-    """What ``forget_device`` deleted (row counts) and the audit row that records it."""
-
-    device_id: str
-    samples: int
-    chunks: int
-    feedback: int
-    telemetry_chunks: int
-    telemetry_batches: int
-    audit_id: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
-        return dict(self.__dict__)
-
-
-def _insert(dialect: str, table: sa.Table) -> Any:
-    if dialect == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        return postgresql.insert(table)
-    from sqlalchemy.dialects import sqlite
-
-    return sqlite.insert(table)
-
-
-def _channel_constants(schema: ModelSchema) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """(mean, std, scale) shaped as the device applies them (``device/_model.py``)."""
-    norm = schema.input.normalization
-    if norm is None:
-        return None
-    mean = np.asarray(norm.mean, dtype=np.float64)
-    std = np.asarray(norm.std, dtype=np.float64)
-    if schema.input.layout == "NCHW" and mean.size > 1:
-        mean, std = mean.reshape(-1, 1, 1), std.reshape(-1, 1, 1)
-    return mean, std, float(norm.scale)
-
-
-def invert_normalization(schema: ModelSchema, normalized: np.ndarray) -> np.ndarray:
-    """Raw dataset units of samples the model saw: ``x = (y * std + mean) / scale``.
-
-    Args:
-        schema: the model's schema (its input normalization).
-        normalized: float (N, *sample_shape).
-
-    Returns:
-        float32 of the same shape.
-    """
-    constants = _channel_constants(schema)
-    if constants is None:
-        return np.asarray(normalized, dtype=np.float32)
-    mean, std, scale = constants
-    raw = (np.asarray(normalized, dtype=np.float64) * std + mean) / scale
-    return raw.astype(np.float32)
 
 
 class SampleStore:
@@ -211,8 +110,8 @@ class SampleStore:
         with translate_errors("read samples"), self.engine.connect() as conn:
             known = set(
                 conn.execute(
-                    sa.select(_SAMPLES.c.sample_id).where(
-                        _SAMPLES.c.app_id == app_id, _SAMPLES.c.sample_id.in_(ids)
+                    sa.select(SAMPLES.c.sample_id).where(
+                        SAMPLES.c.app_id == app_id, SAMPLES.c.sample_id.in_(ids)
                     )
                 ).scalars()
             )
@@ -252,9 +151,9 @@ class SampleStore:
             for row, s in enumerate(fresh)
         ]
         statement = (
-            _insert(self.engine.dialect.name, _SAMPLES)
+            insert_statement(self.engine.dialect.name, SAMPLES)
             .on_conflict_do_nothing(index_elements=["app_id", "sample_id"])
-            .returning(_SAMPLES.c.id)
+            .returning(SAMPLES.c.id)
         )
         with (
             translate_errors("store samples"),
@@ -287,7 +186,7 @@ class SampleStore:
                         f"{where}.version: model {sample.model!r} has no version {sample.version}"
                     ) from exc
                 versions.add((sample.model, sample.version))
-            _check_sample(where, sample, schemas[sample.model][0])
+            check_sample(where, sample, schemas[sample.model][0])
         return schemas
 
     # -- reading ----------------------------------------------------------------------------
@@ -300,7 +199,7 @@ class SampleStore:
         since: float | None,
         until: float | None,
     ) -> builtins.list[Any]:
-        return list(conn.execute(_joined(app_id, model, since, until)))
+        return list(conn.execute(joined(app_id, model, since, until)))
 
     def labelled(
         self, app_id: str, model: str, *, since: float | None = None, until: float | None = None
@@ -406,16 +305,16 @@ class SampleStore:
             NotFound: no such model in the app.
         """
         self.registry.get_model(app_id, model)
-        joined = _joined(app_id, model, None, None).subquery()
-        is_labelled = sa.or_(joined.c.label.is_not(None), joined.c.feedback_label.is_not(None))
+        rows = joined(app_id, model, None, None).subquery()
+        is_labelled = sa.or_(rows.c.label.is_not(None), rows.c.feedback_label.is_not(None))
         tally = sa.select(
-            joined.c.device_class, is_labelled.label("labelled"), sa.func.count()
-        ).group_by(joined.c.device_class, is_labelled)
-        query = _joined(app_id, model, None, None).limit(limit + 1)
+            rows.c.device_class, is_labelled.label("labelled"), sa.func.count()
+        ).group_by(rows.c.device_class, is_labelled)
+        query = joined(app_id, model, None, None).limit(limit + 1)
         if device_id is not None:
-            query = query.where(_SAMPLES.c.device_id == device_id)
+            query = query.where(SAMPLES.c.device_id == device_id)
         if after is not None:
-            query = query.where(_SAMPLES.c.id > after)
+            query = query.where(SAMPLES.c.id > after)
         with translate_errors("read samples"), self.engine.connect() as conn:
             chosen = list(conn.execute(query))
             grouped = conn.execute(tally).all()
@@ -458,27 +357,27 @@ class SampleStore:
             The counts deleted and the audit row's id.
         """
         feedback, chunks, batches = (
-            _table("feedback"),
-            _table("telemetry_chunks"),
-            _table("telemetry_batches"),
+            other_table("feedback"),
+            other_table("telemetry_chunks"),
+            other_table("telemetry_batches"),
         )
         with (
             translate_errors("forget a device"),
             self.engine.connect().execution_options(**WRITE) as conn,
             conn.begin(),
         ):
-            mine = sa.and_(_SAMPLES.c.app_id == app_id, _SAMPLES.c.device_id == device_id)
-            keys = set(conn.execute(sa.select(_SAMPLES.c.chunk_key).where(mine)).scalars())
+            mine = sa.and_(SAMPLES.c.app_id == app_id, SAMPLES.c.device_id == device_id)
+            keys = set(conn.execute(sa.select(SAMPLES.c.chunk_key).where(mine)).scalars())
             counts = {
-                "samples": conn.execute(sa.delete(_SAMPLES).where(mine)).rowcount,
-                "feedback": _delete_device(conn, feedback, app_id, device_id),
-                "telemetry_chunks": _delete_device(conn, chunks, app_id, device_id),
-                "telemetry_batches": _delete_device(conn, batches, app_id, device_id),
+                "samples": conn.execute(sa.delete(SAMPLES).where(mine)).rowcount,
+                "feedback": delete_device_rows(conn, feedback, app_id, device_id),
+                "telemetry_chunks": delete_device_rows(conn, chunks, app_id, device_id),
+                "telemetry_batches": delete_device_rows(conn, batches, app_id, device_id),
             }
-            audit_id = _audit(conn, app_id, "forget_device", device_id, actor, counts)
+            audit_id = audit_row(conn, app_id, "forget_device", device_id, actor, counts)
             still = set(
                 conn.execute(
-                    sa.select(_SAMPLES.c.chunk_key).where(_SAMPLES.c.chunk_key.in_(keys))
+                    sa.select(SAMPLES.c.chunk_key).where(SAMPLES.c.chunk_key.in_(keys))
                 ).scalars()
             )
         for key in keys - still:  # after the commit: a chunk no row points to
@@ -490,9 +389,9 @@ class SampleStore:
         """The newest audit rows of an app (forgotten devices, purges)."""
         with translate_errors("read the sample audit"), self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(_AUDIT)
-                .where(_AUDIT.c.app_id == app_id)
-                .order_by(_AUDIT.c.id.desc())
+                sa.select(AUDIT)
+                .where(AUDIT.c.app_id == app_id)
+                .order_by(AUDIT.c.id.desc())
                 .limit(limit)
             ).all()
         return [
@@ -517,7 +416,7 @@ class SampleStore:
         """
         with translate_errors("read samples"), self.engine.connect() as conn:
             groups = conn.execute(
-                sa.select(_SAMPLES.c.app_id, _SAMPLES.c.model, _SAMPLES.c.version).distinct()
+                sa.select(SAMPLES.c.app_id, SAMPLES.c.model, SAMPLES.c.version).distinct()
             ).all()
         deleted = 0
         for app_id, model, version in groups:
@@ -526,105 +425,28 @@ class SampleStore:
             except NotFound:
                 days = CapturePolicy().retention_days
             where = sa.and_(
-                _SAMPLES.c.app_id == app_id,
-                _SAMPLES.c.model == model,
-                _SAMPLES.c.version == version,
-                _SAMPLES.c.received_at < _when(now - days * 86_400),
+                SAMPLES.c.app_id == app_id,
+                SAMPLES.c.model == model,
+                SAMPLES.c.version == version,
+                SAMPLES.c.received_at < when(now - days * 86_400),
             )
             with (
                 translate_errors("purge samples"),
                 self.engine.connect().execution_options(**WRITE) as conn,
                 conn.begin(),
             ):
-                keys = set(conn.execute(sa.select(_SAMPLES.c.chunk_key).where(where)).scalars())
-                n = conn.execute(sa.delete(_SAMPLES).where(where)).rowcount
+                keys = set(conn.execute(sa.select(SAMPLES.c.chunk_key).where(where)).scalars())
+                n = conn.execute(sa.delete(SAMPLES).where(where)).rowcount
                 if n:
-                    _audit(conn, app_id, "purge", None, "retention", {"model": model, "samples": n})
+                    audit_row(
+                        conn, app_id, "purge", None, "retention", {"model": model, "samples": n}
+                    )
                 still = set(
                     conn.execute(
-                        sa.select(_SAMPLES.c.chunk_key).where(_SAMPLES.c.chunk_key.in_(keys))
+                        sa.select(SAMPLES.c.chunk_key).where(SAMPLES.c.chunk_key.in_(keys))
                     ).scalars()
                 )
             for key in keys - still:
                 self.artifacts.delete(key)
             deleted += n
         return deleted
-
-
-def _joined(app_id: str, model: str, since: float | None, until: float | None) -> sa.Select[Any]:
-    """A model's sample rows with ``feedback_label``: the label feedback of the same
-    (device, prediction id) (unique per app, so the join adds no rows)."""
-    feedback = _table("feedback")
-    query = (
-        sa.select(_SAMPLES, feedback.c.label.label("feedback_label"))
-        .select_from(
-            _SAMPLES.outerjoin(
-                feedback,
-                sa.and_(
-                    feedback.c.app_id == _SAMPLES.c.app_id,
-                    feedback.c.device_id == _SAMPLES.c.device_id,
-                    feedback.c.prediction_id == _SAMPLES.c.prediction_id,
-                ),
-            )
-        )
-        .where(_SAMPLES.c.app_id == app_id, _SAMPLES.c.model == model)
-        .order_by(_SAMPLES.c.id)
-    )
-    if since is not None:
-        query = query.where(_SAMPLES.c.received_at >= _when(since))
-    if until is not None:
-        query = query.where(_SAMPLES.c.received_at < _when(until))
-    return query
-
-
-def _check_sample(where: str, sample: WireSample, schema: ModelSchema) -> None:
-    expected = schema.input.sample_shape
-    if sample.shape not in (expected, (1, *expected)):
-        raise ValidationFailed(
-            f"{where}.input.shape: model {sample.model!r} v{sample.version} expects "
-            f"{list(expected)} (or [1, {', '.join(map(str, expected))}]); got {list(sample.shape)}"
-        )
-    labels = schema.labels
-    for name, value in (("predicted", sample.predicted), ("label", sample.label)):
-        if value is not None and value not in labels:
-            shown = ", ".join(labels[:10]) + (", ..." if len(labels) > 10 else "")
-            raise ValidationFailed(
-                f"{where}.{name}: model {sample.model!r} v{sample.version} has no label "
-                f"{value!r}; expected one of {shown}"
-            )
-    if not math.isfinite(sample.confidence):  # parse_sample_batch checked it; keep it so
-        raise ValidationFailed(f"{where}.confidence must be finite")
-
-
-def _delete_device(conn: sa.Connection, table: sa.Table, app_id: str, device_id: str) -> int:
-    result = conn.execute(
-        sa.delete(table).where(table.c.app_id == app_id, table.c.device_id == device_id)
-    )
-    return int(result.rowcount)
-
-
-def _audit(
-    conn: sa.Connection,
-    app_id: str,
-    action: str,
-    device_id: str | None,
-    actor: str,
-    detail: dict[str, Any],
-) -> int:
-    result = conn.execute(
-        sa.insert(_AUDIT)
-        .values(
-            app_id=app_id,
-            action=action,
-            device_id=device_id,
-            actor=actor[:128],
-            detail=detail,
-            at=utcnow(),
-        )
-        .returning(_AUDIT.c.id)
-    )
-    return int(result.scalar_one())
-
-
-def _when(unix_s: float) -> datetime:
-    return datetime.fromtimestamp(unix_s, tz=UTC)
