@@ -370,7 +370,10 @@ class Device:
         """Send queued telemetry (batches of at most 500 events) and feedback.
 
         Open sketch windows are closed first and sent as ``profile`` events (with local
-        DP only the windows that are over: an early close would spend a share).
+        DP only the windows that are over: an early close would spend a share). Then a
+        ``forget_me`` still owed to the server is retried, and consented samples are sent
+        (``report.samples``: a ``CaptureFlush``; nothing without consent, wifi-only ones
+        only when ``on_wifi()`` says so).
 
         Returns:
             A FlushReport; a network failure stops the flush (``error``), never raises.

@@ -41,6 +41,8 @@ class FlushReport:
         pending: events still queued (non-zero when the flush stopped on an error).
         feedback_sent: feedback messages delivered.
         error: why the flush stopped early, or None.
+        samples: what ``Device.flush`` sent of the consented samples (a
+            ``CaptureFlush``), None from the telemetry part alone.
     """
 
     sent: int
