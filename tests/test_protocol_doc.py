@@ -55,6 +55,7 @@ def manifest_block() -> str:
     lines += _field_rows("download_policy.", protocol.DOWNLOAD_POLICY_FIELDS)
     lines += _field_rows("hybrid.", protocol.HYBRID_POLICY_FIELDS)
     lines += _field_rows("monitor.", protocol.MONITOR_POLICY_FIELDS)
+    lines += _field_rows("capture.", protocol.CAPTURE_POLICY_FIELDS)
     lines += [
         "",
         f"One value, three names: `{protocol.PACKAGE_DIGEST}` (the sha256 of the package "
@@ -79,7 +80,17 @@ def device_classes_block() -> str:
     )
 
 
+def samples_block() -> str:
+    """The ``POST /v1/samples`` body: the batch, each sample, its tensor."""
+    lines = ["| field | rule | meaning |", "| --- | --- | --- |"]
+    lines += _field_rows("", protocol.SAMPLE_BATCH_FIELDS)
+    lines += _field_rows("samples[].", protocol.SAMPLE_FIELDS)
+    lines += _field_rows("samples[].input.", protocol.SAMPLE_INPUT_FIELDS)
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
+    "samples": samples_block,
     "events": events_block,
     "manifest": manifest_block,
     "device-classes": device_classes_block,

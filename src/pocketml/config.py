@@ -125,6 +125,14 @@ class LimitsSettings(BaseModel):
         "event allowed by max_telemetry_events plus 64 KiB (5,064 KiB by default).",
     )
 
+    max_samples_body_kb: int = Field(
+        1024,
+        ge=1,
+        le=1_048_576,
+        description="Largest body of a sample batch, POST /v1/samples (KiB; 413 above). "
+        "A device packs at most 512 KiB of tensors into a batch (base64: about 700 KiB).",
+    )
+
     @property
     def max_telemetry_bytes(self) -> int:
         """Largest telemetry body in bytes (``max_telemetry_body_kb`` or its default)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 import pocketml.delivery._orm
+import pocketml.loop._samples_orm
 import pocketml.telemetry._orm  # noqa: F401  (registers the tables on Base.metadata)
 from pocketml.db import (
     VERSION_TABLE,

@@ -23,6 +23,7 @@ from pocketml.cli import (
     _demo,
     _monitor,
     _rollout,
+    _samples,
     _server,
     _simulate,
     _telemetry,
@@ -58,6 +59,7 @@ app.command("demo")(_demo.demo)
 app.command("server")(_server.server)
 app.add_typer(_telemetry.app, name="telemetry")
 app.add_typer(_monitor.app, name="monitor")
+app.add_typer(_samples.app, name="samples")
 app.add_typer(_admin.app_app, name="app")
 app.command("push")(_admin.push)
 app.add_typer(_admin.models_app, name="models")

@@ -29,4 +29,6 @@ class VersionPolicyRow(Base):
     download: Mapped[JSONDict] = mapped_column(sa.JSON)
     # MonitorPolicy overrides (migration 0010); null for rows written before it.
     monitor: Mapped[JSONDict | None] = mapped_column(sa.JSON, nullable=True)
+    # CapturePolicy overrides (migration 0012); null for rows written before it.
+    capture: Mapped[JSONDict | None] = mapped_column(sa.JSON, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

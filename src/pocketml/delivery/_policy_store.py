@@ -26,8 +26,9 @@ class PolicyStore:
 
     def get_many(
         self, version_ids: list[str]
-    ) -> dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
-        """The stored (hybrid, download, monitor) overrides of these versions (absent: no row).
+    ) -> dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]]:
+        """The stored (hybrid, download, monitor, capture) overrides of these versions
+        (absent: no row).
 
         Raises:
             Unavailable: the database cannot be reached.
@@ -38,11 +39,16 @@ class PolicyStore:
         with translate_errors("read version policies"), self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(
-                    table.c.version_id, table.c.hybrid, table.c.download, table.c.monitor
+                    table.c.version_id,
+                    table.c.hybrid,
+                    table.c.download,
+                    table.c.monitor,
+                    table.c.capture,
                 ).where(table.c.version_id.in_(version_ids))
             ).all()
         return {
-            row[0]: (dict(row[1] or {}), dict(row[2] or {}), dict(row[3] or {})) for row in rows
+            row[0]: (dict(row[1] or {}), dict(row[2] or {}), dict(row[3] or {}), dict(row[4] or {}))
+            for row in rows
         }
 
     def upsert(
@@ -52,6 +58,7 @@ class PolicyStore:
         hybrid: dict[str, Any],
         download: dict[str, Any],
         monitor: dict[str, Any] | None = None,
+        capture: dict[str, Any] | None = None,
     ) -> None:
         """Replace the overrides of one version (insert or update, one transaction).
 
@@ -63,6 +70,7 @@ class PolicyStore:
             "hybrid": hybrid,
             "download": download,
             "monitor": monitor or {},
+            "capture": capture or {},
             "updated_at": utcnow(),
         }
         with (

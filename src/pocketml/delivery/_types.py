@@ -12,7 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pocketml.protocol import HYBRID_MODES, DownloadPolicy, HybridPolicy, MonitorPolicy
+from pocketml.protocol import (
+    HYBRID_MODES,
+    CapturePolicy,
+    DownloadPolicy,
+    HybridPolicy,
+    MonitorPolicy,
+)
 
 __all__ = [
     "DEFAULT_CHECKIN_INTERVAL_S",
@@ -76,19 +82,21 @@ class CheckinFacts:
 
 @dataclass(frozen=True)
 class VersionPolicy:
-    """The effective hybrid, download and monitor policy of one model version."""
+    """The effective hybrid, download, monitor and capture policy of one model version."""
 
     model: str
     version: int | None
     hybrid: HybridPolicy = field(default_factory=HybridPolicy)
     download: DownloadPolicy = field(default_factory=DownloadPolicy)
     monitor: MonitorPolicy = field(default_factory=MonitorPolicy)
+    capture: CapturePolicy = field(default_factory=CapturePolicy)
 
     def with_overrides(
         self,
         hybrid: dict[str, Any],
         download: dict[str, Any],
         monitor: dict[str, Any] | None = None,
+        capture: dict[str, Any] | None = None,
     ) -> VersionPolicy:
         """This policy with stored overrides applied (unknown keys are ignored)."""
         monitor_fields = {
@@ -103,6 +111,14 @@ class VersionPolicy:
             hybrid=replace(self.hybrid, **hybrid_fields),
             download=replace(self.download, **download_fields),
             monitor=replace(self.monitor, **monitor_fields),
+            # Stored overrides were validated at the edge; from_dict fills the defaults.
+            capture=CapturePolicy.from_dict(
+                {
+                    k: v
+                    for k, v in (capture or {}).items()
+                    if k in CapturePolicy.__dataclass_fields__
+                }
+            ),
         )
 
 

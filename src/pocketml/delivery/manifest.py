@@ -82,6 +82,7 @@ def manifest_model(
         "download_policy": entry.policy.download.to_dict(),
         "hybrid": entry.policy.hybrid.to_dict(name),
         "monitor": entry.policy.monitor.to_dict(),
+        "capture": entry.policy.capture.to_dict(),
         # Clients normalize inputs for the cloud with it before any package is on the device.
         "schema": entry.model.schema,
     }

@@ -323,8 +323,9 @@ class DeliveryService:
         hybrid: dict[str, Any] | None = None,
         download: dict[str, Any] | None = None,
         monitor: dict[str, Any] | None = None,
+        capture: dict[str, Any] | None = None,
     ) -> VersionPolicy:
-        """Replace the stored hybrid, download and/or monitor overrides of one version.
+        """Replace the stored hybrid, download, monitor and/or capture overrides of one version.
 
         A section that is given replaces that section's stored overrides; a section left
         out keeps them. Values must already be validated (the HTTP edge does it).
@@ -336,6 +337,7 @@ class DeliveryService:
             hybrid: fields of ``HybridPolicy`` to override (mode, threshold, ...).
             download: fields of ``DownloadPolicy`` to override.
             monitor: fields of ``MonitorPolicy`` to override.
+            capture: fields of ``CapturePolicy`` to override.
 
         Returns:
             The new effective policy.
@@ -344,11 +346,14 @@ class DeliveryService:
             NotFound: no such model or version in the app.
         """
         info = self.registry.get_version(app_id, model, version)
-        stored = self.policies.get_many([info.id]).get(info.id, ({}, {}, {}))
+        stored = self.policies.get_many([info.id]).get(info.id, ({}, {}, {}, {}))
         new_hybrid = dict(hybrid) if hybrid is not None else stored[0]
         new_download = dict(download) if download is not None else stored[1]
         new_monitor = dict(monitor) if monitor is not None else stored[2]
-        self.policies.upsert(app_id, info.id, new_hybrid, new_download, new_monitor)
+        new_capture = dict(capture) if capture is not None else stored[3]
+        self.policies.upsert(app_id, info.id, new_hybrid, new_download, new_monitor, new_capture)
         self.invalidate(app_id)
         logger.info("set the policy of %s v%d in app %s", model, version, app_id)
-        return default_policy(model, info).with_overrides(new_hybrid, new_download, new_monitor)
+        return default_policy(model, info).with_overrides(
+            new_hybrid, new_download, new_monitor, new_capture
+        )

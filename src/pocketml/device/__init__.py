@@ -17,11 +17,16 @@ cryptography) and never imports torch, FastAPI or SQLAlchemy. Typical use::
     device.feedback(prediction.prediction_id, label="7")
     device.flush()
 
+Consented sample capture (docs/device-sdk.md, "Consent"): ``device.set_consent(True)``
+when the user agrees, ``Device(..., redact=fn)`` for the PII hook, ``device.forget_me()``
+to erase the device's data here and on the server.
+
 ``docs/device-sdk.md`` is the guide.
 """
 
+from pocketml.device._capture import CaptureFlush, SampleCapture
 from pocketml.device._cloud import CircuitOpen, CloudAnswer
-from pocketml.device._device import Device
+from pocketml.device._device import Device, ForgetReport
 from pocketml.device._download import OversizeDownload
 from pocketml.device._model import LocalModel
 from pocketml.device._net import Backoff, CircuitBreaker, ServerError
@@ -30,6 +35,7 @@ from pocketml.device._telemetry import FlushReport
 from pocketml.device._types import (
     DEVICE_CLASSES,
     FORMATS,
+    CapturePolicy,
     DeviceFacts,
     DeviceState,
     DownloadEvent,
@@ -49,6 +55,8 @@ __all__ = [
     "DEVICE_CLASSES",
     "FORMATS",
     "Backoff",
+    "CaptureFlush",
+    "CapturePolicy",
     "CircuitBreaker",
     "CircuitOpen",
     "CloudAnswer",
@@ -58,6 +66,7 @@ __all__ = [
     "DownloadEvent",
     "DownloadPolicy",
     "FlushReport",
+    "ForgetReport",
     "HybridPolicy",
     "LocalModel",
     "ModelEntry",
@@ -68,6 +77,7 @@ __all__ = [
     "PackageRef",
     "Prediction",
     "ProtocolError",
+    "SampleCapture",
     "ServerError",
     "SyncReport",
     "TelemetryQueue",

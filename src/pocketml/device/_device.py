@@ -17,11 +17,13 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from pocketml.device._capture import CaptureFlush, Redactor, SampleCapture
 from pocketml.device._cloud import CloudClient
 from pocketml.device._entry import keep_previous_entries, parse_manifest, parse_manifest_models
 from pocketml.device._model import LocalModel
@@ -45,15 +47,36 @@ from pocketml.device._types import (
     SyncReport,
     disk_free,
 )
+from pocketml.errors import PocketMLError
 from pocketml.protect import Keyring
 from pocketml.schema import ModelSchema
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["Device", "FlushReport"]
+__all__ = ["Device", "FlushReport", "ForgetReport"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ForgetReport:
+    """What ``Device.forget_me()`` deleted.
+
+    Attributes:
+        samples: consented samples deleted on the device.
+        events: telemetry events deleted on the device (buffered and queued).
+        feedback: queued feedback messages deleted on the device.
+        server: the server's report (row counts deleted there), None while queued.
+        queued: the server could not be reached; the request is retried at every
+            ``flush()`` until it succeeds (and nothing is captured meanwhile is kept).
+    """
+
+    samples: int
+    events: int
+    feedback: int
+    server: dict[str, Any] | None
+    queued: bool
 
 
 class Device:
@@ -87,6 +110,11 @@ class Device:
         package_hosts: hosts other than the server's (a CDN: ``"cdn.example.com"`` or
             ``"host:port"``) that a check-in's absolute ``package.url`` may name; packages
             from them are fetched without the device key. Any other host is refused.
+        redact: the PII hook of consented capture: ``fn(model_name, input) -> array |
+            None`` runs on a copy of each input about to be captured (normalized, as the
+            model saw it) before anything is held or written; None drops the sample.
+        on_wifi: returns True when samples may be uploaded under a ``wifi_only`` capture
+            policy (default: ``state.network_type() == "wifi"``; wire it to the OS).
     """
 
     def __init__(
@@ -112,6 +140,8 @@ class Device:
         threads: int = 1,
         schemas: Mapping[str, ModelSchema] | None = None,
         package_hosts: Collection[str] = (),
+        redact: Redactor | None = None,
+        on_wifi: Callable[[], bool] | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self.facts = facts
@@ -157,6 +187,15 @@ class Device:
             rng=np.random.default_rng(seed),
         )
         self._telemetry.window_source = self._sketcher.changed_windows
+        self._capture = SampleCapture(
+            self.cache_dir / "samples.db",
+            self._http,
+            lambda: self.device_id,
+            facts.device_class or "unknown",
+            seed=seed,
+            redact=redact,
+            on_wifi=on_wifi or (lambda: self.state.network_type() == "wifi"),
+        )
         self._models: dict[str, LocalModel] = {}
         self._device_id: str | None = facts.device_id
         self._lock = threading.Lock()
@@ -316,6 +355,7 @@ class Device:
                     clock=self._clock,
                     device_id=lambda: self.device_id,
                     sketcher=self._sketcher,
+                    capture=self._capture,
                 )
             return self._models[name]
 
@@ -330,13 +370,76 @@ class Device:
         """Send queued telemetry (batches of at most 500 events) and feedback.
 
         Open sketch windows are closed first and sent as ``profile`` events (with local
-        DP only the windows that are over: an early close would spend a share).
+        DP only the windows that are over: an early close would spend a share). Then a
+        ``forget_me`` still owed to the server is retried, and consented samples are sent
+        (``report.samples``: a ``CaptureFlush``; nothing without consent, wifi-only ones
+        only when ``on_wifi()`` says so).
 
         Returns:
             A FlushReport; a network failure stops the flush (``error``), never raises.
         """
         self._sketcher.close_windows(early=True)
-        return self._telemetry.flush()
+        report = self._telemetry.flush()
+        samples = self._flush_samples()
+        return replace(report, samples=samples)
+
+    # -- consented samples ----------------------------------------------------------------
+
+    @property
+    def consent(self) -> bool:
+        """Whether the user consented to sample capture (persisted; default False)."""
+        return self._capture.consent
+
+    def set_consent(self, samples: bool) -> None:
+        """Record the user's choice about sample capture (persisted in the cache dir).
+
+        With consent off nothing is captured or uploaded, and turning it off deletes the
+        samples held and queued on the device.
+        """
+        self._capture.set_consent(samples)
+
+    def set_redactor(self, fn: Redactor | None) -> None:
+        """Set (or remove) the PII hook; see the ``redact`` argument of ``Device``."""
+        self._capture.redact = fn
+
+    @property
+    def capture(self) -> SampleCapture:
+        """The sample queue (``pending()``, ``held()``, ``counter("dropped_budget")``)."""
+        return self._capture
+
+    def _flush_samples(self) -> CaptureFlush:
+        if self._capture.forget_pending():
+            self._send_forget()
+        return self._capture.flush()
+
+    def forget_me(self) -> ForgetReport:
+        """Delete this device's data: here (samples, queued telemetry and feedback) and on
+        the server (``DELETE /v1/device/data``: its samples, feedback and telemetry).
+
+        Returns:
+            A ForgetReport; when the server is unreachable the server part is queued and
+            retried at every ``flush()`` (``queued=True``).
+        """
+        samples = self._capture.forget()
+        events, feedback = self._telemetry.forget()
+        self._capture.set_forget_pending(True)
+        server = self._send_forget()
+        return ForgetReport(samples, events, feedback, server, server is None)
+
+    def _send_forget(self) -> dict[str, Any] | None:
+        try:
+            response = self._http.request(
+                "DELETE", "/v1/device/data", params={"device_id": self.device_id}
+            )
+        except PocketMLError as exc:
+            logger.warning("forget_me: the server was not reached (retried at flush): %s", exc)
+            return None
+        self._capture.set_forget_pending(False)
+        try:
+            answer = response.json()
+        except ValueError:
+            return {}
+        return answer if isinstance(answer, dict) else {}
 
     def feedback(
         self,
@@ -364,13 +467,16 @@ class Device:
             InvalidInput: both or neither of label / thumbs, or an unknown prediction id
                 without ``model``.
         """
-        return self._telemetry.feedback(prediction_id, label, thumbs, model, version)
+        outcome = self._telemetry.feedback(prediction_id, label, thumbs, model, version)
+        self._capture.on_feedback(prediction_id, label)
+        return outcome
 
     def close(self) -> None:
         """Close sketch windows (as ``flush``), write buffered telemetry to the queue and
         close connections and files."""
         self._sketcher.close_windows(early=True)
         self._telemetry.close()
+        self._capture.close()
         self._http.close()
 
     async def aclose(self) -> None:

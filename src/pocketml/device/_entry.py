@@ -25,6 +25,7 @@ from pocketml.device._types import (
     ProtocolError,
 )
 from pocketml.errors import PocketMLError
+from pocketml.protocol import CapturePolicy
 from pocketml.schema import ModelSchema
 
 __all__ = [
@@ -199,6 +200,15 @@ def _monitor(raw: Any, where: str) -> MonitorPolicy | None:
     )
 
 
+def _capture(raw: Any, where: str) -> CapturePolicy | None:
+    if raw is None:
+        return None
+    try:
+        return CapturePolicy.from_dict(raw, where.rstrip("."))
+    except PocketMLError as exc:
+        raise ProtocolError(f"the manifest's {exc}") from exc
+
+
 def _parse_entry(raw: Any, index: int) -> ModelEntry:
     where = f"models[{index}]."
     name = _text(raw, "name", where, MODEL_NAME)
@@ -237,6 +247,7 @@ def _parse_entry(raw: Any, index: int) -> ModelEntry:
         hybrid=hybrid,
         schema=schema if isinstance(schema, Mapping) else None,
         monitor=_monitor(raw.get("monitor"), f"{where}monitor."),
+        capture=_capture(raw.get("capture"), f"{where}capture."),
     )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pocketml.device._capture import CaptureTap, SampleCapture
 from pocketml.device._cloud import CloudAnswer, CloudClient
 from pocketml.device._resolve import Loaded, ModelResolver
 from pocketml.device._sketcher import Sketcher, SketchTracker
@@ -50,6 +51,7 @@ class _Snapshot:
     is_logits: bool
     pid_prefix: str
     sketch: SketchTracker | None = None  # bins what the local model scores (profile events)
+    capture: CaptureTap | None = None  # consented sample capture (None: policy off)
 
 
 def _normalization(schema: ModelSchema | None) -> tuple[Any, Any]:
@@ -77,6 +79,7 @@ class LocalModel:
         clock: monotonic seconds (latency).
         device_id: returns this install's id (sent with cloud predictions).
         sketcher: the device's sketch windows (None: nothing is sketched).
+        capture: the device's consented sample capture (None: nothing is captured).
     """
 
     def __init__(
@@ -89,8 +92,10 @@ class LocalModel:
         clock: Callable[[], float],
         device_id: Callable[[], str],
         sketcher: Sketcher | None = None,
+        capture: SampleCapture | None = None,
     ) -> None:
         self.name = name
+        self._capture = capture
         self._sketcher = sketcher
         self._resolver = resolver
         self._telemetry = telemetry
@@ -129,6 +134,10 @@ class LocalModel:
             sketch = self._sketcher.tracker(
                 self.name, version, resolved.profile, schema.input.layout, resolved.monitor
             )
+        tap = None
+        if self._capture is not None and resolved.capture is not None:
+            layout = schema.input.layout if schema is not None else None
+            tap = self._capture.tap(self.name, resolved.capture, resolved.profile, layout)
         return _Snapshot(
             generation=generation,
             policy=policy,
@@ -142,6 +151,7 @@ class LocalModel:
             pid_prefix=prefix,
             wall_offset=time.time() - self._clock(),
             sketch=sketch,
+            capture=tap,
         )
 
     @property
@@ -215,6 +225,8 @@ class LocalModel:
         if policy.mode == "cascade" and confidence < policy.threshold:
             return self._escalate(arr, snap, started, pid, probs, index, confidence)
         label = snap.labels[index] if index < len(snap.labels) else str(index)
+        if snap.capture is not None:
+            snap.capture.offer(x, arr, pid, label, confidence, local.version)
         ended = clock()
         latency_ms = (ended - started) * 1000.0
         self._telemetry.record(
@@ -245,7 +257,7 @@ class LocalModel:
                 answer = await cloud.apredict(self.name, snap.policy, arr, self._body(pid))
             except PocketMLError as exc:
                 return self._after_cloud_failure(exc, arr, snap, started, pid)
-            return self._from_cloud(answer, snap, started, pid)
+            return self._from_cloud(answer, snap, started, pid, arr)
         probs, index, confidence = self._score(arr, snap)
         if snap.sketch is not None:
             snap.sketch.add(x, index, confidence, snap.wall_offset + self._clock())
@@ -253,10 +265,19 @@ class LocalModel:
             try:
                 answer = await cloud.apredict(self.name, snap.policy, arr, self._body(pid))
             except PocketMLError as exc:
-                return self._fallback(snap, started, pid, exc, (probs, index, confidence))
-            return self._from_cloud(answer, snap, started, pid)
+                return self._fallback(snap, started, pid, exc, (probs, index, confidence), arr)
+            return self._from_cloud(answer, snap, started, pid, arr)
         return self._finish(
-            snap, "local", local.version, local.variant, probs, index, confidence, started, pid
+            snap,
+            "local",
+            local.version,
+            local.variant,
+            probs,
+            index,
+            confidence,
+            started,
+            pid,
+            seen=arr,
         )
 
     # -- helpers ----------------------------------------------------------------------------
@@ -277,8 +298,8 @@ class LocalModel:
         try:
             answer = self._cloud.predict(self.name, snap.policy, arr, self._body(pid))
         except PocketMLError as exc:
-            return self._fallback(snap, started, pid, exc, (probs, index, confidence))
-        return self._from_cloud(answer, snap, started, pid)
+            return self._fallback(snap, started, pid, exc, (probs, index, confidence), arr)
+        return self._from_cloud(answer, snap, started, pid, arr)
 
     def _cloud_only(self, arr: np.ndarray, snap: _Snapshot, started: float) -> Prediction:
         """Policy ``cloud``, or no usable local model: ask the cloud.
@@ -292,7 +313,7 @@ class LocalModel:
             answer = self._cloud.predict(self.name, snap.policy, arr, self._body(pid))
         except PocketMLError as exc:
             return self._after_cloud_failure(exc, arr, snap, started, pid)
-        return self._from_cloud(answer, snap, started, pid)
+        return self._from_cloud(answer, snap, started, pid, arr)
 
     def _score(self, arr: np.ndarray, snap: _Snapshot) -> tuple[np.ndarray, int, float]:
         """The local model's probabilities, top index and confidence for ``arr``."""
@@ -310,6 +331,7 @@ class LocalModel:
         pid: str,
         exc: PocketMLError,
         scored: tuple[np.ndarray, int, float],
+        seen: np.ndarray | None = None,
     ) -> Prediction:
         """The local answer, marked ``fallback``, after the cloud failed (error recorded)."""
         local = snap.local
@@ -317,7 +339,16 @@ class LocalModel:
         self._telemetry.emit_error(self.name, local.version, "cloud", str(exc), exc.code)
         probs, index, confidence = scored
         return self._finish(
-            snap, "fallback", local.version, local.variant, probs, index, confidence, started, pid
+            snap,
+            "fallback",
+            local.version,
+            local.variant,
+            probs,
+            index,
+            confidence,
+            started,
+            pid,
+            seen=seen,
         )
 
     def _after_cloud_failure(
@@ -329,7 +360,7 @@ class LocalModel:
             if isinstance(exc, Unavailable):
                 raise self._unavailable(exc) from exc
             raise exc
-        return self._fallback(snap, started, pid, exc, self._score(arr, snap))
+        return self._fallback(snap, started, pid, exc, self._score(arr, snap), arr)
 
     def _unavailable(self, exc: Unavailable) -> Unavailable:
         self._telemetry.emit_error(self.name, None, "cloud", str(exc), exc.code)
@@ -340,7 +371,12 @@ class LocalModel:
         )
 
     def _from_cloud(
-        self, answer: CloudAnswer, snap: _Snapshot, started: float, pid: str
+        self,
+        answer: CloudAnswer,
+        snap: _Snapshot,
+        started: float,
+        pid: str,
+        seen: np.ndarray | None = None,
     ) -> Prediction:
         label = answer.label
         return self._finish(
@@ -354,6 +390,7 @@ class LocalModel:
             started,
             pid,
             label=label,
+            seen=seen,
         )
 
     def _finish(
@@ -368,9 +405,12 @@ class LocalModel:
         started: float,
         pid: str,
         label: str | None = None,
+        seen: np.ndarray | None = None,
     ) -> Prediction:
         if label is None:
             label = snap.labels[index] if index < len(snap.labels) else str(index)
+        if snap.capture is not None and seen is not None:
+            snap.capture.offer(None, seen, pid, label, confidence, version)
         ended = self._clock()
         latency_ms = (ended - started) * 1000.0
         self._telemetry.record(

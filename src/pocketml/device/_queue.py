@@ -351,6 +351,18 @@ class TelemetryQueue:
         with self._lock:
             self._conn().execute("DELETE FROM feedback WHERE id = ?", (row_id,))
 
+    def clear(self) -> tuple[int, int]:
+        """Delete every queued event and feedback message (``Device.forget_me``).
+
+        Returns:
+            (events deleted, feedback messages deleted).
+        """
+        with self._lock:
+            db = self._conn()
+            events = db.execute("DELETE FROM events").rowcount
+            feedback = db.execute("DELETE FROM feedback").rowcount
+        return int(events), int(feedback)
+
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
     """Add the inference columns a queue written by an older SDK lacks (kept across updates)."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from pocketml.device._entry import parse_manifest_models
 from pocketml.device._store import CacheDir
-from pocketml.device._types import HybridPolicy, ModelEntry, MonitorPolicy
+from pocketml.device._types import CapturePolicy, HybridPolicy, ModelEntry, MonitorPolicy
 from pocketml.errors import PocketMLError
 from pocketml.protect import PROFILE_MEMBER
 from pocketml.runtime import Runner, open_runner
@@ -57,6 +57,7 @@ class Resolved:
     local: Loaded | None
     monitor: MonitorPolicy = field(default_factory=MonitorPolicy)
     profile: ReferenceProfile | None = None
+    capture: CapturePolicy | None = None  # None: capture nothing (no policy, or disabled)
 
 
 class ModelResolver:
@@ -109,19 +110,22 @@ class ModelResolver:
                 schema = ModelSchema.from_dict(dict(entry.schema))
             except PocketMLError as exc:
                 self._report_error(name, entry.version, "load", f"manifest schema unusable: {exc}")
+        capture = entry.capture if entry is not None and entry.capture else None
+        if capture is not None and not capture.enabled:
+            capture = None
         record = self._cache.active().get(name)
         if not isinstance(record, dict):
-            return Resolved(policy, schema, None)
+            return Resolved(policy, schema, None, capture=capture)
         try:
             package_dir = self._cache.package_dir(record.get("package_id"))  # type: ignore[arg-type]
             schema = ModelSchema.from_json((package_dir / "schema.json").read_bytes())
         except (OSError, PocketMLError) as exc:
             self._report_error(name, record.get("version"), "load", f"schema unreadable: {exc}")
-            return Resolved(policy, schema, None)
+            return Resolved(policy, schema, None, capture=capture)
         local = self._load(name, record, package_dir)
         monitor = entry.monitor if entry is not None and entry.monitor else MonitorPolicy()
         profile = self._profile(name, record, package_dir) if local is not None else None
-        return Resolved(policy, schema, local, monitor, profile)
+        return Resolved(policy, schema, local, monitor, profile, capture)
 
     def _profile(
         self, name: str, record: dict[str, Any], package_dir: Path

@@ -41,6 +41,8 @@ class FlushReport:
         pending: events still queued (non-zero when the flush stopped on an error).
         feedback_sent: feedback messages delivered.
         error: why the flush stopped early, or None.
+        samples: what ``Device.flush`` sent of the consented samples (a
+            ``CaptureFlush``), None from the telemetry part alone.
     """
 
     sent: int
@@ -48,6 +50,7 @@ class FlushReport:
     pending: int
     feedback_sent: int
     error: str | None = None
+    samples: Any = None  # the consented samples' upload (a CaptureFlush), when any ran
 
 
 def error_event(
@@ -262,6 +265,19 @@ class DeviceTelemetry:
             self.queue.add_feedback(body)
             return "queued"
         return "sent"
+
+    def forget(self) -> tuple[int, int]:
+        """Drop buffered events and delete the queued ones and queued feedback.
+
+        Returns:
+            (events deleted from the buffer and the queue, feedback messages deleted).
+        """
+        with self._lock:
+            buffered = len(self._buffer) + len(self._events)
+            self._buffer.clear()
+            self._events = []
+        events, feedback = self.queue.clear()
+        return buffered + events, feedback
 
     def close(self) -> None:
         """Stop the writer, persist what is buffered and close the queue."""

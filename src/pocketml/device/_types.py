@@ -21,6 +21,7 @@ from pocketml.errors import IntegrityError, InvalidInput, PocketMLError
 from pocketml.protocol import (
     BUILTIN_DEVICE_CLASSES,
     FORMAT_NAMES,
+    CapturePolicy,
     DownloadPolicy,
     HybridPolicy,
     MonitorPolicy,
@@ -31,6 +32,7 @@ from pocketml.protocol import (
 __all__ = [
     "DEVICE_CLASSES",
     "FORMATS",
+    "CapturePolicy",
     "DeviceFacts",
     "DeviceState",
     "DownloadEvent",
@@ -182,6 +184,7 @@ class ModelEntry:
     hybrid: HybridPolicy
     schema: Mapping[str, Any] | None = None
     monitor: MonitorPolicy | None = None  # None: a server from before profile events
+    capture: CapturePolicy | None = None  # None: a server from before sample capture
 
     def to_json(self) -> dict[str, Any]:
         """The entry as JSON (what the SDK persists between runs)."""
@@ -197,6 +200,7 @@ class ModelEntry:
             "download_policy": self.download.__dict__.copy(),
             "hybrid": self.hybrid.__dict__.copy(),
             **({} if self.monitor is None else {"monitor": self.monitor.to_dict()}),
+            **({} if self.capture is None else {"capture": self.capture.to_dict()}),
             "schema": None if self.schema is None else dict(self.schema),
         }
 

@@ -8,6 +8,22 @@ variant and pushes a candidate; the gate compares it with the champion; only a b
 candidate starts a staged rollout under the usual guardrails.
 """
 
+from pocketml.loop._samples import SampleStore
+from pocketml.loop._samples_values import (
+    ForgetReport,
+    IngestResult,
+    SampleInfo,
+    SamplePage,
+    invert_normalization,
+)
 from pocketml.loop._types import LabelledSamples
 
-__all__ = ["LabelledSamples"]
+__all__ = [
+    "ForgetReport",
+    "IngestResult",
+    "LabelledSamples",
+    "SampleInfo",
+    "SamplePage",
+    "SampleStore",
+    "invert_normalization",
+]

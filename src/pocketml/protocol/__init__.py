@@ -10,6 +10,8 @@ per request); ``tests/test_protocol.py`` checks every derived copy against it.
   server's pydantic and msgspec schemas, the stored Arrow columns, the device queue's
   columns and the docs' field table derive from them.
 - Profile events (``_sketch_codec.py``): the ``sketch`` string's encoding.
+- Samples (``_capture.py``): ``CapturePolicy`` (in the manifest beside the monitor
+  policy) and the ``POST /v1/samples`` batch, ``parse_sample_batch``.
 - Check-in (``_checkin.py``): open device classes, the check-in choice, the hybrid,
   download and monitor policies (one class on both sides), the manifest entry's fields and the
   canonical name of a package's digest.
@@ -18,6 +20,23 @@ Standard library and ``pocketml.errors`` only, so the device SDK imports it with
 server's frameworks.
 """
 
+from pocketml.protocol._capture import (
+    CAPTURE_MODES,
+    CAPTURE_POLICY_FIELDS,
+    DEVICE_ID_PATTERN,
+    MAX_SAMPLE_BATCH_BYTES,
+    MAX_SAMPLE_VALUES,
+    MAX_SAMPLES_PER_BATCH,
+    SAMPLE_BATCH_FIELDS,
+    SAMPLE_FIELDS,
+    SAMPLE_INPUT_FIELDS,
+    CaptureMode,
+    CapturePolicy,
+    SampleBatch,
+    WireSample,
+    encode_tensor,
+    parse_sample_batch,
+)
 from pocketml.protocol._checkin import (
     BUILTIN_DEVICE_CLASSES,
     DEFAULT_MAX_CELLULAR_BYTES,
@@ -77,9 +96,12 @@ from pocketml.protocol._sketch_codec import decode_sketch, encode_sketch
 
 __all__ = [
     "BUILTIN_DEVICE_CLASSES",
+    "CAPTURE_MODES",
+    "CAPTURE_POLICY_FIELDS",
     "COMMON_EVENT_FIELDS",
     "DEFAULT_MAX_CELLULAR_BYTES",
     "DEVICE_CLASS_PATTERN",
+    "DEVICE_ID_PATTERN",
     "DOWNLOAD_POLICY_FIELDS",
     "ERROR_CATALOG",
     "ERROR_CODE_PATTERN",
@@ -95,6 +117,9 @@ __all__ = [
     "INT32_MAX",
     "INT64_MAX",
     "MANIFEST_ENTRY_FIELDS",
+    "MAX_SAMPLES_PER_BATCH",
+    "MAX_SAMPLE_BATCH_BYTES",
+    "MAX_SAMPLE_VALUES",
     "MAX_SKETCH_CHARS",
     "MAX_SKETCH_EPSILON",
     "MONITOR_POLICY_FIELDS",
@@ -103,8 +128,13 @@ __all__ = [
     "PACKAGE_FIELDS",
     "PROFILE_EVENT",
     "RUNNABLE_FORMATS",
+    "SAMPLE_BATCH_FIELDS",
+    "SAMPLE_FIELDS",
+    "SAMPLE_INPUT_FIELDS",
     "STORED_EVENT_KINDS",
     "TRANSPORT_CODES",
+    "CaptureMode",
+    "CapturePolicy",
     "CheckinChoice",
     "DownloadPolicy",
     "ErrorRow",
@@ -114,7 +144,9 @@ __all__ = [
     "ModelFormat",
     "MonitorPolicy",
     "PackageRef",
+    "SampleBatch",
     "WireField",
+    "WireSample",
     "WireType",
     "arm_choice",
     "check_device_class",
@@ -124,9 +156,11 @@ __all__ = [
     "decode_sketch",
     "describe_rule",
     "encode_sketch",
+    "encode_tensor",
     "error_class",
     "file_sha256",
     "http_code",
     "is_masked",
+    "parse_sample_batch",
     "status_for",
 ]

@@ -371,6 +371,12 @@ MANIFEST_ENTRY_FIELDS: tuple[WireField, ...] = (
         required=False,
     ),
     WireField(
+        "capture",
+        "object",
+        "Consented sample capture (`capture.*`); absent from older servers: capture nothing.",
+        required=False,
+    ),
+    WireField(
         "schema",
         "object",
         "The model's ModelSchema: what a client applies to raw inputs.",

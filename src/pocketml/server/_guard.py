@@ -83,6 +83,7 @@ class Limits:
     predict: RouteClass
     push: RouteClass
     other: RouteClass
+    samples: RouteClass | None = None  # POST /v1/samples (None: the admin class)
 
     @classmethod
     def from_settings(cls, server: LimitsSettings) -> Limits:
@@ -130,6 +131,14 @@ class Limits:
             other=RouteClass(
                 "other", server.max_admin_body_kb * kib, None, False, "LIMITS__MAX_ADMIN_BODY_KB"
             ),
+            samples=RouteClass(
+                "samples",
+                server.max_samples_body_kb * kib,
+                _JSON,
+                True,
+                "LIMITS__MAX_SAMPLES_BODY_KB",
+                inflates=True,
+            ),
         )
 
     def route_class(self, method: str, path: str) -> RouteClass:
@@ -142,6 +151,8 @@ class Limits:
             return self.device
         if path == "/v1/telemetry":
             return self.telemetry
+        if path == "/v1/samples" and self.samples is not None:
+            return self.samples
         if path.startswith("/v1/models/") and path.endswith("/predict"):
             return self.predict
         if (

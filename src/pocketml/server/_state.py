@@ -23,6 +23,7 @@ from pocketml.errors import Unavailable
 
 if TYPE_CHECKING:
     from pocketml.delivery import DeliveryService
+    from pocketml.loop import SampleStore
     from pocketml.monitor import MonitorService, ProfileIntake
     from pocketml.monitor.alerts import AlertService
     from pocketml.registry import ArtifactStore, Principal, Registry
@@ -124,6 +125,19 @@ class ServerState:
         return self.alerts
 
     profiles: ProfileIntake | None = None  # profile events (None: refused as unconfigured)
+    samples: SampleStore | None = None  # consented samples (opened by the lifespan)
+
+    @property
+    def sample_store(self) -> SampleStore:
+        """The sample store (opened by the lifespan). Raises Unavailable before that."""
+        if self.samples is None:
+            raise Unavailable("the sample store is not open on this server; retry in a moment.")
+        return self.samples
+
+    @property
+    def max_samples_bytes(self) -> int:
+        """``settings.server.limits.max_samples_body_kb`` in bytes."""
+        return self.settings.server.limits.max_samples_body_kb * 1024
 
     @property
     def registry_label(self) -> str:

@@ -39,15 +39,18 @@ from pocketml.server.routes import (
     packages,
     predict,
     rollouts,
+    samples,
     system,
     telemetry,
     ui,
 )
 
 if TYPE_CHECKING:
+    from pocketml.delivery import DeliveryService
+    from pocketml.loop import SampleStore
     from pocketml.monitor import MonitorService
     from pocketml.monitor.alerts import AlertService
-    from pocketml.registry import Registry
+    from pocketml.registry import ArtifactStore, Registry
     from pocketml.telemetry import TelemetryStore
 
 __all__ = ["create_app", "create_app_from_env", "load_or_create_operator_token"]
@@ -196,6 +199,22 @@ def _open_state(
             registry.get_reference_profile,
             lambda app_id, model, version: delivery.get_policy(app_id, model, version).monitor,
         ),
+        samples=_open_samples(registry, artifacts, delivery),
+    )
+
+
+def _open_samples(
+    registry: Registry, artifacts: ArtifactStore, delivery: DeliveryService
+) -> SampleStore:
+    """The sample store; ``purge_expired`` reads each version's capture retention."""
+    from pocketml.loop import SampleStore
+
+    return SampleStore(
+        registry,
+        artifacts,
+        retention_of=lambda app_id, model, version: (
+            delivery.get_policy(app_id, model, version).capture
+        ),
     )
 
 
@@ -252,6 +271,29 @@ def _start_telemetry_exporter(
     return asyncio.create_task(exporter.run_forever(stop)), stop
 
 
+SAMPLE_PURGE_INTERVAL_S = 3600.0
+
+
+def _start_sample_purge(state: ServerState) -> tuple[asyncio.Task[None], asyncio.Event]:
+    """Purge samples past their retention every hour (docs/loop.md). No lease: a purge
+    is idempotent, so replicas running it at once delete each row once between them."""
+    import time
+
+    from pocketml.db import run_periodically
+
+    store = state.sample_store
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_periodically(
+            lambda: store.purge_expired(time.time()),
+            stop,
+            interval_s=SAMPLE_PURGE_INTERVAL_S,
+            name="sample purge",
+        )
+    )
+    return task, stop
+
+
 def _metrics_token(settings: Settings) -> str:
     """The bearer token of ``GET /metrics``: the setting, else ``<home>/metrics.token``."""
     configured = settings.server.metrics.token
@@ -303,6 +345,7 @@ def create_app(settings: Settings) -> FastAPI:
         evaluator = _start_rollout_evaluator(settings, state)
         exporter = _start_telemetry_exporter(settings, state)
         alert_loops = _start_alert_loops(settings, state)
+        sample_purge = _start_sample_purge(state)
         if settings.server.gc_freeze:
             # Startup leaves ~10^5 long-lived objects (routes, schemas, engines, modules);
             # every full collection would walk them all, a 20-60 ms pause that becomes
@@ -316,6 +359,7 @@ def create_app(settings: Settings) -> FastAPI:
             for loop in alert_loops:
                 await _stop_background(loop)
             await _stop_background(exporter)  # its last pass flushes to Parquet
+            await _stop_background(sample_purge)
             if server_metrics is not None:
                 server_metrics.unwatch()
             await state.serving.close()
@@ -346,6 +390,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(monitor.router)
     app.include_router(alerts.router)
     app.include_router(ui.router)
+    app.include_router(samples.router)
     if server_metrics is not None:
         app.include_router(metrics.router)
     install_openapi(app)

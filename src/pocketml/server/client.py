@@ -366,15 +366,21 @@ class AdminClient:
         hybrid: Mapping[str, Any] | None = None,
         download: Mapping[str, Any] | None = None,
         monitor: Mapping[str, Any] | None = None,
+        capture: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Override a version's hybrid, download and/or monitor policy; returns the
-        effective policy.
+        """Override a version's hybrid, download, monitor and/or capture policy; returns
+        the effective policy.
 
         Example: ``set_policy("digits", 3, hybrid={"mode": "cascade", "threshold": 0.82})``.
         """
         body = {
             key: dict(value)
-            for key, value in (("hybrid", hybrid), ("download", download), ("monitor", monitor))
+            for key, value in (
+                ("hybrid", hybrid),
+                ("download", download),
+                ("monitor", monitor),
+                ("capture", capture),
+            )
             if value is not None
         }
         path = f"/v1/admin/models/{model}/versions/{version}/policy"
@@ -575,6 +581,40 @@ class AdminClient:
     def list_deliveries(self, *, status: str | None = None, limit: int = 100) -> DeliveryList:
         """``GET /v1/admin/alerts/deliveries``: the webhook delivery log, newest first."""
         return self._get("/v1/admin/alerts/deliveries", DeliveryList, status=status, limit=limit)
+
+    # -- samples (docs/loop.md) ---------------------------------------------------------
+
+    def list_samples(
+        self,
+        model: str,
+        *,
+        device_id: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        """A page of a model's consented samples and labelled/unlabelled counts per class."""
+        query: dict[str, Any] = {"limit": limit}
+        if device_id is not None:
+            query["device_id"] = device_id
+        if after is not None:
+            query["after"] = after
+        result: dict[str, Any] = self.request(
+            "GET", f"/v1/admin/models/{model}/samples", params=query
+        ).json()
+        return result
+
+    def export_samples(self, model: str, *, since: float | None = None) -> bytes:
+        """The model's labelled samples as NPZ bytes (``pocketml.data.load_dataset`` reads
+        the file they are saved to)."""
+        query = {} if since is None else {"since": since}
+        path = f"/v1/admin/models/{model}/samples/export"
+        return self.request("GET", path, params=query).content
+
+    def forget_device(self, device_id: str) -> dict[str, Any]:
+        """Delete one device's samples, feedback and telemetry on the server (audited)."""
+        path = f"/v1/admin/devices/{device_id}/data"
+        result: dict[str, Any] = self.request("DELETE", path).json()
+        return result
 
 
 class _MultipartBody:

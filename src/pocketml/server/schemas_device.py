@@ -204,6 +204,20 @@ class MonitorPolicyPublic(BaseModel):
     epsilon_per_day: float | None
 
 
+class CapturePolicyPublic(BaseModel):
+    """Consented sample capture of the version (``pocketml.protocol.CapturePolicy``)."""
+
+    enabled: bool
+    rate: float
+    when: Literal["all", "low_confidence", "feedback", "drifted"]
+    low_confidence_below: float
+    drifted_bins: dict[str, list[int]]
+    max_bytes_per_day: int
+    wifi_only: bool
+    retention_days: int
+    max_hold: int
+
+
 class ManifestModel(BaseModel):
     """One model of the manifest; ``variant``/``package`` null when nothing is loadable.
 
@@ -222,6 +236,9 @@ class ManifestModel(BaseModel):
     hybrid: HybridPolicyPublic
     monitor: MonitorPolicyPublic | None = Field(
         None, description="Sketching of scored inputs; absent from servers before it."
+    )
+    capture: CapturePolicyPublic | None = Field(
+        None, description="Consented sample capture; absent from servers before it."
     )
     schema_: ModelSchema | None = Field(
         alias="schema",
@@ -294,12 +311,27 @@ class MonitorPolicyInput(_Strict):
     )
 
 
+class CapturePolicyInput(_Strict):
+    """Overrides of a version's capture policy (bounds: ``protocol.CAPTURE_POLICY_FIELDS``)."""
+
+    enabled: bool | None = None
+    rate: FiniteFloat | None = Field(None, ge=0.0, le=1.0)
+    when: Literal["all", "low_confidence", "feedback", "drifted"] | None = None
+    low_confidence_below: FiniteFloat | None = Field(None, ge=0.0, le=1.0)
+    drifted_bins: dict[str, list[int]] | None = None
+    max_bytes_per_day: int | None = Field(None, ge=0, le=10**10)
+    wifi_only: bool | None = None
+    retention_days: int | None = Field(None, ge=1, le=365)
+    max_hold: int | None = Field(None, ge=1, le=10_000)
+
+
 class PolicyUpdate(_Strict):
     """``PUT .../policy``: a section given replaces that section's stored overrides."""
 
     hybrid: HybridPolicyInput | None = None
     download: DownloadPolicyInput | None = None
     monitor: MonitorPolicyInput | None = None
+    capture: CapturePolicyInput | None = None
 
 
 class PolicyPublic(BaseModel):
@@ -310,6 +342,7 @@ class PolicyPublic(BaseModel):
     hybrid: HybridPolicyPublic
     download: DownloadPolicyPublic
     monitor: MonitorPolicyPublic
+    capture: CapturePolicyPublic
 
 
 # ---------------------------------------------------------------- predict

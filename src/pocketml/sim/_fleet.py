@@ -9,7 +9,7 @@ prints).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +80,10 @@ class DeviceResult:
     telemetry_sent: int = 0
     telemetry_pending: int = 0
     faults: dict[str, int] = field(default_factory=dict)
+    consented: bool = False
+    lies: bool = False  # its feedback labels were (y + 1) mod K
+    samples_sent: int = 0
+    samples_pending: int = 0
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,37 @@ class FleetReport:
             "telemetry_sent": sum(d.telemetry_sent for d in self.devices),
             "telemetry_pending": sum(d.telemetry_pending for d in self.devices),
             "accuracy": correct / answered if self.has_labels and answered else None,
+            **self._sample_totals(),
         }
+
+    def _sample_totals(self) -> dict[str, int]:
+        """Sample counts, only for a fleet where some device consented (else nothing)."""
+        if not any(d.consented for d in self.devices):
+            return {}
+        return {
+            "consented": sum(d.consented for d in self.devices),
+            "lying": sum(d.lies for d in self.devices),
+            "samples_sent": sum(d.samples_sent for d in self.devices),
+            "samples_pending": sum(d.samples_pending for d in self.devices),
+        }
+
+
+def _device_id(spec: VirtualDevice) -> str:
+    return f"sim-{spec.name}-{spec.seed}"
+
+
+def _consenting(
+    devices: Sequence[VirtualDevice], consent: float | Collection[str] | None
+) -> set[int]:
+    """Indices of the devices that consent (a fraction spread evenly, or names/ids)."""
+    if consent is None:
+        return set()
+    if isinstance(consent, int | float) and not isinstance(consent, bool):
+        if not 0.0 <= consent <= 1.0:
+            raise InvalidInput(f"consent must be a fraction in [0, 1]; got {consent}")
+        return {i for i in range(len(devices)) if int((i + 1) * consent) > int(i * consent)}
+    names = set(consent)  # type: ignore[arg-type]
+    return {i for i, d in enumerate(devices) if {d.name, _device_id(d)} & names}
 
 
 def _percentile(values: list[float], q: int) -> float | None:
@@ -136,6 +170,8 @@ def _run_one(
     model: str,
     sync_attempts: int,
     class_names: Sequence[str] | None = None,
+    consents: bool = False,
+    lies: bool = False,
 ) -> DeviceResult:
     clock = SimClock()
     transport = SimulatedTransport(spec.network, clock, seed=spec.seed)
@@ -146,9 +182,9 @@ def _run_one(
         formats=spec.formats,
         device_model=f"sim-{spec.device_class}",
         device_class=spec.device_class,
-        device_id=f"sim-{spec.name}-{spec.seed}",
+        device_id=_device_id(spec),
     )
-    result = DeviceResult(spec)
+    result = DeviceResult(spec, consented=consents, lies=lies)
     device = Device(
         server_url,
         device_key,
@@ -161,6 +197,8 @@ def _run_one(
         seed=spec.seed,
     )
     with device:
+        if consents:
+            device.set_consent(True)
         for _ in range(sync_attempts):
             try:
                 report = device.sync()
@@ -184,10 +222,11 @@ def _run_one(
             if labels is not None and prediction.class_index == int(labels[i]):
                 result.correct[prediction.source] += 1
             if labels is not None and class_names is not None:
-                # the user tells the app the right answer: accuracy from feedback per version
+                # the user tells the app the right answer (a lying device: the next class)
+                told = (int(labels[i]) + 1) % len(class_names) if lies else int(labels[i])
                 device.feedback(
                     prediction.prediction_id,
-                    label=class_names[int(labels[i])],
+                    label=class_names[told],
                     model=model,
                     version=prediction.version,
                 )
@@ -196,7 +235,10 @@ def _run_one(
             flushed = device.flush()
             result.telemetry_sent += flushed.sent
             result.telemetry_pending = flushed.pending
-            if flushed.error is None:
+            if flushed.samples is not None:
+                result.samples_sent += flushed.samples.sent
+                result.samples_pending = flushed.samples.pending
+            if flushed.error is None and (flushed.samples is None or flushed.samples.error is None):
                 break
     result.faults = {k: v for k, v in transport.stats.items() if v}
     return result
@@ -215,6 +257,8 @@ def run_fleet(
     labels: np.ndarray | None = None,
     shard: bool = False,
     feedback_labels: Sequence[str] | None = None,
+    consent: float | Collection[str] | None = None,
+    flip_labels_for: Collection[str] = (),
 ) -> FleetReport:
     """Let every device sync, predict each input, and flush its telemetry.
 
@@ -233,6 +277,11 @@ def run_fleet(
         feedback_labels: class names; with ``labels``, every prediction is followed by the
             user's feedback with the true class, so the server measures each version's
             accuracy and a worse model shows worse numbers.
+        consent: which devices consent to sample capture (what the server's capture
+            policy then collects): a fraction in [0, 1] (spread evenly over the fleet's
+            order), or a set of device names (``dev-003``) or device ids. None: nobody.
+        flip_labels_for: devices (names or ids) whose feedback labels lie: the class
+            after the true one, ``(y + 1) mod K`` (a poisoning minority for the loop).
 
     Returns:
         The FleetReport (devices in the given order).
@@ -244,6 +293,8 @@ def run_fleet(
         raise InvalidInput(f"labels ({len(labels)}) must match inputs ({len(inputs)})")
     root = Path(work_dir)
     n = len(devices)
+    chosen = _consenting(devices, consent)
+    liars = set(flip_labels_for)
 
     def part(values: np.ndarray | None, i: int) -> np.ndarray | None:
         return values[i::n] if values is not None and shard else values
@@ -261,6 +312,8 @@ def run_fleet(
                 model,
                 sync_attempts,
                 feedback_labels,
+                i in chosen,
+                bool({spec.name, _device_id(spec)} & liars),
             )
             for i, spec in enumerate(devices)
         ]

@@ -16,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from pocketml.delivery import VersionPolicy
 from pocketml.errors import InvalidInput
+from pocketml.protocol import CapturePolicy
 from pocketml.registry import Principal
 from pocketml.server._state import ServerState, server_state
 from pocketml.server.auth import require_admin
@@ -39,6 +40,7 @@ def _policy_public(policy: VersionPolicy) -> PolicyPublic:
             "hybrid": policy.hybrid.to_dict(policy.model),
             "download": policy.download.to_dict(),
             "monitor": policy.monitor.to_dict(),
+            "capture": policy.capture.to_dict(),
         }
     )
 
@@ -68,9 +70,10 @@ def get_policy(
         "Overrides the hybrid policy (mode local|cloud|cascade, threshold in [0, 1], "
         "timeout_ms 50..60000, max_retries 0..10) and/or the download policy (wifi_only, "
         "charging_only, max_cellular_bytes >= 0) and/or the monitor policy (enabled, "
-        "window_s 60..86400, max_rows, epsilon_per_day 0.001..100) of one version. A section given "
-        "replaces that section's stored overrides; fields left out take the defaults. "
-        "Devices see the change at their next check-in."
+        "window_s 60..86400, max_rows, epsilon_per_day 0.001..100) and/or the capture "
+        "policy (enabled, rate, when, budget, wifi_only, retention_days; docs/loop.md) of "
+        "one version. A section given replaces that section's stored overrides; fields "
+        "left out take the defaults. Devices see the change at their next check-in."
     ),
     responses=errors(*ERRORS_AUTH, 404, 422),
 )
@@ -85,8 +88,18 @@ def put_policy(
     hybrid = body.hybrid.model_dump(exclude_none=True) if body.hybrid is not None else None
     download = body.download.model_dump(exclude_none=True) if body.download is not None else None
     monitor = body.monitor.model_dump(exclude_none=True) if body.monitor is not None else None
+    capture = None
+    if body.capture is not None:
+        capture = body.capture.model_dump(exclude_none=True)
+        CapturePolicy.from_dict(capture)  # the protocol's own check (bin lists, bounds)
     policy = state.delivery.set_policy(
-        principal.app_id, name, version, hybrid=hybrid, download=download, monitor=monitor
+        principal.app_id,
+        name,
+        version,
+        hybrid=hybrid,
+        download=download,
+        monitor=monitor,
+        capture=capture,
     )
     return _policy_public(policy)
 
