@@ -5,6 +5,7 @@ two real ONNX digits models (trained with ``pocketml.train``, converted with
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,98 @@ def train_digits_models(out: Path) -> DigitsModels:
         np.asarray(splits.test.features, dtype=np.float32),
         np.asarray(splits.test.labels, dtype=np.int64),
     )
+
+
+# -- a registry world for the jobs ---------------------------------------------------------
+
+
+def write_build_dir(out: Path, model_file: Path, schema: dict) -> Path:
+    """A BUILD_DIR holding ``model_file`` as its fp32 ONNX device variant."""
+    import json
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model_file, out / "model.onnx")
+    (out / "schema.json").write_text(json.dumps(schema))
+    manifest = {
+        "format_version": 1,
+        "model": "digits",
+        "schema": "schema.json",
+        "card": None,
+        "params": {"config": RECIPE},
+        "variants": [
+            {
+                "name": "mlp-onnx-fp32",
+                "file": "model.onnx",
+                "format": "onnx",
+                "precision": "fp32",
+                "role": "device",
+            }
+        ],
+    }
+    (out / "build.json").write_text(json.dumps(manifest))
+    return out
+
+
+RECIPE = {"model": {"architecture": "mlp"}, "data": {"source": "digits"}}
+"""What the champion stores as its recipe (the test runners below never train)."""
+
+
+@dataclass
+class MemorySamples:
+    """A sample source over fixed ``LabelledSamples`` (the sample store's two reads)."""
+
+    samples: LabelledSamples
+    calls: int = 0
+
+    def labelled(
+        self,
+        app_id: str,
+        model: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> LabelledSamples:
+        self.calls += 1
+        return self.samples
+
+    def count_labelled(self, app_id: str, model: str, *, since: datetime | None = None) -> int:
+        if since is None:
+            return len(self.samples)
+        stamp = since.timestamp()
+        return int((self.samples.captured_at > stamp).sum())
+
+
+class Clock:
+    """A settable clock (timezone-aware)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def fleet_samples(models: DigitsModels, captured_at: float) -> LabelledSamples:
+    """The models' test split as samples from 10 devices in two device classes."""
+    n = len(models.test_y)
+    devices = np.array([f"dev-{i % 10}" for i in range(n)])
+    classes = np.where(np.arange(n) % 10 < 3, "android-low", "android-mid")
+    samples = samples_from(models.test_x, models.test_y, devices, device_class=classes)
+    return LabelledSamples(
+        **{
+            **{k: getattr(samples, k) for k in samples.__dataclass_fields__},
+            "captured_at": np.full(n, captured_at),
+        }
+    )
+
+
+def restamped(path: Path, tag: str) -> Path:
+    """A copy of an ONNX file with other bytes, same computation (a retrain's new file)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    model.doc_string = tag
+    out = path.with_name(f"{path.stem}-{tag}.onnx")
+    onnx.save(model, str(out))
+    return out

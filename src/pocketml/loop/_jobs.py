@@ -160,15 +160,20 @@ class JobStore:
             "created_by": actor,
             "created_at": now,
         }
-        try:
-            with self._write("queue the job") as conn:
-                conn.execute(sa.insert(JOBS).values(**values))
+        with translate_errors("queue the job"), self.engine.connect() as conn:
+            conn = conn.execution_options(**WRITE)
+            try:
+                with conn.begin():
+                    conn.execute(sa.insert(JOBS).values(**values))
+                inserted = True
+            except exc.IntegrityError:  # the model's active job holds active_key
+                inserted = False
+        if inserted:
             return self.get(app_id, str(values["id"])), True
-        except exc.IntegrityError:
-            active = self.active(app_id, model)
-            if active is None:  # finished between our insert and this read: try again
-                raise Conflict(f"a job of {model!r} just finished; run again.") from None
-            return active, False
+        active = self.active(app_id, model)
+        if active is None:  # it finished between our insert and this read
+            raise Conflict(f"a job of {model!r} just finished; run again.")
+        return active, False
 
     def active(self, app_id: str, model: str) -> Job | None:
         """The model's queued or running job, if any."""

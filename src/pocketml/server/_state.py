@@ -23,6 +23,7 @@ from pocketml.errors import Unavailable
 
 if TYPE_CHECKING:
     from pocketml.delivery import DeliveryService
+    from pocketml.loop import LoopService
     from pocketml.monitor import MonitorService, ProfileIntake
     from pocketml.monitor.alerts import AlertService
     from pocketml.registry import ArtifactStore, Principal, Registry
@@ -124,6 +125,14 @@ class ServerState:
         return self.alerts
 
     profiles: ProfileIntake | None = None  # profile events (None: refused as unconfigured)
+    loop: LoopService | None = None
+
+    @property
+    def loop_service(self) -> LoopService:
+        """The retraining jobs (opened by the lifespan). Raises Unavailable before that."""
+        if self.loop is None:
+            raise Unavailable("the loop is not open on this server; retry in a moment.")
+        return self.loop
 
     @property
     def registry_label(self) -> str:
