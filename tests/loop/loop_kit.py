@@ -4,13 +4,17 @@ two real ONNX digits models (trained with ``pocketml.train``, converted with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from pocketml.loop import LabelledSamples
+from pocketml.data import Dataset
+from pocketml.loop import LabelledSamples, RecipeResult
 
 CLASSES = tuple(str(i) for i in range(10))
 
@@ -218,3 +222,39 @@ def restamped(path: Path, tag: str) -> Path:
     out = path.with_name(f"{path.stem}-{tag}.onnx")
     onnx.save(model, str(out))
     return out
+
+
+@dataclass
+class FakeRecipe:
+    """A recipe runner that 'builds' ``model_file`` and records what it was given."""
+
+    model_file: Path
+    models: DigitsModels
+    fail: Exception | None = None
+    training: list[LabelledSamples] = field(default_factory=list)
+    entered: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event | None = None
+
+    def __call__(
+        self,
+        recipe: Any,
+        training: LabelledSamples,
+        *,
+        weight: int,
+        out_dir: Path,
+        on_step: Callable[[str], None],
+    ) -> RecipeResult:
+        self.training.append(training)
+        self.entered.set()
+        if self.release is not None:
+            assert self.release.wait(60)
+        if self.fail is not None:
+            raise self.fail
+        on_step("training")
+        golden = Dataset(
+            "digits",
+            self.models.test_x[:200],
+            self.models.test_y[:200],
+            tuple(str(i) for i in range(10)),
+        )
+        return RecipeResult(write_build_dir(out_dir, self.model_file, self.models.schema), golden)

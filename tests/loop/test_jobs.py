@@ -21,58 +21,22 @@ from loop_kit import (
     RECIPE,
     Clock,
     DigitsModels,
+    FakeRecipe,
     MemorySamples,
     fleet_samples,
     restamped,
     write_build_dir,
 )
 
-from pocketml.data import Dataset
 from pocketml.delivery import DeliveryService
 from pocketml.errors import ConversionError, Unavailable, ValidationFailed
-from pocketml.loop import LabelledSamples, LoopService, RecipeResult
+from pocketml.loop import LoopService, RecipeResult
 from pocketml.protect import MasterKey
 from pocketml.registry import LocalArtifactStore, ModelCreate, Registry
 from pocketml.server._loop import make_pusher
 from pocketml.testing import model_variant, push_to_registry
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-
-
-@dataclass
-class FakeRecipe:
-    """A recipe runner that 'builds' ``model_file`` and records what it was given."""
-
-    model_file: Path
-    models: DigitsModels
-    fail: Exception | None = None
-    training: list[LabelledSamples] = field(default_factory=list)
-    entered: threading.Event = field(default_factory=threading.Event)
-    release: threading.Event | None = None
-
-    def __call__(
-        self,
-        recipe: Any,
-        training: LabelledSamples,
-        *,
-        weight: int,
-        out_dir: Path,
-        on_step: Callable[[str], None],
-    ) -> RecipeResult:
-        self.training.append(training)
-        self.entered.set()
-        if self.release is not None:
-            assert self.release.wait(60)
-        if self.fail is not None:
-            raise self.fail
-        on_step("training")
-        golden = Dataset(
-            "digits",
-            self.models.test_x[:200],
-            self.models.test_y[:200],
-            tuple(str(i) for i in range(10)),
-        )
-        return RecipeResult(write_build_dir(out_dir, self.model_file, self.models.schema), golden)
 
 
 @dataclass

@@ -283,7 +283,7 @@ def _change_check(
     use_fresh = fresh.n >= policy.min_fresh_samples
     score, where = (fresh, "fresh samples") if use_fresh else (golden, "golden holdout")
     gain = score.gain if score.gain is not None else 0.0
-    interval = f"{_pct(score.ci_low, signed=True)} to {_pct(score.ci_high, signed=True)}"
+    interval = f"{_num(score.ci_low)} to {_num(score.ci_high)} points"
     if trigger == "schedule":
         passed = gain >= -policy.schedule_margin
         detail = (
@@ -306,6 +306,10 @@ def _pct(value: float | None, *, signed: bool = False) -> str:
     if value is None or value != value:
         return "n/a"
     return f"{value * 100:+.1f}%" if signed else f"{value * 100:.1f}%"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value * 100:+.1f}"
 
 
 def _pts(value: float, *, signed: bool = True) -> str:
