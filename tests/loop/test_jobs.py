@@ -30,10 +30,12 @@ from loop_kit import (
 
 from pocketml.delivery import DeliveryService
 from pocketml.errors import ConversionError, Unavailable, ValidationFailed
-from pocketml.loop import LoopService, RecipeResult
+from pocketml.loop import LabelledSamples, LoopService, RecipeResult
+from pocketml.monitor.alerts import AlertService, MetricSources, RuleSpec, telemetry_sources
 from pocketml.protect import MasterKey
 from pocketml.registry import LocalArtifactStore, ModelCreate, Registry
 from pocketml.server._loop import make_pusher
+from pocketml.telemetry import Feedback, TelemetryStore
 from pocketml.testing import model_variant, push_to_registry
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -57,6 +59,7 @@ class LoopWorld:
         pusher: Any = None,
         owner: str = "replica-a",
         registry: Registry | None = None,
+        alerts: AlertService | None = None,
     ) -> LoopService:
         reg = registry or self.registry
         delivery = self.delivery if registry is None else _delivery(reg)
@@ -64,7 +67,7 @@ class LoopWorld:
             reg.store.engine,
             reg,
             delivery,
-            None,
+            alerts,
             self.samples,
             recipe,  # type: ignore[arg-type]
             pusher or make_pusher(reg),
@@ -438,3 +441,76 @@ def test_the_samples_count_with_the_policys_weight_in_the_recipe(world: LoopWorl
 
     assert seen == [4]
     assert np.all(np.isin(base.training[0].device_id, world.samples.samples.device_id))
+
+
+def _realised_accuracy_alert(world: LoopWorld, at: datetime) -> AlertService:
+    """An accuracy_realised < 0.8 rule, 100 labelled inferences (20 right), evaluated."""
+    telemetry = TelemetryStore(world.registry.store.engine)
+    alerts = AlertService(world.registry, MetricSources(telemetry_sources(telemetry)))
+    spec = RuleSpec("accuracy", "accuracy_realised", "<", 0.8, window_s=3600.0, min_n=50)
+    alerts.create_rule(world.app_id, "digits", spec, actor="test")
+    ids = [f"p{i:03d}" for i in range(100)]
+    events = [
+        {"ts": at.timestamp(), "model": "digits", "version": 1, "type": "inference",
+         "latency_ms": 20.0, "confidence": 0.9, "source": "device", "prediction_id": pid,
+         "label": "3"}
+        for pid in ids
+    ]  # fmt: skip
+    telemetry.insert_batch(
+        world.app_id, "b-alert", "dev-1", {"device_class": "android-mid"}, events, at
+    )
+    for i, pid in enumerate(ids):
+        label = "3" if i < 20 else "4"
+        feedback = Feedback(pid, "dev-1", "digits", at.timestamp(), version=1, label=label)
+        telemetry.upsert_feedback(world.app_id, feedback, at)
+    alerts.evaluate(at + timedelta(minutes=1))
+    assert [a.state for a in alerts.list_alerts(world.app_id)] == ["firing"]
+    return alerts
+
+
+def test_a_firing_alert_starts_one_job_per_episode(world: LoopWorld) -> None:
+    alerts = _realised_accuracy_alert(world, T0 - timedelta(minutes=5))
+    service = world.service(
+        FakeRecipe(world.models.good, world.models, fail=ValueError("x")), alerts=alerts
+    )
+    service.set_policy(world.app_id, "digits", {"min_labels_for_alert": 500}, actor="t")
+
+    first = service.tick(T0)
+    [alert] = alerts.list_alerts(world.app_id)
+    later = service.tick(T0 + timedelta(minutes=10))
+
+    assert len(first["queued"]) == 1 and later["queued"] == []
+    [job] = service.list_jobs(world.app_id, "digits")
+    assert job.trigger == "alert"
+    assert job.trigger_details["alert_id"] == alert.id
+    assert job.trigger_details["metric"] == "accuracy_realised"
+    assert job.trigger_details["labels"] == 539
+
+
+def test_an_alert_waits_for_enough_labels(world: LoopWorld) -> None:
+    alerts = _realised_accuracy_alert(world, T0 - timedelta(minutes=5))
+    service = world.service(FakeRecipe(world.models.good, world.models), alerts=alerts)
+    service.set_policy(world.app_id, "digits", {"min_labels_for_alert": 1000}, actor="t")
+
+    assert service.tick(T0)["queued"] == []
+
+
+def test_devices_sending_flipped_labels_are_left_out_of_the_job(world: LoopWorld) -> None:
+    world.promote(world.models.good)  # a confident teacher
+    samples = world.samples.samples
+    liars = np.isin(samples.device_id, ["dev-3", "dev-7"])
+    flipped = np.where(liars, (samples.labels + 1) % 10, samples.labels)
+    world.samples.samples = LabelledSamples(
+        **{**{k: getattr(samples, k) for k in samples.__dataclass_fields__}, "labels": flipped}
+    )
+    recipe = FakeRecipe(restamped(world.models.good, "again"), world.models)
+    service = world.service(recipe)
+
+    job, _ = service.run(world.app_id, "digits", actor="admin:test")
+    service.tick(T0)
+
+    done = service.get_job(world.app_id, job.id)
+    assert sorted(done.samples["excluded_devices"]) == ["dev-3", "dev-7"]
+    assert {e["device_id"] for e in done.samples["excluded"]} == {"dev-3", "dev-7"}
+    [training] = recipe.training
+    assert not np.isin(training.device_id, ["dev-3", "dev-7"]).any()
