@@ -62,7 +62,7 @@ def test_the_policy_reads_with_defaults_and_a_put_replaces_it(
         )
         read = client.get_loop_policy("digits")
 
-    assert default["sample_weight"] == 1 and default["gate"]["max_drop"] == 0.01
+    assert default["sample_weight"] == 1 and default["gate"]["max_drop"] == 0.0
     assert stored == read
     assert read["sample_weight"] == 3 and read["triggers"]["schedule_s"] == 86400
     assert read["gate"] == default["gate"]

@@ -141,7 +141,7 @@ def test_policy_shows_defaults_and_sets_dotted_keys(live: Live) -> None:
     )
     refused = cli(live, "policy", "digits", "--set", "gate.max_drop=5")
 
-    assert shown.returncode == 0 and '"max_drop": 0.01' in shown.stdout
+    assert shown.returncode == 0 and '"max_drop": 0.0' in shown.stdout
     assert changed.returncode == 0, changed.stderr
     assert '"max_drop": 0.02' in changed.stdout and '"schedule_s": 3600' in changed.stdout
     assert refused.returncode == 2

@@ -97,7 +97,10 @@ class GatePolicy(BaseModel):
 
     min_accuracy: float = Field(0.5, ge=0, le=1, description="Value threshold on every set.")
     max_drop: float = Field(
-        0.01, ge=0, le=1, description="Largest accuracy drop vs the champion on the golden holdout."
+        0.0,
+        ge=0,
+        le=1,
+        description="Largest accuracy drop vs the champion on the golden holdout (0: never worse).",
     )
     required_gain: float = Field(
         0.01,
