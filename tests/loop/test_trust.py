@@ -86,3 +86,21 @@ def test_a_teacher_of_the_wrong_length_is_refused() -> None:
 
     with pytest.raises(InvalidInput, match="teacher has"):
         filter_samples(fleet.samples, fleet.teacher[:-1], TrustPolicy())
+
+
+def test_few_checks_exclude_a_device_only_when_its_disagreements_are_improbable() -> None:
+    # 30 honest devices agree with a confident teacher on 10 samples each; "unlucky"
+    # disagrees on 2 of its 2 samples, "liar" on 4 of its 4.
+    fleet = {f"h{i:02d}": (10, 0) for i in range(30)} | {"unlucky": (2, 2), "liar": (4, 4)}
+    devices = np.concatenate([[name] * n for name, (n, _) in fleet.items()])
+    labels = np.concatenate([[1] * (n - d) + [2] * d for n, d in fleet.values()])
+    teacher = np.tile([0.02, 0.9, 0.08], (len(labels), 1))
+    features = np.random.default_rng(0).normal(0, 1, (len(labels), 4))
+    samples = samples_from(features, labels, devices, class_names=("a", "b", "c"))
+
+    report = filter_samples(samples, teacher, TrustPolicy())
+
+    assert report.excluded_devices == ("liar",)
+    lines = {d.device_id: d for d in report.devices}
+    assert lines["unlucky"].p_value is not None and lines["unlucky"].p_value > 0.001
+    assert lines["liar"].p_value is not None and lines["liar"].p_value < 0.001

@@ -59,7 +59,7 @@ class TrustPolicy(BaseModel):
 
     max_per_device: int = Field(200, ge=1, le=1_000_000, description="Samples a device may count.")
     teacher_confidence: float = Field(
-        0.9,
+        0.8,
         gt=0.5,
         le=1.0,
         description="Teacher top probability that makes it a check.",
@@ -86,7 +86,13 @@ class TrustPolicy(BaseModel):
         description="Smallest spread (1.4826 MAD) z divides by.",
     )
     min_checked: int = Field(
-        5, ge=1, le=100_000, description="Checked samples before a device's rate is judged."
+        3, ge=1, le=100_000, description="Checks before a device's rate counts in the median."
+    )
+    outlier_p: float = Field(
+        0.001,
+        gt=0,
+        lt=0.5,
+        description="Binomial tail of a device's disagreements (at the fleet rate) that excludes.",
     )
 
 

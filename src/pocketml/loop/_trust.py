@@ -14,9 +14,13 @@ Pure numpy over ``LabelledSamples``, in four steps (docs/loop.md "Poisoned feedb
    ``min_neighbour_devices`` OTHER devices labelled, their majority label is a check on
    each device's label there.
 4. **Outlier devices.** A device's disagreement rate (both checks pooled) is compared with
-   the fleet's: robust z = (rate - median) / max(1.4826 MAD, ``min_scale``). A device with
-   at least ``min_checked`` checks, z >= ``outlier_z`` and rate >= ``outlier_floor`` is
-   excluded with every sample it sent.
+   the fleet's (median and MAD over devices with ``min_checked`` checks): robust z = (rate -
+   median) / max(1.4826 MAD, ``min_scale``). A device is excluded with every sample it
+   sent when z >= ``outlier_z``, its rate >= ``outlier_floor``, AND its disagreements are
+   improbable for an honest device: the binomial tail P(X >= d | n checks, p = max(median,
+   ``min_scale``)) < ``outlier_p``. The tail is what makes a device with few checks
+   judgeable (3 disagreements of 3 checks: p = 1e-4; 2 of 3: 7e-3, kept) without letting
+   one unlucky check exclude anyone.
 
 What it does not stop: a colluding majority (the median and the neighbour majority are
 theirs); flips restricted to inputs the teacher is unsure of and that no other device
@@ -29,6 +33,7 @@ device keys and rate limits).
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -55,6 +60,7 @@ class DeviceTrust:
     neighbour_disagreed: int
     disagreement_rate: float | None
     robust_z: float | None
+    p_value: float | None
     excluded: bool
     reason: str | None
     kept: int
@@ -97,6 +103,15 @@ def sample_rank(sample_ids: np.ndarray) -> np.ndarray:
         [int.from_bytes(hashlib.sha256(str(s).encode()).digest()[:8], "big") for s in sample_ids],
         dtype=np.uint64,
     )
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p): how surprising k disagreements of n checks are."""
+    return float(sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(max(k, 0), n + 1)))
+
+
+def _counts(rows: np.ndarray, *flags: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(flag[rows].sum()) for flag in flags)
 
 
 def _cap(samples: LabelledSamples, limit: int) -> np.ndarray:
@@ -184,43 +199,36 @@ def filter_samples(
 
     all_devices = samples.device_id.astype(str)
     names = sorted(set(all_devices.tolist()))
-    rates: dict[str, float] = {}
-    counts: dict[str, tuple[int, int, int, int]] = {}
-    for name in names:
-        rows = devices == name
-        counts[name] = (
-            int(t_checked[rows].sum()),
-            int(t_disagreed[rows].sum()),
-            int(n_checked[rows].sum()),
-            int(n_disagreed[rows].sum()),
-        )
-        checks = counts[name][0] + counts[name][2]
-        if checks >= policy.min_checked:
-            rates[name] = (counts[name][1] + counts[name][3]) / checks
-    median = float(np.median(list(rates.values()))) if rates else None
-    mad = (
-        float(np.median(np.abs(np.array(list(rates.values())) - median)))
-        if median is not None
-        else None
-    )
+    counts = {name: _counts(devices == name, t_checked, t_disagreed, n_checked, n_disagreed)
+              for name in names}  # fmt: skip
+    rates = {name: (c[1] + c[3]) / (c[0] + c[2]) for name, c in counts.items() if c[0] + c[2] > 0}
+    judged = [r for name, r in rates.items() if sum(counts[name][::2]) >= policy.min_checked]
+    pool = judged or list(rates.values())
+    median = float(np.median(pool)) if pool else None
+    mad = float(np.median(np.abs(np.array(pool) - median))) if median is not None else None
     scale = max(1.4826 * (mad or 0.0), policy.min_scale)
+    base = max(median or 0.0, policy.min_scale)  # the rate an honest device disagrees at
 
     excluded: set[str] = set()
     lines: list[DeviceTrust] = []
     for name in names:
         rate = rates.get(name)
+        checks, disagreed = counts[name][0] + counts[name][2], counts[name][1] + counts[name][3]
         z = None if rate is None or median is None else (rate - median) / scale
+        p = binomial_tail(disagreed, checks, base) if checks else None
         reason = None
         if (
             rate is not None
             and z is not None
+            and p is not None
             and z >= policy.outlier_z
             and rate >= policy.outlier_floor
+            and p < policy.outlier_p
         ):
             excluded.add(name)
             reason = (
-                f"disagreement rate {rate:.2f} vs fleet median {median:.2f} "
-                f"(robust z {z:.1f} >= {policy.outlier_z:g})"
+                f"disagreed {disagreed} of {checks} checks ({rate:.2f}) vs fleet median "
+                f"{median:.2f}: robust z {z:.1f}, binomial p {p:.1e}"
             )
         sent = int((all_devices == name).sum())
         in_cap = int((devices == name).sum())
@@ -235,6 +243,7 @@ def filter_samples(
                 neighbour_disagreed=counts[name][3],
                 disagreement_rate=rate,
                 robust_z=z,
+                p_value=p,
                 excluded=name in excluded,
                 reason=reason,
                 kept=0 if name in excluded else in_cap,
