@@ -514,3 +514,17 @@ def test_devices_sending_flipped_labels_are_left_out_of_the_job(world: LoopWorld
     assert {e["device_id"] for e in done.samples["excluded"]} == {"dev-3", "dev-7"}
     [training] = recipe.training
     assert not np.isin(training.device_id, ["dev-3", "dev-7"]).any()
+
+
+def test_a_restarted_replica_ends_its_own_job_without_waiting_for_the_lease(
+    world: LoopWorld,
+) -> None:
+    before = world.service(FakeRecipe(world.models.good, world.models), owner="home-1")
+    job, _ = before.run(world.app_id, "digits", actor="admin:test")
+    assert before.store.claim(job.id, "home-1", T0, ttl_s=600)  # then the process died
+    after = world.service(FakeRecipe(world.models.good, world.models), owner="home-1")
+
+    outcome = after.tick(T0 + timedelta(seconds=30))
+
+    assert outcome["recovered"] == [job.id]
+    assert after.get_job(world.app_id, job.id).state == "failed"

@@ -211,10 +211,14 @@ class JobStore:
         query = sa.select(t).where(t.c.state == "queued").order_by(t.c.created_at).limit(limit)
         return [_job(row) for row in self._read(query, "list queued jobs")]
 
-    def stale(self, now: float) -> list[Job]:
-        """Running jobs whose lease expired before ``now`` (their server died)."""
+    def stale(self, now: float, owner: str) -> list[Job]:
+        """Running jobs whose lease expired before ``now`` (their server died), and those
+        leased to ``owner`` (the caller: a restarted replica keeps its owner id, so a job
+        still leased to it was running in its previous life)."""
         t = JOBS
-        query = sa.select(t).where(t.c.state == "running", t.c.lease_expires_at < now)
+        query = sa.select(t).where(
+            t.c.state == "running", sa.or_(t.c.lease_expires_at < now, t.c.lease_owner == owner)
+        )
         return [_job(row) for row in self._read(query, "list stale jobs")]
 
     def claim(self, job_id: str, owner: str, now: datetime, ttl_s: float) -> bool:
@@ -262,6 +266,9 @@ class JobStore:
 
         ``owner`` None ends it whoever held it (recovery of an expired lease: the update is
         conditional on the lease still being expired, so a live holder is never ended).
+
+        Raises:
+            Conflict: the job was finished or taken over elsewhere.
         """
         t = JOBS
         query = sa.update(t).where(t.c.id == job.id, t.c.state.in_(ACTIVE_STATES))

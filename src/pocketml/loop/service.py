@@ -3,11 +3,13 @@
 ``run`` creates a job or returns the model's active one; ``tick(now)`` is one background
 pass (``run_periodically`` in the server):
 
-1. recover: a ``running`` job whose lease expired (its server died mid-step) is ended
-   ``failed`` with "server restarted during step X", and a candidate it pushed but never
-   rolled out is archived. Jobs are not resumed: the trigger that started one still holds
-   (the alert still fires, the labels are still new), so the next pass starts a fresh job
-   from a clean work directory — cheaper to reason about than resuming half a build;
+1. recover: a ``running`` job whose lease expired (its server died mid-step), or that is
+   leased to this replica's own owner id without this process running it (the replica
+   restarted), is ended ``failed`` with "server restarted during step X", and a candidate
+   it pushed but never rolled out is archived. Jobs are not resumed: the trigger that
+   started one still holds (the alert still fires, the labels are still new), so the next
+   pass starts a fresh job from a clean work directory — cheaper to reason about than
+   resuming half a build;
 2. triggers: for each model with a loop policy (enabled), a firing alert on one of its
    metrics that started after the model's last job (with ``min_labels_for_alert`` labels),
    the schedule, or ``min_new_labels`` labels since the last job queue a job;
@@ -82,6 +84,7 @@ class LoopService:
         self._samples = samples
         self.clock = clock
         self.owner = owner or process_owner()
+        self._running: set[str] = set()  # jobs this process is running now
         self.runner = JobRunner(
             self.store,
             registry,
@@ -174,7 +177,11 @@ class LoopService:
                 continue  # another replica took it
             claimed = self.store.get(job.app_id, job.id)
             policy = self._policy_or_default(job)
-            outcome["ran"] = self.runner.run(claimed, policy).id
+            self._running.add(job.id)
+            try:
+                outcome["ran"] = self.runner.run(claimed, policy).id
+            finally:
+                self._running.discard(job.id)
             break
         return outcome
 
@@ -185,9 +192,14 @@ class LoopService:
             return LoopPolicy()
 
     def recover(self, now: datetime) -> list[str]:
-        """End every running job whose lease expired (its server died) as failed."""
+        """End as failed every running job whose server died: its lease expired, or it is
+        leased to this replica's owner id but this process is not running it (the replica
+        restarted; it need not wait out its own lease)."""
         ended = []
-        for job in self.store.stale(now.timestamp()):
+        for job in self.store.stale(now.timestamp(), self.owner):
+            if job.id in self._running:
+                continue
+            holder = self.owner if job.lease_owner == self.owner else None
             step = job.step or "start"
             message = f"server restarted during step {step}; the job was not resumed"
             log = [*job.log, f"{now.isoformat()} {message}"]
@@ -200,7 +212,7 @@ class LoopService:
                 except PocketMLError as error:
                     log.append(f"{now.isoformat()} could not archive: {error}")
             try:
-                self.store.finish(job, None, "failed", now, error=message, log=log)
+                self.store.finish(job, holder, "failed", now, error=message, log=log)
             except PocketMLError:  # another replica recovered it first
                 continue
             logger.warning("loop job %s of %s: %s", job.id, job.model, message)
