@@ -528,3 +528,27 @@ def test_a_restarted_replica_ends_its_own_job_without_waiting_for_the_lease(
 
     assert outcome["recovered"] == [job.id]
     assert after.get_job(world.app_id, job.id).state == "failed"
+
+
+def test_a_replica_that_lost_its_lease_stops_without_pushing(world: LoopWorld) -> None:
+    release = threading.Event()
+    slow = FakeRecipe(world.models.good, world.models, release=release)
+    replica_a = world.service(slow, owner="a", registry=world.replica())
+    replica_b = world.service(FakeRecipe(world.models.good, world.models), owner="b")
+    before = world.versions()
+    job, _ = replica_a.run(world.app_id, "digits", actor="admin:test")
+
+    runner = threading.Thread(target=replica_a.tick, args=(T0,))
+    runner.start()
+    assert slow.entered.wait(60)
+    recovered = replica_b.tick(T0 + timedelta(hours=1))  # a's lease (600 s) expired
+    release.set()
+    runner.join()
+
+    done = replica_b.get_job(world.app_id, job.id)
+    assert recovered["recovered"] == [job.id]
+    assert (done.state, done.error) == (
+        "failed",
+        "server restarted during step build; the job was not resumed",
+    )
+    assert world.versions() == before

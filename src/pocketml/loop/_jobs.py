@@ -30,7 +30,15 @@ from pocketml.errors import Conflict, NotFound
 from pocketml.loop._orm import LoopJobRow, LoopPolicyRow
 from pocketml.loop._policy import LoopPolicy, parse_policy
 
-__all__ = ["ACTIVE_STATES", "JOB_STATES", "JOB_STEPS", "MAX_LOG_LINES", "Job", "JobStore"]
+__all__ = [
+    "ACTIVE_STATES",
+    "JOB_STATES",
+    "JOB_STEPS",
+    "MAX_LOG_LINES",
+    "Job",
+    "JobStore",
+    "LeaseLost",
+]
 
 JOB_STATES = ("queued", "running", "succeeded", "rejected", "failed")
 ACTIVE_STATES = ("queued", "running")
@@ -39,6 +47,10 @@ MAX_LOG_LINES = 200
 _MAX_LINE = 500
 JOBS = cast(sa.Table, LoopJobRow.__table__)
 POLICIES = cast(sa.Table, LoopPolicyRow.__table__)
+
+
+class LeaseLost(Conflict):
+    """This replica no longer holds the job (its lease expired and it was recovered)."""
 
 
 @dataclass(frozen=True)
@@ -258,7 +270,7 @@ class JobStore:
         )
         with self._write("record the job's progress") as conn:
             if conn.execute(query).rowcount != 1:
-                raise Conflict(f"job {job.id} is no longer held by {owner}; it was recovered.")
+                raise LeaseLost(f"job {job.id} is no longer held by {owner}; it was recovered.")
         return self.get(job.app_id, job.id)
 
     def finish(self, job: Job, owner: str | None, state: str, now: datetime, **values: Any) -> Job:

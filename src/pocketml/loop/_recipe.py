@@ -34,6 +34,10 @@ __all__ = [
 ]
 
 
+# A sample's rank gives its Dataset layout (images, sequences, tables).
+_LAYOUT_BY_RANK = {4: "NCHW", 3: "NCL", 2: "NC"}
+
+
 class SampleSource(Protocol):
     """Where a job reads a model's labelled samples (the sample store's two reads)."""
 
@@ -110,7 +114,7 @@ def run_recipe(
         config = BuildConfig.model_validate(dict(recipe))
     except ValidationError as exc:
         raise InvalidInput(f"the stored recipe is not a valid build config: {exc}") from exc
-    layout = "NCHW" if training.features.ndim == 4 else "NC"
+    layout = _LAYOUT_BY_RANK.get(training.features.ndim, "NC")
     extra = training.to_dataset("loop-samples", layout=layout) if len(training) else None
     run_build(  # type: ignore[call-arg]  # the distill branch adds extra_training
         config,

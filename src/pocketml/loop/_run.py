@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from pocketml.errors import Conflict, InvalidInput, PocketMLError
 from pocketml.loop._gate import Scorer, evaluate_gate, hold_out, onnx_scorer
-from pocketml.loop._jobs import Job, JobStore
+from pocketml.loop._jobs import Job, JobStore, LeaseLost
 from pocketml.loop._policy import LoopPolicy
 from pocketml.loop._recipe import RecipeResult, RecipeRunner, SampleSource, recipe_of
 from pocketml.loop._trust import filter_samples
@@ -118,11 +118,9 @@ class JobRunner:
         progress = _Progress(job, list(job.log))
         try:
             return self._run(progress, policy)
-        except Conflict as lost:
-            if "no longer held" in str(lost):
-                logger.warning("loop job %s: %s", job.id, lost)
-                return self.store.get(job.app_id, job.id)
-            return self._fail(progress, lost)
+        except LeaseLost as lost:  # recovered elsewhere: that replica recorded why
+            logger.warning("loop job %s: %s", job.id, lost)
+            return self.store.get(job.app_id, job.id)
         except Exception as error:  # any step: record why, leave the registry as it was
             return self._fail(progress, error)
 
@@ -147,10 +145,13 @@ class JobRunner:
                 }
             },
         }
-        version = self._step(
-            progress, "push", lambda: int(self.pusher(job.app_id, job.model, build.build_dir, meta))
-        )
-        progress.candidate = version
+
+        def push() -> int:
+            # remembered at once: a failure after this point archives the candidate
+            progress.candidate = int(self.pusher(job.app_id, job.model, build.build_dir, meta))
+            return progress.candidate
+
+        version = self._step(progress, "push", push)
         self._note(progress, f"pushed candidate v{version}", candidate_version=version)
         candidate = self.registry.get_version(job.app_id, job.model, version)
         result = self._step(
