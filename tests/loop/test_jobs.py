@@ -552,3 +552,24 @@ def test_a_replica_that_lost_its_lease_stops_without_pushing(world: LoopWorld) -
         "server restarted during step build; the job was not resumed",
     )
     assert world.versions() == before
+
+
+def test_a_stopping_server_ends_its_running_job_at_the_next_step(world: LoopWorld) -> None:
+    release = threading.Event()
+    slow = FakeRecipe(world.models.good, world.models, release=release)
+    service = world.service(slow)
+    job, _ = service.run(world.app_id, "digits", actor="admin:test")
+
+    runner = threading.Thread(target=service.tick, args=(T0,))
+    runner.start()
+    assert slow.entered.wait(60)
+    service.request_stop()
+    release.set()
+    runner.join()
+
+    done = service.get_job(world.app_id, job.id)
+    assert (done.state, done.error) == (
+        "failed",
+        "build failed: the server shut down; the job was not resumed",
+    )
+    assert done.candidate_version is None

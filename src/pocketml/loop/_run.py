@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from pocketml.errors import Conflict, InvalidInput, PocketMLError
+from pocketml.errors import Conflict, InvalidInput, PocketMLError, Unavailable
 from pocketml.loop._gate import Scorer, evaluate_gate, hold_out, onnx_scorer
 from pocketml.loop._jobs import Job, JobStore, LeaseLost
 from pocketml.loop._policy import LoopPolicy
@@ -82,11 +83,20 @@ class JobRunner:
         self.work_dir = work_dir
         self.owner = owner
         self.lease_ttl_s = lease_ttl_s
+        self.stopping = threading.Event()  # set by the server's shutdown
 
     # -- bookkeeping -----------------------------------------------------------------------
 
     def _note(self, progress: _Progress, text: str, **values: Any) -> None:
-        """Add a log line and renew the lease (raises Conflict when the lease was lost)."""
+        """Add a log line and renew the lease.
+
+        Raises:
+            LeaseLost: the job was recovered elsewhere.
+            Unavailable: the server is shutting down (the job ends failed, so shutdown
+                never waits for a whole build).
+        """
+        if self.stopping.is_set() and "steps" not in values:
+            raise Unavailable("the server shut down; the job was not resumed")
         now = self.clock()
         progress.log.append(f"{now.isoformat()} {text}")
         progress.job = self.store.update(

@@ -108,6 +108,12 @@ class LoopService:
         source: SampleSource = self._samples  # type: ignore[assignment]
         return source
 
+    def request_stop(self) -> None:
+        """Ask a running job to end at its next progress line (the server is stopping):
+        it ends ``failed`` with "the server shut down" rather than holding shutdown for
+        the rest of its build."""
+        self.runner.stopping.set()
+
     # -- policies --------------------------------------------------------------------------
 
     def get_policy(self, app_id: str, model: str) -> LoopPolicy:

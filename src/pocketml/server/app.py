@@ -344,6 +344,8 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            if state.loop is not None:
+                state.loop.request_stop()  # a running job ends at its next step
             await _stop_background(loop_pass)
             await _stop_background(evaluator)
             for loop in alert_loops:
