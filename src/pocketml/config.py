@@ -292,6 +292,27 @@ class AlertSettings(BaseModel):
     )
 
 
+class LoopSettings(BaseModel):
+    """Retraining jobs run by the server (``POCKETML_SERVER__LOOP__*``, docs/loop.md)."""
+
+    model_config = _GROUP
+
+    interval_s: float = Field(
+        60.0,
+        description="How often the loop checks its triggers and runs one queued job (seconds; "
+        "0 or less: jobs are only queued, by hand or CI, never run by this server).",
+    )
+    lease_ttl_s: float = Field(
+        900.0,
+        gt=0,
+        description="How long a running job's lease lasts between two of its steps; a job "
+        "whose server died is failed once it expires.",
+    )
+    work_dir: Path | None = Field(
+        None, description="Where jobs build (default: <home>/loop); one folder per job."
+    )
+
+
 class MetricsSettings(BaseModel):
     """Prometheus metrics, ``GET /metrics`` (``POCKETML_SERVER__METRICS__*``).
 
@@ -421,6 +442,7 @@ class ServerSettings(BaseModel):
     rollout_eval: RolloutEvalSettings = Field(default_factory=RolloutEvalSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    loop: LoopSettings = Field(default_factory=LoopSettings)
 
     @model_validator(mode="before")
     @classmethod

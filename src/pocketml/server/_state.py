@@ -23,7 +23,7 @@ from pocketml.errors import Unavailable
 
 if TYPE_CHECKING:
     from pocketml.delivery import DeliveryService
-    from pocketml.loop import SampleStore
+    from pocketml.loop import LoopService, SampleStore
     from pocketml.monitor import MonitorService, ProfileIntake
     from pocketml.monitor.alerts import AlertService
     from pocketml.registry import ArtifactStore, Principal, Registry
@@ -138,6 +138,15 @@ class ServerState:
     def max_samples_bytes(self) -> int:
         """``settings.server.limits.max_samples_body_kb`` in bytes."""
         return self.settings.server.limits.max_samples_body_kb * 1024
+
+    loop: LoopService | None = None
+
+    @property
+    def loop_service(self) -> LoopService:
+        """The retraining jobs (opened by the lifespan). Raises Unavailable before that."""
+        if self.loop is None:
+            raise Unavailable("the loop is not open on this server; retry in a moment.")
+        return self.loop
 
     @property
     def registry_label(self) -> str:

@@ -25,6 +25,7 @@ from pocketml.config import Settings, load_settings
 from pocketml.errors import InvalidInput
 from pocketml.server._fast import PocketMLApp
 from pocketml.server._guard import Limits
+from pocketml.server._loop import open_loop
 from pocketml.server._metrics import ServerMetrics
 from pocketml.server._openapi import install_openapi
 from pocketml.server._state import PrincipalCache, ServerState
@@ -34,6 +35,7 @@ from pocketml.server.routes import (
     alerts,
     device,
     device_admin,
+    loop,
     metrics,
     monitor,
     packages,
@@ -183,6 +185,17 @@ def _open_state(
         registry, settings.home / "models", ServingOptions.from_settings(server.predict)
     )
     monitor = MonitorService(registry, telemetry_service)
+    alert_service = _open_alerts(settings, registry, telemetry_service.store, monitor, on_delivery)
+    exporter = telemetry_service.exporter
+    samples = _open_samples(registry, artifacts, delivery)
+    loop_service = open_loop(
+        settings,
+        registry,
+        delivery,
+        alert_service,
+        samples,
+        exporter.owner if exporter is not None else None,
+    )
     return ServerState(
         settings=settings,
         registry=registry,
@@ -194,12 +207,13 @@ def _open_state(
         telemetry=telemetry_service,
         monitor=monitor,
         principals=PrincipalCache(server.devices.auth_ttl_s),
-        alerts=_open_alerts(settings, registry, telemetry_service.store, monitor, on_delivery),
+        alerts=alert_service,
         profiles=ProfileIntake(
             registry.get_reference_profile,
             lambda app_id, model, version: delivery.get_policy(app_id, model, version).monitor,
         ),
-        samples=_open_samples(registry, artifacts, delivery),
+        samples=samples,
+        loop=loop_service,
     )
 
 
@@ -294,6 +308,25 @@ def _start_sample_purge(state: ServerState) -> tuple[asyncio.Task[None], asyncio
     return task, stop
 
 
+def _start_loop(
+    settings: Settings, state: ServerState
+) -> tuple[asyncio.Task[None], asyncio.Event] | None:
+    """Start the loop's pass (``server.loop.interval_s``; <= 0: off): recover dead jobs,
+    check triggers, run one queued job. Each job holds its own lease row, so several
+    replicas may tick at once and still run every job once."""
+    from pocketml.db import run_periodically
+
+    interval = settings.server.loop.interval_s
+    if interval <= 0:
+        return None
+    stop = asyncio.Event()
+    service = state.loop_service
+    task = asyncio.create_task(
+        run_periodically(service.tick, stop, interval_s=interval, name="loop", logger=logger)
+    )
+    return task, stop
+
+
 def _metrics_token(settings: Settings) -> str:
     """The bearer token of ``GET /metrics``: the setting, else ``<home>/metrics.token``."""
     configured = settings.server.metrics.token
@@ -346,6 +379,7 @@ def create_app(settings: Settings) -> FastAPI:
         exporter = _start_telemetry_exporter(settings, state)
         alert_loops = _start_alert_loops(settings, state)
         sample_purge = _start_sample_purge(state)
+        loop_pass = _start_loop(settings, state)
         if settings.server.gc_freeze:
             # Startup leaves ~10^5 long-lived objects (routes, schemas, engines, modules);
             # every full collection would walk them all, a 20-60 ms pause that becomes
@@ -355,6 +389,9 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            if state.loop is not None:
+                state.loop.request_stop()  # a running job ends at its next step
+            await _stop_background(loop_pass)
             await _stop_background(evaluator)
             for loop in alert_loops:
                 await _stop_background(loop)
@@ -389,6 +426,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(rollouts.router)
     app.include_router(monitor.router)
     app.include_router(alerts.router)
+    app.include_router(loop.router)
     app.include_router(ui.router)
     app.include_router(samples.router)
     if server_metrics is not None:

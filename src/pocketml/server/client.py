@@ -47,6 +47,7 @@ from pocketml.server.schemas_alerts import (
     WebhookList,
 )
 from pocketml.server.schemas_keys import KeyRevokedPublic, KeyringPublic
+from pocketml.server.schemas_loop import JobCreated, JobList, JobPublic
 from pocketml.server.schemas_monitor import AccuracyReportPublic, DriftReportPublic
 from pocketml.server.schemas_rollouts import (
     AuditPage,
@@ -615,6 +616,33 @@ class AdminClient:
         path = f"/v1/admin/devices/{device_id}/data"
         result: dict[str, Any] = self.request("DELETE", path).json()
         return result
+
+    # -- the loop (retraining jobs and the loop policy) ----------------------------------
+
+    def run_loop_job(self, model: str, *, note: str | None = None) -> JobCreated:
+        """``POST /v1/admin/models/{name}/loop/jobs``: a new job, or the model's active one."""
+        body = {"note": note} if note else {}
+        return self._post(f"/v1/admin/models/{model}/loop/jobs", JobCreated, body)
+
+    def list_loop_jobs(self, model: str | None = None, *, limit: int = 20) -> JobList:
+        """The model's (or every model's) retraining jobs, newest first."""
+        path = f"/v1/admin/models/{model}/loop/jobs" if model else "/v1/admin/loop/jobs"
+        return self._get(path, JobList, limit=limit)
+
+    def show_loop_job(self, job_id: str) -> JobPublic:
+        """``GET /v1/admin/loop/jobs/{id}``."""
+        return self._get(f"/v1/admin/loop/jobs/{job_id}", JobPublic)
+
+    def get_loop_policy(self, model: str) -> dict[str, Any]:
+        """``GET /v1/admin/models/{name}/loop``: the policy with its defaults filled in."""
+        data: dict[str, Any] = self.request("GET", f"/v1/admin/models/{model}/loop").json()
+        return data
+
+    def set_loop_policy(self, model: str, policy: Mapping[str, Any]) -> dict[str, Any]:
+        """``PUT /v1/admin/models/{name}/loop`` (missing keys: defaults)."""
+        response = self.request("PUT", f"/v1/admin/models/{model}/loop", json=dict(policy))
+        data: dict[str, Any] = response.json()
+        return data
 
 
 class _MultipartBody:
