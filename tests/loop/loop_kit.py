@@ -176,17 +176,16 @@ class MemorySamples:
         app_id: str,
         model: str,
         *,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> LabelledSamples:
         self.calls += 1
         return self.samples
 
-    def count_labelled(self, app_id: str, model: str, *, since: datetime | None = None) -> int:
+    def count_labelled(self, app_id: str, model: str, *, since: float | None = None) -> int:
         if since is None:
             return len(self.samples)
-        stamp = since.timestamp()
-        return int((self.samples.captured_at > stamp).sum())
+        return int((self.samples.captured_at > since).sum())
 
 
 class Clock:
