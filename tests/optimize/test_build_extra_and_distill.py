@@ -213,3 +213,60 @@ def test_the_cloud_api_serves_the_teacher_of_a_pushed_distilled_build(
     served = np.array([p["probabilities"] for p in body["predictions"]])
     np.testing.assert_allclose(served, outcome.teacher.predict_proba(rows), atol=1e-5)
     assert not np.allclose(served, outcome.model.predict_proba(rows), atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"model": {"architecture": "mlp"}, "convert": {"targets": ["onnx"]}},
+        {
+            "model": {"architecture": "cnn-small"},
+            "distill": {},
+            "monitor": {"reference_augment": "dim=0.4"},
+        },
+        {
+            "model": {"architecture": "mlp"},
+            "convert": {"targets": ["onnx", "tflite"]},
+            "optimize": {"tflite": ["fp16"]},
+        },
+    ],
+)
+def test_a_stored_recipe_reads_back_as_the_same_config(raw: dict) -> None:
+    """The loop re-runs the config a build stored in params.config (its JSON dump)."""
+    config = BuildConfig.model_validate(raw)
+    again = BuildConfig.model_validate(json.loads(json.dumps(config.model_dump(mode="json"))))
+    assert again == config
+    for fmt in ("onnx", "tflite", "coreml"):
+        assert again.optimizations(fmt) == config.optimizations(fmt)
+
+
+def test_a_set_optimization_for_a_format_that_is_not_a_target_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"optimize\.tflite needs 'tflite'"):
+        BuildConfig.model_validate(
+            {
+                "model": {"architecture": "mlp"},
+                "convert": {"targets": ["onnx"]},
+                "optimize": {"tflite": ["fp16"]},
+            }
+        )
+
+
+def test_the_reference_profile_rows_follow_monitor_reference_augment() -> None:
+    from pocketml.optimize.pipeline import reference_rows
+
+    config = BuildConfig.model_validate(
+        {"model": {"architecture": "mlp"}, "monitor": {"reference_augment": "dim=0.4,noise=0.15"}}
+    )
+    splits = load_splits(config)
+    rows = reference_rows(config, splits)
+    expected = augment_dataset(
+        splits.validation, parse_augmentations("dim=0.4,noise=0.15"), seed=config.train.seed + 5
+    )
+    assert np.array_equal(rows.features, expected.features)
+    assert not np.array_equal(rows.features, splits.validation.features)
+    plain_config = BuildConfig.model_validate({"model": {"architecture": "mlp"}})
+    assert reference_rows(plain_config, splits) is splits.validation
+    with pytest.raises(ValueError, match=r"monitor\.reference_augment"):
+        BuildConfig.model_validate(
+            {"model": {"architecture": "mlp"}, "monitor": {"reference_augment": "glow=2"}}
+        )

@@ -18,8 +18,9 @@ CHAPTERS = {
     5: "Ship",
     6: "Run on devices",
     7: "Watch the world change",
-    8: "Ship safely",
-    9: "Hold the line",
+    8: "Close the loop",
+    9: "Ship safely",
+    10: "Hold the line",
 }
 _CHAPTER_HELP = "Show only this chapter (repeat for several): " + ", ".join(
     f"{number} {name}" for number, name in CHAPTERS.items()

@@ -44,27 +44,9 @@ def _steps(job: JobPublic) -> str:
     return ", ".join(parts) or "-"
 
 
-def _points(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:+.1f}"
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}"
-
-
-def _gate(job: JobPublic) -> str:
-    if not job.gate:
-        return job.error or "-"
-    fresh, golden = job.gate.get("fresh", {}), job.gate.get("golden", {})
-    verdict = "blessed" if job.gate.get("blessed") else "rejected"
-    return (
-        f"{verdict}: golden {_points(golden.get('gain'))}, fresh "
-        f"{_points(fresh.get('gain'))} [{_points(fresh.get('ci_low'))}, "
-        f"{_points(fresh.get('ci_high'))}] pts"
-    )
-
-
 def _print_jobs(jobs: list[JobPublic]) -> None:
+    from pocketml.server.loop_views import gate_summary
+
     # Five columns so that trigger, state, step timings, candidate and gate fit 80 columns.
     print_table(
         "Retraining jobs",
@@ -81,7 +63,8 @@ def _print_jobs(jobs: list[JobPublic]) -> None:
                 j.trigger,
                 j.state,
                 _steps(j),
-                ("-" if j.candidate_version is None else f"v{j.candidate_version} ") + _gate(j),
+                ("-" if j.candidate_version is None else f"v{j.candidate_version} ")
+                + gate_summary(j),
             )
             for j in jobs
         ],
@@ -94,37 +77,11 @@ def _print_job(job: JobPublic) -> None:
         f"champion v{job.champion_version or '-'}, candidate "
         f"{'-' if job.candidate_version is None else f'v{job.candidate_version}'})"
     )
-    print_table(
-        "Steps",
-        ["step", Column("seconds", "right"), Column("started", priority=1)],
-        [(s["step"], f"{s['seconds']:.2f}", s["started_at"][11:19]) for s in job.steps],
-    )
+    from pocketml.server.loop_views import gate_table, steps_table
+
+    console.print(steps_table(job, console.width))
     if job.gate:
-        rows = [
-            (
-                name,
-                score.get("n"),
-                _percent(score.get("candidate")),
-                _percent(score.get("champion")),
-                _points(score.get("gain")),
-            )
-            for name, score in [
-                ("golden holdout", job.gate["golden"]),
-                ("fresh samples", job.gate["fresh"]),
-                *[(f"class {k}", v) for k, v in job.gate.get("per_class", {}).items()],
-            ]
-        ]
-        print_table(
-            "Gate (accuracy, %)",
-            [
-                "set",
-                Column("n", "right"),
-                Column("candidate", "right"),
-                Column("champion", "right"),
-                Column("gain", "right"),
-            ],
-            rows,
-        )
+        console.print(gate_table(job.gate, console.width))
         console.print(job.gate["reason"])
     if job.error:
         console.print(f"[red]{job.error}[/red]")

@@ -314,6 +314,23 @@ class DeliveryService:
         stored = self.policies.get_many([info.id]).get(info.id)
         return policy.with_overrides(*stored) if stored else policy
 
+    def copy_policy(self, app_id: str, model: str, source: int, target: int) -> None:
+        """Give version ``target`` the stored policy overrides of version ``source``.
+
+        A retrained candidate answers, sketches and captures the way its champion was set
+        to (the loop calls this right after its push, before any device can see it).
+
+        Raises:
+            NotFound: no such model or version in the app.
+        """
+        source_info = self.registry.get_version(app_id, model, source)
+        target_info = self.registry.get_version(app_id, model, target)
+        stored = self.policies.get_many([source_info.id]).get(source_info.id)
+        if stored is None:
+            return
+        self.policies.upsert(app_id, target_info.id, *stored)
+        self.invalidate(app_id)
+
     def set_policy(
         self,
         app_id: str,

@@ -28,18 +28,32 @@ from rich.table import Table
 
 from pocketml._tables import Column, fitted_table
 from pocketml._version import __version__
-from pocketml.config import AlertSettings, RolloutEvalSettings, ServerSettings, Settings
+from pocketml.config import (
+    AlertSettings,
+    LoopSettings,
+    RolloutEvalSettings,
+    ServerSettings,
+    Settings,
+)
 from pocketml.convert import TARGETS, ConversionResult, convert_model
 from pocketml.convert.build import VariantGroup, write_build
 from pocketml.data import load_digits, parse_augmentations, validate_dataset
 from pocketml.demo._devices import monitoring_reference, run_devices, split_holdout
+from pocketml.demo._loop import close_the_loop
 from pocketml.demo._safe import ship_safely
 from pocketml.demo._ship import ship
 from pocketml.demo._trust import hold_the_line
 from pocketml.demo._watch import watch_the_world
 from pocketml.errors import InvalidInput
 from pocketml.optimize import plot_variants
-from pocketml.optimize.config import BenchSection, BuildConfig, ModelSection, TrainSection
+from pocketml.optimize.config import (
+    BenchSection,
+    BuildConfig,
+    DistillSection,
+    ModelSection,
+    MonitorSection,
+    TrainSection,
+)
 from pocketml.optimize.pipeline import VariantMatrix, optimize_and_select, resolve_profiles
 from pocketml.server.background import serve_in_thread
 from pocketml.server.client import AdminClient
@@ -77,6 +91,10 @@ class DemoConfig:
     # chapter 7: the android-low phones' new camera, and the fleet that watches it
     new_camera: str = "dim=0.7,noise=0.35"
     watch_devices: int = 20
+    # chapter 8: the recipe the loop re-runs distils the device model from a cnn-large
+    # teacher trained this long; the canary's rollout steps
+    teacher_epochs: int = 40
+    loop_schedule: tuple[float, ...] = (25.0, 100.0)
 
 
 # The chapters, numbered as the demo prints them (``pocketml demo --chapter N``).
@@ -88,16 +106,18 @@ CHAPTERS: dict[int, str] = {
     5: "Ship",
     6: "Run on devices",
     7: "Watch the world change",
-    8: "Ship safely",
-    9: "Hold the line",
+    8: "Close the loop",
+    9: "Ship safely",
+    10: "Hold the line",
 }
 
 
 class _Story:
     """Which chapters a run shows: the rest it builds on runs quietly under a spinner.
 
-    Chapters 1-5 are a chain (each builds on the one before; 5 starts the server), 6-8
-    each build on 5 only, so showing chapter 9 alone runs 1-5 quietly and skips 6 to 8.
+    Chapters 1-5 are a chain (each builds on the one before; 5 starts the server); 6, 7,
+    9 and 10 each build on 5 only, and 8 (the loop) on 7, whose alert starts it. Showing
+    chapter 10 alone runs 1-5 quietly and skips 6 to 9; showing 8 runs 1-5 and 7 quietly.
     """
 
     def __init__(self, console: Console, chapters: Collection[int] | None) -> None:
@@ -121,7 +141,11 @@ class _Story:
 
     def shows(self, chapter: int) -> bool:
         """Whether ``chapter`` runs at all: shown, or needed by a later shown chapter."""
-        return chapter in self.wanted or (chapter <= 5 and chapter < max(self.wanted))
+        return (
+            chapter in self.wanted
+            or (chapter <= 5 and chapter < max(self.wanted))
+            or (chapter == 7 and 8 in self.wanted)
+        )
 
     def done(self, chapter: int) -> bool:
         """Whether the run may stop after ``chapter`` (nothing later is shown)."""
@@ -349,6 +373,8 @@ def run_demo(
         extra_variants=matrix.variants,
         run_record=runs["cnn-small"].record.to_dict(),
         dataset_fingerprint=digits.fingerprint,
+        # the recipe the loop (chapter 8) re-runs with the samples the phones send
+        params={"config": _recipe(config).model_dump(mode="json")},
         extra={
             "source_framework": "pytorch",
             "selections": [s.to_dict() for s in matrix.selections],
@@ -374,6 +400,7 @@ def run_demo(
         server=ServerSettings(
             rollout_eval=RolloutEvalSettings(interval_s=0.5),
             alerts=AlertSettings(eval_interval_s=0.5, delivery_interval_s=0.2),
+            loop=LoopSettings(interval_s=0.5),
         ),
     )
     with serve_in_thread(settings) as url:
@@ -383,6 +410,7 @@ def run_demo(
         safely: dict[str, Any] | None = None
         trust: dict[str, Any] | None = None
         watched: dict[str, Any] | None = None
+        looped: dict[str, Any] | None = None
         if story.shows(6):
             console = story.begin(
                 6,
@@ -422,9 +450,33 @@ def run_demo(
                 seed=config.seed,
             )
             lap("watch the world")
-        if story.shows(8):
+        if story.shows(8) and watched is not None:
             console = story.begin(
-                8, "staged rollouts watched by guardrails, automatic rollback, an A/B test"
+                8,
+                "consented samples, a retraining job started by the alert, the gate, a canary "
+                "and the recovery, with no person in the loop",
+            )
+            looped = close_the_loop(
+                console,
+                url=url,
+                admin=AdminClient(url, created.admin_token),
+                device_key=created.device_key,
+                field=splits.train,
+                evaluation=split_holdout(splits)[1],
+                low_light=config.low_light,
+                new_camera=config.new_camera,
+                devices=config.watch_devices,
+                schedule=config.loop_schedule,
+                min_samples=config.rollout_min_samples,
+                before=watched["accuracy_by_class"],
+                drift_at=watched["drift_at"],
+                out_dir=out_dir / "loop",
+                seed=config.seed,
+            )
+            lap("close the loop")
+        if story.shows(9):
+            console = story.begin(
+                9, "staged rollouts watched by guardrails, automatic rollback, an A/B test"
             )
             safely = ship_safely(
                 console,
@@ -444,9 +496,9 @@ def run_demo(
                 seed=config.seed,
             )
             lap("ship safely")
-        if story.shows(9):
+        if story.shows(10):
             console = story.begin(
-                9,
+                10,
                 "signing keys rotated and revoked under a live phone, a lying network, "
                 "hostile requests",
             )
@@ -480,6 +532,7 @@ def run_demo(
             "ship_safely": safely,
             "hold_the_line": trust,
             "watch_the_world": watched,
+            "close_the_loop": looped,
             "telemetry_parquet": telemetry,
             "rows": rows,
             "selections": [sel.to_dict() for sel in matrix.selections],
@@ -503,6 +556,21 @@ def _partial_report(
         "duration_s": round(time.perf_counter() - started, 1),
         "timings_s": timings,
     }
+
+
+def _recipe(config: DemoConfig) -> BuildConfig:
+    """The production version's recipe, as ``pocketml build`` would store it: cnn-small for
+    the phones, distilled from a cnn-large cloud teacher, on digits with the demo's seed
+    and augmentation, the reference profile in the phones' low light."""
+    return BuildConfig(
+        model=ModelSection(architecture="cnn-small"),
+        train=TrainSection(
+            seed=config.seed, epochs=config.epochs_small, augment=config.train_augment
+        ),
+        bench=BenchSection(warmup=10, iterations=config.bench_iterations),
+        distill=DistillSection(teacher="cnn-large", teacher_epochs=config.teacher_epochs),
+        monitor=MonitorSection(reference_augment=config.low_light),
+    )
 
 
 def _optimize(

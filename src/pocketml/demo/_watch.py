@@ -37,9 +37,15 @@ from pocketml.monitor.alerts import verify_signature
 from pocketml.server.client import AdminClient
 from pocketml.server.monitor_views import accuracy_table, drift_tables, plot_histograms
 from pocketml.server.schemas_monitor import AccuracyReportPublic
-from pocketml.sim import make_fleet, run_fleet
+from pocketml.sim import FleetReport, make_fleet, run_fleet
 
-__all__ = ["CHANGED_CLASS", "WebhookReceiver", "watch_the_world"]
+__all__ = [
+    "CHANGED_CLASS",
+    "WebhookReceiver",
+    "accuracy_by_class",
+    "watch_the_world",
+    "watched_photos",
+]
 
 CHANGED_CLASS = "android-low"
 """The device class whose camera changes (the others keep the chapter-6 low light)."""
@@ -130,8 +136,7 @@ def watch_the_world(
     fleet = make_fleet(devices, NETWORKS, seed=seed + 90)
     usual_phones = [d for d in fleet if d.device_class != CHANGED_CLASS]
     changed_phones = [d for d in fleet if d.device_class == CHANGED_CLASS]
-    usual = augment_dataset(evaluation, parse_augmentations(low_light), seed=seed + 91)
-    changed = augment_dataset(evaluation, parse_augmentations(new_camera), seed=seed + 92)
+    usual, changed = watched_photos(evaluation, low_light, new_camera, seed=seed)
     production = admin.show_model("digits").production_version
     if production is None:
         raise InvalidInput(
@@ -151,6 +156,7 @@ def watch_the_world(
             f"a webhook receiver on {receiver.url}"
         )
         # 1. A day without labels: the android-low phones now see much darker photos.
+        drift_at = time.time()
         for phones, data, name in (
             (usual_phones, usual, "usual"),
             (changed_phones, changed, "new"),
@@ -180,11 +186,12 @@ def watch_the_world(
             _ALERT_WAIT_S,
         )
         # 2. Users correct the app: feedback labels for the same kind of day.
+        labelled: list[FleetReport] = []
         for phones, data, name in (
             (usual_phones, usual, "usual"),
             (changed_phones, changed, "new"),
         ):
-            run_fleet(
+            report = run_fleet(
                 url,
                 device_key,
                 phones,
@@ -193,6 +200,7 @@ def watch_the_world(
                 labels=data.labels,
                 feedback_labels=data.class_names,
             )
+            labelled.append(report)
         after = admin.accuracy("digits", window="1h", group_by="device_class")
         console.print(accuracy_table(after, console.width))
         receiver.wait_for(
@@ -223,7 +231,33 @@ def watch_the_world(
         "accuracy_before_labels": before.model_dump(mode="json", exclude={"series"}),
         "accuracy_with_labels": after.model_dump(mode="json", exclude={"series"}),
         "alerts_received": receiver.received,
+        "drift_at": drift_at,
+        "accuracy_by_class": accuracy_by_class(labelled),
     }
+
+
+def watched_photos(
+    evaluation: Dataset, low_light: str, new_camera: str, *, seed: int = 0
+) -> tuple[Dataset, Dataset]:
+    """The photos this chapter's phones take: (usual low light, the new camera)."""
+    return (
+        augment_dataset(evaluation, parse_augmentations(low_light), seed=seed + 91),
+        augment_dataset(evaluation, parse_augmentations(new_camera), seed=seed + 92),
+    )
+
+
+def accuracy_by_class(reports: list[FleetReport]) -> dict[str, float]:
+    """The phones' own accuracy per device class over labelled fleet runs."""
+    correct: dict[str, int] = {}
+    answered: dict[str, int] = {}
+    for report in reports:
+        for result in report.devices:
+            name = result.device.device_class
+            correct[name] = correct.get(name, 0) + sum(result.correct.values())
+            answered[name] = answered.get(name, 0) + sum(
+                n for source, n in result.sources.items() if source != "unavailable"
+            )
+    return {name: correct[name] / answered[name] for name in sorted(answered) if answered[name]}
 
 
 def _is_firing(delivery: dict[str, Any], metric: str, device_class: str) -> bool:

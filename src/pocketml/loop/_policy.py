@@ -154,7 +154,10 @@ class LoopPolicy(BaseModel):
     enabled: bool = Field(True, description="Let triggers start jobs (a manual run always may).")
     triggers: TriggerPolicy = Field(default_factory=TriggerPolicy)
     min_labels_for_alert: int = Field(
-        100, ge=0, le=10_000_000, description="Labelled samples before an alert starts a job."
+        100,
+        ge=0,
+        le=10_000_000,
+        description="New labelled samples (since the last job) before an alert starts a job.",
     )
     sample_weight: int = Field(1, ge=1, le=100, description="Times each kept sample counts.")
     holdout_share: float = Field(

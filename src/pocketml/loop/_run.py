@@ -72,8 +72,12 @@ class JobRunner:
         work_dir: Path,
         owner: str,
         lease_ttl_s: float,
+        inherit_policy: Callable[[str, str, int, int], None] | None = None,
     ) -> None:
         self.store = store
+        # (app_id, model, champion, candidate): the candidate gets the champion's version
+        # policy (hybrid, download, monitor, capture) before any device can see it
+        self.inherit_policy = inherit_policy
         self.registry = registry
         self.rollouts = rollouts
         self.samples = samples
@@ -163,6 +167,8 @@ class JobRunner:
 
         version = self._step(progress, "push", push)
         self._note(progress, f"pushed candidate v{version}", candidate_version=version)
+        if self.inherit_policy is not None:
+            self.inherit_policy(job.app_id, job.model, champion.version, version)
         candidate = self.registry.get_version(job.app_id, job.model, version)
         result = self._step(
             progress,

@@ -96,6 +96,7 @@ class LoopService:
             work_dir,
             self.owner,
             lease_ttl_s,
+            inherit_policy=getattr(delivery, "copy_policy", None),
         )
 
     def _rollouts(self) -> RolloutStarter:
@@ -261,7 +262,11 @@ class LoopService:
                 and (since is None or (alert.starts_at is not None and alert.starts_at > since))
             ]
             if firing:
-                labels = self._sample_source().count_labelled(app_id, model)
+                # new evidence only: the samples a previous job already trained on do not
+                # start another job (else every alert after a promotion would retrain on them)
+                labels = self._sample_source().count_labelled(
+                    app_id, model, since=None if since is None else since.timestamp()
+                )
                 if labels >= policy.min_labels_for_alert:
                     alert = firing[0]
                     return "alert", {

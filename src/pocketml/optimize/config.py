@@ -167,6 +167,32 @@ class DistillSection(_Section):
         return value
 
 
+class MonitorSection(_Section):
+    """The conditions the version's reference profile describes (docs/monitoring.md).
+
+    The reference profile is built from the held-out validation split. When the field
+    differs from the training data in a known way (phones photograph in low light),
+    ``reference_augment`` applies those augmentations to the validation split first (seed
+    ``train.seed + 5``), so the shipped conditions read as "no drift" and the label-free
+    estimate is calibrated for them.
+    """
+
+    reference_augment: str = Field(
+        "", max_length=200, description="Augmentations of the reference rows (e.g. dim=0.4)."
+    )
+
+    @field_validator("reference_augment")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        from pocketml.data import parse_augmentations
+
+        try:
+            parse_augmentations(value)
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
 class BuildConfig(_Section):
     """The whole ``pocketml.toml``."""
 
@@ -180,6 +206,7 @@ class BuildConfig(_Section):
     profiles_file: Path | None = None
     budgets: dict[str, BudgetSection] = Field(default_factory=dict)
     distill: DistillSection | None = None
+    monitor: MonitorSection = Field(default_factory=MonitorSection)
 
     @model_validator(mode="after")
     def _consistent(self) -> BuildConfig:
@@ -190,7 +217,12 @@ class BuildConfig(_Section):
                 f"{self.model.architecture or self.model.path}); or drop the [distill] section"
             )
         for fmt in ("onnx", "tflite", "coreml"):
-            chosen = fmt in self.optimize.model_fields_set
+            # A list that was set and is not the default names a choice; the default list
+            # (written out when a stored config is dumped, then read back) follows the
+            # targets, so a recipe round-trips through its own JSON.
+            chosen = fmt in self.optimize.model_fields_set and getattr(
+                self.optimize, fmt
+            ) != OptimizeSection.model_fields[fmt].get_default(call_default_factory=True)
             if chosen and getattr(self.optimize, fmt) and fmt not in self.convert.targets:
                 raise ValueError(
                     f"optimize.{fmt} needs '{fmt}' in convert.targets; "

@@ -46,7 +46,7 @@ from pocketml.convert.coreml import coreml_compatibility
 from pocketml.convert.onnx import onnx_compatibility
 from pocketml.convert.ort import ort_compatibility
 from pocketml.convert.tflite import tflite_compatibility
-from pocketml.data import Dataset, Splits, load_dataset, parse_augmentations
+from pocketml.data import Dataset, Splits, augment_dataset, load_dataset, parse_augmentations
 from pocketml.errors import ConversionError, InvalidInput, PocketMLError
 from pocketml.optimize.audit import is_quantized, size_flag
 from pocketml.optimize.config import BuildConfig
@@ -75,6 +75,7 @@ __all__ = [
     "VariantMatrix",
     "load_splits",
     "optimize_and_select",
+    "reference_rows",
     "resolve_profiles",
     "run_build",
 ]
@@ -477,6 +478,17 @@ def optimize_and_select(
     return VariantMatrix(final, tuple(results), tuple(selections), tuple(skipped))
 
 
+def reference_rows(config: BuildConfig, splits: Splits) -> Dataset:
+    """The rows a build's reference profile describes: the validation split, in the
+    conditions of ``monitor.reference_augment`` when set (seed ``train.seed + 5``)."""
+    augment = config.monitor.reference_augment
+    if not augment:
+        return splits.validation
+    return augment_dataset(
+        splits.validation, parse_augmentations(augment), seed=config.train.seed + 5
+    )
+
+
 def run_build(
     config: BuildConfig,
     out_dir: Path | str,
@@ -605,7 +617,7 @@ def run_build(
         # overconfident, which would read as confidence drift on day one and bias the
         # label-free accuracy estimate upwards (+1.2 points measured, docs/benchmarks.md).
         step("profiling the validation split")
-        profile = profiler(model, splits.validation)
+        profile = profiler(model, reference_rows(config, splits))
     params: dict[str, Any] = {
         "config": config.model_dump(mode="json"),
         "fingerprints": fingerprints,
