@@ -113,6 +113,9 @@ def _gate_runs(runs: int, work: Path, setup: dict[str, Any]) -> list[dict[str, A
         setup["splits"], setup["original"], setup["pool"], setup["champion"],
     )  # fmt: skip
     golden = splits.test
+    drifted_test = augment_dataset(splits.test, parse_augmentations(DRIFT), seed=99)
+    champion_drifted = _accuracy(champion, drifted_test)
+    champion_golden = _accuracy(champion, golden)
     out = []
     for seed in range(runs):
         damage = DAMAGES[seed % len(DAMAGES)]
@@ -137,8 +140,20 @@ def _gate_runs(runs: int, work: Path, setup: dict[str, Any]) -> list[dict[str, A
             candidate, champion, golden, fresh, trigger="alert", policy=GatePolicy(seed=seed)
         )
         gain = result.golden.gain or 0.0
+        candidate_drifted = _accuracy(candidate, drifted_test)
+        candidate_golden = _accuracy(candidate, golden)
         out.append(
             {
+                # what each strategy leaves on the devices after this run: the champion
+                # ("alert only"), every candidate ("schedule, no gate"), or the candidate
+                # only when blessed (the loop)
+                "deployed": {
+                    "alert only": (champion_drifted, champion_golden),
+                    "schedule, no gate": (candidate_drifted, candidate_golden),
+                    "pocketml loop": (candidate_drifted, candidate_golden)
+                    if result.blessed
+                    else (champion_drifted, champion_golden),
+                },
                 "seed": seed,
                 "damage": damage,
                 "blessed": result.blessed,
@@ -188,6 +203,33 @@ def _poisoning(seeds: int, work: Path, setup: dict[str, Any]) -> list[dict[str, 
     return out
 
 
+def _print_strategies(strategies: dict[str, dict[str, Any]], runs: int) -> None:
+    """The baselines on the same runs: what stays deployed, and how bad it can get."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"What each strategy leaves deployed over {runs} seeded runs")
+    for column in (
+        "strategy",
+        "drifted acc. mean",
+        "drifted min",
+        "golden mean",
+        "golden min",
+        "bad promotions",
+    ):
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for name, row in strategies.items():
+        table.add_row(
+            name,
+            f"{row['drifted_accuracy_mean']:.1%}",
+            f"{row['drifted_accuracy_min']:.1%}",
+            f"{row['golden_accuracy_mean']:.1%}",
+            f"{row['golden_accuracy_min']:.1%}",
+            str(row["bad_promotions"]),
+        )
+    Console(width=100).print(table)
+
+
 def main() -> None:
     """Run both parts and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -214,12 +256,29 @@ def main() -> None:
         gate = _gate_runs(args.runs, work, setup)
         poisoning = _poisoning(args.seeds, work, setup)
     losses = [row["loss_vs_honest"] for row in poisoning]
+    strategies = {}
+    for name, bad_key in (
+        ("alert only", None),
+        ("schedule, no gate", "bad_promotion_ungated"),
+        ("pocketml loop", "bad_promotion_gated"),
+    ):
+        drifted = [r["deployed"][name][0] for r in gate]
+        golden_acc = [r["deployed"][name][1] for r in gate]
+        strategies[name] = {
+            "drifted_accuracy_mean": round(float(np.mean(drifted)), 4),
+            "drifted_accuracy_min": round(float(np.min(drifted)), 4),
+            "golden_accuracy_mean": round(float(np.mean(golden_acc)), 4),
+            "golden_accuracy_min": round(float(np.min(golden_acc)), 4),
+            "bad_promotions": 0 if bad_key is None else sum(r[bad_key] for r in gate),
+        }
+    _print_strategies(strategies, len(gate))
     summary = {
         "gate_runs": len(gate),
         "damaged_runs": sum(r["damage"] != "none" for r in gate),
         "blessed": sum(r["blessed"] for r in gate),
         "bad_promotions_gated": sum(r["bad_promotion_gated"] for r in gate),
         "bad_promotions_ungated": sum(r["bad_promotion_ungated"] for r in gate),
+        "strategies": strategies,
         "poisoning_loss_vs_honest_points": [round(100 * x, 2) for x in losses],
         "poisoning_goal_met": all(x <= 0.01 for x in losses),
         "seconds": round(time.perf_counter() - started, 1),

@@ -21,6 +21,8 @@ def test_demo_writes_models_schema_build_and_report(tmp_path: Path) -> None:
         rollout_min_samples=10,
         samples_per_device=12,
         watch_devices=10,
+        teacher_epochs=2,
+        loop_schedule=(50.0, 100.0),
     )
     report = run_demo(tmp_path, console=console, config=config)
     written = json.loads((tmp_path / "report.json").read_text())
@@ -52,6 +54,7 @@ def test_demo_writes_models_schema_build_and_report(tmp_path: Path) -> None:
         "ship safely",
         "hold the line",
         "watch the world",
+        "close the loop",
     }
     # chapter 9: drift only where the camera changed, found from the phones' sketches, and
     # the alert delivered to the demo's webhook with a valid signature
@@ -67,6 +70,17 @@ def test_demo_writes_models_schema_build_and_report(tmp_path: Path) -> None:
         and d["event"]["alert"]["labels"].get("device_class") == "android-low"
         for d in firing
     )
+    # chapter 8: consenting phones' samples, a job started by chapter 7's drift alert that
+    # re-ran the stored recipe and met the gate (3 epochs: its verdict may go either way)
+    looped = written["close_the_loop"]
+    job = looped["job"]
+    assert job["trigger"] == "alert" and job["trigger_details"]["metric"] == "drift_share"
+    assert job["state"] in {"succeeded", "rejected"}, job["error"]
+    assert [s["step"] for s in job["steps"]][:4] == ["collect", "build", "push", "gate"]
+    assert job["samples"]["samples"] == sum(c["labelled"] for c in looped["samples"].values())
+    assert job["gate"]["golden"]["n"] == written["dataset"]["splits"]["test"]
+    if job["state"] == "succeeded":
+        assert looped["rollout"]["state"] in {"completed", "rolled_back", "paused"}
     trust = written["hold_the_line"]
     assert trust["resigned_packages"] > 0
     assert [a["safe"] for a in trust["attacks"]] == [True] * 4, trust["attacks"]

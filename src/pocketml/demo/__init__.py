@@ -91,9 +91,9 @@ class DemoConfig:
     # chapter 7: the android-low phones' new camera, and the fleet that watches it
     new_camera: str = "dim=0.7,noise=0.35"
     watch_devices: int = 20
-    # chapter 8: the recipe the loop re-runs distils the device model from a cnn-large
-    # teacher trained this long; the canary's rollout steps
-    teacher_epochs: int = 40
+    # chapter 8: the recipe the loop re-runs distils the device model (for epochs_small
+    # epochs) from a cnn-large teacher trained this long; the canary's rollout steps
+    teacher_epochs: int = 20
     loop_schedule: tuple[float, ...] = (25.0, 100.0)
 
 
@@ -568,7 +568,9 @@ def _recipe(config: DemoConfig) -> BuildConfig:
             seed=config.seed, epochs=config.epochs_small, augment=config.train_augment
         ),
         bench=BenchSection(warmup=10, iterations=config.bench_iterations),
-        distill=DistillSection(teacher="cnn-large", teacher_epochs=config.teacher_epochs),
+        distill=DistillSection(
+            teacher="cnn-large", teacher_epochs=config.teacher_epochs, epochs=config.epochs_small
+        ),
         monitor=MonitorSection(reference_augment=config.low_light),
     )
 
