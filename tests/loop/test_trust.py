@@ -104,3 +104,27 @@ def test_few_checks_exclude_a_device_only_when_its_disagreements_are_improbable(
     lines = {d.device_id: d for d in report.devices}
     assert lines["unlucky"].p_value is not None and lines["unlucky"].p_value > 0.001
     assert lines["liar"].p_value is not None and lines["liar"].p_value < 0.001
+
+
+def test_neighbours_from_other_devices_find_liars_where_no_input_repeats_and_no_teacher_helps() -> (
+    None
+):
+    # Four well-separated classes; every sample is a fresh noisy input (no two alike), and
+    # there is no teacher (the champion is useless in a new world). 4 of 20 devices shift
+    # every label by one: only the other devices' labels on similar inputs can tell.
+    rng = np.random.default_rng(7)
+    centroids = rng.normal(0, 6, (4, 16))
+    truth = rng.integers(0, 4, 20 * 25)
+    features = centroids[truth] + rng.normal(0, 1.0, (len(truth), 16))
+    devices = np.repeat([f"d{i:02d}" for i in range(20)], 25)
+    liars = {"d03", "d08", "d13", "d18"}
+    labels = np.where(np.isin(devices, sorted(liars)), (truth + 1) % 4, truth)
+    samples = samples_from(features, labels, devices, class_names=("a", "b", "c", "d"))
+
+    report = filter_samples(samples, None, TrustPolicy())
+
+    assert set(report.excluded_devices) == liars
+    kept = report.kept
+    assert (kept.labels == truth[np.isin(samples.sample_id, kept.sample_id)]).all()
+    honest = [d for d in report.devices if d.device_id not in liars]
+    assert all(d.neighbour_checked >= 15 and d.neighbour_disagreed <= 2 for d in honest)

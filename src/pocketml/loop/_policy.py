@@ -64,11 +64,11 @@ class TrustPolicy(BaseModel):
         le=1.0,
         description="Teacher top probability that makes it a check.",
     )
-    neighbour_quantum: float = Field(
-        0.25, gt=0, le=10, description="Cell size (in robust standard units) of 'near-identical'."
+    neighbours: int = Field(
+        7, ge=1, le=100, description="Nearest inputs of other devices that vote on a label."
     )
     min_neighbour_devices: int = Field(
-        3, ge=2, le=1000, description="Other devices in a cell before their majority is a check."
+        3, ge=2, le=100, description="Voting devices among the neighbours for a check."
     )
     outlier_z: float = Field(
         3.5,

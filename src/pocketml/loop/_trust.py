@@ -9,11 +9,15 @@ Pure numpy over ``LabelledSamples``, in four steps (docs/loop.md "Poisoned feedb
    probability >= ``teacher_confidence``) its answer is a check: a label that differs is a
    disagreement. Honest devices disagree too where the world drifted (that is why we
    retrain), so one disagreement never drops a sample; it only feeds the device's rate.
-3. **Neighbour agreement.** Inputs are standardised robustly (median / MAD per feature) and
-   quantised into cells of ``neighbour_quantum``; in a cell where at least
-   ``min_neighbour_devices`` OTHER devices labelled, their majority label is a check on
-   each device's label there.
-4. **Outlier devices.** A device's disagreement rate (both checks pooled) is compared with
+3. **Neighbour agreement.** Inputs are centred and scaled per feature (by the standard
+   deviation floored at the median one; randomly projected to 64 dimensions when wider);
+   each sample's ``neighbours`` nearest inputs from OTHER devices vote, one vote per
+   device. With at least
+   ``min_neighbour_devices`` voters and a two-thirds majority, the majority label is a
+   check on the sample's label. Unlike the teacher, the neighbours come from the drifted
+   world itself, so this check still works where the champion is unsure or wrong.
+4. **Outlier devices.** A device's disagreement rate (one verdict per checked sample: the
+   neighbours' where they vote, else the teacher's) is compared with
    the fleet's (median and MAD over devices with ``min_checked`` checks): robust z = (rate -
    median) / max(1.4826 MAD, ``min_scale``). A device is excluded with every sample it
    sent when z >= ``outlier_z``, its rate >= ``outlier_floor``, AND its disagreements are
@@ -34,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -125,40 +129,73 @@ def _cap(samples: LabelledSamples, limit: int) -> np.ndarray:
     return np.sort(order[position < limit])
 
 
-def _cells(features: np.ndarray, quantum: float) -> np.ndarray:
-    """A hashable cell key per row: robust-standardised features quantised to ``quantum``."""
-    flat = features.reshape(len(features), -1).astype(np.float64)
-    median = np.median(flat, axis=0)
-    mad = np.median(np.abs(flat - median), axis=0) * 1.4826
-    spread = np.where(mad > 0, mad, np.maximum(flat.std(axis=0), 1.0))
-    cells = np.floor((flat - median) / (spread * quantum)).astype(np.int64)
-    return np.array([hashlib.sha1(row.tobytes()).hexdigest() for row in cells])
+_MAX_VOTERS = 4096  # rows that vote on every sample (a deterministic subset beyond that)
+_DIMS = 64  # features are projected to at most this many dimensions before distances
+
+
+def _embedding(features: np.ndarray) -> np.ndarray:
+    """Rows centred and scaled per feature, and, when wider than ``_DIMS``, randomly
+    projected to ``_DIMS`` dimensions (seeded; distances are kept approximately).
+
+    Each feature is divided by its standard deviation floored at the median one: columns on
+    different scales (a table) weigh alike, while near-constant columns (an image's border
+    pixels) are not blown up into noise. (Per-pixel median/MAD scaling did exactly that on
+    noisy digits: 17 % nearest-neighbour accuracy, against 86 % unscaled.)
+    """
+    flat = features.reshape(len(features), -1).astype(np.float32)
+    std = flat.std(axis=0)
+    floor = float(np.median(std)) or 1.0
+    standard = (flat - flat.mean(axis=0)) / np.maximum(std, floor)
+    if standard.shape[1] <= _DIMS:
+        return standard
+    rng = np.random.default_rng(0)
+    projection = rng.standard_normal((standard.shape[1], _DIMS)).astype(np.float32)
+    return standard @ (projection / np.sqrt(_DIMS))
 
 
 def _neighbour_checks(
-    cells: np.ndarray, devices: np.ndarray, labels: np.ndarray, min_devices: int
+    features: np.ndarray,
+    devices: np.ndarray,
+    labels: np.ndarray,
+    ranks: np.ndarray,
+    policy: TrustPolicy,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: (checked, disagreed) against the majority of OTHER devices in its cell."""
-    checked = np.zeros(len(cells), dtype=bool)
-    disagreed = np.zeros(len(cells), dtype=bool)
-    by_cell: dict[str, list[int]] = defaultdict(list)
-    for i, cell in enumerate(cells):
-        by_cell[cell].append(i)
-    for rows in by_cell.values():
-        if len({devices[i] for i in rows}) <= min_devices:
-            continue
-        # one vote per device and label (a device repeating itself is still one voice)
-        votes = {(devices[i], int(labels[i])) for i in rows}
-        for i in rows:
-            others = Counter(label for device, label in votes if device != devices[i])
-            voters = len({device for device, _ in votes if device != devices[i]})
-            if voters < min_devices:
+    """Per row: (checked, disagreed) against its nearest inputs from OTHER devices.
+
+    The ``neighbours`` nearest rows of other devices vote, one vote per device (its
+    nearest row); with at least ``min_neighbour_devices`` voters and a two-thirds majority
+    among them, the majority label is a check on the row's label.
+    """
+    n = len(labels)
+    checked = np.zeros(n, dtype=bool)
+    disagreed = np.zeros(n, dtype=bool)
+    if len(set(devices.tolist())) <= policy.min_neighbour_devices:
+        return checked, disagreed
+    points = _embedding(features)
+    voters = np.argsort(ranks, kind="stable")[:_MAX_VOTERS]
+    v_points, v_devices, v_labels = points[voters], devices[voters], labels[voters]
+    v_norms = (v_points**2).sum(axis=1)
+    k = min(policy.neighbours, len(voters))
+    for start in range(0, n, 256):
+        rows = np.arange(start, min(n, start + 256))
+        q = points[rows]
+        dist = (q**2).sum(axis=1)[:, None] + v_norms[None, :] - 2.0 * q @ v_points.T
+        dist[devices[rows][:, None] == v_devices[None, :]] = np.inf
+        nearest = np.argpartition(dist, k - 1, axis=1)[:, :k] if k < len(voters) else None
+        for j, row in enumerate(rows):
+            candidates = nearest[j] if nearest is not None else np.arange(len(voters))
+            candidates = candidates[np.isfinite(dist[j, candidates])]
+            candidates = candidates[np.argsort(dist[j, candidates], kind="stable")]
+            votes: dict[str, int] = {}
+            for c in candidates:  # a device's nearest row is its one vote
+                votes.setdefault(str(v_devices[c]), int(v_labels[c]))
+            if len(votes) < policy.min_neighbour_devices:
                 continue
-            label, count = others.most_common(1)[0]
-            if count * 2 <= sum(others.values()):
-                continue  # no majority among the others: no check
-            checked[i] = True
-            disagreed[i] = label != int(labels[i])
+            label, count = Counter(votes.values()).most_common(1)[0]
+            if 3 * count < 2 * len(votes):
+                continue  # no two-thirds majority among the neighbours: no check
+            checked[row] = True
+            disagreed[row] = label != int(labels[row])
     return checked, disagreed
 
 
@@ -194,15 +231,24 @@ def filter_samples(
         probs = np.asarray(teacher, dtype=np.float64)[kept_index]
         t_checked = probs.max(axis=1) >= policy.teacher_confidence
         t_disagreed = t_checked & (probs.argmax(axis=1) != labels)
-    cells = _cells(capped.features, policy.neighbour_quantum)
-    n_checked, n_disagreed = _neighbour_checks(cells, devices, labels, policy.min_neighbour_devices)
+    n_checked, n_disagreed = _neighbour_checks(
+        capped.features, devices, labels, sample_rank(capped.sample_id), policy
+    )
 
     all_devices = samples.device_id.astype(str)
     names = sorted(set(all_devices.tolist()))
-    counts = {name: _counts(devices == name, t_checked, t_disagreed, n_checked, n_disagreed)
-              for name in names}  # fmt: skip
-    rates = {name: (c[1] + c[3]) / (c[0] + c[2]) for name, c in counts.items() if c[0] + c[2] > 0}
-    judged = [r for name, r in rates.items() if sum(counts[name][::2]) >= policy.min_checked]
+    # One verdict per sample, so a sample both checks see is not counted twice: the
+    # neighbours' (the drifted world's own labels) where they vote, else the teacher's.
+    s_checked = t_checked | n_checked
+    s_disagreed = np.where(n_checked, n_disagreed, t_disagreed) & s_checked
+    counts = {
+        name: _counts(
+            devices == name, t_checked, t_disagreed, n_checked, n_disagreed, s_checked, s_disagreed
+        )
+        for name in names
+    }
+    rates = {name: c[5] / c[4] for name, c in counts.items() if c[4] > 0}
+    judged = [r for name, r in rates.items() if counts[name][4] >= policy.min_checked]
     pool = judged or list(rates.values())
     median = float(np.median(pool)) if pool else None
     mad = float(np.median(np.abs(np.array(pool) - median))) if median is not None else None
@@ -213,7 +259,7 @@ def filter_samples(
     lines: list[DeviceTrust] = []
     for name in names:
         rate = rates.get(name)
-        checks, disagreed = counts[name][0] + counts[name][2], counts[name][1] + counts[name][3]
+        checks, disagreed = counts[name][4], counts[name][5]
         z = None if rate is None or median is None else (rate - median) / scale
         p = binomial_tail(disagreed, checks, base) if checks else None
         reason = None
