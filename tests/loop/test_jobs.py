@@ -573,3 +573,21 @@ def test_a_stopping_server_ends_its_running_job_at_the_next_step(world: LoopWorl
         "build failed: the server shut down; the job was not resumed",
     )
     assert done.candidate_version is None
+
+
+def test_an_alert_after_a_job_needs_labels_that_arrived_since_that_job(world: LoopWorld) -> None:
+    # A job ran at T0 - 30 min on the 539 samples (captured at T0 - 1 h); then a new alert
+    # episode fires. The same samples are no new evidence: no second job.
+    world.clock.now = T0 - timedelta(minutes=30)
+    recipe = FakeRecipe(world.models.good, world.models, fail=ValueError("x"))
+    earlier = world.service(recipe)
+    first, _ = earlier.run(world.app_id, "digits", actor="admin:test")
+    earlier.tick(world.clock.now)
+    assert earlier.get_job(world.app_id, first.id).state == "failed"
+    alerts = _realised_accuracy_alert(world, T0 - timedelta(minutes=5))
+    world.clock.now = T0
+    service = world.service(recipe, alerts=alerts)
+    service.set_policy(world.app_id, "digits", {"min_labels_for_alert": 100}, actor="t")
+
+    assert service.tick(T0)["queued"] == []
+    assert [j.id for j in service.list_jobs(world.app_id, "digits")] == [first.id]
