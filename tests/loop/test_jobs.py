@@ -367,7 +367,7 @@ def test_recovery_archives_a_candidate_pushed_before_the_crash(world: LoopWorld)
 
 
 def test_the_schedule_trigger_starts_a_job_once_per_period(world: LoopWorld) -> None:
-    service = world.service(FakeRecipe(world.models.good, world.models, fail=ValueError("x")))
+    service = world.service(FakeRecipe(world.models.good, world.models))
     service.set_policy(world.app_id, "digits", {"triggers": {"schedule_s": 3600}}, actor="t")
 
     first = service.tick(T0)
@@ -470,9 +470,7 @@ def _realised_accuracy_alert(world: LoopWorld, at: datetime) -> AlertService:
 
 def test_a_firing_alert_starts_one_job_per_episode(world: LoopWorld) -> None:
     alerts = _realised_accuracy_alert(world, T0 - timedelta(minutes=5))
-    service = world.service(
-        FakeRecipe(world.models.good, world.models, fail=ValueError("x")), alerts=alerts
-    )
+    service = world.service(FakeRecipe(world.models.good, world.models), alerts=alerts)
     service.set_policy(world.app_id, "digits", {"min_labels_for_alert": 500}, actor="t")
 
     first = service.tick(T0)
@@ -576,14 +574,14 @@ def test_a_stopping_server_ends_its_running_job_at_the_next_step(world: LoopWorl
 
 
 def test_an_alert_after_a_job_needs_labels_that_arrived_since_that_job(world: LoopWorld) -> None:
-    # A job ran at T0 - 30 min on the 539 samples (captured at T0 - 1 h); then a new alert
-    # episode fires. The same samples are no new evidence: no second job.
+    # A job reached a verdict at T0 - 30 min on the 539 samples (captured at T0 - 1 h); then
+    # a new alert episode fires. The same samples are no new evidence: no second job.
     world.clock.now = T0 - timedelta(minutes=30)
-    recipe = FakeRecipe(world.models.good, world.models, fail=ValueError("x"))
+    recipe = FakeRecipe(world.models.good, world.models)
     earlier = world.service(recipe)
     first, _ = earlier.run(world.app_id, "digits", actor="admin:test")
     earlier.tick(world.clock.now)
-    assert earlier.get_job(world.app_id, first.id).state == "failed"
+    assert earlier.get_job(world.app_id, first.id).state in ("succeeded", "rejected")
     alerts = _realised_accuracy_alert(world, T0 - timedelta(minutes=5))
     world.clock.now = T0
     service = world.service(recipe, alerts=alerts)
@@ -591,3 +589,25 @@ def test_an_alert_after_a_job_needs_labels_that_arrived_since_that_job(world: Lo
 
     assert service.tick(T0)["queued"] == []
     assert [j.id for j in service.list_jobs(world.app_id, "digits")] == [first.id]
+
+
+def test_a_failed_job_leaves_its_evidence_to_a_retry_after_the_wait(world: LoopWorld) -> None:
+    # A job that failed (a crash, a restart, a broken build) consumed nothing: the alert and
+    # the labels start a retry, but only once retry_failed_after_s has passed.
+    world.clock.now = T0 - timedelta(minutes=8)
+    broken = FakeRecipe(world.models.good, world.models, fail=ValueError("x"))
+    earlier = world.service(broken)
+    first, _ = earlier.run(world.app_id, "digits", actor="admin:test")
+    earlier.tick(world.clock.now)
+    assert earlier.get_job(world.app_id, first.id).state == "failed"
+    alerts = _realised_accuracy_alert(world, T0 - timedelta(minutes=5))
+    service = world.service(broken, alerts=alerts)
+    service.set_policy(world.app_id, "digits", {"min_labels_for_alert": 100}, actor="t")
+
+    world.clock.now = T0
+    assert service.tick(T0)["queued"] == []  # 8 minutes after the failure: still waiting
+    world.clock.now = T0 + timedelta(minutes=3)
+    retried = service.tick(T0 + timedelta(minutes=3))["queued"]
+
+    assert len(retried) == 1
+    assert service.get_job(world.app_id, retried[0]).trigger == "alert"

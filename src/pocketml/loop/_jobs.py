@@ -217,6 +217,19 @@ class JobStore:
         jobs = self.list_jobs(app_id, model, limit=1)
         return jobs[0] if jobs else None
 
+    def last_finished(self, app_id: str, model: str) -> Job | None:
+        """The model's most recent job that ran to a verdict (succeeded or rejected)."""
+        t = JOBS
+        query = (
+            sa.select(t)
+            .where(t.c.app_id == app_id, t.c.model == model)
+            .where(t.c.state.in_(("succeeded", "rejected")))
+            .order_by(t.c.created_at.desc(), t.c.id)
+            .limit(1)
+        )
+        rows = self._read(query, "read the last finished job")
+        return _job(rows[0]) if rows else None
+
     def queued(self, limit: int = 10) -> list[Job]:
         """Queued jobs of every app, oldest first."""
         t = JOBS

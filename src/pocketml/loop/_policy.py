@@ -159,6 +159,12 @@ class LoopPolicy(BaseModel):
         le=10_000_000,
         description="New labelled samples (since the last job) before an alert starts a job.",
     )
+    retry_failed_after_s: float = Field(
+        600.0,
+        ge=0,
+        le=30 * 86400,
+        description="After a failed job, wait this long before a trigger may start another.",
+    )
     sample_weight: int = Field(1, ge=1, le=100, description="Times each kept sample counts.")
     holdout_share: float = Field(
         0.3, gt=0, lt=1, description="Share of trusted samples held out of training for the gate."

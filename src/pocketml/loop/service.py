@@ -252,7 +252,17 @@ class LoopService:
         if self.store.active(app_id, model) is not None:
             return None
         last = self.store.last(app_id, model)
-        since = last.created_at if last is not None else None
+        if (
+            last is not None
+            and last.state == "failed"
+            and last.finished_at is not None
+            and now - last.finished_at < timedelta(seconds=policy.retry_failed_after_s)
+        ):
+            return None  # a failed job is retried, but not at every pass
+        # Evidence is consumed by a job that reached a verdict; a failed one (a crash, a
+        # restart, a broken build) leaves its alert episode and its labels to the retry.
+        done = self.store.last_finished(app_id, model)
+        since = done.created_at if done is not None else None
         triggers = policy.triggers
         if self.alerts is not None and triggers.alert_metrics:
             firing = [
