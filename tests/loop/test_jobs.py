@@ -29,7 +29,7 @@ from loop_kit import (
 )
 
 from pocketml.delivery import DeliveryService
-from pocketml.errors import ConversionError, Unavailable, ValidationFailed
+from pocketml.errors import ConversionError, InvalidInput, Unavailable, ValidationFailed
 from pocketml.loop import LabelledSamples, LoopService, RecipeResult
 from pocketml.monitor.alerts import AlertService, MetricSources, RuleSpec, telemetry_sources
 from pocketml.protect import MasterKey
@@ -192,6 +192,10 @@ def test_a_worse_candidate_is_rejected_archived_and_never_rolled_out(world: Loop
     assert done.gate["golden"]["gain"] < -0.5
     assert done.candidate_version is not None
     assert (done.candidate_version, "archived") in world.versions()
+    assert world.rollouts() == []
+    # archived means out of every rollout: a person cannot start one by mistake either
+    with pytest.raises(InvalidInput, match="archived"):
+        service.delivery.rollouts.create(world.app_id, "digits", done.candidate_version)
     assert world.rollouts() == []
 
 
@@ -367,7 +371,8 @@ def test_recovery_archives_a_candidate_pushed_before_the_crash(world: LoopWorld)
 
 
 def test_the_schedule_trigger_starts_a_job_once_per_period(world: LoopWorld) -> None:
-    service = world.service(FakeRecipe(world.models.good, world.models))
+    # each run's candidate is as poor as the champion: rejected, so no canary holds the model
+    service = world.service(FakeRecipe(restamped(world.models.poor, "again"), world.models))
     service.set_policy(world.app_id, "digits", {"triggers": {"schedule_s": 3600}}, actor="t")
 
     first = service.tick(T0)
@@ -573,6 +578,20 @@ def test_a_stopping_server_ends_its_running_job_at_the_next_step(world: LoopWorl
     assert done.candidate_version is None
 
 
+def test_no_job_starts_while_the_previous_candidates_canary_runs(world: LoopWorld) -> None:
+    # The first job's candidate is blessed and its rollout is running: a schedule that is
+    # due again waits for that canary instead of building a candidate that cannot start.
+    service = world.service(FakeRecipe(world.models.good, world.models))
+    service.set_policy(world.app_id, "digits", {"triggers": {"schedule_s": 3600}}, actor="t")
+    first = service.tick(T0)
+    [job] = service.list_jobs(world.app_id, "digits")
+    assert job.state == "succeeded" and job.rollout_id is not None
+
+    later = service.tick(T0 + timedelta(hours=2))
+
+    assert len(first["queued"]) == 1 and later["queued"] == []
+
+
 def test_an_alert_after_a_job_needs_labels_that_arrived_since_that_job(world: LoopWorld) -> None:
     # A job reached a verdict at T0 - 30 min on the 539 samples (captured at T0 - 1 h); then
     # a new alert episode fires. The same samples are no new evidence: no second job.
@@ -611,3 +630,29 @@ def test_a_failed_job_leaves_its_evidence_to_a_retry_after_the_wait(world: LoopW
 
     assert len(retried) == 1
     assert service.get_job(world.app_id, retried[0]).trigger == "alert"
+
+
+def test_a_candidate_pushed_as_the_lease_ran_out_is_archived(world: LoopWorld) -> None:
+    # Replica a's push completes just after replica b recovered the job (a's lease had
+    # expired): whoever learns of the candidate last must keep it out of every rollout.
+    replica_b = world.service(FakeRecipe(world.models.good, world.models), owner="b")
+    real_push = make_pusher(world.registry)
+
+    def push_then_lose_the_lease(*args: Any) -> int:
+        version = int(real_push(*args))
+        replica_b.tick(T0 + timedelta(hours=1))  # a's lease (600 s) expired meanwhile
+        return version
+
+    replica_a = world.service(
+        FakeRecipe(world.models.good, world.models), owner="a", pusher=push_then_lose_the_lease
+    )
+    job, _ = replica_a.run(world.app_id, "digits", actor="admin:test")
+
+    replica_a.tick(T0)
+
+    done = replica_a.get_job(world.app_id, job.id)
+    assert done.state == "failed" and done.error is not None
+    assert done.error.startswith("server restarted during step push")
+    pushed = [v for v, _ in world.versions() if v not in (1,)]
+    assert pushed and all((v, "archived") in world.versions() for v in pushed)
+    assert world.rollouts() == []

@@ -134,6 +134,9 @@ class JobRunner:
             return self._run(progress, policy)
         except LeaseLost as lost:  # recovered elsewhere: that replica recorded why
             logger.warning("loop job %s: %s", job.id, lost)
+            # The recovering replica may not have known the candidate (pushed just before
+            # the lease ran out): keep it out of every rollout from here.
+            self._archive(progress)
             return self.store.get(job.app_id, job.id)
         except Exception as error:  # any step: record why, leave the registry as it was
             return self._fail(progress, error)
@@ -161,8 +164,12 @@ class JobRunner:
         }
 
         def push() -> int:
-            # remembered at once: a failure after this point archives the candidate
+            # remembered at once, in memory and in the job row (a replica that recovers the
+            # job archives it): a failure after this point archives the candidate
             progress.candidate = int(self.pusher(job.app_id, job.model, build.build_dir, meta))
+            progress.job = self.store.update(
+                progress.job, self.owner, candidate_version=progress.candidate
+            )
             return progress.candidate
 
         version = self._step(progress, "push", push)

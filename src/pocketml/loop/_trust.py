@@ -37,7 +37,6 @@ device keys and rate limits).
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -110,12 +109,13 @@ def sample_rank(sample_ids: np.ndarray) -> np.ndarray:
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p): how surprising k disagreements of n checks are."""
-    return float(sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(max(k, 0), n + 1)))
+    """P(X >= k) for X ~ Binomial(n, p): how surprising k disagreements of n checks are
+    (scipy's survival function: no overflow for devices with thousands of checks)."""
+    from scipy.stats import binom
 
-
-def _counts(rows: np.ndarray, *flags: np.ndarray) -> tuple[int, ...]:
-    return tuple(int(flag[rows].sum()) for flag in flags)
+    if k <= 0:
+        return 1.0
+    return float(binom.sf(k - 1, n, p))
 
 
 def _cap(samples: LabelledSamples, limit: int) -> np.ndarray:
@@ -241,12 +241,24 @@ def filter_samples(
     # neighbours' (the drifted world's own labels) where they vote, else the teacher's.
     s_checked = t_checked | n_checked
     s_disagreed = np.where(n_checked, n_disagreed, t_disagreed) & s_checked
-    counts = {
-        name: _counts(
-            devices == name, t_checked, t_disagreed, n_checked, n_disagreed, s_checked, s_disagreed
-        )
-        for name in names
-    }
+    # Per-device sums in one pass (bincount over the device index), not one mask per device.
+    index = {name: i for i, name in enumerate(names)}
+    codes = np.fromiter((index[d] for d in devices.tolist()), dtype=np.int64, count=len(devices))
+    sums = np.stack(
+        [
+            np.bincount(codes, weights=flag.astype(np.float64), minlength=len(names))
+            for flag in (t_checked, t_disagreed, n_checked, n_disagreed, s_checked, s_disagreed)
+        ],
+        axis=1,
+    ).astype(np.int64)
+    sent_by = np.bincount(
+        np.fromiter(
+            (index[d] for d in all_devices.tolist()), dtype=np.int64, count=len(all_devices)
+        ),
+        minlength=len(names),
+    )
+    kept_by = np.bincount(codes, minlength=len(names))
+    counts = {name: tuple(int(v) for v in sums[index[name]]) for name in names}
     rates = {name: c[5] / c[4] for name, c in counts.items() if c[4] > 0}
     judged = [r for name, r in rates.items() if counts[name][4] >= policy.min_checked]
     pool = judged or list(rates.values())
@@ -276,8 +288,8 @@ def filter_samples(
                 f"disagreed {disagreed} of {checks} checks ({rate:.2f}) vs fleet median "
                 f"{median:.2f}: robust z {z:.1f}, binomial p {p:.1e}"
             )
-        sent = int((all_devices == name).sum())
-        in_cap = int((devices == name).sum())
+        sent = int(sent_by[index[name]])
+        in_cap = int(kept_by[index[name]])
         lines.append(
             DeviceTrust(
                 device_id=name,

@@ -210,18 +210,20 @@ class LoopService:
             step = job.step or "start"
             message = f"server restarted during step {step}; the job was not resumed"
             log = [*job.log, f"{now.isoformat()} {message}"]
+            try:  # ended first: a holder that renewed in between keeps its job and candidate
+                self.store.finish(job, holder, "failed", now, error=message, log=log)
+            except PocketMLError:  # another replica recovered it first, or it is alive
+                continue
             if job.candidate_version is not None and job.rollout_id is None:
                 try:
                     self.registry.set_stage(
                         job.app_id, job.model, job.candidate_version, "archived"
                     )
-                    log.append(f"{now.isoformat()} candidate v{job.candidate_version} archived")
+                    logger.warning(
+                        "loop job %s: candidate v%d archived", job.id, job.candidate_version
+                    )
                 except PocketMLError as error:
-                    log.append(f"{now.isoformat()} could not archive: {error}")
-            try:
-                self.store.finish(job, holder, "failed", now, error=message, log=log)
-            except PocketMLError:  # another replica recovered it first
-                continue
+                    logger.warning("loop job %s: could not archive: %s", job.id, error)
             logger.warning("loop job %s of %s: %s", job.id, job.model, message)
             ended.append(job.id)
         return ended
@@ -246,10 +248,24 @@ class LoopService:
                 created.append(job.id)
         return created
 
+    def _delivering(self, app_id: str, model: str) -> bool:
+        """Whether a rollout or an experiment of ``model`` is running: a new candidate
+        could not start its canary, so no job is started until it ends (the previous
+        job's canary is judged first)."""
+        rollouts = getattr(self.delivery, "rollouts", None)
+        if rollouts is not None and any(
+            r.model == model for r in rollouts.list_rollouts(app_id, active_only=True)
+        ):
+            return True
+        experiments = getattr(self.delivery, "experiments", None)
+        return experiments is not None and any(
+            e.model == model for e in experiments.list_experiments(app_id, running_only=True)
+        )
+
     def _trigger_of(
         self, app_id: str, model: str, policy: LoopPolicy, now: datetime
     ) -> tuple[str, dict[str, Any]] | None:
-        if self.store.active(app_id, model) is not None:
+        if self.store.active(app_id, model) is not None or self._delivering(app_id, model):
             return None
         last = self.store.last(app_id, model)
         if (
