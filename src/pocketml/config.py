@@ -311,6 +311,11 @@ class LoopSettings(BaseModel):
     work_dir: Path | None = Field(
         None, description="Where jobs build (default: <home>/loop); one folder per job."
     )
+    data_root: Path | None = Field(
+        None,
+        description="The folder a stored recipe's data files must be in (relative sources "
+        "resolve against it); unset: only the bundled datasets (digits).",
+    )
 
 
 class MetricsSettings(BaseModel):

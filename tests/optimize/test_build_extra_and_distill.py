@@ -270,3 +270,23 @@ def test_the_reference_profile_rows_follow_monitor_reference_augment() -> None:
         BuildConfig.model_validate(
             {"model": {"architecture": "mlp"}, "monitor": {"reference_augment": "glow=2"}}
         )
+
+
+def test_a_golden_row_that_went_through_a_device_and_back_is_still_kept_out() -> None:
+    # A sample comes back from a device's float32 normalization and the server's float64
+    # inversion a few ulps off: bit-exact hashing would let a test-split copy into training.
+    from pocketml.optimize.pipeline import _with_extra_rows
+
+    config = BuildConfig.model_validate({"model": {"architecture": "mlp"}})
+    splits = load_splits(config)
+    test = splits.test
+    mean, std = np.float32(4.9), np.float32(6.1)
+    on_device = ((test.features.astype(np.float32) - mean) / std).astype(np.float32)
+    back = on_device.astype(np.float64) * float(std) + float(mean)
+    assert not np.array_equal(back.astype(np.float32), test.features)  # not bit-identical
+    extra = Dataset("samples", back, test.labels, test.class_names, layout=test.layout)
+
+    grown, info = _with_extra_rows(splits, extra, 1)
+
+    assert info["holdout_copies"] == len(test) and info["kept"] == 0
+    assert len(grown.train) == len(splits.train)

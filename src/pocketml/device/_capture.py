@@ -95,7 +95,12 @@ class SampleCapture:
         on_wifi: Callable[[], bool] = lambda: True,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self.queue = SampleQueue(path)
+        # Sample ids: random, or drawn from their own seeded RNG in a simulation, so a
+        # seeded fleet sends the same ids every run (the server's caps and gate split hash them).
+        ids = random.Random(f"sample-ids-{seed}") if seed is not None else None
+        self.queue = SampleQueue(
+            path, new_id=(lambda: f"{ids.getrandbits(128):032x}") if ids is not None else None
+        )
         self.redact = redact
         self.on_wifi = on_wifi
         self.rng = random.Random(seed)  # sampling draws (CaptureTap)

@@ -13,6 +13,7 @@ import json
 import secrets
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,9 @@ class SampleQueue:
         path: the database file; opened (and created) on first use.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, new_id: Callable[[], str] | None = None) -> None:
         self.path = Path(path)
+        self._new_id = new_id or (lambda: secrets.token_hex(16))
         self.lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
         self._budget_day = -1  # the UTC day ``_budget_used`` counts (read from disk once)
@@ -196,7 +198,7 @@ class SampleQueue:
                 db.execute(
                     "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
                     (
-                        secrets.token_hex(16),
+                        self._new_id(),
                         held.model,
                         held.version,
                         held.prediction_id,

@@ -88,6 +88,56 @@ def recipe_of(params: Mapping[str, Any]) -> dict[str, Any]:
     return config
 
 
+BUILTIN_SOURCES = ("digits",)
+"""Datasets a recipe may name without a data root (bundled with pocketml)."""
+
+
+def check_recipe(config: Any, data_root: Path | None) -> Any:
+    """Refuse what a stored recipe must not make the server do.
+
+    A version's ``params.config`` is whatever its pusher sent: the server must not read
+    files outside the operator's data root (another app's data, its own secrets) nor
+    unpickle a model directory (``model.path``) on its behalf.
+
+    Returns:
+        The config with a relative data source resolved against ``data_root``.
+
+    Raises:
+        InvalidInput: a ``model.path`` recipe, a data source or profiles file outside
+            ``data_root`` (or any file when no root is configured), naming what to do.
+    """
+    if config.model.path is not None:
+        raise InvalidInput(
+            "the recipe loads a trained model directory (model.path); the loop retrains only "
+            "recipes that train (model.architecture), since loading a pushed directory would "
+            "unpickle it inside the server."
+        )
+    if config.profiles_file is not None:
+        _inside(str(config.profiles_file), data_root, "profiles file")
+    source = str(config.data.source)
+    if source in BUILTIN_SOURCES:
+        return config
+    path = _inside(source, data_root, "data")
+    return config.model_copy(update={"data": config.data.model_copy(update={"source": str(path)})})
+
+
+def _inside(source: str, data_root: Path | None, what: str) -> Path:
+    if data_root is None:
+        raise InvalidInput(
+            f"the recipe reads the {what} file {source!r}; the loop reads files only under the "
+            "operator's data root: set POCKETML_SERVER__LOOP__DATA_ROOT to the folder "
+            "that holds the training data (docs/loop.md)."
+        )
+    root = Path(data_root).resolve()
+    path = (root / source).resolve() if not Path(source).is_absolute() else Path(source).resolve()
+    if not path.is_relative_to(root):
+        raise InvalidInput(
+            f"the recipe reads the {what} file {source!r}, outside the loop's data root "
+            f"{str(root)!r}; move it under the root or push a recipe that names a path inside."
+        )
+    return path
+
+
 def run_recipe(
     recipe: Mapping[str, Any],
     training: LabelledSamples,
@@ -95,6 +145,7 @@ def run_recipe(
     weight: int,
     out_dir: Path,
     on_step: Callable[[str], None],
+    data_root: Path | None = None,
 ) -> RecipeResult:
     """Run ``pocketml build``'s pipeline on the recipe plus ``training`` samples.
 
@@ -112,6 +163,7 @@ def run_recipe(
         config = BuildConfig.model_validate(dict(recipe))
     except ValidationError as exc:
         raise InvalidInput(f"the stored recipe is not a valid build config: {exc}") from exc
+    config = check_recipe(config, data_root)
     layout = _LAYOUT_BY_RANK.get(training.features.ndim, "NC")
     extra = training.to_dataset("loop-samples", layout=layout) if len(training) else None
     run_build(

@@ -286,9 +286,14 @@ class SampleStore:
 
     def count_labelled(self, app_id: str, model: str, *, since: float | None = None) -> int:
         """How many samples of a model have a label (own or feedback) received since."""
+        rows = joined(app_id, model, since, None).order_by(None).subquery()
+        query = (
+            sa.select(sa.func.count())
+            .select_from(rows)
+            .where(sa.or_(rows.c.label.is_not(None), rows.c.feedback_label.is_not(None)))
+        )
         with translate_errors("count samples"), self.engine.connect() as conn:
-            rows = self._rows(conn, app_id, model, since, None)
-        return sum(1 for r in rows if (r.label or r.feedback_label) is not None)
+            return int(conn.execute(query).scalar_one())
 
     def list(
         self,

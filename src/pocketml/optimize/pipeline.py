@@ -210,14 +210,26 @@ def _split(config: BuildConfig, dataset: Dataset) -> Splits:
     )
 
 
-def _row_hashes(dataset: Dataset) -> list[bytes]:
-    """One sha256 per row over its float32 features and int64 label (duplicate detection)."""
-    features = np.ascontiguousarray(dataset.features.reshape(len(dataset), -1), dtype="<f4")
+def _row_hashes(dataset: Dataset, quantum: float) -> list[bytes]:
+    """One sha256 per row over its features rounded to ``quantum`` and its int64 label.
+
+    Rounded, not bit-exact: a sample that went through a device's float32 normalization and
+    the server's inversion comes back a few ulps off, and must still be recognised as the
+    same row (above all as a copy of a golden-holdout row).
+    """
+    flat = dataset.features.reshape(len(dataset), -1).astype(np.float64)
+    features = np.ascontiguousarray(np.round(flat / quantum), dtype="<i8")
     labels = dataset.labels.astype("<i8")
     return [
         hashlib.sha256(row.tobytes() + label.tobytes()).digest()
         for row, label in zip(features, labels, strict=True)
     ]
+
+
+def _quantum(dataset: Dataset) -> float:
+    """The rounding step of duplicate detection: 1e-4 of the data's spread."""
+    spread = float(np.std(dataset.features)) if len(dataset) else 0.0
+    return spread * 1e-4 if spread > 0 else 1e-6
 
 
 def _with_extra_rows(splits: Splits, extra: Dataset, weight: int) -> tuple[Splits, dict[str, Any]]:
@@ -248,11 +260,14 @@ def _with_extra_rows(splits: Splits, extra: Dataset, weight: int) -> tuple[Split
             f"{bad} of {len(extra)} extra training rows hold NaN or infinite values; drop or "
             "repair them before training on them."
         )
-    seen = set(_row_hashes(train_part))
+    quantum = _quantum(train_part)
+    seen = set(_row_hashes(train_part, quantum))
     # a copy of a validation or test row would leak the golden holdout into training
-    held_out = set(_row_hashes(splits.validation)) | set(_row_hashes(splits.test))
+    held_out = set(_row_hashes(splits.validation, quantum)) | set(
+        _row_hashes(splits.test, quantum)
+    )
     keep, holdout_copies = [], 0
-    for index, digest in enumerate(_row_hashes(extra)):
+    for index, digest in enumerate(_row_hashes(extra, quantum)):
         if digest in held_out:
             holdout_copies += 1
         elif digest not in seen:

@@ -9,6 +9,7 @@ metadata; the model's schema stays the one stored with the model.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,7 +54,7 @@ def open_loop(
     owner: str | None,
 ) -> LoopService:
     """The server's ``LoopService``: the sample store, ``run_recipe`` and the pusher."""
-    from pocketml.loop import LoopService
+    from pocketml.loop import LoopService, run_recipe
 
     options = settings.server.loop
     work_dir = options.work_dir or settings.home / "loop"
@@ -63,7 +64,7 @@ def open_loop(
         delivery,
         alerts,
         samples,
-        None,
+        functools.partial(run_recipe, data_root=options.data_root),
         make_pusher(registry),
         work_dir=Path(work_dir),
         owner=owner,
