@@ -173,11 +173,6 @@ class RolloutService:
         spec = parse_guardrails(guardrails, min_samples)
         rollout_targeting = parse_targeting(targeting)
         candidate = self.registry.get_version(app_id, model, candidate_version)
-        if candidate.stage == "archived":
-            raise InvalidInput(
-                f"version {candidate_version} of {model!r} is archived (a loop job or a person "
-                "retired it); push a new version, or set its stage back to candidate first."
-            )
         channel_targeting = self.get_targeting(app_id, model, channel=channel)
         _check_variants(candidate, rollout_targeting, channel_targeting)
         moment = now or utcnow()

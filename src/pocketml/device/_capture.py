@@ -22,6 +22,7 @@ Turning consent off deletes every queued sample; ``forget`` deletes them too.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -97,9 +98,17 @@ class SampleCapture:
     ) -> None:
         # Sample ids: random, or drawn from their own seeded RNG in a simulation, so a
         # seeded fleet sends the same ids every run (the server's caps and gate split hash them).
+        # (mixed with the device id: two devices with one seed must not collide)
         ids = random.Random(f"sample-ids-{seed}") if seed is not None else None
         self.queue = SampleQueue(
-            path, new_id=(lambda: f"{ids.getrandbits(128):032x}") if ids is not None else None
+            path,
+            new_id=(
+                lambda: hashlib.sha256(
+                    f"{device_id()}:{ids.getrandbits(128)}".encode()
+                ).hexdigest()[:32]
+            )
+            if ids is not None
+            else None,
         )
         self.redact = redact
         self.on_wifi = on_wifi

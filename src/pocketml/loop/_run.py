@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from pocketml.errors import Conflict, InvalidInput, PocketMLError, Unavailable
 from pocketml.loop._gate import Scorer, evaluate_gate, hold_out, onnx_scorer
 from pocketml.loop._jobs import Job, JobStore, LeaseLost
@@ -226,6 +228,9 @@ class JobRunner:
         recipe_of(champion.params)  # no recipe: fail before reading any sample
         schema = ModelSchema.from_dict(info.schema)
         samples = self.samples().labelled(job.app_id, job.model)
+        # in sample-id order, not arrival order: the same samples train the same candidate
+        # however the devices' uploads interleaved
+        samples = samples.select(np.argsort(samples.sample_id.astype(str), kind="stable"))
         teacher = None
         if len(samples):
             teacher = self._scorer(job.app_id, champion, schema, role="cloud")(samples.features)
