@@ -263,9 +263,7 @@ def _with_extra_rows(splits: Splits, extra: Dataset, weight: int) -> tuple[Split
     quantum = _quantum(train_part)
     seen = set(_row_hashes(train_part, quantum))
     # a copy of a validation or test row would leak the golden holdout into training
-    held_out = set(_row_hashes(splits.validation, quantum)) | set(
-        _row_hashes(splits.test, quantum)
-    )
+    held_out = set(_row_hashes(splits.validation, quantum)) | set(_row_hashes(splits.test, quantum))
     keep, holdout_copies = [], 0
     for index, digest in enumerate(_row_hashes(extra, quantum)):
         if digest in held_out:
