@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= demo-out
 # pytest-xdist workers: tests are isolated (own temp dirs, free ports, a fresh PostgreSQL
 # database each), so two processes use both cores of a CI machine. TEST_WORKERS=0 runs serially.
+# Work stealing: a worker that runs out takes queued tests from the other, so one long
+# test late in the order (the demo's) does not leave a core idle at the end. The 25
+# slowest tests are printed, to see where the 20-minute budget goes.
 TEST_WORKERS ?= 2
 
 .PHONY: demo test lint install format bench clean test-ts lint-ts ts-install test-ts-browser
@@ -33,7 +36,7 @@ lint: $(STAMP) lint-ts
 	$(BIN)/lint-imports
 
 test: lint test-ts test-ts-browser
-	$(BIN)/pytest -n $(TEST_WORKERS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --durations=25
 
 # The TypeScript device SDK (clients/typescript): Node 20+ and npm, packages from the npm
 # registry only (its .npmrc keeps onnxruntime-node from fetching CUDA files elsewhere).

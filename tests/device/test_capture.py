@@ -351,3 +351,23 @@ def test_a_device_that_never_consented_creates_no_sample_file(
     device.flush()
 
     assert not (tmp_path / "cache" / "samples.db").exists()
+
+
+def test_retention_also_deletes_a_batch_that_could_not_be_sent(tmp_path: Path) -> None:
+    # A batch claimed while the server was down stays claimed; past retention it must go
+    # all the same (retention is a promise to the user, not to the upload).
+    from pocketml.device._capture_queue import HeldSample, SampleQueue
+    from pocketml.protocol import CapturePolicy
+
+    queue = SampleQueue(tmp_path / "samples.db")
+    policy = CapturePolicy(enabled=True, wifi_only=False, retention_days=1)
+    held = HeldSample(
+        "digits", 1, "p-1", np.zeros((1, 8, 8), np.float32), "3", 0.9, 1_000.0, policy
+    )
+    assert queue.write(held, "3")
+    claimed = queue.claim(on_wifi=True)
+    assert claimed is not None and queue.pending() == 1
+
+    assert queue.expire(1_000.0 + 86_400 - 1) == 0
+    assert queue.expire(1_000.0 + 86_400 + 1) == 1
+    assert queue.pending() == 0

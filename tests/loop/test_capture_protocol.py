@@ -61,6 +61,9 @@ def test_the_server_models_name_the_protocols_fields() -> None:
         ({"batch_id": "a" * 32, "device_id": "d", "samples": []}, "device_id"),
         ({"batch_id": "a" * 32, "device_id": "device-aaaa", "samples": []}, "samples must be"),
         ({"batch_id": "a" * 32, "device_id": "device-aaaa", "samples": [{}]}, r"samples\[0\]"),
+        # text that PostgreSQL could not store (a 503 the device would retry forever)
+        ({"batch_id": "a" * 32, "device_id": "device-\x00aaa", "samples": []}, "NUL"),
+        ({"batch_id": "a" * 32, "device_id": "device-\ud800aa", "samples": []}, "surrogate"),
     ],
 )
 def test_a_malformed_batch_is_refused_naming_where(body: object, named: str) -> None:

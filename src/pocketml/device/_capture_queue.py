@@ -229,15 +229,15 @@ class SampleQueue:
                 )
 
     def expire(self, now: float) -> int:
-        """Delete unsent samples older than their ``retention_days``; returns how many."""
+        """Delete samples older than their ``retention_days`` (those of a batch that could not
+        be sent yet too: retention is a promise to the user); returns how many."""
         with self.lock:
             if not self.exists():
                 return 0
             n = int(
                 self._conn()
                 .execute(
-                    "DELETE FROM samples WHERE batch_id IS NULL "
-                    "AND captured_at < ? - retention_days * 86400",
+                    "DELETE FROM samples WHERE captured_at < ? - retention_days * 86400",
                     (now,),
                 )
                 .rowcount

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pocketml.errors import ValidationFailed
+from pocketml.limits import check_text
 from pocketml.protocol._fields import WireField
 
 __all__ = [
@@ -313,6 +314,10 @@ def _string(spec: WireField, value: Any, where: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise _fail(where, "a string", value)
+    try:  # NUL, lone surrogates: could not be stored and read back
+        check_text(value)
+    except ValueError as exc:
+        raise ValidationFailed(f"{where}: {exc}") from None
     if spec.pattern is not None and not re.fullmatch(spec.pattern[1:-1], value):
         raise _fail(where, f"a string matching {spec.pattern}", value)
     if spec.max_length is not None and len(value) > spec.max_length:

@@ -161,7 +161,9 @@ def list_samples(
 )
 def export_samples(
     name: ModelName,
-    since: float | None = Query(None, ge=0, description="Received at or after (unix s)."),
+    since: float | None = Query(
+        None, ge=0, le=1e11, allow_inf_nan=False, description="Received at or after (unix s)."
+    ),
     principal: Principal = Depends(require_admin),
     state: ServerState = Depends(server_state),
 ) -> Response:
