@@ -53,7 +53,7 @@ class LoopService:
         registry: the open registry.
         delivery: has ``.rollouts`` (``DeliveryService``), where blessed candidates go.
         alerts: the alert service (trigger reads), or None (no alert trigger).
-        samples: the sample store, or a function returning it (opened on first use).
+        samples: the sample store (``SampleSource``: its two reads).
         recipe_runner: runs a recipe (``run_recipe`` by default).
         pusher: pushes a BUILD_DIR, returns the version number.
         clock: the current time (timezone-aware).
@@ -68,7 +68,7 @@ class LoopService:
         registry: Registry,
         delivery: Any,
         alerts: AlertService | None,
-        samples: SampleSource | Callable[[], SampleSource],
+        samples: SampleSource,
         recipe_runner: RecipeRunner | None,
         pusher: Pusher,
         clock: Callable[[], datetime] = utcnow,
@@ -81,7 +81,7 @@ class LoopService:
         self.registry = registry
         self.delivery = delivery
         self.alerts = alerts
-        self._samples = samples
+        self.samples = samples
         self.clock = clock
         self.owner = owner or process_owner()
         self._running: set[str] = set()  # jobs this process is running now
@@ -89,7 +89,7 @@ class LoopService:
             self.store,
             registry,
             self._rollouts,
-            self._sample_source,
+            lambda: samples,
             recipe_runner or run_recipe,
             pusher,
             clock,
@@ -102,12 +102,6 @@ class LoopService:
     def _rollouts(self) -> RolloutStarter:
         rollouts: RolloutStarter = self.delivery.rollouts
         return rollouts
-
-    def _sample_source(self) -> SampleSource:
-        if callable(self._samples) and not hasattr(self._samples, "labelled"):
-            self._samples = self._samples()
-        source: SampleSource = self._samples  # type: ignore[assignment]
-        return source
 
     def request_stop(self) -> None:
         """Ask a running job to end at its next progress line (the server is stopping):
@@ -290,7 +284,7 @@ class LoopService:
             if firing:
                 # new evidence only: the samples a previous job already trained on do not
                 # start another job (else every alert after a promotion would retrain on them)
-                labels = self._sample_source().count_labelled(
+                labels = self.samples.count_labelled(
                     app_id, model, since=None if since is None else since.timestamp()
                 )
                 if labels >= policy.min_labels_for_alert:
@@ -306,7 +300,7 @@ class LoopService:
             if due:
                 return "schedule", {"every_s": triggers.schedule_s}
         if triggers.min_new_labels > 0:
-            new = self._sample_source().count_labelled(
+            new = self.samples.count_labelled(
                 app_id, model, since=None if since is None else since.timestamp()
             )
             if new >= triggers.min_new_labels:
