@@ -5,7 +5,8 @@ Two users:
 - the Python runner (``tests/conformance/test_python_sdk.py``) calls :func:`prepare` on the
   ``live_server`` fixture's server;
 - any other client's runner (the TypeScript tests, a Kotlin or Swift harness) runs this file
-  as a program: ``python conformance/serve.py [--database-url URL]``. It starts the server
+  as a program: ``python conformance/serve.py [--database-url URL | --postgres ADMIN_URL]``
+  (``--postgres``: a fresh database on that server, dropped at exit). It starts the server
   on 127.0.0.1 and a free port in a temporary home, pushes the models, prints ONE line of
   JSON ``{"url", "app_id", "device_key", "admin_token", "models": {name: {package_id,
   package_size, content_key_id}}}`` and serves until its standard input closes (so the
@@ -15,6 +16,7 @@ Two users:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import sys
@@ -78,12 +80,23 @@ def prepare(live: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", default=None, help="default: SQLite in the home")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--database-url", default=None, help="default: SQLite in the home")
+    where.add_argument(
+        "--postgres",
+        metavar="ADMIN_URL",
+        default=None,
+        help="run on a fresh database created on this PostgreSQL server, dropped at exit",
+    )
     args = parser.parse_args(argv)
-    from pocketml.testing import live_server, server_settings
+    from pocketml.testing import fresh_postgres, live_server, server_settings
 
-    with tempfile.TemporaryDirectory(prefix="pocketml-conformance-") as home:
-        settings = server_settings(Path(home) / "server", args.database_url)
+    with contextlib.ExitStack() as stack:
+        home = stack.enter_context(tempfile.TemporaryDirectory(prefix="pocketml-conformance-"))
+        url = args.database_url
+        if args.postgres is not None:
+            url = stack.enter_context(fresh_postgres(args.postgres))
+        settings = server_settings(Path(home) / "server", url)
         with live_server(settings) as live:
             print(json.dumps(prepare(live)), flush=True)
             sys.stdin.read()  # serve until the runner closes our stdin (or dies)

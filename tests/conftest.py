@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import gc
 import os
-import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -55,27 +55,14 @@ def postgres_url() -> Iterator[str]:
         pytest.skip(f"{PG_ENV} is not set")
     import sqlalchemy as sa
 
-    try:
-        admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            name = f"pocketml_t_{uuid.uuid4().hex[:12]}"
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:  # set but unreachable: fail, never skip
-        pytest.fail(f"{PG_ENV} is set but PostgreSQL does not answer: {exc}")
-    url = sa.engine.make_url(base).set(database=name)
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": name},
-            )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+    from pocketml.testing import fresh_postgres
+
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(fresh_postgres(base))
+        except sa.exc.OperationalError as exc:  # set but unreachable: fail, never skip
+            pytest.fail(f"{PG_ENV} is set but PostgreSQL does not answer: {exc}")
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

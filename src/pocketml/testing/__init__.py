@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         OPERATOR_TOKEN,
         AppKeys,
         LiveServer,
+        fresh_postgres,
         live_server,
         server_settings,
     )
@@ -50,6 +51,7 @@ __all__ = [
     "Variant",
     "check_converter",
     "check_quantizer",
+    "fresh_postgres",
     "live_server",
     "model_variant",
     "monitor_profile",
@@ -66,6 +68,7 @@ _LAZY = {
     "OPERATOR_TOKEN": "_server",
     "AppKeys": "_server",
     "LiveServer": "_server",
+    "fresh_postgres": "_server",
     "live_server": "_server",
     "server_settings": "_server",
     "check_converter": "_checks",

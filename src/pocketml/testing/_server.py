@@ -8,6 +8,7 @@ once, for pocketml's own tests and for users testing code that talks to a server
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from pydantic import SecretStr
 
 from pocketml.config import ServerSettings, Settings
@@ -23,7 +25,14 @@ from pocketml.server.client import AdminClient
 from pocketml.server.schemas import VersionPublic
 from pocketml.testing._push import DIGITS_SCHEMA, Variant, push_version
 
-__all__ = ["OPERATOR_TOKEN", "AppKeys", "LiveServer", "live_server", "server_settings"]
+__all__ = [
+    "OPERATOR_TOKEN",
+    "AppKeys",
+    "LiveServer",
+    "fresh_postgres",
+    "live_server",
+    "server_settings",
+]
 
 OPERATOR_TOKEN = "pml_op_pocketml-testing-operator-token"
 _TIMEOUT_S = 60.0
@@ -121,6 +130,47 @@ def server_settings(
         operator_token=SecretStr(operator_token),
         server=server or ServerSettings(**server_fields),
     )
+
+
+@contextmanager
+def fresh_postgres(admin_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on ``admin_url``'s server, dropped when the block ends.
+
+    How pocketml's tests (and conformance runners of other clients, through
+    ``conformance/serve.py --postgres``) run on PostgreSQL without seeing each other's rows.
+
+    Args:
+        admin_url: a SQLAlchemy URL of a role that may ``CREATE DATABASE``.
+
+    Yields:
+        The URL of the new database.
+
+    Raises:
+        sqlalchemy.exc.OperationalError: the server does not answer (callers that were told
+            to use PostgreSQL fail on it rather than skip).
+    """
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"pocketml_t_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except BaseException:
+        admin.dispose()
+        raise
+    url = sa.engine.make_url(admin_url).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
 
 
 @contextmanager
