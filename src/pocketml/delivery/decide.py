@@ -31,6 +31,7 @@ __all__ = ["choose_variant", "parse_min_runtime", "runtime_satisfies"]
 logger = logging.getLogger(__name__)
 
 _MIN_RUNTIME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_.-]*)\s*(>=|==|>|<=|<)\s*([0-9][^\s(,;]*)")
+# A web page runs ORT's WASM build: no platform-specific ORT file suits it (None).
 _ORT_PLATFORM = {"android": "arm", "ios": "arm", "linux": "amd64"}
 _FP32_FIRST = {"fp32": 0, "fp16": 1, "int8": 2}
 

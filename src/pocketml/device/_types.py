@@ -21,11 +21,13 @@ from pocketml.errors import IntegrityError, InvalidInput, PocketMLError
 from pocketml.protocol import (
     BUILTIN_DEVICE_CLASSES,
     FORMAT_NAMES,
+    PLATFORMS,
     CapturePolicy,
     DownloadPolicy,
     HybridPolicy,
     MonitorPolicy,
     PackageRef,
+    Platform,
     check_device_class,
 )
 
@@ -76,7 +78,7 @@ class DeviceFacts:
     """What a device tells the server at check-in (``POST /v1/checkin``).
 
     Attributes:
-        platform: "android", "ios" or "linux".
+        platform: one of ``pocketml.protocol.PLATFORMS`` (android, ios, linux, web).
         os_version: free text, at most 32 characters.
         app_version: free text, at most 32 characters.
         formats: runnable model formats in preference order (subset of ``FORMATS``).
@@ -90,7 +92,7 @@ class DeviceFacts:
         device_id: a fixed device id; default a random id generated once per cache dir.
     """
 
-    platform: Literal["android", "ios", "linux"]
+    platform: Platform
     os_version: str
     app_version: str
     formats: tuple[str, ...] = ("onnx",)
@@ -101,9 +103,9 @@ class DeviceFacts:
     device_id: str | None = None
 
     def __post_init__(self) -> None:
-        if self.platform not in ("android", "ios", "linux"):
+        if self.platform not in PLATFORMS:
             raise InvalidInput(
-                f"platform must be 'android', 'ios' or 'linux'; got {self.platform!r}"
+                f"platform must be one of {', '.join(PLATFORMS)}; got {self.platform!r}"
             )
         bad = [f for f in self.formats if f not in FORMATS]
         if not self.formats or bad:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pocketml.protocol._fields import INT64_MAX, WireField
 
@@ -42,17 +42,26 @@ __all__ = [
     "PACKAGE_DIGEST",
     "PACKAGE_DIGEST_ALIASES",
     "PACKAGE_FIELDS",
+    "PLATFORMS",
     "CheckinChoice",
     "DownloadPolicy",
     "HybridMode",
     "HybridPolicy",
     "MonitorPolicy",
     "PackageRef",
+    "Platform",
     "arm_choice",
     "check_device_class",
     "choice_version",
     "cloud_route_of",
 ]
+
+# ---------------------------------------------------------------- platforms
+
+Platform = Literal["android", "ios", "linux", "web"]
+"""What a device runs on: a phone OS, an edge Linux box, or a web page (the TypeScript
+SDK in a browser: onnxruntime-web, which takes platform-neutral ONNX/ORT files)."""
+PLATFORMS: tuple[str, ...] = get_args(Platform)
 
 # ---------------------------------------------------------------- device classes
 

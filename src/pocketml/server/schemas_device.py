@@ -30,6 +30,7 @@ from pocketml.protocol import (
     EVENT_KINDS,
     EVENT_TYPE_FIELD,
     EventKind,
+    Platform,
     WireField,
 )
 from pocketml.schema import ModelSchema
@@ -127,7 +128,7 @@ class CheckinRequest(_Strict):
     )
 
     device_id: str = Field(pattern=ID_PATTERN, description="Random per install, 8-128 chars.")
-    platform: Literal["android", "ios", "linux"]
+    platform: Platform
     os_version: Annotated[Text, Field(max_length=32)]
     app_version: Annotated[Text, Field(max_length=32)]
     device_model: Annotated[Text, Field(max_length=64)] | None = None
@@ -432,7 +433,7 @@ else:
 class DeviceContext(_Strict):
     """Optional context shared by every event of a batch."""
 
-    platform: Literal["android", "ios", "linux"] | None = None
+    platform: Platform | None = None
     device_class: DeviceClass | None = None
     app_version: Annotated[Text, Field(max_length=32)] | None = None
 

@@ -23,7 +23,8 @@ import type { ModelSchema } from "./schema.js";
 import { readJsonFile, type Storage, writeJsonFile } from "./storage.js";
 
 export interface DeviceFacts {
-  platform: "android" | "ios" | "linux";
+  /** `web` for a browser page (docs/protocol.md). */
+  platform: "android" | "ios" | "linux" | "web";
   os_version: string;
   app_version: string;
   device_model?: string;

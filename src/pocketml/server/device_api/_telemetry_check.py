@@ -31,6 +31,7 @@ from pocketml.protocol import (
     EVENT_KINDS,
     EVENT_TYPE_FIELD,
     EventKind,
+    Platform,
     WireField,
 )
 from pocketml.server.schemas_device import ID_PATTERN
@@ -100,7 +101,7 @@ else:
 
 
 class _Context(msgspec.Struct, forbid_unknown_fields=True):
-    platform: Literal["android", "ios", "linux"] | None = None
+    platform: Platform | None = None
     device_class: _MsClass | None = None
     app_version: Annotated[str, msgspec.Meta(max_length=32)] | None = None
 
