@@ -65,7 +65,7 @@ before(async () => {
 
 after(() => server?.close());
 
-it("onnxruntime-web in headless Chromium: a whole device reproduces the prediction vectors", async () => {
+it("onnxruntime-web in headless Chromium: a whole device reproduces the prediction vectors; IndexedDB resumes a cut download after a reload", async () => {
   const executablePath = process.env.POCKETML_CHROMIUM ?? "/usr/bin/chromium";
   assert.ok(existsSync(executablePath), `no Chromium at ${executablePath}: apt-get install -y chromium, or set POCKETML_CHROMIUM`);
   const browser = await chromium.launch({ executablePath, args: ["--no-sandbox", "--disable-gpu"] });
@@ -80,6 +80,10 @@ it("onnxruntime-web in headless Chromium: a whole device reproduces the predicti
     assert.equal(result.error ?? null, null, `${JSON.stringify(result)}\n${logs.join("\n")}`);
     assert.equal(result.status, "updated");
     const predictions = JSON.parse(readFileSync(join(vectors, "predictions.json"), "utf8"));
+    const half = Math.floor(result.indexeddb.size / 2);
+    assert.deepEqual(result.indexeddb.cut, ["failed", "unavailable"]);
+    assert.deepEqual(result.indexeddb.resumed, ["updated", result.indexeddb.size - half, true]);
+    assert.deepEqual(result.indexeddb.contract, [[1, 2, 3], 3, 1, [9], null, null, [5], true]);
     predictions.cases.forEach((c, i) => {
       const got = result.results[i];
       assert.deepEqual([got.label, got.source], [c.label, "local"]);

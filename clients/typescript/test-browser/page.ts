@@ -4,7 +4,7 @@
  * conformance vectors, which the test's HTTP server serves under /vectors/.
  */
 import * as ort from "onnxruntime-web";
-import { Device, type Fetch, MemoryStorage, type OrtLike, ortRuntime } from "../src/core/index.js";
+import { Device, type Fetch, IndexedDBStorage, MemoryStorage, type OrtLike, ortRuntime, type Storage } from "../src/web/index.js";
 
 async function vector<T>(path: string): Promise<T> {
   return (await (await fetch(`/vectors/${path}`)).json()) as T;
@@ -20,8 +20,28 @@ async function run(): Promise<unknown> {
   const keyrings = await vector<{ vectors: { name: string; offered: unknown }[] }>("keyrings.json");
   const predictions = await vector<{ schema: unknown; cases: { raw: number[] }[] }>("predictions.json");
   const data = new Uint8Array(await (await fetch(`/vectors/${valid.file}`)).arrayBuffer());
-  const scripted: Fetch = async (url) => {
-    if (new URL(url).pathname !== "/v1/checkin") return new Response(data);
+  let cutAt: number | null = null;
+  const scripted: Fetch = async (url, init = {}) => {
+    if (new URL(url).pathname !== "/v1/checkin") {
+      const range = new Headers(init.headers).get("range");
+      const start = range === null ? 0 : Number(/bytes=(\d+)-/.exec(range)?.[1]);
+      const cut = cutAt;
+      cutAt = null;
+      const headers: Record<string, string> = { "Content-Length": String(data.length - start) };
+      if (start > 0) headers["Content-Range"] = `bytes ${start}-${data.length - 1}/${data.length}`;
+      // The connection breaks after `cut` bytes (the tab was closed mid-download); the bytes
+      // before it are delivered first (an error in the same pull would discard them).
+      let sent = false;
+      const body = new ReadableStream<Uint8Array>({
+        pull(controller) {
+          if (!sent) controller.enqueue(data.slice(start, cut ?? data.length));
+          else if (cut === null) controller.close();
+          else controller.error(new TypeError("connection reset"));
+          sent = true;
+        },
+      });
+      return new Response(body, { status: start > 0 ? 206 : 200, headers });
+    }
     const model = {
       name: "conformance",
       version: 1,
@@ -51,6 +71,16 @@ async function run(): Promise<unknown> {
     const keyring = keyrings.vectors.find((v) => v.name === "first-use")?.offered;
     return new Response(JSON.stringify({ app_id: "conformance-app", keyring, keyring_chain: [], models: [model] }));
   };
+  const open = (storage: Storage) =>
+    Device.open({
+      serverUrl: "http://pocketml.test",
+      deviceKey: "k",
+      storage,
+      runtime: ortRuntime(ort as unknown as OrtLike, { loadFrom: "bytes", formats: ["onnx"] }),
+      fetch: scripted,
+      facts: { platform: "web", os_version: "browser", app_version: "1", device_id: "browser-device-02" },
+      downloadRetries: 0,
+    });
   const device = await Device.open({
     serverUrl: "http://pocketml.test",
     deviceKey: "k",
@@ -65,7 +95,37 @@ async function run(): Promise<unknown> {
     const p = await device.model("conformance").predict(c.raw);
     results.push({ label: p.label, source: p.source, probabilities: Array.from(p.probabilities) });
   }
-  return { status: report.models.conformance?.status, error: report.models.conformance?.error?.message ?? null, results };
+  // IndexedDB: a download cut at 50 % resumes in a new Device over a reopened database (a
+  // reload), fetching only the missing bytes; then the storage contract, file by file.
+  cutAt = Math.floor(data.length / 2);
+  const first = await (await open(await IndexedDBStorage.open("pocketml-test"))).sync();
+  const resumed = await (await open(await IndexedDBStorage.open("pocketml-test"))).sync();
+  const storage = await IndexedDBStorage.open("pocketml-test");
+  await storage.write("a/x", new Uint8Array([1, 2]));
+  await storage.append("a/x", new Uint8Array([3]));
+  await storage.append("a/y", new Uint8Array([4]));
+  await storage.write("ab", new Uint8Array([5]));
+  const contract: unknown[] = [Array.from((await storage.read("a/x")) ?? []), await storage.size("a/x"), await storage.size("a/y")];
+  await storage.write("a/x", new Uint8Array([9]));
+  contract.push(Array.from((await storage.read("a/x")) ?? []));
+  await storage.remove("a");
+  contract.push(
+    await storage.read("a/x"),
+    await storage.read("a/y"),
+    Array.from((await storage.read("ab")) ?? []),
+    (await storage.freeBytes()) > 0,
+  );
+  return {
+    status: report.models.conformance?.status,
+    error: report.models.conformance?.error?.message ?? null,
+    results,
+    indexeddb: {
+      cut: [first.models.conformance?.status, first.models.conformance?.error?.code],
+      resumed: [resumed.models.conformance?.status, resumed.models.conformance?.bytesDownloaded, resumed.models.conformance?.resumed],
+      size: data.length,
+      contract,
+    },
+  };
 }
 
 const w = window as unknown as { __pocketml: unknown };
