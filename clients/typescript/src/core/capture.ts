@@ -9,7 +9,7 @@
  * while it is unsent. `drifted` needs the reference profile's binning, which this SDK does not
  * have yet: it captures nothing (and says so once on the console).
  *
- * The class lives outside the core bundle (`@pocketml/device/capture`, about 3 KB gzipped): an
+ * The class lives outside the core bundle (`@pocketml/device/capture`, 1.7 KB min + gzip): an
  * app that captures passes `capture: new SampleCapture()` to `Device.open`; the core only parses
  * the policy and calls the tap. Storage: `capture/settings.json` (consent) and
  * `capture/samples.log`: a header line (the day's byte budget, the counters, how many samples
