@@ -57,7 +57,16 @@ function sender(outcomes: SampleSend["outcome"][] = []) {
   return { bodies, send };
 }
 
-async function opened(storage = new MemoryStorage(), wall = () => 1_795_240_000, random = () => 0.5): Promise<SampleCapture> {
+/** A seeded generator (deterministic ids and draws). */
+function seeded(seed = 1): () => number {
+  let n = seed;
+  return () => {
+    n = (n * 48_271) % 2_147_483_647;
+    return n / 2_147_483_647;
+  };
+}
+
+async function opened(storage = new MemoryStorage(), wall = () => 1_795_240_000, random = seeded()): Promise<SampleCapture> {
   const capture = new SampleCapture(wall);
   await capture.attach(storage, random);
   return capture;
@@ -160,17 +169,28 @@ describe("SampleCapture", () => {
     assert.equal((await opened(storage)).samples.length, 0);
   });
 
-  it("a torn last line of the log (a kill mid-append) loses only that sample", async () => {
+  it("a line torn by a kill mid-append loses only that sample, not the one appended after it", async () => {
     const storage = new MemoryStorage();
-    const before = await opened(storage);
-    await before.setConsent(true);
-    before.tap("m", POLICY)?.offer(X, [1, 2], "p1", "yes", 0.9, 1);
-    await before.flush("device-0001", "unknown", false, sender(["retry"]).send); // writes the log
+    const capture = await opened(storage);
+    await capture.setConsent(true);
+    capture.tap("m", POLICY)?.offer(X, [1, 2], "p1", "yes", 0.9, 1);
     await storage.append("capture/samples.log", new TextEncoder().encode('{"sample_id":"ab'));
-    assert.deepEqual(
-      (await opened(storage)).samples.map((s) => s.prediction_id),
-      ["p1"],
-    );
+    capture.tap("m", POLICY)?.offer(X, [1, 2], "p2", "yes", 0.9, 1);
+    await capture.settled(); // the app is killed now: no flush rewrote the log
+    const read = async () => (await opened(storage)).samples.map((s) => s.prediction_id);
+    assert.deepEqual(await read(), ["p1", "p2"]);
+  });
+
+  it("a sample kept while the log is being rewritten is read back once", async () => {
+    const storage = new MemoryStorage();
+    const capture = await opened(storage);
+    await capture.setConsent(true);
+    capture.tap("m", POLICY)?.offer(X, [1, 2], "p1", "yes", 0.9, 1);
+    capture.onFeedback("p1", "no"); // a late label rewrites the log...
+    capture.tap("m", POLICY)?.offer(X, [1, 2], "p2", "yes", 0.9, 1); // ...which then holds p2 before p2's append
+    await capture.settled();
+    const read = async () => (await opened(storage)).samples.map((s) => s.prediction_id);
+    assert.deepEqual(await read(), ["p1", "p2"]);
   });
 
   it("a full disk never fails a prediction: the sample is dropped and counted", async () => {

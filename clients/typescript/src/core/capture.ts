@@ -191,20 +191,25 @@ export class SampleCapture {
   async attach(storage: Storage, random: () => number): Promise<void> {
     this.storage = storage;
     this.random = random;
+    this.samples = [];
     const s = await readJsonFile<{ consent?: boolean }>(this.storage, SETTINGS);
     this.consent = s?.consent === true;
     const raw = await this.storage.read(LOG);
     let counted = 0;
+    const byId = new Map<string, StoredSample>();
     for (const line of raw === null ? [] : new TextDecoder().decode(raw).split("\n")) {
       try {
         const item = JSON.parse(line);
         if (item.budget) [this.budget, this.counters, counted] = [item.budget, item.counters, item.n];
-        else if (counted-- <= 0) this.spend(item as StoredSample); // appended after the header
-        if (!item.budget) this.samples.push(item);
+        else if (typeof item.sample_id === "string" && !byId.has(item.sample_id)) {
+          if (counted-- <= 0) this.spend(item); // appended after the header: not in its budget yet
+          byId.set(item.sample_id, item);
+        }
       } catch {
-        // a line torn by a kill or a full disk: that sample is lost
+        // an empty line, or one torn by a kill or a full disk: that sample is lost
       }
     }
+    this.samples = [...byId.values()];
   }
 
   private count(name: string): void {
@@ -222,9 +227,17 @@ export class SampleCapture {
     return this.io;
   }
 
+  /** Resolves when every write queued so far is done (or failed). */
+  async settled(): Promise<void> {
+    await this.io.catch(() => undefined);
+  }
+
+  /** Rewrite the log as the queue stands when the write runs (an append queued before it may repeat a line: read once). */
   private rewrite(): Promise<unknown> {
-    const header = { budget: this.budget, counters: this.counters, n: this.samples.length };
-    return this.queueIo(() => this.storage.write(LOG, lines([header, ...this.samples])));
+    return this.queueIo(() => {
+      const header = { budget: this.budget, counters: this.counters, n: this.samples.length };
+      return this.storage.write(LOG, lines([header, ...this.samples]));
+    });
   }
 
   private saveSettings(): Promise<void> {
@@ -312,7 +325,8 @@ export class SampleCapture {
     const sample: StoredSample = { ...held, sample_id: this.newId(), label, batch_id: null };
     this.spend(sample);
     this.samples.push(sample);
-    this.queueIo(() => this.storage.append(LOG, lines([sample]))).catch(() => {
+    // A leading newline ends a line torn by a kill, so only that one sample is lost.
+    this.queueIo(() => this.storage.append(LOG, new TextEncoder().encode(`\n${JSON.stringify(sample)}\n`))).catch(() => {
       // A full disk: this sample is lost, the prediction is not (the next write tries again).
       this.samples = this.samples.filter((s) => s !== sample);
       this.count("dropped_disk");

@@ -111,9 +111,10 @@ export class Device {
     this.core.capture?.onFeedback(predictionId, label);
   }
 
-  /** Write the telemetry queue to storage now (call it when the app goes to the background). */
-  save(): Promise<void> {
-    return this.core.queue.save();
+  /** Write the telemetry queue (and finish the sample writes) now: call it when the app goes to the background. */
+  async save(): Promise<void> {
+    await this.core.queue.save();
+    await this.core.capture?.settled();
   }
 
   /** Send the queued telemetry and feedback, then (a `forgetMe` still owed and) consented samples. */
