@@ -74,6 +74,23 @@ def canonical_vectors() -> list[dict[str, Any]]:
 
 # -- the server scenario ------------------------------------------------------------------------
 
+# The `capture` case: the first model's version captures every prediction (rate 1, any
+# network); a device that consents sends them, with the label of its feedback attached.
+CAPTURE_POLICY: dict[str, Any] = {"enabled": True, "rate": 1.0, "when": "all", "wifi_only": False}
+CAPTURE_CASE: dict[str, Any] = {
+    "name": "capture",
+    "model": MODEL,
+    "device_id": "conformance-capture-0001",
+    "feedback": {"case": 0, "label": SCHEMA["outputs"][0]["labels"][0]},
+    "steps": "with the device facts but this case's device_id, and capture enabled in the "
+    "client: sync, consent, predict every case of predictions.json with 'model', give label "
+    "feedback 'feedback.label' for the prediction of case 'feedback.case', flush. GET "
+    "/v1/admin/models/<model>/samples?device_id=<device_id> (admin token) lists exactly one "
+    "sample per prediction (its prediction_id, predicted = the case's label), and the one of "
+    "the feedback carries its label, the others none. Then forget_me: the server answers, "
+    "the same list is empty and the device holds no samples.",
+}
+
 
 def server_scenario(model_file: Path) -> dict[str, Any]:
     """What a runner pushes to a real server, and what every client must then observe."""
@@ -89,6 +106,7 @@ def server_scenario(model_file: Path) -> dict[str, Any]:
                 "encrypt": False,
                 "schema": SCHEMA,
                 "model_sha256": digest,
+                "policy": {"capture": CAPTURE_POLICY},  # the `capture` case (consent off elsewhere)
             },
             {
                 "name": f"{MODEL}-enc",
@@ -165,6 +183,7 @@ def server_scenario(model_file: Path) -> dict[str, Any]:
                 "per prediction plus one download event per installed package; a second "
                 "flush sends nothing.",
             },
+            CAPTURE_CASE,
         ],
     }
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 # The helpers are siblings of this script (conformance/ is not a package): run it as
 # `python conformance/generate.py`, which puts this folder first on sys.path.
+from _capture import capture_vectors
 from _packages import keyring_vectors, package_vectors
 from _scenarios import canonical_vectors, fault_scripts, prediction_vectors, server_scenario
 from _world import (
@@ -62,6 +63,7 @@ def generate(out: Path) -> None:
     write_json(out / "predictions.json", prediction_vectors(model_file))
     write_json(out / "canonical.json", {"vectors": canonical_vectors()})
     write_json(out / "server.json", server_scenario(model_file))
+    write_json(out / "capture.json", capture_vectors())
     write_json(
         out / "keys.json",
         {
@@ -82,6 +84,7 @@ GENERATED = (
     "predictions.json",
     "server.json",
     "keys.json",
+    "capture.json",
 )
 
 

@@ -238,3 +238,60 @@ def test_typescript_error_codes_are_generated_from_the_catalog() -> None:
     current = module.TARGET.read_text(encoding="utf-8")
     assert current == module.render(), "run python clients/typescript/scripts/generate_errors.py"
     assert '  package_untrusted_key: {"name": "UntrustedKey"' in current
+
+
+# -- the capture case (consented samples) ----------------------------------------------------------
+
+
+def _capture_case() -> dict[str, Any]:
+    return next(c for c in SCENARIO["cases"] if c["name"] == "capture")
+
+
+def _stored_samples(world: dict[str, Any], model: str, device_id: str) -> list[dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {world['admin_token']}"}
+    with httpx.Client(base_url=world["url"], headers=headers) as http:
+        answer = http.get(f"/v1/admin/models/{model}/samples", params={"device_id": device_id})
+    answer.raise_for_status()
+    items: list[dict[str, Any]] = answer.json()["items"]
+    return items
+
+
+def test_capture_sends_consented_samples_then_forget_me_deletes_them(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    case = _capture_case()
+    facts = dict(SCENARIO["device"])
+    device = Device(
+        world["url"],
+        world["device_key"],
+        DeviceFacts(
+            platform=facts["platform"],
+            os_version=facts["os_version"],
+            app_version=facts["app_version"],
+            formats=tuple(facts["formats"]),
+            device_id=case["device_id"],
+        ),
+        tmp_path / "cache",
+        seed=0,
+    )
+    with device:
+        assert device.sync().is_ok
+        device.set_consent(True)
+        predicted = {}
+        for case_raw in PREDICTIONS["cases"]:
+            p = device.model(case["model"]).predict(case_raw["raw"])
+            predicted[p.prediction_id] = p.label
+        labelled = list(predicted)[case["feedback"]["case"]]
+        device.feedback(labelled, label=case["feedback"]["label"])
+        flushed = device.flush()
+        stored = _stored_samples(world, case["model"], case["device_id"])
+        forgotten = device.forget_me()
+        after = _stored_samples(world, case["model"], case["device_id"])
+        pending = device.capture.pending()
+    assert flushed.samples is not None and flushed.samples.sent == len(PREDICTIONS["cases"])
+    assert {s["prediction_id"]: s["predicted"] for s in stored} == predicted
+    labels = {s["prediction_id"]: s["label"] for s in stored}
+    assert labels == {
+        pid: case["feedback"]["label"] if pid == labelled else None for pid in predicted
+    }
+    assert (forgotten.queued, after, pending) == (False, [], 0)

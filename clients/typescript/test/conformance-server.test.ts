@@ -7,6 +7,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { SampleCapture } from "../src/core/capture.js";
 import { sha256Hex } from "../src/core/crypto.js";
 import { Device, type DownloadEvent } from "../src/core/index.js";
 import { FileStorage, OnnxNodeRuntime } from "../src/node/index.js";
@@ -124,4 +125,52 @@ describe("server cases", () => {
     assert.ok(sources.includes("cloud") && sources.includes("local"), "both paths of the cascade were taken");
     assert.deepEqual([first.sent, first.pending, first.feedbackSent, second.sent], [expected, 0, 1, 0]);
   });
+
+  it("capture: consented samples reach the server with the feedback's label, then forgetMe deletes them there and here", async () => {
+    const c = vectorJson<{ cases: CaptureCase[] }>("server.json").cases.find((x) => x.name === "capture") as CaptureCase;
+    const { platform, os_version, app_version } = scenario.device;
+    const capture = new SampleCapture();
+    const device = await Device.open({
+      serverUrl: world.url,
+      deviceKey: world.device_key,
+      facts: { platform, os_version, app_version, device_id: c.device_id },
+      storage: new FileStorage(join(tmp, "capture")),
+      runtime,
+      capture,
+    });
+    assert.ok((await device.sync()).isOk);
+    await device.setConsent(true);
+    const predicted: Record<string, string> = {};
+    for (const p of predictions.cases) {
+      const answer = await device.model(c.model).predict(p.raw);
+      predicted[answer.predictionId] = answer.label;
+    }
+    const labelled = Object.keys(predicted)[c.feedback.case] as string;
+    device.feedback(labelled, c.model, { label: c.feedback.label });
+    const flushed = await device.flush();
+    const stored = await storedSamples(c);
+    const forgotten = await device.forgetMe();
+    const after = await storedSamples(c);
+    assert.equal(flushed.samples?.sent, predictions.cases.length);
+    assert.deepEqual(Object.fromEntries(stored.map((s) => [s.prediction_id, s.predicted])), predicted);
+    assert.deepEqual(
+      Object.fromEntries(stored.map((s) => [s.prediction_id, s.label])),
+      Object.fromEntries(Object.keys(predicted).map((pid) => [pid, pid === labelled ? c.feedback.label : null])),
+    );
+    assert.deepEqual([forgotten.queued, after, capture.samples.length], [false, [], 0]);
+  });
 });
+
+interface CaptureCase {
+  name: string;
+  model: string;
+  device_id: string;
+  feedback: { case: number; label: string };
+}
+
+async function storedSamples(c: CaptureCase): Promise<{ prediction_id: string; predicted: string; label: string | null }[]> {
+  const url = `${world.url}/v1/admin/models/${c.model}/samples?device_id=${encodeURIComponent(c.device_id)}`;
+  const answer = await fetch(url, { headers: { Authorization: `Bearer ${world.admin_token}` } });
+  assert.equal(answer.status, 200);
+  return ((await answer.json()) as { items: { prediction_id: string; predicted: string; label: string | null }[] }).items;
+}

@@ -7,9 +7,11 @@
  * Files it keeps in its Storage: `device.json` (the random device id), `checkin.json` (last
  * manifest + ETag), `trust.json` (the pinned keyring), `active.json` (which package is
  * active per model), `packages/<sha256>/` (plaintext model, `schema.json`, `ready.json`),
- * `partial/<sha256>.part` (downloads in progress) and `telemetry.json` (the queue).
+ * `partial/<sha256>.part` (downloads in progress), `telemetry.json` (the queue), `forget.json`
+ * (a `forgetMe` the server has not confirmed) and `capture/` (consented samples: `capture.ts`).
  */
 import { toHex } from "./bytes.js";
+import type { CaptureFlush, SampleCapture, SampleSend } from "./capture.js";
 import { sha256Hex } from "./crypto.js";
 import type { DownloadEvent } from "./download.js";
 import { type ModelEntry, parseEntry } from "./entry.js";
@@ -66,6 +68,22 @@ export interface DeviceOptions {
   requestTimeoutMs?: number;
   breakerThreshold?: number;
   breakerCooldownMs?: number;
+  /** Consented capture: `new SampleCapture()` from `@pocketml/device/capture` (none: this device never captures). */
+  capture?: SampleCapture;
+  /** May samples of a `wifi_only` capture policy be uploaded now? Default: `conditions.networkType` is "wifi" (or unknown). */
+  onWifi?: () => boolean | Promise<boolean>;
+}
+
+/** What `Device.forgetMe()` deleted. */
+export interface ForgetReport {
+  /** Consented samples deleted on the device. */
+  samples: number;
+  /** Telemetry events deleted on the device (queued feedback is deleted too). */
+  events: number;
+  /** The server's answer (row counts it deleted), null while the request is still owed. */
+  server: unknown;
+  /** The server was not reached: retried at every `flush()`; nothing is captured or sent meanwhile. */
+  queued: boolean;
 }
 
 export interface ModelSync {
@@ -97,7 +115,10 @@ export class DeviceCore {
   readonly options: DeviceOptions;
   readonly storage: Storage;
   readonly runtime: Runtime;
-  readonly queue: TelemetryQueue;
+  queue: TelemetryQueue;
+  readonly capture: SampleCapture | null;
+  /** A `forgetMe` the server has not confirmed yet (`forget.json`): retried at every flush. */
+  forgetOwed = false;
   readonly breaker: CircuitBreaker;
   readonly backoff = new Backoff(50, 1000);
   readonly fetch: Fetch;
@@ -123,6 +144,7 @@ export class DeviceCore {
     this.sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
     this.clock = options.clock ?? (() => performance.now());
     this.breaker = new CircuitBreaker(options.breakerThreshold ?? 5, options.breakerCooldownMs ?? 30_000, this.clock);
+    this.capture = options.capture ?? null;
   }
 
   /** Read the saved state (device id, last manifest, pin, active models, queue). */
@@ -135,6 +157,9 @@ export class DeviceCore {
     if (last?.manifest) this.applyManifest(last.manifest);
     this.pin = await this.loadPin();
     await this.queue.load();
+    this.forgetOwed = (await readJsonFile<{ owed: boolean }>(this.storage, "forget.json"))?.owed === true;
+    await this.capture?.attach(this.storage, this.random);
+    if (this.capture) this.capture.forgetOwed = this.forgetOwed;
   }
 
   private async loadPin(): Promise<Pin> {
@@ -356,26 +381,77 @@ export class DeviceCore {
   }
 
   private async post(path: string, body: unknown, what: string): Promise<SendOutcome> {
+    return (await this.send("POST", path, body, what)).outcome;
+  }
+
+  /** One request with the device key: stored (the answer's JSON), retry later, or refused for good. */
+  private async send(method: string, path: string, body: unknown, what: string): Promise<SampleSend> {
     let response: Response;
     try {
       response = await fetchWithTimeout(
         this.fetch,
         this.url(path),
         {
-          method: "POST",
+          method,
           headers: { ...this.headers(), "Content-Type": "application/json", Date: new Date().toUTCString() },
-          body: JSON.stringify(body),
+          body: body === undefined ? undefined : JSON.stringify(body),
         },
         this.options.requestTimeoutMs ?? 30_000,
         what,
       );
-    } catch {
-      return "retry";
+    } catch (err) {
+      return { outcome: "retry", answer: String(err) };
     }
-    await response.text().catch(() => "");
-    if (response.status < 300) return "stored";
-    if (response.status >= 500 || response.status === 408 || response.status === 429 || response.status === 401) return "retry";
-    return "drop"; // 4xx: the server will never take this body; keep no poison in the queue
+    const text = await response.text().catch(() => "");
+    if (response.status < 300) {
+      try {
+        return { outcome: "stored", answer: JSON.parse(text) };
+      } catch {
+        return { outcome: "stored", answer: null };
+      }
+    }
+    const answer = `${what}: HTTP ${response.status}`;
+    if (response.status >= 500 || response.status === 408 || response.status === 429 || response.status === 401)
+      return { outcome: "retry", answer };
+    return { outcome: "drop", answer }; // 4xx: the server will never take this body; keep no poison in the queue
+  }
+
+  // -- consented samples (capture.ts) ------------------------------------------------------------
+
+  /** Retry a `forgetMe` still owed, then send the queued samples (after telemetry, as Python does). */
+  async flushSamples(): Promise<CaptureFlush | null> {
+    if (this.forgetOwed) await this.sendForget();
+    if (this.capture === null) return null;
+    const { onWifi, conditions } = this.options;
+    const wifi = onWifi ? await onWifi() : ((await conditions?.networkType?.()) ?? "wifi") === "wifi";
+    return this.capture.flush(this.deviceId, this.options.facts.device_class ?? "unknown", Boolean(wifi), (body) =>
+      this.send("POST", "/v1/samples", body, "samples"),
+    );
+  }
+
+  /** Delete this device's samples and queued telemetry here, then its data on the server. */
+  async forgetMe(): Promise<ForgetReport> {
+    await this.setForgetOwed(true); // first: nothing is captured from here on
+    const samples = (await this.capture?.forget()) ?? 0;
+    const events = this.queue.pending;
+    this.queue = new TelemetryQueue(this.storage); // queued events and feedback: gone
+    await this.queue.save();
+    const server = await this.sendForget();
+    return { samples, events, server, queued: server === null };
+  }
+
+  private async sendForget(): Promise<unknown> {
+    const path = `/v1/device/data?device_id=${encodeURIComponent(this.deviceId)}`;
+    const result = await this.send("DELETE", path, undefined, "forget");
+    if (result.outcome !== "stored") return null;
+    await this.setForgetOwed(false);
+    return result.answer ?? {};
+  }
+
+  private async setForgetOwed(owed: boolean): Promise<void> {
+    this.forgetOwed = owed;
+    if (this.capture) this.capture.forgetOwed = owed;
+    await writeJsonFile(this.storage, "forget.json", { owed });
   }
 
   /** Send queued telemetry (batched, idempotent per batch id) and feedback. */

@@ -4,6 +4,7 @@
  * version, or a network rewriting answers, fails here with `protocol_error` naming the
  * field, and the model's previous entry stays in force.
  */
+import { type CapturePolicy, parseCapturePolicy } from "./capture.js";
 import { fail } from "./errors.js";
 import type { ModelSchema } from "./schema.js";
 
@@ -33,6 +34,8 @@ export interface DownloadPolicy {
 
 export interface ModelEntry {
   name: string;
+  /** Consented capture of this version (null: none, an older server: capture nothing). */
+  capture: CapturePolicy | null;
   version: number | null;
   variant: string | null;
   format: string | null;
@@ -120,11 +123,21 @@ function parseHybrid(raw: unknown, where: string): HybridPolicy {
   };
 }
 
+function parseCapture(raw: unknown, where: string): CapturePolicy | null {
+  if (raw === null || raw === undefined) return null;
+  try {
+    return parseCapturePolicy(raw, where);
+  } catch (err) {
+    throw fail("protocol_error", `the manifest's ${(err as Error).message}`, err);
+  }
+}
+
 /** Parse one entry of `models[]`; throws `protocol_error` naming the first bad field. */
 export function parseEntry(raw: unknown, index: number): ModelEntry {
   const where = `models[${index}]`;
   const e = obj(raw, where);
   const name = text(e, "name", where, NAME);
+  const capture = parseCapture(e.capture, `${where}.capture`);
   const hybrid = parseHybrid(e.hybrid, `${where}.hybrid`);
   const d = obj(e.download_policy, `${where}.download_policy`);
   const download = {
@@ -138,6 +151,7 @@ export function parseEntry(raw: unknown, index: number): ModelEntry {
   if (e.package === null || e.package === undefined) {
     return {
       name,
+      capture,
       version: null,
       variant: null,
       format: null,
@@ -155,6 +169,7 @@ export function parseEntry(raw: unknown, index: number): ModelEntry {
   if (typeof format !== "string" || !FORMATS.includes(format)) throw bad(`${where}.format`, FORMATS.join(", "), format);
   return {
     name,
+    capture,
     version: int(e, "version", where, 1, Number.MAX_SAFE_INTEGER),
     variant,
     format,

@@ -12,13 +12,26 @@
  * await device.flush();
  * ```
  */
-import { DeviceCore, type DeviceOptions, type SyncReport } from "./device.js";
+import type { CaptureFlush, Redactor, SampleCapture } from "./capture.js";
+import { DeviceCore, type DeviceOptions, type ForgetReport, type SyncReport } from "./device.js";
+import { PocketMLError } from "./errors.js";
 import { ModelPredictor } from "./predict.js";
 import type { FlushReport } from "./queue.js";
 
 export { fromBase64, toBase64, toHex } from "./bytes.js";
+// SampleCapture itself is `@pocketml/device/capture` (outside the core bundle).
+export {
+  CAPTURE_FIELDS,
+  type CaptureFlush,
+  type CaptureMode,
+  type CapturePolicy,
+  type CaptureTap,
+  parseCapturePolicy,
+  type Redactor,
+  type SampleCapture,
+} from "./capture.js";
 export { sha256Hex, signingKeyId } from "./crypto.js";
-export type { DeviceFacts, DeviceOptions, DownloadConditions, ModelSync, NetworkType, SyncReport } from "./device.js";
+export type { DeviceFacts, DeviceOptions, DownloadConditions, ForgetReport, ModelSync, NetworkType, SyncReport } from "./device.js";
 export type { DownloadEvent } from "./download.js";
 export type { DownloadPolicy, HybridPolicy, ModelEntry, PackageRef } from "./entry.js";
 export { ERROR_KINDS, type ErrorCode, errorFromResponse, isKind, PocketMLError } from "./errors.js";
@@ -95,15 +108,57 @@ export class Device {
     const label = "label" in value ? value.label : null;
     const thumbs = "thumbs" in value ? value.thumbs : null;
     this.core.queue.addFeedback({ prediction_id: predictionId, model, version, label, thumbs, ts: Date.now() / 1000 });
+    this.core.capture?.onFeedback(predictionId, label);
   }
 
-  /** Write the telemetry queue to storage now (call it when the app goes to the background). */
-  save(): Promise<void> {
-    return this.core.queue.save();
+  /** Write the telemetry queue (and finish the sample writes) now: call it when the app goes to the background. */
+  async save(): Promise<void> {
+    await this.core.queue.save();
+    await this.core.capture?.settled();
   }
 
-  /** Send the queued telemetry and feedback. */
-  flush(): Promise<FlushReport> {
-    return this.core.flush();
+  /** Send the queued telemetry and feedback, then (a `forgetMe` still owed and) consented samples. */
+  async flush(): Promise<FlushReport & { samples: CaptureFlush | null }> {
+    const report = await this.core.flush();
+    return { ...report, samples: await this.core.flushSamples() };
+  }
+
+  // -- consented capture (docs/typescript.md, "Consented capture") -------------------------------
+
+  /** Whether the user consented to sample capture (persisted; default false). */
+  get consent(): boolean {
+    return this.core.capture?.consent ?? false;
+  }
+
+  /**
+   * Record the user's choice (persisted); turning it off deletes the samples held and stored here.
+   * Consenting needs `capture: new SampleCapture()` in `Device.open`'s options.
+   */
+  async setConsent(on: boolean): Promise<void> {
+    const capture = this.core.capture;
+    if (capture === null && on)
+      throw new PocketMLError(
+        "invalid_input",
+        "this device has no capture: pass `capture: new SampleCapture()` (@pocketml/device/capture) to Device.open",
+      );
+    await capture?.setConsent(on);
+  }
+
+  /** Set (or remove) the PII hook: it gets a copy of each input about to be captured; null drops it. */
+  setRedactor(fn: Redactor | null): void {
+    if (this.core.capture) this.core.capture.redact = fn;
+  }
+
+  /** The sample queue (`samples.length`, `held`, `counters`), null without capture. */
+  get capture(): SampleCapture | null {
+    return this.core.capture;
+  }
+
+  /**
+   * Delete this device's data: its samples and queued telemetry here, and on the server
+   * (`DELETE /v1/device/data`). Unreachable: retried at every `flush()`, capturing nothing meanwhile.
+   */
+  forgetMe(): Promise<ForgetReport> {
+    return this.core.forgetMe();
   }
 }

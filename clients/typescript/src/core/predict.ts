@@ -8,6 +8,7 @@
  * breaker. The schema's normalization is applied once, before either model.
  */
 import { toHex } from "./bytes.js";
+import type { CaptureTap } from "./capture.js";
 import type { DeviceCore } from "./device.js";
 import type { HybridPolicy } from "./entry.js";
 import { fail, isKind, PocketMLError } from "./errors.js";
@@ -45,6 +46,8 @@ interface Snapshot {
   variant: string | null;
   prepared: PreparedSchema | null;
   batchShape: number[];
+  /** Consented capture of this model (null: its policy is off or absent). */
+  tap: CaptureTap | null;
 }
 
 function softmax(logits: Float32Array): Float32Array {
@@ -101,6 +104,7 @@ export class ModelPredictor {
       variant: local?.record.variant ?? null,
       prepared,
       batchShape: [1, ...(prepared?.sampleShape ?? [])],
+      tap: this.core.capture?.tap(this.name, entry?.capture) ?? null,
     };
     return this.snap;
   }
@@ -122,13 +126,19 @@ export class ModelPredictor {
     const confidence = probs[index] as number;
     if (snap.policy.mode === "cascade" && confidence < snap.policy.threshold) {
       try {
-        return this.fromCloud(await this.cloud(x, snap, predictionId), snap, started, predictionId, "cloud");
+        return this.offer(snap, x, this.fromCloud(await this.cloud(x, snap, predictionId), snap, started, predictionId, "cloud"));
       } catch (err) {
         if (!isKind(err, "unavailable")) throw err;
-        return this.finish(snap, started, predictionId, probs, index, "fallback", snap.version);
+        return this.offer(snap, x, this.finish(snap, started, predictionId, probs, index, "fallback", snap.version));
       }
     }
-    return this.finish(snap, started, predictionId, probs, index, "local", snap.version);
+    return this.offer(snap, x, this.finish(snap, started, predictionId, probs, index, "local", snap.version));
+  }
+
+  /** Offer a prediction of a model on the device to consented capture (a null test when it is off). */
+  private offer(snap: Snapshot, x: Float32Array, p: Prediction): Prediction {
+    snap.tap?.offer(x, snap.prepared === null ? [1, x.length] : snap.batchShape, p.predictionId, p.label, p.confidence, p.version);
+    return p;
   }
 
   private finish(
