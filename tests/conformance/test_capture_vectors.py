@@ -86,13 +86,6 @@ def test_mode_vectors_cover_every_mode() -> None:
     assert modes == {"all", "low_confidence", "feedback", "drifted"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Python SDK bug (reported, not fixed here): while a forget_me is owed to the server "
-    "the tap keeps capturing, and the next flush uploads those samples right after the "
-    "DELETE succeeds, so the server keeps them (ForgetReport says nothing captured meanwhile "
-    "is kept; the TypeScript SDK captures nothing until the server confirmed)",
-)
 def test_nothing_is_captured_while_a_forget_me_is_owed(tmp_path: Path) -> None:
     http: Any = None  # nothing is sent here
     capture = SampleCapture(tmp_path / "samples.db", http, lambda: "device-0001", "unknown")

@@ -58,7 +58,7 @@ class CaptureFlush:
         duplicates: samples it had stored before (a retry after a lost answer).
         pending: samples still queued on the device.
         expired: unsent samples deleted because they outlived ``retention_days``.
-        skipped: why nothing was sent ("no consent", "not on wifi"), or None.
+        skipped: why nothing was sent ("no consent", "forget pending", "not on wifi"), or None.
         error: why the upload stopped early (network), or None.
     """
 
@@ -120,6 +120,7 @@ class SampleCapture:
         self._lock = self.queue.lock
         self._hold: OrderedDict[str, HeldSample] = OrderedDict()
         self._consent: bool | None = None
+        self._forgetting: bool | None = None  # a forget_me is owed to the server (cached)
         self._evicted = 0  # held predictions evicted, not yet added to the counter on disk
 
     def _persist_counts(self) -> None:
@@ -179,12 +180,22 @@ class SampleCapture:
             return self.queue.clear()
 
     def forget_pending(self) -> bool:
-        """Whether a ``forget_me`` still has to reach the server."""
-        return self.queue.setting("forget") == "true"
+        """Whether a ``forget_me`` still has to reach the server.
+
+        While it is owed nothing is captured, held or uploaded: a sample taken meanwhile
+        would reach the server right after the DELETE and outlive the user's request.
+        """
+        if self._forgetting is None:
+            self._forgetting = self.queue.setting("forget") == "true"
+        return self._forgetting
 
     def set_forget_pending(self, pending: bool) -> None:
         """Persist that the server's part of ``forget_me`` is (no longer) owed."""
-        self.queue.set_setting("forget", "true" if pending else "false")
+        with self._lock:
+            self.queue.set_setting("forget", "true" if pending else "false")
+            self._forgetting = pending
+            if pending:
+                self._hold.clear()
 
     # -- capture (the predict path) ------------------------------------------------------------
 
@@ -250,7 +261,7 @@ class SampleCapture:
             if label is None:  # thumbs only: no label to learn from
                 return
             if held is not None:
-                if self.consent:
+                if self.consent and not self.forget_pending():
                     self.queue.write(held, label)
                 return
             self.queue.attach_label(prediction_id, label)
@@ -265,6 +276,8 @@ class SampleCapture:
         expired = self.queue.expire(self._wall())
         if not self.consent:
             return CaptureFlush(pending=self.pending(), expired=expired, skipped="no consent")
+        if self.forget_pending():  # the DELETE did not get through: upload nothing yet
+            return CaptureFlush(pending=self.pending(), expired=expired, skipped="forget pending")
         on_wifi = bool(self.on_wifi())
         sent = duplicates = 0
         while (claimed := self.queue.claim(on_wifi)) is not None:

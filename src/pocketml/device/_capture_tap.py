@@ -55,7 +55,7 @@ class CaptureTap:
     ) -> None:
         """Capture this prediction if consent, the policy and the sampling rate say so."""
         capture, policy = self.capture, self.policy
-        if not capture.consent or version is None:
+        if not capture.consent or version is None or capture.forget_pending():
             return
         when = policy.when
         if when == "low_confidence" and confidence >= policy.low_confidence_below:
