@@ -11,7 +11,7 @@ import { SampleCapture } from "../src/core/capture.js";
 import { sha256Hex } from "../src/core/crypto.js";
 import { Device, type DownloadEvent } from "../src/core/index.js";
 import { FileStorage, OnnxNodeRuntime } from "../src/node/index.js";
-import { startWorld, type World } from "./server.js";
+import { type Database, startWorld, type World } from "./server.js";
 import { vectorJson } from "./vectors.js";
 
 interface Scenario {
@@ -23,6 +23,8 @@ interface Predictions {
   cases: { raw: number[]; probabilities: number[]; index: number; label: string; confidence: number }[];
 }
 
+/** conformance-server-postgresql.test.ts runs this file again on PostgreSQL. */
+const DATABASE: Database = process.env.POCKETML_TS_DATABASE === "postgresql" ? "postgresql" : "sqlite";
 const scenario = vectorJson<Scenario>("server.json");
 const predictions = vectorJson<Predictions>("predictions.json");
 const runtime = new OnnxNodeRuntime();
@@ -43,7 +45,7 @@ async function openDevice(folder: string, onDownload?: (e: DownloadEvent) => voi
 
 before(async () => {
   tmp = await mkdtemp(join(tmpdir(), "pocketml-ts-"));
-  world = await startWorld();
+  world = await startWorld(DATABASE);
 });
 
 after(async () => {
@@ -51,7 +53,7 @@ after(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
 
-describe("server cases", () => {
+describe(`server cases (${DATABASE})`, () => {
   it("checkin-etag: 200 with the body's sha256 as ETag, then 304 without a body", async () => {
     const body = JSON.stringify({ ...scenario.device, formats: ["onnx"], models: {} });
     const headers = { Authorization: `Bearer ${world.device_key}`, "Content-Type": "application/json" };

@@ -25,17 +25,13 @@ function python(): string {
   return chosen;
 }
 
-/**
- * The databases the server cases run on: SQLite always, PostgreSQL too when
- * POCKETML_TEST_DATABASE_URL is set (as .ci/run sets it; a server that does not answer then
- * fails the run rather than skipping, as in the Python suite).
- */
-export function databases(): ("sqlite" | "postgresql")[] {
-  return process.env.POCKETML_TEST_DATABASE_URL ? ["sqlite", "postgresql"] : ["sqlite"];
-}
+export type Database = "sqlite" | "postgresql";
 
-/** serve.py on SQLite, or on a fresh PostgreSQL database it creates and drops. */
-export async function startWorld(database: "sqlite" | "postgresql" = "sqlite"): Promise<World> {
+/**
+ * serve.py on SQLite, or on a fresh PostgreSQL database it creates on the server of
+ * POCKETML_TEST_DATABASE_URL and drops at exit (a server that does not answer fails the run).
+ */
+export async function startWorld(database: Database = "sqlite"): Promise<World> {
   const args = [join(VECTORS, "serve.py")];
   if (database === "postgresql") args.push("--postgres", process.env.POCKETML_TEST_DATABASE_URL as string);
   const child: ChildProcessWithoutNullStreams = spawn(python(), args, {
