@@ -31,6 +31,7 @@ from pathlib import Path
 # `python conformance/generate.py`, which puts this folder first on sys.path.
 from _packages import keyring_vectors, package_vectors
 from _scenarios import canonical_vectors, fault_scripts, prediction_vectors, server_scenario
+from _sketches import sketch_vectors
 from _world import (
     APP_ID,
     CONTENT_KEY,
@@ -62,6 +63,7 @@ def generate(out: Path) -> None:
     write_json(out / "predictions.json", prediction_vectors(model_file))
     write_json(out / "canonical.json", {"vectors": canonical_vectors()})
     write_json(out / "server.json", server_scenario(model_file))
+    write_json(out / "sketches.json", sketch_vectors())
     write_json(
         out / "keys.json",
         {
@@ -82,6 +84,7 @@ GENERATED = (
     "predictions.json",
     "server.json",
     "keys.json",
+    "sketches.json",
 )
 
 
