@@ -97,6 +97,13 @@ def _far_from_edges(binner: _Binner, profile: ReferenceProfile, raw: np.ndarray)
     return True
 
 
+def _number(value: float) -> float | str:
+    """JSON has no NaN or infinity: those are written as "NaN", "Infinity", "-Infinity"."""
+    return value if np.isfinite(value) else {"nan": "NaN", "inf": "Infinity"}.get(
+        str(value), "-Infinity"
+    )
+
+
 def _case(
     binner: _Binner, profile: ReferenceProfile, raw: np.ndarray, rng: np.random.Generator
 ) -> dict[str, Any]:
@@ -106,7 +113,7 @@ def _case(
     assert _far_from_edges(binner, profile, raw), "an input near an edge slipped through"
     found = binner.indices(raw, predicted, confidence)
     return {
-        "raw": [float(v) for v in raw.reshape(-1)],
+        "raw": [_number(float(v)) for v in raw.reshape(-1)],
         "predicted": predicted,
         "confidence": confidence,
         "indices": "skipped" if found is None else [int(i) for i in found],
@@ -189,7 +196,8 @@ def window_script() -> dict[str, Any]:
             elif step["op"] == "add":
                 assert tracker is not None
                 case = inputs[step["case"]]
-                tracker.add(np.asarray(case["raw"]), case["predicted"], case["confidence"], step["ts"])
+                raw = np.asarray([float(v) for v in case["raw"]])
+                tracker.add(raw, case["predicted"], case["confidence"], step["ts"])
             else:
                 now[0] = step["now"]
                 sketcher.close_windows(early=True)

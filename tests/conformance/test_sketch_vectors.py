@@ -36,7 +36,7 @@ def test_binner_gives_the_vector_indices_for_every_case(name: str) -> None:
     vector = BINNING[name]
     binner = _Binner(ReferenceProfile.from_dict(vector["profile"]), vector["layout"])
     for case in vector["cases"]:
-        raw = np.asarray(case["raw"], dtype=np.float64).reshape(vector["sample_shape"])
+        raw = np.asarray([float(v) for v in case["raw"]]).reshape(vector["sample_shape"])
         found = binner.indices(raw, case["predicted"], case["confidence"])
         expected = case["indices"]
         assert (found is None) == (expected == "skipped"), case
@@ -67,7 +67,8 @@ def test_sketcher_replays_the_window_script_into_the_vector_events(tmp_path: Pat
         elif step["op"] == "add":
             assert tracker is not None
             case = script["inputs"][step["case"]]
-            tracker.add(np.asarray(case["raw"]), case["predicted"], case["confidence"], step["ts"])
+            raw = np.asarray([float(v) for v in case["raw"]])
+            tracker.add(raw, case["predicted"], case["confidence"], step["ts"])
         else:
             now[0] = step["now"]
             sketcher.close_windows(early=True)

@@ -81,7 +81,13 @@ export function encodeSketch(counts: ArrayLike<number>): string {
       run = 0;
     }
     if (!Number.isSafeInteger(value)) throw new RangeError(`a sketch count must be a safe integer; got ${value}`);
-    varint(value < 0 ? -2 * value - 1 : 2 * value, out);
+    if (Math.abs(value) < 2 ** 52) varint(value < 0 ? -2 * value - 1 : 2 * value, out);
+    else {
+      // Its zigzag value is past 2^53, where numbers lose bits: 7 bits at a time as a bigint.
+      let big = value < 0 ? -2n * BigInt(value) - 1n : 2n * BigInt(value);
+      for (; big > 0x7fn; big >>= 7n) out.push(Number(big & 0x7fn) | 0x80);
+      out.push(Number(big));
+    }
   }
   if (run) {
     out.push(0);
