@@ -220,3 +220,65 @@ def sketch_vectors() -> dict[str, Any]:
         "binning": binning_vectors(),
         "windows": window_script(),
     }
+
+
+# -- the server case ----------------------------------------------------------------------
+
+
+def sketch_world(model_file: Path) -> dict[str, Any]:
+    """The ``profile-sketch`` server case's world: an app of its own, the conformance model
+    pushed with a reference profile, and the counts a device's one window must hold after
+    predicting every input of predictions.json (binned by the Python SDK's ``_Binner`` with
+    ONNX Runtime's answers).
+
+    A separate app keeps the other cases' event counts as they are.
+    """
+    import hashlib
+
+    import onnxruntime as ort
+    from _world import MODEL, RAW_INPUTS, SCHEMA, VARIANT
+
+    from pocketml.schema import ModelSchema
+
+    schema = ModelSchema.from_dict(SCHEMA)
+    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(17)
+    reference = rng.normal([2.0, 4.0], [4.0, 8.0], size=(500, 2)).astype(np.float32)
+    probs = session.run(None, {"x": schema.normalize(reference)})[0]
+    profile = build_input_profile(reference.astype(np.float64), "NC", probs)
+    binner = _Binner(profile, "NC")
+    raw = np.asarray(RAW_INPUTS, dtype=np.float32)
+    answers = session.run(None, {"x": schema.normalize(raw)})[0]
+    counts = np.zeros(profile.layout.total, dtype=np.int64)
+    for x, p in zip(raw, answers, strict=True):
+        index = int(p.argmax())
+        confidence = p.item(index)
+        assert _far_from_edges(binner, profile, x.astype(np.float64))
+        scaled = confidence * 20  # CONFIDENCE_BINS: no ulp of a float32 answer flips a bin
+        assert abs(scaled - round(scaled)) > 1e-4 or confidence == 1.0
+        found = binner.indices(x.astype(np.float64), index, confidence)
+        assert found is not None
+        counts[found] += 1
+    offsets = profile.layout.offsets
+    return {
+        "app": f"{MODEL}-sketch",
+        "model": {
+            "name": MODEL,
+            "variant": VARIANT,
+            "format": "onnx",
+            "precision": "fp32",
+            "file": "model/logreg.onnx",
+            "encrypt": False,
+            "schema": SCHEMA,
+            "model_sha256": hashlib.sha256(model_file.read_bytes()).hexdigest(),
+            "reference_profile": profile.to_dict(),
+        },
+        "expect": {
+            "events": 1,
+            "n": len(raw),
+            "counts": {
+                name: [int(c) for c in counts[offsets[i] : offsets[i + 1]]]
+                for i, name in enumerate(profile.layout.names)
+            },
+        },
+    }

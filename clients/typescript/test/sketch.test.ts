@@ -230,7 +230,10 @@ it("open windows and the day's epsilon survive a restart through the queue file"
 
 it("a queue file written before sketches loads with no windows", async () => {
   const storage = new MemoryStorage();
-  await storage.write("telemetry.json", new TextEncoder().encode(JSON.stringify({ pending: [], inflight: null, counter: 3, feedback: [], dropped: 0 })));
+  await storage.write(
+    "telemetry.json",
+    new TextEncoder().encode(JSON.stringify({ pending: [], inflight: null, counter: 3, feedback: [], dropped: 0 })),
+  );
   const queue = new TelemetryQueue(storage);
   await queue.load();
   assert.deepEqual([queue.windows, queue.spendPrivacy(0, 1, 1)], [[], true]);

@@ -20,6 +20,7 @@ import { answerError, Backoff, CircuitBreaker, type Fetch, fetchWithTimeout, rea
 import { type FeedbackBody, type FlushReport, type SendOutcome, type TelemetryEvent, TelemetryQueue } from "./queue.js";
 import type { Runtime, Session } from "./runtime.js";
 import type { ModelSchema } from "./schema.js";
+import { Sketcher, type SketchTracker } from "./sketch.js";
 import { readJsonFile, type Storage, writeJsonFile } from "./storage.js";
 
 export interface DeviceFacts {
@@ -65,6 +66,8 @@ export interface DeviceOptions {
   requestTimeoutMs?: number;
   breakerThreshold?: number;
   breakerCooldownMs?: number;
+  /** Unix seconds, for sketch windows (default `Date.now() / 1000`; tests pin it). */
+  wallClock?: () => number;
 }
 
 export interface ModelSync {
@@ -111,6 +114,9 @@ export class DeviceCore {
   private readonly sessions = new Map<string, { packageId: string; session: Session }>();
   /** Bumped whenever a model is activated: predictors rebuild their cached state. */
   generation = 0;
+  /** Profile sketches of what the local models score (sketch.ts). */
+  readonly sketcher: Sketcher;
+  readonly wall: () => number;
 
   constructor(options: DeviceOptions) {
     this.options = options;
@@ -122,6 +128,30 @@ export class DeviceCore {
     this.sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
     this.clock = options.clock ?? (() => performance.now());
     this.breaker = new CircuitBreaker(options.breakerThreshold ?? 5, options.breakerCooldownMs ?? 30_000, this.clock);
+    this.wall = options.wallClock ?? (() => Date.now() / 1000);
+    this.sketcher = new Sketcher(
+      (event) => this.queue.record(event),
+      (model, version, message) => this.recordError(model, version, "inference", fail("pocketml_error", message)),
+      (day, epsilon, budget) => this.queue.spendPrivacy(day, epsilon, budget),
+      this.random,
+      this.wall,
+    );
+    this.queue.windowSource = () => this.sketcher.openWindows();
+  }
+
+  /** The sketch tracker of a model's active version: null without a profile or when the policy is off. */
+  async sketchTracker(name: string, record: ReadyRecord, schema: ModelSchema, sampleShape: number[]): Promise<SketchTracker | null> {
+    const policy = this.entries.get(name)?.monitor;
+    if (policy === undefined || !policy.enabled) return null;
+    let profile: unknown = null; // none: the package has no profile
+    try {
+      const bytes = await this.storage.read(`packages/${record.package_id}/profile.json`);
+      if (bytes !== null) profile = JSON.parse(new TextDecoder().decode(bytes));
+    } catch (err) {
+      profile = { unreadable: String(err) }; // reported once by the sketcher as unusable
+    }
+    const layout = schema.inputs[0]?.layout ?? "NCHW";
+    return this.sketcher.tracker(name, record.version, record.package_id, profile, layout, sampleShape, policy);
   }
 
   /** Read the saved state (device id, last manifest, pin, active models, queue). */
@@ -134,6 +164,7 @@ export class DeviceCore {
     if (last?.manifest) this.applyManifest(last.manifest);
     this.pin = await this.loadPin();
     await this.queue.load();
+    this.sketcher.resume(this.queue.windows);
   }
 
   private async loadPin(): Promise<Pin> {
@@ -379,6 +410,7 @@ export class DeviceCore {
 
   /** Send queued telemetry (batched, idempotent per batch id) and feedback. */
   async flush(): Promise<FlushReport> {
+    this.sketcher.closeWindows(true); // open windows go now (early, unless DP is on)
     const facts = this.options.facts;
     const device = {
       platform: facts.platform,

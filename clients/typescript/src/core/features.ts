@@ -52,7 +52,8 @@ export class FeatureExtractor {
   ) {
     const rank = SAMPLE_RANK[layout];
     if (rank === undefined) throw new Error(`layout must be one of NC, NCL, NCHW, NHWC; got ${JSON.stringify(layout)}`);
-    if (sampleShape.length !== rank) throw new Error(`a ${layout} sample has rank ${rank}; the schema says shape ${JSON.stringify(sampleShape)}`);
+    if (sampleShape.length !== rank)
+      throw new Error(`a ${layout} sample has rank ${rank}; the schema says shape ${JSON.stringify(sampleShape)}`);
     const size = sampleShape.reduce((n, d) => n * d, 1);
     if (layout === "NC") {
       if (size !== names.length) {
@@ -68,8 +69,17 @@ export class FeatureExtractor {
       const cut = name.lastIndexOf("_");
       const stat = statNames.indexOf(name.slice(0, cut));
       const channel = Number(name.slice(cut + 1));
-      if (cut < 0 || stat < 0 || !Number.isInteger(channel) || channel < 0 || channel >= this.channels || String(channel) !== name.slice(cut + 1)) {
-        throw new Error(`the profile monitors '${name}', which is not a feature of a ${layout} input of shape ${JSON.stringify(sampleShape)}`);
+      if (
+        cut < 0 ||
+        stat < 0 ||
+        !Number.isInteger(channel) ||
+        channel < 0 ||
+        channel >= this.channels ||
+        String(channel) !== name.slice(cut + 1)
+      ) {
+        throw new Error(
+          `the profile monitors '${name}', which is not a feature of a ${layout} input of shape ${JSON.stringify(sampleShape)}`,
+        );
       }
       this.picks.push({ stat, channel });
     }

@@ -27,6 +27,7 @@ export { acceptKeyring, followKeyrings, type Keyring, type KeyringJson, type Pin
 export { Backoff, CircuitBreaker, type Fetch } from "./net.js";
 export { type OrtLike, type OrtRuntimeOptions, type OrtSessionLike, ortRuntime } from "./ort.js";
 export type { ModelPredictor, Prediction } from "./predict.js";
+export { parseProfile, type ReferenceProfile, type SketchLayout } from "./profile.js";
 export type { FlushReport, TelemetryEvent } from "./queue.js";
 export type { Runtime, Session } from "./runtime.js";
 export {
@@ -38,6 +39,7 @@ export {
   type PreparedSchema,
   prepareSchema,
 } from "./schema.js";
+export { DEFAULT_MONITOR, encodeSketch, epsilonPerWindow, type MonitorPolicy, type OpenWindow, type SketchTracker } from "./sketch.js";
 export { MemoryStorage, type Storage } from "./storage.js";
 export {
   extractModel,
@@ -74,6 +76,12 @@ export class Device {
   /** Events waiting in the telemetry queue. */
   get pendingEvents(): number {
     return this.core.queue.pending;
+  }
+
+  /** Profile sketches: inputs skipped (NaN features), DP windows withheld (budget spent), events queued. */
+  get sketches(): { skipped: number; withheld: number; sent: number } {
+    const { skipped, withheld, sent } = this.core.sketcher;
+    return { skipped, withheld, sent };
   }
 
   /** Check in and bring every model onto the device; a failed model keeps its previous package. */

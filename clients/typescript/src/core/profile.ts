@@ -51,7 +51,10 @@ function parseBins(raw: unknown, where: string): Bins {
   const name = (b as { name: string }).name;
   if (b?.kind === "numeric") {
     const edges = numbers(b.edges, `${where}.edges`);
-    need(edges.length > 0 && edges.every((e, i) => i === 0 || e > (edges[i - 1] as number)), `bins of '${name}': edges must be non-empty and increasing`);
+    need(
+      edges.length > 0 && edges.every((e, i) => i === 0 || e > (edges[i - 1] as number)),
+      `bins of '${name}': edges must be non-empty and increasing`,
+    );
     return { name, edges: Float64Array.from(edges), categories: null, size: edges.length + 1 };
   }
   need(b?.kind === "categorical", `bins of '${name}': kind must be 'numeric' or 'categorical'`);
@@ -84,9 +87,15 @@ export function parseProfile(data: unknown): ReferenceProfile {
     const scale = numbers(r.scale, "projection.scale");
     const matrix = (r.matrix as unknown[]).map((row, i) => numbers(row, `projection.matrix[${i}]`));
     const pbins = (r.bins as unknown[]).map((b, i) => parseBins(b, `projection.bins[${i}]`));
-    need(mean.length === k && scale.length === k && matrix.every((row) => row.length === k), `projection mean, scale and matrix rows must have ${k} values`);
+    need(
+      mean.length === k && scale.length === k && matrix.every((row) => row.length === k),
+      `projection mean, scale and matrix rows must have ${k} values`,
+    );
     need(pbins.length === matrix.length && pbins.every((b) => b.edges !== null), "projection needs one numeric bins per matrix row");
-    need(bins.every((b) => b.edges !== null || !columns.includes(names.indexOf(b.name))), "projection columns must be numeric");
+    need(
+      bins.every((b) => b.edges !== null || !columns.includes(names.indexOf(b.name))),
+      "projection columns must be numeric",
+    );
     projection = { columns, mean, scale, matrix, bins: pbins };
   }
   const numClasses = p.num_classes;
@@ -173,7 +182,7 @@ export class Binner {
     let k = 0;
     for (const i of this.numeric) {
       const v = values[i] as number;
-      if (v !== v) return null;
+      if (Number.isNaN(v)) return null;
       out[k++] = (offsets[i] as number) + binOf(profile.bins[i]?.edges as Float64Array, v);
     }
     for (const i of this.categorical) {
@@ -191,7 +200,7 @@ export class Binner {
           const column = projection.columns[c] as number;
           sum += (((values[column] as number) - (projection.mean[c] as number)) / (projection.scale[c] as number)) * (row[c] as number);
         }
-        if (sum !== sum) return null; // infinite features of both signs: no direction
+        if (Number.isNaN(sum)) return null; // infinite features of both signs: no direction
         out[k++] = (offsets[first + j] as number) + binOf(projection.bins[j]?.edges as Float64Array, sum);
       }
     }

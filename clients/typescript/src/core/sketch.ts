@@ -106,7 +106,13 @@ function failures(a: number, random: () => number): number {
  * difference of two geometric numbers per count, `a = exp(-epsilon / (blocks + 1))`
  * (`pocketml.sketch.privatize`). Noisy counts are never clipped.
  */
-export function privatize(counts: ArrayLike<number>, n: number, blocks: number, epsilon: number, random: () => number): { counts: number[]; n: number } {
+export function privatize(
+  counts: ArrayLike<number>,
+  n: number,
+  blocks: number,
+  epsilon: number,
+  random: () => number,
+): { counts: number[]; n: number } {
   const a = Math.exp(-epsilon / (blocks + 1));
   const noisy = Array.from(counts, (c) => c + failures(a, random) - failures(a, random));
   return { counts: noisy, n: n + failures(a, random) - failures(a, random) };
