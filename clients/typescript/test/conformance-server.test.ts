@@ -124,4 +124,50 @@ describe("server cases", () => {
     assert.ok(sources.includes("cloud") && sources.includes("local"), "both paths of the cascade were taken");
     assert.deepEqual([first.sent, first.pending, first.feedbackSent, second.sent], [expected, 0, 1, 0]);
   });
+
+  // -- profile sketches: the profile-sketch case (conformance/_sketches.py) ----------------
+
+  it("profile-sketch: one window of every prediction reaches the server, which counts what Python binned", async () => {
+    const sketch = vectorJson<{ sketch: SketchWorld }>("server.json").sketch;
+    const wall = Math.floor(Date.now() / 1000); // pinned: every input lands in one window
+    const { platform, os_version, app_version, device_id } = scenario.device;
+    const device = await Device.open({
+      serverUrl: world.url,
+      deviceKey: world.sketch.device_key,
+      facts: { platform, os_version, app_version, device_id },
+      storage: new FileStorage(join(tmp, "sketch")),
+      runtime,
+      wallClock: () => wall,
+    });
+    assert.ok((await device.sync()).isOk);
+    for (const c of predictions.cases) await device.model(sketch.model.name).predict(c.raw);
+    const flushed = await device.flush();
+    const answer = await fetch(`${world.url}/v1/admin/models/${sketch.model.name}/drift?group_by=`, {
+      headers: { Authorization: `Bearer ${world.sketch.admin_token}` },
+    });
+    assert.equal(answer.status, 200);
+    const fleet = ((await answer.json()) as { fleet: DriftFleet }).fleet;
+    const blocks = [...fleet.features, ...fleet.multivariate, fleet.prediction, fleet.confidence];
+    // the inferences, one download, and the profile events
+    assert.equal(flushed.sent, predictions.cases.length + 1 + sketch.expect.events);
+    assert.deepEqual([fleet.events, fleet.n], [sketch.expect.events, sketch.expect.n]);
+    assert.deepEqual(Object.fromEntries(blocks.map((b) => [b.name, b.histogram.current])), sketch.expect.counts);
+  });
 });
+
+interface SketchWorld {
+  model: { name: string };
+  expect: { events: number; n: number; counts: Record<string, number[]> };
+}
+interface DriftBlock {
+  name: string;
+  histogram: { current: number[] };
+}
+interface DriftFleet {
+  events: number;
+  n: number;
+  features: DriftBlock[];
+  multivariate: DriftBlock[];
+  prediction: DriftBlock;
+  confidence: DriftBlock;
+}
