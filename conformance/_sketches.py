@@ -22,7 +22,7 @@ import numpy as np
 from pocketml.device._queue import TelemetryQueue
 from pocketml.device._sketcher import Sketcher, _Binner
 from pocketml.protocol import MonitorPolicy, encode_sketch
-from pocketml.sketch import ReferenceProfile, build_input_profile, build_profile, input_features
+from pocketml.sketch import ReferenceProfile, build_input_profile, build_profile
 
 MARGIN = 1e-9
 _CLASSES = 3
@@ -53,7 +53,11 @@ def _reference(layout: str, rng: np.random.Generator) -> np.ndarray:
     if layout == "NC":
         base = rng.normal(size=(_ROWS, 1))
         return np.column_stack(
-            [base[:, 0] * 2 + 1, base[:, 0] * 0.5 + rng.normal(size=_ROWS), rng.exponential(3, _ROWS)]
+            [
+                base[:, 0] * 2 + 1,
+                base[:, 0] * 0.5 + rng.normal(size=_ROWS),
+                rng.exponential(3, _ROWS),
+            ]
         )
     if layout == "NCL":
         return rng.normal(size=(_ROWS, 2, 16)).cumsum(axis=2) * rng.uniform(0.5, 2, (_ROWS, 2, 1))
@@ -86,7 +90,9 @@ def _far_from_edges(binner: _Binner, profile: ReferenceProfile, raw: np.ndarray)
     values = binner.features(raw)
     checks = [(b.edges, values[i]) for i, b in enumerate(profile.bins) if b.kind == "numeric"]
     if profile.projection is not None:
-        projected = ((values[binner.projection_columns] - binner.mean) / binner.scale) @ binner.matrix
+        projected = (
+            (values[binner.projection_columns] - binner.mean) / binner.scale
+        ) @ binner.matrix
         checks += [(b.edges, projected[i]) for i, b in enumerate(profile.projection_bins)]
     for edges, value in checks:
         if not np.isfinite(value):
@@ -99,8 +105,10 @@ def _far_from_edges(binner: _Binner, profile: ReferenceProfile, raw: np.ndarray)
 
 def _number(value: float) -> float | str:
     """JSON has no NaN or infinity: those are written as "NaN", "Infinity", "-Infinity"."""
-    return value if np.isfinite(value) else {"nan": "NaN", "inf": "Infinity"}.get(
-        str(value), "-Infinity"
+    return (
+        value
+        if np.isfinite(value)
+        else {"nan": "NaN", "inf": "Infinity"}.get(str(value), "-Infinity")
     )
 
 

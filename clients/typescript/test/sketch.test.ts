@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { it } from "node:test";
-import { MemoryStorage } from "../src/core/index.js";
+import { parseEntry } from "../src/core/entry.js";
+import { isKind, MemoryStorage } from "../src/core/index.js";
 import { Binner, parseProfile } from "../src/core/profile.js";
 import type { TelemetryEvent } from "../src/core/queue.js";
 import { TelemetryQueue } from "../src/core/queue.js";
@@ -77,7 +78,7 @@ function harness(random: () => number = seeded(1)): Harness {
   };
   const sketcher = new Sketcher(
     (e) => events.push(e),
-    (model, version, message) => errors.push(`${model} v${version}: ${message}`),
+    (model, version, stage, message) => errors.push(`${model} v${version} ${stage}: ${message}`),
     spend,
     random,
     () => now.t,
@@ -130,7 +131,7 @@ it("a broken profile turns sketching off with one error event, once per package"
   const first = h.sketcher.tracker("m", 2, "pkg", broken, "NC", NC.sample_shape, POLICY);
   const again = h.sketcher.tracker("m", 2, "pkg", broken, "NC", NC.sample_shape, POLICY);
   assert.deepEqual([first, again, h.errors.length], [null, null, 1]);
-  assert.match(h.errors[0] as string, /^m v2: the profile cannot be used.*blocks/);
+  assert.match(h.errors[0] as string, /^m v2 load: the profile cannot be used.*blocks/);
 });
 
 it("a profile whose features are not the schema's input turns sketching off, never throwing", () => {
@@ -147,7 +148,7 @@ it("a class the profile does not know turns the tracker off with one error; the 
   tracker?.add(c.raw, 7, c.confidence, 1);
   tracker?.add(c.raw, c.predicted, c.confidence, 2);
   assert.deepEqual([tracker?.enabled, h.errors.length, h.sketcher.closeWindows(true)], [false, 1, 0]);
-  assert.match(h.errors[0] as string, /predicted class 7/);
+  assert.match(h.errors[0] as string, /^m v1 inference: sketching turned off: .*predicted class 7/);
 });
 
 it("an input with NaN features is skipped and counted, not sent", () => {
@@ -237,4 +238,31 @@ it("a queue file written before sketches loads with no windows", async () => {
   const queue = new TelemetryQueue(storage);
   await queue.load();
   assert.deepEqual([queue.windows, queue.spendPrivacy(0, 1, 1)], [[], true]);
+});
+
+const CLOUD_ONLY_ENTRY = {
+  name: "m",
+  download_policy: { wifi_only: false, charging_only: false, max_cellular_bytes: 0 },
+  hybrid: { mode: "cloud", threshold: 0.5, cloud_route: "/v1/models/m/predict", cloud_variant: null, timeout_ms: 1000, max_retries: 0 },
+  package: null,
+};
+
+it("an entry's monitor policy is read with the defaults for what it leaves out, and absent from older servers", () => {
+  const given = parseEntry({ ...CLOUD_ONLY_ENTRY, monitor: { window_s: 600, epsilon_per_day: 2 } }, 0).monitor;
+  const absent = parseEntry(CLOUD_ONLY_ENTRY, 0).monitor;
+  assert.deepEqual(given, { enabled: true, window_s: 600, max_rows: 10_000, epsilon_per_day: 2 });
+  assert.deepEqual(absent, { enabled: true, window_s: 3600, max_rows: 10_000, epsilon_per_day: null });
+});
+
+it("a monitor policy out of its range refuses the entry with protocol_error naming the field", () => {
+  for (const [monitor, field] of [
+    [{ window_s: 10 }, "monitor.window_s"],
+    [{ epsilon_per_day: 0 }, "monitor.epsilon_per_day"],
+    [{ enabled: "yes" }, "monitor.enabled"],
+  ] as const) {
+    assert.throws(
+      () => parseEntry({ ...CLOUD_ONLY_ENTRY, monitor }, 0),
+      (err: unknown) => isKind(err, "protocol_error") && (err as Error).message.includes(field),
+    );
+  }
 });

@@ -20,7 +20,7 @@ import { answerError, Backoff, CircuitBreaker, type Fetch, fetchWithTimeout, rea
 import { type FeedbackBody, type FlushReport, type SendOutcome, type TelemetryEvent, TelemetryQueue } from "./queue.js";
 import type { Runtime, Session } from "./runtime.js";
 import type { ModelSchema } from "./schema.js";
-import { Sketcher, type SketchTracker } from "./sketch.js";
+import { DEFAULT_MONITOR, Sketcher, type SketchTracker } from "./sketch.js";
 import { readJsonFile, type Storage, writeJsonFile } from "./storage.js";
 
 export interface DeviceFacts {
@@ -131,7 +131,7 @@ export class DeviceCore {
     this.wall = options.wallClock ?? (() => Date.now() / 1000);
     this.sketcher = new Sketcher(
       (event) => this.queue.record(event),
-      (model, version, message) => this.recordError(model, version, "inference", fail("pocketml_error", message)),
+      (model, version, stage, message) => this.recordError(model, version, stage, fail("pocketml_error", message)),
       (day, epsilon, budget) => this.queue.spendPrivacy(day, epsilon, budget),
       this.random,
       this.wall,
@@ -141,8 +141,8 @@ export class DeviceCore {
 
   /** The sketch tracker of a model's active version: null without a profile or when the policy is off. */
   async sketchTracker(name: string, record: ReadyRecord, schema: ModelSchema, sampleShape: number[]): Promise<SketchTracker | null> {
-    const policy = this.entries.get(name)?.monitor;
-    if (policy === undefined || !policy.enabled) return null;
+    const policy = this.entries.get(name)?.monitor ?? DEFAULT_MONITOR; // no entry: the defaults, as Python
+    if (!policy.enabled) return null;
     let profile: unknown = null; // none: the package has no profile
     try {
       const bytes = await this.storage.read(`packages/${record.package_id}/profile.json`);

@@ -37,6 +37,8 @@ export class FeatureExtractor {
   private readonly picks: { stat: number; channel: number }[] = [];
   private readonly stats: Float64Array;
   private readonly channels: number;
+  /** One channel of an image, row-major (reused by every call). */
+  private readonly plane: Float64Array;
 
   /**
    * @param layout the schema input's layout.
@@ -61,6 +63,7 @@ export class FeatureExtractor {
       }
       this.channels = size;
       this.stats = new Float64Array(0);
+      this.plane = this.stats;
       return;
     }
     const statNames: readonly string[] = layout === "NCL" ? SENSOR_STATS : IMAGE_STATS;
@@ -84,6 +87,7 @@ export class FeatureExtractor {
       this.picks.push({ stat, channel });
     }
     this.stats = new Float64Array(this.channels * 3);
+    this.plane = new Float64Array(layout === "NCL" ? 0 : size / this.channels);
   }
 
   /** Fill `out` (one slot per profile name) from a raw sample (flat, in the layout). */
@@ -120,33 +124,39 @@ export class FeatureExtractor {
     const [d0, d1, d2] = this.sampleShape as [number, number, number];
     const height = nhwc ? d0 : d1;
     const width = nhwc ? d1 : d2;
-    // Strides of (channel, row, column) in the flat sample.
-    const cs = nhwc ? 1 : height * width;
-    const rs = nhwc ? width * this.channels : width;
-    const ws = nhwc ? this.channels : 1;
-    const inner = height >= 3 && width >= 3 ? new Float64Array((height - 2) * (width - 2)) : null;
+    const plane = height * width;
+    const x = this.plane; // one channel's pixels, row-major: the passes below read it in order
+    const step = nhwc ? this.channels : 1;
     for (let c = 0; c < this.channels; c++) {
-      let sum = 0;
-      for (let h = 0; h < height; h++) for (let w = 0; w < width; w++) sum += raw[c * cs + h * rs + w * ws] as number;
-      const mean = sum / (height * width);
-      let sq = 0;
-      for (let h = 0; h < height; h++)
-        for (let w = 0; w < width; w++) {
-          const d = (raw[c * cs + h * rs + w * ws] as number) - mean;
-          sq += d * d;
-        }
+      for (let i = 0, at = nhwc ? c : c * plane; i < plane; i++, at += step) x[i] = raw[at] as number;
+      const [mean, variance] = moments(x, 0, 1, plane);
       let blur = 0;
-      if (inner !== null) {
-        let k = 0;
+      if (height >= 3 && width >= 3) {
+        // Variance of the Laplacian over the interior, two passes as numpy's var.
+        const count = (height - 2) * (width - 2);
+        let sum = 0;
         for (let h = 1; h < height - 1; h++)
-          for (let w = 1; w < width - 1; w++) {
-            const at = c * cs + h * rs + w * ws;
-            const around = (raw[at - rs] as number) + (raw[at + rs] as number) + (raw[at - ws] as number) + (raw[at + ws] as number);
-            inner[k++] = around - 4 * (raw[at] as number);
+          for (let w = 1, at = h * width + 1; w < width - 1; w++, at++)
+            sum +=
+              (x[at - width] as number) + (x[at + width] as number) + (x[at - 1] as number) + (x[at + 1] as number) - 4 * (x[at] as number);
+        const lapMean = sum / count;
+        let sq = 0;
+        for (let h = 1; h < height - 1; h++)
+          for (let w = 1, at = h * width + 1; w < width - 1; w++, at++) {
+            const d =
+              (x[at - width] as number) +
+              (x[at + width] as number) +
+              (x[at - 1] as number) +
+              (x[at + 1] as number) -
+              4 * (x[at] as number) -
+              lapMean;
+            sq += d * d;
           }
-        blur = moments(inner, 0, 1, inner.length)[1];
+        blur = sq / count;
       }
-      this.stats.set([mean, Math.sqrt(sq / (height * width)), blur], c * 3);
+      this.stats[c * 3] = mean;
+      this.stats[c * 3 + 1] = Math.sqrt(variance);
+      this.stats[c * 3 + 2] = blur;
     }
   }
 }

@@ -40,80 +40,73 @@ function need(ok: boolean, message: string): void {
   if (!ok) throw new Error(message);
 }
 
-function numbers(value: unknown, where: string): number[] {
-  need(Array.isArray(value) && value.every((x) => typeof x === "number"), `${where} must be a list of numbers`);
-  return value as number[];
-}
+// biome-ignore lint/suspicious/noExplicitAny: untrusted JSON, checked where it is used (a wrong type throws)
+type Json = any;
 
-function parseBins(raw: unknown, where: string): Bins {
-  const b = raw as { name?: unknown; kind?: unknown; edges?: unknown; categories?: unknown } | null;
-  need(typeof b === "object" && b !== null && typeof b.name === "string", `${where} must be an object with a name`);
-  const name = (b as { name: string }).name;
-  if (b?.kind === "numeric") {
-    const edges = numbers(b.edges, `${where}.edges`);
+function readBins(b: Json): Bins {
+  const name = String(b.name);
+  if (b.kind === "numeric") {
+    const edges = Float64Array.from(b.edges, Number);
     need(
-      edges.length > 0 && edges.every((e, i) => i === 0 || e > (edges[i - 1] as number)),
+      edges.length > 0 && edges.every((e, i) => (i ? e > (edges[i - 1] as number) : !Number.isNaN(e))),
       `bins of '${name}': edges must be non-empty and increasing`,
     );
-    return { name, edges: Float64Array.from(edges), categories: null, size: edges.length + 1 };
+    return { name, edges, categories: null, size: edges.length + 1 };
   }
-  need(b?.kind === "categorical", `bins of '${name}': kind must be 'numeric' or 'categorical'`);
-  const categories = b?.categories ?? [];
-  need(Array.isArray(categories), `${where}.categories must be a list`);
-  const text = (categories as unknown[]).map(String);
-  return { name, edges: null, categories: text, size: text.length + 1 };
+  need(b.kind === "categorical", `bins of '${name}': kind must be 'numeric' or 'categorical'`);
+  const categories: string[] = (b.categories ?? []).map(String);
+  return { name, edges: null, categories, size: categories.length + 1 };
+}
+
+function readProfile(p: Json): ReferenceProfile {
+  need(p.format === 1, `format must be 1; got ${JSON.stringify(p.format)}`);
+  const bins: Bins[] = p.bins.map(readBins);
+  const names = bins.map((b) => b.name);
+  let projection: ReferenceProfile["projection"] = null;
+  if (p.projection != null) {
+    const r = p.projection;
+    const columns: number[] = r.columns.map((c: unknown) => names.indexOf(String(c)));
+    const row = (x: Json) => Array.from(x, Number);
+    const matrix = r.matrix.map(row);
+    const [mean, scale, pbins] = [row(r.mean), row(r.scale), r.bins.map(readBins) as Bins[]];
+    const k = columns.length;
+    need(
+      columns.every((c) => bins[c]?.edges) && [mean, scale, ...matrix].every((x) => x.length === k) && pbins.length === matrix.length,
+      "projection columns must be numeric features, with one mean, scale and matrix value each and bins per matrix row",
+    );
+    need(
+      pbins.every((b) => b.edges),
+      "projection bins must be numeric",
+    );
+    projection = { columns, mean, scale, matrix, bins: pbins };
+  }
+  const numClasses = p.num_classes;
+  need(Number.isInteger(numClasses) && numClasses >= 0, "num_classes must be an integer >= 0");
+  const all = [...bins, ...(projection?.bins ?? [])];
+  const layout: SketchLayout = { names: all.map((b) => b.name), sizes: all.map((b) => b.size) };
+  if (numClasses) {
+    layout.names.push(PREDICTION_BLOCK);
+    layout.sizes.push(numClasses);
+  }
+  if (p.blocks.includes(CONFIDENCE_BLOCK)) {
+    layout.names.push(CONFIDENCE_BLOCK);
+    layout.sizes.push(CONFIDENCE_BINS);
+  }
+  need(JSON.stringify(layout.names) === JSON.stringify(p.blocks), `profile blocks ${JSON.stringify(p.blocks)} do not match its bins`);
+  return { bins, projection, numClasses, layout };
 }
 
 /**
  * Read and check a `profile.json` (format 1): bins, projection, classes and that `blocks`
  * is exactly the layout they make. The reference counts are not read (the server's).
- * @throws Error naming what is wrong.
+ * @throws Error naming what is wrong (a missing or mistyped part included).
  */
 export function parseProfile(data: unknown): ReferenceProfile {
-  const d = data as Record<string, unknown> | null;
-  need(typeof d === "object" && d !== null && d.format === 1, `profile format must be 1; got ${JSON.stringify(d?.format)}`);
-  const p = d as Record<string, unknown>;
-  need(Array.isArray(p.bins), "profile bins must be a list");
-  const bins = (p.bins as unknown[]).map((b, i) => parseBins(b, `bins[${i}]`));
-  const names = bins.map((b) => b.name);
-  let projection: ReferenceProfile["projection"] = null;
-  if (p.projection !== null && p.projection !== undefined) {
-    const r = p.projection as Record<string, unknown>;
-    need(Array.isArray(r.columns) && Array.isArray(r.matrix) && Array.isArray(r.bins), "projection needs columns, matrix and bins");
-    const columns = (r.columns as unknown[]).map((c) => names.indexOf(String(c)));
-    need(!columns.includes(-1), "projection columns must be monitored features");
-    const k = columns.length;
-    const mean = numbers(r.mean, "projection.mean");
-    const scale = numbers(r.scale, "projection.scale");
-    const matrix = (r.matrix as unknown[]).map((row, i) => numbers(row, `projection.matrix[${i}]`));
-    const pbins = (r.bins as unknown[]).map((b, i) => parseBins(b, `projection.bins[${i}]`));
-    need(
-      mean.length === k && scale.length === k && matrix.every((row) => row.length === k),
-      `projection mean, scale and matrix rows must have ${k} values`,
-    );
-    need(pbins.length === matrix.length && pbins.every((b) => b.edges !== null), "projection needs one numeric bins per matrix row");
-    need(
-      bins.every((b) => b.edges !== null || !columns.includes(names.indexOf(b.name))),
-      "projection columns must be numeric",
-    );
-    projection = { columns, mean, scale, matrix, bins: pbins };
+  try {
+    return readProfile(data);
+  } catch (err) {
+    throw new Error(`not a pocketml reference profile: ${(err as Error)?.message ?? err}`);
   }
-  const numClasses = p.num_classes;
-  need(typeof numClasses === "number" && Number.isInteger(numClasses) && numClasses >= 0, "num_classes must be an integer >= 0");
-  const blocks = p.blocks;
-  need(Array.isArray(blocks), "profile blocks must be a list");
-  const all = [...bins, ...(projection?.bins ?? [])];
-  const layout: SketchLayout = { names: all.map((b) => b.name), sizes: all.map((b) => b.size) };
-  if (numClasses) {
-    layout.names.push(PREDICTION_BLOCK);
-    layout.sizes.push(numClasses as number);
-  }
-  if ((blocks as unknown[]).includes(CONFIDENCE_BLOCK)) {
-    layout.names.push(CONFIDENCE_BLOCK);
-    layout.sizes.push(CONFIDENCE_BINS);
-  }
-  need(JSON.stringify(layout.names) === JSON.stringify(blocks), `profile blocks ${JSON.stringify(blocks)} do not match its bins`);
-  return { bins, projection, numClasses: numClasses as number, layout };
 }
 
 /** Number of edges `<= value`: `searchsorted(edges, value, side="right")`, at most `size - 1`. */

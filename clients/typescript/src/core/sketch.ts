@@ -145,7 +145,7 @@ export class SketchTracker {
       indices = this.binner.indices(raw, predicted, confidence);
     } catch (err) {
       this.enabled = false; // sketching must never fail a prediction
-      this.sketcher.report(this.key, `sketching turned off: ${(err as Error)?.message ?? err}`);
+      this.sketcher.report(this.key, "inference", `sketching turned off: ${(err as Error)?.message ?? err}`);
       return;
     }
     if (indices === null) this.sketcher.skipped += 1;
@@ -157,7 +157,8 @@ export class SketchTracker {
  * The device's open windows, their closing into `profile` events, the DP budget.
  *
  * @param emit queues one event (`TelemetryQueue.record`).
- * @param reportError `(model, version, message)` for an `error` event of stage `inference`.
+ * @param reportError `(model, version, stage, message)` for an `error` event: stage `load` for
+ *   a profile that cannot be used, `inference` for an input that turned sketching off.
  * @param spend `(day, epsilon, budget)`: spends a UTC day's epsilon when it fits (persisted).
  * @param random uniform in [0, 1) for the noise (the device's `random`).
  * @param wall unix seconds.
@@ -172,7 +173,7 @@ export class Sketcher {
 
   constructor(
     private readonly emit: (event: TelemetryEvent) => void,
-    private readonly reportError: (model: string, version: number | null, message: string) => void,
+    private readonly reportError: (model: string, version: number | null, stage: "load" | "inference", message: string) => void,
     private readonly spend: (day: number, epsilon: number, budget: number) => boolean,
     private readonly random: () => number,
     private readonly wall: () => number,
@@ -203,7 +204,7 @@ export class Sketcher {
     } catch (err) {
       const reported = this.profiles.get(packageId) === null;
       this.profiles.set(packageId, null);
-      if (!reported) this.report(key, `the profile cannot be used; not sketching: ${(err as Error)?.message ?? err}`);
+      if (!reported) this.report(key, "load", `the profile cannot be used; not sketching: ${(err as Error)?.message ?? err}`);
       return null;
     }
     let window = this.windows.get(key);
@@ -215,9 +216,9 @@ export class Sketcher {
   }
 
   /** One `error` event for a sketching failure. */
-  report(key: string, message: string): void {
+  report(key: string, stage: "load" | "inference", message: string): void {
     const cut = key.indexOf(":");
-    this.reportError(key.slice(cut + 1), Number(key.slice(0, cut)), message);
+    this.reportError(key.slice(cut + 1), Number(key.slice(0, cut)), stage, message);
   }
 
   private fresh(model: string, version: number, layout: SketchLayout, policy: MonitorPolicy, now: number): Window {
@@ -297,6 +298,7 @@ export class Sketcher {
           Number.isInteger(row.n) &&
           Array.isArray(row.counts) &&
           row.counts.length === total &&
+          row.counts.every(Number.isInteger) &&
           row.layout.names.length === row.layout.sizes.length &&
           row.policy.window_s >= 1;
         if (ok) this.windows.set(`${row.version}:${row.model}`, { ...row, counts: Float64Array.from(row.counts) });
