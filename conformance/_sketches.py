@@ -87,8 +87,12 @@ def _profiles(rng: np.random.Generator) -> dict[str, tuple[ReferenceProfile, np.
 
 
 def _far_from_edges(binner: _Binner, profile: ReferenceProfile, raw: np.ndarray) -> bool:
+    """True when no computed value is within ``MARGIN`` of an edge of its bins (a table's
+    features are its raw values, exact in every language: only its projections count)."""
     values = binner.features(raw)
-    checks = [(b.edges, values[i]) for i, b in enumerate(profile.bins) if b.kind == "numeric"]
+    checks = []
+    if binner.columns is None:
+        checks = [(b.edges, values[i]) for i, b in enumerate(profile.bins) if b.kind == "numeric"]
     if profile.projection is not None:
         projected = (
             (values[binner.projection_columns] - binner.mean) / binner.scale
@@ -128,6 +132,25 @@ def _case(
     }
 
 
+def _on_edges(
+    binner: _Binner, profile: ReferenceProfile, reference: np.ndarray, rng: np.random.Generator
+) -> list[dict[str, Any]]:
+    """Table inputs whose columns equal an edge exactly (first, inner, last): the bin to the
+    edge's right (``side="right"``), which a client searching with ``<`` gets wrong."""
+    cases = []
+    for row in range(2, 40):
+        raw = reference[row].copy()
+        for column, bins in enumerate(profile.bins):
+            if bins.kind == "numeric":
+                raw[column] = bins.edges[(0, len(bins.edges) // 2, -1)[row % 3]]
+        if _far_from_edges(binner, profile, raw):
+            cases.append(_case(binner, profile, raw, rng))
+        if len(cases) == 3:
+            break
+    assert len(cases) == 3, "no on-edge inputs with projections away from their edges"
+    return cases
+
+
 def binning_vectors() -> list[dict[str, Any]]:
     """Per layout: a profile, its sample shape, inputs and their expected flat indices."""
     rng = np.random.default_rng(20261205)
@@ -152,6 +175,7 @@ def binning_vectors() -> list[dict[str, Any]]:
                 special[0] = value
                 if _far_from_edges(binner, profile, special):
                     cases.append(_case(binner, profile, special, rng))
+            cases += _on_edges(binner, profile, reference, rng)
         vectors.append(
             {
                 "name": name,
