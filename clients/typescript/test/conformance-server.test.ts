@@ -127,20 +127,26 @@ describe("server cases", () => {
 
   // -- profile sketches: the profile-sketch case (conformance/_sketches.py) ----------------
 
-  it("profile-sketch: one window of every prediction reaches the server, which counts what Python binned", async () => {
+  it("profile-sketch: one window of every prediction, across an app restart, reaches the server, which counts what Python binned", async () => {
     const sketch = vectorJson<{ sketch: SketchWorld }>("server.json").sketch;
     const wall = Math.floor(Date.now() / 1000); // pinned: every input lands in one window
     const { platform, os_version, app_version, device_id } = scenario.device;
-    const device = await Device.open({
-      serverUrl: world.url,
-      deviceKey: world.sketch.device_key,
-      facts: { platform, os_version, app_version, device_id },
-      storage: new FileStorage(join(tmp, "sketch")),
-      runtime,
-      wallClock: () => wall,
-    });
-    assert.ok((await device.sync()).isOk);
-    for (const c of predictions.cases) await device.model(sketch.model.name).predict(c.raw);
+    const open = () =>
+      Device.open({
+        serverUrl: world.url,
+        deviceKey: world.sketch.device_key,
+        facts: { platform, os_version, app_version, device_id },
+        storage: new FileStorage(join(tmp, "sketch")),
+        runtime,
+        wallClock: () => wall,
+      });
+    const killed = await open();
+    assert.ok((await killed.sync()).isOk);
+    const half = Math.floor(predictions.cases.length / 2);
+    for (const c of predictions.cases.slice(0, half)) await killed.model(sketch.model.name).predict(c.raw);
+    await killed.save(); // the app goes to the background and is killed: the open window is on storage
+    const device = await open();
+    for (const c of predictions.cases.slice(half)) await device.model(sketch.model.name).predict(c.raw);
     const flushed = await device.flush();
     const answer = await fetch(`${world.url}/v1/admin/models/${sketch.model.name}/drift?group_by=`, {
       headers: { Authorization: `Bearer ${world.sketch.admin_token}` },
