@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _sketches import sketch_world
 from _world import (
     APP_ID,
     CASCADE_THRESHOLD,
@@ -184,7 +185,20 @@ def server_scenario(model_file: Path) -> dict[str, Any]:
                 "flush sends nothing.",
             },
             CAPTURE_CASE,
+            # -- profile sketches (conformance/_sketches.py) --
+            {
+                "name": "profile-sketch",
+                "steps": "a device of the app 'sketch.app' (serve.py pushes 'sketch.model' with "
+                "its reference profile there, so its entry has a monitor policy) syncs, "
+                "predicts every case of predictions.json with the wall clock pinned inside "
+                "one window, then flushes: the server accepts the inference and download "
+                "events plus exactly 'sketch.expect.events' profile event; the admin drift "
+                "report of the version (GET /v1/admin/models/{name}/drift?group_by=) counts "
+                "that many events and 'expect.n' rows, and every block's current histogram "
+                "is 'expect.counts'.",
+            },
         ],
+        "sketch": sketch_world(model_file),
     }
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from _capture import capture_vectors
 from _packages import keyring_vectors, package_vectors
 from _scenarios import canonical_vectors, fault_scripts, prediction_vectors, server_scenario
+from _sketches import sketch_vectors
 from _world import (
     APP_ID,
     CONTENT_KEY,
@@ -64,6 +65,7 @@ def generate(out: Path) -> None:
     write_json(out / "canonical.json", {"vectors": canonical_vectors()})
     write_json(out / "server.json", server_scenario(model_file))
     write_json(out / "capture.json", capture_vectors())
+    write_json(out / "sketches.json", sketch_vectors())
     write_json(
         out / "keys.json",
         {
@@ -85,6 +87,7 @@ GENERATED = (
     "server.json",
     "keys.json",
     "capture.json",
+    "sketches.json",
 )
 
 

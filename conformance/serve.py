@@ -78,6 +78,43 @@ def prepare(live: Any) -> dict[str, Any]:
     }
 
 
+# -- profile sketches: the profile-sketch case's own app ------------------------------------
+
+
+def prepare_sketch(live: Any) -> dict[str, Any]:
+    """Create the app of the ``profile-sketch`` case; push its model with its profile.
+
+    The program adds it to its line as ``"sketch"``; the Python runner calls it in that
+    case's test only (the other cases' worlds do not pay for it).
+
+    Returns:
+        ``{"app_id", "device_key", "admin_token"}`` of that app.
+    """
+    from pocketml.testing import push_version
+
+    world = scenario()["sketch"]
+    model = world["model"]
+    app = live.create_app(world["app"])
+    path = HERE / model["file"]
+    entry = {
+        "name": model["variant"],
+        "format": model["format"],
+        "precision": model["precision"],
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "encrypt": model["encrypt"],
+    }
+    with live.admin(app.admin_token) as client:
+        push_version(
+            client,
+            model["name"],
+            [(entry, path)],
+            schema=model["schema"],
+            stage="production",
+            reference_profile=model["reference_profile"],
+        )
+    return {"app_id": app.app_id, "device_key": app.device_key, "admin_token": app.admin_token}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     where = parser.add_mutually_exclusive_group()
@@ -98,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             url = stack.enter_context(fresh_postgres(args.postgres))
         settings = server_settings(Path(home) / "server", url)
         with live_server(settings) as live:
-            print(json.dumps(prepare(live)), flush=True)
+            print(json.dumps({**prepare(live), "sketch": prepare_sketch(live)}), flush=True)
             sys.stdin.read()  # serve until the runner closes our stdin (or dies)
     return 0
 

@@ -295,3 +295,41 @@ def test_capture_sends_consented_samples_then_forget_me_deletes_them(
         pid: case["feedback"]["label"] if pid == labelled else None for pid in predicted
     }
     assert (forgotten.queued, after, pending) == (False, [], 0)
+
+
+# -- profile sketches: the profile-sketch server case (conformance/_sketches.py) -----------
+
+
+def test_profile_sketch_reaches_the_server_as_one_window_of_the_expected_counts(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    sketch, expect = _load("serve").prepare_sketch(live_server), SCENARIO["sketch"]["expect"]
+    model = SCENARIO["sketch"]["model"]["name"]
+    facts = dict(SCENARIO["device"])
+    with Device(
+        live_server.url,
+        sketch["device_key"],
+        DeviceFacts(
+            platform=facts["platform"],
+            os_version=facts["os_version"],
+            app_version=facts["app_version"],
+            formats=tuple(facts["formats"]),
+            device_id=facts["device_id"],
+        ),
+        tmp_path / "cache",
+        seed=0,
+        clock=lambda: 0.0,  # every input is stamped with the snapshot's wall time: one window
+    ) as device:
+        assert device.sync().is_ok
+        for case in PREDICTIONS["cases"]:
+            device.model(model).predict(case["raw"])
+        first = device.flush()
+    with live_server.http(sketch["admin_token"]) as admin:
+        answer = admin.get(f"/v1/admin/models/{model}/drift", params={"group_by": ""})
+    answer.raise_for_status()
+    fleet = answer.json()["fleet"]
+    blocks = [*fleet["features"], *fleet["multivariate"], fleet["prediction"], fleet["confidence"]]
+    # the inferences, one download, and the profile events
+    assert first.sent == len(PREDICTIONS["cases"]) + 1 + expect["events"]
+    assert (fleet["events"], fleet["n"]) == (expect["events"], expect["n"])
+    assert {b["name"]: b["histogram"]["current"] for b in blocks} == expect["counts"]

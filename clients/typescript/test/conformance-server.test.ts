@@ -10,6 +10,7 @@ import { after, before, describe, it } from "node:test";
 import { SampleCapture } from "../src/core/capture.js";
 import { sha256Hex } from "../src/core/crypto.js";
 import { Device, type DownloadEvent } from "../src/core/index.js";
+import { Sketcher } from "../src/core/sketch.js";
 import { FileStorage, OnnxNodeRuntime } from "../src/node/index.js";
 import { type Database, startWorld, type World } from "./server.js";
 import { vectorJson } from "./vectors.js";
@@ -161,6 +162,42 @@ describe(`server cases (${DATABASE})`, () => {
     );
     assert.deepEqual([forgotten.queued, after, capture.samples.length], [false, [], 0]);
   });
+
+  // -- profile sketches: the profile-sketch case (conformance/_sketches.py) ----------------
+
+  it("profile-sketch: one window of every prediction, across an app restart, reaches the server, which counts what Python binned", async () => {
+    const sketch = vectorJson<{ sketch: SketchWorld }>("server.json").sketch;
+    const wall = Math.floor(Date.now() / 1000); // pinned: every input lands in one window
+    const { platform, os_version, app_version, device_id } = scenario.device;
+    const open = () =>
+      Device.open({
+        serverUrl: world.url,
+        deviceKey: world.sketch.device_key,
+        facts: { platform, os_version, app_version, device_id },
+        storage: new FileStorage(join(tmp, "sketch")),
+        runtime,
+        wallClock: () => wall,
+        sketches: new Sketcher(),
+      });
+    const killed = await open();
+    assert.ok((await killed.sync()).isOk);
+    const half = Math.floor(predictions.cases.length / 2);
+    for (const c of predictions.cases.slice(0, half)) await killed.model(sketch.model.name).predict(c.raw);
+    await killed.save(); // the app goes to the background and is killed: the open window is on storage
+    const device = await open();
+    for (const c of predictions.cases.slice(half)) await device.model(sketch.model.name).predict(c.raw);
+    const flushed = await device.flush();
+    const answer = await fetch(`${world.url}/v1/admin/models/${sketch.model.name}/drift?group_by=`, {
+      headers: { Authorization: `Bearer ${world.sketch.admin_token}` },
+    });
+    assert.equal(answer.status, 200);
+    const fleet = ((await answer.json()) as { fleet: DriftFleet }).fleet;
+    const blocks = [...fleet.features, ...fleet.multivariate, fleet.prediction, fleet.confidence];
+    // the inferences, one download, and the profile events
+    assert.equal(flushed.sent, predictions.cases.length + 1 + sketch.expect.events);
+    assert.deepEqual([fleet.events, fleet.n], [sketch.expect.events, sketch.expect.n]);
+    assert.deepEqual(Object.fromEntries(blocks.map((b) => [b.name, b.histogram.current])), sketch.expect.counts);
+  });
 });
 
 interface CaptureCase {
@@ -175,4 +212,21 @@ async function storedSamples(c: CaptureCase): Promise<{ prediction_id: string; p
   const answer = await fetch(url, { headers: { Authorization: `Bearer ${world.admin_token}` } });
   assert.equal(answer.status, 200);
   return ((await answer.json()) as { items: { prediction_id: string; predicted: string; label: string | null }[] }).items;
+}
+
+interface SketchWorld {
+  model: { name: string };
+  expect: { events: number; n: number; counts: Record<string, number[]> };
+}
+interface DriftBlock {
+  name: string;
+  histogram: { current: number[] };
+}
+interface DriftFleet {
+  events: number;
+  n: number;
+  features: DriftBlock[];
+  multivariate: DriftBlock[];
+  prediction: DriftBlock;
+  confidence: DriftBlock;
 }

@@ -15,6 +15,8 @@ export interface World {
   device_key: string;
   admin_token: string;
   models: Record<string, { package_id: string; package_size: number; package_url: string; content_key_id: string | null }>;
+  /** The profile-sketch case's own app (serve.py `prepare_sketch`). */
+  sketch: { app_id: string; device_key: string; admin_token: string };
   stop(): Promise<void>;
 }
 

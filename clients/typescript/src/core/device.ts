@@ -22,6 +22,7 @@ import { answerError, Backoff, CircuitBreaker, type Fetch, fetchWithTimeout, rea
 import { type FeedbackBody, type FlushReport, type SendOutcome, type TelemetryEvent, TelemetryQueue } from "./queue.js";
 import type { Runtime, Session } from "./runtime.js";
 import type { ModelSchema } from "./schema.js";
+import { DEFAULT_MONITOR, type Sketcher, type SketchTracker } from "./sketch.js";
 import { readJsonFile, type Storage, writeJsonFile } from "./storage.js";
 
 export interface DeviceFacts {
@@ -68,6 +69,13 @@ export interface DeviceOptions {
   requestTimeoutMs?: number;
   breakerThreshold?: number;
   breakerCooldownMs?: number;
+  /**
+   * Profile sketches for monitoring: `new Sketcher()` from `@pocketml/device/sketch` (none: this
+   * device sends no `profile` events, so drift and label-free accuracy do not see it).
+   */
+  sketches?: Sketcher;
+  /** Unix seconds, for sketch windows (default `Date.now() / 1000`; tests pin it). */
+  wallClock?: () => number;
   /** Consented capture: `new SampleCapture()` from `@pocketml/device/capture` (none: this device never captures). */
   capture?: SampleCapture;
   /** May samples of a `wifi_only` capture policy be uploaded now? Default: `conditions.networkType` is "wifi" (or unknown). */
@@ -133,6 +141,9 @@ export class DeviceCore {
   private readonly sessions = new Map<string, { packageId: string; session: Session }>();
   /** Bumped whenever a model is activated: predictors rebuild their cached state. */
   generation = 0;
+  /** Profile sketches of what the local models score (sketch.ts; null: not opted in). */
+  readonly sketcher: Sketcher | null;
+  readonly wall: () => number;
 
   constructor(options: DeviceOptions) {
     this.options = options;
@@ -145,6 +156,34 @@ export class DeviceCore {
     this.clock = options.clock ?? (() => performance.now());
     this.breaker = new CircuitBreaker(options.breakerThreshold ?? 5, options.breakerCooldownMs ?? 30_000, this.clock);
     this.capture = options.capture ?? null;
+    this.wall = options.wallClock ?? (() => Date.now() / 1000);
+    this.sketcher = options.sketches ?? null;
+    if (this.sketcher !== null) {
+      const sketcher = this.sketcher;
+      sketcher.attach({
+        emit: (event) => this.queue.record(event),
+        reportError: (model, version, stage, message) => this.recordError(model, version, stage, fail("pocketml_error", message)),
+        spend: (day, epsilon, budget) => this.queue.spendPrivacy(day, epsilon, budget),
+        random: this.random,
+        wall: this.wall,
+      });
+      this.queue.windowSource = () => sketcher.openWindows();
+    }
+  }
+
+  /** The sketch tracker of a model's active version: null without a profile or when the policy is off. */
+  async sketchTracker(name: string, record: ReadyRecord, schema: ModelSchema, sampleShape: number[]): Promise<SketchTracker | null> {
+    const policy = this.entries.get(name)?.monitor ?? DEFAULT_MONITOR; // no entry: the defaults, as Python
+    if (this.sketcher === null || !policy.enabled) return null;
+    let profile: unknown = null; // none: the package has no profile
+    try {
+      const bytes = await this.storage.read(`packages/${record.package_id}/profile.json`);
+      if (bytes !== null) profile = JSON.parse(new TextDecoder().decode(bytes));
+    } catch (err) {
+      profile = { unreadable: String(err) }; // reported once by the sketcher as unusable
+    }
+    const layout = schema.inputs[0]?.layout ?? "NCHW";
+    return this.sketcher.tracker(name, record.version, record.package_id, profile, layout, sampleShape, policy);
   }
 
   /** Read the saved state (device id, last manifest, pin, active models, queue). */
@@ -160,6 +199,7 @@ export class DeviceCore {
     this.forgetOwed = (await readJsonFile<{ owed: boolean }>(this.storage, "forget.json"))?.owed === true;
     await this.capture?.attach(this.storage, this.random);
     if (this.capture) this.capture.forgetOwed = this.forgetOwed;
+    this.sketcher?.resume(this.queue.windows);
   }
 
   private async loadPin(): Promise<Pin> {
@@ -456,6 +496,7 @@ export class DeviceCore {
 
   /** Send queued telemetry (batched, idempotent per batch id) and feedback. */
   async flush(): Promise<FlushReport> {
+    this.sketcher?.closeWindows(true); // open windows go now (early, unless DP is on)
     const facts = this.options.facts;
     const device = {
       platform: facts.platform,

@@ -7,6 +7,7 @@
 import { type CapturePolicy, parseCapturePolicy } from "./capture.js";
 import { fail } from "./errors.js";
 import type { ModelSchema } from "./schema.js";
+import { DEFAULT_MONITOR, type MonitorPolicy } from "./sketch.js";
 
 export interface PackageRef {
   id: string;
@@ -45,6 +46,8 @@ export interface ModelEntry {
   download_policy: DownloadPolicy;
   hybrid: HybridPolicy;
   schema: ModelSchema | null;
+  /** How the active version is sketched (`monitor`; absent from older servers: the defaults). */
+  monitor: MonitorPolicy;
 }
 
 const NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
@@ -132,6 +135,20 @@ function parseCapture(raw: unknown, where: string): CapturePolicy | null {
   }
 }
 
+function parseMonitor(raw: unknown, where: string): MonitorPolicy {
+  if (raw === null || raw === undefined) return DEFAULT_MONITOR;
+  const m = { ...DEFAULT_MONITOR, ...obj(raw, where) };
+  const epsilon = m.epsilon_per_day ?? null;
+  if (epsilon !== null && (typeof epsilon !== "number" || !(epsilon >= 0.001 && epsilon <= 100)))
+    throw bad(`${where}.epsilon_per_day`, "null or a number in [0.001, 100]", epsilon);
+  return {
+    enabled: flag(m, "enabled", where),
+    window_s: int(m, "window_s", where, 60, 86_400),
+    max_rows: int(m, "max_rows", where, 1, 10 ** 9),
+    epsilon_per_day: epsilon,
+  };
+}
+
 /** Parse one entry of `models[]`; throws `protocol_error` naming the first bad field. */
 export function parseEntry(raw: unknown, index: number): ModelEntry {
   const where = `models[${index}]`;
@@ -139,6 +156,7 @@ export function parseEntry(raw: unknown, index: number): ModelEntry {
   const name = text(e, "name", where, NAME);
   const capture = parseCapture(e.capture, `${where}.capture`);
   const hybrid = parseHybrid(e.hybrid, `${where}.hybrid`);
+  const monitor = parseMonitor(e.monitor, `${where}.monitor`);
   const d = obj(e.download_policy, `${where}.download_policy`);
   const download = {
     wifi_only: flag(d, "wifi_only", `${where}.download_policy`),
@@ -161,6 +179,7 @@ export function parseEntry(raw: unknown, index: number): ModelEntry {
       download_policy: download,
       hybrid,
       schema,
+      monitor,
     };
   }
   const variant = text(e, "variant", where, VARIANT);
@@ -179,5 +198,6 @@ export function parseEntry(raw: unknown, index: number): ModelEntry {
     download_policy: download,
     hybrid,
     schema,
+    monitor,
   };
 }

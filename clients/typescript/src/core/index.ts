@@ -40,6 +40,7 @@ export { acceptKeyring, followKeyrings, type Keyring, type KeyringJson, type Pin
 export { Backoff, CircuitBreaker, type Fetch } from "./net.js";
 export { type OrtLike, type OrtRuntimeOptions, type OrtSessionLike, ortRuntime } from "./ort.js";
 export type { ModelPredictor, Prediction } from "./predict.js";
+export type { ReferenceProfile, SketchLayout } from "./profile.js";
 export type { FlushReport, TelemetryEvent } from "./queue.js";
 export type { Runtime, Session } from "./runtime.js";
 export {
@@ -51,6 +52,7 @@ export {
   type PreparedSchema,
   prepareSchema,
 } from "./schema.js";
+export { DEFAULT_MONITOR, type MonitorPolicy, type OpenWindow, type Sketcher, type SketchHooks, type SketchTracker } from "./sketch.js";
 export { MemoryStorage, type Storage } from "./storage.js";
 export {
   extractModel,
@@ -87,6 +89,13 @@ export class Device {
   /** Events waiting in the telemetry queue. */
   get pendingEvents(): number {
     return this.core.queue.pending;
+  }
+
+  /** Profile sketches: inputs skipped (NaN features), DP windows withheld (budget spent), events queued. */
+  get sketches(): { skipped: number; withheld: number; sent: number } | null {
+    if (this.core.sketcher === null) return null; // not opted in (Device.open's `sketches`)
+    const { skipped, withheld, sent } = this.core.sketcher;
+    return { skipped, withheld, sent };
   }
 
   /** Check in and bring every model onto the device; a failed model keeps its previous package. */

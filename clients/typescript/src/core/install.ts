@@ -205,6 +205,8 @@ async function install(core: DeviceCore, entry: ModelEntry): Promise<void> {
     await at("disk", async () => {
       await core.storage.write(modelFile, plain);
       await core.storage.write(`${dir}/schema.json`, readMember(pkg, "schema.json"));
+      // The version's reference profile: what its scored inputs are sketched into (sketch.ts).
+      if ("profile.json" in pkg.manifest.members) await core.storage.write(`${dir}/profile.json`, readMember(pkg, "profile.json"));
     });
     await at("load", () => core.activate(entry.name, record, plain));
     await at("disk", () => writeJsonFile(core.storage, `${dir}/ready.json`, record));

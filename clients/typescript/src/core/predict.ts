@@ -16,6 +16,7 @@ import { answerError, fetchWithTimeout, readJson, withRetries } from "./net.js";
 import type { TelemetryEvent } from "./queue.js";
 import type { Session } from "./runtime.js";
 import { normalize, type PreparedSchema, prepareSchema } from "./schema.js";
+import type { SketchTracker } from "./sketch.js";
 
 export interface Prediction {
   label: string;
@@ -48,6 +49,8 @@ interface Snapshot {
   batchShape: number[];
   /** Consented capture of this model (null: its policy is off or absent). */
   tap: CaptureTap | null;
+  /** Bins what the local model scores into its version's profile (null: not sketched). */
+  sketch: SketchTracker | null;
 }
 
 function softmax(logits: Float32Array): Float32Array {
@@ -105,6 +108,10 @@ export class ModelPredictor {
       prepared,
       batchShape: [1, ...(prepared?.sampleShape ?? [])],
       tap: this.core.capture?.tap(this.name, entry?.capture) ?? null,
+      sketch:
+        local === null || schema === null || prepared === null
+          ? null
+          : await this.core.sketchTracker(this.name, local.record, schema, prepared.sampleShape),
     };
     return this.snap;
   }
@@ -124,6 +131,7 @@ export class ModelPredictor {
     if (snap.prepared?.isLogits) probs = softmax(probs);
     const index = argmax(probs);
     const confidence = probs[index] as number;
+    if (snap.sketch !== null) snap.sketch.add(raw, index, confidence, this.core.wall()); // the local answer, whoever answers
     if (snap.policy.mode === "cascade" && confidence < snap.policy.threshold) {
       try {
         return this.offer(snap, x, this.fromCloud(await this.cloud(x, snap, predictionId), snap, started, predictionId, "cloud"));

@@ -19,6 +19,9 @@ interface QueueFile {
   counter: number;
   feedback: FeedbackBody[];
   dropped: number;
+  /** Open sketch windows (`Sketcher.openWindows`) and epsilon spent per UTC day; absent in older files. */
+  windows?: unknown[];
+  privacy?: Record<string, number>;
 }
 
 /** What a send returned: stored (or already stored), refused for good (drop), or retry later. */
@@ -74,7 +77,28 @@ export class TelemetryQueue {
 
   async save(): Promise<void> {
     this.savedAt = Date.now();
+    if (this.windowSource !== null) this.state.windows = this.windowSource();
     await writeJsonFile(this.storage, this.path, this.state);
+  }
+
+  // -- sketches: open windows and the DP budget live in the queue file, saved with the events
+
+  /** Gives the open sketch windows to write at every save. */
+  windowSource: (() => unknown[]) | null = null;
+
+  /** The open sketch windows the file held when loaded. */
+  get windows(): unknown[] {
+    return Array.isArray(this.state.windows) ? this.state.windows : [];
+  }
+
+  /** Spend `epsilon` of UTC `day` when the day's total stays within `budget` (kept 7 days). */
+  spendPrivacy(day: number, epsilon: number, budget: number): boolean {
+    const privacy = typeof this.state.privacy === "object" && this.state.privacy !== null ? this.state.privacy : {};
+    const spent = (privacy[String(day)] ?? 0) + epsilon;
+    if (spent > budget * (1 + 1e-9)) return false;
+    const kept = Object.entries(privacy).filter(([d]) => Number(d) > day - 7);
+    this.state.privacy = { ...Object.fromEntries(kept), [String(day)]: spent };
+    return true;
   }
 
   /** Send everything: batches of at most `batchSize` events, then feedback. */
