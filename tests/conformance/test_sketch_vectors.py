@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pocketml.device._capture_tap import drift_check
 from pocketml.device._queue import TelemetryQueue
 from pocketml.device._sketcher import Sketcher, _Binner
-from pocketml.protocol import MonitorPolicy, decode_sketch, encode_sketch
+from pocketml.protocol import CapturePolicy, MonitorPolicy, decode_sketch, encode_sketch
 from pocketml.sketch import ReferenceProfile
 
 VECTORS = json.loads(
@@ -74,3 +75,27 @@ def test_sketcher_replays_the_window_script_into_the_vector_events(tmp_path: Pat
             sketcher.close_windows(early=True)
     assert events == script["events"]
     assert len(events) >= 3  # a late input, a full window and a flush each closed one
+
+
+@pytest.mark.parametrize("name", sorted(set(BINNING) - {"NC-categorical"}))
+def test_capture_drift_check_agrees_with_the_binning_of_every_case(name: str) -> None:
+    """The capture policy's ``drifted`` test bins a feature as the sketch does (the TypeScript
+    SDK runs the same check against the same vectors)."""
+    vector = BINNING[name]
+    profile = ReferenceProfile.from_dict(vector["profile"])
+    offset = 0
+    for i, bins in enumerate(profile.bins[:2]):
+        size = profile.layout.sizes[i]
+        for case in vector["cases"]:
+            if case["indices"] == "skipped":
+                continue
+            raw = np.asarray([float(v) for v in case["raw"]]).reshape(vector["sample_shape"])
+            hit = case["indices"][i] - offset
+            others = [b for b in range(size) if b != hit]
+            for listed, expected in (([hit], True), (others, False)):
+                policy = CapturePolicy(
+                    enabled=True, when="drifted", drifted_bins={bins.name: listed}
+                )
+                check = drift_check(policy, profile, vector["layout"])
+                assert check is not None and check(raw) is expected, (bins.name, hit, listed)
+        offset += size

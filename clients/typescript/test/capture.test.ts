@@ -270,7 +270,20 @@ describe("SampleCapture", () => {
     assert.deepEqual([report.expired, report.sent, report.pending], [1, 0, 0]);
   });
 
-  it("drifted is not supported yet: it captures nothing", async () => {
+  it("drifted: only inputs the profile's bin test marks are captured", async () => {
+    const capture = await opened();
+    await capture.setConsent(true);
+    const tap = capture.tap("m", { ...POLICY, when: "drifted" }, (raw) => (raw[0] as number) > 1);
+    tap?.offer(X, [1, 2], "p1", "yes", 0.9, 1, [0.5, 0]);
+    tap?.offer(X, [1, 2], "p2", "yes", 0.9, 1, [2, 0]);
+    tap?.offer(X, [1, 2], "p3", "yes", 0.9, 1); // no raw input (the cloud answered): not drifted
+    assert.deepEqual(
+      capture.samples.map((s) => s.prediction_id),
+      ["p2"],
+    );
+  });
+
+  it("drifted without a reference profile's bin test captures nothing, and says so once", async () => {
     const capture = await opened();
     await capture.setConsent(true);
     const warn = console.warn;

@@ -104,6 +104,28 @@ for (const vector of vectors.binning) {
   });
 }
 
+// The capture policy's `drifted` test bins a feature as the sketch does: a case is drifted for
+// exactly the bin the vector's indices give its feature (numeric profiles: features come first).
+for (const vector of vectors.binning.filter((v) => v.name !== "NC-categorical")) {
+  it(`the drifted test of capture agrees with the binning of every ${vector.name} case`, () => {
+    const profile = parseProfile(vector.profile);
+    const binner = new Binner(profile, vector.layout, vector.sample_shape);
+    let offset = 0;
+    for (const [i, bins] of profile.bins.slice(0, 2).entries()) {
+      const size = profile.layout.sizes[i] as number;
+      for (const c of vector.cases) {
+        if (c.indices === "skipped") continue;
+        const bin = (c.indices[i] as number) - offset;
+        const others = Array.from({ length: size }, (_, b) => b).filter((b) => b !== bin);
+        assert.equal(binner.driftTest({ [bins.name]: [bin] })?.(c.raw), true, `${bins.name} bin ${bin}`);
+        assert.equal(binner.driftTest({ [bins.name]: others })?.(c.raw), false, `${bins.name} not bin ${bin}`);
+      }
+      offset += size;
+    }
+    assert.equal(binner.driftTest({ "not-a-feature": [0] }), null);
+  });
+}
+
 it("the sketcher replays the window script into exactly the Python events", () => {
   const script = vectors.windows;
   const h = harness();

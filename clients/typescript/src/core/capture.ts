@@ -262,13 +262,25 @@ export class SampleCapture {
   }
 
   /** The per-version hook a predictor calls after each prediction (null: the policy is off or absent). */
-  tap(model: string, policy: CapturePolicy | null | undefined): CaptureTap | null {
+  /**
+   * The per-version hook a predictor calls after each prediction (null: the policy is off or
+   * absent). `drifted` is the `drifted` mode's bin test, from the version's reference profile
+   * (`SketchTracker.driftTest`): without it a `drifted` policy captures nothing, as in Python.
+   */
+  tap(
+    model: string,
+    policy: CapturePolicy | null | undefined,
+    drifted: ((raw: ArrayLike<number>) => boolean) | null = null,
+  ): CaptureTap | null {
     if (!policy?.enabled) return null;
-    if (policy.when === "drifted" && !this.warned) {
+    if (policy.when === "drifted" && drifted === null && !this.warned) {
       this.warned = true;
-      console.warn(`pocketml: capture "drifted" (${model}) is not supported by this SDK yet: nothing is captured`);
+      console.warn(
+        `pocketml: capture "drifted" (${model}) needs the version's reference profile and profile sketches ` +
+          "(Device.open({ sketches: new Sketcher() })): nothing is captured",
+      );
     }
-    return new CaptureTap(this, model, policy);
+    return new CaptureTap(this, model, policy, drifted);
   }
 
   /** Redact, then hold (feedback mode) or store one eligible, sampled prediction. */
@@ -416,13 +428,23 @@ export class CaptureTap {
     readonly capture: SampleCapture,
     readonly model: string,
     readonly policy: CapturePolicy,
+    private readonly drifted: ((raw: ArrayLike<number>) => boolean) | null = null,
   ) {}
 
   /** Capture this prediction if consent, the policy and the sampling rate say so: a flag, the `when` test, one draw; never throws. */
-  offer(seen: Float32Array, shape: readonly number[], pid: string, predicted: string, confidence: number, version: number | null): void {
+  offer(
+    seen: Float32Array,
+    shape: readonly number[],
+    pid: string,
+    predicted: string,
+    confidence: number,
+    version: number | null,
+    raw: ArrayLike<number> | null = null,
+  ): void {
     const c = this.capture;
     const p = this.policy;
-    if (!c.consent || c.forgetOwed || version === null || p.when === "drifted") return;
+    if (!c.consent || c.forgetOwed || version === null) return;
+    if (p.when === "drifted" && (raw === null || this.drifted === null || !this.drifted(raw))) return;
     if (p.when === "low_confidence" && confidence >= p.low_confidence_below) return;
     if (p.rate < 1 && c.random() >= p.rate) return;
     try {

@@ -107,12 +107,15 @@ export class ModelPredictor {
       variant: local?.record.variant ?? null,
       prepared,
       batchShape: [1, ...(prepared?.sampleShape ?? [])],
-      tap: this.core.capture?.tap(this.name, entry?.capture) ?? null,
+      tap: null,
       sketch:
         local === null || schema === null || prepared === null
           ? null
           : await this.core.sketchTracker(this.name, local.record, schema, prepared.sampleShape),
     };
+    const capture = entry?.capture;
+    const drifted = capture?.when === "drifted" ? (this.snap.sketch?.driftTest(capture.drifted_bins) ?? null) : null;
+    this.snap.tap = this.core.capture?.tap(this.name, capture, drifted) ?? null;
     return this.snap;
   }
 
@@ -134,18 +137,18 @@ export class ModelPredictor {
     if (snap.sketch !== null) snap.sketch.add(raw, index, confidence, this.core.wall()); // the local answer, whoever answers
     if (snap.policy.mode === "cascade" && confidence < snap.policy.threshold) {
       try {
-        return this.offer(snap, x, this.fromCloud(await this.cloud(x, snap, predictionId), snap, started, predictionId, "cloud"));
+        return this.offer(snap, raw, x, this.fromCloud(await this.cloud(x, snap, predictionId), snap, started, predictionId, "cloud"));
       } catch (err) {
         if (!isKind(err, "unavailable")) throw err;
-        return this.offer(snap, x, this.finish(snap, started, predictionId, probs, index, "fallback", snap.version));
+        return this.offer(snap, raw, x, this.finish(snap, started, predictionId, probs, index, "fallback", snap.version));
       }
     }
-    return this.offer(snap, x, this.finish(snap, started, predictionId, probs, index, "local", snap.version));
+    return this.offer(snap, raw, x, this.finish(snap, started, predictionId, probs, index, "local", snap.version));
   }
 
   /** Offer a prediction of a model on the device to consented capture (a null test when it is off). */
-  private offer(snap: Snapshot, x: Float32Array, p: Prediction): Prediction {
-    snap.tap?.offer(x, snap.prepared === null ? [1, x.length] : snap.batchShape, p.predictionId, p.label, p.confidence, p.version);
+  private offer(snap: Snapshot, raw: ArrayLike<number>, x: Float32Array, p: Prediction): Prediction {
+    snap.tap?.offer(x, snap.prepared === null ? [1, x.length] : snap.batchShape, p.predictionId, p.label, p.confidence, p.version, raw);
     return p;
   }
 

@@ -165,6 +165,30 @@ export class Binner {
   }
 
   /**
+   * The capture policy's `drifted` test (Python's `drift_check`): does a numeric monitored
+   * feature of a raw input fall in one of its listed bins (bin indices within the feature)?
+   * Null when no listed feature is a numeric one of this profile (then nothing is drifted).
+   */
+  driftTest(driftedBins: Readonly<Record<string, readonly number[]>>): ((raw: ArrayLike<number>) => boolean) | null {
+    const { profile, values } = this;
+    const watched = Object.entries(driftedBins)
+      .map(([name, bins]) => [profile.bins.findIndex((b) => b.name === name), new Set(bins)] as const)
+      .filter(([i]) => i >= 0 && profile.bins[i]?.edges !== null);
+    if (watched.length === 0) return null;
+    return (raw) => {
+      try {
+        this.extractor.extract(raw, values);
+      } catch {
+        return false; // features the profile cannot read: not drifted (as Python)
+      }
+      return watched.some(([i, bins]) => {
+        const v = values[i] as number;
+        return !Number.isNaN(v) && bins.has(binOf(profile.bins[i]?.edges as Float64Array, v));
+      });
+    };
+  }
+
+  /**
    * The flat index of every block's bin for one raw input, or null to skip it (NaN). The
    * array is reused by the next call.
    * @throws Error when the predicted class is not one of the profile's.

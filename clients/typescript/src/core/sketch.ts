@@ -139,6 +139,11 @@ export class SketchTracker {
     private readonly binner: Binner,
   ) {}
 
+  /** The capture policy's `drifted` test on this version's profile (see `Binner.driftTest`). */
+  driftTest(driftedBins: Readonly<Record<string, readonly number[]>>): ((raw: ArrayLike<number>) => boolean) | null {
+    return this.binner.driftTest(driftedBins);
+  }
+
   /** Count one scored input (raw, as given to predict); never throws. */
   add(raw: ArrayLike<number>, predicted: number, confidence: number, ts: number): void {
     if (!this.enabled) return;
