@@ -6,6 +6,8 @@
  * Served by `serve.mjs` on the same origin as the pocketml server's /v1 routes (it proxies
  * them), so the device key is sent only there and no CORS is needed.
  */
+import { SampleCapture } from "@pocketml/device/capture";
+import { Sketcher } from "@pocketml/device/sketch";
 import { Device, type DownloadEvent, IndexedDBStorage, type OrtLike, ortRuntime, type Prediction } from "@pocketml/device/web";
 import * as ort from "onnxruntime-web";
 
@@ -54,7 +56,13 @@ async function sync(key: string, model: string): Promise<void> {
     storage: await IndexedDBStorage.open(),
     runtime: ortRuntime(ort as unknown as OrtLike, { loadFrom: "bytes", formats: ["onnx"] }),
     onDownload,
+    // Monitoring: histograms of what the model sees, per window (docs/monitoring.md).
+    sketches: new Sketcher(),
+    // Consented capture: nothing leaves the page until the user ticks the box.
+    capture: new SampleCapture(),
   });
+  $("device-id").textContent = device.deviceId;
+  $<HTMLInputElement>("consent").checked = device.consent;
   const report = await device.sync();
   const mine = report.models[model];
   if (mine === undefined) {
@@ -84,6 +92,7 @@ async function predict(text: string, model: string): Promise<void> {
     .map(Number);
   if (values.some((v) => !Number.isFinite(v))) throw new Error("The input must be numbers separated by commas or spaces.");
   last = await device.model(model).predict(values);
+  delete $("answer").dataset.flushed;
   const rows: [string, string][] = [
     ["label", last.label],
     ["confidence", `${number.format(last.confidence * 100)} %`],
@@ -110,6 +119,27 @@ async function feedback(thumbs: "up" | "down", model: string): Promise<void> {
   for (const id of ["right", "wrong"]) $<HTMLButtonElement>(id).disabled = true;
   const report = await device.flush();
   $("error").textContent = report.pending > 0 ? `Offline: ${report.pending} events wait for the next flush.` : "";
+  $("answer").dataset.flushed = "true"; // what the browser test waits for
+  const samples = report.samples;
+  $("privacy-status").textContent =
+    samples === null || samples.sent === 0 ? "" : `${samples.sent} shared input${samples.sent === 1 ? "" : "s"} sent.`;
+}
+
+async function consent(on: boolean): Promise<void> {
+  if (device === null) throw new Error("Sync first: consent is kept per device.");
+  await device.setConsent(on);
+  $("privacy-status").textContent = on ? "Thank you: some inputs will be shared." : "Nothing is shared; what was kept here is deleted.";
+}
+
+async function forget(): Promise<void> {
+  if (device === null) throw new Error("Sync first.");
+  const report = await device.forgetMe();
+  $<HTMLInputElement>("consent").checked = device.consent;
+  const status = $("privacy-status");
+  status.dataset.state = report.queued ? "queued" : "done";
+  status.textContent = report.queued
+    ? "Deleted here; the server will be asked again at the next flush (it did not answer)."
+    : "Deleted here and on the server.";
 }
 
 function guarded(work: () => Promise<void>): () => void {
@@ -132,6 +162,8 @@ $("predict").addEventListener("submit", (e) => {
   e.preventDefault();
   guarded(() => predict($<HTMLTextAreaElement>("input").value, model()))();
 });
+$("consent").addEventListener("change", () => guarded(() => consent($<HTMLInputElement>("consent").checked))());
+$("forget").addEventListener("click", guarded(forget));
 $("right").addEventListener(
   "click",
   guarded(() => feedback("up", model())),
