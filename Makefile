@@ -56,10 +56,11 @@ lint-ts: $(TS_STAMP)
 test-ts: $(STAMP) $(TS_STAMP)
 	cd $(TS) && POCKETML_PYTHON=$(abspath $(BIN))/python npm test --silent
 
-# The onnxruntime-web adapter in headless Chromium (Debian's chromium; .ci/run installs it).
-test-ts-browser: $(TS_STAMP)
+# The onnxruntime-web adapter and the web example page in headless Chromium (Debian's
+# chromium; .ci/run installs it); the example talks to a real server from this venv.
+test-ts-browser: $(STAMP) $(TS_STAMP)
 	@command -v chromium >/dev/null || { echo "test-ts-browser needs Chromium: apt-get install -y chromium (or run make test-ts alone)"; exit 1; }
-	cd $(TS) && npm run --silent test:browser
+	cd $(TS) && POCKETML_PYTHON=$(abspath $(BIN))/python npm run --silent test:browser
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks conformance clients/typescript/scripts
