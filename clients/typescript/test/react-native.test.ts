@@ -10,7 +10,18 @@
  * from the files without a download. Last, the NetInfo / expo-battery mapping.
  */
 import assert from "node:assert/strict";
-import { appendFileSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statfsSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statfsSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, sep } from "node:path";
@@ -61,7 +72,9 @@ class FakeExpoFileSystem implements ExpoFileSystem {
   appendOption = true;
   truncates = true;
   afterRemove: ((path: string) => void) | null = null;
-  readonly File: new (uri: string) => ExpoFile;
+  readonly File: new (
+    uri: string,
+  ) => ExpoFile;
   readonly Directory: ExpoFileSystem["Directory"];
   readonly Paths: ExpoFileSystem["Paths"];
 
@@ -186,7 +199,11 @@ describe("expoStorage: the Storage contract over expo-file-system", () => {
   it("an atomic write leaves no temporary file, and concurrent writes to one path end with the last", async () => {
     const { fs, folder } = sandbox();
     const storage = expoStorage(fs);
-    await Promise.all([storage.write("state.json", bytes(1, 1, 1)), storage.write("state.json", bytes(2)), storage.append("log", bytes(7))]);
+    await Promise.all([
+      storage.write("state.json", bytes(1, 1, 1)),
+      storage.write("state.json", bytes(2)),
+      storage.append("log", bytes(7)),
+    ]);
     assert.deepEqual(await storage.read("state.json"), bytes(2));
     assert.deepEqual(listing(folder), ["log", "state.json"]);
   });
@@ -254,7 +271,9 @@ interface PackageVector {
   expect: { model_sha256: string; signing_key_id: string };
 }
 const valid = vectorJson<{ vectors: PackageVector[] }>("packages.json").vectors.find((v) => v.name === "valid-plain") as PackageVector;
-const keyring = vectorJson<{ vectors: { name: string; offered: unknown }[] }>("keyrings.json").vectors.find((v) => v.name === "first-use")?.offered;
+const keyring = vectorJson<{ vectors: { name: string; offered: unknown }[] }>("keyrings.json").vectors.find(
+  (v) => v.name === "first-use",
+)?.offered;
 const predictions = vectorJson<{ schema: unknown; cases: { raw: number[]; label: string }[] }>("predictions.json");
 
 /** A scripted server: the check-in, the package (Range, a connection cut once), telemetry. */
@@ -284,7 +303,14 @@ class FakeServer {
           content_key_id: null,
         },
         download_policy: this.policy,
-        hybrid: { mode: "local", threshold: 0.5, cloud_route: "/v1/models/conformance/predict", cloud_variant: null, timeout_ms: 100, max_retries: 0 },
+        hybrid: {
+          mode: "local",
+          threshold: 0.5,
+          cloud_route: "/v1/models/conformance/predict",
+          cloud_variant: null,
+          timeout_ms: 100,
+          max_retries: 0,
+        },
         schema: predictions.schema,
       };
       return new Response(JSON.stringify({ app_id: "conformance-app", keyring, keyring_chain: [], models: [model] }));
@@ -428,7 +454,10 @@ describe("reactNativeConditions", () => {
     const states = { UNKNOWN: 0, UNPLUGGED: 1, CHARGING: 2, FULL: 3 }; // expo-battery's enum
     const got = Object.fromEntries(
       await Promise.all(
-        Object.entries(states).map(async ([name, value]) => [name, await reactNativeConditions({ battery: battery(value) }).isCharging?.()]),
+        Object.entries(states).map(async ([name, value]) => [
+          name,
+          await reactNativeConditions({ battery: battery(value) }).isCharging?.(),
+        ]),
       ),
     );
     assert.deepEqual(got, { UNKNOWN: false, UNPLUGGED: false, CHARGING: true, FULL: true });

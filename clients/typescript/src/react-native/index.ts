@@ -87,7 +87,10 @@ function checked(path: string): string {
  * - `localPath` is the `file://` URI onnxruntime-react-native loads (`loadFrom: "path"`).
  * - Operations on one path run one after the other (a download's appends, a state file's saves).
  */
-export function expoStorage(fs: ExpoFileSystem, root?: string): Storage & { localPath(path: string): string; freeBytes(): Promise<number> } {
+export function expoStorage(
+  fs: ExpoFileSystem,
+  root?: string,
+): Storage & { localPath(path: string): string; freeBytes(): Promise<number> } {
   const base = root ?? `${fs.Paths.document.uri.replace(/\/?$/, "/")}pocketml/`;
   const folder = base.endsWith("/") ? base : `${base}/`;
   const queues = new Map<string, Promise<unknown>>();
