@@ -68,19 +68,22 @@ function isDirectory(path: string): boolean {
  * the new bytes over the old ones without cutting the file (Android, expo/expo#44957);
  * `afterRemove` runs between the two steps of an overwriting move (where iOS can be killed).
  */
-class FakeExpoFileSystem implements ExpoFileSystem {
+/** A file of the stand-in (what its `move` takes). */
+interface FakeFile extends ExpoFile<FakeFile> {}
+
+class FakeExpoFileSystem implements ExpoFileSystem<FakeFile> {
   appendOption = true;
   truncates = true;
   afterRemove: ((path: string) => void) | null = null;
   readonly File: new (
     uri: string,
-  ) => ExpoFile;
+  ) => FakeFile;
   readonly Directory: ExpoFileSystem["Directory"];
   readonly Paths: ExpoFileSystem["Paths"];
 
   constructor(document: string) {
     const fs = this;
-    this.File = class implements ExpoFile {
+    this.File = class implements FakeFile {
       constructor(public uri: string) {}
       private get path(): string {
         return fileURLToPath(this.uri);
@@ -100,7 +103,7 @@ class FakeExpoFileSystem implements ExpoFileSystem {
         else if (fs.truncates || !this.exists) writeFileSync(this.path, content);
         else writeFileSync(this.path, content, { flag: "r+" }); // over the old bytes, which stay past the new end
       }
-      async move(destination: ExpoFile, options: { overwrite?: boolean } = {}): Promise<void> {
+      async move(destination: FakeFile, options: { overwrite?: boolean } = {}): Promise<void> {
         if (!this.exists) throw new Error(`no such file: ${this.uri}`);
         const target = fileURLToPath(destination.uri);
         if (isFile(target)) {

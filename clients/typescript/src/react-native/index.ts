@@ -28,10 +28,11 @@ export * from "../core/index.js";
 // -- expo-file-system ----------------------------------------------------------------------------
 
 /**
- * The part of expo-file-system's `File` class (Expo SDK 55+) the storage uses. Methods that
- * became asynchronous across releases (`write`, `move`) are awaited either way.
+ * The part of expo-file-system's `File` class (Expo SDK 55+) the storage uses; `Self` is the
+ * class itself (what `move` takes). Methods that became asynchronous across releases (`write`,
+ * `move`) are awaited either way.
  */
-export interface ExpoFile {
+export interface ExpoFile<Self = unknown> {
   readonly uri: string;
   /** True for an existing file (false for a folder or nothing). */
   readonly exists: boolean;
@@ -41,7 +42,7 @@ export interface ExpoFile {
   /** Creates or replaces the file; `append` (SDK 55+) adds to its end instead. */
   write(content: Uint8Array, options?: { append?: boolean }): void | Promise<void>;
   /** Renames the file; with `overwrite` (SDK 55+) an existing destination is replaced. */
-  move(destination: ExpoFile, options?: { overwrite?: boolean }): void | Promise<void>;
+  move(destination: Self, options?: { overwrite?: boolean }): void | Promise<void>;
   /** Throws when the file does not exist. */
   delete(): void;
 }
@@ -56,8 +57,8 @@ export interface ExpoDirectory {
 }
 
 /** `import * as FileSystem from "expo-file-system"`, as far as the storage uses it. */
-export interface ExpoFileSystem {
-  File: new (uri: string) => ExpoFile;
+export interface ExpoFileSystem<F extends ExpoFile<F> = ExpoFile<never>> {
+  File: new (uri: string) => F;
   Directory: new (uri: string) => ExpoDirectory;
   Paths: { readonly document: { readonly uri: string }; readonly availableDiskSpace: number };
 }
@@ -87,8 +88,8 @@ function checked(path: string): string {
  * - `localPath` is the `file://` URI onnxruntime-react-native loads (`loadFrom: "path"`).
  * - Operations on one path run one after the other (a download's appends, a state file's saves).
  */
-export function expoStorage(
-  fs: ExpoFileSystem,
+export function expoStorage<F extends ExpoFile<F>>(
+  fs: ExpoFileSystem<F>,
   root?: string,
 ): Storage & { localPath(path: string): string; freeBytes(): Promise<number> } {
   const base = root ?? `${fs.Paths.document.uri.replace(/\/?$/, "/")}pocketml/`;
@@ -106,7 +107,7 @@ export function expoStorage(
   }
 
   /** The file at `path`, after finishing a replace a kill interrupted; null when there is none. */
-  async function settled(path: string): Promise<ExpoFile | null> {
+  async function settled(path: string): Promise<F | null> {
     const file = new fs.File(uri(path));
     if (file.exists) return file;
     const pending = new fs.File(`${uri(path)}~new`);
