@@ -3,8 +3,8 @@
  * iOS), so `expoStorage` runs over `FakeExpoFileSystem`: a stand-in for expo-file-system backed
  * by node:fs that implements exactly the subset the adapter types (`File`, `Directory`, `Paths`)
  * with the semantics expo documents for SDK 55+: `write` creates or replaces, `{ append }` adds,
- * `move` refuses an existing destination unless `{ overwrite }`, which on iOS deletes it first
- * (expo/expo#42979), `delete` throws on nothing. Then a whole device over it: a scripted server
+ * `move` refuses an existing destination unless `{ overwrite }`, which deletes it first
+ * (expo/expo#42979; so do iOS and Android in expo-file-system 58), `delete` throws on nothing. Then a whole device over it: a scripted server
  * (a download cut at 50 % and resumed through `append`), onnxruntime-node behind a path-loading
  * runtime given the `file://` URI as onnxruntime-react-native is, and a restart that predicts
  * from the files without a download. Last, the NetInfo / expo-battery mapping.
@@ -66,7 +66,7 @@ function isDirectory(path: string): boolean {
  * expo-file-system over node:fs. `appendOption: false` is expo-file-system 19 (Expo SDK 54),
  * whose `write` has no `append` and replaces the file; `truncates: false` is a `write` that lays
  * the new bytes over the old ones without cutting the file (Android, expo/expo#44957);
- * `afterRemove` runs between the two steps of an overwriting move (where iOS can be killed).
+ * `afterRemove` runs between the two steps of an overwriting move (where the app can be killed).
  */
 /** A file of the stand-in (what its `move` takes). */
 interface FakeFile extends ExpoFile<FakeFile> {}
@@ -211,7 +211,7 @@ describe("expoStorage: the Storage contract over expo-file-system", () => {
     assert.deepEqual(listing(folder), ["log", "state.json"]);
   });
 
-  it("a kill between iOS's delete and rename loses nothing: the next open finds the new bytes", async () => {
+  it("a kill between an overwriting move's delete and rename loses nothing: the next open finds the new bytes", async () => {
     const { fs, folder } = sandbox();
     await expoStorage(fs).write("trust.json", bytes(1));
     fs.afterRemove = (path) => {
