@@ -197,6 +197,10 @@ describe("expoStorage: the Storage contract over expo-file-system", () => {
     const other = join(tmp, `elsewhere${++n}`);
     await expoStorage(fs, pathToFileURL(other).href).write("device.json", bytes(2));
     assert.deepEqual(listing(other), ["device.json"]);
+    assert.throws(
+      () => expoStorage(fs, other),
+      (err) => isKind(err, "invalid_input"),
+    ); // a path, not a URI
   });
 
   it("an atomic write leaves no temporary file, and concurrent writes to one path end with the last", async () => {

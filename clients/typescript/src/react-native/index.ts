@@ -94,6 +94,9 @@ export function expoStorage<F extends ExpoFile<F>>(
 ): Storage & { localPath(path: string): string; freeBytes(): Promise<number> } {
   const base = root ?? `${fs.Paths.document.uri.replace(/\/?$/, "/")}pocketml/`;
   const folder = base.endsWith("/") ? base : `${base}/`;
+  if (!folder.startsWith("file://")) {
+    throw new PocketMLError("invalid_input", `expoStorage's root must be a file:// URI (a Directory's uri); got ${folder.slice(0, 100)}`);
+  }
   const queues = new Map<string, Promise<unknown>>();
   const uri = (path: string): string => folder + checked(path);
 
