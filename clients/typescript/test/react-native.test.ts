@@ -346,7 +346,11 @@ class FakeServer {
   };
 }
 
-/** onnxruntime-node given what onnxruntime-react-native is given: the model's file:// URI. */
+/**
+ * onnxruntime-node given what onnxruntime-react-native is given, the model's file:// URI, and
+ * turning it into a path as onnxruntime-react-native 1.24 does (cpp/InferenceSessionHostObject.cpp:
+ * drop `file:/`, then `//`; no percent-decoding).
+ */
 function pathRuntime(loaded: string[]) {
   const ort: OrtLike = {
     Tensor: ortNode.Tensor as unknown as OrtLike["Tensor"],
@@ -354,7 +358,9 @@ function pathRuntime(loaded: string[]) {
     InferenceSession: {
       create: ((uri: string, options?: object) => {
         loaded.push(uri);
-        return ortNode.InferenceSession.create(fileURLToPath(uri), options);
+        let path = uri.startsWith("file:/") ? uri.slice(5) : uri;
+        if (path.startsWith("//")) path = path.slice(2);
+        return ortNode.InferenceSession.create(path, options);
       }) as unknown as OrtLike["InferenceSession"]["create"],
     },
   };
