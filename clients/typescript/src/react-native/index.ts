@@ -81,8 +81,9 @@ function checked(path: string): string {
  *
  * - `write` writes `<path>~tmp`, renames it to `<path>~new`, then over `<path>`. expo-file-system
  *   has no atomic replace (`move` with `overwrite` deletes the destination, then renames, on iOS
- *   and Android alike as of expo-file-system 58), so a kill in between leaves `<path>~new`: complete by construction, it is taken as the file by the
- *   next `read`, `size` or `write`. Readers see the old bytes or the new, never a mix or none.
+ *   and Android alike as of expo-file-system 58), so a kill in between leaves `<path>~new`:
+ *   complete by construction, it is taken as the file by the next `read`, `size` or `write`.
+ *   Readers see the old bytes or the new, never a mix or none.
  * - `append` is `File.write(bytes, { append: true })`, checked by size: an expo-file-system that
  *   ignores the option (before SDK 55) would replace the file, and is refused with an error instead.
  * - `localPath` is the `file://` URI onnxruntime-react-native loads (`loadFrom: "path"`).
