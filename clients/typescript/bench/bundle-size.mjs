@@ -9,6 +9,8 @@ const bundles = [
   ["core (@pocketml/device)", 'export * from "./src/core/index.ts";'],
   ["core + sketch", 'export * from "./src/core/index.ts"; export { Sketcher } from "./src/core/sketch.ts";'],
   ["core + capture", 'export * from "./src/core/index.ts"; export { SampleCapture } from "./src/core/capture.ts";'],
+  ["web (core + IndexedDB)", 'export * from "./src/web/index.ts";'],
+  ["react-native (core + Expo)", 'export * from "./src/react-native/index.ts";'],
   [
     "core + sketch + capture",
     'export * from "./src/core/index.ts"; export { Sketcher } from "./src/core/sketch.ts"; export { SampleCapture } from "./src/core/capture.ts";',
