@@ -84,6 +84,7 @@ it("onnxruntime-web in headless Chromium: a whole device reproduces the predicti
     assert.deepEqual(result.indexeddb.cut, ["failed", "unavailable"]);
     assert.deepEqual(result.indexeddb.resumed, ["updated", result.indexeddb.size - half, true]);
     assert.deepEqual(result.indexeddb.contract, [[1, 2, 3], 3, 1, [9], null, null, [5], true]);
+    assert.equal(result.indexeddb.second, "conflict");
     predictions.cases.forEach((c, i) => {
       const got = result.results[i];
       assert.deepEqual([got.label, got.source], [c.label, "local"]);

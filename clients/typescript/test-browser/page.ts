@@ -98,8 +98,19 @@ async function run(): Promise<unknown> {
   // IndexedDB: a download cut at 50 % resumes in a new Device over a reopened database (a
   // reload), fetching only the missing bytes; then the storage contract, file by file.
   cutAt = Math.floor(data.length / 2);
-  const first = await (await open(await IndexedDBStorage.open("pocketml-test"))).sync();
-  const resumed = await (await open(await IndexedDBStorage.open("pocketml-test"))).sync();
+  const killed = await IndexedDBStorage.open("pocketml-test");
+  const first = await (await open(killed)).sync();
+  await killed.close(); // the tab closes mid-download
+  const reopened = await IndexedDBStorage.open("pocketml-test");
+  const resumed = await (await open(reopened)).sync();
+  // One tab at a time: a second open of the same database is refused while the first holds it.
+  let second = "opened";
+  try {
+    await IndexedDBStorage.open("pocketml-test");
+  } catch (err) {
+    second = (err as { code?: string }).code ?? String(err);
+  }
+  await reopened.close();
   const storage = await IndexedDBStorage.open("pocketml-test");
   await storage.write("a/x", new Uint8Array([1, 2]));
   await storage.append("a/x", new Uint8Array([3]));
@@ -124,6 +135,7 @@ async function run(): Promise<unknown> {
       resumed: [resumed.models.conformance?.status, resumed.models.conformance?.bytesDownloaded, resumed.models.conformance?.resumed],
       size: data.length,
       contract,
+      second,
     },
   };
 }

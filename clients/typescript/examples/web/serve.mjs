@@ -5,7 +5,7 @@
 //   node examples/web/serve.mjs --server http://127.0.0.1:8000 [--port 5173]
 //
 // then open http://127.0.0.1:5173/?key=<device key>&model=<model name>.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { createServer, request } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { dirname, extname, join, normalize, resolve } from "node:path";
@@ -19,13 +19,26 @@ const types = { ".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "
 
 /** The file under `root` named by a URL path, or null (never a path outside `root`). */
 function inside(root, path) {
-  const full = normalize(join(root, decodeURIComponent(path)));
-  return full.startsWith(`${root}/`) && existsSync(full) ? full : null;
+  let name;
+  try {
+    name = decodeURIComponent(path);
+  } catch {
+    return null; // a bad %-escape
+  }
+  const full = normalize(join(root, name));
+  return full.startsWith(`${root}/`) && existsSync(full) && statSync(full).isFile() ? full : null;
 }
 
 /** Forward one request to the pocketml server, streaming both bodies. */
 function proxy(server, req, res) {
-  const target = new URL(req.url, server);
+  // The server's base plus the request's path: a request target such as `//elsewhere/v1/...`
+  // must not choose another host (this is not an open proxy).
+  const base = new URL(server);
+  const target = new URL(`${base.origin}${req.url}`);
+  if (target.origin !== base.origin) {
+    res.writeHead(400, { "Content-Type": "text/plain" }).end("Bad request target");
+    return;
+  }
   const send = target.protocol === "https:" ? httpsRequest : request;
   const headers = { ...req.headers, host: target.host };
   const upstream = send(target, { method: req.method, headers }, (answer) => {
@@ -58,7 +71,7 @@ export async function startExample({ server, port = 5173, host = "127.0.0.1" }) 
   const page = readFileSync(join(here, "index.html"));
   const http = createServer((req, res) => {
     const path = new URL(req.url ?? "/", "http://x").pathname;
-    if (path.startsWith("/v1/")) return proxy(server, req, res);
+    if (path.startsWith("/v1/") && (req.url ?? "").startsWith("/v1/")) return proxy(server, req, res);
     const file = path.startsWith("/ort/") ? inside(ortDist, path.slice(5)) : null;
     const body = path === "/" ? page : path === "/app.js" ? app : file === null ? null : readFileSync(file);
     if (body === null) {

@@ -60,6 +60,10 @@ export interface DeviceOptions {
   onDownload?: (event: DownloadEvent) => void;
   /** Hosts (besides the server's) packages may come from, without the device key (a CDN). */
   packageHosts?: readonly string[];
+  /**
+   * Uniform [0, 1) draws for ids, capture sampling and local-DP noise. Default: the platform's
+   * CSPRNG (`secureRandom`). Pass a seeded one only in tests and simulations.
+   */
   random?: () => number;
   sleep?: (ms: number) => Promise<void>;
   /** Milliseconds, monotonic enough for latencies and the breaker (default `performance.now`). */
@@ -113,6 +117,29 @@ export interface SyncReport {
   isOk: boolean;
 }
 
+/**
+ * Uniform doubles in [0, 1) from the platform's CSPRNG (`crypto.getRandomValues`: browsers,
+ * Node, Expo; bare React Native needs react-native-get-random-values), else `Math.random`.
+ * Ids, sampling draws and local-DP noise come from it: noise drawn from a generator whose
+ * state the server could rebuild from the ids it sees would not protect anything.
+ */
+export function secureRandom(): () => number {
+  const crypto = (globalThis as { crypto?: { getRandomValues?: (array: Uint32Array) => Uint32Array } }).crypto;
+  const fill = crypto?.getRandomValues?.bind(crypto);
+  if (fill === undefined) return Math.random;
+  const words = new Uint32Array(64);
+  let at = words.length;
+  return () => {
+    if (at + 2 > words.length) {
+      fill(words);
+      at = 0;
+    }
+    const high = (words[at++] as number) >>> 5; // 27 bits
+    const low = (words[at++] as number) >>> 6; // 26 bits
+    return (high * 67_108_864 + low) / 9_007_199_254_740_992; // 53 bits / 2^53
+  };
+}
+
 function randomId(random: () => number): string {
   const bytes = new Uint8Array(8);
   for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(random() * 256);
@@ -123,7 +150,7 @@ export class DeviceCore {
   readonly options: DeviceOptions;
   readonly storage: Storage;
   readonly runtime: Runtime;
-  queue: TelemetryQueue;
+  readonly queue: TelemetryQueue;
   readonly capture: SampleCapture | null;
   /** A `forgetMe` the server has not confirmed yet (`forget.json`): retried at every flush. */
   forgetOwed = false;
@@ -151,7 +178,7 @@ export class DeviceCore {
     this.runtime = options.runtime;
     this.queue = new TelemetryQueue(options.storage);
     this.fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
-    this.random = options.random ?? Math.random;
+    this.random = options.random ?? secureRandom();
     this.sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
     this.clock = options.clock ?? (() => performance.now());
     this.breaker = new CircuitBreaker(options.breakerThreshold ?? 5, options.breakerCooldownMs ?? 30_000, this.clock);
@@ -425,7 +452,13 @@ export class DeviceCore {
   }
 
   /** One request with the device key: stored (the answer's JSON), retry later, or refused for good. */
-  private async send(method: string, path: string, body: unknown, what: string): Promise<SampleSend> {
+  private async send(
+    method: string,
+    path: string,
+    body: unknown,
+    what: string,
+    dropOn: (status: number) => boolean = (status) => status !== 401 && status !== 408 && status !== 429,
+  ): Promise<SampleSend> {
     let response: Response;
     try {
       response = await fetchWithTimeout(
@@ -451,9 +484,10 @@ export class DeviceCore {
       }
     }
     const answer = `${what}: HTTP ${response.status}`;
-    if (response.status >= 500 || response.status === 408 || response.status === 429 || response.status === 401)
-      return { outcome: "retry", answer };
-    return { outcome: "drop", answer }; // 4xx: the server will never take this body; keep no poison in the queue
+    // A 4xx the server will never accept is dropped (no poison kept in the queue); 5xx, timeouts,
+    // rate limits and an unknown key are retried.
+    if (response.status >= 500 || !dropOn(response.status)) return { outcome: "retry", answer };
+    return { outcome: "drop", answer };
   }
 
   // -- consented samples (capture.ts) ------------------------------------------------------------
@@ -464,8 +498,10 @@ export class DeviceCore {
     if (this.capture === null) return null;
     const { onWifi, conditions } = this.options;
     const wifi = onWifi ? await onWifi() : ((await conditions?.networkType?.()) ?? "wifi") === "wifi";
+    // Samples are deleted only when the server refuses them for what they are (413, 422), as
+    // Python does; any other answer (a server without /v1/samples: 404) keeps them for later.
     return this.capture.flush(this.deviceId, this.options.facts.device_class ?? "unknown", Boolean(wifi), (body) =>
-      this.send("POST", "/v1/samples", body, "samples"),
+      this.send("POST", "/v1/samples", body, "samples", (status) => status === 413 || status === 422),
     );
   }
 
@@ -473,8 +509,7 @@ export class DeviceCore {
   async forgetMe(): Promise<ForgetReport> {
     await this.setForgetOwed(true); // first: nothing is captured from here on
     const samples = (await this.capture?.forget()) ?? 0;
-    const events = this.queue.pending;
-    this.queue = new TelemetryQueue(this.storage); // queued events and feedback: gone
+    const { events } = this.queue.clear(); // queued events and feedback: gone (a flush under way stops)
     await this.queue.save();
     const server = await this.sendForget();
     return { samples, events, server, queued: server === null };

@@ -128,7 +128,7 @@ export class ModelPredictor {
     if (snap.session === null || snap.policy.mode === "cloud") {
       // No usable local model (not installed yet, failed to load): the cloud answers, whatever
       // the mode, as docs/protocol.md and the Python SDK say.
-      return this.fromCloud(await this.cloud(x, snap, predictionId), snap, started, predictionId, "cloud");
+      return this.offer(snap, null, x, this.fromCloud(await this.cloud(x, snap, predictionId), snap, started, predictionId, "cloud"));
     }
     let probs = await snap.session.run(x, snap.batchShape);
     if (snap.prepared?.isLogits) probs = softmax(probs);
@@ -137,17 +137,18 @@ export class ModelPredictor {
     if (snap.sketch !== null) snap.sketch.add(raw, index, confidence, this.core.wall()); // the local answer, whoever answers
     if (snap.policy.mode === "cascade" && confidence < snap.policy.threshold) {
       try {
-        return this.offer(snap, raw, x, this.fromCloud(await this.cloud(x, snap, predictionId), snap, started, predictionId, "cloud"));
+        // Escalated or fallen back: offered without the raw input, so `drifted` skips them (as Python).
+        return this.offer(snap, null, x, this.fromCloud(await this.cloud(x, snap, predictionId), snap, started, predictionId, "cloud"));
       } catch (err) {
         if (!isKind(err, "unavailable")) throw err;
-        return this.offer(snap, raw, x, this.finish(snap, started, predictionId, probs, index, "fallback", snap.version));
+        return this.offer(snap, null, x, this.finish(snap, started, predictionId, probs, index, "fallback", snap.version));
       }
     }
     return this.offer(snap, raw, x, this.finish(snap, started, predictionId, probs, index, "local", snap.version));
   }
 
   /** Offer a prediction of a model on the device to consented capture (a null test when it is off). */
-  private offer(snap: Snapshot, raw: ArrayLike<number>, x: Float32Array, p: Prediction): Prediction {
+  private offer(snap: Snapshot, raw: ArrayLike<number> | null, x: Float32Array, p: Prediction): Prediction {
     snap.tap?.offer(x, snap.prepared === null ? [1, x.length] : snap.batchShape, p.predictionId, p.label, p.confidence, p.version, raw);
     return p;
   }

@@ -40,6 +40,10 @@ export interface FlushReport {
 export class TelemetryQueue {
   private state: QueueFile = { pending: [], inflight: null, counter: 0, feedback: [], dropped: 0 };
   private savedAt = Date.now();
+  /** Bumped by `clear()`: a flush that was sending when the queue was cleared stops there. */
+  private epoch = 0;
+  /** Flushes run one after another (two at once could clear each other's in-flight batch). */
+  private tail: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly storage: Storage,
@@ -75,6 +79,21 @@ export class TelemetryQueue {
     this.state.feedback.push(body);
   }
 
+  /**
+   * Delete every queued event and feedback (`forgetMe`), in place: the batch counter, the day's
+   * spent epsilon and the open sketch windows stay (a reset budget would let the same day
+   * spend again). A flush in progress stops at its next step and sends nothing more.
+   * @returns how many events and feedback bodies were deleted.
+   */
+  clear(): { events: number; feedback: number } {
+    const deleted = { events: this.pending, feedback: this.state.feedback.length };
+    this.state.pending = [];
+    this.state.inflight = null;
+    this.state.feedback = [];
+    this.epoch += 1;
+    return deleted;
+  }
+
   async save(): Promise<void> {
     this.savedAt = Date.now();
     if (this.windowSource !== null) this.state.windows = this.windowSource();
@@ -101,16 +120,34 @@ export class TelemetryQueue {
     return true;
   }
 
-  /** Send everything: batches of at most `batchSize` events, then feedback. */
-  async flush(
+  /** Send everything: batches of at most `batchSize` events, then feedback (one flush at a time). */
+  flush(
     deviceId: string,
     sendBatch: (batchId: string, events: TelemetryEvent[]) => Promise<SendOutcome>,
     sendFeedback: (body: FeedbackBody) => Promise<SendOutcome>,
     batchSize = 500,
   ): Promise<FlushReport> {
+    const run = this.tail.then(() => this.flushOnce(deviceId, sendBatch, sendFeedback, batchSize));
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  private async flushOnce(
+    deviceId: string,
+    sendBatch: (batchId: string, events: TelemetryEvent[]) => Promise<SendOutcome>,
+    sendFeedback: (body: FeedbackBody) => Promise<SendOutcome>,
+    batchSize: number,
+  ): Promise<FlushReport> {
     let sent = 0;
     let feedbackSent = 0;
     const droppedBefore = this.state.dropped;
+    const epoch = this.epoch;
+    const report = (): FlushReport => ({
+      sent,
+      pending: this.pending,
+      feedbackSent,
+      dropped: Math.max(0, this.state.dropped - droppedBefore),
+    });
     for (;;) {
       if (this.state.inflight === null) {
         if (this.state.pending.length === 0) break;
@@ -118,23 +155,28 @@ export class TelemetryQueue {
         const batchId = `b-${deviceId}-${String(this.state.counter).padStart(6, "0")}`;
         this.state.inflight = { batch_id: batchId, events: this.state.pending.splice(0, batchSize) };
         await this.save(); // the id is on storage before the first byte is sent
+        if (this.epoch !== epoch) return report(); // cleared meanwhile (forgetMe): send nothing
       }
       const batch = this.state.inflight;
       const outcome = await sendBatch(batch.batch_id, batch.events);
+      if (this.epoch !== epoch) return report();
       if (outcome === "retry") break;
       if (outcome === "stored") sent += batch.events.length;
       else this.state.dropped += batch.events.length;
       this.state.inflight = null;
       await this.save();
+      if (this.epoch !== epoch) return report();
     }
     while (this.state.inflight === null && this.state.feedback.length > 0) {
       const outcome = await sendFeedback(this.state.feedback[0] as FeedbackBody);
+      if (this.epoch !== epoch) return report();
       if (outcome === "retry") break;
       if (outcome === "stored") feedbackSent += 1;
       this.state.feedback.shift();
       await this.save();
+      if (this.epoch !== epoch) return report();
     }
     await this.save();
-    return { sent, pending: this.pending, feedbackSent, dropped: this.state.dropped - droppedBefore };
+    return report();
   }
 }

@@ -11,7 +11,7 @@
  * const device = await Device.open({ serverUrl: location.origin, deviceKey, facts, storage, runtime });
  * ```
  */
-import type { Storage } from "../core/index.js";
+import { PocketMLError, type Storage } from "../core/index.js";
 
 export * from "../core/index.js";
 
@@ -43,6 +43,39 @@ function finished(tx: IDBTransaction): Promise<void> {
   });
 }
 
+/**
+ * Hold the Web Lock `name` until the returned function is called; it resolves once the lock
+ * is released (no Web Locks in this browser: no lock).
+ */
+async function holdLock(name: string): Promise<() => Promise<void>> {
+  const locks = (globalThis.navigator as Navigator | undefined)?.locks;
+  if (locks === undefined) return async () => undefined;
+  let unlock: () => void = () => undefined;
+  const held = new Promise<void>((resolve) => {
+    unlock = resolve;
+  });
+  let finished: Promise<unknown> = Promise.resolve();
+  const granted = await new Promise<boolean>((answer) => {
+    finished = locks
+      .request(name, { ifAvailable: true }, (lock) => {
+        answer(lock !== null);
+        return lock === null ? undefined : held;
+      })
+      .catch(() => answer(false));
+  });
+  const release = async () => {
+    unlock();
+    await finished; // the request settles once the lock manager has let go
+  };
+  if (!granted) {
+    throw new PocketMLError(
+      "conflict",
+      `another tab of this site already runs this pocketml device (${name}): use one tab, close the other, or open another database name`,
+    );
+  }
+  return release;
+}
+
 /** Every key of one file: its meta record and its parts. */
 function fileRange(path: string): IDBKeyRange {
   return IDBKeyRange.bound([path, META], [path, Number.MAX_SAFE_INTEGER]);
@@ -58,21 +91,36 @@ export class IndexedDBStorage implements Storage {
   private constructor(
     private readonly db: IDBDatabase,
     private readonly store: string,
+    private readonly release: () => Promise<void>,
   ) {}
 
-  /** Open (or create) the database `name`; several devices on one origin use several names. */
+  /**
+   * Open (or create) the database `name`; several devices on one origin use several names.
+   *
+   * One tab at a time: the storage holds a Web Lock named `pocketml:<name>` until `close()`
+   * (or the tab goes away). A second tab that opens the same name gets a `conflict`
+   * error instead of a second device writing the same queue, capture log and privacy budget
+   * (the last writer would win, and both tabs would spend the day's epsilon).
+   */
   static async open(name = "pocketml", store = "files"): Promise<IndexedDBStorage> {
-    const request = indexedDB.open(name, 1);
-    request.onupgradeneeded = () => {
-      if (!request.result.objectStoreNames.contains(store)) request.result.createObjectStore(store);
-    };
-    const db = (await done(request)) as IDBDatabase;
-    return new IndexedDBStorage(db, store);
+    const release = await holdLock(`pocketml:${name}`);
+    try {
+      const request = indexedDB.open(name, 1);
+      request.onupgradeneeded = () => {
+        if (!request.result.objectStoreNames.contains(store)) request.result.createObjectStore(store);
+      };
+      const db = (await done(request)) as IDBDatabase;
+      return new IndexedDBStorage(db, store, release);
+    } catch (err) {
+      await release();
+      throw err;
+    }
   }
 
-  /** Close the database (the storage cannot be used afterwards). */
-  close(): void {
+  /** Close the database and let another tab open it (the storage cannot be used afterwards). */
+  async close(): Promise<void> {
     this.db.close();
+    await this.release();
   }
 
   private tx(mode: IDBTransactionMode): [IDBTransaction, IDBObjectStore] {
