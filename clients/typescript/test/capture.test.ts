@@ -5,7 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { CAPTURE_FIELDS, type CapturePolicy, parseCapturePolicy, SampleCapture, type SampleSend } from "../src/core/capture.js";
+import {
+  CAPTURE_FIELDS,
+  type CapturePolicy,
+  encodeValues,
+  parseCapturePolicy,
+  SampleCapture,
+  type SampleSend,
+} from "../src/core/capture.js";
 import { parseEntry } from "../src/core/entry.js";
 import { Device, MemoryStorage, type PocketMLError, type Runtime } from "../src/core/index.js";
 import { vectorJson } from "./vectors.js";
@@ -56,6 +63,10 @@ function sender(outcomes: SampleSend["outcome"][] = []) {
   };
   return { bodies, send };
 }
+
+/** The `input.data` of every sample sent. */
+const sentData = (bodies: ReturnType<typeof sender>["bodies"]) =>
+  bodies.flatMap((b) => b.samples.map((s) => (s.input as { data: string }).data));
 
 /** A seeded generator (deterministic ids and draws). */
 function seeded(seed = 1): () => number {
@@ -235,6 +246,60 @@ describe("SampleCapture", () => {
       [["p0", "AAAAAAAAAAA="]],
     );
     assert.equal(capture.counters.dropped_redacted, 3);
+  });
+
+  it("encodeValues is base64 of the little-endian float32 bytes, for every tail length and a view at an offset", () => {
+    const random = seeded(7);
+    const backing = Float32Array.from({ length: 40_000 }, () => (random() - 0.5) * 1e6);
+    const cases = [0, 1, 2, 3, 4, 5, 6, 7, 30_000].map((length) => backing.subarray(3, 3 + length));
+    const base64 = (x: Float32Array) => Buffer.from(x.buffer, x.byteOffset, x.byteLength).toString("base64");
+    assert.deepEqual(cases.map(encodeValues), cases.map(base64));
+  });
+
+  it("feedback mode holds the redacted tensor and encodes it only when its label stores it", async () => {
+    const capture = await opened();
+    await capture.setConsent(true);
+    let handed: Float32Array = new Float32Array(0);
+    capture.redact = (_m, x) => {
+      handed = x; // the copy the hook redacts in place, and the one the hold keeps
+      return x;
+    };
+    capture.tap("m", { ...POLICY, when: "feedback" })?.offer(X, [1, 2], "p1", "yes", 0.9, 1);
+    handed.fill(7); // not yet encoded: the upload shows it (encoding at offer would have sent X)
+    capture.onFeedback("p1", "no");
+    const { bodies, send } = sender();
+    await capture.flush("device-0001", "unknown", true, send);
+    assert.deepEqual(sentData(bodies), [encodeValues(Float32Array.of(7, 7))]);
+  });
+
+  it("a kept sample is encoded after offer returns, when its append runs, and the log holds it", async () => {
+    const storage = new MemoryStorage();
+    const capture = await opened(storage);
+    await capture.setConsent(true);
+    let handed: Float32Array = new Float32Array(0);
+    capture.redact = (_m, x) => {
+      handed = x;
+      return x;
+    };
+    capture.tap("m", POLICY)?.offer(X, [1, 2], "p1", "yes", 0.9, 1);
+    handed.fill(7); // offer has returned: the predict path did no encoding
+    await capture.settled();
+    const stored = (await opened(storage)).samples.map((s) => s.input.data);
+    assert.deepEqual(stored, [encodeValues(Float32Array.of(7, 7))]);
+  });
+
+  it("a redactor's own (maybe reused) output array is copied before it is held", async () => {
+    const capture = await opened();
+    await capture.setConsent(true);
+    const scratch = new Float32Array(2);
+    capture.redact = () => scratch.fill(1);
+    const tap = capture.tap("m", { ...POLICY, when: "feedback" });
+    tap?.offer(X, [1, 2], "p1", "yes", 0.9, 1);
+    scratch.fill(2); // the app's next use of its buffer
+    capture.onFeedback("p1", "no");
+    const { bodies, send } = sender();
+    await capture.flush("device-0001", "unknown", true, send);
+    assert.deepEqual(sentData(bodies), [encodeValues(Float32Array.of(1, 1))]);
   });
 
   it("below rate 1 a prediction is kept when the draw is under the rate", async () => {
