@@ -302,6 +302,20 @@ describe("SampleCapture", () => {
     assert.deepEqual(sentData(bodies), [encodeValues(Float32Array.of(1, 1))]);
   });
 
+  it("consent off and on again, then a restart the same UTC day, keeps the day's byte budget and the counters", async () => {
+    const storage = new MemoryStorage();
+    const policy = { ...POLICY, max_bytes_per_day: 3000 };
+    const x = new Float32Array(250); // 1000 bytes: three fill the day's budget
+    const first = await opened(storage);
+    await first.setConsent(true);
+    for (const pid of ["p1", "p2", "p3", "p4"]) first.tap("m", policy)?.offer(x, [1, 250], pid, "yes", 0.9, 1);
+    await first.setConsent(false);
+    await first.setConsent(true);
+    const again = await opened(storage); // the app restarts, the same day
+    again.tap("m", policy)?.offer(x, [1, 250], "p5", "yes", 0.9, 1);
+    assert.deepEqual([first.samples.length, again.samples.length, again.counters.dropped_budget], [0, 0, 2]);
+  });
+
   it("below rate 1 a prediction is kept when the draw is under the rate", async () => {
     let draw = 0.9;
     const capture = await opened(new MemoryStorage(), undefined, () => draw);

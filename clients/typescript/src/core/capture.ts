@@ -305,12 +305,16 @@ export class SampleCapture {
     return on ? 0 : this.forget();
   }
 
-  /** Delete every held and stored sample; returns how many were stored. */
+  /**
+   * Delete every held and stored sample; returns how many were stored. The log keeps its header:
+   * the day's byte budget and the counters outlive the samples (as Python's `clear()`), or
+   * consent off and on and a restart would grant the same day its budget again.
+   */
   async forget(): Promise<number> {
     const n = this.samples.length;
     this.hold.clear();
     this.samples = [];
-    await this.queueIo(() => this.storage.remove(LOG));
+    await this.rewrite();
     return n;
   }
 
