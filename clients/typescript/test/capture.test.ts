@@ -316,6 +316,35 @@ describe("SampleCapture", () => {
     assert.deepEqual([first.samples.length, again.samples.length, again.counters.dropped_budget], [0, 0, 2]);
   });
 
+  for (const [change, skipped] of [
+    ["setConsent(false)", "no consent"],
+    ["a forgetMe", "forget pending"],
+  ] as const) {
+    it(`${change} while flush writes a batch's id: the claimed batch is not sent`, async () => {
+      const storage = new MemoryStorage();
+      const capture = await opened(storage);
+      await capture.setConsent(true);
+      capture.tap("m", POLICY)?.offer(X, [1, 2], "p1", "yes", 0.9, 1);
+      await capture.settled();
+      const write = storage.write.bind(storage);
+      let armed = true;
+      storage.write = async (path, data) => {
+        if (armed && path === "capture/samples.log") {
+          armed = false; // the claim's write: the user acts while it is on its way to storage
+          if (skipped === "no consent") void capture.setConsent(false);
+          else {
+            capture.forgetOwed = true; // as Device.forgetMe: owed first, then deleted here
+            void capture.forget();
+          }
+        }
+        await write(path, data);
+      };
+      const { bodies, send } = sender();
+      const report = await capture.flush("device-0001", "unknown", true, send);
+      assert.deepEqual([bodies.length, report.skipped, report.pending], [0, skipped, 0]);
+    });
+  }
+
   it("below rate 1 a prediction is kept when the draw is under the rate", async () => {
     let draw = 0.9;
     const capture = await opened(new MemoryStorage(), undefined, () => draw);

@@ -430,6 +430,12 @@ export class SampleCapture {
     return this.hold.size;
   }
 
+  /** Why nothing may be sent now ("no consent", "forget pending"), else null. */
+  private refusal(): string | null {
+    if (!this.consent) return "no consent";
+    return this.forgetOwed ? "forget pending" : null;
+  }
+
   /** The batch claimed before (a retry), else the oldest unsent samples the network allows. */
   private claim(onWifi: boolean): StoredSample[] {
     const ok = (s: StoredSample) => onWifi || !s.wifi_only;
@@ -456,14 +462,20 @@ export class SampleCapture {
     this.samples = kept;
     this.counters.expired = (this.counters.expired ?? 0) + expired;
     const report: CaptureFlush = { sent: 0, duplicates: 0, pending: 0, expired, skipped: null, error: null };
-    if (!this.consent || this.forgetOwed) report.skipped = this.consent ? "forget pending" : "no consent";
-    else {
+    report.skipped = this.refusal();
+    if (report.skipped === null) {
       for (let batch = this.claim(onWifi); batch.length > 0; batch = this.claim(onWifi)) {
         const id = batch[0]?.batch_id ?? this.newId();
         if (batch[0]?.batch_id === null) {
           for (const s of batch) s.batch_id = id;
           await this.rewrite(); // the id is on storage before the first byte is sent
         }
+        // The user may have withdrawn consent or asked to be forgotten meanwhile (then the
+        // batch is deleted here too): ask again before each send.
+        report.skipped = this.refusal();
+        if (report.skipped !== null) break;
+        batch = this.samples.filter((s) => s.batch_id === id);
+        if (batch.length === 0) continue;
         const result = await send(sampleBody(id, deviceId, deviceClass, batch));
         if (result.outcome === "retry") {
           report.error = `samples not sent (${String(result.answer)}); kept for the next flush`;
@@ -474,7 +486,8 @@ export class SampleCapture {
         report.duplicates += a?.duplicates ?? 0;
         this.samples = this.samples.filter((s) => s.batch_id !== id); // acknowledged, or refused for good
       }
-      if (!onWifi && this.samples.some((s) => s.batch_id === null && s.wifi_only)) report.skipped = "not on wifi";
+      if (report.skipped === null && !onWifi && this.samples.some((s) => s.batch_id === null && s.wifi_only))
+        report.skipped = "not on wifi";
     }
     report.pending = this.samples.length;
     await this.rewrite().catch(() => undefined);
