@@ -345,6 +345,31 @@ describe("SampleCapture", () => {
     });
   }
 
+  it("a label for a held sample stores nothing while a forgetMe is owed", async () => {
+    const capture = await opened();
+    await capture.setConsent(true);
+    capture.tap("m", { ...POLICY, when: "feedback" })?.offer(X, [1, 2], "p1", "yes", 0.9, 1);
+    capture.forgetOwed = true; // Device.forgetMe sets it before it deletes the hold
+    capture.onFeedback("p1", "no");
+    assert.deepEqual([capture.samples.length, capture.held], [0, 0]);
+  });
+
+  it("off Wi-Fi, a claimed batch that may go is retried though a claimed wifi_only batch is older", async () => {
+    const capture = await opened();
+    await capture.setConsent(true);
+    capture.tap("m", { ...POLICY, wifi_only: true })?.offer(X, [1, 2], "p1", "yes", 0.9, 1);
+    const wifi = sender(["retry"]);
+    await capture.flush("device-0001", "unknown", true, wifi.send); // claims p1, then fails
+    capture.tap("m", POLICY)?.offer(X, [1, 2], "p2", "yes", 0.9, 1);
+    const cellular = sender(["retry"]);
+    await capture.flush("device-0001", "unknown", false, cellular.send); // claims p2, then fails
+    const retry = sender();
+    const report = await capture.flush("device-0001", "unknown", false, retry.send);
+    const sent = (s: ReturnType<typeof sender>) => s.bodies.map((b) => [b.batch_id, b.samples.map((x) => x.prediction_id)]);
+    assert.deepEqual(sent(retry), sent(cellular));
+    assert.deepEqual([sent(cellular)[0]?.[1], report.sent, report.pending], [["p2"], 1, 1]);
+  });
+
   it("below rate 1 a prediction is kept when the draw is under the rate", async () => {
     let draw = 0.9;
     const capture = await opened(new MemoryStorage(), undefined, () => draw);

@@ -417,7 +417,7 @@ export class SampleCapture {
     this.hold.delete(pid);
     if (label === null) return;
     if (held !== undefined) {
-      if (this.consent) this.write(held[0], label, held[1]);
+      if (this.consent && !this.forgetOwed) this.write(held[0], label, held[1]);
       return;
     }
     const unsent = this.samples.filter((s) => s.prediction_id === pid && s.batch_id === null);
@@ -436,12 +436,14 @@ export class SampleCapture {
     return this.forgetOwed ? "forget pending" : null;
   }
 
-  /** The batch claimed before (a retry), else the oldest unsent samples the network allows. */
+  /** The oldest batch claimed before (a retry) the network allows, else the oldest unsent samples it allows. */
   private claim(onWifi: boolean): StoredSample[] {
     const ok = (s: StoredSample) => onWifi || !s.wifi_only;
-    const first = this.samples.find((s) => s.batch_id !== null);
-    const claimed = this.samples.filter((s) => first && s.batch_id === first.batch_id);
-    if (claimed.length > 0 && claimed.every(ok)) return claimed;
+    const claimedIds = new Set(this.samples.map((s) => s.batch_id).filter((id) => id !== null));
+    for (const id of claimedIds) {
+      const claimed = this.samples.filter((s) => s.batch_id === id);
+      if (claimed.every(ok)) return claimed;
+    }
     const chosen: StoredSample[] = [];
     let size = 0;
     const waiting = this.samples.filter((s) => s.batch_id === null && ok(s)).sort((a, b) => a.captured_at - b.captured_at);
