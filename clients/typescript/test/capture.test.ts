@@ -403,6 +403,23 @@ describe("SampleCapture", () => {
     assert.deepEqual([report.expired, report.sent, report.pending], [1, 0, 0]);
   });
 
+  it("samples past retention_days are deleted when the capture is opened, from memory and the log", async () => {
+    const storage = new MemoryStorage();
+    let now = 1_795_240_000;
+    const before = await opened(storage, () => now);
+    await before.setConsent(true);
+    before.tap("m", { ...POLICY, retention_days: 2 })?.offer(X, [1, 2], "p1", "yes", 0.9, 1);
+    before.tap("m", { ...POLICY, retention_days: 30 })?.offer(X, [1, 2], "p2", "yes", 0.9, 1);
+    await before.settled();
+    now += 2 * 86_400 + 1; // the app was not used for two days
+    const after = await opened(storage, () => now);
+    const opening = after.samples.map((s) => s.prediction_id);
+    await after.settled();
+    const onDisk = (await opened(storage)).samples.map((s) => s.prediction_id); // read with the old clock
+    const report = await after.flush("device-0001", "unknown", true, sender(["retry"]).send);
+    assert.deepEqual([opening, report.expired, after.counters.expired, onDisk], [["p2"], 1, 1, ["p2"]]);
+  });
+
   it("drifted: only inputs the profile's bin test marks are captured", async () => {
     const capture = await opened();
     await capture.setConsent(true);

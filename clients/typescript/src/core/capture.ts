@@ -233,6 +233,8 @@ export class SampleCapture {
   private budget = [-1, 0]; // [UTC day, tensor bytes kept that day]
   private io: Promise<unknown> = Promise.resolve();
   private warned = false;
+  /** Samples `attach` expired: the next flush reports them. */
+  private expiredUnreported = 0;
   private storage: Storage = new MemoryStorage();
   /** The sampling draws and ids (the device's `random` once attached). */
   random: () => number = Math.random;
@@ -263,6 +265,19 @@ export class SampleCapture {
       }
     }
     this.samples = [...byId.values()];
+    // An app unused for a month must not keep (or upload) what retention promised to delete.
+    this.expiredUnreported = this.expire();
+    if (this.expiredUnreported > 0) this.rewrite().catch(() => undefined);
+  }
+
+  /** Drop samples older than their `retention_days` (a claimed batch too: retention is a promise to the user); returns how many. */
+  private expire(): number {
+    const now = this.wall();
+    const kept = this.samples.filter((s) => s.captured_at >= now - s.retention_days * DAY);
+    const expired = this.samples.length - kept.length;
+    this.samples = kept;
+    this.counters.expired = (this.counters.expired ?? 0) + expired;
+    return expired;
   }
 
   private count(name: string): void {
@@ -458,11 +473,8 @@ export class SampleCapture {
   /** Send stored samples in batches (see the module); never throws on the network. */
   async flush(deviceId: string, deviceClass: string, onWifi: boolean, send: (body: unknown) => Promise<SampleSend>): Promise<CaptureFlush> {
     await this.io.catch(() => undefined);
-    const now = this.wall();
-    const kept = this.samples.filter((s) => s.captured_at >= now - s.retention_days * DAY);
-    const expired = this.samples.length - kept.length;
-    this.samples = kept;
-    this.counters.expired = (this.counters.expired ?? 0) + expired;
+    const expired = this.expire() + this.expiredUnreported;
+    this.expiredUnreported = 0;
     const report: CaptureFlush = { sent: 0, duplicates: 0, pending: 0, expired, skipped: null, error: null };
     report.skipped = this.refusal();
     if (report.skipped === null) {
