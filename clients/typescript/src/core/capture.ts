@@ -6,10 +6,10 @@
  * `policy.rate`; the app's redactor runs on a copy of the input before it is held or stored
  * (null drops it). In `feedback` mode the sample waits in memory (at most `max_hold`, oldest
  * evicted) for `Device.feedback`; otherwise it is stored at once and a later label is attached
- * while it is unsent. `drifted` needs the reference profile's binning, which this SDK does not
- * have yet: it captures nothing (and says so once on the console).
+ * while it is unsent. `drifted` needs the bin test of the version's reference profile (profile
+ * sketches): without it such a policy captures nothing (and says so once on the console).
  *
- * The class lives outside the core bundle (`@pocketml/device/capture`, 1.7 KB min + gzip): an
+ * The class lives outside the core bundle (`@pocketml/device/capture`, 2.3 KB min + gzip): an
  * app that captures passes `capture: new SampleCapture()` to `Device.open`; the core only parses
  * the policy and calls the tap. Storage: `capture/settings.json` (consent) and
  * `capture/samples.log`: a header line (the day's byte budget, the counters, how many samples
@@ -138,17 +138,17 @@ export function sampleBody(batchId: string, deviceId: string, deviceClass: strin
   };
 }
 
-const B64 = Uint8Array.from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", (ch) => ch.charCodeAt(0));
-const LITTLE_ENDIAN = new Uint8Array(Float32Array.of(1).buffer)[3] === 0x3f;
-
 /**
  * Little-endian float32 bytes as base64 (the wire's `input.data`). The characters go into a byte
  * array, made a string 8 K at a time: ~4 ms for a 3x224x224 input where a string grown per byte
  * took ~40 ms (and a 32 K spread as long). A little-endian platform's bytes are read in place.
  */
 export function encodeValues(values: Float32Array): string {
+  // Built per call: a module-level table would stay in the core bundle, which imports the policy parser.
+  const B64 = Uint8Array.from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", (ch) => ch.charCodeAt(0));
   let bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-  if (!LITTLE_ENDIAN) {
+  if (new Uint8Array(Float32Array.of(1).buffer)[3] !== 0x3f) {
+    // a big-endian platform
     bytes = new Uint8Array(values.length * 4);
     const view = new DataView(bytes.buffer);
     for (let i = 0; i < values.length; i++) view.setFloat32(i * 4, values[i] as number, true);
@@ -333,7 +333,6 @@ export class SampleCapture {
     return n;
   }
 
-  /** The per-version hook a predictor calls after each prediction (null: the policy is off or absent). */
   /**
    * The per-version hook a predictor calls after each prediction (null: the policy is off or
    * absent). `drifted` is the `drifted` mode's bin test, from the version's reference profile
