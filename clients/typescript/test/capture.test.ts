@@ -316,10 +316,19 @@ describe("SampleCapture", () => {
     assert.deepEqual([first.samples.length, again.samples.length, again.counters.dropped_budget], [0, 0, 2]);
   });
 
-  for (const [change, skipped] of [
-    ["setConsent(false)", "no consent"],
-    ["a forgetMe", "forget pending"],
-  ] as const) {
+  const meanwhile: [string, (capture: SampleCapture) => void, string | null][] = [
+    ["setConsent(false)", (capture) => void capture.setConsent(false), "no consent"],
+    [
+      "a forgetMe",
+      (capture) => {
+        capture.forgetOwed = true; // as Device.forgetMe: owed first, then deleted here
+        void capture.forget();
+      },
+      "forget pending",
+    ],
+    ["a deletion (consent off and on again)", (capture) => void capture.forget(), null],
+  ];
+  for (const [change, act, skipped] of meanwhile) {
     it(`${change} while flush writes a batch's id: the claimed batch is not sent`, async () => {
       const storage = new MemoryStorage();
       const capture = await opened(storage);
@@ -331,11 +340,7 @@ describe("SampleCapture", () => {
       storage.write = async (path, data) => {
         if (armed && path === "capture/samples.log") {
           armed = false; // the claim's write: the user acts while it is on its way to storage
-          if (skipped === "no consent") void capture.setConsent(false);
-          else {
-            capture.forgetOwed = true; // as Device.forgetMe: owed first, then deleted here
-            void capture.forget();
-          }
+          act(capture);
         }
         await write(path, data);
       };
