@@ -5,7 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { CAPTURE_FIELDS, type CapturePolicy, parseCapturePolicy, SampleCapture, type SampleSend } from "../src/core/capture.js";
+import {
+  CAPTURE_FIELDS,
+  type CapturePolicy,
+  encodeValues,
+  parseCapturePolicy,
+  SampleCapture,
+  type SampleSend,
+} from "../src/core/capture.js";
 import { parseEntry } from "../src/core/entry.js";
 import { Device, MemoryStorage, type PocketMLError, type Runtime } from "../src/core/index.js";
 import { vectorJson } from "./vectors.js";
@@ -56,6 +63,10 @@ function sender(outcomes: SampleSend["outcome"][] = []) {
   };
   return { bodies, send };
 }
+
+/** The `input.data` of every sample sent. */
+const sentData = (bodies: ReturnType<typeof sender>["bodies"]) =>
+  bodies.flatMap((b) => b.samples.map((s) => (s.input as { data: string }).data));
 
 /** A seeded generator (deterministic ids and draws). */
 function seeded(seed = 1): () => number {
@@ -237,6 +248,133 @@ describe("SampleCapture", () => {
     assert.equal(capture.counters.dropped_redacted, 3);
   });
 
+  it("encodeValues is base64 of the little-endian float32 bytes, for every tail length and a view at an offset", () => {
+    const random = seeded(7);
+    const backing = Float32Array.from({ length: 40_000 }, () => (random() - 0.5) * 1e6);
+    const cases = [0, 1, 2, 3, 4, 5, 6, 7, 30_000].map((length) => backing.subarray(3, 3 + length));
+    const base64 = (x: Float32Array) => Buffer.from(x.buffer, x.byteOffset, x.byteLength).toString("base64");
+    assert.deepEqual(cases.map(encodeValues), cases.map(base64));
+  });
+
+  it("feedback mode holds the redacted tensor and encodes it only when its label stores it", async () => {
+    const capture = await opened();
+    await capture.setConsent(true);
+    let handed: Float32Array = new Float32Array(0);
+    capture.redact = (_m, x) => {
+      handed = x; // the copy the hook redacts in place, and the one the hold keeps
+      return x;
+    };
+    capture.tap("m", { ...POLICY, when: "feedback" })?.offer(X, [1, 2], "p1", "yes", 0.9, 1);
+    handed.fill(7); // not yet encoded: the upload shows it (encoding at offer would have sent X)
+    capture.onFeedback("p1", "no");
+    const { bodies, send } = sender();
+    await capture.flush("device-0001", "unknown", true, send);
+    assert.deepEqual(sentData(bodies), [encodeValues(Float32Array.of(7, 7))]);
+  });
+
+  it("a kept sample is encoded after offer returns, when its append runs, and the log holds it", async () => {
+    const storage = new MemoryStorage();
+    const capture = await opened(storage);
+    await capture.setConsent(true);
+    let handed: Float32Array = new Float32Array(0);
+    capture.redact = (_m, x) => {
+      handed = x;
+      return x;
+    };
+    capture.tap("m", POLICY)?.offer(X, [1, 2], "p1", "yes", 0.9, 1);
+    handed.fill(7); // offer has returned: the predict path did no encoding
+    await capture.settled();
+    const stored = (await opened(storage)).samples.map((s) => s.input.data);
+    assert.deepEqual(stored, [encodeValues(Float32Array.of(7, 7))]);
+  });
+
+  it("a redactor's own (maybe reused) output array is copied before it is held", async () => {
+    const capture = await opened();
+    await capture.setConsent(true);
+    const scratch = new Float32Array(2);
+    capture.redact = () => scratch.fill(1);
+    const tap = capture.tap("m", { ...POLICY, when: "feedback" });
+    tap?.offer(X, [1, 2], "p1", "yes", 0.9, 1);
+    scratch.fill(2); // the app's next use of its buffer
+    capture.onFeedback("p1", "no");
+    const { bodies, send } = sender();
+    await capture.flush("device-0001", "unknown", true, send);
+    assert.deepEqual(sentData(bodies), [encodeValues(Float32Array.of(1, 1))]);
+  });
+
+  it("consent off and on again, then a restart the same UTC day, keeps the day's byte budget and the counters", async () => {
+    const storage = new MemoryStorage();
+    const policy = { ...POLICY, max_bytes_per_day: 3000 };
+    const x = new Float32Array(250); // 1000 bytes: three fill the day's budget
+    const first = await opened(storage);
+    await first.setConsent(true);
+    for (const pid of ["p1", "p2", "p3", "p4"]) first.tap("m", policy)?.offer(x, [1, 250], pid, "yes", 0.9, 1);
+    await first.setConsent(false);
+    await first.setConsent(true);
+    const again = await opened(storage); // the app restarts, the same day
+    again.tap("m", policy)?.offer(x, [1, 250], "p5", "yes", 0.9, 1);
+    assert.deepEqual([first.samples.length, again.samples.length, again.counters.dropped_budget], [0, 0, 2]);
+  });
+
+  const meanwhile: [string, (capture: SampleCapture) => void, string | null][] = [
+    ["setConsent(false)", (capture) => void capture.setConsent(false), "no consent"],
+    [
+      "a forgetMe",
+      (capture) => {
+        capture.forgetOwed = true; // as Device.forgetMe: owed first, then deleted here
+        void capture.forget();
+      },
+      "forget pending",
+    ],
+    ["a deletion (consent off and on again)", (capture) => void capture.forget(), null],
+  ];
+  for (const [change, act, skipped] of meanwhile) {
+    it(`${change} while flush writes a batch's id: the claimed batch is not sent`, async () => {
+      const storage = new MemoryStorage();
+      const capture = await opened(storage);
+      await capture.setConsent(true);
+      capture.tap("m", POLICY)?.offer(X, [1, 2], "p1", "yes", 0.9, 1);
+      await capture.settled();
+      const write = storage.write.bind(storage);
+      let armed = true;
+      storage.write = async (path, data) => {
+        if (armed && path === "capture/samples.log") {
+          armed = false; // the claim's write: the user acts while it is on its way to storage
+          act(capture);
+        }
+        await write(path, data);
+      };
+      const { bodies, send } = sender();
+      const report = await capture.flush("device-0001", "unknown", true, send);
+      assert.deepEqual([bodies.length, report.skipped, report.pending], [0, skipped, 0]);
+    });
+  }
+
+  it("a label for a held sample stores nothing while a forgetMe is owed", async () => {
+    const capture = await opened();
+    await capture.setConsent(true);
+    capture.tap("m", { ...POLICY, when: "feedback" })?.offer(X, [1, 2], "p1", "yes", 0.9, 1);
+    capture.forgetOwed = true; // Device.forgetMe sets it before it deletes the hold
+    capture.onFeedback("p1", "no");
+    assert.deepEqual([capture.samples.length, capture.held], [0, 0]);
+  });
+
+  it("off Wi-Fi, a claimed batch that may go is retried though a claimed wifi_only batch is older", async () => {
+    const capture = await opened();
+    await capture.setConsent(true);
+    capture.tap("m", { ...POLICY, wifi_only: true })?.offer(X, [1, 2], "p1", "yes", 0.9, 1);
+    const wifi = sender(["retry"]);
+    await capture.flush("device-0001", "unknown", true, wifi.send); // claims p1, then fails
+    capture.tap("m", POLICY)?.offer(X, [1, 2], "p2", "yes", 0.9, 1);
+    const cellular = sender(["retry"]);
+    await capture.flush("device-0001", "unknown", false, cellular.send); // claims p2, then fails
+    const retry = sender();
+    const report = await capture.flush("device-0001", "unknown", false, retry.send);
+    const sent = (s: ReturnType<typeof sender>) => s.bodies.map((b) => [b.batch_id, b.samples.map((x) => x.prediction_id)]);
+    assert.deepEqual(sent(retry), sent(cellular));
+    assert.deepEqual([sent(cellular)[0]?.[1], report.sent, report.pending], [["p2"], 1, 1]);
+  });
+
   it("below rate 1 a prediction is kept when the draw is under the rate", async () => {
     let draw = 0.9;
     const capture = await opened(new MemoryStorage(), undefined, () => draw);
@@ -268,6 +406,23 @@ describe("SampleCapture", () => {
     now += 2 * 86_400 + 1;
     const report = await capture.flush("device-0001", "unknown", true, sender().send);
     assert.deepEqual([report.expired, report.sent, report.pending], [1, 0, 0]);
+  });
+
+  it("samples past retention_days are deleted when the capture is opened, from memory and the log", async () => {
+    const storage = new MemoryStorage();
+    let now = 1_795_240_000;
+    const before = await opened(storage, () => now);
+    await before.setConsent(true);
+    before.tap("m", { ...POLICY, retention_days: 2 })?.offer(X, [1, 2], "p1", "yes", 0.9, 1);
+    before.tap("m", { ...POLICY, retention_days: 30 })?.offer(X, [1, 2], "p2", "yes", 0.9, 1);
+    await before.settled();
+    now += 2 * 86_400 + 1; // the app was not used for two days
+    const after = await opened(storage, () => now);
+    const opening = after.samples.map((s) => s.prediction_id);
+    await after.settled();
+    const onDisk = (await opened(storage)).samples.map((s) => s.prediction_id); // read with the old clock
+    const report = await after.flush("device-0001", "unknown", true, sender(["retry"]).send);
+    assert.deepEqual([opening, report.expired, after.counters.expired, onDisk], [["p2"], 1, 1, ["p2"]]);
   });
 
   it("drifted: only inputs the profile's bin test marks are captured", async () => {
