@@ -1,0 +1,208 @@
+"""Flower's half of benchmarks/fl_vs_flower.py; runs inside benchmarks/.venv-flower.
+
+    benchmarks/.venv-flower/bin/python benchmarks/_flower_side.py TASK.npz CONFIG.json OUT.json
+
+Not run by hand: fl_vs_flower.py writes the task (the digits split, each round's cohort),
+starts this script in Flower's own venv and reads back the accuracy after each round and
+the server's time per round. numpy and flwr only; the clients' local training is
+pocketml's numpy ``train_head`` (imported from the worktree's ``src``; it needs numpy and
+``cryptography``, which flwr brings) so both sides run the same local recipe.
+
+Flower's legacy strategies are driven directly, round by round, the way Flower's own
+``Server.fit_round`` drives them: ``configure_fit`` with a client manager, each selected
+client's ``fit``, then ``aggregate_fit``. The client manager returns the cohort the task
+names (pocketml's cohort for that round), so the two sides see the same clients, and the
+stand-in ``ClientProxy`` calls the numpy client in process (no gRPC, no Ray). Server time
+per round counts ``configure_fit`` + ``aggregate_fit`` (with the Parameters
+serialisation they do), not the clients' training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+T_START = time.perf_counter()
+
+import numpy as np  # noqa: E402
+from flwr.common import (  # noqa: E402
+    Code,
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    GetParametersIns,
+    GetParametersRes,
+    GetPropertiesIns,
+    GetPropertiesRes,
+    Parameters,
+    ReconnectIns,
+    DisconnectRes,
+    Status,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.server.client_manager import SimpleClientManager  # noqa: E402
+from flwr.server.client_proxy import ClientProxy  # noqa: E402
+from flwr.server.criterion import Criterion  # noqa: E402
+from flwr.server.strategy import (  # noqa: E402
+    DifferentialPrivacyServerSideFixedClipping,
+    FedAvg,
+    Strategy,
+)
+
+from pocketml.fl import Head, LocalRecipe, train_head  # noqa: E402
+
+T_IMPORTED = time.perf_counter()
+
+
+class NumpyClientProxy(ClientProxy):
+    """A Flower client in this process: trains the head on its own shard with pocketml's
+    numpy recipe and returns the trained parameters (what a Flower NumPyClient returns)."""
+
+    def __init__(self, cid: int, task: dict[str, Any]) -> None:
+        super().__init__(str(cid))
+        self.index = cid
+        self.task = task
+        self.round = 0
+
+    def fit(self, ins: FitIns, timeout: float | None, group_id: int | None) -> FitRes:
+        weights, bias = parameters_to_ndarrays(ins.parameters)
+        head = Head(weights, bias)
+        shard = self.task["parts"][self.index]
+        seed = self.task["seed"] * 100_003 + int(ins.config["round"]) * 1_009 + self.index
+        delta = train_head(
+            head, self.task["x"][shard], self.task["y"][shard], self.task["recipe"], seed=seed
+        )
+        trained = head.with_vector(head.to_vector() + delta)
+        return FitRes(
+            Status(Code.OK, ""),
+            ndarrays_to_parameters([trained.weights, trained.bias]),
+            int(shard.size),
+            {},
+        )
+
+    def get_properties(
+        self, ins: GetPropertiesIns, timeout: float | None, group_id: int | None
+    ) -> GetPropertiesRes:
+        raise NotImplementedError
+
+    def get_parameters(
+        self, ins: GetParametersIns, timeout: float | None, group_id: int | None
+    ) -> GetParametersRes:
+        raise NotImplementedError
+
+    def evaluate(
+        self, ins: EvaluateIns, timeout: float | None, group_id: int | None
+    ) -> EvaluateRes:
+        raise NotImplementedError
+
+    def reconnect(
+        self, ins: ReconnectIns, timeout: float | None, group_id: int | None
+    ) -> DisconnectRes:
+        raise NotImplementedError
+
+
+class CohortClientManager(SimpleClientManager):
+    """Flower's client manager, except that ``sample`` returns the task's cohort for the
+    round (pocketml's), in place of ``random.sample`` over the registered clients."""
+
+    def __init__(self, cohorts: np.ndarray) -> None:
+        super().__init__()
+        self.cohorts = cohorts
+        self.round = 0
+
+    def sample(
+        self,
+        num_clients: int,
+        min_num_clients: int | None = None,
+        criterion: Criterion | None = None,
+    ) -> list[ClientProxy]:
+        cohort = self.cohorts[self.round]
+        assert num_clients == cohort.size, (num_clients, cohort.size)
+        return [self.clients[str(int(c))] for c in cohort]
+
+
+def run(task_path: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """Run the rounds of one configuration; return the accuracy curve and timings."""
+    t0 = time.perf_counter()
+    data = np.load(task_path)
+    offsets = data["offsets"]
+    parts = [data["indices"][offsets[i] : offsets[i + 1]] for i in range(offsets.size - 1)]
+    task = {
+        "x": data["x_train"],
+        "y": data["y_train"],
+        "parts": parts,
+        "seed": config["seed"],
+        "recipe": LocalRecipe(**config["recipe"]),
+    }
+    cohorts = data["cohorts"]
+    n_clients, per_round = len(parts), cohorts.shape[1]
+    manager = CohortClientManager(cohorts)
+    for c in range(n_clients):
+        manager.register(NumpyClientProxy(c, task))
+    n_classes = int(max(data["y_train"].max(), data["y_test"].max())) + 1
+    head = Head.zeros(data["x_train"].shape[1], n_classes)
+    strategy: Strategy = FedAvg(
+        fraction_fit=per_round / n_clients,
+        fraction_evaluate=0.0,
+        min_fit_clients=per_round,
+        min_available_clients=n_clients,
+        on_fit_config_fn=lambda rnd: {"round": rnd - 1},
+        initial_parameters=ndarrays_to_parameters([head.weights, head.bias]),
+    )
+    if config["noise_multiplier"] > 0:
+        strategy = DifferentialPrivacyServerSideFixedClipping(
+            strategy, config["noise_multiplier"], config["clip_norm"], per_round
+        )
+        np.random.seed(config["seed"])  # the wrapper draws its noise from numpy's global RNG
+    parameters = strategy.initialize_parameters(manager)
+    assert parameters is not None
+    startup = time.perf_counter() - t0
+    accuracy, server_ms = [], []
+    for rnd in range(1, cohorts.shape[0] + 1):
+        manager.round = rnd - 1
+        start = time.perf_counter()
+        instructions = strategy.configure_fit(rnd, parameters, manager)
+        server = time.perf_counter() - start
+        results = [(proxy, proxy.fit(ins, None, None)) for proxy, ins in instructions]
+        start = time.perf_counter()
+        aggregated, _ = strategy.aggregate_fit(rnd, results, [])
+        server += time.perf_counter() - start
+        assert isinstance(aggregated, Parameters)
+        parameters = aggregated
+        server_ms.append(server * 1000)
+        weights, bias = parameters_to_ndarrays(parameters)
+        accuracy.append(Head(weights, bias).accuracy(data["x_test"], data["y_test"]))
+    weights, bias = parameters_to_ndarrays(parameters)
+    return {
+        "accuracy": accuracy,
+        "head": np.concatenate([weights.ravel(), bias.ravel()]).tolist(),
+        "server_ms_median": statistics.median(server_ms),
+        "setup_s": startup,
+    }
+
+
+def main() -> None:
+    task_path, config_path, out_path = map(Path, sys.argv[1:4])
+    logging.getLogger("flwr").setLevel(logging.ERROR)  # one INFO line per clip and noise
+    configs = json.loads(config_path.read_text())
+    import flwr
+
+    runs = [run(task_path.with_name(c["task"]), c) for c in configs]
+    out = {
+        "flwr": flwr.__version__,
+        "numpy": np.__version__,
+        "import_s": T_IMPORTED - T_START,
+        "runs": runs,
+    }
+    Path(out_path).write_text(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

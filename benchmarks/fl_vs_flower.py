@@ -1,0 +1,284 @@
+"""pocketml's federated rounds side by side with Flower's strategies, in one run.
+
+    PYTHONPATH=src python benchmarks/fl_vs_flower.py [--rounds 40] [--seeds 5] [--json FILE]
+
+The task of fl_accuracy.py: digits (pixels / 16 stand in for a frozen backbone's
+embeddings), 1,400 training samples split non-IID over 50 clients of two classes each
+(``split_non_iid``), 20 clients per round, each trains the softmax head for 2 epochs
+(batch 16, lr 0.1) with pocketml's numpy ``train_head``, 397 test samples.
+
+Flower runs in its own venv, ``benchmarks/.venv-flower`` (created on first use, then
+reused; gitignored), with ``flwr==1.42.0`` and numpy, in a subprocess
+(``benchmarks/_flower_side.py``). It uses Flower's legacy strategies ``FedAvg`` and
+``DifferentialPrivacyServerSideFixedClipping`` driven round by round with in-process
+``ClientProxy`` stand-ins (no Ray, no gRPC: server time is the strategy's own work). Per
+seed both sides get the same split, the same cohort each round (pocketml's sampling is
+replayed and handed to Flower's client manager) and the same local training seeds, so
+the rows differ only in the server's aggregation (and, with DP, in the noise draws).
+
+Rows: FedAvg; DP-FedAvg with fixed clipping (C = 1) at z = 0.5 and z = 1.0. Columns:
+accuracy after the last round (mean and range over seeds), the difference in points,
+pocketml's (ε, δ = 1e-5) for this population (q = 0.4; Flower's wrapper reports none),
+median server ms per round and start-up time. The ``ray`` row (``--ray``) times Flower's
+own Ray simulation engine (``run_simulation``) on the same FedAvg task for a few rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from pocketml.data import load_digits
+from pocketml.federated import (
+    DPFedAvg,
+    PrivacyAccountant,
+    SimulationConfig,
+    fedavg,
+    simulate,
+    split_non_iid,
+)
+from pocketml.fl import Head, LocalRecipe, train_head
+
+HERE = Path(__file__).resolve().parent
+VENV = HERE / ".venv-flower"
+FLWR = "flwr==1.42.0"
+CASES: dict[str, dict[str, float]] = {
+    "fedavg": {"noise_multiplier": 0.0},
+    "dp-fedavg z=0.5 C=1": {"noise_multiplier": 0.5, "clip_norm": 1.0},
+    "dp-fedavg z=1.0 C=1": {"noise_multiplier": 1.0, "clip_norm": 1.0},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    logging.getLogger("absl").setLevel(logging.ERROR)  # dp-accounting's notes on orders
+    python = _flower_python()
+    with threadpool_limits(1):
+        report = _run(args.rounds, args.seeds, python)
+    _print(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _flower_python() -> Path:
+    """Return the Flower venv's interpreter, creating the venv on first use."""
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", FLWR, "numpy"],
+            check=True,
+        )
+    return python
+
+
+def _cohorts(config: SimulationConfig) -> np.ndarray:
+    """pocketml's cohort for every round: ``simulate``'s sampling stream, replayed."""
+    rng = np.random.default_rng([config.seed, 0])
+    rng.choice(config.n_clients, round(config.malicious_fraction * config.n_clients), replace=False)
+    return np.array(
+        [
+            rng.choice(config.n_clients, config.clients_per_round, replace=False)
+            for _ in range(config.rounds)
+        ]
+    )
+
+
+def _run(rounds: int, n_seeds: int, python: Path) -> dict[str, Any]:
+    data = load_digits()
+    x = data.features.reshape(len(data.labels), -1) / 16.0
+    order = np.random.default_rng(0).permutation(len(data.labels))
+    tr, te = order[:1400], order[1400:]
+    recipe = LocalRecipe(epochs=2, batch_size=16, learning_rate=0.1)
+    base = {"n_clients": 50, "clients_per_round": 20, "rounds": rounds, "recipe": recipe}
+    seeds = list(range(n_seeds))
+    ours: dict[str, list[dict[str, Any]]] = {name: [] for name in CASES}
+    flower_configs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            parts = split_non_iid(data.labels[tr], 50, 2, seed)
+            task = f"task-{seed}.npz"
+            np.savez(
+                Path(tmp) / task,
+                x_train=x[tr],
+                y_train=data.labels[tr],
+                x_test=x[te],
+                y_test=data.labels[te],
+                indices=np.concatenate(parts),
+                offsets=np.cumsum([0] + [p.size for p in parts]),
+                cohorts=_cohorts(SimulationConfig(**base, seed=seed)),
+            )
+            for name, extra in CASES.items():
+                config = SimulationConfig(**base, **extra, seed=seed)  # type: ignore[arg-type]
+                result = simulate(x[tr], data.labels[tr], x[te], data.labels[te], config)
+                ours[name].append(
+                    {
+                        "accuracy": result.accuracy[-1],
+                        "epsilon": result.epsilon[-1] if result.epsilon else None,
+                        "head": result.head.to_vector(),
+                    }
+                )
+                flower_configs.append(
+                    {
+                        "task": task,
+                        "name": name,
+                        "seed": seed,
+                        "noise_multiplier": extra["noise_multiplier"],
+                        "clip_norm": extra.get("clip_norm"),
+                        "recipe": {"epochs": 2, "batch_size": 16, "learning_rate": 0.1},
+                    }
+                )
+        (Path(tmp) / "configs.json").write_text(json.dumps(flower_configs))
+        env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src"), "OPENBLAS_NUM_THREADS": "1"}
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                str(python),
+                str(HERE / "_flower_side.py"),
+                str(Path(tmp) / "task-0.npz"),
+                str(Path(tmp) / "configs.json"),
+                str(Path(tmp) / "out.json"),
+            ],
+            check=True,
+            env=env,
+        )
+        flower_wall = time.perf_counter() - start
+        flower = json.loads((Path(tmp) / "out.json").read_text())
+    # flower["runs"] is in the order of flower_configs: seed-major, then CASES.
+    theirs = {(c["seed"], c["name"]): r for c, r in zip(flower_configs, flower["runs"], strict=True)}
+    rows: dict[str, Any] = {}
+    for name, extra in CASES.items():
+        acc_ours = [r["accuracy"] for r in ours[name]]
+        runs = [theirs[seed, name] for seed in seeds]
+        acc_flower = [r["accuracy"][-1] for r in runs]
+        gaps = [100 * (a - b) for a, b in zip(acc_ours, acc_flower, strict=True)]
+        row: dict[str, Any] = {
+            "pocketml": _summary(acc_ours),
+            "flower": _summary(acc_flower),
+            "difference_points": _summary(gaps),
+            "max_abs_head_difference": max(
+                float(np.max(np.abs(o["head"] - np.asarray(f["head"]))))
+                for o, f in zip(ours[name], runs, strict=True)
+            ),
+            "flower_server_ms_per_round": statistics.median(
+                r["server_ms_median"] for r in runs
+            ),
+            "pocketml_server_ms_per_round": _our_server_ms(x[tr], data.labels[tr], recipe, extra),
+        }
+        if extra["noise_multiplier"] > 0:
+            row["pocketml_epsilon"] = ours[name][0]["epsilon"]
+            row["delta"] = 1e-5
+        rows[name] = row
+    return {
+        "task": "non-IID digits head, 50 clients x 2 classes, 20 per round",
+        "rounds": rounds,
+        "seeds": seeds,
+        "flwr": flower["flwr"],
+        "flower_numpy": flower["numpy"],
+        "flower_driver": "legacy strategies driven directly, in-process ClientProxy stand-ins",
+        "startup_s": {
+            "pocketml": _our_startup(),
+            "flower_import": flower["import_s"],
+            "flower_strategy_setup": statistics.median(r["setup_s"] for r in flower["runs"]),
+            "flower_subprocess_wall_all_runs": flower_wall,
+        },
+        "rows": rows,
+    }
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.fmean(values),
+        "min": min(values),
+        "max": max(values),
+        "values": values,  # type: ignore[dict-item]
+    }
+
+
+def _our_server_ms(
+    x: np.ndarray, y: np.ndarray, recipe: LocalRecipe, extra: dict[str, float], runs: int = 41
+) -> float:
+    """Median ms of pocketml's server step for one round of 20 real updates (the first
+    round's): FedAvg, or DP-FedAvg's clip + sum + noise and the accountant's ε after the
+    round. The aggregator and accountant live as long as the task, as in ``simulate``; the
+    accountant's first round (its one-round RDP curve, ~60 ms at q = 0.4) is paid once per
+    task and left out, like Flower's strategy set-up."""
+    parts = split_non_iid(y, 50, 2, 0)
+    head = Head.zeros(x.shape[1], 10)
+    updates = [train_head(head, x[parts[c]], y[parts[c]], recipe, seed=c) for c in range(20)]
+    counts = [parts[c].size for c in range(20)]
+    rng = np.random.default_rng(0)
+    z = extra["noise_multiplier"]
+    dp = DPFedAvg(extra.get("clip_norm", 1.0), z, 20)
+    accountant = PrivacyAccountant(z if z > 0 else 1.0, 20 / 50, 1e-5)
+    accountant.spend_round()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        if z > 0:
+            dp.aggregate(updates, rng)
+            accountant.spend_round()
+        else:
+            fedavg(updates, counts)
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
+def _our_startup() -> float:
+    """Seconds for a fresh interpreter to import what ``simulate`` needs (the import itself,
+    timed inside the child, as Flower's is)."""
+    code = (
+        "import time; t = time.perf_counter(); "
+        "from pocketml.federated import simulate, SimulationConfig; "
+        "print(time.perf_counter() - t)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    return float(out)
+
+
+def _print(report: dict[str, Any]) -> None:
+    print(
+        f"{report['task']}, {report['rounds']} rounds, seeds {report['seeds'][0]}-"
+        f"{report['seeds'][-1]}; flwr {report['flwr']} (strategies driven directly)"
+    )
+    print(f"  {'run':<20} {'pocketml':>16} {'Flower':>16} {'Δ pts':>6} {'ε':>6} {'ms/rnd':>11}")
+    for name, row in report["rows"].items():
+        ours, theirs = row["pocketml"], row["flower"]
+        eps = f"{row['pocketml_epsilon']:6.1f}" if "pocketml_epsilon" in row else f"{'-':>6}"
+        print(
+            f"  {name:<20} {_cell(ours):>16} {_cell(theirs):>16} "
+            f"{row['difference_points']['mean']:+6.2f} {eps} "
+            f"{row['pocketml_server_ms_per_round']:5.2f}/{row['flower_server_ms_per_round']:<5.2f}"
+        )
+    s = report["startup_s"]
+    print(
+        f"  start-up: pocketml import {s['pocketml']:.2f} s; Flower import "
+        f"{s['flower_import']:.2f} s + strategy {s['flower_strategy_setup'] * 1000:.0f} ms"
+    )
+    print("  (accuracy: mean [min-max] over seeds; ms/rnd: server ms pocketml/Flower)")
+
+
+def _cell(summary: dict[str, float]) -> str:
+    return f"{summary['mean']:.3f} [{summary['min']:.2f}-{summary['max']:.2f}]"
+
+
+if __name__ == "__main__":
+    main()
