@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import statistics
 import sys
 import time
@@ -160,7 +161,10 @@ def run(task_path: Path, config: dict[str, Any]) -> dict[str, Any]:
         strategy = DifferentialPrivacyServerSideFixedClipping(
             strategy, config["noise_multiplier"], config["clip_norm"], per_round
         )
-        np.random.seed(config["seed"])  # the wrapper draws its noise from numpy's global RNG
+        # The wrapper draws its noise from numpy's global RNG (np.random.normal).
+        np.random.seed(config["seed"])
+        if config.get("shared_noise"):
+            np.random.normal = _pocketml_noise(config["seed"])  # type: ignore[assignment]
     parameters = strategy.initialize_parameters(manager)
     assert parameters is not None
     startup = time.perf_counter() - t0
@@ -188,13 +192,116 @@ def run(task_path: Path, config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _pocketml_noise(seed: int) -> Any:
+    """A stand-in for ``np.random.normal`` that draws from pocketml's noise stream (``simulate``'s
+    ``default_rng([seed, 1])``), in the same order pocketml draws it (weights row-major,
+    then bias): a diagnostic that takes the noise draws out of the comparison, leaving
+    what the two servers compute differently. Only the DP wrapper calls np.random.normal
+    here (the clients' training uses its own Generator)."""
+    stream = np.random.default_rng([seed, 1])
+
+    def normal(loc: float = 0.0, scale: float = 1.0, size: Any = None) -> Any:
+        return loc + scale * stream.standard_normal(size)
+
+    return normal
+
+
+def run_ray(task_path: Path, rounds: int, seed: int) -> dict[str, Any]:
+    """Flower's own simulation engine (``run_simulation`` on Ray, 50 supernodes) on the
+    FedAvg task: timings only. Flower samples the cohorts here (``random.sample``), so the
+    accuracy is not paired with pocketml's and is reported, not compared."""
+    t_import = time.perf_counter()
+    from flwr.client import ClientApp, NumPyClient
+    from flwr.common import Context
+    from flwr.server import ServerApp, ServerAppComponents, ServerConfig
+    from flwr.simulation import run_simulation
+
+    start_import_done = time.perf_counter()
+    data = dict(np.load(task_path))  # plain arrays: Ray pickles the client app's closure
+    offsets = data["offsets"]
+    parts = [data["indices"][offsets[i] : offsets[i + 1]] for i in range(offsets.size - 1)]
+    n_clients, per_round = len(parts), data["cohorts"].shape[1]
+    recipe = LocalRecipe(2, 16, 0.1)
+    marks: list[float] = []
+    final: list[Parameters] = []
+
+    class Client(NumPyClient):  # type: ignore[misc]
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+        def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
+            head, shard = Head(*parameters), parts[self.index]
+            delta = train_head(
+                head,
+                data["x_train"][shard],
+                data["y_train"][shard],
+                recipe,
+                seed=seed * 100_003 + int(config["round"]) * 1_009 + self.index,
+            )
+            trained = head.with_vector(head.to_vector() + delta)
+            return [trained.weights, trained.bias], int(shard.size), {}
+
+    def client_fn(context: Context) -> Any:
+        return Client(int(context.node_config["partition-id"])).to_client()
+
+    def fit_config(rnd: int) -> dict[str, Any]:
+        marks.append(time.perf_counter())
+        return {"round": rnd - 1}
+
+    def evaluate(rnd: int, ndarrays: list[np.ndarray], config: dict[str, Any]) -> Any:
+        final[:] = [ndarrays_to_parameters(ndarrays)]
+        return None
+
+    def server_fn(context: Context) -> ServerAppComponents:
+        head = Head.zeros(data["x_train"].shape[1], 10)
+        strategy = FedAvg(
+            fraction_fit=per_round / n_clients,
+            fraction_evaluate=0.0,
+            min_fit_clients=per_round,
+            min_available_clients=n_clients,
+            on_fit_config_fn=fit_config,
+            evaluate_fn=evaluate,
+            initial_parameters=ndarrays_to_parameters([head.weights, head.bias]),
+        )
+        return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=rounds))
+
+    random.seed(seed)
+    start = time.perf_counter()
+    run_simulation(
+        ServerApp(server_fn=server_fn),
+        ClientApp(client_fn=client_fn),
+        num_supernodes=n_clients,
+        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+    )
+    total = time.perf_counter() - start
+    marks.append(start + total)
+    weights, bias = parameters_to_ndarrays(final[0])
+    return {
+        "rounds": rounds,
+        "import_simulation_s": start_import_done - t_import,
+        "first_round_s": marks[1] - start,
+        "round_s": [b - a for a, b in zip(marks[1:], marks[2:], strict=False)],
+        "total_s": total,
+        "accuracy": Head(weights, bias).accuracy(data["x_test"], data["y_test"]),
+    }
+
+
 def main() -> None:
+    if sys.argv[1] == "ray":
+        task, rounds, seed, out = Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+        report = {"import_s": T_IMPORTED - T_START, **run_ray(task, rounds, seed)}
+        Path(out).write_text(json.dumps(report))
+        return
     task_path, config_path, out_path = map(Path, sys.argv[1:4])
     logging.getLogger("flwr").setLevel(logging.ERROR)  # one INFO line per clip and noise
     configs = json.loads(config_path.read_text())
     import flwr
 
-    runs = [run(task_path.with_name(c["task"]), c) for c in configs]
+    numpy_normal = np.random.normal
+    runs = []
+    for c in configs:
+        runs.append(run(task_path.with_name(c["task"]), c))
+        np.random.normal = numpy_normal
     out = {
         "flwr": flwr.__version__,
         "numpy": np.__version__,

@@ -51,6 +51,7 @@ from pocketml.federated import (
 )
 from pocketml.fl import Head, LocalRecipe, train_head
 
+SHORT = {"fedavg": "FedAvg", "dp-fedavg z=0.5 C=1": "DP z=0.5", "dp-fedavg z=1.0 C=1": "DP z=1.0"}
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-flower"
 FLWR = "flwr==1.42.0"
@@ -64,13 +65,14 @@ CASES: dict[str, dict[str, float]] = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--ray-rounds", type=int, default=10, help="0: skip the Ray run")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     logging.getLogger("absl").setLevel(logging.ERROR)  # dp-accounting's notes on orders
     python = _flower_python()
     with threadpool_limits(1):
-        report = _run(args.rounds, args.seeds, python)
+        report = _run(args.rounds, args.seeds, args.ray_rounds, python)
     _print(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
@@ -100,7 +102,7 @@ def _cohorts(config: SimulationConfig) -> np.ndarray:
     )
 
 
-def _run(rounds: int, n_seeds: int, python: Path) -> dict[str, Any]:
+def _run(rounds: int, n_seeds: int, ray_rounds: int, python: Path) -> dict[str, Any]:
     data = load_digits()
     x = data.features.reshape(len(data.labels), -1) / 16.0
     order = np.random.default_rng(0).permutation(len(data.labels))
@@ -126,24 +128,28 @@ def _run(rounds: int, n_seeds: int, python: Path) -> dict[str, Any]:
             )
             for name, extra in CASES.items():
                 config = SimulationConfig(**base, **extra, seed=seed)  # type: ignore[arg-type]
+                start = time.perf_counter()
                 result = simulate(x[tr], data.labels[tr], x[te], data.labels[te], config)
                 ours[name].append(
                     {
+                        "seconds": time.perf_counter() - start,
                         "accuracy": result.accuracy[-1],
                         "epsilon": result.epsilon[-1] if result.epsilon else None,
                         "head": result.head.to_vector(),
                     }
                 )
-                flower_configs.append(
-                    {
-                        "task": task,
-                        "name": name,
-                        "seed": seed,
-                        "noise_multiplier": extra["noise_multiplier"],
-                        "clip_norm": extra.get("clip_norm"),
-                        "recipe": {"epochs": 2, "batch_size": 16, "learning_rate": 0.1},
-                    }
-                )
+                for shared in (False, True) if extra["noise_multiplier"] > 0 else (False,):
+                    flower_configs.append(
+                        {
+                            "task": task,
+                            "name": name,
+                            "seed": seed,
+                            "shared_noise": shared,
+                            "noise_multiplier": extra["noise_multiplier"],
+                            "clip_norm": extra.get("clip_norm"),
+                            "recipe": {"epochs": 2, "batch_size": 16, "learning_rate": 0.1},
+                        }
+                    )
         (Path(tmp) / "configs.json").write_text(json.dumps(flower_configs))
         env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src"), "OPENBLAS_NUM_THREADS": "1"}
         start = time.perf_counter()
@@ -160,12 +166,16 @@ def _run(rounds: int, n_seeds: int, python: Path) -> dict[str, Any]:
         )
         flower_wall = time.perf_counter() - start
         flower = json.loads((Path(tmp) / "out.json").read_text())
-    # flower["runs"] is in the order of flower_configs: seed-major, then CASES.
-    theirs = {(c["seed"], c["name"]): r for c, r in zip(flower_configs, flower["runs"], strict=True)}
+        ray = _ray(python, Path(tmp), ray_rounds, env) if ray_rounds > 1 else None
+    # flower["runs"] is in the order of flower_configs.
+    theirs = {
+        (c["seed"], c["name"], c["shared_noise"]): r
+        for c, r in zip(flower_configs, flower["runs"], strict=True)
+    }
     rows: dict[str, Any] = {}
     for name, extra in CASES.items():
         acc_ours = [r["accuracy"] for r in ours[name]]
-        runs = [theirs[seed, name] for seed in seeds]
+        runs = [theirs[seed, name, False] for seed in seeds]
         acc_flower = [r["accuracy"][-1] for r in runs]
         gaps = [100 * (a - b) for a, b in zip(acc_ours, acc_flower, strict=True)]
         row: dict[str, Any] = {
@@ -182,6 +192,18 @@ def _run(rounds: int, n_seeds: int, python: Path) -> dict[str, Any]:
             "pocketml_server_ms_per_round": _our_server_ms(x[tr], data.labels[tr], recipe, extra),
         }
         if extra["noise_multiplier"] > 0:
+            same = [theirs[seed, name, True] for seed in seeds]
+            row["flower_same_noise"] = _summary([r["accuracy"][-1] for r in same])
+            row["difference_points_same_noise"] = _summary(
+                [
+                    100 * (o["accuracy"] - r["accuracy"][-1])
+                    for o, r in zip(ours[name], same, strict=True)
+                ]
+            )
+            row["max_abs_head_difference_same_noise"] = max(
+                float(np.max(np.abs(o["head"] - np.asarray(r["head"]))))
+                for o, r in zip(ours[name], same, strict=True)
+            )
             row["pocketml_epsilon"] = ours[name][0]["epsilon"]
             row["delta"] = 1e-5
         rows[name] = row
@@ -199,15 +221,42 @@ def _run(rounds: int, n_seeds: int, python: Path) -> dict[str, Any]:
             "flower_subprocess_wall_all_runs": flower_wall,
         },
         "rows": rows,
+        "simulate_s_per_round": {
+            "pocketml_fedavg": statistics.median(r["seconds"] for r in ours["fedavg"]) / rounds,
+            "flower_ray": ray,
+        },
     }
 
 
-def _summary(values: list[float]) -> dict[str, float]:
+def _ray(python: Path, tmp: Path, rounds: int, env: dict[str, str]) -> dict[str, Any]:
+    """Flower's Ray simulation engine on seed 0's FedAvg task (timings; see _flower_side)."""
+    out = tmp / "ray.json"
+    proc = subprocess.run(
+        [str(python), str(HERE / "_flower_side.py"), "ray", str(tmp / "task-0.npz"), str(rounds)]
+        + ["0", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-4000:])
+        proc.check_returncode()
+    ray: dict[str, Any] = json.loads(out.read_text())
+    steady = ray["round_s"][:-1]  # the last one also holds run_simulation's shutdown
+    ray["steady_round_s"] = statistics.median(steady)
+    ray["startup_s"] = ray["import_s"] + ray["import_simulation_s"] + ray["first_round_s"]
+    ray["startup_s"] -= ray["steady_round_s"]
+    return ray
+
+
+def _summary(values: list[float]) -> dict[str, Any]:
+    """Mean, range and the standard error of the mean over seeds."""
     return {
         "mean": statistics.fmean(values),
         "min": min(values),
         "max": max(values),
-        "values": values,  # type: ignore[dict-item]
+        "sem": statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0,
+        "values": values,
     }
 
 
@@ -255,28 +304,43 @@ def _our_startup() -> float:
 
 
 def _print(report: dict[str, Any]) -> None:
-    print(
-        f"{report['task']}, {report['rounds']} rounds, seeds {report['seeds'][0]}-"
-        f"{report['seeds'][-1]}; flwr {report['flwr']} (strategies driven directly)"
-    )
-    print(f"  {'run':<20} {'pocketml':>16} {'Flower':>16} {'Δ pts':>6} {'ε':>6} {'ms/rnd':>11}")
-    for name, row in report["rows"].items():
-        ours, theirs = row["pocketml"], row["flower"]
-        eps = f"{row['pocketml_epsilon']:6.1f}" if "pocketml_epsilon" in row else f"{'-':>6}"
-        print(
-            f"  {name:<20} {_cell(ours):>16} {_cell(theirs):>16} "
-            f"{row['difference_points']['mean']:+6.2f} {eps} "
-            f"{row['pocketml_server_ms_per_round']:5.2f}/{row['flower_server_ms_per_round']:<5.2f}"
-        )
     s = report["startup_s"]
     print(
-        f"  start-up: pocketml import {s['pocketml']:.2f} s; Flower import "
-        f"{s['flower_import']:.2f} s + strategy {s['flower_strategy_setup'] * 1000:.0f} ms"
+        f"{report['task']},\n{report['rounds']} rounds, {len(report['seeds'])} seeds; "
+        f"Flower: flwr {report['flwr']}'s strategies driven directly"
     )
-    print("  (accuracy: mean [min-max] over seeds; ms/rnd: server ms pocketml/Flower)")
+    print(f"  {'run':<11} {'pocketml':>17} {'Flower':>17} {'Δ pts':>11} {'ε':>5} {'ms/round':>10}")
+    for name, row in report["rows"].items():
+        gap = row["difference_points"]
+        eps = f"{row['pocketml_epsilon']:5.1f}" if "pocketml_epsilon" in row else f"{'-':>5}"
+        ms = f"{row['pocketml_server_ms_per_round']:.2f}/{row['flower_server_ms_per_round']:.2f}"
+        print(
+            f"  {SHORT[name]:<11} {_cell(row['pocketml']):>17} {_cell(row['flower']):>17} "
+            f"{gap['mean']:+5.2f}±{gap['sem']:.2f} {eps} {ms:>10}"
+        )
+        if "flower_same_noise" in row:
+            same = row["difference_points_same_noise"]
+            print(
+                f"  {'  = noise':<11} {'':>17} {_cell(row['flower_same_noise']):>17} "
+                f"{same['mean']:+5.2f}±{same['sem']:.2f}"
+            )
+    print(
+        f"  start-up (import + set-up): pocketml {s['pocketml']:.2f} s, "
+        f"Flower {s['flower_import']:.2f} s + {s['flower_strategy_setup'] * 1000:.0f} ms"
+    )
+    sim = report["simulate_s_per_round"]
+    ray = sim["flower_ray"]
+    if ray is not None:
+        print(
+            f"  whole round with training: pocketml simulate {sim['pocketml_fedavg'] * 1000:.0f}"
+            f" ms; Flower on Ray {ray['steady_round_s'] * 1000:.0f} ms, start-up "
+            f"{ray['startup_s']:.1f} s"
+        )
+    print("  accuracy: mean [min-max] over seeds; Δ: pocketml - Flower, ± standard error;")
+    print("  '= noise': Flower's wrapper fed pocketml's noise draws; ms: pocketml/Flower")
 
 
-def _cell(summary: dict[str, float]) -> str:
+def _cell(summary: dict[str, Any]) -> str:
     return f"{summary['mean']:.3f} [{summary['min']:.2f}-{summary['max']:.2f}]"
 
 
