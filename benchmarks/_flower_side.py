@@ -19,6 +19,7 @@ serialisation they do), not the clients' training.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
@@ -33,6 +34,7 @@ T_START = time.perf_counter()
 import numpy as np  # noqa: E402
 from flwr.common import (  # noqa: E402
     Code,
+    DisconnectRes,
     EvaluateIns,
     EvaluateRes,
     FitIns,
@@ -43,7 +45,6 @@ from flwr.common import (  # noqa: E402
     GetPropertiesRes,
     Parameters,
     ReconnectIns,
-    DisconnectRes,
     Status,
     ndarrays_to_parameters,
     parameters_to_ndarrays,
@@ -84,7 +85,7 @@ class NumpyClientProxy(ClientProxy):
         return FitRes(
             Status(Code.OK, ""),
             ndarrays_to_parameters([trained.weights, trained.bias]),
-            int(shard.size),
+            1 if self.task["uniform_weights"] else int(shard.size),
             {},
         )
 
@@ -141,6 +142,7 @@ def run(task_path: Path, config: dict[str, Any]) -> dict[str, Any]:
         "parts": parts,
         "seed": config["seed"],
         "recipe": LocalRecipe(**config["recipe"]),
+        "uniform_weights": config.get("uniform_weights", False),
     }
     cohorts = data["cohorts"]
     n_clients, per_round = len(parts), cohorts.shape[1]
@@ -164,7 +166,7 @@ def run(task_path: Path, config: dict[str, Any]) -> dict[str, Any]:
         # The wrapper draws its noise from numpy's global RNG (np.random.normal).
         np.random.seed(config["seed"])
         if config.get("shared_noise"):
-            np.random.normal = _pocketml_noise(config["seed"])  # type: ignore[assignment]
+            np.random.normal = _pocketml_noise(config["seed"])
     parameters = strategy.initialize_parameters(manager)
     assert parameters is not None
     startup = time.perf_counter() - t0
@@ -225,7 +227,7 @@ def run_ray(task_path: Path, rounds: int, seed: int) -> dict[str, Any]:
     marks: list[float] = []
     final: list[Parameters] = []
 
-    class Client(NumPyClient):  # type: ignore[misc]
+    class Client(NumPyClient):
         def __init__(self, index: int) -> None:
             self.index = index
 
@@ -280,7 +282,7 @@ def run_ray(task_path: Path, rounds: int, seed: int) -> dict[str, Any]:
         "rounds": rounds,
         "import_simulation_s": start_import_done - t_import,
         "first_round_s": marks[1] - start,
-        "round_s": [b - a for a, b in zip(marks[1:], marks[2:], strict=False)],
+        "round_s": [b - a for a, b in itertools.pairwise(marks[1:])],
         "total_s": total,
         "accuracy": Head(weights, bias).accuracy(data["x_test"], data["y_test"]),
     }
@@ -288,9 +290,9 @@ def run_ray(task_path: Path, rounds: int, seed: int) -> dict[str, Any]:
 
 def main() -> None:
     if sys.argv[1] == "ray":
-        task, rounds, seed, out = Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+        task, rounds, seed = Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
         report = {"import_s": T_IMPORTED - T_START, **run_ray(task, rounds, seed)}
-        Path(out).write_text(json.dumps(report))
+        Path(sys.argv[5]).write_text(json.dumps(report))
         return
     task_path, config_path, out_path = map(Path, sys.argv[1:4])
     logging.getLogger("flwr").setLevel(logging.ERROR)  # one INFO line per clip and noise

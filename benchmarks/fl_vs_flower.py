@@ -1,6 +1,7 @@
 """pocketml's federated rounds side by side with Flower's strategies, in one run.
 
-    PYTHONPATH=src python benchmarks/fl_vs_flower.py [--rounds 40] [--seeds 5] [--json FILE]
+    PYTHONPATH=src python benchmarks/fl_vs_flower.py [--rounds 40] [--seeds 30]
+        [--ray-rounds 10] [--json FILE]
 
 The task of fl_accuracy.py: digits (pixels / 16 stand in for a frozen backbone's
 embeddings), 1,400 training samples split non-IID over 50 clients of two classes each
@@ -8,19 +9,25 @@ embeddings), 1,400 training samples split non-IID over 50 clients of two classes
 (batch 16, lr 0.1) with pocketml's numpy ``train_head``, 397 test samples.
 
 Flower runs in its own venv, ``benchmarks/.venv-flower`` (created on first use, then
-reused; gitignored), with ``flwr==1.42.0`` and numpy, in a subprocess
-(``benchmarks/_flower_side.py``). It uses Flower's legacy strategies ``FedAvg`` and
-``DifferentialPrivacyServerSideFixedClipping`` driven round by round with in-process
+reused; gitignored), with ``flwr[simulation]==1.42.0`` and numpy (no torch), in a
+subprocess (``benchmarks/_flower_side.py``). Its legacy strategies ``FedAvg`` and
+``DifferentialPrivacyServerSideFixedClipping`` are driven round by round with in-process
 ``ClientProxy`` stand-ins (no Ray, no gRPC: server time is the strategy's own work). Per
 seed both sides get the same split, the same cohort each round (pocketml's sampling is
 replayed and handed to Flower's client manager) and the same local training seeds, so
-the rows differ only in the server's aggregation (and, with DP, in the noise draws).
+the rows differ only in what the server computes and, with DP, in the noise draws.
 
 Rows: FedAvg; DP-FedAvg with fixed clipping (C = 1) at z = 0.5 and z = 1.0. Columns:
-accuracy after the last round (mean and range over seeds), the difference in points,
-pocketml's (ε, δ = 1e-5) for this population (q = 0.4; Flower's wrapper reports none),
-median server ms per round and start-up time. The ``ray`` row (``--ray``) times Flower's
-own Ray simulation engine (``run_simulation``) on the same FedAvg task for a few rounds.
+accuracy after the last round (mean and range over seeds), pocketml - Flower in points
+(mean ± standard error), pocketml's ε at δ = 1e-5 for this population (q = 0.4; Flower
+1.42's wrapper reports none), median server ms per round, start-up. Under each DP row,
+"= noise": Flower's wrapper fed pocketml's noise draws (common random numbers: the same
+expected gap with far less variance; what is left is Flower's FedAvg weighting the clipped
+updates by num_examples where pocketml's DP-FedAvg takes their plain sum / m). Wiring
+checks in the JSON: FedAvg's heads agree to ~1e-16; with shared noise and Flower's clients
+reporting num_examples = 1, DP heads agree to ~1e-15. Last, Flower's own Ray simulation
+engine (``run_simulation``, 50 supernodes) runs the FedAvg task for ``--ray-rounds``
+rounds: wall time per round with training, and start-up, against ``simulate``'s.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ from pocketml.fl import Head, LocalRecipe, train_head
 SHORT = {"fedavg": "FedAvg", "dp-fedavg z=0.5 C=1": "DP z=0.5", "dp-fedavg z=1.0 C=1": "DP z=1.0"}
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-flower"
-FLWR = "flwr==1.42.0"
+FLWR = "flwr[simulation]==1.42.0"
 CASES: dict[str, dict[str, float]] = {
     "fedavg": {"noise_multiplier": 0.0},
     "dp-fedavg z=0.5 C=1": {"noise_multiplier": 0.5, "clip_norm": 1.0},
@@ -84,7 +91,7 @@ def _flower_python() -> Path:
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
         subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", FLWR, "numpy"],
+            [str(python), "-m", "pip", "install", "-q", FLWR, "numpy"],  # Ray comes with it
             check=True,
         )
     return python
@@ -127,7 +134,7 @@ def _run(rounds: int, n_seeds: int, ray_rounds: int, python: Path) -> dict[str, 
                 cohorts=_cohorts(SimulationConfig(**base, seed=seed)),
             )
             for name, extra in CASES.items():
-                config = SimulationConfig(**base, **extra, seed=seed)  # type: ignore[arg-type]
+                config = SimulationConfig(**base, **extra, seed=seed)
                 start = time.perf_counter()
                 result = simulate(x[tr], data.labels[tr], x[te], data.labels[te], config)
                 ours[name].append(
@@ -138,13 +145,17 @@ def _run(rounds: int, n_seeds: int, ray_rounds: int, python: Path) -> dict[str, 
                         "head": result.head.to_vector(),
                     }
                 )
-                for shared in (False, True) if extra["noise_multiplier"] > 0 else (False,):
+                variants = [(False, False)]
+                if extra["noise_multiplier"] > 0:
+                    variants += [(True, False)] + ([(True, True)] if seed == 0 else [])
+                for shared, uniform in variants:
                     flower_configs.append(
                         {
                             "task": task,
                             "name": name,
                             "seed": seed,
                             "shared_noise": shared,
+                            "uniform_weights": uniform,
                             "noise_multiplier": extra["noise_multiplier"],
                             "clip_norm": extra.get("clip_norm"),
                             "recipe": {"epochs": 2, "batch_size": 16, "learning_rate": 0.1},
@@ -169,13 +180,13 @@ def _run(rounds: int, n_seeds: int, ray_rounds: int, python: Path) -> dict[str, 
         ray = _ray(python, Path(tmp), ray_rounds, env) if ray_rounds > 1 else None
     # flower["runs"] is in the order of flower_configs.
     theirs = {
-        (c["seed"], c["name"], c["shared_noise"]): r
+        (c["seed"], c["name"], c["shared_noise"], c["uniform_weights"]): r
         for c, r in zip(flower_configs, flower["runs"], strict=True)
     }
     rows: dict[str, Any] = {}
     for name, extra in CASES.items():
         acc_ours = [r["accuracy"] for r in ours[name]]
-        runs = [theirs[seed, name, False] for seed in seeds]
+        runs = [theirs[seed, name, False, False] for seed in seeds]
         acc_flower = [r["accuracy"][-1] for r in runs]
         gaps = [100 * (a - b) for a, b in zip(acc_ours, acc_flower, strict=True)]
         row: dict[str, Any] = {
@@ -186,13 +197,11 @@ def _run(rounds: int, n_seeds: int, ray_rounds: int, python: Path) -> dict[str, 
                 float(np.max(np.abs(o["head"] - np.asarray(f["head"]))))
                 for o, f in zip(ours[name], runs, strict=True)
             ),
-            "flower_server_ms_per_round": statistics.median(
-                r["server_ms_median"] for r in runs
-            ),
+            "flower_server_ms_per_round": statistics.median(r["server_ms_median"] for r in runs),
             "pocketml_server_ms_per_round": _our_server_ms(x[tr], data.labels[tr], recipe, extra),
         }
         if extra["noise_multiplier"] > 0:
-            same = [theirs[seed, name, True] for seed in seeds]
+            same = [theirs[seed, name, True, False] for seed in seeds]
             row["flower_same_noise"] = _summary([r["accuracy"][-1] for r in same])
             row["difference_points_same_noise"] = _summary(
                 [
@@ -203,6 +212,12 @@ def _run(rounds: int, n_seeds: int, ray_rounds: int, python: Path) -> dict[str, 
             row["max_abs_head_difference_same_noise"] = max(
                 float(np.max(np.abs(o["head"] - np.asarray(r["head"]))))
                 for o, r in zip(ours[name], same, strict=True)
+            )
+            # Wiring check: Flower's clients reporting num_examples = 1 (uniform FedAvg, as
+            # pocketml's DP-FedAvg averages) and pocketml's noise -> the same model.
+            uniform = theirs[seeds[0], name, True, True]
+            row["max_abs_head_difference_same_noise_uniform_weights_seed0"] = float(
+                np.max(np.abs(ours[name][0]["head"] - np.asarray(uniform["head"])))
             )
             row["pocketml_epsilon"] = ours[name][0]["epsilon"]
             row["delta"] = 1e-5
@@ -231,9 +246,9 @@ def _run(rounds: int, n_seeds: int, ray_rounds: int, python: Path) -> dict[str, 
 def _ray(python: Path, tmp: Path, rounds: int, env: dict[str, str]) -> dict[str, Any]:
     """Flower's Ray simulation engine on seed 0's FedAvg task (timings; see _flower_side)."""
     out = tmp / "ray.json"
+    args = [str(rounds), "0", str(out)]
     proc = subprocess.run(
-        [str(python), str(HERE / "_flower_side.py"), "ray", str(tmp / "task-0.npz"), str(rounds)]
-        + ["0", str(out)],
+        [str(python), str(HERE / "_flower_side.py"), "ray", str(tmp / "task-0.npz"), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -327,6 +342,15 @@ def _print(report: dict[str, Any]) -> None:
     print(
         f"  start-up (import + set-up): pocketml {s['pocketml']:.2f} s, "
         f"Flower {s['flower_import']:.2f} s + {s['flower_strategy_setup'] * 1000:.0f} ms"
+    )
+    checks = [
+        row.get("max_abs_head_difference_same_noise_uniform_weights_seed0", 0.0)
+        for row in report["rows"].values()
+    ]
+    fedavg_gap = report["rows"]["fedavg"]["max_abs_head_difference"]
+    print(
+        f"  wiring: heads equal to {fedavg_gap:.0e} (FedAvg), "
+        f"{max(checks):.0e} (DP, shared noise, weights 1)"
     )
     sim = report["simulate_s_per_round"]
     ray = sim["flower_ray"]
