@@ -57,6 +57,13 @@ from flwr.server.strategy import (  # noqa: E402
     FedAvg,
     Strategy,
 )
+from flwr.supercore.privacy_accounting import (  # noqa: E402
+    GaussianPrivacyEvent,
+    NeighboringRelation,
+    PrivacyConfig,
+    SamplingMethod,
+)
+from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant  # noqa: E402
 
 from pocketml.fl import Head, LocalRecipe, train_head  # noqa: E402
 
@@ -186,12 +193,36 @@ def run(task_path: Path, config: dict[str, Any]) -> dict[str, Any]:
         weights, bias = parameters_to_ndarrays(parameters)
         accuracy.append(Head(weights, bias).accuracy(data["x_test"], data["y_test"]))
     weights, bias = parameters_to_ndarrays(parameters)
+    epsilon = {}
+    if config["noise_multiplier"] > 0:
+        epsilon = {
+            method.value: _flower_epsilon(
+                config["noise_multiplier"], per_round, n_clients, cohorts.shape[0], method
+            )
+            for method in (SamplingMethod.NO_AMPLIFICATION, SamplingMethod.POISSON)
+        }
     return {
+        "epsilon": epsilon,
         "accuracy": accuracy,
         "head": np.concatenate([weights.ravel(), bias.ravel()]).tolist(),
         "server_ms_median": statistics.median(server_ms),
         "setup_s": startup,
     }
+
+
+def _flower_epsilon(
+    z: float, per_round: int, population: int, rounds: int, sampling: SamplingMethod
+) -> float:
+    """ε at δ = 1e-5 from Flower's own accountant (``flwr[dp]``'s ``RdpAccountant``) for the
+    event its message-API wrapper records each round. That wrapper
+    (``flwr.serverapp.strategy.DifferentialPrivacyServerSideFixedClipping(...,
+    accountant=...)``) accepts only ``no-amplification``; ``poisson`` is what the
+    accountant computes when asked directly, for comparison with pocketml's."""
+    accountant = RdpAccountant(
+        PrivacyConfig(1e-5, population, NeighboringRelation.ADD_OR_REMOVE_ONE, sampling)
+    )
+    accountant.compose(GaussianPrivacyEvent(z, per_round, population), rounds)
+    return float(accountant.get_privacy_spent().epsilon)
 
 
 def _pocketml_noise(seed: int) -> Any:

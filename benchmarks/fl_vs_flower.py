@@ -19,8 +19,11 @@ the rows differ only in what the server computes and, with DP, in the noise draw
 
 Rows: FedAvg; DP-FedAvg with fixed clipping (C = 1) at z = 0.5 and z = 1.0. Columns:
 accuracy after the last round (mean and range over seeds), pocketml - Flower in points
-(mean ± standard error), pocketml's ε at δ = 1e-5 for this population (q = 0.4; Flower
-1.42's wrapper reports none), median server ms per round, start-up. Under each DP row,
+(mean ± standard error), pocketml's ε at δ = 1e-5 for this population (q = 0.4), median
+server ms per round, start-up. Flower 1.42's own accountant (``flwr[dp]``) is asked too:
+its message-API DP wrapper accepts it only without sampling amplification, so the ε it
+would report is printed beside the one it computes with Poisson sampling (which should
+equal pocketml's: both wrap dp-accounting's RDP accountant). Under each DP row,
 "= noise": Flower's wrapper fed pocketml's noise draws (common random numbers: the same
 expected gap with far less variance; what is left is Flower's FedAvg weighting the clipped
 updates by num_examples where pocketml's DP-FedAvg takes their plain sum / m). Wiring
@@ -61,7 +64,7 @@ from pocketml.fl import Head, LocalRecipe, train_head
 SHORT = {"fedavg": "FedAvg", "dp-fedavg z=0.5 C=1": "DP z=0.5", "dp-fedavg z=1.0 C=1": "DP z=1.0"}
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-flower"
-FLWR = "flwr[simulation]==1.42.0"
+FLWR = "flwr[simulation,dp]==1.42.0"
 CASES: dict[str, dict[str, float]] = {
     "fedavg": {"noise_multiplier": 0.0},
     "dp-fedavg z=0.5 C=1": {"noise_multiplier": 0.5, "clip_norm": 1.0},
@@ -220,6 +223,10 @@ def _run(rounds: int, n_seeds: int, ray_rounds: int, python: Path) -> dict[str, 
                 np.max(np.abs(ours[name][0]["head"] - np.asarray(uniform["head"])))
             )
             row["pocketml_epsilon"] = ours[name][0]["epsilon"]
+            unamplified = PrivacyAccountant(extra["noise_multiplier"], 1.0, 1e-5)
+            unamplified.rounds = rounds
+            row["pocketml_epsilon_no_amplification"] = unamplified.spent().epsilon
+            row["flower_accountant_epsilon"] = runs[0]["epsilon"]
             row["delta"] = 1e-5
         rows[name] = row
     return {
@@ -342,6 +349,14 @@ def _print(report: dict[str, Any]) -> None:
     print(
         f"  start-up (import + set-up): pocketml {s['pocketml']:.2f} s, "
         f"Flower {s['flower_import']:.2f} s + {s['flower_strategy_setup'] * 1000:.0f} ms"
+    )
+    dp_rows = [row for row in report["rows"].values() if "pocketml_epsilon" in row]
+    flower_eps = [row["flower_accountant_epsilon"] for row in dp_rows]
+    theirs = " / ".join(f"{e['no-amplification']:.1f}" for e in flower_eps)
+    poisson = " / ".join(f"{e['poisson']:.1f}" for e in flower_eps)
+    print(
+        f"  ε of the DP rows from Flower's accountant: {theirs} without amplification\n"
+        f"  (all its wrapper allows), {poisson} with Poisson q = 0.4 (= pocketml's ε)"
     )
     checks = [
         row.get("max_abs_head_difference_same_noise_uniform_weights_seed0", 0.0)
