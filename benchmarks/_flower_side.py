@@ -327,6 +327,7 @@ def main() -> None:
         return
     task_path, config_path, out_path = map(Path, sys.argv[1:4])
     logging.getLogger("flwr").setLevel(logging.ERROR)  # one INFO line per clip and noise
+    logging.getLogger("absl").setLevel(logging.ERROR)  # dp-accounting's notes on orders
     configs = json.loads(config_path.read_text())
     import flwr
 

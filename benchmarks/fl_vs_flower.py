@@ -371,9 +371,9 @@ def _print(report: dict[str, Any]) -> None:
     ray = sim["flower_ray"]
     if ray is not None:
         print(
-            f"  whole round with training: pocketml simulate {sim['pocketml_fedavg'] * 1000:.0f}"
-            f" ms; Flower on Ray {ray['steady_round_s'] * 1000:.0f} ms, start-up "
-            f"{ray['startup_s']:.1f} s"
+            f"  a round with training: simulate {sim['pocketml_fedavg'] * 1000:.0f} ms, "
+            f"Flower on Ray {ray['steady_round_s'] * 1000:.0f} ms "
+            f"(start-up {ray['startup_s']:.1f} s)"
         )
     print("  accuracy: mean [min-max] over seeds; Δ: pocketml - Flower, ± standard error;")
     print("  '= noise': Flower's wrapper fed pocketml's noise draws; ms: pocketml/Flower")
