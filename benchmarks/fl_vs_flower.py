@@ -89,12 +89,16 @@ def main() -> None:
 
 
 def _flower_python() -> Path:
-    """Return the Flower venv's interpreter, creating the venv on first use."""
+    """Return the Flower venv's interpreter, creating the venv or (re)installing the pinned
+    flwr on first use (or after an interrupted install)."""
     python = VENV / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    version = FLWR.split("==")[1]
+    probe = f"import flwr, dp_accounting, ray; assert flwr.__version__ == {version!r}"
+    if subprocess.run([str(python), "-c", probe], capture_output=True).returncode != 0:
         subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", FLWR, "numpy"],  # Ray comes with it
+            [str(python), "-m", "pip", "install", "-q", FLWR, "numpy"],
             check=True,
         )
     return python
@@ -229,6 +233,11 @@ def _run(rounds: int, n_seeds: int, ray_rounds: int, python: Path) -> dict[str, 
             row["flower_accountant_epsilon"] = runs[0]["epsilon"]
             row["delta"] = 1e-5
         rows[name] = row
+    if rows["fedavg"]["max_abs_head_difference"] > 1e-9:
+        raise SystemExit(
+            "FedAvg's heads differ between pocketml and Flower: the cohort replay "
+            "(_cohorts) no longer matches simulate's sampling; update _cohorts."
+        )
     return {
         "task": "non-IID digits head, 50 clients x 2 classes, 20 per round",
         "rounds": rounds,
