@@ -36,6 +36,7 @@ def app_a(module_app: AppCreatedPublic) -> AppCreatedPublic:
     """A fresh app for this test on the shared server."""
     return module_app
 
+
 JSON = {"Content-Type": "application/json"}
 CHECKIN = {
     "device_id": "device-0001",
