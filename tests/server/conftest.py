@@ -7,26 +7,15 @@ tests/conftest.py), run on SQLite and on PostgreSQL through ``database_url``.
 from __future__ import annotations
 
 import hashlib
-import itertools
-import os
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from pocketml.server.client import AdminClient
 from pocketml.server.schemas import AppCreatedPublic, VersionPublic
-from pocketml.testing import (
-    LiveServer,
-    fresh_postgres,
-    live_server,
-    model_variant,
-    push_version,
-    server_settings,
-)
-
-_app_names = itertools.count()
+from pocketml.testing import LiveServer, model_variant, push_version
+from shared_server import DATABASES, module_server, unique_app_name
 
 
 @pytest.fixture
@@ -43,41 +32,24 @@ def app_b(live_server: LiveServer) -> AppCreatedPublic:
         return client.create_app("app-b")
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=DATABASES)
 def module_live_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     """One live server per test module and database (SQLite, then PostgreSQL).
 
-    For modules whose tests each work inside an app of their own (``module_app``): apps are
-    separate tenants, so sharing the server keeps the tests isolated while the server and
-    its database are set up once per module instead of once per test. The PostgreSQL
-    database is created and dropped as tests/conftest.py's ``postgres_url`` does.
+    For modules whose tests each work inside an app of their own (``module_app``); see
+    tests/shared_server.py.
     """
-    home = tmp_path_factory.mktemp("module-server")
-    with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{home / 'registry.db'}"
-        else:
-            admin_url = os.environ.get("POCKETML_TEST_DATABASE_URL")
-            if not admin_url:
-                pytest.skip("POCKETML_TEST_DATABASE_URL is not set")
-            import sqlalchemy as sa
-
-            try:
-                url = stack.enter_context(fresh_postgres(admin_url))
-            except sa.exc.OperationalError as exc:  # set but unreachable: fail, never skip
-                pytest.fail(
-                    f"POCKETML_TEST_DATABASE_URL is set but PostgreSQL does not answer: {exc}"
-                )
-        yield stack.enter_context(live_server(server_settings(home / "home", url)))
+    with module_server(request, tmp_path_factory) as live:
+        yield live
 
 
 @pytest.fixture
 def module_app(module_live_server: LiveServer) -> AppCreatedPublic:
     """A new app (a tenant of its own) on ``module_live_server`` for one test."""
     with module_live_server.admin() as client:
-        return client.create_app(f"app-{next(_app_names)}")
+        return client.create_app(unique_app_name())
 
 
 def random_file(path: Path, size: int, seed: int) -> Path:
