@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pocketml.testing import AppKeys, LiveServer, live_server, server_settings
+from shared_server import unique_app_name
 
 
 @pytest.fixture
@@ -21,4 +22,4 @@ def server(tmp_path: Path, database_url: str) -> Iterator[LiveServer]:
 @pytest.fixture
 def app_keys(server: LiveServer) -> AppKeys:
     """An app of the live server."""
-    return server.create_app("app-a")
+    return server.create_app(unique_app_name("app-a"))

@@ -1,14 +1,31 @@
-"""POST /v1/checkin, the policies and GET /v1/keys on a live server (SQLite + PostgreSQL)."""
+"""POST /v1/checkin, the policies and GET /v1/keys on a live server (SQLite + PostgreSQL).
+
+Every test works in an app of its own, so the module shares one server per database
+(tests/shared_server.py) instead of starting one per test.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pocketml.protect import extract_model, verify_package
 from pocketml.testing import OPERATOR_TOKEN, AppKeys, LiveServer, model_variant
+from shared_server import DATABASES, module_server, unique_app_name
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """One server per database for this module: every test works in an app of its own."""
+    with module_server(request, tmp_path_factory, devices={"catalog_ttl_s": 0}) as live:
+        yield live
 
 
 def facts(**overrides: Any) -> dict[str, Any]:
@@ -184,7 +201,7 @@ def test_a_policy_change_reaches_the_manifest_and_is_validated(
 def test_content_keys_decrypt_the_package_and_stay_inside_their_app(
     server: LiveServer, app_keys: AppKeys, tmp_path: Path
 ) -> None:
-    other = server.create_app("app-b")
+    other = server.create_app(unique_app_name("app-b"))
     meta, path = model_variant(tmp_path, "secret-tflite", fmt="tflite", encrypt=True)
     server.push(app_keys, "digits", [(meta, path)])
     with server.http(app_keys.device_key) as http:

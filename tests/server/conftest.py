@@ -7,6 +7,7 @@ tests/conftest.py), run on SQLite and on PostgreSQL through ``database_url``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from pocketml.server.client import AdminClient
 from pocketml.server.schemas import AppCreatedPublic, VersionPublic
 from pocketml.testing import LiveServer, model_variant, push_version
+from shared_server import DATABASES, module_server, unique_app_name
 
 
 @pytest.fixture
@@ -28,6 +30,26 @@ def app_b(live_server: LiveServer) -> AppCreatedPublic:
     """A second app, to check tenant isolation."""
     with live_server.admin() as client:
         return client.create_app("app-b")
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def module_live_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """One live server per test module and database (SQLite, then PostgreSQL).
+
+    For modules whose tests each work inside an app of their own (``module_app``); see
+    tests/shared_server.py.
+    """
+    with module_server(request, tmp_path_factory) as live:
+        yield live
+
+
+@pytest.fixture
+def module_app(module_live_server: LiveServer) -> AppCreatedPublic:
+    """A new app (a tenant of its own) on ``module_live_server`` for one test."""
+    with module_live_server.admin() as client:
+        return client.create_app(unique_app_name())
 
 
 def random_file(path: Path, size: int, seed: int) -> Path:

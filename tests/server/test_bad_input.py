@@ -1,4 +1,9 @@
-"""Bad input never yields a 500 and always answers in the one JSON error shape."""
+"""Bad input never yields a 500 and always answers in the one JSON error shape.
+
+The tests work inside an app of their own (or send no token), so they share one server per
+database (``module_live_server``) instead of starting one each; each still runs on SQLite
+and on PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,18 @@ from pocketml.testing import (
     model_variant,
     server_settings,
 )
+
+
+@pytest.fixture
+def live_server(module_live_server: LiveServer) -> LiveServer:
+    """This module's shared server (on SQLite, then PostgreSQL)."""
+    return module_live_server
+
+
+@pytest.fixture
+def app_a(module_app: AppCreatedPublic) -> AppCreatedPublic:
+    """A fresh app for this test on the shared server."""
+    return module_app
 
 
 def _assert_error(response: httpx.Response, status: int, code: str) -> dict[str, str]:

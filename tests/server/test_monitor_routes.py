@@ -1,4 +1,8 @@
-"""GET /v1/admin/models/{name}/drift and /accuracy on a live server (SQLite and PostgreSQL)."""
+"""GET /v1/admin/models/{name}/drift and /accuracy on a live server (SQLite and PostgreSQL).
+
+Every test reads the reports of an app of its own, so the module shares one server per
+database (``module_live_server``, tests/shared_server.py) instead of starting one per test.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +21,23 @@ from pocketml.testing import (
     push_version,
     store_sketches,
 )
+from shared_server import unique_app_name
 
 HOUR = 3600
 T0 = 1_795_240_000 - 1_795_240_000 % HOUR
 UNTIL = T0 + 3 * HOUR
+
+
+@pytest.fixture
+def live_server(module_live_server: LiveServer) -> LiveServer:
+    """This module's shared server (on SQLite, then PostgreSQL)."""
+    return module_live_server
+
+
+@pytest.fixture
+def pocketml_app(live_server: LiveServer) -> AppKeys:
+    """A new app on the shared server for one test."""
+    return live_server.create_app(unique_app_name("monitor"))
 
 
 @pytest.fixture(scope="module")

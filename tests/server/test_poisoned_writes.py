@@ -4,6 +4,10 @@ Each case below was stored before the fix and then made every read of it answer 
 good (a 400-digit shape dimension broke every check-in of the app; a lone surrogate in a
 rollout's targeting broke the rollout list). Each test sends the write, asserts a 4xx in
 the one error shape, and then reads back what the write would have broken.
+
+Every test works inside an app of its own, so the module shares one server per database
+(``module_live_server``) instead of starting one per test; each test still runs on SQLite
+and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -19,6 +23,19 @@ from pocketml.server.schemas import AppCreatedPublic
 from pocketml.testing import DIGITS_SCHEMA, LiveServer
 
 from .conftest import push_two_variants
+
+
+@pytest.fixture
+def live_server(module_live_server: LiveServer) -> LiveServer:
+    """This module's shared server (on SQLite, then PostgreSQL)."""
+    return module_live_server
+
+
+@pytest.fixture
+def app_a(module_app: AppCreatedPublic) -> AppCreatedPublic:
+    """A fresh app for this test on the shared server."""
+    return module_app
+
 
 JSON = {"Content-Type": "application/json"}
 CHECKIN = {

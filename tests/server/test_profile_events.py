@@ -1,6 +1,8 @@
 """Profile events over real HTTP: checked against the version's profile, merged once, budgeted.
 
-Every test runs on SQLite and PostgreSQL (``live_server`` follows ``database_url``).
+Every test runs on SQLite and PostgreSQL, in an app of its own (sketches and the privacy
+ledger are kept per app), so the module shares one server per database
+(``module_live_server``, tests/shared_server.py) instead of starting one per test.
 """
 
 from __future__ import annotations
@@ -19,14 +21,21 @@ from pocketml.monitor import read_ledger, read_sketches, window_of
 from pocketml.protocol import encode_sketch
 from pocketml.sketch import ReferenceProfile, Sketch, privatize
 from pocketml.testing import LiveServer, model_variant, write_profiled_build
+from shared_server import unique_app_name
 
 MODEL = "digits"
 
 
 @pytest.fixture
+def live_server(module_live_server: LiveServer) -> LiveServer:
+    """This module's shared server (on SQLite, then PostgreSQL)."""
+    return module_live_server
+
+
+@pytest.fixture
 def pushed(live_server: LiveServer, tmp_path: Path) -> tuple[Any, ReferenceProfile]:
     """An app with ``digits`` v1 (with a profile) and v2 (without one)."""
-    keys = live_server.create_app("profiles")
+    keys = live_server.create_app(unique_app_name("profiles"))
     out, profile = write_profiled_build(tmp_path / "build", seed=3)
     with live_server.admin(keys.admin_token) as client:
         client.push_build(out, model=MODEL, stage="production")

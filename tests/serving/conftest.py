@@ -9,6 +9,7 @@ import pytest
 from serving_kit import DigitsBuild, build_digits, onnx_variant
 
 from pocketml.testing import AppKeys, LiveServer, live_server, server_settings
+from shared_server import unique_app_name
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +29,6 @@ def server(tmp_path: Path, database_url: str) -> Iterator[LiveServer]:
 @pytest.fixture
 def digits_app(server: LiveServer, digits: DigitsBuild) -> AppKeys:
     """An app whose 'digits' model has the real ONNX file as its production cloud variant."""
-    app = server.create_app("serving")
+    app = server.create_app(unique_app_name("serving"))
     server.push(app, "digits", [onnx_variant(digits, "lr-onnx-fp32")], schema=digits.schema)
     return app

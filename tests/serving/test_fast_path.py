@@ -1,10 +1,27 @@
-"""The raw ASGI fast path keeps the FastAPI routes' contract: ids, errors, docs."""
+"""The raw ASGI fast path keeps the FastAPI routes' contract: ids, errors, docs.
+
+Every test works in an app of its own, so the module shares one server per database
+(tests/shared_server.py) instead of starting one per test.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 from serving_kit import DigitsBuild
 
 from pocketml.testing import AppKeys, LiveServer
+from shared_server import DATABASES, module_server
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """One server per database for this module: every test works in an app of its own."""
+    with module_server(request, tmp_path_factory, devices={"catalog_ttl_s": 0}) as live:
+        yield live
 
 
 def test_predict_echoes_the_request_id_on_success(

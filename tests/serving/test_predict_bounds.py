@@ -4,14 +4,30 @@ Each case was a 500 or a silent coercion before: a 25-digit integer overflowed t
 conversion, ``true`` ran as 1.0, a 400-digit integer and deep nesting reached the
 ``json.loads`` fallback, a lone-surrogate ``prediction_id`` could not be written back.
 Both the fast path (``server/_fast.py``) and the FastAPI route share the same checks.
+
+Every test works in an app of its own, so the module shares one server per database
+(tests/shared_server.py) instead of starting one per test.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 from serving_kit import DigitsBuild
 
 from pocketml.testing import AppKeys, LiveServer
+from shared_server import DATABASES, module_server
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """One server per database for this module: every test works in an app of its own."""
+    with module_server(request, tmp_path_factory, devices={"catalog_ttl_s": 0}) as live:
+        yield live
+
 
 ROW = [0.0] * 64
 

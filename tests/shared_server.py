@@ -1,0 +1,70 @@
+"""A live server shared by one test module, on SQLite and on PostgreSQL.
+
+Starting a server per test costs a database (on PostgreSQL: create, migrate, drop), the
+app's start-up and its shutdown: about a second, which a module of 30 short request tests
+pays 30 times per database. Where every test works inside an app of its own (apps are
+separate tenants: models, versions, devices, telemetry and rollouts never cross), one
+server per module and database keeps the tests isolated and pays that once.
+
+A module opts in with a module-scoped fixture parametrised over ``DATABASES``::
+
+    @pytest.fixture(scope="module", params=DATABASES)
+    def server(request, tmp_path_factory):
+        with module_server(request, tmp_path_factory, devices={"catalog_ttl_s": 0}) as live:
+            yield live
+
+and gives each test a new app (``unique_app_name``), never a fixed name.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import pytest
+
+from pocketml.testing import LiveServer, fresh_postgres, live_server, server_settings
+
+__all__ = ["DATABASES", "module_server", "unique_app_name"]
+
+DATABASES = ["sqlite", "postgresql"]
+PG_ENV = "POCKETML_TEST_DATABASE_URL"
+_names = itertools.count()
+
+
+def unique_app_name(prefix: str = "app") -> str:
+    """An app name no other test of this process used (app names are unique per server)."""
+    return f"{prefix}-{next(_names)}"
+
+
+@contextmanager
+def module_server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    **server_fields: Any,
+) -> Iterator[LiveServer]:
+    """A live server on ``request.param``'s database, with ``server_fields`` set.
+
+    PostgreSQL gets a fresh database, dropped afterwards, as tests/conftest.py's
+    ``postgres_url`` does: with ``POCKETML_TEST_DATABASE_URL`` unset the test is skipped;
+    set but unreachable, it fails.
+    """
+    home = tmp_path_factory.mktemp("module-server")
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{home / 'registry.db'}"
+        else:
+            admin_url = os.environ.get(PG_ENV)
+            if not admin_url:
+                pytest.skip(f"{PG_ENV} is not set")
+            import sqlalchemy as sa
+
+            try:
+                url = stack.enter_context(fresh_postgres(admin_url))
+            except sa.exc.OperationalError as exc:  # set but unreachable: fail, never skip
+                pytest.fail(f"{PG_ENV} is set but PostgreSQL does not answer: {exc}")
+        settings = server_settings(home / "home", url, **server_fields)
+        yield stack.enter_context(live_server(settings))
