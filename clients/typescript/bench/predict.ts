@@ -12,6 +12,7 @@ import { SampleCapture } from "../src/core/capture.js";
 import { Device, type Fetch, MemoryStorage } from "../src/core/index.js";
 import { Sketcher } from "../src/core/sketch.js";
 import { OnnxNodeRuntime } from "../src/node/index.js";
+import { checkinBody, conformanceEntry } from "../test/scripted.js";
 import { startWorld } from "../test/server.js";
 import { vectorFile, vectorJson } from "../test/vectors.js";
 
@@ -31,33 +32,8 @@ const data = vectorFile(valid.file);
 const fetchFn: Fetch = async (url) => {
   const path = new URL(url).pathname;
   if (path === "/v1/checkin") {
-    const model = {
-      name: "conformance",
-      version: 1,
-      variant: "logreg-onnx-fp32",
-      format: "onnx",
-      precision: "fp32",
-      model_sha256: valid.expect.model_sha256,
-      package: {
-        id: valid.sha256,
-        url: `/v1/packages/${valid.sha256}`,
-        size: data.length,
-        sha256: valid.sha256,
-        signing_key_id: valid.expect.signing_key_id,
-        content_key_id: null,
-      },
-      download_policy: { wifi_only: false, charging_only: false, max_cellular_bytes: 0 },
-      hybrid: {
-        mode: "local",
-        threshold: 0.8,
-        cloud_route: "/v1/models/conformance/predict",
-        cloud_variant: null,
-        timeout_ms: 1000,
-        max_retries: 0,
-      },
-      schema: predictions.schema,
-    };
-    return new Response(JSON.stringify({ app_id: "conformance-app", keyring, keyring_chain: [], models: [model] }));
+    const model = conformanceEntry(valid, data.length, predictions.schema, { hybrid: { threshold: 0.8, timeout_ms: 1000 } });
+    return new Response(checkinBody(keyring, [model]));
   }
   return new Response(data as Uint8Array<ArrayBuffer>);
 };

@@ -5,6 +5,7 @@
  */
 import * as ort from "onnxruntime-web";
 import { Device, type Fetch, IndexedDBStorage, MemoryStorage, type OrtLike, ortRuntime, type Storage } from "../src/web/index.js";
+import { checkinBody, conformanceEntry } from "../test/scripted.js";
 
 async function vector<T>(path: string): Promise<T> {
   return (await (await fetch(`/vectors/${path}`)).json()) as T;
@@ -42,34 +43,8 @@ async function run(): Promise<unknown> {
       });
       return new Response(body, { status: start > 0 ? 206 : 200, headers });
     }
-    const model = {
-      name: "conformance",
-      version: 1,
-      variant: "logreg-onnx-fp32",
-      format: "onnx",
-      precision: "fp32",
-      model_sha256: valid.expect.model_sha256,
-      package: {
-        id: valid.sha256,
-        url: `/v1/packages/${valid.sha256}`,
-        size: data.length,
-        sha256: valid.sha256,
-        signing_key_id: valid.expect.signing_key_id,
-        content_key_id: null,
-      },
-      download_policy: { wifi_only: false, charging_only: false, max_cellular_bytes: 0 },
-      hybrid: {
-        mode: "local",
-        threshold: 0.5,
-        cloud_route: "/v1/models/conformance/predict",
-        cloud_variant: null,
-        timeout_ms: 100,
-        max_retries: 0,
-      },
-      schema: predictions.schema,
-    };
     const keyring = keyrings.vectors.find((v) => v.name === "first-use")?.offered;
-    return new Response(JSON.stringify({ app_id: "conformance-app", keyring, keyring_chain: [], models: [model] }));
+    return new Response(checkinBody(keyring, [conformanceEntry(valid, data.length, predictions.schema)]));
   };
   const open = (storage: Storage) =>
     Device.open({

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Device, type DeviceOptions, type Fetch, isKind, MemoryStorage } from "../src/core/index.js";
 import { FileStorage, OnnxNodeRuntime } from "../src/node/index.js";
+import { conformanceEntry } from "./scripted.js";
 import { vectorFile, vectorJson } from "./vectors.js";
 
 interface PackageVector {
@@ -29,39 +30,15 @@ const keyring = keyrings.find((v) => v.name === "first-use")?.offered as Record<
 const runtime = new OnnxNodeRuntime();
 const low = predictions.cases[0] as { raw: number[]; confidence: number; label: string }; // confidence 0.73 < 0.9
 
+/** The entry of a package vector's file (a tampered one too: its sha256, the valid model's hashes). */
 function entry(file: string, hybrid: Record<string, unknown> = {}) {
   const data = vectorFile(file);
   const sha = packages.find((v) => v.file === file)?.sha256 as string;
-  return {
-    data,
-    json: {
-      name: "conformance",
-      version: 1,
-      variant: "logreg-onnx-fp32",
-      format: "onnx",
-      precision: "fp32",
-      model_sha256: valid.expect.model_sha256,
-      package: {
-        id: sha,
-        url: `/v1/packages/${sha}`,
-        size: data.length,
-        sha256: sha,
-        signing_key_id: valid.expect.signing_key_id,
-        content_key_id: null,
-      },
-      download_policy: { wifi_only: false, charging_only: false, max_cellular_bytes: 1000 },
-      hybrid: {
-        mode: "local",
-        threshold: 0.8,
-        cloud_route: "/v1/models/conformance/predict",
-        cloud_variant: null,
-        timeout_ms: 1000,
-        max_retries: 1,
-        ...hybrid,
-      },
-      schema: predictions.schema,
-    },
-  };
+  const json = conformanceEntry({ file, sha256: sha, expect: valid.expect }, data.length, predictions.schema, {
+    download_policy: { max_cellular_bytes: 1000 },
+    hybrid: { threshold: 0.8, timeout_ms: 1000, max_retries: 1, ...hybrid },
+  });
+  return { data, json };
 }
 
 /** A scripted server: the current manifest, its packages, and hooks for faults. */

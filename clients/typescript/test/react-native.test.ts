@@ -42,6 +42,7 @@ import {
   ortRuntime,
   reactNativeConditions,
 } from "../src/react-native/index.js";
+import { checkinBody, conformanceEntry } from "./scripted.js";
 import { vectorFile, vectorJson } from "./vectors.js";
 
 // -- the stand-in for expo-file-system -------------------------------------------------------------
@@ -294,33 +295,8 @@ class FakeServer {
     const path = new URL(url).pathname;
     this.calls.push(path);
     if (path === "/v1/checkin") {
-      const model = {
-        name: "conformance",
-        version: 1,
-        variant: "logreg-onnx-fp32",
-        format: "onnx",
-        precision: "fp32",
-        model_sha256: valid.expect.model_sha256,
-        package: {
-          id: valid.sha256,
-          url: `/v1/packages/${valid.sha256}`,
-          size: this.data.length,
-          sha256: valid.sha256,
-          signing_key_id: valid.expect.signing_key_id,
-          content_key_id: null,
-        },
-        download_policy: this.policy,
-        hybrid: {
-          mode: "local",
-          threshold: 0.5,
-          cloud_route: "/v1/models/conformance/predict",
-          cloud_variant: null,
-          timeout_ms: 100,
-          max_retries: 0,
-        },
-        schema: predictions.schema,
-      };
-      return new Response(JSON.stringify({ app_id: "conformance-app", keyring, keyring_chain: [], models: [model] }));
+      const model = conformanceEntry(valid, this.data.length, predictions.schema, { download_policy: this.policy });
+      return new Response(checkinBody(keyring, [model]));
     }
     if (path === `/v1/packages/${valid.sha256}`) {
       const range = new Headers(init.headers).get("range");

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { it } from "node:test";
 import * as ortWeb from "onnxruntime-web";
 import { Device, type Fetch, MemoryStorage, type OrtLike, ortRuntime } from "../src/core/index.js";
+import { checkinBody, conformanceEntry } from "./scripted.js";
 import { vectorFile, vectorJson } from "./vectors.js";
 
 const valid = vectorJson<{ vectors: { name: string; file: string; sha256: string; expect: Record<string, string> }[] }>(
@@ -22,33 +23,7 @@ const predictions = vectorJson<{ schema: unknown; tolerance: number; cases: { ra
 const serve: Fetch = async (url) => {
   const data = vectorFile(valid.file);
   if (new URL(url).pathname !== "/v1/checkin") return new Response(data as Uint8Array<ArrayBuffer>);
-  const model = {
-    name: "conformance",
-    version: 1,
-    variant: "logreg-onnx-fp32",
-    format: "onnx",
-    precision: "fp32",
-    model_sha256: valid.expect.model_sha256,
-    package: {
-      id: valid.sha256,
-      url: `/v1/packages/${valid.sha256}`,
-      size: data.length,
-      sha256: valid.sha256,
-      signing_key_id: valid.expect.signing_key_id,
-      content_key_id: null,
-    },
-    download_policy: { wifi_only: false, charging_only: false, max_cellular_bytes: 0 },
-    hybrid: {
-      mode: "local",
-      threshold: 0.5,
-      cloud_route: "/v1/models/conformance/predict",
-      cloud_variant: null,
-      timeout_ms: 100,
-      max_retries: 0,
-    },
-    schema: predictions.schema,
-  };
-  return new Response(JSON.stringify({ app_id: "conformance-app", keyring, keyring_chain: [], models: [model] }));
+  return new Response(checkinBody(keyring, [conformanceEntry(valid, data.length, predictions.schema)]));
 };
 
 it("onnxruntime-web (WASM) runs the prediction vectors through a whole Device", async () => {
