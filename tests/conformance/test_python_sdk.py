@@ -135,21 +135,20 @@ def world(live_server: LiveServer) -> dict[str, Any]:
     return dict(_load("serve").prepare(live_server))
 
 
-def _device(world: dict[str, Any], cache: Path) -> Device:
-    facts = dict(SCENARIO["device"])
-    return Device(
-        world["url"],
-        world["device_key"],
-        DeviceFacts(
-            platform=facts["platform"],
-            os_version=facts["os_version"],
-            app_version=facts["app_version"],
-            formats=tuple(facts["formats"]),
-            device_id=facts["device_id"],
-        ),
-        cache,
-        seed=0,
+def _facts(device_id: str | None = None) -> DeviceFacts:
+    """The scenario's device (server.json), optionally under another id."""
+    facts = SCENARIO["device"]
+    return DeviceFacts(
+        platform=facts["platform"],
+        os_version=facts["os_version"],
+        app_version=facts["app_version"],
+        formats=tuple(facts["formats"]),
+        device_id=device_id or facts["device_id"],
     )
+
+
+def _device(world: dict[str, Any], cache: Path) -> Device:
+    return Device(world["url"], world["device_key"], _facts(), cache, seed=0)
 
 
 def test_checkin_etag_then_304(world: dict[str, Any]) -> None:
@@ -260,19 +259,8 @@ def test_capture_sends_consented_samples_then_forget_me_deletes_them(
     world: dict[str, Any], tmp_path: Path
 ) -> None:
     case = _capture_case()
-    facts = dict(SCENARIO["device"])
     device = Device(
-        world["url"],
-        world["device_key"],
-        DeviceFacts(
-            platform=facts["platform"],
-            os_version=facts["os_version"],
-            app_version=facts["app_version"],
-            formats=tuple(facts["formats"]),
-            device_id=case["device_id"],
-        ),
-        tmp_path / "cache",
-        seed=0,
+        world["url"], world["device_key"], _facts(case["device_id"]), tmp_path / "cache", seed=0
     )
     with device:
         assert device.sync().is_ok
@@ -305,17 +293,10 @@ def test_profile_sketch_reaches_the_server_as_one_window_of_the_expected_counts(
 ) -> None:
     sketch, expect = _load("serve").prepare_sketch(live_server), SCENARIO["sketch"]["expect"]
     model = SCENARIO["sketch"]["model"]["name"]
-    facts = dict(SCENARIO["device"])
     with Device(
         live_server.url,
         sketch["device_key"],
-        DeviceFacts(
-            platform=facts["platform"],
-            os_version=facts["os_version"],
-            app_version=facts["app_version"],
-            formats=tuple(facts["formats"]),
-            device_id=facts["device_id"],
-        ),
+        _facts(),
         tmp_path / "cache",
         seed=0,
         clock=lambda: 0.0,  # every input is stamped with the snapshot's wall time: one window
