@@ -33,6 +33,19 @@ def scenario() -> dict[str, Any]:
     return data
 
 
+def _variant(model: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+    """A scenario model as the (variant entry, file) pair a push takes."""
+    path = HERE / model["file"]
+    entry = {
+        "name": model["variant"],
+        "format": model["format"],
+        "precision": model["precision"],
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "encrypt": model["encrypt"],
+    }
+    return entry, path
+
+
 def prepare(live: Any) -> dict[str, Any]:
     """Create the conformance app on ``live`` (a ``pocketml.testing.LiveServer``), push.
 
@@ -42,15 +55,7 @@ def prepare(live: Any) -> dict[str, Any]:
     """
     app = live.create_app("conformance")
     for model in scenario()["models"]:
-        path = HERE / model["file"]
-        entry = {
-            "name": model["variant"],
-            "format": model["format"],
-            "precision": model["precision"],
-            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "encrypt": model["encrypt"],
-        }
-        version = live.push(app, model["name"], [(entry, path)], schema=model["schema"])
+        version = live.push(app, model["name"], [_variant(model)], schema=model["schema"])
         if "policy" in model:
             route = f"/v1/admin/models/{model['name']}/versions/{version.version}/policy"
             with live.http(app.admin_token) as admin:
@@ -95,19 +100,11 @@ def prepare_sketch(live: Any) -> dict[str, Any]:
     world = scenario()["sketch"]
     model = world["model"]
     app = live.create_app(world["app"])
-    path = HERE / model["file"]
-    entry = {
-        "name": model["variant"],
-        "format": model["format"],
-        "precision": model["precision"],
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "encrypt": model["encrypt"],
-    }
     with live.admin(app.admin_token) as client:
         push_version(
             client,
             model["name"],
-            [(entry, path)],
+            [_variant(model)],
             schema=model["schema"],
             stage="production",
             reference_profile=model["reference_profile"],
