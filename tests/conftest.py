@@ -15,10 +15,11 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+
+from shared_server import postgres_test_database
 
 PG_ENV = "POCKETML_TEST_DATABASE_URL"
 pytest_plugins = ["pocketml.testing.fixtures"]
@@ -43,25 +44,10 @@ def unfreeze_gc() -> Iterator[None]:
     gc.unfreeze()
 
 
-def _postgres_admin_url() -> str | None:
-    return os.environ.get(PG_ENV) or None
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
-    base = _postgres_admin_url()
-    if base is None:
-        pytest.skip(f"{PG_ENV} is not set")
-    import sqlalchemy as sa
-
-    from pocketml.testing import fresh_postgres
-
-    with ExitStack() as stack:
-        try:
-            url = stack.enter_context(fresh_postgres(base))
-        except sa.exc.OperationalError as exc:  # set but unreachable: fail, never skip
-            pytest.fail(f"{PG_ENV} is set but PostgreSQL does not answer: {exc}")
+    with postgres_test_database() as url:
         yield url
 
 

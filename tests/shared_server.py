@@ -6,14 +6,15 @@ pays 30 times per database. Where every test works inside an app of its own (app
 separate tenants: models, versions, devices, telemetry and rollouts never cross), one
 server per module and database keeps the tests isolated and pays that once.
 
-A module opts in with a module-scoped fixture parametrised over ``DATABASES``::
+A module opts in with a module-scoped fixture made by ``shared_server_fixture``::
 
-    @pytest.fixture(scope="module", params=DATABASES)
-    def server(request, tmp_path_factory):
-        with module_server(request, tmp_path_factory, devices={"catalog_ttl_s": 0}) as live:
-            yield live
+    server = shared_server_fixture(devices={"catalog_ttl_s": 0})
 
 and gives each test a new app (``unique_app_name``), never a fixed name.
+
+``postgres_test_database`` is the one rule for a test database on PostgreSQL (tests/conftest.py's
+``postgres_url`` uses it too): skipped when ``POCKETML_TEST_DATABASE_URL`` is unset, failed
+when it is set and the server does not answer.
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ import pytest
 
 from pocketml.testing import LiveServer, fresh_postgres, live_server, server_settings
 
-__all__ = ["DATABASES", "module_server", "unique_app_name"]
+__all__ = [
+    "DATABASES",
+    "module_server",
+    "postgres_test_database",
+    "shared_server_fixture",
+    "unique_app_name",
+]
 
 DATABASES = ["sqlite", "postgresql"]
 PG_ENV = "POCKETML_TEST_DATABASE_URL"
@@ -41,30 +48,50 @@ def unique_app_name(prefix: str = "app") -> str:
 
 
 @contextmanager
+def postgres_test_database() -> Iterator[str]:
+    """A fresh PostgreSQL database (``pocketml.testing.fresh_postgres``), dropped afterwards.
+
+    Skips when ``POCKETML_TEST_DATABASE_URL`` is unset; set but unreachable, it fails.
+    """
+    admin_url = os.environ.get(PG_ENV)
+    if not admin_url:
+        pytest.skip(f"{PG_ENV} is not set")
+    import sqlalchemy as sa
+
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(fresh_postgres(admin_url))
+        except sa.exc.OperationalError as exc:  # set but unreachable: fail, never skip
+            pytest.fail(f"{PG_ENV} is set but PostgreSQL does not answer: {exc}")
+        yield url
+
+
+@contextmanager
 def module_server(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     **server_fields: Any,
 ) -> Iterator[LiveServer]:
-    """A live server on ``request.param``'s database, with ``server_fields`` set.
-
-    PostgreSQL gets a fresh database, dropped afterwards, as tests/conftest.py's
-    ``postgres_url`` does: with ``POCKETML_TEST_DATABASE_URL`` unset the test is skipped;
-    set but unreachable, it fails.
-    """
+    """A live server on ``request.param``'s database, with ``server_fields`` set."""
     home = tmp_path_factory.mktemp("module-server")
     with ExitStack() as stack:
         if request.param == "sqlite":
             url = f"sqlite:///{home / 'registry.db'}"
         else:
-            admin_url = os.environ.get(PG_ENV)
-            if not admin_url:
-                pytest.skip(f"{PG_ENV} is not set")
-            import sqlalchemy as sa
-
-            try:
-                url = stack.enter_context(fresh_postgres(admin_url))
-            except sa.exc.OperationalError as exc:  # set but unreachable: fail, never skip
-                pytest.fail(f"{PG_ENV} is set but PostgreSQL does not answer: {exc}")
+            url = stack.enter_context(postgres_test_database())
         settings = server_settings(home / "home", url, **server_fields)
         yield stack.enter_context(live_server(settings))
+
+
+def shared_server_fixture(**server_fields: Any) -> Any:
+    """A module-scoped fixture: one live server per database, with ``server_fields`` set."""
+
+    @pytest.fixture(scope="module", params=DATABASES)
+    def server(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[LiveServer]:
+        """One server per database for this module: every test works in an app of its own."""
+        with module_server(request, tmp_path_factory, **server_fields) as live:
+            yield live
+
+    return server

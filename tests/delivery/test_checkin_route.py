@@ -8,24 +8,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from pocketml.protect import extract_model, verify_package
 from pocketml.testing import OPERATOR_TOKEN, AppKeys, LiveServer, model_variant
-from shared_server import DATABASES, module_server, unique_app_name
+from shared_server import shared_server_fixture, unique_app_name
 
-
-@pytest.fixture(scope="module", params=DATABASES)
-def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveServer]:
-    """One server per database for this module: every test works in an app of its own."""
-    with module_server(request, tmp_path_factory, devices={"catalog_ttl_s": 0}) as live:
-        yield live
+server = shared_server_fixture(devices={"catalog_ttl_s": 0})
 
 
 def facts(**overrides: Any) -> dict[str, Any]:

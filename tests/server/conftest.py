@@ -7,7 +7,6 @@ tests/conftest.py), run on SQLite and on PostgreSQL through ``database_url``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from pocketml.server.client import AdminClient
 from pocketml.server.schemas import AppCreatedPublic, VersionPublic
 from pocketml.testing import LiveServer, model_variant, push_version
-from shared_server import DATABASES, module_server, unique_app_name
+from shared_server import shared_server_fixture, unique_app_name
 
 
 @pytest.fixture
@@ -32,17 +31,9 @@ def app_b(live_server: LiveServer) -> AppCreatedPublic:
         return client.create_app("app-b")
 
 
-@pytest.fixture(scope="module", params=DATABASES)
-def module_live_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveServer]:
-    """One live server per test module and database (SQLite, then PostgreSQL).
-
-    For modules whose tests each work inside an app of their own (``module_app``); see
-    tests/shared_server.py.
-    """
-    with module_server(request, tmp_path_factory) as live:
-        yield live
+# One live server per test module and database (SQLite, then PostgreSQL), for modules whose
+# tests each work inside an app of their own (``module_app``); see tests/shared_server.py.
+module_live_server = shared_server_fixture()
 
 
 @pytest.fixture
