@@ -49,4 +49,4 @@ def test_device_key_and_operator_token_cannot_log_in(
     assert device.status_code == 401
     assert "set-cookie" not in device.headers
     assert pages.status_code == 303
-    assert pages.headers["location"] == "/ui"
+    assert pages.headers["location"] == "/ui?next=/ui/models"

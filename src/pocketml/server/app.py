@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from pocketml._version import __version__
 from pocketml.config import Settings, load_settings
 from pocketml.errors import InvalidInput
+from pocketml.server import console
 from pocketml.server._fast import PocketMLApp
 from pocketml.server._guard import Limits
 from pocketml.server._loop import open_loop
@@ -44,7 +45,6 @@ from pocketml.server.routes import (
     samples,
     system,
     telemetry,
-    ui,
 )
 
 if TYPE_CHECKING:
@@ -427,7 +427,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(monitor.router)
     app.include_router(alerts.router)
     app.include_router(loop.router)
-    app.include_router(ui.router)
+    console.install(app)
     app.include_router(samples.router)
     if server_metrics is not None:
         app.include_router(metrics.router)

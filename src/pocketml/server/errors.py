@@ -27,7 +27,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -151,10 +151,12 @@ def describe_request_errors(errors: list[dict[str, Any]] | Any) -> str:
     return "; ".join(clauses) + ". Fix the request and send it again."
 
 
-async def _pocketml_error(request: Request, exc: Exception) -> JSONResponse:
+async def _pocketml_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PocketMLError)
     rid = request_id_of(request)
     status, code, message = public_error(exc, rid)
+    if _console(request):
+        return await _console_error(request, status, message)
     headers: dict[str, str] = {}
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="pocketml"'
@@ -163,10 +165,12 @@ async def _pocketml_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, code, message, rid, headers)
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     rid = request_id_of(request)
+    if _console(request):
+        return await _console_error(request, 422, describe_request_errors(errors))
     invalid = [error for error in errors if error.get("type") == "json_invalid"]
     if invalid:
         reason = (invalid[0].get("ctx") or {}).get("error")
@@ -182,10 +186,17 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(status_for(failure), failure.code, str(failure), rid)
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     rid = request_id_of(request)
     code = protocol.http_code(exc.status_code)
+    if _console(request) and exc.status_code in (404, 405):
+        message = (
+            "There is no such page in the console."
+            if exc.status_code == 404
+            else f"{request.method} is not allowed here."
+        )
+        return await _console_error(request, exc.status_code, message)
     if exc.status_code == 404:
         message = f"no route {request.url.path!r}; see /docs for the API."
     elif exc.status_code == 405:
@@ -196,6 +207,18 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     else:
         message = str(exc.detail)
     return error_response(exc.status_code, code, message, rid, dict(exc.headers or {}))
+
+
+def _console(request: Request) -> bool:
+    path = request.url.path
+    return path == "/ui" or path.startswith("/ui/")
+
+
+async def _console_error(request: Request, status: int, message: str) -> Response:
+    """A failed console request answers an HTML page, not the API's JSON envelope."""
+    from pocketml.server.console import html_error
+
+    return await html_error(request, status, message)
 
 
 def install_error_handlers(app: FastAPI) -> None:
