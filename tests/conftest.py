@@ -5,7 +5,8 @@
 - ``database_url`` is parametrised over SQLite and, when ``POCKETML_TEST_DATABASE_URL`` is
   set, PostgreSQL. With the variable set and the server down, tests fail instead of
   skipping. Each PostgreSQL test gets a fresh database created for it and dropped after,
-  so concurrent runs never see each other's rows.
+  so concurrent runs never see each other's rows. Both start at the schema's head, copied
+  from a template migrated once (``empty_database_url`` is for tests of the migrations).
 - The fixtures of ``pocketml.testing.fixtures`` (``live_server``, ``pocketml_app``) run on
   ``database_url``, so every live-server test runs on both databases.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from shared_server import postgres_test_database
+from shared_server import migrated_sqlite, postgres_test_database
 
 PG_ENV = "POCKETML_TEST_DATABASE_URL"
 pytest_plugins = ["pocketml.testing.fixtures"]
@@ -46,17 +47,32 @@ def unfreeze_gc() -> Iterator[None]:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    """A fresh PostgreSQL database at the schema's head for one test; dropped afterwards."""
     with postgres_test_database() as url:
+        yield url
+
+
+@pytest.fixture
+def empty_postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (for tests of the migrations); dropped afterwards."""
+    with postgres_test_database(migrated=False) as url:
         yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each store test runs once on a SQLite file and once on PostgreSQL."""
+    """Each store test runs once on a SQLite file and once on PostgreSQL (both migrated)."""
+    if request.param == "sqlite":
+        return migrated_sqlite(tmp_path / "registry.db")
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database on SQLite and on PostgreSQL, for tests of the migrations."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'registry.db'}"
-    return str(request.getfixturevalue("postgres_url"))
+    return str(request.getfixturevalue("empty_postgres_url"))
 
 
 @pytest.fixture

@@ -174,9 +174,9 @@ class TestRevocation:
 
 
 def test_an_existing_device_key_survives_the_migration(
-    database_url: str, tmp_path: Path, master_key: MasterKey
+    empty_database_url: str, tmp_path: Path, master_key: MasterKey
 ) -> None:
-    engine = create_engine(database_url)
+    engine = create_engine(empty_database_url)
     try:
         run_migrations(engine, "0005")
         with engine.begin() as conn:
@@ -190,7 +190,7 @@ def test_an_existing_device_key_survives_the_migration(
     finally:
         engine.dispose()
 
-    with Registry(database_url, LocalArtifactStore(tmp_path / "a"), master_key) as registry:
+    with Registry(empty_database_url, LocalArtifactStore(tmp_path / "a"), master_key) as registry:
         principal = registry.authenticate("pml_dev_installed")
         keys = registry.list_device_keys("app_old")
 

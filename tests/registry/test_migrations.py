@@ -28,8 +28,8 @@ from pocketml.registry import LocalArtifactStore, Registry, migrate_database
 TABLES = {"apps", "app_keys", "models", "model_versions", "variants"}
 
 
-def test_migrations_upgrade_an_empty_database_to_head(database_url: str) -> None:
-    engine = create_engine(database_url)
+def test_migrations_upgrade_an_empty_database_to_head(empty_database_url: str) -> None:
+    engine = create_engine(empty_database_url)
     try:
         assert current_revision(engine) is None
         run_migrations(engine)
@@ -50,16 +50,16 @@ def test_migrations_are_idempotent_and_keep_data(
         assert current_revision(registry.store.engine) == head_revision()
 
 
-def test_migrate_database_upgrades_and_reports_the_revision(database_url: str) -> None:
-    assert migrate_database(database_url) == head_revision()
-    assert migrate_database(database_url) == head_revision()
+def test_migrate_database_upgrades_and_reports_the_revision(empty_database_url: str) -> None:
+    assert migrate_database(empty_database_url) == head_revision()
+    assert migrate_database(empty_database_url) == head_revision()
 
 
-def test_the_migrations_create_exactly_the_orm_schema(database_url: str) -> None:
+def test_the_migrations_create_exactly_the_orm_schema(empty_database_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    engine = create_engine(database_url)
+    engine = create_engine(empty_database_url)
     try:
         run_migrations(engine)
         with engine.connect() as conn:

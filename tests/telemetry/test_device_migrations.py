@@ -25,11 +25,13 @@ NEW_TABLES = {
 }
 
 
-def test_the_migrations_create_exactly_the_orm_schema_with_device_tables(database_url: str) -> None:
+def test_the_migrations_create_exactly_the_orm_schema_with_device_tables(
+    empty_database_url: str,
+) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    engine = create_engine(database_url)
+    engine = create_engine(empty_database_url)
     try:
         run_migrations(engine)
         assert current_revision(engine) == head_revision()
@@ -43,12 +45,12 @@ def test_the_migrations_create_exactly_the_orm_schema_with_device_tables(databas
         engine.dispose()
 
 
-def test_downgrading_to_0001_drops_only_the_device_tables(database_url: str) -> None:
+def test_downgrading_to_0001_drops_only_the_device_tables(empty_database_url: str) -> None:
     from alembic import command
 
     from pocketml.db import alembic_config
 
-    engine = create_engine(database_url)
+    engine = create_engine(empty_database_url)
     try:
         run_migrations(engine)
         with engine.begin() as conn:

@@ -8,6 +8,7 @@ once, for pocketml's own tests and for users testing code that talks to a server
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -133,14 +134,19 @@ def server_settings(
 
 
 @contextmanager
-def fresh_postgres(admin_url: str) -> Iterator[str]:
-    """A new, empty PostgreSQL database on ``admin_url``'s server, dropped when the block ends.
+def fresh_postgres(admin_url: str, *, migrated: bool = False) -> Iterator[str]:
+    """A new PostgreSQL database on ``admin_url``'s server, dropped when the block ends.
 
     How pocketml's tests (and conformance runners of other clients, through
     ``conformance/serve.py --postgres``) run on PostgreSQL without seeing each other's rows.
 
     Args:
         admin_url: a SQLAlchemy URL of a role that may ``CREATE DATABASE``.
+        migrated: start at the schema's head instead of empty. The database is copied
+            (``CREATE DATABASE ... TEMPLATE``, ~0.05 s) from a template migrated once per
+            set of migration files (~0.6 s), which a server would otherwise migrate again
+            for every test; it is the same schema, since the template's name is a digest
+            of the migration files.
 
     Yields:
         The URL of the new database.
@@ -152,8 +158,10 @@ def fresh_postgres(admin_url: str) -> Iterator[str]:
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     name = f"pocketml_t_{uuid.uuid4().hex[:12]}"
     try:
+        template = _migrated_template(admin, admin_url) if migrated else None
         with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            suffix = f' TEMPLATE "{template}"' if template else ""
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"{suffix}'))
     except BaseException:
         admin.dispose()
         raise
@@ -171,6 +179,56 @@ def fresh_postgres(admin_url: str) -> Iterator[str]:
             )
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+_TEMPLATE_PREFIX = "pocketml_tpl_"
+_TEMPLATE_LOCK = 0x706B746D6C  # pg_advisory_lock key: one process builds a template at a time
+
+
+def _migrations_digest() -> str:
+    from pocketml.db import migrations
+
+    folder = Path(migrations.__file__).resolve().parent / "versions"
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _migrated_template(admin: sa.Engine, admin_url: str) -> str:
+    """The name of a database at the schema's head to copy from; built on first use.
+
+    Processes (pytest-xdist workers) serialize on an advisory lock; the template is built
+    under a temporary name and renamed when complete, so a copy never sees half a schema.
+    Templates of older migration files are dropped on the way.
+    """
+    from pocketml.db import run_migrations
+
+    name = _TEMPLATE_PREFIX + _migrations_digest()
+    with admin.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": _TEMPLATE_LOCK})
+        try:
+            existing = set(
+                conn.execute(
+                    sa.text("SELECT datname FROM pg_database WHERE datname LIKE :p"),
+                    {"p": _TEMPLATE_PREFIX + "%"},
+                ).scalars()
+            )
+            if name in existing:
+                return name
+            for stale in existing:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{stale}"'))
+            building = f"{name}_building"
+            conn.execute(sa.text(f'CREATE DATABASE "{building}"'))
+            engine = sa.create_engine(sa.engine.make_url(admin_url).set(database=building))
+            try:
+                run_migrations(engine)
+            finally:
+                engine.dispose()
+            conn.execute(sa.text(f'ALTER DATABASE "{building}" RENAME TO "{name}"'))
+            return name
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _TEMPLATE_LOCK})
 
 
 @contextmanager
