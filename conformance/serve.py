@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         home = stack.enter_context(tempfile.TemporaryDirectory(prefix="pocketml-conformance-"))
         url = args.database_url
         if args.postgres is not None:
-            url = stack.enter_context(fresh_postgres(args.postgres))
+            url = stack.enter_context(fresh_postgres(args.postgres, migrated=True))
         settings = server_settings(Path(home) / "server", url)
         with live_server(settings) as live:
             print(json.dumps({**prepare(live), "sketch": prepare_sketch(live)}), flush=True)
