@@ -12,8 +12,9 @@ images over 50 clients holding two classes each, 20 clients per round, 2 local e
 
 Every attack meets FedAvg, FedAvg with a fixed clip of 1, the trimmed mean (β = 0.2), the
 coordinate median, centered clipping (radius = the median distance, 3 iterations) and
-FLTrust (a root set of 100 training samples the server trains on; updates rescaled to the
-cohort's median norm), and a bound: the attackers never report (what a perfect defence
+FLTrust (a class-balanced root set of 100 or 300 training samples the server trains on,
+and 100 drawn at random to show why balance matters; updates rescaled to the cohort's
+median norm), and a bound: the attackers never report (what a perfect defence
 achieves). The honest run (no attacker) is run with every aggregator too. Each seed draws
 the split, the attackers, the cohorts and the root set; a row's numbers are the accuracy
 after the last round over the seeds (mean, standard error, min-max) and its difference to
@@ -48,6 +49,11 @@ DEFENCES: dict[str, dict[str, Any]] = {
     "median": {"aggregator": "median"},
     "centered clipping": {"aggregator": "centered_clipping"},
     "fltrust (root 100)": {"aggregator": "fltrust", "root_samples": 100},
+    "fltrust (root 100, unbalanced)": {
+        "aggregator": "fltrust",
+        "root_samples": 100,
+        "root_balanced": False,
+    },
     "fltrust (root 300)": {"aggregator": "fltrust", "root_samples": 300},
     "attackers absent (bound)": {"aggregator": "fedavg", "malicious_absent": True},
 }
@@ -71,7 +77,7 @@ def _run(n_seeds: int, rounds: int) -> dict[str, Any]:
     x = data.features.reshape(len(data.labels), -1) / 16.0
     order = np.random.default_rng(0).permutation(len(data.labels))
     tr, te = order[:1400], order[1400:]
-    base = {
+    base: dict[str, Any] = {
         "n_clients": 50,
         "clients_per_round": 20,
         "rounds": rounds,
@@ -119,12 +125,12 @@ def _print(report: dict[str, Any]) -> None:
         f"non-IID digits, 50 clients x 2 classes, 20 per round, {report['rounds']} rounds, "
         f"{len(report['seeds'])} seeds; Δ = points vs honest FedAvg (paired)"
     )
-    print(f"  {'attack':<12} {'defence':<26} {'mean':>6} {'±se':>6} {'min-max':>12} {'Δ':>13}")
+    print(f"  {'attack':<12} {'defence':<30} {'mean':>6} {'±se':>6} {'min-max':>12} {'Δ':>13}")
     for row in report["runs"].values():
         spread = f"{row['min']:.3f}-{row['max']:.3f}"
         delta = f"{row['points_vs_honest_fedavg']:+6.2f} ± {row['points_stderr']:.2f}"
         print(
-            f"  {row['attack']:<12} {row['defence']:<26} {row['mean']:6.3f} "
+            f"  {row['attack']:<12} {row['defence']:<30} {row['mean']:6.3f} "
             f"{row['stderr']:6.3f} {spread:>12} {delta:>13}"
         )
 

@@ -148,9 +148,12 @@ def test_absent_attackers_send_nothing_whatever_their_attack(digits) -> None:
     assert not np.array_equal(quiet.head.to_vector(), attacked.head.to_vector())
 
 
-def test_a_root_set_larger_than_the_training_data_is_refused(digits) -> None:
+@pytest.mark.parametrize("balanced", [True, False])
+def test_a_root_set_larger_than_the_training_data_is_refused(digits, balanced: bool) -> None:
     train_x, train_y, test_x, test_y = digits
-    config = SimulationConfig(aggregator="fltrust", root_samples=train_y.size + 1, rounds=1)
+    config = SimulationConfig(
+        aggregator="fltrust", root_samples=train_y.size + 1, root_balanced=balanced, rounds=1
+    )
 
-    with pytest.raises(InvalidInput, match="root_samples"):
+    with pytest.raises(InvalidInput, match=r"root_samples|root set"):
         simulate(train_x, train_y, test_x, test_y, config)

@@ -12,7 +12,10 @@ Attackers (``malicious_fraction`` of the population, fixed for the task) train o
 labels and/or multiply their update; ``malicious_absent`` makes them never report instead,
 which is what a perfect defence achieves (the bound the robust aggregators are measured
 against). ``"fltrust"`` gives the server a root set of ``root_samples`` training samples
-(drawn with the seed) on which it trains the round's reference update.
+(drawn with the seed; class-balanced unless ``root_balanced`` is off) on which it trains
+the round's reference update. Balance matters: with 100 samples drawn at random, the
+classes the root set under-represents lose their honest clients' trust and FLTrust lost
+5.7 points without any attacker; 10 per class lost none (docs/benchmarks.md).
 
 Under secure aggregation the server sees only a sum, so robust aggregators and adaptive
 clipping (which needs each update's norm) are refused; DP noise is added to the unmasked
@@ -66,6 +69,8 @@ class SimulationConfig:
         malicious_flip: whether those clients train on flipped labels (``k -> K-1-k``).
         malicious_absent: those clients never report (the perfect defence's bound).
         root_samples: the server's root set for "fltrust" (samples of the training set).
+        root_balanced: draw the root set with the same count of every class (the
+            remainder to randomly chosen classes) rather than uniformly.
         seed: everything (split, sampling, training, noise) follows from it.
     """
 
@@ -86,6 +91,7 @@ class SimulationConfig:
     malicious_flip: bool = True
     malicious_absent: bool = False
     root_samples: int = 100
+    root_balanced: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.clients_per_round <= self.n_clients:
@@ -181,7 +187,7 @@ def simulate(
         assert config.clip_norm is not None
         dp = DPFedAvg(config.clip_norm, config.noise_multiplier, m)
         accountant = PrivacyAccountant(config.noise_multiplier, m / config.n_clients, config.delta)
-    root = _root_set(train_y.size, config)
+    root = _root_set(train_y, config)
     accuracy, epsilon = [], []
     for rnd in range(config.rounds):
         chosen = [int(c) for c in rng.choice(config.n_clients, m, replace=False) if parts[c].size]
@@ -216,17 +222,30 @@ def simulate(
     return SimulationResult(accuracy, epsilon, head)
 
 
-def _root_set(n_train: int, config: SimulationConfig) -> np.ndarray:
+def _root_set(labels: np.ndarray, config: SimulationConfig) -> np.ndarray:
     if config.aggregator != "fltrust":
         return np.array([], dtype=np.int64)
-    if config.root_samples > n_train:
-        raise InvalidInput(
-            f"root_samples must be at most the {n_train} training samples; "
-            f"got {config.root_samples}"
-        )
     # Its own stream: the split, the cohorts and the attackers stay those of the other runs.
-    return np.random.default_rng([config.seed, 2]).choice(
-        n_train, config.root_samples, replace=False
+    rng = np.random.default_rng([config.seed, 2])
+    if not config.root_balanced:
+        if config.root_samples > labels.size:
+            raise InvalidInput(
+                f"root_samples must be at most the {labels.size} training samples; "
+                f"got {config.root_samples}"
+            )
+        return rng.choice(labels.size, config.root_samples, replace=False)
+    classes = np.unique(labels)
+    per_class = np.full(classes.size, config.root_samples // classes.size)
+    per_class[rng.permutation(classes.size)[: config.root_samples % classes.size]] += 1
+    pools = [np.flatnonzero(labels == c) for c in classes]
+    if any(k > pool.size for k, pool in zip(per_class, pools, strict=True)):
+        raise InvalidInput(
+            f"a class-balanced root set of {config.root_samples} needs up to "
+            f"{per_class.max()} samples of every class; some class has fewer. "
+            "Pass a smaller root_samples or root_balanced=False"
+        )
+    return np.concatenate(
+        [rng.choice(pool, k, replace=False) for k, pool in zip(per_class, pools, strict=True)]
     )
 
 
