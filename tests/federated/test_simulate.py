@@ -157,3 +157,20 @@ def test_a_root_set_larger_than_the_training_data_is_refused(digits, balanced: b
 
     with pytest.raises(InvalidInput, match=r"root_samples|root set"):
         simulate(train_x, train_y, test_x, test_y, config)
+
+
+def test_a_round_that_sampled_only_absent_attackers_leaves_the_head_unchanged(digits) -> None:
+    train_x, train_y, test_x, test_y = digits
+    # Seed 1 samples one of the three attackers of four clients in its only round.
+    config = SimulationConfig(
+        n_clients=4,
+        clients_per_round=1,
+        rounds=1,
+        malicious_fraction=0.75,
+        malicious_absent=True,
+        seed=1,
+    )
+
+    result = simulate(train_x, train_y, test_x, test_y, config)
+
+    np.testing.assert_array_equal(result.head.to_vector(), np.zeros(650))

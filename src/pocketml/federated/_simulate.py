@@ -207,12 +207,10 @@ def simulate(
             )
             updates.append(delta * (config.malicious_scale if c in malicious else 1.0))
             counts.append(parts[c].size)
-        if config.aggregator == "fltrust":
-            # The server trains the same head with the same recipe on its own root set.
-            reference = train_head(
-                head, train_x[root], train_y[root], config.recipe, seed=config.seed + rnd
-            )
-            step = _fltrust_step(updates, reference, config)
+        if not updates:  # every sampled client was an absent attacker: nothing to apply
+            step = np.zeros(head.to_vector().size)
+        elif config.aggregator == "fltrust":
+            step = _fltrust_step(updates, head, train_x[root], train_y[root], config, rnd)
         else:
             step = _aggregate(updates, counts, config, dp, noise_rng, entropy, rnd)
         head = head.with_vector(head.to_vector() + step)
@@ -250,8 +248,15 @@ def _root_set(labels: np.ndarray, config: SimulationConfig) -> np.ndarray:
 
 
 def _fltrust_step(
-    updates: list[np.ndarray], reference: np.ndarray, config: SimulationConfig
+    updates: list[np.ndarray],
+    head: Head,
+    root_x: np.ndarray,
+    root_y: np.ndarray,
+    config: SimulationConfig,
+    rnd: int,
 ) -> np.ndarray:
+    # The server trains the round's head with the clients' recipe on its own root set.
+    reference = train_head(head, root_x, root_y, config.recipe, seed=config.seed + rnd)
     if config.clip_norm is not None:
         updates = [clip_update(d, config.clip_norm)[0] for d in updates]
     # Rescaled to the cohort's median length, not the root update's (see fltrust's norm).
