@@ -16,7 +16,8 @@ that class, so per-coordinate statistics discard it as an outlier; the trimmed m
 the median lost 9-12 accuracy points with no attacker at all (docs/benchmarks.md,
 "Robustness"). Centered clipping bounds every update's pull without looking at single
 coordinates; FLTrust also tells a label-flipped update (it points away from the reference)
-from an honest one of other classes, which nothing computed from the updates alone can.
+from an honest one of other classes, which none of the update-only aggregators measured
+there could.
 
 Robust aggregators ignore sample counts: a client that lies about its updates can lie
 about its count too.
