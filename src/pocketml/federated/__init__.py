@@ -1,7 +1,8 @@
 """pocketml.federated: the server side of federated learning.
 
 - Aggregators: :func:`fedavg` (sample-weighted), :func:`trimmed_mean` and
-  :func:`coordinate_median` (robust to a minority of malicious updates).
+  :func:`coordinate_median` (robust to a minority of malicious updates),
+  :func:`centered_clipping` and :func:`fltrust` (robust on non-IID clients too).
 - DP-FedAvg: :class:`DPFedAvg` (fixed or :class:`AdaptiveClipping`), and
   :class:`PrivacyAccountant` for (ε, δ) after every round (dp-accounting).
 - Secure aggregation: :class:`SecAggServer` (the clients' side is ``pocketml.fl``).
@@ -16,7 +17,13 @@ masks, Shamir) is ``pocketml.fl``; docs/federated.md describes the protocol.
 """
 
 from pocketml.federated._accountant import PrivacyAccountant, PrivacySpent
-from pocketml.federated._aggregate import coordinate_median, fedavg, trimmed_mean
+from pocketml.federated._aggregate import (
+    centered_clipping,
+    coordinate_median,
+    fedavg,
+    fltrust,
+    trimmed_mean,
+)
 from pocketml.federated._dp import AdaptiveClipping, DPFedAvg, DPRoundResult
 from pocketml.federated._fedbuff import FedBuff, FedBuffStep
 from pocketml.federated._inmemory import SecAggRoundResult, run_secagg_round
@@ -43,8 +50,10 @@ __all__ = [
     "SimulationResult",
     "UpdateRejectReason",
     "UpdateRejection",
+    "centered_clipping",
     "coordinate_median",
     "fedavg",
+    "fltrust",
     "run_secagg_round",
     "simulate",
     "split_non_iid",

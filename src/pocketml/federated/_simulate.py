@@ -8,6 +8,15 @@ server aggregates — FedAvg, a robust aggregator, or DP-FedAvg — optionally u
 moves by the aggregate (server learning rate 1). With noise, the privacy spent after each
 round comes from :class:`PrivacyAccountant` with ``q = clients_per_round / n_clients``.
 
+Attackers (``malicious_fraction`` of the population, fixed for the task) train on flipped
+labels and/or multiply their update; ``malicious_absent`` makes them never report instead,
+which is what a perfect defence achieves (the bound the robust aggregators are measured
+against). ``"fltrust"`` gives the server a root set of ``root_samples`` training samples
+(drawn with the seed; class-balanced unless ``root_balanced`` is off) on which it trains
+the round's reference update. Balance matters: with 100 samples drawn at random, the
+classes the root set under-represents lose their honest clients' trust and FLTrust lost
+5.7 points without any attacker; 10 per class lost none (docs/benchmarks.md).
+
 Under secure aggregation the server sees only a sum, so robust aggregators and adaptive
 clipping (which needs each update's norm) are refused; DP noise is added to the unmasked
 sum by the server (central DP: the server is trusted with the sum, not the updates).
@@ -22,14 +31,20 @@ import numpy as np
 
 from pocketml.errors import InvalidInput
 from pocketml.federated._accountant import PrivacyAccountant
-from pocketml.federated._aggregate import coordinate_median, fedavg, trimmed_mean
+from pocketml.federated._aggregate import (
+    centered_clipping,
+    coordinate_median,
+    fedavg,
+    fltrust,
+    trimmed_mean,
+)
 from pocketml.federated._dp import DPFedAvg
 from pocketml.federated._inmemory import run_secagg_round
 from pocketml.fl import FixedPoint, Head, LocalRecipe, SecAggConfig, clip_update, train_head
 
 __all__ = ["SimulationConfig", "SimulationResult", "simulate", "split_non_iid"]
 
-AGGREGATORS = ("fedavg", "trimmed_mean", "median")
+AGGREGATORS = ("fedavg", "trimmed_mean", "median", "centered_clipping", "fltrust")
 
 
 @dataclass(frozen=True)
@@ -42,7 +57,8 @@ class SimulationConfig:
         rounds: rounds to run.
         classes_per_client: how many classes each client's data holds (non-IID).
         recipe: the local training recipe.
-        aggregator: "fedavg", "trimmed_mean" or "median" (without DP).
+        aggregator: "fedavg", "trimmed_mean", "median", "centered_clipping" or "fltrust"
+            (without DP).
         trim_fraction: for "trimmed_mean".
         clip_norm: L2 bound of each update (required for DP and SecAgg).
         noise_multiplier: DP-FedAvg's ``z``; 0 for no DP.
@@ -50,6 +66,11 @@ class SimulationConfig:
         secure_aggregation: run every round through SecAgg+ (all pairs).
         malicious_fraction: clients that train on flipped labels and scale their update.
         malicious_scale: the factor those clients multiply their update by.
+        malicious_flip: whether those clients train on flipped labels (``k -> K-1-k``).
+        malicious_absent: those clients never report (the perfect defence's bound).
+        root_samples: the server's root set for "fltrust" (samples of the training set).
+        root_balanced: draw the root set with the same count of every class (the
+            remainder to randomly chosen classes) rather than uniformly.
         seed: everything (split, sampling, training, noise) follows from it.
     """
 
@@ -67,6 +88,10 @@ class SimulationConfig:
     malicious_fraction: float = 0.0
     malicious_scale: float = 10.0
     seed: int = 0
+    malicious_flip: bool = True
+    malicious_absent: bool = False
+    root_samples: int = 100
+    root_balanced: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.clients_per_round <= self.n_clients:
@@ -84,6 +109,10 @@ class SimulationConfig:
             )
         if not 0 <= self.malicious_fraction < 1:
             raise InvalidInput("malicious_fraction must be in [0, 1)")
+        if self.aggregator == "fltrust" and self.root_samples < 1:
+            raise InvalidInput(
+                f"aggregator 'fltrust' needs a root set; got root_samples={self.root_samples}"
+            )
 
 
 @dataclass(frozen=True)
@@ -158,13 +187,16 @@ def simulate(
         assert config.clip_norm is not None
         dp = DPFedAvg(config.clip_norm, config.noise_multiplier, m)
         accountant = PrivacyAccountant(config.noise_multiplier, m / config.n_clients, config.delta)
+    root = _root_set(train_y, config)
     accuracy, epsilon = [], []
     for rnd in range(config.rounds):
         chosen = [int(c) for c in rng.choice(config.n_clients, m, replace=False) if parts[c].size]
+        if config.malicious_absent:
+            chosen = [c for c in chosen if c not in malicious]
         updates, counts = [], []
         for c in chosen:
             y = train_y[parts[c]]
-            if c in malicious:
+            if c in malicious and config.malicious_flip:
                 y = n_classes - 1 - y
             delta = train_head(
                 head,
@@ -175,12 +207,61 @@ def simulate(
             )
             updates.append(delta * (config.malicious_scale if c in malicious else 1.0))
             counts.append(parts[c].size)
-        step = _aggregate(updates, counts, config, dp, noise_rng, entropy, rnd)
+        if not updates:  # every sampled client was an absent attacker: nothing to apply
+            step = np.zeros(head.to_vector().size)
+        elif config.aggregator == "fltrust":
+            step = _fltrust_step(updates, head, train_x[root], train_y[root], config, rnd)
+        else:
+            step = _aggregate(updates, counts, config, dp, noise_rng, entropy, rnd)
         head = head.with_vector(head.to_vector() + step)
         accuracy.append(head.accuracy(test_x, test_y))
         if accountant is not None:
             epsilon.append(accountant.spend_round().epsilon)
     return SimulationResult(accuracy, epsilon, head)
+
+
+def _root_set(labels: np.ndarray, config: SimulationConfig) -> np.ndarray:
+    if config.aggregator != "fltrust":
+        return np.array([], dtype=np.int64)
+    # Its own stream: the split, the cohorts and the attackers stay those of the other runs.
+    rng = np.random.default_rng([config.seed, 2])
+    if not config.root_balanced:
+        if config.root_samples > labels.size:
+            raise InvalidInput(
+                f"root_samples must be at most the {labels.size} training samples; "
+                f"got {config.root_samples}"
+            )
+        return rng.choice(labels.size, config.root_samples, replace=False)
+    classes = np.unique(labels)
+    per_class = np.full(classes.size, config.root_samples // classes.size)
+    per_class[rng.permutation(classes.size)[: config.root_samples % classes.size]] += 1
+    pools = [np.flatnonzero(labels == c) for c in classes]
+    if any(k > pool.size for k, pool in zip(per_class, pools, strict=True)):
+        raise InvalidInput(
+            f"a class-balanced root set of {config.root_samples} needs up to "
+            f"{per_class.max()} samples of every class; some class has fewer. "
+            "Pass a smaller root_samples or root_balanced=False"
+        )
+    return np.concatenate(
+        [rng.choice(pool, k, replace=False) for k, pool in zip(per_class, pools, strict=True)]
+    )
+
+
+def _fltrust_step(
+    updates: list[np.ndarray],
+    head: Head,
+    root_x: np.ndarray,
+    root_y: np.ndarray,
+    config: SimulationConfig,
+    rnd: int,
+) -> np.ndarray:
+    # The server trains the round's head with the clients' recipe on its own root set.
+    reference = train_head(head, root_x, root_y, config.recipe, seed=config.seed + rnd)
+    if config.clip_norm is not None:
+        updates = [clip_update(d, config.clip_norm)[0] for d in updates]
+    # Rescaled to the cohort's median length, not the root update's (see fltrust's norm).
+    norm = float(np.median([np.linalg.norm(d) for d in updates]))
+    return fltrust(updates, reference, norm=norm)
 
 
 def _aggregate(
@@ -218,4 +299,6 @@ def _aggregate(
         return trimmed_mean(updates, config.trim_fraction)
     if config.aggregator == "median":
         return coordinate_median(updates)
+    if config.aggregator == "centered_clipping":
+        return centered_clipping(updates)
     return fedavg(updates, counts)
