@@ -54,6 +54,12 @@ NAV: list[tuple[str, str]] = [
     ("Overview", "/ui/overview"),
     ("Models", "/ui/models"),
 ]
+NAV += [
+    ("Fleet", "/ui/fleet"),
+    ("Telemetry", "/ui/telemetry"),
+    ("Alerts", "/ui/alerts"),
+    ("Loop", "/ui/loop"),
+]  # the learn pages (drift and accuracy are per model: linked from telemetry)
 
 _TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 _env = Environment(

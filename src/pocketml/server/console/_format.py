@@ -11,7 +11,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["FILTERS", "ago", "count", "duration", "num", "pct", "size", "when"]
+__all__ = ["FILTERS", "ago", "at", "count", "duration", "num", "pct", "seconds", "size", "when"]
 
 NO_VALUE = "—"
 
@@ -116,6 +116,22 @@ def ago(value: datetime | None, now: datetime | None = None) -> str:
     return f"{delta.days} days ago"
 
 
+def seconds(value_s: Any) -> str:
+    """Seconds for people, like ``duration``: ``45 s``, ``6 h``, ``3 days``."""
+    number = _finite(value_s)
+    if number is None:
+        return NO_VALUE
+    if abs(number) >= 172_800:
+        return f"{num(number / 86_400)} days"
+    return duration(number * 1000)
+
+
+def at(value_s: Any) -> str:
+    """Unix seconds as ``when`` prints a timestamp (``2026-12-05 09:31 UTC``)."""
+    number = _finite(value_s)
+    return NO_VALUE if number is None else when(datetime.fromtimestamp(number, UTC))
+
+
 FILTERS = {
     "num": num,
     "count": count,
@@ -124,4 +140,6 @@ FILTERS = {
     "size": size,
     "when": when,
     "ago": ago,
+    "seconds": seconds,
+    "at": at,
 }

@@ -1,12 +1,351 @@
-"""Console pages of the learn half: fleet, telemetry, drift, accuracy, alerts, the loop's
-jobs and federated tasks."""
+"""Console pages of the learn half: fleet, telemetry, drift, accuracy, alerts (with the
+acknowledge action) and the loop's retraining jobs.
+
+Thin like the API routes: each page calls the service the matching API route calls
+(``telemetry.model_metrics``, ``monitor.drift`` / ``accuracy``, ``alert_service``,
+``loop_service``) for the session's app, so its numbers are the API's; the charts are
+drawn by ``_svg`` from those same values. Federated tasks get no page yet: no federated
+service is on the server.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import math
+from typing import Annotated
 
-from pocketml.server.routes import StrictJsonRoute
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import AfterValidator
+
+from pocketml.bounds import check_text
+from pocketml.errors import InvalidInput, NotFound, PocketMLError
+from pocketml.monitor import parse_window
+from pocketml.server._state import ServerState, server_state
+from pocketml.server.console._common import (
+    Console,
+    Session,
+    check_csrf,
+    error_page,
+    page,
+    pocketml_error_page,
+)
+from pocketml.server.console._fleet import fleet_summary
+from pocketml.server.console._learn_views import (
+    accuracy_chart,
+    bucket_width,
+    drift_series_charts,
+    feature_histogram,
+    feature_spark,
+    telemetry_view,
+)
+from pocketml.server.console._svg import bars
+from pocketml.server.routes import ModelName, StrictJsonRoute
 
 __all__ = ["router"]
 
 router = APIRouter(route_class=StrictJsonRoute)
+
+DAY = 86_400
+_Checked = AfterValidator(check_text)
+Days = Annotated[int, Query(ge=1, le=90, description="Days back from now.")]
+Window = Annotated[str, Query(max_length=16), _Checked]
+Until = Annotated[float | None, Query(ge=0, le=4_102_444_800)]
+Version = Annotated[int | None, Query(ge=1, le=2_147_483_647)]
+Feature = Annotated[str, PathParam(min_length=1, max_length=128), _Checked]
+AlertId = Annotated[str, PathParam(min_length=1, max_length=40), _Checked]
+
+
+def _actor(session: Session) -> str:
+    """Who an action is recorded as: the same actor the admin API records."""
+    return f"admin:{session.app_id}"
+
+
+def _bad_query(request: Request, session: Session, name: str, exc: InvalidInput) -> Response:
+    return error_page(request, session, 422, f"query parameter '{name}': {exc}")
+
+
+@router.get("/fleet", response_class=HTMLResponse)
+def fleet_page(
+    request: Request,
+    session: Console,
+    days: Days = 7,
+    state: ServerState = Depends(server_state),
+) -> Response:
+    """Devices per version, variant, device class and app version; sync and downloads."""
+    until = state.telemetry.clock()
+    root = state.telemetry.parquet_root
+    summary = fleet_summary(root, session.app_id, until - days * DAY, until) if root else None
+    charts = {}
+    if summary is not None:
+        charts = {
+            "device_classes": bars(
+                "Devices per device class", [(k, d) for k, d, _ in summary.device_classes]
+            ),
+            "versions": bars("Devices per model version", [(k, d) for k, d, _ in summary.versions]),
+        }
+    return page(
+        request,
+        "fleet.html",
+        session,
+        days=days,
+        summary=summary,
+        charts=charts,
+        export_interval_s=state.settings.server.telemetry_export.interval_s,
+    )
+
+
+@router.get("/telemetry", response_class=HTMLResponse)
+def telemetry_page(
+    request: Request,
+    session: Console,
+    model: Annotated[str | None, Query(max_length=64), _Checked] = None,
+    days: Days = 7,
+    state: ServerState = Depends(server_state),
+) -> Response:
+    """Latency, errors, cloud and fallback shares and accuracy over time for one model."""
+    try:
+        models = state.registry.list_models(session.app_id, limit=500).items
+        if model:
+            state.registry.get_model(session.app_id, model)
+    except PocketMLError as exc:
+        return pocketml_error_page(request, session, exc)
+    names = [m.name for m in models]
+    chosen = model or (names[0] if names else None)
+    view = None
+    if chosen is not None:
+        window = days * DAY
+        bucket = bucket_width(window)
+        until = math.ceil(state.telemetry.clock() / bucket) * bucket
+        view = telemetry_view(
+            lambda since, end: state.telemetry.model_metrics(
+                session.app_id, chosen, since=since, until=end
+            ),
+            until - window,
+            until,
+        )
+    return page(
+        request, "telemetry.html", session, models=names, model=chosen, days=days, view=view
+    )
+
+
+def _window(request: Request, session: Session, window: str) -> tuple[int | None, Response | None]:
+    try:
+        return parse_window(window), None
+    except InvalidInput as exc:
+        return None, _bad_query(request, session, "window", exc)
+
+
+def _nothing_yet(
+    request: Request,
+    session: Session,
+    template: str,
+    model: str,
+    window: str,
+    until: float | None,
+    version: int | None,
+    exc: NotFound,
+) -> Response:
+    """The model is the app's but the monitor has nothing to report: say why, status 200."""
+    return page(
+        request,
+        template,
+        session,
+        model=model,
+        report=None,
+        empty=str(exc),
+        query={"window": window, "until": until, "version": version},
+    )
+
+
+@router.get("/models/{name}/drift", response_class=HTMLResponse)
+def drift_page(
+    request: Request,
+    session: Console,
+    name: ModelName,
+    window: Window = "24h",
+    until: Until = None,
+    version: Version = None,
+    state: ServerState = Depends(server_state),
+) -> Response:
+    """Per feature: the decision, score and histograms; the fleet's drift over time."""
+    window_s, failed = _window(request, session, window)
+    if failed is not None or window_s is None:
+        return failed or error_page(request, session, 422, "bad window")
+    try:
+        state.registry.get_model(session.app_id, name)
+    except PocketMLError as exc:  # another app's model, or none: a 404 page
+        return pocketml_error_page(request, session, exc)
+    try:
+        report = state.monitor.drift(
+            session.app_id, name, version=version, window_s=window_s, until=until
+        )
+    except NotFound as exc:
+        return _nothing_yet(request, session, "drift.html", name, window, until, version, exc)
+    except PocketMLError as exc:
+        return pocketml_error_page(request, session, exc)
+    fleet = report.fleet
+    blocks = [*fleet.features, *fleet.multivariate]
+    blocks += [b for b in (fleet.prediction, fleet.confidence) if b is not None]
+    sparks = {
+        b.name: feature_spark(b.name, b.histogram.reference, b.histogram.current) for b in blocks
+    }
+    return page(
+        request,
+        "drift.html",
+        session,
+        model=name,
+        report=report,
+        blocks=blocks,
+        sparks=sparks,
+        charts=drift_series_charts(report.series),
+        query={"window": window, "until": until, "version": version},
+    )
+
+
+@router.get("/models/{name}/drift/{feature}", response_class=HTMLResponse)
+def drift_feature_page(
+    request: Request,
+    session: Console,
+    name: ModelName,
+    feature: Feature,
+    window: Window = "24h",
+    until: Until = None,
+    version: Version = None,
+    state: ServerState = Depends(server_state),
+) -> Response:
+    """One feature: reference vs current histograms for the fleet and each group."""
+    window_s, failed = _window(request, session, window)
+    if failed is not None or window_s is None:
+        return failed or error_page(request, session, 422, "bad window")
+    try:
+        report = state.monitor.drift(
+            session.app_id, name, version=version, window_s=window_s, until=until, series=False
+        )
+    except PocketMLError as exc:
+        return pocketml_error_page(request, session, exc)
+    groups = []
+    for group in (report.fleet, *report.groups):
+        blocks = [*group.features, *group.multivariate]
+        blocks += [b for b in (group.prediction, group.confidence) if b is not None]
+        block = next((b for b in blocks if b.name == feature), None)
+        if block is not None:
+            label = " ".join(v or "(none)" for v in group.labels.values()) or "fleet"
+            if group is report.fleet:
+                label = "fleet"
+            chart = feature_histogram(
+                f"{feature} ({label})",
+                block.histogram.labels,
+                block.histogram.reference,
+                block.histogram.current,
+            )
+            groups.append((label, group, block, chart))
+    if not groups:
+        return error_page(
+            request, session, 404, f"model {name!r} v{report.version} has no feature {feature!r}."
+        )
+    return page(
+        request,
+        "drift_feature.html",
+        session,
+        model=name,
+        feature=feature,
+        report=report,
+        groups=groups,
+        query={"window": window, "until": until, "version": version},
+    )
+
+
+@router.get("/models/{name}/accuracy", response_class=HTMLResponse)
+def accuracy_page(
+    request: Request,
+    session: Console,
+    name: ModelName,
+    window: Window = "24h",
+    until: Until = None,
+    version: Version = None,
+    state: ServerState = Depends(server_state),
+) -> Response:
+    """Estimated (label-free) vs realised (feedback) accuracy, per group and over time."""
+    window_s, failed = _window(request, session, window)
+    if failed is not None or window_s is None:
+        return failed or error_page(request, session, 422, "bad window")
+    try:
+        state.registry.get_model(session.app_id, name)
+    except PocketMLError as exc:  # another app's model, or none: a 404 page
+        return pocketml_error_page(request, session, exc)
+    try:
+        report = state.monitor.accuracy(
+            session.app_id, name, version=version, window_s=window_s, until=until
+        )
+    except NotFound as exc:
+        return _nothing_yet(request, session, "accuracy.html", name, window, until, version, exc)
+    except PocketMLError as exc:
+        return pocketml_error_page(request, session, exc)
+    return page(
+        request,
+        "accuracy.html",
+        session,
+        model=name,
+        report=report,
+        chart=accuracy_chart(report.series, report.reference_accuracy),
+        query={"window": window, "until": until, "version": version},
+    )
+
+
+@router.get("/alerts", response_class=HTMLResponse)
+def alerts_page(
+    request: Request,
+    session: Console,
+    acked: Annotated[str | None, Query(max_length=40), _Checked] = None,
+    state: ServerState = Depends(server_state),
+) -> Response:
+    """Firing, acknowledged and resolved alerts (newest first), with the ack action."""
+    alerts = state.alert_service.list_alerts(session.app_id, limit=200)
+    firing = [a for a in alerts if a.state in ("firing", "pending") and a.acked_at is None]
+    acknowledged = [a for a in alerts if a.state in ("firing", "pending") and a.acked_at]
+    resolved = [a for a in alerts if a.state not in ("firing", "pending")]
+    return page(
+        request,
+        "alerts.html",
+        session,
+        firing=firing,
+        acknowledged=acknowledged,
+        resolved=resolved,
+        notice=f"Alert {acked} acknowledged: its notifications are silenced." if acked else None,
+    )
+
+
+@router.post("/alerts/{alert_id}/ack", response_class=HTMLResponse)
+def ack_alert(
+    request: Request,
+    session: Console,
+    alert_id: AlertId,
+    csrf: Annotated[str, Form(max_length=128)] = "",
+    state: ServerState = Depends(server_state),
+) -> Response:
+    """Acknowledge one alert: the API's ``AlertService.ack`` with the API's actor (audited)."""
+    if not check_csrf(request, session, csrf):
+        return error_page(
+            request,
+            session,
+            403,
+            "This form is stale or came from another site (CSRF check failed); nothing was "
+            "changed. Open the alerts page again and retry.",
+        )
+    try:
+        state.alert_service.ack(session.app_id, alert_id, actor=_actor(session))
+    except PocketMLError as exc:
+        return pocketml_error_page(request, session, exc)
+    return RedirectResponse(f"/ui/alerts?acked={alert_id}", status_code=303)
+
+
+@router.get("/loop", response_class=HTMLResponse)
+def loop_page(
+    request: Request,
+    session: Console,
+    state: ServerState = Depends(server_state),
+) -> Response:
+    """Retraining jobs, newest first: state, step, gate verdict and candidate version."""
+    jobs = state.loop_service.list_jobs(session.app_id, limit=50)
+    return page(request, "loop.html", session, jobs=jobs)
