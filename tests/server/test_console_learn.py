@@ -219,7 +219,8 @@ def test_the_drift_page_shows_the_reports_decisions_and_links_each_feature(
     with live.admin(app.admin_token) as client:
         api = client.drift("digits", until=UNTIL)
     with browser(live, app) as ui:
-        response = ui.get("/ui/models/digits/drift", params={"until": UNTIL})
+        response = ui.get("/ui/models/digits/drift", params={"until": UNTIL, "over_time": 1})
+        fast = ui.get("/ui/models/digits/drift", params={"until": UNTIL})
         top = api.fleet.features[0]
         feature = ui.get(f"/ui/models/digits/drift/{top.name}", params={"until": UNTIL})
         missing = ui.get("/ui/models/digits/drift/nope", params={"until": UNTIL})
@@ -233,6 +234,11 @@ def test_the_drift_page_shows_the_reports_decisions_and_links_each_feature(
         assert f"/ui/models/digits/drift/{block.name}?" in text
     assert text.count('class="chart spark"') >= len(api.fleet.features)
     assert "tablet" in text and "Drifted share of input features over time" in text
+    assert fast.status_code == 200 and "over_time=1" in fast.text
+    assert (
+        "over time</title>" not in fast.text
+        and f"{pct(api.fleet.drifted_share)}</div>" in fast.text
+    )
     assert feature.status_code == 200
     assert feature.text.count("reference vs current share per bin") == 1 + len(api.groups)
     assert missing.status_code == 404 and "no feature &#39;nope&#39;" in missing.text
@@ -347,3 +353,17 @@ def test_the_learn_pages_are_in_the_navigation_and_need_a_login(
         assert f'href="{path}"' in fleet.text
     assert '<a href="/ui/fleet" aria-current="page">' in fleet.text
     assert all(r.status_code == 303 for r in redirected)
+
+
+def test_out_of_range_query_values_answer_an_html_422_page(live: LiveServer, app: AppKeys) -> None:
+    with browser(live, app) as ui:
+        responses = [
+            ui.get("/ui/fleet", params={"days": 0}),
+            ui.get("/ui/telemetry", params={"days": 91}),
+            ui.get("/ui/models/digits/drift", params={"window": "400d"}),
+        ]
+
+    for response in responses:
+        assert response.status_code == 422
+        assert response.headers["content-type"].startswith("text/html")
+        assert "<html" in response.text

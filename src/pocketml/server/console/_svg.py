@@ -154,9 +154,8 @@ _TIME_STEPS = (
 def _time_ticks(start: float, end: float, most: int = 6) -> list[tuple[float, str]]:
     span = max(end - start, 1.0)
     step = next((s for s in _TIME_STEPS if span / s <= most), _TIME_STEPS[-1])
-    first = math.ceil(start / step) * step
-    ticks = []
-    t = first
+    ticks: list[tuple[float, str]] = []
+    t = float(math.ceil(start / step) * step)
     while t <= end:
         moment = datetime.fromtimestamp(t, UTC)
         if step >= 86_400 or (moment.hour == 0 and moment.minute == 0):

@@ -166,9 +166,12 @@ def drift_page(
     window: Window = "24h",
     until: Until = None,
     version: Version = None,
+    over_time: Annotated[bool, Query(description="Also test every bucket (slower).")] = False,
     state: ServerState = Depends(server_state),
 ) -> Response:
-    """Per feature: the decision, score and histograms; the fleet's drift over time."""
+    """Per feature: the decision, score and histograms; the fleet's drift over time on
+    request (``over_time=1``): the series tests every block in each of up to 48 buckets,
+    most of a report's cost (2.8 s instead of 0.6 s with 100 features)."""
     window_s, failed = _window(request, session, window)
     if failed is not None or window_s is None:
         return failed or error_page(request, session, 422, "bad window")
@@ -178,7 +181,12 @@ def drift_page(
         return pocketml_error_page(request, session, exc)
     try:
         report = state.monitor.drift(
-            session.app_id, name, version=version, window_s=window_s, until=until
+            session.app_id,
+            name,
+            version=version,
+            window_s=window_s,
+            until=until,
+            series=over_time,
         )
     except NotFound as exc:
         return _nothing_yet(request, session, "drift.html", name, window, until, version, exc)
@@ -199,6 +207,7 @@ def drift_page(
         blocks=blocks,
         sparks=sparks,
         charts=drift_series_charts(report.series),
+        over_time=over_time,
         query={"window": window, "until": until, "version": version},
     )
 
