@@ -223,7 +223,13 @@ def test_the_drift_page_shows_the_reports_decisions_and_links_each_feature(
         fast = ui.get("/ui/models/digits/drift", params={"until": UNTIL})
         top = api.fleet.features[0]
         feature = ui.get(f"/ui/models/digits/drift/{top.name}", params={"until": UNTIL})
+        history = ui.get(
+            f"/ui/models/digits/drift/{top.name}",
+            params={"until": UNTIL, "window": "6h", "over_time": 1},
+        )
         missing = ui.get("/ui/models/digits/drift/nope", params={"until": UNTIL})
+    with live.admin(app.admin_token) as client:
+        last_hour = client.drift("digits", until=UNTIL, window="1h", group_by="")
 
     assert response.status_code == 200
     text = response.text
@@ -241,6 +247,12 @@ def test_the_drift_page_shows_the_reports_decisions_and_links_each_feature(
     )
     assert feature.status_code == 200
     assert feature.text.count("reference vs current share per bin") == 1 + len(api.groups)
+    last = next(b for b in last_hour.fleet.features if b.name == top.name)
+    table = history.text.split("s test per sub-window</caption>")[1]
+    rows = re.findall(r'<tr><th scope="row">[^<]*</th><td class="num">([^<]*)</td>', table)
+    assert history.status_code == 200 and len(rows) == 6  # 6 hours: 3 without sketches
+    assert rows[-1] == num(last.score)
+    assert "drift score over time</title>" in history.text
     assert missing.status_code == 404 and "no feature &#39;nope&#39;" in missing.text
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from markupsafe import Markup
 
-from pocketml.monitor import AccuracyPoint, SeriesPoint
+from pocketml.monitor import AccuracyPoint, FeatureReport, GroupDrift, SeriesPoint
 from pocketml.server.console._format import duration, num, pct
 from pocketml.server.console._svg import Series, histogram_pair, sparkline, time_series
 from pocketml.telemetry import MetricsRow
@@ -25,9 +25,11 @@ __all__ = [
     "MAX_LINES",
     "TelemetryView",
     "accuracy_chart",
+    "blocks_of",
     "bucket_width",
     "drift_series_charts",
     "feature_histogram",
+    "feature_score_chart",
     "feature_spark",
     "telemetry_view",
 ]
@@ -188,3 +190,16 @@ def accuracy_chart(points: Sequence[AccuracyPoint], reference: float | None) -> 
         times = [p.start for p in points]
         lines.append(Series("reference split", [(min(times), reference), (max(times), reference)]))
     return time_series("Estimated and realised accuracy over time", lines, y_format=pct)
+
+
+def blocks_of(group: GroupDrift) -> list[FeatureReport]:
+    """Every tested block of a group, in the report's order (features most drifted first)."""
+    blocks = [*group.features, *group.multivariate]
+    return blocks + [b for b in (group.prediction, group.confidence) if b is not None]
+
+
+def feature_score_chart(name: str, points: Sequence[tuple[float, FeatureReport | None]]) -> Markup:
+    """One block's score per sub-window, with its threshold (the score at p == alpha)."""
+    score = Series("score", [(t, None if b is None else b.score) for t, b in points])
+    threshold = Series("threshold", [(t, None if b is None else b.threshold) for t, b in points])
+    return time_series(f"{name}: drift score over time", [score, threshold], y_min=0.0)

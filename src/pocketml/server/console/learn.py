@@ -20,7 +20,7 @@ from pydantic import AfterValidator
 
 from pocketml.bounds import check_text
 from pocketml.errors import InvalidInput, NotFound, PocketMLError
-from pocketml.monitor import parse_window
+from pocketml.monitor import DriftReport, FeatureReport, GroupDrift, parse_window
 from pocketml.server._state import ServerState, server_state
 from pocketml.server.console._common import (
     Console,
@@ -33,9 +33,11 @@ from pocketml.server.console._common import (
 from pocketml.server.console._fleet import fleet_summary
 from pocketml.server.console._learn_views import (
     accuracy_chart,
+    blocks_of,
     bucket_width,
     drift_series_charts,
     feature_histogram,
+    feature_score_chart,
     feature_spark,
     telemetry_view,
 )
@@ -192,9 +194,7 @@ def drift_page(
         return _nothing_yet(request, session, "drift.html", name, window, until, version, exc)
     except PocketMLError as exc:
         return pocketml_error_page(request, session, exc)
-    fleet = report.fleet
-    blocks = [*fleet.features, *fleet.multivariate]
-    blocks += [b for b in (fleet.prediction, fleet.confidence) if b is not None]
+    blocks = blocks_of(report.fleet)
     sparks = {
         b.name: feature_spark(b.name, b.histogram.reference, b.histogram.current) for b in blocks
     }
@@ -212,6 +212,34 @@ def drift_page(
     )
 
 
+HISTORY_POINTS = 12
+"""Sub-windows of a feature's score history (each is one fleet-only drift report)."""
+
+
+def _feature_history(
+    state: ServerState, app_id: str, report: DriftReport, feature: str
+) -> list[tuple[float, FeatureReport | None]]:
+    """The feature's test in each of up to ``HISTORY_POINTS`` equal sub-windows (>= 1 h)
+    of the report's window: what ``GET .../drift?window=<step>&until=<end>&group_by=``
+    answers for each."""
+    span = report.until - report.since
+    step = max(3600, span // HISTORY_POINTS // 3600 * 3600)
+    points: list[tuple[float, FeatureReport | None]] = []
+    for end in range(report.until - (span // step - 1) * step, report.until + 1, step):
+        part = state.monitor.drift(
+            app_id,
+            report.model,
+            version=report.version,
+            window_s=step,
+            until=end,
+            group_by=(),
+            series=False,
+        )
+        block = next((b for b in blocks_of(part.fleet) if b.name == feature), None)
+        points.append((end - step / 2, block))
+    return points
+
+
 @router.get("/models/{name}/drift/{feature}", response_class=HTMLResponse)
 def drift_feature_page(
     request: Request,
@@ -221,9 +249,11 @@ def drift_feature_page(
     window: Window = "24h",
     until: Until = None,
     version: Version = None,
+    over_time: Annotated[bool, Query(description="Also the score per sub-window.")] = False,
     state: ServerState = Depends(server_state),
 ) -> Response:
-    """One feature: reference vs current histograms for the fleet and each group."""
+    """One feature: reference vs current histograms for the fleet and each group, and on
+    request (``over_time=1``) its score in each of 12 sub-windows (12 more reports)."""
     window_s, failed = _window(request, session, window)
     if failed is not None or window_s is None:
         return failed or error_page(request, session, 422, "bad window")
@@ -231,17 +261,12 @@ def drift_feature_page(
         report = state.monitor.drift(
             session.app_id, name, version=version, window_s=window_s, until=until, series=False
         )
-    except PocketMLError as exc:
-        return pocketml_error_page(request, session, exc)
-    groups = []
-    for group in (report.fleet, *report.groups):
-        blocks = [*group.features, *group.multivariate]
-        blocks += [b for b in (group.prediction, group.confidence) if b is not None]
-        block = next((b for b in blocks if b.name == feature), None)
-        if block is not None:
-            label = " ".join(v or "(none)" for v in group.labels.values()) or "fleet"
-            if group is report.fleet:
-                label = "fleet"
+        groups = []
+        for group in (report.fleet, *report.groups):
+            block = next((b for b in blocks_of(group) if b.name == feature), None)
+            if block is None:
+                continue
+            label = "fleet" if group is report.fleet else _group_label(group)
             chart = feature_histogram(
                 f"{feature} ({label})",
                 block.histogram.labels,
@@ -249,10 +274,11 @@ def drift_feature_page(
                 block.histogram.current,
             )
             groups.append((label, group, block, chart))
-    if not groups:
-        return error_page(
-            request, session, 404, f"model {name!r} v{report.version} has no feature {feature!r}."
-        )
+        if not groups:
+            raise NotFound(f"model {name!r} v{report.version} has no feature {feature!r}.")
+        history = _feature_history(state, session.app_id, report, feature) if over_time else []
+    except PocketMLError as exc:
+        return pocketml_error_page(request, session, exc)
     return page(
         request,
         "drift_feature.html",
@@ -261,8 +287,15 @@ def drift_feature_page(
         feature=feature,
         report=report,
         groups=groups,
+        over_time=over_time,
+        history=history,
+        history_chart=feature_score_chart(feature, history) if history else None,
         query={"window": window, "until": until, "version": version},
     )
+
+
+def _group_label(group: GroupDrift) -> str:
+    return " ".join(value or "(none)" for value in group.labels.values()) or "fleet"
 
 
 @router.get("/models/{name}/accuracy", response_class=HTMLResponse)
