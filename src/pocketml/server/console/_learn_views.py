@@ -135,14 +135,13 @@ def _shares(counts: Sequence[int]) -> list[float | None]:
 
 
 def feature_spark(name: str, reference: Sequence[int], current: Sequence[int]) -> Markup:
-    """A table cell's picture of one feature: current shares per bin (the line) over the
-    reference's (the dashed mark is the reference's largest share)."""
-    ref = [s for s in _shares(reference) if s is not None]
+    """A table cell's picture of one feature: the window's share per bin (blue) over the
+    reference's (grey)."""
     return sparkline(
-        f"{name}: current shares per bin",
+        f"{name}: share per bin, current over reference",
         _shares(current),
+        reference=_shares(reference),
         y_format=pct,
-        mark=max(ref) if ref else None,
     )
 
 

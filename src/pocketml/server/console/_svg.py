@@ -123,10 +123,8 @@ def _nice_step(span: float, ticks: int) -> float:
 
 
 def _y_ticks(low: float, high: float) -> tuple[float, float, list[float]]:
-    if low == high:
-        low, high = (
-            (low - 1, high + 1) if low == 0 else (low - abs(low) * 0.1, high + abs(high) * 0.1)
-        )
+    if low == high:  # a flat line: an axis from 0 (a share of 0 % reads 0 % to 100 %)
+        low, high = (0.0, 1.0) if low == 0 else (low - abs(low) * 0.1, high + abs(high) * 0.1)
     step = _nice_step(high - low, 4)
     first = math.floor(low / step) * step
     last = math.ceil(high / step) * step
@@ -200,7 +198,7 @@ def time_series(
     *,
     y_format: Formatter = num,
     y_min: float | None = None,
-    width: int = 640,
+    width: int = 720,
     height: int = 220,
     max_points: int = 150,
 ) -> Markup:
@@ -307,7 +305,7 @@ def histogram_pair(
     reference: Sequence[float],
     current: Sequence[float],
     *,
-    width: int = 640,
+    width: int = 720,
     height: int = 200,
 ) -> Markup:
     """Reference and current shares per bin, side by side (counts are normalised).
@@ -341,7 +339,7 @@ def histogram_pair(
                 '<text x="{tx}" y="{ty:.1f}" text-anchor="end">{label}</text>'
             ).format(l=left, r=width - right, y=py, tx=left - 4, ty=py + 4, label=pct(value, 2))
         )
-    every = max(1, math.ceil(len(labels) / 8))
+    every = max(1, math.ceil(len(labels) / 6))
     bar_w = max(slot * 0.4, 0.5)
     for i, (label, r, c) in enumerate(zip(labels, ref, cur, strict=True)):
         bx = left + i * slot + slot * 0.1
@@ -355,7 +353,7 @@ def histogram_pair(
         if i % every == 0:
             out.append(
                 Markup('<text x="{:.1f}" y="{}" text-anchor="middle">{}</text>').format(
-                    left + (i + 0.5) * slot, height - 18, _short(label, 14)
+                    left + (i + 0.5) * slot, height - 18, _short(label, 12)
                 )
             )
     for n, (name, colour) in enumerate((("reference", _REFERENCE), ("current", _CURRENT))):
@@ -434,45 +432,40 @@ def sparkline(
     title: str,
     values: Sequence[float | None],
     *,
+    reference: Sequence[float | None] = (),
     y_format: Formatter = num,
     width: int = 120,
     height: int = 28,
-    mark: float | None = None,
 ) -> Markup:
-    """A table cell's trend: one line, no axes; ``mark`` draws a dashed threshold.
+    """A table cell's trend: one line, no axes; ``reference`` (same length) is drawn
+    behind it in grey, on the same scale.
 
     Returns:
         The SVG, or an em dash (a cell has no room for a sentence) with the title as
         its accessible name when no value is finite.
     """
     points = downsample([(float(i), v) for i, v in enumerate(values)], 60)
+    behind = downsample([(float(i), v) for i, v in enumerate(reference)], 60)
     finite = [v for _, v in points if v is not None]
     if not finite:
         return Markup('<span aria-label="{}: no data">—</span>').format(title)
-    low, high = min(finite), max(finite)
-    if mark is not None and math.isfinite(mark):
-        low, high = min(low, mark), max(high, mark)
+    scale = finite + [v for _, v in behind if v is not None]
+    low, high = min(scale), max(scale)
     span = (high - low) or 1.0
-    last = max(points[-1][0], 1.0)
+    last = max(points[-1][0], behind[-1][0] if behind else 0.0, 1.0)
 
     def xy(t: float, v: float) -> tuple[float, float]:
         return 1 + t / last * (width - 2), 1 + (1 - (v - low) / span) * (height - 2)
 
-    coords = [None if v is None else xy(t, v) for t, v in points]
     desc = f"from {y_format(finite[0])} to {y_format(finite[-1])}, max {y_format(max(finite))}"
     out = [_open(width, height, title, desc, extra=" spark")]
-    if mark is not None and math.isfinite(mark):
-        my = xy(0, mark)[1]
-        out.append(
-            Markup(
-                '<line x1="0" x2="{}" y1="{:.1f}" y2="{:.1f}" stroke="#b3261e" '
-                'stroke-dasharray="3 2"/>'
-            ).format(width, my, my)
-        )
-    out.append(
-        Markup('<path d="{}" fill="none" stroke="{}" stroke-width="1.5"/>').format(
-            _path(coords), _CURRENT
-        )
-    )
+    for line, colour in ((behind, _REFERENCE), (points, _CURRENT)):
+        if line:
+            coords = [None if v is None else xy(t, v) for t, v in line]
+            out.append(
+                Markup('<path d="{}" fill="none" stroke="{}" stroke-width="1.5"/>').format(
+                    _path(coords), colour
+                )
+            )
     out.append(Markup("</svg>"))
     return Markup("").join(out)
