@@ -302,6 +302,7 @@ def test_key_numbers_equal_what_the_api_answers(seen: Shop) -> None:
         rollout_page = browser.get(f"/ui/rollouts/{seen.rollout_id}").text
         experiment_page = browser.get(f"/ui/experiments/{seen.experiment_id}").text
         audit_page = browser.get("/ui/audit").text
+        compare = browser.get("/ui/models/digits/compare?a=1&b=2&days=1").text
 
     for name, groups in metrics.items():
         count = sum(g["count"] for g in groups)
@@ -313,6 +314,12 @@ def test_key_numbers_equal_what_the_api_answers(seen: Shop) -> None:
         assert cell(overview, f"p95:{name}") == duration(max(g["latency_p95_ms"] for g in groups))
         assert cell(overview, f"firing:{name}") == "0"
     assert sum(g["count"] for g in metrics["digits"]) == 20  # the test's own events, all counted
+
+    for g in metrics["digits"]:  # the comparison's per device class numbers are the API's
+        key = f"{g['device_class']}:{g['version']}"
+        assert cell(compare, f"count:{key}") == f"{g['count']:,}"
+        assert cell(compare, f"p95:{key}") == duration(g["latency_p95_ms"])
+        assert cell(compare, f"error-rate:{key}") == pct(g["error_rate"])
 
     assert cell(model, "share:2") == f"{rollout.percent:g} %"
     assert cell(model, "share:1") == f"{100 - rollout.percent:g} %"

@@ -44,6 +44,7 @@ from pocketml.server.routes import (
     RolloutId,
     StrictJsonRoute,
 )
+from pocketml.telemetry import MetricsRow, aggregate_events
 
 __all__ = ["router"]
 
@@ -304,6 +305,18 @@ def change_stage(
     return RedirectResponse(f"{_model_path(name)}/versions/{version}?notice=staged", 303)
 
 
+def _metrics_of(
+    state: ServerState, app_id: str, model: str, versions: tuple[int, int], since: float
+) -> list[MetricsRow]:
+    """The metrics API's groups (``TelemetryService.model_metrics``) of two versions only.
+
+    The same aggregation over the same events, read for the two versions alone: each
+    (version, device class) group is computed on its own, so its numbers are the API's,
+    and the feedback join (most of the cost) is not paid for the other versions' events.
+    """
+    return aggregate_events(state.telemetry.store.events(app_id, model, since, None, versions))
+
+
 @router.get("/models/{name}/compare", response_class=HTMLResponse)
 def compare_page(
     request: Request,
@@ -319,7 +332,7 @@ def compare_page(
     try:
         left = state.registry.get_version(app_id, name, a)
         right = state.registry.get_version(app_id, name, b)
-        rows = state.telemetry.model_metrics(app_id, name, since=time.time() - days * DAY_S)
+        rows = _metrics_of(state, app_id, name, (a, b), time.time() - days * DAY_S)
     except PocketMLError as exc:
         return pocketml_error_page(request, session, exc)
     by_class: dict[str, dict[int, object]] = {}
