@@ -526,3 +526,28 @@ def test_versions_are_paged_newest_first(seen: Shop, monkeypatch: pytest.MonkeyP
     assert ">v2</a>" in first and ">v1</a>" not in first.split("Variants of")[0]
     assert "offset=1" in first and "older" in first
     assert ">v1</a>" in older.split("Variants of")[0] and "newer" in older
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/ui/models/digits/compare?a=1&b=x", 422),
+        ("/ui/models/digits/compare?a=1", 422),
+        ("/ui/models/digits/compare?a=1&b=2&days=91", 422),
+        ("/ui/models/digits/compare?a=1&b=9", 404),
+        ("/ui/models/digits/versions/0", 422),
+        ("/ui/overview?offset=-1", 422),
+        ("/ui/rollouts/%00", 422),
+        ("/ui/rollouts/" + "r" * 41, 422),
+        ("/ui/audit?subject=" + "s" * 41, 422),
+        ("/ui/experiments/nope", 404),
+    ],
+)
+def test_hostile_input_answers_a_clear_4xx_page(seen: Shop, path: str, status: int) -> None:
+    with seen.browser() as browser:
+        response = browser.get(path)
+        action = browser.post(f"/ui/rollouts/{seen.rollout_id}/explode", data={"csrf": "x"})
+    assert response.status_code == status, response.text[:500]
+    assert response.headers["content-type"].startswith("text/html")
+    assert 'role="alert"' in response.text
+    assert action.status_code == 422  # not an action of a rollout
