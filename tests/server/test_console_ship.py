@@ -385,6 +385,7 @@ def test_each_rollout_action_moves_the_rollout_and_is_audited_as_the_apis(shop: 
             )
         shown = browser.get(response.headers["location"]).text
     assert "The rollout was rolled back" in shown
+    assert shown.count("reached 20") == 2  # step 1 at creation, step 2 at the advance
     assert "Confirm:" not in shown  # a rolled-back rollout offers no action
 
 

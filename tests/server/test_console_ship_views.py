@@ -254,3 +254,19 @@ def test_two_versions_compare_on_the_union_of_their_numbers() -> None:
     assert "note" not in metrics
     sizes = {row.label: row.difference for row in views.compare_sizes(a, b)}
     assert sizes == {"onnx": -20.0, "tfl": None}
+
+
+def test_each_step_is_reached_at_creation_or_at_its_advance() -> None:
+    from datetime import timedelta
+
+    from pocketml.delivery import AuditEntry
+
+    def entry(action: str, minutes: int) -> AuditEntry:
+        return AuditEntry(
+            1, "r", action, "running", "running", "admin", "", {}, T0 + timedelta(minutes=minutes)
+        )
+
+    moving = rollout(2, 1, 10.0)
+    moving = type(moving)(**{**moving.__dict__, "schedule": (10.0, 50.0, 100.0)})
+    trail = [entry("pause", 5), entry("advance", 30), entry("create", 0)]
+    assert views.step_times(moving, trail) == [T0, T0 + timedelta(minutes=30), None]

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from pocketml.delivery import Experiment, Rollout
+from pocketml.delivery import AuditEntry, Experiment, Rollout
 from pocketml.registry import VariantInfo, VersionInfo
 from pocketml.server.console._format import NO_VALUE, num
 from pocketml.telemetry import MetricsRow
@@ -30,6 +31,7 @@ __all__ = [
     "lineage",
     "rollout_share",
     "schema_tables",
+    "step_times",
     "traffic",
     "variant_grid",
 ]
@@ -165,6 +167,17 @@ def rollout_share(
 
 
 _ROLLOUT_ACTIONS = frozenset({"create", "advance", "pause", "resume", "rollback", "complete"})
+
+
+def step_times(rollout: Rollout, trail: Sequence[AuditEntry]) -> list[datetime | None]:
+    """When each step of the schedule was reached (None: not yet, or not in the trail):
+    the first at creation, each later one at the ``advance`` that moved to it."""
+    reached: list[datetime | None] = [None] * len(rollout.schedule)
+    reached[0] = rollout.created_at
+    advances = sorted(e.at for e in trail if e.action == "advance")
+    for step, moment in enumerate(advances[: len(reached) - 1], start=1):
+        reached[step] = moment
+    return reached
 
 
 def audit_link(action: str, subject: str) -> str | None:

@@ -417,6 +417,7 @@ def _rollout_view(
         guardrails=evaluation.get("guardrails") or [],
         evaluated_at=evaluation.get("at"),
         trail=list(reversed(trail)),
+        reached=views.step_times(rollout, trail),
         actions=actions,
         notice=notice,
         error=error,
