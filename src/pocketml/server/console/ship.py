@@ -13,7 +13,6 @@ promote) shows the page again with the reason.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Annotated, Literal
 from urllib.parse import quote
@@ -109,7 +108,7 @@ def overview_page(
             firing = {}
             for alert in state.alerts.list_alerts(app_id, states=["firing"], limit=1000):
                 firing[alert.model] = firing.get(alert.model, 0) + 1
-        since = time.time() - DAY_S
+        since = state.telemetry.clock() - DAY_S
         rows = [
             views.OverviewRow(
                 name=m.name,
@@ -332,10 +331,10 @@ def compare_page(
     try:
         left = state.registry.get_version(app_id, name, a)
         right = state.registry.get_version(app_id, name, b)
-        rows = _metrics_of(state, app_id, name, (a, b), time.time() - days * DAY_S)
+        rows = _metrics_of(state, app_id, name, (a, b), state.telemetry.clock() - days * DAY_S)
     except PocketMLError as exc:
         return pocketml_error_page(request, session, exc)
-    by_class: dict[str, dict[int, object]] = {}
+    by_class: dict[str, dict[int, MetricsRow]] = {}
     for row in rows:
         if row.version in (a, b):
             by_class.setdefault(row.device_class or "unknown", {})[row.version] = row
