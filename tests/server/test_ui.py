@@ -33,7 +33,7 @@ def test_admin_logs_in_and_sees_models_versions_and_an_escaped_card(
     assert model.status_code == 200
     assert "v1" in model.text
     assert version.status_code == 200
-    for text in ("onnx-fp32", "onnx-int8", "int8", "0.96", "high", "<em>small</em>"):
+    for text in ("onnx-fp32", "onnx-int8", "int8", "96 %", "high", "<em>small</em>"):
         assert text in version.text
     assert "<script>alert(1)</script>" not in version.text
     assert "&lt;script&gt;" in version.text

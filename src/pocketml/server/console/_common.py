@@ -53,6 +53,9 @@ COOKIE = "pocketml_admin"
 NAV: list[tuple[str, str]] = [
     ("Overview", "/ui/overview"),
     ("Models", "/ui/models"),
+    ("Rollouts", "/ui/rollouts"),
+    ("Experiments", "/ui/experiments"),
+    ("Audit", "/ui/audit"),
 ]
 NAV += [
     ("Fleet", "/ui/fleet"),

@@ -143,3 +143,36 @@ FILTERS = {
     "seconds": seconds,
     "at": at,
 }
+
+
+# Filters the ship pages added: a rollout's share, differences, p-values.
+
+
+def percent(value: Any, digits: int = 3) -> str:
+    """A number that already is a percentage (a rollout's ``12.5``) as ``12.5 %``."""
+    number = _finite(value)
+    return NO_VALUE if number is None else f"{num(number, digits)} %"
+
+
+def signed(value: Any, digits: int = 3) -> str:
+    """A difference with its sign (``+0.012``, ``−3.4``, ``0``): which way it moved."""
+    number = _finite(value)
+    if number is None:
+        return NO_VALUE
+    if number == 0:
+        return "0"
+    text = num(abs(number), digits)
+    return f"+{text}" if number > 0 else f"\u2212{text}"
+
+
+def pvalue(value: Any) -> str:
+    """A p-value to 2 significant digits, floored at ``< 0.001`` (more digits mean nothing)."""
+    number = _finite(value)
+    if number is None:
+        return NO_VALUE
+    if number < 0.001:
+        return "< 0.001"
+    return num(number, 2)
+
+
+FILTERS.update({"percent": percent, "signed": signed, "pvalue": pvalue})
