@@ -417,8 +417,20 @@ def test_promote_and_stop_change_state_through_the_apis_calls(shop: Shop) -> Non
         experiment = api.show_experiment(shop.experiment_id)
         faces = api.show_model("faces")
         audit = api.audit(subject=shop.experiment_id, limit=1).items[0]
+        staged = [
+            e
+            for e in api.audit(limit=100).items
+            if e.action == "version.stage" and e.details["model"] == "faces"
+        ]
     assert (experiment.state, experiment.winner) == ("stopped", 2)
     assert faces.production_version == 1  # v2 by the stop, then v1 again by the promote
+    # newest first: the console's promote (v1 was archived already by the stop: no change,
+    # no entry), then the API's promote when the shop was set up; same actor, same shape
+    actor = f"admin:{shop.app_id}"
+    assert [(e.from_state, e.to_state, e.actor, e.details) for e in staged] == [
+        ("archived", "production", actor, {"model": "faces", "version": 1}),
+        ("candidate", "production", actor, {"model": "faces", "version": 1}),
+    ]
     assert (audit.action, audit.actor, audit.reason) == (
         "experiment.stop",
         f"admin:{shop.app_id}",

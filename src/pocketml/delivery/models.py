@@ -25,11 +25,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
+
 from pocketml.db import utcnow
 from pocketml.delivery._experiment_store import ExperimentStore
 from pocketml.delivery.rollouts import RolloutService, _audit
 from pocketml.errors import Conflict, PocketMLError
-from pocketml.registry import ModelInfo
+from pocketml.registry import ModelInfo, VersionInfo
 from pocketml.registry.transactions import delete_model_rows, referenced_keys, update_model_row
 
 __all__ = ["ModelAdmin", "ModelDeleted"]
@@ -115,6 +117,29 @@ class ModelAdmin:
         self.rollouts.notify_changed(app_id)
         logger.info("updated model %s of app %s (%s)", name, app_id, ", ".join(changed))
         return self.registry.get_model(app_id, name)
+
+    def set_stage(
+        self, app_id: str, name: str, version: int, stage: str, *, actor: str = "admin"
+    ) -> VersionInfo:
+        """Move a version to candidate, production or archived, audited (``version.stage``).
+
+        The registry's stage change and the audit entry are one transaction; devices see
+        the change at their next check-in (the delivery cache is told).
+
+        Raises:
+            NotFound: no such version. InvalidInput: unknown stage.
+            Conflict: an active rollout needs the current stages (see ``Registry.set_stage``).
+        """
+        moment = utcnow()
+
+        def audit(conn: sa.Connection, model_id: str, old_stage: str) -> None:
+            entry = _audit(model_id, app_id, "version.stage", old_stage, stage, actor, "", moment)
+            entry["details"] = {"model": name, "version": version}
+            self.store.insert_audit(conn, entry)
+
+        info = self.registry.set_stage(app_id, name, version, stage, on_change=audit)
+        self.rollouts.notify_changed(app_id)
+        return info
 
     def delete(
         self, app_id: str, name: str, *, force: bool = False, actor: str = "admin"

@@ -47,7 +47,7 @@ from pocketml.registry._types import (
     VersionInfo,
 )
 from pocketml.registry.artifacts import ArtifactStore
-from pocketml.registry.store import DuplicateBuild, RegistryStore, VersionTaken, new_id
+from pocketml.registry.store import DuplicateBuild, RegistryStore, StageHook, VersionTaken, new_id
 
 if TYPE_CHECKING:
     from pocketml.protect import ContentKey, MasterKey, SigningKey
@@ -460,11 +460,20 @@ class Registry(SigningKeys):
         """
         return self.store.get_reference_profile(app_id, model, version)
 
-    def set_stage(self, app_id: str, model: str, version: int, stage: str) -> VersionInfo:
+    def set_stage(
+        self,
+        app_id: str,
+        model: str,
+        version: int,
+        stage: str,
+        on_change: StageHook | None = None,
+    ) -> VersionInfo:
         """Move a version to candidate, production or archived.
 
         At most one version per model is in production: promoting one archives the
-        previous production version in the same transaction.
+        previous production version in the same transaction. ``on_change(connection,
+        model_id, old_stage)`` runs in that transaction when the stage changes (an operator's
+        change goes through ``ModelAdmin.set_stage``, which audits it there).
 
         Raises:
             NotFound: no such version. InvalidInput: unknown stage.
@@ -472,7 +481,7 @@ class Registry(SigningKeys):
                 its candidate (complete or roll the rollout back first).
         """
         _check_stage(stage)
-        return self.store.set_stage(app_id, model, version, stage)
+        return self.store.set_stage(app_id, model, version, stage, on_change)
 
     def delete_version(self, app_id: str, model: str, version: int) -> None:
         """Delete a version and its variants' rows (their blobs may be shared and stay).

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -50,6 +50,9 @@ from pocketml.registry._rows import (
     version_info,
 )
 from pocketml.registry._types import AppInfo, ModelInfo, Page, StoredPackage, VersionInfo
+
+StageHook = Callable[[sa.Connection, str, str], None]
+"""Called in a stage change's transaction with (connection, model id, old stage)."""
 
 __all__ = ["DuplicateBuild", "RegistryStore", "VersionTaken", "new_id"]
 
@@ -393,13 +396,26 @@ class RegistryStore(SigningKeyStore, DeviceKeyStore, PackageAccessStore):
             row = _version_row(s, _model_row(s, app_id, model), version)
             return None if row.reference_profile is None else dict(row.reference_profile)
 
-    def set_stage(self, app_id: str, model: str, version: int, stage: str) -> VersionInfo:
-        """Set a version's stage; promoting to production archives the previous one."""
+    def set_stage(
+        self,
+        app_id: str,
+        model: str,
+        version: int,
+        stage: str,
+        on_change: StageHook | None = None,
+    ) -> VersionInfo:
+        """Set a version's stage; promoting to production archives the previous one.
+
+        ``on_change(connection, model_id, old_stage)`` runs in the same transaction when the
+        stage changes (the delivery layer writes its audit entry there).
+        """
         with self._session(f"set the stage of {model} v{version}", write=True) as s:
             model_row = _model_row(s, app_id, model, lock=True)
             row = _version_row(s, model_row, version)
             if stage != row.stage:
                 _check_no_rollout_needs(s, model_row, row, stage)
+                if on_change is not None:
+                    on_change(s.connection(), model_row.id, row.stage)
             if stage == "production" and row.stage != "production":
                 s.execute(
                     sa.update(ModelVersion)

@@ -289,18 +289,17 @@ def change_stage(
     csrf: str = Form("", max_length=128),
     state: ServerState = Depends(server_state),
 ) -> Response:
-    """Promote, demote or archive a version: the API's ``set_stage`` (+ cache refresh)."""
+    """Promote, demote or archive a version: the API's audited ``ModelAdmin.set_stage``."""
     if not check_csrf(request, session, csrf):
         return error_page(request, session, 403, CSRF_REFUSED)
     try:
-        state.registry.set_stage(session.app_id, name, version, stage)
+        state.delivery.models.set_stage(session.app_id, name, version, stage, actor=_actor(session))
     except NotFound as exc:
         return pocketml_error_page(request, session, exc)
     except PocketMLError as exc:
         return _version_view(
             request, session, state, name, version, error=str(exc), status=status_for(exc)
         )
-    state.delivery.invalidate(session.app_id)  # devices see the promotion at once
     return RedirectResponse(f"{_model_path(name)}/versions/{version}?notice=staged", 303)
 
 

@@ -202,7 +202,8 @@ def show_profile(
     summary="Change a version's stage",
     description=(
         "Moves the version to candidate, production or archived. A model has at most one "
-        "production version: promoting one archives the previous production version."
+        "production version: promoting one archives the previous production version. The "
+        "change is recorded in the audit log (action `version.stage`, subject the model's id)."
     ),
     responses=errors(*ERRORS_AUTH, 404, 409, 422),
 )
@@ -214,8 +215,9 @@ def set_stage(
     state: ServerState = Depends(server_state),
 ) -> VersionPublic:
     """Promote, demote or archive a version."""
-    info = state.registry.set_stage(principal.app_id, name, version, body.stage)
-    state.delivery.invalidate(principal.app_id)  # devices see the promotion at once
+    info = state.delivery.models.set_stage(  # audited; devices see it at their next check-in
+        principal.app_id, name, version, body.stage, actor=f"admin:{principal.app_id}"
+    )
     return VersionPublic.model_validate(info)
 
 
