@@ -103,8 +103,14 @@ def render_model_card(
     *,
     variants: Sequence[BuildVariant] | None = None,
     intended_use: str = "",
+    dataset_fingerprint: str | None = None,
 ) -> str:
-    """A Markdown model card: intended use, data, metrics, variants, limitations."""
+    """A Markdown model card: intended use, data, metrics, variants, limitations.
+
+    ``dataset_fingerprint`` is the whole dataset's (the version's lineage); the run
+    record's is what training read (its splits). The card names both, so it never shows
+    one value under the name of the other.
+    """
     lines = [f"# {schema.name}", ""]
     lines += [intended_use or f"Classifies inputs into {len(schema.labels)} classes.", ""]
     if run_record:
@@ -113,7 +119,9 @@ def render_model_card(
         lines += [
             "## Training data",
             "",
-            f"- dataset: `{dataset.get('name')}`, fingerprint `{dataset.get('fingerprint')}`",
+            f"- dataset: `{dataset.get('name')}`"
+            + (f", fingerprint `{dataset_fingerprint}` (lineage)" if dataset_fingerprint else ""),
+            f"- training read: fingerprint `{dataset.get('fingerprint')}` (the run's splits)",
             f"- split sizes: {dataset.get('sizes')} (seed {dataset.get('split_seed')})",
             f"- trained: {run_record.get('started_at')}, git commit {commit}",
             "",
@@ -218,7 +226,9 @@ def write_build(
             }
         )
     (out_dir / "schema.json").write_text(schema.to_json())
-    card_text = card or render_model_card(schema, groups, run_record, variants=entries)
+    card_text = card or render_model_card(
+        schema, groups, run_record, variants=entries, dataset_fingerprint=dataset_fingerprint
+    )
     (out_dir / "card.md").write_text(card_text)
     if run_record is not None:
         (out_dir / "run.json").write_text(json.dumps(run_record, indent=2, default=str) + "\n")
