@@ -106,7 +106,7 @@ class ParticipantRow(Base):
     idempotency_key: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
     update_sha256: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     payload: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
-    keys: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
+    advert: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
     shared: Mapped[bool] = mapped_column(sa.Boolean)
     unmask: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
 

@@ -98,7 +98,7 @@ def upgrade() -> None:
         sa.Column("idempotency_key", sa.String(128), nullable=True),
         sa.Column("update_sha256", sa.String(64), nullable=True),
         sa.Column("payload", sa.LargeBinary(), nullable=True),
-        sa.Column("keys", sa.JSON(), nullable=True),
+        sa.Column("advert", sa.JSON(), nullable=True),
         sa.Column("shared", sa.Boolean(), nullable=False),
         sa.Column("unmask", sa.JSON(), nullable=True),
         _task_fk(
