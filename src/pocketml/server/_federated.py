@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from pocketml.server._loop import make_pusher
 
 if TYPE_CHECKING:
     from pocketml.delivery import CheckinFacts
-    from pocketml.federated import FederatedService
+    from pocketml.federated import Announcement, FederatedService
     from pocketml.registry import Registry
 
 __all__ = ["announce", "make_signer", "open_federated"]
@@ -70,7 +71,7 @@ def _targeting(rules: str) -> Any:
     return parse_targeting(json.loads(rules))
 
 
-def announce(service: FederatedService, app_id: str, facts: CheckinFacts) -> list[dict[str, Any]]:
+def announce(items: Sequence[Announcement], facts: CheckinFacts) -> list[dict[str, Any]]:
     """The manifest's ``federated`` entries for a device: open tasks whose targeting matches.
 
     A task whose stored targeting no longer parses is skipped (and logged), never a 500
@@ -79,7 +80,7 @@ def announce(service: FederatedService, app_id: str, facts: CheckinFacts) -> lis
     import json
 
     out = []
-    for item in service.announcements(app_id):
+    for item in items:
         try:
             targeting = _targeting(json.dumps(list(item.targeting), sort_keys=True))
         except InvalidInput as exc:  # a stored rule the parser refuses now: skip the task
