@@ -61,7 +61,8 @@ class TaskSpec:
         population: devices the task may reach; with DP the sampling probability is
             ``clients_per_round / population`` (required with DP).
         secagg: mask updates so the server only learns their sum.
-        secagg_threshold: the SecAgg threshold as a fraction of a client's neighbours.
+        secagg_threshold: the SecAgg threshold as a fraction of a client's neighbours
+            (0.5: the smallest majority, ``k//2 + 1``; it tolerates the most dropouts).
         secagg_neighbours: ``k`` of the SecAgg+ graph (even), or None for all pairs.
         secagg_step_timeout_s: the longest a SecAgg phase waits for its messages.
         local_noise_std: Gaussian noise a device adds after clipping (0: none).
@@ -86,7 +87,7 @@ class TaskSpec:
     delta: float = 1e-5
     population: int | None = None
     secagg: bool = False
-    secagg_threshold: float = 0.67
+    secagg_threshold: float = 0.5
     secagg_neighbours: int | None = None
     secagg_step_timeout_s: float = 60.0
     local_noise_std: float = 0.0
@@ -215,7 +216,7 @@ def parse_task_spec(raw: Mapping[str, Any]) -> TaskSpec:
         delta=_float(raw, "delta", 1e-5, 1e-12, 0.1),
         population=_int(raw, "population", None, 1, 10**10),
         secagg=_bool(raw, "secagg", False),
-        secagg_threshold=_float(raw, "secagg_threshold", 0.67, 0.5, 1.0),
+        secagg_threshold=_float(raw, "secagg_threshold", 0.5, 0.5, 1.0),
         secagg_neighbours=_int(raw, "secagg_neighbours", None, 2, MAX_CLIENTS_PER_ROUND),
         secagg_step_timeout_s=_float(raw, "secagg_step_timeout_s", 60.0, 0.1, MAX_TIMEOUT_S),
         local_noise_std=_float(raw, "local_noise_std", 0.0, 0.0, 100.0),
