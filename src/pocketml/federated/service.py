@@ -1051,9 +1051,9 @@ class FederatedService:
             config = {**rnd.secagg, "survivors": survivors, "dropped": dropped}
             return self._set_phase(task, rnd, "unmask", now, spec, secagg=config)
         if phase == "unmask":
-            survivors = set(rnd.secagg.get("survivors", []))
-            done = [p for p in parts if p.client_id in survivors and p.unmask is not None]
-            if len(done) < len(survivors) and not due:
+            alive = set(rnd.secagg.get("survivors", []))
+            done = [p for p in parts if p.client_id in alive and p.unmask is not None]
+            if len(done) < len(alive) and not due:
                 return False
             return self._aggregate_secagg(task, rnd, spec, now)
         return False
@@ -1221,6 +1221,7 @@ class FederatedService:
             if finished:
                 values["state"] = "finishing"
             else:
+                assert next_round is not None
                 values["round"] = rnd.number + 1
                 conn.execute(sa.insert(ROUNDS).values(**next_round))
             conn.execute(sa.update(TASKS).where(TASKS.c.id == task.id).values(**values))
@@ -1267,6 +1268,7 @@ class FederatedService:
                     f"last: {reason}",
                 )
             else:
+                assert next_round is not None
                 values["round"] = rnd.number + 1
                 conn.execute(sa.insert(ROUNDS).values(**next_round))
             conn.execute(sa.update(TASKS).where(TASKS.c.id == task.id).values(**values))
