@@ -318,3 +318,58 @@ def test_operator_routes_list_get_and_cancel(server: LiveServer, tmp_path: Path)
     assert busy.status_code == 409
     assert cancelled.json()["state"] == "cancelled" and again.status_code == 409
     assert missing.status_code == 404 and device.status_code == 403
+
+
+def _cli(live: LiveServer, app: AppKeys, *args: str) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POCKETML_")}
+    env |= {
+        "POCKETML_SERVER_URL": live.url,
+        "POCKETML_TOKEN": app.admin_token,
+        "COLUMNS": "80",
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [sys.executable, "-m", "pocketml", "fl", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_the_cli_starts_lists_shows_and_cancels_at_80_columns(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    if not server.settings.resolved_database_url.startswith("sqlite"):
+        pytest.skip("the CLI is a thin client: one database is enough")
+    app = _fed_app(server, tmp_path)
+    started = _cli(
+        server,
+        app,
+        "start",
+        "digits",
+        "--version",
+        "1",
+        "--rounds",
+        "3",
+        "--clients-per-round",
+        "3",
+        "--dp",
+        "--population",
+        "100",
+        "--secagg",
+    )
+    assert started.returncode == 0, started.stderr
+    task_id = started.stdout.split()[1]
+    listed = _cli(server, app, "status")
+    shown = _cli(server, app, "status", task_id)
+    cancelled = _cli(server, app, "cancel", task_id)
+    no_population = _cli(server, app, "start", "digits", "--version", "1", "--dp")
+    for result in (listed, shown, cancelled):
+        assert result.returncode == 0, result.stderr
+        assert all(len(line) <= 80 for line in result.stdout.splitlines()), result.stdout
+    assert task_id in listed.stdout and "0/3" in listed.stdout
+    assert (
+        "secagg on" in shown.stdout and "DP z=1.0" in shown.stdout and "selecting" in shown.stdout
+    )
+    assert "cancelled" in cancelled.stdout
+    assert no_population.returncode == 2 and "--population" in no_population.stderr
