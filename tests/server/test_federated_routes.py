@@ -263,6 +263,15 @@ def test_a_secagg_round_over_http_recovers_a_dropout(server: LiveServer, tmp_pat
             d.join(t, tid, 1)
             d.fetch(t, tid, 1)
             d.train()
+        short = {
+            "device_id": devices[0].device_id,
+            "cipher_public": "AAAA",
+            "mask_public": "AAAA",
+            "seed_commitment": "AAAA",
+        }
+        assert _code(lambda: t.secagg_post(tid, 1, "keys", short)) == (422, "fl_secagg_invalid")
+        early = {"device_id": devices[0].device_id, "shares": {}}
+        assert _code(lambda: t.secagg_post(tid, 1, "shares", early)) == (409, "fl_wrong_phase")
         for d in devices:
             d.advertise(t, tid, 1)
         for d in devices:

@@ -111,6 +111,12 @@ class TaskSpec:
         return min(1.0, self.clients_per_round / self.population)
 
     @property
+    def count_stddev(self) -> float:
+        """σ_b of adaptive clipping's noisy unclipped count: ``max(1, m / 20)`` (the paper's
+        ``m / 20``, at least 1)."""
+        return max(1.0, self.clients_per_round / 20)
+
+    @property
     def max_cohort(self) -> int:
         """The most devices a round selects: ``m``, or ``2 m`` with DP's Poisson sampling
         (whose cohort size varies around ``m``)."""
@@ -249,6 +255,12 @@ def _check_combination(spec: TaskSpec) -> None:
         )
     if spec.adaptive_clipping and not spec.dp:
         raise InvalidInput("adaptive_clipping is part of DP-FedAvg: set noise_multiplier > 0.")
+    if spec.adaptive_clipping and 2 * spec.count_stddev <= 1 / spec.noise_multiplier:
+        raise InvalidInput(
+            f"adaptive_clipping needs noise_multiplier > {1 / (2 * spec.count_stddev):.3g} with "
+            f"clients_per_round {spec.clients_per_round} (the clip-count query takes part of "
+            "the noise); raise noise_multiplier or turn adaptive_clipping off."
+        )
     if spec.aggregator != "fedavg" and (spec.secagg or spec.dp):
         raise InvalidInput(
             f"aggregator {spec.aggregator!r} needs every update in the clear: it combines "

@@ -134,6 +134,13 @@ def _unb64(text: Any, name: str, size: int | None = None) -> bytes:
     return data
 
 
+def _client_key(key: Any, name: str) -> int:
+    """A client id used as a JSON object key ("7")."""
+    if not isinstance(key, str) or not key.isdigit() or not 1 <= int(key) < 2**32:
+        raise FlSecAggInvalid(f"field '{name}': keys must be client ids (1..2^32-1); got {key!r}")
+    return int(key)
+
+
 def _canonical(value: Any) -> bytes:
     import json
 
@@ -682,7 +689,6 @@ class FederatedService:
         Raises:
             NotFound, FlNotSelected, FlWrongPhase (not a SecAgg round).
         """
-        self.advance(task_id)  # a phase past its deadline closes before anyone reads it
         with self._read("read the SecAgg state") as conn:
             task = _task_row(conn, app_id, task_id)
             rnd = _round_row(conn, task_id, round_number)
@@ -794,10 +800,7 @@ class FederatedService:
         raw = body.get("shares")
         if not isinstance(raw, Mapping):
             raise FlSecAggInvalid("field 'shares' must be an object: recipient id -> base64")
-        try:
-            sealed = {int(k): _unb64(v, f"shares.{k}") for k, v in raw.items()}
-        except ValueError as exc:
-            raise FlSecAggInvalid("field 'shares': keys must be client ids") from exc
+        sealed = {_client_key(k, "shares"): _unb64(v, f"shares.{k}") for k, v in raw.items()}
         with self._in_phase(app_id, task_id, round_number, device_id, "share") as (
             conn,
             task,
@@ -847,7 +850,10 @@ class FederatedService:
             raw = body.get(kind) or {}
             if not isinstance(raw, Mapping):
                 raise FlSecAggInvalid(f"field '{kind}' must be an object: owner id -> base64")
-            parsed[kind] = {str(int(k)): _b64(_unb64(v, f"{kind}.{k}", 33)) for k, v in raw.items()}
+            parsed[kind] = {
+                str(_client_key(k, kind)): _b64(_unb64(v, f"{kind}.{k}", 33))
+                for k, v in raw.items()
+            }
         with self._in_phase(app_id, task_id, round_number, device_id, "unmask") as (
             conn,
             task,
@@ -1111,9 +1117,7 @@ class FederatedService:
         next_clip = clip
         if spec.dp:
             adaptive = (
-                AdaptiveClipping(count_stddev=max(1.0, spec.clients_per_round / 20))
-                if spec.adaptive_clipping
-                else None
+                AdaptiveClipping(count_stddev=spec.count_stddev) if spec.adaptive_clipping else None
             )
             dp = DPFedAvg(clip, spec.noise_multiplier, spec.clients_per_round, adaptive)
             result = dp.aggregate(updates, self._rng(spec, rnd.number))
