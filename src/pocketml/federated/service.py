@@ -808,7 +808,16 @@ class FederatedService:
             mine,
         ):
             if mine.shared:
-                raise FlAlreadyReported("the device sent its shares for this round already.")
+                sent = conn.execute(
+                    sa.select(SHARES.c.recipient, SHARES.c.ciphertext).where(
+                        SHARES.c.task_id == task_id,
+                        SHARES.c.round == round_number,
+                        SHARES.c.sender == mine.client_id,
+                    )
+                ).all()
+                if {int(r.recipient): bytes(r.ciphertext) for r in sent} == sealed:
+                    return UploadAnswer(True, True, round_number, 0)
+                raise FlAlreadyReported("the device sent other shares for this round already.")
             if mine.advert is None:
                 raise FlRoundClosed("the device did not advertise keys; it is out of the round.")
             server = self._replay(conn, task, rnd, upto="advertise")
