@@ -107,7 +107,7 @@ def _print_task(task: TaskPublic) -> None:
     if task.result_version is not None:
         console.print(
             f"result: candidate v{task.result_version} of {task.model} "
-            f"(pocketml rollout start {task.model} --version {task.result_version} ...)"
+            f"(pocketml rollout start {task.model} {task.result_version})"
         )
     if task.error:
         console.print(f"[red]{task.error}[/red]")
