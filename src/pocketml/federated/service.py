@@ -654,7 +654,9 @@ class FederatedService:
                 .where(ROUNDS.c.task_id == task_id, ROUNDS.c.number == round_number)
                 .values(reports=reports)
             )
-        self.advance(task_id)
+            pending = _pending(conn, task_id, round_number)
+        if pending == 0 or spec.secagg:  # the round (or the SecAgg phase) may end now
+            self.advance(task_id)
         return UploadAnswer(True, False, round_number, reports)
 
     def leave(
@@ -1526,6 +1528,16 @@ def _participant(conn: sa.Connection, task_id: str, number: int, device_id: str)
             PARTS.c.task_id == task_id, PARTS.c.round == number, PARTS.c.device_id == device_id
         )
     ).first()
+
+
+def _pending(conn: sa.Connection, task_id: str, number: int) -> int:
+    """Selected devices of the round that neither reported nor left."""
+    query = sa.select(sa.func.count()).where(
+        PARTS.c.task_id == task_id,
+        PARTS.c.round == number,
+        PARTS.c.state.not_in(("reported", "left")),
+    )
+    return int(conn.execute(query).scalar_one())
 
 
 def _participants(conn: sa.Connection, task_id: str, number: int) -> list[Any]:
