@@ -112,7 +112,7 @@ def test_a_round_over_http_ships_a_candidate_whose_package_verifies(
     from pocketml.protect import install_package
 
     app = _fed_app(server, tmp_path)
-    task = _start(server, app)
+    task = _start(server, app, rollout={"schedule": [5, 100], "min_samples": 10})
     devices = _devices(app, 3)
     with server.http(app.device_key) as http:
         t = HttpTransport(http)
@@ -120,6 +120,10 @@ def test_a_round_over_http_ships_a_candidate_whose_package_verifies(
             assert d.participate(t, task["id"], 1)["accepted"] is True
         done = _task(server, app, task["id"])
         assert done["state"] == "succeeded", done["log"]
+        with server.http(app.admin_token) as admin:
+            rollout = admin.get(f"/v1/admin/rollouts/{done['rollout_id']}").json()
+        assert rollout.get("candidate_version") == done["result_version"], done["log"]
+        assert rollout["percent"] == 5
         assert done["rounds"][0]["state"] == "aggregated" and done["clients_total"] == 3
         with server.admin(app.admin_token) as client:
             version = client.show_version("digits", done["result_version"])

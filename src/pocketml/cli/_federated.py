@@ -144,6 +144,9 @@ def start(
     min_samples: int = typer.Option(1, "--min-samples", help="Local samples a device needs."),
     any_network: bool = typer.Option(False, "--any-network", help="Do not require Wi-Fi."),
     any_power: bool = typer.Option(False, "--any-power", help="Do not require charging."),
+    rollout: str | None = typer.Option(
+        None, "--rollout", help="Start a staged rollout of the result, e.g. 1,5,25,100."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     server: str = ServerOption,
     token: str | None = TokenOption,
@@ -179,6 +182,13 @@ def start(
         )
     if neighbours is not None:
         spec["secagg_neighbours"] = neighbours
+    if rollout is not None:
+        try:
+            spec["rollout"] = {"schedule": [float(p) for p in rollout.split(",")]}
+        except ValueError as exc:
+            raise InvalidInput(
+                f"--rollout takes percents like 1,5,25,100; got {rollout!r}."
+            ) from exc
     with _client(server, token) as client:
         task = client.start_federated_task(model, spec)
     if as_json:

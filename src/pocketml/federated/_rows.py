@@ -295,6 +295,7 @@ def task_info(row: Any) -> TaskInfo:
         epsilon=row.epsilon,
         delta=config.get("delta") if (config.get("noise_multiplier") or 0) > 0 else None,
         result_version=row.result_version,
+        rollout_id=row.rollout_id,
         error=row.error,
         log=list(row.log or []),
         created_by=row.created_by,

@@ -20,6 +20,7 @@ AGGREGATORS = ("fedavg", "trimmed_mean", "median")
 MAX_CLIENTS_PER_ROUND = 1000
 MAX_ROUNDS = 10_000
 MAX_TIMEOUT_S = 7 * 86_400.0
+ROLLOUT_OPTIONS = frozenset({"schedule", "min_dwell_s", "min_samples", "on_breach", "guardrails"})
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ class TaskSpec:
         secagg_step_timeout_s: the longest a SecAgg phase waits for its messages.
         local_noise_std: Gaussian noise a device adds after clipping (0: none).
         seed: seeds the server's DP noise (tests and reproducible runs); None: OS entropy.
+        rollout: start a staged rollout of the result with these options (``schedule``,
+            ``min_dwell_s``, ``min_samples``, ``on_breach``, ``guardrails``: the rollouts'
+            own, checked by them); None leaves the result a candidate.
     """
 
     version: int
@@ -92,6 +96,7 @@ class TaskSpec:
     secagg_step_timeout_s: float = 60.0
     local_noise_std: float = 0.0
     seed: int | None = None
+    rollout: dict[str, Any] | None = None
 
     @property
     def join_window(self) -> float:
@@ -200,6 +205,13 @@ def parse_task_spec(raw: Mapping[str, Any]) -> TaskSpec:
     targeting = raw.get("targeting") or []
     if not isinstance(targeting, list) or not all(isinstance(r, Mapping) for r in targeting):
         raise _fail("targeting", "a list of rule objects", targeting)
+    rollout = raw.get("rollout")
+    if rollout is not None:
+        if not isinstance(rollout, Mapping) or not set(rollout) <= ROLLOUT_OPTIONS:
+            raise _fail(
+                "rollout", f"null or an object with keys in {sorted(ROLLOUT_OPTIONS)}", rollout
+            )
+        rollout = dict(rollout)
     aggregator = raw.get("aggregator", "fedavg")
     if aggregator not in AGGREGATORS:
         raise _fail("aggregator", f"one of {', '.join(AGGREGATORS)}", aggregator)
@@ -227,6 +239,7 @@ def parse_task_spec(raw: Mapping[str, Any]) -> TaskSpec:
         secagg_step_timeout_s=_float(raw, "secagg_step_timeout_s", 60.0, 0.1, MAX_TIMEOUT_S),
         local_noise_std=_float(raw, "local_noise_std", 0.0, 0.0, 100.0),
         seed=_int(raw, "seed", None, 0, 2**63 - 1),
+        rollout=rollout,
     )
     _check_combination(spec)
     return spec

@@ -143,6 +143,9 @@ class FederatedService:
         lease_ttl_s: how long a task's lease lasts between two renewals.
         check_targeting: validates a task's targeting rules (the delivery's parser);
             None accepts them unchecked.
+        start_rollout: ``start_rollout(app_id, model, version, options, actor) -> id``
+            starts a staged rollout of the result (the delivery's rollouts) when the task
+            asks for one; None leaves every result a candidate.
     """
 
     def __init__(
@@ -158,6 +161,7 @@ class FederatedService:
         owner: str | None = None,
         lease_ttl_s: float = 120.0,
         check_targeting: Callable[[list[dict[str, Any]]], Any] | None = None,
+        start_rollout: Callable[[str, str, int, dict[str, Any], str], str] | None = None,
     ) -> None:
         self.engine = engine
         self.registry = registry
@@ -169,6 +173,7 @@ class FederatedService:
         self.owner = owner or process_owner()
         self.lease_ttl_s = lease_ttl_s
         self.check_targeting = check_targeting
+        self.start_rollout = start_rollout
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._accountants: dict[str, PrivacyAccountant] = {}
@@ -1320,6 +1325,16 @@ class FederatedService:
             return
         finally:
             shutil.rmtree(self.work_dir / task.id, ignore_errors=True)
+        log = with_log_line(task.log, now, f"pushed candidate v{version}")
+        rollout_id = None
+        if spec.rollout is not None and self.start_rollout is not None:
+            try:
+                rollout_id = self.start_rollout(
+                    task.app_id, task.model, version, dict(spec.rollout), f"federated:{task.id}"
+                )
+                log = with_log_line(log, now, f"staged rollout {rollout_id} of v{version} started")
+            except PocketMLError as error:  # the candidate stays, for a rollout by hand
+                log = with_log_line(log, now, f"staged rollout not started: {error}")
         with self._write("finish the federated task") as conn:
             conn.execute(
                 sa.update(TASKS)
@@ -1328,9 +1343,10 @@ class FederatedService:
                     state="succeeded",
                     active_key=None,
                     result_version=version,
+                    rollout_id=rollout_id,
                     finished_at=self._dt(now),
                     updated_at=self._dt(now),
-                    log=with_log_line(task.log, now, f"pushed candidate v{version}"),
+                    log=log,
                 )
             )
         self._changed(task.app_id)
