@@ -417,10 +417,12 @@ class FederatedService:
 
         The caller (the check-in) keeps those whose ``targeting`` matches the device.
         """
+        with self._task_lock(f"announcements:{app_id}"):  # one read per app at a time
+            fresh = self.cached_announcements(app_id)
+            return fresh if fresh is not None else self._read_announcements(app_id)
+
+    def _read_announcements(self, app_id: str) -> list[Announcement]:
         now = self._now()
-        cached = self._open.get(app_id)
-        if cached is not None and now - cached[0] < _OPEN_CACHE_S:
-            return [a for a in cached[1] if a.join_until > now]
         query = (
             sa.select(TASKS, ROUNDS.c.join_until, ROUNDS.c.selected, ROUNDS.c.phase)
             .join(
