@@ -438,3 +438,21 @@ def test_cancel_closes_the_round_and_forgets_the_updates(world: World) -> None:
     with pytest.raises(Conflict):
         service.cancel_task(world.app_id, task.id, actor="a")
     assert math.isfinite(cancelled.clip_norm)
+
+
+def test_the_announcement_models_are_the_declared_fields(world: World) -> None:
+    from pocketml import protocol
+    from pocketml.server.schemas_device import (
+        FederatedAnnouncementPublic,
+        FederatedRequiresPublic,
+    )
+
+    service = world.service()
+    service.create_task(world.app_id, "digits", _spec(), actor="a")
+    [item] = service.announcements(world.app_id)
+    entry = item.to_dict()
+    declared = [f.name for f in protocol.FEDERATED_ANNOUNCEMENT_FIELDS]
+    assert list(entry) == declared == list(FederatedAnnouncementPublic.model_fields)
+    requires = [f.name for f in protocol.FEDERATED_REQUIRES_FIELDS]
+    assert list(entry["requires"]) == requires == list(FederatedRequiresPublic.model_fields)
+    FederatedAnnouncementPublic.model_validate(entry)
