@@ -422,6 +422,10 @@ def test_task_settings_are_checked_with_the_field_named(world: World) -> None:
     )
     with pytest.raises(InvalidInput, match="not federatable"):
         service.create_task(world.app_id, "digits", _spec(version=2), actor="a")
+    service.max_update_bytes = 4 * 169  # one value short of the 16 x 10 + 10 head
+    with pytest.raises(InvalidInput, match="MAX_DEVICE_BODY_KB"):
+        service.create_task(world.app_id, "digits", _spec(), actor="a")
+    service.max_update_bytes = 4 * 170
     service.create_task(world.app_id, "digits", _spec(), actor="a")
     with pytest.raises(Conflict, match="running federated task"):
         service.create_task(world.app_id, "digits", _spec(), actor="a")

@@ -146,6 +146,8 @@ class FederatedService:
         start_rollout: ``start_rollout(app_id, model, version, options, actor) -> id``
             starts a staged rollout of the result (the delivery's rollouts) when the task
             asks for one; None leaves every result a candidate.
+        max_update_bytes: the largest update body the server's routes take (a task whose
+            head would not fit is refused at start); None: no check.
     """
 
     def __init__(
@@ -162,6 +164,7 @@ class FederatedService:
         lease_ttl_s: float = 120.0,
         check_targeting: Callable[[list[dict[str, Any]]], Any] | None = None,
         start_rollout: Callable[[str, str, int, dict[str, Any], str], str] | None = None,
+        max_update_bytes: int | None = None,
     ) -> None:
         self.engine = engine
         self.registry = registry
@@ -174,6 +177,7 @@ class FederatedService:
         self.lease_ttl_s = lease_ttl_s
         self.check_targeting = check_targeting
         self.start_rollout = start_rollout
+        self.max_update_bytes = max_update_bytes
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._accountants: dict[str, PrivacyAccountant] = {}
@@ -262,8 +266,13 @@ class FederatedService:
             "updated_at": self._dt(now),
             "finished_at": None,
         }
+        if self.max_update_bytes is not None and len(weights) > self.max_update_bytes:
+            raise InvalidInput(
+                f"{where}: its head has {head.size} values ({len(weights)} bytes per update); "
+                f"the server takes device bodies up to {self.max_update_bytes} bytes: raise "
+                "POCKETML_SERVER__LIMITS__MAX_DEVICE_BODY_KB or federate a smaller head."
+            )
         first = self._round_values(task_id, app_id, model, spec, head_meta, weights, 1, now)
-        first["clip_norm"] = spec.clip_norm
         try:
             with self._write("start the federated task") as conn:
                 conn.execute(sa.insert(TASKS).values(**values))
