@@ -150,6 +150,8 @@ def test_a_plain_task_runs_its_rounds_and_pushes_a_candidate_with_lineage(world:
     for rnd in (1, 2):
         for d in devices:
             d.participate(t, task.id, rnd)
+    retry = devices[0].upload(t, task.id, 2)  # a lost answer, retried after the end
+    assert retry["duplicate"] is True
     done = service.get_task(world.app_id, task.id)
     assert done.state == "succeeded", done.log
     assert [r.state for r in done.rounds] == ["aggregated", "aggregated"]
@@ -270,7 +272,7 @@ def test_a_round_short_of_min_reports_closes_without_a_model_then_the_task_fails
     after = service.get_task(world.app_id, task.id)
     assert after.rounds[0].state == "no_model" and after.round == 2 and after.state == "running"
     with pytest.raises(FlWrongRound):  # the old round is over
-        d.upload(t, task.id, 1, key="late-key-01")
+        late.upload(t, task.id, 1, key="late-key-01")
     world.clock.now += 601
     service.tick()
     failed = service.get_task(world.app_id, task.id)

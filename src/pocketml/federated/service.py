@@ -126,6 +126,7 @@ Pusher = Callable[[str, str, Path, Mapping[str, Any]], int]
 _SECAGG_BITS = 32
 _POLL_S = 2.0
 _OPEN_CACHE_S = 1.0
+_CONDITION_WORDS = {"charging": "charging", "wifi": "on Wi-Fi", "idle": "idle"}
 
 
 class FederatedService:
@@ -494,7 +495,7 @@ class FederatedService:
                 if getattr(spec.requires, name) and not conditions.get(name, False):
                     raise FlNotEligible(
                         f"field 'conditions.{name}': this task needs devices that are "
-                        f"{name.replace('wifi', 'on Wi-Fi')}; join again when it is true."
+                        f"{_CONDITION_WORDS[name]}; join again when it is true."
                     )
             if num_samples < spec.requires.min_samples:
                 raise FlNotEligible(
@@ -536,9 +537,9 @@ class FederatedService:
                 .where(ROUNDS.c.task_id == task_id, ROUNDS.c.number == round_number)
                 .values(selected=client_id)
             )
-        self._changed(app_id)
-        if client_id >= spec.max_cohort:
-            self.advance(task_id)  # selection is over: SecAgg moves on at once
+        if client_id >= spec.max_cohort:  # selection is over: no more announcing it
+            self._changed(app_id)
+            self.advance(task_id)  # and SecAgg moves on at once
         return JoinAnswer(task_id, round_number, client_id, spec.secagg, rnd.deadline)
 
     def round_document(
@@ -586,19 +587,22 @@ class FederatedService:
         now = self._now()
         digest = hashlib.sha256(body).hexdigest()
         with self._write("store the update") as conn:
-            task, rnd = lock_open_round(conn, app_id, task_id, round_number, joining=False)
-            spec = spec_of(task.config)
+            task_row(conn, app_id, task_id)
             mine = participant(conn, task_id, round_number, device_id)
-            if mine is None:
-                raise FlNotSelected(
-                    f"field 'device_id': the device was not selected for round {round_number}."
-                )
-            if mine.idempotency_key is not None:
+            if mine is not None and mine.idempotency_key is not None:
+                # a retry is answered as the first time even once the round is over
                 if mine.idempotency_key == idempotency_key and mine.update_sha256 == digest:
-                    return UploadAnswer(True, True, round_number, rnd.reports)
+                    reports = round_row(conn, task_id, round_number).reports
+                    return UploadAnswer(True, True, round_number, reports)
                 raise FlAlreadyReported(
                     f"the device reported for round {round_number} already (another "
                     "Idempotency-Key or other bytes); one update per device and round."
+                )
+            task, rnd = lock_open_round(conn, app_id, task_id, round_number)
+            spec = spec_of(task.config)
+            if mine is None:
+                raise FlNotSelected(
+                    f"field 'device_id': the device was not selected for round {round_number}."
                 )
             if now > rnd.deadline:
                 raise FlRoundClosed(f"round {round_number}'s deadline has passed.")
@@ -736,7 +740,7 @@ class FederatedService:
         self, app_id: str, task_id: str, round_number: int, device_id: str, phase: str
     ) -> Iterator[tuple[sa.Connection, Any, Any, Any]]:
         with self._write(f"store the SecAgg {phase} message") as conn:
-            task, rnd = lock_open_round(conn, app_id, task_id, round_number, joining=False)
+            task, rnd = lock_open_round(conn, app_id, task_id, round_number)
             mine = participant(conn, task_id, round_number, device_id)
             if mine is None:
                 raise FlNotSelected(
