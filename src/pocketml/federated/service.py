@@ -948,8 +948,11 @@ class FederatedService:
                     break
                 changed = True
             return changed
-        except PocketMLError as error:
+        except PocketMLError as error:  # e.g. the database is down: the next pass retries
             logger.warning("federated task %s: %s", task_id, error)
+            return False
+        except Exception:  # a bug must not fail the device request that stored its message
+            logger.exception("federated task %s: advancing the round failed", task_id)
             return False
         finally:
             lock.release()
