@@ -408,6 +408,7 @@ def test_task_settings_are_checked_with_the_field_named(world: World) -> None:
         "clients_per_round": _spec(clients_per_round=0),
         "unknown": {**_spec(), "bogus": 1},
         "adaptive_clipping": _spec(noise_multiplier=0.3, population=9, adaptive_clipping=True),
+        "fedbuff": _spec(fedbuff=True, secagg=True),
         "targeting": _spec(targeting=[{"field": "planet", "in": ["mars"]}]),
     }
     for word, spec in cases.items():
@@ -462,3 +463,53 @@ def test_the_announcement_models_are_the_declared_fields(world: World) -> None:
     requires = [f.name for f in protocol.FEDERATED_REQUIRES_FIELDS]
     assert list(entry["requires"]) == requires == list(FederatedRequiresPublic.model_fields)
     FederatedAnnouncementPublic.model_validate(entry)
+
+
+def test_fedbuff_steps_on_k_updates_and_takes_a_stale_one_weighted(world: World) -> None:
+    from pocketml.federated import FedBuff
+    from pocketml.fl import clip_update
+
+    service = world.service()
+    t = ServiceTransport(service, world.app_id)
+    spec = _spec(
+        fedbuff=True,
+        fedbuff_buffer=2,
+        fedbuff_max_staleness=1,
+        clients_per_round=4,
+        min_reports=1,
+        rounds=3,
+    )
+    task = service.create_task(world.app_id, "digits", spec, actor="a")
+    a, b, slow, late, d, e, f = world.devices(7)
+    for device in (a, b, slow, late):
+        device.join(t, task.id, 1)
+        device.fetch(t, task.id, 1)
+        device.train()
+    a.upload(t, task.id, 1)
+    assert service.get_task(world.app_id, task.id).round == 1  # 1 of K = 2 buffered
+    b.upload(t, task.id, 1)  # K reached: step 1, round 2 opens
+    assert service.get_task(world.app_id, task.id).round == 2
+    d.participate(t, task.id, 2)
+    slow.upload(t, task.id, 1)  # one round stale: accepted, weighted (1 + 1)^-0.5
+    assert service.get_task(world.app_id, task.id).round == 3
+    with pytest.raises(FlWrongRound):  # two rounds stale: refused, never buffered
+        late.upload(t, task.id, 1)
+    e.participate(t, task.id, 3)
+    f.participate(t, task.id, 3)
+    done = service.get_task(world.app_id, task.id)
+    assert done.state == "succeeded", done.log
+    assert done.rounds[1].outcome["staleness"] == [1, 0]  # type: ignore[index]
+    # the same steps in memory give the same head
+    reference = FedBuff(np.zeros(170), buffer_size=2, max_staleness=1)
+    for device, version in ((a, 0), (b, 0), (slow, 0), (d, 1), (e, 2), (f, 2)):
+        reference.submit(clip_update(device.clipped, 5.0)[0], version)  # type: ignore[arg-type]
+    version = world.registry.get_version(world.app_id, "digits", done.result_version or 0)
+    assert version.run_record["federated"]["aggregator"] == "fedbuff"
+    path = extract_variant(world.registry, world.app_id, version.variants[0], world.tmp / "fb")
+    import onnx
+    from onnx import numpy_helper
+
+    init = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    expected = Head(np.zeros((16, 10)), np.zeros(10)).with_vector(reference.model)
+    assert np.allclose(init["head.weight"], expected.weights.T, atol=1e-5)
+    assert np.allclose(init["head.bias"], expected.bias, atol=1e-5)

@@ -54,6 +54,7 @@ from pocketml.errors import Conflict, InvalidInput, NotFound, PocketMLError
 from pocketml.federated._accountant import PrivacyAccountant
 from pocketml.federated._aggregate import coordinate_median, fedavg, trimmed_mean
 from pocketml.federated._dp import AdaptiveClipping, DPFedAvg
+from pocketml.federated._fedbuff import FedBuff
 from pocketml.federated._model import HeadSpec, head_spec_of, read_head, write_head, write_json
 from pocketml.federated._rows import (
     ACTIVE,
@@ -598,7 +599,7 @@ class FederatedService:
                     f"the device reported for round {round_number} already (another "
                     "Idempotency-Key or other bytes); one update per device and round."
                 )
-            task, rnd = lock_open_round(conn, app_id, task_id, round_number)
+            task, rnd, clip_norm = _lock_upload_round(conn, app_id, task_id, round_number)
             spec = spec_of(task.config)
             if mine is None:
                 raise FlNotSelected(
@@ -625,7 +626,7 @@ class FederatedService:
                         f"({4 * n_values} bytes); got {len(body)} bytes."
                     )
             else:
-                check_plain_update(task_id, round_number, body, n_values, rnd.clip_norm)
+                check_plain_update(task_id, round_number, body, n_values, clip_norm)
             conn.execute(
                 sa.update(PARTS)
                 .where(
@@ -644,11 +645,11 @@ class FederatedService:
             reports = rnd.reports + 1
             conn.execute(
                 sa.update(ROUNDS)
-                .where(ROUNDS.c.task_id == task_id, ROUNDS.c.number == round_number)
+                .where(ROUNDS.c.task_id == task_id, ROUNDS.c.number == rnd.number)
                 .values(reports=reports)
             )
             pending = pending_count(conn, task_id, round_number)
-        if pending == 0 or spec.secagg:  # the round (or the SecAgg phase) may end now
+        if pending == 0 or spec.secagg or spec.fedbuff:  # the round (or phase) may end now
             self.advance(task_id)
         return UploadAnswer(True, False, round_number, reports)
 
@@ -970,9 +971,74 @@ class FederatedService:
         if rnd.state != "open":
             return False
         spec = spec_of(task.config)
+        if spec.fedbuff:
+            return self._advance_fedbuff(task, rnd, spec, now)
         if rnd.secagg is None:
             return self._advance_plain(task, rnd, parts, spec, now)
         return self._advance_secagg(task, rnd, parts, spec, now)
+
+    def _advance_fedbuff(self, task: Any, rnd: Any, spec: TaskSpec, now: float) -> bool:
+        """FedBuff: step once ``K`` updates are buffered (from this round or up to
+        ``fedbuff_max_staleness`` older ones), each weighted by ``(1 + τ)^-α``; at the
+        deadline, step with what is buffered if it reaches ``min_reports``."""
+        oldest = task.round - spec.fedbuff_max_staleness
+        with self._read("read the FedBuff buffer") as conn:
+            batch = conn.execute(
+                sa.select(PARTS)
+                .where(
+                    PARTS.c.task_id == task.id,
+                    PARTS.c.round >= oldest,
+                    PARTS.c.round <= task.round,
+                    PARTS.c.state == "reported",
+                    PARTS.c.payload.is_not(None),
+                )
+                .order_by(PARTS.c.round, PARTS.c.client_id)
+            ).all()
+        if len(batch) < spec.buffer_size:
+            if now <= rnd.deadline:
+                return False
+            if len(batch) < spec.min_reports:
+                return self._fail_round(
+                    task,
+                    rnd,
+                    "no_model",
+                    f"{len(batch)} buffered updates by the deadline; min_reports is "
+                    f"{spec.min_reports}",
+                    now,
+                )
+        weights = np.frombuffer(bytes(task.weights), dtype="<f4").astype(np.float64)
+        buffer = FedBuff(
+            weights,
+            buffer_size=len(batch),
+            server_learning_rate=spec.fedbuff_server_learning_rate,
+            staleness_exponent=spec.fedbuff_staleness_exponent,
+            max_staleness=spec.fedbuff_max_staleness,
+        )
+        buffer.version = task.round
+        updates = [np.frombuffer(bytes(p.payload), dtype="<f4").astype(np.float64) for p in batch]
+        model = weights
+        for p, update in zip(batch, updates, strict=True):
+            result = buffer.submit(clip_update(update, float(rnd.clip_norm))[0], int(p.round))
+            if result.model is not None:
+                model = result.model
+        outcome = {
+            "reports": len(batch),
+            "norms": norm_summary(updates),
+            "aggregator": "fedbuff",
+            "staleness": [task.round - int(p.round) for p in batch],
+        }
+        consumed = [(int(p.round), str(p.device_id)) for p in batch]
+        return self._apply(
+            task,
+            rnd,
+            spec,
+            model - weights,
+            len(batch),
+            float(rnd.clip_norm),
+            outcome,
+            now,
+            consumed=consumed,
+        )
 
     def _advance_plain(
         self, task: Any, rnd: Any, parts: Sequence[Any], spec: TaskSpec, now: float
@@ -1183,8 +1249,14 @@ class FederatedService:
         next_clip: float,
         outcome: dict[str, Any],
         now: float,
+        *,
+        consumed: Sequence[tuple[int, str]] = (),
     ) -> bool:
-        """Move the global head by ``step``; record the round; open the next or finish."""
+        """Move the global head by ``step``; record the round; open the next or finish.
+
+        ``consumed``: (round, device) of updates of earlier rounds this step used (FedBuff),
+        deleted in the same transaction.
+        """
         weights = np.frombuffer(bytes(task.weights), dtype="<f4").astype(np.float64)
         new = (weights + step).astype("<f4")
         if not np.all(np.isfinite(new)):
@@ -1219,6 +1291,16 @@ class FederatedService:
         with self._write("apply the round") as conn:
             if not self._close_round(conn, task.id, rnd.number, "aggregated", outcome, now):
                 return False
+            for number, device_id in consumed:
+                conn.execute(
+                    sa.update(PARTS)
+                    .where(
+                        PARTS.c.task_id == task.id,
+                        PARTS.c.round == number,
+                        PARTS.c.device_id == device_id,
+                    )
+                    .values(payload=None)
+                )
             values: dict[str, Any] = {
                 "weights": new_bytes,
                 "rounds_done": rounds_done,
@@ -1423,7 +1505,7 @@ class FederatedService:
             "delta": spec.delta if spec.dp else None,
             "noise_multiplier": spec.noise_multiplier,
             "clip_norm": spec.clip_norm,
-            "aggregator": spec.aggregator,
+            "aggregator": "fedbuff" if spec.fedbuff else spec.aggregator,
             "secagg": spec.secagg,
         }
         write_json(build / "schema.json", model.schema)
@@ -1431,7 +1513,7 @@ class FederatedService:
             f"{base.card}\n\n## Federated fine-tuning\n\nThe classifier head of v"
             f"{task.base_version} trained on devices by federated task {task.id}: "
             f"{task.rounds_done} rounds, {task.clients_total} client updates, aggregator "
-            f"{spec.aggregator}"
+            f"{'fedbuff' if spec.fedbuff else spec.aggregator}"
             + (", secure aggregation" if spec.secagg else "")
             + (
                 f", DP-FedAvg with noise multiplier {spec.noise_multiplier:g} "
@@ -1457,3 +1539,21 @@ class FederatedService:
         )
         meta = {"parent_version": task.base_version, "run_record": {"federated": lineage}}
         return int(self.pusher(task.app_id, task.model, build, meta))
+
+
+def _lock_upload_round(
+    conn: sa.Connection, app_id: str, task_id: str, number: int
+) -> tuple[Any, Any, float]:
+    """The task, the round to count an upload in (locked) and the clip norm it is held to.
+
+    A FedBuff task takes updates for a round up to ``fedbuff_max_staleness`` rounds old:
+    they count in the open round; every other task only for the open round itself.
+    """
+    task = task_row(conn, app_id, task_id)
+    spec = spec_of(task.config)
+    lag = task.round - number
+    if spec.fedbuff and task.state == "running" and 0 < lag <= spec.fedbuff_max_staleness:
+        joined = round_row(conn, task_id, number)
+        return task, round_row(conn, task_id, task.round, lock=True), float(joined.clip_norm)
+    task, rnd = lock_open_round(conn, app_id, task_id, number)
+    return task, rnd, float(rnd.clip_norm)
