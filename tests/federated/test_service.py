@@ -311,18 +311,18 @@ def test_dp_reports_epsilon_after_every_round_from_the_accountant(world: World) 
 def test_a_secagg_round_recovers_a_dropout_and_equals_the_plain_mean(world: World) -> None:
     service = world.service()
     t = ServiceTransport(service, world.app_id)
-    spec = _spec(rounds=1, clients_per_round=5, min_reports=3, secagg=True, clip_norm=5.0)
+    spec = _spec(rounds=1, clients_per_round=6, min_reports=3, secagg=True, clip_norm=5.0)
     task = service.create_task(world.app_id, "digits", spec, actor="a")
-    devices = world.devices(5)
+    devices = world.devices(6)  # threshold 3 of 5 neighbours
     for d in devices:
-        d.join(t, task.id, 1)  # the fifth fills the cohort: phase advertise
+        d.join(t, task.id, 1)  # the sixth fills the cohort: phase advertise
     for d in devices:
         d.fetch(t, task.id, 1)
         d.train()
         d.advertise(t, task.id, 1)
     for d in devices:
         d.share(t, task.id, 1)
-    survivors = devices[:4]  # the fifth vanishes after sharing
+    survivors = devices[:5]  # the sixth vanishes after sharing
     for d in survivors:
         d.masked_upload(t, task.id, 1)
     # the server holds masked values only: none equals an encoded update
@@ -334,15 +334,20 @@ def test_a_secagg_round_recovers_a_dropout_and_equals_the_plain_mean(world: Worl
                 f"AND task_id = '{task.id}'"
             )
         ]
-    assert len(stored) == 4
-    world.clock.now += 61  # the masked-input phase times out: device 5 is dropped
+    assert len(stored) == 5
+    world.clock.now += 61  # the masked-input phase times out: device 6 is dropped
     service.tick()
-    for d in survivors:
+    for d in survivors[:4]:
         d.unmask(t, task.id, 1)
+    # the fifth survivor gives up in the unmask phase: its masked input stays in the sum
+    # and the round no longer waits for its answer (each secret still has 3 shares)
+    assert service.leave(
+        world.app_id, task.id, 1, device_id=survivors[4].device_id, reason="battery_low"
+    )
     info = service.get_task(world.app_id, task.id)
     assert info.state == "succeeded", info.log
     outcome = info.rounds[0].outcome or {}
-    assert outcome["dropped"] == [devices[4].client_id] and outcome["reports"] == 4
+    assert outcome["dropped"] == [devices[5].client_id] and outcome["reports"] == 5
     version = world.registry.get_version(world.app_id, "digits", info.result_version or 0)
     path = extract_variant(world.registry, world.app_id, version.variants[0], world.tmp / "c")
     import onnx

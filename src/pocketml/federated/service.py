@@ -656,20 +656,30 @@ class FederatedService:
     def leave(
         self, app_id: str, task_id: str, round_number: int, *, device_id: str, reason: str
     ) -> bool:
-        """A device gives up the round; returns False when it had left (or reported) already."""
+        """A device gives up the round; returns False when it had left (or reported) already.
+
+        A plain update that was reported stays in the round. In a SecAgg round's ``unmask``
+        phase a survivor may leave too: its masked input stays in the sum, and the phase no
+        longer waits for its unmask answer (the others' shares may still suffice).
+        """
         with self._write("leave the round") as conn:
             task_row(conn, app_id, task_id)
-            updated = conn.execute(
-                sa.update(PARTS)
-                .where(
-                    PARTS.c.task_id == task_id,
-                    PARTS.c.round == round_number,
-                    PARTS.c.device_id == device_id,
-                    PARTS.c.state != "reported",
-                    PARTS.c.state != "left",
+            rnd = conn.execute(
+                sa.select(ROUNDS.c.phase, ROUNDS.c.secagg).where(
+                    ROUNDS.c.task_id == task_id, ROUNDS.c.number == round_number
                 )
-                .values(state="left")
-            ).rowcount
+            ).first()
+            unmasking = rnd is not None and rnd.secagg is not None and rnd.phase == "unmask"
+            stays = ("left",) if unmasking else ("reported", "left")
+            query = sa.update(PARTS).where(
+                PARTS.c.task_id == task_id,
+                PARTS.c.round == round_number,
+                PARTS.c.device_id == device_id,
+                PARTS.c.state.not_in(stays),
+            )
+            if unmasking:
+                query = query.where(PARTS.c.unmask.is_(None))
+            updated = conn.execute(query.values(state="left")).rowcount
         if updated:
             logger.info("device left round %s of %s: %s", round_number, task_id, reason)
             self.advance(task_id)
@@ -1130,8 +1140,8 @@ class FederatedService:
             return self._set_phase(task, rnd, "unmask", now, spec, secagg=config)
         if phase == "unmask":
             alive = set(rnd.secagg.get("survivors", []))
-            done = [p for p in parts if p.client_id in alive and p.unmask is not None]
-            if len(done) < len(alive) and not due:
+            asked = [p for p in parts if p.client_id in alive and p.state != "left"]
+            if any(p.unmask is None for p in asked) and not due:
                 return False
             return self._aggregate_secagg(task, rnd, spec, now)
         return False
