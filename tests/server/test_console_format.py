@@ -58,3 +58,16 @@ def test_signed_shows_which_way_a_difference_went(value: object, text: str) -> N
 )
 def test_pvalue_keeps_two_digits_and_floors_at_a_thousandth(value: object, text: str) -> None:
     assert pvalue(value) == text
+
+
+def test_a_missing_template_value_prints_the_no_value_mark_not_an_error() -> None:
+    from jinja2 import Environment
+
+    from pocketml.server.console._format import FILTERS
+
+    env = Environment()
+    env.filters.update(FILTERS)
+    text = env.from_string("{{ o.gone | num }} {{ o.gone | pct }} {{ o.gone | count }}").render(
+        o={}
+    )
+    assert text == f"{NO_VALUE} {NO_VALUE} {NO_VALUE}"

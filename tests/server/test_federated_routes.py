@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -409,3 +410,78 @@ def test_the_cli_starts_lists_shows_and_cancels_at_80_columns(
         "secagg on" in shown.stdout and "DP z=1.0" in shown.stdout and "selecting" in shown.stdout
     )
     assert "cancelled" in cancelled.stdout
+
+
+def test_the_console_shows_the_tasks_rounds_and_result_and_cancels_with_csrf(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    from .test_console_ship import logged_in, post_form
+
+    app = _fed_app(server, tmp_path)
+    done = _start(server, app)
+    with server.http(app.device_key) as http:
+        for d in _devices(app, 3):
+            d.participate(HttpTransport(http), done["id"], 1)
+    running = _start(server, app, rounds=5)
+    api = _task(server, app, done["id"])
+    other = server.create_app(unique_app_name("fl-other"))
+    with logged_in(server, app.admin_token) as browser:
+        listing = browser.get("/ui/federated").text
+        detail = browser.get(f"/ui/federated/{done['id']}").text
+        forged = browser.post(f"/ui/federated/{running['id']}/cancel", data={"csrf": "0" * 64})
+        cancelled = post_form(
+            browser, f"/ui/federated/{running['id']}", f"/ui/federated/{running['id']}/cancel"
+        )
+        shown = browser.get(cancelled.headers["location"]).text
+    with logged_in(server, other.admin_token) as browser:
+        foreign = browser.get(f"/ui/federated/{done['id']}")
+        empty = browser.get("/ui/federated").text
+
+    assert api["state"] == "succeeded" and api["result_version"] == 2
+    assert done["id"] in listing and running["id"] in listing
+    assert f"/ui/models/digits/versions/{api['result_version']}" in detail
+    assert f"{api['rounds_done']} / 1" in detail
+    assert ">aggregated<" in detail and "the task runs without differential privacy" in detail
+    assert forged.status_code == 403 and "Nothing was changed" in forged.text
+    assert cancelled.status_code == 303
+    assert "The task was cancelled." in shown
+    assert _task(server, app, running["id"])["state"] == "cancelled"
+    assert foreign.status_code == 404 and "<html" in foreign.text  # another app's: a 404 page
+    assert "No federated task yet" in empty
+
+
+def test_the_console_charts_epsilon_after_each_round_and_only_with_dp() -> None:
+    from dataclasses import replace
+
+    from pocketml.federated import RoundInfo, TaskInfo
+    from pocketml.server.console.federated import epsilon_chart
+
+    def rnd(n: int, eps: float | None) -> RoundInfo:
+        outcome = {"epsilon": eps} if eps is not None else {"reports": 3}
+        return RoundInfo(n, "aggregated", "done", 0.0, 0.0, 0.0, 3, 3, 1.0, outcome, 100.0 * n)
+
+    base = TaskInfo(
+        "flt_0123456789abcdef",
+        "app",
+        "digits",
+        1,
+        "succeeded",
+        {},
+        3,
+        3,
+        0,
+        9,
+        1.0,
+        1.5,
+        1e-5,
+        2,
+        None,
+        None,
+        [],
+        "admin:app",
+        *(datetime.now(UTC),) * 2,
+        None,
+    )
+    chart = epsilon_chart(replace(base, rounds=(rnd(1, 0.5), rnd(2, 1.0), rnd(3, 1.5))))
+    assert chart is not None and "<svg" in chart and "δ = 1e-05" in chart
+    assert epsilon_chart(replace(base, rounds=(rnd(1, None),))) is None

@@ -34,6 +34,7 @@ from pocketml.server.errors import request_id_of, status_for
 
 __all__ = [
     "COOKIE",
+    "CSRF_REFUSED",
     "NAV",
     "Console",
     "LoginRequired",
@@ -49,20 +50,24 @@ __all__ = [
 
 COOKIE = "pocketml_admin"
 
+CSRF_REFUSED = (
+    "This form was refused: its security token is missing, out of date, or it came from "
+    "another site. Nothing was changed. Reload the page and try again."
+)
+
 # The navigation bar: (label, path). A page family adds its entry here.
-NAV: list[tuple[str, str]] = [
+NAV: list[tuple[str, str]] = [  # in the lifecycle's order: ship, run, learn, then the log
     ("Overview", "/ui/overview"),
     ("Models", "/ui/models"),
     ("Rollouts", "/ui/rollouts"),
     ("Experiments", "/ui/experiments"),
-    ("Audit", "/ui/audit"),
-]
-NAV += [
     ("Fleet", "/ui/fleet"),
-    ("Telemetry", "/ui/telemetry"),
+    ("Telemetry", "/ui/telemetry"),  # drift and accuracy are per model: linked from here
     ("Alerts", "/ui/alerts"),
     ("Loop", "/ui/loop"),
-]  # the learn pages (drift and accuracy are per model: linked from telemetry)
+    ("Federated", "/ui/federated"),
+    ("Audit", "/ui/audit"),
+]
 
 _TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 _env = Environment(

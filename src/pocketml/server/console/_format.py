@@ -11,13 +11,15 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from jinja2 import Undefined
+
 __all__ = ["FILTERS", "ago", "at", "count", "duration", "num", "pct", "seconds", "size", "when"]
 
 NO_VALUE = "—"
 
 
 def _finite(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
+    if value is None or isinstance(value, bool | Undefined):  # a missing key prints "—"
         return None
     try:
         number = float(value)

@@ -26,6 +26,7 @@ from pocketml.errors import InvalidInput, NotFound, PocketMLError
 from pocketml.server._state import ServerState, server_state
 from pocketml.server.console import _ship_views as views
 from pocketml.server.console._common import (
+    CSRF_REFUSED,
     Console,
     Session,
     check_csrf,
@@ -68,10 +69,6 @@ NOTICES = {
     "complete": "The rollout is complete: the candidate is in production.",
     "stopped": "The experiment was stopped.",
 }
-CSRF_REFUSED = (
-    "This form was refused: its security token is missing, out of date, or it came from "
-    "another site. Nothing was changed. Reload the page and try again."
-)
 
 
 def _notice(code: str | None) -> str | None:
