@@ -62,7 +62,9 @@ def write_federatable_build(out_dir: Path) -> Path:
             helper.make_node("MatMul", ["input", "backbone.A"], ["proj"]),
             helper.make_node("Add", ["proj", "backbone.a"], ["pre"]),
             helper.make_node("Relu", ["pre"], ["embedding"]),
-            helper.make_node("Gemm", ["embedding", "head.weight", "head.bias"], ["logits"], transB=1),
+            helper.make_node(
+                "Gemm", ["embedding", "head.weight", "head.bias"], ["logits"], transB=1
+            ),
             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
         ],
         "digits-federatable",
