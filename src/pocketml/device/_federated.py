@@ -229,7 +229,10 @@ class FederatedParticipant:
         except Unavailable as exc:
             return FederatedReport("waiting", f"network: {exc}", ann.task_id, ann.round)
         except PocketMLError as exc:  # 403 not eligible/selected, 409 closed, 404
-            self.store.refuse(ann.task_id, str(ann.round), ann.model, exc.code, self.wall_clock())
+            if exc.code != "fl_not_eligible":  # the others do not change within the round
+                self.store.refuse(
+                    ann.task_id, str(ann.round), ann.model, exc.code, self.wall_clock()
+                )
             return FederatedReport("not_selected", exc.code, ann.task_id, ann.round)
         try:
             client_id = int(answer["client_id"])
