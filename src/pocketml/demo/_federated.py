@@ -250,11 +250,15 @@ def learn_together(
     config = config or FederatedDemo()
     started = time.perf_counter()
     base = _push_federatable(admin, onnx_path, schema, out_dir / "build")
+    t0 = time.perf_counter()
     phones = _make_phones(splits, url, device_key, out_dir / "phones", config, seed)
+    t1 = time.perf_counter()
     try:
         for phone in phones:
             phone.device.sync()
+        t2 = time.perf_counter()
         before = {p.name: p.accuracy() for p in phones}
+        print("TIMING", t1 - t0, t2 - t1, time.perf_counter() - t2, np.mean(list(before.values())), sum(len(p.test) for p in phones))
         console.print(
             f"   v{base}: chapter 2's cnn-small with its 32-value embedding exposed "
             f"(params.federated names the head). {len(phones)} phones, "

@@ -284,7 +284,7 @@ class FederatedParticipant:
             return FederatedReport("waiting", f"network: {exc}", task, number, poll_after_s=2.0)
         except PocketMLError as exc:
             logger.warning("federated round %s/%s refused: %s", task, number, exc)
-            return self._give_up(record, "error", f"{exc.code}: {exc}")
+            return self._give_up(record, "error", f"{exc.code}: {exc}", status="failed")
         lost = self._lost_condition(record.requires)  # training took a while: ask again
         if lost is not None or self.wall_clock() > record.deadline:
             return self._give_up(record, lost or "timeout")
