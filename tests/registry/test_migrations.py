@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 import pocketml.delivery._orm
+import pocketml.federated._orm
 import pocketml.loop._orm
 import pocketml.loop._samples_orm
 import pocketml.monitor._orm

@@ -10,6 +10,9 @@
 - :class:`FedBuff`: asynchronous buffered aggregation with staleness weighting.
 - :func:`run_secagg_round`: a whole SecAgg+ round in memory (tests, benchmarks, docs).
 - :func:`simulate`: federated rounds end to end in memory on non-IID client data.
+- :class:`FederatedService`: federated tasks on the server (tasks, rounds, device
+  participation, SecAgg over HTTP, the result as a candidate version); :class:`TaskSpec`
+  (``parse_task_spec``) holds every setting of a task; docs/federated-protocol.md is the wire.
 
 The math the device shares with the server (training a head, clipping, fixed point,
 masks, Shamir) is ``pocketml.fl``; docs/federated.md describes the protocol.
@@ -27,7 +30,20 @@ from pocketml.federated._simulate import (
     simulate,
     split_non_iid,
 )
+from pocketml.federated._spec import AGGREGATORS, Requirements, TaskSpec, parse_task_spec
 from pocketml.federated._validate import UpdateRejection, UpdateRejectReason, validate_update
+from pocketml.federated._values import (
+    ROUND_STATES,
+    TASK_STATES,
+    Announcement,
+    JoinAnswer,
+    RoundInfo,
+    SecAggState,
+    SignedDocument,
+    TaskInfo,
+    UploadAnswer,
+)
+from pocketml.federated.service import FederatedService
 
 __all__ = [
     "AdaptiveClipping",
@@ -50,4 +66,21 @@ __all__ = [
     "split_non_iid",
     "trimmed_mean",
     "validate_update",
+]
+
+__all__ += [
+    "AGGREGATORS",
+    "ROUND_STATES",
+    "TASK_STATES",
+    "Announcement",
+    "FederatedService",
+    "JoinAnswer",
+    "Requirements",
+    "RoundInfo",
+    "SecAggState",
+    "SignedDocument",
+    "TaskInfo",
+    "TaskSpec",
+    "UploadAnswer",
+    "parse_task_spec",
 ]

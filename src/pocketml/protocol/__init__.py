@@ -12,6 +12,8 @@ per request); ``tests/test_protocol.py`` checks every derived copy against it.
 - Profile events (``_sketch_codec.py``): the ``sketch`` string's encoding.
 - Samples (``_capture.py``): ``CapturePolicy`` (in the manifest beside the monitor
   policy) and the ``POST /v1/samples`` batch, ``parse_sample_batch``.
+- Federated learning (``_federated.py``): the check-in's ``federated`` announcement, the
+  round document's signature context, the ``fl_*`` error codes.
 - Check-in (``_checkin.py``): open device classes, the check-in choice, the hybrid,
   download and monitor policies (one class on both sides), the manifest entry's fields and the
   canonical name of a package's digest.
@@ -85,6 +87,29 @@ from pocketml.protocol._events import (
     PROFILE_EVENT,
     STORED_EVENT_KINDS,
     EventKind,
+)
+from pocketml.protocol._federated import (
+    FEDERATED_ANNOUNCEMENT_FIELDS,
+    FEDERATED_ERRORS,
+    FEDERATED_REQUIRES_FIELDS,
+    IDEMPOTENCY_KEY_PATTERN,
+    LEAVE_REASONS,
+    ROUND_SIGNATURE_CONTEXT,
+    ROUND_SIGNATURE_HEADER,
+    ROUND_SIGNATURE_KEY_HEADER,
+    SECAGG_PHASES,
+    TASK_ID_PATTERN,
+    FlAlreadyReported,
+    FlNormTooLarge,
+    FlNotEligible,
+    FlNotFinite,
+    FlNotSelected,
+    FlRoundClosed,
+    FlSecAggInvalid,
+    FlTaskClosed,
+    FlWrongPhase,
+    FlWrongRound,
+    FlWrongShape,
 )
 from pocketml.protocol._fields import INT32_MAX, INT64_MAX, WireField, WireType, describe_rule
 from pocketml.protocol._formats import (
@@ -167,4 +192,28 @@ __all__ = [
     "is_masked",
     "parse_sample_batch",
     "status_for",
+]
+
+__all__ += [
+    "FEDERATED_ANNOUNCEMENT_FIELDS",
+    "FEDERATED_ERRORS",
+    "FEDERATED_REQUIRES_FIELDS",
+    "IDEMPOTENCY_KEY_PATTERN",
+    "LEAVE_REASONS",
+    "ROUND_SIGNATURE_CONTEXT",
+    "ROUND_SIGNATURE_HEADER",
+    "ROUND_SIGNATURE_KEY_HEADER",
+    "SECAGG_PHASES",
+    "TASK_ID_PATTERN",
+    "FlAlreadyReported",
+    "FlNormTooLarge",
+    "FlNotEligible",
+    "FlNotFinite",
+    "FlNotSelected",
+    "FlRoundClosed",
+    "FlSecAggInvalid",
+    "FlTaskClosed",
+    "FlWrongPhase",
+    "FlWrongRound",
+    "FlWrongShape",
 ]

@@ -53,6 +53,7 @@ __all__ = ["Limits", "RequestGuard", "RouteClass", "send_error", "send_json"]
 
 _JSON = b"application/json"
 _MULTIPART = b"multipart/form-data"
+_OCTETS = b"application/octet-stream"
 _MAX_LENGTH_DIGITS = 15  # 10^15 bytes is over every limit; int() of more is pointless
 
 
@@ -84,6 +85,8 @@ class Limits:
     push: RouteClass
     other: RouteClass
     samples: RouteClass | None = None  # POST /v1/samples (None: the admin class)
+    federated: RouteClass | None = None  # /v1/federated/... JSON (None: the admin class)
+    federated_update: RouteClass | None = None  # PUT /v1/federated/.../update: octet-stream
 
     @classmethod
     def from_settings(cls, server: LimitsSettings) -> Limits:
@@ -139,6 +142,20 @@ class Limits:
                 "LIMITS__MAX_SAMPLES_BODY_KB",
                 inflates=True,
             ),
+            federated=RouteClass(
+                "federated",
+                server.max_device_body_kb * kib,
+                _JSON,
+                True,
+                "LIMITS__MAX_DEVICE_BODY_KB",
+            ),
+            federated_update=RouteClass(
+                "federated update",
+                server.max_device_body_kb * kib,
+                _OCTETS,
+                True,
+                "LIMITS__MAX_DEVICE_BODY_KB",
+            ),
         )
 
     def route_class(self, method: str, path: str) -> RouteClass:
@@ -153,6 +170,10 @@ class Limits:
             return self.telemetry
         if path == "/v1/samples" and self.samples is not None:
             return self.samples
+        if path.startswith("/v1/federated/") and self.federated is not None:
+            if path.endswith("/update") and self.federated_update is not None:
+                return self.federated_update
+            return self.federated
         if path.startswith("/v1/models/") and path.endswith("/predict"):
             return self.predict
         if (

@@ -23,6 +23,7 @@ from pocketml.errors import Unavailable
 
 if TYPE_CHECKING:
     from pocketml.delivery import DeliveryService
+    from pocketml.federated import FederatedService
     from pocketml.loop import LoopService, SampleStore
     from pocketml.monitor import MonitorService, ProfileIntake
     from pocketml.monitor.alerts import AlertService
@@ -133,6 +134,15 @@ class ServerState:
         if self.samples is None:
             raise Unavailable("the sample store is not open on this server; retry in a moment.")
         return self.samples
+
+    federated: FederatedService | None = None  # federated tasks (opened by the lifespan)
+
+    @property
+    def federated_service(self) -> FederatedService:
+        """The federated service (opened by the lifespan). Raises Unavailable before that."""
+        if self.federated is None:
+            raise Unavailable("federated learning is not open on this server; retry in a moment.")
+        return self.federated
 
     @property
     def max_samples_bytes(self) -> int:

@@ -24,6 +24,7 @@ from pocketml._version import __version__
 from pocketml.config import Settings, load_settings
 from pocketml.errors import InvalidInput
 from pocketml.server._fast import PocketMLApp
+from pocketml.server._federated import open_federated
 from pocketml.server._guard import Limits
 from pocketml.server._loop import open_loop
 from pocketml.server._metrics import ServerMetrics
@@ -35,6 +36,7 @@ from pocketml.server.routes import (
     alerts,
     device,
     device_admin,
+    federated,
     loop,
     metrics,
     monitor,
@@ -214,6 +216,9 @@ def _open_state(
         ),
         samples=samples,
         loop=loop_service,
+        federated=open_federated(
+            registry, settings.home, exporter.owner if exporter is not None else None
+        ),
     )
 
 
@@ -337,6 +342,27 @@ def _metrics_token(settings: Settings) -> str:
     )
 
 
+FEDERATED_TICK_S = 1.0
+
+
+def _start_federated(state: ServerState) -> tuple[asyncio.Task[None], asyncio.Event] | None:
+    """Close federated phases and rounds whose deadline passed, every second. Each task is
+    advanced under its own lease, so replicas may tick at once and aggregate every round
+    once (docs/federated.md, "Tasks")."""
+    from pocketml.db import run_periodically
+
+    service = state.federated
+    if service is None:
+        return None
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_periodically(
+            service.tick, stop, interval_s=FEDERATED_TICK_S, name="federated", logger=logger
+        )
+    )
+    return task, stop
+
+
 async def _stop_background(
     running: tuple[asyncio.Task[None], asyncio.Event] | None,
 ) -> None:
@@ -380,6 +406,7 @@ def create_app(settings: Settings) -> FastAPI:
         alert_loops = _start_alert_loops(settings, state)
         sample_purge = _start_sample_purge(state)
         loop_pass = _start_loop(settings, state)
+        federated_pass = _start_federated(state)
         if settings.server.gc_freeze:
             # Startup leaves ~10^5 long-lived objects (routes, schemas, engines, modules);
             # every full collection would walk them all, a 20-60 ms pause that becomes
@@ -397,6 +424,7 @@ def create_app(settings: Settings) -> FastAPI:
                 await _stop_background(loop)
             await _stop_background(exporter)  # its last pass flushes to Parquet
             await _stop_background(sample_purge)
+            await _stop_background(federated_pass)
             if server_metrics is not None:
                 server_metrics.unwatch()
             await state.serving.close()
@@ -429,6 +457,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(loop.router)
     app.include_router(ui.router)
     app.include_router(samples.router)
+    app.include_router(federated.router)
     if server_metrics is not None:
         app.include_router(metrics.router)
     install_openapi(app)

@@ -7,16 +7,24 @@ when ``If-None-Match`` carries that ETag.
 
 from __future__ import annotations
 
+import hashlib
+from typing import TYPE_CHECKING
+
+import orjson
 from anyio import to_thread
 from pydantic import ValidationError
 
-from pocketml.delivery import CheckinFacts
+from pocketml.delivery import CheckinFacts, Manifest
 from pocketml.errors import ValidationFailed
 from pocketml.registry import Principal
+from pocketml.server._federated import announce
 from pocketml.server._json import describe_errors, parse_json
 from pocketml.server._state import ServerState
 from pocketml.server.device_api._answer import Answer
 from pocketml.server.schemas_device import CheckinRequest
+
+if TYPE_CHECKING:
+    from pocketml.federated import FederatedService
 
 __all__ = ["CheckinRejected", "answer_checkin"]
 
@@ -55,10 +63,34 @@ async def answer_checkin(
     manifest = state.delivery.cached_manifest(principal.app_id, facts)
     if manifest is None:
         manifest = await to_thread.run_sync(state.delivery.checkin, principal.app_id, facts)
+    if state.federated is not None:
+        manifest = await _with_federated(state.federated, principal.app_id, facts, manifest)
     headers = ((b"etag", f'"{manifest.etag}"'.encode()), _NO_CACHE)
     if _matches(if_none_match, manifest.etag):
         return Answer(304, b"", headers)
     return Answer(200, manifest.body, headers)
+
+
+async def _with_federated(
+    service: FederatedService, app_id: str, facts: CheckinFacts, manifest: Manifest
+) -> Manifest:
+    """The manifest with its optional ``federated`` list: the open tasks targeting the device.
+
+    Unchanged (same bytes, same ETag) when there are none, so apps without federated
+    learning see exactly the manifest they saw before it.
+    """
+    items = service.cached_announcements(app_id)
+    if items is None:
+        items = await to_thread.run_sync(service.announcements, app_id)
+    if not items:
+        return manifest
+    entries = announce(items, facts)
+    if not entries:
+        return manifest
+    document = orjson.loads(manifest.body)
+    document["federated"] = entries
+    body = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    return Manifest(body=body, etag=hashlib.sha256(body).hexdigest())
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:

@@ -1,0 +1,1636 @@
+"""``FederatedService``: federated tasks, their rounds, device participation, the result.
+
+Task states::
+
+    running --last round aggregated--> finishing --result pushed--> succeeded
+    running --more than max_retries rounds without a model--> failed
+    running | finishing --cancel--> cancelled
+
+Round states (``number`` grows with every attempt, a retry is a new round)::
+
+    open --enough reports by the deadline (or all in)--> aggregated
+    open --fewer than min_reports--> no_model  (retried while retries remain)
+    open --SecAgg below its threshold--> failed (never a wrong aggregate; retried the same)
+
+A plain round's phase is ``collect``; a SecAgg round walks ``selecting -> advertise ->
+share -> masked_input -> unmask -> done`` (docs/federated-protocol.md, §5). A phase ends
+when every expected device answered (at once, in the request that completed it) or at its
+deadline (in ``tick``, the server's background pass).
+
+Everything lives in the database (``_orm.py``): a restarted server carries on with the
+open round. Every change that touches two tables is one transaction, holding the round's
+row (``FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite). Advancing a round —
+closing a phase, aggregating — happens only under the task's ``Lease``
+(``federated_leases``), so two replicas never aggregate one round twice; an aggregation
+also flips the round ``WHERE state = 'open'``, so even a lost lease cannot apply it twice.
+
+What the server keeps of a device: its client id, conditions it reported, and until the
+round ends its update (plain rounds: robust aggregators need it) or its masked input and
+SecAgg messages (uniform or unreadable on their own). All of them are deleted when the
+round closes; the server never holds an individual unmasked update of a SecAgg round.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import math
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import sqlalchemy as sa
+
+from pocketml.db import WRITE, Lease, process_owner, translate_errors
+from pocketml.errors import Conflict, InvalidInput, NotFound, PocketMLError, ValidationFailed
+from pocketml.federated._accountant import PrivacyAccountant
+from pocketml.federated._aggregate import coordinate_median, fedavg, trimmed_mean
+from pocketml.federated._dp import AdaptiveClipping, DPFedAvg
+from pocketml.federated._model import HeadSpec, head_spec_of, read_head, write_head, write_json
+from pocketml.federated._orm import LeaseRow, ParticipantRow, RoundRow, ShareRow, TaskRow
+from pocketml.federated._secagg_server import SecAggServer
+from pocketml.federated._spec import TaskSpec, parse_task_spec
+from pocketml.federated._validate import UpdateRejectReason, validate_update
+from pocketml.federated._values import (
+    Announcement,
+    JoinAnswer,
+    RoundInfo,
+    SecAggState,
+    SignedDocument,
+    TaskInfo,
+    UploadAnswer,
+)
+from pocketml.fl import (
+    FixedPoint,
+    Head,
+    KeyAdvertisement,
+    MaskedInput,
+    SecAggAborted,
+    SecAggConfig,
+    Share,
+    UnmaskResponse,
+    clip_update,
+)
+from pocketml.protocol import (
+    ROUND_SIGNATURE_CONTEXT,
+    FlAlreadyReported,
+    FlNormTooLarge,
+    FlNotEligible,
+    FlNotFinite,
+    FlNotSelected,
+    FlRoundClosed,
+    FlSecAggInvalid,
+    FlTaskClosed,
+    FlWrongPhase,
+    FlWrongRound,
+    FlWrongShape,
+)
+
+__all__ = ["FederatedService", "Pusher", "Signer"]
+
+logger = logging.getLogger(__name__)
+
+TASKS = cast(sa.Table, TaskRow.__table__)
+ROUNDS = cast(sa.Table, RoundRow.__table__)
+PARTS = cast(sa.Table, ParticipantRow.__table__)
+SHARES = cast(sa.Table, ShareRow.__table__)
+LEASES = cast(sa.Table, LeaseRow.__table__)
+
+Signer = Callable[[str, bytes], tuple[str, bytes]]
+"""``signer(app_id, data) -> (key_id, signature)``: the app's active package-signing key."""
+Pusher = Callable[[str, str, Path, Mapping[str, Any]], int]
+"""``pusher(app_id, model, build_dir, meta) -> version``: the loop's push path."""
+
+_ACTIVE = ("running", "finishing")
+_NORM_SLACK = 1.0001  # float32 rounding of a vector clipped to exactly C
+_SECAGG_BITS = 32
+_POLL_S = 2.0
+_MAX_LOG = 200
+_OPEN_CACHE_S = 1.0
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: Any, name: str, size: int | None = None) -> bytes:
+    if not isinstance(text, str):
+        raise FlSecAggInvalid(f"field '{name}' must be a base64 string; got {type(text).__name__}")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except ValueError as exc:
+        raise FlSecAggInvalid(f"field '{name}' is not valid base64") from exc
+    if size is not None and len(data) != size:
+        raise FlSecAggInvalid(f"field '{name}' must decode to {size} bytes; got {len(data)}")
+    return data
+
+
+def _canonical(value: Any) -> bytes:
+    import json
+
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
+
+
+def _coin(task_id: str, number: int, device_id: str) -> float:
+    """A uniform draw in [0, 1) fixed by (task, round, device): asking again gives the same."""
+    digest = hashlib.sha256(f"{task_id}|{number}|{device_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+class FederatedService:
+    """Federated tasks of every app on one database.
+
+    Args:
+        engine: the database (the registry's).
+        registry: the open registry (versions, packages, models).
+        signer: signs round documents with the app's package-signing key.
+        pusher: pushes a BUILD_DIR as a new version (the loop's push path).
+        extract: ``extract(app_id, variant, dir) -> Path`` of a version's model file.
+        work_dir: where results are built (one folder per task, removed afterwards).
+        clock: unix seconds.
+        owner: this replica's lease owner id.
+        lease_ttl_s: how long a task's lease lasts between two renewals.
+        check_targeting: validates a task's targeting rules (the delivery's parser);
+            None accepts them unchecked.
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        registry: Any,
+        *,
+        signer: Signer,
+        pusher: Pusher,
+        extract: Callable[[str, Any, Path], Path],
+        work_dir: Path,
+        clock: Callable[[], float] = time.time,
+        owner: str | None = None,
+        lease_ttl_s: float = 120.0,
+        check_targeting: Callable[[list[dict[str, Any]]], Any] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.signer = signer
+        self.pusher = pusher
+        self.extract = extract
+        self.work_dir = Path(work_dir)
+        self.clock = clock
+        self.owner = owner or process_owner()
+        self.lease_ttl_s = lease_ttl_s
+        self.check_targeting = check_targeting
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._accountants: dict[str, PrivacyAccountant] = {}
+        self._open: dict[str, tuple[float, list[Announcement]]] = {}
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sa.Connection]:
+        with translate_errors(what), self.engine.connect() as conn:
+            conn = conn.execution_options(**WRITE)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _read(self, what: str) -> Iterator[sa.Connection]:
+        with translate_errors(what), self.engine.connect() as conn:
+            yield conn
+
+    def _now(self) -> float:
+        return float(self.clock())
+
+    @staticmethod
+    def _dt(now: float) -> datetime:
+        return datetime.fromtimestamp(now, UTC)
+
+    def _task_lock(self, task_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(task_id, threading.Lock())
+
+    def _lease(self, task_id: str) -> Lease:
+        return Lease(self.engine, LEASES, f"task:{task_id}", what="the federated task lease")
+
+    def _changed(self, app_id: str) -> None:
+        self._open.pop(app_id, None)
+
+    # -- tasks (operators) ------------------------------------------------------------------
+
+    def create_task(
+        self, app_id: str, model: str, raw_spec: Mapping[str, Any], *, actor: str
+    ) -> TaskInfo:
+        """Start a federated task on ``model`` from ``raw_spec["version"]``; opens round 1.
+
+        Raises:
+            InvalidInput: a bad setting or a version that is not federatable.
+            NotFound: no such model or version. Conflict: the model has a running task.
+        """
+        spec = parse_task_spec(raw_spec)
+        if self.check_targeting is not None:
+            self.check_targeting(list(spec.targeting))
+        version = self.registry.get_version(app_id, model, spec.version)
+        where = f"version {spec.version} of {model!r}"
+        head_spec = head_spec_of(version.params, where)
+        variant = _base_variant(version, where)
+        path = self.extract(app_id, variant, self.work_dir / "models")
+        head = read_head(path, head_spec, where)
+        now = self._now()
+        task_id = "flt_" + secrets.token_hex(8)
+        head_meta = {
+            **head_spec.to_dict(),
+            "dim": int(head.weights.shape[0]),
+            "classes": int(head.weights.shape[1]),
+        }
+        weights = head.to_vector().astype("<f4").tobytes()
+        values = {
+            "id": task_id,
+            "app_id": app_id,
+            "model": model,
+            "base_version": spec.version,
+            "active_key": f"{app_id}/{model}",
+            "state": "running",
+            "config": spec.to_dict(),
+            "head": head_meta,
+            "weights": weights,
+            "clip_norm": spec.clip_norm,
+            "round": 1,
+            "rounds_done": 0,
+            "retries_used": 0,
+            "clients_total": 0,
+            "epsilon": 0.0 if spec.dp else None,
+            "result_version": None,
+            "error": None,
+            "log": [f"{self._dt(now).isoformat()} started by {actor}"],
+            "created_by": actor,
+            "created_at": self._dt(now),
+            "updated_at": self._dt(now),
+            "finished_at": None,
+        }
+        first = self._round_values(task_id, app_id, model, spec, head_meta, weights, 1, now)
+        first["clip_norm"] = spec.clip_norm
+        try:
+            with self._write("start the federated task") as conn:
+                conn.execute(sa.insert(TASKS).values(**values))
+                conn.execute(sa.insert(ROUNDS).values(**first))
+        except Conflict as exc:
+            raise Conflict(
+                f"model {model!r} has a running federated task; cancel it first "
+                "(pocketml fl status / pocketml fl cancel TASK)."
+            ) from exc
+        self._changed(app_id)
+        return self.get_task(app_id, task_id)
+
+    def _round_values(
+        self,
+        task_id: str,
+        app_id: str,
+        model: str,
+        spec: TaskSpec,
+        head_meta: Mapping[str, Any],
+        weights: bytes,
+        number: int,
+        now: float,
+        clip_norm: float | None = None,
+    ) -> dict[str, Any]:
+        """The row of a new round, with its signed document."""
+        clip = spec.clip_norm if clip_norm is None else clip_norm
+        deadline = now + spec.round_timeout_s
+        secagg = None
+        if spec.secagg:
+            secagg = {
+                "bits": _SECAGG_BITS,
+                "max_clients": spec.max_cohort,
+                "neighbours": spec.secagg_neighbours,
+                "graph_seed": _b64(secrets.token_bytes(32)),
+                "secagg_round_id": f"{task_id}/{number}",
+            }
+        n_values = int(head_meta["dim"]) * int(head_meta["classes"]) + int(head_meta["classes"])
+        document = {
+            "task_id": task_id,
+            "round": number,
+            "model": model,
+            "base_version": spec.version,
+            "kind": "head",
+            "head": {
+                "embedding_output": head_meta["embedding_output"],
+                "dim": head_meta["dim"],
+                "classes": head_meta["classes"],
+            },
+            "n_values": n_values,
+            "weights": _b64(weights),
+            "weights_sha256": hashlib.sha256(weights).hexdigest(),
+            "recipe": {
+                "epochs": spec.recipe.epochs,
+                "batch_size": spec.recipe.batch_size,
+                "learning_rate": spec.recipe.learning_rate,
+                "l2": spec.recipe.l2,
+            },
+            "clip_norm": clip,
+            "local_noise_std": spec.local_noise_std,
+            "deadline": deadline,
+            "upload": "secagg" if spec.secagg else "float32",
+            "secagg": secagg,
+        }
+        body = _canonical(document)
+        key_id, signature = self.signer(app_id, ROUND_SIGNATURE_CONTEXT + body)
+        join_until = now + spec.join_window
+        return {
+            "task_id": task_id,
+            "number": number,
+            "state": "open",
+            "phase": "selecting" if spec.secagg else "collect",
+            "opened_at": now,
+            "join_until": join_until,
+            "deadline": deadline,
+            "phase_deadline": join_until,
+            "clip_norm": clip,
+            "document": body,
+            "signature": signature,
+            "key_id": key_id,
+            "secagg": secagg,
+            "selected": 0,
+            "reports": 0,
+            "outcome": None,
+            "closed_at": None,
+        }
+
+    def list_tasks(
+        self, app_id: str, model: str | None = None, *, limit: int = 50
+    ) -> list[TaskInfo]:
+        """The app's (or a model's) tasks, newest first, without their rounds."""
+        query = sa.select(TASKS).where(TASKS.c.app_id == app_id)
+        if model is not None:
+            query = query.where(TASKS.c.model == model)
+        query = query.order_by(TASKS.c.created_at.desc(), TASKS.c.id).limit(limit)
+        with self._read("list federated tasks") as conn:
+            return [_task_info(row) for row in conn.execute(query)]
+
+    def get_task(self, app_id: str, task_id: str) -> TaskInfo:
+        """One task with its rounds. Raises NotFound."""
+        with self._read("read the federated task") as conn:
+            row = conn.execute(
+                sa.select(TASKS).where(TASKS.c.id == task_id, TASKS.c.app_id == app_id)
+            ).first()
+            if row is None:
+                raise NotFound(
+                    f"no federated task {task_id!r} in this app; list them: pocketml fl status"
+                )
+            rounds = conn.execute(
+                sa.select(ROUNDS).where(ROUNDS.c.task_id == task_id).order_by(ROUNDS.c.number)
+            ).all()
+        return replace(_task_info(row), rounds=tuple(_round_info(r) for r in rounds))
+
+    def cancel_task(self, app_id: str, task_id: str, *, actor: str) -> TaskInfo:
+        """Cancel a running task: its open round closes and what devices sent is deleted.
+
+        Raises:
+            NotFound: no such task. Conflict: the task is over already.
+        """
+        now = self._now()
+        with self._write("cancel the federated task") as conn:
+            task = _lock_task(conn, app_id, task_id)
+            if task.state not in _ACTIVE:
+                raise Conflict(f"task {task_id} is {task.state} already; nothing to cancel.")
+            self._close_round(conn, task_id, task.round, "cancelled", {"reason": "cancelled"}, now)
+            conn.execute(
+                sa.update(TASKS)
+                .where(TASKS.c.id == task_id)
+                .values(
+                    state="cancelled",
+                    active_key=None,
+                    finished_at=self._dt(now),
+                    updated_at=self._dt(now),
+                    log=_append(task.log, now, f"cancelled by {actor}"),
+                )
+            )
+        self._changed(app_id)
+        return self.get_task(app_id, task_id)
+
+    # -- the check-in announcement -----------------------------------------------------------
+
+    def cached_announcements(self, app_id: str) -> list[Announcement] | None:
+        """The announcements when memory holds fresh ones (no database), else None."""
+        now = self._now()
+        cached = self._open.get(app_id)
+        if cached is None or now - cached[0] >= _OPEN_CACHE_S:
+            return None
+        return [a for a in cached[1] if a.join_until > now]
+
+    def announcements(self, app_id: str) -> list[Announcement]:
+        """The app's tasks whose current round takes joins (memoised for a second).
+
+        The caller (the check-in) keeps those whose ``targeting`` matches the device.
+        """
+        now = self._now()
+        cached = self._open.get(app_id)
+        if cached is not None and now - cached[0] < _OPEN_CACHE_S:
+            return [a for a in cached[1] if a.join_until > now]
+        query = (
+            sa.select(TASKS, ROUNDS.c.join_until, ROUNDS.c.selected, ROUNDS.c.phase)
+            .join(
+                ROUNDS,
+                sa.and_(ROUNDS.c.task_id == TASKS.c.id, ROUNDS.c.number == TASKS.c.round),
+            )
+            .where(
+                TASKS.c.app_id == app_id,
+                TASKS.c.state == "running",
+                ROUNDS.c.state == "open",
+                ROUNDS.c.phase.in_(("collect", "selecting")),
+            )
+        )
+        out = []
+        with self._read("read open federated tasks") as conn:
+            for row in conn.execute(query):
+                spec = _spec(row.config)
+                if row.selected >= spec.max_cohort or row.join_until <= now:
+                    continue
+                out.append(
+                    Announcement(
+                        task_id=row.id,
+                        model=row.model,
+                        base_version=row.base_version,
+                        round=row.round,
+                        requires=spec.requires.to_dict(),
+                        join_until=row.join_until,
+                        targeting=spec.targeting,
+                    )
+                )
+        self._open[app_id] = (now, out)
+        return out
+
+    # -- device participation ----------------------------------------------------------------
+
+    def join(
+        self,
+        app_id: str,
+        task_id: str,
+        *,
+        device_id: str,
+        round_number: int,
+        conditions: Mapping[str, bool],
+        num_samples: int,
+        base_version: int,
+    ) -> JoinAnswer:
+        """Select a device for the open round, or say why not (idempotent per device/round).
+
+        Raises:
+            NotFound, FlTaskClosed, FlWrongRound, FlRoundClosed, FlNotEligible, FlNotSelected.
+        """
+        now = self._now()
+        with self._write("join the federated round") as conn:
+            task, rnd = _lock_open_round(conn, app_id, task_id, round_number)
+            spec = _spec(task.config)
+            mine = _participant(conn, task_id, round_number, device_id)
+            if mine is not None:
+                return JoinAnswer(task_id, round_number, mine.client_id, spec.secagg, rnd.deadline)
+            for name in ("charging", "wifi", "idle"):
+                if getattr(spec.requires, name) and not conditions.get(name, False):
+                    raise FlNotEligible(
+                        f"field 'conditions.{name}': this task needs devices that are "
+                        f"{name.replace('wifi', 'on Wi-Fi')}; join again when it is true."
+                    )
+            if num_samples < spec.requires.min_samples:
+                raise FlNotEligible(
+                    f"field 'num_samples': this task needs at least "
+                    f"{spec.requires.min_samples} local samples; got {num_samples}."
+                )
+            if base_version != task.base_version:
+                raise FlNotEligible(
+                    f"field 'base_version': this task trains from version {task.base_version} "
+                    f"of {task.model!r}; the device holds {base_version}."
+                )
+            selecting = rnd.phase in ("collect", "selecting")
+            if not selecting or now > rnd.join_until or rnd.selected >= spec.max_cohort:
+                raise FlRoundClosed(
+                    f"round {round_number} takes no more joins; try the next round at a later "
+                    "check-in."
+                )
+            q = spec.sampling_probability
+            if q is not None and _coin(task_id, round_number, device_id) >= q:
+                raise FlNotSelected(
+                    f"field 'device_id': the device was not sampled for round {round_number} "
+                    f"(probability {q:.3g}); try a later round."
+                )
+            client_id = rnd.selected + 1
+            conn.execute(
+                sa.insert(PARTS).values(
+                    task_id=task_id,
+                    round=round_number,
+                    device_id=device_id,
+                    client_id=client_id,
+                    state="selected",
+                    num_samples=int(num_samples),
+                    joined_at=now,
+                    shared=False,
+                )
+            )
+            conn.execute(
+                sa.update(ROUNDS)
+                .where(ROUNDS.c.task_id == task_id, ROUNDS.c.number == round_number)
+                .values(selected=client_id)
+            )
+        self._changed(app_id)
+        if client_id >= spec.max_cohort:
+            self.advance(task_id)  # selection is over: SecAgg moves on at once
+        return JoinAnswer(task_id, round_number, client_id, spec.secagg, rnd.deadline)
+
+    def round_document(
+        self, app_id: str, task_id: str, round_number: int, device_id: str
+    ) -> SignedDocument:
+        """The signed round document for a selected device.
+
+        Raises:
+            NotFound: no such task or round. FlNotSelected: the device is not in the round.
+        """
+        with self._read("read the round document") as conn:
+            task = _task_row(conn, app_id, task_id)
+            rnd = conn.execute(
+                sa.select(ROUNDS).where(
+                    ROUNDS.c.task_id == task.id, ROUNDS.c.number == round_number
+                )
+            ).first()
+            if rnd is None:
+                raise NotFound(f"task {task_id} has no round {round_number}.")
+            if _participant(conn, task_id, round_number, device_id) is None:
+                raise FlNotSelected(
+                    f"field 'device_id': the device was not selected for round {round_number}; "
+                    "join it first."
+                )
+        return SignedDocument(bytes(rnd.document), rnd.key_id, bytes(rnd.signature))
+
+    def upload(
+        self,
+        app_id: str,
+        task_id: str,
+        round_number: int,
+        *,
+        device_id: str,
+        num_samples: int,
+        idempotency_key: str,
+        body: bytes,
+    ) -> UploadAnswer:
+        """Store a device's update (plain float32) or masked input (SecAgg uint32).
+
+        Raises:
+            FlWrongShape, FlNotFinite, FlNormTooLarge (422, never stored), FlAlreadyReported,
+            FlWrongRound, FlRoundClosed, FlWrongPhase, FlTaskClosed (409), FlNotSelected
+            (403), NotFound.
+        """
+        now = self._now()
+        digest = hashlib.sha256(body).hexdigest()
+        with self._write("store the update") as conn:
+            task, rnd = _lock_open_round(conn, app_id, task_id, round_number, joining=False)
+            spec = _spec(task.config)
+            mine = _participant(conn, task_id, round_number, device_id)
+            if mine is None:
+                raise FlNotSelected(
+                    f"field 'device_id': the device was not selected for round {round_number}."
+                )
+            if mine.idempotency_key is not None:
+                if mine.idempotency_key == idempotency_key and mine.update_sha256 == digest:
+                    return UploadAnswer(True, True, round_number, rnd.reports)
+                raise FlAlreadyReported(
+                    f"the device reported for round {round_number} already (another "
+                    "Idempotency-Key or other bytes); one update per device and round."
+                )
+            if now > rnd.deadline:
+                raise FlRoundClosed(f"round {round_number}'s deadline has passed.")
+            expected = "masked_input" if spec.secagg else "collect"
+            if rnd.phase != expected:
+                raise FlWrongPhase(
+                    f"round {round_number} is in phase {rnd.phase!r}; updates are taken in "
+                    f"{expected!r}."
+                )
+            n_values = _n_values(task.head)
+            if spec.secagg:
+                if not mine.shared:
+                    raise FlRoundClosed(
+                        f"the device did not share keys in round {round_number}; it cannot "
+                        "send a masked input."
+                    )
+                if len(body) != 4 * n_values:
+                    raise FlWrongShape(
+                        f"field 'update': a masked input is {n_values} uint32 values "
+                        f"({4 * n_values} bytes); got {len(body)} bytes."
+                    )
+            else:
+                _check_plain_update(task_id, round_number, body, n_values, rnd.clip_norm)
+            conn.execute(
+                sa.update(PARTS)
+                .where(
+                    PARTS.c.task_id == task_id,
+                    PARTS.c.round == round_number,
+                    PARTS.c.device_id == device_id,
+                )
+                .values(
+                    state="reported",
+                    payload=body,
+                    idempotency_key=idempotency_key,
+                    update_sha256=digest,
+                    num_samples=max(1, int(num_samples)),
+                )
+            )
+            reports = rnd.reports + 1
+            conn.execute(
+                sa.update(ROUNDS)
+                .where(ROUNDS.c.task_id == task_id, ROUNDS.c.number == round_number)
+                .values(reports=reports)
+            )
+        self.advance(task_id)
+        return UploadAnswer(True, False, round_number, reports)
+
+    def leave(
+        self, app_id: str, task_id: str, round_number: int, *, device_id: str, reason: str
+    ) -> bool:
+        """A device gives up the round; returns False when it had left (or reported) already."""
+        with self._write("leave the round") as conn:
+            _task_row(conn, app_id, task_id)
+            updated = conn.execute(
+                sa.update(PARTS)
+                .where(
+                    PARTS.c.task_id == task_id,
+                    PARTS.c.round == round_number,
+                    PARTS.c.device_id == device_id,
+                    PARTS.c.state != "reported",
+                    PARTS.c.state != "left",
+                )
+                .values(state="left")
+            ).rowcount
+        if updated:
+            logger.info("device left round %s of %s: %s", round_number, task_id, reason)
+            self.advance(task_id)
+        return bool(updated)
+
+    # -- SecAgg messages ---------------------------------------------------------------------
+
+    def secagg_state(
+        self, app_id: str, task_id: str, round_number: int, device_id: str
+    ) -> SecAggState:
+        """The SecAgg state of a round as ``device_id`` sees it (polled).
+
+        Raises:
+            NotFound, FlNotSelected, FlWrongPhase (not a SecAgg round).
+        """
+        self.advance(task_id)  # a phase past its deadline closes before anyone reads it
+        with self._read("read the SecAgg state") as conn:
+            task = _task_row(conn, app_id, task_id)
+            rnd = _round_row(conn, task_id, round_number)
+            if rnd.secagg is None:
+                raise FlWrongPhase(f"round {round_number} of {task_id} is not a SecAgg round.")
+            mine = _participant(conn, task_id, round_number, device_id)
+            if mine is None:
+                raise FlNotSelected(
+                    f"field 'device_id': the device was not selected for round {round_number}."
+                )
+            config = None
+            roster = inbox = survivors = dropped = None
+            phase = rnd.phase
+            if "client_ids" in rnd.secagg:
+                config = {
+                    **{k: v for k, v in rnd.secagg.items() if k != "survivors"},
+                    "clip_norm": rnd.clip_norm,
+                    "n_values": _n_values(task.head),
+                }
+                config.pop("dropped", None)
+            order = ("advertise", "share", "masked_input", "unmask", "done")
+            reached = order.index(phase) if phase in order else -1
+            if reached >= order.index("share"):
+                roster = {
+                    str(p.client_id): dict(p.advert)
+                    for p in _participants(conn, task_id, round_number)
+                    if p.advert is not None
+                }
+            if reached >= order.index("masked_input"):
+                rows = conn.execute(
+                    sa.select(SHARES.c.sender, SHARES.c.ciphertext).where(
+                        SHARES.c.task_id == task_id,
+                        SHARES.c.round == round_number,
+                        SHARES.c.recipient == mine.client_id,
+                    )
+                ).all()
+                inbox = {str(r.sender): _b64(bytes(r.ciphertext)) for r in rows}
+            if reached >= order.index("unmask"):
+                survivors = list(rnd.secagg.get("survivors", []))
+                dropped = list(rnd.secagg.get("dropped", []))
+        return SecAggState(
+            phase=phase,
+            deadline=rnd.phase_deadline,
+            poll_after_s=_POLL_S,
+            config=config,
+            roster=roster,
+            inbox=inbox,
+            survivors=survivors,
+            dropped=dropped,
+        )
+
+    @contextmanager
+    def _in_phase(
+        self, app_id: str, task_id: str, round_number: int, device_id: str, phase: str
+    ) -> Iterator[tuple[sa.Connection, Any, Any, Any]]:
+        with self._write(f"store the SecAgg {phase} message") as conn:
+            task, rnd = _lock_open_round(conn, app_id, task_id, round_number, joining=False)
+            mine = _participant(conn, task_id, round_number, device_id)
+            if mine is None:
+                raise FlNotSelected(
+                    f"field 'device_id': the device was not selected for round {round_number}."
+                )
+            if rnd.phase != phase:
+                raise FlWrongPhase(
+                    f"round {round_number} is in phase {rnd.phase!r}, not {phase!r}; poll "
+                    f"GET .../rounds/{round_number}/secagg."
+                )
+            yield conn, task, rnd, mine
+
+    def secagg_keys(
+        self, app_id: str, task_id: str, round_number: int, device_id: str, body: Mapping[str, Any]
+    ) -> UploadAnswer:
+        """Step 1: a device's two public keys and seed commitment."""
+        keys = {
+            name: _b64(_unb64(body.get(name), name, 32))
+            for name in ("cipher_public", "mask_public", "seed_commitment")
+        }
+        with self._in_phase(app_id, task_id, round_number, device_id, "advertise") as (
+            conn,
+            task,
+            rnd,
+            mine,
+        ):
+            if mine.advert is not None:
+                if dict(mine.advert) == keys:
+                    return UploadAnswer(True, True, round_number, 0)
+                raise FlAlreadyReported("the device advertised other keys for this round.")
+            server = SecAggServer(_secagg_config(task, rnd))
+            try:
+                server.receive_keys([_advert(mine.client_id, keys)])
+            except InvalidInput as exc:
+                raise FlSecAggInvalid(f"field 'cipher_public': {exc}") from exc
+            conn.execute(
+                sa.update(PARTS)
+                .where(
+                    PARTS.c.task_id == task_id,
+                    PARTS.c.round == round_number,
+                    PARTS.c.device_id == device_id,
+                )
+                .values(advert=keys, state="advertised")
+            )
+        self.advance(task_id)
+        return UploadAnswer(True, False, round_number, 0)
+
+    def secagg_shares(
+        self, app_id: str, task_id: str, round_number: int, device_id: str, body: Mapping[str, Any]
+    ) -> UploadAnswer:
+        """Step 2: a device's encrypted shares, one per neighbour with keys."""
+        raw = body.get("shares")
+        if not isinstance(raw, Mapping):
+            raise FlSecAggInvalid("field 'shares' must be an object: recipient id -> base64")
+        try:
+            sealed = {int(k): _unb64(v, f"shares.{k}") for k, v in raw.items()}
+        except ValueError as exc:
+            raise FlSecAggInvalid("field 'shares': keys must be client ids") from exc
+        with self._in_phase(app_id, task_id, round_number, device_id, "share") as (
+            conn,
+            task,
+            rnd,
+            mine,
+        ):
+            if mine.shared:
+                raise FlAlreadyReported("the device sent its shares for this round already.")
+            if mine.advert is None:
+                raise FlRoundClosed("the device did not advertise keys; it is out of the round.")
+            server = self._replay(conn, task, rnd, upto="advertise")
+            try:
+                server.receive_shares(mine.client_id, sealed)
+            except InvalidInput as exc:
+                raise FlSecAggInvalid(f"field 'shares': {exc}") from exc
+            conn.execute(
+                sa.insert(SHARES),
+                [
+                    {
+                        "task_id": task_id,
+                        "round": round_number,
+                        "sender": mine.client_id,
+                        "recipient": recipient,
+                        "ciphertext": data,
+                    }
+                    for recipient, data in sealed.items()
+                ],
+            )
+            conn.execute(
+                sa.update(PARTS)
+                .where(
+                    PARTS.c.task_id == task_id,
+                    PARTS.c.round == round_number,
+                    PARTS.c.device_id == device_id,
+                )
+                .values(shared=True, state="shared")
+            )
+        self.advance(task_id)
+        return UploadAnswer(True, False, round_number, 0)
+
+    def secagg_unmask(
+        self, app_id: str, task_id: str, round_number: int, device_id: str, body: Mapping[str, Any]
+    ) -> UploadAnswer:
+        """Step 4: a survivor's shares of survivors' seeds and dropped clients' keys."""
+        parsed: dict[str, dict[str, str]] = {}
+        for kind in ("self_mask_shares", "mask_key_shares"):
+            raw = body.get(kind) or {}
+            if not isinstance(raw, Mapping):
+                raise FlSecAggInvalid(f"field '{kind}' must be an object: owner id -> base64")
+            parsed[kind] = {str(int(k)): _b64(_unb64(v, f"{kind}.{k}", 33)) for k, v in raw.items()}
+        with self._in_phase(app_id, task_id, round_number, device_id, "unmask") as (
+            conn,
+            task,
+            rnd,
+            mine,
+        ):
+            if mine.unmask is not None:
+                if dict(mine.unmask) == parsed:
+                    return UploadAnswer(True, True, round_number, 0)
+                raise FlAlreadyReported("the device answered the unmask request already.")
+            server = self._replay(conn, task, rnd, upto="unmask")
+            try:
+                server.receive_unmask(_unmask_response(mine.client_id, parsed))
+            except InvalidInput as exc:
+                raise FlSecAggInvalid(f"field 'self_mask_shares': {exc}") from exc
+            conn.execute(
+                sa.update(PARTS)
+                .where(
+                    PARTS.c.task_id == task_id,
+                    PARTS.c.round == round_number,
+                    PARTS.c.device_id == device_id,
+                )
+                .values(unmask=parsed)
+            )
+        self.advance(task_id)
+        return UploadAnswer(True, False, round_number, 0)
+
+    def _replay(self, conn: sa.Connection, task: Any, rnd: Any, *, upto: str) -> SecAggServer:
+        """A ``SecAggServer`` holding what the round stored, replayed in protocol order."""
+        server = SecAggServer(_secagg_config(task, rnd))
+        parts = sorted(_participants(conn, task.id, rnd.number), key=lambda p: p.client_id)
+        adverts = [_advert(p.client_id, p.advert) for p in parts if p.advert is not None]
+        server.receive_keys(adverts)
+        if upto == "advertise":
+            return server
+        shares = conn.execute(
+            sa.select(SHARES).where(SHARES.c.task_id == task.id, SHARES.c.round == rnd.number)
+        ).all()
+        outbox: dict[int, dict[int, bytes]] = {}
+        for s in shares:
+            outbox.setdefault(int(s.sender), {})[int(s.recipient)] = bytes(s.ciphertext)
+        for sender in sorted(outbox):
+            server.receive_shares(sender, outbox[sender])
+        for p in parts:
+            if p.shared and p.payload is not None:
+                values = np.frombuffer(bytes(p.payload), dtype="<u4").astype(np.uint64)
+                server.receive_masked_input(MaskedInput(p.client_id, values))
+        server.unmask_request()
+        for p in parts:
+            if p.unmask is not None:
+                server.receive_unmask(_unmask_response(p.client_id, p.unmask))
+        return server
+
+    # -- advancing rounds --------------------------------------------------------------------
+
+    def tick(self, now: float | None = None) -> list[str]:
+        """One background pass: advance every active task whose lease this replica gets.
+
+        Returns:
+            The ids of the tasks that changed state or round.
+        """
+        with self._read("list active federated tasks") as conn:
+            ids = [
+                r.id
+                for r in conn.execute(
+                    sa.select(TASKS.c.id).where(TASKS.c.state.in_(_ACTIVE)).order_by(TASKS.c.id)
+                )
+            ]
+        return [task_id for task_id in ids if self.advance(task_id, now)]
+
+    def advance(self, task_id: str, now: float | None = None) -> bool:
+        """Close whatever is due in ``task_id``'s current round (under the task's lease).
+
+        Returns:
+            True when something changed. A replica without the lease does nothing.
+        """
+        lock = self._task_lock(task_id)
+        if not lock.acquire(blocking=True, timeout=30):
+            return False
+        try:
+            current = self._now() if now is None else now
+            lease = self._lease(task_id)
+            if not lease.acquire(self.owner, current, self.lease_ttl_s):
+                return False
+            changed = False
+            for _ in range(8):  # a closed phase may make the next one due at once
+                step = self._advance_once(task_id, current)
+                if not step:
+                    break
+                changed = True
+            return changed
+        except PocketMLError as error:
+            logger.warning("federated task %s: %s", task_id, error)
+            return False
+        finally:
+            lock.release()
+
+    def _advance_once(self, task_id: str, now: float) -> bool:
+        with self._read("read the federated task") as conn:
+            task = conn.execute(sa.select(TASKS).where(TASKS.c.id == task_id)).first()
+            if task is None or task.state not in _ACTIVE:
+                return False
+            rnd = _round_row(conn, task_id, task.round)
+            parts = _participants(conn, task_id, task.round)
+        if task.state == "finishing":
+            self._ship(task, now)
+            return True
+        if rnd.state != "open":
+            return False
+        spec = _spec(task.config)
+        if rnd.secagg is None:
+            return self._advance_plain(task, rnd, parts, spec, now)
+        return self._advance_secagg(task, rnd, parts, spec, now)
+
+    def _advance_plain(
+        self, task: Any, rnd: Any, parts: Sequence[Any], spec: TaskSpec, now: float
+    ) -> bool:
+        selection_over = rnd.selected >= spec.max_cohort or now > rnd.join_until
+        reported = [p for p in parts if p.state == "reported"]
+        pending = [p for p in parts if p.state not in ("reported", "left")]
+        if now > rnd.deadline or (selection_over and not pending and parts):
+            if len(reported) < spec.min_reports:
+                return self._fail_round(
+                    task,
+                    rnd,
+                    "no_model",
+                    f"{len(reported)} reports by the deadline; min_reports is {spec.min_reports}",
+                    now,
+                )
+            return self._aggregate_plain(task, rnd, reported, spec, now)
+        if selection_over and rnd.selected < spec.min_reports:
+            return self._fail_round(
+                task,
+                rnd,
+                "no_model",
+                f"{rnd.selected} devices joined; min_reports is {spec.min_reports}",
+                now,
+            )
+        return False
+
+    def _advance_secagg(
+        self, task: Any, rnd: Any, parts: Sequence[Any], spec: TaskSpec, now: float
+    ) -> bool:
+        phase = rnd.phase
+        due = now > rnd.phase_deadline or now > rnd.deadline
+        live = [p for p in parts if p.state != "left"]
+        if phase == "selecting":
+            if not (rnd.selected >= spec.max_cohort or now > rnd.join_until):
+                return False
+            if rnd.selected < max(3, spec.min_reports):
+                return self._fail_round(
+                    task,
+                    rnd,
+                    "no_model",
+                    f"{rnd.selected} devices joined; a SecAgg round needs "
+                    f"{max(3, spec.min_reports)}",
+                    now,
+                )
+            ids = sorted(p.client_id for p in parts)
+            k = spec.secagg_neighbours
+            neighbours = k if k is not None and k < len(ids) - 1 else None
+            degree = len(ids) - 1 if neighbours is None else neighbours
+            threshold = min(degree, max(degree // 2 + 1, math.ceil(spec.secagg_threshold * degree)))
+            config = {**rnd.secagg, "client_ids": ids, "threshold": threshold}
+            config["neighbours"] = neighbours
+            return self._set_phase(task, rnd, "advertise", now, spec, secagg=config)
+        if phase == "advertise":
+            done = [p for p in live if p.advert is not None]
+            if len(done) < len(live) and not due:
+                return False
+            threshold = int(rnd.secagg["threshold"])
+            if len(done) - 1 < threshold or len(done) < spec.min_reports:
+                return self._fail_round(
+                    task, rnd, "failed", f"{len(done)} devices advertised keys", now
+                )
+            return self._set_phase(task, rnd, "share", now, spec)
+        if phase == "share":
+            expected = [p for p in live if p.advert is not None]
+            done = [p for p in expected if p.shared]
+            if len(done) < len(expected) and not due:
+                return False
+            if len(done) < max(int(rnd.secagg["threshold"]), spec.min_reports):
+                return self._fail_round(task, rnd, "failed", f"{len(done)} devices shared", now)
+            return self._set_phase(task, rnd, "masked_input", now, spec)
+        if phase == "masked_input":
+            expected = [p for p in live if p.shared]
+            done = [p for p in parts if p.shared and p.payload is not None]
+            if len(done) < len(expected) and not due:
+                return False
+            if len(done) < max(int(rnd.secagg["threshold"]), spec.min_reports):
+                return self._fail_round(
+                    task,
+                    rnd,
+                    "failed" if done else "no_model",
+                    f"{len(done)} masked inputs; the threshold is {rnd.secagg['threshold']} and "
+                    f"min_reports {spec.min_reports}",
+                    now,
+                )
+            survivors = sorted(p.client_id for p in done)
+            dropped = sorted(p.client_id for p in parts if p.shared and p.payload is None)
+            config = {**rnd.secagg, "survivors": survivors, "dropped": dropped}
+            return self._set_phase(task, rnd, "unmask", now, spec, secagg=config)
+        if phase == "unmask":
+            survivors = set(rnd.secagg.get("survivors", []))
+            done = [p for p in parts if p.client_id in survivors and p.unmask is not None]
+            if len(done) < len(survivors) and not due:
+                return False
+            return self._aggregate_secagg(task, rnd, spec, now)
+        return False
+
+    def _set_phase(
+        self,
+        task: Any,
+        rnd: Any,
+        phase: str,
+        now: float,
+        spec: TaskSpec,
+        *,
+        secagg: dict[str, Any] | None = None,
+    ) -> bool:
+        values: dict[str, Any] = {
+            "phase": phase,
+            "phase_deadline": min(rnd.deadline, now + spec.secagg_step_timeout_s),
+        }
+        if secagg is not None:
+            values["secagg"] = secagg
+        with self._write("advance the SecAgg phase") as conn:
+            moved = conn.execute(
+                sa.update(ROUNDS)
+                .where(
+                    ROUNDS.c.task_id == task.id,
+                    ROUNDS.c.number == rnd.number,
+                    ROUNDS.c.state == "open",
+                    ROUNDS.c.phase == rnd.phase,
+                )
+                .values(**values)
+            ).rowcount
+        self._changed(task.app_id)
+        return bool(moved)
+
+    # -- aggregation -------------------------------------------------------------------------
+
+    def _rng(self, spec: TaskSpec, number: int) -> np.random.Generator:
+        if spec.seed is None:
+            return np.random.default_rng()
+        return np.random.default_rng([spec.seed, number])
+
+    def _aggregate_plain(
+        self, task: Any, rnd: Any, reported: Sequence[Any], spec: TaskSpec, now: float
+    ) -> bool:
+        updates = [
+            np.frombuffer(bytes(p.payload), dtype="<f4").astype(np.float64) for p in reported
+        ]
+        counts = [int(p.num_samples) for p in reported]
+        clip = float(rnd.clip_norm)
+        outcome: dict[str, Any] = {
+            "reports": len(updates),
+            "norms": _norm_summary(updates),
+            "aggregator": spec.aggregator,
+        }
+        next_clip = clip
+        if spec.dp:
+            adaptive = (
+                AdaptiveClipping(count_stddev=max(1.0, spec.clients_per_round / 20))
+                if spec.adaptive_clipping
+                else None
+            )
+            dp = DPFedAvg(clip, spec.noise_multiplier, spec.clients_per_round, adaptive)
+            result = dp.aggregate(updates, self._rng(spec, rnd.number))
+            step = result.update
+            next_clip = result.next_clip_norm
+            outcome["clipped"] = result.clipped_count
+        else:
+            clipped = [clip_update(u, clip)[0] for u in updates]
+            if spec.aggregator == "trimmed_mean":
+                step = trimmed_mean(clipped, spec.trim_fraction)
+            elif spec.aggregator == "median":
+                step = coordinate_median(clipped)
+            else:
+                step = fedavg(clipped, counts)
+        return self._apply(task, rnd, spec, step, len(updates), next_clip, outcome, now)
+
+    def _aggregate_secagg(self, task: Any, rnd: Any, spec: TaskSpec, now: float) -> bool:
+        with self._read("read the SecAgg round") as conn:
+            try:
+                server = self._replay(conn, task, rnd, upto="unmask")
+                total, survivors = server.aggregate_sum()
+            except (SecAggAborted, InvalidInput) as exc:
+                return self._fail_round(task, rnd, "failed", f"secagg_aborted: {exc}", now)
+        if spec.dp:
+            noise = self._rng(spec, rnd.number).normal(
+                0.0, spec.noise_multiplier * rnd.clip_norm, size=total.shape
+            )
+            step = (total + noise) / spec.clients_per_round
+        else:
+            step = total / survivors
+        outcome = {
+            "reports": survivors,
+            "survivors": list(rnd.secagg.get("survivors", [])),
+            "dropped": list(rnd.secagg.get("dropped", [])),
+            "aggregator": "fedavg (secagg sum)",
+        }
+        return self._apply(task, rnd, spec, step, survivors, float(rnd.clip_norm), outcome, now)
+
+    def _epsilon(self, task: Any, spec: TaskSpec, rounds: int) -> float | None:
+        q = spec.sampling_probability
+        if not spec.dp or q is None:
+            return None
+        accountant = self._accountants.get(task.id)
+        if accountant is None:
+            accountant = PrivacyAccountant(spec.noise_multiplier, q, spec.delta)
+            self._accountants[task.id] = accountant
+        accountant.rounds = rounds
+        return float(accountant.spent().epsilon)
+
+    def _apply(
+        self,
+        task: Any,
+        rnd: Any,
+        spec: TaskSpec,
+        step: np.ndarray,
+        clients: int,
+        next_clip: float,
+        outcome: dict[str, Any],
+        now: float,
+    ) -> bool:
+        """Move the global head by ``step``; record the round; open the next or finish."""
+        weights = np.frombuffer(bytes(task.weights), dtype="<f4").astype(np.float64)
+        new = (weights + step).astype("<f4")
+        if not np.all(np.isfinite(new)):
+            return self._fail_round(task, rnd, "failed", "the aggregate is not finite", now)
+        new_bytes = new.tobytes()
+        rounds_done = task.rounds_done + 1
+        epsilon = self._epsilon(task, spec, rounds_done)
+        outcome = {
+            **outcome,
+            "step_norm": float(np.linalg.norm(step)),
+            "epsilon": epsilon,
+            "delta": spec.delta if spec.dp else None,
+            "next_clip_norm": next_clip,
+        }
+        finished = rounds_done >= spec.rounds
+        text = f"round {rnd.number} aggregated {clients} updates" + (
+            f"; ε = {epsilon:.3f} at δ = {spec.delta:g}" if epsilon is not None else ""
+        )
+        next_round = None
+        if not finished:
+            next_round = self._round_values(
+                task.id,
+                task.app_id,
+                task.model,
+                spec,
+                task.head,
+                new_bytes,
+                rnd.number + 1,
+                now,
+                clip_norm=next_clip,
+            )
+        with self._write("apply the round") as conn:
+            if not self._close_round(conn, task.id, rnd.number, "aggregated", outcome, now):
+                return False
+            values: dict[str, Any] = {
+                "weights": new_bytes,
+                "rounds_done": rounds_done,
+                "clients_total": task.clients_total + clients,
+                "clip_norm": next_clip,
+                "epsilon": epsilon,
+                "updated_at": self._dt(now),
+                "log": _append(task.log, now, text),
+            }
+            if finished:
+                values["state"] = "finishing"
+            else:
+                values["round"] = rnd.number + 1
+                conn.execute(sa.insert(ROUNDS).values(**next_round))
+            conn.execute(sa.update(TASKS).where(TASKS.c.id == task.id).values(**values))
+        self._changed(task.app_id)
+        logger.info("federated task %s: %s", task.id, text)
+        return True
+
+    def _fail_round(self, task: Any, rnd: Any, state: str, reason: str, now: float) -> bool:
+        """Close the round without a model; retry with a new round or fail the task."""
+        spec = _spec(task.config)
+        retries = task.retries_used + 1
+        give_up = retries > spec.max_retries
+        next_round = None
+        if not give_up:
+            next_round = self._round_values(
+                task.id,
+                task.app_id,
+                task.model,
+                spec,
+                task.head,
+                bytes(task.weights),
+                rnd.number + 1,
+                now,
+                clip_norm=float(task.clip_norm),
+            )
+        text = f"round {rnd.number} closed without a model ({state}): {reason}"
+        with self._write("close the round") as conn:
+            closed = self._close_round(
+                conn, task.id, rnd.number, state, {"reason": reason, "reports": rnd.reports}, now
+            )
+            if not closed:
+                return False
+            values: dict[str, Any] = {
+                "retries_used": retries,
+                "updated_at": self._dt(now),
+                "log": _append(task.log, now, text),
+            }
+            if give_up:
+                values.update(
+                    state="failed",
+                    active_key=None,
+                    finished_at=self._dt(now),
+                    error=f"{retries} rounds without a model (max_retries {spec.max_retries}); "
+                    f"last: {reason}",
+                )
+            else:
+                values["round"] = rnd.number + 1
+                conn.execute(sa.insert(ROUNDS).values(**next_round))
+            conn.execute(sa.update(TASKS).where(TASKS.c.id == task.id).values(**values))
+        self._changed(task.app_id)
+        logger.info("federated task %s: %s", task.id, text)
+        return True
+
+    def _close_round(
+        self,
+        conn: sa.Connection,
+        task_id: str,
+        number: int,
+        state: str,
+        outcome: dict[str, Any],
+        now: float,
+    ) -> bool:
+        """Mark the round ``state`` (only if still open) and delete what devices sent."""
+        moved = conn.execute(
+            sa.update(ROUNDS)
+            .where(ROUNDS.c.task_id == task_id, ROUNDS.c.number == number, ROUNDS.c.state == "open")
+            .values(
+                state=state,
+                phase="done" if state == "aggregated" else "failed",
+                outcome=outcome,
+                closed_at=now,
+            )
+        ).rowcount
+        if not moved:
+            return False
+        conn.execute(
+            sa.update(PARTS)
+            .where(PARTS.c.task_id == task_id, PARTS.c.round == number)
+            .values(payload=None, unmask=None)
+        )
+        conn.execute(sa.delete(SHARES).where(SHARES.c.task_id == task_id, SHARES.c.round == number))
+        return True
+
+    # -- the result --------------------------------------------------------------------------
+
+    def _ship(self, task: Any, now: float) -> None:
+        """Push the final head on the frozen backbone as a candidate version (once)."""
+        spec = _spec(task.config)
+        version = self._existing_result(task)
+        try:
+            if version is None:
+                version = self._push_result(task, spec)
+        except PocketMLError as error:
+            text = f"could not push the result: {error}"
+            with self._write("fail the federated task") as conn:
+                conn.execute(
+                    sa.update(TASKS)
+                    .where(TASKS.c.id == task.id, TASKS.c.state == "finishing")
+                    .values(
+                        state="failed",
+                        active_key=None,
+                        error=text[:4000],
+                        finished_at=self._dt(now),
+                        updated_at=self._dt(now),
+                        log=_append(task.log, now, text),
+                    )
+                )
+            return
+        finally:
+            shutil.rmtree(self.work_dir / task.id, ignore_errors=True)
+        with self._write("finish the federated task") as conn:
+            conn.execute(
+                sa.update(TASKS)
+                .where(TASKS.c.id == task.id, TASKS.c.state == "finishing")
+                .values(
+                    state="succeeded",
+                    active_key=None,
+                    result_version=version,
+                    finished_at=self._dt(now),
+                    updated_at=self._dt(now),
+                    log=_append(task.log, now, f"pushed candidate v{version}"),
+                )
+            )
+        self._changed(task.app_id)
+
+    def _existing_result(self, task: Any) -> int | None:
+        """The version a previous attempt pushed for this task (a restart mid-push)."""
+        page = self.registry.list_versions(task.app_id, task.model, limit=50)
+        for info in page.items:
+            record = (info.run_record or {}).get("federated") or {}
+            if record.get("task_id") == task.id:
+                return int(info.version)
+        return None
+
+    def _push_result(self, task: Any, spec: TaskSpec) -> int:
+        base = self.registry.get_version(task.app_id, task.model, task.base_version)
+        model = self.registry.get_model(task.app_id, task.model)
+        where = f"version {task.base_version} of {task.model!r}"
+        head_spec = HeadSpec(
+            embedding_output=task.head["embedding_output"],
+            weight=task.head["weight"],
+            bias=task.head["bias"],
+            weight_layout=task.head["weight_layout"],
+        )
+        vector = np.frombuffer(bytes(task.weights), dtype="<f4").astype(np.float64)
+        dim, classes = int(task.head["dim"]), int(task.head["classes"])
+        head = Head(np.zeros((dim, classes)), np.zeros(classes)).with_vector(vector)
+        build = self.work_dir / task.id / "build"
+        shutil.rmtree(build, ignore_errors=True)
+        build.mkdir(parents=True)
+        variants = []
+        for variant in base.variants:
+            if variant.format != "onnx" or variant.precision != "fp32":
+                continue
+            source = self.extract(task.app_id, variant, self.work_dir / "models")
+            target = build / f"{variant.name}.onnx"
+            digest = write_head(source, target, head_spec, head)
+            variants.append(
+                {
+                    "name": variant.name,
+                    "file": target.name,
+                    "format": "onnx",
+                    "precision": "fp32",
+                    "role": variant.role,
+                    "sha256": digest,
+                    "compatibility": variant.compatibility,
+                }
+            )
+        if not variants:
+            raise InvalidInput(f"{where} has no fp32 ONNX variant to carry the trained head.")
+        lineage = {
+            "task_id": task.id,
+            "base_version": task.base_version,
+            "rounds": task.rounds_done,
+            "clients": task.clients_total,
+            "epsilon": task.epsilon,
+            "delta": spec.delta if spec.dp else None,
+            "noise_multiplier": spec.noise_multiplier,
+            "clip_norm": spec.clip_norm,
+            "aggregator": spec.aggregator,
+            "secagg": spec.secagg,
+        }
+        write_json(build / "schema.json", model.schema)
+        card = (
+            f"{base.card}\n\n## Federated fine-tuning\n\nThe classifier head of v"
+            f"{task.base_version} trained on devices by federated task {task.id}: "
+            f"{task.rounds_done} rounds, {task.clients_total} client updates, aggregator "
+            f"{spec.aggregator}"
+            + (", secure aggregation" if spec.secagg else "")
+            + (
+                f", DP-FedAvg with noise multiplier {spec.noise_multiplier:g} "
+                f"(ε = {task.epsilon:.3f}, δ = {spec.delta:g})."
+                if spec.dp and task.epsilon is not None
+                else " (no differential privacy)."
+            )
+        )
+        (build / "card.md").write_text(card, encoding="utf-8")
+        write_json(
+            build / "build.json",
+            {
+                "format_version": 1,
+                "model": task.model,
+                "schema": "schema.json",
+                "card": "card.md",
+                "dataset_fingerprint": None,
+                "source_framework": base.source_framework,
+                "params": dict(base.params),
+                "metrics": {},
+                "variants": variants,
+            },
+        )
+        meta = {"parent_version": task.base_version, "run_record": {"federated": lineage}}
+        return int(self.pusher(task.app_id, task.model, build, meta))
+
+
+# -- row helpers -----------------------------------------------------------------------------
+
+
+def _spec(config: Mapping[str, Any]) -> TaskSpec:
+    return parse_task_spec({k: v for k, v in config.items()})
+
+
+def _n_values(head: Mapping[str, Any]) -> int:
+    return int(head["dim"]) * int(head["classes"]) + int(head["classes"])
+
+
+def _append(log: Sequence[str] | None, now: float, text: str) -> list[str]:
+    lines = [*(log or []), f"{datetime.fromtimestamp(now, UTC).isoformat()} {text}"]
+    return lines[-_MAX_LOG:]
+
+
+def _base_variant(version: Any, where: str) -> Any:
+    for role in ("device", "cloud"):
+        for variant in version.variants:
+            if variant.format == "onnx" and variant.precision == "fp32" and variant.role == role:
+                return variant
+    raise InvalidInput(
+        f"{where} has no fp32 ONNX variant: the head's weights are read from it and the "
+        "result is written into it (add onnx to convert.targets)."
+    )
+
+
+def _task_row(conn: sa.Connection, app_id: str, task_id: str, *, lock: bool = False) -> Any:
+    query = sa.select(TASKS).where(TASKS.c.id == task_id, TASKS.c.app_id == app_id)
+    if lock:
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFound(f"no federated task {task_id!r} in this app.")
+    return row
+
+
+def _lock_task(conn: sa.Connection, app_id: str, task_id: str) -> Any:
+    return _task_row(conn, app_id, task_id, lock=True)
+
+
+def _round_row(conn: sa.Connection, task_id: str, number: int, *, lock: bool = False) -> Any:
+    query = sa.select(ROUNDS).where(ROUNDS.c.task_id == task_id, ROUNDS.c.number == number)
+    if lock:
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFound(f"task {task_id} has no round {number}.")
+    return row
+
+
+def _lock_open_round(
+    conn: sa.Connection, app_id: str, task_id: str, number: int, *, joining: bool = True
+) -> tuple[Any, Any]:
+    """The task and its open round ``number``, the round row locked; else the 409 why."""
+    task = _task_row(conn, app_id, task_id)
+    if task.state not in _ACTIVE:
+        raise FlTaskClosed(f"task {task_id} is {task.state}; it takes no more devices.")
+    if number != task.round:
+        raise FlWrongRound(
+            f"field 'round': round {number} is not the open round of task {task_id} "
+            f"(round {task.round} is)."
+        )
+    rnd = _round_row(conn, task_id, number, lock=True)
+    if rnd.state != "open" or task.state != "running":
+        raise FlRoundClosed(f"round {number} of task {task_id} is over ({rnd.state}).")
+    return task, rnd
+
+
+def _participant(conn: sa.Connection, task_id: str, number: int, device_id: str) -> Any:
+    return conn.execute(
+        sa.select(PARTS).where(
+            PARTS.c.task_id == task_id, PARTS.c.round == number, PARTS.c.device_id == device_id
+        )
+    ).first()
+
+
+def _participants(conn: sa.Connection, task_id: str, number: int) -> list[Any]:
+    return list(
+        conn.execute(
+            sa.select(PARTS).where(PARTS.c.task_id == task_id, PARTS.c.round == number)
+        ).all()
+    )
+
+
+def _secagg_config(task: Any, rnd: Any) -> SecAggConfig:
+    s = rnd.secagg
+    return SecAggConfig(
+        round_id=s["secagg_round_id"],
+        client_ids=tuple(int(i) for i in s["client_ids"]),
+        threshold=int(s["threshold"]),
+        encoding=FixedPoint(int(s["bits"]), float(rnd.clip_norm), int(s["max_clients"])),
+        n_values=_n_values(task.head),
+        neighbours=s.get("neighbours"),
+        graph_seed=base64.b64decode(s["graph_seed"]),
+    )
+
+
+def _advert(client_id: int, keys: Mapping[str, str]) -> KeyAdvertisement:
+    return KeyAdvertisement(
+        int(client_id),
+        base64.b64decode(keys["cipher_public"]),
+        base64.b64decode(keys["mask_public"]),
+        base64.b64decode(keys["seed_commitment"]),
+    )
+
+
+def _unmask_response(client_id: int, parsed: Mapping[str, Mapping[str, str]]) -> UnmaskResponse:
+    def shares(kind: str) -> dict[int, Share]:
+        return {
+            int(owner): Share(int(client_id), int.from_bytes(base64.b64decode(y), "big"))
+            for owner, y in (parsed.get(kind) or {}).items()
+        }
+
+    return UnmaskResponse(int(client_id), shares("self_mask_shares"), shares("mask_key_shares"))
+
+
+_REJECTIONS: dict[UpdateRejectReason, type[ValidationFailed]] = {
+    UpdateRejectReason.WRONG_SHAPE: FlWrongShape,
+    UpdateRejectReason.NOT_FINITE: FlNotFinite,
+    UpdateRejectReason.NORM_TOO_LARGE: FlNormTooLarge,
+}
+
+
+def _check_plain_update(
+    task_id: str, number: int, body: bytes, n_values: int, clip_norm: float
+) -> None:
+    """Raise the 422 of a bad float32 update (shape, NaN/Inf, norm) via ``validate_update``."""
+    if len(body) % 4:
+        raise FlWrongShape(
+            f"field 'update': the body must be {n_values} float32 values ({4 * n_values} "
+            f"bytes); got {len(body)} bytes."
+        )
+    update = np.frombuffer(body, dtype="<f4")
+    rejection = validate_update(
+        update,
+        task_id=task_id,
+        round_id=str(number),
+        client_id="device",
+        expected_task_id=task_id,
+        expected_round_id=str(number),
+        selected=("device",),
+        expected_shape=(n_values,),
+        max_norm=clip_norm * _NORM_SLACK,
+    )
+    if rejection is not None:
+        error = _REJECTIONS.get(rejection.reason, FlWrongShape)
+        extra = (
+            " Clip the update to the round's clip_norm first." if error is FlNormTooLarge else ""
+        )
+        raise error(f"field '{rejection.field}': {rejection.message}.{extra}")
+
+
+def _norm_summary(updates: Sequence[np.ndarray]) -> dict[str, float]:
+    norms = [float(np.linalg.norm(u)) for u in updates]
+    return {"min": min(norms), "median": float(np.median(norms)), "max": max(norms)}
+
+
+def _task_info(row: Any) -> TaskInfo:
+    config = dict(row.config)
+    return TaskInfo(
+        id=row.id,
+        app_id=row.app_id,
+        model=row.model,
+        base_version=row.base_version,
+        state=row.state,
+        spec=config,
+        round=row.round,
+        rounds_done=row.rounds_done,
+        retries_used=row.retries_used,
+        clients_total=row.clients_total,
+        clip_norm=row.clip_norm,
+        epsilon=row.epsilon,
+        delta=config.get("delta") if (config.get("noise_multiplier") or 0) > 0 else None,
+        result_version=row.result_version,
+        error=row.error,
+        log=list(row.log or []),
+        created_by=row.created_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _round_info(row: Any) -> RoundInfo:
+    return RoundInfo(
+        number=row.number,
+        state=row.state,
+        phase=row.phase,
+        opened_at=row.opened_at,
+        join_until=row.join_until,
+        deadline=row.deadline,
+        selected=row.selected,
+        reports=row.reports,
+        clip_norm=row.clip_norm,
+        outcome=row.outcome,
+        closed_at=row.closed_at,
+    )
