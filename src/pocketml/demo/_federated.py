@@ -258,7 +258,14 @@ def learn_together(
             phone.device.sync()
         t2 = time.perf_counter()
         before = {p.name: p.accuracy() for p in phones}
-        print("TIMING", t1 - t0, t2 - t1, time.perf_counter() - t2, np.mean(list(before.values())), sum(len(p.test) for p in phones))
+        print(
+            "TIMING",
+            t1 - t0,
+            t2 - t1,
+            time.perf_counter() - t2,
+            np.mean(list(before.values())),
+            sum(len(p.test) for p in phones),
+        )
         console.print(
             f"   v{base}: chapter 2's cnn-small with its 32-value embedding exposed "
             f"(params.federated names the head). {len(phones)} phones, "

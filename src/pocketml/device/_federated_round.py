@@ -33,6 +33,12 @@ from pocketml.device._types import ProtocolError
 from pocketml.errors import IntegrityError, InvalidInput, UnsupportedError
 from pocketml.fl import Head, LocalRecipe, add_gaussian_noise, clip_update, l2_norm, train_head
 from pocketml.protect import verify_signature
+from pocketml.protocol import (
+    ROUND_SIGNATURE_CONTEXT,
+    ROUND_SIGNATURE_HEADER,
+    ROUND_SIGNATURE_KEY_HEADER,
+    TASK_ID_PATTERN,
+)
 from pocketml.runtime import Runner
 
 __all__ = [
@@ -51,10 +57,10 @@ logger = logging.getLogger(__name__)
 
 # The context prefix of a round document's signature (docs/federated-protocol.md, §3): it
 # keeps the signature from ever passing for a package's or a keyring's.
-SIGNATURE_CONTEXT = b"pocketml-fl-round-v1\x00"
-SIGNATURE_HEADER = "pocketml-signature"
-SIGNATURE_KEY_HEADER = "pocketml-signature-key"
-_TASK_ID = re.compile(r"^flt_[0-9a-f]{16}$")
+SIGNATURE_CONTEXT = ROUND_SIGNATURE_CONTEXT
+_SIGNATURE_HEADER = ROUND_SIGNATURE_HEADER.lower()
+_SIGNATURE_KEY_HEADER = ROUND_SIGNATURE_KEY_HEADER.lower()
+_TASK_ID = re.compile(TASK_ID_PATTERN)
 # A head of more values than this is not a head (and not worth a phone's memory).
 MAX_HEAD_VALUES = 4_000_000
 
@@ -182,7 +188,7 @@ def verify_round_document(
         ProtocolError: a signed document with a missing or malformed field.
     """
     lowered = {k.lower(): v for k, v in headers.items()}
-    key_id, signature = lowered.get(SIGNATURE_KEY_HEADER), lowered.get(SIGNATURE_HEADER)
+    key_id, signature = lowered.get(_SIGNATURE_KEY_HEADER), lowered.get(_SIGNATURE_HEADER)
     if not key_id or not signature:
         raise IntegrityError("the round document is not signed; not participating")
     public = trusted_keys.get(key_id)
@@ -220,7 +226,7 @@ def _document(doc: Mapping[str, Any]) -> RoundDocument:
         raise ProtocolError(
             f"n_values must be dim*classes+classes = {n_values} (at most {MAX_HEAD_VALUES})"
         )
-    raw = base64.b64decode(_string(doc, "weights"), validate=True)
+    raw = base64.b64decode(_string(doc, "weights", 8 * MAX_HEAD_VALUES), validate=True)
     if hashlib.sha256(raw).hexdigest() != doc.get("weights_sha256"):
         raise IntegrityError("the round's weights do not match their signed sha256")
     if len(raw) != 4 * n_values:
@@ -353,10 +359,10 @@ def round_seed(device_id: str, task_id: str, round_number: int) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def _string(doc: Mapping[str, Any], name: str) -> str:
+def _string(doc: Mapping[str, Any], name: str, longest: int = 256) -> str:
     value = doc[name]
-    if not isinstance(value, str) or not 0 < len(value) <= 256:
-        raise ProtocolError(f"{name} must be a non-empty string")
+    if not isinstance(value, str) or not 0 < len(value) <= longest:
+        raise ProtocolError(f"{name} must be a string of 1 to {longest} characters")
     return value
 
 
