@@ -40,7 +40,7 @@ from pocketml.convert import TARGETS, ConversionResult, convert_model
 from pocketml.convert.build import VariantGroup, write_build
 from pocketml.data import load_digits, parse_augmentations, validate_dataset
 from pocketml.demo._devices import monitoring_reference, run_devices, split_holdout
-from pocketml.demo._federated import learn_together
+from pocketml.demo._federated import FederatedDemo, learn_together
 from pocketml.demo._loop import close_the_loop
 from pocketml.demo._safe import ship_safely
 from pocketml.demo._ship import ship
@@ -97,6 +97,9 @@ class DemoConfig:
     # epochs) from a cnn-large teacher trained this long; the canary's rollout steps
     teacher_epochs: int = 20
     loop_schedule: tuple[float, ...] = (25.0, 100.0)
+    # chapter 11: the phones that learn together and the rounds they run
+    federated_phones: int = 30
+    federated_rounds: int = 5
 
 
 # The chapters, numbered as the demo prints them (``pocketml demo --chapter N``).
@@ -530,6 +533,9 @@ def run_demo(
                 schema=schema,
                 splits=splits,
                 out_dir=out_dir / "federated",
+                config=FederatedDemo(
+                    phones=config.federated_phones, rounds=config.federated_rounds
+                ),
                 seed=config.seed,
             )
             lap("learn together")

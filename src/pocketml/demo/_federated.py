@@ -23,15 +23,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from rich.console import Console
 
 from pocketml._tables import Column, fitted_table
 from pocketml.convert.build import BuildVariant, write_build
 from pocketml.data import Dataset, Splits, augment_dataset, parse_augmentations
+from pocketml.demo._safe import _judged, _path, _settle
 from pocketml.device import Device, DeviceFacts, DeviceState, FederatedReport
 from pocketml.errors import InvalidInput
 from pocketml.protocol import file_sha256
@@ -59,13 +62,14 @@ class FederatedDemo:
         clients_per_round: the cohort of a round.
         noise_multiplier, clip_norm, delta: DP-FedAvg.
         epochs, batch_size, learning_rate: the local recipe.
-        unplugged_per_round: phones unplugged after masking (SecAgg+ dropouts).
+        unplugged_per_round: phones unplugged after sharing their keys (SecAgg+ dropouts).
+        join_window_s: how long a round takes joins.
     """
 
     phones: int = 30
     classes_per_phone: int = 3
     train_per_phone: int = 40
-    rounds: int = 6
+    rounds: int = 5
     clients_per_round: int = 20
     noise_multiplier: float = 0.5
     clip_norm: float = 1.0
@@ -74,6 +78,12 @@ class FederatedDemo:
     batch_size: int = 16
     learning_rate: float = 0.2
     unplugged_per_round: int = 2
+    join_window_s: float = 2.5
+
+    @property
+    def cohort(self) -> int:
+        """The expected cohort: ``clients_per_round``, at most two thirds of the phones."""
+        return min(self.clients_per_round, max(3, 2 * self.phones // 3))
 
 
 def make_federatable(onnx_path: Path, out_path: Path) -> dict[str, str]:
@@ -160,6 +170,7 @@ class _Phone:
         lighting: str,
         train: Dataset,
         test: Dataset,
+        transport: httpx.BaseTransport,
     ) -> None:
         device_class, platform = _CLASSES[index % len(_CLASSES)]
         self.name = f"phone-{index:02d}"
@@ -187,6 +198,7 @@ class _Phone:
                 battery_level=lambda: 0.9 if self.plugged else 0.1,
             ),
             seed=index,
+            transport=transport,
         )
 
     def accuracy(self) -> float:
@@ -205,7 +217,13 @@ class _Phone:
 
 
 def _make_phones(
-    splits: Splits, url: str, device_key: str, work: Path, config: FederatedDemo, seed: int
+    splits: Splits,
+    url: str,
+    device_key: str,
+    work: Path,
+    config: FederatedDemo,
+    seed: int,
+    transport: httpx.BaseTransport,
 ) -> list[_Phone]:
     """Phones with non-IID photos: a few digits each, their own light, a soft-focus lens."""
     rng = np.random.default_rng(seed + 110)
@@ -225,12 +243,77 @@ def _make_phones(
         train = augment_dataset(splits.train.subset(rows), augmentations, seed=seed + 200 + i)
         held = np.flatnonzero(np.isin(test_y, classes))
         test = augment_dataset(splits.test.subset(held), augmentations, seed=seed + 300 + i)
-        phone = _Phone(i, url, device_key, work, classes, lighting, train, test)
+        phone = _Phone(i, url, device_key, work, classes, lighting, train, test, transport)
         phone.device.set_federated_consent(True)
         for x, y in zip(train.features, train.labels, strict=True):
             phone.device.add_training_example(MODEL, x, train.class_names[int(y)])
         phones.append(phone)
     return phones
+
+
+def _start_task(
+    admin: AdminClient, base: int, population: int, config: FederatedDemo, seed: int
+) -> dict[str, Any]:
+    """Start the federated task on ``base`` (POST /v1/admin/federated/tasks)."""
+    body = {
+        "model": MODEL,
+        "version": base,
+        "rounds": config.rounds,
+        "clients_per_round": config.cohort,
+        "min_reports": config.cohort // 2,
+        "round_timeout_s": 120.0,
+        "join_window_s": config.join_window_s,
+        "recipe": {
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "learning_rate": config.learning_rate,
+        },
+        "requires": {"charging": True, "wifi": True, "idle": True, "min_samples": 16},
+        "clip_norm": config.clip_norm,
+        "noise_multiplier": config.noise_multiplier,
+        "delta": config.delta,
+        "population": population,
+        "secagg": True,
+        "secagg_step_timeout_s": 20.0,
+        "seed": seed,
+    }
+    return dict(admin.request("POST", "/v1/admin/federated/tasks", json=body).json())
+
+
+def _task(admin: AdminClient, task_id: str) -> dict[str, Any]:
+    return dict(admin.request("GET", f"/v1/admin/federated/tasks/{task_id}").json())
+
+
+def _run_round(phones: list[_Phone], unplug: int, timeout_s: float) -> dict[str, int]:
+    """One round through the SDK: check in, then step every phone until none waits.
+
+    The first ``unplug`` phones seen sending their key shares are unplugged: their next
+    step gives the round up (they drop out after sharing, before masking).
+    """
+    for phone in phones:
+        phone.plugged = True
+        phone.device.sync()  # the check-in announces the round
+    last = {p.name: p.step() for p in phones}
+    unplugged = 0
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        waiting = [p for p in phones if last[p.name].status == "waiting"]
+        if not waiting:
+            break
+        moved = False
+        for phone in waiting:
+            before = last[phone.name].reason
+            last[phone.name] = report = phone.step()
+            moved |= report.reason != before
+            if report.reason == "secagg share" and unplugged < unplug:
+                phone.plugged = False
+                unplugged += 1
+        if not moved:  # everyone waits for the server (selection window, a phase deadline)
+            time.sleep(0.1)
+    counts: dict[str, int] = {}
+    for report in last.values():
+        counts[report.status] = counts.get(report.status, 0) + 1
+    return counts
 
 
 def learn_together(
@@ -250,30 +333,193 @@ def learn_together(
     config = config or FederatedDemo()
     started = time.perf_counter()
     base = _push_federatable(admin, onnx_path, schema, out_dir / "build")
-    t0 = time.perf_counter()
-    phones = _make_phones(splits, url, device_key, out_dir / "phones", config, seed)
-    t1 = time.perf_counter()
+    transport = httpx.HTTPTransport()  # one connection pool (and TLS context) for the fleet
+    phones = _make_phones(splits, url, device_key, out_dir / "phones", config, seed, transport)
     try:
         for phone in phones:
             phone.device.sync()
-        t2 = time.perf_counter()
         before = {p.name: p.accuracy() for p in phones}
-        print(
-            "TIMING",
-            t1 - t0,
-            t2 - t1,
-            time.perf_counter() - t2,
-            np.mean(list(before.values())),
-            sum(len(p.test) for p in phones),
-        )
         console.print(
-            f"   v{base}: chapter 2's cnn-small with its 32-value embedding exposed "
-            f"(params.federated names the head). {len(phones)} phones, "
-            f"{config.classes_per_phone} digits each, their own light and a soft-focus lens; "
-            f"each keeps {config.train_per_phone} labelled photos on the device."
+            f"   v{base}: chapter 2's cnn-small with its 32-value embedding exposed as a "
+            f"second output (params.federated names the head). {len(phones)} phones with "
+            f"{config.classes_per_phone} digits each, their own light and a soft-focus "
+            f"lens; each keeps {config.train_per_phone} labelled photos on the device "
+            "(consent to train, not to share)."
         )
-        raise NotImplementedError("the federated task part comes with the server's routes")
+        task = _start_task(admin, base, len(phones), config, seed)
+        console.print(
+            f"   task {task['id']}: {config.rounds} rounds, ~{config.cohort} of "
+            f"{len(phones)} phones per round (Poisson sampling), DP-FedAvg z = "
+            f"{config.noise_multiplier:g}, clip {config.clip_norm:g}, SecAgg+; phones must "
+            "be charging, on Wi-Fi and idle"
+        )
+        steps: list[dict[str, int]] = []  # per round: how many phones ended how
+        while task["state"] == "running" and len(steps) < config.rounds + 3:
+            steps.append(_run_round(phones, config.unplugged_per_round, timeout_s=60.0))
+            task = _wait_for_round(admin, task["id"], len(steps))
+        task = _wait_for_result(admin, task["id"])
+        _print_rounds(console, task)
+        _print_privacy(console, task, config)
+        result = task.get("result_version")
+        if task["state"] != "succeeded" or result is None:
+            raise InvalidInput(f"the federated task ended {task['state']}: {task.get('error')}")
+        rollout = admin.create_rollout(
+            MODEL, int(result), schedule=[100.0], min_dwell_s=0, min_samples=100
+        )
+        for phone in phones:
+            phone.device.sync()
+        after = {p.name: p.accuracy() for p in phones}
+        flushed = datetime.now(UTC)
+        for phone in phones:
+            phone.device.flush()
+        rollout = _settle(admin, _judged(admin, rollout.id, flushed, timeout_s=10), "complete")
+        console.print(
+            f"   v{result}: the task's head on the same frozen backbone, pushed as a candidate "
+            f"with its lineage; rollout {_path(admin, rollout.id)}"
+        )
+        _print_accuracy(console, phones, before, after, base, int(result))
     finally:
         for phone in phones:
             phone.device.close()
-    return {"before": before, "duration_s": time.perf_counter() - started}
+        transport.close()
+    return {
+        "base_version": base,
+        "task": {k: task.get(k) for k in ("id", "state", "rounds_done", "clients_total")},
+        "epsilon": task.get("epsilon"),
+        "delta": task.get("delta"),
+        "result_version": result,
+        "rollout": rollout.id,
+        "rounds": [r.get("outcome") for r in task.get("rounds", [])],
+        "phones_per_round": steps,
+        "accuracy_before": float(np.mean(list(before.values()))),
+        "accuracy_after": float(np.mean(list(after.values()))),
+        "per_phone": {p.name: {"before": before[p.name], "after": after[p.name]} for p in phones},
+        "duration_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def _wait_for_round(admin: AdminClient, task_id: str, attempts: int) -> dict[str, Any]:
+    """The task once ``attempts`` rounds are closed (or the task ended), at most 30 s."""
+    deadline = time.monotonic() + 30.0
+    while True:
+        task = _task(admin, task_id)
+        closed = [r for r in task["rounds"] if r["state"] != "open"]
+        if len(closed) >= attempts or task["state"] != "running":
+            return task
+        if time.monotonic() > deadline:
+            raise InvalidInput(f"round {attempts} of task {task_id} did not close in 30 s")
+        time.sleep(0.1)
+
+
+def _wait_for_result(admin: AdminClient, task_id: str) -> dict[str, Any]:
+    """The task once it ended (the server pushes the result version as it finishes)."""
+    deadline = time.monotonic() + 30.0
+    while True:
+        task = _task(admin, task_id)
+        if task["state"] in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
+            return task
+        time.sleep(0.1)
+
+
+def _print_rounds(console: Console, task: dict[str, Any]) -> None:
+    columns = (
+        Column("round", "right"),
+        Column("state", is_name=True),
+        Column("cohort", "right"),
+        Column("updates", "right"),
+        Column("dropped", "right"),
+        Column("ε so far", "right"),
+    )
+    rows = []
+    for r in task["rounds"]:
+        outcome = r.get("outcome") or {}
+        epsilon = outcome.get("epsilon")
+        rows.append(
+            (
+                str(r["number"]),
+                r["state"],
+                str(r["selected"]),
+                str(outcome.get("reports", r["reports"])),
+                str(len(outcome.get("dropped", []))),
+                "-" if epsilon is None else f"{epsilon:.2f}",
+            )
+        )
+    console.print(
+        fitted_table(
+            f"federated rounds (SecAgg+: the server saw only sums; δ = {task.get('delta')})",
+            columns,
+            rows,
+            console.width,
+        )
+    )
+
+
+def _print_accuracy(
+    console: Console,
+    phones: list[_Phone],
+    before: dict[str, float],
+    after: dict[str, float],
+    base: int,
+    result: int,
+) -> None:
+    """Accuracy by thirds of the fleet (ranked by accuracy before), then the whole fleet.
+
+    Every phone's numbers are in report.json (``per_phone``).
+    """
+    ranked = sorted(phones, key=lambda p: before[p.name])
+    third = max(1, len(ranked) // 3)
+    groups = (
+        ("the third that read worst before", ranked[:third]),
+        ("the middle third", ranked[third : 2 * third]),
+        ("the third that read best before", ranked[2 * third :]),
+        (f"all {len(ranked)} phones", ranked),
+    )
+    columns = (
+        Column("phones", is_name=True),
+        Column(f"v{base} before", "right"),
+        Column(f"v{result} after", "right"),
+        Column("worst phone", "right", priority=1),
+    )
+    rows = [
+        (
+            name,
+            f"{np.mean([before[p.name] for p in group]):.3f}",
+            f"{np.mean([after[p.name] for p in group]):.3f}",
+            f"{min(before[p.name] for p in group):.2f} → {min(after[p.name] for p in group):.2f}",
+        )
+        for name, group in groups
+    ]
+    console.print(
+        fitted_table(
+            "accuracy of each phone on its own held-out photos (its digits, its light)",
+            columns,
+            rows,
+            console.width,
+        )
+    )
+    better = sum(after[p.name] > before[p.name] + 0.01 for p in phones)
+    worse = sum(after[p.name] < before[p.name] - 0.01 for p in phones)
+    console.print(
+        f"   {better} phones improved by more than a point, {worse} lost more than one "
+        "(one head is shared by every phone: it moves toward what most of them see)."
+    )
+
+
+def _print_privacy(console: Console, task: dict[str, Any], config: FederatedDemo) -> None:
+    """ε spent, and what the same noise would cost on a fleet of realistic size."""
+    from pocketml.federated import PrivacyAccountant
+
+    epsilon, delta, rounds = task.get("epsilon"), task.get("delta"), task.get("rounds_done")
+    if epsilon is None or delta is None or not rounds:
+        return
+    large = 100_000
+    accountant = PrivacyAccountant(config.noise_multiplier, config.cohort / large, float(delta))
+    for _ in range(int(rounds)):
+        spent = accountant.spend_round()
+    console.print(
+        f"   privacy spent: (ε = {epsilon:.2f}, δ = {delta:g}) per phone for all {rounds} "
+        f"rounds (dp-accounting RDP, Poisson sampling q = {config.cohort}/"
+        f"{config.phones}). A weak guarantee, as any on {config.phones} phones: the same "
+        f"noise on a fleet of {large:,} (q = {config.cohort}/{large:,}) would "
+        f"spend ε = {spent.epsilon:.2f}."
+    )

@@ -132,6 +132,7 @@ class FederatedParticipant:
         self.trusted_keys = trusted_keys
         self.wall_clock = wall_clock
         self._session: tuple[RoundRecord, SecAggSession, LocalUpdate] | None = None
+        self._masked_recorded = False  # the session's masked input is recorded on disk
 
     # -- consent and examples -------------------------------------------------------------
 
@@ -299,6 +300,7 @@ class FederatedParticipant:
                 record.upload_key,
             )
             self._session = (record, session, update)
+            self._masked_recorded = False
             return self._advance_secagg()
         payload = update.vector.astype("<f4").tobytes()
         self.store.set_stage(task, record.round_id, "ready", self.wall_clock(), payload=payload)
@@ -378,8 +380,9 @@ class FederatedParticipant:
             return _report("waiting", f"network: {exc}", record, update, poll_after_s=2.0)
         except PocketMLError as exc:
             return self._give_up(record, "error", f"{exc.code}: {exc}", status="failed")
-        if progress.sent == "masked_input":
+        if "masked_input" in session.sent and not self._masked_recorded:
             self.store.set_stage(record.task_id, record.round_id, "uploaded", self.wall_clock())
+            self._masked_recorded = True
         if progress.outcome == "waiting":
             return _report(
                 "waiting",

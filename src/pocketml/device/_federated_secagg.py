@@ -120,6 +120,7 @@ class SecAggSession:
             return SecAggProgress("failed", phase, poll_after_s=poll, detail="secagg_aborted")
         if phase not in _STEPS:  # "selecting" or a phase a newer server added
             return SecAggProgress("waiting", phase, poll_after_s=poll)
+        self._confirm_delivered(state)
         if phase in self.sent:
             return SecAggProgress("waiting", phase, poll_after_s=poll)
         missed = [step for step in _STEPS[: _STEPS.index(phase)] if step not in self.sent]
@@ -135,6 +136,21 @@ class SecAggSession:
         self._send(phase, self._messages[phase])
         self.sent.add(phase)
         return SecAggProgress("waiting", phase, sent=phase, poll_after_s=poll)
+
+    def _confirm_delivered(self, state: Mapping[str, Any]) -> None:
+        """Count a step whose answer was lost as sent when the state shows it arrived.
+
+        The roster lists this device once its keys arrived; the survivors list it once its
+        masked input arrived. Without this, a lost answer followed by a phase change would
+        put a device out of a round it is part of.
+        """
+        roster, survivors = state.get("roster"), state.get("survivors")
+        arrived = set()
+        if isinstance(roster, Mapping) and str(self.client_id) in roster:
+            arrived.add("advertise")
+        if isinstance(survivors, list) and self.client_id in survivors:
+            arrived.add("masked_input")
+        self.sent |= arrived & set(self._messages)
 
     def _send(self, phase: str, message: dict[str, Any] | bytes) -> None:
         if isinstance(message, bytes):
