@@ -29,7 +29,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object, objec
         splits,
         "cnn-small",
         config=TrainConfig(
-            seed=0, epochs=8, augmentations=tuple(parse_augmentations("dim=0.6,noise=0.2"))
+            seed=0, epochs=4, augmentations=tuple(parse_augmentations("dim=0.6,noise=0.2"))
         ),
         model_name="digits",
         out_dir=out / "run",
@@ -42,7 +42,9 @@ def test_phones_learn_together_and_the_result_is_rolled_out(
 ) -> None:
     onnx_path, schema, splits = small
     console = Console(record=True, width=100)
-    settings = testing.server_settings(tmp_path / "home", devices={"catalog_ttl_s": 0})
+    settings = testing.server_settings(
+        tmp_path / "home", devices={"catalog_ttl_s": 0}, rollout_eval={"interval_s": 0.5}
+    )
     with live_server(settings) as live:
         with AdminClient(live.url, OPERATOR_TOKEN) as operator:
             created = operator.create_app("fl-demo")

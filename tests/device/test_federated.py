@@ -360,3 +360,21 @@ def test_a_tampered_round_document_is_refused_and_nothing_is_uploaded(
     assert "signature" in report.reason
     assert not any(r.method == "PUT" for r in transport.requests)
     assert task_of(app, task["id"])["rounds"][0]["reports"] == 0
+
+
+def test_a_masked_input_whose_answer_is_lost_still_counts_when_the_round_moves_on(
+    app: Shipped, make_phone: PhoneFactory
+) -> None:
+    task = start_task(app, secagg=True, clients_per_round=3)
+    transport = _lose_first_update_answer()
+    lossy = make_phone(transport=transport)
+    phones = [make_phone(), make_phone(), lossy]  # the lossy phone masks last: its
+    for phone in phones:  # upload completes the phase before its answer is lost
+        phone.device.sync()
+
+    reports = run_until_settled(phones)
+
+    assert [r.status for r in reports] == ["done"] * 3
+    assert sum(r.method == "PUT" for r in transport.requests) == 1  # never sent twice
+    round_ = task_of(app, task["id"])["rounds"][0]
+    assert round_["state"] == "aggregated" and round_["reports"] == 3
