@@ -64,7 +64,9 @@ def test_phones_learn_together_and_the_result_is_rolled_out(
 
     assert report["task"]["state"] == "succeeded" and report["task"]["rounds_done"] == 2
     assert report["epsilon"] is not None and report["epsilon"] > 0
-    assert all(len(r["dropped"]) == 1 for r in report["rounds"])  # unplugged, recovered
+    aggregated = [r for r in report["rounds"] if r and "survivors" in r]
+    assert len(aggregated) == 2  # (a retried round, if any, closed without a model)
+    assert all(len(r["dropped"]) == 1 for r in aggregated)  # unplugged, recovered
     assert report["accuracy_after"] > report["accuracy_before"]
     assert version.stage == "production"  # the rollout completed
     text = console.export_text()
