@@ -337,3 +337,74 @@ class ServiceTransport:
     def secagg_post(self, task_id: str, rnd: int, step: str, body: Mapping[str, Any]) -> Any:
         method: Callable[..., Any] = getattr(self.service, f"secagg_{step}")
         return method(self.app_id, task_id, rnd, body["device_id"], body)
+
+
+class WireError(Exception):
+    """An error answer of the server: status, code, message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class HttpTransport:
+    """The wire calls over HTTP with the app's device key (route tests)."""
+
+    def __init__(self, http: Any) -> None:
+        self.http = http
+
+    @staticmethod
+    def _check(response: Any) -> Any:
+        if response.status_code >= 400:
+            error = response.json()["error"]
+            raise WireError(response.status_code, error["code"], error["message"])
+        return response
+
+    def join(self, task_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        response = self._check(self.http.post(f"/v1/federated/tasks/{task_id}/join", json=body))
+        assert response.status_code == 200
+        result: dict[str, Any] = response.json()
+        return result
+
+    def document(self, task_id: str, rnd: int, device_id: str) -> tuple[bytes, str, bytes]:
+        response = self._check(
+            self.http.get(
+                f"/v1/federated/tasks/{task_id}/rounds/{rnd}", params={"device_id": device_id}
+            )
+        )
+        signature = base64.b64decode(response.headers["Pocketml-Signature"])
+        return response.content, response.headers["Pocketml-Signature-Key"], signature
+
+    def upload(
+        self, task_id: str, rnd: int, device_id: str, body: bytes, key: str, num_samples: int
+    ) -> Any:
+        response = self._check(
+            self.http.put(
+                f"/v1/federated/tasks/{task_id}/rounds/{rnd}/update",
+                params={"device_id": device_id, "num_samples": num_samples},
+                content=body,
+                headers={"Content-Type": "application/octet-stream", "Idempotency-Key": key},
+            )
+        )
+        assert response.status_code in (200, 202)
+        return response.json()
+
+    def secagg_state(self, task_id: str, rnd: int, device_id: str) -> dict[str, Any]:
+        response = self._check(
+            self.http.get(
+                f"/v1/federated/tasks/{task_id}/rounds/{rnd}/secagg",
+                params={"device_id": device_id},
+            )
+        )
+        state: dict[str, Any] = response.json()
+        return state
+
+    def secagg_post(self, task_id: str, rnd: int, step: str, body: Mapping[str, Any]) -> Any:
+        url = f"/v1/federated/tasks/{task_id}/rounds/{rnd}/secagg/{step}"
+        return self._check(self.http.post(url, json=body)).json()
+
+    def leave(self, task_id: str, rnd: int, device_id: str, reason: str = "battery_low") -> Any:
+        url = f"/v1/federated/tasks/{task_id}/rounds/{rnd}/leave"
+        return self._check(self.http.post(url, json={"device_id": device_id, "reason": reason}))

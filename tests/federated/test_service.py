@@ -258,9 +258,14 @@ def test_a_round_short_of_min_reports_closes_without_a_model_then_the_task_fails
     service = world.service()
     t = ServiceTransport(service, world.app_id)
     task = service.create_task(world.app_id, "digits", _spec(max_retries=1), actor="a")
-    d = world.devices(1)[0]
+    d, late = world.devices(2)
     d.participate(t, task.id, 1)
+    late.join(t, task.id, 1)
+    late.fetch(t, task.id, 1)
+    late.train()
     world.clock.now += 601  # past the deadline with 1 report of 2
+    with pytest.raises(FlRoundClosed, match="deadline"):  # before the server's pass runs
+        late.upload(t, task.id, 1)
     assert task.id in service.tick()
     after = service.get_task(world.app_id, task.id)
     assert after.rounds[0].state == "no_model" and after.round == 2 and after.state == "running"
@@ -400,6 +405,7 @@ def test_task_settings_are_checked_with_the_field_named(world: World) -> None:
         "aggregator": _spec(aggregator="median", secagg=True),
         "clients_per_round": _spec(clients_per_round=0),
         "unknown": {**_spec(), "bogus": 1},
+        "adaptive_clipping": _spec(noise_multiplier=0.3, population=9, adaptive_clipping=True),
         "targeting": _spec(targeting=[{"field": "planet", "in": ["mars"]}]),
     }
     for word, spec in cases.items():

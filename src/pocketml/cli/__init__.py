@@ -21,6 +21,7 @@ from pocketml.cli import (
     _convert,
     _data,
     _demo,
+    _federated,
     _loop,
     _monitor,
     _rollout,
@@ -56,6 +57,7 @@ app.add_typer(_rollout.rollout_app, name="rollout")
 app.add_typer(_rollout.experiment_app, name="experiment")
 app.add_typer(_alerts.alerts_app, name="alerts")
 app.add_typer(_loop.loop_app, name="loop")
+app.add_typer(_federated.fl_app, name="fl")
 app.command("simulate")(_simulate.simulate)
 app.command("demo")(_demo.demo)
 app.command("server")(_server.server)

@@ -54,6 +54,7 @@ class TaskRow(Base):
     clients_total: Mapped[int] = mapped_column(sa.Integer)
     epsilon: Mapped[float | None] = mapped_column(sa.Double, nullable=True)
     result_version: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    rollout_id: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
     error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     log: Mapped[list[Any]] = mapped_column(sa.JSON)
     created_by: Mapped[str] = mapped_column(sa.String(128))

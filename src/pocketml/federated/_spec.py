@@ -20,6 +20,7 @@ AGGREGATORS = ("fedavg", "trimmed_mean", "median")
 MAX_CLIENTS_PER_ROUND = 1000
 MAX_ROUNDS = 10_000
 MAX_TIMEOUT_S = 7 * 86_400.0
+ROLLOUT_OPTIONS = frozenset({"schedule", "min_dwell_s", "min_samples", "on_breach", "guardrails"})
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,15 @@ class TaskSpec:
         population: devices the task may reach; with DP the sampling probability is
             ``clients_per_round / population`` (required with DP).
         secagg: mask updates so the server only learns their sum.
-        secagg_threshold: the SecAgg threshold as a fraction of a client's neighbours.
+        secagg_threshold: the SecAgg threshold as a fraction of a client's neighbours
+            (0.5: the smallest majority, ``k//2 + 1``; it tolerates the most dropouts).
         secagg_neighbours: ``k`` of the SecAgg+ graph (even), or None for all pairs.
         secagg_step_timeout_s: the longest a SecAgg phase waits for its messages.
         local_noise_std: Gaussian noise a device adds after clipping (0: none).
         seed: seeds the server's DP noise (tests and reproducible runs); None: OS entropy.
+        rollout: start a staged rollout of the result with these options (``schedule``,
+            ``min_dwell_s``, ``min_samples``, ``on_breach``, ``guardrails``: the rollouts'
+            own, checked by them); None leaves the result a candidate.
     """
 
     version: int
@@ -86,11 +91,12 @@ class TaskSpec:
     delta: float = 1e-5
     population: int | None = None
     secagg: bool = False
-    secagg_threshold: float = 0.67
+    secagg_threshold: float = 0.5
     secagg_neighbours: int | None = None
     secagg_step_timeout_s: float = 60.0
     local_noise_std: float = 0.0
     seed: int | None = None
+    rollout: dict[str, Any] | None = None
 
     @property
     def join_window(self) -> float:
@@ -108,6 +114,12 @@ class TaskSpec:
         if not self.dp or self.population is None:
             return None
         return min(1.0, self.clients_per_round / self.population)
+
+    @property
+    def count_stddev(self) -> float:
+        """σ_b of adaptive clipping's noisy unclipped count: ``max(1, m / 20)`` (the paper's
+        ``m / 20``, at least 1)."""
+        return max(1.0, self.clients_per_round / 20)
 
     @property
     def max_cohort(self) -> int:
@@ -193,6 +205,13 @@ def parse_task_spec(raw: Mapping[str, Any]) -> TaskSpec:
     targeting = raw.get("targeting") or []
     if not isinstance(targeting, list) or not all(isinstance(r, Mapping) for r in targeting):
         raise _fail("targeting", "a list of rule objects", targeting)
+    rollout = raw.get("rollout")
+    if rollout is not None:
+        if not isinstance(rollout, Mapping) or not set(rollout) <= ROLLOUT_OPTIONS:
+            raise _fail(
+                "rollout", f"null or an object with keys in {sorted(ROLLOUT_OPTIONS)}", rollout
+            )
+        rollout = dict(rollout)
     aggregator = raw.get("aggregator", "fedavg")
     if aggregator not in AGGREGATORS:
         raise _fail("aggregator", f"one of {', '.join(AGGREGATORS)}", aggregator)
@@ -215,11 +234,12 @@ def parse_task_spec(raw: Mapping[str, Any]) -> TaskSpec:
         delta=_float(raw, "delta", 1e-5, 1e-12, 0.1),
         population=_int(raw, "population", None, 1, 10**10),
         secagg=_bool(raw, "secagg", False),
-        secagg_threshold=_float(raw, "secagg_threshold", 0.67, 0.5, 1.0),
+        secagg_threshold=_float(raw, "secagg_threshold", 0.5, 0.5, 1.0),
         secagg_neighbours=_int(raw, "secagg_neighbours", None, 2, MAX_CLIENTS_PER_ROUND),
         secagg_step_timeout_s=_float(raw, "secagg_step_timeout_s", 60.0, 0.1, MAX_TIMEOUT_S),
         local_noise_std=_float(raw, "local_noise_std", 0.0, 0.0, 100.0),
         seed=_int(raw, "seed", None, 0, 2**63 - 1),
+        rollout=rollout,
     )
     _check_combination(spec)
     return spec
@@ -248,6 +268,12 @@ def _check_combination(spec: TaskSpec) -> None:
         )
     if spec.adaptive_clipping and not spec.dp:
         raise InvalidInput("adaptive_clipping is part of DP-FedAvg: set noise_multiplier > 0.")
+    if spec.adaptive_clipping and 2 * spec.count_stddev <= 1 / spec.noise_multiplier:
+        raise InvalidInput(
+            f"adaptive_clipping needs noise_multiplier > {1 / (2 * spec.count_stddev):.3g} with "
+            f"clients_per_round {spec.clients_per_round} (the clip-count query takes part of "
+            "the noise); raise noise_multiplier or turn adaptive_clipping off."
+        )
     if spec.aggregator != "fedavg" and (spec.secagg or spec.dp):
         raise InvalidInput(
             f"aggregator {spec.aggregator!r} needs every update in the clear: it combines "

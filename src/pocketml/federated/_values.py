@@ -65,6 +65,7 @@ class TaskInfo:
     epsilon: float | None
     delta: float | None
     result_version: int | None
+    rollout_id: str | None
     error: str | None
     log: list[str]
     created_by: str

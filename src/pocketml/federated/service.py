@@ -32,7 +32,6 @@ round closes; the server never holds an individual unmasked update of a SecAgg r
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import math
@@ -45,53 +44,72 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
 from pocketml.db import WRITE, Lease, process_owner, translate_errors
-from pocketml.errors import Conflict, InvalidInput, NotFound, PocketMLError, ValidationFailed
+from pocketml.errors import Conflict, InvalidInput, NotFound, PocketMLError
 from pocketml.federated._accountant import PrivacyAccountant
 from pocketml.federated._aggregate import coordinate_median, fedavg, trimmed_mean
 from pocketml.federated._dp import AdaptiveClipping, DPFedAvg
 from pocketml.federated._model import HeadSpec, head_spec_of, read_head, write_head, write_json
-from pocketml.federated._orm import LeaseRow, ParticipantRow, RoundRow, ShareRow, TaskRow
+from pocketml.federated._rows import (
+    ACTIVE,
+    LEASES,
+    PARTS,
+    ROUNDS,
+    SHARES,
+    TASKS,
+    advert,
+    b64,
+    base_variant,
+    canonical,
+    check_plain_update,
+    client_key,
+    coin,
+    lock_open_round,
+    lock_task,
+    norm_summary,
+    participant,
+    participants,
+    pending_count,
+    round_info,
+    round_row,
+    secagg_config,
+    spec_of,
+    task_info,
+    task_row,
+    unb64,
+    unmask_response,
+    values_count,
+    with_log_line,
+)
 from pocketml.federated._secagg_server import SecAggServer
 from pocketml.federated._spec import TaskSpec, parse_task_spec
-from pocketml.federated._validate import UpdateRejectReason, validate_update
 from pocketml.federated._values import (
     Announcement,
     JoinAnswer,
-    RoundInfo,
     SecAggState,
     SignedDocument,
     TaskInfo,
     UploadAnswer,
 )
 from pocketml.fl import (
-    FixedPoint,
     Head,
-    KeyAdvertisement,
     MaskedInput,
     SecAggAborted,
-    SecAggConfig,
-    Share,
-    UnmaskResponse,
     clip_update,
 )
 from pocketml.protocol import (
     ROUND_SIGNATURE_CONTEXT,
     FlAlreadyReported,
-    FlNormTooLarge,
     FlNotEligible,
-    FlNotFinite,
     FlNotSelected,
     FlRoundClosed,
     FlSecAggInvalid,
-    FlTaskClosed,
     FlWrongPhase,
-    FlWrongRound,
     FlWrongShape,
 )
 
@@ -99,53 +117,15 @@ __all__ = ["FederatedService", "Pusher", "Signer"]
 
 logger = logging.getLogger(__name__)
 
-TASKS = cast(sa.Table, TaskRow.__table__)
-ROUNDS = cast(sa.Table, RoundRow.__table__)
-PARTS = cast(sa.Table, ParticipantRow.__table__)
-SHARES = cast(sa.Table, ShareRow.__table__)
-LEASES = cast(sa.Table, LeaseRow.__table__)
 
 Signer = Callable[[str, bytes], tuple[str, bytes]]
 """``signer(app_id, data) -> (key_id, signature)``: the app's active package-signing key."""
 Pusher = Callable[[str, str, Path, Mapping[str, Any]], int]
 """``pusher(app_id, model, build_dir, meta) -> version``: the loop's push path."""
 
-_ACTIVE = ("running", "finishing")
-_NORM_SLACK = 1.0001  # float32 rounding of a vector clipped to exactly C
 _SECAGG_BITS = 32
 _POLL_S = 2.0
-_MAX_LOG = 200
 _OPEN_CACHE_S = 1.0
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(text: Any, name: str, size: int | None = None) -> bytes:
-    if not isinstance(text, str):
-        raise FlSecAggInvalid(f"field '{name}' must be a base64 string; got {type(text).__name__}")
-    try:
-        data = base64.b64decode(text, validate=True)
-    except ValueError as exc:
-        raise FlSecAggInvalid(f"field '{name}' is not valid base64") from exc
-    if size is not None and len(data) != size:
-        raise FlSecAggInvalid(f"field '{name}' must decode to {size} bytes; got {len(data)}")
-    return data
-
-
-def _canonical(value: Any) -> bytes:
-    import json
-
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode("ascii")
-
-
-def _coin(task_id: str, number: int, device_id: str) -> float:
-    """A uniform draw in [0, 1) fixed by (task, round, device): asking again gives the same."""
-    digest = hashlib.sha256(f"{task_id}|{number}|{device_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 class FederatedService:
@@ -163,6 +143,9 @@ class FederatedService:
         lease_ttl_s: how long a task's lease lasts between two renewals.
         check_targeting: validates a task's targeting rules (the delivery's parser);
             None accepts them unchecked.
+        start_rollout: ``start_rollout(app_id, model, version, options, actor) -> id``
+            starts a staged rollout of the result (the delivery's rollouts) when the task
+            asks for one; None leaves every result a candidate.
     """
 
     def __init__(
@@ -178,6 +161,7 @@ class FederatedService:
         owner: str | None = None,
         lease_ttl_s: float = 120.0,
         check_targeting: Callable[[list[dict[str, Any]]], Any] | None = None,
+        start_rollout: Callable[[str, str, int, dict[str, Any], str], str] | None = None,
     ) -> None:
         self.engine = engine
         self.registry = registry
@@ -189,6 +173,7 @@ class FederatedService:
         self.owner = owner or process_owner()
         self.lease_ttl_s = lease_ttl_s
         self.check_targeting = check_targeting
+        self.start_rollout = start_rollout
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._accountants: dict[str, PrivacyAccountant] = {}
@@ -242,7 +227,7 @@ class FederatedService:
         version = self.registry.get_version(app_id, model, spec.version)
         where = f"version {spec.version} of {model!r}"
         head_spec = head_spec_of(version.params, where)
-        variant = _base_variant(version, where)
+        variant = base_variant(version, where)
         path = self.extract(app_id, variant, self.work_dir / "models")
         head = read_head(path, head_spec, where)
         now = self._now()
@@ -312,7 +297,7 @@ class FederatedService:
                 "bits": _SECAGG_BITS,
                 "max_clients": spec.max_cohort,
                 "neighbours": spec.secagg_neighbours,
-                "graph_seed": _b64(secrets.token_bytes(32)),
+                "graph_seed": b64(secrets.token_bytes(32)),
                 "secagg_round_id": f"{task_id}/{number}",
             }
         n_values = int(head_meta["dim"]) * int(head_meta["classes"]) + int(head_meta["classes"])
@@ -328,7 +313,7 @@ class FederatedService:
                 "classes": head_meta["classes"],
             },
             "n_values": n_values,
-            "weights": _b64(weights),
+            "weights": b64(weights),
             "weights_sha256": hashlib.sha256(weights).hexdigest(),
             "recipe": {
                 "epochs": spec.recipe.epochs,
@@ -342,7 +327,7 @@ class FederatedService:
             "upload": "secagg" if spec.secagg else "float32",
             "secagg": secagg,
         }
-        body = _canonical(document)
+        body = canonical(document)
         key_id, signature = self.signer(app_id, ROUND_SIGNATURE_CONTEXT + body)
         join_until = now + spec.join_window
         return {
@@ -374,7 +359,7 @@ class FederatedService:
             query = query.where(TASKS.c.model == model)
         query = query.order_by(TASKS.c.created_at.desc(), TASKS.c.id).limit(limit)
         with self._read("list federated tasks") as conn:
-            return [_task_info(row) for row in conn.execute(query)]
+            return [task_info(row) for row in conn.execute(query)]
 
     def get_task(self, app_id: str, task_id: str) -> TaskInfo:
         """One task with its rounds. Raises NotFound."""
@@ -389,7 +374,7 @@ class FederatedService:
             rounds = conn.execute(
                 sa.select(ROUNDS).where(ROUNDS.c.task_id == task_id).order_by(ROUNDS.c.number)
             ).all()
-        return replace(_task_info(row), rounds=tuple(_round_info(r) for r in rounds))
+        return replace(task_info(row), rounds=tuple(round_info(r) for r in rounds))
 
     def cancel_task(self, app_id: str, task_id: str, *, actor: str) -> TaskInfo:
         """Cancel a running task: its open round closes and what devices sent is deleted.
@@ -399,8 +384,8 @@ class FederatedService:
         """
         now = self._now()
         with self._write("cancel the federated task") as conn:
-            task = _lock_task(conn, app_id, task_id)
-            if task.state not in _ACTIVE:
+            task = lock_task(conn, app_id, task_id)
+            if task.state not in ACTIVE:
                 raise Conflict(f"task {task_id} is {task.state} already; nothing to cancel.")
             self._close_round(conn, task_id, task.round, "cancelled", {"reason": "cancelled"}, now)
             conn.execute(
@@ -411,7 +396,7 @@ class FederatedService:
                     active_key=None,
                     finished_at=self._dt(now),
                     updated_at=self._dt(now),
-                    log=_append(task.log, now, f"cancelled by {actor}"),
+                    log=with_log_line(task.log, now, f"cancelled by {actor}"),
                 )
             )
         self._changed(app_id)
@@ -432,10 +417,12 @@ class FederatedService:
 
         The caller (the check-in) keeps those whose ``targeting`` matches the device.
         """
+        with self._task_lock(f"announcements:{app_id}"):  # one read per app at a time
+            fresh = self.cached_announcements(app_id)
+            return fresh if fresh is not None else self._read_announcements(app_id)
+
+    def _read_announcements(self, app_id: str) -> list[Announcement]:
         now = self._now()
-        cached = self._open.get(app_id)
-        if cached is not None and now - cached[0] < _OPEN_CACHE_S:
-            return [a for a in cached[1] if a.join_until > now]
         query = (
             sa.select(TASKS, ROUNDS.c.join_until, ROUNDS.c.selected, ROUNDS.c.phase)
             .join(
@@ -452,7 +439,7 @@ class FederatedService:
         out = []
         with self._read("read open federated tasks") as conn:
             for row in conn.execute(query):
-                spec = _spec(row.config)
+                spec = spec_of(row.config)
                 if row.selected >= spec.max_cohort or row.join_until <= now:
                     continue
                 out.append(
@@ -489,9 +476,9 @@ class FederatedService:
         """
         now = self._now()
         with self._write("join the federated round") as conn:
-            task, rnd = _lock_open_round(conn, app_id, task_id, round_number)
-            spec = _spec(task.config)
-            mine = _participant(conn, task_id, round_number, device_id)
+            task, rnd = lock_open_round(conn, app_id, task_id, round_number)
+            spec = spec_of(task.config)
+            mine = participant(conn, task_id, round_number, device_id)
             if mine is not None:
                 return JoinAnswer(task_id, round_number, mine.client_id, spec.secagg, rnd.deadline)
             for name in ("charging", "wifi", "idle"):
@@ -517,7 +504,7 @@ class FederatedService:
                     "check-in."
                 )
             q = spec.sampling_probability
-            if q is not None and _coin(task_id, round_number, device_id) >= q:
+            if q is not None and coin(task_id, round_number, device_id) >= q:
                 raise FlNotSelected(
                     f"field 'device_id': the device was not sampled for round {round_number} "
                     f"(probability {q:.3g}); try a later round."
@@ -554,7 +541,7 @@ class FederatedService:
             NotFound: no such task or round. FlNotSelected: the device is not in the round.
         """
         with self._read("read the round document") as conn:
-            task = _task_row(conn, app_id, task_id)
+            task = task_row(conn, app_id, task_id)
             rnd = conn.execute(
                 sa.select(ROUNDS).where(
                     ROUNDS.c.task_id == task.id, ROUNDS.c.number == round_number
@@ -562,7 +549,7 @@ class FederatedService:
             ).first()
             if rnd is None:
                 raise NotFound(f"task {task_id} has no round {round_number}.")
-            if _participant(conn, task_id, round_number, device_id) is None:
+            if participant(conn, task_id, round_number, device_id) is None:
                 raise FlNotSelected(
                     f"field 'device_id': the device was not selected for round {round_number}; "
                     "join it first."
@@ -590,9 +577,9 @@ class FederatedService:
         now = self._now()
         digest = hashlib.sha256(body).hexdigest()
         with self._write("store the update") as conn:
-            task, rnd = _lock_open_round(conn, app_id, task_id, round_number, joining=False)
-            spec = _spec(task.config)
-            mine = _participant(conn, task_id, round_number, device_id)
+            task, rnd = lock_open_round(conn, app_id, task_id, round_number, joining=False)
+            spec = spec_of(task.config)
+            mine = participant(conn, task_id, round_number, device_id)
             if mine is None:
                 raise FlNotSelected(
                     f"field 'device_id': the device was not selected for round {round_number}."
@@ -612,7 +599,7 @@ class FederatedService:
                     f"round {round_number} is in phase {rnd.phase!r}; updates are taken in "
                     f"{expected!r}."
                 )
-            n_values = _n_values(task.head)
+            n_values = values_count(task.head)
             if spec.secagg:
                 if not mine.shared:
                     raise FlRoundClosed(
@@ -625,7 +612,7 @@ class FederatedService:
                         f"({4 * n_values} bytes); got {len(body)} bytes."
                     )
             else:
-                _check_plain_update(task_id, round_number, body, n_values, rnd.clip_norm)
+                check_plain_update(task_id, round_number, body, n_values, rnd.clip_norm)
             conn.execute(
                 sa.update(PARTS)
                 .where(
@@ -647,7 +634,9 @@ class FederatedService:
                 .where(ROUNDS.c.task_id == task_id, ROUNDS.c.number == round_number)
                 .values(reports=reports)
             )
-        self.advance(task_id)
+            pending = pending_count(conn, task_id, round_number)
+        if pending == 0 or spec.secagg:  # the round (or the SecAgg phase) may end now
+            self.advance(task_id)
         return UploadAnswer(True, False, round_number, reports)
 
     def leave(
@@ -655,7 +644,7 @@ class FederatedService:
     ) -> bool:
         """A device gives up the round; returns False when it had left (or reported) already."""
         with self._write("leave the round") as conn:
-            _task_row(conn, app_id, task_id)
+            task_row(conn, app_id, task_id)
             updated = conn.execute(
                 sa.update(PARTS)
                 .where(
@@ -682,13 +671,12 @@ class FederatedService:
         Raises:
             NotFound, FlNotSelected, FlWrongPhase (not a SecAgg round).
         """
-        self.advance(task_id)  # a phase past its deadline closes before anyone reads it
         with self._read("read the SecAgg state") as conn:
-            task = _task_row(conn, app_id, task_id)
-            rnd = _round_row(conn, task_id, round_number)
+            task = task_row(conn, app_id, task_id)
+            rnd = round_row(conn, task_id, round_number)
             if rnd.secagg is None:
                 raise FlWrongPhase(f"round {round_number} of {task_id} is not a SecAgg round.")
-            mine = _participant(conn, task_id, round_number, device_id)
+            mine = participant(conn, task_id, round_number, device_id)
             if mine is None:
                 raise FlNotSelected(
                     f"field 'device_id': the device was not selected for round {round_number}."
@@ -700,7 +688,7 @@ class FederatedService:
                 config = {
                     **{k: v for k, v in rnd.secagg.items() if k != "survivors"},
                     "clip_norm": rnd.clip_norm,
-                    "n_values": _n_values(task.head),
+                    "n_values": values_count(task.head),
                 }
                 config.pop("dropped", None)
             order = ("advertise", "share", "masked_input", "unmask", "done")
@@ -708,7 +696,7 @@ class FederatedService:
             if reached >= order.index("share"):
                 roster = {
                     str(p.client_id): dict(p.advert)
-                    for p in _participants(conn, task_id, round_number)
+                    for p in participants(conn, task_id, round_number)
                     if p.advert is not None
                 }
             if reached >= order.index("masked_input"):
@@ -719,7 +707,7 @@ class FederatedService:
                         SHARES.c.recipient == mine.client_id,
                     )
                 ).all()
-                inbox = {str(r.sender): _b64(bytes(r.ciphertext)) for r in rows}
+                inbox = {str(r.sender): b64(bytes(r.ciphertext)) for r in rows}
             if reached >= order.index("unmask"):
                 survivors = list(rnd.secagg.get("survivors", []))
                 dropped = list(rnd.secagg.get("dropped", []))
@@ -739,8 +727,8 @@ class FederatedService:
         self, app_id: str, task_id: str, round_number: int, device_id: str, phase: str
     ) -> Iterator[tuple[sa.Connection, Any, Any, Any]]:
         with self._write(f"store the SecAgg {phase} message") as conn:
-            task, rnd = _lock_open_round(conn, app_id, task_id, round_number, joining=False)
-            mine = _participant(conn, task_id, round_number, device_id)
+            task, rnd = lock_open_round(conn, app_id, task_id, round_number, joining=False)
+            mine = participant(conn, task_id, round_number, device_id)
             if mine is None:
                 raise FlNotSelected(
                     f"field 'device_id': the device was not selected for round {round_number}."
@@ -757,7 +745,7 @@ class FederatedService:
     ) -> UploadAnswer:
         """Step 1: a device's two public keys and seed commitment."""
         keys = {
-            name: _b64(_unb64(body.get(name), name, 32))
+            name: b64(unb64(body.get(name), name, 32))
             for name in ("cipher_public", "mask_public", "seed_commitment")
         }
         with self._in_phase(app_id, task_id, round_number, device_id, "advertise") as (
@@ -770,9 +758,9 @@ class FederatedService:
                 if dict(mine.advert) == keys:
                     return UploadAnswer(True, True, round_number, 0)
                 raise FlAlreadyReported("the device advertised other keys for this round.")
-            server = SecAggServer(_secagg_config(task, rnd))
+            server = SecAggServer(secagg_config(task, rnd))
             try:
-                server.receive_keys([_advert(mine.client_id, keys)])
+                server.receive_keys([advert(mine.client_id, keys)])
             except InvalidInput as exc:
                 raise FlSecAggInvalid(f"field 'cipher_public': {exc}") from exc
             conn.execute(
@@ -794,10 +782,7 @@ class FederatedService:
         raw = body.get("shares")
         if not isinstance(raw, Mapping):
             raise FlSecAggInvalid("field 'shares' must be an object: recipient id -> base64")
-        try:
-            sealed = {int(k): _unb64(v, f"shares.{k}") for k, v in raw.items()}
-        except ValueError as exc:
-            raise FlSecAggInvalid("field 'shares': keys must be client ids") from exc
+        sealed = {client_key(k, "shares"): unb64(v, f"shares.{k}") for k, v in raw.items()}
         with self._in_phase(app_id, task_id, round_number, device_id, "share") as (
             conn,
             task,
@@ -805,7 +790,16 @@ class FederatedService:
             mine,
         ):
             if mine.shared:
-                raise FlAlreadyReported("the device sent its shares for this round already.")
+                sent = conn.execute(
+                    sa.select(SHARES.c.recipient, SHARES.c.ciphertext).where(
+                        SHARES.c.task_id == task_id,
+                        SHARES.c.round == round_number,
+                        SHARES.c.sender == mine.client_id,
+                    )
+                ).all()
+                if {int(r.recipient): bytes(r.ciphertext) for r in sent} == sealed:
+                    return UploadAnswer(True, True, round_number, 0)
+                raise FlAlreadyReported("the device sent other shares for this round already.")
             if mine.advert is None:
                 raise FlRoundClosed("the device did not advertise keys; it is out of the round.")
             server = self._replay(conn, task, rnd, upto="advertise")
@@ -847,7 +841,9 @@ class FederatedService:
             raw = body.get(kind) or {}
             if not isinstance(raw, Mapping):
                 raise FlSecAggInvalid(f"field '{kind}' must be an object: owner id -> base64")
-            parsed[kind] = {str(int(k)): _b64(_unb64(v, f"{kind}.{k}", 33)) for k, v in raw.items()}
+            parsed[kind] = {
+                str(client_key(k, kind)): b64(unb64(v, f"{kind}.{k}", 33)) for k, v in raw.items()
+            }
         with self._in_phase(app_id, task_id, round_number, device_id, "unmask") as (
             conn,
             task,
@@ -860,7 +856,7 @@ class FederatedService:
                 raise FlAlreadyReported("the device answered the unmask request already.")
             server = self._replay(conn, task, rnd, upto="unmask")
             try:
-                server.receive_unmask(_unmask_response(mine.client_id, parsed))
+                server.receive_unmask(unmask_response(mine.client_id, parsed))
             except InvalidInput as exc:
                 raise FlSecAggInvalid(f"field 'self_mask_shares': {exc}") from exc
             conn.execute(
@@ -877,9 +873,9 @@ class FederatedService:
 
     def _replay(self, conn: sa.Connection, task: Any, rnd: Any, *, upto: str) -> SecAggServer:
         """A ``SecAggServer`` holding what the round stored, replayed in protocol order."""
-        server = SecAggServer(_secagg_config(task, rnd))
-        parts = sorted(_participants(conn, task.id, rnd.number), key=lambda p: p.client_id)
-        adverts = [_advert(p.client_id, p.advert) for p in parts if p.advert is not None]
+        server = SecAggServer(secagg_config(task, rnd))
+        parts = sorted(participants(conn, task.id, rnd.number), key=lambda p: p.client_id)
+        adverts = [advert(p.client_id, p.advert) for p in parts if p.advert is not None]
         server.receive_keys(adverts)
         if upto == "advertise":
             return server
@@ -898,7 +894,7 @@ class FederatedService:
         server.unmask_request()
         for p in parts:
             if p.unmask is not None:
-                server.receive_unmask(_unmask_response(p.client_id, p.unmask))
+                server.receive_unmask(unmask_response(p.client_id, p.unmask))
         return server
 
     # -- advancing rounds --------------------------------------------------------------------
@@ -913,7 +909,7 @@ class FederatedService:
             ids = [
                 r.id
                 for r in conn.execute(
-                    sa.select(TASKS.c.id).where(TASKS.c.state.in_(_ACTIVE)).order_by(TASKS.c.id)
+                    sa.select(TASKS.c.id).where(TASKS.c.state.in_(ACTIVE)).order_by(TASKS.c.id)
                 )
             ]
         return [task_id for task_id in ids if self.advance(task_id, now)]
@@ -948,16 +944,16 @@ class FederatedService:
     def _advance_once(self, task_id: str, now: float) -> bool:
         with self._read("read the federated task") as conn:
             task = conn.execute(sa.select(TASKS).where(TASKS.c.id == task_id)).first()
-            if task is None or task.state not in _ACTIVE:
+            if task is None or task.state not in ACTIVE:
                 return False
-            rnd = _round_row(conn, task_id, task.round)
-            parts = _participants(conn, task_id, task.round)
+            rnd = round_row(conn, task_id, task.round)
+            parts = participants(conn, task_id, task.round)
         if task.state == "finishing":
             self._ship(task, now)
             return True
         if rnd.state != "open":
             return False
-        spec = _spec(task.config)
+        spec = spec_of(task.config)
         if rnd.secagg is None:
             return self._advance_plain(task, rnd, parts, spec, now)
         return self._advance_secagg(task, rnd, parts, spec, now)
@@ -1051,9 +1047,9 @@ class FederatedService:
             config = {**rnd.secagg, "survivors": survivors, "dropped": dropped}
             return self._set_phase(task, rnd, "unmask", now, spec, secagg=config)
         if phase == "unmask":
-            survivors = set(rnd.secagg.get("survivors", []))
-            done = [p for p in parts if p.client_id in survivors and p.unmask is not None]
-            if len(done) < len(survivors) and not due:
+            alive = set(rnd.secagg.get("survivors", []))
+            done = [p for p in parts if p.client_id in alive and p.unmask is not None]
+            if len(done) < len(alive) and not due:
                 return False
             return self._aggregate_secagg(task, rnd, spec, now)
         return False
@@ -1105,15 +1101,13 @@ class FederatedService:
         clip = float(rnd.clip_norm)
         outcome: dict[str, Any] = {
             "reports": len(updates),
-            "norms": _norm_summary(updates),
+            "norms": norm_summary(updates),
             "aggregator": spec.aggregator,
         }
         next_clip = clip
         if spec.dp:
             adaptive = (
-                AdaptiveClipping(count_stddev=max(1.0, spec.clients_per_round / 20))
-                if spec.adaptive_clipping
-                else None
+                AdaptiveClipping(count_stddev=spec.count_stddev) if spec.adaptive_clipping else None
             )
             dp = DPFedAvg(clip, spec.noise_multiplier, spec.clients_per_round, adaptive)
             result = dp.aggregate(updates, self._rng(spec, rnd.number))
@@ -1216,11 +1210,12 @@ class FederatedService:
                 "clip_norm": next_clip,
                 "epsilon": epsilon,
                 "updated_at": self._dt(now),
-                "log": _append(task.log, now, text),
+                "log": with_log_line(task.log, now, text),
             }
             if finished:
                 values["state"] = "finishing"
             else:
+                assert next_round is not None
                 values["round"] = rnd.number + 1
                 conn.execute(sa.insert(ROUNDS).values(**next_round))
             conn.execute(sa.update(TASKS).where(TASKS.c.id == task.id).values(**values))
@@ -1230,7 +1225,7 @@ class FederatedService:
 
     def _fail_round(self, task: Any, rnd: Any, state: str, reason: str, now: float) -> bool:
         """Close the round without a model; retry with a new round or fail the task."""
-        spec = _spec(task.config)
+        spec = spec_of(task.config)
         retries = task.retries_used + 1
         give_up = retries > spec.max_retries
         next_round = None
@@ -1256,7 +1251,7 @@ class FederatedService:
             values: dict[str, Any] = {
                 "retries_used": retries,
                 "updated_at": self._dt(now),
-                "log": _append(task.log, now, text),
+                "log": with_log_line(task.log, now, text),
             }
             if give_up:
                 values.update(
@@ -1267,6 +1262,7 @@ class FederatedService:
                     f"last: {reason}",
                 )
             else:
+                assert next_round is not None
                 values["round"] = rnd.number + 1
                 conn.execute(sa.insert(ROUNDS).values(**next_round))
             conn.execute(sa.update(TASKS).where(TASKS.c.id == task.id).values(**values))
@@ -1308,7 +1304,7 @@ class FederatedService:
 
     def _ship(self, task: Any, now: float) -> None:
         """Push the final head on the frozen backbone as a candidate version (once)."""
-        spec = _spec(task.config)
+        spec = spec_of(task.config)
         version = self._existing_result(task)
         try:
             if version is None:
@@ -1325,12 +1321,22 @@ class FederatedService:
                         error=text[:4000],
                         finished_at=self._dt(now),
                         updated_at=self._dt(now),
-                        log=_append(task.log, now, text),
+                        log=with_log_line(task.log, now, text),
                     )
                 )
             return
         finally:
             shutil.rmtree(self.work_dir / task.id, ignore_errors=True)
+        log = with_log_line(task.log, now, f"pushed candidate v{version}")
+        rollout_id = None
+        if spec.rollout is not None and self.start_rollout is not None:
+            try:
+                rollout_id = self.start_rollout(
+                    task.app_id, task.model, version, dict(spec.rollout), f"federated:{task.id}"
+                )
+                log = with_log_line(log, now, f"staged rollout {rollout_id} of v{version} started")
+            except PocketMLError as error:  # the candidate stays, for a rollout by hand
+                log = with_log_line(log, now, f"staged rollout not started: {error}")
         with self._write("finish the federated task") as conn:
             conn.execute(
                 sa.update(TASKS)
@@ -1339,9 +1345,10 @@ class FederatedService:
                     state="succeeded",
                     active_key=None,
                     result_version=version,
+                    rollout_id=rollout_id,
                     finished_at=self._dt(now),
                     updated_at=self._dt(now),
-                    log=_append(task.log, now, f"pushed candidate v{version}"),
+                    log=log,
                 )
             )
         self._changed(task.app_id)
@@ -1434,203 +1441,3 @@ class FederatedService:
         )
         meta = {"parent_version": task.base_version, "run_record": {"federated": lineage}}
         return int(self.pusher(task.app_id, task.model, build, meta))
-
-
-# -- row helpers -----------------------------------------------------------------------------
-
-
-def _spec(config: Mapping[str, Any]) -> TaskSpec:
-    return parse_task_spec({k: v for k, v in config.items()})
-
-
-def _n_values(head: Mapping[str, Any]) -> int:
-    return int(head["dim"]) * int(head["classes"]) + int(head["classes"])
-
-
-def _append(log: Sequence[str] | None, now: float, text: str) -> list[str]:
-    lines = [*(log or []), f"{datetime.fromtimestamp(now, UTC).isoformat()} {text}"]
-    return lines[-_MAX_LOG:]
-
-
-def _base_variant(version: Any, where: str) -> Any:
-    for role in ("device", "cloud"):
-        for variant in version.variants:
-            if variant.format == "onnx" and variant.precision == "fp32" and variant.role == role:
-                return variant
-    raise InvalidInput(
-        f"{where} has no fp32 ONNX variant: the head's weights are read from it and the "
-        "result is written into it (add onnx to convert.targets)."
-    )
-
-
-def _task_row(conn: sa.Connection, app_id: str, task_id: str, *, lock: bool = False) -> Any:
-    query = sa.select(TASKS).where(TASKS.c.id == task_id, TASKS.c.app_id == app_id)
-    if lock:
-        query = query.with_for_update()
-    row = conn.execute(query).first()
-    if row is None:
-        raise NotFound(f"no federated task {task_id!r} in this app.")
-    return row
-
-
-def _lock_task(conn: sa.Connection, app_id: str, task_id: str) -> Any:
-    return _task_row(conn, app_id, task_id, lock=True)
-
-
-def _round_row(conn: sa.Connection, task_id: str, number: int, *, lock: bool = False) -> Any:
-    query = sa.select(ROUNDS).where(ROUNDS.c.task_id == task_id, ROUNDS.c.number == number)
-    if lock:
-        query = query.with_for_update()
-    row = conn.execute(query).first()
-    if row is None:
-        raise NotFound(f"task {task_id} has no round {number}.")
-    return row
-
-
-def _lock_open_round(
-    conn: sa.Connection, app_id: str, task_id: str, number: int, *, joining: bool = True
-) -> tuple[Any, Any]:
-    """The task and its open round ``number``, the round row locked; else the 409 why."""
-    task = _task_row(conn, app_id, task_id)
-    if task.state not in _ACTIVE:
-        raise FlTaskClosed(f"task {task_id} is {task.state}; it takes no more devices.")
-    if number != task.round:
-        raise FlWrongRound(
-            f"field 'round': round {number} is not the open round of task {task_id} "
-            f"(round {task.round} is)."
-        )
-    rnd = _round_row(conn, task_id, number, lock=True)
-    if rnd.state != "open" or task.state != "running":
-        raise FlRoundClosed(f"round {number} of task {task_id} is over ({rnd.state}).")
-    return task, rnd
-
-
-def _participant(conn: sa.Connection, task_id: str, number: int, device_id: str) -> Any:
-    return conn.execute(
-        sa.select(PARTS).where(
-            PARTS.c.task_id == task_id, PARTS.c.round == number, PARTS.c.device_id == device_id
-        )
-    ).first()
-
-
-def _participants(conn: sa.Connection, task_id: str, number: int) -> list[Any]:
-    return list(
-        conn.execute(
-            sa.select(PARTS).where(PARTS.c.task_id == task_id, PARTS.c.round == number)
-        ).all()
-    )
-
-
-def _secagg_config(task: Any, rnd: Any) -> SecAggConfig:
-    s = rnd.secagg
-    return SecAggConfig(
-        round_id=s["secagg_round_id"],
-        client_ids=tuple(int(i) for i in s["client_ids"]),
-        threshold=int(s["threshold"]),
-        encoding=FixedPoint(int(s["bits"]), float(rnd.clip_norm), int(s["max_clients"])),
-        n_values=_n_values(task.head),
-        neighbours=s.get("neighbours"),
-        graph_seed=base64.b64decode(s["graph_seed"]),
-    )
-
-
-def _advert(client_id: int, keys: Mapping[str, str]) -> KeyAdvertisement:
-    return KeyAdvertisement(
-        int(client_id),
-        base64.b64decode(keys["cipher_public"]),
-        base64.b64decode(keys["mask_public"]),
-        base64.b64decode(keys["seed_commitment"]),
-    )
-
-
-def _unmask_response(client_id: int, parsed: Mapping[str, Mapping[str, str]]) -> UnmaskResponse:
-    def shares(kind: str) -> dict[int, Share]:
-        return {
-            int(owner): Share(int(client_id), int.from_bytes(base64.b64decode(y), "big"))
-            for owner, y in (parsed.get(kind) or {}).items()
-        }
-
-    return UnmaskResponse(int(client_id), shares("self_mask_shares"), shares("mask_key_shares"))
-
-
-_REJECTIONS: dict[UpdateRejectReason, type[ValidationFailed]] = {
-    UpdateRejectReason.WRONG_SHAPE: FlWrongShape,
-    UpdateRejectReason.NOT_FINITE: FlNotFinite,
-    UpdateRejectReason.NORM_TOO_LARGE: FlNormTooLarge,
-}
-
-
-def _check_plain_update(
-    task_id: str, number: int, body: bytes, n_values: int, clip_norm: float
-) -> None:
-    """Raise the 422 of a bad float32 update (shape, NaN/Inf, norm) via ``validate_update``."""
-    if len(body) % 4:
-        raise FlWrongShape(
-            f"field 'update': the body must be {n_values} float32 values ({4 * n_values} "
-            f"bytes); got {len(body)} bytes."
-        )
-    update = np.frombuffer(body, dtype="<f4")
-    rejection = validate_update(
-        update,
-        task_id=task_id,
-        round_id=str(number),
-        client_id="device",
-        expected_task_id=task_id,
-        expected_round_id=str(number),
-        selected=("device",),
-        expected_shape=(n_values,),
-        max_norm=clip_norm * _NORM_SLACK,
-    )
-    if rejection is not None:
-        error = _REJECTIONS.get(rejection.reason, FlWrongShape)
-        extra = (
-            " Clip the update to the round's clip_norm first." if error is FlNormTooLarge else ""
-        )
-        raise error(f"field '{rejection.field}': {rejection.message}.{extra}")
-
-
-def _norm_summary(updates: Sequence[np.ndarray]) -> dict[str, float]:
-    norms = [float(np.linalg.norm(u)) for u in updates]
-    return {"min": min(norms), "median": float(np.median(norms)), "max": max(norms)}
-
-
-def _task_info(row: Any) -> TaskInfo:
-    config = dict(row.config)
-    return TaskInfo(
-        id=row.id,
-        app_id=row.app_id,
-        model=row.model,
-        base_version=row.base_version,
-        state=row.state,
-        spec=config,
-        round=row.round,
-        rounds_done=row.rounds_done,
-        retries_used=row.retries_used,
-        clients_total=row.clients_total,
-        clip_norm=row.clip_norm,
-        epsilon=row.epsilon,
-        delta=config.get("delta") if (config.get("noise_multiplier") or 0) > 0 else None,
-        result_version=row.result_version,
-        error=row.error,
-        log=list(row.log or []),
-        created_by=row.created_by,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        finished_at=row.finished_at,
-    )
-
-
-def _round_info(row: Any) -> RoundInfo:
-    return RoundInfo(
-        number=row.number,
-        state=row.state,
-        phase=row.phase,
-        opened_at=row.opened_at,
-        join_until=row.join_until,
-        deadline=row.deadline,
-        selected=row.selected,
-        reports=row.reports,
-        clip_norm=row.clip_norm,
-        outcome=row.outcome,
-        closed_at=row.closed_at,
-    )

@@ -44,8 +44,11 @@ def make_signer(registry: Registry) -> Any:
     return sign
 
 
-def open_federated(registry: Registry, home: Path, owner: str | None) -> FederatedService:
-    """The server's ``FederatedService`` on the registry's database."""
+def open_federated(
+    registry: Registry, home: Path, owner: str | None, delivery: Any = None
+) -> FederatedService:
+    """The server's ``FederatedService`` on the registry's database; with ``delivery``, a
+    task that asks for it starts a staged rollout of its result (``delivery.rollouts``)."""
     from pocketml.delivery import parse_targeting
     from pocketml.federated import FederatedService
     from pocketml.serving import extract_variant
@@ -59,7 +62,19 @@ def open_federated(registry: Registry, home: Path, owner: str | None) -> Federat
         check_targeting=parse_targeting,
         work_dir=home / "federated",
         owner=owner,
+        start_rollout=None if delivery is None else _rollout_starter(delivery),
     )
+
+
+def _rollout_starter(delivery: Any) -> Any:
+    """``start(app_id, model, version, options, actor) -> rollout id`` on the delivery's
+    rollouts: the same call the loop makes for a blessed candidate."""
+
+    def start(app_id: str, model: str, version: int, options: dict[str, Any], actor: str) -> str:
+        rollout = delivery.rollouts.create(app_id, model, version, actor=actor, **options)
+        return str(rollout.id)
+
+    return start
 
 
 @functools.lru_cache(maxsize=256)

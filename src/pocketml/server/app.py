@@ -217,7 +217,7 @@ def _open_state(
         samples=samples,
         loop=loop_service,
         federated=open_federated(
-            registry, settings.home, exporter.owner if exporter is not None else None
+            registry, settings.home, exporter.owner if exporter is not None else None, delivery
         ),
     )
 

@@ -46,6 +46,7 @@ from pocketml.server.schemas_alerts import (
     WebhookCreatedPublic,
     WebhookList,
 )
+from pocketml.server.schemas_federated import TaskList, TaskPublic
 from pocketml.server.schemas_keys import KeyRevokedPublic, KeyringPublic
 from pocketml.server.schemas_loop import JobCreated, JobList, JobPublic
 from pocketml.server.schemas_monitor import AccuracyReportPublic, DriftReportPublic
@@ -643,6 +644,24 @@ class AdminClient:
         response = self.request("PUT", f"/v1/admin/models/{model}/loop", json=dict(policy))
         data: dict[str, Any] = response.json()
         return data
+
+    def start_federated_task(self, model: str, spec: Mapping[str, Any]) -> TaskPublic:
+        """``POST /v1/admin/federated/tasks``: start a task on ``model`` (round 1 opens)."""
+        return self._post("/v1/admin/federated/tasks", TaskPublic, {"model": model, **spec})
+
+    def list_federated_tasks(self, model: str | None = None, *, limit: int = 20) -> TaskList:
+        """The app's (or a model's) federated tasks, newest first."""
+        query = {"limit": limit} if model is None else {"model": model, "limit": limit}
+        response = self.request("GET", "/v1/admin/federated/tasks", params=query)
+        return TaskList.model_validate(response.json())
+
+    def show_federated_task(self, task_id: str) -> TaskPublic:
+        """``GET /v1/admin/federated/tasks/{id}``: the task with its rounds."""
+        return self._get(f"/v1/admin/federated/tasks/{task_id}", TaskPublic)
+
+    def cancel_federated_task(self, task_id: str) -> TaskPublic:
+        """``POST /v1/admin/federated/tasks/{id}/cancel``."""
+        return self._post(f"/v1/admin/federated/tasks/{task_id}/cancel", TaskPublic, {})
 
 
 class _MultipartBody:

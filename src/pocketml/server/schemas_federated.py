@@ -115,6 +115,12 @@ class TaskCreate(_Strict):
     secagg_step_timeout_s: float | None = None
     local_noise_std: float | None = None
     seed: int | None = None
+    rollout: dict[str, Any] | None = Field(
+        None,
+        description="Start a staged rollout of the result with these rollout options "
+        "(schedule, min_dwell_s, min_samples, on_breach, guardrails); left out: the "
+        "result stays a candidate.",
+    )
 
     def spec(self) -> dict[str, Any]:
         """The settings given, for ``parse_task_spec`` (the model name apart)."""
@@ -156,6 +162,9 @@ class TaskPublic(BaseModel):
     epsilon: float | None = Field(description="ε spent so far (null without DP).")
     delta: float | None
     result_version: int | None = Field(description="The candidate version pushed at the end.")
+    rollout_id: str | None = Field(
+        None, description="The staged rollout of the result, when the task started one."
+    )
     error: str | None
     log: list[str]
     created_by: str

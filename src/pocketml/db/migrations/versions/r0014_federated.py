@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("clients_total", sa.Integer(), nullable=False),
         sa.Column("epsilon", sa.Double(), nullable=True),
         sa.Column("result_version", sa.Integer(), nullable=True),
+        sa.Column("rollout_id", sa.String(40), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("log", sa.JSON(), nullable=False),
         sa.Column("created_by", sa.String(128), nullable=False),
