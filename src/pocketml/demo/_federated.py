@@ -276,6 +276,8 @@ def _start_task(
         "secagg": True,
         "secagg_step_timeout_s": 20.0,
         "seed": seed,
+        # the result goes out like any candidate: a staged rollout under guardrails
+        "rollout": {"schedule": [100.0], "min_dwell_s": 0, "min_samples": 100},
     }
     return dict(admin.request("POST", "/v1/admin/federated/tasks", json=body).json())
 
@@ -363,19 +365,20 @@ def learn_together(
         result = task.get("result_version")
         if task["state"] != "succeeded" or result is None:
             raise InvalidInput(f"the federated task ended {task['state']}: {task.get('error')}")
-        rollout = admin.create_rollout(
-            MODEL, int(result), schedule=[100.0], min_dwell_s=0, min_samples=100
-        )
+        if task.get("rollout_id") is None:
+            raise InvalidInput(f"the federated task started no rollout: {task.get('log')}")
         for phone in phones:
             phone.device.sync()
         after = {p.name: p.accuracy() for p in phones}
         flushed = datetime.now(UTC)
         for phone in phones:
             phone.device.flush()
-        rollout = _settle(admin, _judged(admin, rollout.id, flushed, timeout_s=10), "complete")
+        rollout = _settle(
+            admin, _judged(admin, task["rollout_id"], flushed, timeout_s=10), "complete"
+        )
         console.print(
-            f"   v{result}: the task's head on the same frozen backbone, pushed as a candidate "
-            f"with its lineage; rollout {_path(admin, rollout.id)}"
+            f"   v{result}: the task's head on the same frozen backbone, pushed by the server "
+            f"as a candidate with its lineage and rolled out: {_path(admin, rollout.id)}"
         )
         _print_accuracy(console, phones, before, after, base, int(result))
     finally:
