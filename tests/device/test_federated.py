@@ -225,8 +225,9 @@ def test_a_secagg_round_completes_over_http(app: Shipped, make_phone: PhoneFacto
     assert round_["state"] == "aggregated" and round_["reports"] == 3
 
 
-def test_a_phone_that_loses_wifi_mid_round_gives_up_and_secagg_recovers_it(
-    app: Shipped, make_phone: PhoneFactory
+@pytest.mark.parametrize(("lost", "reason"), [("wifi", "wifi_lost"), ("plugged", "battery_low")])
+def test_a_phone_that_loses_a_condition_mid_round_gives_up_and_secagg_recovers_it(
+    app: Shipped, make_phone: PhoneFactory, lost: str, reason: str
 ) -> None:
     task = start_task(app, secagg=True, clients_per_round=4, min_reports=3, secagg_threshold=0.5)
     phones = [make_phone() for _ in range(4)]
@@ -234,11 +235,11 @@ def test_a_phone_that_loses_wifi_mid_round_gives_up_and_secagg_recovers_it(
         phone.device.sync()
     first = [phone.step() for phone in phones]  # joined, trained, keys advertised
     assert all(r.status == "waiting" for r in first)
-    phones[3].wifi = False
+    setattr(phones[3], lost, False)  # Wi-Fi lost, or unplugged (the task needs charging)
 
     reports = run_until_settled(phones)
 
-    assert (reports[3].status, reports[3].reason) == ("gave_up", "wifi_lost")
+    assert (reports[3].status, reports[3].reason) == ("gave_up", reason)
     assert [r.status for r in reports[:3]] == ["done"] * 3, reports
     round_ = task_of(app, task["id"])["rounds"][0]
     assert round_["state"] == "aggregated" and round_["reports"] == 3
