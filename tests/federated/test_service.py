@@ -150,6 +150,8 @@ def test_a_plain_task_runs_its_rounds_and_pushes_a_candidate_with_lineage(world:
     for rnd in (1, 2):
         for d in devices:
             d.participate(t, task.id, rnd)
+    retry = devices[0].upload(t, task.id, 2)  # a lost answer, retried after the end
+    assert retry["duplicate"] is True
     done = service.get_task(world.app_id, task.id)
     assert done.state == "succeeded", done.log
     assert [r.state for r in done.rounds] == ["aggregated", "aggregated"]
@@ -270,7 +272,7 @@ def test_a_round_short_of_min_reports_closes_without_a_model_then_the_task_fails
     after = service.get_task(world.app_id, task.id)
     assert after.rounds[0].state == "no_model" and after.round == 2 and after.state == "running"
     with pytest.raises(FlWrongRound):  # the old round is over
-        d.upload(t, task.id, 1, key="late-key-01")
+        late.upload(t, task.id, 1, key="late-key-01")
     world.clock.now += 601
     service.tick()
     failed = service.get_task(world.app_id, task.id)
@@ -309,18 +311,18 @@ def test_dp_reports_epsilon_after_every_round_from_the_accountant(world: World) 
 def test_a_secagg_round_recovers_a_dropout_and_equals_the_plain_mean(world: World) -> None:
     service = world.service()
     t = ServiceTransport(service, world.app_id)
-    spec = _spec(rounds=1, clients_per_round=5, min_reports=3, secagg=True, clip_norm=5.0)
+    spec = _spec(rounds=1, clients_per_round=6, min_reports=3, secagg=True, clip_norm=5.0)
     task = service.create_task(world.app_id, "digits", spec, actor="a")
-    devices = world.devices(5)
+    devices = world.devices(6)  # threshold 3 of 5 neighbours
     for d in devices:
-        d.join(t, task.id, 1)  # the fifth fills the cohort: phase advertise
+        d.join(t, task.id, 1)  # the sixth fills the cohort: phase advertise
     for d in devices:
         d.fetch(t, task.id, 1)
         d.train()
         d.advertise(t, task.id, 1)
     for d in devices:
         d.share(t, task.id, 1)
-    survivors = devices[:4]  # the fifth vanishes after sharing
+    survivors = devices[:5]  # the sixth vanishes after sharing
     for d in survivors:
         d.masked_upload(t, task.id, 1)
     # the server holds masked values only: none equals an encoded update
@@ -332,15 +334,20 @@ def test_a_secagg_round_recovers_a_dropout_and_equals_the_plain_mean(world: Worl
                 f"AND task_id = '{task.id}'"
             )
         ]
-    assert len(stored) == 4
-    world.clock.now += 61  # the masked-input phase times out: device 5 is dropped
+    assert len(stored) == 5
+    world.clock.now += 61  # the masked-input phase times out: device 6 is dropped
     service.tick()
-    for d in survivors:
+    for d in survivors[:4]:
         d.unmask(t, task.id, 1)
+    # the fifth survivor gives up in the unmask phase: its masked input stays in the sum
+    # and the round no longer waits for its answer (each secret still has 3 shares)
+    assert service.leave(
+        world.app_id, task.id, 1, device_id=survivors[4].device_id, reason="battery_low"
+    )
     info = service.get_task(world.app_id, task.id)
     assert info.state == "succeeded", info.log
     outcome = info.rounds[0].outcome or {}
-    assert outcome["dropped"] == [devices[4].client_id] and outcome["reports"] == 4
+    assert outcome["dropped"] == [devices[5].client_id] and outcome["reports"] == 5
     version = world.registry.get_version(world.app_id, "digits", info.result_version or 0)
     path = extract_variant(world.registry, world.app_id, version.variants[0], world.tmp / "c")
     import onnx
@@ -406,6 +413,7 @@ def test_task_settings_are_checked_with_the_field_named(world: World) -> None:
         "clients_per_round": _spec(clients_per_round=0),
         "unknown": {**_spec(), "bogus": 1},
         "adaptive_clipping": _spec(noise_multiplier=0.3, population=9, adaptive_clipping=True),
+        "fedbuff": _spec(fedbuff=True, secagg=True),
         "targeting": _spec(targeting=[{"field": "planet", "in": ["mars"]}]),
     }
     for word, spec in cases.items():
@@ -422,6 +430,10 @@ def test_task_settings_are_checked_with_the_field_named(world: World) -> None:
     )
     with pytest.raises(InvalidInput, match="not federatable"):
         service.create_task(world.app_id, "digits", _spec(version=2), actor="a")
+    service.max_update_bytes = 4 * 169  # one value short of the 16 x 10 + 10 head
+    with pytest.raises(InvalidInput, match="MAX_DEVICE_BODY_KB"):
+        service.create_task(world.app_id, "digits", _spec(), actor="a")
+    service.max_update_bytes = 4 * 170
     service.create_task(world.app_id, "digits", _spec(), actor="a")
     with pytest.raises(Conflict, match="running federated task"):
         service.create_task(world.app_id, "digits", _spec(), actor="a")
@@ -438,3 +450,71 @@ def test_cancel_closes_the_round_and_forgets_the_updates(world: World) -> None:
     with pytest.raises(Conflict):
         service.cancel_task(world.app_id, task.id, actor="a")
     assert math.isfinite(cancelled.clip_norm)
+
+
+def test_the_announcement_models_are_the_declared_fields(world: World) -> None:
+    from pocketml import protocol
+    from pocketml.server.schemas_device import (
+        FederatedAnnouncementPublic,
+        FederatedRequiresPublic,
+    )
+
+    service = world.service()
+    service.create_task(world.app_id, "digits", _spec(), actor="a")
+    [item] = service.announcements(world.app_id)
+    entry = item.to_dict()
+    declared = [f.name for f in protocol.FEDERATED_ANNOUNCEMENT_FIELDS]
+    assert list(entry) == declared == list(FederatedAnnouncementPublic.model_fields)
+    requires = [f.name for f in protocol.FEDERATED_REQUIRES_FIELDS]
+    assert list(entry["requires"]) == requires == list(FederatedRequiresPublic.model_fields)
+    FederatedAnnouncementPublic.model_validate(entry)
+
+
+def test_fedbuff_steps_on_k_updates_and_takes_a_stale_one_weighted(world: World) -> None:
+    from pocketml.federated import FedBuff
+    from pocketml.fl import clip_update
+
+    service = world.service()
+    t = ServiceTransport(service, world.app_id)
+    spec = _spec(
+        fedbuff=True,
+        fedbuff_buffer=2,
+        fedbuff_max_staleness=1,
+        clients_per_round=4,
+        min_reports=1,
+        rounds=3,
+    )
+    task = service.create_task(world.app_id, "digits", spec, actor="a")
+    a, b, slow, late, d, e, f = world.devices(7)
+    for device in (a, b, slow, late):
+        device.join(t, task.id, 1)
+        device.fetch(t, task.id, 1)
+        device.train()
+    a.upload(t, task.id, 1)
+    assert service.get_task(world.app_id, task.id).round == 1  # 1 of K = 2 buffered
+    b.upload(t, task.id, 1)  # K reached: step 1, round 2 opens
+    assert service.get_task(world.app_id, task.id).round == 2
+    d.participate(t, task.id, 2)
+    slow.upload(t, task.id, 1)  # one round stale: accepted, weighted (1 + 1)^-0.5
+    assert service.get_task(world.app_id, task.id).round == 3
+    with pytest.raises(FlWrongRound):  # two rounds stale: refused, never buffered
+        late.upload(t, task.id, 1)
+    e.participate(t, task.id, 3)
+    f.participate(t, task.id, 3)
+    done = service.get_task(world.app_id, task.id)
+    assert done.state == "succeeded", done.log
+    assert done.rounds[1].outcome["staleness"] == [1, 0]  # type: ignore[index]
+    # the same steps in memory give the same head
+    reference = FedBuff(np.zeros(170), buffer_size=2, max_staleness=1)
+    for device, version in ((a, 0), (b, 0), (slow, 0), (d, 1), (e, 2), (f, 2)):
+        reference.submit(clip_update(device.clipped, 5.0)[0], version)  # type: ignore[arg-type]
+    version = world.registry.get_version(world.app_id, "digits", done.result_version or 0)
+    assert version.run_record["federated"]["aggregator"] == "fedbuff"
+    path = extract_variant(world.registry, world.app_id, version.variants[0], world.tmp / "fb")
+    import onnx
+    from onnx import numpy_helper
+
+    init = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    expected = Head(np.zeros((16, 10)), np.zeros(10)).with_vector(reference.model)
+    assert np.allclose(init["head.weight"], expected.weights.T, atol=1e-5)
+    assert np.allclose(init["head.bias"], expected.bias, atol=1e-5)

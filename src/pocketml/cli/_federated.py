@@ -144,6 +144,9 @@ def start(
     min_samples: int = typer.Option(1, "--min-samples", help="Local samples a device needs."),
     any_network: bool = typer.Option(False, "--any-network", help="Do not require Wi-Fi."),
     any_power: bool = typer.Option(False, "--any-power", help="Do not require charging."),
+    fedbuff: int | None = typer.Option(
+        None, "--fedbuff", help="Asynchronous FedBuff: step every K updates (K here)."
+    ),
     rollout: str | None = typer.Option(
         None, "--rollout", help="Start a staged rollout of the result, e.g. 1,5,25,100."
     ),
@@ -182,6 +185,8 @@ def start(
         )
     if neighbours is not None:
         spec["secagg_neighbours"] = neighbours
+    if fedbuff is not None:
+        spec.update(fedbuff=True, fedbuff_buffer=fedbuff)
     if rollout is not None:
         try:
             spec["rollout"] = {"schedule": [float(p) for p in rollout.split(",")]}

@@ -161,9 +161,7 @@ def round_row(conn: sa.Connection, task_id: str, number: int, *, lock: bool = Fa
     return row
 
 
-def lock_open_round(
-    conn: sa.Connection, app_id: str, task_id: str, number: int, *, joining: bool = True
-) -> tuple[Any, Any]:
+def lock_open_round(conn: sa.Connection, app_id: str, task_id: str, number: int) -> tuple[Any, Any]:
     """The task and its open round ``number``, the round row locked; else the 409 why."""
     task = task_row(conn, app_id, task_id)
     if task.state not in ACTIVE:

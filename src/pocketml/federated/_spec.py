@@ -68,6 +68,13 @@ class TaskSpec:
         secagg_step_timeout_s: the longest a SecAgg phase waits for its messages.
         local_noise_std: Gaussian noise a device adds after clipping (0: none).
         seed: seeds the server's DP noise (tests and reproducible runs); None: OS entropy.
+        fedbuff: asynchronous buffered aggregation (FedBuff): a device may report for a
+            round up to ``fedbuff_max_staleness`` rounds old; the server steps as soon as
+            ``fedbuff_buffer`` updates are in (each weighted by ``(1 + τ)^-α``), so slow
+            devices do not stall a round. Plain FedAvg only (no DP, no SecAgg).
+        fedbuff_buffer: ``K`` (None: ``clients_per_round``).
+        fedbuff_max_staleness / fedbuff_staleness_exponent / fedbuff_server_learning_rate:
+            the oldest round lag accepted, ``α`` and ``η_g``.
         rollout: start a staged rollout of the result with these options (``schedule``,
             ``min_dwell_s``, ``min_samples``, ``on_breach``, ``guardrails``: the rollouts'
             own, checked by them); None leaves the result a candidate.
@@ -96,6 +103,11 @@ class TaskSpec:
     secagg_step_timeout_s: float = 60.0
     local_noise_std: float = 0.0
     seed: int | None = None
+    fedbuff: bool = False
+    fedbuff_buffer: int | None = None
+    fedbuff_max_staleness: int = 5
+    fedbuff_staleness_exponent: float = 0.5
+    fedbuff_server_learning_rate: float = 1.0
     rollout: dict[str, Any] | None = None
 
     @property
@@ -114,6 +126,11 @@ class TaskSpec:
         if not self.dp or self.population is None:
             return None
         return min(1.0, self.clients_per_round / self.population)
+
+    @property
+    def buffer_size(self) -> int:
+        """FedBuff's ``K``: updates per server step."""
+        return self.fedbuff_buffer if self.fedbuff_buffer is not None else self.clients_per_round
 
     @property
     def count_stddev(self) -> float:
@@ -239,6 +256,11 @@ def parse_task_spec(raw: Mapping[str, Any]) -> TaskSpec:
         secagg_step_timeout_s=_float(raw, "secagg_step_timeout_s", 60.0, 0.1, MAX_TIMEOUT_S),
         local_noise_std=_float(raw, "local_noise_std", 0.0, 0.0, 100.0),
         seed=_int(raw, "seed", None, 0, 2**63 - 1),
+        fedbuff=_bool(raw, "fedbuff", False),
+        fedbuff_buffer=_int(raw, "fedbuff_buffer", None, 1, MAX_CLIENTS_PER_ROUND),
+        fedbuff_max_staleness=_int(raw, "fedbuff_max_staleness", 5, 0, 1000),
+        fedbuff_staleness_exponent=_float(raw, "fedbuff_staleness_exponent", 0.5, 0.0, 10.0),
+        fedbuff_server_learning_rate=_float(raw, "fedbuff_server_learning_rate", 1.0, 1e-6, 100.0),
         rollout=rollout,
     )
     _check_combination(spec)
@@ -285,6 +307,15 @@ def _check_combination(spec: TaskSpec) -> None:
         )
     if spec.secagg and spec.clients_per_round < 3:
         raise InvalidInput("secagg needs clients_per_round >= 3 (a threshold below n).")
+    if spec.fedbuff and (spec.secagg or spec.dp or spec.aggregator != "fedavg"):
+        raise InvalidInput(
+            "fedbuff combines with plain FedAvg only: turn secagg and DP off and keep "
+            "aggregator fedavg (a buffered, staleness-weighted sum has no round cohort)."
+        )
+    if spec.fedbuff and spec.min_reports > spec.buffer_size:
+        raise InvalidInput(
+            f"min_reports ({spec.min_reports}) must be <= fedbuff_buffer ({spec.buffer_size})."
+        )
     k = spec.secagg_neighbours
     if k is not None and k % 2:
         raise _fail("secagg_neighbours", "an even number (or null for all pairs)", k)

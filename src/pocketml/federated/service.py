@@ -54,6 +54,7 @@ from pocketml.errors import Conflict, InvalidInput, NotFound, PocketMLError
 from pocketml.federated._accountant import PrivacyAccountant
 from pocketml.federated._aggregate import coordinate_median, fedavg, trimmed_mean
 from pocketml.federated._dp import AdaptiveClipping, DPFedAvg
+from pocketml.federated._fedbuff import FedBuff
 from pocketml.federated._model import HeadSpec, head_spec_of, read_head, write_head, write_json
 from pocketml.federated._rows import (
     ACTIVE,
@@ -126,6 +127,7 @@ Pusher = Callable[[str, str, Path, Mapping[str, Any]], int]
 _SECAGG_BITS = 32
 _POLL_S = 2.0
 _OPEN_CACHE_S = 1.0
+_CONDITION_WORDS = {"charging": "charging", "wifi": "on Wi-Fi", "idle": "idle"}
 
 
 class FederatedService:
@@ -146,6 +148,8 @@ class FederatedService:
         start_rollout: ``start_rollout(app_id, model, version, options, actor) -> id``
             starts a staged rollout of the result (the delivery's rollouts) when the task
             asks for one; None leaves every result a candidate.
+        max_update_bytes: the largest update body the server's routes take (a task whose
+            head would not fit is refused at start); None: no check.
     """
 
     def __init__(
@@ -162,6 +166,7 @@ class FederatedService:
         lease_ttl_s: float = 120.0,
         check_targeting: Callable[[list[dict[str, Any]]], Any] | None = None,
         start_rollout: Callable[[str, str, int, dict[str, Any], str], str] | None = None,
+        max_update_bytes: int | None = None,
     ) -> None:
         self.engine = engine
         self.registry = registry
@@ -174,6 +179,7 @@ class FederatedService:
         self.lease_ttl_s = lease_ttl_s
         self.check_targeting = check_targeting
         self.start_rollout = start_rollout
+        self.max_update_bytes = max_update_bytes
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._accountants: dict[str, PrivacyAccountant] = {}
@@ -262,8 +268,13 @@ class FederatedService:
             "updated_at": self._dt(now),
             "finished_at": None,
         }
+        if self.max_update_bytes is not None and len(weights) > self.max_update_bytes:
+            raise InvalidInput(
+                f"{where}: its head has {head.size} values ({len(weights)} bytes per update); "
+                f"the server takes device bodies up to {self.max_update_bytes} bytes: raise "
+                "POCKETML_SERVER__LIMITS__MAX_DEVICE_BODY_KB or federate a smaller head."
+            )
         first = self._round_values(task_id, app_id, model, spec, head_meta, weights, 1, now)
-        first["clip_norm"] = spec.clip_norm
         try:
             with self._write("start the federated task") as conn:
                 conn.execute(sa.insert(TASKS).values(**values))
@@ -485,7 +496,7 @@ class FederatedService:
                 if getattr(spec.requires, name) and not conditions.get(name, False):
                     raise FlNotEligible(
                         f"field 'conditions.{name}': this task needs devices that are "
-                        f"{name.replace('wifi', 'on Wi-Fi')}; join again when it is true."
+                        f"{_CONDITION_WORDS[name]}; join again when it is true."
                     )
             if num_samples < spec.requires.min_samples:
                 raise FlNotEligible(
@@ -527,9 +538,9 @@ class FederatedService:
                 .where(ROUNDS.c.task_id == task_id, ROUNDS.c.number == round_number)
                 .values(selected=client_id)
             )
-        self._changed(app_id)
-        if client_id >= spec.max_cohort:
-            self.advance(task_id)  # selection is over: SecAgg moves on at once
+        if client_id >= spec.max_cohort:  # selection is over: no more announcing it
+            self._changed(app_id)
+            self.advance(task_id)  # and SecAgg moves on at once
         return JoinAnswer(task_id, round_number, client_id, spec.secagg, rnd.deadline)
 
     def round_document(
@@ -577,19 +588,22 @@ class FederatedService:
         now = self._now()
         digest = hashlib.sha256(body).hexdigest()
         with self._write("store the update") as conn:
-            task, rnd = lock_open_round(conn, app_id, task_id, round_number, joining=False)
-            spec = spec_of(task.config)
+            task_row(conn, app_id, task_id)
             mine = participant(conn, task_id, round_number, device_id)
-            if mine is None:
-                raise FlNotSelected(
-                    f"field 'device_id': the device was not selected for round {round_number}."
-                )
-            if mine.idempotency_key is not None:
+            if mine is not None and mine.idempotency_key is not None:
+                # a retry is answered as the first time even once the round is over
                 if mine.idempotency_key == idempotency_key and mine.update_sha256 == digest:
-                    return UploadAnswer(True, True, round_number, rnd.reports)
+                    reports = round_row(conn, task_id, round_number).reports
+                    return UploadAnswer(True, True, round_number, reports)
                 raise FlAlreadyReported(
                     f"the device reported for round {round_number} already (another "
                     "Idempotency-Key or other bytes); one update per device and round."
+                )
+            task, rnd, clip_norm = _lock_upload_round(conn, app_id, task_id, round_number)
+            spec = spec_of(task.config)
+            if mine is None:
+                raise FlNotSelected(
+                    f"field 'device_id': the device was not selected for round {round_number}."
                 )
             if now > rnd.deadline:
                 raise FlRoundClosed(f"round {round_number}'s deadline has passed.")
@@ -612,7 +626,7 @@ class FederatedService:
                         f"({4 * n_values} bytes); got {len(body)} bytes."
                     )
             else:
-                check_plain_update(task_id, round_number, body, n_values, rnd.clip_norm)
+                check_plain_update(task_id, round_number, body, n_values, clip_norm)
             conn.execute(
                 sa.update(PARTS)
                 .where(
@@ -631,31 +645,41 @@ class FederatedService:
             reports = rnd.reports + 1
             conn.execute(
                 sa.update(ROUNDS)
-                .where(ROUNDS.c.task_id == task_id, ROUNDS.c.number == round_number)
+                .where(ROUNDS.c.task_id == task_id, ROUNDS.c.number == rnd.number)
                 .values(reports=reports)
             )
             pending = pending_count(conn, task_id, round_number)
-        if pending == 0 or spec.secagg:  # the round (or the SecAgg phase) may end now
+        if pending == 0 or spec.secagg or spec.fedbuff:  # the round (or phase) may end now
             self.advance(task_id)
         return UploadAnswer(True, False, round_number, reports)
 
     def leave(
         self, app_id: str, task_id: str, round_number: int, *, device_id: str, reason: str
     ) -> bool:
-        """A device gives up the round; returns False when it had left (or reported) already."""
+        """A device gives up the round; returns False when it had left (or reported) already.
+
+        A plain update that was reported stays in the round. In a SecAgg round's ``unmask``
+        phase a survivor may leave too: its masked input stays in the sum, and the phase no
+        longer waits for its unmask answer (the others' shares may still suffice).
+        """
         with self._write("leave the round") as conn:
             task_row(conn, app_id, task_id)
-            updated = conn.execute(
-                sa.update(PARTS)
-                .where(
-                    PARTS.c.task_id == task_id,
-                    PARTS.c.round == round_number,
-                    PARTS.c.device_id == device_id,
-                    PARTS.c.state != "reported",
-                    PARTS.c.state != "left",
+            rnd = conn.execute(
+                sa.select(ROUNDS.c.phase, ROUNDS.c.secagg).where(
+                    ROUNDS.c.task_id == task_id, ROUNDS.c.number == round_number
                 )
-                .values(state="left")
-            ).rowcount
+            ).first()
+            unmasking = rnd is not None and rnd.secagg is not None and rnd.phase == "unmask"
+            stays = ("left",) if unmasking else ("reported", "left")
+            query = sa.update(PARTS).where(
+                PARTS.c.task_id == task_id,
+                PARTS.c.round == round_number,
+                PARTS.c.device_id == device_id,
+                PARTS.c.state.not_in(stays),
+            )
+            if unmasking:
+                query = query.where(PARTS.c.unmask.is_(None))
+            updated = conn.execute(query.values(state="left")).rowcount
         if updated:
             logger.info("device left round %s of %s: %s", round_number, task_id, reason)
             self.advance(task_id)
@@ -727,7 +751,7 @@ class FederatedService:
         self, app_id: str, task_id: str, round_number: int, device_id: str, phase: str
     ) -> Iterator[tuple[sa.Connection, Any, Any, Any]]:
         with self._write(f"store the SecAgg {phase} message") as conn:
-            task, rnd = lock_open_round(conn, app_id, task_id, round_number, joining=False)
+            task, rnd = lock_open_round(conn, app_id, task_id, round_number)
             mine = participant(conn, task_id, round_number, device_id)
             if mine is None:
                 raise FlNotSelected(
@@ -935,8 +959,11 @@ class FederatedService:
                     break
                 changed = True
             return changed
-        except PocketMLError as error:
+        except PocketMLError as error:  # e.g. the database is down: the next pass retries
             logger.warning("federated task %s: %s", task_id, error)
+            return False
+        except Exception:  # a bug must not fail the device request that stored its message
+            logger.exception("federated task %s: advancing the round failed", task_id)
             return False
         finally:
             lock.release()
@@ -954,9 +981,74 @@ class FederatedService:
         if rnd.state != "open":
             return False
         spec = spec_of(task.config)
+        if spec.fedbuff:
+            return self._advance_fedbuff(task, rnd, spec, now)
         if rnd.secagg is None:
             return self._advance_plain(task, rnd, parts, spec, now)
         return self._advance_secagg(task, rnd, parts, spec, now)
+
+    def _advance_fedbuff(self, task: Any, rnd: Any, spec: TaskSpec, now: float) -> bool:
+        """FedBuff: step once ``K`` updates are buffered (from this round or up to
+        ``fedbuff_max_staleness`` older ones), each weighted by ``(1 + τ)^-α``; at the
+        deadline, step with what is buffered if it reaches ``min_reports``."""
+        oldest = task.round - spec.fedbuff_max_staleness
+        with self._read("read the FedBuff buffer") as conn:
+            batch = conn.execute(
+                sa.select(PARTS)
+                .where(
+                    PARTS.c.task_id == task.id,
+                    PARTS.c.round >= oldest,
+                    PARTS.c.round <= task.round,
+                    PARTS.c.state == "reported",
+                    PARTS.c.payload.is_not(None),
+                )
+                .order_by(PARTS.c.round, PARTS.c.client_id)
+            ).all()
+        if len(batch) < spec.buffer_size:
+            if now <= rnd.deadline:
+                return False
+            if len(batch) < spec.min_reports:
+                return self._fail_round(
+                    task,
+                    rnd,
+                    "no_model",
+                    f"{len(batch)} buffered updates by the deadline; min_reports is "
+                    f"{spec.min_reports}",
+                    now,
+                )
+        weights = np.frombuffer(bytes(task.weights), dtype="<f4").astype(np.float64)
+        buffer = FedBuff(
+            weights,
+            buffer_size=len(batch),
+            server_learning_rate=spec.fedbuff_server_learning_rate,
+            staleness_exponent=spec.fedbuff_staleness_exponent,
+            max_staleness=spec.fedbuff_max_staleness,
+        )
+        buffer.version = task.round
+        updates = [np.frombuffer(bytes(p.payload), dtype="<f4").astype(np.float64) for p in batch]
+        model = weights
+        for p, update in zip(batch, updates, strict=True):
+            result = buffer.submit(clip_update(update, float(rnd.clip_norm))[0], int(p.round))
+            if result.model is not None:
+                model = result.model
+        outcome = {
+            "reports": len(batch),
+            "norms": norm_summary(updates),
+            "aggregator": "fedbuff",
+            "staleness": [task.round - int(p.round) for p in batch],
+        }
+        consumed = [(int(p.round), str(p.device_id)) for p in batch]
+        return self._apply(
+            task,
+            rnd,
+            spec,
+            model - weights,
+            len(batch),
+            float(rnd.clip_norm),
+            outcome,
+            now,
+            consumed=consumed,
+        )
 
     def _advance_plain(
         self, task: Any, rnd: Any, parts: Sequence[Any], spec: TaskSpec, now: float
@@ -1048,8 +1140,8 @@ class FederatedService:
             return self._set_phase(task, rnd, "unmask", now, spec, secagg=config)
         if phase == "unmask":
             alive = set(rnd.secagg.get("survivors", []))
-            done = [p for p in parts if p.client_id in alive and p.unmask is not None]
-            if len(done) < len(alive) and not due:
+            asked = [p for p in parts if p.client_id in alive and p.state != "left"]
+            if any(p.unmask is None for p in asked) and not due:
                 return False
             return self._aggregate_secagg(task, rnd, spec, now)
         return False
@@ -1167,8 +1259,14 @@ class FederatedService:
         next_clip: float,
         outcome: dict[str, Any],
         now: float,
+        *,
+        consumed: Sequence[tuple[int, str]] = (),
     ) -> bool:
-        """Move the global head by ``step``; record the round; open the next or finish."""
+        """Move the global head by ``step``; record the round; open the next or finish.
+
+        ``consumed``: (round, device) of updates of earlier rounds this step used (FedBuff),
+        deleted in the same transaction.
+        """
         weights = np.frombuffer(bytes(task.weights), dtype="<f4").astype(np.float64)
         new = (weights + step).astype("<f4")
         if not np.all(np.isfinite(new)):
@@ -1203,6 +1301,16 @@ class FederatedService:
         with self._write("apply the round") as conn:
             if not self._close_round(conn, task.id, rnd.number, "aggregated", outcome, now):
                 return False
+            for number, device_id in consumed:
+                conn.execute(
+                    sa.update(PARTS)
+                    .where(
+                        PARTS.c.task_id == task.id,
+                        PARTS.c.round == number,
+                        PARTS.c.device_id == device_id,
+                    )
+                    .values(payload=None)
+                )
             values: dict[str, Any] = {
                 "weights": new_bytes,
                 "rounds_done": rounds_done,
@@ -1407,7 +1515,7 @@ class FederatedService:
             "delta": spec.delta if spec.dp else None,
             "noise_multiplier": spec.noise_multiplier,
             "clip_norm": spec.clip_norm,
-            "aggregator": spec.aggregator,
+            "aggregator": "fedbuff" if spec.fedbuff else spec.aggregator,
             "secagg": spec.secagg,
         }
         write_json(build / "schema.json", model.schema)
@@ -1415,7 +1523,7 @@ class FederatedService:
             f"{base.card}\n\n## Federated fine-tuning\n\nThe classifier head of v"
             f"{task.base_version} trained on devices by federated task {task.id}: "
             f"{task.rounds_done} rounds, {task.clients_total} client updates, aggregator "
-            f"{spec.aggregator}"
+            f"{'fedbuff' if spec.fedbuff else spec.aggregator}"
             + (", secure aggregation" if spec.secagg else "")
             + (
                 f", DP-FedAvg with noise multiplier {spec.noise_multiplier:g} "
@@ -1441,3 +1549,21 @@ class FederatedService:
         )
         meta = {"parent_version": task.base_version, "run_record": {"federated": lineage}}
         return int(self.pusher(task.app_id, task.model, build, meta))
+
+
+def _lock_upload_round(
+    conn: sa.Connection, app_id: str, task_id: str, number: int
+) -> tuple[Any, Any, float]:
+    """The task, the round to count an upload in (locked) and the clip norm it is held to.
+
+    A FedBuff task takes updates for a round up to ``fedbuff_max_staleness`` rounds old:
+    they count in the open round; every other task only for the open round itself.
+    """
+    task = task_row(conn, app_id, task_id)
+    spec = spec_of(task.config)
+    lag = task.round - number
+    if spec.fedbuff and task.state == "running" and 0 < lag <= spec.fedbuff_max_staleness:
+        joined = round_row(conn, task_id, number)
+        return task, round_row(conn, task_id, task.round, lock=True), float(joined.clip_norm)
+    task, rnd = lock_open_round(conn, app_id, task_id, number)
+    return task, rnd, float(rnd.clip_norm)

@@ -45,7 +45,11 @@ def make_signer(registry: Registry) -> Any:
 
 
 def open_federated(
-    registry: Registry, home: Path, owner: str | None, delivery: Any = None
+    registry: Registry,
+    home: Path,
+    owner: str | None,
+    delivery: Any = None,
+    max_update_bytes: int | None = None,
 ) -> FederatedService:
     """The server's ``FederatedService`` on the registry's database; with ``delivery``, a
     task that asks for it starts a staged rollout of its result (``delivery.rollouts``)."""
@@ -63,6 +67,7 @@ def open_federated(
         work_dir=home / "federated",
         owner=owner,
         start_rollout=None if delivery is None else _rollout_starter(delivery),
+        max_update_bytes=max_update_bytes,
     )
 
 

@@ -217,7 +217,11 @@ def _open_state(
         samples=samples,
         loop=loop_service,
         federated=open_federated(
-            registry, settings.home, exporter.owner if exporter is not None else None, delivery
+            registry,
+            settings.home,
+            exporter.owner if exporter is not None else None,
+            delivery,
+            max_update_bytes=server.limits.max_device_body_kb * 1024,
         ),
     )
 

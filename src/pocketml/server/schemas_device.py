@@ -249,6 +249,29 @@ class ManifestModel(BaseModel):
     )
 
 
+class FederatedRequiresPublic(BaseModel):
+    """What a device must meet to join a federated round (``FEDERATED_REQUIRES_FIELDS``)."""
+
+    charging: bool
+    wifi: bool
+    idle: bool
+    min_samples: int
+
+
+class FederatedAnnouncementPublic(BaseModel):
+    """An open federated task the device is targeted by (``FEDERATED_ANNOUNCEMENT_FIELDS``;
+    docs/federated-protocol.md, §1). An announcement is no selection: the device joins."""
+
+    task_id: str
+    model: str
+    base_version: int
+    round: int
+    kind: Literal["head"]
+    requires: FederatedRequiresPublic
+    join_url: str
+    join_until: float
+
+
 class ManifestPublic(BaseModel):
     """The check-in answer."""
 
@@ -268,6 +291,11 @@ class ManifestPublic(BaseModel):
         json_schema_extra={"deprecated": True},
     )
     models: list[ManifestModel]
+    federated: list[FederatedAnnouncementPublic] | None = Field(
+        None,
+        description="Open federated tasks this device is targeted by; absent when there "
+        "are none (docs/federated-protocol.md).",
+    )
 
 
 class ContentKeyPublic(BaseModel):

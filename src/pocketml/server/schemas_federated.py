@@ -115,6 +115,11 @@ class TaskCreate(_Strict):
     secagg_step_timeout_s: float | None = None
     local_noise_std: float | None = None
     seed: int | None = None
+    fedbuff: bool | None = None
+    fedbuff_buffer: int | None = None
+    fedbuff_max_staleness: int | None = None
+    fedbuff_staleness_exponent: float | None = None
+    fedbuff_server_learning_rate: float | None = None
     rollout: dict[str, Any] | None = Field(
         None,
         description="Start a staged rollout of the result with these rollout options "
