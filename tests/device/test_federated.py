@@ -379,3 +379,28 @@ def test_a_masked_input_whose_answer_is_lost_still_counts_when_the_round_moves_o
     assert sum(r.method == "PUT" for r in transport.requests) == 1  # never sent twice
     round_ = task_of(app, task["id"])["rounds"][0]
     assert round_["state"] == "aggregated" and round_["reports"] == 3
+
+
+def test_a_slow_phone_of_a_fedbuff_task_still_contributes_after_the_round_moved_on(
+    app: Shipped, make_phone: PhoneFactory
+) -> None:
+    task = start_task(app, rounds=2, clients_per_round=3, fedbuff=True, fedbuff_buffer=2)
+    cut: list[bool] = []
+
+    def first_upload_fails(request: httpx.Request) -> Exception | None:
+        if request.method == "PUT" and not cut:
+            cut.append(True)
+            return httpx.ConnectError("Wi-Fi hiccup (test fault)", request=request)
+        return None
+
+    slow = make_phone(transport=FaultTransport(fail=first_upload_fails))
+    fast = [make_phone(), make_phone()]
+    assert slow.step().status == "waiting"  # joined round 1, trained; the upload failed
+    assert [p.step().status for p in fast] == ["uploaded", "uploaded"]  # round 1 steps
+
+    late = slow.step()  # the stored round-1 update, one round stale
+
+    assert (late.status, late.round) == ("uploaded", 1)
+    first, second = task_of(app, task["id"])["rounds"]
+    assert first["outcome"]["staleness"] == [0, 0]  # round 1 stepped on the fast two
+    assert (second["selected"], second["reports"]) == (0, 1)  # the stale one is buffered
