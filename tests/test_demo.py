@@ -23,6 +23,8 @@ def test_demo_writes_models_schema_build_and_report(tmp_path: Path) -> None:
         watch_devices=10,
         teacher_epochs=2,
         loop_schedule=(50.0, 100.0),
+        federated_phones=9,
+        federated_rounds=2,
     )
     report = run_demo(tmp_path, console=console, config=config)
     written = json.loads((tmp_path / "report.json").read_text())
@@ -55,6 +57,7 @@ def test_demo_writes_models_schema_build_and_report(tmp_path: Path) -> None:
         "hold the line",
         "watch the world",
         "close the loop",
+        "learn together",
     }
     # chapter 9: drift only where the camera changed, found from the phones' sketches, and
     # the alert delivered to the demo's webhook with a valid signature
@@ -133,3 +136,8 @@ def test_demo_writes_models_schema_build_and_report(tmp_path: Path) -> None:
     assert shipped["version"] == 1
     assert {v["name"] for v in build["variants"]} == set(shipped["variants"])
     assert "verified it as a device would" in printed
+    # chapter 11: federated rounds with DP and SecAgg through the SDK, ε reported, the
+    # result pushed as a version and rolled out
+    learned = written["learn_together"]
+    assert learned["task"]["state"] == "succeeded" and learned["epsilon"] > 0
+    assert learned["result_version"] is not None

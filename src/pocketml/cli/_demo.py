@@ -21,6 +21,7 @@ CHAPTERS = {
     8: "Close the loop",
     9: "Ship safely",
     10: "Hold the line",
+    11: "Learn together",
 }
 _CHAPTER_HELP = "Show only this chapter (repeat for several): " + ", ".join(
     f"{number} {name}" for number, name in CHAPTERS.items()

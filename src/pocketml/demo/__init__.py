@@ -9,7 +9,8 @@ verified the way a device will -> 50 simulated phones run hybrid inference on lo
 digits -> a good version rolls out 10 % -> 100 %, a worse one is rolled back by its
 guardrails, an A/B test between two good versions -> hold the line: the signing key rotated
 and revoked under a live phone, a lying network replaying the revoked package, hostile
-requests -> ``report.json``.
+requests -> phones learn together: federated rounds with DP and SecAgg+ on their own photos,
+the result rolled out -> ``report.json``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pocketml.convert import TARGETS, ConversionResult, convert_model
 from pocketml.convert.build import VariantGroup, write_build
 from pocketml.data import load_digits, parse_augmentations, validate_dataset
 from pocketml.demo._devices import monitoring_reference, run_devices, split_holdout
+from pocketml.demo._federated import FederatedDemo, learn_together
 from pocketml.demo._loop import close_the_loop
 from pocketml.demo._safe import ship_safely
 from pocketml.demo._ship import ship
@@ -95,6 +97,9 @@ class DemoConfig:
     # epochs) from a cnn-large teacher trained this long; the canary's rollout steps
     teacher_epochs: int = 20
     loop_schedule: tuple[float, ...] = (25.0, 100.0)
+    # chapter 11: the phones that learn together and the rounds they run
+    federated_phones: int = 30
+    federated_rounds: int = 5
 
 
 # The chapters, numbered as the demo prints them (``pocketml demo --chapter N``).
@@ -109,6 +114,7 @@ CHAPTERS: dict[int, str] = {
     8: "Close the loop",
     9: "Ship safely",
     10: "Hold the line",
+    11: "Learn together",
 }
 
 
@@ -116,7 +122,7 @@ class _Story:
     """Which chapters a run shows: the rest it builds on runs quietly under a spinner.
 
     Chapters 1-5 are a chain (each builds on the one before; 5 starts the server); 6, 7,
-    9 and 10 each build on 5 only, and 8 (the loop) on 7, whose alert starts it. Showing
+    9, 10 and 11 each build on 5 only, and 8 (the loop) on 7, whose alert starts it. Showing
     chapter 10 alone runs 1-5 quietly and skips 6 to 9; showing 8 runs 1-5 and 7 quietly.
     """
 
@@ -511,6 +517,28 @@ def run_demo(
                 out_dir=out_dir / "trust",
             )
             lap("hold the line")
+        learned: dict[str, Any] | None = None
+        if story.shows(11):
+            console = story.begin(
+                11,
+                "phones train the head on their own photos; DP-FedAvg, SecAgg+, the result "
+                "rolled out",
+            )
+            learned = learn_together(
+                console,
+                url=url,
+                admin=AdminClient(url, created.admin_token),
+                device_key=created.device_key,
+                onnx_path=next(r.path for r in conversions["cnn-small"] if r.target == "onnx"),
+                schema=schema,
+                splits=splits,
+                out_dir=out_dir / "federated",
+                config=FederatedDemo(
+                    phones=config.federated_phones, rounds=config.federated_rounds
+                ),
+                seed=config.seed,
+            )
+            lap("learn together")
     telemetry = _parquet_summary(settings.home / "telemetry")
     if devices is not None or safely is not None:
         console.print(
@@ -533,6 +561,7 @@ def run_demo(
             "hold_the_line": trust,
             "watch_the_world": watched,
             "close_the_loop": looped,
+            "learn_together": learned,
             "telemetry_parquet": telemetry,
             "rows": rows,
             "selections": [sel.to_dict() for sel in matrix.selections],

@@ -21,6 +21,10 @@ Consented sample capture (docs/device-sdk.md, "Consent"): ``device.set_consent(T
 when the user agrees, ``Device(..., redact=fn)`` for the PII hook, ``device.forget_me()``
 to erase the device's data here and on the server.
 
+Federated training (docs/federated-device.md): ``device.set_federated_consent(True)``,
+``device.add_training_example(model, x, label)`` (kept on the device), and
+``device.federated_step()`` from the app's background job.
+
 ``docs/device-sdk.md`` is the guide.
 """
 
@@ -28,6 +32,7 @@ from pocketml.device._capture import CaptureFlush, SampleCapture
 from pocketml.device._cloud import CircuitOpen, CloudAnswer
 from pocketml.device._device import Device, ForgetReport
 from pocketml.device._download import OversizeDownload
+from pocketml.device._federated import FEDERATED_MIN_BATTERY, FederatedReport
 from pocketml.device._model import LocalModel
 from pocketml.device._net import Backoff, CircuitBreaker, ServerError
 from pocketml.device._queue import TelemetryQueue
@@ -53,6 +58,7 @@ from pocketml.device._types import (
 
 __all__ = [
     "DEVICE_CLASSES",
+    "FEDERATED_MIN_BATTERY",
     "FORMATS",
     "Backoff",
     "CaptureFlush",
@@ -65,6 +71,7 @@ __all__ = [
     "DeviceState",
     "DownloadEvent",
     "DownloadPolicy",
+    "FederatedReport",
     "FlushReport",
     "ForgetReport",
     "HybridPolicy",

@@ -26,6 +26,8 @@ import numpy as np
 from pocketml.device._capture import CaptureFlush, Redactor, SampleCapture
 from pocketml.device._cloud import CloudClient
 from pocketml.device._entry import keep_previous_entries, parse_manifest, parse_manifest_models
+from pocketml.device._federated import FederatedParticipant, FederatedReport
+from pocketml.device._federated_store import FederatedStore
 from pocketml.device._model import LocalModel
 from pocketml.device._net import Backoff, CircuitBreaker, DeviceHttp
 from pocketml.device._queue import TelemetryQueue
@@ -47,7 +49,7 @@ from pocketml.device._types import (
     SyncReport,
     disk_free,
 )
-from pocketml.errors import PocketMLError
+from pocketml.errors import InvalidInput, PocketMLError
 from pocketml.protect import Keyring
 from pocketml.schema import ModelSchema
 
@@ -64,7 +66,7 @@ class ForgetReport:
     """What ``Device.forget_me()`` deleted.
 
     Attributes:
-        samples: consented samples deleted on the device.
+        samples: consented samples and federated training examples deleted on the device.
         events: telemetry events deleted on the device (buffered and queued).
         feedback: queued feedback messages deleted on the device.
         server: the server's report (row counts deleted there), None while queued.
@@ -199,6 +201,15 @@ class Device:
         self._models: dict[str, LocalModel] = {}
         self._device_id: str | None = facts.device_id
         self._lock = threading.Lock()
+        self._federated = FederatedParticipant(
+            FederatedStore(self.cache_dir / "federated.db"),
+            self._http,
+            self._cache,
+            self._resolver,
+            self.state,
+            lambda: self.device_id,
+            self._trusted,
+        )
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -412,6 +423,69 @@ class Device:
             self._send_forget()
         return self._capture.flush()
 
+    # -- federated training ----------------------------------------------------------------
+
+    @property
+    def federated_consent(self) -> bool:
+        """Whether the user consented to federated training (persisted; default False)."""
+        return self._federated.store.consent()
+
+    def set_federated_consent(self, train: bool) -> None:
+        """Record the user's choice about on-device federated training (persisted).
+
+        Separate from sample capture's consent: with it the device trains on its own
+        examples and sends only a clipped (optionally masked) model update; the examples
+        never leave it. Turning it off deletes the stored training examples.
+
+        Raises:
+            InvalidInput: ``train`` is not a bool.
+        """
+        if not isinstance(train, bool):
+            raise InvalidInput(f"consent must be True or False; got {train!r}")
+        self._federated.store.set_consent(train)
+
+    def add_training_example(self, model: str, x: Any, label: str) -> None:
+        """Keep one labelled input on the device for federated training of ``model``.
+
+        ``x`` is the raw input as ``predict`` takes it; ``label`` a class name of the model
+        (e.g. the user's correction). Ignored without federated consent; at most
+        ``MAX_EXAMPLES_PER_MODEL`` are kept (oldest evicted).
+
+        Raises:
+            InvalidInput: a non-finite input or an empty label.
+        """
+        self._federated.add_example(model, x, label)
+
+    def federated_step(self, *, max_wait_s: float = 0.0) -> FederatedReport:
+        """Do the next piece of federated work (docs/federated-device.md).
+
+        Call it from the app's background job when the OS grants one (charging, Wi-Fi,
+        idle). It resumes an owed upload, else joins the first announced task this device
+        is eligible for, trains, clips and uploads (or takes the next SecAgg+ step).
+
+        Args:
+            max_wait_s: keep stepping while a SecAgg round waits for the other devices,
+                up to this many seconds (sleeping as the server says); 0 returns at once
+                with ``status == "waiting"``.
+
+        Returns:
+            A FederatedReport; network failures and the server's refusals are reported,
+            not raised.
+        """
+        report = self._federated.step()
+        waited = 0.0
+        while report.status == "waiting" and waited < max_wait_s:
+            pause = max(report.poll_after_s, 0.01)
+            self._sleep(pause)
+            waited += pause
+            report = self._federated.step()
+        return report
+
+    @property
+    def federated(self) -> FederatedParticipant:
+        """The federated participant (its ``store``: examples, rounds; ``wall_clock``)."""
+        return self._federated
+
     def forget_me(self) -> ForgetReport:
         """Delete this device's data: here (samples, queued telemetry and feedback) and on
         the server (``DELETE /v1/device/data``: its samples, feedback and telemetry).
@@ -421,6 +495,7 @@ class Device:
             retried at every ``flush()`` (``queued=True``).
         """
         samples = self._capture.forget()
+        samples += self._federated.store.forget(time.time())
         events, feedback = self._telemetry.forget()
         self._capture.set_forget_pending(True)
         server = self._send_forget()
@@ -477,6 +552,7 @@ class Device:
         self._sketcher.close_windows(early=True)
         self._telemetry.close()
         self._capture.close()
+        self._federated.store.close()
         self._http.close()
 
     async def aclose(self) -> None:

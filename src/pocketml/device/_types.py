@@ -147,20 +147,34 @@ def _default_charging() -> bool:
     return True
 
 
+def _default_idle() -> bool:
+    return True
+
+
+def _unknown_battery() -> float | None:
+    return None
+
+
 @dataclass(frozen=True)
 class DeviceState:
-    """Callbacks the SDK asks before downloading (an app wires them to the OS APIs).
+    """Callbacks the SDK asks before downloading or training (an app wires them to the OS).
 
     Attributes:
         network_type: returns "wifi", "cellular" or "offline" (default: always "wifi").
         is_charging: returns True when plugged in (default: always True).
         free_disk_bytes: free bytes where the cache lives (default: ``shutil.disk_usage``
             of the cache directory, computed by the Device).
+        is_idle: returns True when the user is not using the device (federated training;
+            default: always True).
+        battery_level: returns the charge in [0, 1], or None when unknown (federated
+            training gives up below ``FEDERATED_MIN_BATTERY`` off the charger).
     """
 
     network_type: Callable[[], NetworkType] = _default_network
     is_charging: Callable[[], bool] = _default_charging
     free_disk_bytes: Callable[[], int] | None = None
+    is_idle: Callable[[], bool] = _default_idle
+    battery_level: Callable[[], float | None] = _unknown_battery
 
 
 def disk_free(path: Path) -> int:
