@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketml.errors import Unavailable
+from pocketml.device._sqlite import open_store
 from pocketml.protocol import MAX_SAMPLE_BATCH_BYTES, MAX_SAMPLES_PER_BATCH, CapturePolicy
 
 __all__ = ["HeldSample", "SampleQueue"]
@@ -90,18 +90,7 @@ class SampleQueue:
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(_SCHEMA)
-            except sqlite3.Error as exc:
-                raise Unavailable(
-                    f"cannot open the sample queue {self.path}: {exc}. Check that the cache "
-                    "directory is writable and not full."
-                ) from exc
-            self._db = db
+            self._db = open_store(self.path, _SCHEMA, "the sample queue")
         return self._db
 
     def close(self) -> None:

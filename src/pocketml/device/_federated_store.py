@@ -28,7 +28,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pocketml.errors import InvalidInput, Unavailable
+from pocketml.device._sqlite import open_store
+from pocketml.errors import InvalidInput
 
 __all__ = ["MAX_EXAMPLES_PER_MODEL", "FederatedStore", "RoundRecord", "RoundStage"]
 
@@ -147,18 +148,7 @@ class FederatedStore:
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(_SCHEMA)
-            except sqlite3.Error as exc:
-                raise Unavailable(
-                    f"cannot open the federated store {self.path}: {exc}. Check that the "
-                    "cache directory is writable and not full."
-                ) from exc
-            self._db = db
+            self._db = open_store(self.path, _SCHEMA, "the federated store")
         return self._db
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pocketml.errors import Unavailable
+from pocketml.device._sqlite import open_store
 from pocketml.protocol import EVENT_COLUMN_TYPES, INFERENCE_QUEUE_FIELDS
 
 __all__ = ["INFERENCE_FIELDS", "Batch", "OpenWindow", "TelemetryQueue"]
@@ -110,19 +110,7 @@ class TelemetryQueue:
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(_SCHEMA)
-                _add_missing_columns(db)
-            except sqlite3.Error as exc:
-                raise Unavailable(
-                    f"cannot open the telemetry queue {self.path}: {exc}. Check that the "
-                    "cache directory is writable and not full."
-                ) from exc
-            self._db = db
+            self._db = open_store(self.path, _SCHEMA, "the telemetry queue", _add_missing_columns)
         return self._db
 
     def close(self) -> None:
