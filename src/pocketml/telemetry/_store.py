@@ -28,7 +28,13 @@ import sqlalchemy as sa
 
 from pocketml.db import WRITE, translate_errors
 from pocketml.telemetry._chunks import ChunkCache, decode_payload, draft_chunks
-from pocketml.telemetry._orm import FeedbackRow, TelemetryBatchRow, TelemetryChunkRow
+from pocketml.telemetry._orm import (
+    FeedbackRow,
+    TelemetryBatchRow,
+    TelemetryChunkRow,
+    TelemetryRollupRow,
+)
+from pocketml.telemetry._rollup import DAY, Labelled, Partial, summarise
 from pocketml.telemetry._types import EventRows, Feedback
 
 __all__ = ["CHUNK_ID_LOCK", "TelemetryStore"]
@@ -36,6 +42,7 @@ __all__ = ["CHUNK_ID_LOCK", "TelemetryStore"]
 _BATCHES: sa.Table = TelemetryBatchRow.__table__  # type: ignore[assignment]
 _CHUNKS: sa.Table = TelemetryChunkRow.__table__  # type: ignore[assignment]
 _FEEDBACK: sa.Table = FeedbackRow.__table__  # type: ignore[assignment]
+_ROLLUPS: sa.Table = TelemetryRollupRow.__table__  # type: ignore[assignment]
 # The registry's model names, by table name only: telemetry imports no registry module.
 _MODELS = sa.table("models", sa.column("app_id"), sa.column("name"))
 _FEEDBACK_KEY = ["app_id", "prediction_id", "device_id"]
@@ -59,6 +66,16 @@ def _insert(dialect: str, table: sa.Table) -> Any:
     return sqlite.insert(table)
 
 
+_EMPTY = Partial(
+    keys=[],
+    counters=np.zeros((0, 5), np.int64),
+    confidence_sum=np.zeros(0),
+    hist_group=np.zeros(0, np.int32),
+    hist_bucket=np.zeros(0, np.int32),
+    hist_count=np.zeros(0, np.int64),
+)
+
+
 def _parts(values: Sequence[Any], size: int = _IN_LIMIT) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
@@ -76,6 +93,9 @@ class TelemetryStore:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.cache = ChunkCache(cache_events)
+        self._rollup_cache: dict[int, Partial] = {}  # decoded rollups by (immutable) id
+        self._rollup_cache_size = 200_000
+        self._rollup_lock = threading.Lock()
         self._insert_batch = (
             _insert(self.dialect, _BATCHES)
             .on_conflict_do_nothing(index_elements=["app_id", "batch_id"])
@@ -167,9 +187,28 @@ class TelemetryStore:
                 return False  # the batch was stored before
             if chunks:
                 conn.execute(self._insert_chunk, chunks)
+                self._invalidate(conn, app_id, drafts)
             if on_commit_rows is not None:
                 on_commit_rows(conn)
         return True
+
+    @staticmethod
+    def _invalidate(conn: sa.Connection, app_id: str, drafts: Sequence[Any]) -> None:
+        """Delete the rollups of the spans the new chunks' events fall in (same transaction).
+
+        One indexed range delete per model of the batch; usually nothing matches (events
+        of the open hour have no rollup yet).
+        """
+        for draft in drafts:
+            conn.execute(
+                _ROLLUPS.delete().where(
+                    _ROLLUPS.c.app_id == app_id,
+                    _ROLLUPS.c.model == draft.model,
+                    _ROLLUPS.c.start > draft.min_ts - DAY,  # index range: spans <= 1 day
+                    _ROLLUPS.c.start <= draft.max_ts,
+                    _ROLLUPS.c.start + _ROLLUPS.c.span_s > draft.min_ts,
+                )
+            )
 
     def upsert_feedback(self, app_id: str, feedback: Feedback, received: datetime) -> None:
         """Insert or replace the feedback of one prediction of one device (newest ``ts`` wins).
@@ -250,11 +289,7 @@ class TelemetryStore:
         Raises:
             Unavailable: the database cannot be reached.
         """
-        conditions = [_CHUNKS.c.app_id == app_id, _CHUNKS.c.model == model]
-        if since is not None:
-            conditions.append(_CHUNKS.c.max_ts >= since)
-        if until is not None:
-            conditions.append(_CHUNKS.c.min_ts < until)
+        conditions = self._overlapping(app_id, model, since, until)
         listing = sa.select(_CHUNKS.c.id, _CHUNKS.c.device_class, _CHUNKS.c.device_id).where(
             *conditions
         )
@@ -266,11 +301,38 @@ class TelemetryStore:
             frame = self._window(chunks, tables, since, until, versions)
             predictions = frame.column("prediction_id").combine_chunks()
             feedback = self._feedback_labels(conn, app_id, predictions)
-        feedback_ids, feedback_keys, feedback_labels = feedback
+        return self._joined(chunks, frame, feedback)
+
+    @staticmethod
+    def _overlapping(
+        app_id: str, model: str, since: float | None, until: float | None
+    ) -> list[Any]:
+        conditions = [_CHUNKS.c.app_id == app_id, _CHUNKS.c.model == model]
+        if since is not None:
+            conditions.append(_CHUNKS.c.max_ts >= since)
+        if until is not None:
+            conditions.append(_CHUNKS.c.min_ts < until)
+        return conditions
+
+    def _joined(
+        self,
+        chunks: Sequence[Any],
+        frame: pa.Table,
+        feedback: tuple[pa.Array, pa.Array, pa.Array] | None,
+    ) -> EventRows:
+        """``EventRows`` of a window's frame; feedback None = no feedback join (nulls)."""
         chunk_of = frame.column("chunk").combine_chunks()
         classes = pa.array([device_class for _, device_class, _ in chunks], pa.string())
-        devices = pa.array([device for _, _, device in chunks], pa.string())
-        found = self._feedback_index(devices, chunk_of, predictions, feedback_ids, feedback_keys)
+        if feedback is None:
+            feedback_label = pa.nulls(len(chunk_of), pa.string())
+        else:
+            feedback_ids, feedback_keys, feedback_labels = feedback
+            predictions = frame.column("prediction_id").combine_chunks()
+            devices = pa.array([device for _, _, device in chunks], pa.string())
+            found = self._feedback_index(
+                devices, chunk_of, predictions, feedback_ids, feedback_keys
+            )
+            feedback_label = feedback_labels.take(found)
         return EventRows(
             version=frame.column("version").combine_chunks(),
             device_class=classes.take(chunk_of),
@@ -279,8 +341,207 @@ class TelemetryStore:
             latency_ms=frame.column("latency_ms").combine_chunks(),
             confidence=frame.column("confidence").combine_chunks(),
             label=frame.column("label").combine_chunks(),
-            feedback_label=feedback_labels.take(found),
+            feedback_label=feedback_label,
         )
+
+    def timed_events(
+        self, app_id: str, model: str, since: float, until: float
+    ) -> tuple[np.ndarray, EventRows]:
+        """(ts, events) of one model in [since, until), without the feedback join.
+
+        The rollups' input: everything ``events()`` returns but ``feedback_label`` (all
+        null), plus each event's corrected ``ts`` as float64.
+
+        Raises:
+            Unavailable: the database cannot be reached.
+        """
+        listing = sa.select(_CHUNKS.c.id, _CHUNKS.c.device_class, _CHUNKS.c.device_id).where(
+            *self._overlapping(app_id, model, since, until)
+        )
+        with translate_errors("read telemetry"), self.engine.connect() as conn:
+            chunks = conn.execute(listing.order_by(_CHUNKS.c.id)).all()
+            if not chunks:
+                return np.empty(0), EventRows.empty()
+            tables = self._decoded(conn, [chunk_id for chunk_id, _, _ in chunks])
+        frame = self._window(chunks, tables, since, until, None)
+        ts = np.asarray(frame.column("ts").combine_chunks().to_numpy(zero_copy_only=False))
+        return ts.astype(np.float64), self._joined(chunks, frame, None)
+
+    def labelled(
+        self, app_id: str, model: str, since: float, until: float, edges: Sequence[float]
+    ) -> Labelled | None:
+        """The inferences in [since, until) that have label feedback (as ``events()``
+        joins it: same device and prediction id), with their cell in ``edges``.
+
+        Only chunks of devices that have label feedback are read, so a model without
+        feedback costs one query. None when no inference has label feedback.
+
+        Raises:
+            Unavailable: the database cannot be reached.
+        """
+        devices_query = (
+            sa.select(_FEEDBACK.c.device_id)
+            .where(_FEEDBACK.c.app_id == app_id, _FEEDBACK.c.label.is_not(None))
+            .distinct()
+        )
+        columns = (_CHUNKS.c.id, _CHUNKS.c.device_class, _CHUNKS.c.device_id)
+        with translate_errors("read telemetry feedback"), self.engine.connect() as conn:
+            devices = list(conn.scalars(devices_query))
+            if not devices:
+                return None
+            conditions = self._overlapping(app_id, model, since, until)
+            if len(devices) <= _IN_LIMIT:
+                conditions.append(_CHUNKS.c.device_id.in_(devices))
+            listing = sa.select(*columns).where(*conditions).order_by(_CHUNKS.c.id)
+            chunks = conn.execute(listing).all()
+            if not chunks:
+                return None
+            tables = self._decoded(conn, [chunk_id for chunk_id, _, _ in chunks])
+            frame = self._window(chunks, tables, since, until, None)
+            predictions = frame.column("prediction_id").combine_chunks()
+            feedback = self._feedback_labels(conn, app_id, predictions)
+        events = self._joined(chunks, frame, feedback)
+        ts = np.asarray(frame.column("ts").combine_chunks().to_numpy(zero_copy_only=False))
+        keep = np.asarray(
+            pc.and_(
+                events.feedback_label.is_valid(),
+                pc.fill_null(pc.equal(events.type, "inference"), False),
+            ).to_numpy(zero_copy_only=False)
+        )
+        if not keep.any():
+            return None
+        mask = pa.array(keep)
+        correct = pc.fill_null(pc.equal(events.label, events.feedback_label), False)
+        cells = np.searchsorted(np.asarray(edges, np.float64), ts[keep], side="right") - 1
+        return Labelled(
+            cells=cells.astype(np.int64),
+            versions=events.version.filter(mask),
+            device_classes=events.device_class.filter(mask),
+            correct=np.asarray(correct.filter(mask).to_numpy(zero_copy_only=False)),
+        )
+
+    def time_range(self, app_id: str, model: str) -> tuple[float, float] | None:
+        """(earliest, latest) event ts of a model's chunks, None without any."""
+        query = sa.select(sa.func.min(_CHUNKS.c.min_ts), sa.func.max(_CHUNKS.c.max_ts)).where(
+            _CHUNKS.c.app_id == app_id, _CHUNKS.c.model == model
+        )
+        with translate_errors("read telemetry"), self.engine.connect() as conn:
+            low, high = conn.execute(query).one()
+        return None if low is None else (float(low), float(high))
+
+    def rollups(
+        self, app_id: str, model: str, since: float, until: float
+    ) -> dict[tuple[int, int], Partial]:
+        """The stored rollups of spans inside [since, until), by (span_s, start).
+
+        Raises:
+            Unavailable: the database cannot be reached.
+        """
+        listing = sa.select(_ROLLUPS.c.id, _ROLLUPS.c.span_s, _ROLLUPS.c.start).where(
+            _ROLLUPS.c.app_id == app_id,
+            _ROLLUPS.c.model == model,
+            _ROLLUPS.c.start >= since,
+            _ROLLUPS.c.start < until,
+        )
+        with translate_errors("read telemetry rollups"), self.engine.connect() as conn:
+            rows = conn.execute(listing).all()
+            ids = [row_id for row_id, _, _ in rows]
+            with self._rollup_lock:
+                found = {i: self._rollup_cache[i] for i in ids if i in self._rollup_cache}
+            missing = [i for i in ids if i not in found]
+            for part in _parts(missing):
+                query = sa.select(_ROLLUPS.c.id, _ROLLUPS.c.payload).where(
+                    _ROLLUPS.c.id.in_(part)
+                )
+                for row_id, payload in conn.execute(query):
+                    found[row_id] = Partial.decode(payload)
+        with self._rollup_lock:
+            for row_id in missing:
+                if row_id in found:
+                    self._rollup_cache[row_id] = found[row_id]
+            while len(self._rollup_cache) > self._rollup_cache_size:
+                self._rollup_cache.pop(next(iter(self._rollup_cache)))
+        return {(span, int(start)): found[i] for i, span, start in rows if i in found}
+
+    def chunk_mark(self) -> int:
+        """The newest chunk id such that every chunk up to it is committed."""
+        with translate_errors("read telemetry"), self.engine.connect() as conn, conn.begin():
+            if self.dialect == "postgresql":  # wait for intakes holding ids in flight
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({CHUNK_ID_LOCK})")
+            return int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(_CHUNKS.c.id), 0))))
+
+    def build_rollups(
+        self,
+        app_id: str,
+        model: str,
+        spans: Sequence[tuple[int, int]],
+    ) -> dict[tuple[int, int], Partial]:
+        """Build and store the rollups of closed (span_s, start) spans from their events.
+
+        A span whose events change while it is built (a chunk newer than the build's
+        mark overlaps it) is returned but not stored; intake deletes a stored span's row
+        when events of it arrive later (``_invalidate``), so a stored row is always the
+        exact summary of its events.
+
+        Raises:
+            Unavailable: the database cannot be reached.
+        """
+        if not spans:
+            return {}
+        mark = self.chunk_mark()
+        ordered = sorted(spans, key=lambda s: (s[1], s[0]))
+        low = min(start for _, start in ordered)
+        high = max(start + span for span, start in ordered)
+        ts, events = self.timed_events(app_id, model, low, high)
+        result: dict[tuple[int, int], Partial] = {}
+        for span_s in {span for span, _ in ordered}:
+            starts = np.array([start for span, start in ordered if span == span_s], np.int64)
+            inside = np.searchsorted(starts, np.floor(ts / span_s) * span_s)
+            inside = np.minimum(inside, len(starts) - 1)
+            hit = starts[inside] == np.floor(ts / span_s) * span_s
+            if hit.any():
+                mask = pa.array(hit)
+                parts = summarise(events.filter(mask), starts[inside[hit]])
+            else:
+                parts = {}
+            for start in starts.tolist():
+                result[(span_s, start)] = parts.get(start, _EMPTY)
+        rows = [
+            {
+                "app_id": app_id,
+                "model": model,
+                "span_s": span,
+                "start": start,
+                "events": int(part.counters[:, :2].sum()),
+                "payload": part.encode(),
+            }
+            for (span, start), part in result.items()
+        ]
+        insert = _insert(self.dialect, _ROLLUPS).on_conflict_do_nothing(
+            index_elements=["app_id", "model", "span_s", "start"]
+        )
+        with self._write_turn, self._write("store telemetry rollups") as conn:
+            if self.dialect == "postgresql":  # no intake in flight while we check and insert
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({CHUNK_ID_LOCK})")
+            newer = conn.execute(
+                sa.select(_CHUNKS.c.min_ts, _CHUNKS.c.max_ts).where(
+                    _CHUNKS.c.app_id == app_id,
+                    _CHUNKS.c.model == model,
+                    _CHUNKS.c.id > mark,
+                    _CHUNKS.c.max_ts >= low,
+                    _CHUNKS.c.min_ts < high,
+                )
+            ).all()
+            fresh = [
+                row
+                for row in rows
+                if not any(
+                    lo < row["start"] + row["span_s"] and hi >= row["start"] for lo, hi in newer
+                )
+            ]
+            for part in _parts(fresh, 200):
+                conn.execute(insert, list(part))
+        return result
 
     def _decoded(self, conn: sa.Connection, ids: list[int]) -> dict[int, pa.Table]:
         tables = self.cache.get_many(ids)
