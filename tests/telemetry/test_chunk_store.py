@@ -16,13 +16,13 @@ import sqlalchemy as sa
 from pocketml.protect import MasterKey
 from pocketml.registry import LocalArtifactStore, ModelCreate, Registry
 from pocketml.telemetry import (
+    RELATIVE_ERROR,
     Feedback,
+    MetricsRow,
     TelemetryBatch,
     TelemetryExporter,
     TelemetryService,
     TelemetryStore,
-    RELATIVE_ERROR,
-    MetricsRow,
     aggregate,
 )
 from pocketml.testing import DIGITS_SCHEMA

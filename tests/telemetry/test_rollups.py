@@ -41,7 +41,7 @@ def _events(rng: np.random.Generator, n: int) -> EventRows:
         latency_list[i] = None
     return EventRows(
         version=pa.array(rng.choice([1, 2, 3], n).tolist(), pa.int64()),
-        device_class=pa.array(rng.choice(["phone", "tablet", None], n).tolist(), pa.string()),
+        device_class=pa.array([("phone", "tablet", None)[i] for i in rng.integers(0, 3, n)]),
         type=pa.array(kinds.tolist(), pa.string()),
         source=pa.array(rng.choice(["local", "cloud", "fallback"], n).tolist(), pa.string()),
         latency_ms=pa.array(

@@ -4,10 +4,10 @@
 (one row per (batch, model) chunk, events columnar in a blob), ``record_feedback`` keeps
 the latest feedback per prediction, and ``model_metrics`` aggregates per (version,
 device class): latency p50/p95, error rate, cloud and fallback shares, confidence and
-accuracy from feedback (``model_series``: the same per bucket, in one read; long windows
-merge per-hour/day rollups, see ``_rollup``). ``TelemetryStore.events`` is the one read path (metrics, rollout
-guardrails, experiments); ``TelemetryExporter`` writes day-partitioned Parquet files
-from the database.
+accuracy from feedback (``model_series``: the same per bucket, in one read; long
+windows merge per-hour/day rollups, see ``_rollup``). ``TelemetryStore.events`` is the
+one read path of rollout guardrails and experiments; ``TelemetryExporter`` writes
+day-partitioned Parquet files from the database.
 """
 
 from pocketml.telemetry._parquet import partition_path
@@ -27,13 +27,13 @@ from pocketml.telemetry.service import MAX_SERIES_BUCKETS, TelemetryService
 
 __all__ = [
     "EVENT_COLUMNS",
-    "EventRows",
     "MAX_SERIES_BUCKETS",
+    "RELATIVE_ERROR",
+    "EventRows",
     "ExportResult",
     "Feedback",
     "IngestResult",
     "MetricsRow",
-    "RELATIVE_ERROR",
     "TelemetryBatch",
     "TelemetryExporter",
     "TelemetryService",

@@ -450,9 +450,7 @@ class TelemetryStore:
                 found = {i: self._rollup_cache[i] for i in ids if i in self._rollup_cache}
             missing = [i for i in ids if i not in found]
             for part in _parts(missing):
-                query = sa.select(_ROLLUPS.c.id, _ROLLUPS.c.payload).where(
-                    _ROLLUPS.c.id.in_(part)
-                )
+                query = sa.select(_ROLLUPS.c.id, _ROLLUPS.c.payload).where(_ROLLUPS.c.id.in_(part))
                 for row_id, payload in conn.execute(query):
                     found[row_id] = Partial.decode(payload)
         with self._rollup_lock:
@@ -468,7 +466,8 @@ class TelemetryStore:
         with translate_errors("read telemetry"), self.engine.connect() as conn, conn.begin():
             if self.dialect == "postgresql":  # wait for intakes holding ids in flight
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({CHUNK_ID_LOCK})")
-            return int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(_CHUNKS.c.id), 0))))
+            newest = conn.scalar(sa.select(sa.func.coalesce(sa.func.max(_CHUNKS.c.id), 0)))
+            return int(newest or 0)
 
     def build_rollups(
         self,
@@ -506,7 +505,7 @@ class TelemetryStore:
                 parts = {}
             for start in starts.tolist():
                 result[(span_s, start)] = parts.get(start, _EMPTY)
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "app_id": app_id,
                 "model": model,

@@ -41,6 +41,7 @@ MAX_LINES = 8
 _WIDTHS = (3600, 3 * 3600, 6 * 3600, 12 * 3600, 86_400, 2 * 86_400, 3 * 86_400, 7 * 86_400)
 
 Metrics = Callable[[float, float], list[MetricsRow]]
+MetricsSeries = Callable[[float, float, int], list[list[MetricsRow]]]
 
 
 def bucket_width(window_s: float) -> int:
@@ -82,11 +83,15 @@ _CHARTS: tuple[tuple[str, str, Callable[[float], str], float | None], ...] = (
 )
 
 
-def telemetry_view(metrics: Metrics, since: float, until: float) -> TelemetryView:
-    """Aggregate the window and its buckets through ``metrics(since, until)``.
+def telemetry_view(
+    metrics: Metrics, series: MetricsSeries, since: float, until: float
+) -> TelemetryView:
+    """Aggregate the window through ``metrics(since, until)`` and its buckets through
+    ``series(since, until, bucket_s)`` (one read for all of them).
 
     Args:
         metrics: the API's aggregate for one window (``model_metrics`` bound to a model).
+        series: the same per bucket (``model_series`` bound to a model).
         since: the window's start, unix seconds (a multiple of the bucket width).
         until: the window's end, unix seconds.
     """
@@ -95,9 +100,7 @@ def telemetry_view(metrics: Metrics, since: float, until: float) -> TelemetryVie
     shown = sorted(rows, key=lambda r: -r.count)[:MAX_LINES]
     keys = [_key(r) for r in shown]
     starts = [since + i * bucket_s for i in range(math.ceil((until - since) / bucket_s))]
-    per_bucket = [
-        {_key(r): r for r in metrics(start, min(start + bucket_s, until))} for start in starts
-    ]
+    per_bucket = [{_key(r): r for r in bucket} for bucket in series(since, until, bucket_s)]
     charts = []
     for heading, attribute, fmt, floor in _CHARTS:
         lines = [

@@ -119,6 +119,9 @@ def telemetry_page(
             lambda since, end: state.telemetry.model_metrics(
                 session.app_id, chosen, since=since, until=end
             ),
+            lambda since, end, step: state.telemetry.model_series(
+                session.app_id, chosen, since, end, step
+            ),
             until - window,
             until,
         )
@@ -208,7 +211,8 @@ def drift_page(
 
 
 HISTORY_POINTS = 12
-"""Sub-windows of a feature's score history (each is one fleet-only drift report)."""
+"""Sub-windows of a feature's score history (each is what a fleet-only drift report of
+that sub-window says, from one read: ``MonitorService.fleet_series``)."""
 
 
 def _feature_history(
@@ -219,18 +223,18 @@ def _feature_history(
     answers for each."""
     span = report.until - report.since
     step = max(3600, span // HISTORY_POINTS // 3600 * 3600)
+    window = (span // step) * step
+    buckets = state.monitor.fleet_series(
+        app_id,
+        report.model,
+        version=report.version,
+        window_s=window,
+        until=report.until,
+        step_s=step,
+    )
     points: list[tuple[float, FeatureReport | None]] = []
-    for end in range(report.until - (span // step - 1) * step, report.until + 1, step):
-        part = state.monitor.drift(
-            app_id,
-            report.model,
-            version=report.version,
-            window_s=step,
-            until=end,
-            group_by=(),
-            series=False,
-        )
-        block = next((b for b in blocks_of(part.fleet) if b.name == feature), None)
+    for _, end, fleet in buckets:
+        block = next((b for b in blocks_of(fleet) if b.name == feature), None)
         points.append((end - step / 2, block))
     return points
 

@@ -41,7 +41,11 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name="pk_telemetry_rollups"),
         sa.UniqueConstraint(
-            "app_id", "model", "span_s", "start", name="uq_telemetry_rollups_app_id_model_span_s_start"
+            "app_id",
+            "model",
+            "span_s",
+            "start",
+            name="uq_telemetry_rollups_app_id_model_span_s_start",
         ),
         sqlite_autoincrement=True,
     )
