@@ -223,3 +223,92 @@ def test_a_series_equals_the_metrics_of_each_bucket(service: tuple[TelemetryServ
         telemetry.model_series(app, "digits", since, NOW, 1)  # too many buckets
     with pytest.raises(InvalidInput):
         telemetry.model_series(app, "digits", NOW, since, bucket)
+
+
+def _fleet_oracle(events: list[dict[str, Any]], since: float, until: float) -> dict[str, Any]:
+    """Devices and events per breakdown value, counted event by event."""
+    found: dict[str, dict[str, tuple[set[str], list[int]]]] = {}
+
+    def count(dim: str, key: str, event: dict[str, Any]) -> None:
+        devices, n = found.setdefault(dim, {}).setdefault(key, (set(), [0]))
+        devices.add(event["device"])
+        n[0] += 1
+
+    for e in events:
+        if not since <= e["ts"] < until:
+            continue
+        count("all", "", e)
+        for dim, name in (
+            ("device_classes", "class"),
+            ("app_versions", "app"),
+            ("platforms", "platform"),
+        ):
+            count(dim, e[name] or "(none)", e)
+        if e["type"] == "inference":
+            count("versions", f"{e['model']} v{e['version']}", e)
+            count("variants", f"{e['model']} · {e['variant']}", e)
+        if e["type"] == "error" and e["stage"] in ("download", "verify", "load"):
+            count("sync_failures", e["stage"], e)
+        if e["type"] == "download":
+            count("downloads", e["outcome"], e)
+    return {
+        dim: sorted(
+            ((k, len(d), n[0]) for k, (d, n) in keys.items()), key=lambda r: (-r[1], -r[2], r[0])
+        )
+        for dim, keys in found.items()
+    }
+
+
+def test_the_fleet_from_rollups_counts_what_the_events_say(
+    service: tuple[TelemetryService, str],
+) -> None:
+    telemetry, app = service
+    telemetry.registry.create_model(app, ModelCreate(name="faces", schema=DIGITS_SCHEMA))
+    rng = np.random.default_rng(3)
+    sent: list[dict[str, Any]] = []
+    for b in range(60):
+        device = f"device-{b % 7:04d}"
+        context = (("phone", "1.0", "android"), ("tablet", "1.1", "ios"))[b % 2]
+        events: list[dict[str, Any]] = []
+        for i in range(20):
+            ts = DAY0 + float(rng.uniform(0, NOW - DAY0))
+            model = ("digits", "faces")[i % 2]
+            kind = ("inference", "inference", "error", "download")[int(rng.integers(0, 4))]
+            event: dict[str, Any] = {"type": kind, "ts": ts, "model": model, "version": 1 + i % 3}
+            if kind == "inference":
+                event |= {"variant": ("fp32", "int8")[i % 2], "latency_ms": 3.0, "source": "local"}
+            elif kind == "error":
+                event |= {"stage": ("download", "inference", "load")[i % 3], "message": "x"}
+            else:
+                event |= {"variant": "fp32", "bytes": 100 + i, "duration_ms": 1.0}
+                event["outcome"] = ("done", "failed")[i % 2]
+            events.append(event)
+            sent.append({**event, "device": device, "class": context[0], "app": context[1],
+                         "platform": context[2]})  # fmt: skip
+        batch = TelemetryBatch(
+            f"f-{b}", device, events, device_class=context[0], app_version=context[1],
+            platform=context[2],
+        )  # fmt: skip
+        telemetry.ingest(app, batch)
+
+    def check(since: float, until: float) -> None:
+        summary = telemetry.fleet(app, since, until)
+        want = _fleet_oracle(sent, since, until)
+        assert (summary.devices, summary.events) == (want["all"][0][1], want["all"][0][2])
+        for dim in ("versions", "variants", "device_classes", "app_versions", "platforms",
+                    "sync_failures", "downloads"):  # fmt: skip
+            assert getattr(summary, dim) == want.get(dim, []), dim
+        assert summary.download_bytes == sum(
+            e["bytes"] for e in sent if e["type"] == "download" and since <= e["ts"] < until
+        )
+
+    window = (DAY0 + 777.0, NOW)
+    check(*window)  # builds the rollups
+    assert _rollup_count(telemetry) > 0
+    check(*window)  # from them
+    late = {"type": "error", "ts": DAY0 + 90_000.0, "model": "faces", "version": 9,
+            "stage": "verify", "message": "bad"}  # fmt: skip
+    telemetry.ingest(app, TelemetryBatch("late", "device-late", [late], device_class="watch"))
+    sent.append({**late, "device": "device-late", "class": "watch", "app": None, "platform": None})
+    check(*window)
+    check(DAY0 + 86_400, DAY0 + 2 * 86_400)

@@ -10,6 +10,7 @@ one read path of rollout guardrails and experiments; ``TelemetryExporter`` write
 day-partitioned Parquet files from the database.
 """
 
+from pocketml.telemetry._fleet import SYNC_STAGES, FleetSummary
 from pocketml.telemetry._parquet import partition_path
 from pocketml.telemetry._rollup import RELATIVE_ERROR
 from pocketml.telemetry._store import TelemetryStore
@@ -29,9 +30,11 @@ __all__ = [
     "EVENT_COLUMNS",
     "MAX_SERIES_BUCKETS",
     "RELATIVE_ERROR",
+    "SYNC_STAGES",
     "EventRows",
     "ExportResult",
     "Feedback",
+    "FleetSummary",
     "IngestResult",
     "MetricsRow",
     "TelemetryBatch",

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from pocketml.db import WRITE, translate_errors
 from pocketml.telemetry._chunks import ChunkCache, decode_payload, draft_chunks
+from pocketml.telemetry._fleet import FLEET, device_table
 from pocketml.telemetry._orm import (
     FeedbackRow,
     TelemetryBatchRow,
@@ -76,6 +77,19 @@ _EMPTY = Partial(
 )
 
 
+def _ipc(table: pa.Table) -> bytes:
+    """An Arrow table as an IPC stream (a fleet rollup's payload)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
+
+
+def read_ipc(payload: bytes) -> pa.Table:
+    """The inverse of ``_ipc``."""
+    return pa.ipc.open_stream(payload).read_all()
+
+
 def _parts(values: Sequence[Any], size: int = _IN_LIMIT) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
@@ -93,7 +107,7 @@ class TelemetryStore:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.cache = ChunkCache(cache_events)
-        self._rollup_cache: dict[int, Partial] = {}  # decoded rollups by (immutable) id
+        self._rollup_cache: dict[int, Any] = {}  # decoded rollups by (immutable) id
         self._rollup_cache_size = 200_000
         self._rollup_lock = threading.Lock()
         self._insert_batch = (
@@ -203,7 +217,7 @@ class TelemetryStore:
             conn.execute(
                 _ROLLUPS.delete().where(
                     _ROLLUPS.c.app_id == app_id,
-                    _ROLLUPS.c.model == draft.model,
+                    _ROLLUPS.c.model.in_((draft.model, FLEET)),
                     _ROLLUPS.c.start > draft.min_ts - DAY,  # index range: spans <= 1 day
                     _ROLLUPS.c.start <= draft.max_ts,
                     _ROLLUPS.c.start + _ROLLUPS.c.span_s > draft.min_ts,
@@ -430,8 +444,13 @@ class TelemetryStore:
         return None if low is None else (float(low), float(high))
 
     def rollups(
-        self, app_id: str, model: str, since: float, until: float
-    ) -> dict[tuple[int, int], Partial]:
+        self,
+        app_id: str,
+        model: str,
+        since: float,
+        until: float,
+        decode: Callable[[bytes], Any] = Partial.decode,
+    ) -> dict[tuple[int, int], Any]:
         """The stored rollups of spans inside [since, until), by (span_s, start).
 
         Raises:
@@ -452,7 +471,7 @@ class TelemetryStore:
             for part in _parts(missing):
                 query = sa.select(_ROLLUPS.c.id, _ROLLUPS.c.payload).where(_ROLLUPS.c.id.in_(part))
                 for row_id, payload in conn.execute(query):
-                    found[row_id] = Partial.decode(payload)
+                    found[row_id] = decode(payload)
         with self._rollup_lock:
             for row_id in missing:
                 if row_id in found:
@@ -505,32 +524,115 @@ class TelemetryStore:
                 parts = {}
             for start in starts.tolist():
                 result[(span_s, start)] = parts.get(start, _EMPTY)
+        payloads = {
+            key: (part.encode(), int(part.counters[:, :2].sum())) for key, part in result.items()
+        }
+        self._save_rollups(app_id, model, payloads, mark, low, high)
+        return result
+
+    def build_fleet_rollups(
+        self, app_id: str, spans: Sequence[tuple[int, int]]
+    ) -> dict[tuple[int, int], pa.Table]:
+        """Build and store the fleet device tables of closed (span_s, start) spans (see
+        ``_fleet``); stored like ``build_rollups`` (never stale).
+
+        Raises:
+            Unavailable: the database cannot be reached.
+        """
+        if not spans:
+            return {}
+        mark = self.chunk_mark()
+        low = min(start for _, start in spans)
+        high = max(start + span for span, start in spans)
+        frame = self.fleet_events(app_id, low, high)
+        ts = np.asarray(frame.column("ts").to_numpy(zero_copy_only=False), np.float64)
+        result: dict[tuple[int, int], pa.Table] = {}
+        for span, start in spans:
+            inside = pa.array((ts >= start) & (ts < start + span))
+            result[(span, start)] = device_table(frame.filter(inside))
+        payloads = {key: (_ipc(table), int(table.num_rows)) for key, table in result.items()}
+        self._save_rollups(app_id, FLEET, payloads, mark, low, high)
+        return result
+
+    def fleet_events(self, app_id: str, since: float, until: float) -> pa.Table:
+        """Every stored event of the app (all models and kinds) in [since, until), with its
+        chunk's model, device id, device class, app version and platform.
+
+        Raises:
+            Unavailable: the database cannot be reached.
+        """
+        listing = (
+            sa.select(
+                _CHUNKS.c.id,
+                _CHUNKS.c.model,
+                _CHUNKS.c.device_id,
+                _CHUNKS.c.device_class,
+                _CHUNKS.c.app_version,
+                _CHUNKS.c.platform,
+            )
+            .where(_CHUNKS.c.app_id == app_id, _CHUNKS.c.max_ts >= since, _CHUNKS.c.min_ts < until)
+            .order_by(_CHUNKS.c.id)
+        )
+        names = ("type", "ts", "version", "variant", "stage", "outcome", "bytes")
+        with translate_errors("read telemetry"), self.engine.connect() as conn:
+            chunks = conn.execute(listing).all()
+            tables = self._decoded(conn, [chunk[0] for chunk in chunks]) if chunks else {}
+        if not chunks:
+            empty = {"ts": pa.array([], pa.float64()), "bytes": pa.array([], pa.int64())}
+            columns = ("model", "device_id", "device_class", "app_version", "platform", *names)
+            return pa.table(
+                {c: empty.get(c, pa.array([], pa.string())) for c in columns}
+                | {"version": pa.array([], pa.int64())}
+            )
+        parts = [tables[chunk[0]].select(list(names)) for chunk in chunks]
+        counts = [part.num_rows for part in parts]
+        frame = pa.concat_tables(parts)
+        chunk_of = pa.array(np.repeat(np.arange(len(parts), dtype=np.int32), counts))
+        for index, column in enumerate(
+            ("model", "device_id", "device_class", "app_version", "platform"), start=1
+        ):
+            values = pa.array([chunk[index] for chunk in chunks], pa.string())
+            frame = frame.append_column(column, values.take(chunk_of))
+        ts = frame.column("ts")
+        return frame.filter(pc.and_(pc.greater_equal(ts, since), pc.less(ts, until)))
+
+    def _save_rollups(
+        self,
+        app_id: str,
+        model: str,
+        payloads: dict[tuple[int, int], tuple[bytes, int]],
+        mark: int,
+        low: float,
+        high: float,
+    ) -> None:
+        """Insert rollup rows unless a chunk newer than ``mark`` overlaps their span (then
+        the span's events changed while it was built: it is left to the next read)."""
         rows: list[dict[str, Any]] = [
             {
                 "app_id": app_id,
                 "model": model,
                 "span_s": span,
                 "start": start,
-                "events": int(part.counters[:, :2].sum()),
-                "payload": part.encode(),
+                "events": events,
+                "payload": payload,
             }
-            for (span, start), part in result.items()
+            for (span, start), (payload, events) in payloads.items()
         ]
         insert = _insert(self.dialect, _ROLLUPS).on_conflict_do_nothing(
             index_elements=["app_id", "model", "span_s", "start"]
         )
+        newer_query = sa.select(_CHUNKS.c.min_ts, _CHUNKS.c.max_ts).where(
+            _CHUNKS.c.app_id == app_id,
+            _CHUNKS.c.id > mark,
+            _CHUNKS.c.max_ts >= low,
+            _CHUNKS.c.min_ts < high,
+        )
+        if model != FLEET:
+            newer_query = newer_query.where(_CHUNKS.c.model == model)
         with self._write_turn, self._write("store telemetry rollups") as conn:
             if self.dialect == "postgresql":  # no intake in flight while we check and insert
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({CHUNK_ID_LOCK})")
-            newer = conn.execute(
-                sa.select(_CHUNKS.c.min_ts, _CHUNKS.c.max_ts).where(
-                    _CHUNKS.c.app_id == app_id,
-                    _CHUNKS.c.model == model,
-                    _CHUNKS.c.id > mark,
-                    _CHUNKS.c.max_ts >= low,
-                    _CHUNKS.c.min_ts < high,
-                )
-            ).all()
+            newer = conn.execute(newer_query).all()
             fresh = [
                 row
                 for row in rows
@@ -540,7 +642,6 @@ class TelemetryStore:
             ]
             for part in _parts(fresh, 200):
                 conn.execute(insert, list(part))
-        return result
 
     def _decoded(self, conn: sa.Connection, ids: list[int]) -> dict[int, pa.Table]:
         tables = self.cache.get_many(ids)

@@ -39,9 +39,10 @@ import sqlalchemy as sa
 from pocketml.errors import InvalidInput, NotFound, Unavailable
 from pocketml.protocol import STORED_EVENT_KINDS
 from pocketml.registry import Registry
+from pocketml.telemetry._fleet import FLEET, FleetSummary, device_table, summarise_fleet
 from pocketml.telemetry._intake import ClockPolicy, IngestReport, RejectedModel, correct_clock
 from pocketml.telemetry._rollup import Cell, metrics_rows, plan, summarise
-from pocketml.telemetry._store import TelemetryStore
+from pocketml.telemetry._store import TelemetryStore, read_ipc
 from pocketml.telemetry._types import Feedback, MetricsRow, TelemetryBatch
 from pocketml.telemetry.export import TelemetryExporter
 
@@ -319,6 +320,33 @@ class TelemetryService:
             )
         edges = [since + i * bucket_s for i in range(count)] + [until]
         return self._series(app_id, model, edges)
+
+    def fleet(self, app_id: str, since: float, until: float) -> FleetSummary:
+        """Devices per model version, variant, device class, app version and platform,
+        sync failures and download outcomes of the app's events in [since, until).
+
+        From the database (closed days and hours from rollups, see ``_fleet``), so it
+        includes every stored batch (no Parquet export lag). A device counts under every
+        value it reported in the window.
+
+        Raises:
+            InvalidInput: ``until`` <= ``since``.
+            Unavailable: the database cannot be reached.
+        """
+        if until <= since:
+            raise InvalidInput("the fleet window needs until > since.")
+        pieces = list(plan([since, until], self.clock()))
+        spans = [(p.span, int(p.since)) for p in pieces if p.span]
+        stored = self.store.rollups(app_id, FLEET, since, until, read_ipc) if spans else {}
+        missing = [key for key in spans if key not in stored]
+        stored.update(self.store.build_fleet_rollups(app_id, missing))
+        tables = [
+            stored[(p.span, int(p.since))]
+            if p.span
+            else device_table(self.store.fleet_events(app_id, p.since, p.until))
+            for p in pieces
+        ]
+        return summarise_fleet(tables, since, until)
 
     def _series(self, app_id: str, model: str, edges: list[float]) -> list[list[MetricsRow]]:
         """Rows per cell [edges[i], edges[i + 1]): rollups, built when missing, + events."""

@@ -30,7 +30,6 @@ from pocketml.server.console._common import (
     page,
     pocketml_error_page,
 )
-from pocketml.server.console._fleet import fleet_summary
 from pocketml.server.console._learn_views import (
     accuracy_chart,
     blocks_of,
@@ -72,10 +71,12 @@ def fleet_page(
 ) -> Response:
     """Devices per version, variant, device class and app version; sync and downloads."""
     until = state.telemetry.clock()
-    root = state.telemetry.parquet_root
-    summary = fleet_summary(root, session.app_id, until - days * DAY, until) if root else None
+    try:
+        summary = state.telemetry.fleet(session.app_id, until - days * DAY, until)
+    except PocketMLError as exc:
+        return pocketml_error_page(request, session, exc)
     charts = {}
-    if summary is not None:
+    if summary.events:
         charts = {
             "device_classes": bars(
                 "Devices per device class", [(k, d) for k, d, _ in summary.device_classes]
@@ -89,7 +90,6 @@ def fleet_page(
         days=days,
         summary=summary,
         charts=charts,
-        export_interval_s=state.settings.server.telemetry_export.interval_s,
     )
 
 
