@@ -256,6 +256,41 @@ def _percentiles(
     return out
 
 
+_DENSE_LIMIT = 4_000_000  # groups x bucket range merged as one dense bincount up to this
+
+
+def _merged_percentiles(
+    group: np.ndarray, bucket: np.ndarray, count: np.ndarray, groups: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(p50, p95) per group of histogram entries (group, bucket, count), equal entries
+    merged. Dense (one bincount over groups x the bucket range) when small enough, else
+    sorted with ``np.unique``; both give the same merged histogram."""
+    real = bucket != _ZERO
+    if real.any():
+        low, high = int(bucket[real].min()), int(bucket[real].max())
+    else:
+        low = high = 0
+    width = high - low + 2  # slot 0: latency 0, then low..high
+    if len(group) and groups * width <= _DENSE_LIMIT:
+        slot = np.where(real, bucket - low + 1, 0)
+        dense = np.bincount(group * width + slot, count, groups * width).reshape(groups, width)
+        nonzero = np.nonzero(dense)
+        merged_group = nonzero[0]
+        slots = nonzero[1]
+        merged_bucket = np.where(slots == 0, _ZERO, slots - 1 + low).astype(np.int32)
+        merged_count = dense[nonzero].astype(np.int64)
+    else:
+        key = group * (2**33) + (bucket + 2**31 + 1)
+        merged, inverse = np.unique(key, return_inverse=True)
+        merged_count = np.bincount(inverse.reshape(-1), count, len(merged)).astype(np.int64)
+        merged_group = merged // (2**33)
+        merged_bucket = (merged % (2**33) - 2**31 - 1).astype(np.int32)
+    return (
+        _percentiles(merged_group, merged_bucket, merged_count, groups, 50),
+        _percentiles(merged_group, merged_bucket, merged_count, groups, 95),
+    )
+
+
 def metrics_rows(cells: Sequence[Cell], labelled: Labelled | None) -> list[list[MetricsRow]]:
     """Merge each cell's parts into ``MetricsRow`` s, sorted like ``aggregate_events``."""
     index: dict[tuple[int, Any, Any], int] = {}
@@ -282,20 +317,15 @@ def metrics_rows(cells: Sequence[Cell], labelled: Labelled | None) -> list[list[
     if n == 0:
         return [[] for _ in cells]
     groups = np.concatenate(group_parts)
-    counters = np.zeros((n, _COUNTERS), np.int64)
-    np.add.at(counters, groups, np.concatenate(counter_parts))
+    stacked = np.concatenate(counter_parts)
+    counters = np.stack(
+        [np.bincount(groups, stacked[:, k], n) for k in range(_COUNTERS)], axis=1
+    ).astype(np.int64)  # float64 sums of int64 counts: exact below 2**53
     confidence = np.bincount(groups, np.concatenate(conf_parts), n)
     h_group = np.concatenate(hist_group)
     h_bucket = np.concatenate(hist_bucket).astype(np.int64)
     h_count = np.concatenate(hist_count)
-    # merge equal (group, bucket) entries, sorted by group then bucket
-    key = h_group * (2**33) + (h_bucket + 2**31 + 1)
-    merged, inverse = np.unique(key, return_inverse=True)
-    merged_count = np.bincount(inverse.reshape(-1), h_count, len(merged)).astype(np.int64)
-    merged_group = merged // (2**33)
-    merged_bucket = (merged % (2**33) - 2**31 - 1).astype(np.int32)
-    p50 = _percentiles(merged_group, merged_bucket, merged_count, n, 50)
-    p95 = _percentiles(merged_group, merged_bucket, merged_count, n, 95)
+    p50, p95 = _merged_percentiles(h_group, h_bucket, h_count, n)
     feedback = np.zeros(n, np.int64)
     correct = np.zeros(n, np.int64)
     if labelled is not None and len(labelled.cells):
@@ -313,22 +343,30 @@ def metrics_rows(cells: Sequence[Cell], labelled: Labelled | None) -> list[list[
                 feedback[g] += 1
                 correct[g] += bool(right)
     result: list[list[MetricsRow]] = [[] for _ in cells]
+    counter_rows = counters.tolist()
+    p50_list, p95_list = p50.tolist(), p95.tolist()
+    confidence_list, feedback_list, correct_list = (
+        confidence.tolist(),
+        feedback.tolist(),
+        correct.tolist(),
+    )
     for (c, version, device_class), g in index.items():
-        count, errors, cloud, fallback, confident = (int(x) for x in counters[g])
+        count, errors, cloud, fallback, confident = counter_rows[g]
+        low, high = p50_list[g], p95_list[g]
         result[c].append(
             MetricsRow(
                 version=version,
                 device_class=device_class,
                 count=count,
                 errors=errors,
-                latency_p50_ms=None if math.isnan(p50[g]) else float(p50[g]),
-                latency_p95_ms=None if math.isnan(p95[g]) else float(p95[g]),
+                latency_p50_ms=None if math.isnan(low) else low,
+                latency_p95_ms=None if math.isnan(high) else high,
                 error_rate=_share(errors, count + errors),
                 cloud_share=_share(cloud, count),
                 fallback_share=_share(fallback, count),
-                mean_confidence=float(confidence[g] / confident) if confident else None,
-                feedback_count=int(feedback[g]),
-                accuracy=_share(int(correct[g]), int(feedback[g])),
+                mean_confidence=confidence_list[g] / confident if confident else None,
+                feedback_count=feedback_list[g],
+                accuracy=_share(correct_list[g], feedback_list[g]),
             )
         )
     for rows in result:
