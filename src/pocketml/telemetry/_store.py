@@ -15,6 +15,7 @@ filtered to the window (and versions), with each event's label feedback joined o
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -35,7 +36,7 @@ from pocketml.telemetry._orm import (
     TelemetryChunkRow,
     TelemetryRollupRow,
 )
-from pocketml.telemetry._rollup import DAY, Labelled, Partial, summarise
+from pocketml.telemetry._rollup import DAY, HOUR, Labelled, Partial, summarise
 from pocketml.telemetry._types import EventRows, Feedback
 
 __all__ = ["CHUNK_ID_LOCK", "TelemetryStore"]
@@ -54,6 +55,18 @@ _FEEDBACK_PROBE_MAX = 20_000  # more prediction ids than this: read the app's fe
 # PostgreSQL advisory lock: intake holds it shared, the exporter takes it exclusively to
 # choose a range, so every chunk id below the range's end is committed (see export.py).
 CHUNK_ID_LOCK = 0x706D6C74  # "pmlt"
+# The rollups of (app, model or the app's fleet) whose span overlaps [min_ts, max_ts]
+# (spans are at most a day long, which bounds the index range).
+_DELETE_ROLLUPS = _ROLLUPS.delete().where(
+    _ROLLUPS.c.app_id == sa.bindparam("app_id"),
+    _ROLLUPS.c.model.in_([sa.bindparam("model"), FLEET]),
+    _ROLLUPS.c.start > sa.bindparam("day_before"),
+    _ROLLUPS.c.start <= sa.bindparam("max_ts"),
+    _ROLLUPS.c.start + _ROLLUPS.c.span_s > sa.bindparam("min_ts"),
+)
+ROLLUP_CLOCK_SKEW_S = 600.0
+"""How far another replica's clock may run ahead: intake skips the rollup delete only for
+events of hours that end later than its receive time plus this."""
 
 
 def _insert(dialect: str, table: sa.Table) -> Any:
@@ -201,27 +214,34 @@ class TelemetryStore:
                 return False  # the batch was stored before
             if chunks:
                 conn.execute(self._insert_chunk, chunks)
-                self._invalidate(conn, app_id, drafts)
+                self._invalidate(conn, app_id, drafts, received.timestamp())
             if on_commit_rows is not None:
                 on_commit_rows(conn)
         return True
 
     @staticmethod
-    def _invalidate(conn: sa.Connection, app_id: str, drafts: Sequence[Any]) -> None:
+    def _invalidate(
+        conn: sa.Connection, app_id: str, drafts: Sequence[Any], received: float
+    ) -> None:
         """Delete the rollups of the spans the new chunks' events fall in (same transaction).
 
-        One indexed range delete per model of the batch; usually nothing matches (events
-        of the open hour have no rollup yet).
+        One indexed range delete per model of the batch, skipped when every event is in
+        an hour that ends after ``received`` + ``ROLLUP_CLOCK_SKEW_S``: a rollup is built
+        only for a span that ended by the reader's clock, so none can hold these events
+        (live traffic, the usual batch, pays nothing; late events pay one delete).
         """
         for draft in drafts:
+            if math.floor(draft.min_ts / HOUR) * HOUR + HOUR > received + ROLLUP_CLOCK_SKEW_S:
+                continue
             conn.execute(
-                _ROLLUPS.delete().where(
-                    _ROLLUPS.c.app_id == app_id,
-                    _ROLLUPS.c.model.in_((draft.model, FLEET)),
-                    _ROLLUPS.c.start > draft.min_ts - DAY,  # index range: spans <= 1 day
-                    _ROLLUPS.c.start <= draft.max_ts,
-                    _ROLLUPS.c.start + _ROLLUPS.c.span_s > draft.min_ts,
-                )
+                _DELETE_ROLLUPS,
+                {
+                    "app_id": app_id,
+                    "model": draft.model,
+                    "min_ts": draft.min_ts,
+                    "max_ts": draft.max_ts,
+                    "day_before": draft.min_ts - DAY,
+                },
             )
 
     def upsert_feedback(self, app_id: str, feedback: Feedback, received: datetime) -> None:
