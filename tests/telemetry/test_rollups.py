@@ -312,3 +312,23 @@ def test_the_fleet_from_rollups_counts_what_the_events_say(
     sent.append({**late, "device": "device-late", "class": "watch", "app": None, "platform": None})
     check(*window)
     check(DAY0 + 86_400, DAY0 + 2 * 86_400)
+
+
+def test_a_window_and_its_series_from_one_read_equal_the_separate_calls(
+    service: tuple[TelemetryService, str],
+) -> None:
+    telemetry, app = service
+    events = [_inference(i, DAY0 + i * 401.0) for i in range(700)]
+    _ingest(telemetry, app, "b-0", [e for e in events if e["ts"] < NOW])
+    telemetry.record_feedback(app, Feedback("p-12", "device-0001", "digits", NOW, label="0"))
+    since, bucket = DAY0 + 3600, 12 * 3600
+
+    rows, series = telemetry.model_window(app, "digits", since, NOW, bucket)
+
+    assert series == telemetry.model_series(app, "digits", since, NOW, bucket)
+    alone = telemetry.model_metrics(app, "digits", since=since, until=NOW)
+    assert [{**r.to_dict(), "mean_confidence": 0} for r in rows] == [
+        {**r.to_dict(), "mean_confidence": 0} for r in alone
+    ]
+    assert [r.mean_confidence for r in rows] == pytest.approx([r.mean_confidence for r in alone])
+    assert sum(r.feedback_count for r in rows) == 1

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import sqlalchemy as sa
 
 from pocketml.errors import InvalidInput, NotFound, Unavailable
@@ -41,7 +42,7 @@ from pocketml.protocol import STORED_EVENT_KINDS
 from pocketml.registry import Registry
 from pocketml.telemetry._fleet import FLEET, FleetSummary, device_table, summarise_fleet
 from pocketml.telemetry._intake import ClockPolicy, IngestReport, RejectedModel, correct_clock
-from pocketml.telemetry._rollup import Cell, metrics_rows, plan, summarise
+from pocketml.telemetry._rollup import Cell, Labelled, metrics_rows, plan, summarise
 from pocketml.telemetry._store import TelemetryStore, read_ipc
 from pocketml.telemetry._types import Feedback, MetricsRow, TelemetryBatch
 from pocketml.telemetry.export import TelemetryExporter
@@ -310,16 +311,7 @@ class TelemetryService:
                 ``MAX_SERIES_BUCKETS`` buckets.
             Unavailable: the database cannot be reached.
         """
-        if bucket_s <= 0 or until <= since:
-            raise InvalidInput("a series needs bucket_s > 0 and until > since.")
-        count = math.ceil((until - since) / bucket_s)
-        if count > MAX_SERIES_BUCKETS:
-            raise InvalidInput(
-                f"a series has at most {MAX_SERIES_BUCKETS} buckets ({count} asked); "
-                "use a wider bucket."
-            )
-        edges = [since + i * bucket_s for i in range(count)] + [until]
-        return self._series(app_id, model, edges)
+        return self._series(app_id, model, _edges(since, until, bucket_s))
 
     def fleet(self, app_id: str, since: float, until: float) -> FleetSummary:
         """Devices per model version, variant, device class, app version and platform,
@@ -348,8 +340,28 @@ class TelemetryService:
         ]
         return summarise_fleet(tables, since, until)
 
-    def _series(self, app_id: str, model: str, edges: list[float]) -> list[list[MetricsRow]]:
-        """Rows per cell [edges[i], edges[i + 1]): rollups, built when missing, + events."""
+    def model_window(
+        self, app_id: str, model: str, since: float, until: float, bucket_s: float
+    ) -> tuple[list[MetricsRow], list[list[MetricsRow]]]:
+        """(``model_metrics`` of [since, until), ``model_series`` of it) from one read.
+
+        The window's rows merge the same histograms and counters as the buckets', so they
+        equal ``model_metrics(app_id, model, since=since, until=until)`` (mean confidence
+        up to float rounding of its sum).
+
+        Raises:
+            InvalidInput, Unavailable: as ``model_series``.
+        """
+        rows = self._series(app_id, model, _edges(since, until, bucket_s), total=True)
+        return rows[-1], rows[:-1]
+
+    def _series(
+        self, app_id: str, model: str, edges: list[float], *, total: bool = False
+    ) -> list[list[MetricsRow]]:
+        """Rows per cell [edges[i], edges[i + 1]): rollups, built when missing, + events.
+
+        ``total``: one more cell at the end, the whole [edges[0], edges[-1]).
+        """
         pieces = list(plan(edges, self.clock()))
         spans = [(p.span, int(p.since)) for p in pieces if p.span]
         stored = self.store.rollups(app_id, model, edges[0], edges[-1]) if spans else {}
@@ -365,7 +377,38 @@ class TelemetryService:
                     cell = np.zeros(len(ts), np.int64)
                     cells[piece.cell].parts.extend(summarise(events, cell).values())
         labelled = self.store.labelled(app_id, model, edges[0], edges[-1], edges)
+        if total:
+            cells.append(Cell(edges[0], edges[-1], [p for c in cells for p in c.parts]))
+            if labelled is not None:
+                labelled = Labelled(
+                    cells=np.concatenate(
+                        [labelled.cells, np.full(len(labelled.cells), len(cells) - 1)]
+                    ),
+                    versions=pa.concat_arrays([labelled.versions, labelled.versions]),
+                    device_classes=pa.concat_arrays(
+                        [labelled.device_classes, labelled.device_classes]
+                    ),
+                    correct=np.concatenate([labelled.correct, labelled.correct]),
+                )
         return metrics_rows(cells, labelled)
+
+
+def _edges(since: float, until: float, bucket_s: float) -> list[float]:
+    """The bucket edges of a series (the last bucket ends at ``until``).
+
+    Raises:
+        InvalidInput: ``bucket_s`` <= 0, ``until`` <= ``since``, or more than
+            ``MAX_SERIES_BUCKETS`` buckets.
+    """
+    if bucket_s <= 0 or until <= since:
+        raise InvalidInput("a series needs bucket_s > 0 and until > since.")
+    count = math.ceil((until - since) / bucket_s)
+    if count > MAX_SERIES_BUCKETS:
+        raise InvalidInput(
+            f"a series has at most {MAX_SERIES_BUCKETS} buckets ({count} asked); "
+            "use a wider bucket."
+        )
+    return [since + i * bucket_s for i in range(count)] + [until]
 
 
 def _stored_kinds(events: Sequence[Any]) -> Sequence[Any]:

@@ -116,10 +116,7 @@ def telemetry_page(
         bucket = bucket_width(window)
         until = math.ceil(state.telemetry.clock() / bucket) * bucket
         view = telemetry_view(
-            lambda since, end: state.telemetry.model_metrics(
-                session.app_id, chosen, since=since, until=end
-            ),
-            lambda since, end, step: state.telemetry.model_series(
+            lambda since, end, step: state.telemetry.model_window(
                 session.app_id, chosen, since, end, step
             ),
             until - window,
