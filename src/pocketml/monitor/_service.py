@@ -83,7 +83,8 @@ __all__ = ["MonitorService"]
 logger = logging.getLogger(__name__)
 
 _PROFILE_CACHE = 64
-_TESTED_CACHE = 4096  # group_drift results by content (profile, counts, n, noise, labels)
+_TESTED_CACHE = 512  # group_drift results by content (profile, counts, n, noise, labels);
+# each holds every block's histograms (~100 KB with 100 features): at most ~50 MB
 
 Baseline = Literal["reference", "previous"]
 

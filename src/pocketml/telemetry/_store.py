@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
@@ -114,14 +115,24 @@ class TelemetryStore:
     Args:
         engine: the registry's open engine.
         cache_events: how many decoded events the chunk LRU keeps.
+        cache_rollup_bytes: how many payload bytes of decoded rollups the rollup LRU
+            keeps (rollups are immutable: a rebuilt span gets a new id).
     """
 
-    def __init__(self, engine: sa.Engine, *, cache_events: int = 2_000_000) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        cache_events: int = 2_000_000,
+        cache_rollup_bytes: int = 128 * 2**20,
+    ) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.cache = ChunkCache(cache_events)
-        self._rollup_cache: dict[int, Any] = {}  # decoded rollups by (immutable) id
-        self._rollup_cache_size = 200_000
+        # decoded rollups by (immutable) id -> (value, payload bytes); LRU by bytes
+        self._rollup_cache: OrderedDict[int, tuple[Any, int]] = OrderedDict()
+        self._rollup_cache_bytes = 0
+        self._rollup_cache_limit = cache_rollup_bytes
         self._rollup_lock = threading.Lock()
         self._insert_batch = (
             _insert(self.dialect, _BATCHES)
@@ -485,19 +496,28 @@ class TelemetryStore:
         with translate_errors("read telemetry rollups"), self.engine.connect() as conn:
             rows = conn.execute(listing).all()
             ids = [row_id for row_id, _, _ in rows]
+            found: dict[int, Any] = {}
             with self._rollup_lock:
-                found = {i: self._rollup_cache[i] for i in ids if i in self._rollup_cache}
+                for i in ids:
+                    hit = self._rollup_cache.get(i)
+                    if hit is not None:
+                        self._rollup_cache.move_to_end(i)
+                        found[i] = hit[0]
             missing = [i for i in ids if i not in found]
+            sizes: dict[int, int] = {}
             for part in _parts(missing):
                 query = sa.select(_ROLLUPS.c.id, _ROLLUPS.c.payload).where(_ROLLUPS.c.id.in_(part))
                 for row_id, payload in conn.execute(query):
                     found[row_id] = decode(payload)
+                    sizes[row_id] = len(payload)
         with self._rollup_lock:
-            for row_id in missing:
-                if row_id in found:
-                    self._rollup_cache[row_id] = found[row_id]
-            while len(self._rollup_cache) > self._rollup_cache_size:
-                self._rollup_cache.pop(next(iter(self._rollup_cache)))
+            for row_id, size in sizes.items():
+                if row_id not in self._rollup_cache:
+                    self._rollup_cache[row_id] = (found[row_id], size)
+                    self._rollup_cache_bytes += size
+            while self._rollup_cache_bytes > self._rollup_cache_limit and self._rollup_cache:
+                _, (_, size) = self._rollup_cache.popitem(last=False)
+                self._rollup_cache_bytes -= size
         return {(span, int(start)): found[i] for i, span, start in rows if i in found}
 
     def chunk_mark(self) -> int:
