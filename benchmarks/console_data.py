@@ -54,6 +54,7 @@ PAGES = (
     ("ui", "/ui/models/digits/drift"),
     ("ui", "/ui/models/digits/drift?over_time=1"),
     ("ui", "/ui/models/digits/drift/f000"),
+    ("ui", "/ui/models/digits/drift/f000?over_time=1"),
     ("api", "/v1/admin/models/digits/drift"),
     ("ui", "/ui/models/digits/accuracy"),
 )
@@ -117,7 +118,11 @@ def main(home: Path) -> None:
                     }
                     for i in range(PER_DAY)
                 ]
-                context = {"device_class": device_class, "app_version": "2.0", "platform": "android"}
+                context = {
+                    "device_class": device_class,
+                    "app_version": "2.0",
+                    "platform": "android",
+                }
                 store.insert_batch(
                     app.app_id,
                     uuid.uuid4().hex,

@@ -219,6 +219,18 @@ def test_a_series_equals_the_metrics_of_each_bucket(service: tuple[TelemetryServ
         assert rows == telemetry.model_metrics(app, "digits", since=start, until=end)
         assert_within_bound(rows, _exact(telemetry, app, start, end))
     assert sum(r.feedback_count for rows in series for r in rows) == 1
+    labels = telemetry.feedback_labels(app, "digits", edges)
+    assert labels == [
+        {
+            (r.version, r.device_class): (
+                round((r.accuracy or 0) * r.feedback_count),
+                r.feedback_count,
+            )
+            for r in rows
+            if r.feedback_count
+        }
+        for rows in series
+    ]
     with pytest.raises(InvalidInput):
         telemetry.model_series(app, "digits", since, NOW, 1)  # too many buckets
     with pytest.raises(InvalidInput):

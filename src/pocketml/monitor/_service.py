@@ -51,6 +51,7 @@ from pocketml.monitor._health import (
 from pocketml.monitor._labels import (
     fleet_labels,
     group_labels,
+    labels_per_bucket,
     labels_per_class,
     missing_labels,
 )
@@ -272,11 +273,24 @@ class MonitorService:
         ]
         groups.sort(key=lambda g: (-g.n, -g.labelled, sorted(g.labels.items())))
         points = []
-        for start, end, total in self._buckets(scope, rows) if series else ():
+        buckets = self._buckets(scope, rows) if series else []
+        per_bucket = (
+            labels_per_bucket(
+                self.telemetry,
+                app_id,
+                scope.model,
+                scope.version,
+                [start for start, _, _ in buckets] + [buckets[-1][1]],
+                scope.filters.get("device_class"),
+            )
+            if buckets
+            else []
+        )
+        for (start, end, total), bucket_labels in zip(buckets, per_bucket, strict=True):
             point = group_accuracy(
                 scope.profile,
                 self._sketch(scope, total),
-                fleet_labels(self._labels_per_class(app_id, scope, start, end), scope.filters),
+                fleet_labels(bucket_labels, scope.filters),
             )
             points.append(
                 AccuracyPoint(start, end, point.n, point.labelled, point.estimated, point.realised)

@@ -23,6 +23,7 @@ What a client can rely on (docs/server.md, "Telemetry semantics"):
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
@@ -312,6 +313,37 @@ class TelemetryService:
             Unavailable: the database cannot be reached.
         """
         return self._series(app_id, model, _edges(since, until, bucket_s))
+
+    def feedback_labels(
+        self, app_id: str, model: str, edges: Sequence[float]
+    ) -> list[dict[tuple[int | None, str | None], tuple[int, int]]]:
+        """Per cell [edges[i], edges[i + 1]): (correct, labelled) inferences per (version,
+        device class) — the ``accuracy`` and ``feedback_count`` of ``model_metrics`` for
+        that cell (groups without label feedback left out), from one read of only the
+        devices that have label feedback.
+
+        Raises:
+            InvalidInput: fewer than two edges, or edges not ascending.
+            Unavailable: the database cannot be reached.
+        """
+        if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
+            raise InvalidInput("feedback_labels needs at least two ascending edges.")
+        result: list[dict[tuple[int | None, str | None], tuple[int, int]]] = [
+            {} for _ in range(len(edges) - 1)
+        ]
+        labelled = self.store.labelled(app_id, model, edges[0], edges[-1], edges)
+        if labelled is None:
+            return result
+        for cell, version, device_class, correct in zip(
+            labelled.cells.tolist(),
+            labelled.versions.to_pylist(),
+            labelled.device_classes.to_pylist(),
+            labelled.correct.tolist(),
+            strict=True,
+        ):
+            seen = result[cell].get((version, device_class), (0, 0))
+            result[cell][(version, device_class)] = (seen[0] + bool(correct), seen[1] + 1)
+        return result
 
     def fleet(self, app_id: str, since: float, until: float) -> FleetSummary:
         """Devices per model version, variant, device class, app version and platform,
