@@ -24,9 +24,11 @@ the few events of devices that have label feedback (``TelemetryStore.labelled``)
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +64,21 @@ _ZERO = np.int32(-(2**31))  # the bucket of latency 0 (and of nothing else)
 _COUNTERS = 5
 _HEADER = struct.Struct("<III")  # groups, histogram entries, key JSON bytes
 _VERSION_NONE = -(2**62)  # a null version as an int64 (real versions are >= 1)
+# (version, device class) -> a small int, for the whole process (groups are few)
+_KEY_IDS: dict[tuple[int | None, str | None], int] = {}
+_KEYS: list[tuple[int | None, str | None]] = []
+_KEY_LOCK = threading.Lock()
+
+
+def _key_id(key: tuple[int | None, str | None]) -> int:
+    found = _KEY_IDS.get(key)
+    if found is not None:
+        return found
+    with _KEY_LOCK:
+        if key not in _KEY_IDS:
+            _KEY_IDS[key] = len(_KEYS)
+            _KEYS.append(key)
+        return _KEY_IDS[key]
 
 
 def _bucket(latency: np.ndarray) -> np.ndarray:
@@ -96,6 +113,11 @@ class Partial:
     hist_group: np.ndarray
     hist_bucket: np.ndarray
     hist_count: np.ndarray
+
+    @functools.cached_property
+    def key_ids(self) -> np.ndarray:
+        """Each group's process-wide key id (``_key_id``), computed once per partial."""
+        return np.array([_key_id(key) for key in self.keys], np.int64)
 
     def encode(self) -> bytes:
         """The rollup blob: a header, the keys as JSON, then the arrays little-endian."""
@@ -259,12 +281,12 @@ def _percentiles(
 _DENSE_LIMIT = 4_000_000  # groups x bucket range merged as one dense bincount up to this
 
 
-def _merged_percentiles(
+def _merge_histograms(
     group: np.ndarray, bucket: np.ndarray, count: np.ndarray, groups: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(p50, p95) per group of histogram entries (group, bucket, count), equal entries
-    merged. Dense (one bincount over groups x the bucket range) when small enough, else
-    sorted with ``np.unique``; both give the same merged histogram."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Histogram entries (group, bucket, count) with equal (group, bucket) merged, sorted
+    by group then bucket. Dense (one bincount over groups x the bucket range) when small
+    enough, else sorted with ``np.unique``; both give the same merged histogram."""
     real = bucket != _ZERO
     if real.any():
         low, high = int(bucket[real].min()), int(bucket[real].max())
@@ -285,47 +307,67 @@ def _merged_percentiles(
         merged_count = np.bincount(inverse.reshape(-1), count, len(merged)).astype(np.int64)
         merged_group = merged // (2**33)
         merged_bucket = (merged % (2**33) - 2**31 - 1).astype(np.int32)
-    return (
-        _percentiles(merged_group, merged_bucket, merged_count, groups, 50),
-        _percentiles(merged_group, merged_bucket, merged_count, groups, 95),
+    return merged_group, merged_bucket, merged_count
+
+
+def metrics_rows(
+    cells: Sequence[Cell], labelled: Labelled | None, *, total: bool = False
+) -> list[list[MetricsRow]]:
+    """Merge each cell's parts into ``MetricsRow`` s, sorted like ``aggregate_events``.
+
+    ``total``: one more list at the end, all cells together (merged from the cells' merged
+    groups, not from the parts again; ``labelled`` cells refer to ``cells`` only).
+    """
+    out = len(cells) + (1 if total else 0)
+    parts = [(c, part) for c, cell in enumerate(cells) for part in cell.parts if part.keys]
+    if not parts:
+        return [[] for _ in range(out)]
+    key_ids = [part.key_ids for _, part in parts]
+    width = max(int(ids.max()) for ids in key_ids) + 1
+    sizes = np.array([len(ids) for ids in key_ids], np.int64)
+    codes = np.repeat(np.array([c for c, _ in parts], np.int64), sizes) * width + np.concatenate(
+        key_ids
     )
-
-
-def metrics_rows(cells: Sequence[Cell], labelled: Labelled | None) -> list[list[MetricsRow]]:
-    """Merge each cell's parts into ``MetricsRow`` s, sorted like ``aggregate_events``."""
-    index: dict[tuple[int, Any, Any], int] = {}
-    counter_parts: list[np.ndarray] = []
-    conf_parts: list[np.ndarray] = []
-    group_parts: list[np.ndarray] = []
-    hist_group: list[np.ndarray] = []
-    hist_bucket: list[np.ndarray] = []
-    hist_count: list[np.ndarray] = []
-    for c, cell in enumerate(cells):
-        for part in cell.parts:
-            local = np.fromiter(
-                (index.setdefault((c, *key), len(index)) for key in part.keys),
-                np.int64,
-                len(part.keys),
-            )
-            group_parts.append(local)
-            counter_parts.append(part.counters)
-            conf_parts.append(part.confidence_sum)
-            hist_group.append(local[part.hist_group])
-            hist_bucket.append(part.hist_bucket)
-            hist_count.append(part.hist_count)
-    n = len(index)
-    if n == 0:
-        return [[] for _ in cells]
-    groups = np.concatenate(group_parts)
-    stacked = np.concatenate(counter_parts)
+    unique_codes, groups = np.unique(codes, return_inverse=True)
+    groups = groups.reshape(-1)
+    n = len(unique_codes)
+    stacked = np.concatenate([part.counters for _, part in parts])
     counters = np.stack(
         [np.bincount(groups, stacked[:, k], n) for k in range(_COUNTERS)], axis=1
     ).astype(np.int64)  # float64 sums of int64 counts: exact below 2**53
-    confidence = np.bincount(groups, np.concatenate(conf_parts), n)
-    h_group = np.concatenate(hist_group)
-    h_bucket = np.concatenate(hist_bucket).astype(np.int64)
-    h_count = np.concatenate(hist_count)
-    p50, p95 = _merged_percentiles(h_group, h_bucket, h_count, n)
+    confidence = np.bincount(groups, np.concatenate([p.confidence_sum for _, p in parts]), n)
+    first = np.concatenate(([0], np.cumsum(sizes)[:-1]))  # each part's first key position
+    entries = np.array([len(part.hist_group) for _, part in parts], np.int64)
+    h_group = groups[
+        np.concatenate([part.hist_group for _, part in parts]) + np.repeat(first, entries)
+    ]
+    h_bucket = np.concatenate([part.hist_bucket for _, part in parts]).astype(np.int64)
+    h_count = np.concatenate([part.hist_count for _, part in parts])
+    merged = _merge_histograms(h_group, h_bucket, h_count, n)
+    p50 = _percentiles(*merged, n, 50)
+    p95 = _percentiles(*merged, n, 95)
+    index = {
+        (int(code) // width, *_KEYS[int(code) % width]): g
+        for g, code in enumerate(unique_codes.tolist())
+    }
+    if total:  # the whole window: the cells' groups summed per key
+        keys_of, into = np.unique(unique_codes % width, return_inverse=True)
+        into = into.reshape(-1)
+        m = len(keys_of)
+        counters = np.concatenate(
+            [
+                counters,
+                np.stack(
+                    [np.bincount(into, counters[:, k], m) for k in range(_COUNTERS)], axis=1
+                ).astype(np.int64),
+            ]
+        )
+        confidence = np.concatenate([confidence, np.bincount(into, confidence, m)])
+        whole = _merge_histograms(into[merged[0]], merged[1].astype(np.int64), merged[2], m)
+        p50 = np.concatenate([p50, _percentiles(*whole, m, 50)])
+        p95 = np.concatenate([p95, _percentiles(*whole, m, 95)])
+        index.update({(len(cells), *_KEYS[int(k)]): n + j for j, k in enumerate(keys_of)})
+        n += m
     feedback = np.zeros(n, np.int64)
     correct = np.zeros(n, np.int64)
     if labelled is not None and len(labelled.cells):
@@ -338,11 +380,19 @@ def metrics_rows(cells: Sequence[Cell], labelled: Labelled | None) -> list[list[
                 strict=True,
             )
         ]
-        for g, right in zip(found, labelled.correct.tolist(), strict=True):
+        if total:
+            found += [
+                index.get((len(cells), v, d))
+                for v, d in zip(
+                    labelled.versions.to_pylist(), labelled.device_classes.to_pylist(), strict=True
+                )
+            ]
+        rights = labelled.correct.tolist() * (2 if total else 1)
+        for g, right in zip(found, rights, strict=True):
             if g is not None:
                 feedback[g] += 1
                 correct[g] += bool(right)
-    result: list[list[MetricsRow]] = [[] for _ in cells]
+    result: list[list[MetricsRow]] = [[] for _ in range(out)]
     counter_rows = counters.tolist()
     p50_list, p95_list = p50.tolist(), p95.tolist()
     confidence_list, feedback_list, correct_list = (

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import sqlalchemy as sa
 
 from pocketml.errors import InvalidInput, NotFound, Unavailable
@@ -43,7 +42,7 @@ from pocketml.protocol import STORED_EVENT_KINDS
 from pocketml.registry import Registry
 from pocketml.telemetry._fleet import FLEET, FleetSummary, device_table, summarise_fleet
 from pocketml.telemetry._intake import ClockPolicy, IngestReport, RejectedModel, correct_clock
-from pocketml.telemetry._rollup import Cell, Labelled, metrics_rows, plan, summarise
+from pocketml.telemetry._rollup import Cell, metrics_rows, plan, summarise
 from pocketml.telemetry._store import TelemetryStore, read_ipc
 from pocketml.telemetry._types import Feedback, MetricsRow, TelemetryBatch
 from pocketml.telemetry.export import TelemetryExporter
@@ -409,20 +408,7 @@ class TelemetryService:
                     cell = np.zeros(len(ts), np.int64)
                     cells[piece.cell].parts.extend(summarise(events, cell).values())
         labelled = self.store.labelled(app_id, model, edges[0], edges[-1], edges)
-        if total:
-            cells.append(Cell(edges[0], edges[-1], [p for c in cells for p in c.parts]))
-            if labelled is not None:
-                labelled = Labelled(
-                    cells=np.concatenate(
-                        [labelled.cells, np.full(len(labelled.cells), len(cells) - 1)]
-                    ),
-                    versions=pa.concat_arrays([labelled.versions, labelled.versions]),
-                    device_classes=pa.concat_arrays(
-                        [labelled.device_classes, labelled.device_classes]
-                    ),
-                    correct=np.concatenate([labelled.correct, labelled.correct]),
-                )
-        return metrics_rows(cells, labelled)
+        return metrics_rows(cells, labelled, total=total)
 
 
 def _edges(since: float, until: float, bucket_s: float) -> list[float]:
