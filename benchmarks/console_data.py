@@ -31,7 +31,7 @@ import numpy as np
 from pocketml.db import WRITE, create_engine
 from pocketml.monitor import SketchAddition, SketchKey, add_sketches
 from pocketml.sketch import build_profile
-from pocketml.telemetry import TelemetryStore
+from pocketml.telemetry import TelemetryStore, export_database
 from pocketml.testing import (
     DIGITS_SCHEMA,
     live_server,
@@ -142,17 +142,16 @@ def main(home: Path) -> None:
                 additions.append(SketchAddition(key, sketch))
         with engine.connect().execution_options(**WRITE) as conn, conn.begin():
             add_sketches(conn, app.app_id, additions)
-        from pocketml.telemetry import export_database  # the fleet page of the base reads Parquet
-
+        # the base's fleet page reads the Parquet export (the branch's reads the database)
         export_database(settings.resolved_database_url, home / "telemetry")
         with live.http(app.admin_token) as api, live.http() as ui:
             ui.post("/ui/login", data={"token": app.admin_token})
             for kind, path in PAGES:
-                client = ui if kind == "ui" else api
+                http = ui if kind == "ui" else api
                 times = []
                 for _ in range(REPEATS):
                     t = time.perf_counter()
-                    response = client.get(path)
+                    response = http.get(path)
                     times.append((time.perf_counter() - t) * 1000)
                 cold, warm = times[0], sorted(times[1:])
                 p95 = warm[min(len(warm) - 1, round(0.95 * (len(warm) - 1)))]

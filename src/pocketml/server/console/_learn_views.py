@@ -3,8 +3,9 @@
 The telemetry page asks ``TelemetryService.model_window`` for the whole window and every
 bucket (at most ``MAX_BUCKETS``) in one read: each is what ``model_metrics`` — the
 function behind ``GET /v1/admin/models/{name}/metrics`` — answers for the same
-``since``/``until``, so every number on the page is the API's. A line is one (version, device class) group, exactly the API's
-grouping: percentiles of different versions cannot be merged honestly.
+``since``/``until``, so every number on the page is the API's. A line is one (version,
+device class) group, exactly the API's grouping: percentiles of different versions
+cannot be merged honestly.
 """
 
 from __future__ import annotations
