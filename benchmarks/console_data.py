@@ -118,7 +118,7 @@ def main(home: Path) -> None:
                     }
                     for i in range(PER_DAY)
                 ]
-                context = {
+                context: dict[str, str | None] = {
                     "device_class": device_class,
                     "app_version": "2.0",
                     "platform": "android",
