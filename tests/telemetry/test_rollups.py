@@ -344,3 +344,20 @@ def test_a_window_and_its_series_from_one_read_equal_the_separate_calls(
     ]
     assert [r.mean_confidence for r in rows] == pytest.approx([r.mean_confidence for r in alone])
     assert sum(r.feedback_count for r in rows) == 1
+
+
+def test_a_span_whose_events_arrive_while_it_is_built_is_not_stored(
+    service: tuple[TelemetryService, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    telemetry, app = service
+    _ingest(telemetry, app, "b-0", [_inference(i, DAY0 + 3600 + i) for i in range(10)])
+    # the build takes its mark, then a batch of the same hour commits before it stores
+    monkeypatch.setattr(telemetry.store, "chunk_mark", lambda: 0)
+
+    rows = telemetry.model_metrics(app, "digits", since=DAY0 + 3600, until=DAY0 + 7200)
+
+    assert sum(r.count for r in rows) == 10  # answered from the events it read
+    assert _rollup_count(telemetry) == 0  # but not stored: the next read builds it again
+    monkeypatch.undo()
+    assert telemetry.model_metrics(app, "digits", since=DAY0 + 3600, until=DAY0 + 7200) == rows
+    assert _rollup_count(telemetry) == 1
