@@ -577,3 +577,54 @@ def test_health_readers_answer_metric_by_metric_from_one_report(
     assert all({r.metric for r in rows} == {metric} for metric, rows in by_metric.items())
     assert by_metric["drift_share"][0].value == 0.0 and by_metric["drift_share"][0].n == ROWS
     assert calls == [300.0]  # six metrics, one report; a 5-minute window reads the last hour
+
+
+# -- remembered tests and the fleet series (issue 15: console pages within budget) ---------
+
+
+def test_a_remembered_test_equals_a_fresh_one_and_new_sketches_are_tested_again(
+    service: MonitorService,
+    registry: Registry,
+    telemetry: TelemetryService,
+    app_id: str,
+    profile: ReferenceProfile,
+) -> None:
+    store(registry, app_id, profile, "phone", seed=171)
+    store(registry, app_id, profile, "tablet", seed=172, shift=1.0)
+    first = service.drift(app_id, "digits", baseline="previous")
+    again = service.drift(app_id, "digits", baseline="previous")
+
+    def fresh() -> Any:
+        return MonitorService(registry, telemetry, clock=lambda: NOW).drift(
+            app_id, "digits", baseline="previous"
+        )
+
+    assert again == first == fresh()
+    assert again.fleet is first.fleet  # remembered, not tested again
+    store(registry, app_id, profile, "phone", seed=173, start=T0 + 2 * HOUR, hours=1)
+    changed = service.drift(app_id, "digits", baseline="previous")
+    assert changed.fleet.n == first.fleet.n + ROWS
+    assert changed == fresh()
+
+
+def test_the_fleet_series_equals_a_fleet_report_per_sub_window(
+    service: MonitorService, registry: Registry, app_id: str, profile: ReferenceProfile
+) -> None:
+    store(registry, app_id, profile, "phone", seed=181)
+    store(registry, app_id, profile, "tablet", seed=182, shift=1.0, start=T0 + HOUR, hours=2)
+
+    series = service.fleet_series(
+        app_id, "digits", version=1, window_s=3 * HOUR, until=NOW, step_s=HOUR
+    )
+
+    assert [(start, end) for start, end, _ in series] == [
+        (T0, T0 + HOUR),
+        (T0 + HOUR, T0 + 2 * HOUR),
+        (T0 + 2 * HOUR, NOW),
+    ]
+    for _, end, fleet in series:
+        report = service.drift(app_id, "digits", version=1, window_s=HOUR, until=end, group_by=())
+        assert fleet == report.fleet
+    assert [fleet.state for _, _, fleet in series] == ["no_drift", "drift", "drift"]
+    with pytest.raises(InvalidInput):
+        service.fleet_series(app_id, "digits", version=1, window_s=HOUR, until=NOW, step_s=60)

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 
 from pocketml.db import create_engine
-from pocketml.telemetry import TelemetryExporter
+from pocketml.telemetry import RELATIVE_ERROR, TelemetryExporter
 from pocketml.testing import DIGITS_SCHEMA, AppKeys, LiveServer, live_server, server_settings
 
 T0 = 1_795_240_000.0
@@ -231,7 +232,8 @@ def test_metrics_group_by_version_and_device_class_within_the_window(
     groups = metrics(server, app_keys, since=T0, until=T0 + 50)
     by_key = {(g["version"], g["device_class"]): g for g in groups}
     low, iphone = by_key[(1, "android-low")], by_key[(2, "iphone")]
-    assert low["count"] == 2 and low["latency_p50_ms"] == 20.0 and low["cloud_share"] == 0.5
+    assert low["count"] == 2 and low["cloud_share"] == 0.5
+    assert low["latency_p50_ms"] == pytest.approx(20.0, rel=RELATIVE_ERROR)  # the sketch's bound
     assert iphone["count"] == 1 and iphone["fallback_share"] == 1.0
     assert [g["version"] for g in groups] == [2, 1]
 

@@ -1,8 +1,9 @@
 """Feedback labels of a version, per device class, from the telemetry aggregates.
 
-Realised accuracy needs labels joined to their inferences; ``TelemetryService.model_metrics``
-is the one place that joins them (per version x device class), so the accuracy report reads
-its ``feedback_count`` and ``accuracy`` instead of joining again. Feedback rows carry a
+Realised accuracy needs labels joined to their inferences; ``TelemetryService`` is the one
+place that joins them (per version x device class): the accuracy report reads
+``feedback_labels``, the ``feedback_count`` and ``accuracy`` of ``model_metrics`` without
+its other metrics, for the window and every bucket of the series in one read. Feedback rows carry a
 device class but no app version: a report grouped or filtered by app version gets no labels
 and says why (``missing_labels``).
 """
@@ -15,7 +16,13 @@ from pocketml.monitor._accuracy_report import Labels
 from pocketml.monitor._windows import GroupKey
 from pocketml.telemetry import TelemetryService
 
-__all__ = ["fleet_labels", "group_labels", "labels_per_class", "missing_labels"]
+__all__ = [
+    "fleet_labels",
+    "group_labels",
+    "labels_per_bucket",
+    "labels_per_class",
+    "missing_labels",
+]
 
 _NO_APP_VERSION = (
     "feedback labels carry no app version; group by device_class (or nothing) and drop the "
@@ -38,14 +45,32 @@ def labels_per_class(
 ) -> dict[str, Labels]:
     """Labels of ``version``'s inferences in ``[since, until)`` per device class (``""`` for
     devices that sent none), only ``device_class`` when given."""
-    result: dict[str, Labels] = {}
-    for row in telemetry.model_metrics(app_id, model, since=since, until=until):
-        name = row.device_class or ""
-        if row.version != version or not row.feedback_count or row.accuracy is None:
-            continue
-        if device_class is not None and name != device_class:
-            continue
-        result[name] = Labels(round(row.accuracy * row.feedback_count), row.feedback_count)
+    return labels_per_bucket(telemetry, app_id, model, version, [since, until], device_class)[0]
+
+
+def labels_per_bucket(
+    telemetry: TelemetryService,
+    app_id: str,
+    model: str,
+    version: int,
+    edges: Sequence[int],
+    device_class: str | None = None,
+) -> list[dict[str, Labels]]:
+    """``labels_per_class`` of every bucket [edges[i], edges[i + 1]), from one read (the
+    feedback counts of ``TelemetryService.model_metrics``, without its other metrics)."""
+    result: list[dict[str, Labels]] = []
+    for cell in telemetry.feedback_labels(app_id, model, edges):
+        labels: dict[str, Labels] = {}
+        for (row_version, row_class), (correct, total) in sorted(
+            cell.items(), key=lambda item: item[0][1] or ""
+        ):
+            name = row_class or ""
+            if row_version != version or not total:
+                continue
+            if device_class is not None and name != device_class:
+                continue
+            labels[name] = Labels(correct, total)
+        result.append(labels)
     return result
 
 

@@ -20,6 +20,7 @@ only and says why.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
@@ -28,6 +29,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+import numpy as np
 
 from pocketml.errors import InvalidInput, NotFound
 from pocketml.monitor._accuracy_report import (
@@ -48,11 +51,13 @@ from pocketml.monitor._health import (
 from pocketml.monitor._labels import (
     fleet_labels,
     group_labels,
+    labels_per_bucket,
     labels_per_class,
     missing_labels,
 )
 from pocketml.monitor._report import (
     DriftReport,
+    GroupDrift,
     SeriesPoint,
     group_drift,
     series_point,
@@ -79,6 +84,8 @@ __all__ = ["MonitorService"]
 logger = logging.getLogger(__name__)
 
 _PROFILE_CACHE = 64
+_TESTED_CACHE = 512  # group_drift results by content (profile, counts, n, noise, labels);
+# each holds every block's histograms (~100 KB with 100 features): at most ~50 MB
 
 Baseline = Literal["reference", "previous"]
 
@@ -95,6 +102,7 @@ class _Scope:
     group_by: tuple[str, ...]
     filters: Mapping[str, str]
     bucket_s: int
+    profile_key: tuple[str, str, int, str] = ("", "", 0, "")
 
 
 class MonitorService:
@@ -118,6 +126,7 @@ class MonitorService:
         self.clock = clock
         self._profiles: OrderedDict[tuple[str, str, int, str], ReferenceProfile] = OrderedDict()
         self._lock = threading.Lock()
+        self._tested: OrderedDict[tuple[object, ...], GroupDrift] = OrderedDict()
 
     # -- the reports ---------------------------------------------------------------------
 
@@ -179,27 +188,21 @@ class MonitorService:
         """The drift report of a scope whose window's rows are read already."""
         window_s = scope.until - scope.since
         previous: dict[GroupKey, Merged] = {}
-        fleet_previous: Sketch | None = None
         fleet_before = self._empty(scope)
         if baseline == "previous":
             before = self._read(app_id, scope, scope.since - window_s, scope.since)
             previous = self._groups(scope, before)
             fleet_before = self._merge(scope, before)
-            fleet_previous = self._sketch(scope, fleet_before)
         merged = self._groups(scope, rows)
         fleet = self._merge(scope, rows)
         groups = [
-            group_drift(
-                scope.profile,
-                self._sketch(scope, total),
+            self._group_drift(
+                scope,
+                total,
                 baseline=(
-                    None
-                    if baseline == "reference"
-                    else self._sketch(scope, previous.get(key, self._empty(scope)))
+                    None if baseline == "reference" else previous.get(key, self._empty(scope))
                 ),
                 labels=dict(key),
-                events=total.events,
-                noise_variance=total.noise_variance,
                 baseline_noise_variance=previous.get(key, self._empty(scope)).noise_variance,
             )
             for key, total in merged.items()
@@ -215,12 +218,10 @@ class MonitorService:
             filters=scope.filters,
             alpha=DEFAULT_ALPHA,
             bucket_s=scope.bucket_s,
-            fleet=group_drift(
-                scope.profile,
-                self._sketch(scope, fleet),
-                baseline=fleet_previous,
-                events=fleet.events,
-                noise_variance=fleet.noise_variance,
+            fleet=self._group_drift(
+                scope,
+                fleet,
+                baseline=None if baseline == "reference" else fleet_before,
                 baseline_noise_variance=fleet_before.noise_variance,
             ),
             groups=tuple(groups),
@@ -272,11 +273,24 @@ class MonitorService:
         ]
         groups.sort(key=lambda g: (-g.n, -g.labelled, sorted(g.labels.items())))
         points = []
-        for start, end, total in self._buckets(scope, rows) if series else ():
+        buckets = self._buckets(scope, rows) if series else []
+        per_bucket = (
+            labels_per_bucket(
+                self.telemetry,
+                app_id,
+                scope.model,
+                scope.version,
+                [start for start, _, _ in buckets] + [buckets[-1][1]],
+                scope.filters.get("device_class"),
+            )
+            if buckets
+            else []
+        )
+        for (start, end, total), bucket_labels in zip(buckets, per_bucket, strict=True):
             point = group_accuracy(
                 scope.profile,
                 self._sketch(scope, total),
-                fleet_labels(self._labels_per_class(app_id, scope, start, end), scope.filters),
+                fleet_labels(bucket_labels, scope.filters),
             )
             points.append(
                 AccuracyPoint(start, end, point.n, point.labelled, point.estimated, point.realised)
@@ -383,7 +397,8 @@ class MonitorService:
             if value is not None
         }
         width = bucket_width(int(window_s))
-        return _Scope(model, version, profile, since, end, dims, filters, width)
+        key = (app_id, model, version, info.reference_profile_sha256)
+        return _Scope(model, version, profile, since, end, dims, filters, width, key)
 
     def _default_version(self, app_id: str, model: str, since: int, until: int) -> int:
         production = self.registry.list_versions(app_id, model, stage="production", limit=1)
@@ -460,13 +475,83 @@ class MonitorService:
                     SeriesPoint(start, end, "not_enough_data", total.n, None, None, None, None)
                 )
             else:
-                tested = group_drift(
-                    scope.profile,
-                    self._sketch(scope, total),
-                    noise_variance=total.noise_variance,
-                )
+                tested = self._group_drift(scope, total)
                 points.append(series_point(start, end, tested))
         return tuple(points)
+
+    def _group_drift(
+        self,
+        scope: _Scope,
+        total: Merged,
+        *,
+        baseline: Merged | None = None,
+        labels: Mapping[str, str] | None = None,
+        baseline_noise_variance: float = 0.0,
+    ) -> GroupDrift:
+        """``group_drift`` of a merged window (and baseline), remembered by content.
+
+        The result is a pure function of the profile (by its sha256) and the merged counts,
+        n, noise and events, so a closed window tested once (a page view, the series'
+        older buckets, an alert's evaluation) is not tested again until its sketches
+        change (new counts = a new key; nothing to invalidate). Bounded LRU.
+        """
+        key = (
+            scope.profile_key,
+            _content(total),
+            None if baseline is None else _content(baseline),
+            tuple(sorted((labels or {}).items())),
+            baseline_noise_variance,
+        )
+        if scope.profile_key[3]:  # a scope built without a sha256 is never cached
+            with self._lock:
+                cached = self._tested.get(key)
+                if cached is not None:
+                    self._tested.move_to_end(key)
+                    return cached
+        result = group_drift(
+            scope.profile,
+            self._sketch(scope, total),
+            baseline=None if baseline is None else self._sketch(scope, baseline),
+            labels=labels,
+            events=total.events,
+            noise_variance=total.noise_variance,
+            baseline_noise_variance=baseline_noise_variance,
+        )
+        if scope.profile_key[3]:
+            with self._lock:
+                self._tested[key] = result
+                while len(self._tested) > _TESTED_CACHE:
+                    self._tested.popitem(last=False)
+        return result
+
+    def fleet_series(
+        self,
+        app_id: str,
+        model: str,
+        *,
+        version: int,
+        window_s: int,
+        until: int,
+        step_s: int,
+    ) -> list[tuple[int, int, GroupDrift]]:
+        """The fleet's test in each ``step_s`` sub-window of ``[until - window_s, until)``
+        (ending at ``until``), from one read of the window's sketches.
+
+        Each entry equals ``drift(app_id, model, version=version, window_s=step_s,
+        until=end, group_by=()).fleet`` for its sub-window; results are remembered by
+        content (``_group_drift``), so the closed sub-windows of a page cost a lookup.
+
+        Raises:
+            NotFound, InvalidInput: as ``drift``.
+        """
+        scope = self._scope(app_id, model, version, window_s, until, None, None, ())
+        if not WINDOW_S <= int(step_s) <= scope.until - scope.since:
+            raise InvalidInput(f"step_s must be in [{WINDOW_S}, {window_s}]; got {step_s}.")
+        rows = self._read(app_id, scope, scope.since, scope.until)
+        buckets = bucket_rows(
+            rows, scope.since, scope.until, int(step_s), scope.profile.layout.total
+        )
+        return [(start, end, self._group_drift(scope, total)) for start, end, total in buckets]
 
     # -- merging ----------------------------------------------------------------------------
 
@@ -491,3 +576,10 @@ class MonitorService:
     @staticmethod
     def _sketch(scope: _Scope, total: Merged) -> Sketch:
         return window_sketch(scope.profile.reference, total.counts, total.n)
+
+
+def _content(total: Merged) -> tuple[object, ...]:
+    """A merged window's identity for the test cache (its counts by digest)."""
+    counts = np.ascontiguousarray(total.counts, dtype=np.int64)
+    digest = hashlib.blake2b(counts.tobytes(), digest_size=16).digest()
+    return (digest, len(counts), total.n, total.noise_variance, total.events)

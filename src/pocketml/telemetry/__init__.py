@@ -4,12 +4,15 @@
 (one row per (batch, model) chunk, events columnar in a blob), ``record_feedback`` keeps
 the latest feedback per prediction, and ``model_metrics`` aggregates per (version,
 device class): latency p50/p95, error rate, cloud and fallback shares, confidence and
-accuracy from feedback. ``TelemetryStore.events`` is the one read path (metrics, rollout
-guardrails, experiments); ``TelemetryExporter`` writes day-partitioned Parquet files
-from the database.
+accuracy from feedback (``model_series``: the same per bucket, in one read; long
+windows merge per-hour/day rollups, see ``_rollup``). ``TelemetryStore.events`` is the
+one read path of rollout guardrails and experiments; ``TelemetryExporter`` writes
+day-partitioned Parquet files from the database.
 """
 
+from pocketml.telemetry._fleet import SYNC_STAGES, FleetSummary
 from pocketml.telemetry._parquet import partition_path
+from pocketml.telemetry._rollup import RELATIVE_ERROR
 from pocketml.telemetry._store import TelemetryStore
 from pocketml.telemetry._types import (
     EVENT_COLUMNS,
@@ -21,13 +24,17 @@ from pocketml.telemetry._types import (
 )
 from pocketml.telemetry.aggregate import aggregate, aggregate_events
 from pocketml.telemetry.export import ExportResult, TelemetryExporter, export_database
-from pocketml.telemetry.service import TelemetryService
+from pocketml.telemetry.service import MAX_SERIES_BUCKETS, TelemetryService
 
 __all__ = [
     "EVENT_COLUMNS",
+    "MAX_SERIES_BUCKETS",
+    "RELATIVE_ERROR",
+    "SYNC_STAGES",
     "EventRows",
     "ExportResult",
     "Feedback",
+    "FleetSummary",
     "IngestResult",
     "MetricsRow",
     "TelemetryBatch",

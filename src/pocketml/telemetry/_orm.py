@@ -1,7 +1,7 @@
 """SQLAlchemy tables of telemetry: batches (idempotency), chunks, feedback, export state.
 
-They share the registry's ``Base`` and Alembic history (revisions ``0002``, ``0004``
-and ``0007``). Events are stored as chunks: one row per (batch, model) holding the events
+They share the registry's ``Base`` and Alembic history (revisions ``0002``, ``0004``,
+``0007`` and ``0015``). Events are stored as chunks: one row per (batch, model) holding the events
 columnar in a compressed Arrow IPC blob (see ``_chunks.py``), so a 1,000-event batch is
 two small inserts instead of 1,000 indexed rows. Rows never leave ``telemetry/_store.py``
 and ``telemetry/_export.py``.
@@ -21,6 +21,7 @@ __all__ = [
     "TelemetryBatchRow",
     "TelemetryChunkRow",
     "TelemetryExportRow",
+    "TelemetryRollupRow",
 ]
 
 
@@ -103,3 +104,28 @@ class FeedbackRow(Base):
     thumbs: Mapped[str | None] = mapped_column(sa.String(8), nullable=True)
     ts: Mapped[float] = mapped_column(sa.Double)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TelemetryRollupRow(Base):
+    """The merged aggregates of one closed span (UTC hour or day) of one (app, model).
+
+    ``payload`` is a ``_rollup.Partial`` blob. A row is built on read for a span whose end
+    has passed and deleted by intake, in its transaction, when a batch brings events of
+    that span (so a late event never meets a stale rollup). Rows are immutable; a rebuilt
+    span gets a new id (``sqlite_autoincrement``), so decoded rows are cached by id.
+    """
+
+    __tablename__ = "telemetry_rollups"
+    __table_args__ = (
+        sa.UniqueConstraint("app_id", "model", "span_s", "start"),
+        sa.Index("ix_telemetry_rollups_app_id_model_start", "app_id", "model", "start"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
+    app_id: Mapped[str] = mapped_column(sa.ForeignKey("apps.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(sa.String(64))
+    span_s: Mapped[int] = mapped_column(sa.Integer)
+    start: Mapped[int] = mapped_column(sa.BigInteger)
+    events: Mapped[int] = mapped_column(sa.BigInteger)
+    payload: Mapped[bytes] = mapped_column(sa.LargeBinary)

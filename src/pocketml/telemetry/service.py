@@ -23,7 +23,9 @@ What a client can rely on (docs/server.md, "Telemetry semantics"):
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -32,21 +34,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
-from pocketml.errors import NotFound, Unavailable
+from pocketml.errors import InvalidInput, NotFound, Unavailable
 from pocketml.protocol import STORED_EVENT_KINDS
 from pocketml.registry import Registry
+from pocketml.telemetry._fleet import FLEET, FleetSummary, device_table, summarise_fleet
 from pocketml.telemetry._intake import ClockPolicy, IngestReport, RejectedModel, correct_clock
-from pocketml.telemetry._store import TelemetryStore
+from pocketml.telemetry._rollup import Cell, metrics_rows, plan, summarise
+from pocketml.telemetry._store import TelemetryStore, read_ipc
 from pocketml.telemetry._types import Feedback, MetricsRow, TelemetryBatch
-from pocketml.telemetry.aggregate import aggregate_events
 from pocketml.telemetry.export import TelemetryExporter
 
-__all__ = ["TelemetryService"]
+__all__ = ["MAX_SERIES_BUCKETS", "TelemetryService"]
 
 logger = logging.getLogger(__name__)
 
+MAX_SERIES_BUCKETS = 1000
+"""The most buckets one ``model_series`` call answers."""
 _MAX_CACHED_MODELS = 10_000  # (app, model) names; the cache is cleared beyond this
 
 
@@ -264,6 +270,11 @@ class TelemetryService:
     ) -> list[MetricsRow]:
         """Aggregates of one model per (version, device class) for events in [since, until).
 
+        Closed hours and days come from rollups (see ``_rollup``), the rest from events:
+        counts and shares are exact; ``latency_p50_ms`` / ``latency_p95_ms`` are within
+        ``RELATIVE_ERROR`` (1 %) of ``numpy.percentile`` over the window's latencies;
+        ``mean_confidence`` is exact up to float rounding; feedback is joined as before.
+
         Args:
             app_id: the caller's app.
             model: the model name (it need not exist in the registry: telemetry may
@@ -277,7 +288,145 @@ class TelemetryService:
         Raises:
             Unavailable: the database cannot be reached.
         """
-        return aggregate_events(self.store.events(app_id, model, since, until))
+        if since is None or until is None:
+            known = self.store.time_range(app_id, model)
+            if known is None:
+                return []
+            since = known[0] if since is None else since
+            until = math.nextafter(known[1], math.inf) if until is None else until
+        if until <= since:
+            return []
+        return self._series(app_id, model, [since, until])[0]
+
+    def model_series(
+        self, app_id: str, model: str, since: float, until: float, bucket_s: float
+    ) -> list[list[MetricsRow]]:
+        """``model_metrics`` of every bucket [since + i * bucket_s, ...) up to ``until``,
+        in one read (the last bucket ends at ``until``).
+
+        Each bucket's rows equal ``model_metrics(app_id, model, since=start, until=end)``.
+
+        Raises:
+            InvalidInput: ``bucket_s`` <= 0, ``until`` <= ``since``, or more than
+                ``MAX_SERIES_BUCKETS`` buckets.
+            Unavailable: the database cannot be reached.
+        """
+        return self._series(app_id, model, _edges(since, until, bucket_s))
+
+    def feedback_labels(
+        self, app_id: str, model: str, edges: Sequence[float]
+    ) -> list[dict[tuple[int | None, str | None], tuple[int, int]]]:
+        """Per cell [edges[i], edges[i + 1]): (correct, labelled) inferences per (version,
+        device class) — the ``accuracy`` and ``feedback_count`` of ``model_metrics`` for
+        that cell (groups without label feedback left out), from one read of only the
+        devices that have label feedback.
+
+        Raises:
+            InvalidInput: fewer than two edges, or edges not ascending.
+            Unavailable: the database cannot be reached.
+        """
+        if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
+            raise InvalidInput("feedback_labels needs at least two ascending edges.")
+        result: list[dict[tuple[int | None, str | None], tuple[int, int]]] = [
+            {} for _ in range(len(edges) - 1)
+        ]
+        labelled = self.store.labelled(app_id, model, edges[0], edges[-1], edges)
+        if labelled is None:
+            return result
+        for cell, version, device_class, correct in zip(
+            labelled.cells.tolist(),
+            labelled.versions.to_pylist(),
+            labelled.device_classes.to_pylist(),
+            labelled.correct.tolist(),
+            strict=True,
+        ):
+            seen = result[cell].get((version, device_class), (0, 0))
+            result[cell][(version, device_class)] = (seen[0] + bool(correct), seen[1] + 1)
+        return result
+
+    def fleet(self, app_id: str, since: float, until: float) -> FleetSummary:
+        """Devices per model version, variant, device class, app version and platform,
+        sync failures and download outcomes of the app's events in [since, until).
+
+        From the database (closed days and hours from rollups, see ``_fleet``), so it
+        includes every stored batch (no Parquet export lag). A device counts under every
+        value it reported in the window.
+
+        Raises:
+            InvalidInput: ``until`` <= ``since``.
+            Unavailable: the database cannot be reached.
+        """
+        if until <= since:
+            raise InvalidInput("the fleet window needs until > since.")
+        pieces = list(plan([since, until], self.clock()))
+        spans = [(p.span, int(p.since)) for p in pieces if p.span]
+        stored = self.store.rollups(app_id, FLEET, since, until, read_ipc) if spans else {}
+        missing = [key for key in spans if key not in stored]
+        stored.update(self.store.build_fleet_rollups(app_id, missing))
+        tables = [
+            stored[(p.span, int(p.since))]
+            if p.span
+            else device_table(self.store.fleet_events(app_id, p.since, p.until))
+            for p in pieces
+        ]
+        return summarise_fleet(tables, since, until)
+
+    def model_window(
+        self, app_id: str, model: str, since: float, until: float, bucket_s: float
+    ) -> tuple[list[MetricsRow], list[list[MetricsRow]]]:
+        """(``model_metrics`` of [since, until), ``model_series`` of it) from one read.
+
+        The window's rows merge the same histograms and counters as the buckets', so they
+        equal ``model_metrics(app_id, model, since=since, until=until)`` (mean confidence
+        up to float rounding of its sum).
+
+        Raises:
+            InvalidInput, Unavailable: as ``model_series``.
+        """
+        rows = self._series(app_id, model, _edges(since, until, bucket_s), total=True)
+        return rows[-1], rows[:-1]
+
+    def _series(
+        self, app_id: str, model: str, edges: list[float], *, total: bool = False
+    ) -> list[list[MetricsRow]]:
+        """Rows per cell [edges[i], edges[i + 1]): rollups, built when missing, + events.
+
+        ``total``: one more cell at the end, the whole [edges[0], edges[-1]).
+        """
+        pieces = list(plan(edges, self.clock()))
+        spans = [(p.span, int(p.since)) for p in pieces if p.span]
+        stored = self.store.rollups(app_id, model, edges[0], edges[-1]) if spans else {}
+        missing = [key for key in spans if key not in stored]
+        stored.update(self.store.build_rollups(app_id, model, missing))
+        cells = [Cell(edges[c], edges[c + 1], []) for c in range(len(edges) - 1)]
+        for piece in pieces:
+            if piece.span:
+                cells[piece.cell].parts.append(stored[(piece.span, int(piece.since))])
+            else:
+                ts, events = self.store.timed_events(app_id, model, piece.since, piece.until)
+                if len(events):
+                    cell = np.zeros(len(ts), np.int64)
+                    cells[piece.cell].parts.extend(summarise(events, cell).values())
+        labelled = self.store.labelled(app_id, model, edges[0], edges[-1], edges)
+        return metrics_rows(cells, labelled, total=total)
+
+
+def _edges(since: float, until: float, bucket_s: float) -> list[float]:
+    """The bucket edges of a series (the last bucket ends at ``until``).
+
+    Raises:
+        InvalidInput: ``bucket_s`` <= 0, ``until`` <= ``since``, or more than
+            ``MAX_SERIES_BUCKETS`` buckets.
+    """
+    if bucket_s <= 0 or until <= since:
+        raise InvalidInput("a series needs bucket_s > 0 and until > since.")
+    count = math.ceil((until - since) / bucket_s)
+    if count > MAX_SERIES_BUCKETS:
+        raise InvalidInput(
+            f"a series has at most {MAX_SERIES_BUCKETS} buckets ({count} asked); "
+            "use a wider bucket."
+        )
+    return [since + i * bucket_s for i in range(count)] + [until]
 
 
 def _stored_kinds(events: Sequence[Any]) -> Sequence[Any]:

@@ -1,10 +1,11 @@
 """What the learn pages draw: telemetry over time, and the drift and accuracy charts.
 
-The telemetry page asks ``TelemetryService.model_metrics`` — the function behind
-``GET /v1/admin/models/{name}/metrics`` — once for the whole window and once per bucket
-(at most ``MAX_BUCKETS``), so every number on the page is what the API answers for the
-same ``since``/``until``. A line is one (version, device class) group, exactly the API's
-grouping: percentiles of different versions cannot be merged honestly.
+The telemetry page asks ``TelemetryService.model_window`` for the whole window and every
+bucket (at most ``MAX_BUCKETS``) in one read: each is what ``model_metrics`` — the
+function behind ``GET /v1/admin/models/{name}/metrics`` — answers for the same
+``since``/``until``, so every number on the page is the API's. A line is one (version,
+device class) group, exactly the API's grouping: percentiles of different versions
+cannot be merged honestly.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ MAX_LINES = 8
 """The most (version, device class) lines per chart: the groups with most inferences."""
 _WIDTHS = (3600, 3 * 3600, 6 * 3600, 12 * 3600, 86_400, 2 * 86_400, 3 * 86_400, 7 * 86_400)
 
-Metrics = Callable[[float, float], list[MetricsRow]]
+MetricsWindow = Callable[[float, float, int], tuple[list[MetricsRow], list[list[MetricsRow]]]]
 
 
 def bucket_width(window_s: float) -> int:
@@ -82,22 +83,22 @@ _CHARTS: tuple[tuple[str, str, Callable[[float], str], float | None], ...] = (
 )
 
 
-def telemetry_view(metrics: Metrics, since: float, until: float) -> TelemetryView:
-    """Aggregate the window and its buckets through ``metrics(since, until)``.
+def telemetry_view(window: MetricsWindow, since: float, until: float) -> TelemetryView:
+    """Aggregate the window and its buckets through ``window(since, until, bucket_s)``
+    (``TelemetryService.model_window`` bound to a model: the API's ``model_metrics`` of
+    the window and of every bucket, from one read).
 
     Args:
-        metrics: the API's aggregate for one window (``model_metrics`` bound to a model).
+        window: (the window's rows, the rows of each bucket).
         since: the window's start, unix seconds (a multiple of the bucket width).
         until: the window's end, unix seconds.
     """
     bucket_s = bucket_width(until - since)
-    rows = metrics(since, until)
+    rows, series = window(since, until, bucket_s)
     shown = sorted(rows, key=lambda r: -r.count)[:MAX_LINES]
     keys = [_key(r) for r in shown]
     starts = [since + i * bucket_s for i in range(math.ceil((until - since) / bucket_s))]
-    per_bucket = [
-        {_key(r): r for r in metrics(start, min(start + bucket_s, until))} for start in starts
-    ]
+    per_bucket = [{_key(r): r for r in bucket} for bucket in series]
     charts = []
     for heading, attribute, fmt, floor in _CHARTS:
         lines = [

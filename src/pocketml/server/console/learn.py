@@ -30,7 +30,6 @@ from pocketml.server.console._common import (
     page,
     pocketml_error_page,
 )
-from pocketml.server.console._fleet import fleet_summary
 from pocketml.server.console._learn_views import (
     accuracy_chart,
     blocks_of,
@@ -72,10 +71,12 @@ def fleet_page(
 ) -> Response:
     """Devices per version, variant, device class and app version; sync and downloads."""
     until = state.telemetry.clock()
-    root = state.telemetry.parquet_root
-    summary = fleet_summary(root, session.app_id, until - days * DAY, until) if root else None
+    try:
+        summary = state.telemetry.fleet(session.app_id, until - days * DAY, until)
+    except PocketMLError as exc:
+        return pocketml_error_page(request, session, exc)
     charts = {}
-    if summary is not None:
+    if summary.events:
         charts = {
             "device_classes": bars(
                 "Devices per device class", [(k, d) for k, d, _ in summary.device_classes]
@@ -89,7 +90,6 @@ def fleet_page(
         days=days,
         summary=summary,
         charts=charts,
-        export_interval_s=state.settings.server.telemetry_export.interval_s,
     )
 
 
@@ -116,8 +116,8 @@ def telemetry_page(
         bucket = bucket_width(window)
         until = math.ceil(state.telemetry.clock() / bucket) * bucket
         view = telemetry_view(
-            lambda since, end: state.telemetry.model_metrics(
-                session.app_id, chosen, since=since, until=end
+            lambda since, end, step: state.telemetry.model_window(
+                session.app_id, chosen, since, end, step
             ),
             until - window,
             until,
@@ -208,7 +208,8 @@ def drift_page(
 
 
 HISTORY_POINTS = 12
-"""Sub-windows of a feature's score history (each is one fleet-only drift report)."""
+"""Sub-windows of a feature's score history (each is what a fleet-only drift report of
+that sub-window says, from one read: ``MonitorService.fleet_series``)."""
 
 
 def _feature_history(
@@ -219,18 +220,18 @@ def _feature_history(
     answers for each."""
     span = report.until - report.since
     step = max(3600, span // HISTORY_POINTS // 3600 * 3600)
+    window = (span // step) * step
+    buckets = state.monitor.fleet_series(
+        app_id,
+        report.model,
+        version=report.version,
+        window_s=window,
+        until=report.until,
+        step_s=step,
+    )
     points: list[tuple[float, FeatureReport | None]] = []
-    for end in range(report.until - (span // step - 1) * step, report.until + 1, step):
-        part = state.monitor.drift(
-            app_id,
-            report.model,
-            version=report.version,
-            window_s=step,
-            until=end,
-            group_by=(),
-            series=False,
-        )
-        block = next((b for b in blocks_of(part.fleet) if b.name == feature), None)
+    for _, end, fleet in buckets:
+        block = next((b for b in blocks_of(fleet) if b.name == feature), None)
         points.append((end - step / 2, block))
     return points
 

@@ -110,7 +110,9 @@ def put_policy(
     summary="Model metrics from telemetry",
     description=(
         "Per (version, device class) over events with since <= ts < until: inference "
-        "count, latency p50/p95 (ms), error rate (errors / (inferences + errors)), cloud "
+        "count, latency p50/p95 (ms; from a mergeable log-bucket sketch, within 1 % "
+        "relative of the exact linear-interpolated percentile), error rate "
+        "(errors / (inferences + errors)), cloud "
         "and fallback shares of inferences, mean confidence, and accuracy from label "
         "feedback joined on prediction_id (null without feedback)."
     ),
