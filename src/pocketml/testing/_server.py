@@ -9,6 +9,7 @@ once, for pocketml's own tests and for users testing code that talks to a server
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -200,24 +201,30 @@ def _migrated_template(admin: sa.Engine, admin_url: str) -> str:
 
     Processes (pytest-xdist workers) serialize on an advisory lock; the template is built
     under a temporary name and renamed when complete, so a copy never sees half a schema.
-    Templates of older migration files are dropped on the way.
+    Its name is ``pocketml_tpl_<digest of the migration files>_<UTC day built>``. Another
+    checkout with other migrations may be testing on the same server at the same time,
+    so another digest's template is dropped only once it is two days old.
     """
     from pocketml.db import run_migrations
 
-    name = _TEMPLATE_PREFIX + _migrations_digest()
+    today = int(time.time() // 86_400)
+    mine = f"{_TEMPLATE_PREFIX}{_migrations_digest()}_"
     with admin.connect() as conn:
         conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": _TEMPLATE_LOCK})
         try:
-            existing = set(
-                conn.execute(
-                    sa.text("SELECT datname FROM pg_database WHERE datname LIKE :p"),
-                    {"p": _TEMPLATE_PREFIX + "%"},
-                ).scalars()
-            )
-            if name in existing:
-                return name
-            for stale in existing:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{stale}"'))
+            existing = conn.execute(
+                sa.text("SELECT datname FROM pg_database WHERE datname LIKE :p"),
+                {"p": _TEMPLATE_PREFIX + "%"},
+            ).scalars()
+            for other in existing:
+                built = other.removeprefix(_TEMPLATE_PREFIX).split("_")
+                if other.startswith(mine) and not other.endswith("_building"):
+                    return str(other)
+                stale = other.endswith("_building") and other.startswith(mine)  # a killed build
+                old = len(built) < 2 or not built[1].isdigit() or int(built[1]) < today - 1
+                if stale or old:
+                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{other}"'))
+            name = f"{mine}{today}"
             building = f"{name}_building"
             conn.execute(sa.text(f'CREATE DATABASE "{building}"'))
             engine = sa.create_engine(sa.engine.make_url(admin_url).set(database=building))
