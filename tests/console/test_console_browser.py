@@ -1,0 +1,422 @@
+"""The console in a real browser (Debian's Chromium through Playwright), issue 15 item 5.
+
+One world (console_world.py: a rollout with guardrails, an experiment, telemetry, drift,
+a firing alert, a loop job) on one live server; one browser; one logged-in page. The pages
+are discovered from the app's routes under /ui, so a new page is visited, screenshotted
+and checked for console errors without editing this file. Screenshots of every page at
+desktop (1280x800) and phone (390x844) width land in tests/artifacts/console/.
+
+The actions run last (they change the world): each is performed by clicking through its
+confirmation step, and the API then shows the new state and the audit entry.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from browser_kit import (
+    DESKTOP,
+    PHONE,
+    Crawl,
+    console_routes,
+    crawl,
+    find_form,
+    page_text,
+    submit_confirmed,
+)
+from console_world import ConsoleWorld
+from playwright.sync_api import Browser, BrowserContext, Page
+
+from pocketml.server.app import create_app
+from pocketml.server.client import AdminClient
+from pocketml.server.console._format import count, num, pct
+
+# -- the crawl -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def routes(world: ConsoleWorld) -> tuple[list[Any], list[Any]]:
+    """The console's GET pages and POST actions, from the app's own routes."""
+    return console_routes(create_app(world.server.settings))
+
+
+@pytest.fixture(scope="module")
+def visited(console: Page, world: ConsoleWorld, routes: tuple[list[Any], list[Any]]) -> Crawl:
+    """Every console page, visited once (with screenshots) before any action runs."""
+    prefer = [world.rollout_id, world.experiment_id, world.alert_id, world.job_id, "digits"]
+    return crawl(console, world.url, routes[0], prefer)
+
+
+def test_logging_in_through_the_form_opens_the_page_asked_for(
+    browser: Browser, world: ConsoleWorld, artifacts: Any
+) -> None:
+    context = browser.new_context(base_url=world.url, viewport=DESKTOP)  # type: ignore[arg-type]
+    page = context.new_page()
+    try:
+        page.goto("/ui/models")
+        asked = page.url
+        page.screenshot(path=artifacts / "login-desktop.png")
+        page.set_viewport_size(PHONE)  # type: ignore[arg-type]
+        page.screenshot(path=artifacts / "login-phone.png")
+        page.get_by_label("Admin token").fill(world.app.device_key)
+        with page.expect_navigation() as refused:
+            page.get_by_role("button", name="Log in").click()
+        refusal = page.get_by_role("alert").inner_text()
+        page.get_by_label("Admin token").fill(world.app.admin_token)
+        with page.expect_navigation():
+            page.get_by_role("button", name="Log in").click()
+        landed = page.url
+        logout = page.get_by_role("button", name="Log out").count()
+    finally:
+        context.close()
+
+    assert asked.endswith("/ui?next=/ui/models")
+    assert refused.value is not None and refused.value.status == 401
+    assert "admin token" in refusal
+    assert landed == f"{world.url}/ui/models"
+    assert logout == 1
+
+
+def test_every_console_route_is_reached_from_the_pages(visited: Crawl) -> None:
+    unreached = [r.template for r in visited.unreached]
+    assert unreached == [], f"no console page links to {unreached}"
+
+
+def test_every_page_answers_200_as_html(visited: Crawl) -> None:
+    bad = [(v.url, v.status, v.content_type) for v in visited.visits if v.status != 200]
+    assert bad == []
+    assert all(v.content_type.startswith("text/html") for v in visited.visits)
+
+
+def test_no_page_logs_a_javascript_error(visited: Crawl) -> None:
+    assert visited.visits
+    assert visited.console_errors == []
+
+
+def test_every_page_fits_a_phone_screen_and_has_both_screenshots(visited: Crawl) -> None:
+    too_wide = [(v.url, v.phone_width) for v in visited.visits if v.phone_width > PHONE["width"]]
+    assert too_wide == [], "wide content must scroll inside .scroll, not the page"
+    for visit in visited.visits:
+        assert [p.exists() and p.stat().st_size > 0 for p in visit.screenshots] == [True, True]
+
+
+# -- the numbers -------------------------------------------------------------------------------
+
+
+def _metrics_total(client: AdminClient, model: str) -> tuple[int, int]:
+    groups = client.model_metrics(model)["groups"]
+    return sum(g["count"] for g in groups), sum(g["errors"] for g in groups)
+
+
+def _expect_overview(client: AdminClient, world: ConsoleWorld, url: str) -> list[str]:
+    inferences, errors = _metrics_total(client, "digits")
+    firing = client.list_alerts(states=["firing"]).items
+    return ["digits", count(inferences), pct(errors / (inferences + errors)), count(len(firing))]
+
+
+def _expect_models(client: AdminClient, world: ConsoleWorld, url: str) -> list[str]:
+    return [m.name for m in client.list_models().items]
+
+
+def _expect_model(client: AdminClient, world: ConsoleWorld, url: str) -> list[str]:
+    name = url.rstrip("/").split("/")[-1]
+    versions = client.list_versions(name).items
+    expected = [f"v{v.version}" for v in versions]
+    if name == "digits":
+        rollout = client.show_rollout(world.rollout_id)
+        expected.append(pct(rollout.percent / 100))
+    return expected
+
+
+def _expect_version(client: AdminClient, world: ConsoleWorld, url: str) -> list[str]:
+    name, version = re.findall(r"/models/([^/]+)/versions/(\d+)", url)[0]
+    shown = client.show_version(name, int(version))
+    return [v.name for v in shown.variants] + [num(v) for v in shown.metrics.values()]
+
+
+def _expect_rollout(client: AdminClient, world: ConsoleWorld, url: str) -> list[str]:
+    rollout = client.show_rollout(world.rollout_id)
+    values = [pct(rollout.percent / 100)]
+    for metric in rollout.metrics:
+        values.append(metric.metric)
+        if metric.p_value is not None:
+            values.append(num(metric.p_value))
+    return values
+
+
+def _expect_rollouts(client: AdminClient, world: ConsoleWorld, url: str) -> list[str]:
+    return [pct(r.percent / 100) for r in client.list_rollouts().items]
+
+
+def _expect_experiment(client: AdminClient, world: ConsoleWorld, url: str) -> list[str]:
+    experiment = client.show_experiment(world.experiment_id)
+    values = []
+    for arm in experiment.arms:
+        values += [arm.name, count(arm.n)]
+        values += [num(x) for x in (arm.value, arm.ci_low, arm.ci_high) if x is not None]
+    return values
+
+
+def _expect_alerts(client: AdminClient, world: ConsoleWorld, url: str) -> list[str]:
+    alert = client.show_alert(world.alert_id)
+    return [alert.rule, num(alert.value), num(alert.threshold)]
+
+
+def _expect_fleet(client: AdminClient, world: ConsoleWorld, url: str) -> list[str]:
+    return [count(world.devices)]
+
+
+def _expect_telemetry(client: AdminClient, world: ConsoleWorld, url: str) -> list[str]:
+    inferences, _ = _metrics_total(client, "digits")
+    return [count(inferences)]
+
+
+def _expect_drift(client: AdminClient, world: ConsoleWorld, url: str) -> list[str]:
+    fleet = client.drift("digits").fleet
+    top = fleet.features[0]
+    return [top.name, num(top.score)]
+
+
+def _expect_accuracy(client: AdminClient, world: ConsoleWorld, url: str) -> list[str]:
+    estimated = client.accuracy("digits").fleet.estimated
+    assert estimated is not None, "the world's sketches must give an accuracy estimate"
+    return [pct(estimated.value)]
+
+
+def _expect_loop(client: AdminClient, world: ConsoleWorld, url: str) -> list[str]:
+    job = client.show_loop_job(world.job_id)
+    return [job.state, job.trigger]
+
+
+def _expect_audit(client: AdminClient, world: ConsoleWorld, url: str) -> list[str]:
+    return [e.action for e in client.audit(subject=world.rollout_id).items]
+
+
+Expect = Callable[[AdminClient, ConsoleWorld, str], list[str]]
+NUMBERS: list[tuple[str, Expect]] = [
+    (r"/overview$", _expect_overview),
+    (r"/models$", _expect_models),
+    (r"/models/\{[^}]+\}$", _expect_model),
+    (r"/versions/\{[^}]+\}$", _expect_version),
+    (r"/rollouts$", _expect_rollouts),
+    (r"/rollouts/\{[^}]+\}$", _expect_rollout),
+    (r"/experiments/\{[^}]+\}$", _expect_experiment),
+    (r"/alerts$", _expect_alerts),
+    (r"/fleet$", _expect_fleet),
+    (r"/telemetry$", _expect_telemetry),
+    (r"/drift$", _expect_drift),
+    (r"/accuracy$", _expect_accuracy),
+    (r"/loop$", _expect_loop),
+    (r"/audit$", _expect_audit),
+]
+"""Page (a regex on its route) -> what it must show, formatted by the console's own
+filters from the API's answer. A page not built yet is not checked; the pages of the
+skeleton (models, model, version) always are."""
+
+
+def test_the_key_numbers_on_each_page_equal_the_apis(
+    console: Page, world: ConsoleWorld, visited: Crawl
+) -> None:
+    checked, missing = [], []
+    with world.admin() as client:
+        for visit in visited.visits:
+            for pattern, expect in NUMBERS:
+                if not re.search(pattern, visit.route.template):
+                    continue
+                expected = expect(client, world, visit.url)
+                console.goto(visit.url)
+                text = page_text(console)
+                missing += [(visit.url, value) for value in expected if value not in text]
+                checked.append(visit.route.template)
+    assert missing == []
+    assert {"/ui/models", "/ui/models/{name}"} <= set(checked)
+
+
+# -- keyboard, CSRF ------------------------------------------------------------------------
+
+
+def _tab_stops(page: Page, presses: int = 80) -> list[dict[str, Any]]:
+    page.locator("body").focus()
+    stops = []
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        stops.append(
+            page.evaluate(
+                """() => { const e = document.activeElement; const f = e.closest('form');
+                return {tag: e.tagName, href: e.getAttribute('href'), nav: !!e.closest('nav'),
+                        text: (e.textContent || '').trim().slice(0, 40),
+                        post: !!(f && (f.method || '').toLowerCase() === 'post'
+                                 && !f.action.endsWith('/ui/logout')),
+                        summary: e.tagName === 'SUMMARY'}; }"""
+            )
+        )
+    return stops
+
+
+def test_tab_reaches_every_nav_link_and_the_action_buttons(console: Page, visited: Crawl) -> None:
+    url = visited.url_of("/rollouts/{id}") or visited.url_of("/ui/models/{name}")
+    assert url is not None
+    console.goto(url)
+    nav = console.eval_on_selector_all("nav a", "as => as.map(a => a.getAttribute('href'))")
+    stops = _tab_stops(console)
+    reached = {s["href"] for s in stops if s["nav"]}
+    assert nav and set(nav) <= reached
+    if "/rollouts/" in url:
+        assert any(s["post"] or s["summary"] for s in stops), "no action control takes focus"
+
+
+def _rollout_action(
+    console: Page, visited: Crawl, world: ConsoleWorld, word: str
+) -> dict[str, Any]:
+    url = visited.url_of("/rollouts/{id}") or visited.url_of("/rollouts")
+    if url is None:
+        pytest.skip("the console has no rollout page yet")
+    console.goto(url)
+    form = find_form(console, word, world.rollout_id)
+    assert form is not None, f"{url} has no {word} form for rollout {world.rollout_id}"
+    return form
+
+
+def test_a_forged_cross_site_form_post_is_refused(
+    browser: Browser, context: BrowserContext, console: Page, visited: Crawl, world: ConsoleWorld
+) -> None:
+    form = _rollout_action(console, visited, world, "pause")
+    forged = (
+        f'<form id="f" method="post" action="{world.url}{form["action"]}">'
+        '<input name="csrf" value="forged"><input name="action" value="pause"></form>'
+        "<script>document.getElementById('f').submit()</script>"
+    )
+    evil = context.new_page()
+    evil.route(
+        "http://evil.test/**", lambda route: route.fulfill(body=forged, content_type="text/html")
+    )
+    try:
+        with evil.expect_navigation(url=re.compile(re.escape(world.url))) as answer:
+            evil.goto("http://evil.test/")
+        status = answer.value.status if answer.value is not None else 0
+        landed = evil.url
+    finally:
+        evil.close()
+    with world.admin() as client:
+        state = client.show_rollout(world.rollout_id).state
+
+    assert state == "running"
+    assert status == 403 or "/ui?next=" in landed, (status, landed)
+
+
+def test_a_post_without_the_sessions_csrf_token_is_a_403_page(
+    console: Page, visited: Crawl, world: ConsoleWorld
+) -> None:
+    form = _rollout_action(console, visited, world, "pause")
+    with console.expect_navigation() as answer:
+        console.evaluate(
+            """action => { const f = document.createElement('form'); f.method = 'post';
+            f.action = action; const i = document.createElement('input'); i.name = 'csrf';
+            i.value = 'not-the-token'; f.appendChild(i); document.body.appendChild(f);
+            f.submit(); }""",
+            form["action"],
+        )
+    with world.admin() as client:
+        state = client.show_rollout(world.rollout_id).state
+
+    assert answer.value is not None and answer.value.status == 403
+    assert console.get_by_role("alert").count() == 1
+    assert state == "running"
+
+
+# -- the actions (they change the world: they run last) -------------------------------------
+
+
+def test_every_console_action_has_a_browser_test(routes: tuple[list[Any], list[Any]]) -> None:
+    known = ("pause", "resume", "advance", "rollback", "stop", "ack", "promote", "stage")
+    untested = [r.template for r in routes[1] if not r.template.rstrip("/").endswith(known)]
+    assert untested == [], "add these actions to test_console_browser.py"
+
+
+def test_an_operator_moves_the_rollout_through_confirmed_steps(
+    console: Page, visited: Crawl, world: ConsoleWorld
+) -> None:
+    steps = ("pause", "resume", "advance", "rollback")
+    after = {
+        "pause": "paused",
+        "resume": "running",
+        "advance": "running",
+        "rollback": "rolled_back",
+    }
+    with world.admin() as client:
+
+        def state() -> tuple[str, float]:
+            rollout = client.show_rollout(world.rollout_id)
+            return rollout.state, rollout.percent
+
+        for word in steps:
+            form = _rollout_action(console, visited, world, word)
+            before = state()
+            status, confirmed = submit_confirmed(console, form, state)
+            assert (status, confirmed) == (200, True), word
+            assert console.locator(".notice").count() == 1, f"{word}: no notice on the page"
+            moved = state()
+            assert moved[0] == after[word] and moved != before, word
+        audit = [e.action for e in client.audit(subject=world.rollout_id).items]
+    assert audit[: len(steps)] == list(reversed(steps))
+
+
+def test_stopping_the_experiment_is_confirmed_and_audited(
+    console: Page, visited: Crawl, world: ConsoleWorld
+) -> None:
+    url = visited.url_of("/experiments/{id}") or visited.url_of("/experiments")
+    if url is None:
+        pytest.skip("the console has no experiment page yet")
+    console.goto(url)
+    form = find_form(console, "stop", world.experiment_id)
+    assert form is not None
+    with world.admin() as client:
+        status, confirmed = submit_confirmed(
+            console, form, lambda: client.show_experiment(world.experiment_id).state
+        )
+        stopped = client.show_experiment(world.experiment_id).state
+        audit = [e.action for e in client.audit(subject=world.experiment_id).items]
+    assert (status, confirmed) == (200, True)
+    assert stopped == "stopped"
+    assert audit[0] == "experiment.stop"
+
+
+def test_acknowledging_the_alert_is_confirmed_and_audited(
+    console: Page, visited: Crawl, world: ConsoleWorld
+) -> None:
+    url = visited.url_of("/alerts/{id}") or visited.url_of("/alerts")
+    if url is None:
+        pytest.skip("the console has no alerts page yet")
+    console.goto(url)
+    form = find_form(console, "ack", world.alert_id)
+    assert form is not None
+    with world.admin() as client:
+        status, confirmed = submit_confirmed(
+            console, form, lambda: client.show_alert(world.alert_id).acked_at
+        )
+        acked = client.show_alert(world.alert_id)
+        audit = [e.action for e in client.audit(subject=world.alert_id).items]
+    assert (status, confirmed) == (200, True)
+    assert acked.acked_by == f"admin:{world.app.app_id}"
+    assert audit[0] == "alert.ack"
+
+
+def test_promoting_a_version_is_confirmed(console: Page, world: ConsoleWorld) -> None:
+    form = None
+    for url in ("/ui/models/keyboard/versions/2", "/ui/models/keyboard"):
+        console.goto(url)
+        form = find_form(console, "promote", "keyboard")
+        if form is not None:
+            break
+    if form is None:
+        pytest.skip("the console has no promote action yet")
+    with world.admin() as client:
+        status, confirmed = submit_confirmed(
+            console, form, lambda: client.show_model("keyboard").production_version
+        )
+        production = client.show_model("keyboard").production_version
+    assert (status, confirmed) == (200, True)
+    assert production == 2
