@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
-from playwright.sync_api import Page
+from playwright.sync_api import Page, ViewportSize
 
 __all__ = [
     "ARTIFACTS",
@@ -38,8 +38,8 @@ __all__ = [
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "console"
 """Where the screenshots go (gitignored; docs/development.md names it)."""
 
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 NOT_PAGES = {"/ui"}  # the login form: visited by the login test, before a session exists
 
 
@@ -77,12 +77,13 @@ def console_routes(app: FastAPI) -> tuple[list[Route], list[Route]]:
     pages: list[Route] = []
     actions: list[Route] = []
     for route in iter_route_contexts(app.routes):  # through included routers
-        if not route.path.startswith("/ui") or not route.methods:
+        path, methods = route.path or "", route.methods or set()
+        if not path.startswith("/ui"):
             continue
-        if "GET" in route.methods and route.path not in NOT_PAGES:
-            pages.append(_route(route.path))
-        if "POST" in route.methods and route.path not in {"/ui/login", "/ui/logout"}:
-            actions.append(_route(route.path))
+        if "GET" in methods and path not in NOT_PAGES:
+            pages.append(_route(path))
+        if "POST" in methods and path not in {"/ui/login", "/ui/logout"}:
+            actions.append(_route(path))
     return pages, actions
 
 
@@ -109,6 +110,7 @@ class Visit:
     content_type: str
     phone_width: int = 0
     screenshots: list[Path] = field(default_factory=list)
+    forms: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -118,6 +120,15 @@ class Crawl:
     visits: list[Visit]
     unreached: list[Route]
     console_errors: list[str]
+
+    def action_path(self, word: str, token: str) -> str | None:
+        """The path an action form posted to when the crawl saw it (before any action
+        ran), for the action ``word`` on the object ``token``."""
+        for visit in self.visits:
+            for form in visit.forms:
+                if _is_action(form, word, token):
+                    return str(form["action"])
+        return None
 
     def url_of(self, suffix: str) -> str | None:
         """The URL visited for the route whose template ends with ``suffix``."""
@@ -143,6 +154,7 @@ def _visit(page: Page, route: Route, url: str, shots: Path) -> Visit:
     visit = Visit(route, url, response.status, response.headers.get("content-type", ""))
     if not visit.content_type.startswith("text/html"):
         return visit
+    visit.forms = post_forms(page)
     name = route.slug + ("-query" if "?" in url else "")
     desktop = shots / f"{name}-desktop.png"
     page.screenshot(path=desktop, full_page=True)
@@ -192,13 +204,13 @@ def crawl(
         candidates = []
         for link in dict.fromkeys(links):
             path, _, query = link.partition("?")
-            route = match(routes, path)
-            if route is None:
+            linked = match(routes, path)
+            if linked is None:
                 continue
-            new = route.template not in seen or (query and route.template not in seen_query)
+            new = linked.template not in seen or (query and linked.template not in seen_query)
             if new:
                 score = sum(word in link for word in words)
-                candidates.append((-score, link, route))
+                candidates.append((-score, link, linked))
         if not candidates:
             break
         _, link, route = min(candidates, key=lambda c: c[0])
@@ -234,15 +246,19 @@ def post_forms(page: Page) -> list[dict[str, Any]]:
     ]
 
 
+def _is_action(form: dict[str, Any], word: str, token: str) -> bool:
+    action = form["action"]
+    names_object = token in action or token in form["words"]
+    does_word = action.rstrip("/").endswith(f"/{word}") or re.search(
+        rf"\b{re.escape(word)}\b", form["words"], re.IGNORECASE
+    )
+    return bool(names_object and does_word)
+
+
 def find_form(page: Page, word: str, token: str) -> dict[str, Any] | None:
     """The POST form for action ``word`` on the object ``token`` (id or name), if any."""
     for form in post_forms(page):
-        action = form["action"]
-        names_object = token in action or token in form["words"]
-        does_word = action.rstrip("/").endswith(f"/{word}") or re.search(
-            rf"\b{re.escape(word)}\b", form["words"], re.IGNORECASE
-        )
-        if names_object and does_word:
+        if _is_action(form, word, token):
             return form
     return None
 

@@ -63,7 +63,7 @@ def context(browser: Browser, world: ConsoleWorld) -> Iterator[BrowserContext]:
     """A desktop-sized browser context on the world's server."""
     from browser_kit import DESKTOP
 
-    made = browser.new_context(base_url=world.url, viewport=DESKTOP)  # type: ignore[arg-type]
+    made = browser.new_context(base_url=world.url, viewport=DESKTOP)
     try:
         yield made
     finally:
