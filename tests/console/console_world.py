@@ -10,7 +10,8 @@ Built the way users build it, through the public API and the device protocol:
   that a latency alert fires, with label feedback (accuracy);
 - three hours of monitoring sketches per device class, one class drifted by one sigma
   (``pocketml.testing.store_sketches``, stored as intake stores them);
-- a loop job queued for "digits", an alert rule on its latency.
+- a loop job queued for "digits", an alert rule on its latency;
+- the telemetry exported to Parquet once, as ``pocketml telemetry export`` does.
 
 The background loops (rollout evaluator, alert evaluator, loop runner) are off so nothing
 moves while a test looks; one pass of the rollout and alert evaluators runs from a second
@@ -36,7 +37,7 @@ from pocketml.monitor.alerts import AlertService, MetricSources, telemetry_sourc
 from pocketml.protect import MasterKey
 from pocketml.registry import LocalArtifactStore, Registry
 from pocketml.server.client import AdminClient
-from pocketml.telemetry import TelemetryStore
+from pocketml.telemetry import TelemetryStore, export_database
 from pocketml.testing import (
     DIGITS_SCHEMA,
     AppKeys,
@@ -234,6 +235,8 @@ def build_world(server: LiveServer, tmp: Path) -> ConsoleWorld:
         client.create_alert_rule("digits", **LATENCY_RULE)
         job = client.run_loop_job("digits", note="console browser test")
     _run_fleet(server, app)
+    settings = server.settings  # what `pocketml telemetry export` does (the fleet pages)
+    export_database(settings.resolved_database_url, settings.home / "telemetry")
     _store_monitoring(server, app)
     _evaluate_as_a_replica(server)
     with server.admin(app.admin_token) as client:
