@@ -130,10 +130,11 @@ class Crawl:
                     return str(form["action"])
         return None
 
-    def url_of(self, suffix: str) -> str | None:
-        """The URL visited for the route whose template ends with ``suffix``."""
+    def url_of(self, pattern: str) -> str | None:
+        """The URL visited for the first route whose template matches ``pattern`` (a
+        regex searched in it, e.g. ``r"/rollouts/{[^}]+}$"``)."""
         for visit in self.visits:
-            if visit.route.template.endswith(suffix):
+            if re.search(pattern, visit.route.template):
                 return visit.url
         return None
 

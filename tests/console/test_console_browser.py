@@ -33,7 +33,9 @@ from playwright.sync_api import Browser, BrowserContext, Page
 
 from pocketml.server.app import create_app
 from pocketml.server.client import AdminClient
-from pocketml.server.console._format import count, duration, num, pct
+from pocketml.server.console._format import count, duration, num, pct, pvalue
+
+ONE, ID = "^/ui/", r"/\{[^}]+\}$"  # a route of the console: /ui/<family>[/{id}]
 
 # -- the crawl -------------------------------------------------------------------------------
 
@@ -142,9 +144,9 @@ def _expect_rollout(client: AdminClient, world: ConsoleWorld, url: str) -> list[
     rollout = client.show_rollout(world.rollout_id)
     values = [pct(rollout.percent / 100)]
     for metric in rollout.metrics:
-        values.append(metric.metric)
+        values += [metric.metric.replace("_", " "), num(metric.candidate), num(metric.control)]
         if metric.p_value is not None:
-            values.append(num(metric.p_value))
+            values.append(pvalue(metric.p_value))
     return values
 
 
@@ -155,9 +157,11 @@ def _expect_rollouts(client: AdminClient, world: ConsoleWorld, url: str) -> list
 def _expect_experiment(client: AdminClient, world: ConsoleWorld, url: str) -> list[str]:
     experiment = client.show_experiment(world.experiment_id)
     values = []
+    _control, *treatments = experiment.arms
     for arm in experiment.arms:
-        values += [arm.name, count(arm.n)]
-        values += [num(x) for x in (arm.value, arm.ci_low, arm.ci_high) if x is not None]
+        values += [arm.name, count(arm.n), num(arm.value)]
+    for arm in treatments:  # the interval of the difference, whatever its sign's style
+        values += [num(abs(x)) for x in (arm.difference, arm.ci_low, arm.ci_high) if x is not None]
     return values
 
 
@@ -242,49 +246,58 @@ def test_the_key_numbers_on_each_page_equal_the_apis(
 # -- keyboard, CSRF ------------------------------------------------------------------------
 
 
-def _tab_stops(page: Page, presses: int = 80) -> list[dict[str, Any]]:
-    page.locator("body").focus()
-    stops = []
+_FOCUSED = """() => { const e = document.activeElement; const f = e.closest('form');
+    const post = f && (f.getAttribute('method') || '').toLowerCase() === 'post'
+                 && !f.action.endsWith('/ui/logout');
+    return {href: e.getAttribute('href'), nav: !!e.closest('nav'),
+            button: !!post && (e.tagName === 'BUTTON' || e.type === 'submit'),
+            summary: e.tagName === 'SUMMARY' && !!e.parentElement.querySelector(
+                'form[method=post i]')}; }"""
+
+
+def _tab_until(
+    page: Page, done: Callable[[list[dict[str, Any]]], bool], presses: int = 120
+) -> list[dict[str, Any]]:
+    """Press Tab until ``done(stops)`` (or ``presses`` times); the focused elements."""
+    stops: list[dict[str, Any]] = []
     for _ in range(presses):
         page.keyboard.press("Tab")
-        stops.append(
-            page.evaluate(
-                """() => { const e = document.activeElement; const f = e.closest('form');
-                return {tag: e.tagName, href: e.getAttribute('href'), nav: !!e.closest('nav'),
-                        text: (e.textContent || '').trim().slice(0, 40),
-                        post: !!(f && (f.method || '').toLowerCase() === 'post'
-                                 && !f.action.endsWith('/ui/logout')),
-                        summary: e.tagName === 'SUMMARY'}; }"""
-            )
-        )
+        stops.append(page.evaluate(_FOCUSED))
+        if done(stops):
+            break
     return stops
 
 
 def test_tab_reaches_every_nav_link(console: Page, visited: Crawl) -> None:
     console.goto(visited.visits[0].url)
-    nav = console.eval_on_selector_all("nav a", "as => as.map(a => a.getAttribute('href'))")
-    stops = _tab_stops(console)
-    reached = {s["href"] for s in stops if s["nav"]}
-    assert nav and set(nav) <= reached
+    nav = set(console.eval_on_selector_all("nav a", "as => as.map(a => a.getAttribute('href'))"))
+    stops = _tab_until(console, lambda s: nav <= {x["href"] for x in s if x["nav"]})
+    assert nav and nav <= {s["href"] for s in stops if s["nav"]}
 
 
-def test_tab_reaches_the_action_controls_of_every_page_with_actions(
+def test_the_keyboard_opens_each_pages_first_action_and_reaches_its_confirm_button(
     console: Page, visited: Crawl
 ) -> None:
-    unreachable = []
+    unreachable, checked = [], 0
     for visit in visited.visits:
         console.goto(visit.url)
-        if not post_forms(console):  # its actions were taken by an action test already
+        if not post_forms(console):  # none, or its actions were taken by a test already
             continue
-        if not any(s["post"] or s["summary"] for s in _tab_stops(console, presses=120)):
+        checked += 1
+        stops = _tab_until(console, lambda s: s[-1]["summary"] or s[-1]["button"])
+        if stops[-1]["summary"]:  # a confirmation behind <details>: open it, go on
+            console.keyboard.press("Enter")
+            stops = _tab_until(console, lambda s: s[-1]["button"], presses=10)
+        if not stops[-1]["button"]:
             unreachable.append(visit.url)
     assert unreachable == []
+    assert checked or not any(v.forms for v in visited.visits)
 
 
 def _rollout_action(
     console: Page, visited: Crawl, world: ConsoleWorld, word: str
 ) -> dict[str, Any]:
-    url = visited.url_of("/rollouts/{id}") or visited.url_of("/rollouts")
+    url = visited.url_of(ONE + "rollouts" + ID) or visited.url_of(ONE + "rollouts$")
     if url is None:
         pytest.skip("the console has no rollout page yet")
     console.goto(url)
@@ -356,9 +369,19 @@ def test_a_post_without_the_sessions_csrf_token_is_a_403_page(
 # -- the actions (they change the world: they run last) -------------------------------------
 
 
+TESTED_ACTIONS = [
+    r"/rollouts/\{[^}]+\}/(\{[^}]+\}|pause|resume|advance|rollback)$",
+    r"/experiments/\{[^}]+\}/stop$",
+    r"/alerts/\{[^}]+\}/ack$",
+    r"/versions/\{[^}]+\}/(stage|promote)$",
+]
+"""The POST routes the action tests below perform (a regex on the route)."""
+
+
 def test_every_console_action_has_a_browser_test(routes: tuple[list[Any], list[Any]]) -> None:
-    known = ("pause", "resume", "advance", "rollback", "stop", "ack", "promote", "stage")
-    untested = [r.template for r in routes[1] if not r.template.rstrip("/").endswith(known)]
+    untested = [
+        r.template for r in routes[1] if not any(re.search(p, r.template) for p in TESTED_ACTIONS)
+    ]
     assert untested == [], "add these actions to test_console_browser.py"
 
 
@@ -393,7 +416,7 @@ def test_an_operator_moves_the_rollout_through_confirmed_steps(
 def test_stopping_the_experiment_is_confirmed_and_audited(
     console: Page, visited: Crawl, world: ConsoleWorld
 ) -> None:
-    url = visited.url_of("/experiments/{id}") or visited.url_of("/experiments")
+    url = visited.url_of(ONE + "experiments" + ID) or visited.url_of(ONE + "experiments$")
     if url is None:
         pytest.skip("the console has no experiment page yet")
     console.goto(url)
@@ -413,7 +436,7 @@ def test_stopping_the_experiment_is_confirmed_and_audited(
 def test_acknowledging_the_alert_is_confirmed_and_audited(
     console: Page, visited: Crawl, world: ConsoleWorld
 ) -> None:
-    url = visited.url_of("/alerts/{id}") or visited.url_of("/alerts")
+    url = visited.url_of(ONE + "alerts" + ID) or visited.url_of(ONE + "alerts$")
     if url is None:
         pytest.skip("the console has no alerts page yet")
     console.goto(url)
