@@ -9,6 +9,9 @@ Seeds one SQLite home with what a busy app has, then serves it with ``pocketml s
 - 90 days x 100 series of telemetry (10 versions x 10 device classes; one 240-event batch
   per series and day, 2,160,000 events), written with ``TelemetryStore.insert_batch``, the
   store code intake uses (bulk: no HTTP);
+- the telemetry exported to Parquet before the server starts (``export_database``, what
+  ``pocketml telemetry export`` runs; the fleet page reads Parquet), so the server's own
+  exporter has nothing to catch up on while pages are measured;
 - 7 days of hourly monitoring sketches of the 100 features from 4 device classes
   (``pocketml.monitor.add_sketches``, the store code intake uses), one class drifted;
 - through the admin API once the server runs: the rollout, the experiment, alert rules,
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import html
 import json
 import re
 import shutil
@@ -65,7 +69,7 @@ from pocketml.registry import (
 )
 from pocketml.server.client import AdminClient
 from pocketml.sketch import ReferenceProfile, build_profile
-from pocketml.telemetry import TelemetryStore
+from pocketml.telemetry import TelemetryStore, export_database
 from pocketml.testing import write_model_file
 
 VERSIONS = 1_000
@@ -220,6 +224,8 @@ def seed_home(home: Path) -> tuple[str, str, dict[str, Any]]:
         sketches = _timed(seconds, "sketches", lambda: seed_sketches(registry, app_id, profile))
     finally:
         registry.close()
+    url = f"sqlite:///{home / 'pocketml.db'}"  # what `pocketml telemetry export` does, so the
+    _timed(seconds, "parquet", lambda: export_database(url, home / "telemetry"))  # fleet reads it
     seeded = {
         "versions": VERSIONS,
         "monitored_features": FEATURES,
@@ -279,16 +285,24 @@ def console_pages(home: Path) -> list[tuple[str, re.Pattern[str]]]:
 
 
 def discover(http: httpx.Client, pages: list[tuple[str, re.Pattern[str]]]) -> dict[str, str]:
-    """Route template -> one URL: the literal routes, then links to the others."""
+    """Route template -> one URL: the literal routes, then links to the others; a route
+    linked with a query (a comparison of two versions) is measured with it."""
     found = {t: t for t, _ in pages if "{" not in t}
     queue = list(found.values())
     while queue:
-        html = http.get(queue.pop(0)).text
-        for href in re.findall(r'href="(/ui/[^"?#]*)', html):
+        path = queue.pop(0)
+        started = time.perf_counter()
+        body = http.get(path).text
+        print(f"found {path} ({(time.perf_counter() - started) * 1000:.0f} ms)", flush=True)
+        for href in re.findall(r'href="(/ui/[^"#]*)"', body):
+            link = html.unescape(href)
+            bare, _, query = link.partition("?")
             for template, pattern in pages:
-                if template not in found and pattern.match(href):
-                    found[template] = href
-                    queue.append(href)
+                unseen = template not in found
+                richer = query and found.get(template) == bare
+                if pattern.match(bare) and (unseen or richer):
+                    found[template] = link
+                    queue.append(link)
     return found
 
 
@@ -335,6 +349,7 @@ def in_chromium(url: str, token: str, paths: dict[str, str]) -> dict[str, dict[s
                 longest = max(longest, seen["longest"])
                 transferred = page.evaluate(TRANSFERRED)
                 page.close()
+            print(f"measured {path} in Chromium (FCP {statistics.median(fcps):.0f} ms)", flush=True)
             measured[template] = {
                 "fcp_ms": statistics.median(fcps),
                 "longest_task_ms": longest,
