@@ -427,7 +427,8 @@ def main() -> None:
         home = Path(tmp) / "home"
         token, device_key, seeded = seed_home(home)
         pages = console_pages(home)
-        with server_process(home) as (_, url):
+        # The queued loop job stays queued (a running job would train during the measurement).
+        with server_process(home, POCKETML_SERVER__LOOP__INTERVAL_S="0") as (_, url):
             seed_through_the_api(url, token)
             check_in_fleet(url, device_key)
             with httpx.Client(base_url=url, timeout=60) as http:
