@@ -2,9 +2,10 @@
 
 Built the way users build it, through the public API and the device protocol:
 
-- app "shop" with three models: "digits" (v1 in production with a reference profile and a
+- app "shop" with four models: "digits" (v1 in production with a reference profile and a
   model card with a table, v2 in a staged rollout with guardrails), "faces" (an A/B
-  experiment between v1 and v2) and "keyboard" (v2 waiting to be promoted);
+  experiment between v1 and v2), "keyboard" (v2 waiting to be promoted) and "words" (a
+  second rollout, for the test of an action that fails);
 - a fleet of ``DEVICES`` phones that check in (so they get the rollout's and the
   experiment's versions) and send telemetry for what they run: slow enough on "digits"
   that a latency alert fires, with label feedback (accuracy);
@@ -84,6 +85,7 @@ class ConsoleWorld:
     server: LiveServer
     app: AppKeys
     rollout_id: str
+    spare_rollout_id: str
     experiment_id: str
     alert_id: str
     job_id: str
@@ -113,7 +115,7 @@ def _variant(tmp: Path, model: str, version: int) -> Any:
 
 def _push_models(client: AdminClient, tmp: Path) -> None:
     profile = monitor_profile().to_dict()
-    for model in ("digits", "faces", "keyboard"):
+    for model in ("digits", "faces", "keyboard", "words"):
         schema = {**DIGITS_SCHEMA, "name": model}
         extra: dict[str, Any] = {"reference_profile": profile, "card": CARD}
         push_version(
@@ -227,6 +229,7 @@ def build_world(server: LiveServer, tmp: Path) -> ConsoleWorld:
             on_breach="pause",
             guardrails={"thresholds": {"error_rate": 0.5}, "alpha": 0.01},
         )
+        spare = client.create_rollout("words", 2, schedule=[50, 100], min_dwell_s=86_400)
         experiment = client.start_experiment(
             "faces",
             [{"name": "control", "version": 1}, {"name": "treatment", "version": 2}],
@@ -247,6 +250,7 @@ def build_world(server: LiveServer, tmp: Path) -> ConsoleWorld:
         server=server,
         app=app,
         rollout_id=rollout.id,
+        spare_rollout_id=spare.id,
         experiment_id=experiment.id,
         alert_id=alerts[0].id,
         job_id=job.job.id,
