@@ -285,8 +285,9 @@ def console_pages(home: Path) -> list[tuple[str, re.Pattern[str]]]:
 
 
 def discover(http: httpx.Client, pages: list[tuple[str, re.Pattern[str]]]) -> dict[str, str]:
-    """Route template -> one URL: the literal routes, then links to the others; a route
-    linked with a query (a comparison of two versions) is measured with it."""
+    """Page label -> one URL: each literal route, then the first link to each other route;
+    a literal route also linked with a query (compare two versions, one rollout's audit)
+    is measured that way too, labelled ``route?``."""
     found = {t: t for t, _ in pages if "{" not in t}
     queue = list(found.values())
     while queue:
@@ -298,10 +299,11 @@ def discover(http: httpx.Client, pages: list[tuple[str, re.Pattern[str]]]) -> di
             link = html.unescape(href)
             bare, _, query = link.partition("?")
             for template, pattern in pages:
-                unseen = template not in found
-                richer = query and found.get(template) == bare
-                if pattern.match(bare) and (unseen or richer):
-                    found[template] = link
+                if not pattern.match(bare):
+                    continue
+                label = f"{template}?" if query and "{" not in template else template
+                if label not in found:
+                    found[label] = link
                     queue.append(link)
     return found
 
@@ -441,7 +443,7 @@ def main() -> None:
                     row.update(over_http(http, path))
                     row["met"] = met(row)
                     rows.append(row)
-    unreached = sorted({t for t, _ in pages} - set(paths))
+    unreached = sorted({t for t, _ in pages} - {label.rstrip("?") for label in paths})
     result: dict[str, Any] = {
         "seeded": seeded,
         "goals": GOALS,
