@@ -475,20 +475,32 @@ def test_acknowledging_the_alert_is_confirmed_and_audited(
     assert audit[0] == "alert.ack"
 
 
-def test_promoting_a_version_is_confirmed(
+def test_promoting_a_version_is_confirmed_and_audited(
     console: Page, visited: Crawl, world: ConsoleWorld
 ) -> None:
-    form = None
-    for url in ("/ui/models/keyboard/versions/2", "/ui/models/keyboard"):
-        console.goto(url)
-        form = find_form(console, "promote", "keyboard")
-        if form is not None:
-            break
-    assert form is not None, "no page of keyboard v2 offers to promote it"
+    version_page = next(
+        (
+            v.route.template
+            for v in visited.visits
+            if re.search(r"/versions/\{[^}]+\}$", v.route.template)
+        ),
+        None,
+    )
+    assert version_page is not None, "the console has no version page"
+    values = iter(["keyboard", "2"])  # the route's parameters: the model, the version
+    console.goto(re.sub(r"\{[^}]+\}", lambda _: next(values), version_page))
+    form = find_form(console, "promote", "keyboard")
+    assert form is not None, "the page of keyboard v2 does not offer to promote it"
     with world.admin() as client:
         status, confirmed = submit_confirmed(
             console, form, lambda: client.show_model("keyboard").production_version
         )
         production = client.show_model("keyboard").production_version
+        audit = [
+            (e.action, e.to_state, e.actor)
+            for e in client.audit(limit=100).items
+            if e.details.get("model") == "keyboard"
+        ]
     assert (status, confirmed) == (200, True)
     assert production == 2
+    assert audit[0] == ("version.stage", "production", f"admin:{world.app.app_id}")
