@@ -12,6 +12,7 @@ Built the way users build it, through the public API and the device protocol:
 - three hours of monitoring sketches per device class, one class drifted by one sigma
   (``pocketml.testing.store_sketches``, stored as intake stores them);
 - a loop job queued for "digits", an alert rule on its latency;
+- model "tinyfed" (tests/federated/fl_kit.py's federatable model) with a federated task;
 - the telemetry exported to Parquet once, as ``pocketml telemetry export`` does.
 
 The background loops (rollout evaluator, alert evaluator, loop runner) are off so nothing
@@ -89,6 +90,7 @@ class ConsoleWorld:
     experiment_id: str
     alert_id: str
     job_id: str
+    task_id: str
     devices: int
 
     @property
@@ -215,6 +217,21 @@ def _evaluate_as_a_replica(server: LiveServer) -> None:
         registry.close()
 
 
+def _start_federated_task(client: AdminClient, tmp: Path) -> str:
+    """Model "tinyfed" (the federated tests' model: a frozen backbone, a trainable head) in
+    production, and a federated task on it (round 1 open; no device joins)."""
+    from federated.fl_kit import FED_PARAMS, SCHEMA, federatable_onnx, variant_entry
+
+    path = federatable_onnx(tmp / "tinyfed.onnx")
+    schema = {**SCHEMA, "name": "tinyfed"}
+    variants = [(variant_entry(path), path)]
+    push_version(client, "tinyfed", variants, schema=schema, stage="production", params=FED_PARAMS)
+    recipe = {"epochs": 2, "batch_size": 8, "learning_rate": 0.5}
+    spec = {"version": 1, "rounds": 2, "clients_per_round": 3, "min_reports": 2,
+            "clip_norm": 5.0, "recipe": recipe}  # fmt: skip
+    return client.start_federated_task("tinyfed", spec).id
+
+
 def build_world(server: LiveServer, tmp: Path) -> ConsoleWorld:
     """Fill ``server`` with app "shop" (see the module docstring); returns its handles."""
     app = server.create_app("shop")
@@ -244,6 +261,7 @@ def build_world(server: LiveServer, tmp: Path) -> ConsoleWorld:
     _evaluate_as_a_replica(server)
     with server.admin(app.admin_token) as client:
         alerts = client.list_alerts(states=["firing"]).items
+        task_id = _start_federated_task(client, tmp)
     if not alerts:
         raise AssertionError("the world's latency alert did not fire; the world is wrong")
     return ConsoleWorld(
@@ -254,6 +272,7 @@ def build_world(server: LiveServer, tmp: Path) -> ConsoleWorld:
         experiment_id=experiment.id,
         alert_id=alerts[0].id,
         job_id=job.job.id,
+        task_id=task_id,
         devices=DEVICES,
     )
 
