@@ -911,8 +911,9 @@ class FederatedService:
             outbox.setdefault(int(s.sender), {})[int(s.recipient)] = bytes(s.ciphertext)
         for sender in sorted(outbox):
             server.receive_shares(sender, outbox[sender])
+        listed = rnd.secagg.get("survivors")  # fixed when the phase flipped to unmask
         for p in parts:
-            if p.shared and p.payload is not None:
+            if p.shared and p.payload is not None and (listed is None or p.client_id in listed):
                 values = np.frombuffer(bytes(p.payload), dtype="<u4").astype(np.uint64)
                 server.receive_masked_input(MaskedInput(p.client_id, values))
         server.unmask_request()
@@ -1094,14 +1095,23 @@ class FederatedService:
                     f"{max(3, spec.min_reports)}",
                     now,
                 )
-            ids = sorted(p.client_id for p in parts)
-            k = spec.secagg_neighbours
-            neighbours = k if k is not None and k < len(ids) - 1 else None
-            degree = len(ids) - 1 if neighbours is None else neighbours
-            threshold = min(degree, max(degree // 2 + 1, math.ceil(spec.secagg_threshold * degree)))
-            config = {**rnd.secagg, "client_ids": ids, "threshold": threshold}
-            config["neighbours"] = neighbours
-            return self._set_phase(task, rnd, "advertise", now, spec, secagg=config)
+
+            def cohort(fresh: Sequence[Any]) -> dict[str, Any]:
+                ids = sorted(p.client_id for p in fresh)
+                k = spec.secagg_neighbours
+                neighbours = k if k is not None and k < len(ids) - 1 else None
+                degree = len(ids) - 1 if neighbours is None else neighbours
+                threshold = min(
+                    degree, max(degree // 2 + 1, math.ceil(spec.secagg_threshold * degree))
+                )
+                return {
+                    **rnd.secagg,
+                    "client_ids": ids,
+                    "threshold": threshold,
+                    "neighbours": neighbours,
+                }
+
+            return self._set_phase(task, rnd, "advertise", now, spec, secagg_of=cohort)
         if phase == "advertise":
             done = [p for p in live if p.advert is not None]
             if len(done) < len(live) and not due:
@@ -1134,10 +1144,13 @@ class FederatedService:
                     f"min_reports {spec.min_reports}",
                     now,
                 )
-            survivors = sorted(p.client_id for p in done)
-            dropped = sorted(p.client_id for p in parts if p.shared and p.payload is None)
-            config = {**rnd.secagg, "survivors": survivors, "dropped": dropped}
-            return self._set_phase(task, rnd, "unmask", now, spec, secagg=config)
+
+            def split(fresh: Sequence[Any]) -> dict[str, Any]:
+                survivors = sorted(p.client_id for p in fresh if p.shared and p.payload is not None)
+                dropped = sorted(p.client_id for p in fresh if p.shared and p.payload is None)
+                return {**rnd.secagg, "survivors": survivors, "dropped": dropped}
+
+            return self._set_phase(task, rnd, "unmask", now, spec, secagg_of=split)
         if phase == "unmask":
             alive = set(rnd.secagg.get("survivors", []))
             asked = [p for p in parts if p.client_id in alive and p.state != "left"]
@@ -1154,15 +1167,26 @@ class FederatedService:
         now: float,
         spec: TaskSpec,
         *,
-        secagg: dict[str, Any] | None = None,
+        secagg_of: Callable[[Sequence[Any]], dict[str, Any]] | None = None,
     ) -> bool:
+        """Move the round from ``rnd.phase`` to ``phase`` in one write transaction.
+
+        The round's row is locked first and ``secagg_of`` (what the next phase needs: the
+        cohort, or survivors and dropped) is computed from the participants read *under
+        that lock*: a message that landed after ``_advance_once`` read the round (its
+        request locks the same row) is either seen here or refused for the new phase,
+        never stored yet left out of the phase's lists.
+        """
         values: dict[str, Any] = {
             "phase": phase,
             "phase_deadline": min(rnd.deadline, now + spec.secagg_step_timeout_s),
         }
-        if secagg is not None:
-            values["secagg"] = secagg
         with self._write("advance the SecAgg phase") as conn:
+            locked = round_row(conn, task.id, rnd.number, lock=True)
+            if locked.state != "open" or locked.phase != rnd.phase:
+                return False
+            if secagg_of is not None:
+                values["secagg"] = secagg_of(participants(conn, task.id, rnd.number))
             moved = conn.execute(
                 sa.update(ROUNDS)
                 .where(
