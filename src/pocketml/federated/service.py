@@ -130,6 +130,11 @@ _OPEN_CACHE_S = 1.0
 _CONDITION_WORDS = {"charging": "charging", "wifi": "on Wi-Fi", "idle": "idle"}
 
 
+class _Stale(Exception):
+    """The round gained an update between the read that decided and the write that acts:
+    the write is rolled back and ``advance`` decides again from a fresh read."""
+
+
 class FederatedService:
     """Federated tasks of every app on one database.
 
@@ -955,7 +960,10 @@ class FederatedService:
                 return False
             changed = False
             for _ in range(8):  # a closed phase may make the next one due at once
-                step = self._advance_once(task_id, current)
+                try:
+                    step = self._advance_once(task_id, current)
+                except _Stale:
+                    continue
                 if not step:
                     break
                 changed = True
@@ -1016,6 +1024,7 @@ class FederatedService:
                     f"{len(batch)} buffered updates by the deadline; min_reports is "
                     f"{spec.min_reports}",
                     now,
+                    read=[(int(p.round), str(p.device_id)) for p in batch],
                 )
         weights = np.frombuffer(bytes(task.weights), dtype="<f4").astype(np.float64)
         buffer = FedBuff(
@@ -1065,6 +1074,7 @@ class FederatedService:
                     "no_model",
                     f"{len(reported)} reports by the deadline; min_reports is {spec.min_reports}",
                     now,
+                    read=[(rnd.number, str(p.device_id)) for p in reported],
                 )
             return self._aggregate_plain(task, rnd, reported, spec, now)
         if selection_over and rnd.selected < spec.min_reports:
@@ -1238,7 +1248,10 @@ class FederatedService:
                 step = coordinate_median(clipped)
             else:
                 step = fedavg(clipped, counts)
-        return self._apply(task, rnd, spec, step, len(updates), next_clip, outcome, now)
+        consumed = [(rnd.number, str(p.device_id)) for p in reported]
+        return self._apply(
+            task, rnd, spec, step, len(updates), next_clip, outcome, now, consumed=consumed
+        )
 
     def _aggregate_secagg(self, task: Any, rnd: Any, spec: TaskSpec, now: float) -> bool:
         with self._read("read the SecAgg round") as conn:
@@ -1284,12 +1297,14 @@ class FederatedService:
         outcome: dict[str, Any],
         now: float,
         *,
-        consumed: Sequence[tuple[int, str]] = (),
+        consumed: Sequence[tuple[int, str]] | None = None,
     ) -> bool:
         """Move the global head by ``step``; record the round; open the next or finish.
 
-        ``consumed``: (round, device) of updates of earlier rounds this step used (FedBuff),
-        deleted in the same transaction.
+        ``consumed``: (round, device) of every plain update this step used (None for a
+        SecAgg sum, fixed by its survivors list). Under the round's lock they must still be
+        all the buffered updates, or the write is rolled back (``_Stale``) and the round
+        decided again: an update accepted after the read is aggregated, never dropped.
         """
         weights = np.frombuffer(bytes(task.weights), dtype="<f4").astype(np.float64)
         new = (weights + step).astype("<f4")
@@ -1323,18 +1338,10 @@ class FederatedService:
                 clip_norm=next_clip,
             )
         with self._write("apply the round") as conn:
+            if consumed is not None:
+                self._check_unchanged(conn, rnd, spec, consumed)
             if not self._close_round(conn, task.id, rnd.number, "aggregated", outcome, now):
                 return False
-            for number, device_id in consumed:
-                conn.execute(
-                    sa.update(PARTS)
-                    .where(
-                        PARTS.c.task_id == task.id,
-                        PARTS.c.round == number,
-                        PARTS.c.device_id == device_id,
-                    )
-                    .values(payload=None)
-                )
             values: dict[str, Any] = {
                 "weights": new_bytes,
                 "rounds_done": rounds_done,
@@ -1355,8 +1362,43 @@ class FederatedService:
         logger.info("federated task %s: %s", task.id, text)
         return True
 
-    def _fail_round(self, task: Any, rnd: Any, state: str, reason: str, now: float) -> bool:
-        """Close the round without a model; retry with a new round or fail the task."""
+    def _check_unchanged(
+        self, conn: sa.Connection, rnd: Any, spec: TaskSpec, read: Sequence[tuple[int, str]]
+    ) -> None:
+        """Lock the round; raise ``_Stale`` when its buffered plain updates are not ``read``.
+
+        Buffered: reported with a payload, in the round (FedBuff: or up to
+        ``fedbuff_max_staleness`` rounds older). An upload locks the same round row, so
+        after this lock none can land until the caller's transaction ends.
+        """
+        round_row(conn, rnd.task_id, rnd.number, lock=True)
+        oldest = rnd.number - (spec.fedbuff_max_staleness if spec.fedbuff else 0)
+        rows = conn.execute(
+            sa.select(PARTS.c.round, PARTS.c.device_id).where(
+                PARTS.c.task_id == rnd.task_id,
+                PARTS.c.round >= oldest,
+                PARTS.c.round <= rnd.number,
+                PARTS.c.state == "reported",
+                PARTS.c.payload.is_not(None),
+            )
+        ).all()
+        if {(int(r.round), str(r.device_id)) for r in rows} != set(read):
+            raise _Stale
+
+    def _fail_round(
+        self,
+        task: Any,
+        rnd: Any,
+        state: str,
+        reason: str,
+        now: float,
+        *,
+        read: Sequence[tuple[int, str]] | None = None,
+    ) -> bool:
+        """Close the round without a model; retry with a new round or fail the task.
+
+        ``read``: the buffered plain updates the decision saw (see ``_check_unchanged``).
+        """
         spec = spec_of(task.config)
         retries = task.retries_used + 1
         give_up = retries > spec.max_retries
@@ -1375,6 +1417,8 @@ class FederatedService:
             )
         text = f"round {rnd.number} closed without a model ({state}): {reason}"
         with self._write("close the round") as conn:
+            if read is not None:
+                self._check_unchanged(conn, rnd, spec, read)
             closed = self._close_round(
                 conn, task.id, rnd.number, state, {"reason": reason, "reports": rnd.reports}, now
             )
@@ -1411,7 +1455,12 @@ class FederatedService:
         outcome: dict[str, Any],
         now: float,
     ) -> bool:
-        """Mark the round ``state`` (only if still open) and delete what devices sent."""
+        """Mark the round ``state`` (only if still open) and delete what devices sent.
+
+        Deleted for this round *and every earlier one*: a FedBuff update of an older round
+        that no step consumed (it came too late for its window, or the round failed, the
+        task ended or was cancelled) is not kept either.
+        """
         moved = conn.execute(
             sa.update(ROUNDS)
             .where(ROUNDS.c.task_id == task_id, ROUNDS.c.number == number, ROUNDS.c.state == "open")
@@ -1426,10 +1475,10 @@ class FederatedService:
             return False
         conn.execute(
             sa.update(PARTS)
-            .where(PARTS.c.task_id == task_id, PARTS.c.round == number)
+            .where(PARTS.c.task_id == task_id, PARTS.c.round <= number)
             .values(payload=None, unmask=None)
         )
-        conn.execute(sa.delete(SHARES).where(SHARES.c.task_id == task_id, SHARES.c.round == number))
+        conn.execute(sa.delete(SHARES).where(SHARES.c.task_id == task_id, SHARES.c.round <= number))
         return True
 
     # -- the result --------------------------------------------------------------------------
