@@ -644,7 +644,9 @@ class FederatedService:
                     payload=body,
                     idempotency_key=idempotency_key,
                     update_sha256=digest,
-                    num_samples=max(1, int(num_samples)),
+                    # FedAvg's weight: never more than the join claimed (an upload must
+                    # not outweigh the cohort after the fact)
+                    num_samples=min(max(1, int(num_samples)), int(mine.num_samples)),
                 )
             )
             reports = rnd.reports + 1
