@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from federated.fl_kit import ServiceTransport
 from federated.test_service import World, _spec
@@ -46,3 +47,52 @@ def test_an_upload_overstating_its_samples_weighs_no_more_than_its_join_said(
     expected = fedavg([honest.clipped, attacker.clipped], [len(honest.y), len(attacker.y)])
     step = _weights(world, task.id) - before
     assert np.allclose(step, expected, atol=1e-5)
+
+
+def _adaptive_round(world: World, clipped: bool | None) -> float:
+    """One DP round with adaptive clipping whose three devices all say ``clipped``;
+    returns the next round's clip norm."""
+    service = world.service()
+    spec = _spec(
+        rounds=1,
+        clients_per_round=3,
+        noise_multiplier=1.0,
+        population=3,
+        adaptive_clipping=True,
+        seed=11,
+        clip_norm=0.01,  # every update is far above it: every device clips
+    )
+    task = service.create_task(world.app_id, "digits", spec, actor="t")
+    t = ServiceTransport(service, world.app_id)
+    for i, d in enumerate(world.devices(3, prefix=f"dev-{clipped}")):
+        d.join(t, task.id, 1)
+        d.fetch(t, task.id, 1)
+        d.train()
+        service.upload(
+            world.app_id,
+            task.id,
+            1,
+            device_id=d.device_id,
+            num_samples=len(d.y),
+            idempotency_key=f"up-{i}-{clipped}",
+            # just inside C, so float32 rounding cannot make the server see it clipped
+            body=(np.asarray(d.clipped) * 0.999).astype("<f4").tobytes(),
+            clipped=clipped,
+        )
+    world.clock.now += 601  # the cohort may grow past 3 with DP: the deadline closes it
+    service.tick()
+    done = service.get_task(world.app_id, task.id)
+    assert done.rounds[0].state == "aggregated", done.log
+    outcome = done.rounds[0].outcome
+    assert outcome is not None
+    assert outcome["clipped"] == (3 if clipped else 0)
+    return float(outcome["next_clip_norm"])
+
+
+def test_adaptive_clipping_counts_the_devices_clipped_bit_not_the_clipped_bytes(
+    world: World,
+) -> None:
+    unsaid = _adaptive_round(world, None)  # the server sees norms <= C: "none clipped"
+    said = _adaptive_round(world, True)  # same noise (seed 11, round 1)
+    # b = (unclipped + noise) / 3: three fewer unclipped raise C by exp(0.2 * 3 / 3)
+    assert said / unsaid == pytest.approx(np.exp(0.2))

@@ -582,8 +582,13 @@ class FederatedService:
         num_samples: int,
         idempotency_key: str,
         body: bytes,
+        clipped: bool | None = None,
     ) -> UploadAnswer:
         """Store a device's update (plain float32) or masked input (SecAgg uint32).
+
+        ``clipped``: whether the device clipped a plain update (its norm was above the
+        round's ``clip_norm``), counted by adaptive clipping; None: not said, the server's
+        measurement counts. Ignored for a masked input.
 
         Raises:
             FlWrongShape, FlNotFinite, FlNormTooLarge (422, never stored), FlAlreadyReported,
@@ -647,6 +652,7 @@ class FederatedService:
                     # FedAvg's weight: never more than the join claimed (an upload must
                     # not outweigh the cohort after the fact)
                     num_samples=min(max(1, int(num_samples)), int(mine.num_samples)),
+                    clipped=None if spec.secagg else clipped,
                 )
             )
             reports = rnd.reports + 1
@@ -1238,7 +1244,8 @@ class FederatedService:
                 AdaptiveClipping(count_stddev=spec.count_stddev) if spec.adaptive_clipping else None
             )
             dp = DPFedAvg(clip, spec.noise_multiplier, spec.clients_per_round, adaptive)
-            result = dp.aggregate(updates, self._rng(spec, rnd.number))
+            told = [p.clipped for p in reported]
+            result = dp.aggregate(updates, self._rng(spec, rnd.number), told)
             step = result.update
             next_clip = result.next_clip_norm
             outcome["clipped"] = result.clipped_count
