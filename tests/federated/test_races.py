@@ -6,8 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from federated.fl_kit import ServiceTransport
 from federated.test_service import World, _spec
+from pocketml.federated import service as service_module
+from pocketml.protocol import FlAlreadyReported
 
 
 def test_a_masked_input_landing_while_the_phase_flips_to_unmask_is_a_survivor(
@@ -149,3 +153,33 @@ def test_a_buffered_update_of_an_older_round_is_deleted_when_the_task_is_cancell
     assert ("device-0002", 1, True) in _buffered(world, task.id)
     service.cancel_task(world.app_id, task.id, actor="t")
     assert [kept for _, _, kept in _buffered(world, task.id)] == [False, False, False]
+
+
+@pytest.mark.parametrize("registry", ["postgresql"], indirect=True)  # SQLite: one writer
+def test_two_concurrent_uploads_of_one_device_count_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = world.service()
+    b = world.service()
+    b.owner = "replica-b"
+    ta, tb = ServiceTransport(a, world.app_id), ServiceTransport(b, world.app_id)
+    task = a.create_task(world.app_id, "digits", _spec(rounds=1), actor="t")
+    device = world.devices(1)[0]
+    device.join(ta, task.id, 1)
+    device.fetch(ta, task.id, 1)
+    device.train()
+    lock_round = service_module._lock_upload_round
+    second: list[Any] = []
+    racing = [True]
+
+    def racing_lock(*args: Any) -> Any:
+        if racing:  # a read "not reported yet"; b's upload (another key) commits now
+            racing.clear()
+            second.append(device.upload(tb, task.id, 1, key="second-key-0001"))
+        return lock_round(*args)
+
+    monkeypatch.setattr(service_module, "_lock_upload_round", racing_lock)
+    with pytest.raises(FlAlreadyReported):
+        device.upload(ta, task.id, 1, key="first-key-0001")
+    assert second[0]["accepted"] is True
+    assert a.get_task(world.app_id, task.id).rounds[0].reports == 1

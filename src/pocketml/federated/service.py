@@ -599,17 +599,21 @@ class FederatedService:
         digest = hashlib.sha256(body).hexdigest()
         with self._write("store the update") as conn:
             task_row(conn, app_id, task_id)
-            mine = participant(conn, task_id, round_number, device_id)
-            if mine is not None and mine.idempotency_key is not None:
-                # a retry is answered as the first time even once the round is over
-                if mine.idempotency_key == idempotency_key and mine.update_sha256 == digest:
-                    reports = round_row(conn, task_id, round_number).reports
-                    return UploadAnswer(True, True, round_number, reports)
-                raise FlAlreadyReported(
-                    f"the device reported for round {round_number} already (another "
-                    "Idempotency-Key or other bytes); one update per device and round."
-                )
+            # a retry is answered as the first time even once the round is over
+            repeat = _repeated_upload(
+                conn, task_id, round_number, device_id, idempotency_key, digest
+            )
+            if repeat is not None:
+                return repeat
             task, rnd, clip_norm = _lock_upload_round(conn, app_id, task_id, round_number)
+            # read again under the round's lock: an upload of this device that committed
+            # since the first read (another key, a second request) is seen now
+            repeat = _repeated_upload(
+                conn, task_id, round_number, device_id, idempotency_key, digest
+            )
+            if repeat is not None:
+                return repeat
+            mine = participant(conn, task_id, round_number, device_id)
             spec = spec_of(task.config)
             if mine is None:
                 raise FlNotSelected(
@@ -1631,6 +1635,30 @@ class FederatedService:
         )
         meta = {"parent_version": task.base_version, "run_record": {"federated": lineage}}
         return int(self.pusher(task.app_id, task.model, build, meta))
+
+
+def _repeated_upload(
+    conn: sa.Connection,
+    task_id: str,
+    number: int,
+    device_id: str,
+    idempotency_key: str,
+    digest: str,
+) -> UploadAnswer | None:
+    """The answer to an upload the device made already (a retry: 200 duplicate), or None.
+
+    Raises:
+        FlAlreadyReported: the device reported with another key or other bytes.
+    """
+    mine = participant(conn, task_id, number, device_id)
+    if mine is None or mine.idempotency_key is None:
+        return None
+    if mine.idempotency_key == idempotency_key and mine.update_sha256 == digest:
+        return UploadAnswer(True, True, number, round_row(conn, task_id, number).reports)
+    raise FlAlreadyReported(
+        f"the device reported for round {number} already (another Idempotency-Key or "
+        "other bytes); one update per device and round."
+    )
 
 
 def _lock_upload_round(
