@@ -519,3 +519,21 @@ def test_the_upload_says_whether_the_device_clipped_and_adaptive_clipping_counts
         assert [put(d, "true").status_code for d in devices] == [202] * 4
     outcome = _task(server, app, tid)["rounds"][0]["outcome"]
     assert outcome["clipped"] == 4
+
+
+def test_forgetting_a_device_deletes_its_rows_in_federated_rounds(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    app = _fed_app(server, tmp_path)
+    tid = _start(server, app)["id"]
+    gone, kept = _devices(app, 2)
+    with server.http(app.device_key) as http:
+        t = HttpTransport(http)
+        for d in (gone, kept):
+            d.participate(t, tid, 1)  # the round stays open: 2 of 3 joined
+        forgot = http.delete("/v1/device/data", params={"device_id": gone.device_id})
+        assert forgot.status_code == 200, forgot.text
+        assert forgot.json()["federated_participants"] == 1
+        # nothing of the device is left: not even its idempotency key answers a retry
+        assert _code(lambda: gone.upload(t, tid, 1)) == (403, "fl_not_selected")
+        assert kept.upload(t, tid, 1)["duplicate"] is True
