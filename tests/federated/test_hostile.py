@@ -96,3 +96,26 @@ def test_adaptive_clipping_counts_the_devices_clipped_bit_not_the_clipped_bytes(
     said = _adaptive_round(world, True)  # same noise (seed 11, round 1)
     # b = (unclipped + noise) / 3: three fewer unclipped raise C by exp(0.2 * 3 / 3)
     assert said / unsaid == pytest.approx(np.exp(0.2))
+
+
+def test_a_secagg_round_never_unmasks_a_sum_of_two_inputs(world: World) -> None:
+    service = world.service()
+    t = ServiceTransport(service, world.app_id)
+    spec = _spec(rounds=1, clients_per_round=3, min_reports=2, secagg=True, max_retries=0)
+    task = service.create_task(world.app_id, "digits", spec, actor="t")
+    devices = world.devices(3)
+    for d in devices:
+        d.join(t, task.id, 1)
+    for d in devices:
+        d.fetch(t, task.id, 1)
+        d.train()
+        d.advertise(t, task.id, 1)
+    for d in devices:
+        d.share(t, task.id, 1)
+    for d in devices[:2]:  # the third drops: threshold 2 and min_reports 2 would allow it
+        d.masked_upload(t, task.id, 1)
+    world.clock.now += 61
+    service.tick()
+    first = service.get_task(world.app_id, task.id).rounds[0]
+    assert first.state == "failed" and first.outcome is not None
+    assert "needs at least 3" in first.outcome["reason"]

@@ -14,10 +14,14 @@ from typing import Any
 from pocketml.errors import InvalidInput
 from pocketml.fl import LocalRecipe
 
-__all__ = ["AGGREGATORS", "Requirements", "TaskSpec", "parse_task_spec"]
+__all__ = ["AGGREGATORS", "SECAGG_MIN_SUM", "Requirements", "TaskSpec", "parse_task_spec"]
 
 AGGREGATORS = ("fedavg", "trimmed_mean", "median")
 MAX_CLIENTS_PER_ROUND = 1000
+SECAGG_MIN_SUM = 3
+"""The fewest inputs a SecAgg round ever unmasks the sum of (whatever ``min_reports`` and
+the threshold allow): the sum of two tells each of them the other's update. It is no
+defence against one actor holding all but one of the inputs (docs/federated.md, SecAgg)."""
 MAX_ROUNDS = 10_000
 MAX_TIMEOUT_S = 7 * 86_400.0
 ROLLOUT_OPTIONS = frozenset({"schedule", "min_dwell_s", "min_samples", "on_breach", "guardrails"})
@@ -305,8 +309,11 @@ def _check_combination(spec: TaskSpec) -> None:
         raise InvalidInput(
             "adaptive_clipping needs each update's norm, which secagg hides; drop one."
         )
-    if spec.secagg and spec.clients_per_round < 3:
-        raise InvalidInput("secagg needs clients_per_round >= 3 (a threshold below n).")
+    if spec.secagg and spec.clients_per_round < SECAGG_MIN_SUM:
+        raise InvalidInput(
+            f"secagg needs clients_per_round >= {SECAGG_MIN_SUM} (a sum of fewer inputs "
+            "tells each one the other's update)."
+        )
     if spec.fedbuff and (spec.secagg or spec.dp or spec.aggregator != "fedavg"):
         raise InvalidInput(
             "fedbuff combines with plain FedAvg only: turn secagg and DP off and keep "

@@ -88,7 +88,7 @@ from pocketml.federated._rows import (
     with_log_line,
 )
 from pocketml.federated._secagg_server import SecAggServer
-from pocketml.federated._spec import TaskSpec, parse_task_spec
+from pocketml.federated._spec import SECAGG_MIN_SUM, TaskSpec, parse_task_spec
 from pocketml.federated._values import (
     Announcement,
     JoinAnswer,
@@ -1105,16 +1105,16 @@ class FederatedService:
         phase = rnd.phase
         due = now > rnd.phase_deadline or now > rnd.deadline
         live = [p for p in parts if p.state != "left"]
+        least = max(SECAGG_MIN_SUM, spec.min_reports)  # inputs the sum must have
         if phase == "selecting":
             if not (rnd.selected >= spec.max_cohort or now > rnd.join_until):
                 return False
-            if rnd.selected < max(3, spec.min_reports):
+            if rnd.selected < least:
                 return self._fail_round(
                     task,
                     rnd,
                     "no_model",
-                    f"{rnd.selected} devices joined; a SecAgg round needs "
-                    f"{max(3, spec.min_reports)}",
+                    f"{rnd.selected} devices joined; a SecAgg round needs {least}",
                     now,
                 )
 
@@ -1139,7 +1139,7 @@ class FederatedService:
             if len(done) < len(live) and not due:
                 return False
             threshold = int(rnd.secagg["threshold"])
-            if len(done) - 1 < threshold or len(done) < spec.min_reports:
+            if len(done) - 1 < threshold or len(done) < least:
                 return self._fail_round(
                     task, rnd, "failed", f"{len(done)} devices advertised keys", now
                 )
@@ -1149,7 +1149,7 @@ class FederatedService:
             done = [p for p in expected if p.shared]
             if len(done) < len(expected) and not due:
                 return False
-            if len(done) < max(int(rnd.secagg["threshold"]), spec.min_reports):
+            if len(done) < max(int(rnd.secagg["threshold"]), least):
                 return self._fail_round(task, rnd, "failed", f"{len(done)} devices shared", now)
             return self._set_phase(task, rnd, "masked_input", now, spec)
         if phase == "masked_input":
@@ -1157,13 +1157,14 @@ class FederatedService:
             done = [p for p in parts if p.shared and p.payload is not None]
             if len(done) < len(expected) and not due:
                 return False
-            if len(done) < max(int(rnd.secagg["threshold"]), spec.min_reports):
+            if len(done) < max(int(rnd.secagg["threshold"]), least):
                 return self._fail_round(
                     task,
                     rnd,
                     "failed" if done else "no_model",
-                    f"{len(done)} masked inputs; the threshold is {rnd.secagg['threshold']} and "
-                    f"min_reports {spec.min_reports}",
+                    f"{len(done)} masked inputs; the threshold is {rnd.secagg['threshold']}, "
+                    f"min_reports {spec.min_reports} and a SecAgg sum needs at least "
+                    f"{SECAGG_MIN_SUM}",
                     now,
                 )
 
