@@ -70,7 +70,8 @@ class TaskSpec:
             (0.5: the smallest majority, ``k//2 + 1``; it tolerates the most dropouts).
         secagg_neighbours: ``k`` of the SecAgg+ graph (even), or None for all pairs.
         secagg_step_timeout_s: the longest a SecAgg phase waits for its messages.
-        local_noise_std: Gaussian noise a device adds after clipping (0: none).
+        local_noise_std: Gaussian noise a device adds after clipping, then clips again so
+            the upload stays within ``clip_norm`` (0: none).
         seed: seeds the server's DP noise (tests and reproducible runs); None: OS entropy.
         fedbuff: asynchronous buffered aggregation (FedBuff): a device may report for a
             round up to ``fedbuff_max_staleness`` rounds old; the server steps as soon as
