@@ -43,10 +43,10 @@ def test_a_masked_input_landing_while_the_phase_flips_to_unmask_is_a_survivor(
             late.masked_upload(tb, task.id, 1)
         return flip(*args, **kwargs)
 
-    a._set_phase = racing_flip  # type: ignore[method-assign]
+    a._set_phase = racing_flip
     world.clock.now += 61  # the phase deadline passes; a's background pass flips it
     a.tick()
-    a._set_phase = flip  # type: ignore[method-assign]
+    a._set_phase = flip
 
     state = ta.secagg_state(task.id, 1, devices[0].device_id)
     assert state["phase"] == "unmask"
@@ -90,9 +90,9 @@ def test_an_update_accepted_while_a_fedbuff_step_is_computed_is_aggregated(
             late.append(devices[2].upload(tb, task.id, 1))
         return apply(*args, **kwargs)
 
-    a._apply = racing_apply  # type: ignore[method-assign]
+    a._apply = racing_apply
     devices[1].upload(ta, task.id, 1)  # fills the buffer: a steps
-    a._apply = apply  # type: ignore[method-assign]
+    a._apply = apply
 
     assert late[0]["accepted"] is True and late[0]["duplicate"] is False
     info = a.get_task(world.app_id, task.id)
@@ -124,10 +124,10 @@ def test_a_plain_update_accepted_while_the_round_is_aggregated_is_in_the_aggrega
             late.append(devices[2].upload(tb, task.id, 1))
         return aggregate(*args, **kwargs)
 
-    a._aggregate_plain = racing_aggregate  # type: ignore[method-assign]
+    a._aggregate_plain = racing_aggregate
     world.clock.now += 599  # before the deadline for b's check, after it for a's pass
     a.tick(now=world.clock.now + 2)
-    a._aggregate_plain = aggregate  # type: ignore[method-assign]
+    a._aggregate_plain = aggregate
 
     assert late[0]["accepted"] is True
     first = a.get_task(world.app_id, task.id).rounds[0]
