@@ -23,11 +23,17 @@ row (``FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite). Advancing a r
 closing a phase, aggregating — happens only under the task's ``Lease``
 (``federated_leases``), so two replicas never aggregate one round twice; an aggregation
 also flips the round ``WHERE state = 'open'``, so even a lost lease cannot apply it twice.
+A decision read outside a transaction is written only after re-checking under the round's
+lock: a phase flip re-reads the participants, an aggregation checks that the buffered
+updates are still those it read (else ``_Stale``: roll back, decide again), so a message
+the server answered is never left out.
 
 What the server keeps of a device: its client id, conditions it reported, and until the
 round ends its update (plain rounds: robust aggregators need it) or its masked input and
 SecAgg messages (uniform or unreadable on their own). All of them are deleted when the
-round closes; the server never holds an individual unmasked update of a SecAgg round.
+round closes (with those of earlier rounds: FedBuff leftovers); the server never holds an
+individual unmasked update of a SecAgg round. Forgetting a device deletes its rows
+(``forget_device_rows``, called by the loop's ``forget_device``).
 """
 
 from __future__ import annotations
