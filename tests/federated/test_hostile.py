@@ -119,3 +119,25 @@ def test_a_secagg_round_never_unmasks_a_sum_of_two_inputs(world: World) -> None:
     first = service.get_task(world.app_id, task.id).rounds[0]
     assert first.state == "failed" and first.outcome is not None
     assert "needs at least 3" in first.outcome["reason"]
+
+
+def test_an_operator_cap_bounds_the_weight_of_a_device_claiming_many_samples(
+    world: World,
+) -> None:
+    service = world.service()
+    t = ServiceTransport(service, world.app_id)
+    spec = _spec(rounds=2, clients_per_round=2, max_sample_weight=50)
+    task = service.create_task(world.app_id, "digits", spec, actor="t")
+    before = _weights(world, task.id)
+    honest, liar = world.devices(2)
+    honest.join(t, task.id, 1)
+    liar.join(t, task.id, 1, num_samples=10**9)  # the join's claim is believed, then capped
+    for d in (honest, liar):
+        d.fetch(t, task.id, 1)
+        d.train()
+    honest.upload(t, task.id, 1)
+    assert liar.clipped is not None and honest.clipped is not None
+    t.upload(task.id, 1, liar.device_id, liar.clipped.astype("<f4").tobytes(), "liar-1", 10**9)
+    assert service.get_task(world.app_id, task.id).rounds[0].state == "aggregated"
+    expected = fedavg([honest.clipped, liar.clipped], [min(50, len(honest.y)), 50])
+    assert np.allclose(_weights(world, task.id) - before, expected, atol=1e-5)

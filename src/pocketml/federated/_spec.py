@@ -59,6 +59,8 @@ class TaskSpec:
         aggregator: ``fedavg``, ``trimmed_mean`` or ``median`` (robust ones need plain
             updates: no SecAgg, no DP).
         trim_fraction: per-side fraction the trimmed mean drops.
+        max_sample_weight: the most samples one device's update weighs in FedAvg (the
+            counts are self-claimed; None: no cap).
         clip_norm: the L2 bound every update is clipped to (the initial one if adaptive).
         adaptive_clipping: move the clip norm toward the median update norm (DP, no SecAgg).
         noise_multiplier: DP noise ``z`` (0: no DP, no ε claimed).
@@ -97,6 +99,7 @@ class TaskSpec:
     targeting: tuple[dict[str, Any], ...] = ()
     aggregator: str = "fedavg"
     trim_fraction: float = 0.2
+    max_sample_weight: int | None = None
     clip_norm: float = 1.0
     adaptive_clipping: bool = False
     noise_multiplier: float = 0.0
@@ -250,6 +253,7 @@ def parse_task_spec(raw: Mapping[str, Any]) -> TaskSpec:
         targeting=tuple(dict(r) for r in targeting),
         aggregator=aggregator,
         trim_fraction=_float(raw, "trim_fraction", 0.2, 0.0, 0.49),
+        max_sample_weight=_int(raw, "max_sample_weight", None, 1, 10**9),
         clip_norm=_float(raw, "clip_norm", 1.0, 1e-6, 1e6),
         adaptive_clipping=_bool(raw, "adaptive_clipping", False),
         noise_multiplier=_float(raw, "noise_multiplier", 0.0, 0.0, 100.0),

@@ -1242,7 +1242,8 @@ class FederatedService:
         updates = [
             np.frombuffer(bytes(p.payload), dtype="<f4").astype(np.float64) for p in reported
         ]
-        counts = [int(p.num_samples) for p in reported]
+        cap = spec.max_sample_weight
+        counts = [int(p.num_samples) if cap is None else min(cap, p.num_samples) for p in reported]
         clip = float(rnd.clip_norm)
         outcome: dict[str, Any] = {
             "reports": len(updates),
