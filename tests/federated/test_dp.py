@@ -126,3 +126,17 @@ def test_per_round_reports_equal_the_librarys_accountant_composing_all_rounds_at
             )
         )
         assert epsilon == pytest.approx(reference.get_epsilon(1e-6), rel=1e-12)
+
+
+def test_adaptive_clipping_counts_the_clipped_bit_its_senders_reported() -> None:
+    adaptive = AdaptiveClipping(target_quantile=0.5, learning_rate=0.2, count_stddev=1.0)
+    within = [np.array([0.6, 0.8])] * 4  # clipped to C = 1 on the device: norm 1, not above
+
+    measured = DPFedAvg(1.0, 0.0, 4, adaptive).aggregate(within, np.random.default_rng(0))
+    told = DPFedAvg(1.0, 0.0, 4, adaptive).aggregate(
+        within, np.random.default_rng(0), [True, True, True, None]
+    )
+
+    assert measured.clipped_count == 0 and told.clipped_count == 3
+    assert measured.next_clip_norm == pytest.approx(np.exp(-0.2 * (1 - 0.5)))
+    assert told.next_clip_norm == pytest.approx(np.exp(-0.2 * (0.25 - 0.5)))

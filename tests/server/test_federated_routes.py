@@ -485,3 +485,55 @@ def test_the_console_charts_epsilon_after_each_round_and_only_with_dp() -> None:
     chart = epsilon_chart(replace(base, rounds=(rnd(1, 0.5), rnd(2, 1.0), rnd(3, 1.5))))
     assert chart is not None and "<svg" in chart and "δ = 1e-05" in chart
     assert epsilon_chart(replace(base, rounds=(rnd(1, None),))) is None
+
+
+def test_the_upload_says_whether_the_device_clipped_and_adaptive_clipping_counts_it(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    app = _fed_app(server, tmp_path)
+    spec = {"clients_per_round": 2, "noise_multiplier": 1.0, "population": 2}
+    task = _start(server, app, **spec, adaptive_clipping=True, seed=3, clip_norm=0.01)
+    tid = task["id"]
+    devices = _devices(app, 4)  # DP's cohort: up to 2 m
+    with server.http(app.device_key) as http:
+        t = HttpTransport(http)
+        for d in devices:
+            d.join(t, tid, 1)
+            d.fetch(t, tid, 1)
+            d.train()
+
+        def put(d: MiniDevice, clipped: str) -> Any:
+            return http.put(
+                f"/v1/federated/tasks/{tid}/rounds/1/update",
+                params={"device_id": d.device_id, "num_samples": 5, "clipped": clipped},
+                # just inside C: the server's own measurement would say "not clipped"
+                content=(np.asarray(d.clipped) * 0.999).astype("<f4").tobytes(),
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Idempotency-Key": f"up-{d.device_id}",
+                },
+            )
+
+        refused = put(devices[0], "maybe")
+        assert refused.status_code == 422 and "clipped" in refused.text
+        assert [put(d, "true").status_code for d in devices] == [202] * 4
+    outcome = _task(server, app, tid)["rounds"][0]["outcome"]
+    assert outcome["clipped"] == 4
+
+
+def test_forgetting_a_device_deletes_its_rows_in_federated_rounds(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    app = _fed_app(server, tmp_path)
+    tid = _start(server, app)["id"]
+    gone, kept = _devices(app, 2)
+    with server.http(app.device_key) as http:
+        t = HttpTransport(http)
+        for d in (gone, kept):
+            d.participate(t, tid, 1)  # the round stays open: 2 of 3 joined
+        forgot = http.delete("/v1/device/data", params={"device_id": gone.device_id})
+        assert forgot.status_code == 200, forgot.text
+        assert forgot.json()["federated_participants"] == 1
+        # nothing of the device is left: not even its idempotency key answers a retry
+        assert _code(lambda: gone.upload(t, tid, 1)) == (403, "fl_not_selected")
+        assert kept.upload(t, tid, 1)["duplicate"] is True

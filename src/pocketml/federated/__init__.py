@@ -30,6 +30,7 @@ from pocketml.federated._aggregate import (
 from pocketml.federated._dp import AdaptiveClipping, DPFedAvg, DPRoundResult
 from pocketml.federated._fedbuff import FedBuff, FedBuffStep
 from pocketml.federated._inmemory import SecAggRoundResult, run_secagg_round
+from pocketml.federated._rows import forget_device_rows
 from pocketml.federated._secagg_server import SecAggServer
 from pocketml.federated._simulate import (
     SimulationConfig,
@@ -93,3 +94,4 @@ __all__ += [
     "UploadAnswer",
     "parse_task_spec",
 ]
+__all__ += ["forget_device_rows"]

@@ -109,8 +109,20 @@ class DPFedAvg:
             return z
         return float((z**-2 - (2 * self.adaptive.count_stddev) ** -2) ** -0.5)
 
-    def aggregate(self, updates: Sequence[np.ndarray], rng: np.random.Generator) -> DPRoundResult:
+    def aggregate(
+        self,
+        updates: Sequence[np.ndarray],
+        rng: np.random.Generator,
+        reported_clipped: Sequence[bool | None] | None = None,
+    ) -> DPRoundResult:
         """Clip, sum, noise and average one round's updates; adapt the clip norm.
+
+        Args:
+            updates: the round's updates.
+            rng: the noise's generator.
+            reported_clipped: per update, whether its sender clipped it (a device clips
+                before it uploads, so the server's own measurement of the uploaded bytes
+                says nothing); None entries (or None) fall back to that measurement.
 
         Returns:
             The noised mean update, this round's and the next round's clip norm, and how
@@ -127,7 +139,15 @@ class DPFedAvg:
         z_delta = self.update_noise_multiplier
         if z_delta > 0:
             total = total + rng.normal(0.0, z_delta * c, size=total.shape)
-        n_clipped = sum(was for _, was in clipped)
+        said = list(reported_clipped) if reported_clipped is not None else [None] * len(updates)
+        if len(said) != len(updates):
+            raise InvalidInput(
+                f"reported_clipped has {len(said)} entries for {len(updates)} updates"
+            )
+        n_clipped = sum(
+            bool(was) if told is None else bool(told)
+            for (_, was), told in zip(clipped, said, strict=True)
+        )
         next_c = c
         if self.adaptive is not None:
             unclipped = len(updates) - n_clipped

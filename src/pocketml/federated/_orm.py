@@ -8,8 +8,9 @@
   state, SecAgg phase and deadlines, and the signed round document (which freezes the
   global weights the round started from).
 - ``federated_participants``: a selected device of a round: its ``client_id``, what it
-  sent (a plain update until aggregation, or a masked input), SecAgg keys and unmask
-  answer. Plain updates and masked inputs are deleted once the round is over.
+  sent (a plain update until aggregation, or a masked input, and whether the device
+  clipped it: revision ``0015``), SecAgg keys and unmask answer. Plain updates and
+  masked inputs are deleted once the round is over.
 - ``federated_shares``: the SecAgg mailbox (ciphertexts the server cannot read).
 - ``federated_leases``: ``pocketml.db.Lease`` rows; a round is advanced and aggregated
   only under the lease of its task, so two replicas never aggregate it twice.
@@ -109,6 +110,7 @@ class ParticipantRow(Base):
     payload: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
     advert: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
     shared: Mapped[bool] = mapped_column(sa.Boolean)
+    clipped: Mapped[bool | None] = mapped_column(sa.Boolean, nullable=True)
     unmask: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "check_plain_update",
     "client_key",
     "coin",
+    "forget_device_rows",
     "lock_open_round",
     "lock_task",
     "norm_summary",
@@ -183,6 +184,24 @@ def participant(conn: sa.Connection, task_id: str, number: int, device_id: str) 
             PARTS.c.task_id == task_id, PARTS.c.round == number, PARTS.c.device_id == device_id
         )
     ).first()
+
+
+def forget_device_rows(conn: sa.Connection, app_id: str, device_id: str) -> int:
+    """Delete ``device_id``'s participant rows in every federated task of ``app_id`` (its
+    client ids, conditions, idempotency keys, update hashes, any payload still held).
+
+    Runs in the caller's transaction (the loop's "forget this device"). A round still open
+    loses the device: a plain round aggregates without it; a SecAgg round that had its keys
+    can no longer be unmasked and fails (never a wrong aggregate), then is retried.
+
+    Returns:
+        The rows deleted.
+    """
+    tasks = sa.select(TASKS.c.id).where(TASKS.c.app_id == app_id)
+    result = conn.execute(
+        sa.delete(PARTS).where(PARTS.c.device_id == device_id, PARTS.c.task_id.in_(tasks))
+    )
+    return int(result.rowcount)
 
 
 def pending_count(conn: sa.Connection, task_id: str, number: int) -> int:

@@ -14,10 +14,14 @@ from typing import Any
 from pocketml.errors import InvalidInput
 from pocketml.fl import LocalRecipe
 
-__all__ = ["AGGREGATORS", "Requirements", "TaskSpec", "parse_task_spec"]
+__all__ = ["AGGREGATORS", "SECAGG_MIN_SUM", "Requirements", "TaskSpec", "parse_task_spec"]
 
 AGGREGATORS = ("fedavg", "trimmed_mean", "median")
 MAX_CLIENTS_PER_ROUND = 1000
+SECAGG_MIN_SUM = 3
+"""The fewest inputs a SecAgg round ever unmasks the sum of (whatever ``min_reports`` and
+the threshold allow): the sum of two tells each of them the other's update. It is no
+defence against one actor holding all but one of the inputs (docs/federated.md, SecAgg)."""
 MAX_ROUNDS = 10_000
 MAX_TIMEOUT_S = 7 * 86_400.0
 ROLLOUT_OPTIONS = frozenset({"schedule", "min_dwell_s", "min_samples", "on_breach", "guardrails"})
@@ -55,6 +59,8 @@ class TaskSpec:
         aggregator: ``fedavg``, ``trimmed_mean`` or ``median`` (robust ones need plain
             updates: no SecAgg, no DP).
         trim_fraction: per-side fraction the trimmed mean drops.
+        max_sample_weight: the most samples one device's update weighs in FedAvg (the
+            counts are self-claimed; None: no cap).
         clip_norm: the L2 bound every update is clipped to (the initial one if adaptive).
         adaptive_clipping: move the clip norm toward the median update norm (DP, no SecAgg).
         noise_multiplier: DP noise ``z`` (0: no DP, no ε claimed).
@@ -66,7 +72,8 @@ class TaskSpec:
             (0.5: the smallest majority, ``k//2 + 1``; it tolerates the most dropouts).
         secagg_neighbours: ``k`` of the SecAgg+ graph (even), or None for all pairs.
         secagg_step_timeout_s: the longest a SecAgg phase waits for its messages.
-        local_noise_std: Gaussian noise a device adds after clipping (0: none).
+        local_noise_std: Gaussian noise a device adds after clipping, then clips again so
+            the upload stays within ``clip_norm`` (0: none).
         seed: seeds the server's DP noise (tests and reproducible runs); None: OS entropy.
         fedbuff: asynchronous buffered aggregation (FedBuff): a device may report for a
             round up to ``fedbuff_max_staleness`` rounds old; the server steps as soon as
@@ -92,6 +99,7 @@ class TaskSpec:
     targeting: tuple[dict[str, Any], ...] = ()
     aggregator: str = "fedavg"
     trim_fraction: float = 0.2
+    max_sample_weight: int | None = None
     clip_norm: float = 1.0
     adaptive_clipping: bool = False
     noise_multiplier: float = 0.0
@@ -245,6 +253,7 @@ def parse_task_spec(raw: Mapping[str, Any]) -> TaskSpec:
         targeting=tuple(dict(r) for r in targeting),
         aggregator=aggregator,
         trim_fraction=_float(raw, "trim_fraction", 0.2, 0.0, 0.49),
+        max_sample_weight=_int(raw, "max_sample_weight", None, 1, 10**9),
         clip_norm=_float(raw, "clip_norm", 1.0, 1e-6, 1e6),
         adaptive_clipping=_bool(raw, "adaptive_clipping", False),
         noise_multiplier=_float(raw, "noise_multiplier", 0.0, 0.0, 100.0),
@@ -305,8 +314,11 @@ def _check_combination(spec: TaskSpec) -> None:
         raise InvalidInput(
             "adaptive_clipping needs each update's norm, which secagg hides; drop one."
         )
-    if spec.secagg and spec.clients_per_round < 3:
-        raise InvalidInput("secagg needs clients_per_round >= 3 (a threshold below n).")
+    if spec.secagg and spec.clients_per_round < SECAGG_MIN_SUM:
+        raise InvalidInput(
+            f"secagg needs clients_per_round >= {SECAGG_MIN_SUM} (a sum of fewer inputs "
+            "tells each one the other's update)."
+        )
     if spec.fedbuff and (spec.secagg or spec.dp or spec.aggregator != "fedavg"):
         raise InvalidInput(
             "fedbuff combines with plain FedAvg only: turn secagg and DP off and keep "

@@ -23,11 +23,17 @@ row (``FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite). Advancing a r
 closing a phase, aggregating — happens only under the task's ``Lease``
 (``federated_leases``), so two replicas never aggregate one round twice; an aggregation
 also flips the round ``WHERE state = 'open'``, so even a lost lease cannot apply it twice.
+A decision read outside a transaction is written only after re-checking under the round's
+lock: a phase flip re-reads the participants, an aggregation checks that the buffered
+updates are still those it read (else ``_Stale``: roll back, decide again), so a message
+the server answered is never left out.
 
 What the server keeps of a device: its client id, conditions it reported, and until the
 round ends its update (plain rounds: robust aggregators need it) or its masked input and
 SecAgg messages (uniform or unreadable on their own). All of them are deleted when the
-round closes; the server never holds an individual unmasked update of a SecAgg round.
+round closes (with those of earlier rounds: FedBuff leftovers); the server never holds an
+individual unmasked update of a SecAgg round. Forgetting a device deletes its rows
+(``forget_device_rows``, called by the loop's ``forget_device``).
 """
 
 from __future__ import annotations
@@ -88,7 +94,7 @@ from pocketml.federated._rows import (
     with_log_line,
 )
 from pocketml.federated._secagg_server import SecAggServer
-from pocketml.federated._spec import TaskSpec, parse_task_spec
+from pocketml.federated._spec import SECAGG_MIN_SUM, TaskSpec, parse_task_spec
 from pocketml.federated._values import (
     Announcement,
     JoinAnswer,
@@ -128,6 +134,11 @@ _SECAGG_BITS = 32
 _POLL_S = 2.0
 _OPEN_CACHE_S = 1.0
 _CONDITION_WORDS = {"charging": "charging", "wifi": "on Wi-Fi", "idle": "idle"}
+
+
+class _Stale(Exception):
+    """The round gained an update between the read that decided and the write that acts:
+    the write is rolled back and ``advance`` decides again from a fresh read."""
 
 
 class FederatedService:
@@ -577,8 +588,13 @@ class FederatedService:
         num_samples: int,
         idempotency_key: str,
         body: bytes,
+        clipped: bool | None = None,
     ) -> UploadAnswer:
         """Store a device's update (plain float32) or masked input (SecAgg uint32).
+
+        ``clipped``: whether the device clipped a plain update (its norm was above the
+        round's ``clip_norm``), counted by adaptive clipping; None: not said, the server's
+        measurement counts. Ignored for a masked input.
 
         Raises:
             FlWrongShape, FlNotFinite, FlNormTooLarge (422, never stored), FlAlreadyReported,
@@ -589,17 +605,21 @@ class FederatedService:
         digest = hashlib.sha256(body).hexdigest()
         with self._write("store the update") as conn:
             task_row(conn, app_id, task_id)
-            mine = participant(conn, task_id, round_number, device_id)
-            if mine is not None and mine.idempotency_key is not None:
-                # a retry is answered as the first time even once the round is over
-                if mine.idempotency_key == idempotency_key and mine.update_sha256 == digest:
-                    reports = round_row(conn, task_id, round_number).reports
-                    return UploadAnswer(True, True, round_number, reports)
-                raise FlAlreadyReported(
-                    f"the device reported for round {round_number} already (another "
-                    "Idempotency-Key or other bytes); one update per device and round."
-                )
+            # a retry is answered as the first time even once the round is over
+            repeat = _repeated_upload(
+                conn, task_id, round_number, device_id, idempotency_key, digest
+            )
+            if repeat is not None:
+                return repeat
             task, rnd, clip_norm = _lock_upload_round(conn, app_id, task_id, round_number)
+            # read again under the round's lock: an upload of this device that committed
+            # since the first read (another key, a second request) is seen now
+            repeat = _repeated_upload(
+                conn, task_id, round_number, device_id, idempotency_key, digest
+            )
+            if repeat is not None:
+                return repeat
+            mine = participant(conn, task_id, round_number, device_id)
             spec = spec_of(task.config)
             if mine is None:
                 raise FlNotSelected(
@@ -639,7 +659,10 @@ class FederatedService:
                     payload=body,
                     idempotency_key=idempotency_key,
                     update_sha256=digest,
-                    num_samples=max(1, int(num_samples)),
+                    # FedAvg's weight: never more than the join claimed (an upload must
+                    # not outweigh the cohort after the fact)
+                    num_samples=min(max(1, int(num_samples)), int(mine.num_samples)),
+                    clipped=None if spec.secagg else clipped,
                 )
             )
             reports = rnd.reports + 1
@@ -911,8 +934,9 @@ class FederatedService:
             outbox.setdefault(int(s.sender), {})[int(s.recipient)] = bytes(s.ciphertext)
         for sender in sorted(outbox):
             server.receive_shares(sender, outbox[sender])
+        listed = rnd.secagg.get("survivors")  # fixed when the phase flipped to unmask
         for p in parts:
-            if p.shared and p.payload is not None:
+            if p.shared and p.payload is not None and (listed is None or p.client_id in listed):
                 values = np.frombuffer(bytes(p.payload), dtype="<u4").astype(np.uint64)
                 server.receive_masked_input(MaskedInput(p.client_id, values))
         server.unmask_request()
@@ -954,7 +978,10 @@ class FederatedService:
                 return False
             changed = False
             for _ in range(8):  # a closed phase may make the next one due at once
-                step = self._advance_once(task_id, current)
+                try:
+                    step = self._advance_once(task_id, current)
+                except _Stale:
+                    continue
                 if not step:
                     break
                 changed = True
@@ -1015,6 +1042,7 @@ class FederatedService:
                     f"{len(batch)} buffered updates by the deadline; min_reports is "
                     f"{spec.min_reports}",
                     now,
+                    read=[(int(p.round), str(p.device_id)) for p in batch],
                 )
         weights = np.frombuffer(bytes(task.weights), dtype="<f4").astype(np.float64)
         buffer = FedBuff(
@@ -1064,6 +1092,7 @@ class FederatedService:
                     "no_model",
                     f"{len(reported)} reports by the deadline; min_reports is {spec.min_reports}",
                     now,
+                    read=[(rnd.number, str(p.device_id)) for p in reported],
                 )
             return self._aggregate_plain(task, rnd, reported, spec, now)
         if selection_over and rnd.selected < spec.min_reports:
@@ -1082,32 +1111,41 @@ class FederatedService:
         phase = rnd.phase
         due = now > rnd.phase_deadline or now > rnd.deadline
         live = [p for p in parts if p.state != "left"]
+        least = max(SECAGG_MIN_SUM, spec.min_reports)  # inputs the sum must have
         if phase == "selecting":
             if not (rnd.selected >= spec.max_cohort or now > rnd.join_until):
                 return False
-            if rnd.selected < max(3, spec.min_reports):
+            if rnd.selected < least:
                 return self._fail_round(
                     task,
                     rnd,
                     "no_model",
-                    f"{rnd.selected} devices joined; a SecAgg round needs "
-                    f"{max(3, spec.min_reports)}",
+                    f"{rnd.selected} devices joined; a SecAgg round needs {least}",
                     now,
                 )
-            ids = sorted(p.client_id for p in parts)
-            k = spec.secagg_neighbours
-            neighbours = k if k is not None and k < len(ids) - 1 else None
-            degree = len(ids) - 1 if neighbours is None else neighbours
-            threshold = min(degree, max(degree // 2 + 1, math.ceil(spec.secagg_threshold * degree)))
-            config = {**rnd.secagg, "client_ids": ids, "threshold": threshold}
-            config["neighbours"] = neighbours
-            return self._set_phase(task, rnd, "advertise", now, spec, secagg=config)
+
+            def cohort(fresh: Sequence[Any]) -> dict[str, Any]:
+                ids = sorted(p.client_id for p in fresh)
+                k = spec.secagg_neighbours
+                neighbours = k if k is not None and k < len(ids) - 1 else None
+                degree = len(ids) - 1 if neighbours is None else neighbours
+                threshold = min(
+                    degree, max(degree // 2 + 1, math.ceil(spec.secagg_threshold * degree))
+                )
+                return {
+                    **rnd.secagg,
+                    "client_ids": ids,
+                    "threshold": threshold,
+                    "neighbours": neighbours,
+                }
+
+            return self._set_phase(task, rnd, "advertise", now, spec, secagg_of=cohort)
         if phase == "advertise":
             done = [p for p in live if p.advert is not None]
             if len(done) < len(live) and not due:
                 return False
             threshold = int(rnd.secagg["threshold"])
-            if len(done) - 1 < threshold or len(done) < spec.min_reports:
+            if len(done) - 1 < threshold or len(done) < least:
                 return self._fail_round(
                     task, rnd, "failed", f"{len(done)} devices advertised keys", now
                 )
@@ -1117,7 +1155,7 @@ class FederatedService:
             done = [p for p in expected if p.shared]
             if len(done) < len(expected) and not due:
                 return False
-            if len(done) < max(int(rnd.secagg["threshold"]), spec.min_reports):
+            if len(done) < max(int(rnd.secagg["threshold"]), least):
                 return self._fail_round(task, rnd, "failed", f"{len(done)} devices shared", now)
             return self._set_phase(task, rnd, "masked_input", now, spec)
         if phase == "masked_input":
@@ -1125,19 +1163,23 @@ class FederatedService:
             done = [p for p in parts if p.shared and p.payload is not None]
             if len(done) < len(expected) and not due:
                 return False
-            if len(done) < max(int(rnd.secagg["threshold"]), spec.min_reports):
+            if len(done) < max(int(rnd.secagg["threshold"]), least):
                 return self._fail_round(
                     task,
                     rnd,
                     "failed" if done else "no_model",
-                    f"{len(done)} masked inputs; the threshold is {rnd.secagg['threshold']} and "
-                    f"min_reports {spec.min_reports}",
+                    f"{len(done)} masked inputs; the threshold is {rnd.secagg['threshold']}, "
+                    f"min_reports {spec.min_reports} and a SecAgg sum needs at least "
+                    f"{SECAGG_MIN_SUM}",
                     now,
                 )
-            survivors = sorted(p.client_id for p in done)
-            dropped = sorted(p.client_id for p in parts if p.shared and p.payload is None)
-            config = {**rnd.secagg, "survivors": survivors, "dropped": dropped}
-            return self._set_phase(task, rnd, "unmask", now, spec, secagg=config)
+
+            def split(fresh: Sequence[Any]) -> dict[str, Any]:
+                survivors = sorted(p.client_id for p in fresh if p.shared and p.payload is not None)
+                dropped = sorted(p.client_id for p in fresh if p.shared and p.payload is None)
+                return {**rnd.secagg, "survivors": survivors, "dropped": dropped}
+
+            return self._set_phase(task, rnd, "unmask", now, spec, secagg_of=split)
         if phase == "unmask":
             alive = set(rnd.secagg.get("survivors", []))
             asked = [p for p in parts if p.client_id in alive and p.state != "left"]
@@ -1154,15 +1196,26 @@ class FederatedService:
         now: float,
         spec: TaskSpec,
         *,
-        secagg: dict[str, Any] | None = None,
+        secagg_of: Callable[[Sequence[Any]], dict[str, Any]] | None = None,
     ) -> bool:
+        """Move the round from ``rnd.phase`` to ``phase`` in one write transaction.
+
+        The round's row is locked first and ``secagg_of`` (what the next phase needs: the
+        cohort, or survivors and dropped) is computed from the participants read *under
+        that lock*: a message that landed after ``_advance_once`` read the round (its
+        request locks the same row) is either seen here or refused for the new phase,
+        never stored yet left out of the phase's lists.
+        """
         values: dict[str, Any] = {
             "phase": phase,
             "phase_deadline": min(rnd.deadline, now + spec.secagg_step_timeout_s),
         }
-        if secagg is not None:
-            values["secagg"] = secagg
         with self._write("advance the SecAgg phase") as conn:
+            locked = round_row(conn, task.id, rnd.number, lock=True)
+            if locked.state != "open" or locked.phase != rnd.phase:
+                return False
+            if secagg_of is not None:
+                values["secagg"] = secagg_of(participants(conn, task.id, rnd.number))
             moved = conn.execute(
                 sa.update(ROUNDS)
                 .where(
@@ -1189,7 +1242,8 @@ class FederatedService:
         updates = [
             np.frombuffer(bytes(p.payload), dtype="<f4").astype(np.float64) for p in reported
         ]
-        counts = [int(p.num_samples) for p in reported]
+        cap = spec.max_sample_weight
+        counts = [int(p.num_samples) if cap is None else min(cap, p.num_samples) for p in reported]
         clip = float(rnd.clip_norm)
         outcome: dict[str, Any] = {
             "reports": len(updates),
@@ -1202,7 +1256,8 @@ class FederatedService:
                 AdaptiveClipping(count_stddev=spec.count_stddev) if spec.adaptive_clipping else None
             )
             dp = DPFedAvg(clip, spec.noise_multiplier, spec.clients_per_round, adaptive)
-            result = dp.aggregate(updates, self._rng(spec, rnd.number))
+            told = [p.clipped for p in reported]
+            result = dp.aggregate(updates, self._rng(spec, rnd.number), told)
             step = result.update
             next_clip = result.next_clip_norm
             outcome["clipped"] = result.clipped_count
@@ -1214,7 +1269,10 @@ class FederatedService:
                 step = coordinate_median(clipped)
             else:
                 step = fedavg(clipped, counts)
-        return self._apply(task, rnd, spec, step, len(updates), next_clip, outcome, now)
+        consumed = [(rnd.number, str(p.device_id)) for p in reported]
+        return self._apply(
+            task, rnd, spec, step, len(updates), next_clip, outcome, now, consumed=consumed
+        )
 
     def _aggregate_secagg(self, task: Any, rnd: Any, spec: TaskSpec, now: float) -> bool:
         with self._read("read the SecAgg round") as conn:
@@ -1260,12 +1318,14 @@ class FederatedService:
         outcome: dict[str, Any],
         now: float,
         *,
-        consumed: Sequence[tuple[int, str]] = (),
+        consumed: Sequence[tuple[int, str]] | None = None,
     ) -> bool:
         """Move the global head by ``step``; record the round; open the next or finish.
 
-        ``consumed``: (round, device) of updates of earlier rounds this step used (FedBuff),
-        deleted in the same transaction.
+        ``consumed``: (round, device) of every plain update this step used (None for a
+        SecAgg sum, fixed by its survivors list). Under the round's lock they must still be
+        all the buffered updates, or the write is rolled back (``_Stale``) and the round
+        decided again: an update accepted after the read is aggregated, never dropped.
         """
         weights = np.frombuffer(bytes(task.weights), dtype="<f4").astype(np.float64)
         new = (weights + step).astype("<f4")
@@ -1299,18 +1359,10 @@ class FederatedService:
                 clip_norm=next_clip,
             )
         with self._write("apply the round") as conn:
+            if consumed is not None:
+                self._check_unchanged(conn, rnd, spec, consumed)
             if not self._close_round(conn, task.id, rnd.number, "aggregated", outcome, now):
                 return False
-            for number, device_id in consumed:
-                conn.execute(
-                    sa.update(PARTS)
-                    .where(
-                        PARTS.c.task_id == task.id,
-                        PARTS.c.round == number,
-                        PARTS.c.device_id == device_id,
-                    )
-                    .values(payload=None)
-                )
             values: dict[str, Any] = {
                 "weights": new_bytes,
                 "rounds_done": rounds_done,
@@ -1331,8 +1383,43 @@ class FederatedService:
         logger.info("federated task %s: %s", task.id, text)
         return True
 
-    def _fail_round(self, task: Any, rnd: Any, state: str, reason: str, now: float) -> bool:
-        """Close the round without a model; retry with a new round or fail the task."""
+    def _check_unchanged(
+        self, conn: sa.Connection, rnd: Any, spec: TaskSpec, read: Sequence[tuple[int, str]]
+    ) -> None:
+        """Lock the round; raise ``_Stale`` when its buffered plain updates are not ``read``.
+
+        Buffered: reported with a payload, in the round (FedBuff: or up to
+        ``fedbuff_max_staleness`` rounds older). An upload locks the same round row, so
+        after this lock none can land until the caller's transaction ends.
+        """
+        round_row(conn, rnd.task_id, rnd.number, lock=True)
+        oldest = rnd.number - (spec.fedbuff_max_staleness if spec.fedbuff else 0)
+        rows = conn.execute(
+            sa.select(PARTS.c.round, PARTS.c.device_id).where(
+                PARTS.c.task_id == rnd.task_id,
+                PARTS.c.round >= oldest,
+                PARTS.c.round <= rnd.number,
+                PARTS.c.state == "reported",
+                PARTS.c.payload.is_not(None),
+            )
+        ).all()
+        if {(int(r.round), str(r.device_id)) for r in rows} != set(read):
+            raise _Stale
+
+    def _fail_round(
+        self,
+        task: Any,
+        rnd: Any,
+        state: str,
+        reason: str,
+        now: float,
+        *,
+        read: Sequence[tuple[int, str]] | None = None,
+    ) -> bool:
+        """Close the round without a model; retry with a new round or fail the task.
+
+        ``read``: the buffered plain updates the decision saw (see ``_check_unchanged``).
+        """
         spec = spec_of(task.config)
         retries = task.retries_used + 1
         give_up = retries > spec.max_retries
@@ -1351,6 +1438,8 @@ class FederatedService:
             )
         text = f"round {rnd.number} closed without a model ({state}): {reason}"
         with self._write("close the round") as conn:
+            if read is not None:
+                self._check_unchanged(conn, rnd, spec, read)
             closed = self._close_round(
                 conn, task.id, rnd.number, state, {"reason": reason, "reports": rnd.reports}, now
             )
@@ -1387,7 +1476,12 @@ class FederatedService:
         outcome: dict[str, Any],
         now: float,
     ) -> bool:
-        """Mark the round ``state`` (only if still open) and delete what devices sent."""
+        """Mark the round ``state`` (only if still open) and delete what devices sent.
+
+        Deleted for this round *and every earlier one*: a FedBuff update of an older round
+        that no step consumed (it came too late for its window, or the round failed, the
+        task ended or was cancelled) is not kept either.
+        """
         moved = conn.execute(
             sa.update(ROUNDS)
             .where(ROUNDS.c.task_id == task_id, ROUNDS.c.number == number, ROUNDS.c.state == "open")
@@ -1402,10 +1496,10 @@ class FederatedService:
             return False
         conn.execute(
             sa.update(PARTS)
-            .where(PARTS.c.task_id == task_id, PARTS.c.round == number)
+            .where(PARTS.c.task_id == task_id, PARTS.c.round <= number)
             .values(payload=None, unmask=None)
         )
-        conn.execute(sa.delete(SHARES).where(SHARES.c.task_id == task_id, SHARES.c.round == number))
+        conn.execute(sa.delete(SHARES).where(SHARES.c.task_id == task_id, SHARES.c.round <= number))
         return True
 
     # -- the result --------------------------------------------------------------------------
@@ -1549,6 +1643,30 @@ class FederatedService:
         )
         meta = {"parent_version": task.base_version, "run_record": {"federated": lineage}}
         return int(self.pusher(task.app_id, task.model, build, meta))
+
+
+def _repeated_upload(
+    conn: sa.Connection,
+    task_id: str,
+    number: int,
+    device_id: str,
+    idempotency_key: str,
+    digest: str,
+) -> UploadAnswer | None:
+    """The answer to an upload the device made already (a retry: 200 duplicate), or None.
+
+    Raises:
+        FlAlreadyReported: the device reported with another key or other bytes.
+    """
+    mine = participant(conn, task_id, number, device_id)
+    if mine is None or mine.idempotency_key is None:
+        return None
+    if mine.idempotency_key == idempotency_key and mine.update_sha256 == digest:
+        return UploadAnswer(True, True, number, round_row(conn, task_id, number).reports)
+    raise FlAlreadyReported(
+        f"the device reported for round {number} already (another Idempotency-Key or "
+        "other bytes); one update per device and round."
+    )
 
 
 def _lock_upload_round(

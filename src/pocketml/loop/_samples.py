@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from pocketml.db import WRITE, translate_errors, utcnow
 from pocketml.errors import NotFound, ValidationFailed
+from pocketml.federated import forget_device_rows
 from pocketml.loop._samples_sql import (
     AUDIT,
     SAMPLES,
@@ -351,7 +352,8 @@ class SampleStore:
     # -- deletion ---------------------------------------------------------------------------
 
     def forget_device(self, app_id: str, device_id: str, *, actor: str) -> ForgetReport:
-        """Delete one device's samples, feedback and telemetry; audited; one transaction.
+        """Delete one device's samples, feedback, telemetry and federated participation
+        rows; audited; one transaction.
 
         Args:
             app_id: the app.
@@ -378,6 +380,7 @@ class SampleStore:
                 "feedback": delete_device_rows(conn, feedback, app_id, device_id),
                 "telemetry_chunks": delete_device_rows(conn, chunks, app_id, device_id),
                 "telemetry_batches": delete_device_rows(conn, batches, app_id, device_id),
+                "federated_participants": forget_device_rows(conn, app_id, device_id),
             }
             audit_id = audit_row(conn, app_id, "forget_device", device_id, actor, counts)
             still = set(

@@ -73,6 +73,7 @@ class ForgetReport:
     telemetry_chunks: int
     telemetry_batches: int
     audit_id: int
+    federated_participants: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""

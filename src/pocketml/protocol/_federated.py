@@ -10,6 +10,8 @@ What the server and every device SDK must agree on for federated tasks
 - The error codes of federated routes (``FEDERATED_ERRORS``): each class subclasses the
   catalog class of its status, so a client that does not know the code raises that class.
 - ``SECAGG_PHASES``, ``LEAVE_REASONS``, ``TASK_ID_PATTERN``.
+- ``UPLOAD_CLIPPED_PARAM``: the plain upload's optional query parameter saying whether the
+  device clipped its update.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "ROUND_SIGNATURE_KEY_HEADER",
     "SECAGG_PHASES",
     "TASK_ID_PATTERN",
+    "UPLOAD_CLIPPED_PARAM",
     "FlAlreadyReported",
     "FlNormTooLarge",
     "FlNotEligible",
@@ -46,6 +49,11 @@ IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{8,128}$"
 ROUND_SIGNATURE_CONTEXT = b"pocketml-fl-round-v1\x00"
 """Prefix of what a round document's Ed25519 signature covers (then the body's bytes):
 it keeps the signature from ever passing for a package or keyring signature."""
+UPLOAD_CLIPPED_PARAM = "clipped"
+"""Query parameter of the plain-round upload (``PUT .../rounds/{round}/update``):
+``true`` | ``false``, whether the update's L2 norm exceeded ``clip_norm`` before the device
+clipped it. Adaptive clipping counts it (the uploaded bytes are always within the norm,
+so the server cannot measure it); absent, the server's own measurement counts."""
 ROUND_SIGNATURE_KEY_HEADER = "Pocketml-Signature-Key"
 ROUND_SIGNATURE_HEADER = "Pocketml-Signature"
 SECAGG_PHASES: tuple[str, ...] = (

@@ -104,6 +104,7 @@ class TaskCreate(_Strict):
     )
     aggregator: Literal["fedavg", "trimmed_mean", "median"] | None = None
     trim_fraction: float | None = None
+    max_sample_weight: int | None = None
     clip_norm: float | None = None
     adaptive_clipping: bool | None = None
     noise_multiplier: float | None = None

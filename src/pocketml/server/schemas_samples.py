@@ -74,6 +74,9 @@ class ForgetPublic(BaseModel):
     telemetry_chunks: int
     telemetry_batches: int
     audit_id: int
+    federated_participants: int = Field(
+        0, description="The device's rows in federated rounds (ids, keys, update hashes)."
+    )
 
 
 class SamplePublic(BaseModel):

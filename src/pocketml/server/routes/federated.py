@@ -28,6 +28,7 @@ from pocketml.protocol import (
     ROUND_SIGNATURE_HEADER,
     ROUND_SIGNATURE_KEY_HEADER,
     TASK_ID_PATTERN,
+    UPLOAD_CLIPPED_PARAM,
 )
 from pocketml.registry import Principal
 from pocketml.server._state import ServerState, server_state
@@ -263,6 +264,14 @@ async def upload(
         str, Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY_PATTERN)
     ],
     num_samples: int = Query(1, ge=1, le=10**9, description="Samples trained on."),
+    clipped: Literal["true", "false"] | None = Query(
+        None,
+        alias=UPLOAD_CLIPPED_PARAM,
+        description=(
+            "Plain rounds: whether the update's norm exceeded `clip_norm` before the "
+            "device clipped it (adaptive clipping counts it); absent: the server measures."
+        ),
+    ),
     principal: Principal = Depends(device_principal),
     state: ServerState = Depends(device_state),
 ) -> UploadPublic:
@@ -284,6 +293,7 @@ async def upload(
             num_samples=num_samples,
             idempotency_key=idempotency_key,
             body=body,
+            clipped=None if clipped is None else clipped == "true",
         )
     )
     if answer.duplicate:
