@@ -1,7 +1,7 @@
 """Federated participants: whether the device clipped its update (the upload's ``clipped``).
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-05
 
 A device clips its update to ``clip_norm`` before it uploads, so the server cannot tell
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015"
-down_revision = "0014"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
