@@ -17,12 +17,13 @@ from pocketml.device._federated_round import (
     SIGNATURE_CONTEXT,
     local_update,
     parse_announcements,
+    round_seed,
     verify_round_document,
 )
 from pocketml.device._federated_store import MAX_EXAMPLES_PER_MODEL, FederatedStore
 from pocketml.device._types import ProtocolError
 from pocketml.errors import IntegrityError, InvalidInput
-from pocketml.fl import l2_norm
+from pocketml.fl import clip_update, l2_norm, train_head
 from pocketml.protect import SigningKey
 
 from .conftest import LINUX
@@ -115,6 +116,25 @@ def test_the_local_update_is_clipped_to_the_rounds_norm_and_reproducible() -> No
     assert first.clipped and first.norm > doc.clip_norm
     assert l2_norm(first.vector) <= doc.clip_norm
     np.testing.assert_array_equal(first.vector, again.vector)
+
+
+def test_the_local_noise_is_not_derived_from_what_the_server_knows() -> None:
+    # The training seed is round_seed(device_id, task, round): all three are on the wire.
+    # A noise drawn from it could be regenerated and subtracted by the server (review H2).
+    body, headers = _signed(_document(local_noise_std=0.05, clip_norm=5.0))
+    doc = verify_round_document(body, headers, TRUSTED)
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(30, 4)), rng.integers(0, 3, size=30)
+    seed = round_seed("a3f9c2d18e7b4f60", doc.task_id, doc.round)
+
+    first = local_update(doc, x, y, seed=seed)
+    second = local_update(doc, x, y, seed=seed)
+
+    exact, _ = clip_update(train_head(doc.head, x, y, doc.recipe, seed=seed), doc.clip_norm)
+    guessed = np.random.default_rng(seed).normal(0.0, doc.local_noise_std, exact.shape)
+    assert not np.allclose(first.vector - guessed, exact, atol=1e-3)
+    assert not np.allclose(first.vector, second.vector)  # a fresh draw each time
+    assert first.norm == second.norm  # the training itself stays reproducible
 
 
 def test_malformed_announcements_are_skipped_and_good_ones_kept() -> None:
