@@ -225,6 +225,24 @@ def test_a_secagg_round_completes_over_http(app: Shipped, make_phone: PhoneFacto
     assert round_["state"] == "aggregated" and round_["reports"] == 3
 
 
+@pytest.mark.parametrize("secagg", [False, True], ids=["plain", "secagg"])
+def test_a_task_with_local_noise_gets_every_phones_update(
+    app: Shipped, make_phone: PhoneFactory, secagg: bool
+) -> None:
+    # The noise is added after clipping; without a second clipping every upload's norm
+    # was above clip_norm, refused by the server (plain) or by FixedPoint.encode (SecAgg).
+    task = start_task(app, secagg=secagg, clip_norm=0.5, local_noise_std=0.05)
+    phones = [make_phone() for _ in range(3)]
+    for phone in phones:
+        phone.device.sync()
+
+    reports = run_until_settled(phones)
+
+    assert [r.status for r in reports] == ["done" if secagg else "uploaded"] * 3, reports
+    round_ = task_of(app, task["id"])["rounds"][0]
+    assert round_["state"] == "aggregated" and round_["reports"] == 3
+
+
 @pytest.mark.parametrize(("lost", "reason"), [("wifi", "wifi_lost"), ("plugged", "battery_low")])
 def test_a_phone_that_loses_a_condition_mid_round_gives_up_and_secagg_recovers_it(
     app: Shipped, make_phone: PhoneFactory, lost: str, reason: str

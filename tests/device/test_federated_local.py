@@ -118,6 +118,23 @@ def test_the_local_update_is_clipped_to_the_rounds_norm_and_reproducible() -> No
     np.testing.assert_array_equal(first.vector, again.vector)
 
 
+@pytest.mark.parametrize("trained_norm", ["below", "above"])
+def test_a_noised_update_is_clipped_again_to_the_rounds_norm(trained_norm: str) -> None:
+    # Noise after clipping pushed every update over clip_norm: the server refused each
+    # plain upload and FixedPoint.encode each SecAgg one (review H1).
+    clip = 0.3 if trained_norm == "above" else 50.0
+    body, headers = _signed(_document(local_noise_std=100.0, clip_norm=clip))
+    doc = verify_round_document(body, headers, TRUSTED)
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(30, 4)) * 3, rng.integers(0, 3, size=30)
+
+    update = local_update(doc, x, y, seed=7, noise_rng=np.random.default_rng(2))
+
+    assert l2_norm(update.vector) <= doc.clip_norm
+    assert update.clipped is (trained_norm == "above")  # the training's norm, not the noise's
+    assert (update.norm > doc.clip_norm) is update.clipped
+
+
 def test_the_local_noise_is_not_derived_from_what_the_server_knows() -> None:
     # The training seed is round_seed(device_id, task, round): all three are on the wire.
     # A noise drawn from it could be regenerated and subtracted by the server (review H2).

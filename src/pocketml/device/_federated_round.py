@@ -11,7 +11,7 @@ it step by step):
 - ``embed`` runs the installed package up to the output the document names
   (``head.embedding_output``): the frozen backbone's embedding of each local sample.
 - ``local_update`` trains the head (``pocketml.fl.train_head``), clips the update to the
-  round's ``clip_norm`` and adds the optional local noise.
+  round's ``clip_norm``, adds the optional local noise (OS entropy) and clips again.
 """
 
 from __future__ import annotations
@@ -304,10 +304,13 @@ class LocalUpdate:
     """What local training produced.
 
     Attributes:
-        vector: the clipped (and noised) update, float64, in the head's layout.
+        vector: the update to send, float64, in the head's layout: clipped to the round's
+            ``clip_norm`` (with local noise: clipped, noised, clipped again, so its norm
+            is always at most ``clip_norm``).
         samples: local examples trained on.
-        norm: the update's L2 norm before clipping.
-        clipped: whether clipping shrank it.
+        norm: the update's L2 norm before clipping (and before any noise).
+        clipped: whether ``norm`` exceeded ``clip_norm`` (the first clipping shrank it);
+            the noise never sets it, so adaptive clipping counts true norms.
     """
 
     vector: np.ndarray
@@ -324,7 +327,9 @@ def local_update(
     seed: int,
     noise_rng: np.random.Generator | None = None,
 ) -> LocalUpdate:
-    """Train the round's head on local embeddings; clip; add the local noise.
+    """Train the round's head on local embeddings; clip; add the local noise; clip again.
+
+    The returned vector's norm is at most ``clip_norm`` whatever the noise.
 
     Args:
         doc: the verified round document (head, recipe, ``clip_norm``, ``local_noise_std``).
@@ -343,7 +348,11 @@ def local_update(
     clipped, was_clipped = clip_update(delta, doc.clip_norm)
     if doc.local_noise_std > 0:
         rng = noise_rng if noise_rng is not None else _os_entropy_rng()
-        clipped = add_gaussian_noise(clipped, doc.local_noise_std, rng)
+        noised = add_gaussian_noise(clipped, doc.local_noise_std, rng)
+        # Clip again: the server refuses a norm above clip_norm and SecAgg's fixed-point
+        # encoding cannot represent one. Clipping is post-processing of the noised
+        # update, so the local DP guarantee holds.
+        clipped, _ = clip_update(noised, doc.clip_norm)
     return LocalUpdate(clipped, int(labels.shape[0]), norm, was_clipped)
 
 
