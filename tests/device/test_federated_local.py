@@ -211,7 +211,7 @@ def test_bad_examples_are_refused(tmp_path: Path) -> None:
 
 def test_the_example_store_keeps_the_newest_examples_within_its_bound(tmp_path: Path) -> None:
     store = FederatedStore(tmp_path / "federated.db")
-    store.set_consent(True)
+    store.set_consent(True, 0.0)
     for i in range(MAX_EXAMPLES_PER_MODEL + 3):
         store.add_example("digits", np.full(2, float(i)), str(i % 10), float(i))
 
@@ -219,4 +219,33 @@ def test_the_example_store_keeps_the_newest_examples_within_its_bound(tmp_path: 
 
     assert x.shape == (MAX_EXAMPLES_PER_MODEL, 2)
     assert x[0, 0] == 3.0 and labels[-1] == str((MAX_EXAMPLES_PER_MODEL + 2) % 10)
+    store.close()
+
+
+def test_an_abandoned_round_is_never_brought_back(tmp_path: Path) -> None:
+    # A step under way when forget_me ran must not move the round back to ready/uploaded.
+    store = FederatedStore(tmp_path / "federated.db")
+    store.join(
+        "flt_0123456789abcdef",
+        "1",
+        model="digits",
+        secure=False,
+        deadline=2e9,
+        upload_key="fl.0123456789abcdef",
+        round_url="/v1/federated/tasks/flt_0123456789abcdef/rounds/1",
+        client_id=1,
+        requires={},
+        at=0.0,
+    )
+    store.forget(1.0)
+
+    moved = [
+        store.set_stage("flt_0123456789abcdef", "1", "ready", 2.0, payload=b"update"),
+        store.set_stage("flt_0123456789abcdef", "1", "uploaded", 3.0),
+    ]
+
+    record = store.round("flt_0123456789abcdef", "1")
+    assert moved == [False, False]
+    assert record is not None
+    assert (record.stage, record.payload, record.detail) == ("abandoned", None, "forget_me")
     store.close()

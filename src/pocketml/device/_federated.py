@@ -134,7 +134,46 @@ class FederatedParticipant:
         self._session: tuple[RoundRecord, SecAggSession, LocalUpdate] | None = None
         self._masked_recorded = False  # the session's masked input is recorded on disk
 
-    # -- consent and examples -------------------------------------------------------------
+    # -- consent, examples, forgetting -----------------------------------------------------
+
+    def set_consent(self, value: bool) -> int:
+        """Store the user's consent. Turning it off deletes the examples and stops every
+        round in progress (as ``forget``); turning it on again resumes none of them.
+        Returns the examples deleted."""
+        if value:
+            return self.store.set_consent(True, self.wall_clock())
+        return self._stop_rounds("consent withdrawn", lambda at: self.store.set_consent(False, at))
+
+    def forget(self) -> int:
+        """``forget_me``'s federated part: delete the examples and stop every round in
+        progress. Returns the examples deleted.
+
+        On disk first (one transaction): the examples go, every round owed work becomes
+        ``abandoned`` and loses its stored update, and a SecAgg round in memory (its keys,
+        its update) is dropped, so no later step sends anything derived from the deleted
+        examples. Then each stopped round is left (``POST .../leave``, reason ``user``,
+        best effort). A masked input or update the server already acknowledged cannot be
+        recalled by the device.
+        """
+        return self._stop_rounds("forget_me", self.store.forget)
+
+    def _stop_rounds(self, detail: str, wipe: Callable[[float], int]) -> int:
+        """Drop the SecAgg session, run ``wipe`` (which abandons the open rounds), mark the
+        session's round abandoned too, then leave every stopped round."""
+        with self.store.lock:
+            session, self._session = self._session, None
+            stopped = {(r.task_id, r.round_id): r for r in self.store.open_rounds()}
+            at = self.wall_clock()
+            deleted = wipe(at)
+            if session is not None:  # its round may be "uploaded" (masked input sent)
+                record = session[0]
+                stopped.setdefault((record.task_id, record.round_id), record)
+                self.store.set_stage(
+                    record.task_id, record.round_id, "abandoned", at, detail=detail
+                )
+        for record in stopped.values():
+            self._leave(record, "user")
+        return deleted
 
     def add_example(self, model: str, x: Any, label: str) -> None:
         """Store one labelled input for on-device training (nothing without consent).
@@ -157,6 +196,8 @@ class FederatedParticipant:
         """Do the next piece of federated work (see the module docstring); never raises
         for the network or the server's refusals: they are in the report."""
         if not self.store.consent():
+            if self._session is not None:  # withdrawn through another handle on the store
+                self._give_up(self._session[0], "user", "consent withdrawn")
             return FederatedReport("skipped", "no consent")
         if self._session is not None:
             return self._advance_secagg()
@@ -303,7 +344,10 @@ class FederatedParticipant:
             self._masked_recorded = False
             return self._advance_secagg()
         payload = update.vector.astype("<f4").tobytes()
-        self.store.set_stage(task, record.round_id, "ready", self.wall_clock(), payload=payload)
+        if not self.store.set_stage(
+            task, record.round_id, "ready", self.wall_clock(), payload=payload
+        ):  # forget_me or consent withdrawn while it trained: nothing is sent
+            return self._stopped(record)
         return self._upload(record, payload, update)
 
     def _document(self, record: RoundRecord, manifest: Mapping[str, Any]) -> RoundDocument:
@@ -369,6 +413,11 @@ class FederatedParticipant:
     def _advance_secagg(self) -> FederatedReport:
         assert self._session is not None
         record, session, update = self._session
+        current = self.store.round(record.task_id, record.round_id)
+        if current is None or current.stage == "abandoned":  # forget_me, consent off
+            return self._stopped(record)
+        if not self.store.consent():
+            return self._give_up(record, "user", "consent withdrawn")
         if self.wall_clock() > record.deadline:
             return self._give_up(record, "timeout")
         lost = self._lost_condition(record.requires)
@@ -416,6 +465,19 @@ class FederatedParticipant:
                 self.wall_clock(),
                 detail=detail or reason,
             )
+        self._leave(record, reason)
+        return FederatedReport(status, detail or reason, record.task_id, int(record.round_id))
+
+    def _stopped(self, record: RoundRecord) -> FederatedReport:
+        """The report of a round ``_stop_rounds`` ended (and left) while a step was under
+        way: the step sends nothing more."""
+        if self._session is not None and self._session[0] is record:
+            self._session = None
+        current = self.store.round(record.task_id, record.round_id)
+        detail = current.detail if current is not None and current.detail else "abandoned"
+        return FederatedReport("gave_up", detail, record.task_id, int(record.round_id))
+
+    def _leave(self, record: RoundRecord, reason: str) -> None:
         try:  # polite, optional: the server stops waiting for this device
             self.http.request(
                 "POST",
@@ -424,7 +486,6 @@ class FederatedParticipant:
             )
         except PocketMLError as exc:
             logger.info("leave not delivered (harmless): %s", exc)
-        return FederatedReport(status, detail or reason, record.task_id, int(record.round_id))
 
 
 def _report(

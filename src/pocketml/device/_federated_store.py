@@ -7,9 +7,9 @@ leaves either the old or the new state, never half of one:
   capture's consent, and stored the same way).
 - ``examples``: the labelled inputs the app gave for on-device training. They never leave
   the device (only an update computed from them does); turning consent off or
-  ``forget_me`` deletes them. Inputs are stored raw (as the app would pass them to
-  ``predict``), not as embeddings: the backbone that embeds them is whatever package is
-  installed when a round runs.
+  ``forget_me`` deletes them and ends every round in progress. Inputs are stored raw (as
+  the app would pass them to ``predict``), not as embeddings: the backbone that embeds
+  them is whatever package is installed when a round runs.
 - ``rounds``: one row per (task, round) the device joined, with its stage. The stage is
   what makes a kill harmless: an update is stored with its idempotency key *before* the
   upload, so a retry after a cut connection or a restart sends the same bytes under the
@@ -170,8 +170,10 @@ class FederatedStore:
             )
         return row is not None and row[0] == "true"
 
-    def set_consent(self, value: bool) -> int:
-        """Store consent; turning it off deletes every example (returns how many)."""
+    def set_consent(self, value: bool, at: float) -> int:
+        """Store consent; turning it off deletes every example and ends every round still
+        owed work, its unsent update with it (as ``forget``, detail ``consent withdrawn``:
+        turning consent on again never resumes them). Returns the examples deleted."""
         with self.lock:
             db = self._conn()
             db.execute("BEGIN")
@@ -181,7 +183,10 @@ class FederatedStore:
                     "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
                     ("true" if value else "false",),
                 )
-                deleted = 0 if value else int(db.execute("DELETE FROM examples").rowcount)
+                deleted = 0
+                if not value:
+                    deleted = int(db.execute("DELETE FROM examples").rowcount)
+                    _abandon_open_rounds(db, "consent withdrawn", at)
                 db.execute("COMMIT")
             except sqlite3.Error:
                 db.execute("ROLLBACK")
@@ -339,16 +344,27 @@ class FederatedStore:
         *,
         payload: bytes | None = None,
         detail: str | None = None,
-    ) -> None:
-        """Move a round to ``stage``; the payload is kept only while an upload is owed."""
+    ) -> bool:
+        """Move a round to ``stage``; the payload is kept only while an upload is owed.
+
+        An ``abandoned`` round stays abandoned: a step that was under way when the round
+        was given up (``forget_me``, consent withdrawn, another thread's ``_give_up``)
+        cannot bring it back. Returns whether the round moved (False: abandoned, or never
+        joined).
+        """
         if stage not in STAGES:
             raise InvalidInput(f"a round's stage is one of {STAGES}; got {stage!r}")
         with self.lock:
-            self._conn().execute(
-                "UPDATE rounds SET stage = ?, payload = ?, detail = ?, updated_at = ? "
-                "WHERE task_id = ? AND round_id = ?",
-                (stage, payload if stage == "ready" else None, detail, at, task_id, round_id),
+            moved = (
+                self._conn()
+                .execute(
+                    "UPDATE rounds SET stage = ?, payload = ?, detail = ?, updated_at = ? "
+                    "WHERE task_id = ? AND round_id = ? AND stage != 'abandoned'",
+                    (stage, payload if stage == "ready" else None, detail, at, task_id, round_id),
+                )
+                .rowcount
             )
+        return bool(moved)
 
     def refuse(self, task_id: str, round_id: str, model: str, reason: str, at: float) -> None:
         """Record a round the device will not work on (not selected, closed): ``abandoned``
@@ -380,13 +396,19 @@ class FederatedStore:
             db.execute("BEGIN")
             try:
                 n = int(db.execute("DELETE FROM examples").rowcount)
-                db.execute(
-                    "UPDATE rounds SET stage = 'abandoned', payload = NULL, "
-                    "detail = 'forget_me', updated_at = ? WHERE stage IN ('joined', 'ready')",
-                    (at,),
-                )
+                _abandon_open_rounds(db, "forget_me", at)
                 db.execute("COMMIT")
             except sqlite3.Error:
                 db.execute("ROLLBACK")
                 raise
             return n
+
+
+def _abandon_open_rounds(db: sqlite3.Connection, detail: str, at: float) -> None:
+    """Inside a transaction: every ``joined``/``ready`` round becomes ``abandoned`` and
+    loses its stored update."""
+    db.execute(
+        "UPDATE rounds SET stage = 'abandoned', payload = NULL, detail = ?, updated_at = ? "
+        "WHERE stage IN ('joined', 'ready')",
+        (detail, at),
+    )
