@@ -226,6 +226,24 @@ def test_a_secagg_round_completes_over_http(app: Shipped, make_phone: PhoneFacto
     assert round_["state"] == "aggregated" and round_["reports"] == 3
 
 
+@pytest.mark.parametrize(("clip_norm", "clipped"), [(1e-3, "true"), (1e6, "false")])
+def test_a_plain_upload_says_whether_the_device_clipped_its_update(
+    app: Shipped, make_phone: PhoneFactory, clip_norm: float, clipped: str
+) -> None:
+    # The server sees only the clipped update, whose norm is <= clip_norm either way;
+    # adaptive clipping needs the device's word for it (review M2).
+    task = start_task(app, clients_per_round=1, min_reports=1, clip_norm=clip_norm)
+    transport = FaultTransport()
+    phone = make_phone(transport=transport)
+
+    report = phone.step()
+
+    assert report.status == "uploaded" and report.clipped is (clipped == "true")
+    [put] = [r for r in transport.requests if r.method == "PUT"]
+    assert put.url.params.get("clipped") == clipped
+    assert task_of(app, task["id"])["rounds"][0]["reports"] == 1
+
+
 @pytest.mark.parametrize("secagg", [False, True], ids=["plain", "secagg"])
 def test_a_task_with_local_noise_gets_every_phones_update(
     app: Shipped, make_phone: PhoneFactory, secagg: bool
@@ -335,6 +353,9 @@ def test_a_phone_killed_before_its_upload_resumes_with_the_same_update(
 
     assert report.status == "uploaded"
     assert [r.content for r in after_restart.requests if r.method == "PUT"] == [sent]
+    first_flag = next(r for r in transport.requests if r.method == "PUT").url.params["clipped"]
+    resent = [r.url.params.get("clipped") for r in after_restart.requests if r.method == "PUT"]
+    assert resent == [first_flag]  # stored with the update, not lost with the process
     assert task_of(app, task["id"])["rounds"][0]["reports"] == 1
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -248,4 +249,43 @@ def test_an_abandoned_round_is_never_brought_back(tmp_path: Path) -> None:
     assert moved == [False, False]
     assert record is not None
     assert (record.stage, record.payload, record.detail) == ("abandoned", None, "forget_me")
+    store.close()
+
+
+def test_a_store_written_before_the_clipped_flag_opens_and_records_it(tmp_path: Path) -> None:
+    # A phone updated mid-round: its federated.db has no `clipped` column yet.
+    path = tmp_path / "federated.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE rounds (task_id TEXT NOT NULL, round_id TEXT NOT NULL, "
+        "model TEXT NOT NULL, stage TEXT NOT NULL, secure INTEGER NOT NULL, "
+        "deadline REAL NOT NULL, upload_key TEXT NOT NULL, round_url TEXT NOT NULL, "
+        "client_id INTEGER NOT NULL, requires TEXT NOT NULL, payload BLOB, detail TEXT, "
+        "updated_at REAL NOT NULL, PRIMARY KEY (task_id, round_id));"
+        "INSERT INTO rounds VALUES ('flt_0123456789abcdef', '1', 'digits', 'ready', 0, 2e9, "
+        "'fl.0123456789abcdef', '/v1/federated/tasks/flt_0123456789abcdef/rounds/1', 1, "
+        "'{}', x'00', NULL, 0);"
+    )
+    old.close()
+    store = FederatedStore(path)
+
+    resumed = store.round("flt_0123456789abcdef", "1")
+    store.join(
+        "flt_0123456789abcdef",
+        "2",
+        model="digits",
+        secure=False,
+        deadline=2e9,
+        upload_key="fl.fedcba9876543210",
+        round_url="/v1/federated/tasks/flt_0123456789abcdef/rounds/2",
+        client_id=1,
+        requires={},
+        at=1.0,
+    )
+    store.set_stage("flt_0123456789abcdef", "2", "ready", 2.0, payload=b"u", clipped=True)
+
+    assert resumed is not None and resumed.payload == b"\x00"
+    assert resumed.clipped is None  # unknown: uploaded without the parameter
+    fresh = store.round("flt_0123456789abcdef", "2")
+    assert fresh is not None and fresh.clipped is True
     store.close()

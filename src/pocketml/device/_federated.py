@@ -61,6 +61,9 @@ logger = logging.getLogger(__name__)
 
 # Off the charger below this charge, a round is given up whatever the task requires.
 FEDERATED_MIN_BATTERY = 0.2
+# The plain upload's query parameter: did the update's norm exceed clip_norm before the
+# device clipped it (docs/federated-protocol.md, section 4)?
+UPLOAD_CLIPPED_PARAM = "clipped"
 
 FederatedStatus = Literal[
     "skipped", "not_selected", "waiting", "uploaded", "done", "gave_up", "failed"
@@ -310,7 +313,7 @@ class FederatedParticipant:
         if record.secure:  # its keys lived in the process that was killed
             return self._give_up(record, "error", "restarted mid-round (SecAgg keys lost)")
         if record.stage == "ready" and record.payload is not None:
-            return self._upload(record, record.payload, None)
+            return self._upload(record, record.payload, None, record.clipped)
         _, manifest = self.cache.last_checkin()
         return self._work(record, manifest or {})
 
@@ -345,7 +348,12 @@ class FederatedParticipant:
             return self._advance_secagg()
         payload = update.vector.astype("<f4").tobytes()
         if not self.store.set_stage(
-            task, record.round_id, "ready", self.wall_clock(), payload=payload
+            task,
+            record.round_id,
+            "ready",
+            self.wall_clock(),
+            payload=payload,
+            clipped=update.clipped,
         ):  # forget_me or consent withdrawn while it trained: nothing is sent
             return self._stopped(record)
         return self._upload(record, payload, update)
@@ -386,14 +394,30 @@ class FederatedParticipant:
         return local_update(doc, embeddings, y, seed=seed)
 
     def _upload(
-        self, record: RoundRecord, payload: bytes, update: LocalUpdate | None
+        self,
+        record: RoundRecord,
+        payload: bytes,
+        update: LocalUpdate | None,
+        clipped: bool | None = None,
     ) -> FederatedReport:
+        """PUT the stored update. Whether it was clipped (the fresh update's flag, or the
+        one stored with a resumed payload; None: unknown, sent without) becomes the
+        ``clipped`` parameter: adaptive clipping counts it, and the server cannot measure
+        it on an update the device already clipped."""
         samples = update.samples if update else self.store.count_examples(record.model)
+        if update is not None:
+            clipped = update.clipped
+        params: dict[str, str | int] = {
+            "device_id": self.device_id(),
+            "num_samples": max(samples, 1),
+        }
+        if clipped is not None:
+            params[UPLOAD_CLIPPED_PARAM] = "true" if clipped else "false"
         try:
             self.http.request(
                 "PUT",
                 f"{record.round_url}/update",
-                params={"device_id": self.device_id(), "num_samples": max(samples, 1)},
+                params=params,
                 content=payload,
                 headers={
                     "Content-Type": "application/octet-stream",
