@@ -421,6 +421,34 @@ def test_a_masked_input_whose_answer_is_lost_still_counts_when_the_round_moves_o
     assert round_["state"] == "aggregated" and round_["reports"] == 3
 
 
+def test_shares_whose_answer_is_lost_still_count_when_the_round_moves_on(
+    app: Shipped, make_phone: PhoneFactory
+) -> None:
+    # The state cannot show that a device's shares arrived (its inbox holds the shares sent
+    # to it); the device tries its masked input, which the server takes only from sharers.
+    task = start_task(app, secagg=True, clients_per_round=3)
+    lost: list[bool] = []
+
+    def lose_shares_answer(request: httpx.Request) -> bool:
+        if request.url.path.endswith("/secagg/shares") and not lost:
+            lost.append(True)
+            return True
+        return False
+
+    transport = FaultTransport(lose_answer=lose_shares_answer)
+    lossy = make_phone(transport=transport)
+    phones = [make_phone(), make_phone(), lossy]  # the lossy phone shares last: its shares
+    for phone in phones:  # complete the phase before its answer is lost
+        phone.device.sync()
+
+    reports = run_until_settled(phones)
+
+    assert lost and [r.status for r in reports] == ["done"] * 3, reports
+    assert sum(r.url.path.endswith("/secagg/shares") for r in transport.requests) == 1
+    round_ = task_of(app, task["id"])["rounds"][0]
+    assert round_["state"] == "aggregated" and round_["reports"] == 3
+
+
 def test_a_slow_phone_of_a_fedbuff_task_still_contributes_after_the_round_moved_on(
     app: Shipped, make_phone: PhoneFactory
 ) -> None:
