@@ -251,7 +251,8 @@ def test_a_task_with_local_noise_gets_every_phones_update(
     # The noise is added after clipping; without a second clipping every upload's norm
     # was above clip_norm, refused by the server (plain) or by FixedPoint.encode (SecAgg).
     task = start_task(app, secagg=secagg, clip_norm=0.5, local_noise_std=0.05)
-    phones = [make_phone() for _ in range(3)]
+    transports = [FaultTransport() for _ in range(3)]
+    phones = [make_phone(transport=t) for t in transports]
     for phone in phones:
         phone.device.sync()
 
@@ -260,6 +261,9 @@ def test_a_task_with_local_noise_gets_every_phones_update(
     assert [r.status for r in reports] == ["done" if secagg else "uploaded"] * 3, reports
     round_ = task_of(app, task["id"])["rounds"][0]
     assert round_["state"] == "aggregated" and round_["reports"] == 3
+    # the un-noised `clipped` bit is outside the local DP guarantee: never sent with noise
+    puts = [r for t in transports for r in t.requests if r.method == "PUT"]
+    assert len(puts) == 3 and not any("clipped" in r.url.params for r in puts)
 
 
 @pytest.mark.parametrize(("lost", "reason"), [("wifi", "wifi_lost"), ("plugged", "battery_low")])

@@ -347,16 +347,20 @@ class FederatedParticipant:
             self._masked_recorded = False
             return self._advance_secagg()
         payload = update.vector.astype("<f4").tobytes()
+        # The flag is not noised: with local noise it would tell the server a bit the
+        # local DP guarantee does not cover, so such a round sends none (the server then
+        # measures the update it received, as for an SDK that predates the flag).
+        flag = None if doc.local_noise_std > 0 else update.clipped
         if not self.store.set_stage(
             task,
             record.round_id,
             "ready",
             self.wall_clock(),
             payload=payload,
-            clipped=update.clipped,
+            clipped=flag,
         ):  # forget_me or consent withdrawn while it trained: nothing is sent
             return self._stopped(record)
-        return self._upload(record, payload, update)
+        return self._upload(record, payload, update, flag)
 
     def _document(self, record: RoundRecord, manifest: Mapping[str, Any]) -> RoundDocument:
         response = self.http.request(
@@ -398,15 +402,14 @@ class FederatedParticipant:
         record: RoundRecord,
         payload: bytes,
         update: LocalUpdate | None,
-        clipped: bool | None = None,
+        clipped: bool | None,
     ) -> FederatedReport:
-        """PUT the stored update. Whether it was clipped (the fresh update's flag, or the
-        one stored with a resumed payload; None: unknown, sent without) becomes the
-        ``clipped`` parameter: adaptive clipping counts it, and the server cannot measure
-        it on an update the device already clipped."""
+        """PUT the stored update with its ``clipped`` flag, stored with it (None: not sent).
+
+        Adaptive clipping counts the flag: the server cannot tell whether an update it
+        receives already clipped was clipped.
+        """
         samples = update.samples if update else self.store.count_examples(record.model)
-        if update is not None:
-            clipped = update.clipped
         params: dict[str, str | int] = {
             "device_id": self.device_id(),
             "num_samples": max(samples, 1),
