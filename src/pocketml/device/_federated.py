@@ -14,12 +14,14 @@ at most one round's worth of work and returns a ``FederatedReport``:
    ``min_samples`` examples) is joined; the signed round document is fetched and verified
    with the app's package-signing keys; the examples are embedded by the installed
    package's ``head.embedding_output``, the head trained (``pocketml.fl.train_head``,
-   numpy), the update clipped (and noised if the round says so), stored, then uploaded
-   (plain) or masked step by step (SecAgg+, ``_federated_secagg``).
+   numpy), the update clipped (if the round says so: noised from OS entropy and clipped
+   again), stored, then uploaded (plain, with its ``clipped`` flag) or masked step by
+   step (SecAgg+, ``_federated_secagg``).
 
 It gives up cleanly, telling the server (``leave``), when the deadline passes, the battery
 runs low, Wi-Fi is lost, the device is unplugged or in use while the task requires
-otherwise; the round is then ``abandoned`` on disk and never worked on again.
+otherwise, or the user withdraws (``forget_me``, consent off: ``forget`` /
+``set_consent``); the round is then ``abandoned`` on disk and never worked on again.
 Why not inside ``sync()``: a check-in runs often and must stay fast; training and a
 multi-minute SecAgg round belong in the OS's deferrable background window.
 """
@@ -80,13 +82,15 @@ class FederatedReport:
             ``waiting`` (a SecAgg round waits for the other devices, or an upload waits
             for the network: call again after ``poll_after_s``), ``uploaded`` (the
             update reached the server), ``done`` (a SecAgg round this device finished
-            aggregated), ``gave_up`` (deadline, battery, Wi-Fi, idle: see ``reason``) or
+            aggregated), ``gave_up`` (deadline, battery, Wi-Fi, idle, or ``forget_me`` /
+            consent withdrawn while a step was under way: see ``reason``) or
             ``failed`` (the round failed or was refused: see ``reason``).
         reason: why, in a few words (``no consent``, ``wifi_lost``, an error code...).
         task_id, round: the round concerned, if any.
         samples: local examples trained on.
         update_norm: the update's L2 norm before clipping.
-        clipped: whether clipping shrank the update.
+        clipped: whether the trained update's norm exceeded ``clip_norm`` (the local
+            noise never sets it).
         poll_after_s: when to call again (``waiting``).
     """
 
