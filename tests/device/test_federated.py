@@ -9,6 +9,7 @@ whose answer is lost. Faults come only from ``FaultTransport`` (conftest).
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,46 @@ def test_a_secagg_round_completes_over_http(app: Shipped, make_phone: PhoneFacto
     assert round_["state"] == "aggregated" and round_["reports"] == 3
 
 
+@pytest.mark.parametrize(("clip_norm", "clipped"), [(1e-3, "true"), (1e6, "false")])
+def test_a_plain_upload_says_whether_the_device_clipped_its_update(
+    app: Shipped, make_phone: PhoneFactory, clip_norm: float, clipped: str
+) -> None:
+    # The server sees only the clipped update, whose norm is <= clip_norm either way;
+    # adaptive clipping needs the device's word for it (review M2).
+    task = start_task(app, clients_per_round=1, min_reports=1, clip_norm=clip_norm)
+    transport = FaultTransport()
+    phone = make_phone(transport=transport)
+
+    report = phone.step()
+
+    assert report.status == "uploaded" and report.clipped is (clipped == "true")
+    [put] = [r for r in transport.requests if r.method == "PUT"]
+    assert put.url.params.get("clipped") == clipped
+    assert task_of(app, task["id"])["rounds"][0]["reports"] == 1
+
+
+@pytest.mark.parametrize("secagg", [False, True], ids=["plain", "secagg"])
+def test_a_task_with_local_noise_gets_every_phones_update(
+    app: Shipped, make_phone: PhoneFactory, secagg: bool
+) -> None:
+    # The noise is added after clipping; without a second clipping every upload's norm
+    # was above clip_norm, refused by the server (plain) or by FixedPoint.encode (SecAgg).
+    task = start_task(app, secagg=secagg, clip_norm=0.5, local_noise_std=0.05)
+    transports = [FaultTransport() for _ in range(3)]
+    phones = [make_phone(transport=t) for t in transports]
+    for phone in phones:
+        phone.device.sync()
+
+    reports = run_until_settled(phones)
+
+    assert [r.status for r in reports] == ["done" if secagg else "uploaded"] * 3, reports
+    round_ = task_of(app, task["id"])["rounds"][0]
+    assert round_["state"] == "aggregated" and round_["reports"] == 3
+    # the un-noised `clipped` bit is outside the local DP guarantee: never sent with noise
+    puts = [r for t in transports for r in t.requests if r.method == "PUT"]
+    assert len(puts) == 3 and not any("clipped" in r.url.params for r in puts)
+
+
 @pytest.mark.parametrize(("lost", "reason"), [("wifi", "wifi_lost"), ("plugged", "battery_low")])
 def test_a_phone_that_loses_a_condition_mid_round_gives_up_and_secagg_recovers_it(
     app: Shipped, make_phone: PhoneFactory, lost: str, reason: str
@@ -316,6 +357,9 @@ def test_a_phone_killed_before_its_upload_resumes_with_the_same_update(
 
     assert report.status == "uploaded"
     assert [r.content for r in after_restart.requests if r.method == "PUT"] == [sent]
+    first_flag = next(r for r in transport.requests if r.method == "PUT").url.params["clipped"]
+    resent = [r.url.params.get("clipped") for r in after_restart.requests if r.method == "PUT"]
+    assert resent == [first_flag]  # stored with the update, not lost with the process
     assert task_of(app, task["id"])["rounds"][0]["reports"] == 1
 
 
@@ -381,6 +425,34 @@ def test_a_masked_input_whose_answer_is_lost_still_counts_when_the_round_moves_o
     assert round_["state"] == "aggregated" and round_["reports"] == 3
 
 
+def test_shares_whose_answer_is_lost_still_count_when_the_round_moves_on(
+    app: Shipped, make_phone: PhoneFactory
+) -> None:
+    # The state cannot show that a device's shares arrived (its inbox holds the shares sent
+    # to it); the device tries its masked input, which the server takes only from sharers.
+    task = start_task(app, secagg=True, clients_per_round=3)
+    lost: list[bool] = []
+
+    def lose_shares_answer(request: httpx.Request) -> bool:
+        if request.url.path.endswith("/secagg/shares") and not lost:
+            lost.append(True)
+            return True
+        return False
+
+    transport = FaultTransport(lose_answer=lose_shares_answer)
+    lossy = make_phone(transport=transport)
+    phones = [make_phone(), make_phone(), lossy]  # the lossy phone shares last: its shares
+    for phone in phones:  # complete the phase before its answer is lost
+        phone.device.sync()
+
+    reports = run_until_settled(phones)
+
+    assert lost and [r.status for r in reports] == ["done"] * 3, reports
+    assert sum(r.url.path.endswith("/secagg/shares") for r in transport.requests) == 1
+    round_ = task_of(app, task["id"])["rounds"][0]
+    assert round_["state"] == "aggregated" and round_["reports"] == 3
+
+
 def test_a_slow_phone_of_a_fedbuff_task_still_contributes_after_the_round_moved_on(
     app: Shipped, make_phone: PhoneFactory
 ) -> None:
@@ -404,3 +476,110 @@ def test_a_slow_phone_of_a_fedbuff_task_still_contributes_after_the_round_moved_
     first, second = task_of(app, task["id"])["rounds"]
     assert first["outcome"]["staleness"] == [0, 0]  # round 1 stepped on the fast two
     assert (second["selected"], second["reports"]) == (0, 1)  # the stale one is buffered
+
+
+# -- the user withdraws: forget_me, consent off -------------------------------------------------
+
+
+def _sent_since(transport: FaultTransport, start: int) -> list[tuple[str, str]]:
+    """(method, last path segment) of the requests sent from index ``start`` on."""
+    return [(r.method, r.url.path.rsplit("/", 1)[-1]) for r in transport.requests[start:]]
+
+
+def _leave_reasons(transport: FaultTransport) -> list[str]:
+    return [
+        json.loads(r.content)["reason"] for r in transport.requests if r.url.path.endswith("/leave")
+    ]
+
+
+@pytest.mark.parametrize("withdraw", ["forget_me", "consent_off_and_on"])
+def test_a_phone_whose_user_withdraws_mid_secagg_round_stops_and_leaves(
+    app: Shipped, make_phone: PhoneFactory, withdraw: str
+) -> None:
+    task = start_task(app, secagg=True, clients_per_round=4, min_reports=3, secagg_threshold=0.5)
+    transport = FaultTransport()
+    phones = [make_phone() for _ in range(3)] + [make_phone(transport=transport)]
+    for phone in phones:
+        phone.device.sync()
+    assert all(phone.step().status == "waiting" for phone in phones)  # keys advertised
+    quitter = phones[3].device
+    start = len(transport.requests)
+    if withdraw == "forget_me":
+        quitter.forget_me()
+    else:  # consent on again resumes nothing: the session and the round are gone
+        quitter.set_federated_consent(False)
+        quitter.set_federated_consent(True)
+
+    reports = run_until_settled(phones)
+
+    assert [r.status for r in reports[:3]] == ["done"] * 3, reports
+    assert (reports[3].status, reports[3].reason) == ("skipped", "round already joined")
+    sent = _sent_since(transport, start)
+    assert ("POST", "leave") in sent
+    assert not {("POST", "shares"), ("PUT", "update"), ("POST", "unmask")} & set(sent)
+    assert _leave_reasons(transport) == ["user"]
+    assert quitter.federated.store.stage_counts() == {"abandoned": 1}
+    round_ = task_of(app, task["id"])["rounds"][0]
+    assert round_["state"] == "aggregated" and round_["reports"] == 3
+
+
+def test_withdrawing_consent_deletes_an_owed_update_and_leaves_the_round(
+    app: Shipped, make_phone: PhoneFactory
+) -> None:
+    task = start_task(app, clients_per_round=2, min_reports=2)
+    cut: list[bool] = []
+
+    def first_upload_fails(request: httpx.Request) -> Exception | None:
+        if request.method == "PUT" and not cut:
+            cut.append(True)
+            return httpx.ConnectError("Wi-Fi hiccup (test fault)", request=request)
+        return None
+
+    transport = FaultTransport(fail=first_upload_fails)
+    phone = make_phone(transport=transport)
+    store = phone.device.federated.store
+    assert phone.step().status == "waiting"  # trained; the upload failed: the update is owed
+    [owed] = store.open_rounds()
+    assert owed.stage == "ready" and owed.payload is not None
+
+    phone.device.set_federated_consent(False)
+    phone.device.set_federated_consent(True)
+    report = phone.step()
+
+    stored = store.round(owed.task_id, owed.round_id)
+    assert stored is not None
+    assert (stored.stage, stored.payload, stored.detail) == (
+        "abandoned",
+        None,
+        "consent withdrawn",
+    )
+    assert report.status == "skipped"
+    assert sum(r.method == "PUT" for r in transport.requests) == 1  # the failed attempt
+    assert _leave_reasons(transport) == ["user"]
+    assert task_of(app, task["id"])["rounds"][0]["reports"] == 0
+
+
+@pytest.mark.parametrize("secagg", [False, True], ids=["plain", "secagg"])
+def test_forget_me_while_the_phone_trains_sends_nothing(
+    app: Shipped, make_phone: PhoneFactory, monkeypatch: pytest.MonkeyPatch, secagg: bool
+) -> None:
+    start_task(app, secagg=secagg, clients_per_round=3)
+    transport = FaultTransport()
+    phone = make_phone(transport=transport)
+    store = phone.device.federated.store
+    read = store.examples
+
+    def read_then_forget(model: str) -> tuple[np.ndarray, list[str]]:
+        found = read(model)
+        phone.device.forget_me()  # the user taps "forget me" while the phone trains
+        return found
+
+    monkeypatch.setattr(store, "examples", read_then_forget)
+    start = len(transport.requests)
+
+    report = phone.step()
+
+    assert (report.status, report.reason) == ("gave_up", "forget_me")
+    sent = [s for s in _sent_since(transport, start) if s[0] in ("POST", "PUT")]
+    assert sent == [("POST", "join"), ("POST", "leave")]  # no update, no keys
+    assert store.stage_counts() == {"abandoned": 1}

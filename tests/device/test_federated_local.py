@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,13 @@ from pocketml.device._federated_round import (
     SIGNATURE_CONTEXT,
     local_update,
     parse_announcements,
+    round_seed,
     verify_round_document,
 )
 from pocketml.device._federated_store import MAX_EXAMPLES_PER_MODEL, FederatedStore
 from pocketml.device._types import ProtocolError
 from pocketml.errors import IntegrityError, InvalidInput
-from pocketml.fl import l2_norm
+from pocketml.fl import clip_update, l2_norm, train_head
 from pocketml.protect import SigningKey
 
 from .conftest import LINUX
@@ -117,6 +119,42 @@ def test_the_local_update_is_clipped_to_the_rounds_norm_and_reproducible() -> No
     np.testing.assert_array_equal(first.vector, again.vector)
 
 
+@pytest.mark.parametrize("trained_norm", ["below", "above"])
+def test_a_noised_update_is_clipped_again_to_the_rounds_norm(trained_norm: str) -> None:
+    # Noise after clipping pushed every update over clip_norm: the server refused each
+    # plain upload and FixedPoint.encode each SecAgg one (review H1).
+    clip = 0.3 if trained_norm == "above" else 50.0
+    body, headers = _signed(_document(local_noise_std=100.0, clip_norm=clip))
+    doc = verify_round_document(body, headers, TRUSTED)
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(30, 4)) * 3, rng.integers(0, 3, size=30)
+
+    update = local_update(doc, x, y, seed=7, noise_rng=np.random.default_rng(2))
+
+    assert l2_norm(update.vector) <= doc.clip_norm
+    assert update.clipped is (trained_norm == "above")  # the training's norm, not the noise's
+    assert (update.norm > doc.clip_norm) is update.clipped
+
+
+def test_the_local_noise_is_not_derived_from_what_the_server_knows() -> None:
+    # The training seed is round_seed(device_id, task, round): all three are on the wire.
+    # A noise drawn from it could be regenerated and subtracted by the server (review H2).
+    body, headers = _signed(_document(local_noise_std=0.05, clip_norm=5.0))
+    doc = verify_round_document(body, headers, TRUSTED)
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(30, 4)), rng.integers(0, 3, size=30)
+    seed = round_seed("a3f9c2d18e7b4f60", doc.task_id, doc.round)
+
+    first = local_update(doc, x, y, seed=seed)
+    second = local_update(doc, x, y, seed=seed)
+
+    exact, _ = clip_update(train_head(doc.head, x, y, doc.recipe, seed=seed), doc.clip_norm)
+    guessed = np.random.default_rng(seed).normal(0.0, doc.local_noise_std, exact.shape)
+    assert not np.allclose(first.vector - guessed, exact, atol=1e-3)
+    assert not np.allclose(first.vector, second.vector)  # a fresh draw each time
+    assert first.norm == second.norm  # the training itself stays reproducible
+
+
 def test_malformed_announcements_are_skipped_and_good_ones_kept() -> None:
     good = {
         "task_id": "flt_0123456789abcdef",
@@ -174,7 +212,7 @@ def test_bad_examples_are_refused(tmp_path: Path) -> None:
 
 def test_the_example_store_keeps_the_newest_examples_within_its_bound(tmp_path: Path) -> None:
     store = FederatedStore(tmp_path / "federated.db")
-    store.set_consent(True)
+    store.set_consent(True, 0.0)
     for i in range(MAX_EXAMPLES_PER_MODEL + 3):
         store.add_example("digits", np.full(2, float(i)), str(i % 10), float(i))
 
@@ -182,4 +220,72 @@ def test_the_example_store_keeps_the_newest_examples_within_its_bound(tmp_path: 
 
     assert x.shape == (MAX_EXAMPLES_PER_MODEL, 2)
     assert x[0, 0] == 3.0 and labels[-1] == str((MAX_EXAMPLES_PER_MODEL + 2) % 10)
+    store.close()
+
+
+def test_an_abandoned_round_is_never_brought_back(tmp_path: Path) -> None:
+    # A step under way when forget_me ran must not move the round back to ready/uploaded.
+    store = FederatedStore(tmp_path / "federated.db")
+    store.join(
+        "flt_0123456789abcdef",
+        "1",
+        model="digits",
+        secure=False,
+        deadline=2e9,
+        upload_key="fl.0123456789abcdef",
+        round_url="/v1/federated/tasks/flt_0123456789abcdef/rounds/1",
+        client_id=1,
+        requires={},
+        at=0.0,
+    )
+    store.forget(1.0)
+
+    moved = [
+        store.set_stage("flt_0123456789abcdef", "1", "ready", 2.0, payload=b"update"),
+        store.set_stage("flt_0123456789abcdef", "1", "uploaded", 3.0),
+    ]
+
+    record = store.round("flt_0123456789abcdef", "1")
+    assert moved == [False, False]
+    assert record is not None
+    assert (record.stage, record.payload, record.detail) == ("abandoned", None, "forget_me")
+    store.close()
+
+
+def test_a_store_written_before_the_clipped_flag_opens_and_records_it(tmp_path: Path) -> None:
+    # A phone updated mid-round: its federated.db has no `clipped` column yet.
+    path = tmp_path / "federated.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE rounds (task_id TEXT NOT NULL, round_id TEXT NOT NULL, "
+        "model TEXT NOT NULL, stage TEXT NOT NULL, secure INTEGER NOT NULL, "
+        "deadline REAL NOT NULL, upload_key TEXT NOT NULL, round_url TEXT NOT NULL, "
+        "client_id INTEGER NOT NULL, requires TEXT NOT NULL, payload BLOB, detail TEXT, "
+        "updated_at REAL NOT NULL, PRIMARY KEY (task_id, round_id));"
+        "INSERT INTO rounds VALUES ('flt_0123456789abcdef', '1', 'digits', 'ready', 0, 2e9, "
+        "'fl.0123456789abcdef', '/v1/federated/tasks/flt_0123456789abcdef/rounds/1', 1, "
+        "'{}', x'00', NULL, 0);"
+    )
+    old.close()
+    store = FederatedStore(path)
+
+    resumed = store.round("flt_0123456789abcdef", "1")
+    store.join(
+        "flt_0123456789abcdef",
+        "2",
+        model="digits",
+        secure=False,
+        deadline=2e9,
+        upload_key="fl.fedcba9876543210",
+        round_url="/v1/federated/tasks/flt_0123456789abcdef/rounds/2",
+        client_id=1,
+        requires={},
+        at=1.0,
+    )
+    store.set_stage("flt_0123456789abcdef", "2", "ready", 2.0, payload=b"u", clipped=True)
+
+    assert resumed is not None and resumed.payload == b"\x00"
+    assert resumed.clipped is None  # unknown: uploaded without the parameter
+    fresh = store.round("flt_0123456789abcdef", "2")
+    assert fresh is not None and fresh.clipped is True
     store.close()

@@ -435,14 +435,16 @@ class Device:
 
         Separate from sample capture's consent: with it the device trains on its own
         examples and sends only a clipped (optionally masked) model update; the examples
-        never leave it. Turning it off deletes the stored training examples.
+        never leave it. Turning it off deletes the stored training examples and stops
+        any round in progress (its unsent update is deleted and the server told, as
+        ``forget_me`` does); turning it on again resumes none of them.
 
         Raises:
             InvalidInput: ``train`` is not a bool.
         """
         if not isinstance(train, bool):
             raise InvalidInput(f"consent must be True or False; got {train!r}")
-        self._federated.store.set_consent(train)
+        self._federated.set_consent(train)
 
     def add_training_example(self, model: str, x: Any, label: str) -> None:
         """Keep one labelled input on the device for federated training of ``model``.
@@ -487,15 +489,17 @@ class Device:
         return self._federated
 
     def forget_me(self) -> ForgetReport:
-        """Delete this device's data: here (samples, queued telemetry and feedback) and on
-        the server (``DELETE /v1/device/data``: its samples, feedback and telemetry).
+        """Delete this device's data: here (samples, queued telemetry and feedback,
+        federated training examples) and on the server (``DELETE /v1/device/data``: its
+        samples, feedback and telemetry). A federated round in progress is stopped: its
+        unsent update and SecAgg keys are dropped and the round is left.
 
         Returns:
             A ForgetReport; when the server is unreachable the server part is queued and
             retried at every ``flush()`` (``queued=True``).
         """
         samples = self._capture.forget()
-        samples += self._federated.store.forget(time.time())
+        samples += self._federated.forget()
         events, feedback = self._telemetry.forget()
         self._capture.set_forget_pending(True)
         server = self._send_forget()

@@ -14,12 +14,14 @@ at most one round's worth of work and returns a ``FederatedReport``:
    ``min_samples`` examples) is joined; the signed round document is fetched and verified
    with the app's package-signing keys; the examples are embedded by the installed
    package's ``head.embedding_output``, the head trained (``pocketml.fl.train_head``,
-   numpy), the update clipped (and noised if the round says so), stored, then uploaded
-   (plain) or masked step by step (SecAgg+, ``_federated_secagg``).
+   numpy), the update clipped (if the round says so: noised from OS entropy and clipped
+   again), stored, then uploaded (plain, with its ``clipped`` flag) or masked step by
+   step (SecAgg+, ``_federated_secagg``).
 
 It gives up cleanly, telling the server (``leave``), when the deadline passes, the battery
 runs low, Wi-Fi is lost, the device is unplugged or in use while the task requires
-otherwise; the round is then ``abandoned`` on disk and never worked on again.
+otherwise, or the user withdraws (``forget_me``, consent off: ``forget`` /
+``set_consent``); the round is then ``abandoned`` on disk and never worked on again.
 Why not inside ``sync()``: a check-in runs often and must stay fast; training and a
 multi-minute SecAgg round belong in the OS's deferrable background window.
 """
@@ -54,6 +56,7 @@ from pocketml.device._resolve import ModelResolver
 from pocketml.device._store import CacheDir
 from pocketml.device._types import DeviceState, ProtocolError
 from pocketml.errors import IntegrityError, InvalidInput, PocketMLError, Unavailable
+from pocketml.protocol import UPLOAD_CLIPPED_PARAM
 
 __all__ = ["FEDERATED_MIN_BATTERY", "FederatedParticipant", "FederatedReport"]
 
@@ -77,13 +80,15 @@ class FederatedReport:
             ``waiting`` (a SecAgg round waits for the other devices, or an upload waits
             for the network: call again after ``poll_after_s``), ``uploaded`` (the
             update reached the server), ``done`` (a SecAgg round this device finished
-            aggregated), ``gave_up`` (deadline, battery, Wi-Fi, idle: see ``reason``) or
+            aggregated), ``gave_up`` (deadline, battery, Wi-Fi, idle, or ``forget_me`` /
+            consent withdrawn while a step was under way: see ``reason``) or
             ``failed`` (the round failed or was refused: see ``reason``).
         reason: why, in a few words (``no consent``, ``wifi_lost``, an error code...).
         task_id, round: the round concerned, if any.
         samples: local examples trained on.
         update_norm: the update's L2 norm before clipping.
-        clipped: whether clipping shrank the update.
+        clipped: whether the trained update's norm exceeded ``clip_norm`` (the local
+            noise never sets it).
         poll_after_s: when to call again (``waiting``).
     """
 
@@ -134,7 +139,46 @@ class FederatedParticipant:
         self._session: tuple[RoundRecord, SecAggSession, LocalUpdate] | None = None
         self._masked_recorded = False  # the session's masked input is recorded on disk
 
-    # -- consent and examples -------------------------------------------------------------
+    # -- consent, examples, forgetting -----------------------------------------------------
+
+    def set_consent(self, value: bool) -> int:
+        """Store the user's consent. Turning it off deletes the examples and stops every
+        round in progress (as ``forget``); turning it on again resumes none of them.
+        Returns the examples deleted."""
+        if value:
+            return self.store.set_consent(True, self.wall_clock())
+        return self._stop_rounds("consent withdrawn", lambda at: self.store.set_consent(False, at))
+
+    def forget(self) -> int:
+        """``forget_me``'s federated part: delete the examples and stop every round in
+        progress. Returns the examples deleted.
+
+        On disk first (one transaction): the examples go, every round owed work becomes
+        ``abandoned`` and loses its stored update, and a SecAgg round in memory (its keys,
+        its update) is dropped, so no later step sends anything derived from the deleted
+        examples. Then each stopped round is left (``POST .../leave``, reason ``user``,
+        best effort). A masked input or update the server already acknowledged cannot be
+        recalled by the device.
+        """
+        return self._stop_rounds("forget_me", self.store.forget)
+
+    def _stop_rounds(self, detail: str, wipe: Callable[[float], int]) -> int:
+        """Drop the SecAgg session, run ``wipe`` (which abandons the open rounds), mark the
+        session's round abandoned too, then leave every stopped round."""
+        with self.store.lock:
+            session, self._session = self._session, None
+            stopped = {(r.task_id, r.round_id): r for r in self.store.open_rounds()}
+            at = self.wall_clock()
+            deleted = wipe(at)
+            if session is not None:  # its round may be "uploaded" (masked input sent)
+                record = session[0]
+                stopped.setdefault((record.task_id, record.round_id), record)
+                self.store.set_stage(
+                    record.task_id, record.round_id, "abandoned", at, detail=detail
+                )
+        for record in stopped.values():
+            self._leave(record, "user")
+        return deleted
 
     def add_example(self, model: str, x: Any, label: str) -> None:
         """Store one labelled input for on-device training (nothing without consent).
@@ -157,6 +201,8 @@ class FederatedParticipant:
         """Do the next piece of federated work (see the module docstring); never raises
         for the network or the server's refusals: they are in the report."""
         if not self.store.consent():
+            if self._session is not None:  # withdrawn through another handle on the store
+                self._give_up(self._session[0], "user", "consent withdrawn")
             return FederatedReport("skipped", "no consent")
         if self._session is not None:
             return self._advance_secagg()
@@ -269,7 +315,7 @@ class FederatedParticipant:
         if record.secure:  # its keys lived in the process that was killed
             return self._give_up(record, "error", "restarted mid-round (SecAgg keys lost)")
         if record.stage == "ready" and record.payload is not None:
-            return self._upload(record, record.payload, None)
+            return self._upload(record, record.payload, None, record.clipped)
         _, manifest = self.cache.last_checkin()
         return self._work(record, manifest or {})
 
@@ -303,8 +349,20 @@ class FederatedParticipant:
             self._masked_recorded = False
             return self._advance_secagg()
         payload = update.vector.astype("<f4").tobytes()
-        self.store.set_stage(task, record.round_id, "ready", self.wall_clock(), payload=payload)
-        return self._upload(record, payload, update)
+        # The flag is not noised: with local noise it would tell the server a bit the
+        # local DP guarantee does not cover, so such a round sends none (the server then
+        # measures the update it received, as for an SDK that predates the flag).
+        flag = None if doc.local_noise_std > 0 else update.clipped
+        if not self.store.set_stage(
+            task,
+            record.round_id,
+            "ready",
+            self.wall_clock(),
+            payload=payload,
+            clipped=flag,
+        ):  # forget_me or consent withdrawn while it trained: nothing is sent
+            return self._stopped(record)
+        return self._upload(record, payload, update, flag)
 
     def _document(self, record: RoundRecord, manifest: Mapping[str, Any]) -> RoundDocument:
         response = self.http.request(
@@ -342,14 +400,29 @@ class FederatedParticipant:
         return local_update(doc, embeddings, y, seed=seed)
 
     def _upload(
-        self, record: RoundRecord, payload: bytes, update: LocalUpdate | None
+        self,
+        record: RoundRecord,
+        payload: bytes,
+        update: LocalUpdate | None,
+        clipped: bool | None,
     ) -> FederatedReport:
+        """PUT the stored update with its ``clipped`` flag, stored with it (None: not sent).
+
+        Adaptive clipping counts the flag: the server cannot tell whether an update it
+        receives already clipped was clipped.
+        """
         samples = update.samples if update else self.store.count_examples(record.model)
+        params: dict[str, str | int] = {
+            "device_id": self.device_id(),
+            "num_samples": max(samples, 1),
+        }
+        if clipped is not None:
+            params[UPLOAD_CLIPPED_PARAM] = "true" if clipped else "false"
         try:
             self.http.request(
                 "PUT",
                 f"{record.round_url}/update",
-                params={"device_id": self.device_id(), "num_samples": max(samples, 1)},
+                params=params,
                 content=payload,
                 headers={
                     "Content-Type": "application/octet-stream",
@@ -369,6 +442,11 @@ class FederatedParticipant:
     def _advance_secagg(self) -> FederatedReport:
         assert self._session is not None
         record, session, update = self._session
+        current = self.store.round(record.task_id, record.round_id)
+        if current is None or current.stage == "abandoned":  # forget_me, consent off
+            return self._stopped(record)
+        if not self.store.consent():
+            return self._give_up(record, "user", "consent withdrawn")
         if self.wall_clock() > record.deadline:
             return self._give_up(record, "timeout")
         lost = self._lost_condition(record.requires)
@@ -416,6 +494,19 @@ class FederatedParticipant:
                 self.wall_clock(),
                 detail=detail or reason,
             )
+        self._leave(record, reason)
+        return FederatedReport(status, detail or reason, record.task_id, int(record.round_id))
+
+    def _stopped(self, record: RoundRecord) -> FederatedReport:
+        """The report of a round ``_stop_rounds`` ended (and left) while a step was under
+        way: the step sends nothing more."""
+        if self._session is not None and self._session[0] is record:
+            self._session = None
+        current = self.store.round(record.task_id, record.round_id)
+        detail = current.detail if current is not None and current.detail else "abandoned"
+        return FederatedReport("gave_up", detail, record.task_id, int(record.round_id))
+
+    def _leave(self, record: RoundRecord, reason: str) -> None:
         try:  # polite, optional: the server stops waiting for this device
             self.http.request(
                 "POST",
@@ -424,7 +515,6 @@ class FederatedParticipant:
             )
         except PocketMLError as exc:
             logger.info("leave not delivered (harmless): %s", exc)
-        return FederatedReport(status, detail or reason, record.task_id, int(record.round_id))
 
 
 def _report(

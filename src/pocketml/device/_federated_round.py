@@ -11,7 +11,7 @@ it step by step):
 - ``embed`` runs the installed package up to the output the document names
   (``head.embedding_output``): the frozen backbone's embedding of each local sample.
 - ``local_update`` trains the head (``pocketml.fl.train_head``), clips the update to the
-  round's ``clip_norm`` and adds the optional local noise.
+  round's ``clip_norm``, adds the optional local noise (OS entropy) and clips again.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -303,10 +304,13 @@ class LocalUpdate:
     """What local training produced.
 
     Attributes:
-        vector: the clipped (and noised) update, float64, in the head's layout.
+        vector: the update to send, float64, in the head's layout: clipped to the round's
+            ``clip_norm`` (with local noise: clipped, noised, clipped again, so its norm
+            is always at most ``clip_norm``).
         samples: local examples trained on.
-        norm: the update's L2 norm before clipping.
-        clipped: whether clipping shrank it.
+        norm: the update's L2 norm before clipping (and before any noise).
+        clipped: whether ``norm`` exceeded ``clip_norm`` (the first clipping shrank it);
+            the noise never sets it, so adaptive clipping counts true norms.
     """
 
     vector: np.ndarray
@@ -316,9 +320,25 @@ class LocalUpdate:
 
 
 def local_update(
-    doc: RoundDocument, embeddings: np.ndarray, labels: np.ndarray, *, seed: int
+    doc: RoundDocument,
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    *,
+    seed: int,
+    noise_rng: np.random.Generator | None = None,
 ) -> LocalUpdate:
-    """Train the round's head on local embeddings; clip; add the local noise.
+    """Train the round's head on local embeddings; clip; add the local noise; clip again.
+
+    The returned vector's norm is at most ``clip_norm`` whatever the noise.
+
+    Args:
+        doc: the verified round document (head, recipe, ``clip_norm``, ``local_noise_std``).
+        embeddings, labels: the local examples.
+        seed: seeds the training's shuffling only (``round_seed``: reproducible).
+        noise_rng: where the local noise comes from; default a generator seeded with 128
+            bits of OS entropy (``secrets``), fresh at every call. Never derive it from
+            ``seed``: the server knows the device id, task and round, and could subtract
+            a noise it can regenerate. Tests pass a seeded generator.
 
     Raises:
         InvalidInput: shapes disagree with the head (``pocketml.fl.train_head``).
@@ -327,8 +347,18 @@ def local_update(
     norm = l2_norm(delta)
     clipped, was_clipped = clip_update(delta, doc.clip_norm)
     if doc.local_noise_std > 0:
-        clipped = add_gaussian_noise(clipped, doc.local_noise_std, np.random.default_rng(seed))
+        rng = noise_rng if noise_rng is not None else _os_entropy_rng()
+        noised = add_gaussian_noise(clipped, doc.local_noise_std, rng)
+        # Clip again: the server refuses a norm above clip_norm and SecAgg's fixed-point
+        # encoding cannot represent one. Clipping is post-processing of the noised
+        # update, so the local DP guarantee holds.
+        clipped, _ = clip_update(noised, doc.clip_norm)
     return LocalUpdate(clipped, int(labels.shape[0]), norm, was_clipped)
+
+
+def _os_entropy_rng() -> np.random.Generator:
+    """A generator the server cannot reproduce: seeded from the OS's CSPRNG."""
+    return np.random.default_rng(secrets.randbits(128))
 
 
 def label_indices(labels: Sequence[str], classes: Sequence[str], n_classes: int) -> np.ndarray:
@@ -353,8 +383,9 @@ def label_indices(labels: Sequence[str], classes: Sequence[str], n_classes: int)
 
 
 def round_seed(device_id: str, task_id: str, round_number: int) -> int:
-    """The seed of a round's local shuffling and noise: the same after a restart, so a
-    recomputed update is the one already stored (and uploaded, if it was)."""
+    """The seed of a round's local shuffling: the same after a restart, so a recomputed
+    update trains on the same batches. Not for the local noise: every input of this seed
+    is known to the server (``local_update`` draws the noise from OS entropy)."""
     digest = hashlib.sha256(f"{device_id}|{task_id}|{round_number}".encode()).digest()
     return int.from_bytes(digest[:8], "big")
 

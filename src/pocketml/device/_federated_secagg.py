@@ -36,6 +36,7 @@ from pocketml.fl import (
     SecAggConfig,
     UnmaskResponse,
 )
+from pocketml.protocol import FlRoundClosed
 
 __all__ = ["SecAggProgress", "SecAggSession"]
 
@@ -97,6 +98,7 @@ class SecAggSession:
         self.client: SecAggClient | None = None
         self.sent: set[str] = set()
         self._messages: dict[str, dict[str, Any] | bytes] = {}
+        self._unconfirmed: set[str] = set()  # counted as sent without proof (lost answers)
 
     def advance(self) -> SecAggProgress:
         """Poll the round's state once and send the step its phase asks for (if not sent).
@@ -120,7 +122,7 @@ class SecAggSession:
             return SecAggProgress("failed", phase, poll_after_s=poll, detail="secagg_aborted")
         if phase not in _STEPS:  # "selecting" or a phase a newer server added
             return SecAggProgress("waiting", phase, poll_after_s=poll)
-        self._confirm_delivered(state)
+        self._confirm_delivered(state, phase)
         if phase in self.sent:
             return SecAggProgress("waiting", phase, poll_after_s=poll)
         missed = [step for step in _STEPS[: _STEPS.index(phase)] if step not in self.sent]
@@ -133,16 +135,32 @@ class SecAggSession:
         # second, different message (which it would refuse, and SecAggClient forbids).
         if phase not in self._messages:
             self._messages[phase] = getattr(self, f"_{phase}")(state)
-        self._send(phase, self._messages[phase])
+        try:
+            self._send(phase, self._messages[phase])
+        except FlRoundClosed as exc:
+            if phase == "masked_input" and "share" in self._unconfirmed:
+                # the server's answer to "did my shares arrive?": they did not
+                return SecAggProgress(
+                    "out", phase, poll_after_s=poll, detail=f"missed the share phase ({exc})"
+                )
+            raise
         self.sent.add(phase)
         return SecAggProgress("waiting", phase, sent=phase, poll_after_s=poll)
 
-    def _confirm_delivered(self, state: Mapping[str, Any]) -> None:
+    def _confirm_delivered(self, state: Mapping[str, Any], phase: str) -> None:
         """Count a step whose answer was lost as sent when the state shows it arrived.
 
         The roster lists this device once its keys arrived; the survivors list it once its
         masked input arrived. Without this, a lost answer followed by a phase change would
         put a device out of a round it is part of.
+
+        The shares are the exception: nothing in the state shows that they arrived (the
+        inbox holds the shares sent *to* this device, and no device shares with itself).
+        So in the masked_input phase, shares sent whose answer was lost count as sent,
+        unconfirmed: the masked input goes out, and the server refuses it
+        (``fl_round_closed``: "did not share keys") exactly when they did not arrive.
+        Trying is safe: a masked input whose self-mask nobody holds shares of reveals
+        nothing, and the server does not store it.
         """
         roster, survivors = state.get("roster"), state.get("survivors")
         arrived = set()
@@ -150,6 +168,9 @@ class SecAggSession:
             arrived.add("advertise")
         if isinstance(survivors, list) and self.client_id in survivors:
             arrived.add("masked_input")
+        if phase == "masked_input" and "share" not in self.sent:
+            arrived.add("share")
+            self._unconfirmed |= {"share"} & set(self._messages)
         self.sent |= arrived & set(self._messages)
 
     def _send(self, phase: str, message: dict[str, Any] | bytes) -> None:

@@ -7,9 +7,9 @@ leaves either the old or the new state, never half of one:
   capture's consent, and stored the same way).
 - ``examples``: the labelled inputs the app gave for on-device training. They never leave
   the device (only an update computed from them does); turning consent off or
-  ``forget_me`` deletes them. Inputs are stored raw (as the app would pass them to
-  ``predict``), not as embeddings: the backbone that embeds them is whatever package is
-  installed when a round runs.
+  ``forget_me`` deletes them and ends every round in progress. Inputs are stored raw (as
+  the app would pass them to ``predict``), not as embeddings: the backbone that embeds
+  them is whatever package is installed when a round runs.
 - ``rounds``: one row per (task, round) the device joined, with its stage. The stage is
   what makes a kill harmless: an update is stored with its idempotency key *before* the
   upload, so a retry after a cut connection or a restart sends the same bytes under the
@@ -65,9 +65,17 @@ CREATE TABLE IF NOT EXISTS rounds (
     payload BLOB,
     detail TEXT,
     updated_at REAL NOT NULL,
+    clipped INTEGER,
     PRIMARY KEY (task_id, round_id)
 );
 """
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Add the columns a later SDK release introduced to a file an older one created."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(rounds)")}
+    if "clipped" not in columns:  # added with the upload's `clipped` parameter
+        db.execute("ALTER TABLE rounds ADD COLUMN clipped INTEGER")
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,9 @@ class RoundRecord:
             (``charging``, ``wifi``, ``idle``: bools).
         payload: the stored upload body (``ready``), else None.
         detail: why the round was abandoned, or a note.
+        clipped: whether the stored update's norm exceeded ``clip_norm`` before the device
+            clipped it (the upload's ``clipped`` parameter); None when unknown (nothing
+            stored, or stored by an SDK that did not record it).
     """
 
     task_id: str
@@ -103,11 +114,16 @@ class RoundRecord:
     requires: dict[str, bool]
     payload: bytes | None
     detail: str | None
+    clipped: bool | None = None
 
 
 _ROUND_COLUMNS = (
     "task_id, round_id, model, stage, secure, deadline, upload_key, round_url, client_id, "
-    "requires, payload, detail"
+    "requires, payload, detail, clipped"
+)
+_INSERT_ROUND = (
+    "INSERT INTO rounds (task_id, round_id, model, stage, secure, deadline, upload_key, "
+    "round_url, client_id, requires, payload, detail, updated_at) "
 )
 
 
@@ -126,6 +142,7 @@ def _record(row: tuple[Any, ...]) -> RoundRecord:
         requires={str(k): bool(v) for k, v in requires.items()},
         payload=row[10],
         detail=row[11],
+        clipped=None if row[12] is None else bool(row[12]),
     )
 
 
@@ -148,7 +165,7 @@ class FederatedStore:
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
-            self._db = open_store(self.path, _SCHEMA, "the federated store")
+            self._db = open_store(self.path, _SCHEMA, "the federated store", _upgrade)
         return self._db
 
     def close(self) -> None:
@@ -170,8 +187,10 @@ class FederatedStore:
             )
         return row is not None and row[0] == "true"
 
-    def set_consent(self, value: bool) -> int:
-        """Store consent; turning it off deletes every example (returns how many)."""
+    def set_consent(self, value: bool, at: float) -> int:
+        """Store consent; turning it off deletes every example and ends every round still
+        owed work, its unsent update with it (as ``forget``, detail ``consent withdrawn``:
+        turning consent on again never resumes them). Returns the examples deleted."""
         with self.lock:
             db = self._conn()
             db.execute("BEGIN")
@@ -181,7 +200,10 @@ class FederatedStore:
                     "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
                     ("true" if value else "false",),
                 )
-                deleted = 0 if value else int(db.execute("DELETE FROM examples").rowcount)
+                deleted = 0
+                if not value:
+                    deleted = int(db.execute("DELETE FROM examples").rowcount)
+                    _abandon_open_rounds(db, "consent withdrawn", at)
                 db.execute("COMMIT")
             except sqlite3.Error:
                 db.execute("ROLLBACK")
@@ -311,7 +333,7 @@ class FederatedStore:
         """Record that the device works on a round (a second call keeps the first record)."""
         with self.lock:
             self._conn().execute(
-                "INSERT INTO rounds VALUES (?, ?, ?, 'joined', ?, ?, ?, ?, ?, ?, NULL, NULL, ?) "
+                _INSERT_ROUND + "VALUES (?, ?, ?, 'joined', ?, ?, ?, ?, ?, ?, NULL, NULL, ?) "
                 "ON CONFLICT(task_id, round_id) DO NOTHING",
                 (
                     task_id,
@@ -339,24 +361,45 @@ class FederatedStore:
         *,
         payload: bytes | None = None,
         detail: str | None = None,
-    ) -> None:
-        """Move a round to ``stage``; the payload is kept only while an upload is owed."""
+        clipped: bool | None = None,
+    ) -> bool:
+        """Move a round to ``stage``; the payload (and whether it was ``clipped``) is kept
+        only while an upload is owed.
+
+        An ``abandoned`` round stays abandoned: a step that was under way when the round
+        was given up (``forget_me``, consent withdrawn, another thread's ``_give_up``)
+        cannot bring it back. Returns whether the round moved (False: abandoned, or never
+        joined).
+        """
         if stage not in STAGES:
             raise InvalidInput(f"a round's stage is one of {STAGES}; got {stage!r}")
         with self.lock:
-            self._conn().execute(
-                "UPDATE rounds SET stage = ?, payload = ?, detail = ?, updated_at = ? "
-                "WHERE task_id = ? AND round_id = ?",
-                (stage, payload if stage == "ready" else None, detail, at, task_id, round_id),
+            owed = stage == "ready"
+            moved = (
+                self._conn()
+                .execute(
+                    "UPDATE rounds SET stage = ?, payload = ?, clipped = ?, detail = ?, "
+                    "updated_at = ? WHERE task_id = ? AND round_id = ? AND stage != 'abandoned'",
+                    (
+                        stage,
+                        payload if owed else None,
+                        None if not owed or clipped is None else int(clipped),
+                        detail,
+                        at,
+                        task_id,
+                        round_id,
+                    ),
+                )
+                .rowcount
             )
+        return bool(moved)
 
     def refuse(self, task_id: str, round_id: str, model: str, reason: str, at: float) -> None:
         """Record a round the device will not work on (not selected, closed): ``abandoned``
         without having joined, so it is not asked again."""
         with self.lock:
             self._conn().execute(
-                "INSERT INTO rounds VALUES "
-                "(?, ?, ?, 'abandoned', 0, 0, '', '', 0, '{}', NULL, ?, ?) "
+                _INSERT_ROUND + "VALUES (?, ?, ?, 'abandoned', 0, 0, '', '', 0, '{}', NULL, ?, ?) "
                 "ON CONFLICT(task_id, round_id) DO NOTHING",
                 (task_id, round_id, model, reason, at),
             )
@@ -380,13 +423,19 @@ class FederatedStore:
             db.execute("BEGIN")
             try:
                 n = int(db.execute("DELETE FROM examples").rowcount)
-                db.execute(
-                    "UPDATE rounds SET stage = 'abandoned', payload = NULL, "
-                    "detail = 'forget_me', updated_at = ? WHERE stage IN ('joined', 'ready')",
-                    (at,),
-                )
+                _abandon_open_rounds(db, "forget_me", at)
                 db.execute("COMMIT")
             except sqlite3.Error:
                 db.execute("ROLLBACK")
                 raise
             return n
+
+
+def _abandon_open_rounds(db: sqlite3.Connection, detail: str, at: float) -> None:
+    """Inside a transaction: every ``joined``/``ready`` round becomes ``abandoned`` and
+    loses its stored update."""
+    db.execute(
+        "UPDATE rounds SET stage = 'abandoned', payload = NULL, clipped = NULL, detail = ?, "
+        "updated_at = ? WHERE stage IN ('joined', 'ready')",
+        (detail, at),
+    )
