@@ -165,4 +165,10 @@ def main(home: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if len(sys.argv) > 1:
+        main(Path(sys.argv[1]))
+    else:  # `make bench` runs every script without arguments: a throwaway home
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="pocketml-console-data-") as tmp:
+            main(Path(tmp))

@@ -50,3 +50,19 @@ def test_device_key_and_operator_token_cannot_log_in(
     assert "set-cookie" not in device.headers
     assert pages.status_code == 303
     assert pages.headers["location"] == "/ui?next=/ui/models"
+
+
+def test_pages_are_gzipped_for_browsers_that_accept_it(
+    live_server: LiveServer, app_a: AppCreatedPublic
+) -> None:
+    import gzip
+
+    with live_server.http() as browser:
+        browser.post("/ui/login", data={"token": app_a.admin_token})
+        zipped = browser.get("/ui/overview", headers={"Accept-Encoding": "gzip"})
+        plain = browser.get("/ui/overview", headers={"Accept-Encoding": "identity"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert "content-encoding" not in plain.headers
+    assert zipped.text == plain.text  # httpx decoded it: the same page
+    assert int(zipped.headers["content-length"]) < len(gzip.compress(plain.content)) + 64
+    assert zipped.headers["vary"] == "Accept-Encoding"

@@ -144,6 +144,7 @@ class OverviewRow:
     experiments: tuple[Experiment, ...]
     firing_alerts: int | None
     traffic: Traffic | None
+    production_devices: int | None = None  # distinct devices on production in the window
 
 
 # -- rollouts --------------------------------------------------------------------------

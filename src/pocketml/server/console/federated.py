@@ -22,6 +22,7 @@ from pocketml.server._state import ServerState, server_state
 from pocketml.server.console._common import (
     CSRF_REFUSED,
     Console,
+    actor_of,
     check_csrf,
     error_page,
     page,
@@ -143,9 +144,7 @@ def cancel_task(
     if not check_csrf(request, session, csrf):
         return error_page(request, session, 403, CSRF_REFUSED)
     try:
-        state.federated_service.cancel_task(
-            session.app_id, task_id, actor=f"admin:{session.app_id}"
-        )
+        state.federated_service.cancel_task(session.app_id, task_id, actor=actor_of(session))
     except NotFound as exc:
         return pocketml_error_page(request, session, exc)
     except PocketMLError as exc:

@@ -23,8 +23,10 @@ from pocketml.errors import InvalidInput, NotFound, PocketMLError, ValidationFai
 from pocketml.monitor import DriftReport, FeatureReport, GroupDrift, parse_window
 from pocketml.server._state import ServerState, server_state
 from pocketml.server.console._common import (
+    CSRF_REFUSED,
     Console,
     Session,
+    actor_of,
     check_csrf,
     error_page,
     page,
@@ -55,11 +57,6 @@ Until = Annotated[float | None, Query(ge=0, le=4_102_444_800)]
 Version = Annotated[int | None, Query(ge=1, le=2_147_483_647)]
 Feature = Annotated[str, PathParam(min_length=1, max_length=128), _Checked]
 AlertId = Annotated[str, PathParam(min_length=1, max_length=40), _Checked]
-
-
-def _actor(session: Session) -> str:
-    """Who an action is recorded as: the same actor the admin API records."""
-    return f"admin:{session.app_id}"
 
 
 @router.get("/fleet", response_class=HTMLResponse)
@@ -360,15 +357,9 @@ def ack_alert(
 ) -> Response:
     """Acknowledge one alert: the API's ``AlertService.ack`` with the API's actor (audited)."""
     if not check_csrf(request, session, csrf):
-        return error_page(
-            request,
-            session,
-            403,
-            "This form is stale or came from another site (CSRF check failed); nothing was "
-            "changed. Open the alerts page again and retry.",
-        )
+        return error_page(request, session, 403, CSRF_REFUSED)
     try:
-        state.alert_service.ack(session.app_id, alert_id, actor=_actor(session))
+        state.alert_service.ack(session.app_id, alert_id, actor=actor_of(session))
     except PocketMLError as exc:
         return pocketml_error_page(request, session, exc)
     return RedirectResponse(f"/ui/alerts?acked={alert_id}", status_code=303)

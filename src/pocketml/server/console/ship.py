@@ -29,6 +29,7 @@ from pocketml.server.console._common import (
     CSRF_REFUSED,
     Console,
     Session,
+    actor_of,
     check_csrf,
     error_page,
     page,
@@ -75,10 +76,6 @@ def _notice(code: str | None) -> str | None:
     return NOTICES.get(code or "")
 
 
-def _actor(session: Session) -> str:
-    return f"admin:{session.app_id}"
-
-
 def _model_path(name: str) -> str:
     return f"/ui/models/{quote(name, safe='')}"
 
@@ -105,7 +102,10 @@ def overview_page(
             firing = {}
             for alert in state.alerts.list_alerts(app_id, states=["firing"], limit=1000):
                 firing[alert.model] = firing.get(alert.model, 0) + 1
-        since = state.telemetry.clock() - DAY_S
+        now = state.telemetry.clock()
+        since = now - DAY_S
+        fleet = state.telemetry.fleet(app_id, since, now)
+        on_version = {key: devices for key, devices, _ in fleet.versions}
         rows = [
             views.OverviewRow(
                 name=m.name,
@@ -115,6 +115,7 @@ def overview_page(
                 experiments=tuple(e for e in experiments if e.model == m.name),
                 firing_alerts=None if firing is None else firing.get(m.name, 0),
                 traffic=views.traffic(state.telemetry.model_metrics(app_id, m.name, since=since)),
+                production_devices=on_version.get(f"{m.name} v{m.production_version}"),
             )
             for m in listing.items
         ]
@@ -132,6 +133,7 @@ def overview_page(
         rollouts=rollouts,
         experiments=experiments,
         firing_total=None if firing is None else sum(firing.values()),
+        fleet_devices=fleet.devices,
     )
 
 
@@ -290,7 +292,9 @@ def change_stage(
     if not check_csrf(request, session, csrf):
         return error_page(request, session, 403, CSRF_REFUSED)
     try:
-        state.delivery.models.set_stage(session.app_id, name, version, stage, actor=_actor(session))
+        state.delivery.models.set_stage(
+            session.app_id, name, version, stage, actor=actor_of(session)
+        )
     except NotFound as exc:
         return pocketml_error_page(request, session, exc)
     except PocketMLError as exc:
@@ -434,7 +438,7 @@ def move_rollout(
         return error_page(request, session, 403, CSRF_REFUSED)
     try:
         state.delivery.rollouts.transition(
-            session.app_id, rollout_id, action, actor=_actor(session), reason=reason.strip()
+            session.app_id, rollout_id, action, actor=actor_of(session), reason=reason.strip()
         )
     except NotFound as exc:
         return pocketml_error_page(request, session, exc)
@@ -539,7 +543,7 @@ def stop_experiment(
             session.app_id,
             experiment_id,
             promote=_promote_choice(promote),
-            actor=_actor(session),
+            actor=actor_of(session),
             reason=reason.strip(),
         )
     except InvalidInput as exc:  # 422, as the API answers a bad promote
