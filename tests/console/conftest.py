@@ -37,9 +37,14 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One headless Chromium for the session."""
+    """One headless Chromium per module.
+
+    Not per session: Playwright's sync API keeps an asyncio loop running on this thread
+    while it is open, and every later test in the same worker that calls ``asyncio.run``
+    would fail ("cannot be called from a running event loop").
+    """
     executable = chromium_path()
     from playwright.sync_api import sync_playwright
 
