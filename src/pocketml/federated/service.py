@@ -810,14 +810,8 @@ class FederatedService:
                 server.receive_keys([advert(mine.client_id, keys)])
             except InvalidInput as exc:
                 raise FlSecAggInvalid(f"field 'cipher_public': {exc}") from exc
-            conn.execute(
-                sa.update(PARTS)
-                .where(
-                    PARTS.c.task_id == task_id,
-                    PARTS.c.round == round_number,
-                    PARTS.c.device_id == device_id,
-                )
-                .values(advert=keys, state="advertised")
+            _update_participant(
+                conn, task_id, round_number, device_id, advert=keys, state="advertised"
             )
         self.advance(task_id)
         return UploadAnswer(True, False, round_number, 0)
@@ -867,15 +861,7 @@ class FederatedService:
                     for recipient, data in sealed.items()
                 ],
             )
-            conn.execute(
-                sa.update(PARTS)
-                .where(
-                    PARTS.c.task_id == task_id,
-                    PARTS.c.round == round_number,
-                    PARTS.c.device_id == device_id,
-                )
-                .values(shared=True, state="shared")
-            )
+            _update_participant(conn, task_id, round_number, device_id, shared=True, state="shared")
         self.advance(task_id)
         return UploadAnswer(True, False, round_number, 0)
 
@@ -906,15 +892,7 @@ class FederatedService:
                 server.receive_unmask(unmask_response(mine.client_id, parsed))
             except InvalidInput as exc:
                 raise FlSecAggInvalid(f"field 'self_mask_shares': {exc}") from exc
-            conn.execute(
-                sa.update(PARTS)
-                .where(
-                    PARTS.c.task_id == task_id,
-                    PARTS.c.round == round_number,
-                    PARTS.c.device_id == device_id,
-                )
-                .values(unmask=parsed)
-            )
+            _update_participant(conn, task_id, round_number, device_id, unmask=parsed)
         self.advance(task_id)
         return UploadAnswer(True, False, round_number, 0)
 
@@ -1685,3 +1663,18 @@ def _lock_upload_round(
         return task, round_row(conn, task_id, task.round, lock=True), float(joined.clip_norm)
     task, rnd = lock_open_round(conn, app_id, task_id, number)
     return task, rnd, float(rnd.clip_norm)
+
+
+def _update_participant(
+    conn: sa.Connection, task_id: str, round_number: int, device_id: str, **values: Any
+) -> None:
+    """Set columns of one device's participation in one round."""
+    conn.execute(
+        sa.update(PARTS)
+        .where(
+            PARTS.c.task_id == task_id,
+            PARTS.c.round == round_number,
+            PARTS.c.device_id == device_id,
+        )
+        .values(**values)
+    )
