@@ -42,8 +42,11 @@ __all__ = [
     "FlowerRound",
     "HeadClient",
     "client_app",
+    "client_seed",
     "head_from_parameters",
     "head_to_ndarrays",
+    "in_process_proxy",
+    "replace_aggregator",
     "run_in_process",
     "server_app",
     "strategy_for",
@@ -257,6 +260,7 @@ def strategy_for(
     population: int,
     on_round: Callable[[FlowerRound], None] | None = None,
     evaluate_fn: Callable[[int, list[np.ndarray], dict[str, Any]], Any] | None = None,
+    account_privacy: bool = True,
 ) -> Any:
     """The Flower strategy that runs ``spec``'s rounds from ``initial``.
 
@@ -276,6 +280,8 @@ def strategy_for(
             population; ``spec.population`` is used when set).
         on_round: called after each round's aggregation.
         evaluate_fn: Flower's server-side evaluation callback, passed through.
+        account_privacy: False leaves out the (ε, δ) report (benchmarks timing Flower's own
+            server work); the rounds are the same.
 
     Raises:
         InvalidInput: a setting Flower cannot run (see :data:`FLOWER_AGGREGATORS`).
@@ -315,7 +321,7 @@ def strategy_for(
         PrivacyAccountant(
             spec.noise_multiplier, min(1.0, spec.clients_per_round / population), spec.delta
         )
-        if spec.dp
+        if spec.dp and account_privacy
         else None
     )
     return _reporting_class(fs.Strategy)(inner, accountant, on_round)
@@ -429,7 +435,6 @@ def run_in_process(
     _flwr()
     from flwr.server import Server, SimpleClientManager
 
-    proxy = _in_process_proxy_class()
     manager = SimpleClientManager()
     for index, partition in enumerate(partitions):
         client = HeadClient.create(
@@ -440,7 +445,7 @@ def run_in_process(
             seed=seed,
             uniform_weights=uniform_weights,
         )
-        manager.register(proxy(str(index), client.to_client()))
+        manager.register(in_process_proxy(str(index), client.to_client()))
     rounds: list[FlowerRound] = []
 
     def report(info: FlowerRound) -> None:
@@ -452,6 +457,13 @@ def run_in_process(
     server = Server(client_manager=manager, strategy=strategy)
     server.fit(num_rounds=spec.rounds, timeout=None)
     return head_from_parameters(server.parameters), rounds
+
+
+def in_process_proxy(cid: str, client: Any) -> Any:
+    """A Flower ``ClientProxy`` that calls ``client`` (a ``flwr.client.Client``, e.g.
+    ``HeadClient.create(...).to_client()``) in this process: no gRPC, no Ray."""
+    _flwr()
+    return _in_process_proxy_class()(cid, client)
 
 
 def _in_process_proxy_class() -> Any:
