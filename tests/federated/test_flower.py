@@ -11,10 +11,14 @@ head is computed here step by step with pocketml's own functions and compared.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import logging
 import random
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,3 +197,19 @@ def test_client_app_and_server_app_build() -> None:
     assert isinstance(app, flwr.client.ClientApp)
     server = server_app(_spec(), Head.zeros(6, 3), population=N_CLIENTS)
     assert isinstance(server, flwr.server.ServerApp)
+
+
+def test_the_docs_flower_example_runs_and_prints_what_the_page_says() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "federated.md").read_text()
+    section = doc.split("## Running a task on Flower", 1)[1]
+    (snippet,) = re.findall(r"```py\n(.*?)```", section, flags=re.S)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(snippet, "docs/federated.md", "exec"), {})
+    lines = out.getvalue().splitlines()
+    assert lines[:4] == [
+        f"round {r}: ε = {e} at δ = 1e-05"
+        for r, e in zip((1, 4, 7, 10), ("5.95", "11.28", "14.56", "17.24"), strict=True)
+    ]
+    assert lines[4] == "accuracy 1.00"
+    assert "ε 5.95, 11.28, 14.56 and 17.24" in section
