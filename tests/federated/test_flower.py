@@ -3,7 +3,11 @@
 flwr is not installed in the project's venv (its pins clash with the server's); run these in
 the benchmark's Flower venv (built by ``benchmarks/fl_vs_flower.py``):
 
-    PYTHONPATH=src benchmarks/.venv-flower/bin/python -m pytest tests/federated/test_flower.py
+    PYTHONPATH=src benchmarks/.venv-flower/bin/python -m pytest --noconftest \
+        tests/federated/test_flower.py
+
+(``--noconftest``: the suite's conftest files import the server, whose dependencies that venv
+does not have; this file needs none of their fixtures.)
 
 Each round's cohort is every client (``clients_per_round == population``), so the expected
 head is computed here step by step with pocketml's own functions and compared.
