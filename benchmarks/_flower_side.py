@@ -4,15 +4,18 @@
 
 Not run by hand: fl_vs_flower.py writes the task (the digits split, each round's cohort),
 starts this script in Flower's own venv and reads back the accuracy after each round and
-the server's time per round. numpy and flwr only; the clients' local training is
-pocketml's numpy ``train_head`` (imported from the worktree's ``src``; it needs numpy and
-``cryptography``, which flwr brings) so both sides run the same local recipe.
+the server's time per round. The Flower side is pocketml's Flower module,
+``pocketml.federated.flower`` (imported from the worktree's ``src``; flwr brings numpy and
+``cryptography``, the venv adds ``sqlalchemy`` for the package's import): its ``HeadClient``
+trains with pocketml's ``train_head``, so both sides run the same local recipe, and its
+``strategy_for`` maps the task to Flower's ``FedAvg`` and
+``DifferentialPrivacyServerSideFixedClipping``.
 
 Flower's legacy strategies are driven directly, round by round, the way Flower's own
 ``Server.fit_round`` drives them: ``configure_fit`` with a client manager, each selected
 client's ``fit``, then ``aggregate_fit``. The client manager returns the cohort the task
 names (pocketml's cohort for that round), so the two sides see the same clients, and the
-stand-in ``ClientProxy`` calls the numpy client in process (no gRPC, no Ray). Server time
+module's ``in_process_proxy`` calls each client in process (no gRPC, no Ray). Server time
 per round counts ``configure_fit`` + ``aggregate_fit`` (with the Parameters
 serialisation they do), not the clients' training.
 """
@@ -32,31 +35,11 @@ from typing import Any
 T_START = time.perf_counter()
 
 import numpy as np  # noqa: E402
-from flwr.common import (  # noqa: E402
-    Code,
-    DisconnectRes,
-    EvaluateIns,
-    EvaluateRes,
-    FitIns,
-    FitRes,
-    GetParametersIns,
-    GetParametersRes,
-    GetPropertiesIns,
-    GetPropertiesRes,
-    Parameters,
-    ReconnectIns,
-    Status,
-    ndarrays_to_parameters,
-    parameters_to_ndarrays,
-)
+from flwr.common import Parameters, ndarrays_to_parameters  # noqa: E402
 from flwr.server.client_manager import SimpleClientManager  # noqa: E402
 from flwr.server.client_proxy import ClientProxy  # noqa: E402
 from flwr.server.criterion import Criterion  # noqa: E402
-from flwr.server.strategy import (  # noqa: E402
-    DifferentialPrivacyServerSideFixedClipping,
-    FedAvg,
-    Strategy,
-)
+from flwr.server.strategy import FedAvg  # noqa: E402
 from flwr.supercore.privacy_accounting import (  # noqa: E402
     GaussianPrivacyEvent,
     NeighboringRelation,
@@ -65,56 +48,18 @@ from flwr.supercore.privacy_accounting import (  # noqa: E402
 )
 from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant  # noqa: E402
 
-from pocketml.fl import Head, LocalRecipe, train_head  # noqa: E402
+from pocketml.federated import TaskSpec  # noqa: E402
+from pocketml.federated.flower import (  # noqa: E402
+    HeadClient,
+    client_app,
+    head_from_parameters,
+    head_to_ndarrays,
+    in_process_proxy,
+    strategy_for,
+)
+from pocketml.fl import Head, LocalRecipe  # noqa: E402
 
 T_IMPORTED = time.perf_counter()
-
-
-class NumpyClientProxy(ClientProxy):
-    """A Flower client in this process: trains the head on its own shard with pocketml's
-    numpy recipe and returns the trained parameters (what a Flower NumPyClient returns)."""
-
-    def __init__(self, cid: int, task: dict[str, Any]) -> None:
-        super().__init__(str(cid))
-        self.index = cid
-        self.task = task
-        self.round = 0
-
-    def fit(self, ins: FitIns, timeout: float | None, group_id: int | None) -> FitRes:
-        weights, bias = parameters_to_ndarrays(ins.parameters)
-        head = Head(weights, bias)
-        shard = self.task["parts"][self.index]
-        seed = self.task["seed"] * 100_003 + int(ins.config["round"]) * 1_009 + self.index
-        delta = train_head(
-            head, self.task["x"][shard], self.task["y"][shard], self.task["recipe"], seed=seed
-        )
-        trained = head.with_vector(head.to_vector() + delta)
-        return FitRes(
-            Status(Code.OK, ""),
-            ndarrays_to_parameters([trained.weights, trained.bias]),
-            1 if self.task["uniform_weights"] else int(shard.size),
-            {},
-        )
-
-    def get_properties(
-        self, ins: GetPropertiesIns, timeout: float | None, group_id: int | None
-    ) -> GetPropertiesRes:
-        raise NotImplementedError
-
-    def get_parameters(
-        self, ins: GetParametersIns, timeout: float | None, group_id: int | None
-    ) -> GetParametersRes:
-        raise NotImplementedError
-
-    def evaluate(
-        self, ins: EvaluateIns, timeout: float | None, group_id: int | None
-    ) -> EvaluateRes:
-        raise NotImplementedError
-
-    def reconnect(
-        self, ins: ReconnectIns, timeout: float | None, group_id: int | None
-    ) -> DisconnectRes:
-        raise NotImplementedError
 
 
 class CohortClientManager(SimpleClientManager):
@@ -143,33 +88,37 @@ def run(task_path: Path, config: dict[str, Any]) -> dict[str, Any]:
     data = np.load(task_path)
     offsets = data["offsets"]
     parts = [data["indices"][offsets[i] : offsets[i + 1]] for i in range(offsets.size - 1)]
-    task = {
-        "x": data["x_train"],
-        "y": data["y_train"],
-        "parts": parts,
-        "seed": config["seed"],
-        "recipe": LocalRecipe(**config["recipe"]),
-        "uniform_weights": config.get("uniform_weights", False),
-    }
+    recipe = LocalRecipe(**config["recipe"])
     cohorts = data["cohorts"]
     n_clients, per_round = len(parts), cohorts.shape[1]
     manager = CohortClientManager(cohorts)
-    for c in range(n_clients):
-        manager.register(NumpyClientProxy(c, task))
+    for c, shard in enumerate(parts):
+        # pocketml.federated.flower's client (train_head; no client clipping here: Flower's
+        # server-side DP wrapper clips, as in the comparison's design).
+        client = HeadClient.create(
+            c,
+            (data["x_train"][shard], data["y_train"][shard]),
+            recipe,
+            clip_norm=None,
+            seed=config["seed"],
+            uniform_weights=config.get("uniform_weights", False),
+        )
+        manager.register(in_process_proxy(str(c), client.to_client()))
     n_classes = int(max(data["y_train"].max(), data["y_test"].max())) + 1
     head = Head.zeros(data["x_train"].shape[1], n_classes)
-    strategy: Strategy = FedAvg(
-        fraction_fit=per_round / n_clients,
-        fraction_evaluate=0.0,
-        min_fit_clients=per_round,
-        min_available_clients=n_clients,
-        on_fit_config_fn=lambda rnd: {"round": rnd - 1},
-        initial_parameters=ndarrays_to_parameters([head.weights, head.bias]),
+    # The task as pocketml.federated.flower maps it: Flower's FedAvg, wrapped in
+    # DifferentialPrivacyServerSideFixedClipping(z, C, m) with DP. The ε report is left out
+    # so the server time per round is Flower's own work.
+    spec = TaskSpec(
+        version=1,
+        rounds=int(cohorts.shape[0]),
+        clients_per_round=per_round,
+        recipe=recipe,
+        noise_multiplier=config["noise_multiplier"],
+        clip_norm=config.get("clip_norm", 1.0),
     )
+    strategy = strategy_for(spec, head, population=n_clients, account_privacy=False)
     if config["noise_multiplier"] > 0:
-        strategy = DifferentialPrivacyServerSideFixedClipping(
-            strategy, config["noise_multiplier"], config["clip_norm"], per_round
-        )
         # The wrapper draws its noise from numpy's global RNG (np.random.normal).
         np.random.seed(config["seed"])
         if config.get("shared_noise"):
@@ -190,9 +139,8 @@ def run(task_path: Path, config: dict[str, Any]) -> dict[str, Any]:
         assert isinstance(aggregated, Parameters)
         parameters = aggregated
         server_ms.append(server * 1000)
-        weights, bias = parameters_to_ndarrays(parameters)
-        accuracy.append(Head(weights, bias).accuracy(data["x_test"], data["y_test"]))
-    weights, bias = parameters_to_ndarrays(parameters)
+        accuracy.append(head_from_parameters(parameters).accuracy(data["x_test"], data["y_test"]))
+    final = head_from_parameters(parameters)
     epsilon = {}
     if config["noise_multiplier"] > 0:
         epsilon = {
@@ -204,7 +152,7 @@ def run(task_path: Path, config: dict[str, Any]) -> dict[str, Any]:
     return {
         "epsilon": epsilon,
         "accuracy": accuracy,
-        "head": np.concatenate([weights.ravel(), bias.ravel()]).tolist(),
+        "head": final.to_vector().tolist(),
         "server_ms_median": statistics.median(server_ms),
         "setup_s": startup,
     }
@@ -244,7 +192,7 @@ def run_ray(task_path: Path, rounds: int, seed: int) -> dict[str, Any]:
     FedAvg task: timings only. Flower samples the cohorts here (``random.sample``), so the
     accuracy is not paired with pocketml's and is reported, not compared."""
     t_import = time.perf_counter()
-    from flwr.client import ClientApp, NumPyClient
+    import flwr.client  # noqa: F401  (timed: what a ClientApp needs)
     from flwr.common import Context
     from flwr.server import ServerApp, ServerAppComponents, ServerConfig
     from flwr.simulation import run_simulation
@@ -258,24 +206,8 @@ def run_ray(task_path: Path, rounds: int, seed: int) -> dict[str, Any]:
     marks: list[float] = []
     final: list[Parameters] = []
 
-    class Client(NumPyClient):
-        def __init__(self, index: int) -> None:
-            self.index = index
-
-        def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
-            head, shard = Head(*parameters), parts[self.index]
-            delta = train_head(
-                head,
-                data["x_train"][shard],
-                data["y_train"][shard],
-                recipe,
-                seed=seed * 100_003 + int(config["round"]) * 1_009 + self.index,
-            )
-            trained = head.with_vector(head.to_vector() + delta)
-            return [trained.weights, trained.bias], int(shard.size), {}
-
-    def client_fn(context: Context) -> Any:
-        return Client(int(context.node_config["partition-id"])).to_client()
+    shards = [(data["x_train"][shard], data["y_train"][shard]) for shard in parts]
+    client = client_app(shards.__getitem__, recipe, clip_norm=None, seed=seed)
 
     def fit_config(rnd: int) -> dict[str, Any]:
         marks.append(time.perf_counter())
@@ -294,7 +226,7 @@ def run_ray(task_path: Path, rounds: int, seed: int) -> dict[str, Any]:
             min_available_clients=n_clients,
             on_fit_config_fn=fit_config,
             evaluate_fn=evaluate,
-            initial_parameters=ndarrays_to_parameters([head.weights, head.bias]),
+            initial_parameters=ndarrays_to_parameters(head_to_ndarrays(head)),
         )
         return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=rounds))
 
@@ -302,20 +234,19 @@ def run_ray(task_path: Path, rounds: int, seed: int) -> dict[str, Any]:
     start = time.perf_counter()
     run_simulation(
         ServerApp(server_fn=server_fn),
-        ClientApp(client_fn=client_fn),
+        client,
         num_supernodes=n_clients,
         backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
     )
     total = time.perf_counter() - start
     marks.append(start + total)
-    weights, bias = parameters_to_ndarrays(final[0])
     return {
         "rounds": rounds,
         "import_simulation_s": start_import_done - t_import,
         "first_round_s": marks[1] - start,
         "round_s": [b - a for a, b in itertools.pairwise(marks[1:])],
         "total_s": total,
-        "accuracy": Head(weights, bias).accuracy(data["x_test"], data["y_test"]),
+        "accuracy": head_from_parameters(final[0]).accuracy(data["x_test"], data["y_test"]),
     }
 
 

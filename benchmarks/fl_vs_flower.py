@@ -95,10 +95,12 @@ def _flower_python() -> Path:
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     version = FLWR.split("==")[1]
-    probe = f"import flwr, dp_accounting, ray; assert flwr.__version__ == {version!r}"
+    # sqlalchemy: _flower_side.py imports pocketml.federated (its Flower module), whose
+    # package imports the service's tables.
+    probe = f"import flwr, dp_accounting, ray, sqlalchemy; assert flwr.__version__ == {version!r}"
     if subprocess.run([str(python), "-c", probe], capture_output=True).returncode != 0:
         subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", FLWR, "numpy"],
+            [str(python), "-m", "pip", "install", "-q", FLWR, "numpy", "sqlalchemy"],
             check=True,
         )
     return python
