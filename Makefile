@@ -13,7 +13,7 @@ DEMO_OUT ?= demo-out
 # slowest tests are printed, to see where the 20-minute budget goes.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test lint install format bench clean test-ts lint-ts ts-install test-ts-browser
+.PHONY: demo test lint install format bench clean test-ts lint-ts ts-install test-ts-browser test-flower
 
 install: $(STAMP)
 
@@ -35,7 +35,7 @@ lint: $(STAMP) lint-ts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint test-ts test-ts-browser
+test: lint test-ts test-ts-browser test-flower
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --durations=25
 
 # The TypeScript device SDK (clients/typescript): Node 20+ and npm, packages from the npm
@@ -62,6 +62,20 @@ test-ts-browser: $(STAMP) $(TS_STAMP)
 	@command -v chromium >/dev/null || { echo "test-ts-browser needs Chromium: apt-get install -y chromium (or run make test-ts alone)"; exit 1; }
 	cd $(TS) && POCKETML_PYTHON=$(abspath $(BIN))/python npm run --silent test:browser
 
+# pocketml.federated.flower against a real Flower: flwr cannot live in .venv (its pins replace
+# the server's fastapi, starlette, uvicorn, typer, rich, protobuf), so it gets a venv of its
+# own with what the module imports, and runs pocketml from src/ (about 40 s the first time).
+FLOWER_VENV := .venv-flower
+FLOWER_STAMP := $(FLOWER_VENV)/.installed-stamp
+
+$(FLOWER_STAMP): pyproject.toml
+	test -x $(FLOWER_VENV)/bin/python || $(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/python -m pip install --quiet "flwr==1.42.*" "dp-accounting>=0.6" "sqlalchemy>=2.0.30" "pytest>=8"
+	touch $(FLOWER_STAMP)
+
+test-flower: $(FLOWER_STAMP)
+	PYTHONPATH=src $(FLOWER_VENV)/bin/python -m pytest --noconftest -q -p no:cacheprovider tests/federated/test_flower.py
+
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks conformance clients/typescript/scripts
 	$(BIN)/ruff format src tests benchmarks conformance clients/typescript/scripts
@@ -70,4 +84,4 @@ bench: $(STAMP)
 	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FLOWER_VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache
